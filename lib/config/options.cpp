@@ -1,0 +1,93 @@
+#include "config/options.hpp"
+
+#include <cstdio>
+#include <fstream>
+
+namespace clerk_sync::config {
+namespace {
+
+std::string trim(std::string s) {
+  const auto b = s.find_first_not_of(" \t\r");
+  const auto e = s.find_last_not_of(" \t\r");
+  return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
+}
+
+// Splits `key=value`; throws usage_error naming the key only.
+std::pair<std::string, std::string> split_property(const std::string& text, const std::string& where) {
+  const auto eq = text.find('=');
+  if (eq == std::string::npos || eq == 0) throw usage_error(where + ": expected key=value");
+  return {trim(text.substr(0, eq)), trim(text.substr(eq + 1))};
+}
+
+}  // namespace
+
+void add_kafka_options(CLI::App& app, kafka::client_config& cfg) {
+  app.add_option("--brokers", cfg.brokers, "Kafka bootstrap servers, host:port[,host:port]")
+      ->envname("KAFKA_BROKERS")
+      ->capture_default_str();
+  app.add_option_function<std::vector<std::string>>(
+         "--kafka-property",
+         [&cfg](const std::vector<std::string>& props) {
+           for (const auto& p : props) cfg.properties.push_back(split_property(p, "--kafka-property"));
+         },
+         "Any librdkafka property, key=value (repeatable); put passwords in the properties file")
+      ->type_name("KEY=VALUE");
+  app.add_option_function<std::string>(
+         "--kafka-properties-file", [&cfg](const std::string& path) { load_kafka_properties_file(path, cfg); },
+         "File of librdkafka properties, one key=value a line (SASL/TLS)")
+      ->envname("CLERK_SYNC_KAFKA_PROPERTIES_FILE");
+}
+
+void add_log_options(CLI::App& app, log_options& opts) {
+  app.add_option("--log-format", opts.format, "logfmt or json")
+      ->envname("CLERK_SYNC_LOG_FORMAT")
+      ->check(CLI::IsMember({"logfmt", "json"}))
+      ->capture_default_str();
+  app.add_option("--log-level", opts.level, "debug, info, warn or error")
+      ->envname("CLERK_SYNC_LOG_LEVEL")
+      ->check(CLI::IsMember({"debug", "info", "warn", "error"}))
+      ->capture_default_str();
+}
+
+void load_kafka_properties_file(const std::string& path, kafka::client_config& cfg) {
+  std::ifstream in(path);
+  if (!in) throw usage_error("cannot read kafka properties file " + path);
+  std::string line;
+  int n = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    line = trim(line);
+    if (line.empty() || line[0] == '#') continue;
+    cfg.properties.push_back(split_property(line, path + ":" + std::to_string(n)));
+  }
+}
+
+void apply(const log_options& opts) {
+  const auto f = log::parse_format(opts.format);
+  const auto l = log::parse_level(opts.level);
+  if (!f) throw usage_error("unknown log format '" + opts.format + "'");
+  if (!l) throw usage_error("unknown log level '" + opts.level + "'");
+  log::init(*f, *l);
+}
+
+std::optional<int> parse(CLI::App& app, int argc, char** argv) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const usage_error& e) {
+    std::fprintf(stderr, "%s: %s\n", app.get_name().c_str(), e.what());
+    return exit_usage;
+  } catch (const CLI::ParseError& e) {
+    // One clear line, never the value (it may be a secret).
+    std::fprintf(stderr, "%s: %s\n", app.get_name().c_str(), e.what());
+    return exit_usage;
+  }
+  return std::nullopt;
+}
+
+}  // namespace clerk_sync::config

@@ -1,0 +1,62 @@
+#pragma once
+// Command-line flags with an environment variable behind each (CLI11), the
+// options every clerk-sync executable shares, and the start-up contract: a
+// bad or missing setting prints one clear line on stderr and exits 2.
+// Secrets never travel in argv; they come from the environment or a file.
+
+#include <CLI/CLI.hpp>
+
+#include <optional>
+#include <string>
+
+#include "kafka/client.hpp"
+#include "log/log.hpp"
+
+namespace clerk_sync::config {
+
+inline constexpr int exit_usage = 2;
+
+// A setting that is present but wrong; main() prints it and exits 2.
+struct usage_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct log_options {
+  std::string format = "logfmt";
+  std::string level = "info";
+};
+
+// --brokers (KAFKA_BROKERS), --kafka-property k=v (repeatable; for SASL
+// passwords prefer the file), --kafka-properties-file
+// (CLERK_SYNC_KAFKA_PROPERTIES_FILE, Java-style `key=value` lines).
+void add_kafka_options(CLI::App& app, kafka::client_config& cfg);
+// --log-format logfmt|json (CLERK_SYNC_LOG_FORMAT), --log-level (CLERK_SYNC_LOG_LEVEL).
+void add_log_options(CLI::App& app, log_options& opts);
+
+// Reads the properties file named on the command line into cfg, validating
+// `key=value` lines; throws usage_error.
+void load_kafka_properties_file(const std::string& path, kafka::client_config& cfg);
+
+// Applies log options (throws usage_error for unknown values).
+void apply(const log_options& opts);
+
+// Parses argv. Returns an exit status when the process should stop now
+// (0 after --help, 2 after printing one line for a bad flag), nullopt to go on.
+[[nodiscard]] std::optional<int> parse(CLI::App& app, int argc, char** argv);
+
+// Runs `body` and turns usage_error / kafka::config_error into one stderr
+// line and exit 2: the single place start-up errors are reported.
+template <class F>
+int run_main(const char* program, F&& body) {
+  try {
+    return body();
+  } catch (const usage_error& e) {
+    std::fprintf(stderr, "%s: %s\n", program, e.what());
+    return exit_usage;
+  } catch (const kafka::config_error& e) {
+    std::fprintf(stderr, "%s: %s\n", program, e.what());
+    return exit_usage;
+  }
+}
+
+}  // namespace clerk_sync::config

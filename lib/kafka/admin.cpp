@@ -1,0 +1,98 @@
+#include "kafka/admin.hpp"
+
+#include <array>
+#include <memory>
+
+#include "kafka/handle.hpp"
+
+namespace clerk_sync::kafka {
+namespace {
+
+struct queue_deleter {
+  void operator()(rd_kafka_queue_t* q) const { rd_kafka_queue_destroy(q); }
+};
+struct event_deleter {
+  void operator()(rd_kafka_event_t* e) const { rd_kafka_event_destroy(e); }
+};
+struct options_deleter {
+  void operator()(rd_kafka_AdminOptions_t* o) const { rd_kafka_AdminOptions_destroy(o); }
+};
+using queue_ptr = std::unique_ptr<rd_kafka_queue_t, queue_deleter>;
+using event_ptr = std::unique_ptr<rd_kafka_event_t, event_deleter>;
+
+detail::handle_ptr admin_handle(const client_config& cfg) {
+  return detail::make_handle(RD_KAFKA_PRODUCER, detail::make_conf(cfg, {}, {}));
+}
+
+std::unique_ptr<rd_kafka_AdminOptions_t, options_deleter> admin_options(rd_kafka_t* rk, rd_kafka_admin_op_t op,
+                                                                         std::chrono::milliseconds timeout) {
+  std::unique_ptr<rd_kafka_AdminOptions_t, options_deleter> o(rd_kafka_AdminOptions_new(rk, op));
+  std::array<char, 256> err{};
+  rd_kafka_AdminOptions_set_request_timeout(o.get(), static_cast<int>(timeout.count()), err.data(), err.size());
+  return o;
+}
+
+event_ptr wait_for(rd_kafka_queue_t* q, std::chrono::milliseconds timeout) {
+  event_ptr ev(rd_kafka_queue_poll(q, static_cast<int>(timeout.count()) + 1000));
+  if (!ev) throw fatal_error("kafka admin request timed out");
+  if (rd_kafka_event_error(ev.get()))
+    throw fatal_error(std::string("kafka admin: ") + rd_kafka_event_error_string(ev.get()));
+  return ev;
+}
+
+}  // namespace
+
+create_outcome create_topic(const client_config& cfg, const topic_spec& spec, std::chrono::milliseconds timeout) {
+  auto rk = admin_handle(cfg);
+  std::array<char, 512> err{};
+  rd_kafka_NewTopic_t* nt =
+      rd_kafka_NewTopic_new(spec.name.c_str(), spec.partitions, spec.replication_factor, err.data(), err.size());
+  if (!nt) throw config_error(std::string("topic ") + spec.name + ": " + err.data());
+  const std::unique_ptr<rd_kafka_NewTopic_t, decltype(&rd_kafka_NewTopic_destroy)> owned(nt,
+                                                                                        &rd_kafka_NewTopic_destroy);
+  for (const auto& [k, v] : spec.configs)
+    if (rd_kafka_NewTopic_set_config(nt, k.c_str(), v.c_str()))
+      throw config_error("topic config " + k + " was refused");
+  queue_ptr q(rd_kafka_queue_new(rk.get()));
+  const auto opts = admin_options(rk.get(), RD_KAFKA_ADMIN_OP_CREATETOPICS, timeout);
+  rd_kafka_CreateTopics(rk.get(), &nt, 1, opts.get(), q.get());
+  const auto ev = wait_for(q.get(), timeout);
+  size_t n = 0;
+  const rd_kafka_topic_result_t** res =
+      rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev.get()), &n);
+  for (size_t i = 0; i < n; ++i) {
+    const auto e = rd_kafka_topic_result_error(res[i]);
+    if (e == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) return create_outcome::already_exists;
+    if (e) throw fatal_error("create topic " + spec.name + ": " + rd_kafka_topic_result_error_string(res[i]));
+  }
+  return create_outcome::created;
+}
+
+std::optional<std::map<std::string, std::string>> describe_topic(const client_config& cfg, const std::string& topic,
+                                                                  std::chrono::milliseconds timeout) {
+  auto rk = admin_handle(cfg);
+  rd_kafka_ConfigResource_t* cr = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic.c_str());
+  const std::unique_ptr<rd_kafka_ConfigResource_t, decltype(&rd_kafka_ConfigResource_destroy)> owned(
+      cr, &rd_kafka_ConfigResource_destroy);
+  queue_ptr q(rd_kafka_queue_new(rk.get()));
+  const auto opts = admin_options(rk.get(), RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS, timeout);
+  rd_kafka_DescribeConfigs(rk.get(), &cr, 1, opts.get(), q.get());
+  const auto ev = wait_for(q.get(), timeout);
+  size_t n = 0;
+  const rd_kafka_ConfigResource_t** res =
+      rd_kafka_DescribeConfigs_result_resources(rd_kafka_event_DescribeConfigs_result(ev.get()), &n);
+  if (n == 0) return std::nullopt;
+  const auto e = rd_kafka_ConfigResource_error(res[0]);
+  if (e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) return std::nullopt;
+  if (e) throw fatal_error("describe topic " + topic + ": " + rd_kafka_ConfigResource_error_string(res[0]));
+  std::map<std::string, std::string> out;
+  size_t cnt = 0;
+  const rd_kafka_ConfigEntry_t** entries = rd_kafka_ConfigResource_configs(res[0], &cnt);
+  for (size_t i = 0; i < cnt; ++i) {
+    const char* v = rd_kafka_ConfigEntry_value(entries[i]);
+    out[rd_kafka_ConfigEntry_name(entries[i])] = v ? v : "";
+  }
+  return out;
+}
+
+}  // namespace clerk_sync::kafka

@@ -1,0 +1,34 @@
+#pragma once
+// Topic administration through librdkafka's admin API. Blocking calls, each
+// with its own short-lived client; for start-up, tests and clerk-sync-ctl,
+// never for a request path. Errors throw fatal_error with Kafka's reason.
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kafka/client.hpp"
+
+namespace clerk_sync::kafka {
+
+struct topic_spec {
+  std::string name;
+  int partitions = 3;
+  int replication_factor = 1;
+  std::vector<std::pair<std::string, std::string>> configs;  // e.g. retention.ms=-1
+};
+
+enum class create_outcome { created, already_exists };
+
+[[nodiscard]] create_outcome create_topic(const client_config& cfg, const topic_spec& spec,
+                                          std::chrono::milliseconds timeout);
+
+// The topic's effective configuration (name -> value); nullopt if it does not exist.
+[[nodiscard]] std::optional<std::map<std::string, std::string>> describe_topic(const client_config& cfg,
+                                                                                const std::string& topic,
+                                                                                std::chrono::milliseconds timeout);
+
+}  // namespace clerk_sync::kafka

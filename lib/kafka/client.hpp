@@ -1,0 +1,53 @@
+#pragma once
+// Plain configuration shared by every Kafka client of clerk-sync, and the
+// vocabulary types of records. No librdkafka type appears here.
+
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace clerk_sync::kafka {
+
+struct client_config {
+  std::string brokers = "127.0.0.1:9092";
+  // Any librdkafka property (SASL/TLS for a managed cluster), applied last so
+  // that an operator can override our defaults.
+  std::vector<std::pair<std::string, std::string>> properties;
+};
+
+struct header {
+  std::string key;
+  std::string value;
+};
+
+// Next offset to read; these two sentinels match librdkafka's logical offsets.
+inline constexpr std::int64_t offset_beginning = -2;
+inline constexpr std::int64_t offset_end = -1;
+
+struct topic_partition {
+  std::string topic;
+  std::int32_t partition = 0;
+  std::int64_t offset = offset_beginning;
+  friend bool operator==(const topic_partition&, const topic_partition&) = default;
+};
+
+// A bad property or value: reject at start-up (exit 2).
+struct config_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Anything else the client cannot recover from (fatal producer error, a
+// consumer that lost its group for good): exit non-zero so systemd restarts.
+struct fatal_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Returns the value of the first header named `key`, if any.
+[[nodiscard]] std::optional<std::string_view> find_header(const std::vector<header>& headers,
+                                                          std::string_view key);
+
+}  // namespace clerk_sync::kafka

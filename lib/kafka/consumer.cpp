@@ -1,0 +1,167 @@
+#include "kafka/consumer.hpp"
+
+#include <array>
+
+#include "kafka/handle.hpp"
+
+namespace clerk_sync::kafka {
+namespace {
+
+std::vector<topic_partition> to_vector(const rd_kafka_topic_partition_list_t* list) {
+  std::vector<topic_partition> out;
+  out.reserve(static_cast<std::size_t>(list->cnt));
+  for (int i = 0; i < list->cnt; ++i)
+    out.push_back({list->elems[i].topic, list->elems[i].partition, list->elems[i].offset});
+  return out;
+}
+
+detail::tp_list_ptr to_list(const std::vector<topic_partition>& parts) {
+  detail::tp_list_ptr list(rd_kafka_topic_partition_list_new(static_cast<int>(parts.size())));
+  for (const auto& p : parts)
+    rd_kafka_topic_partition_list_add(list.get(), p.topic.c_str(), p.partition)->offset = p.offset;
+  return list;
+}
+
+}  // namespace
+
+struct consumer::impl {
+  detail::handle_ptr rk;
+  rebalance_handler handler;
+  bool closed = false;
+
+  static void on_rebalance(rd_kafka_t* handle, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts,
+                           void* opaque) {
+    auto* self = static_cast<impl*>(opaque);
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+      // Seek by assigning with the stored offsets: nothing is read before.
+      std::vector<topic_partition> wanted = to_vector(parts);
+      if (self->handler.on_assign) wanted = self->handler.on_assign(std::move(wanted));
+      const auto list = to_list(wanted);
+      rd_kafka_assign(handle, list.get());
+    } else {
+      if (self->handler.on_revoke) self->handler.on_revoke(to_vector(parts));
+      rd_kafka_assign(handle, nullptr);
+    }
+  }
+};
+
+consumer::consumer(const client_config& cfg, const std::string& group_id, rebalance_handler handler,
+                   const consumer_options& opts)
+    : impl_(std::make_unique<impl>()) {
+  impl_->handler = std::move(handler);
+  const std::string session = std::to_string(opts.session_timeout.count());
+  const std::string max_poll = std::to_string(opts.max_poll_interval.count());
+  // A reader without a group still needs a group.id for librdkafka's
+  // consumer API; it never joins because it never subscribes.
+  const std::string group = group_id.empty() ? std::string("clerk-sync.reader") : group_id;
+  auto conf = detail::make_conf(cfg,
+                                {
+                                    {"session.timeout.ms", session},
+                                    {"max.poll.interval.ms", max_poll},
+                                    {"auto.offset.reset", "earliest"},
+                                    {"fetch.wait.max.ms", "100"},
+                                },
+                                {
+                                    {"group.id", group},
+                                    // Offsets live in the database, written with the rows.
+                                    {"enable.auto.commit", "false"},
+                                    {"enable.auto.offset.store", "false"},
+                                    {"partition.assignment.strategy", "range"},
+                                    {"enable.partition.eof", "false"},
+                                });
+  rd_kafka_conf_set_rebalance_cb(conf.get(), &impl::on_rebalance);
+  rd_kafka_conf_set_opaque(conf.get(), impl_.get());
+  impl_->rk = detail::make_handle(RD_KAFKA_CONSUMER, std::move(conf));
+  rd_kafka_poll_set_consumer(impl_->rk.get());
+}
+
+consumer::~consumer() {
+  try {
+    close();
+  } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor must not throw
+  }
+}
+
+void consumer::subscribe(const std::vector<std::string>& topics) {
+  detail::tp_list_ptr list(rd_kafka_topic_partition_list_new(static_cast<int>(topics.size())));
+  for (const auto& t : topics) rd_kafka_topic_partition_list_add(list.get(), t.c_str(), RD_KAFKA_PARTITION_UA);
+  if (const auto err = rd_kafka_subscribe(impl_->rk.get(), list.get()))
+    throw fatal_error(std::string("subscribe: ") + rd_kafka_err2str(err));
+}
+
+void consumer::assign(const std::vector<topic_partition>& partitions) {
+  const auto list = to_list(partitions);
+  if (const auto err = rd_kafka_assign(impl_->rk.get(), list.get()))
+    throw fatal_error(std::string("assign: ") + rd_kafka_err2str(err));
+}
+
+std::optional<message> consumer::poll(std::chrono::milliseconds timeout) {
+  detail::message_ptr m(rd_kafka_consumer_poll(impl_->rk.get(), static_cast<int>(timeout.count())));
+  if (!m) return std::nullopt;
+  if (m->err) {
+    if (m->err == RD_KAFKA_RESP_ERR__FATAL) {
+      std::array<char, 512> buf{};
+      rd_kafka_fatal_error(impl_->rk.get(), buf.data(), buf.size());
+      throw fatal_error(std::string("consumer: ") + buf.data());
+    }
+    // Unknown topic or partition (not yet created), transport trouble:
+    // librdkafka keeps retrying; nothing was consumed.
+    return std::nullopt;
+  }
+  message out;
+  out.topic = rd_kafka_topic_name(m->rkt);
+  out.partition = m->partition;
+  out.offset = m->offset;
+  if (m->key) out.key.assign(static_cast<const char*>(m->key), m->key_len);
+  if (m->payload) out.value.assign(static_cast<const char*>(m->payload), m->len);
+  rd_kafka_timestamp_type_t ts_type{};
+  out.timestamp_ms = rd_kafka_message_timestamp(m.get(), &ts_type);
+  rd_kafka_headers_t* hdrs = nullptr;
+  if (rd_kafka_message_headers(m.get(), &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    const char* name = nullptr;
+    const void* val = nullptr;
+    size_t size = 0;
+    for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &val, &size) == RD_KAFKA_RESP_ERR_NO_ERROR; ++i)
+      out.headers.push_back({name, val ? std::string(static_cast<const char*>(val), size) : std::string()});
+  }
+  return out;
+}
+
+std::vector<topic_partition> consumer::assignment() const {
+  rd_kafka_topic_partition_list_t* raw = nullptr;
+  if (rd_kafka_assignment(impl_->rk.get(), &raw) != RD_KAFKA_RESP_ERR_NO_ERROR || !raw) return {};
+  const detail::tp_list_ptr list(raw);
+  return to_vector(list.get());
+}
+
+std::pair<std::int64_t, std::int64_t> consumer::watermarks(const std::string& topic, std::int32_t partition,
+                                                           std::chrono::milliseconds timeout) const {
+  std::int64_t low = 0, high = 0;
+  if (const auto err = rd_kafka_query_watermark_offsets(impl_->rk.get(), topic.c_str(), partition, &low, &high,
+                                                        static_cast<int>(timeout.count())))
+    throw fatal_error("watermarks of " + topic + "/" + std::to_string(partition) + ": " + rd_kafka_err2str(err));
+  return {low, high};
+}
+
+std::vector<std::int32_t> consumer::partitions_of(const std::string& topic, std::chrono::milliseconds timeout) const {
+  rd_kafka_topic_t* rkt = rd_kafka_topic_new(impl_->rk.get(), topic.c_str(), nullptr);
+  const struct rd_kafka_metadata* md = nullptr;
+  const auto err = rd_kafka_metadata(impl_->rk.get(), 0, rkt, &md, static_cast<int>(timeout.count()));
+  rd_kafka_topic_destroy(rkt);
+  if (err) throw fatal_error("metadata of " + topic + ": " + rd_kafka_err2str(err));
+  std::vector<std::int32_t> out;
+  for (int i = 0; i < md->topic_cnt; ++i) {
+    if (md->topics[i].err) continue;
+    for (int j = 0; j < md->topics[i].partition_cnt; ++j) out.push_back(md->topics[i].partitions[j].id);
+  }
+  rd_kafka_metadata_destroy(md);
+  return out;
+}
+
+void consumer::close() {
+  if (impl_->closed) return;
+  impl_->closed = true;
+  rd_kafka_consumer_close(impl_->rk.get());
+}
+
+}  // namespace clerk_sync::kafka

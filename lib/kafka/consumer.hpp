@@ -1,0 +1,83 @@
+#pragma once
+// Group consumer with offsets owned by the caller (stored in the database,
+// never committed to Kafka). Eager `range` assignment and single-message
+// poll: librdkafka 2.0.2's cooperative-sticky and batch APIs have known
+// lost-message bugs. Not thread-safe: one thread polls; the rebalance
+// handlers run inside poll() on that thread.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kafka/client.hpp"
+
+namespace clerk_sync::kafka {
+
+struct message {
+  std::string topic;
+  std::int32_t partition = 0;
+  std::int64_t offset = 0;
+  std::string key;
+  std::string value;
+  std::vector<header> headers;
+  std::int64_t timestamp_ms = -1;
+};
+
+struct consumer_options {
+  // Whole-group settings; defaults suit a worker that applies in batches.
+  std::chrono::milliseconds session_timeout{10'000};
+  std::chrono::milliseconds max_poll_interval{300'000};
+};
+
+class consumer {
+ public:
+  // on_assign receives the new partitions (offsets unset) and returns them
+  // with the offset to start from: the stored next offset, or
+  // offset_beginning when none is stored. on_revoke runs before the
+  // partitions are taken away: finish and commit the open work there.
+  struct rebalance_handler {
+    std::function<std::vector<topic_partition>(std::vector<topic_partition>)> on_assign;
+    std::function<void(const std::vector<topic_partition>&)> on_revoke;
+  };
+
+  // A group member (group_id non-empty) or, with an empty group_id, a plain
+  // reader driven by assign() (replay, tests). Throws config_error.
+  consumer(const client_config& cfg, const std::string& group_id, rebalance_handler handler = {},
+           const consumer_options& opts = {});
+  ~consumer();  // leaves the group if close() was not called
+  consumer(const consumer&) = delete;
+  consumer& operator=(const consumer&) = delete;
+
+  void subscribe(const std::vector<std::string>& topics);
+  // Reads exactly these partitions from the given offsets (no group).
+  void assign(const std::vector<topic_partition>& partitions);
+
+  // One message, or nullopt when none arrived within `timeout` (transient
+  // broker trouble is logged by librdkafka and retried on its own). Throws
+  // fatal_error on an error the consumer cannot continue after.
+  [[nodiscard]] std::optional<message> poll(std::chrono::milliseconds timeout);
+
+  // Partitions currently assigned (offsets unset).
+  [[nodiscard]] std::vector<topic_partition> assignment() const;
+
+  // Low and high watermark (the next offset to be written) of a partition.
+  [[nodiscard]] std::pair<std::int64_t, std::int64_t> watermarks(const std::string& topic, std::int32_t partition,
+                                                                 std::chrono::milliseconds timeout) const;
+
+  // Partition ids of a topic; empty if the topic does not exist.
+  [[nodiscard]] std::vector<std::int32_t> partitions_of(const std::string& topic,
+                                                        std::chrono::milliseconds timeout) const;
+
+  // Leaves the group (revoking partitions through the handler). Idempotent.
+  void close();
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace clerk_sync::kafka

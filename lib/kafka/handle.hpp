@@ -1,0 +1,49 @@
+#pragma once
+// Internal to lib/kafka: RAII owners of librdkafka handles and the shared
+// configuration step. Not for use outside this folder.
+
+#include <librdkafka/rdkafka.h>
+
+#include <initializer_list>
+#include <memory>
+#include <utility>
+#include <string>
+#include <string_view>
+
+#include "kafka/client.hpp"
+
+namespace clerk_sync::kafka::detail {
+
+struct conf_deleter {
+  void operator()(rd_kafka_conf_t* c) const { rd_kafka_conf_destroy(c); }
+};
+struct handle_deleter {
+  void operator()(rd_kafka_t* rk) const { rd_kafka_destroy(rk); }
+};
+struct topic_partition_list_deleter {
+  void operator()(rd_kafka_topic_partition_list_t* l) const { rd_kafka_topic_partition_list_destroy(l); }
+};
+struct message_deleter {
+  void operator()(rd_kafka_message_t* m) const { rd_kafka_message_destroy(m); }
+};
+
+using conf_ptr = std::unique_ptr<rd_kafka_conf_t, conf_deleter>;
+using handle_ptr = std::unique_ptr<rd_kafka_t, handle_deleter>;
+using tp_list_ptr = std::unique_ptr<rd_kafka_topic_partition_list_t, topic_partition_list_deleter>;
+using message_ptr = std::unique_ptr<rd_kafka_message_t, message_deleter>;
+
+// Sets one property; throws config_error naming the key (never the value,
+// which may be a password).
+void set(rd_kafka_conf_t* conf, std::string_view key, std::string_view value);
+
+using property_list = std::initializer_list<std::pair<std::string_view, std::string_view>>;
+
+// A new configuration: bootstrap servers, then `defaults`, then the
+// operator's properties, then `fixed` (what correctness depends on, such as
+// idempotence, which no property may turn off).
+[[nodiscard]] conf_ptr make_conf(const client_config& cfg, property_list defaults, property_list fixed);
+
+// Creates the handle; throws config_error with librdkafka's reason.
+[[nodiscard]] handle_ptr make_handle(rd_kafka_type_t type, conf_ptr conf);
+
+}  // namespace clerk_sync::kafka::detail

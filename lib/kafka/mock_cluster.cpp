@@ -1,0 +1,49 @@
+#include "kafka/mock_cluster.hpp"
+
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+
+#include <array>
+#include <stdexcept>
+#include <vector>
+
+#include "kafka/handle.hpp"
+
+namespace clerk_sync::kafka {
+
+struct mock_cluster::impl {
+  detail::handle_ptr rk;  // the mock cluster lives on this handle's threads
+  rd_kafka_mock_cluster_t* mc = nullptr;
+};
+
+mock_cluster::mock_cluster(int brokers) : impl_(std::make_unique<impl>()) {
+  detail::conf_ptr conf(rd_kafka_conf_new());
+  detail::set(conf.get(), "log_level", "3");
+  impl_->rk = detail::make_handle(RD_KAFKA_PRODUCER, std::move(conf));
+  impl_->mc = rd_kafka_mock_cluster_new(impl_->rk.get(), brokers);
+  if (!impl_->mc) throw std::runtime_error("could not create the mock cluster");
+}
+
+mock_cluster::~mock_cluster() { rd_kafka_mock_cluster_destroy(impl_->mc); }
+
+std::string mock_cluster::bootstrap_servers() const { return rd_kafka_mock_cluster_bootstraps(impl_->mc); }
+
+void mock_cluster::create_topic(const std::string& topic, int partitions, int replication) {
+  if (rd_kafka_mock_topic_create(impl_->mc, topic.c_str(), partitions, replication))
+    throw std::runtime_error("mock cluster: could not create topic " + topic);
+}
+
+void mock_cluster::fail_next_produce_requests(int count, int code) {
+  std::vector<rd_kafka_resp_err_t> errs(static_cast<std::size_t>(count), static_cast<rd_kafka_resp_err_t>(code));
+  rd_kafka_mock_push_request_errors_array(impl_->mc, 0 /* Produce */, errs.size(), errs.data());
+}
+
+void mock_cluster::set_broker_down(std::int32_t broker) { rd_kafka_mock_broker_set_down(impl_->mc, broker); }
+
+void mock_cluster::set_broker_up(std::int32_t broker) { rd_kafka_mock_broker_set_up(impl_->mc, broker); }
+
+void mock_cluster::set_round_trip(std::int32_t broker, std::chrono::milliseconds rtt) {
+  rd_kafka_mock_broker_set_rtt(impl_->mc, broker, static_cast<int>(rtt.count()));
+}
+
+}  // namespace clerk_sync::kafka

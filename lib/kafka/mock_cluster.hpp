@@ -1,0 +1,39 @@
+#pragma once
+// librdkafka's in-process mock cluster, for fault injection in tests only
+// (request errors, broker down, round-trip delays). Clients connect to
+// bootstrap_servers() like to any cluster. Not a stand-in for the real
+// broker: it cannot create topics on request and keeps 5 MiB per partition.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace clerk_sync::kafka {
+
+class mock_cluster {
+ public:
+  explicit mock_cluster(int brokers = 1);
+  ~mock_cluster();
+  mock_cluster(const mock_cluster&) = delete;
+  mock_cluster& operator=(const mock_cluster&) = delete;
+
+  [[nodiscard]] std::string bootstrap_servers() const;
+
+  void create_topic(const std::string& topic, int partitions, int replication = 1);
+
+  // The next `count` Produce requests fail with the Kafka error `code`
+  // (a rd_kafka_resp_err_t value, e.g. 7 = REQUEST_TIMED_OUT).
+  void fail_next_produce_requests(int count, int code);
+
+  // Broker ids start at 1.
+  void set_broker_down(std::int32_t broker);
+  void set_broker_up(std::int32_t broker);
+  void set_round_trip(std::int32_t broker, std::chrono::milliseconds rtt);
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace clerk_sync::kafka

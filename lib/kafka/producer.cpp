@@ -1,0 +1,147 @@
+#include "kafka/producer.hpp"
+
+#include <array>
+#include <mutex>
+#include <thread>
+
+#include "kafka/handle.hpp"
+
+namespace clerk_sync::kafka {
+
+struct producer::impl {
+  detail::handle_ptr rk;
+  fatal_callback on_fatal;
+  std::atomic<bool> stopping{false};
+  std::atomic<bool> fatal_seen{false};
+  mutable std::mutex fatal_mutex;
+  std::optional<std::string> fatal_text;
+  std::thread poller;
+
+  static void on_delivery(rd_kafka_t*, const rd_kafka_message_t* m, void*) {
+    // The opaque was released to librdkafka in produce(); take it back.
+    std::unique_ptr<delivery_callback> cb(static_cast<delivery_callback*>(m->_private));
+    if (!cb) return;
+    delivery_report r;
+    r.ok = m->err == RD_KAFKA_RESP_ERR_NO_ERROR;
+    r.partition = m->partition;
+    r.offset = m->offset;
+    if (!r.ok) {
+      r.error = rd_kafka_err2str(m->err);
+      r.possibly_persisted = rd_kafka_message_status(m) == RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED;
+    }
+    (*cb)(r);
+  }
+
+  static void on_error(rd_kafka_t* handle, int err, const char* reason, void* opaque) {
+    auto* self = static_cast<impl*>(opaque);
+    if (err != RD_KAFKA_RESP_ERR__FATAL) return;  // transient: librdkafka retries on its own
+    std::array<char, 512> buf{};
+    rd_kafka_fatal_error(handle, buf.data(), buf.size());
+    {
+      std::lock_guard lock(self->fatal_mutex);
+      self->fatal_text = buf[0] ? std::string(buf.data()) : std::string(reason ? reason : "fatal error");
+    }
+    if (!self->fatal_seen.exchange(true) && self->on_fatal) self->on_fatal(*self->fatal_reason());
+  }
+
+  std::optional<std::string> fatal_reason() const {
+    std::lock_guard lock(fatal_mutex);
+    return fatal_text;
+  }
+};
+
+producer::producer(const client_config& cfg, const producer_options& opts, fatal_callback on_fatal)
+    : impl_(std::make_unique<impl>()) {
+  impl_->on_fatal = std::move(on_fatal);
+  const std::string timeout = std::to_string(opts.message_timeout.count());
+  const std::string linger = std::to_string(opts.linger.count());
+  auto conf = detail::make_conf(cfg,
+                                {
+                                    {"message.timeout.ms", timeout},
+                                    {"linger.ms", linger},
+                                    {"socket.keepalive.enable", "true"},
+                                },
+                                {
+                                    // Exactly the guarantees the receiver promises Svix.
+                                    {"enable.idempotence", "true"},
+                                    {"acks", "all"},
+                                    {"delivery.report.only.error", "false"},
+                                });
+  rd_kafka_conf_set_dr_msg_cb(conf.get(), &impl::on_delivery);
+  rd_kafka_conf_set_error_cb(conf.get(), &impl::on_error);
+  rd_kafka_conf_set_opaque(conf.get(), impl_.get());
+  impl_->rk = detail::make_handle(RD_KAFKA_PRODUCER, std::move(conf));
+  impl_->poller = std::thread([self = impl_.get()] {
+    while (!self->stopping.load(std::memory_order_relaxed)) rd_kafka_poll(self->rk.get(), 50);
+  });
+}
+
+producer::~producer() {
+  impl_->stopping = true;
+  if (impl_->poller.joinable()) impl_->poller.join();
+  // Records still queued are dropped by rd_kafka_destroy; each gets a failed
+  // delivery report there, so no callback is leaked.
+  rd_kafka_purge(impl_->rk.get(), RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+  rd_kafka_poll(impl_->rk.get(), 0);
+}
+
+enqueue_status producer::produce(const outgoing_record& rec, delivery_callback on_delivery, std::string* why) {
+  if (impl_->fatal_seen) {
+    if (why) *why = "producer has a fatal error";
+    return enqueue_status::fatal;
+  }
+  rd_kafka_headers_t* hdrs = rd_kafka_headers_new(rec.headers.size());
+  for (const auto& h : rec.headers)
+    rd_kafka_header_add(hdrs, h.key.data(), static_cast<ssize_t>(h.key.size()), h.value.data(),
+                        static_cast<ssize_t>(h.value.size()));
+  auto cb = std::make_unique<delivery_callback>(std::move(on_delivery));
+  const std::string topic(rec.topic);
+  // RD_KAFKA_MSG_F_COPY: the caller's buffers may go away right after.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wold-style-cast"  // librdkafka's RD_KAFKA_V_* macros
+  const rd_kafka_resp_err_t err = rd_kafka_producev(
+      impl_->rk.get(), RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+      RD_KAFKA_V_KEY(const_cast<char*>(rec.key.data()), rec.key.size()),
+      RD_KAFKA_V_VALUE(const_cast<char*>(rec.value.data()), rec.value.size()), RD_KAFKA_V_HEADERS(hdrs),
+      RD_KAFKA_V_OPAQUE(cb.get()), RD_KAFKA_V_END);
+#pragma GCC diagnostic pop
+  if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    (void)cb.release();  // owned by the delivery report from here on
+    return enqueue_status::queued;
+  }
+  rd_kafka_headers_destroy(hdrs);  // on failure the headers stay ours
+  if (why) *why = rd_kafka_err2str(err);
+  if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) return enqueue_status::queue_full;
+  if (err == RD_KAFKA_RESP_ERR__FATAL) return enqueue_status::fatal;
+  return enqueue_status::rejected;
+}
+
+bool producer::flush(std::chrono::milliseconds timeout) {
+  // The poller serves the reports; rd_kafka_flush() also wakes linger timers.
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (rd_kafka_outq_len(impl_->rk.get()) > 0) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    (void)rd_kafka_flush(impl_->rk.get(), static_cast<int>(std::min<long>(left.count(), 100)));
+  }
+  return true;
+}
+
+int producer::in_flight() const { return rd_kafka_outq_len(impl_->rk.get()); }
+
+bool producer::cluster_reachable(std::chrono::milliseconds timeout) const {
+  const struct rd_kafka_metadata* md = nullptr;
+  const auto err = rd_kafka_metadata(impl_->rk.get(), 0, nullptr, &md, static_cast<int>(timeout.count()));
+  if (md) rd_kafka_metadata_destroy(md);
+  return err == RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+std::optional<std::string> producer::fatal_reason() const { return impl_->fatal_reason(); }
+
+void producer::inject_fatal_error_for_test() {
+  (void)rd_kafka_test_fatal_error(impl_->rk.get(), RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                                  "injected by a test");
+}
+
+}  // namespace clerk_sync::kafka

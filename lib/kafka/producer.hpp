@@ -1,0 +1,87 @@
+#pragma once
+// Idempotent Kafka producer (acks=all). produce() never blocks: it enqueues
+// or says why not. Each accepted record gets exactly one delivery report,
+// invoked on the producer's own poller thread; callers hop back to their own
+// executor from there. Thread-safe: produce() may be called from any thread.
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kafka/client.hpp"
+
+namespace clerk_sync::kafka {
+
+struct producer_options {
+  // Upper bound on the time from produce() to the delivery report: keep the
+  // HTTP answer inside Svix's 15 s window.
+  std::chrono::milliseconds message_timeout{10'000};
+  std::chrono::milliseconds linger{2};
+};
+
+struct outgoing_record {
+  std::string_view topic;
+  std::string_view key;
+  std::string_view value;
+  std::vector<header> headers;
+};
+
+struct delivery_report {
+  bool ok = false;
+  std::int32_t partition = -1;
+  std::int64_t offset = -1;
+  std::string error;  // empty when ok
+  // The record timed out or failed after it was sent: it may be in the log
+  // anyway. Harmless for us (the consumers deduplicate), but worth a log line.
+  bool possibly_persisted = false;
+};
+
+enum class enqueue_status {
+  queued,      // a delivery report will follow
+  queue_full,  // backpressure: answer 503, try later
+  fatal,       // the producer is finished: stop intake, exit non-zero
+  rejected,    // this record cannot be produced (too large, unknown topic…)
+};
+
+class producer {
+ public:
+  using delivery_callback = std::function<void(const delivery_report&)>;
+  using fatal_callback = std::function<void(const std::string& reason)>;
+
+  // Throws config_error for a bad property. `on_fatal` runs once, on the
+  // poller thread, when librdkafka raises a fatal error.
+  producer(const client_config& cfg, const producer_options& opts, fatal_callback on_fatal = {});
+  ~producer();  // stops the poller; call flush() first to keep queued records
+  producer(const producer&) = delete;
+  producer& operator=(const producer&) = delete;
+
+  [[nodiscard]] enqueue_status produce(const outgoing_record& rec, delivery_callback on_delivery,
+                                       std::string* why = nullptr);
+
+  // Waits until every queued record has its delivery report or the timeout
+  // passes; true when nothing is left in flight.
+  bool flush(std::chrono::milliseconds timeout);
+
+  // Records not yet reported.
+  [[nodiscard]] int in_flight() const;
+
+  // A metadata round-trip to the cluster; blocks up to `timeout`.
+  [[nodiscard]] bool cluster_reachable(std::chrono::milliseconds timeout) const;
+
+  [[nodiscard]] std::optional<std::string> fatal_reason() const;
+
+  // Test hook: makes librdkafka raise a fatal error (rd_kafka_test_fatal_error).
+  void inject_fatal_error_for_test();
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace clerk_sync::kafka

@@ -1,0 +1,174 @@
+#include "log/log.hpp"
+
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+
+namespace clerk_sync::log {
+namespace {
+
+std::atomic<format> g_format{format::logfmt};
+std::atomic<level> g_threshold{level::info};
+
+std::string_view level_name(level lv) {
+  switch (lv) {
+    case level::debug: return "debug";
+    case level::info: return "info";
+    case level::warn: return "warn";
+    case level::error: return "error";
+  }
+  return "info";
+}
+
+// logfmt: bare when the value has no space, quote, '=' or control byte.
+void append_logfmt_string(std::string& out, std::string_view v) {
+  bool bare = !v.empty();
+  for (char ch : v) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c <= ' ' || c == '"' || c == '=' || c == '\\' || c == 0x7f) bare = false;
+  }
+  if (bare) {
+    out += v;
+    return;
+  }
+  out += '"';
+  for (char ch : v) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c < 0x20 || c == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  out += '"';
+}
+
+void append_json_string(std::string& out, std::string_view v) {
+  out += '"';
+  for (char ch : v) {
+    const auto c = static_cast<unsigned char>(ch);
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  out += '"';
+}
+
+void append_value(std::string& out, format f, const field::value_type& v) {
+  if (const auto* s = std::get_if<std::string_view>(&v)) {
+    f == format::json ? append_json_string(out, *s) : append_logfmt_string(out, *s);
+  } else if (const auto* i = std::get_if<std::int64_t>(&v)) {
+    out += std::to_string(*i);
+  } else if (const auto* d = std::get_if<double>(&v)) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.3f", *d);
+    out += buf;
+  } else {
+    out += std::get<bool>(v) ? "true" : "false";
+  }
+}
+
+void append_field(std::string& out, format f, bool first, std::string_view key,
+                  const field::value_type& v) {
+  if (f == format::json) {
+    if (!first) out += ',';
+    append_json_string(out, key);
+    out += ':';
+  } else {
+    if (!first) out += ' ';
+    out += key;
+    out += '=';
+  }
+  append_value(out, f, v);
+}
+
+std::string now_utc() {
+  using namespace std::chrono;
+  const auto now = system_clock::now();
+  const auto ms = duration_cast<milliseconds>(now.time_since_epoch()).count() % 1000;
+  const std::time_t t = system_clock::to_time_t(now);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
+  return buf;
+}
+
+spdlog::logger& sink() {
+  // A plain stderr sink with a "%v" pattern: we render the whole line ourselves.
+  static const std::shared_ptr<spdlog::logger> logger = [] {
+    auto l = std::make_shared<spdlog::logger>("clerk-sync", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+    l->set_pattern("%v");
+    l->set_level(spdlog::level::trace);
+    l->flush_on(spdlog::level::trace);
+    return l;
+  }();
+  return *logger;
+}
+
+}  // namespace
+
+std::optional<format> parse_format(std::string_view name) {
+  if (name == "logfmt") return format::logfmt;
+  if (name == "json") return format::json;
+  return std::nullopt;
+}
+
+std::optional<level> parse_level(std::string_view name) {
+  if (name == "debug") return level::debug;
+  if (name == "info") return level::info;
+  if (name == "warn") return level::warn;
+  if (name == "error") return level::error;
+  return std::nullopt;
+}
+
+void init(format f, level threshold) {
+  g_format = f;
+  g_threshold = threshold;
+  (void)sink();
+}
+
+std::string format_line(format f, level lv, std::string_view ts, std::string_view msg,
+                        std::initializer_list<field> fields) {
+  std::string out;
+  out.reserve(128);
+  if (f == format::json) out += '{';
+  append_field(out, f, true, "ts", ts);
+  append_field(out, f, false, "level", level_name(lv));
+  append_field(out, f, false, "msg", msg);
+  for (const auto& fl : fields) append_field(out, f, false, fl.key, fl.value);
+  if (f == format::json) out += '}';
+  return out;
+}
+
+void write(level lv, std::string_view msg, std::initializer_list<field> fields) {
+  if (lv < g_threshold.load(std::memory_order_relaxed)) return;
+  const std::string line = format_line(g_format.load(std::memory_order_relaxed), lv, now_utc(), msg, fields);
+  sink().info("{}", line);
+}
+
+}  // namespace clerk_sync::log

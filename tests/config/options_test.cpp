@@ -1,0 +1,56 @@
+#include "config/options.hpp"
+
+#include <doctest/doctest.h>
+
+#include <fstream>
+#include <vector>
+
+#include "support/support.hpp"
+
+namespace config = clerk_sync::config;
+
+namespace {
+
+std::optional<int> parse_args(CLI::App& app, std::vector<std::string> args) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  return config::parse(app, static_cast<int>(argv.size()), argv.data());
+}
+
+}  // namespace
+
+TEST_CASE("kafka options: flags, repeated properties and a properties file") {
+  clerk_sync::test::temp_dir dir;
+  const auto file = dir / "kafka.properties";
+  std::ofstream(file) << "# managed cluster\nsecurity.protocol = SASL_SSL\n\nsasl.mechanism=PLAIN\n";
+
+  CLI::App app("t", "t");
+  clerk_sync::kafka::client_config cfg;
+  config::add_kafka_options(app, cfg);
+  REQUIRE_FALSE(parse_args(app, {"t", "--brokers", "10.0.0.1:9092", "--kafka-property", "linger.ms=5",
+                                 "--kafka-properties-file", file.string()})
+                    .has_value());
+  CHECK(cfg.brokers == "10.0.0.1:9092");
+  const std::vector<std::pair<std::string, std::string>> want{
+      {"linger.ms", "5"}, {"security.protocol", "SASL_SSL"}, {"sasl.mechanism", "PLAIN"}};
+  CHECK(cfg.properties == want);
+}
+
+TEST_CASE("a malformed property or an unknown flag is a usage error (exit 2)") {
+  CLI::App app("t", "t");
+  clerk_sync::kafka::client_config cfg;
+  config::log_options log;
+  config::add_kafka_options(app, cfg);
+  config::add_log_options(app, log);
+  CHECK(parse_args(app, {"t", "--kafka-property", "novalue"}) == config::exit_usage);
+
+  CLI::App app2("t", "t");
+  config::add_log_options(app2, log);
+  CHECK(parse_args(app2, {"t", "--log-format", "xml"}) == config::exit_usage);
+  CHECK(parse_args(app2, {"t", "--no-such-flag"}) == config::exit_usage);
+}
+
+TEST_CASE("a properties file that cannot be read is a usage error") {
+  clerk_sync::kafka::client_config cfg;
+  CHECK_THROWS_AS(config::load_kafka_properties_file("/nonexistent/kafka.properties", cfg), config::usage_error);
+}

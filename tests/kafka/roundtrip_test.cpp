@@ -1,0 +1,137 @@
+#include "kafka/producer.hpp"
+
+#include <doctest/doctest.h>
+
+#include <condition_variable>
+#include <mutex>
+
+#include "kafka/consumer.hpp"
+#include "kafka/mock_cluster.hpp"
+#include "support/support.hpp"
+
+using namespace std::chrono_literals;
+namespace kafka = clerk_sync::kafka;
+
+namespace {
+
+// Waits for one delivery report from the producer's poller thread.
+struct report_waiter {
+  std::mutex m;
+  std::condition_variable cv;
+  std::optional<kafka::delivery_report> report;
+
+  kafka::producer::delivery_callback callback() {
+    return [this](const kafka::delivery_report& r) {
+      std::lock_guard lock(m);
+      report = r;
+      cv.notify_all();
+    };
+  }
+  kafka::delivery_report wait(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(m);
+    REQUIRE(cv.wait_for(lock, timeout, [this] { return report.has_value(); }));
+    return *report;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a record goes through the real broker and comes back byte-exact with key and headers") {
+  const auto cfg = clerk_sync::test::broker();
+  const auto topic = clerk_sync::test::fresh_topic("roundtrip", 3);
+  const std::string value("{\"type\":\"user.created\",\"bytes\":\"\x01\xff\"}", 39);
+
+  kafka::producer prod(cfg, {});
+  report_waiter waiter;
+  REQUIRE(prod.produce({topic, "user_1", value, {{"svix-id", "msg_1"}, {"clerk-event-type", "user.created"}}},
+                       waiter.callback()) == kafka::enqueue_status::queued);
+  const auto report = waiter.wait(15s);
+  REQUIRE_MESSAGE(report.ok, report.error);
+  CHECK(report.offset == 0);
+
+  kafka::consumer cons(cfg, "");
+  cons.assign({{topic, report.partition, 0}});
+  std::optional<kafka::message> got;
+  for (int i = 0; i < 100 && !got; ++i) got = cons.poll(100ms);
+  REQUIRE(got.has_value());
+  CHECK(got->value == value);
+  CHECK(got->key == "user_1");
+  CHECK(got->partition == report.partition);
+  CHECK(kafka::find_header(got->headers, "svix-id") == "msg_1");
+  CHECK(kafka::find_header(got->headers, "clerk-event-type") == "user.created");
+  CHECK(cons.watermarks(topic, report.partition, 5s).second == 1);
+}
+
+TEST_CASE("a group consumer starts each assigned partition at the offset the handler returns") {
+  const auto cfg = clerk_sync::test::broker();
+  const auto topic = clerk_sync::test::fresh_topic("assign", 1);
+  kafka::producer prod(cfg, {});
+  for (int i = 0; i < 5; ++i) {
+    report_waiter w;
+    REQUIRE(prod.produce({topic, "k", "v" + std::to_string(i), {}}, w.callback()) == kafka::enqueue_status::queued);
+    REQUIRE(w.wait(15s).ok);
+  }
+
+  std::vector<kafka::topic_partition> assigned;
+  kafka::consumer cons(cfg, clerk_sync::test::unique_name("group"),
+                       {.on_assign =
+                            [&](std::vector<kafka::topic_partition> parts) {
+                              for (auto& p : parts) p.offset = 3;  // as if offsets 0..2 were applied
+                              assigned = parts;
+                              return parts;
+                            },
+                        .on_revoke = {}});
+  cons.subscribe({topic});
+  std::vector<std::string> seen;
+  for (int i = 0; i < 200 && seen.size() < 2; ++i)
+    if (auto m = cons.poll(100ms)) seen.push_back(m->value);
+  CHECK(assigned.size() == 1);
+  CHECK(seen == std::vector<std::string>{"v3", "v4"});
+  cons.close();
+}
+
+TEST_CASE("with the mock cluster, failed produce requests are retried and still end in one success") {
+  kafka::mock_cluster mock(1);
+  mock.create_topic("t", 1);
+  // Retriable errors: the idempotent producer retries them itself.
+  mock.fail_next_produce_requests(3, 7 /* REQUEST_TIMED_OUT */);
+  kafka::producer prod({mock.bootstrap_servers(), {}}, {});
+  report_waiter w;
+  REQUIRE(prod.produce({"t", "k", "v", {}}, w.callback()) == kafka::enqueue_status::queued);
+  const auto r = w.wait(15s);
+  CHECK_MESSAGE(r.ok, r.error);
+  CHECK(r.offset == 0);
+}
+
+TEST_CASE("with no reachable broker the delivery report fails within the message timeout") {
+  kafka::mock_cluster mock(1);
+  mock.create_topic("t", 1);
+  mock.set_broker_down(1);
+  kafka::producer prod({mock.bootstrap_servers(), {}}, {.message_timeout = 1500ms, .linger = 2ms});
+  report_waiter w;
+  const auto start = std::chrono::steady_clock::now();
+  REQUIRE(prod.produce({"t", "k", "v", {}}, w.callback()) == kafka::enqueue_status::queued);
+  const auto r = w.wait(10s);
+  CHECK_FALSE(r.ok);
+  CHECK_FALSE(r.error.empty());
+  CHECK(std::chrono::steady_clock::now() - start < 5s);
+}
+
+TEST_CASE("a fatal producer error is reported once and refuses further records") {
+  kafka::mock_cluster mock(1);
+  mock.create_topic("t", 1);
+  std::mutex m;
+  std::condition_variable cv;
+  std::optional<std::string> fatal;
+  kafka::producer prod({mock.bootstrap_servers(), {}}, {}, [&](const std::string& why) {
+    std::lock_guard lock(m);
+    fatal = why;
+    cv.notify_all();
+  });
+  prod.inject_fatal_error_for_test();
+  std::unique_lock lock(m);
+  REQUIRE(cv.wait_for(lock, 10s, [&] { return fatal.has_value(); }));
+  lock.unlock();
+  CHECK(prod.fatal_reason().has_value());
+  CHECK(prod.produce({"t", "k", "v", {}}, [](const kafka::delivery_report&) {}) == kafka::enqueue_status::fatal);
+}

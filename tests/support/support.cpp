@@ -1,0 +1,65 @@
+#include "support/support.hpp"
+
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "kafka/admin.hpp"
+
+namespace clerk_sync::test {
+
+kafka::client_config broker() {
+  const char* b = std::getenv("CLERK_SYNC_TEST_BROKERS");
+  REQUIRE_MESSAGE(b != nullptr, "CLERK_SYNC_TEST_BROKERS is not set: run through scripts/test, which starts a broker");
+  kafka::client_config cfg;
+  cfg.brokers = b;
+  return cfg;
+}
+
+std::string unique_name(const std::string& prefix) {
+  static std::atomic<int> counter{0};
+  const auto t = std::chrono::steady_clock::now().time_since_epoch().count();
+  return prefix + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-" +
+         std::to_string(t % 1'000'000'007);
+}
+
+std::string fresh_topic(const std::string& prefix, int partitions) {
+  const std::string name = unique_name(prefix);
+  kafka::topic_spec spec{name, partitions, 1, {{"retention.ms", "-1"}}};
+  REQUIRE(kafka::create_topic(broker(), spec, std::chrono::seconds(15)) == kafka::create_outcome::created);
+  return name;
+}
+
+temp_dir::temp_dir() {
+  std::string tmpl = (std::filesystem::temp_directory_path() / "clerk-sync-test-XXXXXX").string();
+  REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+  path_ = tmpl;
+}
+
+temp_dir::~temp_dir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+std::filesystem::path source_path(const std::string& relative) {
+  return std::filesystem::path(CLERK_SYNC_SOURCE_DIR) / relative;
+}
+
+std::filesystem::path binary_path(const std::string& relative) {
+  return std::filesystem::path(CLERK_SYNC_BINARY_DIR) / relative;
+}
+
+std::string read_file(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  REQUIRE_MESSAGE(in.good(), "cannot read " << p.string());
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace clerk_sync::test

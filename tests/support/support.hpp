@@ -1,0 +1,44 @@
+#pragma once
+// Shared test helpers: the real broker scripts/test started, unique topics
+// on it, temporary folders, and paths of the built binaries.
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+
+#include "kafka/client.hpp"
+
+namespace clerk_sync::test {
+
+// The broker from CLERK_SYNC_TEST_BROKERS; fails the test (never skips) when
+// it is not set, so a run without a broker cannot pass silently.
+[[nodiscard]] kafka::client_config broker();
+
+// Creates a fresh topic with a unique name on the test broker and returns its name.
+[[nodiscard]] std::string fresh_topic(const std::string& prefix, int partitions = 3);
+
+// A unique name (prefix + pid + counter + time), for topics and groups.
+[[nodiscard]] std::string unique_name(const std::string& prefix);
+
+// A temporary folder removed when the object goes away.
+class temp_dir {
+ public:
+  temp_dir();
+  ~temp_dir();
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+  [[nodiscard]] const std::filesystem::path& path() const { return path_; }
+  [[nodiscard]] std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// Path of a file in the source tree, e.g. source_path("tests/fixtures/x.json").
+[[nodiscard]] std::filesystem::path source_path(const std::string& relative);
+// Path of a built file, e.g. binary_path("app/receiver/clerk-sync-receiver").
+[[nodiscard]] std::filesystem::path binary_path(const std::string& relative);
+
+[[nodiscard]] std::string read_file(const std::filesystem::path& p);
+
+}  // namespace clerk_sync::test
