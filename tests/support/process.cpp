@@ -58,18 +58,23 @@ process::process(const std::filesystem::path& exe, const std::vector<std::string
   envp.push_back(nullptr);
   const std::string out_path = (dir_ / "stdout").string(), err_path = (dir_ / "stderr").string();
 
+  // Opened here, not in the child, so that the files exist once we return.
+  const int in = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  REQUIRE((in >= 0 && out >= 0 && err >= 0));
   pid_ = ::fork();
   REQUIRE(pid_ >= 0);
   if (pid_ == 0) {
-    const int in = ::open("/dev/null", O_RDONLY);
-    const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     ::dup2(in, 0);
     ::dup2(out, 1);
     ::dup2(err, 2);
     ::execve(argv[0], argv.data(), envp.data());
     ::_exit(127);
   }
+  ::close(in);
+  ::close(out);
+  ::close(err);
 }
 
 process::~process() {
