@@ -1,0 +1,185 @@
+#include "verify/svix.hpp"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include <array>
+#include <charconv>
+
+namespace clerk_sync::verify {
+namespace {
+
+constexpr std::string_view secret_prefix = "whsec_";
+
+bool is_base64_char(char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
+}
+
+std::string base64_encode(std::string_view bytes) {
+  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(bytes.data()), static_cast<int>(bytes.size()));
+  out.resize(static_cast<std::size_t>(n));
+  return out;
+}
+
+// Strict standard base64 with padding; nullopt for anything else.
+std::optional<std::string> base64_decode(std::string_view text) {
+  if (text.empty() || text.size() % 4 != 0) return std::nullopt;
+  std::size_t pad = 0;
+  while (pad < 2 && text[text.size() - 1 - pad] == '=') ++pad;
+  for (std::size_t i = 0; i < text.size() - pad; ++i)
+    if (!is_base64_char(text[i])) return std::nullopt;
+  std::string out(text.size() / 4 * 3, '\0');
+  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(text.data()), static_cast<int>(text.size()));
+  if (n < 0 || static_cast<std::size_t>(n) < pad) return std::nullopt;
+  // EVP_DecodeBlock counts the padding as zero bytes.
+  out.resize(static_cast<std::size_t>(n) - pad);
+  return out;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r' || s.front() == '\n'))
+    s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n'))
+    s.remove_suffix(1);
+  return s;
+}
+
+// Strict integer: optional '-', then 1..18 ASCII digits, nothing else.
+std::optional<std::int64_t> parse_timestamp(std::string_view text) {
+  std::string_view digits = text;
+  if (!digits.empty() && digits.front() == '-') digits.remove_prefix(1);
+  if (digits.empty() || digits.size() > 18) return std::nullopt;
+  for (const char c : digits)
+    if (c < '0' || c > '9') return std::nullopt;
+  std::int64_t v = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return v;
+}
+
+// base64(HMAC-SHA256(key, id.timestamp.body)) without the "v1," prefix.
+std::string signature_base64(std::string_view k, std::string_view msg_id, std::string_view timestamp,
+                             std::string_view body) {
+  std::string content;
+  content.reserve(msg_id.size() + timestamp.size() + body.size() + 2);
+  content.append(msg_id).append(".").append(timestamp).append(".").append(body);
+  std::array<unsigned char, EVP_MAX_MD_SIZE> mac{};
+  unsigned int len = 0;
+  if (HMAC(EVP_sha256(), k.data(), static_cast<int>(k.size()), reinterpret_cast<const unsigned char*>(content.data()),
+           content.size(), mac.data(), &len) == nullptr)
+    throw std::runtime_error("HMAC-SHA256 failed");
+  return base64_encode(std::string_view(reinterpret_cast<const char*>(mac.data()), len));
+}
+
+}  // namespace
+
+key parse_secret(std::string_view text) {
+  text = trim(text);
+  if (text.starts_with(secret_prefix)) text.remove_prefix(secret_prefix.size());
+  if (text.empty()) throw secret_error("webhook secret is empty (expected whsec_<base64>)");
+  auto k = base64_decode(text);
+  if (!k || k->empty()) throw secret_error("webhook secret is not valid base64 (expected whsec_<base64>)");
+  return *k;
+}
+
+std::vector<key> parse_secret_list(std::string_view text) {
+  std::vector<key> keys;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const auto end = text.find_first_of(" ,\t\r\n", start);
+    const auto piece = text.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start);
+    if (!piece.empty()) keys.push_back(parse_secret(piece));
+    if (end == std::string_view::npos) break;
+    start = end + 1;
+  }
+  if (keys.empty()) throw secret_error("no webhook secret given");
+  return keys;
+}
+
+std::vector<key> parse_secret_file(std::string_view contents) {
+  std::vector<key> keys;
+  std::size_t start = 0;
+  while (start < contents.size()) {
+    auto end = contents.find('\n', start);
+    if (end == std::string_view::npos) end = contents.size();
+    const auto line = trim(contents.substr(start, end - start));
+    if (!line.empty() && line.front() != '#') keys.push_back(parse_secret(line));
+    start = end + 1;
+  }
+  if (keys.empty()) throw secret_error("the webhook secret file holds no secret");
+  return keys;
+}
+
+std::string format_secret(std::string_view k) { return std::string(secret_prefix) + base64_encode(k); }
+
+std::string sign(std::string_view k, std::string_view msg_id, std::int64_t timestamp, std::string_view body) {
+  return sign(k, msg_id, std::to_string(timestamp), body);
+}
+
+std::string sign(std::string_view k, std::string_view msg_id, std::string_view timestamp, std::string_view body) {
+  return "v1," + signature_base64(k, msg_id, timestamp, body);
+}
+
+std::string_view verdict::text() const {
+  switch (why) {
+    case reason::ok: return "ok";
+    case reason::missing_header: return "missing_header";
+    case reason::bad_timestamp: return "bad_timestamp";
+    case reason::timestamp_too_old: return "timestamp_too_old";
+    case reason::timestamp_too_new: return "timestamp_too_new";
+    case reason::no_matching_signature: return "no_matching_signature";
+    case reason::no_secret: return "no_secret";
+  }
+  return "unknown";
+}
+
+int verdict::http_status() const {
+  switch (why) {
+    case reason::ok: return 200;
+    case reason::missing_header:
+    case reason::bad_timestamp: return 400;
+    default: return 401;
+  }
+}
+
+verdict verify(std::string_view body, const signed_headers& headers, const std::vector<key>& keys,
+               std::chrono::system_clock::time_point now, std::chrono::seconds tolerance) {
+  const auto present = [](const std::optional<std::string_view>& h) { return h && !h->empty(); };
+  if (!present(headers.id) || !present(headers.timestamp) || !present(headers.signature))
+    return {reason::missing_header};
+  const auto ts = parse_timestamp(*headers.timestamp);
+  if (!ts) return {reason::bad_timestamp};
+  verdict v{reason::no_matching_signature, *ts};
+  const std::int64_t now_s = std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+  if (now_s - *ts > tolerance.count()) return {reason::timestamp_too_old, *ts};
+  if (*ts - now_s > tolerance.count()) return {reason::timestamp_too_new, *ts};
+  if (keys.empty()) return {reason::no_secret, *ts};
+
+  std::vector<std::string> expected;
+  expected.reserve(keys.size());
+  for (const auto& k : keys) expected.push_back(signature_base64(k, *headers.id, *headers.timestamp, body));
+
+  std::string_view rest = *headers.signature;
+  while (!rest.empty()) {
+    const auto space = rest.find(' ');
+    const auto entry = rest.substr(0, space);
+    rest = space == std::string_view::npos ? std::string_view() : rest.substr(space + 1);
+    const auto comma = entry.find(',');
+    if (comma == std::string_view::npos || entry.substr(0, comma) != "v1") continue;  // other versions, junk
+    const auto given = entry.substr(comma + 1);
+    for (const auto& e : expected) {
+      // Length first: a compare over the shorter length would accept "v1,".
+      if (given.size() == e.size() && CRYPTO_memcmp(given.data(), e.data(), e.size()) == 0) {
+        v.why = reason::ok;
+        return v;
+      }
+    }
+  }
+  return v;
+}
+
+}  // namespace clerk_sync::verify
