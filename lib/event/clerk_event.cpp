@@ -1,0 +1,167 @@
+#include "event/clerk_event.hpp"
+
+#include <rapidjson/document.h>
+#include <rapidjson/error/en.h>
+
+#include <charconv>
+
+namespace clerk_sync::event {
+namespace {
+
+using json = rapidjson::Value;
+
+// Numbers are parsed as strings (kParseNumbersAsStringsFlag): an amount too
+// large for a double must survive exactly, so every number is text here.
+constexpr unsigned parse_flags = rapidjson::kParseNumbersAsStringsFlag;
+
+const json* member(const json& obj, const char* name) {
+  if (!obj.IsObject()) return nullptr;
+  const auto it = obj.FindMember(name);
+  return it == obj.MemberEnd() ? nullptr : &it->value;
+}
+
+std::optional<std::string> text(const json& obj, const char* name) {
+  const json* v = member(obj, name);
+  if (!v || !v->IsString()) return std::nullopt;
+  return std::string(v->GetString(), v->GetStringLength());
+}
+
+std::optional<std::int64_t> to_int64(std::string_view s) {
+  std::int64_t out = 0;
+  const auto* end = s.data() + s.size();
+  const auto [ptr, ec] = std::from_chars(s.data(), end, out);
+  if (ec != std::errc() || ptr != end) return std::nullopt;
+  return out;
+}
+
+// A millisecond field: a JSON integer (or its string form); anything else is absent.
+std::optional<std::int64_t> millis(const json& obj, const char* name) {
+  const auto t = text(obj, name);
+  return t ? to_int64(*t) : std::nullopt;
+}
+
+std::optional<scalar> metadata_value(const json* meta, const char* key) {
+  if (!meta || !meta->IsObject()) return std::nullopt;
+  const json* v = member(*meta, key);
+  if (!v || v->IsNull()) return std::nullopt;
+  if (v->IsString()) return scalar{std::string(v->GetString(), v->GetStringLength()), false};
+  if (v->IsBool()) return scalar{v->GetBool() ? "true" : "false", false};
+  return scalar{v->IsObject() ? "object" : "array", true};
+}
+
+// public_metadata wins over private_metadata; unsafe_metadata is end-user
+// writable from the browser and is deliberately never consulted.
+std::optional<scalar> go2asia_value(const json& data, const char* key) {
+  if (auto v = metadata_value(member(data, "public_metadata"), key)) return v;
+  return metadata_value(member(data, "private_metadata"), key);
+}
+
+std::optional<std::string> primary_email(const json& data) {
+  const auto primary = text(data, "primary_email_address_id");
+  const json* list = member(data, "email_addresses");
+  if (!primary || !list || !list->IsArray()) return std::nullopt;
+  for (const auto& e : list->GetArray())
+    if (text(e, "id") == primary) return text(e, "email_address");
+  return std::nullopt;
+}
+
+std::variant<user, decode_error> decode_user(const json& data) {
+  user u;
+  const auto id = text(data, "id");
+  if (!id || id->empty()) return decode_error{"user without data.id"};
+  u.id = *id;
+  u.email = primary_email(data);
+  u.first_name = text(data, "first_name");
+  u.last_name = text(data, "last_name");
+  u.username = text(data, "username");
+  u.image_url = text(data, "image_url");
+  if (const json* b = member(data, "banned"); b && b->IsBool()) u.banned = b->GetBool();
+  u.created_at = millis(data, "created_at");
+  const auto updated = millis(data, "updated_at");
+  if (!updated) return decode_error{"user without a numeric updated_at"};
+  u.updated_at = *updated;
+  u.last_sign_in_at = millis(data, "last_sign_in_at");
+  u.keys.role = go2asia_value(data, "role");
+  u.keys.referral_code = go2asia_value(data, "referral_code");
+  u.keys.referrer_id = go2asia_value(data, "referrer_id");
+  u.keys.points_balance = go2asia_value(data, "points_balance");
+  u.keys.g2a_balance = go2asia_value(data, "g2a_balance");
+  u.keys.nft_count = go2asia_value(data, "nft_count");
+  return u;
+}
+
+std::variant<session, decode_error> decode_session(const json& data, std::string_view type) {
+  session s;
+  const auto id = text(data, "id");
+  const auto user_id = text(data, "user_id");
+  if (!id || id->empty()) return decode_error{"session without data.id"};
+  if (!user_id || user_id->empty()) return decode_error{"session without data.user_id"};
+  s.id = *id;
+  s.user_id = *user_id;
+  s.status = text(data, "status").value_or(std::string(type.substr(type.find('.') + 1)));
+  s.created_at = millis(data, "created_at");
+  const auto updated = millis(data, "updated_at");
+  if (!updated) return decode_error{"session without a numeric updated_at"};
+  s.updated_at = *updated;
+  s.last_active_at = millis(data, "last_active_at");
+  s.expire_at = millis(data, "expire_at");
+  if (const json* u = member(data, "user"); u && u->IsObject()) {
+    auto decoded = decode_user(*u);
+    if (auto* err = std::get_if<decode_error>(&decoded)) return decode_error{"embedded " + err->reason};
+    s.embedded_user = std::move(std::get<user>(decoded));
+    if (s.embedded_user->id != s.user_id) return decode_error{"embedded user id differs from data.user_id"};
+  }
+  return s;
+}
+
+}  // namespace
+
+std::int64_t normalize_timestamp_ms(std::int64_t t) { return t < 100'000'000'000 ? t * 1000 : t; }
+
+std::string_view user_id_of(const clerk_event& e) {
+  if (const auto* u = std::get_if<user>(&e.data)) return u->id;
+  if (const auto* d = std::get_if<user_deleted>(&e.data)) return d->id;
+  if (const auto* s = std::get_if<session>(&e.data)) return s->user_id;
+  return {};
+}
+
+std::variant<clerk_event, decode_error> decode(std::string_view body) {
+  rapidjson::Document doc;
+  doc.Parse<parse_flags>(body.data(), body.size());
+  if (doc.HasParseError())
+    return decode_error{std::string("not JSON: ") + rapidjson::GetParseError_En(doc.GetParseError()) +
+                        " at byte " + std::to_string(doc.GetErrorOffset())};
+  if (!doc.IsObject()) return decode_error{"body is not a JSON object"};
+  clerk_event e;
+  const auto type = text(doc, "type");
+  if (!type || type->empty()) return decode_error{"event without type"};
+  e.type = *type;
+  if (const auto ts = millis(doc, "timestamp")) e.timestamp_ms = normalize_timestamp_ms(*ts);
+  const json* data = member(doc, "data");
+  const bool is_user = e.type.starts_with("user.");
+  const bool is_session = e.type.starts_with("session.");
+  if (!is_user && !is_session) {
+    e.data = other{};
+    return e;
+  }
+  if (!data || !data->IsObject()) return decode_error{"event without a data object"};
+  if (e.type == "user.deleted") {
+    const auto id = text(*data, "id");
+    if (!id || id->empty()) return decode_error{"user.deleted without data.id"};
+    if (e.timestamp_ms <= 0) return decode_error{"user.deleted without a numeric timestamp"};
+    e.data = user_deleted{*id};
+  } else if (e.type == "user.created" || e.type == "user.updated") {
+    auto u = decode_user(*data);
+    if (auto* err = std::get_if<decode_error>(&u)) return *err;
+    e.data = std::move(std::get<user>(u));
+  } else if (is_session) {
+    auto s = decode_session(*data, e.type);
+    if (auto* err = std::get_if<decode_error>(&s)) return *err;
+    e.data = std::move(std::get<session>(s));
+  } else {
+    e.data = other{};  // a user.* type Clerk may add later: ignored
+  }
+  return e;
+}
+
+}  // namespace clerk_sync::event

@@ -1,0 +1,509 @@
+#include "projection/applier.hpp"
+
+#include <SQLiteCpp/SQLiteCpp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <tuple>
+
+namespace clerk_sync::projection {
+namespace {
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+void bind_opt(SQLite::Statement& st, int i, const std::optional<std::string>& v) {
+  if (v)
+    st.bind(i, *v);
+  else
+    st.bind(i);
+}
+
+void bind_opt(SQLite::Statement& st, int i, const std::optional<std::int64_t>& v) {
+  if (v)
+    st.bind(i, *v);
+  else
+    st.bind(i);
+}
+
+// A message decoded once and shared by every projection of the batch.
+struct decoded {
+  std::string svix_id;
+  std::variant<event::clerk_event, event::decode_error> event;
+  std::string user;
+  std::string type;
+};
+
+decoded decode_message(const kafka::message& m) {
+  decoded d{std::string(kafka::find_header(m.headers, "svix-id").value_or("")), event::decode(m.value), m.key, ""};
+  if (const auto* e = std::get_if<event::clerk_event>(&d.event)) {
+    d.type = e->type;
+    if (const auto u = event::user_id_of(*e); !u.empty()) d.user = std::string(u);
+  } else {
+    d.type = std::string(kafka::find_header(m.headers, "clerk-event-type").value_or(""));
+  }
+  return d;
+}
+
+constexpr const char* terminal_list = "('ended','removed','revoked','expired','abandoned','replaced')";
+
+// Last writer wins on updated_at, and a tombstone is final for anything not
+// newer than the deletion.
+std::string upsert_guard(const std::string& table) {
+  return " WHERE excluded.updated_at >= " + table + ".updated_at AND (" + table + ".deleted_at IS NULL OR excluded.updated_at > " +
+         table + ".deleted_at)";
+}
+
+}  // namespace
+
+std::string_view name(outcome o) {
+  switch (o) {
+    case outcome::applied: return "applied";
+    case outcome::stale: return "stale";
+    case outcome::duplicate: return "duplicate";
+    case outcome::skipped: return "skipped";
+    case outcome::dead_letter: return "dead_letter";
+  }
+  return "?";
+}
+
+// Prepared once per connection; each use starts with reset().
+struct applier::statements {
+  explicit statements(SQLite::Database& db)
+      : ledger_has(db, "SELECT 1 FROM applied_events WHERE projection = ? AND svix_id = ?"),
+        ledger_add(db,
+                   "INSERT INTO applied_events(projection, svix_id, type, user_id, outcome, topic, partition, "
+                   "\"offset\", applied_at) VALUES (?,?,?,?,?,?,?,?,?)"),
+        offset_set(db,
+                   "INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at) "
+                   "VALUES (?,?,?,?,?) ON CONFLICT(projection, topic, partition) DO UPDATE SET "
+                   // Offsets only move forward, even if a late batch of an evicted member commits.
+                   "next_offset = max(next_offset, excluded.next_offset), updated_at = excluded.updated_at"),
+        dead_letter_add(db,
+                        "INSERT INTO dead_letters(projection, topic, partition, \"offset\", svix_id, type, reason, "
+                        "payload, created_at) VALUES (?,?,?,?,?,?,?,?,?)"),
+        user_upsert(db,
+                    "INSERT INTO users(id, email, first_name, last_name, username, image_url, role, banned, "
+                    "created_at, updated_at, last_sign_in_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT(id) DO UPDATE SET email = excluded.email, first_name = excluded.first_name, "
+                    "last_name = excluded.last_name, username = excluded.username, image_url = excluded.image_url, "
+                    "role = excluded.role, banned = excluded.banned, created_at = excluded.created_at, "
+                    "updated_at = excluded.updated_at, last_sign_in_at = excluded.last_sign_in_at" +
+                        upsert_guard("users")),
+        user_tombstone(db,
+                       "INSERT INTO users(id, deleted_at) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET "
+                       "deleted_at = excluded.deleted_at WHERE users.deleted_at IS NULL"),
+        referral_get(db, "SELECT NULL, referrer_id, updated_at, deleted_at FROM referrals WHERE user_id = ?"),
+        referral_code_owner(db, "SELECT user_id FROM referrals WHERE referral_code = ? AND user_id <> ?"),
+        referral_upsert(db,
+                        "INSERT INTO referrals(user_id, referral_code, referrer_id, updated_at) VALUES (?,?,?,?) "
+                        "ON CONFLICT(user_id) DO UPDATE SET referral_code = excluded.referral_code, "
+                        "referrer_id = excluded.referrer_id, updated_at = excluded.updated_at"),
+        referral_tombstone(db,
+                           "INSERT INTO referrals(user_id, deleted_at) VALUES (?, ?) ON CONFLICT(user_id) DO UPDATE "
+                           "SET deleted_at = excluded.deleted_at WHERE referrals.deleted_at IS NULL"),
+        balance_upsert(db,
+                       "INSERT INTO balances(user_id, points_balance, g2a_balance, nft_count, updated_at) "
+                       "VALUES (?,?,?,?,?) ON CONFLICT(user_id) DO UPDATE SET "
+                       "points_balance = excluded.points_balance, g2a_balance = excluded.g2a_balance, "
+                       "nft_count = excluded.nft_count, updated_at = excluded.updated_at" +
+                           upsert_guard("balances")),
+        balance_tombstone(db,
+                          "INSERT INTO balances(user_id, deleted_at) VALUES (?, ?) ON CONFLICT(user_id) DO UPDATE "
+                          "SET deleted_at = excluded.deleted_at WHERE balances.deleted_at IS NULL"),
+        session_upsert(db,
+                       std::string("INSERT INTO sessions(id, user_id, status, created_at, updated_at, "
+                                   "last_active_at, expire_at, ended_at) VALUES (?,?,?,?,?,?,?,?) "
+                                   "ON CONFLICT(id) DO UPDATE SET user_id = excluded.user_id, "
+                                   "status = excluded.status, created_at = excluded.created_at, "
+                                   "updated_at = excluded.updated_at, last_active_at = excluded.last_active_at, "
+                                   "expire_at = excluded.expire_at, ended_at = excluded.ended_at WHERE ") +
+                           // A terminal session is never revived; between two terminal
+                           // states, or from a live one, the newer update wins.
+                           "(sessions.status NOT IN " + terminal_list +
+                           " AND excluded.updated_at >= sessions.updated_at) OR (sessions.status IN " +
+                           terminal_list + " AND excluded.status IN " + terminal_list +
+                           " AND excluded.updated_at > sessions.updated_at)") {}
+
+  void reset_all() {
+    for (auto* st : {&ledger_has, &ledger_add, &offset_set, &dead_letter_add, &user_upsert, &user_tombstone,
+                     &referral_get, &referral_code_owner, &referral_upsert, &referral_tombstone, &balance_upsert,
+                     &balance_tombstone, &session_upsert})
+      (void)st->tryReset();
+  }
+
+  SQLite::Statement ledger_has, ledger_add, offset_set, dead_letter_add;
+  SQLite::Statement user_upsert, user_tombstone;
+  SQLite::Statement referral_get, referral_code_owner, referral_upsert, referral_tombstone;
+  SQLite::Statement balance_upsert, balance_tombstone;
+  SQLite::Statement session_upsert;
+};
+
+namespace {
+
+using statements = applier::statements;
+
+// Runs a prepared write; true when it changed a row (an upsert whose guard
+// refused it changes nothing: the event was stale).
+bool run(SQLite::Statement& st) {
+  const int changed = st.exec();
+  st.reset();
+  return changed > 0;
+}
+
+outcome upsert_user(statements& s, const event::user& u, std::string& detail) {
+  const user_row r = map_user(u);
+  if (r.rejected_role) detail = "unknown role kept as spacer: " + *r.rejected_role;
+  auto& st = s.user_upsert;
+  st.reset();
+  st.clearBindings();
+  st.bind(1, r.id);
+  bind_opt(st, 2, r.email);
+  bind_opt(st, 3, r.first_name);
+  bind_opt(st, 4, r.last_name);
+  bind_opt(st, 5, r.username);
+  bind_opt(st, 6, r.image_url);
+  st.bind(7, r.role);
+  st.bind(8, r.banned ? 1 : 0);
+  bind_opt(st, 9, r.created_at);
+  st.bind(10, r.updated_at);
+  bind_opt(st, 11, r.last_sign_in_at);
+  return run(st) ? outcome::applied : outcome::stale;
+}
+
+outcome upsert_referral(statements& s, const event::user& u, std::string& detail) {
+  referral_row r = map_referral(u);
+  if (r.self_referral_refused) detail = "self-referral refused";
+  auto& get = s.referral_get;
+  get.reset();
+  get.bind(1, r.user_id);
+  if (get.executeStep()) {
+    const std::optional<std::string> referrer =
+        get.getColumn(1).isNull() ? std::nullopt : std::optional<std::string>(get.getColumn(1).getString());
+    const std::int64_t updated_at = get.getColumn(2).getInt64();
+    const bool deleted = !get.getColumn(3).isNull();
+    const std::int64_t deleted_at = deleted ? get.getColumn(3).getInt64() : 0;
+    get.reset();
+    if (r.updated_at < updated_at || (deleted && r.updated_at <= deleted_at)) return outcome::stale;
+    // Attribution is set once: a different referrer later is a conflict to
+    // look at, never an overwrite.
+    if (referrer) {
+      if (r.referrer_id && *r.referrer_id != *referrer)
+        detail = "referrer conflict: kept " + *referrer + ", refused " + *r.referrer_id;
+      r.referrer_id = referrer;
+    }
+  } else {
+    get.reset();
+  }
+  if (r.referral_code) {
+    auto& owner = s.referral_code_owner;
+    owner.reset();
+    owner.bind(1, *r.referral_code);
+    owner.bind(2, r.user_id);
+    if (owner.executeStep()) {
+      detail = "referral_code conflict: " + *r.referral_code + " belongs to " + owner.getColumn(0).getString();
+      r.referral_code.reset();
+    }
+    owner.reset();
+  }
+  auto& st = s.referral_upsert;
+  st.reset();
+  st.clearBindings();
+  st.bind(1, r.user_id);
+  bind_opt(st, 2, r.referral_code);
+  bind_opt(st, 3, r.referrer_id);
+  st.bind(4, r.updated_at);
+  return run(st) ? outcome::applied : outcome::stale;
+}
+
+outcome upsert_balance(statements& s, const balance_row& r) {
+  auto& st = s.balance_upsert;
+  st.reset();
+  st.bind(1, r.user_id);
+  st.bind(2, r.points_balance);
+  st.bind(3, r.g2a_balance);
+  st.bind(4, r.nft_count);
+  st.bind(5, r.updated_at);
+  return run(st) ? outcome::applied : outcome::stale;
+}
+
+outcome tombstone(SQLite::Statement& st, const std::string& id, std::int64_t deleted_at) {
+  st.reset();
+  st.bind(1, id);
+  st.bind(2, deleted_at);
+  return run(st) ? outcome::applied : outcome::stale;
+}
+
+outcome upsert_session(statements& s, const event::session& e) {
+  const session_row r = map_session(e);
+  auto& st = s.session_upsert;
+  st.reset();
+  st.clearBindings();
+  st.bind(1, r.id);
+  st.bind(2, r.user_id);
+  st.bind(3, r.status);
+  bind_opt(st, 4, r.created_at);
+  st.bind(5, r.updated_at);
+  bind_opt(st, 6, r.last_active_at);
+  bind_opt(st, 7, r.expire_at);
+  bind_opt(st, 8, r.ended_at);
+  return run(st) ? outcome::applied : outcome::stale;
+}
+
+// The user a user-derived projection should write from this event, if any:
+// the user of user.created/updated, or the one embedded in a session event.
+const event::user* user_of(const event::clerk_event& e) {
+  if (const auto* u = std::get_if<event::user>(&e.data)) return u;
+  if (const auto* s = std::get_if<event::session>(&e.data)) return s->embedded_user ? &*s->embedded_user : nullptr;
+  return nullptr;
+}
+
+// The mapping of one decoded event for one projection; writes the rows
+// (inside the caller's transaction) but neither ledger nor offsets.
+outcome map_and_write(statements& s, kind k, const event::clerk_event& e, std::string& detail) {
+  const auto* deleted = std::get_if<event::user_deleted>(&e.data);
+  switch (k) {
+    case kind::users:
+      if (deleted) return tombstone(s.user_tombstone, deleted->id, e.timestamp_ms);
+      if (const auto* u = user_of(e)) return upsert_user(s, *u, detail);
+      return outcome::skipped;
+    case kind::referrals:
+      if (deleted) return tombstone(s.referral_tombstone, deleted->id, e.timestamp_ms);
+      if (const auto* u = user_of(e)) return upsert_referral(s, *u, detail);
+      return outcome::skipped;
+    case kind::balances: {
+      if (deleted) return tombstone(s.balance_tombstone, deleted->id, e.timestamp_ms);
+      const auto* u = user_of(e);
+      if (!u) return outcome::skipped;
+      auto row = map_balance(*u);
+      if (auto* err = std::get_if<mapping_error>(&row)) {
+        detail = err->reason;
+        return outcome::dead_letter;
+      }
+      return upsert_balance(s, std::get<balance_row>(row));
+    }
+    case kind::sessions:
+      if (const auto* sess = std::get_if<event::session>(&e.data)) return upsert_session(s, *sess);
+      return outcome::skipped;
+  }
+  return outcome::skipped;
+}
+
+// One event for one projection: ledger check, mapping, rows, ledger row.
+// Dead letters are reported, not stored: the caller decides (a re-drive
+// must not add a second dead letter).
+event_result apply_one(statements& s, kind k, const kafka::message& m, const decoded& d, std::int64_t now) {
+  event_result r{k, d.svix_id, d.type, d.user, outcome::applied, "", m.topic, m.partition, m.offset};
+  if (d.svix_id.empty()) {
+    r.result = outcome::dead_letter;
+    r.detail = "message without a svix-id header";
+    return r;
+  }
+  const std::string projection(name(k));
+  auto& has = s.ledger_has;
+  has.reset();
+  has.bind(1, projection);
+  has.bind(2, d.svix_id);
+  const bool seen = has.executeStep();
+  has.reset();
+  if (seen) {
+    r.result = outcome::duplicate;
+    return r;
+  }
+  if (const auto* err = std::get_if<event::decode_error>(&d.event)) {
+    r.result = outcome::dead_letter;
+    r.detail = err->reason;
+    return r;
+  }
+  r.result = map_and_write(s, k, std::get<event::clerk_event>(d.event), r.detail);
+  if (r.result == outcome::dead_letter) return r;
+  auto& add = s.ledger_add;
+  add.reset();
+  add.bind(1, projection);
+  add.bind(2, d.svix_id);
+  add.bind(3, d.type);
+  bind_opt(add, 4, d.user.empty() ? std::nullopt : std::optional<std::string>(d.user));
+  add.bind(5, std::string(name(r.result)));
+  add.bind(6, m.topic);
+  add.bind(7, m.partition);
+  add.bind(8, m.offset);
+  add.bind(9, now);
+  run(add);
+  return r;
+}
+
+void add_dead_letter(statements& s, const event_result& r, const kafka::message& m, std::int64_t now) {
+  auto& st = s.dead_letter_add;
+  st.reset();
+  st.clearBindings();
+  st.bind(1, std::string(name(r.projection)));
+  st.bind(2, m.topic);
+  st.bind(3, m.partition);
+  st.bind(4, m.offset);
+  bind_opt(st, 5, r.svix_id.empty() ? std::nullopt : std::optional<std::string>(r.svix_id));
+  bind_opt(st, 6, r.type.empty() ? std::nullopt : std::optional<std::string>(r.type));
+  st.bind(7, r.detail);
+  st.bind(8, m.value.data(), static_cast<int>(m.value.size()));
+  st.bind(9, now);
+  run(st);
+}
+
+template <class F>
+auto guarded(F&& body) {
+  try {
+    return body();
+  } catch (const SQLite::Exception& e) {
+    throw store::db_error(e.what());
+  }
+}
+
+}  // namespace
+
+applier::applier(store::database& db, std::vector<kind> projections)
+    : db_(db), kinds_(std::move(projections)) {
+  guarded([&] {
+    st_ = std::make_unique<statements>(db_.native());
+    return 0;
+  });
+}
+
+applier::~applier() = default;
+
+std::vector<event_result> applier::apply(std::span<const kafka::message> batch) {
+  std::vector<event_result> results;
+  results.reserve(batch.size() * kinds_.size());
+  const std::int64_t now = now_ms();
+  try {
+    SQLite::Transaction tx(db_.native(), SQLite::TransactionBehavior::IMMEDIATE);
+    std::map<std::tuple<kind, std::string, std::int32_t>, std::int64_t> next;
+    for (const auto& m : batch) {
+      const decoded d = decode_message(m);
+      for (const kind k : kinds_) {
+        event_result r = apply_one(*st_, k, m, d, now);
+        if (r.result == outcome::dead_letter) add_dead_letter(*st_, r, m, now);
+        auto& n = next[{k, m.topic, m.partition}];
+        n = std::max(n, m.offset + 1);
+        results.push_back(std::move(r));
+      }
+    }
+    // Store the offsets in the same transaction as the rows: a crash before
+    // COMMIT loses both, after COMMIT keeps both.
+    for (const auto& [key, offset] : next) {
+      auto& st = st_->offset_set;
+      st.reset();
+      st.bind(1, std::string(name(std::get<0>(key))));
+      st.bind(2, std::get<1>(key));
+      st.bind(3, std::get<2>(key));
+      st.bind(4, offset);
+      st.bind(5, now);
+      run(st);
+    }
+    tx.commit();
+  } catch (const SQLite::Exception& e) {
+    st_->reset_all();
+    throw store::db_error(e.what());
+  }
+  return results;
+}
+
+std::map<std::int32_t, std::int64_t> stored_offsets(store::database& db, kind projection, const std::string& topic) {
+  return guarded([&] {
+    std::map<std::int32_t, std::int64_t> out;
+    SQLite::Statement st(db.native(),
+                         "SELECT partition, next_offset FROM kafka_offsets WHERE projection = ? AND topic = ?");
+    st.bind(1, std::string(name(projection)));
+    st.bind(2, topic);
+    while (st.executeStep()) out[st.getColumn(0).getInt()] = st.getColumn(1).getInt64();
+    return out;
+  });
+}
+
+std::vector<dead_letter> list_dead_letters(store::database& db, std::optional<kind> projection,
+                                           bool include_resolved) {
+  return guarded([&] {
+    std::vector<dead_letter> out;
+    SQLite::Statement st(db.native(),
+                         "SELECT id, projection, topic, partition, \"offset\", svix_id, type, reason, payload, "
+                         "created_at, resolved_at FROM dead_letters WHERE (?1 IS NULL OR projection = ?1) "
+                         "AND (?2 OR resolved_at IS NULL) ORDER BY id");
+    if (projection)
+      st.bind(1, std::string(name(*projection)));
+    else
+      st.bind(1);
+    st.bind(2, include_resolved ? 1 : 0);
+    while (st.executeStep()) {
+      dead_letter d;
+      d.id = st.getColumn(0).getInt64();
+      d.projection = parse_kind(st.getColumn(1).getString()).value_or(kind::users);
+      d.topic = st.getColumn(2).getString();
+      d.partition = st.getColumn(3).getInt();
+      d.offset = st.getColumn(4).getInt64();
+      d.svix_id = st.getColumn(5).getString();
+      d.type = st.getColumn(6).getString();
+      d.reason = st.getColumn(7).getString();
+      const auto payload = st.getColumn(8);
+      d.payload.assign(static_cast<const char*>(payload.getBlob()), static_cast<std::size_t>(payload.getBytes()));
+      d.created_at = st.getColumn(9).getInt64();
+      if (!st.getColumn(10).isNull()) d.resolved_at = st.getColumn(10).getInt64();
+      out.push_back(std::move(d));
+    }
+    return out;
+  });
+}
+
+redrive_result redrive_dead_letter(store::database& db, std::int64_t id) {
+  std::optional<dead_letter> found;
+  for (auto& d : list_dead_letters(db))
+    if (d.id == id) found = std::move(d);
+  if (!found) return {};
+  return guarded([&] {
+    statements s(db.native());
+    SQLite::Transaction tx(db.native(), SQLite::TransactionBehavior::IMMEDIATE);
+    kafka::message m;
+    m.topic = found->topic;
+    m.partition = found->partition;
+    m.offset = found->offset;
+    m.value = found->payload;
+    if (!found->svix_id.empty()) m.headers.push_back({"svix-id", found->svix_id});
+    if (!found->type.empty()) m.headers.push_back({"clerk-event-type", found->type});
+    const decoded d = decode_message(m);
+    const event_result r = apply_one(s, found->projection, m, d, now_ms());
+    redrive_result out{true, r.result, r.detail};
+    if (r.result == outcome::dead_letter) return out;  // still fails: leave it pending
+    SQLite::Statement mark(db.native(), "UPDATE dead_letters SET resolved_at = ? WHERE id = ?");
+    mark.bind(1, now_ms());
+    mark.bind(2, id);
+    mark.exec();
+    tx.commit();
+    return out;
+  });
+}
+
+std::vector<projection_status> status(store::database& db) {
+  return guarded([&] {
+    std::vector<projection_status> out;
+    for (const kind k : all_kinds) {
+      projection_status p;
+      p.projection = k;
+      const std::string n(name(k));
+      p.rows = db.native().execAndGet("SELECT count(*) FROM " + n).getInt64();
+      SQLite::Statement ledger(db.native(), "SELECT count(*) FROM applied_events WHERE projection = ?");
+      ledger.bind(1, n);
+      if (ledger.executeStep()) p.ledger_rows = ledger.getColumn(0).getInt64();
+      SQLite::Statement dl(db.native(),
+                           "SELECT count(*) FROM dead_letters WHERE projection = ? AND resolved_at IS NULL");
+      dl.bind(1, n);
+      if (dl.executeStep()) p.pending_dead_letters = dl.getColumn(0).getInt64();
+      // kafka_offsets moves with every applied batch: a tiny table, unlike the ledger.
+      SQLite::Statement last(db.native(), "SELECT max(updated_at) FROM kafka_offsets WHERE projection = ?");
+      last.bind(1, n);
+      if (last.executeStep() && !last.getColumn(0).isNull()) p.last_applied_at = last.getColumn(0).getInt64();
+      out.push_back(p);
+    }
+    return out;
+  });
+}
+
+}  // namespace clerk_sync::projection

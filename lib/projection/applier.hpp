@@ -1,0 +1,115 @@
+#pragma once
+// Exactly-once application of Kafka messages of Clerk events into the
+// projection tables. One apply() = one IMMEDIATE transaction holding the
+// rows, the applied_events ledger and kafka_offsets of every message in the
+// batch: all of it or nothing. Used by clerk-sync-consumer's poll loop and by
+// clerk-sync-ctl replay. Not thread-safe: one applier per connection.
+// Errors: store::db_error (nothing was written; retry the same batch).
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "kafka/consumer.hpp"
+#include "projection/mapping.hpp"
+#include "store/database.hpp"
+
+namespace clerk_sync::projection {
+
+enum class outcome {
+  applied,      // rows written
+  stale,        // older than the stored row, a tombstone or a terminal session
+  duplicate,    // this svix-id was already applied for this projection
+  skipped,      // irrelevant to this projection (recorded in the ledger all the same)
+  dead_letter,  // cannot be decoded or mapped: stored in dead_letters
+};
+[[nodiscard]] std::string_view name(outcome o);
+
+struct event_result {
+  kind projection = kind::users;
+  std::string svix_id;
+  std::string type;
+  std::string user;
+  outcome result = outcome::applied;
+  std::string detail;  // dead-letter reason, or a conflict worth a log line
+  std::string topic;
+  std::int32_t partition = 0;
+  std::int64_t offset = 0;
+};
+
+class applier {
+ public:
+  // Applies to `projections` through `db` (which must outlive the applier).
+  applier(store::database& db, std::vector<kind> projections);
+  ~applier();
+  applier(const applier&) = delete;
+  applier& operator=(const applier&) = delete;
+
+  // Applies `batch` (messages as the receiver publishes them: value = raw
+  // body, header svix-id) to every projection in one transaction and moves
+  // each (projection, topic, partition) next offset past its last message.
+  // Returns one result per message and projection, in batch order. Throws
+  // store::db_error, after rollback, when the database fails.
+  [[nodiscard]] std::vector<event_result> apply(std::span<const kafka::message> batch);
+
+  [[nodiscard]] const std::vector<kind>& projections() const { return kinds_; }
+
+  struct statements;  // the prepared statements (applier.cpp only)
+
+ private:
+  store::database& db_;
+  std::vector<kind> kinds_;
+  std::unique_ptr<statements> st_;
+};
+
+// The stored next offset of each partition of `topic` for `projection`
+// (partition -> offset); partitions never applied are absent. Throws db_error.
+[[nodiscard]] std::map<std::int32_t, std::int64_t> stored_offsets(store::database& db, kind projection,
+                                                                  const std::string& topic);
+
+struct dead_letter {
+  std::int64_t id = 0;
+  kind projection = kind::users;
+  std::string topic;
+  std::int32_t partition = 0;
+  std::int64_t offset = 0;
+  std::string svix_id;
+  std::string type;
+  std::string reason;
+  std::string payload;
+  std::int64_t created_at = 0;
+  std::optional<std::int64_t> resolved_at;
+};
+
+// Dead letters, oldest first; of one projection when given; resolved ones
+// (re-driven) only with include_resolved. Throws db_error.
+[[nodiscard]] std::vector<dead_letter> list_dead_letters(store::database& db, std::optional<kind> projection = {},
+                                                         bool include_resolved = false);
+
+struct redrive_result {
+  bool found = false;     // no pending dead letter has that id
+  outcome result = outcome::dead_letter;  // dead_letter: still fails (reason in detail)
+  std::string detail;
+};
+
+// Re-runs the mapping on a pending dead letter's stored payload; when it now
+// maps, applies it (rows + ledger, never offsets) and marks the dead letter
+// resolved in the same transaction. Throws db_error.
+[[nodiscard]] redrive_result redrive_dead_letter(store::database& db, std::int64_t id);
+
+struct projection_status {
+  kind projection = kind::users;
+  std::int64_t rows = 0;                        // rows in its table
+  std::int64_t ledger_rows = 0;                 // applied_events rows
+  std::int64_t pending_dead_letters = 0;
+  std::optional<std::int64_t> last_applied_at;  // ms since epoch, wall clock of the apply
+};
+
+// Row counts and last apply time per projection, for ctl status. Throws db_error.
+[[nodiscard]] std::vector<projection_status> status(store::database& db);
+
+}  // namespace clerk_sync::projection

@@ -1,0 +1,68 @@
+#include "store/database.hpp"
+
+#include <SQLiteCpp/SQLiteCpp.h>
+
+#include <algorithm>
+
+namespace clerk_sync::store {
+namespace {
+
+int read_user_version(SQLite::Database& db) { return db.execAndGet("PRAGMA user_version").getInt(); }
+
+// Applies each missing migration in its own IMMEDIATE transaction; the
+// version is re-read under the write lock so that two processes opening a
+// fresh file at once do not both run the same migration.
+void migrate(SQLite::Database& db) {
+  const auto& all = embedded_migrations();
+  const int newest = all.empty() ? 0 : all.back().version;
+  if (read_user_version(db) > newest)
+    throw open_error("database schema version " + std::to_string(read_user_version(db)) +
+                     " is newer than this binary knows (" + std::to_string(newest) + ")");
+  for (const auto& m : all) {
+    if (read_user_version(db) >= m.version) continue;
+    SQLite::Transaction tx(db, SQLite::TransactionBehavior::IMMEDIATE);
+    if (read_user_version(db) >= m.version) continue;
+    db.exec(std::string(m.sql));
+    db.exec("PRAGMA user_version = " + std::to_string(m.version));
+    tx.commit();
+  }
+}
+
+}  // namespace
+
+database::database(const std::string& path, const open_options& opts) : path_(path) {
+  try {
+    db_ = std::make_unique<SQLite::Database>(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    db_->setBusyTimeout(static_cast<int>(opts.busy_timeout.count()));
+    // WAL lets readers (ctl status) run beside the writers; NORMAL sync is
+    // durable across a process crash, which is what the offsets need.
+    if (path != ":memory:") db_->execAndGet("PRAGMA journal_mode = WAL");
+    db_->exec("PRAGMA synchronous = NORMAL");
+    db_->exec("PRAGMA foreign_keys = ON");
+    migrate(*db_);
+  } catch (const SQLite::Exception& e) {
+    throw open_error("cannot open database " + path + ": " + e.what());
+  }
+}
+
+database::~database() = default;
+database::database(database&&) noexcept = default;
+database& database::operator=(database&&) noexcept = default;
+
+int database::schema_version() {
+  try {
+    return read_user_version(*db_);
+  } catch (const SQLite::Exception& e) {
+    throw db_error(e.what());
+  }
+}
+
+void exec(database& db, const std::string& sql) {
+  try {
+    db.native().exec(sql);
+  } catch (const SQLite::Exception& e) {
+    throw db_error(e.what());
+  }
+}
+
+}  // namespace clerk_sync::store

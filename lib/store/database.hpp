@@ -1,0 +1,75 @@
+#pragma once
+// One connection to a clerk-sync SQLite file: WAL, a busy timeout, and the
+// embedded migrations of schemas/sql applied on open (PRAGMA user_version),
+// so several processes can share one file. Not thread-safe: one connection
+// per thread. Errors: open_error (stop: bad path, newer schema), db_error
+// (a statement failed: the caller rolls back and retries the unit of work).
+
+#include <chrono>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace SQLite {
+class Database;
+}
+
+namespace clerk_sync::store {
+
+// The file cannot be opened or migrated: start-up fails (exit non-zero).
+struct open_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// A statement or commit failed (locked, busy, disk full, I/O): nothing of the
+// transaction is kept; retry the whole unit with backoff.
+struct db_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct open_options {
+  // How long a writer waits for another connection's lock before db_error.
+  std::chrono::milliseconds busy_timeout{5'000};
+};
+
+// One embedded migration: schemas/sql/NNN_name.sql, version NNN.
+struct migration {
+  int version = 0;
+  std::string_view name;
+  std::string_view sql;
+};
+
+// The migrations compiled into this binary, by ascending version.
+[[nodiscard]] const std::vector<migration>& embedded_migrations();
+
+class database {
+ public:
+  // Opens (creating if needed) `path` (":memory:" works), sets WAL and the
+  // busy timeout, applies missing migrations. Throws open_error.
+  explicit database(const std::string& path, const open_options& opts = {});
+  ~database();
+  database(database&&) noexcept;
+  database& operator=(database&&) noexcept;
+  database(const database&) = delete;
+  database& operator=(const database&) = delete;
+
+  // PRAGMA user_version: the schema version this file is at.
+  [[nodiscard]] int schema_version();
+
+  // The file's path as opened.
+  [[nodiscard]] const std::string& path() const { return path_; }
+
+  // The SQLiteCpp connection, for lib/projection's statements only.
+  [[nodiscard]] SQLite::Database& native() { return *db_; }
+
+ private:
+  std::string path_;
+  std::unique_ptr<SQLite::Database> db_;
+};
+
+// Runs `sql` (no results) and rethrows any SQLite failure as db_error.
+void exec(database& db, const std::string& sql);
+
+}  // namespace clerk_sync::store

@@ -1,0 +1,27 @@
+# Build step: turns schemas/sql/NNN_name.sql into a .cpp with raw string
+# literals, so installed binaries never look for SQL files at run time.
+# Inputs: SQL_DIR, OUTPUT.
+file(GLOB sql_files "${SQL_DIR}/[0-9][0-9][0-9]_*.sql")
+list(SORT sql_files)
+set(body "")
+foreach(f IN LISTS sql_files)
+  get_filename_component(name "${f}" NAME)
+  string(SUBSTRING "${name}" 0 3 version)
+  math(EXPR version "${version}")
+  file(READ "${f}" sql)
+  string(APPEND body "      {${version}, \"${name}\", R\"clerk_sync_sql(${sql})clerk_sync_sql\"},\n")
+endforeach()
+file(WRITE "${OUTPUT}.tmp" "// Generated from schemas/sql by lib/store/embed_migrations.cmake. Do not edit.
+#include \"store/database.hpp\"
+
+namespace clerk_sync::store {
+
+const std::vector<migration>& embedded_migrations() {
+  static const std::vector<migration> all{
+${body}  };
+  return all;
+}
+
+}  // namespace clerk_sync::store
+")
+file(COPY_FILE "${OUTPUT}.tmp" "${OUTPUT}" ONLY_IF_DIFFERENT)
