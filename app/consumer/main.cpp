@@ -1,0 +1,159 @@
+// clerk-sync-consumer: projects Clerk events from Kafka into SQLite, exactly
+// once. Assembles flags, one worker thread per projection, signals and
+// sd_notify; the work itself is in worker.cpp and lib/projection.
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "config/options.hpp"
+#include "log/log.hpp"
+#include "projection/mapping.hpp"
+#include "store/database.hpp"
+#include "systemd/notify.hpp"
+#include "worker.hpp"
+
+namespace cs = clerk_sync;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct settings {
+  cs::consumer_app::worker_config worker;
+  std::string projections;
+  std::size_t batch_size = 500;
+  long batch_latency_ms = 50;
+  long busy_timeout_ms = 5'000;
+  long retry_ms = 30'000;
+  cs::config::log_options log;
+};
+
+std::vector<cs::projection::kind> parse_projections(const std::string& list) {
+  std::string bad;
+  const auto kinds = cs::projection::parse_kinds(list, &bad);
+  if (!kinds)
+    throw cs::config::usage_error("unknown projection '" + bad + "' (expected users, referrals, balances or sessions)");
+  return *kinds;
+}
+
+int run(int argc, char** argv) {
+  CLI::App app("Projects Clerk events from Kafka into SQLite tables, exactly once", "clerk-sync-consumer");
+  settings s;
+  app.add_option("--projection", s.projections, "users, referrals, balances, sessions, or a comma list")
+      ->envname("CLERK_SYNC_PROJECTIONS")
+      ->required();
+  s.worker.db_path = "clerk-sync.db";
+  app.add_option("--db", s.worker.db_path, "SQLite database file (created and migrated if needed)")
+      ->envname("CLERK_SYNC_DB")
+      ->capture_default_str();
+  app.add_option("--topic", s.worker.topic, "Kafka topic of Clerk events")
+      ->envname("CLERK_SYNC_TOPIC")
+      ->capture_default_str();
+  app.add_option("--group-prefix", s.worker.group_prefix, "Consumer groups are <prefix>.<projection>")
+      ->envname("CLERK_SYNC_GROUP_PREFIX")
+      ->capture_default_str();
+  app.add_option("--batch-size", s.batch_size, "Most events per transaction")
+      ->envname("CLERK_SYNC_BATCH_SIZE")
+      ->check(CLI::Range(1, 100'000))
+      ->capture_default_str();
+  app.add_option("--batch-latency-ms", s.batch_latency_ms, "Longest wait to fill a batch")
+      ->envname("CLERK_SYNC_BATCH_LATENCY_MS")
+      ->check(CLI::Range(0, 10'000))
+      ->capture_default_str();
+  app.add_option("--db-busy-timeout-ms", s.busy_timeout_ms, "Wait for another writer's lock before an error")
+      ->envname("CLERK_SYNC_DB_BUSY_TIMEOUT_MS")
+      ->check(CLI::Range(0, 600'000))
+      ->capture_default_str();
+  app.add_option("--db-retry-ms", s.retry_ms,
+                 "Retry a failing batch with backoff this long, then exit 3 (below max.poll.interval.ms)")
+      ->envname("CLERK_SYNC_DB_RETRY_MS")
+      ->check(CLI::Range(0, 240'000))
+      ->capture_default_str();
+  cs::config::add_kafka_options(app, s.worker.kafka);
+  cs::config::add_log_options(app, s.log);
+  if (const auto code = cs::config::parse(app, argc, argv)) return *code;
+  cs::config::apply(s.log);
+
+  const auto kinds = parse_projections(s.projections);
+  if (s.worker.topic.empty()) throw cs::config::usage_error("--topic is empty");
+  if (s.worker.db_path.empty()) throw cs::config::usage_error("--db is empty");
+  s.worker.batch_size = s.batch_size;
+  s.worker.batch_latency = std::chrono::milliseconds(s.batch_latency_ms);
+  s.worker.busy_timeout = std::chrono::milliseconds(s.busy_timeout_ms);
+  s.worker.retry_budget = std::chrono::milliseconds(s.retry_ms);
+
+  // Open (create, migrate) once here so that a bad path is one clear line
+  // and exit 2, before any thread starts.
+  try {
+    const cs::store::database db(s.worker.db_path, {s.worker.busy_timeout});
+  } catch (const cs::store::open_error& e) {
+    throw cs::config::usage_error(e.what());
+  }
+
+  // Signals are taken by this thread only (sigtimedwait), so the workers
+  // never run a handler and need no global flag.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  std::atomic<bool> stop{false};
+  std::vector<std::unique_ptr<cs::consumer_app::worker_state>> states;
+  std::vector<std::thread> threads;
+  for (const auto k : kinds) {
+    auto cfg = s.worker;
+    cfg.projection = k;
+    states.push_back(std::make_unique<cs::consumer_app::worker_state>());
+    auto* state = states.back().get();
+    threads.emplace_back([cfg, state, &stop] { (void)cs::consumer_app::run_worker(cfg, stop, *state); });
+  }
+
+  const auto watchdog = cs::systemd::watchdog_interval();
+  bool ready = false;
+  auto last_ping = std::chrono::steady_clock::now();
+  const timespec tick{0, 100'000'000};
+  while (true) {
+    const int sig = sigtimedwait(&sigs, nullptr, &tick);
+    if (sig == SIGTERM || sig == SIGINT) {
+      cs::log::info("stopping", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
+      break;
+    }
+    if (std::any_of(states.begin(), states.end(), [](const auto& st) { return st->done.load(); })) break;
+    if (!ready && std::all_of(states.begin(), states.end(), [](const auto& st) { return st->subscribed.load(); })) {
+      ready = true;
+      cs::systemd::notify_ready();
+      cs::log::info("ready", {{"projections", s.projections}, {"topic", s.worker.topic}});
+    }
+    // Ping only while every worker's loop is turning: a stuck worker should
+    // let systemd's watchdog restart us.
+    if (watchdog && std::chrono::steady_clock::now() - last_ping >= *watchdog) {
+      const auto now = cs::consumer_app::steady_ms();
+      const auto limit = std::chrono::duration_cast<std::chrono::milliseconds>(*watchdog).count() * 2 +
+                         s.retry_ms;
+      if (std::all_of(states.begin(), states.end(),
+                      [&](const auto& st) { return st->heartbeat_ms.load() == 0 || now - st->heartbeat_ms.load() < limit; })) {
+        cs::systemd::notify_watchdog();
+        last_ping = std::chrono::steady_clock::now();
+      }
+    }
+  }
+  cs::systemd::notify_stopping();
+  stop = true;
+  for (auto& t : threads) t.join();
+  int code = 0;
+  for (const auto& st : states) code = std::max(code, st->exit_code.load());
+  cs::log::info("stopped", {{"exit_code", code}});
+  return code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return cs::config::run_main("clerk-sync-consumer", [&] { return run(argc, argv); });
+}

@@ -1,0 +1,158 @@
+#include "worker.hpp"
+
+#include <algorithm>
+#include <thread>
+#include <vector>
+
+#include "kafka/consumer.hpp"
+#include "log/log.hpp"
+#include "projection/applier.hpp"
+#include "store/database.hpp"
+
+namespace clerk_sync::consumer_app {
+namespace {
+
+using namespace std::chrono_literals;
+using projection::outcome;
+
+void log_result(const projection::event_result& r) {
+  const auto lv = r.result == outcome::dead_letter ? log::level::warn
+                  : r.result == outcome::skipped   ? log::level::debug
+                                                   : log::level::info;
+  const std::string_view o = projection::name(r.result);
+  const std::string_view p = projection::name(r.projection);
+  if (r.detail.empty())
+    log::write(lv, "event",
+               {{"svix_id", r.svix_id}, {"type", r.type}, {"user", r.user}, {"projection", p}, {"outcome", o},
+                {"partition", r.partition}, {"offset", r.offset}});
+  else
+    log::write(lv == log::level::info ? log::level::warn : lv, "event",
+               {{"svix_id", r.svix_id}, {"type", r.type}, {"user", r.user}, {"projection", p}, {"outcome", o},
+                {"partition", r.partition}, {"offset", r.offset}, {"reason", r.detail}});
+}
+
+class loop {
+ public:
+  loop(const worker_config& cfg, worker_state& state)
+      : cfg_(cfg), state_(state), db_(cfg.db_path, {cfg.busy_timeout}), applier_(db_, {cfg.projection}) {}
+
+  int run(const std::atomic<bool>& stop) {
+    kafka::consumer cons(cfg_.kafka, cfg_.group_prefix + "." + std::string(projection::name(cfg_.projection)),
+                         {.on_assign = [this](std::vector<kafka::topic_partition> parts) { return on_assign(parts); },
+                          .on_revoke = [this](const std::vector<kafka::topic_partition>&) { on_revoke(); }},
+                         {.max_poll_interval = cfg_.max_poll_interval});
+    cons.subscribe({cfg_.topic});
+    state_.subscribed = true;
+    log::info("subscribed", {{"projection", projection::name(cfg_.projection)}, {"topic", cfg_.topic}});
+    while (!stop.load() && !failed_) {
+      state_.heartbeat_ms = steady_ms();
+      // With an open batch, wait only a moment: a lone event is applied at once.
+      auto m = cons.poll(batch_.empty() ? 100ms : 1ms);
+      if (failed_) break;
+      if (m) {
+        if (batch_.empty()) batch_started_ = std::chrono::steady_clock::now();
+        batch_.push_back(std::move(*m));
+        if (batch_.size() < cfg_.batch_size &&
+            std::chrono::steady_clock::now() - batch_started_ < cfg_.batch_latency)
+          continue;
+      }
+      if (!batch_.empty() && !flush()) failed_ = true;
+    }
+    if (!failed_ && !flush()) failed_ = true;
+    // A batch that could not be written is dropped unapplied: its offsets
+    // were not stored, so whoever gets the partitions reads it again.
+    if (failed_) batch_.clear();
+    cons.close();
+    return failed_ ? exit_db_failed : 0;
+  }
+
+ private:
+  std::vector<kafka::topic_partition> on_assign(std::vector<kafka::topic_partition> parts) {
+    try {
+      const auto stored = projection::stored_offsets(db_, cfg_.projection, cfg_.topic);
+      for (auto& p : parts) {
+        const auto it = stored.find(p.partition);
+        p.offset = it == stored.end() ? kafka::offset_beginning : it->second;
+        log::info("assigned", {{"projection", projection::name(cfg_.projection)},
+                               {"partition", p.partition},
+                               {"offset", p.offset}});
+      }
+    } catch (const store::db_error& e) {
+      log::error("offsets_unreadable", {{"projection", projection::name(cfg_.projection)}, {"error", e.what()}});
+      failed_ = true;  // nothing polled from here on is applied
+    }
+    return parts;
+  }
+
+  // Eager rebalance: commit what we hold before the partitions go elsewhere.
+  void on_revoke() {
+    if (failed_) return;
+    if (!flush()) failed_ = true;
+    log::info("revoked", {{"projection", projection::name(cfg_.projection)}});
+  }
+
+  // Applies the open batch in one transaction. A database error never
+  // advances offsets: the same in-memory batch is retried with backoff, and
+  // after the retry budget the worker gives up (false).
+  bool flush() {
+    if (batch_.empty()) return true;
+    const auto deadline = std::chrono::steady_clock::now() + cfg_.retry_budget;
+    auto backoff = 100ms;
+    for (int attempt = 1;; ++attempt) {
+      try {
+        const auto results = applier_.apply(batch_);
+        for (const auto& r : results) log_result(r);
+        batch_.clear();
+        return true;
+      } catch (const store::db_error& e) {
+        const bool give_up = std::chrono::steady_clock::now() + backoff > deadline;
+        log::write(give_up ? log::level::error : log::level::warn, give_up ? "db_failed" : "db_retry",
+                   {{"projection", projection::name(cfg_.projection)},
+                    {"attempt", attempt},
+                    {"events", batch_.size()},
+                    {"error", e.what()}});
+        if (give_up) return false;
+        state_.heartbeat_ms = steady_ms();
+        std::this_thread::sleep_for(backoff);
+        backoff = std::min<std::chrono::milliseconds>(backoff * 2, 2s);
+      }
+    }
+  }
+
+  const worker_config& cfg_;
+  worker_state& state_;
+  store::database db_;
+  projection::applier applier_;
+  std::vector<kafka::message> batch_;
+  std::chrono::steady_clock::time_point batch_started_;
+  bool failed_ = false;
+};
+
+}  // namespace
+
+std::int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+int run_worker(const worker_config& cfg, const std::atomic<bool>& stop, worker_state& state) {
+  int code = 0;
+  try {
+    loop l(cfg, state);
+    code = l.run(stop);
+  } catch (const store::open_error& e) {
+    log::error("db_open_failed", {{"projection", projection::name(cfg.projection)}, {"error", e.what()}});
+    code = exit_db_failed;
+  } catch (const store::db_error& e) {
+    log::error("db_failed", {{"projection", projection::name(cfg.projection)}, {"error", e.what()}});
+    code = exit_db_failed;
+  } catch (const std::exception& e) {
+    log::error("kafka_failed", {{"projection", projection::name(cfg.projection)}, {"error", e.what()}});
+    code = exit_kafka_failed;
+  }
+  state.exit_code = code;
+  state.done = true;
+  return code;
+}
+
+}  // namespace clerk_sync::consumer_app

@@ -1,0 +1,52 @@
+#pragma once
+// One projection's consumer: a group member of `<group_prefix>.<projection>`
+// with its own database connection, running the blocking poll loop until
+// `stop` is set. Offsets come from and go to the database (never Kafka).
+// run() is called once, on its own thread; the atomics are shared with main.
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "kafka/client.hpp"
+#include "projection/mapping.hpp"
+
+namespace clerk_sync::consumer_app {
+
+inline constexpr int exit_db_failed = 3;
+inline constexpr int exit_kafka_failed = 4;
+
+struct worker_config {
+  kafka::client_config kafka;
+  std::string topic = "clerk.events";
+  std::string group_prefix = "clerk-sync";
+  std::string db_path;
+  projection::kind projection = projection::kind::users;
+  std::size_t batch_size = 500;
+  std::chrono::milliseconds batch_latency{50};
+  std::chrono::milliseconds busy_timeout{5'000};
+  // Total time a failing batch is retried before the process gives up; kept
+  // well below max.poll.interval.ms so the group does not evict us first.
+  std::chrono::milliseconds retry_budget{30'000};
+  std::chrono::milliseconds max_poll_interval{300'000};
+};
+
+struct worker_state {
+  std::atomic<bool> subscribed{false};
+  std::atomic<bool> done{false};
+  std::atomic<int> exit_code{0};
+  // steady_clock ms of the last loop turn, for the systemd watchdog.
+  std::atomic<std::int64_t> heartbeat_ms{0};
+};
+
+// Runs until `stop` (then finishes the batch, commits, leaves the group and
+// returns 0), or until the database keeps failing (exit_db_failed) or Kafka
+// fails for good (exit_kafka_failed). Never throws.
+int run_worker(const worker_config& cfg, const std::atomic<bool>& stop, worker_state& state);
+
+// steady_clock now in ms, the unit of worker_state::heartbeat_ms.
+[[nodiscard]] std::int64_t steady_ms();
+
+}  // namespace clerk_sync::consumer_app
