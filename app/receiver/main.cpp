@@ -1,0 +1,195 @@
+// clerk-sync-receiver: verify Svix-signed Clerk webhooks, publish them to
+// Kafka, answer 2xx only once Kafka acknowledged. This file only assembles
+// lib/http, lib/kafka and lib/systemd. Exit status: 0 after SIGTERM/SIGINT,
+// 2 for bad configuration, 3 after a fatal producer error.
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <condition_variable>
+#include <csignal>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+
+#include "config/options.hpp"
+#include "http/options.hpp"
+#include "http/server.hpp"
+#include "kafka/producer.hpp"
+#include "log/log.hpp"
+#include "systemd/notify.hpp"
+
+namespace {
+
+namespace net = boost::asio;
+namespace http = clerk_sync::http;
+namespace kafka = clerk_sync::kafka;
+namespace log = clerk_sync::log;
+namespace systemd = clerk_sync::systemd;
+using namespace std::chrono_literals;
+
+constexpr int exit_fatal = 3;
+
+// Keeps /readyz current without blocking the I/O thread: a metadata
+// round-trip each second on a thread of its own.
+class readiness_probe {
+ public:
+  readiness_probe(const kafka::producer& p, std::atomic<bool>& ready)
+      : thread_([this, &p, &ready] {
+          std::unique_lock lock(m_);
+          while (!stop_) {
+            lock.unlock();
+            ready = p.cluster_reachable(2s);
+            lock.lock();
+            cv_.wait_for(lock, 1s, [this] { return stop_; });
+          }
+        }) {}
+  ~readiness_probe() {
+    {
+      std::lock_guard lock(m_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  readiness_probe(const readiness_probe&) = delete;
+  readiness_probe& operator=(const readiness_probe&) = delete;
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key> keys,
+        const http::listen_address& where) {
+  const std::size_t secret_count = keys.size();  // the number only, never a value
+  net::io_context ioc(1);
+  const std::chrono::milliseconds deadline(opts.publish_deadline_ms);
+  const std::chrono::milliseconds grace(opts.shutdown_grace_ms);
+  int exit_code = 0;
+  bool shutting_down = false;
+  std::function<void(int)> begin_shutdown;
+
+  std::unique_ptr<kafka::producer> producer;
+  http::publish_fn publish;
+  if (opts.bench_ack_immediately) {
+    log::warn("bench_mode", {{"outcome", "kafka skipped: every event is acknowledged without being stored"}});
+    publish = [](const kafka::outgoing_record&, kafka::producer::delivery_callback done) {
+      done(kafka::delivery_report{true, -1, -1, {}, false});
+      return kafka::enqueue_status::queued;
+    };
+  } else {
+    kafka::producer_options popts;
+    // The delivery report must arrive before the HTTP deadline, so that the
+    // answer reflects what Kafka decided rather than a guess.
+    popts.message_timeout = deadline - std::min<std::chrono::milliseconds>(1000ms, deadline / 4);
+    producer = std::make_unique<kafka::producer>(opts.kafka, popts, [&ioc, &begin_shutdown](const std::string& why) {
+      net::post(ioc, [&begin_shutdown, why] {
+        log::error("producer_fatal", {{"error", why}});
+        begin_shutdown(exit_fatal);
+      });
+    });
+    kafka::producer* p = producer.get();
+    publish = [p](const kafka::outgoing_record& rec, kafka::producer::delivery_callback done) {
+      return p->produce(rec, std::move(done));
+    };
+  }
+
+  const http::server_limits limits{opts.body_limit,
+                                   opts.header_limit,
+                                   std::chrono::milliseconds(opts.read_timeout_ms),
+                                   std::chrono::milliseconds(opts.idle_timeout_ms),
+                                   deadline,
+                                   opts.max_connections};
+  http::server srv(ioc, where, {opts.path, std::move(keys), std::chrono::seconds(opts.tolerance_s)}, limits,
+                   opts.topic, publish);
+  std::optional<readiness_probe> probe;
+  if (producer)
+    probe.emplace(*producer, srv.kafka_ready);
+  else
+    srv.kafka_ready = true;
+
+  net::signal_set signals(ioc, SIGTERM, SIGINT);
+  net::steady_timer watchdog(ioc);
+  net::steady_timer drain(ioc);
+
+  begin_shutdown = [&](int code) {
+    if (shutting_down) return;
+    shutting_down = true;
+    exit_code = code;
+    systemd::notify_stopping();
+    log::info("stopping", {{"connections", srv.connections()}, {"exit_code", code}});
+    srv.stop();
+    signals.cancel();
+    watchdog.cancel();
+    // Wait for in-flight requests to be answered, within the grace period.
+    net::co_spawn(
+        ioc,
+        [&]() -> net::awaitable<void> {
+          const auto until = std::chrono::steady_clock::now() + grace;
+          while (srv.connections() > 0 && std::chrono::steady_clock::now() < until) {
+            drain.expires_after(20ms);
+            co_await drain.async_wait(net::use_awaitable);
+          }
+          if (srv.connections() > 0) log::warn("grace_expired", {{"connections", srv.connections()}});
+          ioc.stop();
+        },
+        net::detached);
+  };
+  signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+    if (!ec) {
+      log::info("signal", {{"signal", sig}});
+      begin_shutdown(0);
+    }
+  });
+  if (const auto interval = systemd::watchdog_interval()) {
+    net::co_spawn(
+        ioc,
+        [&, every = *interval]() -> net::awaitable<void> {
+          for (;;) {
+            systemd::notify_watchdog();
+            watchdog.expires_after(every);
+            co_await watchdog.async_wait(net::use_awaitable);
+          }
+        },
+        net::detached);
+  }
+
+  srv.start();
+  log::info("listening", {{"address", where.host}, {"port", srv.port()}, {"path", opts.path},
+                          {"topic", opts.topic}, {"secrets", secret_count}});
+  systemd::notify_ready();
+  ioc.run();
+
+  probe.reset();
+  if (producer) {
+    const bool flushed = producer->flush(exit_code == exit_fatal ? 1000ms : grace);
+    log::info("flushed", {{"outcome", flushed ? "complete" : "incomplete"}, {"in_flight", producer->in_flight()}});
+  }
+  log::info("stopped", {{"exit_code", exit_code}});
+  return exit_code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return clerk_sync::config::run_main("clerk-sync-receiver", [&]() -> int {
+    CLI::App app{"Receives Svix-signed Clerk webhooks and publishes them to Kafka", "clerk-sync-receiver"};
+    http::receiver_options opts;
+    http::add_receiver_options(app, opts);
+    if (const auto rc = clerk_sync::config::parse(app, argc, argv)) return *rc;
+    clerk_sync::config::apply(opts.log);
+    http::validate(opts);
+    const char* env = std::getenv("CLERK_WEBHOOK_SECRET");  // read once, here, and nowhere else
+    auto keys = http::load_secrets(env ? std::optional<std::string>(env) : std::nullopt, opts.secret_file);
+    const auto where = http::parse_listen(opts.listen);
+    return run(opts, std::move(keys), where);
+  });
+}

@@ -1,0 +1,78 @@
+#pragma once
+// The receiver's request classification, with no socket: a request (method,
+// target, headers, raw body) plus the secrets, clock and readiness in; a
+// decision out: answer now, or publish this record and answer from its
+// delivery report. Pure and thread-safe; the status codes follow the
+// design's table.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kafka/client.hpp"
+#include "verify/svix.hpp"
+
+namespace clerk_sync::http {
+
+struct handler_config {
+  std::string path = "/webhooks/clerk";
+  std::vector<verify::key> keys;
+  std::chrono::seconds tolerance = verify::default_tolerance;
+};
+
+struct request_view {
+  std::string_view method;
+  std::string_view target;
+  std::string_view body;
+  // Case-insensitive header lookup; nullopt when absent.
+  std::function<std::optional<std::string_view>(std::string_view)> header;
+};
+
+struct response {
+  int status = 200;
+  std::string body;                        // small JSON
+  std::optional<int> retry_after_s;        // 503 only
+  std::string_view allow;                  // 405 only
+};
+
+// What to publish: the raw body is the value; these are the key and headers.
+struct publish_request {
+  std::string key;  // the Clerk user id
+  std::string type;
+  std::string svix_id;
+  std::string svix_timestamp;
+};
+
+struct decision {
+  // A word of the log vocabulary: published (after the report), ignored,
+  // rejected, not_found, method_not_allowed, probe.
+  std::string_view msg;
+  // Why, for the log: "bad_signature", "not_json", "timestamp_too_old", ...
+  std::string_view outcome;
+  response answer;                         // when !publish
+  std::optional<publish_request> publish;  // set: publish first, then answer
+  // For the log line, when known.
+  std::string svix_id;
+  std::string type;
+  std::string user;
+};
+
+[[nodiscard]] decision classify(const request_view& req, const handler_config& cfg,
+                                std::chrono::system_clock::time_point now, bool kafka_ready);
+
+// Answers once the publish step is over.
+[[nodiscard]] response published(std::int32_t partition, std::int64_t offset);
+[[nodiscard]] response unavailable(std::string_view why, int retry_after_s = 5);
+
+// The Kafka record headers the design names, received_at in ms since epoch.
+[[nodiscard]] std::vector<kafka::header> record_headers(const publish_request& p, std::int64_t received_at_ms);
+
+// 413 / 431 answers, for limits the parser enforces before classify().
+[[nodiscard]] response too_large();
+[[nodiscard]] response headers_too_large();
+
+}  // namespace clerk_sync::http

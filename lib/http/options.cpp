@@ -1,0 +1,102 @@
+#include "http/options.hpp"
+
+#include <boost/asio/ip/address.hpp>
+
+#include <charconv>
+#include <fstream>
+#include <sstream>
+
+namespace clerk_sync::http {
+
+void add_receiver_options(CLI::App& app, receiver_options& o) {
+  app.add_option("--listen", o.listen, "Address to listen on, host:port ([::1]:port for IPv6)")
+      ->envname("CLERK_SYNC_LISTEN")
+      ->capture_default_str();
+  app.add_option("--path", o.path, "Path of the webhook endpoint")->envname("CLERK_SYNC_PATH")->capture_default_str();
+  app.add_option("--topic", o.topic, "Kafka topic for the events")->envname("CLERK_SYNC_TOPIC")->capture_default_str();
+  app.add_option("--secret-file", o.secret_file,
+                 "File of webhook secrets, one whsec_... per line (else CLERK_WEBHOOK_SECRET, spaces or commas)")
+      ->envname("CLERK_WEBHOOK_SECRET_FILE");
+  app.add_option("--tolerance", o.tolerance_s, "Accepted svix-timestamp skew, seconds, either direction")
+      ->envname("CLERK_SYNC_TOLERANCE")
+      ->capture_default_str();
+  app.add_option("--body-limit", o.body_limit, "Largest accepted body, bytes (413 above)")
+      ->envname("CLERK_SYNC_BODY_LIMIT")
+      ->capture_default_str();
+  app.add_option("--header-limit", o.header_limit, "Largest accepted request header block, bytes (431 above)")
+      ->envname("CLERK_SYNC_HEADER_LIMIT")
+      ->capture_default_str();
+  app.add_option("--publish-deadline-ms", o.publish_deadline_ms,
+                 "Longest wait for Kafka's acknowledgement before answering 503 (below Svix's 15 s)")
+      ->envname("CLERK_SYNC_PUBLISH_DEADLINE_MS")
+      ->capture_default_str();
+  app.add_option("--read-timeout-ms", o.read_timeout_ms, "Longest time to read one request or write one answer")
+      ->envname("CLERK_SYNC_READ_TIMEOUT_MS")
+      ->capture_default_str();
+  app.add_option("--idle-timeout-ms", o.idle_timeout_ms, "Idle keep-alive connections are closed after this")
+      ->envname("CLERK_SYNC_IDLE_TIMEOUT_MS")
+      ->capture_default_str();
+  app.add_option("--shutdown-grace-ms", o.shutdown_grace_ms, "On SIGTERM, longest wait for in-flight requests")
+      ->envname("CLERK_SYNC_SHUTDOWN_GRACE_MS")
+      ->capture_default_str();
+  app.add_option("--max-connections", o.max_connections, "Open connections above this are refused")
+      ->envname("CLERK_SYNC_MAX_CONNECTIONS")
+      ->capture_default_str();
+  // Hidden (empty group): answers 200 without Kafka; only for scripts/bench.
+  app.add_flag("--bench-ack-immediately", o.bench_ack_immediately)->group("");
+  config::add_kafka_options(app, o.kafka);
+  config::add_log_options(app, o.log);
+}
+
+listen_address parse_listen(const std::string& text) {
+  const auto bad = [&](const char* why) { return config::usage_error("bad listen address '" + text + "': " + why); };
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0) throw bad("expected host:port");
+  std::string host = text.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  const std::string port_text = text.substr(colon + 1);
+  unsigned port = 0;
+  const auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (port_text.empty() || ec != std::errc() || end != port_text.data() + port_text.size() || port == 0 ||
+      port > 65535)
+    throw bad("port must be 1..65535");
+  boost::system::error_code aec;
+  (void)boost::asio::ip::make_address(host, aec);
+  if (aec) throw bad("host must be a numeric IP address");
+  return {host, static_cast<std::uint16_t>(port)};
+}
+
+std::vector<verify::key> load_secrets(const std::optional<std::string>& env_value, const std::string& secret_file) {
+  const bool have_env = env_value && !env_value->empty();
+  if (have_env && !secret_file.empty())
+    throw config::usage_error("set either CLERK_WEBHOOK_SECRET or CLERK_WEBHOOK_SECRET_FILE, not both");
+  try {
+    if (have_env) return verify::parse_secret_list(*env_value);
+    if (secret_file.empty())
+      throw config::usage_error("no webhook secret: set CLERK_WEBHOOK_SECRET or CLERK_WEBHOOK_SECRET_FILE");
+    std::ifstream in(secret_file);
+    if (!in) throw config::usage_error("cannot read the webhook secret file " + secret_file);
+    std::ostringstream text;
+    text << in.rdbuf();
+    return verify::parse_secret_file(text.str());
+  } catch (const verify::secret_error& e) {
+    throw config::usage_error(std::string(have_env ? "CLERK_WEBHOOK_SECRET: " : "webhook secret file: ") +
+                              e.what());
+  }
+}
+
+void validate(const receiver_options& o) {
+  if (o.path.empty() || o.path.front() != '/') throw config::usage_error("--path must start with '/'");
+  if (o.topic.empty()) throw config::usage_error("--topic must not be empty");
+  if (o.tolerance_s <= 0) throw config::usage_error("--tolerance must be positive");
+  if (o.body_limit == 0) throw config::usage_error("--body-limit must be positive");
+  if (o.header_limit < 1024) throw config::usage_error("--header-limit must be at least 1024");
+  if (o.publish_deadline_ms < 500 || o.publish_deadline_ms > 14'000)
+    throw config::usage_error("--publish-deadline-ms must be 500..14000 (Svix gives up after 15 s)");
+  if (o.read_timeout_ms <= 0 || o.idle_timeout_ms <= 0 || o.shutdown_grace_ms <= 0)
+    throw config::usage_error("timeouts must be positive");
+  if (o.max_connections == 0) throw config::usage_error("--max-connections must be positive");
+  (void)parse_listen(o.listen);
+}
+
+}  // namespace clerk_sync::http

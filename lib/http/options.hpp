@@ -1,0 +1,60 @@
+#pragma once
+// clerk-sync-receiver's configuration: flags, each with an environment
+// variable behind it, parsed once into a plain struct. Secrets come only
+// from CLERK_WEBHOOK_SECRET or the file named by CLERK_WEBHOOK_SECRET_FILE
+// (--secret-file), never from a flag value. Errors are config::usage_error
+// (one line, exit 2) and never contain a secret.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config/options.hpp"
+#include "kafka/client.hpp"
+#include "verify/svix.hpp"
+
+namespace clerk_sync::http {
+
+struct receiver_options {
+  std::string listen = "127.0.0.1:8080";           // --listen, CLERK_SYNC_LISTEN
+  std::string path = "/webhooks/clerk";             // --path, CLERK_SYNC_PATH
+  std::string topic = "clerk.events";               // --topic, CLERK_SYNC_TOPIC
+  std::string secret_file;                          // --secret-file, CLERK_WEBHOOK_SECRET_FILE
+  std::int64_t tolerance_s = 300;                   // --tolerance (seconds), CLERK_SYNC_TOLERANCE
+  std::size_t body_limit = 1024 * 1024;             // --body-limit (bytes), CLERK_SYNC_BODY_LIMIT
+  std::size_t header_limit = 16 * 1024;             // --header-limit (bytes), CLERK_SYNC_HEADER_LIMIT
+  std::int64_t publish_deadline_ms = 10'000;        // --publish-deadline-ms, CLERK_SYNC_PUBLISH_DEADLINE_MS
+  std::int64_t read_timeout_ms = 10'000;            // --read-timeout-ms, CLERK_SYNC_READ_TIMEOUT_MS
+  std::int64_t idle_timeout_ms = 60'000;            // --idle-timeout-ms, CLERK_SYNC_IDLE_TIMEOUT_MS
+  std::int64_t shutdown_grace_ms = 15'000;          // --shutdown-grace-ms, CLERK_SYNC_SHUTDOWN_GRACE_MS
+  std::size_t max_connections = 4096;               // --max-connections, CLERK_SYNC_MAX_CONNECTIONS
+  bool bench_ack_immediately = false;               // --bench-ack-immediately (hidden; benchmarks only)
+  kafka::client_config kafka;                       // --brokers/KAFKA_BROKERS, --kafka-property, ...
+  config::log_options log;                          // --log-format, --log-level
+};
+
+// Registers every flag above on `app`.
+void add_receiver_options(CLI::App& app, receiver_options& opts);
+
+struct listen_address {
+  std::string host;  // a numeric IPv4 or IPv6 address
+  std::uint16_t port = 0;
+};
+
+// "127.0.0.1:8080" or "[::1]:8080"; throws usage_error.
+[[nodiscard]] listen_address parse_listen(const std::string& text);
+
+// The keys from CLERK_WEBHOOK_SECRET's value (`env_value`, passed in by
+// main) or from the secret file; exactly one of the two must be set.
+// Throws usage_error.
+[[nodiscard]] std::vector<verify::key> load_secrets(const std::optional<std::string>& env_value,
+                                                    const std::string& secret_file);
+
+// Range checks after parsing (positive durations, deadline below Svix's
+// 15 s, ...); throws usage_error.
+void validate(const receiver_options& opts);
+
+}  // namespace clerk_sync::http

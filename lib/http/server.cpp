@@ -1,0 +1,271 @@
+#include "http/server.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include "log/log.hpp"
+
+namespace clerk_sync::http {
+namespace {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = net::ip::tcp;
+constexpr auto nothrow = net::as_tuple(net::use_awaitable);
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+struct server::impl : std::enable_shared_from_this<impl> {
+  // One open connection; `busy` from a complete request header to the end
+  // of its answer, so that stop() closes only idle ones.
+  struct connection {
+    beast::tcp_stream* stream = nullptr;
+    bool busy = false;
+  };
+
+  net::io_context& ioc;
+  tcp::acceptor acceptor;
+  handler_config handler;
+  server_limits limits;
+  std::string topic;
+  publish_fn publish;
+  std::atomic<bool>* ready = nullptr;
+  std::list<connection> open;
+  bool stopping = false;
+
+  impl(net::io_context& io, handler_config h, const server_limits& l, std::string t, publish_fn p)
+      : ioc(io), acceptor(io), handler(std::move(h)), limits(l), topic(std::move(t)), publish(std::move(p)) {}
+
+  net::awaitable<void> accept_loop() {
+    auto self = shared_from_this();
+    net::steady_timer backoff(ioc);
+    while (!stopping) {
+      auto [ec, sock] = co_await acceptor.async_accept(nothrow);
+      if (stopping) co_return;
+      if (ec) {
+        // Out of file descriptors and the like: back off instead of spinning.
+        log::warn("accept_failed", {{"error", ec.message()}});
+        backoff.expires_after(std::chrono::milliseconds(100));
+        (void)co_await backoff.async_wait(nothrow);
+        continue;
+      }
+      if (open.size() >= limits.max_connections) {
+        log::warn("refused", {{"outcome", "max_connections"}, {"connections", open.size()}});
+        beast::error_code ignored;
+        sock.close(ignored);
+        continue;
+      }
+      net::co_spawn(ioc, session(std::move(sock)), net::detached);
+    }
+  }
+
+  net::awaitable<bhttp::response<bhttp::string_body>> answer_publish(const decision& d, std::string_view body,
+                                                                     int& status, std::int32_t& partition,
+                                                                     std::int64_t& offset, std::string& outcome) {
+    struct pending {
+      explicit pending(net::any_io_executor ex) : timer(ex) {}
+      std::optional<kafka::delivery_report> report;
+      net::steady_timer timer;
+    };
+    auto p = std::make_shared<pending>(ioc.get_executor());
+    p->timer.expires_after(limits.publish_deadline);
+    const auto& pub = *d.publish;
+    const kafka::outgoing_record rec{topic, pub.key, body, record_headers(pub, now_ms())};
+    std::string why;
+    auto on_report = [p, ex = ioc.get_executor()](const kafka::delivery_report& r) {
+      // Runs on the producer's poller thread: hop to the connection's executor.
+      net::post(ex, [p, r] {
+        p->report = r;
+        p->timer.cancel();
+      });
+    };
+    kafka::enqueue_status st;
+    try {
+      st = publish(rec, std::move(on_report));
+    } catch (const std::exception& e) {
+      st = kafka::enqueue_status::rejected;
+      why = e.what();
+    }
+    response r;
+    if (st != kafka::enqueue_status::queued) {
+      outcome = st == kafka::enqueue_status::queue_full ? "queue_full"
+                : st == kafka::enqueue_status::fatal    ? "producer_fatal"
+                                                         : "produce_rejected";
+      r = unavailable(outcome);
+    } else {
+      (void)co_await p->timer.async_wait(nothrow);
+      if (!p->report) {
+        outcome = "deadline";
+        r = unavailable("kafka did not acknowledge in time");
+      } else if (!p->report->ok) {
+        outcome = p->report->possibly_persisted ? "not_acknowledged_possibly_persisted" : "not_acknowledged";
+        r = unavailable("kafka did not acknowledge");
+      } else {
+        partition = p->report->partition;
+        offset = p->report->offset;
+        outcome = "acknowledged";
+        r = published(partition, offset);
+      }
+    }
+    status = r.status;
+    co_return to_beast(r);
+  }
+
+  static bhttp::response<bhttp::string_body> to_beast(const response& r) {
+    bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(r.status), 11};
+    res.set(bhttp::field::content_type, "application/json");
+    if (r.retry_after_s) res.set(bhttp::field::retry_after, std::to_string(*r.retry_after_s));
+    if (!r.allow.empty()) res.set(bhttp::field::allow, r.allow);
+    res.body() = r.body;
+    return res;
+  }
+
+  net::awaitable<void> session(tcp::socket sock) {
+    auto self = shared_from_this();
+    beast::tcp_stream stream(std::move(sock));
+    const auto me = open.insert(open.end(), connection{&stream, false});
+    try {
+      co_await serve(stream, *me);
+    } catch (const std::exception& e) {
+      log::error("connection_failed", {{"error", e.what()}});
+    }
+    beast::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream.socket().close(ignored);
+    open.erase(me);
+  }
+
+  void log_request(const decision& d, std::string_view outcome, int status, std::int32_t partition,
+                   std::int64_t offset, std::chrono::steady_clock::time_point started) {
+    const auto ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+    std::string_view msg = d.msg;
+    if (d.publish && status != 200) msg = "unavailable";
+    if (msg == "published")
+      log::info(msg, {{"svix_id", d.svix_id}, {"type", d.type}, {"user", d.user}, {"status", status},
+                      {"outcome", outcome}, {"partition", partition}, {"offset", offset}, {"ms", ms}});
+    else if (msg == "probe")
+      log::debug(msg, {{"outcome", outcome}, {"status", status}, {"ms", ms}});
+    else if (msg == "unavailable")
+      log::warn(msg, {{"svix_id", d.svix_id}, {"type", d.type}, {"user", d.user}, {"status", status},
+                      {"outcome", outcome}, {"ms", ms}});
+    else
+      log::info(msg, {{"svix_id", d.svix_id}, {"type", d.type}, {"user", d.user}, {"status", status},
+                      {"outcome", outcome}, {"ms", ms}});
+  }
+
+  // Answers a request the parser refused (limits); the connection closes after.
+  net::awaitable<void> refuse(beast::tcp_stream& stream, const response& r, std::string_view outcome) {
+    auto res = to_beast(r);
+    res.keep_alive(false);
+    res.prepare_payload();
+    log::info("rejected", {{"status", r.status}, {"outcome", outcome}});
+    stream.expires_after(limits.read_timeout);
+    (void)co_await bhttp::async_write(stream, res, nothrow);
+  }
+
+  net::awaitable<void> serve(beast::tcp_stream& stream, connection& me) {
+    beast::flat_buffer buffer;
+    while (!stopping) {
+      bhttp::request_parser<bhttp::string_body> parser;
+      // Apply limits to the header and body sizes to prevent abuse.
+      parser.header_limit(static_cast<std::uint32_t>(limits.header_limit));
+      parser.body_limit(limits.body_limit);
+      me.busy = false;
+      // A keep-alive connection may idle; a started request must keep coming.
+      stream.expires_after(buffer.size() == 0 ? limits.idle_timeout : limits.read_timeout);
+      auto [ec, n] = co_await bhttp::async_read_header(stream, buffer, parser, nothrow);
+      if (ec == bhttp::error::header_limit) co_return co_await refuse(stream, headers_too_large(), "header_limit");
+      if (ec == bhttp::error::body_limit) co_return co_await refuse(stream, too_large(), "body_limit");
+      if (ec) co_return;  // closed, timed out, garbage: nothing to answer
+      me.busy = true;
+      const auto started = std::chrono::steady_clock::now();
+      if (!parser.is_done()) {
+        stream.expires_after(limits.read_timeout);
+        auto [ec2, n2] = co_await bhttp::async_read(stream, buffer, parser, nothrow);
+        if (ec2 == bhttp::error::body_limit) co_return co_await refuse(stream, too_large(), "body_limit");
+        if (ec2) co_return;
+      }
+      auto& req = parser.get();
+      const request_view view{
+          std::string_view(req.method_string().data(), req.method_string().size()),
+          std::string_view(req.target().data(), req.target().size()), req.body(),
+          [&req](std::string_view name) -> std::optional<std::string_view> {
+            const auto it = req.find(beast::string_view(name.data(), name.size()));
+            if (it == req.end()) return std::nullopt;
+            return std::string_view(it->value().data(), it->value().size());
+          }};
+      const auto d = classify(view, handler, std::chrono::system_clock::now(), ready && ready->load());
+      int status = d.answer.status;
+      std::int32_t partition = -1;
+      std::int64_t offset = -1;
+      std::string outcome(d.outcome);
+      bhttp::response<bhttp::string_body> res;
+      if (d.publish)
+        res = co_await answer_publish(d, req.body(), status, partition, offset, outcome);
+      else
+        res = to_beast(d.answer);
+      log_request(d, outcome, status, partition, offset, started);
+      res.keep_alive(req.keep_alive() && !stopping);
+      res.prepare_payload();
+      if (req.method() == bhttp::verb::head) res.body().clear();
+      stream.expires_after(limits.read_timeout);
+      auto [wec, wn] = co_await bhttp::async_write(stream, res, nothrow);
+      if (wec || !res.keep_alive()) co_return;
+    }
+  }
+};
+
+server::server(net::io_context& ioc, const listen_address& where, handler_config handler,
+               const server_limits& limits, std::string topic, publish_fn publish)
+    : impl_(std::make_shared<impl>(ioc, std::move(handler), limits, std::move(topic), std::move(publish))) {
+  impl_->ready = &kafka_ready;
+  beast::error_code ec;
+  const tcp::endpoint ep(net::ip::make_address(where.host, ec), where.port);
+  if (ec) throw config::usage_error("bad listen address " + where.host);
+  auto& a = impl_->acceptor;
+  if (!a.open(ep.protocol(), ec)) (void)a.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) (void)a.bind(ep, ec);
+  if (!ec) (void)a.listen(net::socket_base::max_listen_connections, ec);
+  if (ec)
+    throw config::usage_error("cannot listen on " + where.host + ":" + std::to_string(where.port) + ": " +
+                              ec.message());
+}
+
+server::~server() {
+  // Coroutines still hold the impl; make sure none touches this object's atomic.
+  impl_->ready = nullptr;
+}
+
+void server::start() { net::co_spawn(impl_->ioc, impl_->accept_loop(), net::detached); }
+
+void server::stop() {
+  if (impl_->stopping) return;
+  impl_->stopping = true;
+  beast::error_code ignored;
+  impl_->acceptor.close(ignored);
+  for (auto& c : impl_->open)
+    if (!c.busy) c.stream->socket().close(ignored);  // idle: nothing in flight to lose
+}
+
+std::size_t server::connections() const { return impl_->open.size(); }
+
+std::uint16_t server::port() const {
+  beast::error_code ec;
+  return impl_->acceptor.local_endpoint(ec).port();
+}
+
+}  // namespace clerk_sync::http

@@ -1,0 +1,66 @@
+#pragma once
+// The receiver's HTTP server: Beast over one io_context, a coroutine per
+// connection. Every read and write has a timeout; body, header and
+// connection limits apply. A request to publish is handed to `publish_fn`;
+// its delivery report (arriving on any thread) is posted back to the
+// connection's executor, and the answer is sent from there, or a 503 when
+// the publish deadline passes first. All members run on the io_context's
+// thread, except as noted.
+
+#include <boost/asio/io_context.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <list>
+#include <memory>
+
+#include "http/handler.hpp"
+#include "http/options.hpp"
+#include "kafka/producer.hpp"
+
+namespace clerk_sync::http {
+
+struct server_limits {
+  std::size_t body_limit = 1024 * 1024;
+  std::size_t header_limit = 16 * 1024;
+  std::chrono::milliseconds read_timeout{10'000};
+  std::chrono::milliseconds idle_timeout{60'000};
+  std::chrono::milliseconds publish_deadline{10'000};
+  std::size_t max_connections = 4096;
+};
+
+// Queues one record; the callback runs exactly once (any thread) when the
+// status is `queued`, never otherwise.
+using publish_fn =
+    std::function<kafka::enqueue_status(const kafka::outgoing_record&, kafka::producer::delivery_callback)>;
+
+class server {
+ public:
+  // Binds and listens at once; throws config::usage_error when it cannot.
+  server(boost::asio::io_context& ioc, const listen_address& where, handler_config handler,
+         const server_limits& limits, std::string topic, publish_fn publish);
+  ~server();
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
+
+  // Starts accepting.
+  void start();
+  // Stops accepting, closes idle connections; requests in flight are
+  // answered, then their connections close.
+  void stop();
+  // Open connections.
+  [[nodiscard]] std::size_t connections() const;
+  // The port actually bound (useful with port 0).
+  [[nodiscard]] std::uint16_t port() const;
+
+  // Read by /readyz; set from any thread.
+  std::atomic<bool> kafka_ready{false};
+
+ private:
+  struct impl;
+  std::shared_ptr<impl> impl_;
+};
+
+}  // namespace clerk_sync::http
