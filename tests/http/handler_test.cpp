@@ -1,0 +1,138 @@
+#include "http/handler.hpp"
+
+#include <doctest/doctest.h>
+
+#include <map>
+
+#include "support/support.hpp"
+
+namespace http = clerk_sync::http;
+namespace verify = clerk_sync::verify;
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const auto now = std::chrono::system_clock::time_point(std::chrono::seconds(1'700'000'000));
+
+struct request {
+  std::string method = "POST";
+  std::string target = "/webhooks/clerk";
+  std::map<std::string, std::string> headers;
+  std::string body;
+
+  http::decision classify(bool ready = true) const {
+    const http::request_view v{method, target, body, [this](std::string_view n) -> std::optional<std::string_view> {
+                                 const auto it = headers.find(std::string(n));
+                                 if (it == headers.end()) return std::nullopt;
+                                 return std::string_view(it->second);
+                               }};
+    return http::classify(v, {"/webhooks/clerk", {verify::parse_secret(secret)}, 300s}, now, ready);
+  }
+};
+
+request signed_request(std::string body, std::string id = "msg_1", std::int64_t ts = 1'700'000'000,
+                       std::string prefix = "svix-") {
+  request r;
+  r.headers[prefix + "id"] = id;
+  r.headers[prefix + "timestamp"] = std::to_string(ts);
+  r.headers[prefix + "signature"] = verify::sign(verify::parse_secret(secret), id, ts, body);
+  r.body = std::move(body);
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("user.* and session.* are published with the user id as key; the record headers follow the design") {
+  const auto user_body =
+      clerk_sync::test::read_file(clerk_sync::test::source_path("tests/fixtures/svix/bodies/user.created.json"));
+  const auto d = signed_request(user_body).classify();
+  REQUIRE(d.publish.has_value());
+  CHECK(d.publish->key == "user_2g7np7Hrk0SN6kj5EDMLDaKNL0S");
+  CHECK(d.publish->type == "user.created");
+  CHECK(d.msg == "published");
+  const auto h = http::record_headers(*d.publish, 1234);
+  REQUIRE(h.size() == 4);
+  CHECK(clerk_sync::kafka::find_header(h, "svix-id") == "msg_1");
+  CHECK(clerk_sync::kafka::find_header(h, "svix-timestamp") == "1700000000");
+  CHECK(clerk_sync::kafka::find_header(h, "clerk-event-type") == "user.created");
+  CHECK(clerk_sync::kafka::find_header(h, "received-at") == "1234");
+
+  const auto session_body =
+      clerk_sync::test::read_file(clerk_sync::test::source_path("tests/fixtures/svix/bodies/session.created.json"));
+  const auto s = signed_request(session_body, "msg_2", 1'700'000'000, "webhook-").classify();
+  REQUIRE(s.publish.has_value());
+  CHECK(s.publish->key == "user_2g7np7Hrk0SN6kj5EDMLDaKNL0S");  // data.user_id, not the session id
+  CHECK(s.publish->svix_id == "msg_2");
+}
+
+TEST_CASE("other verified types are ignored with 200; bodies that are not usable events get 400") {
+  auto d = signed_request(R"({"type":"email.created","data":{"id":"ema_1"}})").classify();
+  CHECK_FALSE(d.publish);
+  CHECK(d.answer.status == 200);
+  CHECK(d.answer.body == R"({"status":"ignored"})");
+  CHECK(d.msg == "ignored");
+
+  for (const std::string body : {"not json", "[1,2]", R"({"data":{"id":"user_1"}})", R"({"type":7})",
+                                 R"({"type":"user.created","data":{}})", R"({"type":"user.created"})",
+                                 R"({"type":"session.created","data":{"id":"sess_1"}})",
+                                 R"({"type":"user.updated","data":{"id":42}})"}) {
+    CAPTURE(body);
+    const auto r = signed_request(body).classify();
+    CHECK_FALSE(r.publish);
+    CHECK(r.answer.status == 400);
+    CHECK(r.msg == "rejected");
+  }
+}
+
+TEST_CASE("signature and header problems: 400 for missing or malformed headers, 401 for bad signature or time") {
+  const std::string body = R"({"type":"user.created","data":{"id":"user_1"}})";
+  auto r = signed_request(body);
+  r.headers.erase("svix-signature");
+  CHECK(r.classify().answer.status == 400);
+
+  r = signed_request(body);
+  r.headers["svix-timestamp"] = "17e8";
+  CHECK(r.classify().answer.status == 400);
+
+  r = signed_request(body);
+  r.body[5] = 'X';  // one byte changed after signing
+  CHECK(r.classify().answer.status == 401);
+
+  CHECK(signed_request(body, "msg_1", 1'700'000'000 - 301).classify().answer.status == 401);
+  CHECK(signed_request(body, "msg_1", 1'700'000'000 + 301).classify().answer.status == 401);
+  CHECK(signed_request(body, "msg_1", 1'700'000'000 - 300).classify().publish.has_value());
+
+  // A signed body that is not JSON is still checked for its signature first.
+  r = signed_request("not json");
+  r.headers["svix-signature"] = "v1,AAAA";
+  CHECK(r.classify().answer.status == 401);
+}
+
+TEST_CASE("routing: unknown path 404, wrong method 405 with Allow, probes answer GET") {
+  request r;
+  r.target = "/elsewhere";
+  CHECK(r.classify().answer.status == 404);
+  r.target = "/webhooks/clerk";
+  r.method = "GET";
+  const auto d = r.classify();
+  CHECK(d.answer.status == 405);
+  CHECK(d.answer.allow == "POST");
+  r.target = "/healthz";
+  CHECK(r.classify(false).answer.status == 200);
+  r.target = "/readyz";
+  CHECK(r.classify(true).answer.status == 200);
+  const auto not_ready = r.classify(false);
+  CHECK(not_ready.answer.status == 503);
+  CHECK(not_ready.answer.retry_after_s.has_value());
+  r.method = "POST";
+  CHECK(r.classify().answer.status == 405);
+}
+
+TEST_CASE("answers after publishing: partition and offset on 200, Retry-After on 503") {
+  CHECK(http::published(2, 41).body == R"({"status":"published","partition":2,"offset":41})");
+  const auto u = http::unavailable("deadline", 7);
+  CHECK(u.status == 503);
+  CHECK(u.retry_after_s == 7);
+  CHECK(http::too_large().status == 413);
+}
