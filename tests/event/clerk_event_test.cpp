@@ -1,0 +1,109 @@
+#include "event/clerk_event.hpp"
+
+#include <doctest/doctest.h>
+
+#include "support/support.hpp"
+
+namespace ev = clerk_sync::event;
+
+namespace {
+
+ev::clerk_event decode_ok(const std::string& body) {
+  auto r = ev::decode(body);
+  if (auto* err = std::get_if<ev::decode_error>(&r)) FAIL("decode failed: " << err->reason);
+  return std::get<ev::clerk_event>(r);
+}
+
+ev::clerk_event fixture(const std::string& name) {
+  return decode_ok(clerk_sync::test::read_file(clerk_sync::test::source_path("tests/fixtures/clerk/" + name)));
+}
+
+std::string reason_of(const std::string& body) {
+  auto r = ev::decode(body);
+  REQUIRE(std::holds_alternative<ev::decode_error>(r));
+  return std::get<ev::decode_error>(r).reason;
+}
+
+}  // namespace
+
+TEST_CASE("Clerk's example user.created decodes, with its seconds timestamp normalized to ms") {
+  const auto e = fixture("user.created.json");
+  CHECK(e.type == "user.created");
+  CHECK(e.timestamp_ms == 1716883200000);
+  const auto& u = std::get<ev::user>(e.data);
+  CHECK(u.id == "user_2g7np7Hrk0SN6kj5EDMLDaKNL0S");
+  CHECK(u.first_name == "John");
+  CHECK(u.last_name == "Doe");
+  CHECK_FALSE(u.username.has_value());
+  CHECK_FALSE(u.email.has_value());  // email_addresses is empty in the example
+  CHECK(u.updated_at == 1716883200000);
+  CHECK(u.last_sign_in_at == 1716883200000);
+  CHECK(ev::user_id_of(e) == u.id);
+}
+
+TEST_CASE("the primary email is the entry named by primary_email_address_id; ms timestamps stay ms") {
+  const auto docs = fixture("docs_user_created.json");
+  CHECK(docs.timestamp_ms == 1654012591835);
+  CHECK(std::get<ev::user>(docs.data).email == "example@example.org");
+  const auto real = fixture("real_user_created.json");
+  const auto& u = std::get<ev::user>(real.data);
+  CHECK(u.email == "user@example.com");
+  CHECK_FALSE(u.last_sign_in_at.has_value());  // null in the real delivery
+  CHECK(u.updated_at == 1744276393626);
+
+  const auto e = decode_ok(R"({"type":"user.updated","timestamp":1,"data":{"id":"u1","updated_at":5,
+      "primary_email_address_id":"b","email_addresses":[{"id":"a","email_address":"a@x"},{"id":"b","email_address":"b@x"}]}})");
+  CHECK(std::get<ev::user>(e.data).email == "b@x");
+}
+
+TEST_CASE("user.deleted carries only the id; every session example decodes with its embedded user") {
+  const auto d = fixture("user.deleted.json");
+  CHECK(std::get<ev::user_deleted>(d.data).id == "user_2g7np7Hrk0SN6kj5EDMLDaKNL0S");
+  CHECK(d.timestamp_ms == 1716883200000);
+  for (const char* status : {"created", "pending", "ended", "removed", "revoked"}) {
+    const auto e = fixture(std::string("session.") + status + ".json");
+    const auto& s = std::get<ev::session>(e.data);
+    CHECK(s.id == "sess_2g7np7Hrk0SN6kj5EDMLDaKNL0S");
+    CHECK(s.user_id == "user_2g7np7Hrk0SN6kj5EDMLDaKNL0S");
+    CHECK(s.status == (std::string(status) == "created" ? "active" : status));
+    CHECK(s.expire_at == 1716969600000);
+    REQUIRE(s.embedded_user.has_value());
+    CHECK(s.embedded_user->first_name == "John");
+  }
+}
+
+TEST_CASE("metadata: public before private, unsafe never; numbers keep their exact text") {
+  const auto e = decode_ok(R"({"type":"user.updated","timestamp":1716883200000,"data":{"id":"u1","updated_at":5,
+      "public_metadata":{"role":"vip","g2a_balance":123456789012345678901234567890.000000000000000001},
+      "private_metadata":{"role":"admin","points_balance":"42","referrer_id":"u2","nft_count":null},
+      "unsafe_metadata":{"nft_count":99,"referral_code":"EVIL"}}})");
+  const auto& k = std::get<ev::user>(e.data).keys;
+  CHECK(k.role->text == "vip");
+  CHECK(k.g2a_balance->text == "123456789012345678901234567890.000000000000000001");
+  CHECK(k.points_balance->text == "42");
+  CHECK(k.referrer_id->text == "u2");
+  CHECK_FALSE(k.nft_count.has_value());      // null in private, absent in public; unsafe ignored
+  CHECK_FALSE(k.referral_code.has_value());  // only in unsafe_metadata
+  const auto obj = decode_ok(R"({"type":"user.created","data":{"id":"u","updated_at":1,"public_metadata":{"g2a_balance":{"x":1}}}})");
+  CHECK(std::get<ev::user>(obj.data).keys.g2a_balance->composite);
+}
+
+TEST_CASE("bodies that cannot be decoded say why; unknown types and fields are ignored") {
+  CHECK(reason_of("not json").starts_with("not JSON"));
+  CHECK(reason_of("[1,2]") == "body is not a JSON object");
+  CHECK(reason_of(R"({"data":{}})") == "event without type");
+  CHECK(reason_of(R"({"type":"user.created","data":{"updated_at":1}})") == "user without data.id");
+  CHECK(reason_of(R"({"type":"user.updated","data":{"id":"u"}})") == "user without a numeric updated_at");
+  CHECK(reason_of(R"({"type":"session.created","data":{"id":"s","updated_at":1}})") ==
+        "session without data.user_id");
+  CHECK(reason_of(R"({"type":"user.deleted","data":{"id":"u"}})") == "user.deleted without a numeric timestamp");
+  const auto other = decode_ok(R"({"type":"email.created","data":{"whatever":true}})");
+  CHECK(std::holds_alternative<ev::other>(other.data));
+  const auto extra = decode_ok(R"({"type":"user.created","new_field":[1],"data":{"id":"u","updated_at":1,"x":{}}})");
+  CHECK(std::get<ev::user>(extra.data).id == "u");
+}
+
+TEST_CASE("envelope timestamps below 10^11 are seconds") {
+  CHECK(ev::normalize_timestamp_ms(1716883200) == 1716883200000);
+  CHECK(ev::normalize_timestamp_ms(1716883200123) == 1716883200123);
+}

@@ -1,0 +1,217 @@
+#include "projection/applier.hpp"
+
+#include <doctest/doctest.h>
+
+#include <SQLiteCpp/SQLiteCpp.h>
+
+#include "support/support.hpp"
+
+namespace pj = clerk_sync::projection;
+namespace store = clerk_sync::store;
+namespace kafka = clerk_sync::kafka;
+using pj::outcome;
+
+namespace {
+
+const std::vector<pj::kind> all{pj::kind::users, pj::kind::referrals, pj::kind::balances, pj::kind::sessions};
+
+// A message shaped as the receiver publishes it.
+kafka::message msg(const std::string& svix, const std::string& body, std::int64_t offset, std::int32_t partition = 0) {
+  return {"clerk.events", partition, offset, "key", body, {{"svix-id", svix}, {"clerk-event-type", "x"}}, 0};
+}
+
+std::string user_body(const std::string& type, const std::string& id, std::int64_t updated_at,
+                      const std::string& public_meta = "{}", const std::string& first = "Ann") {
+  return R"({"type":")" + type + R"(","timestamp":)" + std::to_string(updated_at) + R"(,"data":{"id":")" + id +
+         R"(","first_name":")" + first + R"(","updated_at":)" + std::to_string(updated_at) +
+         R"(,"created_at":1,"public_metadata":)" + public_meta + R"(,"private_metadata":null}})";
+}
+
+std::string deleted_body(const std::string& id, std::int64_t ts) {
+  return R"({"type":"user.deleted","timestamp":)" + std::to_string(ts) + R"(,"data":{"id":")" + id +
+         R"(","deleted":true}})";
+}
+
+std::string session_body(const std::string& type, const std::string& status, std::int64_t updated_at,
+                         const std::string& user = "") {
+  return R"({"type":")" + type + R"(","timestamp":)" + std::to_string(updated_at) +
+         R"(,"data":{"id":"sess_1","user_id":"u1","status":")" + status + R"(","updated_at":)" +
+         std::to_string(updated_at) + (user.empty() ? "" : R"(,"user":)" + user) + "}}";
+}
+
+std::vector<outcome> outcomes(const std::vector<pj::event_result>& rs, pj::kind k) {
+  std::vector<outcome> out;
+  for (const auto& r : rs)
+    if (r.projection == k) out.push_back(r.result);
+  return out;
+}
+
+std::string text(store::database& db, const std::string& sql) {
+  SQLite::Statement st(db.native(), sql);
+  REQUIRE(st.executeStep());
+  return st.getColumn(0).isNull() ? "NULL" : st.getColumn(0).getString();
+}
+
+std::int64_t count(store::database& db, const std::string& sql) { return db.native().execAndGet(sql).getInt64(); }
+
+}  // namespace
+
+TEST_CASE("the example bodies land in every projection; the ledger and offsets move in the same transaction") {
+  store::database db(":memory:");
+  pj::applier app(db, all);
+  std::vector<kafka::message> batch;
+  std::int64_t off = 0;
+  for (const char* f : {"user.created.json", "user.updated.json", "session.created.json", "session.ended.json"})
+    batch.push_back(msg(std::string("msg_") + f,
+                        clerk_sync::test::read_file(clerk_sync::test::source_path(std::string("tests/fixtures/clerk/") + f)),
+                        off++));
+  const auto rs = app.apply(batch);
+  CHECK(rs.size() == 16);
+  CHECK(outcomes(rs, pj::kind::users) == std::vector{outcome::applied, outcome::applied, outcome::stale, outcome::stale});
+  CHECK(outcomes(rs, pj::kind::sessions) ==
+        std::vector{outcome::skipped, outcome::skipped, outcome::applied, outcome::applied});
+  CHECK(text(db, "SELECT last_name || '/' || username || '/' || role FROM users") == "Doe Updated/johndoe/spacer");
+  CHECK(text(db, "SELECT status || '/' || ended_at FROM sessions WHERE id = 'sess_2g7np7Hrk0SN6kj5EDMLDaKNL0S'") ==
+        "ended/1716883200000");
+  CHECK(count(db, "SELECT count(*) FROM applied_events") == 16);
+  CHECK(pj::stored_offsets(db, pj::kind::users, "clerk.events") == std::map<std::int32_t, std::int64_t>{{0, 4}});
+  CHECK(pj::stored_offsets(db, pj::kind::sessions, "clerk.events") == std::map<std::int32_t, std::int64_t>{{0, 4}});
+
+  // user.deleted (seconds timestamp) tombstones; a late older update cannot undo it.
+  const auto del = app.apply(std::vector{
+      msg("msg_del", clerk_sync::test::read_file(clerk_sync::test::source_path("tests/fixtures/clerk/user.deleted.json")), 4),
+      msg("msg_late", user_body("user.updated", "user_2g7np7Hrk0SN6kj5EDMLDaKNL0S", 1716883100000, "{}", "Late"), 5)});
+  CHECK(outcomes(del, pj::kind::users) == std::vector{outcome::applied, outcome::stale});
+  CHECK(text(db, "SELECT deleted_at || '/' || first_name FROM users") == "1716883200000/John");
+  CHECK(count(db, "SELECT count(*) FROM balances WHERE deleted_at = 1716883200000") == 1);
+}
+
+TEST_CASE("last writer wins on updated_at, in whatever order the events arrive") {
+  store::database db(":memory:");
+  pj::applier app(db, {pj::kind::users});
+  const auto rs = app.apply(std::vector{msg("a", user_body("user.updated", "u1", 300, "{}", "Newest"), 0),
+                                        msg("b", user_body("user.created", "u1", 100, "{}", "Oldest"), 1),
+                                        msg("c", user_body("user.updated", "u1", 200, "{}", "Middle"), 2)});
+  CHECK(outcomes(rs, pj::kind::users) == std::vector{outcome::applied, outcome::stale, outcome::stale});
+  CHECK(text(db, "SELECT first_name || '/' || updated_at FROM users") == "Newest/300");
+  // A deletion before the user ever appeared leaves a tombstone a late create cannot undo...
+  CHECK(outcomes(app.apply(std::vector{msg("d", deleted_body("u2", 1716883200500), 3),
+                                       msg("e", user_body("user.created", "u2", 1716883200400), 4)}),
+                 pj::kind::users) == std::vector{outcome::applied, outcome::stale});
+  CHECK(text(db, "SELECT coalesce(first_name, 'none') || '/' || deleted_at FROM users WHERE id = 'u2'") ==
+        "none/1716883200500");
+}
+
+TEST_CASE("the same svix-id twice is applied once, even inside one batch") {
+  store::database db(":memory:");
+  pj::applier app(db, {pj::kind::balances});
+  const auto body = user_body("user.updated", "u1", 100, R"({"points_balance":5})");
+  const auto rs = app.apply(std::vector{msg("same", body, 0), msg("same", body, 1)});
+  CHECK(outcomes(rs, pj::kind::balances) == std::vector{outcome::applied, outcome::duplicate});
+  CHECK(outcomes(app.apply(std::vector{msg("same", body, 2)}), pj::kind::balances) == std::vector{outcome::duplicate});
+  CHECK(count(db, "SELECT count(*) FROM applied_events") == 1);
+  CHECK(pj::stored_offsets(db, pj::kind::balances, "clerk.events").at(0) == 3);
+}
+
+TEST_CASE("balances keep exact decimal text from numbers and strings; bad amounts become dead letters") {
+  store::database db(":memory:");
+  pj::applier app(db, {pj::kind::users, pj::kind::balances});
+  const auto rs = app.apply(std::vector{
+      msg("m1", user_body("user.created", "u1", 100,
+                          R"({"g2a_balance":123456789012345678901234.5678900,"points_balance":"77","nft_count":2})"), 0),
+      msg("m2", user_body("user.created", "u2", 100, R"({"g2a_balance":"lots"})"), 1),
+      msg("m3", "this is not json", 2, 1)});
+  CHECK(outcomes(rs, pj::kind::balances) == std::vector{outcome::applied, outcome::dead_letter, outcome::dead_letter});
+  // The users projection maps u2 fine: a bad amount only concerns balances.
+  CHECK(outcomes(rs, pj::kind::users) == std::vector{outcome::applied, outcome::applied, outcome::dead_letter});
+  CHECK(text(db, "SELECT g2a_balance || '/' || points_balance || '/' || nft_count FROM balances") ==
+        "123456789012345678901234.56789/77/2");
+  const auto dls = pj::list_dead_letters(db, pj::kind::balances);
+  REQUIRE(dls.size() == 2);
+  CHECK(dls[0].reason == "g2a_balance is not a decimal number: lots");
+  CHECK(dls[1].reason.starts_with("not JSON"));
+  CHECK(dls[1].payload == "this is not json");
+  CHECK(dls[1].partition == 1);
+  // The partitions moved on past the dead letters.
+  CHECK(pj::stored_offsets(db, pj::kind::balances, "clerk.events") == std::map<std::int32_t, std::int64_t>{{0, 2}, {1, 3}});
+
+  // Re-drive: still failing stays pending; after fixing the payload it applies once.
+  const auto still = pj::redrive_dead_letter(db, dls[0].id);
+  CHECK(still.found);
+  CHECK(still.result == outcome::dead_letter);
+  SQLite::Statement fix(db.native(), "UPDATE dead_letters SET payload = ? WHERE id = ?");
+  fix.bind(1, user_body("user.created", "u2", 100, R"({"g2a_balance":"1.50"})"));
+  fix.bind(2, dls[0].id);
+  fix.exec();
+  const auto ok = pj::redrive_dead_letter(db, dls[0].id);
+  CHECK(ok.result == outcome::applied);
+  CHECK(text(db, "SELECT g2a_balance FROM balances WHERE user_id = 'u2'") == "1.5");
+  CHECK(pj::list_dead_letters(db, pj::kind::balances).size() == 1);
+  CHECK(pj::list_dead_letters(db, pj::kind::balances, true).size() == 2);
+  CHECK_FALSE(pj::redrive_dead_letter(db, dls[0].id).found);
+
+  const auto st = pj::status(db);
+  CHECK(st[0].projection == pj::kind::users);
+  CHECK(st[0].rows == 2);
+  CHECK(st[2].rows == 2);
+  CHECK(st[2].pending_dead_letters == 1);
+  CHECK(st[2].ledger_rows == 2);
+  CHECK(st[2].last_applied_at.has_value());
+  CHECK_FALSE(st[3].last_applied_at.has_value());
+}
+
+TEST_CASE("referrals: attribution set once, conflicts and self-referral refused, codes unique") {
+  store::database db(":memory:");
+  pj::applier app(db, {pj::kind::referrals});
+  const auto rs = app.apply(std::vector{
+      msg("r1", user_body("user.created", "u1", 100, R"({"referral_code":"C1","referrer_id":"u9"})"), 0),
+      msg("r2", user_body("user.updated", "u1", 200, R"({"referral_code":"C1","referrer_id":"u8"})"), 1),
+      msg("r3", user_body("user.created", "u2", 100, R"({"referral_code":"C1","referrer_id":"u2"})"), 2)});
+  CHECK(outcomes(rs, pj::kind::referrals) == std::vector{outcome::applied, outcome::applied, outcome::applied});
+  CHECK(rs[1].detail == "referrer conflict: kept u9, refused u8");
+  CHECK(rs[2].detail.find("referral_code conflict") != std::string::npos);
+  CHECK(text(db, "SELECT referral_code || '/' || referrer_id || '/' || updated_at FROM referrals WHERE user_id = 'u1'") ==
+        "C1/u9/200");
+  CHECK(text(db, "SELECT coalesce(referral_code, '-') || '/' || coalesce(referrer_id, '-') FROM referrals WHERE user_id = 'u2'") ==
+        "-/-");
+  // Keys come from public_metadata, never unsafe_metadata.
+  (void)app.apply(std::vector{msg("r4", R"({"type":"user.created","data":{"id":"u3","updated_at":1,
+      "unsafe_metadata":{"referrer_id":"u1","referral_code":"X"}}})", 3)});
+  CHECK(text(db, "SELECT coalesce(referrer_id, '-') FROM referrals WHERE user_id = 'u3'") == "-");
+}
+
+TEST_CASE("sessions: terminal states are never revived; the embedded user obeys the same updated_at rule") {
+  store::database db(":memory:");
+  pj::applier app(db, {pj::kind::users, pj::kind::sessions});
+  const std::string newer_user = R"({"id":"u1","first_name":"Embedded","updated_at":50})";
+  const auto rs = app.apply(std::vector{msg("s1", session_body("session.created", "active", 100, newer_user), 0),
+                                        msg("s2", session_body("session.revoked", "revoked", 200), 1),
+                                        msg("s3", session_body("session.pending", "pending", 300), 2),
+                                        msg("s4", session_body("session.created", "active", 150), 3),
+                                        msg("s5", user_body("user.updated", "u1", 40, "{}", "Older"), 4)});
+  CHECK(outcomes(rs, pj::kind::sessions) ==
+        std::vector{outcome::applied, outcome::applied, outcome::stale, outcome::stale, outcome::skipped});
+  CHECK(outcomes(rs, pj::kind::users) ==
+        std::vector{outcome::applied, outcome::skipped, outcome::skipped, outcome::skipped, outcome::stale});
+  CHECK(text(db, "SELECT status || '/' || updated_at || '/' || ended_at FROM sessions") == "revoked/200/200");
+  CHECK(text(db, "SELECT first_name FROM users") == "Embedded");
+}
+
+TEST_CASE("a locked database fails the whole batch: no rows, no ledger, offsets where they were") {
+  clerk_sync::test::temp_dir dir;
+  const auto path = (dir / "locked.db").string();
+  store::database holder(path);
+  store::database db(path, {std::chrono::milliseconds(50)});
+  pj::applier app(db, {pj::kind::users});
+  (void)app.apply(std::vector{msg("m0", user_body("user.created", "u0", 1), 0)});
+  store::exec(holder, "BEGIN IMMEDIATE");
+  const std::vector batch{msg("m1", user_body("user.created", "u1", 1), 1), msg("m2", "garbage", 2)};
+  CHECK_THROWS_AS((void)app.apply(batch), store::db_error);
+  store::exec(holder, "ROLLBACK");
+  CHECK(pj::stored_offsets(holder, pj::kind::users, "clerk.events").at(0) == 1);
+  CHECK(count(holder, "SELECT count(*) FROM users") == 1);
+  CHECK(count(holder, "SELECT count(*) FROM dead_letters") == 0);
+  // The same in-memory batch, retried once the lock is gone, applies in full.
+  CHECK(outcomes(app.apply(batch), pj::kind::users) == std::vector{outcome::applied, outcome::dead_letter});
+  CHECK(pj::stored_offsets(holder, pj::kind::users, "clerk.events").at(0) == 3);
+}

@@ -1,0 +1,55 @@
+#include "store/database.hpp"
+
+#include <doctest/doctest.h>
+
+#include <SQLiteCpp/SQLiteCpp.h>
+
+#include "support/support.hpp"
+
+namespace store = clerk_sync::store;
+
+TEST_CASE("a fresh file gets every embedded migration, WAL and the contract's tables") {
+  clerk_sync::test::temp_dir dir;
+  const auto path = (dir / "a.db").string();
+  const auto& migrations = store::embedded_migrations();
+  REQUIRE_FALSE(migrations.empty());
+  CHECK(migrations.front().version == 1);
+  CHECK(migrations.front().name == "001_initial.sql");
+  {
+    store::database db(path);
+    CHECK(db.schema_version() == migrations.back().version);
+    CHECK(db.native().execAndGet("PRAGMA journal_mode").getString() == "wal");
+    for (const char* t : {"users", "referrals", "balances", "sessions", "applied_events", "kafka_offsets", "dead_letters"})
+      CHECK_MESSAGE(db.native().tableExists(t), t);
+    store::exec(db, "INSERT INTO users(id, updated_at) VALUES ('u1', 1)");
+  }
+  // Reopening applies nothing twice and keeps the data.
+  store::database again(path);
+  CHECK(again.schema_version() == migrations.back().version);
+  CHECK(again.native().execAndGet("SELECT count(*) FROM users").getInt() == 1);
+}
+
+TEST_CASE("a file from a newer binary is refused, an unwritable path too") {
+  clerk_sync::test::temp_dir dir;
+  const auto path = (dir / "newer.db").string();
+  {
+    SQLite::Database raw(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    raw.exec("PRAGMA user_version = 999");
+  }
+  CHECK_THROWS_AS(store::database{path}, store::open_error);
+  CHECK_THROWS_AS(store::database{(dir / "missing" / "x.db").string()}, store::open_error);
+}
+
+TEST_CASE("a writer waits for another connection's lock, then reports db_error") {
+  clerk_sync::test::temp_dir dir;
+  const auto path = (dir / "shared.db").string();
+  store::database a(path);
+  store::database b(path, {std::chrono::milliseconds(100)});
+  store::exec(a, "BEGIN IMMEDIATE");
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK_THROWS_AS(store::exec(b, "INSERT INTO users(id, updated_at) VALUES ('u', 1)"), store::db_error);
+  CHECK(std::chrono::steady_clock::now() - t0 >= std::chrono::milliseconds(90));
+  store::exec(a, "COMMIT");
+  store::exec(b, "INSERT INTO users(id, updated_at) VALUES ('u', 1)");
+  CHECK(a.native().execAndGet("SELECT count(*) FROM users").getInt() == 1);
+}
