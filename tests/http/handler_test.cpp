@@ -43,7 +43,7 @@ request signed_request(std::string body, std::string id = "msg_1", std::int64_t 
 
 }  // namespace
 
-TEST_CASE("user.* and session.* are published with the user id as key; the record headers follow the design") {
+TEST_CASE("user.* and session.* are published with the user id as key - the record headers follow the design") {
   const auto user_body =
       clerk_sync::test::read_file(clerk_sync::test::source_path("tests/fixtures/svix/bodies/user.created.json"));
   const auto d = signed_request(user_body).classify();
@@ -66,7 +66,7 @@ TEST_CASE("user.* and session.* are published with the user id as key; the recor
   CHECK(s.publish->svix_id == "msg_2");
 }
 
-TEST_CASE("other verified types are ignored with 200; bodies that are not usable events get 400") {
+TEST_CASE("other verified types are ignored with 200 - bodies that are not usable events get 400") {
   auto d = signed_request(R"({"type":"email.created","data":{"id":"ema_1"}})").classify();
   CHECK_FALSE(d.publish);
   CHECK(d.answer.status == 200);

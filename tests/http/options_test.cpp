@@ -9,7 +9,7 @@
 namespace http = clerk_sync::http;
 using clerk_sync::config::usage_error;
 
-TEST_CASE("listen addresses: IPv4 and bracketed IPv6 with a port; anything else is a usage error") {
+TEST_CASE("listen addresses: IPv4 and bracketed IPv6 with a port - anything else is a usage error") {
   CHECK(http::parse_listen("127.0.0.1:8080").port == 8080);
   CHECK(http::parse_listen("[::1]:9000").host == "::1");
   for (const std::string bad : {"127.0.0.1", "localhost:80", "127.0.0.1:0", "127.0.0.1:65536", ":80", "1.2.3:80",

@@ -74,7 +74,7 @@ TEST_CASE("every published valid vector verifies, and sign() reproduces its sign
   CHECK(verify::parse_secret(v.valid.at("C (18-byte key)").secret).size() == 18);
 }
 
-TEST_CASE("every published invalid vector is rejected with 401; decoys plus one valid entry pass") {
+TEST_CASE("every published invalid vector is rejected with 401 - decoys plus one valid entry pass") {
   const auto v = load_vectors();
   for (const auto& c : v.invalid) {
     CAPTURE(c.name);
@@ -88,7 +88,7 @@ TEST_CASE("every published invalid vector is rejected with 401; decoys plus one 
   }
 }
 
-TEST_CASE("timestamps: exactly the tolerance passes, one second more fails either way; strict integers only") {
+TEST_CASE("timestamps: exactly the tolerance passes, one second more fails either way - strict integers only") {
   const auto c = load_vectors().valid.at("A");
   CHECK(check(c, 300).ok());
   CHECK(check(c, -300).ok());
@@ -110,7 +110,7 @@ TEST_CASE("timestamps: exactly the tolerance passes, one second more fails eithe
         verify::reason::no_matching_signature);
 }
 
-TEST_CASE("a missing header fails for svix-* and webhook-* names alike; webhook-* names are accepted") {
+TEST_CASE("a missing header fails for svix-* and webhook-* names alike - webhook-* names are accepted") {
   const auto c = load_vectors().valid.at("B");
   const auto k = verify::parse_secret(c.secret);
   const auto now = at(std::stoll(c.timestamp));
@@ -136,7 +136,7 @@ TEST_CASE("a missing header fails for svix-* and webhook-* names alike; webhook-
   }
 }
 
-TEST_CASE("several secrets: any one may match (rotation); a body changed by one byte fails") {
+TEST_CASE("several secrets: any one may match (rotation) - a body changed by one byte fails") {
   const auto c = load_vectors().valid.at("A");
   const auto right = verify::parse_secret(c.secret);
   const auto other = verify::parse_secret(load_vectors().valid.at("B").secret);

@@ -1,0 +1,72 @@
+#pragma once
+// Helpers for driving the real clerk-sync-receiver binary in tests: a small
+// HTTP/1.1 client with timeouts, signed Clerk events, the receiver as a
+// child process, and reading back what landed in a topic.
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kafka/consumer.hpp"
+#include "support/process.hpp"
+
+namespace clerk_sync::test {
+
+struct http_result {
+  int status = 0;  // 0: no answer (connection refused, closed, timed out)
+  std::map<std::string, std::string> headers;  // lower-case names
+  std::string body;
+};
+
+// One request on a fresh connection; bounded by `timeout`.
+[[nodiscard]] http_result send_http(int port, const std::string& method, const std::string& target,
+                                    const std::map<std::string, std::string>& headers, const std::string& body,
+                                    std::chrono::milliseconds timeout = std::chrono::seconds(20));
+
+struct signed_event {
+  std::string id;
+  std::string timestamp;
+  std::string body;
+  std::map<std::string, std::string> headers;  // svix-id, svix-timestamp, svix-signature
+};
+
+// A fresh test secret (random key) as `whsec_…`.
+[[nodiscard]] std::string random_secret();
+// Signs `body` now with `secret` under a unique svix id.
+[[nodiscard]] signed_event sign_event(const std::string& secret, std::string body,
+                                      std::optional<std::int64_t> timestamp = std::nullopt);
+// A small user.created body for `user`.
+[[nodiscard]] std::string user_event_body(const std::string& user, const std::string& type = "user.created");
+
+// POSTs a signed event to the receiver's webhook path.
+[[nodiscard]] http_result post_event(int port, const signed_event& e,
+                                     std::chrono::milliseconds timeout = std::chrono::seconds(20));
+
+// The receiver as a child process on a free port, ready when it logged `listening`.
+class receiver {
+ public:
+  receiver(const std::string& brokers, const std::string& topic, const std::string& secret,
+           const std::vector<std::string>& extra_args = {});
+  [[nodiscard]] int port() const { return port_; }
+  [[nodiscard]] process& proc() { return *proc_; }
+  // Waits until /readyz answers 200 (the producer reached the cluster).
+  bool wait_ready(std::chrono::milliseconds timeout);
+
+ private:
+  int port_;
+  std::unique_ptr<process> proc_;
+};
+
+// Every record of `topic` (all partitions, from the beginning) until the
+// high watermarks; for checks after the fact.
+[[nodiscard]] std::vector<kafka::message> read_topic(const std::string& brokers, const std::string& topic,
+                                                     std::chrono::milliseconds timeout = std::chrono::seconds(20));
+
+// Parses {"status":"published","partition":P,"offset":O}.
+[[nodiscard]] std::optional<std::pair<std::int32_t, std::int64_t>> published_at(const std::string& body);
+
+}  // namespace clerk_sync::test
