@@ -1,0 +1,208 @@
+#include "receiver/harness.hpp"
+
+#include <doctest/doctest.h>
+
+#include <csignal>
+#include <mutex>
+#include <thread>
+
+#include "kafka/admin.hpp"
+#include "kafka/client.hpp"
+#include "kafka/mock_cluster.hpp"
+#include "support/support.hpp"
+
+namespace test = clerk_sync::test;
+namespace kafka = clerk_sync::kafka;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct answered {
+  std::string svix_id;
+  int status = 0;
+  std::string body;
+  std::chrono::milliseconds took{0};
+};
+
+answered post_timed(int port, const test::signed_event& e) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = test::post_event(port, e, 30s);
+  return {e.id, r.status, r.body,
+          std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)};
+}
+
+// The core promise: every 2xx for a published event names a (partition,
+// offset) that holds exactly that event.
+void check_every_200_is_held(const std::vector<answered>& answers, const std::vector<kafka::message>& records) {
+  std::map<std::pair<std::int32_t, std::int64_t>, std::string> held;
+  for (const auto& m : records) held[{m.partition, m.offset}] = std::string(*kafka::find_header(m.headers, "svix-id"));
+  int ok = 0;
+  for (const auto& a : answers) {
+    if (a.status < 200 || a.status > 299) continue;
+    ++ok;
+    const auto at = test::published_at(a.body);
+    REQUIRE_MESSAGE(at.has_value(), a.body);
+    const auto it = held.find(*at);
+    REQUIRE_MESSAGE(it != held.end(), "a 2xx for an event Kafka does not hold: " << a.svix_id);
+    CHECK(it->second == a.svix_id);
+  }
+  CHECK(ok > 0);
+}
+
+// A broker of this test's own (scripts/kafka-local on free ports, its own
+// folder), so that stopping it does not disturb the shared test broker.
+class own_broker {
+ public:
+  own_broker() : port_(test::free_port()), cport_(test::free_port()) { control("start"); }
+  ~own_broker() { (void)run("stop"); }
+  own_broker(const own_broker&) = delete;
+  own_broker& operator=(const own_broker&) = delete;
+  [[nodiscard]] std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  void control(const std::string& cmd) {
+    const auto r = run(cmd);
+    REQUIRE_MESSAGE(r.status == 0, cmd << ": " << r.err);
+  }
+
+ private:
+  test::run_result run(const std::string& cmd) {
+    return test::run(test::source_path("scripts/kafka-local"), {cmd},
+                     {{"KAFKA_LOCAL_PORT", std::to_string(port_)},
+                      {"KAFKA_LOCAL_CONTROLLER_PORT", std::to_string(cport_)},
+                      {"KAFKA_LOCAL_DIR", (dir_ / "kafka").string()}},
+                     120s);
+  }
+  test::temp_dir dir_;
+  int port_;
+  int cport_;
+};
+
+}  // namespace
+
+TEST_CASE("kafka stopped mid-run: 503 with Retry-After within the deadline, then 200 once it is back") {
+  own_broker broker;
+  kafka::client_config cfg;
+  cfg.brokers = broker.address();
+  const std::string topic = "clerk.events.stop";
+  (void)kafka::create_topic(cfg, {topic, 1, 1, {{"retention.ms", "-1"}}}, 30s);
+  const auto secret = test::random_secret();
+  test::receiver r(broker.address(), topic, secret, {"--publish-deadline-ms", "3000"});
+
+  const auto first = test::sign_event(secret, test::user_event_body("user_before"));
+  REQUIRE(test::post_event(r.port(), first).status == 200);
+
+  broker.control("stop");
+  const auto during = test::sign_event(secret, test::user_event_body("user_during"));
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto refused = test::post_event(r.port(), during, 15s);
+  const auto took = std::chrono::steady_clock::now() - t0;
+  CHECK(refused.status == 503);
+  CHECK(refused.headers.count("retry-after") == 1);
+  CHECK(took < 4500ms);  // the deadline (3 s) plus slack, well inside Svix's 15 s
+  CHECK(test::send_http(r.port(), "GET", "/healthz", {}, "").status == 200);
+
+  broker.control("start");
+  // Svix retries the same message (same id, timestamp and signature).
+  test::http_result retried;
+  for (int i = 0; i < 60 && retried.status != 200; ++i) {
+    retried = test::post_event(r.port(), during, 15s);
+    if (retried.status != 200) std::this_thread::sleep_for(500ms);
+  }
+  REQUIRE(retried.status == 200);
+
+  const auto records = test::read_topic(broker.address(), topic);
+  int firsts = 0, durings = 0;
+  for (const auto& m : records) {
+    const auto id = kafka::find_header(m.headers, "svix-id");
+    firsts += id == first.id;
+    durings += id == during.id;
+  }
+  CHECK(firsts == 1);
+  CHECK(durings >= 1);  // a duplicate is acceptable (the consumers deduplicate), a gap is not
+  r.proc().signal(SIGTERM);
+  CHECK(r.proc().wait(20s) == 0);
+}
+
+TEST_CASE("mock cluster faults (produce errors, slow round trips, broker loss): never a 2xx for an unacknowledged event") {
+  kafka::mock_cluster mock(1);
+  const std::string topic = "clerk.events.mock";
+  mock.create_topic(topic, 2);
+  const auto secret = test::random_secret();
+  test::receiver r(mock.bootstrap_servers(), topic, secret, {"--publish-deadline-ms", "2000"});
+  std::vector<answered> answers;
+  auto send = [&](const std::string& user) {
+    answers.push_back(post_timed(r.port(), test::sign_event(secret, test::user_event_body(user))));
+    return answers.back();
+  };
+
+  for (int i = 0; i < 5; ++i) CHECK(send("user_ok_" + std::to_string(i)).status == 200);
+
+  // Retriable errors: the idempotent producer retries inside the deadline.
+  mock.fail_next_produce_requests(3, 7 /* REQUEST_TIMED_OUT */);
+  CHECK(send("user_retried").status == 200);
+
+  // A permanent error for the record: never 2xx.
+  mock.fail_next_produce_requests(1, 10 /* MESSAGE_TOO_LARGE */);
+  const auto rejected = send("user_rejected");
+  CHECK(rejected.status == 503);
+
+  // Round trips slower than the deadline: 503 in time, not a late 200.
+  mock.set_round_trip(1, 4000ms);
+  const auto slow = send("user_slow");
+  CHECK(slow.status == 503);
+  CHECK(slow.took < 3000ms);
+  mock.set_round_trip(1, 0ms);
+
+  // Broker loss: 503 while down, 200 again once it is back.
+  mock.set_broker_down(1);
+  const auto down = send("user_down");
+  CHECK(down.status == 503);
+  CHECK(down.took < 3000ms);
+  mock.set_broker_up(1);
+  int status = 0;
+  for (int i = 0; i < 40 && status != 200; ++i) {
+    status = send("user_back_" + std::to_string(i)).status;
+    if (status != 200) std::this_thread::sleep_for(250ms);
+  }
+  CHECK(status == 200);
+
+  check_every_200_is_held(answers, test::read_topic(mock.bootstrap_servers(), topic));
+  r.proc().signal(SIGTERM);
+  CHECK(r.proc().wait(20s) == 0);
+}
+
+TEST_CASE("graceful shutdown under load loses no acknowledged event") {
+  const auto brokers = test::broker().brokers;
+  const auto topic = test::fresh_topic("recv_stop", 3);
+  const auto secret = test::random_secret();
+  test::receiver r(brokers, topic, secret);
+  REQUIRE(r.wait_ready(15s));
+
+  std::mutex m;
+  std::vector<answered> answers;
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 8; ++c)
+    clients.emplace_back([&, c] {
+      for (int i = 0; i < 2000 && !stop; ++i) {
+        auto a = post_timed(r.port(), test::sign_event(secret, test::user_event_body(
+                                                                 "user_" + std::to_string(c) + "_" + std::to_string(i))));
+        if (a.status == 200) ++ok;
+        const bool refused = a.status == 0;
+        std::lock_guard lock(m);
+        answers.push_back(std::move(a));
+        if (refused) break;  // the receiver stopped accepting
+      }
+    });
+  for (int i = 0; i < 200 && ok < 100; ++i) std::this_thread::sleep_for(25ms);
+  r.proc().signal(SIGTERM);
+  const auto code = r.proc().wait(30s);
+  stop = true;
+  for (auto& t : clients) t.join();
+  CHECK(code == 0);
+  CHECK(ok >= 100);
+  const auto logs = r.proc().stderr_text();
+  CHECK(logs.find("msg=stopping") != std::string::npos);
+  CHECK(logs.find("msg=flushed outcome=complete") != std::string::npos);
+  check_every_200_is_held(answers, test::read_topic(brokers, topic));
+}
