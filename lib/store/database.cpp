@@ -1,8 +1,10 @@
 #include "store/database.hpp"
 
 #include <SQLiteCpp/SQLiteCpp.h>
+#include <sqlite3.h>
 
 #include <algorithm>
+#include <thread>
 
 namespace clerk_sync::store {
 namespace {
@@ -31,17 +33,29 @@ void migrate(SQLite::Database& db) {
 }  // namespace
 
 database::database(const std::string& path, const open_options& opts) : path_(path) {
-  try {
-    db_ = std::make_unique<SQLite::Database>(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
-    db_->setBusyTimeout(static_cast<int>(opts.busy_timeout.count()));
-    // WAL lets readers (ctl status) run beside the writers; NORMAL sync is
-    // durable across a process crash, which is what the offsets need.
-    if (path != ":memory:") db_->execAndGet("PRAGMA journal_mode = WAL");
-    db_->exec("PRAGMA synchronous = NORMAL");
-    db_->exec("PRAGMA foreign_keys = ON");
-    migrate(*db_);
-  } catch (const SQLite::Exception& e) {
-    throw open_error("cannot open database " + path + ": " + e.what());
+  // Several processes may open a fresh file at once: switching it to WAL
+  // takes an exclusive lock that SQLite reports as busy without waiting, so
+  // set-up is retried for as long as the busy timeout allows.
+  const auto deadline = std::chrono::steady_clock::now() + opts.busy_timeout;
+  while (true) {
+    try {
+      db_ = std::make_unique<SQLite::Database>(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+      db_->setBusyTimeout(static_cast<int>(opts.busy_timeout.count()));
+      // WAL lets readers (ctl status) run beside the writers; NORMAL sync is
+      // durable across a process crash, which is what the offsets need.
+      if (path != ":memory:") db_->execAndGet("PRAGMA journal_mode = WAL");
+      db_->exec("PRAGMA synchronous = NORMAL");
+      db_->exec("PRAGMA foreign_keys = ON");
+      migrate(*db_);
+      return;
+    } catch (const SQLite::Exception& e) {
+      const int code = e.getErrorCode() & 0xff;
+      const bool busy = code == SQLITE_BUSY || code == SQLITE_LOCKED;
+      if (!busy || std::chrono::steady_clock::now() >= deadline)
+        throw open_error("cannot open database " + path + ": " + e.what());
+      db_.reset();
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
   }
 }
 

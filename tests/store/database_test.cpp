@@ -4,6 +4,9 @@
 
 #include <SQLiteCpp/SQLiteCpp.h>
 
+#include <atomic>
+#include <thread>
+
 #include "support/support.hpp"
 
 namespace store = clerk_sync::store;
@@ -52,4 +55,21 @@ TEST_CASE("a writer waits for another connection's lock, then reports db_error")
   store::exec(a, "COMMIT");
   store::exec(b, "INSERT INTO users(id, updated_at) VALUES ('u', 1)");
   CHECK(a.native().execAndGet("SELECT count(*) FROM users").getInt() == 1);
+}
+
+TEST_CASE("several connections opening one fresh file at once all end migrated (WAL switch is retried)") {
+  clerk_sync::test::temp_dir dir;
+  const auto path = (dir / "race.db").string();
+  std::vector<std::thread> threads;
+  std::atomic<int> opened{0};
+  for (int i = 0; i < 6; ++i)
+    threads.emplace_back([&] {
+      try {
+        store::database db(path);
+        if (db.schema_version() == store::embedded_migrations().back().version) ++opened;
+      } catch (const std::exception&) {  // counted as not opened
+      }
+    });
+  for (auto& t : threads) t.join();
+  CHECK(opened.load() == 6);
 }

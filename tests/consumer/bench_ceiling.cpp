@@ -1,0 +1,170 @@
+// bench-consumer-ceiling DB EVENTS USERS [CONSUMER_DB]: the benchmark's
+// ceiling. Writes the same final rows as the consumer from the same generated
+// events with a plain loop of batched prepared upserts: decoding and mapping
+// included, but no Kafka, no ledger, no offsets. Prints events/s; with
+// CONSUMER_DB, also whether its projection tables equal ours. Not a test.
+#include <SQLiteCpp/SQLiteCpp.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "consumer/generator.hpp"
+#include "event/clerk_event.hpp"
+#include "projection/mapping.hpp"
+#include "store/database.hpp"
+
+namespace {
+
+namespace pj = clerk_sync::projection;
+namespace ev = clerk_sync::event;
+
+const std::string guard(const std::string& t) {
+  return " WHERE excluded.updated_at >= " + t + ".updated_at AND (" + t + ".deleted_at IS NULL OR excluded.updated_at > " +
+         t + ".deleted_at)";
+}
+const std::string terminal = "('ended','removed','revoked','expired','abandoned','replaced')";
+
+template <class T>
+void bind_opt(SQLite::Statement& st, int i, const std::optional<T>& v) {
+  if (v)
+    st.bind(i, *v);
+  else
+    st.bind(i);
+}
+
+std::string dump(const std::string& path) {
+  SQLite::Database db(path, SQLite::OPEN_READONLY);
+  std::string out;
+  for (const char* sql : {"SELECT * FROM users ORDER BY id", "SELECT * FROM referrals ORDER BY user_id",
+                          "SELECT * FROM balances ORDER BY user_id", "SELECT * FROM sessions ORDER BY id"}) {
+    SQLite::Statement st(db, sql);
+    while (st.executeStep()) {
+      for (int i = 0; i < st.getColumnCount(); ++i) out += (st.getColumn(i).isNull() ? "NULL" : st.getColumn(i).getString()) + "|";
+      out += '\n';
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 4) {
+    std::fprintf(stderr, "usage: bench-consumer-ceiling DB EVENTS USERS [CONSUMER_DB]\n");
+    return 2;
+  }
+  const auto events = clerk_sync::test::generate_events(
+      {.users = std::atoi(argv[3]), .events = std::atoi(argv[2]), .seed = 1});
+  clerk_sync::store::database store(argv[1]);
+  auto& db = store.native();
+  SQLite::Statement user(db,
+                         "INSERT INTO users(id, email, first_name, last_name, username, image_url, role, banned, "
+                         "created_at, updated_at, last_sign_in_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO "
+                         "UPDATE SET email = excluded.email, first_name = excluded.first_name, last_name = "
+                         "excluded.last_name, username = excluded.username, image_url = excluded.image_url, role = "
+                         "excluded.role, banned = excluded.banned, created_at = excluded.created_at, updated_at = "
+                         "excluded.updated_at, last_sign_in_at = excluded.last_sign_in_at" + guard("users"));
+  SQLite::Statement referral(db,
+                             "INSERT INTO referrals(user_id, referral_code, referrer_id, updated_at) VALUES (?,?,?,?) "
+                             "ON CONFLICT(user_id) DO UPDATE SET referral_code = excluded.referral_code, referrer_id = "
+                             "coalesce(referrals.referrer_id, excluded.referrer_id), updated_at = excluded.updated_at" +
+                                 guard("referrals"));
+  SQLite::Statement balance(db,
+                            "INSERT INTO balances(user_id, points_balance, g2a_balance, nft_count, updated_at) VALUES "
+                            "(?,?,?,?,?) ON CONFLICT(user_id) DO UPDATE SET points_balance = excluded.points_balance, "
+                            "g2a_balance = excluded.g2a_balance, nft_count = excluded.nft_count, updated_at = "
+                            "excluded.updated_at" + guard("balances"));
+  SQLite::Statement session(db,
+                            "INSERT INTO sessions(id, user_id, status, created_at, updated_at, last_active_at, "
+                            "expire_at, ended_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET user_id = "
+                            "excluded.user_id, status = excluded.status, created_at = excluded.created_at, updated_at "
+                            "= excluded.updated_at, last_active_at = excluded.last_active_at, expire_at = "
+                            "excluded.expire_at, ended_at = excluded.ended_at WHERE (sessions.status NOT IN " + terminal +
+                                " AND excluded.updated_at >= sessions.updated_at) OR (sessions.status IN " + terminal +
+                                " AND excluded.status IN " + terminal + " AND excluded.updated_at > sessions.updated_at)");
+  std::vector<SQLite::Statement> tombstones;
+  for (const char* t : {"users(id", "referrals(user_id", "balances(user_id"}) {
+    const std::string table = std::string(t).substr(0, std::string(t).find('('));
+    tombstones.emplace_back(db, "INSERT INTO " + std::string(t) + ", deleted_at) VALUES (?, ?) ON CONFLICT DO UPDATE SET "
+                                "deleted_at = excluded.deleted_at WHERE " + table + ".deleted_at IS NULL");
+  }
+
+  const auto t0 = std::chrono::steady_clock::now();
+  std::size_t i = 0;
+  while (i < events.size()) {
+    SQLite::Transaction tx(db, SQLite::TransactionBehavior::IMMEDIATE);
+    for (std::size_t n = 0; n < 500 && i < events.size(); ++n, ++i) {
+      auto decoded = ev::decode(events[i].body);
+      auto* e = std::get_if<ev::clerk_event>(&decoded);
+      if (!e) continue;
+      if (auto* d = std::get_if<ev::user_deleted>(&e->data)) {
+        for (auto& st : tombstones) {
+          st.bind(1, d->id);
+          st.bind(2, e->timestamp_ms);
+          st.exec();
+          st.reset();
+        }
+        continue;
+      }
+      const ev::user* u = std::get_if<ev::user>(&e->data);
+      if (auto* s = std::get_if<ev::session>(&e->data)) {
+        const auto r = pj::map_session(*s);
+        session.bind(1, r.id);
+        session.bind(2, r.user_id);
+        session.bind(3, r.status);
+        bind_opt(session, 4, r.created_at);
+        session.bind(5, r.updated_at);
+        bind_opt(session, 6, r.last_active_at);
+        bind_opt(session, 7, r.expire_at);
+        bind_opt(session, 8, r.ended_at);
+        session.exec();
+        session.reset();
+        if (s->embedded_user) u = &*s->embedded_user;
+      }
+      if (!u) continue;
+      const auto ur = pj::map_user(*u);
+      user.bind(1, ur.id);
+      bind_opt(user, 2, ur.email);
+      bind_opt(user, 3, ur.first_name);
+      bind_opt(user, 4, ur.last_name);
+      bind_opt(user, 5, ur.username);
+      bind_opt(user, 6, ur.image_url);
+      user.bind(7, ur.role);
+      user.bind(8, ur.banned ? 1 : 0);
+      bind_opt(user, 9, ur.created_at);
+      user.bind(10, ur.updated_at);
+      bind_opt(user, 11, ur.last_sign_in_at);
+      user.exec();
+      user.reset();
+      const auto rr = pj::map_referral(*u);
+      referral.bind(1, rr.user_id);
+      bind_opt(referral, 2, rr.referral_code);
+      bind_opt(referral, 3, rr.referrer_id);
+      referral.bind(4, rr.updated_at);
+      referral.exec();
+      referral.reset();
+      const auto br = pj::map_balance(*u);
+      if (const auto* b = std::get_if<pj::balance_row>(&br)) {
+        balance.bind(1, b->user_id);
+        balance.bind(2, b->points_balance);
+        balance.bind(3, b->g2a_balance);
+        balance.bind(4, b->nft_count);
+        balance.bind(5, b->updated_at);
+        balance.exec();
+        balance.reset();
+      }
+    }
+    tx.commit();
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("ceiling_events=%zu ceiling_seconds=%.3f ceiling_events_per_s=%.0f\n", events.size(), secs,
+              static_cast<double>(events.size()) / secs);
+  if (argc == 5) {
+    const bool same = dump(argv[1]) == dump(argv[4]);
+    std::printf("same_rows=%s\n", same ? "yes" : "no");
+    return same ? 0 : 1;
+  }
+  return 0;
+}

@@ -1,0 +1,125 @@
+#include "consumer/harness.hpp"
+
+#include <doctest/doctest.h>
+
+#include <SQLiteCpp/SQLiteCpp.h>
+#include <signal.h>
+
+#include <set>
+
+#include "projection/applier.hpp"
+#include "store/database.hpp"
+#include "support/support.hpp"
+
+using namespace std::chrono_literals;
+namespace t = clerk_sync::test;
+namespace pj = clerk_sync::projection;
+
+namespace {
+
+// The rows an in-process applier makes of the same events: the reference.
+std::string reference_tables(const std::vector<t::generated_event>& events, const std::vector<pj::kind>& kinds,
+                             const t::temp_dir& dir) {
+  const auto path = (dir / "reference.db").string();
+  clerk_sync::store::database db(path);
+  pj::applier app(db, kinds);
+  std::vector<clerk_sync::kafka::message> batch;
+  std::int64_t off = 0;
+  for (const auto& e : events)
+    batch.push_back({"ref", 0, off++, e.key, e.body, {{"svix-id", e.svix_id}, {"clerk-event-type", e.type}}, 0});
+  (void)app.apply(batch);
+  return t::dump_tables(path);
+}
+
+std::size_t distinct_svix(const std::vector<t::generated_event>& events) {
+  std::set<std::string> ids;
+  for (const auto& e : events) ids.insert(e.svix_id);
+  return ids.size();
+}
+
+}  // namespace
+
+TEST_CASE("an unknown projection or a bad setting: one clear line, exit 2") {
+  const auto exe = t::binary_path("app/consumer/clerk-sync-consumer");
+  auto r = t::run(exe, {"--projection", "users,payments"});
+  CHECK(r.status == 2);
+  CHECK(r.err == "clerk-sync-consumer: unknown projection 'payments' (expected users, referrals, balances or sessions)\n");
+  r = t::run(exe, {"--projection", "users", "--batch-size", "0"});
+  CHECK(r.status == 2);
+  CHECK(r.err.find("--batch-size") != std::string::npos);
+  r = t::run(exe, {}, {{"CLERK_SYNC_PROJECTIONS", ""}});
+  CHECK(r.status == 2);
+  r = t::run(exe, {"--projection", "users", "--db", "/proc/no/such/dir/x.db"});
+  CHECK(r.status == 2);
+  CHECK(r.err.find("cannot open database") != std::string::npos);
+}
+
+TEST_CASE("two consumer processes of one projection share the partitions and end with the right rows, once each") {
+  const auto topic = t::fresh_topic("cons-share", 4);
+  t::temp_dir dir;
+  const auto db = (dir / "shared.db").string();
+  const std::string group = t::unique_name("share");
+  const std::vector<std::string> args{"--projection", "users,sessions", "--topic", topic, "--db", db,
+                                      "--group-prefix", group, "--batch-size", "50"};
+  auto a = t::start_consumer(args);
+  auto b = t::start_consumer(args);
+  REQUIRE_MESSAGE(a->wait_for_log("msg=ready", 20s), a->stderr_text());
+  REQUIRE_MESSAGE(b->wait_for_log("msg=ready", 20s), b->stderr_text());
+  // Both members hold partitions before anything is produced.
+  REQUIRE(a->wait_for_log("msg=assigned", 30s));
+  REQUIRE(b->wait_for_log("msg=assigned", 30s));
+
+  auto events = t::generate_events({.users = 40, .events = 800, .seed = 7});
+  events.push_back(events[10]);  // the same svix-id published twice, well apart
+  t::produce_events(t::broker(), topic, events);
+  REQUIRE(t::wait_caught_up(db, topic, {"users", "sessions"}, static_cast<std::int64_t>(events.size()), 60s));
+
+  a->signal(SIGTERM);
+  b->signal(SIGTERM);
+  CHECK(a->wait(20s) == 0);
+  CHECK(b->wait(20s) == 0);
+  // Both did real work, on different partitions.
+  CHECK(a->stderr_text().find("outcome=applied") != std::string::npos);
+  CHECK(b->stderr_text().find("outcome=applied") != std::string::npos);
+  const std::string all_logs = a->stderr_text() + b->stderr_text();
+  CHECK(all_logs.find("svix_id=" + events[10].svix_id) != std::string::npos);
+  CHECK(all_logs.find("outcome=duplicate") != std::string::npos);
+
+  const auto distinct = static_cast<std::int64_t>(distinct_svix(events));
+  CHECK(t::query_int(db, "SELECT count(*) FROM applied_events WHERE projection = 'users'") == distinct);
+  CHECK(t::query_int(db, "SELECT count(*) FROM applied_events WHERE projection = 'sessions'") == distinct);
+  CHECK(t::query_int(db, "SELECT count(*) FROM users") == 40);
+  CHECK(t::query_int(db, "SELECT count(*) FROM dead_letters") == 0);
+  CHECK(t::dump_tables(db) == reference_tables(events, {pj::kind::users, pj::kind::sessions}, dir));
+}
+
+TEST_CASE("a locked database never advances offsets: bounded retries, exit 3; released, the same events apply") {
+  const auto topic = t::fresh_topic("cons-lock", 2);
+  t::temp_dir dir;
+  const auto db = (dir / "locked.db").string();
+  const std::string group = t::unique_name("lock");
+  { const clerk_sync::store::database create(db); }
+  const auto events = t::generate_events({.users = 10, .events = 50, .seed = 3});
+  t::produce_events(t::broker(), topic, events);
+
+  auto holder = std::make_unique<SQLite::Database>(db, SQLite::OPEN_READWRITE);
+  holder->exec("BEGIN IMMEDIATE");
+  const auto started = std::chrono::steady_clock::now();
+  auto c = t::start_consumer({"--projection", "balances", "--topic", topic, "--db", db, "--group-prefix", group,
+                              "--db-busy-timeout-ms", "100", "--db-retry-ms", "1500"});
+  CHECK(c->wait(40s) == 3);
+  CHECK(std::chrono::steady_clock::now() - started < 30s);
+  CHECK(c->stderr_text().find("msg=db_retry") != std::string::npos);
+  CHECK(c->stderr_text().find("msg=db_failed") != std::string::npos);
+  holder->exec("ROLLBACK");
+  holder.reset();
+  CHECK(t::stored_totals(db, topic).empty());
+  CHECK(t::query_int(db, "SELECT count(*) FROM balances") == 0);
+
+  auto again = t::start_consumer({"--projection", "balances", "--topic", topic, "--db", db, "--group-prefix", group});
+  REQUIRE(t::wait_caught_up(db, topic, {"balances"}, static_cast<std::int64_t>(events.size()), 60s));
+  again->signal(SIGTERM);
+  CHECK(again->wait(20s) == 0);
+  CHECK(t::query_int(db, "SELECT count(*) FROM balances") == 10);
+  CHECK(t::query_int(db, "SELECT count(*) FROM applied_events") == static_cast<std::int64_t>(distinct_svix(events)));
+}

@@ -1,0 +1,39 @@
+#pragma once
+// Helpers of the consumer's integration tests: produce records shaped as the
+// receiver publishes them, start clerk-sync-consumer, wait until a database
+// has caught up with a topic, and dump projection tables for comparison.
+
+#include <chrono>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "consumer/generator.hpp"
+#include "kafka/client.hpp"
+#include "support/process.hpp"
+
+namespace clerk_sync::test {
+
+// Produces every event to `topic` (key, value = body, headers svix-id,
+// svix-timestamp, clerk-event-type, received-at) with the async producer and
+// waits for all delivery reports; fails the test if any is not acknowledged.
+void produce_events(const kafka::client_config& cfg, const std::string& topic,
+                    const std::vector<generated_event>& events);
+
+// Starts clerk-sync-consumer on the test broker with these arguments.
+[[nodiscard]] std::unique_ptr<process> start_consumer(const std::vector<std::string>& args);
+
+// Sum over partitions of the stored next offsets, per projection name.
+[[nodiscard]] std::map<std::string, std::int64_t> stored_totals(const std::string& db_path, const std::string& topic);
+
+// Waits until each projection's stored offsets sum to `total`; false on timeout.
+bool wait_caught_up(const std::string& db_path, const std::string& topic, const std::vector<std::string>& projections,
+                    std::int64_t total, std::chrono::milliseconds timeout);
+
+// The projection tables (users, referrals, balances, sessions) as text, ordered by key.
+[[nodiscard]] std::string dump_tables(const std::string& db_path);
+
+// Runs a query returning one integer.
+[[nodiscard]] std::int64_t query_int(const std::string& db_path, const std::string& sql);
+
+}  // namespace clerk_sync::test
