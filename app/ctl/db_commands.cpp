@@ -1,0 +1,245 @@
+// The database subcommands: replay (backfill into a new file), compare,
+// status (lag, rows, last apply; exit 1 past --max-lag) and dead-letters.
+#include <cstdio>
+#include <ctime>
+#include <memory>
+
+#include "commands.hpp"
+#include "config/options.hpp"
+#include "log/log.hpp"
+#include "ops/compare.hpp"
+#include "ops/replay.hpp"
+#include "ops/status.hpp"
+#include "projection/applier.hpp"
+#include "store/database.hpp"
+
+namespace clerk_sync::ctl {
+namespace {
+
+std::vector<projection::kind> kinds_of(const std::string& list) {
+  if (list == "all") return {std::begin(projection::all_kinds), std::end(projection::all_kinds)};
+  std::string bad;
+  const auto kinds = projection::parse_kinds(list, &bad);
+  if (!kinds || kinds->empty())
+    throw config::usage_error("unknown projection '" + bad + "' (users, referrals, balances, sessions, all)");
+  return *kinds;
+}
+
+std::string iso_time(std::optional<std::int64_t> ms) {
+  if (!ms) return "never";
+  const std::time_t t = static_cast<std::time_t>(*ms / 1000);
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// Database failures are reported as one line and exit 1, like Kafka's.
+template <class F>
+int guarded(F&& body) {
+  try {
+    return body();
+  } catch (const store::open_error& e) {
+    std::fprintf(stderr, "clerk-sync-ctl: %s\n", e.what());
+  } catch (const store::db_error& e) {
+    std::fprintf(stderr, "clerk-sync-ctl: %s\n", e.what());
+  } catch (const ops::replay_error& e) {
+    std::fprintf(stderr, "clerk-sync-ctl: %s\n", e.what());
+  } catch (const ops::compare_error& e) {
+    std::fprintf(stderr, "clerk-sync-ctl: %s\n", e.what());
+  }
+  return exit_failed;
+}
+
+struct replay_args {
+  kafka::client_config kafka;
+  std::string topic = "clerk.events";
+  std::string projections;
+  std::string db;
+  std::size_t batch = 500;
+  int stall_timeout_ms = 60'000;
+};
+
+int replay(const replay_args& a) {
+  ops::replay_options opts;
+  opts.topic = a.topic;
+  opts.projections = kinds_of(a.projections);
+  opts.db_path = a.db;
+  opts.batch_size = a.batch;
+  opts.stall_timeout = std::chrono::milliseconds(a.stall_timeout_ms);
+  return guarded([&] {
+    const auto r = ops::replay(a.kafka, opts, [&](const ops::replay_progress& p) {
+      log::info("replay progress", {{"projection", a.projections}, {"read", p.read}, {"total", p.total},
+                                    {"lag", p.lag}, {"dead_letters", p.dead_letters},
+                                    {"ms", static_cast<std::int64_t>(p.elapsed.count())}});
+    });
+    for (const auto& w : r.warnings) log::warn("replay incomplete", {{"why", w}});
+    log::info("replay caught up", {{"projection", a.projections}, {"db", a.db}, {"read", r.last.read},
+                                   {"dead_letters", r.last.dead_letters},
+                                   {"ms", static_cast<std::int64_t>(r.last.elapsed.count())}});
+    return exit_ok;
+  });
+}
+
+struct compare_args {
+  std::string projections;
+  std::string a, b;
+  std::size_t show = 5;
+};
+
+int compare(const compare_args& c) {
+  return guarded([&] {
+    int code = exit_ok;
+    for (const auto k : kinds_of(c.projections)) {
+      const auto r = ops::compare_projection(c.a, c.b, k, c.show);
+      std::printf("%s: %s (A %lld rows, B %lld rows, %lld differences)\n", r.table.c_str(),
+                  r.equal() ? "identical" : "DIFFERENT", static_cast<long long>(r.rows_a),
+                  static_cast<long long>(r.rows_b), static_cast<long long>(r.differences));
+      for (const auto& line : r.first) std::printf("  %s\n", line.c_str());
+      if (!r.equal()) code = exit_failed;
+    }
+    return code;
+  });
+}
+
+struct status_args {
+  kafka::client_config kafka;
+  std::string topic = "clerk.events";
+  std::string projections = "all";
+  std::string db;
+  std::int64_t max_lag = -1;
+  int timeout_ms = 15'000;
+};
+
+int status(const status_args& a) {
+  return guarded([&] {
+    const auto reports = ops::collect_status(a.kafka, a.topic, a.db, kinds_of(a.projections),
+                                             std::chrono::milliseconds(a.timeout_ms));
+    int code = exit_ok;
+    std::printf("%-10s %10s %10s %8s  %s\n", "projection", "lag", "rows", "dead", "last applied");
+    for (const auto& r : reports) {
+      const auto name = std::string(projection::name(r.db.projection));
+      std::printf("%-10s %10lld %10lld %8lld  %s\n", name.c_str(), static_cast<long long>(r.lag),
+                  static_cast<long long>(r.db.rows), static_cast<long long>(r.db.pending_dead_letters),
+                  iso_time(r.db.last_applied_at).c_str());
+      for (const auto& p : r.partitions)
+        std::printf("  partition %d: stored %s, watermarks [%lld, %lld), lag %lld\n", p.partition,
+                    p.stored ? std::to_string(*p.stored).c_str() : "none", static_cast<long long>(p.low),
+                    static_cast<long long>(p.high), static_cast<long long>(p.lag));
+      if (a.max_lag >= 0 && r.lag > a.max_lag) {
+        log::warn("lag over threshold", {{"projection", name}, {"lag", r.lag}, {"max_lag", a.max_lag}});
+        code = exit_failed;
+      }
+    }
+    return code;
+  });
+}
+
+struct dead_letter_args {
+  std::string db;
+  std::string projection;
+  bool all = false;
+  std::vector<std::int64_t> ids;
+};
+
+int dead_letters_list(const dead_letter_args& a) {
+  return guarded([&] {
+    store::database db(a.db);
+    std::optional<projection::kind> only;
+    if (!a.projection.empty()) only = kinds_of(a.projection).front();
+    const auto letters = projection::list_dead_letters(db, only, a.all);
+    for (const auto& d : letters)
+      std::printf("%lld %s %s/%d@%lld svix_id=%s type=%s at=%s%s reason=%s\n", static_cast<long long>(d.id),
+                  std::string(projection::name(d.projection)).c_str(), d.topic.c_str(), d.partition,
+                  static_cast<long long>(d.offset), d.svix_id.c_str(), d.type.c_str(),
+                  iso_time(d.created_at).c_str(), d.resolved_at ? " resolved" : "", d.reason.c_str());
+    std::fprintf(stderr, "%zu dead letter(s)\n", letters.size());
+    return exit_ok;
+  });
+}
+
+int dead_letters_retry(const dead_letter_args& a) {
+  return guarded([&] {
+    store::database db(a.db);
+    std::vector<std::int64_t> ids = a.ids;
+    if (a.all) {
+      std::optional<projection::kind> only;
+      if (!a.projection.empty()) only = kinds_of(a.projection).front();
+      for (const auto& d : projection::list_dead_letters(db, only)) ids.push_back(d.id);
+    }
+    if (ids.empty()) throw config::usage_error("give dead letter ids, or --all");
+    int code = exit_ok;
+    for (const auto id : ids) {
+      const auto r = projection::redrive_dead_letter(db, id);
+      if (!r.found) {
+        log::error("dead letter not found", {{"id", id}});
+        code = exit_failed;
+      } else if (r.result == projection::outcome::dead_letter) {
+        log::warn("dead letter still fails", {{"id", id}, {"reason", r.detail}});
+        code = exit_failed;
+      } else {
+        log::info("dead letter re-driven", {{"id", id}, {"outcome", projection::name(r.result)}});
+      }
+    }
+    return code;
+  });
+}
+
+}  // namespace
+
+void add_db_commands(CLI::App& app, runner& run) {
+  auto* rp = app.add_subcommand(
+      "replay",
+      "Rebuild projections from offset 0 of the topic into a NEW database file; exits 0 once caught up "
+      "with the high watermarks taken at start");
+  auto r = std::make_shared<replay_args>();
+  config::add_kafka_options(*rp, r->kafka);
+  rp->add_option("--topic", r->topic, "Events topic")->envname("CLERK_SYNC_TOPIC")->capture_default_str();
+  rp->add_option("--projection", r->projections, "users, referrals, balances, sessions, a comma list, or all")
+      ->required();
+  rp->add_option("--db", r->db, "The new database file (must not exist or be empty)")->required();
+  rp->add_option("--batch", r->batch, "Messages per transaction")->check(CLI::Range(1, 100'000))->capture_default_str();
+  rp->add_option("--stall-timeout-ms", r->stall_timeout_ms, "Give up when nothing arrives for this long")
+      ->capture_default_str();
+  rp->callback([r, &run] { run = [r] { return replay(*r); }; });
+
+  auto* cmp = app.add_subcommand(
+      "compare", "Compare a projection's table in two database files row for row; exit 1 when they differ");
+  auto c = std::make_shared<compare_args>();
+  cmp->add_option("--projection", c->projections, "users, referrals, balances, sessions, a comma list, or all")
+      ->required();
+  cmp->add_option("a", c->a, "First database file")->required();
+  cmp->add_option("b", c->b, "Second database file")->required();
+  cmp->add_option("--show", c->show, "Differing rows to print")->capture_default_str();
+  cmp->callback([c, &run] { run = [c] { return compare(*c); }; });
+
+  auto* st = app.add_subcommand(
+      "status", "Per projection: lag (stored offsets against high watermarks), rows, dead letters, last apply");
+  auto s = std::make_shared<status_args>();
+  config::add_kafka_options(*st, s->kafka);
+  st->add_option("--topic", s->topic, "Events topic")->envname("CLERK_SYNC_TOPIC")->capture_default_str();
+  st->add_option("--db", s->db, "Database file")->envname("CLERK_SYNC_DB")->required();
+  st->add_option("--projection", s->projections, "Projections to show (comma list or all)")->capture_default_str();
+  st->add_option("--max-lag", s->max_lag, "Exit 1 when a projection's lag exceeds N messages (for monitors)");
+  st->add_option("--timeout-ms", s->timeout_ms, "Kafka request timeout")->capture_default_str();
+  st->callback([s, &run] { run = [s] { return status(*s); }; });
+
+  auto* dl = app.add_subcommand("dead-letters", "List or re-drive events that could not be applied");
+  dl->require_subcommand(1);
+  auto d = std::make_shared<dead_letter_args>();
+  auto* list = dl->add_subcommand("list", "List pending dead letters (all of them with --all)");
+  list->add_option("--db", d->db, "Database file")->envname("CLERK_SYNC_DB")->required();
+  list->add_option("--projection", d->projection, "Only this projection");
+  list->add_flag("--all", d->all, "Include resolved ones");
+  list->callback([d, &run] { run = [d] { return dead_letters_list(*d); }; });
+  auto* retry = dl->add_subcommand(
+      "retry", "Re-run the mapping on dead letters (after a fix); applied ones are marked resolved");
+  retry->add_option("--db", d->db, "Database file")->envname("CLERK_SYNC_DB")->required();
+  retry->add_option("ids", d->ids, "Dead letter ids");
+  retry->add_option("--projection", d->projection, "With --all: only this projection");
+  retry->add_flag("--all", d->all, "Every pending dead letter");
+  retry->callback([d, &run] { run = [d] { return dead_letters_retry(*d); }; });
+}
+
+}  // namespace clerk_sync::ctl

@@ -1,0 +1,173 @@
+// `sign` and `send`: Svix-style signed requests, for curl and for testing a
+// receiver end to end. The secret comes from the environment only
+// (CLERK_WEBHOOK_SECRET, or CLERK_WEBHOOK_SECRET_FILE), never from argv.
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+#include "commands.hpp"
+#include "config/options.hpp"
+#include "log/log.hpp"
+#include "ops/events.hpp"
+#include "ops/sender.hpp"
+#include "verify/svix.hpp"
+
+namespace clerk_sync::ctl {
+namespace {
+
+std::string read_input(const std::string& path) {
+  if (path == "-") {
+    std::string out;
+    char buf[4096];
+    std::size_t n = 0;
+    while ((n = std::fread(buf, 1, sizeof buf, stdin)) > 0) out.append(buf, n);
+    return out;
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw config::usage_error("cannot read " + path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// The first configured secret: with several (a rotation), the first is the new one.
+verify::key signing_key() {
+  try {
+    if (const char* file = std::getenv("CLERK_WEBHOOK_SECRET_FILE"); file && *file) {
+      std::ifstream in(file, std::ios::binary);
+      if (!in) throw config::usage_error(std::string("cannot read CLERK_WEBHOOK_SECRET_FILE ") + file);
+      std::ostringstream ss;
+      ss << in.rdbuf();
+      return verify::parse_secret_file(ss.str()).front();
+    }
+    if (const char* list = std::getenv("CLERK_WEBHOOK_SECRET"); list && *list)
+      return verify::parse_secret_list(list).front();
+  } catch (const verify::secret_error& e) {
+    throw config::usage_error(e.what());
+  }
+  throw config::usage_error("set CLERK_WEBHOOK_SECRET or CLERK_WEBHOOK_SECRET_FILE");
+}
+
+struct sign_args {
+  std::string file = "-";
+  std::string id;
+  std::int64_t timestamp = 0;
+  std::string format = "headers";
+};
+
+int sign(const sign_args& a) {
+  const auto key = signing_key();
+  const auto body = read_input(a.file);
+  const auto id = a.id.empty() ? ops::random_message_id() : a.id;
+  const auto ts = a.timestamp > 0 ? a.timestamp : ops::real_clock().now_seconds();
+  const auto sig = verify::sign(key, id, ts, body);
+  if (a.format == "curl")
+    std::printf("-H 'svix-id: %s' -H 'svix-timestamp: %lld' -H 'svix-signature: %s'\n", id.c_str(),
+                static_cast<long long>(ts), sig.c_str());
+  else
+    std::printf("svix-id: %s\nsvix-timestamp: %lld\nsvix-signature: %s\n", id.c_str(), static_cast<long long>(ts),
+                sig.c_str());
+  return exit_ok;
+}
+
+struct send_args {
+  std::string url = "http://127.0.0.1:8080/webhooks/clerk";
+  std::vector<std::string> files;
+  int generate = 0;
+  std::uint64_t seed = 1;
+  std::string schedule = "1s,5s,30s";
+  int timeout_ms = 15'000;
+};
+
+// One progress line: rewritten in place on a terminal, every 10% otherwise.
+class progress {
+ public:
+  explicit progress(std::size_t total) : total_(total), tty_(::isatty(2) == 1) {}
+  void update(std::size_t done, std::size_t ok, std::size_t failed, std::size_t retries) {
+    const std::size_t step = total_ >= 10 ? total_ / 10 : 1;
+    if (tty_) {
+      std::fprintf(stderr, "\rsent %zu/%zu ok=%zu failed=%zu retries=%zu", done, total_, ok, failed, retries);
+      if (done == total_) std::fprintf(stderr, "\n");
+    } else if (done % step == 0 || done == total_) {
+      log::info("send progress", {{"sent", done}, {"total", total_}, {"ok", ok}, {"failed", failed},
+                                  {"retries", retries}});
+    }
+  }
+
+ private:
+  std::size_t total_;
+  bool tty_;
+};
+
+int send(const send_args& a) {
+  ops::send_options opts;
+  const auto url = ops::parse_http_url(a.url);
+  if (!url) throw config::usage_error("--url: expected http://host[:port]/path, got " + a.url);
+  opts.url = *url;
+  const auto schedule = ops::parse_schedule(a.schedule);
+  if (!schedule) throw config::usage_error("--retry-schedule: expected e.g. 1s,5s,30s, got " + a.schedule);
+  opts.schedule = *schedule;
+  opts.request_timeout = std::chrono::milliseconds(a.timeout_ms);
+  opts.key = signing_key();
+  if (a.files.empty() == (a.generate == 0)) throw config::usage_error("give event files or --generate N (not both)");
+
+  std::vector<std::string> bodies;
+  for (const auto& f : a.files) bodies.push_back(read_input(f));
+  for (auto& e : ops::generate_events(a.generate, a.seed)) bodies.push_back(std::move(e.body));
+
+  progress bar(bodies.size());
+  std::size_t ok = 0, failed = 0, retries = 0;
+  const auto clock = ops::real_clock();
+  for (std::size_t i = 0; i < bodies.size(); ++i) {
+    const auto r = ops::send_one(opts, bodies[i], {}, clock, [&](const ops::send_result& attempt) {
+      log::warn("send attempt failed", {{"svix_id", attempt.svix_id}, {"attempt", attempt.attempts},
+                                        {"status", attempt.last.status}, {"error", attempt.last.error}});
+    });
+    retries += static_cast<std::size_t>(r.attempts - 1);
+    if (r.ok()) {
+      ++ok;
+    } else {
+      ++failed;
+      log::error("send gave up", {{"svix_id", r.svix_id}, {"attempts", r.attempts}, {"status", r.last.status}});
+    }
+    bar.update(i + 1, ok, failed, retries);
+  }
+  return failed == 0 ? exit_ok : exit_failed;
+}
+
+}  // namespace
+
+void add_http_commands(CLI::App& app, runner& run) {
+  auto* sign_cmd = app.add_subcommand(
+      "sign", "Print the three Svix headers for a body (secret from CLERK_WEBHOOK_SECRET or _FILE)");
+  auto s = std::make_shared<sign_args>();
+  sign_cmd->add_option("file", s->file, "Body file; - for stdin")->capture_default_str();
+  sign_cmd->add_option("--id", s->id, "svix-id (default: a fresh msg_ id)");
+  sign_cmd->add_option("--timestamp", s->timestamp, "svix-timestamp in seconds (default: now)");
+  sign_cmd->add_option("--format", s->format, "headers (one a line) or curl (-H arguments)")
+      ->check(CLI::IsMember({"headers", "curl"}))
+      ->capture_default_str();
+  sign_cmd->callback([s, &run] { run = [s] { return sign(*s); }; });
+
+  auto* send_cmd = app.add_subcommand(
+      "send",
+      "Sign and POST event files or generated events to a receiver, retrying non-2xx answers like Svix "
+      "(same svix-id, fresh signature)");
+  auto a = std::make_shared<send_args>();
+  send_cmd->add_option("files", a->files, "JSON body files (each one event); - for stdin");
+  send_cmd->add_option("--url", a->url, "Receiver endpoint (http://)")->envname("CLERK_SYNC_SEND_URL")->capture_default_str();
+  send_cmd->add_option("--generate", a->generate, "Send N generated user and session events instead of files")
+      ->check(CLI::Range(0, 10'000'000));
+  send_cmd->add_option("--seed", a->seed, "Seed of the generated events")->capture_default_str();
+  send_cmd->add_option("--retry-schedule", a->schedule,
+                       "Delays before each retry (Svix uses 5s,5m,30m,2h,5h,10h,10h)")
+      ->capture_default_str();
+  send_cmd->add_option("--timeout-ms", a->timeout_ms, "Per-request timeout")->capture_default_str();
+  send_cmd->callback([a, &run] { run = [a] { return send(*a); }; });
+}
+
+}  // namespace clerk_sync::ctl

@@ -1,0 +1,34 @@
+// clerk-sync-ctl: the operator's tool. Assembles the subcommands; the work
+// itself lives in lib/ops.
+#include <cstdio>
+
+#include "commands.hpp"
+#include "config/options.hpp"
+#include "kafka/client.hpp"
+
+int main(int argc, char** argv) {
+  using namespace clerk_sync;
+  return config::run_main("clerk-sync-ctl", [&] {
+    CLI::App app{"clerk-sync-ctl: topic, send, replay, compare, dead letters and status for clerk-sync",
+                 "clerk-sync-ctl"};
+    app.require_subcommand(1);
+    // Log flags may follow the subcommand: unmatched options fall through.
+    app.fallthrough();
+    config::log_options log_opts;
+    config::add_log_options(app, log_opts);
+    ctl::runner run;
+    ctl::add_topic_commands(app, run);
+    ctl::add_http_commands(app, run);
+    ctl::add_db_commands(app, run);
+    if (const auto code = config::parse(app, argc, argv)) return *code;
+    config::apply(log_opts);
+    if (!run) throw config::usage_error("no subcommand given (see --help)");
+    try {
+      return run();
+    } catch (const kafka::fatal_error& e) {
+      // The broker refused or is unreachable: one line, non-zero.
+      std::fprintf(stderr, "clerk-sync-ctl: %s\n", e.what());
+      return ctl::exit_failed;
+    }
+  });
+}

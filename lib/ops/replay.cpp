@@ -1,0 +1,142 @@
+#include "ops/replay.hpp"
+
+#include <filesystem>
+#include <thread>
+
+#include "log/log.hpp"
+#include "projection/applier.hpp"
+#include "store/database.hpp"
+
+namespace clerk_sync::ops {
+
+void replay_tracker::add_partition(std::int32_t partition, std::int64_t low, std::int64_t high) {
+  low_[partition] = low;
+  high_[partition] = high;
+  next_[partition] = low;
+}
+
+bool replay_tracker::accept(std::int32_t partition, std::int64_t offset) {
+  const auto it = high_.find(partition);
+  if (it == high_.end() || offset >= it->second) return false;
+  auto& next = next_[partition];
+  if (offset + 1 > next) next = offset + 1;
+  return true;
+}
+
+bool replay_tracker::done() const { return lag() == 0; }
+
+std::int64_t replay_tracker::lag() const {
+  std::int64_t sum = 0;
+  for (const auto& [p, high] : high_) sum += high > next_.at(p) ? high - next_.at(p) : 0;
+  return sum;
+}
+
+std::int64_t replay_tracker::total() const {
+  std::int64_t sum = 0;
+  for (const auto& [p, high] : high_) sum += high - low_.at(p);
+  return sum;
+}
+
+void require_fresh_database(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  for (const auto* suffix : {"", "-wal", "-journal"}) {
+    const fs::path p = path + suffix;
+    if (fs::exists(p, ec) && fs::file_size(p, ec) > 0)
+      throw replay_error("refusing to replay into " + path + ": it already holds data (replay fills a new file)");
+  }
+}
+
+namespace {
+
+// A database failure (busy, disk full) keeps nothing of the batch: retry the
+// same batch a few times, then give up with the error.
+std::vector<projection::event_result> apply_with_retry(projection::applier& ap,
+                                                       const std::vector<kafka::message>& batch) {
+  for (int attempt = 1;; ++attempt) {
+    try {
+      return ap.apply(batch);
+    } catch (const store::db_error& e) {
+      if (attempt >= 5) throw;
+      log::warn("replay batch failed, retrying", {{"attempt", attempt}, {"error", e.what()}});
+      std::this_thread::sleep_for(std::chrono::milliseconds(200 * attempt));
+    }
+  }
+}
+
+}  // namespace
+
+replay_result replay(const kafka::client_config& cfg, const replay_options& opts,
+                     const std::function<void(const replay_progress&)>& on_progress) {
+  if (opts.projections.empty()) throw replay_error("no projection to replay");
+  require_fresh_database(opts.db_path);
+  const auto started = std::chrono::steady_clock::now();
+  replay_result result;
+
+  kafka::consumer reader(cfg, "");  // no group: the live consumers are not disturbed
+  const auto partitions = reader.partitions_of(opts.topic, opts.request_timeout);
+  if (partitions.empty()) throw replay_error("topic " + opts.topic + " does not exist or has no partitions");
+  replay_tracker tracker;
+  std::vector<kafka::topic_partition> assignment;
+  for (const auto p : partitions) {
+    const auto [low, high] = reader.watermarks(opts.topic, p, opts.request_timeout);
+    tracker.add_partition(p, low, high);
+    if (low > 0)
+      result.warnings.push_back("partition " + std::to_string(p) + " starts at offset " + std::to_string(low) +
+                                ": earlier events were deleted by retention, the rebuild misses them");
+    if (high > low) assignment.push_back({opts.topic, p, kafka::offset_beginning});
+  }
+  result.targets = tracker.targets();
+
+  store::database db(opts.db_path);
+  projection::applier ap(db, opts.projections);
+  reader.assign(assignment);
+
+  replay_progress progress;
+  progress.total = tracker.total();
+  progress.lag = tracker.lag();
+  std::vector<kafka::message> batch;
+  auto flush = [&] {
+    if (batch.empty()) return;
+    for (const auto& r : apply_with_retry(ap, batch))
+      if (r.result == projection::outcome::dead_letter) ++progress.dead_letters;
+    batch.clear();
+  };
+  auto report = [&] {
+    progress.lag = tracker.lag();
+    progress.read = progress.total - progress.lag;
+    progress.elapsed =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+    if (on_progress) on_progress(progress);
+  };
+
+  auto last_message = std::chrono::steady_clock::now();
+  auto last_report = last_message;
+  while (!tracker.done()) {
+    auto m = reader.poll(std::chrono::milliseconds(200));
+    const auto now = std::chrono::steady_clock::now();
+    if (m) {
+      last_message = now;
+      if (tracker.accept(m->partition, m->offset)) batch.push_back(std::move(*m));
+    } else if (now - last_message > opts.stall_timeout) {
+      flush();
+      report();
+      throw replay_error("no message for " + std::to_string(opts.stall_timeout.count()) + " ms with " +
+                         std::to_string(tracker.lag()) + " still to read");
+    }
+    if (batch.size() >= opts.batch_size || (!m && !batch.empty()) || tracker.done()) flush();
+    if (now - last_report >= opts.progress_interval) {
+      last_report = now;
+      report();
+    }
+  }
+  flush();
+  reader.close();
+  // Fold the WAL into the main file so that the file alone can be moved into place.
+  store::exec(db, "PRAGMA wal_checkpoint(TRUNCATE)");
+  report();
+  result.last = progress;
+  return result;
+}
+
+}  // namespace clerk_sync::ops

@@ -1,0 +1,79 @@
+#pragma once
+// `ctl replay`: rebuild projections from offset 0 of the events topic into a
+// fresh database file, through the same applier the consumers use (rows,
+// ledger and offsets in one transaction per batch), stopping at the high
+// watermarks taken at start. The stored offsets let a consumer continue from
+// the rebuilt file once it is swapped in. Blocking; one replay per process.
+// Errors: replay_error (refused or could not finish: exit 1),
+// kafka::fatal_error, store::open_error; store::db_error after retries.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kafka/client.hpp"
+#include "kafka/consumer.hpp"
+#include "projection/mapping.hpp"
+
+namespace clerk_sync::ops {
+
+struct replay_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Which offsets of each partition a replay must read: [low, high) as taken at
+// start. Pure bookkeeping, so that the stopping rule is tested without Kafka.
+class replay_tracker {
+ public:
+  void add_partition(std::int32_t partition, std::int64_t low, std::int64_t high);
+  // Notes the message's position; true when it lies before the target and
+  // must be applied (later messages arrived after the start: not ours).
+  bool accept(std::int32_t partition, std::int64_t offset);
+  [[nodiscard]] bool done() const;
+  // Messages still to read, summed over partitions.
+  [[nodiscard]] std::int64_t lag() const;
+  // Messages the replay reads in all: sum of high - low.
+  [[nodiscard]] std::int64_t total() const;
+  [[nodiscard]] const std::map<std::int32_t, std::int64_t>& targets() const { return high_; }
+
+ private:
+  std::map<std::int32_t, std::int64_t> low_, high_, next_;
+};
+
+// Refuses a target that already holds data: a replay only fills a new file.
+void require_fresh_database(const std::string& path);
+
+struct replay_options {
+  std::string topic = "clerk.events";
+  std::vector<projection::kind> projections;
+  std::string db_path;
+  std::size_t batch_size = 500;
+  std::chrono::milliseconds progress_interval{1'000};
+  // Behind the target yet nothing arrives for this long: give up (exit 1).
+  std::chrono::milliseconds stall_timeout{60'000};
+  std::chrono::milliseconds request_timeout{15'000};
+};
+
+struct replay_progress {
+  std::int64_t read = 0;     // messages read below the targets
+  std::int64_t total = 0;    // messages to read
+  std::int64_t lag = 0;      // total - read, per the tracker
+  std::int64_t dead_letters = 0;
+  std::chrono::milliseconds elapsed{0};
+};
+
+struct replay_result {
+  replay_progress last;
+  std::map<std::int32_t, std::int64_t> targets;  // high watermarks taken at start
+  std::vector<std::string> warnings;              // e.g. partitions whose start was deleted
+};
+
+[[nodiscard]] replay_result replay(const kafka::client_config& cfg, const replay_options& opts,
+                                   const std::function<void(const replay_progress&)>& on_progress = {});
+
+}  // namespace clerk_sync::ops

@@ -1,0 +1,135 @@
+#include "ops/sender.hpp"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <charconv>
+#include <thread>
+
+#include "ops/events.hpp"
+#include "verify/svix.hpp"
+
+namespace clerk_sync::ops {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+
+}  // namespace
+
+std::optional<http_url> parse_http_url(std::string_view url) {
+  constexpr std::string_view scheme = "http://";
+  if (!url.starts_with(scheme)) return std::nullopt;
+  url.remove_prefix(scheme.size());
+  http_url out;
+  const auto slash = url.find('/');
+  auto authority = url.substr(0, slash);
+  if (slash != std::string_view::npos) out.target = std::string(url.substr(slash));
+  if (authority.starts_with('[')) {  // [::1]:8080
+    const auto close = authority.find(']');
+    if (close == std::string_view::npos) return std::nullopt;
+    out.host = std::string(authority.substr(1, close - 1));
+    authority.remove_prefix(close + 1);
+    if (!authority.empty()) {
+      if (authority[0] != ':') return std::nullopt;
+      out.port = std::string(authority.substr(1));
+    }
+  } else {
+    const auto colon = authority.find(':');
+    out.host = std::string(authority.substr(0, colon));
+    if (colon != std::string_view::npos) out.port = std::string(authority.substr(colon + 1));
+  }
+  int port = 0;
+  const auto [p, ec] = std::from_chars(out.port.data(), out.port.data() + out.port.size(), port);
+  if (out.host.empty() || ec != std::errc() || p != out.port.data() + out.port.size() || port <= 0 || port > 65535)
+    return std::nullopt;
+  return out;
+}
+
+std::optional<std::vector<std::chrono::milliseconds>> parse_schedule(std::string_view text) {
+  std::vector<std::chrono::milliseconds> out;
+  while (!text.empty()) {
+    const auto comma = text.find(',');
+    auto item = text.substr(0, comma);
+    text = comma == std::string_view::npos ? std::string_view() : text.substr(comma + 1);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    std::int64_t n = 0;
+    const auto [p, ec] = std::from_chars(item.data(), item.data() + item.size(), n);
+    if (ec != std::errc() || n < 0) return std::nullopt;
+    const std::string_view unit(p, static_cast<std::size_t>(item.data() + item.size() - p));
+    std::int64_t ms = 0;
+    if (unit == "ms") ms = n;
+    else if (unit == "s") ms = n * 1000;
+    else if (unit == "m") ms = n * 60'000;
+    else if (unit == "h") ms = n * 3'600'000;
+    else return std::nullopt;
+    out.emplace_back(ms);
+  }
+  return out;
+}
+
+send_clock real_clock() {
+  return {[] {
+            return std::chrono::duration_cast<std::chrono::seconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                .count();
+          },
+          [](std::chrono::milliseconds d) { std::this_thread::sleep_for(d); }};
+}
+
+http_answer post(const http_url& url, std::string_view body,
+                 const std::vector<std::pair<std::string, std::string>>& headers, std::chrono::milliseconds timeout) {
+  http_answer out;
+  try {
+    net::io_context ioc;
+    net::ip::tcp::resolver resolver(ioc);
+    beast::tcp_stream stream(ioc);
+    // Every step shares one deadline: a receiver that stalls cannot hang us.
+    stream.expires_after(timeout);
+    stream.connect(resolver.resolve(url.host, url.port));
+    http::request<http::string_body> req{http::verb::post, url.target, 11};
+    req.set(http::field::host, url.host);
+    req.set(http::field::user_agent, "clerk-sync-ctl");
+    req.set(http::field::content_type, "application/json");
+    for (const auto& [k, v] : headers) req.set(k, v);
+    req.body() = std::string(body);
+    req.prepare_payload();
+    http::write(stream, req);
+    beast::flat_buffer buffer;
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(1 << 20);
+    http::read(stream, buffer, parser);
+    out.status = static_cast<int>(parser.get().result_int());
+    out.body = parser.get().body();
+    beast::error_code ec;
+    stream.socket().shutdown(net::ip::tcp::socket::shutdown_both, ec);
+  } catch (const std::exception& e) {
+    out.status = 0;
+    out.error = e.what();
+  }
+  return out;
+}
+
+send_result send_one(const send_options& opts, std::string_view body, std::string svix_id, const send_clock& clock,
+                     const std::function<void(const send_result&)>& on_attempt) {
+  send_result r;
+  r.svix_id = svix_id.empty() ? random_message_id() : std::move(svix_id);
+  for (std::size_t attempt = 0;; ++attempt) {
+    // Svix signs each attempt anew: the timestamp is the attempt's own.
+    const auto ts = clock.now_seconds();
+    const std::vector<std::pair<std::string, std::string>> headers = {
+        {"svix-id", r.svix_id},
+        {"svix-timestamp", std::to_string(ts)},
+        {"svix-signature", verify::sign(opts.key, r.svix_id, ts, body)}};
+    r.last = post(opts.url, body, headers, opts.request_timeout);
+    ++r.attempts;
+    if (!r.ok() && on_attempt) on_attempt(r);
+    if (r.ok() || attempt >= opts.schedule.size()) return r;
+    clock.sleep(opts.schedule[attempt]);
+  }
+}
+
+}  // namespace clerk_sync::ops

@@ -1,0 +1,71 @@
+#pragma once
+// `ctl send`: POST signed webhook bodies to a receiver the way Svix does —
+// svix-id/-timestamp/-signature headers, the same id on every attempt, a
+// fresh timestamp and signature each time, and a retry after a delay on any
+// non-2xx answer or connection failure. Plain HTTP (a loopback receiver or
+// the hop behind the TLS proxy). Blocking; one sender per thread.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace clerk_sync::ops {
+
+struct http_url {
+  std::string host;
+  std::string port = "80";
+  std::string target = "/";
+};
+
+// "http://host[:port][/path]" -> parts; nullopt for anything else (https
+// included: put the sender on the receiver's side of the TLS proxy).
+[[nodiscard]] std::optional<http_url> parse_http_url(std::string_view url);
+
+// "1s,5s,30s,2m,500ms" -> delays before the 2nd, 3rd, ... attempt; nullopt
+// on a malformed entry. Svix's own schedule is 5s,5m,30m,2h,5h,10h,10h.
+[[nodiscard]] std::optional<std::vector<std::chrono::milliseconds>> parse_schedule(std::string_view text);
+
+struct http_answer {
+  int status = 0;       // 0: no HTTP answer (connection refused, timeout)
+  std::string error;    // why, when status is 0
+  std::string body;
+};
+
+struct send_options {
+  http_url url;
+  std::string key;  // raw HMAC key (verify::parse_secret)
+  std::vector<std::chrono::milliseconds> schedule{std::chrono::seconds(1), std::chrono::seconds(5),
+                                                   std::chrono::seconds(30)};
+  std::chrono::milliseconds request_timeout{15'000};  // Svix's own limit
+};
+
+struct send_result {
+  std::string svix_id;
+  int attempts = 0;
+  http_answer last;
+  [[nodiscard]] bool ok() const { return last.status >= 200 && last.status < 300; }
+};
+
+// Clock and sleep are parameters so that tests need not wait.
+struct send_clock {
+  std::function<std::int64_t()> now_seconds;
+  std::function<void(std::chrono::milliseconds)> sleep;
+};
+[[nodiscard]] send_clock real_clock();
+
+// Delivers one body (with `svix_id`, or a fresh msg_ id when empty) with
+// retries per the schedule; `on_attempt` sees every non-2xx answer.
+[[nodiscard]] send_result send_one(const send_options& opts, std::string_view body, std::string svix_id,
+                                   const send_clock& clock,
+                                   const std::function<void(const send_result&)>& on_attempt = {});
+
+// One HTTP POST; never throws.
+[[nodiscard]] http_answer post(const http_url& url, std::string_view body,
+                               const std::vector<std::pair<std::string, std::string>>& headers,
+                               std::chrono::milliseconds timeout);
+
+}  // namespace clerk_sync::ops

@@ -1,0 +1,51 @@
+#include "ops/status.hpp"
+
+#include <algorithm>
+
+#include "kafka/consumer.hpp"
+#include "store/database.hpp"
+
+namespace clerk_sync::ops {
+
+std::int64_t lag_of(std::optional<std::int64_t> stored, std::int64_t low, std::int64_t high) {
+  // A stored offset below the low watermark points at deleted records: the
+  // consumer resumes at the low watermark.
+  const std::int64_t from = stored ? std::max(*stored, low) : low;
+  return std::max<std::int64_t>(0, high - from);
+}
+
+std::vector<projection_report> collect_status(const kafka::client_config& cfg, const std::string& topic,
+                                              const std::string& db_path,
+                                              const std::vector<projection::kind>& projections,
+                                              std::chrono::milliseconds timeout) {
+  store::database db(db_path);
+  kafka::consumer reader(cfg, "");
+  const auto partitions = reader.partitions_of(topic, timeout);
+  if (partitions.empty()) throw kafka::fatal_error("topic " + topic + " does not exist or has no partitions");
+  std::vector<std::pair<std::int64_t, std::int64_t>> marks;
+  for (const auto p : partitions) marks.push_back(reader.watermarks(topic, p, timeout));
+
+  const auto stats = projection::status(db);
+  std::vector<projection_report> out;
+  for (const auto k : projections) {
+    projection_report r;
+    r.db.projection = k;
+    for (const auto& s : stats)
+      if (s.projection == k) r.db = s;
+    const auto stored = projection::stored_offsets(db, k, topic);
+    for (std::size_t i = 0; i < partitions.size(); ++i) {
+      partition_lag pl;
+      pl.partition = partitions[i];
+      if (const auto it = stored.find(pl.partition); it != stored.end()) pl.stored = it->second;
+      pl.low = marks[i].first;
+      pl.high = marks[i].second;
+      pl.lag = lag_of(pl.stored, pl.low, pl.high);
+      r.lag += pl.lag;
+      r.partitions.push_back(pl);
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+}  // namespace clerk_sync::ops

@@ -1,0 +1,43 @@
+#pragma once
+// `ctl status`: per projection, the offsets stored in the database against
+// the topic's high watermarks (the lag), row counts, pending dead letters and
+// the time of the last applied batch. lag_of is the pure rule; collect_status
+// reads the database and asks Kafka. Throws kafka::fatal_error,
+// store::open_error, store::db_error.
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kafka/client.hpp"
+#include "projection/applier.hpp"
+
+namespace clerk_sync::ops {
+
+// Messages a partition still has to apply: from the stored next offset (or,
+// when none is stored, from the low watermark, where a consumer starts) up
+// to the high watermark. Never negative.
+[[nodiscard]] std::int64_t lag_of(std::optional<std::int64_t> stored, std::int64_t low, std::int64_t high);
+
+struct partition_lag {
+  std::int32_t partition = 0;
+  std::optional<std::int64_t> stored;
+  std::int64_t low = 0;
+  std::int64_t high = 0;
+  std::int64_t lag = 0;
+};
+
+struct projection_report {
+  projection::projection_status db;
+  std::vector<partition_lag> partitions;
+  std::int64_t lag = 0;  // sum over partitions
+};
+
+[[nodiscard]] std::vector<projection_report> collect_status(const kafka::client_config& cfg, const std::string& topic,
+                                                            const std::string& db_path,
+                                                            const std::vector<projection::kind>& projections,
+                                                            std::chrono::milliseconds timeout);
+
+}  // namespace clerk_sync::ops

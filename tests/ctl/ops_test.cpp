@@ -1,0 +1,180 @@
+// lib/ops without Kafka: the replay stopping rule, lag, topic checks, URL and
+// retry-schedule parsing, generated events (applied by the real applier),
+// and the row-for-row compare on real database files.
+#include "ops/compare.hpp"
+#include "ops/events.hpp"
+#include "ops/replay.hpp"
+#include "ops/sender.hpp"
+#include "ops/status.hpp"
+#include "ops/topic.hpp"
+
+#include <doctest/doctest.h>
+
+#include <fstream>
+#include <set>
+
+#include "projection/applier.hpp"
+#include "store/database.hpp"
+#include "support/support.hpp"
+
+using namespace clerk_sync;
+
+namespace {
+
+std::vector<kafka::message> as_messages(const std::vector<ops::generated_event>& events, std::int64_t first_offset = 0) {
+  std::vector<kafka::message> out;
+  std::int64_t offset = first_offset;
+  for (const auto& e : events) {
+    kafka::message m;
+    m.topic = "clerk.events";
+    m.partition = 0;
+    m.offset = offset++;
+    m.key = e.user_id;
+    m.value = e.body;
+    m.headers = {{"svix-id", ops::random_message_id()}, {"clerk-event-type", e.type}};
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+void fill(const std::string& path, const std::vector<kafka::message>& messages) {
+  store::database db(path);
+  projection::applier ap(db, {std::begin(projection::all_kinds), std::end(projection::all_kinds)});
+  for (const auto& r : ap.apply(messages)) CHECK_MESSAGE(r.result != projection::outcome::dead_letter, r.detail);
+}
+
+}  // namespace
+
+TEST_CASE("replay tracker stops at the high watermarks taken at start") {
+  ops::replay_tracker t;
+  t.add_partition(0, 0, 3);
+  t.add_partition(1, 5, 7);  // records before 5 were deleted
+  t.add_partition(2, 0, 0);  // empty partition
+  CHECK(t.total() == 5);
+  CHECK(t.lag() == 5);
+  CHECK_FALSE(t.done());
+  CHECK(t.accept(0, 0));
+  CHECK(t.accept(0, 2));  // a gap (offset 1 never delivered) still counts as read up to 2
+  CHECK(t.lag() == 2);
+  CHECK_FALSE(t.accept(0, 3));  // written after the start: not part of this replay
+  CHECK_FALSE(t.accept(9, 0));  // unknown partition
+  CHECK(t.accept(1, 5));
+  CHECK_FALSE(t.done());
+  CHECK(t.accept(1, 6));
+  CHECK(t.done());
+  CHECK(t.lag() == 0);
+}
+
+TEST_CASE("lag counts from the stored offset, or from the low watermark when none is stored") {
+  CHECK(ops::lag_of(std::nullopt, 0, 10) == 10);
+  CHECK(ops::lag_of(std::nullopt, 4, 10) == 6);
+  CHECK(ops::lag_of(7, 0, 10) == 3);
+  CHECK(ops::lag_of(10, 0, 10) == 0);
+  CHECK(ops::lag_of(2, 5, 10) == 5);   // stored offset already deleted
+  CHECK(ops::lag_of(12, 0, 10) == 0);  // never negative
+}
+
+TEST_CASE("topic check warns on finite retention and on compaction") {
+  CHECK(ops::replay_warnings({{"retention.ms", "-1"}, {"cleanup.policy", "delete"}, {"retention.bytes", "-1"}}).empty());
+  CHECK(ops::replay_warnings({}).size() == 1);  // Kafka's default: 7 days
+  const auto w = ops::replay_warnings({{"retention.ms", "-1"}, {"cleanup.policy", "compact,delete"}});
+  REQUIRE(w.size() == 1);
+  CHECK(w[0].find("compact") != std::string::npos);
+  CHECK(ops::replay_warnings({{"retention.ms", "86400000"}, {"cleanup.policy", "delete"}}).size() == 1);
+  CHECK(ops::replay_warnings({{"retention.ms", "-1"}, {"retention.bytes", "1073741824"}}).size() == 1);
+}
+
+TEST_CASE("http urls and retry schedules parse strictly") {
+  const auto u = ops::parse_http_url("http://127.0.0.1:8080/webhooks/clerk");
+  REQUIRE(u);
+  CHECK(u->host == "127.0.0.1");
+  CHECK(u->port == "8080");
+  CHECK(u->target == "/webhooks/clerk");
+  const auto v6 = ops::parse_http_url("http://[::1]:9000");
+  REQUIRE(v6);
+  CHECK(v6->host == "::1");
+  CHECK(v6->target == "/");
+  CHECK_FALSE(ops::parse_http_url("https://example.com/"));
+  CHECK_FALSE(ops::parse_http_url("http://host:99999/"));
+  CHECK_FALSE(ops::parse_http_url("http://:80/"));
+
+  const auto s = ops::parse_schedule("500ms, 5s,5m,2h");
+  REQUIRE(s);
+  CHECK(*s == std::vector<std::chrono::milliseconds>{std::chrono::milliseconds(500), std::chrono::seconds(5),
+                                                     std::chrono::minutes(5), std::chrono::hours(2)});
+  CHECK(ops::parse_schedule("")->empty());
+  CHECK_FALSE(ops::parse_schedule("5x"));
+  CHECK_FALSE(ops::parse_schedule("5"));
+  CHECK_FALSE(ops::parse_schedule("-1s"));
+}
+
+TEST_CASE("generated events are deterministic and all map cleanly through the real applier") {
+  const auto a = ops::generate_events(300, 7);
+  const auto b = ops::generate_events(300, 7);
+  REQUIRE(a.size() == 300);
+  CHECK(a.front().body == b.front().body);
+  CHECK(a.back().body == b.back().body);
+  CHECK(ops::generate_events(300, 8).back().body != a.back().body);
+  std::set<std::string> types, created;
+  for (const auto& e : a) {
+    types.insert(e.type);
+    if (e.type == "user.created") created.insert(e.user_id);
+    else CHECK_MESSAGE(created.contains(e.user_id), "event before user.created: " << e.type);
+  }
+  CHECK(types.contains("user.updated"));
+  CHECK(types.contains("session.created"));
+  CHECK(types.contains("session.ended"));
+
+  test::temp_dir dir;
+  fill((dir / "g.db").string(), as_messages(a));
+  store::database db((dir / "g.db").string());
+  for (const auto& s : projection::status(db)) {
+    INFO(projection::name(s.projection));
+    CHECK(s.rows > 0);
+    CHECK(s.pending_dead_letters == 0);
+  }
+}
+
+TEST_CASE("compare finds identical tables equal, and names the first differing rows") {
+  test::temp_dir dir;
+  const auto events = ops::generate_events(120, 3);
+  const auto messages = as_messages(events);
+  const auto a = (dir / "a.db").string(), b = (dir / "b.db").string(), c = (dir / "c.db").string();
+  fill(a, messages);
+  fill(b, messages);
+  for (const auto k : projection::all_kinds) {
+    const auto r = ops::compare_projection(a, b, k);
+    INFO(r.table);
+    CHECK(r.equal());
+    CHECK(r.rows_a == r.rows_b);
+  }
+  CHECK(ops::compare_projection(a, b, projection::kind::users).rows_a > 0);
+
+  // C misses the last ten events: some rows differ or are missing.
+  fill(c, std::vector<kafka::message>(messages.begin(), messages.end() - 10));
+  std::int64_t total = 0;
+  for (const auto k : projection::all_kinds) {
+    const auto r = ops::compare_projection(a, c, k, 2);
+    total += r.differences;
+    CHECK(r.first.size() <= 2);
+    if (!r.equal()) {
+      REQUIRE_FALSE(r.first.empty());
+      const bool named = r.first[0].starts_with("differs") || r.first[0].starts_with("only in");
+      CHECK(named);
+    }
+  }
+  CHECK(total > 0);
+
+  CHECK_THROWS_AS((void)ops::compare_projection(a, (dir / "missing.db").string(), projection::kind::users),
+                  ops::compare_error);
+}
+
+TEST_CASE("replay refuses a database file that already holds data") {
+  test::temp_dir dir;
+  const auto path = (dir / "x.db").string();
+  CHECK_NOTHROW(ops::require_fresh_database(path));  // absent
+  { std::ofstream(path).flush(); }
+  CHECK_NOTHROW(ops::require_fresh_database(path));  // empty file
+  { store::database db(path); }
+  CHECK_THROWS_AS(ops::require_fresh_database(path), ops::replay_error);
+}

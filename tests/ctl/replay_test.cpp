@@ -1,0 +1,191 @@
+// clerk-sync-ctl against the real broker and the real binaries: topic ensure,
+// status with its --max-lag exit, replay of every projection while the live
+// consumers keep running (then compare: identical), send through the real
+// receiver, and dead letters.
+#include <doctest/doctest.h>
+#include <signal.h>
+
+#include <thread>
+
+#include "consumer/harness.hpp"
+#include "kafka/admin.hpp"
+#include "kafka/consumer.hpp"
+#include "kafka/producer.hpp"
+#include "support/process.hpp"
+#include "support/support.hpp"
+
+using namespace clerk_sync;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::filesystem::path ctl() { return test::binary_path("app/ctl/clerk-sync-ctl"); }
+
+std::map<std::string, std::string> kafka_env(const std::string& topic) {
+  return {{"KAFKA_BROKERS", test::broker().brokers}, {"CLERK_SYNC_TOPIC", topic}, {"CLERK_SYNC_DB", ""},
+          {"CLERK_WEBHOOK_SECRET", ""}, {"CLERK_WEBHOOK_SECRET_FILE", ""}};
+}
+
+test::run_result ctl_run(const std::vector<std::string>& args, const std::string& topic,
+                         std::chrono::milliseconds timeout = 60s) {
+  return test::run(ctl(), args, kafka_env(topic), timeout);
+}
+
+// Polls `ctl status --max-lag 0` until it exits 0; the last result either way.
+test::run_result wait_lag_zero(const std::string& db, const std::string& topic, const std::string& projections,
+                               std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  test::run_result r;
+  do {
+    r = ctl_run({"status", "--db", db, "--projection", projections, "--max-lag", "0"}, topic);
+    if (r.status == 0) return r;
+    std::this_thread::sleep_for(300ms);
+  } while (std::chrono::steady_clock::now() < deadline);
+  return r;
+}
+
+std::int64_t high_watermark_sum(const std::string& topic) {
+  kafka::consumer reader(test::broker(), "");
+  std::int64_t sum = 0;
+  for (const auto p : reader.partitions_of(topic, 10s)) sum += reader.watermarks(topic, p, 10s).second;
+  return sum;
+}
+
+}  // namespace
+
+TEST_CASE("topic ensure creates a replayable topic, and --strict fails on a compacted one") {
+  const auto name = test::unique_name("ctl-topic");
+  const auto created = ctl_run({"topic", "ensure", "--topic", name, "--partitions", "4"}, name);
+  INFO(created.err);
+  CHECK(created.status == 0);
+  CHECK(created.err.find("topic created") != std::string::npos);
+  const auto config = kafka::describe_topic(test::broker(), name, 10s);
+  REQUIRE(config);
+  CHECK(config->at("retention.ms") == "-1");
+  CHECK(config->at("cleanup.policy") == "delete");
+  kafka::consumer reader(test::broker(), "");
+  CHECK(reader.partitions_of(name, 10s).size() == 4);
+
+  const auto again = ctl_run({"topic", "ensure", "--topic", name, "--strict"}, name);
+  CHECK(again.status == 0);
+  CHECK(again.err.find("topic exists") != std::string::npos);
+
+  // A topic someone made with compaction and a week of retention.
+  const auto bad = test::unique_name("ctl-topic-compact");
+  REQUIRE(kafka::create_topic(test::broker(), {bad, 1, 1, {{"cleanup.policy", "compact"}, {"retention.ms", "604800000"}}},
+                              10s) == kafka::create_outcome::created);
+  const auto lax = ctl_run({"topic", "ensure", "--topic", bad}, bad);
+  CHECK(lax.status == 0);
+  CHECK(lax.err.find("compact") != std::string::npos);
+  const auto strict = ctl_run({"topic", "ensure", "--topic", bad, "--strict"}, bad);
+  INFO(strict.err);
+  CHECK(strict.status == 1);
+  CHECK(strict.err.find("retention.ms=604800000") != std::string::npos);
+}
+
+TEST_CASE("replay rebuilds every projection identical to the live one while the consumers keep running") {
+  const auto topic = test::fresh_topic("ctl-replay", 3);
+  const test::temp_dir dir;
+  const auto live = (dir / "live.db").string();
+  // The consumer tests' generator: duplicates and out-of-order updates included.
+  const auto events = test::generate_events({.users = 40, .events = 1200, .seed = 11});
+  test::produce_events(test::broker(), topic, events);
+  const auto total = high_watermark_sum(topic);
+  REQUIRE(total == static_cast<std::int64_t>(events.size()));
+
+  // Nothing applied yet: status reports the whole topic as lag and exits 1.
+  const auto before = ctl_run({"status", "--db", live, "--projection", "users", "--max-lag", "0"}, topic);
+  INFO(before.out << before.err);
+  CHECK(before.status == 1);
+  CHECK(before.out.find(" " + std::to_string(total) + " ") != std::string::npos);
+
+  auto consumer = test::start_consumer({"--projection", "users,referrals,balances,sessions", "--db", live, "--topic",
+                                        topic, "--group-prefix", test::unique_name("ctl-live")});
+  const auto caught_up = wait_lag_zero(live, topic, "all", 60s);
+  INFO(caught_up.out << caught_up.err << consumer->stderr_text());
+  REQUIRE(caught_up.status == 0);
+
+  for (const auto* p : {"users", "referrals", "balances", "sessions"}) {
+    const auto rebuilt = (dir / (std::string(p) + ".db")).string();
+    const auto r = ctl_run({"replay", "--projection", p, "--db", rebuilt, "--batch", "200"}, topic, 120s);
+    INFO(p << ": " << r.err);
+    REQUIRE(r.status == 0);
+    CHECK(r.err.find("replay caught up") != std::string::npos);
+    CHECK(r.err.find("read=" + std::to_string(total)) != std::string::npos);
+    const auto cmp = ctl_run({"compare", "--projection", p, live, rebuilt}, topic);
+    INFO(cmp.out << cmp.err);
+    CHECK(cmp.status == 0);
+    CHECK(cmp.out.find(std::string(p) + ": identical") != std::string::npos);
+    // The rebuilt file carries its offsets: a consumer would resume from there.
+    CHECK(ctl_run({"status", "--db", rebuilt, "--projection", p, "--max-lag", "0"}, topic).status == 0);
+    CHECK(consumer->running());
+  }
+
+  // The live side moves on; the rebuilt copy now differs and compare says so.
+  const auto more = test::generate_events({.users = 10, .events = 60, .seed = 12});
+  test::produce_events(test::broker(), topic, more);
+  REQUIRE(wait_lag_zero(live, topic, "users", 60s).status == 0);
+  const auto diff = ctl_run({"compare", "--projection", "users", live, (dir / "users.db").string()}, topic);
+  INFO(diff.out);
+  CHECK(diff.status == 1);
+  CHECK(diff.out.find("DIFFERENT") != std::string::npos);
+
+  consumer->signal(SIGTERM);
+  CHECK(consumer->wait(30s) == 0);
+}
+
+TEST_CASE("dead letters are listed and a re-drive of a still-broken event exits 1") {
+  const auto topic = test::fresh_topic("ctl-dead", 1);
+  const test::temp_dir dir;
+  const auto db = (dir / "live.db").string();
+  // A user.created without data.id cannot be mapped: it must become a dead letter.
+  test::produce_events(test::broker(), topic,
+                       {{"user_x", "msg_broken1", "user.created",
+                         R"({"type":"user.created","object":"event","timestamp":1716883200,"data":{"object":"user"}})"}});
+  auto consumer = test::start_consumer({"--projection", "users", "--db", db, "--topic", topic, "--group-prefix",
+                                        test::unique_name("ctl-dead")});
+  REQUIRE(wait_lag_zero(db, topic, "users", 60s).status == 0);
+  const auto list = ctl_run({"dead-letters", "list", "--db", db}, topic);
+  INFO(list.out << list.err);
+  CHECK(list.status == 0);
+  CHECK(list.out.find("msg_broken1") != std::string::npos);
+  CHECK(list.out.find("users") != std::string::npos);
+  const auto retry = ctl_run({"dead-letters", "retry", "--db", db, "--all"}, topic);
+  INFO(retry.err);
+  CHECK(retry.status == 1);
+  CHECK(retry.err.find("still fails") != std::string::npos);
+  CHECK(ctl_run({"dead-letters", "list", "--db", db}, topic).out.find("msg_broken1") != std::string::npos);
+  consumer->signal(SIGTERM);
+  CHECK(consumer->wait(30s) == 0);
+}
+
+TEST_CASE("send delivers generated events through the real receiver into Kafka") {
+  const auto topic = test::fresh_topic("ctl-send", 3);
+  const auto port = test::free_port();
+  const std::string secret = "whsec_" + std::string("Y2xlcmstc3luYy1jdGwtdGVzdC1rZXktMDE=");  // test-only key
+  auto env = kafka_env(topic);
+  env["CLERK_WEBHOOK_SECRET"] = secret;
+  env["CLERK_SYNC_LISTEN"] = "127.0.0.1:" + std::to_string(port);
+  env["NOTIFY_SOCKET"] = "";
+  test::process receiver(test::binary_path("app/receiver/clerk-sync-receiver"), {}, env);
+  // Ready once /readyz-level start-up logging appears; send retries meanwhile anyway.
+  const auto r = test::run(ctl(), {"send", "--generate", "40", "--seed", "5", "--retry-schedule", "200ms,500ms,1s,2s",
+                                   "--url", "http://127.0.0.1:" + std::to_string(port) + "/webhooks/clerk"},
+                           env, 120s);
+  INFO(r.err << receiver.stderr_text());
+  CHECK(r.status == 0);
+  CHECK(r.err.find("sent=40") != std::string::npos);
+  CHECK(r.err.find("failed=0") != std::string::npos);
+  CHECK(high_watermark_sum(topic) == 40);
+  // A wrong secret is refused (401) and send reports failure after its retries.
+  auto wrong = env;
+  wrong["CLERK_WEBHOOK_SECRET"] = "whsec_" + std::string("d3Jvbmcta2V5LWZvci10aGUtdGVzdA==");
+  const auto bad = test::run(ctl(), {"send", "--generate", "1", "--retry-schedule", "10ms", "--url",
+                                     "http://127.0.0.1:" + std::to_string(port) + "/webhooks/clerk"},
+                             wrong, 60s);
+  CHECK(bad.status == 1);
+  CHECK(bad.err.find("status=401") != std::string::npos);
+  CHECK(high_watermark_sum(topic) == 40);
+  receiver.signal(SIGTERM);
+  CHECK(receiver.wait(30s) == 0);
+}

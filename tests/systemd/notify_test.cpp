@@ -1,0 +1,116 @@
+// Each long-running binary tells systemd it is ready (READY=1) and pings the
+// watchdog when one is set, through NOTIFY_SOCKET: here a datagram socket of
+// the test's own, as systemd would provide. Needs the test broker.
+#include <doctest/doctest.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <cstring>
+#include <string>
+
+#include "support/process.hpp"
+#include "support/support.hpp"
+
+namespace fs = std::filesystem;
+using namespace clerk_sync;
+using namespace std::chrono_literals;
+
+namespace {
+
+// A bound AF_UNIX datagram socket that collects the notify messages.
+class notify_socket {
+ public:
+  explicit notify_socket(const fs::path& path) : path_(path) {
+    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd_ >= 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    REQUIRE(path.string().size() < sizeof(addr.sun_path));
+    std::memcpy(addr.sun_path, path.c_str(), path.string().size());
+    REQUIRE(::bind(fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0);
+    const timeval tv{0, 100'000};
+    REQUIRE(::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0);
+  }
+  ~notify_socket() { ::close(fd_); }
+  notify_socket(const notify_socket&) = delete;
+  notify_socket& operator=(const notify_socket&) = delete;
+
+  // Waits until a datagram carries the line `want` (e.g. "READY=1"); keeps
+  // everything received in seen().
+  bool wait_for(const std::string& want, std::chrono::milliseconds timeout, test::process& proc) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    std::array<char, 4096> buf{};
+    while (std::chrono::steady_clock::now() < deadline) {
+      const auto n = ::recv(fd_, buf.data(), buf.size(), 0);
+      if (n > 0) {
+        const std::string msg(buf.data(), static_cast<std::size_t>(n));
+        seen_ += msg + "|";
+        if (("\n" + msg + "\n").find("\n" + want + "\n") != std::string::npos) return true;
+      } else if (!proc.running()) {
+        return false;
+      }
+    }
+    return false;
+  }
+  [[nodiscard]] const std::string& seen() const { return seen_; }
+  [[nodiscard]] const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+  int fd_ = -1;
+  std::string seen_;
+};
+
+// whsec_ + base64 of 24 random bytes, made fresh for each run.
+std::string random_secret() {
+  std::array<unsigned char, 24> key{};
+  REQUIRE(RAND_bytes(key.data(), static_cast<int>(key.size())) == 1);
+  std::array<unsigned char, 64> out{};
+  const int n = EVP_EncodeBlock(out.data(), key.data(), static_cast<int>(key.size()));
+  return "whsec_" + std::string(reinterpret_cast<const char*>(out.data()), static_cast<std::size_t>(n));
+}
+
+// Starts `exe` with the notify socket and a 400 ms watchdog, expects READY=1,
+// a watchdog ping, then a clean exit on SIGTERM.
+void check_notify(const fs::path& exe, const std::vector<std::string>& args, std::map<std::string, std::string> env) {
+  const test::temp_dir dir;
+  notify_socket sock(dir / "notify");
+  env["NOTIFY_SOCKET"] = sock.path().string();
+  env["WATCHDOG_USEC"] = "400000";
+  env["WATCHDOG_PID"] = "";  // unset: the watchdog is meant for whoever reads it
+  test::process proc(exe, args, env);
+  const bool ready = sock.wait_for("READY=1", 20s, proc);
+  INFO("stderr: " << proc.stderr_text());
+  INFO("notify messages: " << sock.seen());
+  CHECK(ready);
+  if (ready) CHECK(sock.wait_for("WATCHDOG=1", 5s, proc));
+  proc.signal(SIGTERM);
+  CHECK(proc.wait(20s) == 0);
+}
+
+}  // namespace
+
+TEST_CASE("clerk-sync-receiver sends READY=1 and watchdog pings through NOTIFY_SOCKET") {
+  const auto topic = test::fresh_topic("notify-receiver", 1);
+  check_notify(test::binary_path("app/receiver/clerk-sync-receiver"), {},
+               {{"KAFKA_BROKERS", test::broker().brokers},
+                {"CLERK_SYNC_TOPIC", topic},
+                {"CLERK_SYNC_LISTEN", "127.0.0.1:" + std::to_string(test::free_port())},
+                {"CLERK_WEBHOOK_SECRET", random_secret()},
+                {"CLERK_WEBHOOK_SECRET_FILE", ""}});
+}
+
+TEST_CASE("clerk-sync-consumer sends READY=1 and watchdog pings through NOTIFY_SOCKET") {
+  const auto topic = test::fresh_topic("notify-consumer", 1);
+  const test::temp_dir db_dir;
+  check_notify(test::binary_path("app/consumer/clerk-sync-consumer"), {"--projection", "users"},
+               {{"KAFKA_BROKERS", test::broker().brokers},
+                {"CLERK_SYNC_TOPIC", topic},
+                {"CLERK_SYNC_DB", (db_dir / "clerk-sync.db").string()}});
+}

@@ -1,0 +1,118 @@
+// `cmake --install` into a temporary prefix, then the installed units as
+// systemd would read them: `systemd-analyze verify` (which also checks that
+// ExecStart points at an executable) and `systemd-analyze security --offline`.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <regex>
+#include <string>
+
+#include "support/process.hpp"
+#include "support/support.hpp"
+
+namespace fs = std::filesystem;
+using namespace clerk_sync;
+using namespace std::chrono_literals;
+
+namespace {
+
+const fs::path systemd_analyze = "/usr/bin/systemd-analyze";
+
+// Installs the build tree into a fresh prefix; every test starts from its own.
+struct installed {
+  test::temp_dir dir;
+  fs::path prefix = dir / "prefix";
+  installed() {
+    const auto r = test::run(CLERK_SYNC_CMAKE_COMMAND,
+                             {"--install", test::binary_path("").string(), "--prefix", prefix.string()},
+                             {{"DESTDIR", ""}}, 120s);
+    INFO(r.out << r.err);
+    REQUIRE(r.status == 0);
+  }
+  [[nodiscard]] fs::path unitdir() const { return prefix / "lib/systemd/system"; }
+};
+
+// Runs systemd-analyze with the installed units first on the unit path.
+test::run_result analyze(const installed& inst, std::vector<std::string> args) {
+  REQUIRE_MESSAGE(fs::exists(systemd_analyze), "systemd-analyze is missing: apt-get install systemd");
+  // A trailing ':' keeps the built-in search path after ours.
+  return test::run(systemd_analyze, args, {{"SYSTEMD_UNIT_PATH", inst.unitdir().string() + ":"}}, 60s);
+}
+
+double exposure(const std::string& output, const std::string& unit) {
+  const std::regex re("Overall exposure level for " + std::regex_replace(unit, std::regex("[.@]"), "\\$&") +
+                      ": ([0-9]+\\.[0-9])");
+  std::smatch m;
+  REQUIRE_MESSAGE(std::regex_search(output, m, re), output);
+  return std::stod(m[1].str());
+}
+
+}  // namespace
+
+TEST_CASE("cmake --install places binaries, units, schemas and the example environment") {
+  const installed inst;
+  for (const auto* exe : {"clerk-sync-receiver", "clerk-sync-consumer", "clerk-sync-ctl"}) {
+    const auto p = inst.prefix / "bin" / exe;
+    INFO(p.string());
+    CHECK(fs::exists(p));
+    CHECK((fs::status(p).permissions() & fs::perms::owner_exec) != fs::perms::none);
+  }
+  CHECK(fs::exists(inst.unitdir() / "clerk-sync-receiver.service"));
+  CHECK(fs::exists(inst.unitdir() / "clerk-sync-consumer@.service"));
+  CHECK(fs::exists(inst.prefix / "share/doc/clerk-sync/clerk-sync.env.example"));
+  CHECK(fs::exists(inst.prefix / "share/clerk-sync/schemas/sql"));
+  // Every migration in the source tree is installed.
+  int migrations = 0;
+  for (const auto& e : fs::directory_iterator(test::source_path("schemas/sql"))) {
+    ++migrations;
+    CHECK(fs::exists(inst.prefix / "share/clerk-sync/schemas/sql" / e.path().filename()));
+  }
+  CHECK(migrations > 0);
+  // ExecStart follows the prefix, not the /usr/bin of the source units.
+  const auto unit = test::read_file(inst.unitdir() / "clerk-sync-receiver.service");
+  CHECK(unit.find("ExecStart=" + (inst.prefix / "bin/clerk-sync-receiver").string()) != std::string::npos);
+}
+
+TEST_CASE("systemd-analyze verify accepts the installed units") {
+  const installed inst;
+  // Unknown keys or bad values are only warnings (exit 0): any output fails.
+  for (const auto* unit : {"clerk-sync-receiver.service", "clerk-sync-consumer@users.service",
+                           "clerk-sync-consumer@sessions.service"}) {
+    const auto r = analyze(inst, {"verify", unit});
+    INFO(unit << ": " << r.out << r.err);
+    CHECK(r.status == 0);
+    CHECK(r.out.empty());
+    CHECK(r.err.empty());
+  }
+}
+
+TEST_CASE("the source units say what the issue asks for") {
+  const auto receiver = test::read_file(test::source_path("systemd/clerk-sync-receiver.service"));
+  const auto consumer = test::read_file(test::source_path("systemd/clerk-sync-consumer@.service"));
+  for (const auto* line :
+       {"Type=notify", "WatchdogSec=", "Restart=on-failure", "DynamicUser=yes", "ProtectSystem=strict",
+        "ProtectHome=yes", "NoNewPrivileges=yes", "PrivateTmp=yes", "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        "\nCapabilityBoundingSet=\n", "SystemCallFilter=@system-service", "EnvironmentFile=/etc/clerk-sync/clerk-sync.env"}) {
+    INFO(line);
+    CHECK(receiver.find(line) != std::string::npos);
+    CHECK(consumer.find(line) != std::string::npos);
+  }
+  CHECK(receiver.find("LoadCredential=webhook-secret:/etc/clerk-sync/webhook-secret") != std::string::npos);
+  CHECK(receiver.find("CLERK_WEBHOOK_SECRET_FILE=%d/webhook-secret") != std::string::npos);
+  CHECK(receiver.find("CLERK_WEBHOOK_SECRET=") == std::string::npos);
+  CHECK(consumer.find("--projection %i") != std::string::npos);
+  CHECK(consumer.find("StateDirectory=clerk-sync") != std::string::npos);
+  CHECK(consumer.find("CLERK_SYNC_DB=/var/lib/clerk-sync/clerk-sync.db") != std::string::npos);
+}
+
+TEST_CASE("systemd-analyze security rates the receiver's exposure 3.0 or better") {
+  const installed inst;
+  for (const auto* unit : {"clerk-sync-receiver.service", "clerk-sync-consumer@users.service"}) {
+    const auto r = analyze(inst, {"security", "--offline=true", "--no-pager", unit});
+    INFO(unit << ": " << r.out << r.err);
+    REQUIRE(r.status == 0);
+    const double level = exposure(r.out, unit);
+    MESSAGE(unit << " exposure " << level);
+    CHECK(level <= 3.0);
+  }
+}
