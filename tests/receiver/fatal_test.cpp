@@ -1,0 +1,30 @@
+#include "receiver/harness.hpp"
+
+#include <doctest/doctest.h>
+
+#include <csignal>
+
+#include "kafka/mock_cluster.hpp"
+#include "support/support.hpp"
+
+namespace test = clerk_sync::test;
+namespace kafka = clerk_sync::kafka;
+using namespace std::chrono_literals;
+
+TEST_CASE("a fatal producer error stops intake and exits 3, with a 503 for the event it could not publish") {
+  kafka::mock_cluster mock(1);
+  const std::string topic = "clerk.events.fatal";
+  mock.create_topic(topic, 1);
+  const auto secret = test::random_secret();
+  test::receiver r(mock.bootstrap_servers(), topic, secret, {"--publish-deadline-ms", "2000", "--kafka-property", "enable.gapless.guarantee=true"});
+  REQUIRE(test::post_event(r.port(), test::sign_event(secret, test::user_event_body("user_a"))).status == 200);
+  // With the gapless guarantee, a sequence the broker refuses is a fatal
+  // idempotence error: the producer cannot go on.
+  mock.fail_next_produce_requests(1, 45 /* OUT_OF_ORDER_SEQUENCE_NUMBER */);
+  const auto res = test::post_event(r.port(), test::sign_event(secret, test::user_event_body("user_b")));
+  CHECK(res.status == 503);
+  CHECK(r.proc().wait(20s) == 3);
+  const auto logs = r.proc().stderr_text();
+  CHECK(logs.find("msg=producer_fatal") != std::string::npos);
+  CHECK(logs.find("msg=flushed") != std::string::npos);
+}
