@@ -92,15 +92,15 @@ http_result post_event(int port, const signed_event& e, std::chrono::millisecond
 }
 
 receiver::receiver(const std::string& brokers, const std::string& topic, const std::string& secret,
-                   const std::vector<std::string>& extra_args)
+                   const std::vector<std::string>& extra_args, const std::map<std::string, std::string>& extra_env)
     : port_(free_port()) {
   std::vector<std::string> args{"--listen", "127.0.0.1:" + std::to_string(port_), "--brokers", brokers, "--topic",
                                 topic};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
-  proc_ = std::make_unique<process>(binary_path("app/receiver/clerk-sync-receiver"), args,
-                                    std::map<std::string, std::string>{{"CLERK_WEBHOOK_SECRET", secret},
-                                                                       {"CLERK_WEBHOOK_SECRET_FILE", ""},
-                                                                       {"NOTIFY_SOCKET", ""}});
+  std::map<std::string, std::string> env{
+      {"CLERK_WEBHOOK_SECRET", secret}, {"CLERK_WEBHOOK_SECRET_FILE", ""}, {"NOTIFY_SOCKET", ""}};
+  for (const auto& [k, v] : extra_env) env[k] = v;
+  proc_ = std::make_unique<process>(binary_path("app/receiver/clerk-sync-receiver"), args, env);
   REQUIRE_MESSAGE(proc_->wait_for_log("msg=listening", std::chrono::seconds(15)), proc_->stderr_text());
 }
 

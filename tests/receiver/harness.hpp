@@ -50,7 +50,7 @@ struct signed_event {
 class receiver {
  public:
   receiver(const std::string& brokers, const std::string& topic, const std::string& secret,
-           const std::vector<std::string>& extra_args = {});
+           const std::vector<std::string>& extra_args = {}, const std::map<std::string, std::string>& extra_env = {});
   [[nodiscard]] int port() const { return port_; }
   [[nodiscard]] process& proc() { return *proc_; }
   // Waits until /readyz answers 200 (the producer reached the cluster).
