@@ -1,6 +1,7 @@
 // The database subcommands: replay (backfill into a new file), compare,
 // status (lag, rows, last apply; exit 1 past --max-lag) and dead-letters.
 #include <cstdio>
+#include <filesystem>
 #include <ctime>
 #include <memory>
 
@@ -33,6 +34,13 @@ std::string iso_time(std::optional<std::int64_t> ms) {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
+}
+
+// status and dead-letters inspect a database the consumers made: a wrong
+// path must not quietly create an empty one.
+void require_existing(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) throw config::usage_error("no database at " + path);
 }
 
 // Database failures are reported as one line and exit 1, like Kafka's.
@@ -113,6 +121,7 @@ struct status_args {
 };
 
 int status(const status_args& a) {
+  require_existing(a.db);
   return guarded([&] {
     const auto reports = ops::collect_status(a.kafka, a.topic, a.db, kinds_of(a.projections),
                                              std::chrono::milliseconds(a.timeout_ms));
@@ -144,6 +153,7 @@ struct dead_letter_args {
 };
 
 int dead_letters_list(const dead_letter_args& a) {
+  require_existing(a.db);
   return guarded([&] {
     store::database db(a.db);
     std::optional<projection::kind> only;
@@ -160,6 +170,7 @@ int dead_letters_list(const dead_letter_args& a) {
 }
 
 int dead_letters_retry(const dead_letter_args& a) {
+  require_existing(a.db);
   return guarded([&] {
     store::database db(a.db);
     std::vector<std::int64_t> ids = a.ids;

@@ -5,6 +5,7 @@
 
 #include <fstream>
 
+#include "store/database.hpp"
 #include "support/process.hpp"
 #include "support/support.hpp"
 
@@ -104,11 +105,15 @@ TEST_CASE("replay refuses to write into a database that already holds data") {
 
 TEST_CASE("compare exits 1 on a missing file and 0 on two identical fresh files") {
   test::temp_dir dir;
-  // Two empty, freshly migrated databases: replay of an empty projection.
-  for (const auto* name : {"a.db", "b.db"}) {
-    const auto r = test::run(ctl(), {"dead-letters", "list", "--db", (dir / name).string()}, clean_env);
-    REQUIRE(r.status == 0);
-  }
+  // Two empty, freshly migrated databases: what a replay of an empty topic leaves.
+  for (const auto* name : {"a.db", "b.db"}) store::database created((dir / name).string());
+  const auto listed = test::run(ctl(), {"dead-letters", "list", "--db", (dir / "a.db").string()}, clean_env);
+  CHECK(listed.status == 0);
+  CHECK(listed.err.find("0 dead letter(s)") != std::string::npos);
+  // A mistyped path is an error, never a new empty database.
+  const auto typo = test::run(ctl(), {"dead-letters", "list", "--db", (dir / "typo.db").string()}, clean_env);
+  CHECK(typo.status == 2);
+  CHECK_FALSE(std::filesystem::exists(dir / "typo.db"));
   const auto same = test::run(ctl(), {"compare", "--projection", "all", (dir / "a.db").string(),
                                       (dir / "b.db").string()}, clean_env);
   CHECK(same.status == 0);

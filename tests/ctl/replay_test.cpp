@@ -11,6 +11,8 @@
 #include "kafka/admin.hpp"
 #include "kafka/consumer.hpp"
 #include "kafka/producer.hpp"
+#include "ops/events.hpp"
+#include "store/database.hpp"
 #include "support/process.hpp"
 #include "support/support.hpp"
 
@@ -93,7 +95,10 @@ TEST_CASE("replay rebuilds every projection identical to the live one while the 
   const auto total = high_watermark_sum(topic);
   REQUIRE(total == static_cast<std::int64_t>(events.size()));
 
-  // Nothing applied yet: status reports the whole topic as lag and exits 1.
+  // A fresh database, as a consumer that has applied nothing yet leaves it:
+  // status reports the whole topic as lag and exits 1.
+  CHECK(ctl_run({"status", "--db", live}, topic).status == 2);  // no file: a wrong path, not an empty db
+  { store::database created(live); }
   const auto before = ctl_run({"status", "--db", live, "--projection", "users", "--max-lag", "0"}, topic);
   INFO(before.out << before.err);
   CHECK(before.status == 1);
@@ -122,7 +127,9 @@ TEST_CASE("replay rebuilds every projection identical to the live one while the 
   }
 
   // The live side moves on; the rebuilt copy now differs and compare says so.
-  const auto more = test::generate_events({.users = 10, .events = 60, .seed = 12});
+  // ctl's own generator: new user ids, so rows are added, not found stale.
+  std::vector<test::generated_event> more;
+  for (auto& e : ops::generate_events(60, 12)) more.push_back({e.user_id, ops::random_message_id(), e.type, e.body});
   test::produce_events(test::broker(), topic, more);
   REQUIRE(wait_lag_zero(live, topic, "users", 60s).status == 0);
   const auto diff = ctl_run({"compare", "--projection", "users", live, (dir / "users.db").string()}, topic);

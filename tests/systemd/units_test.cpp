@@ -76,7 +76,7 @@ TEST_CASE("cmake --install places binaries, units, schemas and the example envir
 TEST_CASE("systemd-analyze verify accepts the installed units") {
   const installed inst;
   // Unknown keys or bad values are only warnings (exit 0): any output fails.
-  for (const auto* unit : {"clerk-sync-receiver.service", "clerk-sync-consumer@users.service",
+  for (const std::string unit : {"clerk-sync-receiver.service", "clerk-sync-consumer@users.service",
                            "clerk-sync-consumer@sessions.service"}) {
     const auto r = analyze(inst, {"verify", unit});
     INFO(unit << ": " << r.out << r.err);
@@ -107,7 +107,7 @@ TEST_CASE("the source units say what the issue asks for") {
 
 TEST_CASE("systemd-analyze security rates the receiver's exposure 3.0 or better") {
   const installed inst;
-  for (const auto* unit : {"clerk-sync-receiver.service", "clerk-sync-consumer@users.service"}) {
+  for (const std::string unit : {"clerk-sync-receiver.service", "clerk-sync-consumer@users.service"}) {
     const auto r = analyze(inst, {"security", "--offline=true", "--no-pager", unit});
     INFO(unit << ": " << r.out << r.err);
     REQUIRE(r.status == 0);
