@@ -55,10 +55,14 @@ decision classify(const request_view& req, const handler_config& cfg, std::chron
 
   decision d;
   d.svix_id = *headers.id;
+  // Read only `type` and the user id; the value published is the raw body,
+  // untouched. In-situ parsing of a private, NUL-terminated copy is several
+  // times faster than parsing a length-bounded buffer (a copy of ~2 KiB is cheap).
+  std::string scratch(req.body);
   rapidjson::Document doc;
-  // Read only `type` and the user id; the value published is the raw body.
-  doc.Parse(req.body.data(), req.body.size());
-  if (doc.HasParseError() || !doc.IsObject()) {
+  const bool has_nul = scratch.find('\0') != std::string::npos;  // raw NUL is never valid JSON
+  if (!has_nul) doc.ParseInsitu(scratch.data());
+  if (has_nul || doc.HasParseError() || !doc.IsObject()) {
     d.msg = "rejected";
     d.outcome = "not_json";
     d.answer = error_response(400, "body is not a JSON object");

@@ -73,6 +73,9 @@ TEST_CASE("other verified types are ignored with 200 - bodies that are not usabl
   CHECK(d.answer.body == R"({"status":"ignored"})");
   CHECK(d.msg == "ignored");
 
+  const std::string with_nul("{\"type\":\"user.created\",\"data\":{\"id\":\"u\"}}\0{", 43);
+  CHECK(signed_request(with_nul).classify().answer.status == 400);
+
   for (const std::string body : {"not json", "[1,2]", R"({"data":{"id":"user_1"}})", R"({"type":7})",
                                  R"({"type":"user.created","data":{}})", R"({"type":"user.created"})",
                                  R"({"type":"session.created","data":{"id":"sess_1"}})",
