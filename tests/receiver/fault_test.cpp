@@ -99,6 +99,12 @@ TEST_CASE("kafka stopped mid-run: 503 with Retry-After within the deadline, then
   CHECK(refused.headers.count("retry-after") == 1);
   CHECK(took < 4500ms);  // the deadline (3 s) plus slack, well inside Svix's 15 s
   CHECK(test::send_http(r.port(), "GET", "/healthz", {}, "").status == 200);
+  int ready = 200;
+  for (int i = 0; i < 50 && ready == 200; ++i) {
+    ready = test::send_http(r.port(), "GET", "/readyz", {}, "", 5s).status;
+    if (ready == 200) std::this_thread::sleep_for(100ms);
+  }
+  CHECK(ready == 503);  // not ready while the cluster is unreachable, alive all the same
 
   broker.control("start");
   // Svix retries the same message (same id, timestamp and signature).
@@ -108,6 +114,7 @@ TEST_CASE("kafka stopped mid-run: 503 with Retry-After within the deadline, then
     if (retried.status != 200) std::this_thread::sleep_for(500ms);
   }
   REQUIRE(retried.status == 200);
+  CHECK(r.wait_ready(10s));
 
   const auto records = test::read_topic(broker.address(), topic);
   int firsts = 0, durings = 0;
