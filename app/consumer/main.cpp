@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -104,11 +105,16 @@ int run(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
   std::atomic<bool> stop{false};
+  std::mutex write_turn;
   std::vector<std::unique_ptr<cs::consumer_app::worker_state>> states;
   std::vector<std::thread> threads;
   for (const auto k : kinds) {
     auto cfg = s.worker;
     cfg.projection = k;
+    cfg.write_turn = &write_turn;
+    // Bound librdkafka's prefetch per consumer (default 64 MiB each): a
+    // backlog needs a few batches ahead, not the whole topic in memory.
+    cfg.kafka.properties.insert(cfg.kafka.properties.begin(), {"queued.max.messages.kbytes", "16384"});
     states.push_back(std::make_unique<cs::consumer_app::worker_state>());
     auto* state = states.back().get();
     threads.emplace_back([cfg, state, &stop] { (void)cs::consumer_app::run_worker(cfg, stop, *state); });

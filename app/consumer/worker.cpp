@@ -34,7 +34,7 @@ void log_result(const projection::event_result& r) {
 class loop {
  public:
   loop(const worker_config& cfg, worker_state& state)
-      : cfg_(cfg), state_(state), db_(cfg.db_path, {cfg.busy_timeout}), applier_(db_, {cfg.projection}) {}
+      : cfg_(cfg), state_(state), db_(cfg.db_path, {cfg.busy_timeout}), applier_(db_, {cfg.projection}, cfg.write_turn) {}
 
   int run(const std::atomic<bool>& stop) {
     kafka::consumer cons(cfg_.kafka, cfg_.group_prefix + "." + std::string(projection::name(cfg_.projection)),
@@ -100,7 +100,12 @@ class loop {
     auto backoff = 100ms;
     for (int attempt = 1;; ++attempt) {
       try {
+        const auto t0 = std::chrono::steady_clock::now();
         const auto results = applier_.apply(batch_);
+        log::debug("batch", {{"projection", projection::name(cfg_.projection)},
+                             {"events", batch_.size()},
+                             {"ms", std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        std::chrono::steady_clock::now() - t0).count()}});
         for (const auto& r : results) log_result(r);
         batch_.clear();
         return true;

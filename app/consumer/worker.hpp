@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <mutex>
 #include <string>
 
 #include "kafka/client.hpp"
@@ -31,6 +32,10 @@ struct worker_config {
   // well below max.poll.interval.ms so the group does not evict us first.
   std::chrono::milliseconds retry_budget{30'000};
   std::chrono::milliseconds max_poll_interval{300'000};
+  // Workers of one process that share a database file take turns here:
+  // SQLite's busy handler would otherwise make them sleep in steps of up to
+  // 100 ms waiting for each other's write lock. Optional.
+  std::mutex* write_turn = nullptr;
 };
 
 struct worker_state {

@@ -4,6 +4,7 @@
 #include <rapidjson/error/en.h>
 
 #include <charconv>
+#include <string>
 
 namespace clerk_sync::event {
 namespace {
@@ -126,8 +127,12 @@ std::string_view user_id_of(const clerk_event& e) {
 }
 
 std::variant<clerk_event, decode_error> decode(std::string_view body) {
+  // In-situ parsing (strings point into our own copy) saves an allocation
+  // per string; it stops at a NUL byte, so refuse those first.
+  if (body.find('\0') != std::string_view::npos) return decode_error{"not JSON: NUL byte in body"};
+  std::string buffer(body);
   rapidjson::Document doc;
-  doc.Parse<parse_flags>(body.data(), body.size());
+  doc.ParseInsitu<parse_flags>(buffer.data());
   if (doc.HasParseError())
     return decode_error{std::string("not JSON: ") + rapidjson::GetParseError_En(doc.GetParseError()) +
                         " at byte " + std::to_string(doc.GetErrorOffset())};

@@ -361,8 +361,8 @@ auto guarded(F&& body) {
 
 }  // namespace
 
-applier::applier(store::database& db, std::vector<kind> projections)
-    : db_(db), kinds_(std::move(projections)) {
+applier::applier(store::database& db, std::vector<kind> projections, std::mutex* write_turn)
+    : db_(db), kinds_(std::move(projections)), write_turn_(write_turn) {
   guarded([&] {
     st_ = std::make_unique<statements>(db_.native());
     return 0;
@@ -374,12 +374,19 @@ applier::~applier() = default;
 std::vector<event_result> applier::apply(std::span<const kafka::message> batch) {
   std::vector<event_result> results;
   results.reserve(batch.size() * kinds_.size());
+  // Decoding is pure: done before the write lock is taken.
+  std::vector<decoded> decoded_batch;
+  decoded_batch.reserve(batch.size());
+  for (const auto& m : batch) decoded_batch.push_back(decode_message(m));
+  std::unique_lock<std::mutex> turn;
+  if (write_turn_) turn = std::unique_lock(*write_turn_);
   const std::int64_t now = now_ms();
   try {
     SQLite::Transaction tx(db_.native(), SQLite::TransactionBehavior::IMMEDIATE);
     std::map<std::tuple<kind, std::string, std::int32_t>, std::int64_t> next;
-    for (const auto& m : batch) {
-      const decoded d = decode_message(m);
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      const auto& m = batch[i];
+      const decoded& d = decoded_batch[i];
       for (const kind k : kinds_) {
         event_result r = apply_one(*st_, k, m, d, now);
         if (r.result == outcome::dead_letter) add_dead_letter(*st_, r, m, now);

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -44,7 +45,10 @@ struct event_result {
 class applier {
  public:
   // Applies to `projections` through `db` (which must outlive the applier).
-  applier(store::database& db, std::vector<kind> projections);
+  // Appliers of one process writing the same file may share `write_turn`:
+  // each decodes its batch first, then takes the turn only for the
+  // transaction (SQLite's busy handler would sleep instead).
+  applier(store::database& db, std::vector<kind> projections, std::mutex* write_turn = nullptr);
   ~applier();
   applier(const applier&) = delete;
   applier& operator=(const applier&) = delete;
@@ -63,6 +67,7 @@ class applier {
  private:
   store::database& db_;
   std::vector<kind> kinds_;
+  std::mutex* write_turn_;
   std::unique_ptr<statements> st_;
 };
 

@@ -93,7 +93,7 @@ TEST_CASE("two consumer processes of one projection share the partitions and end
   CHECK(t::dump_tables(db) == reference_tables(events, {pj::kind::users, pj::kind::sessions}, dir));
 }
 
-TEST_CASE("a locked database never advances offsets: bounded retries, exit 3; released, the same events apply") {
+TEST_CASE("a locked database never advances offsets: bounded retries, exit 3 - released, the same events apply") {
   const auto topic = t::fresh_topic("cons-lock", 2);
   t::temp_dir dir;
   const auto db = (dir / "locked.db").string();

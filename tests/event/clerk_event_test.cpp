@@ -41,7 +41,7 @@ TEST_CASE("Clerk's example user.created decodes, with its seconds timestamp norm
   CHECK(ev::user_id_of(e) == u.id);
 }
 
-TEST_CASE("the primary email is the entry named by primary_email_address_id; ms timestamps stay ms") {
+TEST_CASE("the primary email is the entry named by primary_email_address_id - ms timestamps stay ms") {
   const auto docs = fixture("docs_user_created.json");
   CHECK(docs.timestamp_ms == 1654012591835);
   CHECK(std::get<ev::user>(docs.data).email == "example@example.org");
@@ -56,7 +56,7 @@ TEST_CASE("the primary email is the entry named by primary_email_address_id; ms 
   CHECK(std::get<ev::user>(e.data).email == "b@x");
 }
 
-TEST_CASE("user.deleted carries only the id; every session example decodes with its embedded user") {
+TEST_CASE("user.deleted carries only the id - every session example decodes with its embedded user") {
   const auto d = fixture("user.deleted.json");
   CHECK(std::get<ev::user_deleted>(d.data).id == "user_2g7np7Hrk0SN6kj5EDMLDaKNL0S");
   CHECK(d.timestamp_ms == 1716883200000);
@@ -72,7 +72,7 @@ TEST_CASE("user.deleted carries only the id; every session example decodes with 
   }
 }
 
-TEST_CASE("metadata: public before private, unsafe never; numbers keep their exact text") {
+TEST_CASE("metadata: public before private, unsafe never - numbers keep their exact text") {
   const auto e = decode_ok(R"({"type":"user.updated","timestamp":1716883200000,"data":{"id":"u1","updated_at":5,
       "public_metadata":{"role":"vip","g2a_balance":123456789012345678901234567890.000000000000000001},
       "private_metadata":{"role":"admin","points_balance":"42","referrer_id":"u2","nft_count":null},
@@ -88,7 +88,7 @@ TEST_CASE("metadata: public before private, unsafe never; numbers keep their exa
   CHECK(std::get<ev::user>(obj.data).keys.g2a_balance->composite);
 }
 
-TEST_CASE("bodies that cannot be decoded say why; unknown types and fields are ignored") {
+TEST_CASE("bodies that cannot be decoded say why - unknown types and fields are ignored") {
   CHECK(reason_of("not json").starts_with("not JSON"));
   CHECK(reason_of("[1,2]") == "body is not a JSON object");
   CHECK(reason_of(R"({"data":{}})") == "event without type");

@@ -56,7 +56,7 @@ std::int64_t count(store::database& db, const std::string& sql) { return db.nati
 
 }  // namespace
 
-TEST_CASE("the example bodies land in every projection; the ledger and offsets move in the same transaction") {
+TEST_CASE("the example bodies land in every projection - the ledger and offsets move in the same transaction") {
   store::database db(":memory:");
   pj::applier app(db, all);
   std::vector<kafka::message> batch;
@@ -113,7 +113,7 @@ TEST_CASE("the same svix-id twice is applied once, even inside one batch") {
   CHECK(pj::stored_offsets(db, pj::kind::balances, "clerk.events").at(0) == 3);
 }
 
-TEST_CASE("balances keep exact decimal text from numbers and strings; bad amounts become dead letters") {
+TEST_CASE("balances keep exact decimal text from numbers and strings - bad amounts become dead letters") {
   store::database db(":memory:");
   pj::applier app(db, {pj::kind::users, pj::kind::balances});
   const auto rs = app.apply(std::vector{
@@ -180,7 +180,7 @@ TEST_CASE("referrals: attribution set once, conflicts and self-referral refused,
   CHECK(text(db, "SELECT coalesce(referrer_id, '-') FROM referrals WHERE user_id = 'u3'") == "-");
 }
 
-TEST_CASE("sessions: terminal states are never revived; the embedded user obeys the same updated_at rule") {
+TEST_CASE("sessions: terminal states are never revived - the embedded user obeys the same updated_at rule") {
   store::database db(":memory:");
   pj::applier app(db, {pj::kind::users, pj::kind::sessions});
   const std::string newer_user = R"({"id":"u1","first_name":"Embedded","updated_at":50})";

@@ -18,7 +18,7 @@ TEST_CASE("decimal text is normalized exactly, never through a double") {
     CHECK_FALSE_MESSAGE(pj::normalize_decimal(bad).has_value(), bad);
 }
 
-TEST_CASE("projection names parse one or a comma list; unknown names are reported") {
+TEST_CASE("projection names parse one or a comma list - unknown names are reported") {
   CHECK(pj::parse_kinds("users")->size() == 1);
   CHECK(*pj::parse_kinds("users, sessions,users") == std::vector<pj::kind>{pj::kind::users, pj::kind::sessions});
   std::string bad;
@@ -52,7 +52,7 @@ TEST_CASE("referrals: self-referral is refused") {
   CHECK(r.self_referral_refused);
 }
 
-TEST_CASE("balances: numbers or strings in, exact text out; bad amounts are mapping errors") {
+TEST_CASE("balances: numbers or strings in, exact text out - bad amounts are mapping errors") {
   ev::user u;
   u.id = "u1";
   const auto zero = std::get<pj::balance_row>(pj::map_balance(u));
