@@ -117,3 +117,16 @@ TEST_CASE("systemd-analyze security rates the receiver's exposure 3.0 or better"
     CHECK(level <= 3.0);
   }
 }
+
+TEST_CASE("a packaging install (DESTDIR, prefix /usr) keeps the units pointing at /usr/bin") {
+  const test::temp_dir dir;
+  const auto r = test::run(CLERK_SYNC_CMAKE_COMMAND, {"--install", test::binary_path("").string(), "--prefix", "/usr"},
+                           {{"DESTDIR", dir.path().string()}}, 120s);
+  INFO(r.out << r.err);
+  REQUIRE(r.status == 0);
+  CHECK(fs::exists(dir / "usr/bin/clerk-sync-receiver"));
+  const auto unit = test::read_file(dir / "usr/lib/systemd/system/clerk-sync-receiver.service");
+  CHECK(unit.find("\nExecStart=/usr/bin/clerk-sync-receiver\n") != std::string::npos);
+  const auto consumer = test::read_file(dir / "usr/lib/systemd/system/clerk-sync-consumer@.service");
+  CHECK(consumer.find("\nExecStart=/usr/bin/clerk-sync-consumer --projection %i\n") != std::string::npos);
+}
