@@ -2,6 +2,8 @@
 
 #include <rapidjson/document.h>
 
+#include <array>
+
 namespace clerk_sync::http {
 namespace {
 
@@ -59,7 +61,11 @@ decision classify(const request_view& req, const handler_config& cfg, std::chron
   // untouched. In-situ parsing of a private, NUL-terminated copy is several
   // times faster than parsing a length-bounded buffer (a copy of ~2 KiB is cheap).
   std::string scratch(req.body);
-  rapidjson::Document doc;
+  // A pool on the stack for the DOM: RapidJSON's default first chunk is a
+  // 64 KiB malloc per request.
+  std::array<char, 8192> pool;
+  rapidjson::MemoryPoolAllocator<> allocator(pool.data(), pool.size());
+  rapidjson::Document doc(&allocator);
   const bool has_nul = scratch.find('\0') != std::string::npos;  // raw NUL is never valid JSON
   if (!has_nul) doc.ParseInsitu(scratch.data());
   if (has_nul || doc.HasParseError() || !doc.IsObject()) {

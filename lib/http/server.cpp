@@ -86,7 +86,13 @@ struct server::impl : std::enable_shared_from_this<impl> {
     const kafka::outgoing_record rec{topic, pub.key, body, record_headers(pub, now_ms())};
     std::string why;
     auto on_report = [p, ex = ioc.get_executor()](const kafka::delivery_report& r) {
-      // Runs on the producer's poller thread: hop to the connection's executor.
+      // A report given inline by publish() (the bench-only immediate
+      // acknowledgement) is already on our thread; a real one arrives on the
+      // producer's poller thread and hops to the connection's executor.
+      if (ex.running_in_this_thread()) {
+        p->report = r;
+        return;
+      }
       net::post(ex, [p, r] {
         p->report = r;
         p->timer.cancel();
@@ -106,7 +112,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
                                                          : "produce_rejected";
       r = unavailable(outcome);
     } else {
-      (void)co_await p->timer.async_wait(nothrow);
+      if (!p->report) (void)co_await p->timer.async_wait(nothrow);
       if (!p->report) {
         outcome = "deadline";
         r = unavailable("kafka did not acknowledge in time");
