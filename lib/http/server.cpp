@@ -79,8 +79,11 @@ struct server::impl : std::enable_shared_from_this<impl> {
       explicit pending(net::any_io_executor ex) : timer(ex) {}
       std::optional<kafka::delivery_report> report;
       net::steady_timer timer;
+      std::string svix_id;
+      bool answered = false;  // the 503 for the deadline went out already
     };
     auto p = std::make_shared<pending>(ioc.get_executor());
+    p->svix_id = d.svix_id;
     p->timer.expires_after(limits.publish_deadline);
     const auto& pub = *d.publish;
     const kafka::outgoing_record rec{topic, pub.key, body, record_headers(pub, now_ms())};
@@ -94,6 +97,13 @@ struct server::impl : std::enable_shared_from_this<impl> {
         return;
       }
       net::post(ex, [p, r] {
+        if (p->answered) {
+          // Svix got a 503 and will retry; if Kafka has it now, the retry
+          // makes a duplicate, which the consumers' ledger absorbs.
+          log::warn("late_report", {{"svix_id", p->svix_id}, {"outcome", r.ok ? "acknowledged" : "not_acknowledged"},
+                                    {"partition", r.partition}, {"offset", r.offset}});
+          return;
+        }
         p->report = r;
         p->timer.cancel();
       });
@@ -113,6 +123,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
       r = unavailable(outcome);
     } else {
       if (!p->report) (void)co_await p->timer.async_wait(nothrow);
+      p->answered = true;
       if (!p->report) {
         outcome = "deadline";
         r = unavailable("kafka did not acknowledge in time");
