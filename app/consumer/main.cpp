@@ -112,9 +112,10 @@ int run(int argc, char** argv) {
     auto cfg = s.worker;
     cfg.projection = k;
     cfg.write_turn = &write_turn;
-    // Bound librdkafka's prefetch per consumer (default 64 MiB each): a
-    // backlog needs a few batches ahead, not the whole topic in memory.
-    cfg.kafka.properties.insert(cfg.kafka.properties.begin(), {"queued.max.messages.kbytes", "16384"});
+    // librdkafka prefetches up to 64 MiB per consumer; 32 MiB keeps replay
+    // speed (16 MiB halved it in scripts/bench-consumer) with less memory
+    // per projection. --kafka-property overrides it (applied later).
+    cfg.kafka.properties.insert(cfg.kafka.properties.begin(), {"queued.max.messages.kbytes", "32768"});
     states.push_back(std::make_unique<cs::consumer_app::worker_state>());
     auto* state = states.back().get();
     threads.emplace_back([cfg, state, &stop] { (void)cs::consumer_app::run_worker(cfg, stop, *state); });
@@ -152,9 +153,12 @@ int run(int argc, char** argv) {
   cs::systemd::notify_stopping();
   stop = true;
   for (auto& t : threads) t.join();
+  // The most severe wins, except that a bad setting (2) is reported as such.
   int code = 0;
   for (const auto& st : states) code = std::max(code, st->exit_code.load());
-  cs::log::info("stopped", {{"exit_code", code}});
+  for (const auto& st : states)
+    if (st->exit_code.load() == cs::consumer_app::exit_bad_kafka_config) code = cs::consumer_app::exit_bad_kafka_config;
+  if (code != cs::consumer_app::exit_bad_kafka_config) cs::log::info("stopped", {{"exit_code", code}});
   return code;
 }
 

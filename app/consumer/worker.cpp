@@ -1,6 +1,8 @@
 #include "worker.hpp"
 
 #include <algorithm>
+#include <cstdio>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -151,6 +153,12 @@ int run_worker(const worker_config& cfg, const std::atomic<bool>& stop, worker_s
   } catch (const store::db_error& e) {
     log::error("db_failed", {{"projection", projection::name(cfg.projection)}, {"error", e.what()}});
     code = exit_db_failed;
+  } catch (const kafka::config_error& e) {
+    // A bad librdkafka property: the start-up contract's one line and exit 2
+    // (once, though every projection's worker finds the same property bad).
+    static std::once_flag reported;
+    std::call_once(reported, [&] { std::fprintf(stderr, "clerk-sync-consumer: %s\n", e.what()); });
+    code = exit_bad_kafka_config;
   } catch (const std::exception& e) {
     log::error("kafka_failed", {{"projection", projection::name(cfg.projection)}, {"error", e.what()}});
     code = exit_kafka_failed;

@@ -16,6 +16,7 @@
 
 namespace clerk_sync::consumer_app {
 
+inline constexpr int exit_bad_kafka_config = 2;
 inline constexpr int exit_db_failed = 3;
 inline constexpr int exit_kafka_failed = 4;
 
@@ -47,8 +48,9 @@ struct worker_state {
 };
 
 // Runs until `stop` (then finishes the batch, commits, leaves the group and
-// returns 0), or until the database keeps failing (exit_db_failed) or Kafka
-// fails for good (exit_kafka_failed). Never throws.
+// returns 0), or until the database keeps failing (exit_db_failed), Kafka
+// fails for good (exit_kafka_failed) or rejects a property
+// (exit_bad_kafka_config). Never throws.
 int run_worker(const worker_config& cfg, const std::atomic<bool>& stop, worker_state& state);
 
 // steady_clock now in ms, the unit of worker_state::heartbeat_ms.

@@ -1,10 +1,11 @@
-// bench-consumer-ceiling DB EVENTS USERS [CONSUMER_DB]: the benchmark's
+// bench-consumer-ceiling DB EVENTS USERS PROJECTIONS [CONSUMER_DB]: the benchmark's
 // ceiling. Writes the same final rows as the consumer from the same generated
 // events with a plain loop of batched prepared upserts: decoding and mapping
 // included, but no Kafka, no ledger, no offsets. Prints events/s; with
 // CONSUMER_DB, also whether its projection tables equal ours. Not a test.
 #include <SQLiteCpp/SQLiteCpp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <cstdio>
@@ -52,10 +53,15 @@ std::string dump(const std::string& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 4) {
-    std::fprintf(stderr, "usage: bench-consumer-ceiling DB EVENTS USERS [CONSUMER_DB]\n");
+  if (argc < 5) {
+    std::fprintf(stderr, "usage: bench-consumer-ceiling DB EVENTS USERS PROJECTIONS [CONSUMER_DB]\n");
     return 2;
   }
+  const auto kinds = pj::parse_kinds(argv[4]);
+  if (!kinds) return 2;
+  auto wants = [&](pj::kind k) { return std::find(kinds->begin(), kinds->end(), k) != kinds->end(); };
+  const bool w_users = wants(pj::kind::users), w_referrals = wants(pj::kind::referrals),
+             w_balances = wants(pj::kind::balances), w_sessions = wants(pj::kind::sessions);
   const auto events = clerk_sync::test::generate_events(
       {.users = std::atoi(argv[3]), .events = std::atoi(argv[2]), .seed = 1});
   clerk_sync::store::database store(argv[1]);
@@ -102,7 +108,9 @@ int main(int argc, char** argv) {
       auto* e = std::get_if<ev::clerk_event>(&decoded);
       if (!e) continue;
       if (auto* d = std::get_if<ev::user_deleted>(&e->data)) {
-        for (auto& st : tombstones) {
+        for (std::size_t k = 0; k < tombstones.size(); ++k) {
+          if (!(k == 0 ? w_users : k == 1 ? w_referrals : w_balances)) continue;
+          auto& st = tombstones[k];
           st.bind(1, d->id);
           st.bind(2, e->timestamp_ms);
           st.exec();
@@ -112,41 +120,48 @@ int main(int argc, char** argv) {
       }
       const ev::user* u = std::get_if<ev::user>(&e->data);
       if (auto* s = std::get_if<ev::session>(&e->data)) {
-        const auto r = pj::map_session(*s);
-        session.bind(1, r.id);
-        session.bind(2, r.user_id);
-        session.bind(3, r.status);
-        bind_opt(session, 4, r.created_at);
-        session.bind(5, r.updated_at);
-        bind_opt(session, 6, r.last_active_at);
-        bind_opt(session, 7, r.expire_at);
-        bind_opt(session, 8, r.ended_at);
-        session.exec();
-        session.reset();
         if (s->embedded_user) u = &*s->embedded_user;
+        if (w_sessions) {
+          const auto r = pj::map_session(*s);
+          session.bind(1, r.id);
+          session.bind(2, r.user_id);
+          session.bind(3, r.status);
+          bind_opt(session, 4, r.created_at);
+          session.bind(5, r.updated_at);
+          bind_opt(session, 6, r.last_active_at);
+          bind_opt(session, 7, r.expire_at);
+          bind_opt(session, 8, r.ended_at);
+          session.exec();
+          session.reset();
+        }
       }
       if (!u) continue;
-      const auto ur = pj::map_user(*u);
-      user.bind(1, ur.id);
-      bind_opt(user, 2, ur.email);
-      bind_opt(user, 3, ur.first_name);
-      bind_opt(user, 4, ur.last_name);
-      bind_opt(user, 5, ur.username);
-      bind_opt(user, 6, ur.image_url);
-      user.bind(7, ur.role);
-      user.bind(8, ur.banned ? 1 : 0);
-      bind_opt(user, 9, ur.created_at);
-      user.bind(10, ur.updated_at);
-      bind_opt(user, 11, ur.last_sign_in_at);
-      user.exec();
-      user.reset();
-      const auto rr = pj::map_referral(*u);
-      referral.bind(1, rr.user_id);
-      bind_opt(referral, 2, rr.referral_code);
-      bind_opt(referral, 3, rr.referrer_id);
-      referral.bind(4, rr.updated_at);
-      referral.exec();
-      referral.reset();
+      if (w_users) {
+        const auto ur = pj::map_user(*u);
+        user.bind(1, ur.id);
+        bind_opt(user, 2, ur.email);
+        bind_opt(user, 3, ur.first_name);
+        bind_opt(user, 4, ur.last_name);
+        bind_opt(user, 5, ur.username);
+        bind_opt(user, 6, ur.image_url);
+        user.bind(7, ur.role);
+        user.bind(8, ur.banned ? 1 : 0);
+        bind_opt(user, 9, ur.created_at);
+        user.bind(10, ur.updated_at);
+        bind_opt(user, 11, ur.last_sign_in_at);
+        user.exec();
+        user.reset();
+      }
+      if (w_referrals) {
+        const auto rr = pj::map_referral(*u);
+        referral.bind(1, rr.user_id);
+        bind_opt(referral, 2, rr.referral_code);
+        bind_opt(referral, 3, rr.referrer_id);
+        referral.bind(4, rr.updated_at);
+        referral.exec();
+        referral.reset();
+      }
+      if (!w_balances) continue;
       const auto br = pj::map_balance(*u);
       if (const auto* b = std::get_if<pj::balance_row>(&br)) {
         balance.bind(1, b->user_id);
@@ -164,8 +179,8 @@ int main(int argc, char** argv) {
   const double cpu = static_cast<double>(std::clock() - cpu0) / CLOCKS_PER_SEC;
   std::printf("ceiling_events=%zu ceiling_seconds=%.3f ceiling_cpu_seconds=%.3f ceiling_events_per_s=%.0f\n",
               events.size(), secs, cpu, static_cast<double>(events.size()) / secs);
-  if (argc == 5) {
-    const bool same = dump(argv[1]) == dump(argv[4]);
+  if (argc == 6) {
+    const bool same = dump(argv[1]) == dump(argv[5]);
     std::printf("same_rows=%s\n", same ? "yes" : "no");
     return same ? 0 : 1;
   }

@@ -53,6 +53,11 @@ TEST_CASE("an unknown projection or a bad setting: one clear line, exit 2") {
   CHECK(r.err.find("--batch-size") != std::string::npos);
   r = t::run(exe, {}, {{"CLERK_SYNC_PROJECTIONS", ""}});
   CHECK(r.status == 2);
+  t::temp_dir dir;
+  r = t::run(exe, {"--projection", "users,sessions", "--db", (dir / "k.db").string(), "--kafka-property",
+                   "no.such.property=1"});
+  CHECK(r.status == 2);
+  CHECK(r.err.find("no.such.property") != std::string::npos);
   r = t::run(exe, {"--projection", "users", "--db", "/proc/no/such/dir/x.db"});
   CHECK(r.status == 2);
   CHECK(r.err.find("cannot open database") != std::string::npos);
