@@ -82,6 +82,11 @@ std::optional<int> parse(CLI::App& app, int argc, char** argv) {
   } catch (const usage_error& e) {
     std::fprintf(stderr, "%s: %s\n", app.get_name().c_str(), e.what());
     return exit_usage;
+  } catch (const CLI::ExtrasError&) {
+    // CLI11 would repeat the stray arguments: one of them may be a secret
+    // pasted in the wrong place, so name none.
+    std::fprintf(stderr, "%s: unexpected arguments (see --help)\n", app.get_name().c_str());
+    return exit_usage;
   } catch (const CLI::ParseError& e) {
     // One clear line, never the value (it may be a secret).
     std::fprintf(stderr, "%s: %s\n", app.get_name().c_str(), e.what());

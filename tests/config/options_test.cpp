@@ -2,6 +2,10 @@
 
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
 #include <fstream>
 #include <vector>
 
@@ -48,6 +52,28 @@ TEST_CASE("a malformed property or an unknown flag is a usage error (exit 2)") {
   config::add_log_options(app2, log);
   CHECK(parse_args(app2, {"t", "--log-format", "xml"}) == config::exit_usage);
   CHECK(parse_args(app2, {"t", "--no-such-flag"}) == config::exit_usage);
+}
+
+TEST_CASE("stray arguments are refused without being repeated (one may be a secret)") {
+  CLI::App app("t", "t");
+  clerk_sync::kafka::client_config cfg;
+  config::add_kafka_options(app, cfg);
+  clerk_sync::test::temp_dir dir;
+  const auto err_path = dir / "stderr";
+  // Capture this process's stderr around the parse.
+  std::fflush(stderr);
+  const int saved = ::dup(2);
+  const int fd = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  ::dup2(fd, 2);
+  const auto code = parse_args(app, {"t", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"});
+  std::fflush(stderr);
+  ::dup2(saved, 2);
+  ::close(fd);
+  ::close(saved);
+  CHECK(code == config::exit_usage);
+  const auto err = clerk_sync::test::read_file(err_path);
+  CHECK(err.find("unexpected arguments") != std::string::npos);
+  CHECK(err.find("whsec_") == std::string::npos);
 }
 
 TEST_CASE("a properties file that cannot be read is a usage error") {
