@@ -95,7 +95,7 @@ struct applier::statements {
         user_tombstone(db,
                        "INSERT INTO users(id, deleted_at) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET "
                        "deleted_at = excluded.deleted_at WHERE users.deleted_at IS NULL"),
-        referral_get(db, "SELECT NULL, referrer_id, updated_at, deleted_at FROM referrals WHERE user_id = ?"),
+        referral_get(db, "SELECT referrer_id, updated_at, deleted_at FROM referrals WHERE user_id = ?"),
         referral_code_owner(db, "SELECT user_id FROM referrals WHERE referral_code = ? AND user_id <> ?"),
         referral_upsert(db,
                         "INSERT INTO referrals(user_id, referral_code, referrer_id, updated_at) VALUES (?,?,?,?) "
@@ -181,10 +181,10 @@ outcome upsert_referral(statements& s, const event::user& u, std::string& detail
   get.bind(1, r.user_id);
   if (get.executeStep()) {
     const std::optional<std::string> referrer =
-        get.getColumn(1).isNull() ? std::nullopt : std::optional<std::string>(get.getColumn(1).getString());
-    const std::int64_t updated_at = get.getColumn(2).getInt64();
-    const bool deleted = !get.getColumn(3).isNull();
-    const std::int64_t deleted_at = deleted ? get.getColumn(3).getInt64() : 0;
+        get.getColumn(0).isNull() ? std::nullopt : std::optional<std::string>(get.getColumn(0).getString());
+    const std::int64_t updated_at = get.getColumn(1).getInt64();
+    const bool deleted = !get.getColumn(2).isNull();
+    const std::int64_t deleted_at = deleted ? get.getColumn(2).getInt64() : 0;
     get.reset();
     if (r.updated_at < updated_at || (deleted && r.updated_at <= deleted_at)) return outcome::stale;
     // Attribution is set once: a different referrer later is a conflict to
