@@ -60,7 +60,7 @@ TEST_CASE("cmake --install places binaries, units, schemas and the example envir
   CHECK(fs::exists(inst.unitdir() / "clerk-sync-receiver.service"));
   CHECK(fs::exists(inst.unitdir() / "clerk-sync-consumer@.service"));
   CHECK(fs::exists(inst.prefix / "share/doc/clerk-sync/clerk-sync.env.example"));
-  CHECK(fs::exists(inst.prefix / "share/doc/clerk-sync/OPERATIONS.md"));
+  CHECK(fs::exists(inst.prefix / "share/doc/clerk-sync/README.md"));
   CHECK(fs::exists(inst.prefix / "share/clerk-sync/schemas/sql"));
   // Every migration in the source tree is installed.
   int migrations = 0;
