@@ -3,6 +3,9 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <pthread.h>
+#include <signal.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
@@ -173,6 +176,11 @@ void init(format f, level threshold) {
   (void)sink();
   // spdlog 1.10's flush_every() counts whole seconds: too slow for a tail -f.
   static std::jthread flusher([](std::stop_token stop) {
+    // Never the thread a process-directed signal lands on: the programs
+    // take SIGTERM on a thread of their choosing (sigtimedwait, signal_set).
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, nullptr);
     std::mutex m;
     std::condition_variable_any cv;
     std::unique_lock lock(m);
