@@ -36,15 +36,28 @@ using namespace std::chrono_literals;
 constexpr int exit_fatal = 3;
 
 // Keeps /readyz current without blocking the I/O thread: a metadata
-// round-trip each second on a thread of its own.
+// round-trip for the events topic each second on a thread of its own. Ready
+// means the cluster answers and the topic exists (auto-creation is usually
+// off, and without the topic every event would get a 503). Each change of
+// state is logged once.
 class readiness_probe {
  public:
-  readiness_probe(const kafka::producer& p, std::atomic<bool>& ready)
-      : thread_([this, &p, &ready] {
+  readiness_probe(const kafka::producer& p, const std::string& topic, std::atomic<bool>& ready)
+      : thread_([this, &p, topic, &ready] {
+          using state = kafka::producer::topic_state;
+          std::optional<state> last;
           std::unique_lock lock(m_);
           while (!stop_) {
             lock.unlock();
-            ready = p.cluster_reachable(2s);
+            const state now = p.check_topic(topic, 2s);
+            ready = now == state::available;
+            if (now != last) {
+              if (now == state::available)
+                log::info("kafka_ready", {{"topic", topic}});
+              else
+                log::warn(now == state::missing ? "topic_missing" : "kafka_unreachable", {{"topic", topic}});
+              last = now;
+            }
             lock.lock();
             cv_.wait_for(lock, 1s, [this] { return stop_; });
           }
@@ -112,7 +125,7 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
                    opts.topic, publish);
   std::optional<readiness_probe> probe;
   if (producer)
-    probe.emplace(*producer, srv.kafka_ready);
+    probe.emplace(*producer, opts.topic, srv.kafka_ready);
   else
     srv.kafka_ready = true;
 

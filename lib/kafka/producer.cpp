@@ -137,6 +137,21 @@ bool producer::cluster_reachable(std::chrono::milliseconds timeout) const {
   return err == RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 
+producer::topic_state producer::check_topic(const std::string& topic, std::chrono::milliseconds timeout) const {
+  rd_kafka_topic_t* rkt = rd_kafka_topic_new(impl_->rk.get(), topic.c_str(), nullptr);
+  const struct rd_kafka_metadata* md = nullptr;
+  const auto err = rd_kafka_metadata(impl_->rk.get(), 0, rkt, &md, static_cast<int>(timeout.count()));
+  rd_kafka_topic_destroy(rkt);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR || !md) {
+    if (md) rd_kafka_metadata_destroy(md);
+    return topic_state::unreachable;
+  }
+  const bool found = md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR &&
+                     md->topics[0].partition_cnt > 0;
+  rd_kafka_metadata_destroy(md);
+  return found ? topic_state::available : topic_state::missing;
+}
+
 std::optional<std::string> producer::fatal_reason() const { return impl_->fatal_reason(); }
 
 void producer::inject_fatal_error_for_test() {

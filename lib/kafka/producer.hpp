@@ -74,6 +74,11 @@ class producer {
   // A metadata round-trip to the cluster; blocks up to `timeout`.
   [[nodiscard]] bool cluster_reachable(std::chrono::milliseconds timeout) const;
 
+  enum class topic_state { available, missing, unreachable };
+  // Whether `topic` exists with a partition, by a metadata round-trip for it
+  // alone; blocks up to `timeout`.
+  [[nodiscard]] topic_state check_topic(const std::string& topic, std::chrono::milliseconds timeout) const;
+
   [[nodiscard]] std::optional<std::string> fatal_reason() const;
 
   // Test hook: makes librdkafka raise a fatal error (rd_kafka_test_fatal_error).

@@ -4,6 +4,7 @@
 
 #include <csignal>
 
+#include "kafka/admin.hpp"
 #include "kafka/client.hpp"
 #include "support/support.hpp"
 
@@ -122,4 +123,21 @@ TEST_CASE("bad configuration: one line on stderr, exit 2, the secret never echoe
     CHECK(std::count(res.err.begin(), res.err.end(), '\n') == 1);
     CHECK(res.err.find(secret.substr(6)) == std::string::npos);
   }
+}
+
+TEST_CASE("readyz stays 503 while the events topic does not exist, and turns 200 once it is created") {
+  const auto cfg = clerk_sync::test::broker();
+  const auto topic = clerk_sync::test::unique_name("not-yet");
+  const auto secret = clerk_sync::test::random_secret();
+  clerk_sync::test::receiver recv(cfg.brokers, topic, secret);
+  REQUIRE(recv.proc().wait_for_log("msg=topic_missing", std::chrono::seconds(15)));
+  CHECK(clerk_sync::test::send_http(recv.port(), "GET", "/readyz", {}, "").status == 503);
+
+  clerk_sync::kafka::topic_spec spec{topic, 1, 1, {}};
+  REQUIRE(clerk_sync::kafka::create_topic(cfg, spec, std::chrono::seconds(15)) ==
+          clerk_sync::kafka::create_outcome::created);
+  CHECK(recv.wait_ready(std::chrono::seconds(15)));
+  const auto res = clerk_sync::test::post_event(
+      recv.port(), clerk_sync::test::sign_event(secret, clerk_sync::test::user_event_body("user_ready")));
+  CHECK(res.status == 200);
 }
