@@ -39,7 +39,8 @@ struct report_waiter {
 TEST_CASE("a record goes through the real broker and comes back byte-exact with key and headers") {
   const auto cfg = clerk_sync::test::broker();
   const auto topic = clerk_sync::test::fresh_topic("roundtrip", 3);
-  const std::string value("{\"type\":\"user.created\",\"bytes\":\"\x01\xff\"}", 39);
+  // Bytes that are not text must survive too.
+  const std::string value = R"({"type":"user.created","bytes":")" + std::string("\x01\xff\x00", 3) + R"("})";
 
   kafka::producer prod(cfg, {});
   report_waiter waiter;

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <stdexcept>
 
 #include "kafka/admin.hpp"
 
@@ -56,7 +57,9 @@ std::filesystem::path binary_path(const std::string& relative) {
 
 std::string read_file(const std::filesystem::path& p) {
   std::ifstream in(p, std::ios::binary);
-  REQUIRE_MESSAGE(in.good(), "cannot read " << p.string());
+  // An exception, not REQUIRE: this runs inside lazily evaluated INFO()
+  // messages, where a nested doctest context would corrupt doctest's own state.
+  if (!in.good()) throw std::runtime_error("cannot read " + p.string());
   std::ostringstream ss;
   ss << in.rdbuf();
   return ss.str();
