@@ -4,8 +4,6 @@
 
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <set>
@@ -146,42 +144,6 @@ TEST_CASE("a locked database never advances offsets: bounded retries, exit 3 - r
   CHECK(t::query_int(db, "SELECT count(*) FROM balances") == 10);
   CHECK(t::query_int(db, "SELECT count(*) FROM applied_events") ==
         static_cast<std::int64_t>(distinct_svix(events) + distinct_svix(more)));
-}
-
-TEST_CASE("under systemd: READY=1 once subscribed, WATCHDOG=1 pings, STOPPING=1 on SIGTERM, exit 0") {
-  const auto topic = t::fresh_topic("cons-notify", 1);
-  t::temp_dir dir;
-  const auto socket_path = (dir / "notify.sock").string();
-  const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  REQUIRE(socket_path.size() < sizeof(addr.sun_path));
-  std::copy(socket_path.begin(), socket_path.end(), addr.sun_path);
-  REQUIRE(::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0);
-  const timeval rcv_timeout{0, 200'000};
-  REQUIRE(::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &rcv_timeout, sizeof(rcv_timeout)) == 0);
-
-  t::process c(t::binary_path("app/consumer/clerk-sync-consumer"),
-               {"--projection", "users", "--topic", topic, "--db", (dir / "n.db").string(), "--group-prefix",
-                t::unique_name("notify")},
-               {{"KAFKA_BROKERS", t::broker().brokers}, {"NOTIFY_SOCKET", socket_path}, {"WATCHDOG_USEC", "400000"}});
-  std::string received;
-  auto read_until = [&](const std::string& needle, std::chrono::milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (received.find(needle) == std::string::npos && std::chrono::steady_clock::now() < deadline) {
-      char buf[512];
-      const auto n = ::recv(fd, buf, sizeof(buf), 0);
-      if (n > 0) received += std::string(buf, static_cast<std::size_t>(n)) + "\n";
-    }
-    return received.find(needle) != std::string::npos;
-  };
-  CHECK(read_until("READY=1", 20s));
-  CHECK(read_until("WATCHDOG=1", 5s));
-  c.signal(SIGTERM);
-  CHECK(read_until("STOPPING=1", 10s));
-  CHECK(c.wait(20s) == 0);
-  ::close(fd);
 }
 
 TEST_CASE("SIGTERM in the middle of a backlog: the open batch is committed with its offset, exit 0") {

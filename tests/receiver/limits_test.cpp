@@ -6,11 +6,9 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <csignal>
-#include <cstring>
 
 #include "support/support.hpp"
 
@@ -69,38 +67,4 @@ TEST_CASE("connection cap, idle timeout and a half-sent request are bounded") {
   CHECK(slow.closed_within(1000ms));
   CHECK(test::send_http(r.port(), "GET", "/healthz", {}, "").status == 200);  // room again
   CHECK(r.proc().stderr_text().find("msg=refused outcome=max_connections") != std::string::npos);
-}
-
-TEST_CASE("sd_notify: READY=1 once listening, WATCHDOG=1 pings, STOPPING=1 on SIGTERM") {
-  test::temp_dir dir;
-  const auto path = (dir / "notify.sock").string();
-  const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-
-  const auto brokers = test::broker().brokers;
-  const auto topic = test::fresh_topic("recv_notify", 1);
-  test::receiver r(brokers, topic, test::random_secret(), {},
-                   {{"NOTIFY_SOCKET", path}, {"WATCHDOG_USEC", "200000"}, {"WATCHDOG_PID", ""}});
-  std::string got;
-  auto receive_until = [&](const std::string& needle, std::chrono::milliseconds timeout) {
-    const auto until = std::chrono::steady_clock::now() + timeout;
-    while (got.find(needle) == std::string::npos && std::chrono::steady_clock::now() < until) {
-      pollfd p{fd, POLLIN, 0};
-      if (::poll(&p, 1, 100) <= 0) continue;
-      char buf[256];
-      const auto n = ::recv(fd, buf, sizeof buf, 0);
-      if (n > 0) got.append(buf, static_cast<std::size_t>(n)).append("\n");
-    }
-    return got.find(needle) != std::string::npos;
-  };
-  CHECK(receive_until("READY=1", 5s));
-  CHECK(receive_until("WATCHDOG=1\nWATCHDOG=1", 3s));
-  r.proc().signal(SIGTERM);
-  CHECK(receive_until("STOPPING=1", 5s));
-  CHECK(r.proc().wait(20s) == 0);
-  ::close(fd);
 }

@@ -77,7 +77,7 @@ std::string random_secret() {
 }
 
 // Starts `exe` with the notify socket and a 400 ms watchdog, expects READY=1,
-// a watchdog ping, then a clean exit on SIGTERM.
+// watchdog pings, then STOPPING=1 and a clean exit on SIGTERM.
 void check_notify(const fs::path& exe, const std::vector<std::string>& args, std::map<std::string, std::string> env) {
   const test::temp_dir dir;
   notify_socket sock(dir / "notify");
@@ -89,8 +89,12 @@ void check_notify(const fs::path& exe, const std::vector<std::string>& args, std
   INFO("stderr: " << proc.stderr_text());
   INFO("notify messages: " << sock.seen());
   CHECK(ready);
-  if (ready) CHECK(sock.wait_for("WATCHDOG=1", 5s, proc));
+  if (ready) {
+    CHECK(sock.wait_for("WATCHDOG=1", 5s, proc));
+    CHECK(sock.wait_for("WATCHDOG=1", 5s, proc));  // a second ping: a timer, not a one-off
+  }
   proc.signal(SIGTERM);
+  CHECK(sock.wait_for("STOPPING=1", 10s, proc));
   CHECK(proc.wait(20s) == 0);
 }
 
