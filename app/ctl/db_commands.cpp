@@ -155,7 +155,7 @@ struct dead_letter_args {
 int dead_letters_list(const dead_letter_args& a) {
   require_existing(a.db);
   return guarded([&] {
-    store::database db(a.db);
+    store::database db(a.db, {.read_only = true});
     std::optional<projection::kind> only;
     if (!a.projection.empty()) only = kinds_of(a.projection).front();
     const auto letters = projection::list_dead_letters(db, only, a.all);

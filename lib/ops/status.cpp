@@ -18,7 +18,7 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
                                               const std::string& db_path,
                                               const std::vector<projection::kind>& projections,
                                               std::chrono::milliseconds timeout) {
-  store::database db(db_path);
+  store::database db(db_path, {.read_only = true});
   kafka::consumer reader(cfg, "");
   const auto partitions = reader.partitions_of(topic, timeout);
   if (partitions.empty()) throw kafka::fatal_error("topic " + topic + " does not exist or has no partitions");

@@ -33,6 +33,21 @@ void migrate(SQLite::Database& db) {
 }  // namespace
 
 database::database(const std::string& path, const open_options& opts) : path_(path) {
+  if (opts.read_only) {
+    try {
+      db_ = std::make_unique<SQLite::Database>(path, SQLite::OPEN_READONLY | SQLite::OPEN_NOMUTEX);
+      db_->setBusyTimeout(static_cast<int>(opts.busy_timeout.count()));
+      const int version = read_user_version(*db_);
+      const int newest = embedded_migrations().empty() ? 0 : embedded_migrations().back().version;
+      if (version == 0) throw open_error("database " + path + " holds no clerk-sync schema");
+      if (version > newest)
+        throw open_error("database schema version " + std::to_string(version) +
+                         " is newer than this binary knows (" + std::to_string(newest) + ")");
+      return;
+    } catch (const SQLite::Exception& e) {
+      throw open_error("cannot open database " + path + " to read: " + e.what());
+    }
+  }
   // Several processes may open a fresh file at once: switching it to WAL
   // takes an exclusive lock that SQLite reports as busy without waiting, so
   // set-up is retried for as long as the busy timeout allows.

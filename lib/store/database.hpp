@@ -32,6 +32,10 @@ struct db_error : std::runtime_error {
 struct open_options {
   // How long a writer waits for another connection's lock before db_error.
   std::chrono::milliseconds busy_timeout{5'000};
+  // Open an existing file to read only: no WAL switch, no migrations, no
+  // file created (clerk-sync-ctl status and dead-letters list, which an
+  // operator may run as root beside the services' own user).
+  bool read_only = false;
 };
 
 // One embedded migration: schemas/sql/NNN_name.sql, version NNN.

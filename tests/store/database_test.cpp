@@ -73,3 +73,21 @@ TEST_CASE("several connections opening one fresh file at once all end migrated (
   for (auto& t : threads) t.join();
   CHECK(opened.load() == 6);
 }
+
+TEST_CASE("read-only open: reads a migrated file, writes nothing, creates nothing, refuses a non-clerk-sync file") {
+  clerk_sync::test::temp_dir dir;
+  const auto path = (dir / "live.db").string();
+  { store::database rw(path); }
+
+  store::database ro(path, {.read_only = true});
+  CHECK(ro.schema_version() == store::embedded_migrations().back().version);
+  CHECK_THROWS_AS(store::exec(ro, "DELETE FROM users"), store::db_error);
+
+  const auto missing = (dir / "missing.db").string();
+  CHECK_THROWS_AS(store::database(missing, {.read_only = true}), store::open_error);
+  CHECK_FALSE(std::filesystem::exists(missing));
+
+  const auto empty = (dir / "empty.db").string();
+  { SQLite::Database plain(empty, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE); plain.exec("CREATE TABLE t(x)"); }
+  CHECK_THROWS_AS(store::database(empty, {.read_only = true}), store::open_error);
+}
