@@ -114,15 +114,26 @@ void append_field(std::string& out, format f, bool first, std::string_view key,
 
 std::string now_utc() {
   using namespace std::chrono;
-  const auto now = system_clock::now();
-  const auto ms = duration_cast<milliseconds>(now.time_since_epoch()).count() % 1000;
-  const std::time_t t = system_clock::to_time_t(now);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
-  return buf;
+  const auto ms_total = duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+  const std::time_t t = static_cast<std::time_t>(ms_total / 1000);
+  // The date and time change once a second; lines come by the thousand.
+  thread_local std::time_t cached_second = -1;
+  thread_local char prefix[80];
+  if (t != cached_second) {
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    std::snprintf(prefix, sizeof prefix, "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900, tm.tm_mon + 1,
+                  tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    cached_second = t;
+  }
+  const auto ms = static_cast<int>(ms_total % 1000);
+  std::string out(prefix);
+  out += '.';
+  out += static_cast<char>('0' + ms / 100);
+  out += static_cast<char>('0' + ms / 10 % 10);
+  out += static_cast<char>('0' + ms % 10);
+  out += 'Z';
+  return out;
 }
 
 spdlog::level::level_enum to_spdlog(level lv) {
