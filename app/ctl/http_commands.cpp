@@ -11,6 +11,7 @@
 
 #include "commands.hpp"
 #include "config/options.hpp"
+#include "config/secrets.hpp"
 #include "log/log.hpp"
 #include "ops/events.hpp"
 #include "ops/sender.hpp"
@@ -36,20 +37,9 @@ std::string read_input(const std::string& path) {
 
 // The first configured secret: with several (a rotation), the first is the new one.
 verify::key signing_key() {
-  try {
-    if (const char* file = std::getenv("CLERK_WEBHOOK_SECRET_FILE"); file && *file) {
-      std::ifstream in(file, std::ios::binary);
-      if (!in) throw config::usage_error(std::string("cannot read CLERK_WEBHOOK_SECRET_FILE ") + file);
-      std::ostringstream ss;
-      ss << in.rdbuf();
-      return verify::parse_secret_file(ss.str()).front();
-    }
-    if (const char* list = std::getenv("CLERK_WEBHOOK_SECRET"); list && *list)
-      return verify::parse_secret_list(list).front();
-  } catch (const verify::secret_error& e) {
-    throw config::usage_error(e.what());
-  }
-  throw config::usage_error("set CLERK_WEBHOOK_SECRET or CLERK_WEBHOOK_SECRET_FILE");
+  const char* env = std::getenv("CLERK_WEBHOOK_SECRET");
+  const char* file = std::getenv("CLERK_WEBHOOK_SECRET_FILE");
+  return config::load_secrets(env ? std::optional<std::string>(env) : std::nullopt, file ? file : "").front();
 }
 
 struct sign_args {

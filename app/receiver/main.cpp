@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "config/options.hpp"
+#include "config/secrets.hpp"
 #include "http/options.hpp"
 #include "http/server.hpp"
 #include "kafka/producer.hpp"
@@ -201,7 +202,7 @@ int main(int argc, char** argv) {
     clerk_sync::config::apply(opts.log);
     http::validate(opts);
     const char* env = std::getenv("CLERK_WEBHOOK_SECRET");  // read once, here, and nowhere else
-    auto keys = http::load_secrets(env ? std::optional<std::string>(env) : std::nullopt, opts.secret_file);
+    auto keys = clerk_sync::config::load_secrets(env ? std::optional<std::string>(env) : std::nullopt, opts.secret_file);
     const auto where = http::parse_listen(opts.listen);
     return run(opts, std::move(keys), where);
   });

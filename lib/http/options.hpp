@@ -47,12 +47,6 @@ struct listen_address {
 // "127.0.0.1:8080" or "[::1]:8080"; throws usage_error.
 [[nodiscard]] listen_address parse_listen(const std::string& text);
 
-// The keys from CLERK_WEBHOOK_SECRET's value (`env_value`, passed in by
-// main) or from the secret file; exactly one of the two must be set.
-// Throws usage_error.
-[[nodiscard]] std::vector<verify::key> load_secrets(const std::optional<std::string>& env_value,
-                                                    const std::string& secret_file);
-
 // Range checks after parsing (positive durations, deadline below Svix's
 // 15 s, ...); throws usage_error.
 void validate(const receiver_options& opts);
