@@ -1,10 +1,11 @@
 #include "event/clerk_event.hpp"
 
-#include <rapidjson/document.h>
 #include <rapidjson/error/en.h>
 
 #include <charconv>
 #include <string>
+
+#include "event/bounded_json.hpp"
 
 namespace clerk_sync::event {
 namespace {
@@ -132,20 +133,29 @@ std::variant<clerk_event, decode_error> decode(std::string_view body) {
   if (body.find('\0') != std::string_view::npos) return decode_error{"not JSON: NUL byte in body"};
   std::string buffer(body);
   rapidjson::Document doc;
-  doc.ParseInsitu<parse_flags>(buffer.data());
-  if (doc.HasParseError())
-    return decode_error{std::string("not JSON: ") + rapidjson::GetParseError_En(doc.GetParseError()) +
-                        " at byte " + std::to_string(doc.GetErrorOffset())};
-  if (!doc.IsObject()) return decode_error{"body is not a JSON object"};
+  rapidjson::ParseResult parsed;
+  switch (detail::parse_bounded<parse_flags>(doc, buffer.data(), &parsed)) {
+    case detail::parse_outcome::ok: break;
+    case detail::parse_outcome::too_deep:
+      return decode_error{"not JSON: nested deeper than " + std::to_string(max_depth) + " levels"};
+    case detail::parse_outcome::not_json:
+      return decode_error{std::string("not JSON: ") + rapidjson::GetParseError_En(parsed.Code()) +
+                          " at byte " + std::to_string(parsed.Offset())};
+  }
+  const auto env = detail::envelope_of(doc);
+  if (const auto* err = std::get_if<envelope_error>(&env)) {
+    switch (*err) {
+      case envelope_error::no_type: return decode_error{"event without type"};
+      case envelope_error::no_user_id: break;  // a reason by type below
+      default: return decode_error{"body is not a JSON object"};
+    }
+  }
   clerk_event e;
-  const auto type = text(doc, "type");
-  if (!type || type->empty()) return decode_error{"event without type"};
-  e.type = *type;
+  e.type = *text(doc, "type");
   if (const auto ts = millis(doc, "timestamp")) e.timestamp_ms = normalize_timestamp_ms(*ts);
   const json* data = member(doc, "data");
-  const bool is_user = e.type.starts_with("user.");
-  const bool is_session = e.type.starts_with("session.");
-  if (!is_user && !is_session) {
+  const auto family = family_of(e.type);
+  if (family == event_family::other) {
     e.data = other{};
     return e;
   }
@@ -159,7 +169,7 @@ std::variant<clerk_event, decode_error> decode(std::string_view body) {
     auto u = decode_user(*data);
     if (auto* err = std::get_if<decode_error>(&u)) return *err;
     e.data = std::move(std::get<user>(u));
-  } else if (is_session) {
+  } else if (family == event_family::session) {
     auto s = decode_session(*data, e.type);
     if (auto* err = std::get_if<decode_error>(&s)) return *err;
     e.data = std::move(std::get<session>(s));

@@ -61,6 +61,11 @@ struct decision {
   std::string user;
 };
 
+// The part of classify() that needs only the request line: probes, 404 and
+// 405. nullopt for a POST to the webhook path, which needs its body.
+[[nodiscard]] std::optional<decision> route(std::string_view method, std::string_view target,
+                                            const handler_config& cfg, bool kafka_ready);
+
 [[nodiscard]] decision classify(const request_view& req, const handler_config& cfg,
                                 std::chrono::system_clock::time_point now, bool kafka_ready);
 
@@ -74,5 +79,11 @@ struct decision {
 // 413 / 431 answers, for limits the parser enforces before classify().
 [[nodiscard]] response too_large();
 [[nodiscard]] response headers_too_large();
+// 413 for a record Kafka refuses as too large (retrying cannot help).
+[[nodiscard]] response too_large_for_kafka();
+// 503 when the bodies in flight use the whole memory budget.
+[[nodiscard]] response over_memory_budget();
+// 400 for a request the HTTP parser cannot read.
+[[nodiscard]] response bad_request();
 
 }  // namespace clerk_sync::http
