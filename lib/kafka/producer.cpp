@@ -28,6 +28,7 @@ struct producer::impl {
     if (!r.ok) {
       r.error = rd_kafka_err2str(m->err);
       r.possibly_persisted = rd_kafka_message_status(m) == RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED;
+      r.too_large = m->err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE;
     }
     (*cb)(r);
   }
@@ -55,13 +56,17 @@ producer::producer(const client_config& cfg, const producer_options& opts, fatal
   impl_->on_fatal = std::move(on_fatal);
   const std::string timeout = std::to_string(opts.message_timeout.count());
   const std::string linger = std::to_string(opts.linger.count());
+  const std::string max_bytes = std::to_string(opts.max_message_bytes);
   auto conf = detail::make_conf(cfg,
                                 {
-                                    {"message.timeout.ms", timeout},
                                     {"linger.ms", linger},
                                     {"socket.keepalive.enable", "true"},
                                 },
                                 {
+                                    // Derived from the caller's deadline and size limits, which
+                                    // they must agree with (see http::validate).
+                                    {"message.timeout.ms", timeout},
+                                    {"message.max.bytes", max_bytes},
                                     // Exactly the guarantees the receiver promises Svix.
                                     {"enable.idempotence", "true"},
                                     {"acks", "all"},
@@ -113,6 +118,7 @@ enqueue_status producer::produce(const outgoing_record& rec, delivery_callback o
   if (why) *why = rd_kafka_err2str(err);
   if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) return enqueue_status::queue_full;
   if (err == RD_KAFKA_RESP_ERR__FATAL) return enqueue_status::fatal;
+  if (err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE) return enqueue_status::too_large;
   return enqueue_status::rejected;
 }
 

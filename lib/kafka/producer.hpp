@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -23,6 +24,9 @@ struct producer_options {
   // HTTP answer inside Svix's 15 s window.
   std::chrono::milliseconds message_timeout{10'000};
   std::chrono::milliseconds linger{2};
+  // Largest record (value, key, headers and framing) sent; a larger one is
+  // refused at produce() as too_large, before anything reaches a broker.
+  std::size_t max_message_bytes = 1'000'000;
 };
 
 struct outgoing_record {
@@ -40,13 +44,16 @@ struct delivery_report {
   // The record timed out or failed after it was sent: it may be in the log
   // anyway. Harmless for us (the consumers deduplicate), but worth a log line.
   bool possibly_persisted = false;
+  // The record is over a size limit (ours or the broker's): retrying cannot help.
+  bool too_large = false;
 };
 
 enum class enqueue_status {
   queued,      // a delivery report will follow
   queue_full,  // backpressure: answer 503, try later
   fatal,       // the producer is finished: stop intake, exit non-zero
-  rejected,    // this record cannot be produced (too large, unknown topic…)
+  too_large,   // over max_message_bytes: this record can never be produced
+  rejected,    // this record cannot be produced (unknown topic…); see `why`
 };
 
 class producer {
