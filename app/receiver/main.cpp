@@ -15,6 +15,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <mutex>
+#include <sys/resource.h>
 #include <thread>
 
 #include "config/options.hpp"
@@ -81,8 +82,32 @@ class readiness_probe {
   std::thread thread_;
 };
 
+// Raises the soft RLIMIT_NOFILE to the hard limit (systemd's default soft
+// limit is 1024) and returns the descriptors now available.
+std::uint64_t raise_nofile_limit() {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return 1024;
+  if (lim.rlim_cur < lim.rlim_max) {
+    rlimit raised = lim;
+    raised.rlim_cur = lim.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) lim = raised;
+  }
+  return lim.rlim_cur == RLIM_INFINITY ? std::uint64_t{1} << 20 : static_cast<std::uint64_t>(lim.rlim_cur);
+}
+
 int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key> keys,
         const http::listen_address& where) {
+  // Connections must never take the descriptors Kafka needs to reconnect.
+  const auto nofile = raise_nofile_limit();
+  const auto max_connections = http::connection_cap(opts.max_connections, nofile);
+  if (nofile < http::fd_reserve + 16)
+    throw clerk_sync::config::usage_error("RLIMIT_NOFILE is " + std::to_string(nofile) + ": at least " +
+                                          std::to_string(http::fd_reserve + 16) + " descriptors are needed");
+  (max_connections < opts.max_connections ? log::warn : log::info)(
+      "limits", {{"nofile", nofile}, {"fd_reserve", http::fd_reserve}, {"max_connections", max_connections},
+                 {"max_connections_asked", opts.max_connections}, {"body_limit", opts.body_limit},
+                 {"body_memory_budget", opts.body_memory_budget}});
+
   const std::size_t secret_count = keys.size();  // the number only, never a value
   net::io_context ioc(1);
   const std::chrono::milliseconds deadline(opts.publish_deadline_ms);
@@ -95,7 +120,7 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
   http::publish_fn publish;
   if (opts.bench_ack_immediately) {
     log::warn("bench_mode", {{"outcome", "kafka skipped: every event is acknowledged without being stored"}});
-    publish = [](const kafka::outgoing_record&, kafka::producer::delivery_callback done) {
+    publish = [](const kafka::outgoing_record&, kafka::producer::delivery_callback done, std::string*) {
       done(kafka::delivery_report{true, -1, -1, {}, false});
       return kafka::enqueue_status::queued;
     };
@@ -103,7 +128,8 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
     kafka::producer_options popts;
     // The delivery report must arrive before the HTTP deadline, so that the
     // answer reflects what Kafka decided rather than a guess.
-    popts.message_timeout = deadline - std::min<std::chrono::milliseconds>(1000ms, deadline / 4);
+    popts.message_timeout = http::message_timeout(opts);
+    popts.max_message_bytes = http::max_message_bytes(opts);
     producer = std::make_unique<kafka::producer>(opts.kafka, popts, [&ioc, &begin_shutdown](const std::string& why) {
       net::post(ioc, [&begin_shutdown, why] {
         log::error("producer_fatal", {{"error", why}});
@@ -111,8 +137,8 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
       });
     });
     kafka::producer* p = producer.get();
-    publish = [p](const kafka::outgoing_record& rec, kafka::producer::delivery_callback done) {
-      return p->produce(rec, std::move(done));
+    publish = [p](const kafka::outgoing_record& rec, kafka::producer::delivery_callback done, std::string* why) {
+      return p->produce(rec, std::move(done), why);
     };
   }
 
@@ -121,7 +147,8 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
                                    std::chrono::milliseconds(opts.read_timeout_ms),
                                    std::chrono::milliseconds(opts.idle_timeout_ms),
                                    deadline,
-                                   opts.max_connections};
+                                   max_connections,
+                                   opts.body_memory_budget};
   http::server srv(ioc, where, {opts.path, std::move(keys), std::chrono::seconds(opts.tolerance_s)}, limits,
                    opts.topic, publish);
   std::optional<readiness_probe> probe;

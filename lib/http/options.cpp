@@ -2,6 +2,7 @@
 
 #include <boost/asio/ip/address.hpp>
 
+#include <algorithm>
 #include <charconv>
 
 namespace clerk_sync::http {
@@ -40,6 +41,10 @@ void add_receiver_options(CLI::App& app, receiver_options& o) {
   app.add_option("--max-connections", o.max_connections, "Open connections above this are refused")
       ->envname("CLERK_SYNC_MAX_CONNECTIONS")
       ->capture_default_str();
+  app.add_option("--body-memory-budget", o.body_memory_budget,
+                 "Bytes of request bodies buffered across all connections (503 with Retry-After above)")
+      ->envname("CLERK_SYNC_BODY_MEMORY_BUDGET")
+      ->capture_default_str();
   // Hidden (empty group): answers 200 without Kafka; only for scripts/bench.
   app.add_flag("--bench-ack-immediately", o.bench_ack_immediately)->group("");
   config::add_kafka_options(app, o.kafka);
@@ -64,14 +69,36 @@ listen_address parse_listen(const std::string& text) {
   return {host, static_cast<std::uint16_t>(port)};
 }
 
+std::size_t connection_cap(std::size_t requested, std::uint64_t nofile) {
+  if (nofile <= fd_reserve) return 0;
+  return static_cast<std::size_t>(std::min<std::uint64_t>(requested, nofile - fd_reserve));
+}
+
+std::chrono::milliseconds message_timeout(const receiver_options& o) {
+  return std::chrono::milliseconds(o.publish_deadline_ms) - decision_margin;
+}
+
+std::size_t max_message_bytes(const receiver_options& o) {
+  // The key (a user id) and the record headers (svix-id, svix-timestamp,
+  // the event type, received-at) come from the header block and the body.
+  return o.body_limit + o.header_limit + 4096;
+}
+
 void validate(const receiver_options& o) {
   if (o.path.empty() || o.path.front() != '/') throw config::usage_error("--path must start with '/'");
   if (o.topic.empty()) throw config::usage_error("--topic must not be empty");
   if (o.tolerance_s <= 0) throw config::usage_error("--tolerance must be positive");
   if (o.body_limit == 0) throw config::usage_error("--body-limit must be positive");
   if (o.header_limit < 1024) throw config::usage_error("--header-limit must be at least 1024");
-  if (o.publish_deadline_ms < 500 || o.publish_deadline_ms > 14'000)
-    throw config::usage_error("--publish-deadline-ms must be 500..14000 (Svix gives up after 15 s)");
+  if (o.publish_deadline_ms < 2500 || o.publish_deadline_ms > 14'000)
+    throw config::usage_error(
+        "--publish-deadline-ms must be 2500..14000 (Svix gives up after 15 s; Kafka's verdict needs 1.5 s before it)");
+  if (o.body_memory_budget < o.body_limit)
+    throw config::usage_error("--body-memory-budget must be at least --body-limit");
+  for (const auto& [key, value] : o.kafka.properties)
+    if (key == "message.timeout.ms" || key == "message.max.bytes")
+      throw config::usage_error("kafka property '" + key +
+                                "' is derived from --publish-deadline-ms and --body-limit; set those instead");
   if (o.read_timeout_ms <= 0 || o.idle_timeout_ms <= 0 || o.shutdown_grace_ms <= 0)
     throw config::usage_error("timeouts must be positive");
   if (o.max_connections == 0) throw config::usage_error("--max-connections must be positive");

@@ -31,6 +31,7 @@ struct receiver_options {
   std::int64_t idle_timeout_ms = 60'000;            // --idle-timeout-ms, CLERK_SYNC_IDLE_TIMEOUT_MS
   std::int64_t shutdown_grace_ms = 15'000;          // --shutdown-grace-ms, CLERK_SYNC_SHUTDOWN_GRACE_MS
   std::size_t max_connections = 4096;               // --max-connections, CLERK_SYNC_MAX_CONNECTIONS
+  std::size_t body_memory_budget = 64 * 1024 * 1024;  // --body-memory-budget (bytes), CLERK_SYNC_BODY_MEMORY_BUDGET
   bool bench_ack_immediately = false;               // --bench-ack-immediately (hidden; benchmarks only)
   kafka::client_config kafka;                       // --brokers/KAFKA_BROKERS, --kafka-property, ...
   config::log_options log;                          // --log-format, --log-level
@@ -47,8 +48,25 @@ struct listen_address {
 // "127.0.0.1:8080" or "[::1]:8080"; throws usage_error.
 [[nodiscard]] listen_address parse_listen(const std::string& text);
 
+// File descriptors kept back from connections: Kafka's sockets (a few per
+// broker), the readiness probe, the logs, the event loop.
+inline constexpr std::size_t fd_reserve = 256;
+
+// The connection cap that leaves `fd_reserve` of `nofile` descriptors free:
+// min(requested, nofile - fd_reserve), 0 when nothing is left.
+[[nodiscard]] std::size_t connection_cap(std::size_t requested, std::uint64_t nofile);
+
+// The producer's settings, derived so that they agree with the HTTP side:
+// Kafka's verdict must come at least `decision_margin` before the publish
+// deadline (librdkafka scans message timeouts once a second), and a body at
+// the limit, with its key and headers, must fit in one record.
+inline constexpr std::chrono::milliseconds decision_margin{1500};
+[[nodiscard]] std::chrono::milliseconds message_timeout(const receiver_options& opts);
+[[nodiscard]] std::size_t max_message_bytes(const receiver_options& opts);
+
 // Range checks after parsing (positive durations, deadline below Svix's
-// 15 s, ...); throws usage_error.
+// 15 s and long enough for the decision margin, no Kafka property that the
+// options above derive, ...); throws usage_error.
 void validate(const receiver_options& opts);
 
 }  // namespace clerk_sync::http

@@ -10,6 +10,9 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include <array>
+#include <utility>
+
 #include "log/log.hpp"
 
 namespace clerk_sync::http {
@@ -45,6 +48,50 @@ struct server::impl : std::enable_shared_from_this<impl> {
   std::atomic<bool>* ready = nullptr;
   std::list<connection> open;
   bool stopping = false;
+  std::size_t body_bytes = 0;  // reserved by requests whose bodies are being read or held
+  std::array<char, 16 * 1024> discard{};  // lingering reads land here (one thread: no race)
+  // Refusals at the connection cap: the first is logged, then a count a minute.
+  std::chrono::steady_clock::time_point refused_logged{};
+  std::size_t refused_since = 0;
+
+  // A share of the body memory budget, returned when the request is over.
+  class reservation {
+   public:
+    reservation() = default;
+    reservation(impl* owner, std::size_t n) : owner_(owner), n_(n) { owner_->body_bytes += n_; }
+    reservation(reservation&& o) noexcept : owner_(std::exchange(o.owner_, nullptr)), n_(o.n_) {}
+    reservation& operator=(reservation&& o) noexcept {
+      std::swap(owner_, o.owner_);
+      std::swap(n_, o.n_);
+      return *this;
+    }
+    ~reservation() {
+      if (owner_) owner_->body_bytes -= n_;
+    }
+    explicit operator bool() const { return owner_ != nullptr; }
+
+   private:
+    impl* owner_ = nullptr;
+    std::size_t n_ = 0;
+  };
+
+  // Reserves what the body can take: its Content-Length, or the limit when
+  // chunked. An empty reservation means the budget is spent.
+  reservation reserve(std::optional<std::uint64_t> content_length) {
+    const std::size_t n = content_length ? static_cast<std::size_t>(*content_length) : limits.body_limit;
+    if (n > limits.body_memory_budget - std::min(body_bytes, limits.body_memory_budget)) return {};
+    return {this, n};
+  }
+
+  void log_refused() {
+    ++refused_since;
+    const auto now = std::chrono::steady_clock::now();
+    if (refused_logged != std::chrono::steady_clock::time_point{} && now - refused_logged < std::chrono::minutes(1))
+      return;
+    log::warn("refused", {{"outcome", "max_connections"}, {"connections", open.size()}, {"count", refused_since}});
+    refused_logged = now;
+    refused_since = 0;
+  }
 
   impl(net::io_context& io, handler_config h, const server_limits& l, std::string t, publish_fn p)
       : ioc(io), acceptor(io), handler(std::move(h)), limits(l), topic(std::move(t)), publish(std::move(p)) {}
@@ -57,13 +104,13 @@ struct server::impl : std::enable_shared_from_this<impl> {
       if (stopping) co_return;
       if (ec) {
         // Out of file descriptors and the like: back off instead of spinning.
-        log::warn("accept_failed", {{"error", ec.message()}});
+        log::error("accept_failed", {{"error", ec.message()}});
         backoff.expires_after(std::chrono::milliseconds(100));
         (void)co_await backoff.async_wait(nothrow);
         continue;
       }
       if (open.size() >= limits.max_connections) {
-        log::warn("refused", {{"outcome", "max_connections"}, {"connections", open.size()}});
+        log_refused();
         beast::error_code ignored;
         sock.close(ignored);
         continue;
@@ -74,7 +121,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
 
   net::awaitable<bhttp::response<bhttp::string_body>> answer_publish(const decision& d, std::string_view body,
                                                                      int& status, std::int32_t& partition,
-                                                                     std::int64_t& offset, std::string& outcome) {
+                                                                     std::int64_t& offset, std::string& outcome,
+                                                                     std::string& why) {
     struct pending {
       explicit pending(net::any_io_executor ex) : timer(ex) {}
       std::optional<kafka::delivery_report> report;
@@ -87,7 +135,6 @@ struct server::impl : std::enable_shared_from_this<impl> {
     p->timer.expires_after(limits.publish_deadline);
     const auto& pub = *d.publish;
     const kafka::outgoing_record rec{topic, pub.key, body, record_headers(pub, now_ms())};
-    std::string why;
     auto on_report = [p, ex = ioc.get_executor()](const kafka::delivery_report& r) {
       // A report given inline by publish() (the bench-only immediate
       // acknowledgement) is already on our thread; a real one arrives on the
@@ -110,13 +157,16 @@ struct server::impl : std::enable_shared_from_this<impl> {
     };
     kafka::enqueue_status st;
     try {
-      st = publish(rec, std::move(on_report));
+      st = publish(rec, std::move(on_report), &why);
     } catch (const std::exception& e) {
       st = kafka::enqueue_status::rejected;
       why = e.what();
     }
     response r;
-    if (st != kafka::enqueue_status::queued) {
+    if (st == kafka::enqueue_status::too_large) {
+      outcome = "too_large_for_kafka";
+      r = too_large_for_kafka();
+    } else if (st != kafka::enqueue_status::queued) {
       outcome = st == kafka::enqueue_status::queue_full ? "queue_full"
                 : st == kafka::enqueue_status::fatal    ? "producer_fatal"
                                                          : "produce_rejected";
@@ -128,8 +178,14 @@ struct server::impl : std::enable_shared_from_this<impl> {
         outcome = "deadline";
         r = unavailable("kafka did not acknowledge in time");
       } else if (!p->report->ok) {
-        outcome = p->report->possibly_persisted ? "not_acknowledged_possibly_persisted" : "not_acknowledged";
-        r = unavailable("kafka did not acknowledge");
+        why = p->report->error;
+        if (p->report->too_large) {
+          outcome = "too_large_for_kafka";
+          r = too_large_for_kafka();
+        } else {
+          outcome = p->report->possibly_persisted ? "not_acknowledged_possibly_persisted" : "not_acknowledged";
+          r = unavailable("kafka did not acknowledge");
+        }
       } else {
         partition = p->report->partition;
         offset = p->report->offset;
@@ -166,16 +222,20 @@ struct server::impl : std::enable_shared_from_this<impl> {
   }
 
   void log_request(const decision& d, std::string_view outcome, int status, std::int32_t partition,
-                   std::int64_t offset, std::chrono::steady_clock::time_point started) {
+                   std::int64_t offset, std::chrono::steady_clock::time_point started, std::string_view why) {
     const auto ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
     std::string_view msg = d.msg;
-    if (d.publish && status != 200) msg = "unavailable";
+    if (d.publish && status != 200) msg = status == 413 ? "rejected" : "unavailable";
     if (msg == "published")
       log::info(msg, {{"svix_id", d.svix_id}, {"type", d.type}, {"user", d.user}, {"status", status},
                       {"outcome", outcome}, {"partition", partition}, {"offset", offset}, {"ms", ms}});
     else if (msg == "probe")
       log::debug(msg, {{"outcome", outcome}, {"status", status}, {"ms", ms}});
+    else if (!why.empty())
+      // A produce failure: librdkafka's reason, so that an operator can tell why.
+      log::error(msg, {{"svix_id", d.svix_id}, {"type", d.type}, {"user", d.user}, {"status", status},
+                       {"outcome", outcome}, {"error", why}, {"ms", ms}});
     else if (msg == "unavailable")
       log::warn(msg, {{"svix_id", d.svix_id}, {"type", d.type}, {"user", d.user}, {"status", status},
                       {"outcome", outcome}, {"ms", ms}});
@@ -184,14 +244,41 @@ struct server::impl : std::enable_shared_from_this<impl> {
                       {"outcome", outcome}, {"ms", ms}});
   }
 
-  // Answers a request the parser refused (limits); the connection closes after.
-  net::awaitable<void> refuse(beast::tcp_stream& stream, const response& r, std::string_view outcome) {
+  // Answers before the request was read to its end (a limit, a route, the
+  // budget), then closes without resetting: the client may still be sending,
+  // and a close with unread input would make its kernel drop our answer.
+  net::awaitable<void> answer_early(beast::tcp_stream& stream, const response& r, std::string_view msg,
+                                    std::string_view outcome, std::string_view svix_id = {}) {
     auto res = to_beast(r);
     res.keep_alive(false);
     res.prepare_payload();
-    log::info("rejected", {{"status", r.status}, {"outcome", outcome}});
+    if (r.status == 503)
+      log::warn(msg, {{"svix_id", svix_id}, {"status", r.status}, {"outcome", outcome}});
+    else
+      log::info(msg, {{"svix_id", svix_id}, {"status", r.status}, {"outcome", outcome}});
     stream.expires_after(limits.read_timeout);
-    (void)co_await bhttp::async_write(stream, res, nothrow);
+    auto [ec, n] = co_await bhttp::async_write(stream, res, nothrow);
+    if (!ec) co_await linger(stream);
+  }
+
+  // What nginx calls a lingering close: after our FIN, read and discard what
+  // the client still sends, for at most `read_timeout` and a few bodies' worth.
+  net::awaitable<void> linger(beast::tcp_stream& stream) {
+    beast::error_code ec;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    if (ec) co_return;
+    stream.expires_after(limits.read_timeout);
+    std::size_t left = std::max<std::size_t>(8 * 1024 * 1024, 4 * limits.body_limit);
+    while (left > 0) {
+      auto [rec, n] = co_await stream.async_read_some(net::buffer(discard), nothrow);
+      if (rec) break;  // the client's EOF, or our deadline
+      left -= std::min(left, n);
+    }
+  }
+
+  static bool wants_continue(const bhttp::request<bhttp::string_body>& req) {
+    const auto it = req.find(bhttp::field::expect);
+    return it != req.end() && beast::iequals(it->value(), "100-continue");
   }
 
   net::awaitable<void> serve(beast::tcp_stream& stream, connection& me) {
@@ -202,40 +289,67 @@ struct server::impl : std::enable_shared_from_this<impl> {
       parser.header_limit(static_cast<std::uint32_t>(limits.header_limit));
       parser.body_limit(limits.body_limit);
       me.busy = false;
-      // A keep-alive connection may idle; a started request must keep coming.
-      stream.expires_after(buffer.size() == 0 ? limits.idle_timeout : limits.read_timeout);
-      auto [ec, n] = co_await bhttp::async_read_header(stream, buffer, parser, nothrow);
-      if (ec == bhttp::error::header_limit) co_return co_await refuse(stream, headers_too_large(), "header_limit");
-      if (ec == bhttp::error::body_limit) co_return co_await refuse(stream, too_large(), "body_limit");
-      if (ec) co_return;  // closed, timed out, garbage: nothing to answer
-      me.busy = true;
-      const auto started = std::chrono::steady_clock::now();
-      if (!parser.is_done()) {
-        stream.expires_after(limits.read_timeout);
-        auto [ec2, n2] = co_await bhttp::async_read(stream, buffer, parser, nothrow);
-        if (ec2 == bhttp::error::body_limit) co_return co_await refuse(stream, too_large(), "body_limit");
-        if (ec2) co_return;
+      // A silent connection may idle; once a request's first byte is here,
+      // its whole header must follow within the read timeout.
+      if (buffer.size() == 0) {
+        stream.expires_after(limits.idle_timeout);
+        auto [ec, n] = co_await stream.async_read_some(buffer.prepare(4096), nothrow);
+        if (ec) co_return;  // closed or idle too long: nothing to answer
+        buffer.commit(n);
       }
+      me.busy = true;
+      stream.expires_after(limits.read_timeout);
+      auto [ec, n] = co_await bhttp::async_read_header(stream, buffer, parser, nothrow);
+      if (ec == bhttp::error::header_limit)
+        co_return co_await answer_early(stream, headers_too_large(), "rejected", "header_limit");
+      if (ec == bhttp::error::body_limit) co_return co_await answer_early(stream, too_large(), "rejected", "body_limit");
+      if (ec == bhttp::error::end_of_stream || ec == bhttp::error::partial_message) co_return;
+      if (ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category())
+        co_return co_await answer_early(stream, bad_request(), "rejected", "bad_request");
+      if (ec) co_return;  // closed or timed out: nothing to answer
+      const auto started = std::chrono::steady_clock::now();
       auto& req = parser.get();
-      const request_view view{
-          std::string_view(req.method_string().data(), req.method_string().size()),
-          std::string_view(req.target().data(), req.target().size()), req.body(),
-          [&req](std::string_view name) -> std::optional<std::string_view> {
-            const auto it = req.find(beast::string_view(name.data(), name.size()));
-            if (it == req.end()) return std::nullopt;
-            return std::string_view(it->value().data(), it->value().size());
-          }};
+      const auto method = std::string_view(req.method_string().data(), req.method_string().size());
+      const auto target = std::string_view(req.target().data(), req.target().size());
+      reservation held;
+      if (!parser.is_done()) {
+        // A body follows: decide what the header alone decides, before reading it.
+        if (auto d = route(method, target, handler, ready && ready->load()))
+          co_return co_await answer_early(stream, d->answer, d->msg, d->outcome);
+        const auto length = parser.content_length();
+        held = reserve(length ? std::optional<std::uint64_t>(*length) : std::nullopt);
+        if (!held) co_return co_await answer_early(stream, over_memory_budget(), "unavailable", "memory_budget");
+        if (wants_continue(req)) {
+          static constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
+          auto [cec, cn] = co_await net::async_write(stream, net::buffer(go_on), nothrow);
+          if (cec) co_return;
+        }
+        stream.expires_after(limits.read_timeout);
+        while (!parser.is_done()) {
+          auto [ec2, n2] = co_await bhttp::async_read_some(stream, buffer, parser, nothrow);
+          if (ec2 == bhttp::error::body_limit)
+            co_return co_await answer_early(stream, too_large(), "rejected", "body_limit");
+          if (ec2) co_return;
+        }
+      }
+      const request_view view{method, target, req.body(),
+                              [&req](std::string_view name) -> std::optional<std::string_view> {
+                                const auto it = req.find(beast::string_view(name.data(), name.size()));
+                                if (it == req.end()) return std::nullopt;
+                                return std::string_view(it->value().data(), it->value().size());
+                              }};
       const auto d = classify(view, handler, std::chrono::system_clock::now(), ready && ready->load());
       int status = d.answer.status;
       std::int32_t partition = -1;
       std::int64_t offset = -1;
       std::string outcome(d.outcome);
+      std::string why;
       bhttp::response<bhttp::string_body> res;
       if (d.publish)
-        res = co_await answer_publish(d, req.body(), status, partition, offset, outcome);
+        res = co_await answer_publish(d, req.body(), status, partition, offset, outcome, why);
       else
         res = to_beast(d.answer);
-      log_request(d, outcome, status, partition, offset, started);
+      log_request(d, outcome, status, partition, offset, started, why);
       res.keep_alive(req.keep_alive() && !stopping);
       res.prepare_payload();
       if (req.method() == bhttp::verb::head) res.body().clear();

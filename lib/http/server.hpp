@@ -6,6 +6,14 @@
 // connection's executor, and the answer is sent from there, or a 503 when
 // the publish deadline passes first. All members run on the io_context's
 // thread, except as noted.
+//
+// Timeouts: a silent connection is closed after `idle_timeout`; once a
+// request's first byte arrives, its whole header must arrive within
+// `read_timeout`, and its whole body within `read_timeout` after that. An
+// answer given before the body was read (413, 431, 400, 404, 405, 503) is
+// followed by a lingering close: input is read and discarded for a bounded
+// time and size, so that a client still sending reads the status.
+// `Expect: 100-continue` is answered with 100 once the header is acceptable.
 
 #include <boost/asio/io_context.hpp>
 
@@ -29,12 +37,15 @@ struct server_limits {
   std::chrono::milliseconds idle_timeout{60'000};
   std::chrono::milliseconds publish_deadline{10'000};
   std::size_t max_connections = 4096;
+  // Bytes of request bodies buffered across all connections; a request whose
+  // body would not fit gets 503 with Retry-After before any of it is read.
+  std::size_t body_memory_budget = 64 * 1024 * 1024;
 };
 
 // Queues one record; the callback runs exactly once (any thread) when the
-// status is `queued`, never otherwise.
-using publish_fn =
-    std::function<kafka::enqueue_status(const kafka::outgoing_record&, kafka::producer::delivery_callback)>;
+// status is `queued`, never otherwise; otherwise `why` may say why.
+using publish_fn = std::function<kafka::enqueue_status(const kafka::outgoing_record&,
+                                                       kafka::producer::delivery_callback, std::string* why)>;
 
 class server {
  public:

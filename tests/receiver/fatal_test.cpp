@@ -16,7 +16,7 @@ TEST_CASE("a fatal producer error stops intake and exits 3, with a 503 for the e
   const std::string topic = "clerk.events.fatal";
   mock.create_topic(topic, 1);
   const auto secret = test::random_secret();
-  test::receiver r(mock.bootstrap_servers(), topic, secret, {"--publish-deadline-ms", "2000", "--kafka-property", "enable.gapless.guarantee=true"});
+  test::receiver r(mock.bootstrap_servers(), topic, secret, {"--publish-deadline-ms", "2500", "--kafka-property", "enable.gapless.guarantee=true"});
   REQUIRE(test::post_event(r.port(), test::sign_event(secret, test::user_event_body("user_a"))).status == 200);
   // With the gapless guarantee, a sequence the broker refuses is a fatal
   // idempotence error: the producer cannot go on.

@@ -7,7 +7,15 @@
 #include <boost/beast/http.hpp>
 #include <doctest/doctest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <cerrno>
+#include <charconv>
 #include <random>
 #include <thread>
 
@@ -92,7 +100,8 @@ http_result post_event(int port, const signed_event& e, std::chrono::millisecond
 }
 
 receiver::receiver(const std::string& brokers, const std::string& topic, const std::string& secret,
-                   const std::vector<std::string>& extra_args, const std::map<std::string, std::string>& extra_env)
+                   const std::vector<std::string>& extra_args, const std::map<std::string, std::string>& extra_env,
+                   const std::vector<std::string>& launcher)
     : port_(free_port()) {
   std::vector<std::string> args{"--listen", "127.0.0.1:" + std::to_string(port_), "--brokers", brokers, "--topic",
                                 topic};
@@ -100,7 +109,15 @@ receiver::receiver(const std::string& brokers, const std::string& topic, const s
   std::map<std::string, std::string> env{
       {"CLERK_WEBHOOK_SECRET", secret}, {"CLERK_WEBHOOK_SECRET_FILE", ""}, {"NOTIFY_SOCKET", ""}};
   for (const auto& [k, v] : extra_env) env[k] = v;
-  proc_ = std::make_unique<process>(binary_path("app/receiver/clerk-sync-receiver"), args, env);
+  const auto exe = binary_path("app/receiver/clerk-sync-receiver");
+  if (launcher.empty()) {
+    proc_ = std::make_unique<process>(exe, args, env);
+  } else {
+    std::vector<std::string> all(launcher.begin() + 1, launcher.end());
+    all.push_back(exe.string());
+    all.insert(all.end(), args.begin(), args.end());
+    proc_ = std::make_unique<process>(launcher.front(), all, env);
+  }
   REQUIRE_MESSAGE(proc_->wait_for_log("msg=listening", std::chrono::seconds(15)), proc_->stderr_text());
 }
 
@@ -111,6 +128,80 @@ bool receiver::wait_ready(std::chrono::milliseconds timeout) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   return false;
+}
+
+// CLOEXEC: a broker the test restarts meanwhile must not inherit (and hold open) our sockets.
+raw_conn::raw_conn(int port) : fd_(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+  REQUIRE(fd_ >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<std::uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+}
+
+raw_conn::~raw_conn() { ::close(fd_); }
+
+bool raw_conn::send(std::string_view s) {
+  while (!s.empty()) {
+    const auto n = ::send(fd_, s.data(), s.size(), MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    s.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+bool raw_conn::closed_within(std::chrono::milliseconds timeout) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  char buf[4096];
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
+    const auto n = ::recv(fd_, buf, sizeof buf, MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN)) return true;
+  }
+}
+
+std::string raw_conn::read_until(std::string_view needle, std::chrono::milliseconds timeout) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  std::string got;
+  char buf[4096];
+  while (got.find(needle) == std::string::npos) {
+    // At least one look, even with no time left (a zero timeout polls).
+    const auto left = std::max<std::int64_t>(
+        0, std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now()).count());
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left)) <= 0) break;
+    const auto n = ::recv(fd_, buf, sizeof buf, MSG_DONTWAIT);
+    if (n <= 0) break;
+    got.append(buf, static_cast<std::size_t>(n));
+  }
+  return got;
+}
+
+int status_of(std::string_view text) {
+  int status = 0;
+  if (text.starts_with("HTTP/1.1 ") && text.size() >= 12) (void)std::from_chars(text.data() + 9, text.data() + 12, status);
+  return status;
+}
+
+own_broker::own_broker() : port_(free_port()), cport_(free_port()) { control("start"); }
+
+own_broker::~own_broker() { (void)run("stop"); }
+
+void own_broker::control(const std::string& cmd) {
+  const auto r = run(cmd);
+  REQUIRE_MESSAGE(r.status == 0, cmd << ": " << r.err);
+}
+
+run_result own_broker::run(const std::string& cmd) {
+  return test::run(source_path("scripts/kafka-local"), {cmd},
+                   {{"KAFKA_LOCAL_PORT", std::to_string(port_)},
+                    {"KAFKA_LOCAL_CONTROLLER_PORT", std::to_string(cport_)},
+                    {"KAFKA_LOCAL_DIR", (dir_ / "kafka").string()}},
+                   std::chrono::seconds(120));
 }
 
 std::vector<kafka::message> read_topic(const std::string& brokers, const std::string& topic,

@@ -9,10 +9,12 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "kafka/consumer.hpp"
 #include "support/process.hpp"
+#include "support/support.hpp"
 
 namespace clerk_sync::test {
 
@@ -46,11 +48,13 @@ struct signed_event {
 [[nodiscard]] http_result post_event(int port, const signed_event& e,
                                      std::chrono::milliseconds timeout = std::chrono::seconds(20));
 
-// The receiver as a child process on a free port, ready when it logged `listening`.
+// The receiver as a child process on a free port, ready when it logged
+// `listening`. `launcher` runs it through another command (e.g. prlimit).
 class receiver {
  public:
   receiver(const std::string& brokers, const std::string& topic, const std::string& secret,
-           const std::vector<std::string>& extra_args = {}, const std::map<std::string, std::string>& extra_env = {});
+           const std::vector<std::string>& extra_args = {}, const std::map<std::string, std::string>& extra_env = {},
+           const std::vector<std::string>& launcher = {});
   [[nodiscard]] int port() const { return port_; }
   [[nodiscard]] process& proc() { return *proc_; }
   // Waits until /readyz answers 200 (the producer reached the cluster).
@@ -59,6 +63,48 @@ class receiver {
  private:
   int port_;
   std::unique_ptr<process> proc_;
+};
+
+// A raw TCP connection to 127.0.0.1, for holding sockets open, trickling
+// bytes or sending whole requests by hand.
+class raw_conn {
+ public:
+  explicit raw_conn(int port);
+  ~raw_conn();
+  raw_conn(const raw_conn&) = delete;
+  raw_conn& operator=(const raw_conn&) = delete;
+  [[nodiscard]] int fd() const { return fd_; }
+  // Sends all of `s`; false when the peer is gone.
+  bool send(std::string_view s);
+  // True when the server closed the connection within `timeout`.
+  bool closed_within(std::chrono::milliseconds timeout);
+  // Reads until `needle` has arrived, the peer closes, or `timeout`; returns what arrived.
+  std::string read_until(std::string_view needle, std::chrono::milliseconds timeout);
+
+ private:
+  int fd_;
+};
+
+// The status of the first HTTP response in `text` ("HTTP/1.1 413 ..."), or 0.
+[[nodiscard]] int status_of(std::string_view text);
+
+// A broker of the test's own (scripts/kafka-local on free ports, its own
+// folder), so that stopping it does not disturb the shared test broker.
+class own_broker {
+ public:
+  own_broker();
+  ~own_broker();
+  own_broker(const own_broker&) = delete;
+  own_broker& operator=(const own_broker&) = delete;
+  [[nodiscard]] std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  // start | stop | status; REQUIREs success.
+  void control(const std::string& cmd);
+
+ private:
+  [[nodiscard]] run_result run(const std::string& cmd);
+  temp_dir dir_;
+  int port_;
+  int cport_;
 };
 
 // Every record of `topic` (all partitions, from the beginning) until the

@@ -1,0 +1,263 @@
+// The receiver under hostile traffic, on the real binary over loopback: no
+// client, however rude, can starve, crash or blind it (issue: trickled
+// headers, descriptors, memory, deep JSON, early answers, size contract).
+
+#include "receiver/harness.hpp"
+
+#include <doctest/doctest.h>
+
+#include <sys/resource.h>
+
+#include <fstream>
+#include <thread>
+
+#include "kafka/admin.hpp"
+
+namespace test = clerk_sync::test;
+namespace kafka = clerk_sync::kafka;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::chrono::milliseconds since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+}
+
+// "Name: value\r\n" lines of a signed event's headers.
+std::string header_lines(const test::signed_event& e) {
+  std::string s;
+  for (const auto& [k, v] : e.headers) s += k + ": " + v + "\r\n";
+  return s;
+}
+
+// A valid user.created of about `size` bytes (padding in a field nobody reads).
+std::string body_of_size(const std::string& user, std::size_t size) {
+  const std::string head = R"({"type":"user.created","object":"event","timestamp":1700000000000,"data":{"id":")" + user +
+                           R"(","updated_at":1700000000000,"padding":")";
+  const std::string tail = R"("}})";
+  REQUIRE(size > head.size() + tail.size());
+  return head + std::string(size - head.size() - tail.size(), 'x') + tail;
+}
+
+std::size_t peak_rss_kib(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.starts_with("VmHWM:")) return std::stoul(line.substr(6));
+  return 0;
+}
+
+}  // namespace
+
+TEST_CASE("a trickled header or body is closed within the read timeout; a silent connection only when idle") {
+  const auto secret = test::random_secret();
+  test::receiver r(test::broker().brokers, test::fresh_topic("recv_trickle", 1), secret,
+                   {"--read-timeout-ms", "1000", "--idle-timeout-ms", "30000"});
+  test::raw_conn silent(r.port());
+  test::raw_conn header(r.port());
+  const auto t0 = std::chrono::steady_clock::now();
+  header.send("POST /webhooks/clerk HTTP/1.1\r\n");
+  bool closed = false;
+  for (int i = 0; i < 100 && !closed; ++i)
+    closed = !header.send("X-Trickle-" + std::to_string(i) + ": 1\r\n") || header.closed_within(200ms);
+  CHECK(closed);
+  MESSAGE("trickled header closed after " << since(t0).count() << " ms (read timeout 1000 ms, idle 30000 ms)");
+  CHECK(since(t0) < 10s);  // far below the idle timeout, whatever the load
+  CHECK_FALSE(silent.closed_within(200ms));  // past the read timeout, a silent connection is still served
+
+  test::raw_conn body(r.port());
+  const auto t1 = std::chrono::steady_clock::now();
+  body.send("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n");
+  closed = false;
+  for (int i = 0; i < 100 && !closed; ++i) closed = !body.send("x") || body.closed_within(200ms);
+  CHECK(closed);
+  CHECK(since(t1) < 10s);
+  CHECK(test::send_http(r.port(), "GET", "/healthz", {}, "").status == 200);
+}
+
+TEST_CASE("descriptors: under prlimit --nofile=1024, more connections than that and a broker restart still end in 200") {
+  test::own_broker broker;
+  const std::string topic = test::unique_name("recv_nofile");
+  REQUIRE(kafka::create_topic({broker.address(), {}}, {topic, 1, 1, {{"retention.ms", "-1"}}}, 30s) ==
+          kafka::create_outcome::created);
+  const auto secret = test::random_secret();
+  test::receiver r(broker.address(), topic, secret, {"--idle-timeout-ms", "300000"}, {},
+                   {"/usr/bin/prlimit", "--nofile=1024:1024", "--"});
+  REQUIRE(r.wait_ready(30s));
+  // The cap leaves a reserve for Kafka, the probe and the logs, and says so.
+  CHECK(r.proc().wait_for_log("msg=limits nofile=1024 fd_reserve=256 max_connections=768", 5s));
+
+  // This test needs more descriptors than the receiver has.
+  rlimit lim{};
+  REQUIRE(getrlimit(RLIMIT_NOFILE, &lim) == 0);
+  REQUIRE(lim.rlim_max >= 2048);
+  lim.rlim_cur = lim.rlim_max;
+  REQUIRE(setrlimit(RLIMIT_NOFILE, &lim) == 0);
+  std::vector<std::unique_ptr<test::raw_conn>> conns;
+  for (int i = 0; i < 1100; ++i) conns.push_back(std::make_unique<test::raw_conn>(r.port()));
+  CHECK(r.proc().wait_for_log("msg=refused outcome=max_connections", 10s));
+
+  // Kafka must be able to reconnect while every connection slot is taken.
+  broker.control("stop");
+  broker.control("start");
+
+  // At the cap a new connection is refused; once some close, a webhook gets 200.
+  conns.erase(conns.begin(), conns.begin() + 50);
+  const auto e = test::sign_event(secret, test::user_event_body("user_nofile"));
+  int status = 0;
+  const auto until = std::chrono::steady_clock::now() + 90s;
+  while (status != 200 && std::chrono::steady_clock::now() < until) {
+    status = test::post_event(r.port(), e, 15s).status;
+    if (status != 200) std::this_thread::sleep_for(500ms);
+  }
+  CHECK(status == 200);
+  CHECK(r.proc().running());
+  CHECK(r.proc().stderr_text().find("Too many open files") == std::string::npos);
+}
+
+TEST_CASE("memory: 1,000 connections sending 1 MiB bodies slowly are held to the body budget; the rest get 503") {
+  const auto secret = test::random_secret();
+  test::receiver r(test::broker().brokers, test::fresh_topic("recv_memory", 1), secret,
+                   {"--read-timeout-ms", "60000", "--body-memory-budget", std::to_string(64 * 1024 * 1024)});
+  const std::string header = "POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n";
+  constexpr std::size_t n = 1000;
+  constexpr std::size_t chunk = 64 * 1024;
+  std::vector<std::unique_ptr<test::raw_conn>> conns;
+  std::vector<std::size_t> sent(n, 0);
+  std::vector<int> status(n, 0);
+  rlimit lim{};
+  REQUIRE(getrlimit(RLIMIT_NOFILE, &lim) == 0);
+  lim.rlim_cur = lim.rlim_max;
+  REQUIRE(setrlimit(RLIMIT_NOFILE, &lim) == 0);
+  for (std::size_t i = 0; i < n; ++i) {
+    conns.push_back(std::make_unique<test::raw_conn>(r.port()));
+    REQUIRE(conns.back()->send(header + std::string(1024, 'x')));
+    sent[i] = 1024;
+  }
+  const auto until = std::chrono::steady_clock::now() + 120s;
+  for (bool pending = true; pending && std::chrono::steady_clock::now() < until;) {
+    pending = false;
+    std::this_thread::sleep_for(100ms);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (status[i] != 0) continue;
+      const auto got = conns[i]->read_until("\r\n\r\n", 0ms);
+      if (!got.empty()) {
+        status[i] = test::status_of(got);
+        continue;
+      }
+      if (sent[i] < 1024 * 1024) {
+        const auto k = std::min(chunk, 1024 * 1024 - sent[i]);
+        if (conns[i]->send(std::string(k, 'x'))) sent[i] += k;
+      }
+      pending = true;
+    }
+  }
+  std::size_t busy = 0, read_whole = 0;
+  for (const auto s : status) {
+    if (s == 503) ++busy;
+    if (s == 400) ++read_whole;  // read to the end, then refused: no Svix headers
+  }
+  const auto rss = peak_rss_kib(r.proc().pid());
+  MESSAGE("1,000 x 1 MiB slow bodies: " << read_whole << " read whole, " << busy << " answered 503; receiver peak RSS "
+                                        << rss / 1024 << " MiB (budget 64 MiB)");
+  CHECK(busy + read_whole == n);
+  CHECK(read_whole >= 64);  // at least the budget's worth is served
+  CHECK(busy >= 800);
+  CHECK(rss < 200 * 1024);  // not 1,000 MiB
+  CHECK(r.proc().wait_for_log("outcome=memory_budget", 5s));
+}
+
+TEST_CASE("a signed body nested 200,000 levels deep gets 400 and the receiver lives") {
+  const auto secret = test::random_secret();
+  test::receiver r(test::broker().brokers, test::fresh_topic("recv_deep", 1), secret);
+  std::string deep = R"({"type":"user.created","data":{"id":"user_deep","x":)";
+  deep += std::string(200'000, '[') + std::string(200'000, ']') + "}}";
+  const auto res = test::post_event(r.port(), test::sign_event(secret, deep));
+  CHECK(res.status == 400);
+  CHECK(r.proc().running());
+  CHECK(test::send_http(r.port(), "GET", "/healthz", {}, "").status == 200);
+  CHECK(r.proc().wait_for_log("outcome=too_deep", 5s));
+}
+
+TEST_CASE("early answers reach the client: a whole 2 MiB upload reads its 413, Expect: 100-continue gets 100 then 200") {
+  const auto secret = test::random_secret();
+  test::receiver r(test::broker().brokers, test::fresh_topic("recv_early", 1), secret);
+  REQUIRE(r.wait_ready(20s));
+  const std::string big(2 * 1024 * 1024, 'x');
+  {
+    test::raw_conn c(r.port());
+    CHECK(c.send("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(big.size()) +
+                 "\r\n\r\n" + big));
+    CHECK(test::status_of(c.read_until("\r\n\r\n", 10s)) == 413);
+  }
+  {
+    test::raw_conn c(r.port());  // chunked: the limit is found half-way through
+    std::string chunked = "POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+    for (std::size_t i = 0; i < 32; ++i) chunked += "10000\r\n" + std::string(0x10000, 'y') + "\r\n";
+    chunked += "0\r\n\r\n";
+    CHECK(c.send(chunked));
+    CHECK(test::status_of(c.read_until("\r\n\r\n", 10s)) == 413);
+  }
+  {
+    test::raw_conn c(r.port());  // 100-continue for an acceptable header, then the real answer
+    const auto e = test::sign_event(secret, test::user_event_body("user_expect"));
+    CHECK(c.send("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: " +
+                 std::to_string(e.body.size()) + "\r\n" + header_lines(e) + "\r\n"));
+    CHECK(c.read_until("\r\n\r\n", 10s).starts_with("HTTP/1.1 100 Continue\r\n\r\n"));
+    CHECK(c.send(e.body));
+    CHECK(test::status_of(c.read_until("\r\n\r\n", 20s)) == 200);
+  }
+  {
+    test::raw_conn c(r.port());  // the final status at once for a header that is not acceptable
+    CHECK(c.send("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: " +
+                 std::to_string(big.size()) + "\r\n\r\n"));
+    CHECK(test::status_of(c.read_until("\r\n\r\n", 10s)) == 413);
+  }
+  {
+    test::raw_conn c(r.port());
+    CHECK(c.send("POST /elsewhere HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n"));
+    CHECK(test::status_of(c.read_until("\r\n\r\n", 10s)) == 404);
+  }
+  CHECK(r.proc().running());
+}
+
+TEST_CASE("one size contract: a body at the limit fits in a record; one Kafka refuses as too large gets 413, not 503") {
+  const auto secret = test::random_secret();
+  const auto brokers = test::broker().brokers;
+  // A topic sized for the receiver's records (what clerk-sync-ctl topic ensure sets).
+  const std::string roomy = test::unique_name("recv_size_roomy");
+  REQUIRE(kafka::create_topic(test::broker(), {roomy, 1, 1, {{"max.message.bytes", "2097152"}}}, 15s) ==
+          kafka::create_outcome::created);
+  {
+    test::receiver r(brokers, roomy, secret);
+    REQUIRE(r.wait_ready(20s));
+    const auto at_limit = test::post_event(r.port(), test::sign_event(secret, body_of_size("user_at_limit", 1024 * 1024)));
+    CHECK(at_limit.status == 200);
+  }
+  // The broker's default limit (about 1 MiB) and a receiver allowed 2 MiB bodies.
+  const auto plain = test::fresh_topic("recv_size_plain", 1);
+  test::receiver r(brokers, plain, secret, {"--body-limit", std::to_string(2 * 1024 * 1024)});
+  REQUIRE(r.wait_ready(20s));
+  const auto res = test::post_event(r.port(), test::sign_event(secret, body_of_size("user_big", 1536 * 1024)));
+  CHECK(res.status == 413);
+  CHECK(r.proc().wait_for_log("outcome=too_large_for_kafka", 5s));
+  CHECK(r.proc().stderr_text().find("error=") != std::string::npos);  // librdkafka's reason, logged
+  // The producer lives on.
+  CHECK(test::post_event(r.port(), test::sign_event(secret, test::user_event_body("user_after"))).status == 200);
+}
+
+TEST_CASE("settings that would let the HTTP deadline beat Kafka's verdict, or disagree on sizes, stop start-up with exit 2") {
+  const auto secret = test::random_secret();
+  const auto exe = test::binary_path("app/receiver/clerk-sync-receiver");
+  const std::map<std::string, std::string> env{{"CLERK_WEBHOOK_SECRET", secret}, {"CLERK_WEBHOOK_SECRET_FILE", ""}};
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"--publish-deadline-ms", "2000"},
+           {"--kafka-property", "message.timeout.ms=9000"},
+           {"--kafka-property", "message.max.bytes=100000"},
+           {"--body-memory-budget", "1000"}}) {
+    CAPTURE(args.back());
+    const auto res = test::run(exe, args, env, 10s);
+    CHECK(res.status == 2);
+    CHECK(std::count(res.err.begin(), res.err.end(), '\n') == 1);
+  }
+}
