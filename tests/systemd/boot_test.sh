@@ -9,7 +9,7 @@
 # exit, whatever failed.
 #
 # Environment: CLERK_SYNC_TEST_BROKERS (scripts/test sets it), BUILD_DIR
-# (default build). The rootfs is cached in .local/systemd-boot/ (git-ignored);
+# (default build). Its findings and figures: BUILD_DIR/systemd-boot/last-run.log. The rootfs is cached in .local/systemd-boot/ (git-ignored);
 # delete that folder to rebuild it.
 set -euo pipefail
 
@@ -18,8 +18,12 @@ cd "$repo"
 build=${BUILD_DIR:-$repo/build}
 brokers=${CLERK_SYNC_TEST_BROKERS:?CLERK_SYNC_TEST_BROKERS is not set: run through scripts/test}
 
-say() { echo "systemd-boot: $*"; }
-fail() { echo "systemd-boot: FAIL: $*" >&2; exit 1; }
+# What the run saw, kept after a passing ctest run (which shows no output).
+mkdir -p "$build/systemd-boot"
+report="$build/systemd-boot/last-run.log"
+: >"$report"
+say() { echo "systemd-boot: $*" | tee -a "$report"; }
+fail() { echo "systemd-boot: FAIL: $*" | tee -a "$report" >&2; exit 1; }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 
