@@ -101,6 +101,16 @@ TEST_CASE("the source units say what the issue asks for") {
   CHECK(receiver.find("LoadCredential=webhook-secret:/etc/clerk-sync/webhook-secret") != std::string::npos);
   CHECK(receiver.find("CLERK_WEBHOOK_SECRET_FILE=%d/webhook-secret") != std::string::npos);
   CHECK(receiver.find("CLERK_WEBHOOK_SECRET=") == std::string::npos);
+  // Exit 2 (a bad setting) is not retried; every other failure is.
+  CHECK(receiver.find("\nRestartPreventExitStatus=2\n") != std::string::npos);
+  CHECK(consumer.find("\nRestartPreventExitStatus=2\n") != std::string::npos);
+  // The receiver's connection cap (default 4096) stays below its file limit.
+  CHECK(receiver.find("\nLimitNOFILE=8192\n") != std::string::npos);
+  // The receiver's dynamic user is its own; the consumers share theirs, so
+  // every projection can write the one database.
+  CHECK(receiver.find("\nUser=clerk-sync-receiver\n") != std::string::npos);
+  CHECK(receiver.find("\nUser=clerk-sync\n") == std::string::npos);
+  CHECK(consumer.find("\nUser=clerk-sync\n") != std::string::npos);
   CHECK(consumer.find("--projection %i") != std::string::npos);
   CHECK(consumer.find("StateDirectory=clerk-sync") != std::string::npos);
   CHECK(consumer.find("CLERK_SYNC_DB=/var/lib/clerk-sync/clerk-sync.db") != std::string::npos);

@@ -1,0 +1,335 @@
+#!/usr/bin/env bash
+# The systemd-boot layer: the Debian package installed and run as an operator
+# would, under a real systemd. Builds the package (scripts/package), boots a
+# cached Debian 12 rootfs with systemd as PID 1 (systemd-nspawn, throwaway
+# overlay), `apt-get install ./clerk-sync_….deb` inside, writes the
+# environment file and the webhook secret, starts the receiver and the four
+# consumers against the test broker on the host's loopback, and checks what
+# the units promise. Everything it starts (the box included) is stopped on
+# exit, whatever failed.
+#
+# Environment: CLERK_SYNC_TEST_BROKERS (scripts/test sets it), BUILD_DIR
+# (default build). Its findings and figures: BUILD_DIR/systemd-boot/last-run.log. The rootfs is cached in .local/systemd-boot/ (git-ignored);
+# delete that folder to rebuild it.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$repo"
+build=${BUILD_DIR:-$repo/build}
+brokers=${CLERK_SYNC_TEST_BROKERS:?CLERK_SYNC_TEST_BROKERS is not set: run through scripts/test}
+
+# What the run saw, kept after a passing ctest run (which shows no output).
+mkdir -p "$build/systemd-boot"
+report="$build/systemd-boot/last-run.log"
+: >"$report"
+say() { echo "systemd-boot: $*" | tee -a "$report"; }
+fail() { echo "systemd-boot: FAIL: $*" | tee -a "$report" >&2; exit 1; }
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+
+scripts/bootstrap   # systemd-container, mmdebstrap, lintian and the rest
+
+# --- the package -------------------------------------------------------------
+deb=$(BUILD_DIR="$build" PACKAGE_DIR="$build/systemd-boot" scripts/package | tail -n 1)
+[ -f "$deb" ] || fail "scripts/package printed no package path"
+say "package $(basename "$deb")"
+
+# --- the rootfs, built once ----------------------------------------------------
+# The mirror is the host's own: its apt sources are handed to mmdebstrap,
+# which also leaves them in the box for apt-get install.
+sources=()
+for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+  [ -f "$f" ] && grep -qE '^[[:space:]]*(deb|URIs:)' "$f" && sources+=("$f")
+done
+((${#sources[@]})) || fail "the host has no apt sources to take the mirror from"
+include=systemd,systemd-sysv,dbus,libnss-systemd,iproute2,procps,sqlite3
+key=$( (echo "$include"; cat "${sources[@]}") | sha256sum | cut -c1-12)
+cache="$repo/.local/systemd-boot"
+rootfs="$cache/rootfs-$key"
+if [ ! -f "$rootfs/.complete" ]; then
+  say "building the Debian 12 rootfs once into .local/systemd-boot (a minute or two)"
+  mkdir -p "$cache"
+  rm -rf "$rootfs.tmp"
+  mmdebstrap --quiet --variant=minbase --include="$include" --skip=cleanup/apt/lists \
+    bookworm "$rootfs.tmp" "${sources[@]}" >&2
+  touch "$rootfs.tmp/.complete"
+  rm -rf "$rootfs"
+  mv "$rootfs.tmp" "$rootfs"
+  # Older rootfs (other sources or packages) are of no further use.
+  find "$cache" -mindepth 1 -maxdepth 1 -name 'rootfs-*' ! -name "rootfs-$key" -exec rm -rf {} +
+fi
+
+# --- the box -----------------------------------------------------------------
+name="clerk-sync-boot-$$"
+cgroups=()
+for h in systemd unified; do
+  [ -d "/sys/fs/cgroup/$h" ] && [ ! -d "/sys/fs/cgroup/$h/$name" ] && cgroups+=("/sys/fs/cgroup/$h/$name")
+done
+nspawn_pid=""
+box_pid=""
+workdir=$(mktemp -d)
+
+cleanup() {
+  local rc=$?
+  set +e
+  if [ -n "$nspawn_pid" ] && kill -0 "$nspawn_pid" 2>/dev/null; then
+    kill -TERM "$nspawn_pid"  # a clean halt of the box
+    for _ in $(seq 1 60); do kill -0 "$nspawn_pid" 2>/dev/null || break; sleep 0.5; done
+    kill -0 "$nspawn_pid" 2>/dev/null && kill -KILL "$nspawn_pid"
+  fi
+  # Without systemd on the host nothing reaps the box's cgroups: end what is
+  # left in them, by pid, and remove them deepest first.
+  local cg d p
+  for cg in "${cgroups[@]}"; do
+    [ -d "$cg" ] || continue
+    for _ in 1 2 3; do
+      while read -r d; do
+        while read -r p; do [ -n "$p" ] && [ "$p" != 0 ] && kill -KILL "$p" 2>/dev/null; done <"$d/cgroup.procs"
+      done < <(find "$cg" -type d)
+      sleep 0.2
+      find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null
+      [ -d "$cg" ] || break
+    done
+    [ -d "$cg" ] && echo "systemd-boot: could not remove cgroup $cg" >&2
+  done
+  rm -rf "$workdir"
+  if ((rc)); then echo "systemd-boot: failed (exit $rc); box stopped" >&2; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+t_boot=$(now)
+(
+  # nspawn's cgroups go under one of ours, so that cleanup can find them.
+  for cg in "${cgroups[@]}"; do mkdir -p "$cg" && echo "$BASHPID" >"$cg/cgroup.procs"; done
+  exec setsid systemd-nspawn --quiet --boot --directory="$rootfs" --machine="$name" --register=no \
+    --keep-unit --volatile=overlay --console=pipe --link-journal=no </dev/null >"$workdir/console.log" 2>&1
+) &
+nspawn_pid=$!
+
+# The box's PID 1: a process under nspawn whose innermost pid is 1.
+for _ in $(seq 1 100); do
+  for s in /proc/[0-9]*/status; do
+    pid=${s#/proc/}; pid=${pid%/status}
+    nspid=$(sed -n 's/^NSpid:[[:space:]]*//p' "$s" 2>/dev/null) || continue
+    set -- $nspid
+    [ $# -ge 2 ] && [ "${!#}" = 1 ] || continue
+    cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || continue
+    ppid=$(sed -n 's/^PPid:[[:space:]]*//p' "$s")
+    # Its parent is our nspawn (or a child of it).
+    if [ "$ppid" = "$nspawn_pid" ] || grep -qs "^PPid:[[:space:]]*$nspawn_pid\$" "/proc/$ppid/status"; then
+      box_pid=$pid; break 2
+    fi
+  done
+  kill -0 "$nspawn_pid" 2>/dev/null || { cat "$workdir/console.log" >&2; fail "systemd-nspawn exited"; }
+  sleep 0.2
+done
+[ -n "$box_pid" ] || fail "no PID 1 of the box found"
+
+box() { nsenter -t "$box_pid" -a "$@"; }
+state=$(timeout 120 nsenter -t "$box_pid" -a systemctl is-system-running --wait || true)
+[ "$state" = running ] || { box systemctl --failed --no-pager >&2 || true; fail "the box's systemd is '$state', not running"; }
+boot_s=$(elapsed "$t_boot" "$(now)")
+say "box booted: systemd running in ${boot_s} s"
+
+# --- install -----------------------------------------------------------------
+box sh -c 'cat >/root/clerk-sync.deb' <"$deb"
+debname=$(basename "$deb")
+box sh -c "mv /root/clerk-sync.deb /root/$debname"
+if ! box sh -c "cd /root && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ./$debname" \
+    >"$workdir/apt.log" 2>&1; then
+  # The cached package lists may be older than the mirror: refresh once.
+  box sh -c 'apt-get update -q' >>"$workdir/apt.log" 2>&1 || true
+  box sh -c "cd /root && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ./$debname" \
+    >>"$workdir/apt.log" 2>&1 || { tail -n 30 "$workdir/apt.log" >&2; fail "apt-get install ./$debname failed"; }
+fi
+say "installed with apt-get: $(grep -c '^Setting up' "$workdir/apt.log") packages set up"
+
+units=(clerk-sync-receiver clerk-sync-consumer@users clerk-sync-consumer@balances clerk-sync-consumer@referrals
+       clerk-sync-consumer@sessions)
+for u in "${units[@]}"; do
+  [ "$(box systemctl is-enabled "$u" 2>/dev/null || true)" = disabled ] || fail "$u is enabled by the install"
+  [ "$(box systemctl is-active "$u" 2>/dev/null || true)" = inactive ] || fail "$u was started by the install"
+done
+for f in /lib/systemd/system/clerk-sync-receiver.service '/lib/systemd/system/clerk-sync-consumer@.service' \
+         /usr/bin/clerk-sync-receiver /usr/share/doc/clerk-sync/copyright /usr/share/clerk-sync/schemas/sql; do
+  box test -e "$f" || fail "the package did not install $f"
+done
+# (Output to a variable, never `| grep -q`: with pipefail an early grep exit
+# turns the writer's SIGPIPE into a failure.)
+conffiles=$(box dpkg-query -W -f='${Conffiles}\n' clerk-sync)
+grep -q '/etc/clerk-sync/clerk-sync.env' <<<"$conffiles" ||
+  fail "/etc/clerk-sync/clerk-sync.env is not a conffile"
+
+# --- configure, as an operator would -------------------------------------------
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+topic="clerk.events.boot-$$-$RANDOM"
+secret="whsec_$(head -c 32 /dev/urandom | base64 -w0)"
+box sh -c "sed -i \
+  -e 's|^KAFKA_BROKERS=.*|KAFKA_BROKERS=$brokers|' \
+  -e 's|^CLERK_SYNC_TOPIC=.*|CLERK_SYNC_TOPIC=$topic|' \
+  -e 's|^CLERK_SYNC_LISTEN=.*|CLERK_SYNC_LISTEN=127.0.0.1:$port|' \
+  /etc/clerk-sync/clerk-sync.env && echo CLERK_SYNC_GROUP_PREFIX=clerk-sync-boot-$$ >>/etc/clerk-sync/clerk-sync.env"
+# The secret travels on stdin, never on a command line.
+box sh -c 'umask 077 && cat >/etc/clerk-sync/webhook-secret' <<<"$secret"
+box sh -c 'set -a && . /etc/clerk-sync/clerk-sync.env && set +a &&
+  clerk-sync-ctl topic ensure --partitions 3 --replication-factor 1' >"$workdir/topic.log" 2>&1 ||
+  { cat "$workdir/topic.log" >&2; fail "clerk-sync-ctl topic ensure failed"; }
+
+# --- start: Type=notify means start returns once READY=1 came ------------------
+t_start=$(now)
+box systemctl start "${units[@]}" || { box systemctl status --no-pager "${units[@]}" >&2 || true; fail "start failed"; }
+ready_s=$(elapsed "$t_start" "$(now)")
+say "5 units started and ready (READY=1) in ${ready_s} s"
+show() { box systemctl show -P "$2" "$1"; }
+for u in "${units[@]}"; do
+  [ "$(show "$u" Type)" = notify ] || fail "$u is not Type=notify"
+  [ "$(show "$u" ActiveState)/$(show "$u" SubState)" = active/running ] || fail "$u is not active/running"
+done
+
+# --- the sandbox applies to every main process ---------------------------------
+mainpid() {
+  local p
+  p=$(show "$1" MainPID)
+  [[ "$p" =~ ^[1-9][0-9]*$ ]] || fail "$1 has no main process (MainPID=$p)"
+  echo "$p"
+}
+declare -A uid_of
+for u in "${units[@]}"; do
+  pid=$(mainpid "$u")
+  status=$(box cat "/proc/$pid/status")
+  field() { awk -v k="$1:" '$1 == k { print $2 }' <<<"$status"; }
+  [ "$(field Seccomp)" = 2 ] || fail "$u: Seccomp is $(field Seccomp), not 2"
+  [ "$(field NoNewPrivs)" = 1 ] || fail "$u: NoNewPrivs is $(field NoNewPrivs), not 1"
+  for c in CapInh CapPrm CapEff CapBnd CapAmb; do
+    [ "$(field "$c")" = 0000000000000000 ] || fail "$u: $c is $(field "$c")"
+  done
+  uid=$(field Uid)
+  ((uid >= 61184 && uid <= 65519)) || fail "$u runs as uid $uid, not a dynamic one"
+  uid_of[$u]=$uid
+  say "$u: pid $pid uid $uid Seccomp 2 NoNewPrivs 1 no capabilities"
+done
+for u in "${units[@]:2}"; do
+  [ "${uid_of[$u]}" = "${uid_of[clerk-sync-consumer@users]}" ] || fail "$u does not share the consumers' user"
+done
+[ "${uid_of[clerk-sync-receiver]}" != "${uid_of[clerk-sync-consumer@users]}" ] ||
+  fail "the receiver shares its uid with the consumers"
+
+# --- signed events over HTTP end as rows ----------------------------------------
+url="http://127.0.0.1:$port/webhooks/clerk"
+ctl="$build/app/ctl/clerk-sync-ctl"
+[ -x "$ctl" ] || ctl=$(find "$build/app" -name clerk-sync-ctl -type f -perm -u+x | head -n 1)
+msg="msg_sdboot$$x$RANDOM"
+fixture=tests/fixtures/clerk/user.created.json
+fixture_user=$(sed -n 's/^    "id": "\(user_[^"]*\)".*/\1/p' "$fixture" | head -n 1)
+[ -n "$fixture_user" ] || fail "no user id in $fixture"
+headers=()
+while IFS= read -r h; do headers+=(-H "$h"); done < <(CLERK_WEBHOOK_SECRET=$secret "$ctl" sign --id "$msg" "$fixture")
+code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 30 -H 'content-type: application/json' "${headers[@]}" \
+  --data-binary @"$fixture" "$url")
+[ "$code" = 200 ] || [ "$code" = 204 ] || fail "the signed fixture got HTTP $code"
+generated=40
+CLERK_WEBHOOK_SECRET=$secret "$ctl" send --url "$url" --generate "$generated" --seed "$$" >"$workdir/send.log" 2>&1 ||
+  { cat "$workdir/send.log" >&2; fail "clerk-sync-ctl send failed"; }
+expected=$((generated + 1))
+sql() { box sqlite3 -readonly /var/lib/clerk-sync/clerk-sync.db "$1" 2>/dev/null; }
+for p in users balances referrals sessions; do
+  n=0
+  for _ in $(seq 1 240); do
+    n=$(sql "SELECT count(*) FROM applied_events WHERE projection = '$p'" || echo 0)
+    [ "${n:-0}" -ge "$expected" ] && break
+    sleep 0.5
+  done
+  [ "${n:-0}" -eq "$expected" ] || fail "projection $p applied $n of $expected events"
+done
+[ "$(sql "SELECT count(*) FROM applied_events WHERE svix_id = '$msg'")" = 4 ] ||
+  fail "$msg is not applied by all four projections"
+[ "$(sql "SELECT count(*) FROM users WHERE id = '$fixture_user'")" = 1 ] || fail "no users row for $fixture_user"
+rows=""
+for t in users balances referrals sessions; do
+  c=$(sql "SELECT count(*) FROM $t")
+  [ "${c:-0}" -gt 0 ] || fail "table $t is empty"
+  rows+=" $t=$c"
+done
+say "$expected signed events applied by each projection; rows:$rows"
+
+# --- kill -9 restarts the main process ------------------------------------------
+restarted() {  # unit old-pid old-restarts timeout-s
+  local _
+  for _ in $(seq 1 $(($4 * 2))); do
+    local p n
+    p=$(show "$1" MainPID); n=$(show "$1" NRestarts)
+    if [ "$p" != 0 ] && [ "$p" != "$2" ] && [ "$n" -gt "$3" ] && [ "$(box systemctl is-active "$1")" = active ]; then
+      return 0
+    fi
+    sleep 0.5
+  done
+  return 1
+}
+for u in clerk-sync-receiver clerk-sync-consumer@balances; do
+  pid=$(mainpid "$u"); n=$(show "$u" NRestarts)
+  box kill -KILL "$pid"
+  restarted "$u" "$pid" "$n" 120 || fail "$u was not restarted after kill -9"
+  say "$u: kill -9 of $pid, restarted as $(show "$u" MainPID)"
+done
+
+# --- SIGSTOP: the watchdog restarts it ------------------------------------------
+declare -A stopped_pid stopped_n
+watched=(clerk-sync-receiver clerk-sync-consumer@sessions)
+for u in "${watched[@]}"; do
+  stopped_pid[$u]=$(mainpid "$u"); stopped_n[$u]=$(show "$u" NRestarts)
+  box kill -STOP "${stopped_pid[$u]}"
+done
+t_stop=$(now)
+for u in "${watched[@]}"; do
+  # WatchdogSec, then SIGABRT, which a stopped process cannot act on, then
+  # SIGKILL after TimeoutAbortSec, then RestartSec: about 65 s and 95 s.
+  restarted "$u" "${stopped_pid[$u]}" "${stopped_n[$u]}" 300 || fail "$u was not restarted after SIGSTOP"
+  box journalctl -u "$u" --no-pager -o cat >"$workdir/unit.journal"
+  grep -q 'Watchdog timeout' "$workdir/unit.journal" ||
+    { tail -n 40 "$workdir/unit.journal" >&2; fail "$u: no watchdog timeout in the journal"; }
+  say "$u: SIGSTOP, watchdog restart after $(elapsed "$t_stop" "$(now)") s"
+done
+
+# --- the journal: logfmt lines with the svix-id, never the secret ----------------
+box journalctl -u clerk-sync-receiver --no-pager -o cat >"$workdir/receiver.journal"
+lines=$(grep -E "svix_id=$msg( |$)" "$workdir/receiver.journal" || true)
+grep -qE '^(ts|time)=|level=' <<<"$lines" ||
+  fail "the receiver's journal has no logfmt line with svix_id=$msg"
+secret_key=${secret#whsec_}
+for u in "${units[@]}"; do
+  box journalctl -u "$u" --no-pager -o cat >"$workdir/unit.journal"
+  if grep -qF -e "$secret_key" "$workdir/unit.journal"; then fail "the journal of $u holds the webhook secret"; fi
+done
+box journalctl --no-pager -o cat >"$workdir/all.journal"
+if grep -qF -e "$secret_key" "$workdir/all.journal"; then fail "the box's journal holds the webhook secret"; fi
+say "journal: logfmt lines with svix_id=$msg; the secret in none"
+
+# --- systemd-analyze security inside ------------------------------------------------
+for u in "${units[@]}"; do
+  out=$(box systemd-analyze security --no-pager "$u.service" 2>&1)
+  level=$(sed -n 's/.*Overall exposure level for .*: \([0-9.]*\).*/\1/p' <<<"$out")
+  [ -n "$level" ] || { echo "$out" >&2; fail "no exposure level for $u"; }
+  awk -v l="$level" 'BEGIN { exit !(l <= 2.0) }' || fail "$u: exposure $level, above 2.0"
+  say "$u: systemd-analyze security $level"
+done
+
+# --- stop: Result=success -------------------------------------------------------
+box systemctl enable "${units[@]}" >/dev/null 2>&1 || fail "systemctl enable failed"
+box systemctl stop "${units[@]}"
+for u in "${units[@]}"; do
+  [ "$(show "$u" Result)" = success ] || fail "$u stopped with Result=$(show "$u" Result)"
+  [ "$(box systemctl is-active "$u" || true)" = inactive ] || fail "$u is still active after stop"
+done
+say "stop: Result=success for all 5"
+
+# --- purge: no unit left behind ----------------------------------------------------
+box systemctl start "${units[@]}"   # purging a running install must stop it too
+box env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q clerk-sync >"$workdir/purge.log" 2>&1 ||
+  { cat "$workdir/purge.log" >&2; fail "apt-get purge failed"; }
+left=$(box sh -c 'systemctl list-units --all --no-legend --plain "clerk-sync*"; systemctl list-unit-files --no-legend "clerk-sync*";
+  find /etc/systemd /lib/systemd /usr/lib/systemd -name "clerk-sync*"; pgrep -a clerk-sync' || true)
+[ -z "$left" ] || fail "left behind after purge: $left"
+say "purge: no clerk-sync unit, link or process left"
+say "figures: boot ${boot_s} s, start-to-ready ${ready_s} s"
