@@ -10,6 +10,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include <algorithm>
 #include <array>
 #include <utility>
 
@@ -37,6 +38,10 @@ struct server::impl : std::enable_shared_from_this<impl> {
   struct connection {
     beast::tcp_stream* stream = nullptr;
     bool busy = false;
+    // Waiting for a request's first byte since `idle_since`: the sweeper
+    // closes it after the idle timeout. No buffer is held meanwhile.
+    bool waiting = false;
+    std::chrono::steady_clock::time_point idle_since{};
   };
 
   net::io_context& ioc;
@@ -116,6 +121,26 @@ struct server::impl : std::enable_shared_from_this<impl> {
         continue;
       }
       net::co_spawn(ioc, session(std::move(sock)), net::detached);
+    }
+  }
+
+  // Closes connections that waited longer than the idle timeout for a
+  // request: one timer for all of them instead of one per request.
+  net::awaitable<void> sweep_idle() {
+    auto self = shared_from_this();
+    net::steady_timer tick(ioc);
+    const auto every = std::clamp<std::chrono::milliseconds>(limits.idle_timeout / 4, std::chrono::milliseconds(10),
+                                                             std::chrono::milliseconds(1000));
+    while (!stopping) {
+      tick.expires_after(every);
+      (void)co_await tick.async_wait(nothrow);
+      const auto now = std::chrono::steady_clock::now();
+      for (auto& c : open) {
+        if (!c.waiting || now - c.idle_since < limits.idle_timeout) continue;
+        beast::error_code ignored;
+        c.stream->socket().cancel(ignored);
+        c.waiting = false;
+      }
     }
   }
 
@@ -292,10 +317,13 @@ struct server::impl : std::enable_shared_from_this<impl> {
       // A silent connection may idle; once a request's first byte is here,
       // its whole header must follow within the read timeout.
       if (buffer.size() == 0) {
-        stream.expires_after(limits.idle_timeout);
-        auto [ec, n] = co_await stream.async_read_some(buffer.prepare(4096), nothrow);
+        // Wait without a buffer (1,000 idle connections hold no read buffers)
+        // and without a timer of its own: sweep_idle() enforces the timeout.
+        me.waiting = true;
+        me.idle_since = std::chrono::steady_clock::now();
+        auto [ec] = co_await stream.socket().async_wait(tcp::socket::wait_read, nothrow);
+        me.waiting = false;
         if (ec) co_return;  // closed or idle too long: nothing to answer
-        buffer.commit(n);
       }
       me.busy = true;
       stream.expires_after(limits.read_timeout);
@@ -381,7 +409,10 @@ server::~server() {
   impl_->ready = nullptr;
 }
 
-void server::start() { net::co_spawn(impl_->ioc, impl_->accept_loop(), net::detached); }
+void server::start() {
+  net::co_spawn(impl_->ioc, impl_->accept_loop(), net::detached);
+  net::co_spawn(impl_->ioc, impl_->sweep_idle(), net::detached);
+}
 
 void server::stop() {
   if (impl_->stopping) return;
