@@ -273,14 +273,11 @@ struct server::impl : std::enable_shared_from_this<impl> {
   // budget), then closes without resetting: the client may still be sending,
   // and a close with unread input would make its kernel drop our answer.
   net::awaitable<void> answer_early(beast::tcp_stream& stream, const response& r, std::string_view msg,
-                                    std::string_view outcome, std::string_view svix_id = {}) {
+                                    std::string_view outcome) {
     auto res = to_beast(r);
     res.keep_alive(false);
     res.prepare_payload();
-    if (r.status == 503)
-      log::warn(msg, {{"svix_id", svix_id}, {"status", r.status}, {"outcome", outcome}});
-    else
-      log::info(msg, {{"svix_id", svix_id}, {"status", r.status}, {"outcome", outcome}});
+    (r.status == 503 ? log::warn : log::info)(msg, {{"status", r.status}, {"outcome", outcome}});
     stream.expires_after(limits.read_timeout);
     auto [ec, n] = co_await bhttp::async_write(stream, res, nothrow);
     if (!ec) co_await linger(stream);
