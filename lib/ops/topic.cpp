@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <thread>
 
 #include "kafka/admin.hpp"
 
@@ -86,7 +87,14 @@ topic_report ensure_topic(const kafka::client_config& cfg, const topic_settings&
     report.replication_factor = settings.replication_factor;
     report.min_insync_replicas = min_isr_of(configs);
   } else {
-    const auto config = kafka::describe_topic(cfg, settings.name, timeout);
+    // A topic created a moment ago is not yet known to every broker, and any
+    // of them may answer: ask again within the timeout.
+    auto config = kafka::describe_topic(cfg, settings.name, timeout);
+    for (const auto until = std::chrono::steady_clock::now() + timeout;
+         !config && std::chrono::steady_clock::now() < until;) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      config = kafka::describe_topic(cfg, settings.name, timeout);
+    }
     if (!config) throw kafka::fatal_error("topic " + settings.name + " exists but cannot be described");
     report.warnings = replay_warnings(*config);
     report.min_insync_replicas = min_isr_of(*config);

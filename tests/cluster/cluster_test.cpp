@@ -275,7 +275,7 @@ stretch longest_refusals(std::vector<attempt> all, clock_type::time_point from, 
 
 }  // namespace
 
-TEST_CASE("three brokers: a leader killed, then two nodes down; every 2xx event kept, none applied twice") {
+TEST_CASE("three brokers with a leader killed and then two nodes down keep every 2xx event and apply none twice") {
   cluster kafka;
   const auto cfg = kafka.config();
   const auto ctl = test::binary_path("app/ctl/clerk-sync-ctl");
