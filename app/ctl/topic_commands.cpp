@@ -27,11 +27,19 @@ int topic_ensure(const topic_args& a) {
   const auto report = ops::ensure_topic(a.kafka, settings, std::chrono::milliseconds(a.timeout_ms));
   if (report.created)
     log::info("topic created", {{"topic", settings.name}, {"partitions", settings.partitions},
-                                {"replication_factor", settings.replication_factor}});
+                                {"replication_factor", report.replication_factor},
+                                {"min_insync_replicas", report.min_insync_replicas}, {"brokers", report.brokers}});
   else
-    log::info("topic exists", {{"topic", settings.name}, {"replayable", report.warnings.empty()}});
+    log::info("topic exists", {{"topic", settings.name},
+                               {"replayable", report.warnings.empty()},
+                               {"replication_factor", report.replication_factor},
+                               {"min_insync_replicas", report.min_insync_replicas},
+                               {"brokers", report.brokers}});
   for (const auto& w : report.warnings) log::warn("topic not replayable", {{"topic", settings.name}, {"why", w}});
-  return a.strict && !report.warnings.empty() ? exit_failed : exit_ok;
+  for (const auto& w : report.durability_warnings)
+    log::warn("topic not durable", {{"topic", settings.name}, {"why", w}});
+  const bool clean = report.warnings.empty() && report.durability_warnings.empty();
+  return a.strict && !clean ? exit_failed : exit_ok;
 }
 
 }  // namespace
@@ -42,7 +50,8 @@ void add_topic_commands(CLI::App& app, runner& run) {
   auto* ensure = topic->add_subcommand(
       "ensure",
       "Create the events topic (retention.ms=-1, cleanup.policy=delete) or check an existing one; "
-      "warns when retention or compaction would make a replay incomplete");
+      "warns when retention or compaction would make a replay incomplete, or when acks=all could "
+      "leave an acknowledged event on one broker");
   auto a = std::make_shared<topic_args>();
   config::add_kafka_options(*ensure, a->kafka);
   ensure->add_option("--topic", a->settings.name, "Events topic")->envname("CLERK_SYNC_TOPIC")->capture_default_str();
@@ -50,14 +59,14 @@ void add_topic_commands(CLI::App& app, runner& run) {
       ->check(CLI::Range(1, 10'000))
       ->capture_default_str();
   ensure->add_option("--replication-factor", a->settings.replication_factor,
-                     "Replication factor when creating (3 on a production cluster)")
-      ->check(CLI::Range(1, 100))
-      ->capture_default_str();
+                     "Replication factor when creating (default: 3 with min.insync.replicas=2 on three "
+                     "brokers or more, else 1)")
+      ->check(CLI::Range(1, 100));
   ensure->add_option("--retention-ms", a->settings.retention_ms, "retention.ms when creating (-1: keep forever)")
       ->capture_default_str();
   ensure->add_option("--config", a->configs, "Extra topic config when creating, key=value (repeatable)")
       ->type_name("KEY=VALUE");
-  ensure->add_flag("--strict", a->strict, "Exit 1 when the topic is not replayable in full");
+  ensure->add_flag("--strict", a->strict, "Exit 1 when the topic is not replayable in full or not durable");
   ensure->add_option("--timeout-ms", a->timeout_ms, "Admin request timeout")->capture_default_str();
   ensure->callback([a, &run] { run = [a] { return topic_ensure(*a); }; });
 }

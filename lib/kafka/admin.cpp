@@ -95,4 +95,31 @@ std::optional<std::map<std::string, std::string>> describe_topic(const client_co
   return out;
 }
 
+cluster_layout describe_cluster(const client_config& cfg, const std::string& topic,
+                                std::chrono::milliseconds timeout) {
+  auto rk = admin_handle(cfg);
+  const rd_kafka_metadata_t* md = nullptr;
+  // All topics: asking for one by handle could create it where brokers auto-create.
+  const auto err = rd_kafka_metadata(rk.get(), 1, nullptr, &md, static_cast<int>(timeout.count()));
+  if (err) throw fatal_error(std::string("kafka metadata: ") + rd_kafka_err2str(err));
+  const std::unique_ptr<const rd_kafka_metadata_t, decltype(&rd_kafka_metadata_destroy)> owned(
+      md, &rd_kafka_metadata_destroy);
+  cluster_layout out;
+  for (int i = 0; i < md->broker_cnt; ++i) out.brokers.push_back(md->brokers[i].id);
+  for (int t = 0; t < md->topic_cnt; ++t) {
+    const auto& mt = md->topics[t];
+    if (topic != mt.topic || mt.err) continue;
+    for (int p = 0; p < mt.partition_cnt; ++p) {
+      const auto& mp = mt.partitions[p];
+      partition_layout pl;
+      pl.id = mp.id;
+      pl.leader = mp.leader;
+      pl.replicas.assign(mp.replicas, mp.replicas + mp.replica_cnt);
+      pl.isr.assign(mp.isrs, mp.isrs + mp.isr_cnt);
+      out.partitions.push_back(std::move(pl));
+    }
+  }
+  return out;
+}
+
 }  // namespace clerk_sync::kafka

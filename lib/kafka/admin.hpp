@@ -4,6 +4,7 @@
 // never for a request path. Errors throw fatal_error with Kafka's reason.
 
 #include <chrono>
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
@@ -30,5 +31,21 @@ enum class create_outcome { created, already_exists };
 [[nodiscard]] std::optional<std::map<std::string, std::string>> describe_topic(const client_config& cfg,
                                                                                 const std::string& topic,
                                                                                 std::chrono::milliseconds timeout);
+
+struct partition_layout {
+  std::int32_t id = 0;
+  std::int32_t leader = -1;  // broker id; -1 while there is none
+  std::vector<std::int32_t> replicas;
+  std::vector<std::int32_t> isr;  // in-sync replicas
+};
+
+struct cluster_layout {
+  std::vector<std::int32_t> brokers;         // ids of the brokers the cluster lists
+  std::vector<partition_layout> partitions;  // of the topic asked for; empty when it does not exist
+};
+
+// One metadata round-trip: the brokers and where `topic`'s partitions live.
+[[nodiscard]] cluster_layout describe_cluster(const client_config& cfg, const std::string& topic,
+                                              std::chrono::milliseconds timeout);
 
 }  // namespace clerk_sync::kafka

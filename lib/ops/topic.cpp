@@ -1,16 +1,38 @@
 #include "ops/topic.hpp"
 
+#include <algorithm>
+#include <charconv>
+#include <thread>
+
 #include "kafka/admin.hpp"
 
 namespace clerk_sync::ops {
 namespace {
+
+constexpr auto min_isr_key = "min.insync.replicas";
 
 std::string value_of(const std::map<std::string, std::string>& config, const std::string& key) {
   const auto it = config.find(key);
   return it == config.end() ? std::string() : it->second;
 }
 
+// Kafka's default (1) when missing or unreadable.
+int min_isr_of(const std::map<std::string, std::string>& config) {
+  const auto text = value_of(config, min_isr_key);
+  int v = 1;
+  const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  return ec == std::errc() && ptr == text.data() + text.size() ? v : 1;
+}
+
 }  // namespace
+
+topic_settings with_defaults(topic_settings settings, int brokers) {
+  if (settings.replication_factor <= 0) settings.replication_factor = brokers >= 3 ? 3 : 1;
+  const bool has_min_isr = std::any_of(settings.configs.begin(), settings.configs.end(),
+                                       [](const auto& kv) { return kv.first == min_isr_key; });
+  if (settings.replication_factor >= 3 && !has_min_isr) settings.configs.emplace_back(min_isr_key, "2");
+  return settings;
+}
 
 std::vector<std::string> replay_warnings(const std::map<std::string, std::string>& config) {
   std::vector<std::string> out;
@@ -28,22 +50,64 @@ std::vector<std::string> replay_warnings(const std::map<std::string, std::string
   return out;
 }
 
-topic_report ensure_topic(const kafka::client_config& cfg, const topic_settings& settings,
+std::vector<std::string> durability_warnings(int brokers, int replication_factor, int min_insync_replicas) {
+  std::vector<std::string> out;
+  if (brokers < 2) return out;
+  const auto rf = std::to_string(replication_factor);
+  const auto isr = std::to_string(min_insync_replicas);
+  if (replication_factor < 2)
+    out.push_back("replication factor " + rf + " on " + std::to_string(brokers) +
+                  " brokers: every event has one copy, losing its broker loses acknowledged events (want 3)");
+  else if (min_insync_replicas < 2)
+    out.push_back("min.insync.replicas=" + isr + " with replication factor " + rf +
+                  ": acks=all is satisfied by the leader alone once the others fall behind, and a leader "
+                  "lost then loses acknowledged events (want 2)");
+  if (min_insync_replicas > replication_factor)
+    out.push_back("min.insync.replicas=" + isr + " above replication factor " + rf +
+                  ": every acks=all write fails with NOT_ENOUGH_REPLICAS");
+  return out;
+}
+
+topic_report ensure_topic(const kafka::client_config& cfg, const topic_settings& requested,
                           std::chrono::milliseconds timeout) {
+  topic_report report;
+  const auto before = kafka::describe_cluster(cfg, requested.name, timeout);
+  report.brokers = static_cast<int>(before.brokers.size());
+  const auto settings = with_defaults(requested, report.brokers);
   // Extra configs override our defaults, as an operator would expect.
   std::map<std::string, std::string> configs = {{"retention.ms", settings.retention_ms}, {"cleanup.policy", "delete"}};
   for (const auto& [k, v] : settings.configs) configs[k] = v;
-  kafka::topic_spec spec{settings.name, settings.partitions, settings.replication_factor,
-                         {configs.begin(), configs.end()}};
-  topic_report report;
-  report.created = kafka::create_topic(cfg, spec, timeout) == kafka::create_outcome::created;
+  if (before.partitions.empty()) {
+    kafka::topic_spec spec{settings.name, settings.partitions, settings.replication_factor,
+                           {configs.begin(), configs.end()}};
+    report.created = kafka::create_topic(cfg, spec, timeout) == kafka::create_outcome::created;
+  }
   if (report.created) {
     report.warnings = replay_warnings(configs);
+    report.replication_factor = settings.replication_factor;
+    report.min_insync_replicas = min_isr_of(configs);
   } else {
-    const auto config = kafka::describe_topic(cfg, settings.name, timeout);
+    // A topic created a moment ago is not yet known to every broker, and any
+    // of them may answer: ask again within the timeout.
+    auto config = kafka::describe_topic(cfg, settings.name, timeout);
+    for (const auto until = std::chrono::steady_clock::now() + timeout;
+         !config && std::chrono::steady_clock::now() < until;) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      config = kafka::describe_topic(cfg, settings.name, timeout);
+    }
     if (!config) throw kafka::fatal_error("topic " + settings.name + " exists but cannot be described");
     report.warnings = replay_warnings(*config);
+    report.min_insync_replicas = min_isr_of(*config);
+    // Created by someone else a moment ago: its layout comes with a second look.
+    const auto layout = before.partitions.empty() ? kafka::describe_cluster(cfg, settings.name, timeout) : before;
+    int rf = 0;
+    for (const auto& p : layout.partitions)
+      rf = rf == 0 ? static_cast<int>(p.replicas.size()) : std::min(rf, static_cast<int>(p.replicas.size()));
+    report.replication_factor = rf;
   }
+  if (report.replication_factor > 0)  // 0: the metadata did not list it yet
+    report.durability_warnings =
+        durability_warnings(report.brokers, report.replication_factor, report.min_insync_replicas);
   return report;
 }
 

@@ -1,8 +1,10 @@
 #pragma once
 // `ctl topic ensure`: create the events topic with settings that keep every
-// record (replay needs the whole log), or check an existing one. The check
-// is pure (replay_warnings); ensure_topic does the admin round-trips and
-// throws kafka::fatal_error / kafka::config_error like lib/kafka/admin.
+// record (replay needs the whole log) and, on a cluster, every acknowledged
+// record through a broker loss; or check an existing one. The checks and the
+// defaults are pure (replay_warnings, durability_warnings, with_defaults);
+// ensure_topic does the admin round-trips and throws kafka::fatal_error /
+// kafka::config_error like lib/kafka/admin.
 
 #include <chrono>
 #include <map>
@@ -16,20 +18,37 @@ namespace clerk_sync::ops {
 struct topic_settings {
   std::string name = "clerk.events";
   int partitions = 6;
-  int replication_factor = 1;
+  int replication_factor = 0;  // 0: with_defaults picks it from the cluster's size
   std::string retention_ms = "-1";  // infinite: replay must see every event
   // Extra topic configs (min.insync.replicas=2 on a real cluster, ...).
   std::vector<std::pair<std::string, std::string>> configs;
 };
+
+// The settings to create with on a cluster of `brokers`: replication factor
+// 3 on three brokers or more, else 1; with 3 copies or more,
+// min.insync.replicas=2 unless the operator gave one, so that acks=all
+// means two copies and one broker may be lost.
+[[nodiscard]] topic_settings with_defaults(topic_settings settings, int brokers);
 
 // Why a topic with this effective configuration cannot be replayed in full;
 // empty when it can. Deletion by age or size, and compaction (it keeps only
 // the newest record per user and drops session events), each give a line.
 [[nodiscard]] std::vector<std::string> replay_warnings(const std::map<std::string, std::string>& config);
 
+// Why acks=all on this topic may leave an acknowledged record on a single
+// broker (replication factor or min.insync.replicas below 2), or can never
+// succeed (min.insync.replicas above the replication factor); empty when
+// neither. A single broker has no second copy to give: no warning there.
+[[nodiscard]] std::vector<std::string> durability_warnings(int brokers, int replication_factor,
+                                                           int min_insync_replicas);
+
 struct topic_report {
-  bool created = false;               // false: it existed already
-  std::vector<std::string> warnings;  // replay_warnings of the existing topic
+  bool created = false;  // false: it existed already
+  int brokers = 0;
+  int replication_factor = 0;   // of the topic as it now is (the smallest over its partitions)
+  int min_insync_replicas = 0;  // idem
+  std::vector<std::string> warnings;             // replay_warnings
+  std::vector<std::string> durability_warnings;  // durability_warnings
 };
 
 [[nodiscard]] topic_report ensure_topic(const kafka::client_config& cfg, const topic_settings& settings,

@@ -84,6 +84,41 @@ TEST_CASE("topic check warns on finite retention and on compaction") {
   CHECK(ops::replay_warnings({{"retention.ms", "-1"}, {"retention.bytes", "1073741824"}}).size() == 1);
 }
 
+TEST_CASE("topic defaults: three copies and two in sync on three brokers, one copy on fewer") {
+  const auto on3 = ops::with_defaults({}, 3);
+  CHECK(on3.replication_factor == 3);
+  CHECK(on3.configs == std::vector<std::pair<std::string, std::string>>{{"min.insync.replicas", "2"}});
+  CHECK(ops::with_defaults({}, 5).replication_factor == 3);
+  const auto on1 = ops::with_defaults({}, 1);
+  CHECK(on1.replication_factor == 1);
+  CHECK(on1.configs.empty());
+  CHECK(ops::with_defaults({}, 2).replication_factor == 1);
+  // The operator's choices stand.
+  ops::topic_settings mine;
+  mine.replication_factor = 2;
+  CHECK(ops::with_defaults(mine, 3).replication_factor == 2);
+  CHECK(ops::with_defaults(mine, 3).configs.empty());
+  mine.replication_factor = 4;
+  mine.configs = {{"min.insync.replicas", "3"}};
+  CHECK(ops::with_defaults(mine, 5).configs == mine.configs);
+}
+
+TEST_CASE("topic durability warns when acks=all can fall back to one copy, or can never succeed") {
+  CHECK(ops::durability_warnings(3, 3, 2).empty());
+  CHECK(ops::durability_warnings(5, 3, 3).empty());
+  CHECK(ops::durability_warnings(1, 1, 1).empty());  // a development broker: no second copy to have
+  const auto one_copy = ops::durability_warnings(3, 1, 1);
+  REQUIRE(one_copy.size() == 1);
+  CHECK(one_copy[0].find("replication factor 1") != std::string::npos);
+  const auto lone_leader = ops::durability_warnings(3, 3, 1);
+  REQUIRE(lone_leader.size() == 1);
+  CHECK(lone_leader[0].find("min.insync.replicas=1") != std::string::npos);
+  CHECK(ops::durability_warnings(2, 2, 1).size() == 1);
+  const auto never = ops::durability_warnings(3, 2, 3);
+  REQUIRE(never.size() == 1);
+  CHECK(never[0].find("NOT_ENOUGH_REPLICAS") != std::string::npos);
+}
+
 TEST_CASE("http urls and retry schedules parse strictly") {
   const auto u = ops::parse_http_url("http://127.0.0.1:8080/webhooks/clerk");
   REQUIRE(u);
