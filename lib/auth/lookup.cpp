@@ -21,7 +21,15 @@ struct lookup::impl {
   std::unique_ptr<SQLite::Statement> session_stmt;
 };
 
-lookup::lookup(const std::string& db_path) : impl_(std::make_unique<impl>(db_path)) {}
+lookup::lookup(const std::string& db_path) : path_(db_path), impl_(std::make_unique<impl>(db_path)) {}
+
+void lookup::reopen() {
+  try {
+    impl_ = std::make_unique<impl>(path_);
+  } catch (const store::open_error& e) {
+    throw store::db_error(e.what());
+  }
+}
 lookup::~lookup() = default;
 
 std::optional<user_row> lookup::user(const std::string& id) {

@@ -22,9 +22,13 @@ class lookup {
 
   [[nodiscard]] std::optional<user_row> user(const std::string& id);
   [[nodiscard]] std::optional<session_row> session(const std::string& id);
+  // A fresh connection, after a failed lookup (the consumers restarted and
+  // replaced the WAL files under a read-only reader). Throws store::db_error.
+  void reopen();
 
  private:
   struct impl;
+  std::string path_;
   std::unique_ptr<impl> impl_;
 };
 

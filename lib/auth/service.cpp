@@ -34,13 +34,22 @@ check_result service::check(std::optional<std::string_view> authorization, std::
   // revocation applies as soon as the consumer commits it.
   std::optional<user_row> user;
   std::optional<session_row> session;
-  try {
+  const auto read = [&] {
     session = db_.session(v.claims.sid);
     user = db_.user(v.claims.sub);
+  };
+  try {
+    read();
   } catch (const store::db_error&) {
-    r.status = 503;
-    r.outcome = "db_unavailable";
-    return r;
+    // Once more on a fresh connection; then refuse rather than guess.
+    try {
+      db_.reopen();
+      read();
+    } catch (const store::db_error&) {
+      r.status = 503;
+      r.outcome = "db_unavailable";
+      return r;
+    }
   }
   auto d = decide(v, user, session);
   r.status = d.status;
