@@ -115,9 +115,11 @@ void add_token_commands(CLI::App& app, runner& run) {
       ->delimiter(',');
   cmd->add_option("--issuer", a->issuer, "required iss, when given")->envname("CLERK_ISSUER");
   cmd->add_option("--clock-skew-s", a->skew_s, "tolerance for exp, nbf and iat, in seconds")
+      ->envname("CLERK_CLOCK_SKEW_S")
       ->check(CLI::Range(0.0, 3600.0))
       ->capture_default_str();
-  cmd->add_flag("--allow-pending", a->allow_pending, "accept a pending session (sts=pending)");
+  cmd->add_flag("--allow-pending", a->allow_pending, "accept a pending session (sts=pending)")
+      ->envname("CLERK_ALLOW_PENDING");
   cmd->add_option("token", a->token, "the token, or - to read it from stdin")->required();
   cmd->callback([&run, a] { run = [a] { return verify_token(*a); }; });
 }

@@ -21,7 +21,9 @@ std::filesystem::path auth_bin() { return test::binary_path("app/auth/clerk-sync
 
 const std::map<std::string, std::string> clean_env = {{"CLERK_JWT_KEY_FILE", ""},     {"CLERK_JWKS_FILE", ""},
                                                       {"CLERK_AUTHORIZED_PARTIES", ""}, {"CLERK_SYNC_DB", ""},
-                                                      {"CLERK_SYNC_AUTH_LISTEN", ""},   {"NOTIFY_SOCKET", ""}};
+                                                      {"CLERK_SYNC_AUTH_LISTEN", ""},   {"NOTIFY_SOCKET", ""},
+                                                      {"CLERK_CLOCK_SKEW_S", ""},       {"CLERK_ALLOW_PENDING", ""},
+                                                      {"CLERK_ISSUER", ""},             {"CLERK_SYNC_AUTH_PATH", ""}};
 
 }  // namespace
 

@@ -17,7 +17,8 @@ namespace {
 std::filesystem::path ctl() { return test::binary_path("app/ctl/clerk-sync-ctl"); }
 
 const std::map<std::string, std::string> clean_env = {
-    {"CLERK_JWT_KEY_FILE", ""}, {"CLERK_JWKS_FILE", ""}, {"CLERK_AUTHORIZED_PARTIES", ""}, {"CLERK_ISSUER", ""}};
+    {"CLERK_JWT_KEY_FILE", ""}, {"CLERK_JWKS_FILE", ""}, {"CLERK_AUTHORIZED_PARTIES", ""}, {"CLERK_ISSUER", ""},
+    {"CLERK_CLOCK_SKEW_S", ""},  {"CLERK_ALLOW_PENDING", ""}};
 
 std::int64_t now_s() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
