@@ -17,5 +17,6 @@ inline constexpr int exit_failed = 1;
 void add_topic_commands(CLI::App& app, runner& run);
 void add_http_commands(CLI::App& app, runner& run);
 void add_db_commands(CLI::App& app, runner& run);
+void add_token_commands(CLI::App& app, runner& run);
 
 }  // namespace clerk_sync::ctl

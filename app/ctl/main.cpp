@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
     ctl::add_topic_commands(app, run);
     ctl::add_http_commands(app, run);
     ctl::add_db_commands(app, run);
+    ctl::add_token_commands(app, run);
     if (const auto code = config::parse(app, argc, argv)) return *code;
     config::apply(log_opts);
     if (!run) throw config::usage_error("no subcommand given (see --help)");

@@ -51,7 +51,7 @@ double exposure(const std::string& output, const std::string& unit) {
 
 TEST_CASE("cmake --install places binaries, units, schemas and the example environment") {
   const installed inst;
-  for (const auto* exe : {"clerk-sync-receiver", "clerk-sync-consumer", "clerk-sync-ctl"}) {
+  for (const auto* exe : {"clerk-sync-receiver", "clerk-sync-consumer", "clerk-sync-ctl", "clerk-sync-auth"}) {
     const auto p = inst.prefix / "bin" / exe;
     INFO(p.string());
     CHECK(fs::exists(p));
@@ -78,7 +78,7 @@ TEST_CASE("systemd-analyze verify accepts the installed units") {
   const installed inst;
   // Unknown keys or bad values are only warnings (exit 0): any output fails.
   for (const std::string unit : {"clerk-sync-receiver.service", "clerk-sync-consumer@users.service",
-                           "clerk-sync-consumer@sessions.service"}) {
+                           "clerk-sync-consumer@sessions.service", "clerk-sync-auth.service"}) {
     const auto r = analyze(inst, {"verify", unit});
     INFO(unit << ": " << r.out << r.err);
     CHECK(r.status == 0);
@@ -118,7 +118,8 @@ TEST_CASE("the source units say what the issue asks for") {
 
 TEST_CASE("systemd-analyze security rates the receiver's exposure 3.0 or better") {
   const installed inst;
-  for (const std::string unit : {"clerk-sync-receiver.service", "clerk-sync-consumer@users.service"}) {
+  for (const std::string unit :
+       {"clerk-sync-receiver.service", "clerk-sync-consumer@users.service", "clerk-sync-auth.service"}) {
     const auto r = analyze(inst, {"security", "--offline=true", "--no-pager", unit});
     INFO(unit << ": " << r.out << r.err);
     REQUIRE(r.status == 0);

@@ -1,0 +1,109 @@
+// clerk-sync-auth: answers a reverse proxy's forward-auth subrequest from a
+// Clerk session token, verified without the network, and the synced users
+// and sessions tables (read-only). This file only assembles lib/auth,
+// lib/token and lib/systemd. Exit status: 0 after SIGTERM/SIGINT, 2 for a
+// bad setting (flags, keys, database).
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <csignal>
+
+#include "auth/lookup.hpp"
+#include "auth/options.hpp"
+#include "auth/server.hpp"
+#include "auth/service.hpp"
+#include "config/options.hpp"
+#include "log/log.hpp"
+#include "store/database.hpp"
+#include "systemd/notify.hpp"
+#include "token/keys_file.hpp"
+
+namespace {
+
+namespace net = boost::asio;
+namespace auth = clerk_sync::auth;
+namespace log = clerk_sync::log;
+namespace systemd = clerk_sync::systemd;
+namespace token = clerk_sync::token;
+using clerk_sync::config::usage_error;
+
+int run(const auth::auth_options& o) {
+  token::key_set keys;
+  try {
+    keys = token::load_keys(o.jwt_key_file, o.jwks_file);
+  } catch (const token::key_error& e) {
+    throw usage_error(e.what());
+  }
+  std::unique_ptr<auth::lookup> db;
+  try {
+    db = std::make_unique<auth::lookup>(o.db);
+  } catch (const clerk_sync::store::open_error& e) {
+    throw usage_error(e.what());
+  }
+  token::options topts;
+  topts.authorized_parties = o.authorized_parties;
+  if (!o.issuer.empty()) topts.issuer = o.issuer;
+  topts.clock_skew = std::chrono::milliseconds(static_cast<std::int64_t>(o.clock_skew_s * 1000.0));
+  topts.allow_pending = o.allow_pending;
+  if (topts.authorized_parties.empty())
+    log::warn("no_authorized_parties", {{"outcome", "any azp is accepted: set CLERK_AUTHORIZED_PARTIES"}});
+
+  const std::size_t key_count = keys.size();
+  auth::service svc(std::move(keys), topts, o.cache_size, *db);
+  net::io_context ioc(1);
+  const auto where = auth::parse_listen(o.listen);
+  auth::server srv(ioc, where, o.path, svc,
+                   {std::chrono::milliseconds(o.read_timeout_ms), o.max_connections, 16 * 1024, 16 * 1024});
+
+  net::signal_set signals(ioc, SIGTERM, SIGINT);
+  net::steady_timer watchdog(ioc);
+  signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+    if (ec) return;
+    log::info("signal", {{"signal", sig}});
+    systemd::notify_stopping();
+    srv.stop();
+    watchdog.cancel();
+    // Answers in flight are small and quick; the loop ends with them.
+    ioc.stop();
+  });
+  if (const auto interval = systemd::watchdog_interval()) {
+    net::co_spawn(
+        ioc,
+        [&, every = *interval]() -> net::awaitable<void> {
+          for (;;) {
+            systemd::notify_watchdog();
+            watchdog.expires_after(every);
+            co_await watchdog.async_wait(net::use_awaitable);
+          }
+        },
+        net::detached);
+  }
+  srv.start();
+  log::info("listening", {{"address", where.host}, {"port", srv.port()}, {"path", o.path}, {"keys", key_count},
+                          {"authorized_parties", topts.authorized_parties.size()}, {"db", o.db},
+                          {"cache_size", o.cache_size}});
+  systemd::notify_ready();
+  ioc.run();
+  log::info("stopped", {{"exit_code", 0}});
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return clerk_sync::config::run_main("clerk-sync-auth", [&]() -> int {
+    CLI::App app{"Forward authentication from Clerk session tokens and the synced users and sessions tables",
+                 "clerk-sync-auth"};
+    auth::auth_options opts;
+    auth::add_auth_options(app, opts);
+    if (const auto rc = clerk_sync::config::parse(app, argc, argv)) return *rc;
+    clerk_sync::config::apply(opts.log);
+    auth::validate(opts);
+    return run(opts);
+  });
+}

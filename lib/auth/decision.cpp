@@ -1,0 +1,72 @@
+#include "auth/decision.hpp"
+
+#include <array>
+
+namespace clerk_sync::auth {
+namespace {
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; };
+    if (lower(a[i]) != lower(b[i])) return false;
+  }
+  return true;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+}  // namespace
+
+std::optional<std::string_view> extract_token(std::optional<std::string_view> authorization,
+                                              std::optional<std::string_view> cookie) {
+  if (authorization) {
+    const auto a = trim(*authorization);
+    if (a.size() > 7 && iequals(a.substr(0, 7), "bearer ")) {
+      const auto t = trim(a.substr(7));
+      if (!t.empty()) return t;
+    }
+  }
+  if (cookie) {
+    std::string_view rest = *cookie;
+    while (!rest.empty()) {
+      const auto semi = rest.find(';');
+      const auto pair = trim(rest.substr(0, semi));
+      rest = semi == std::string_view::npos ? std::string_view() : rest.substr(semi + 1);
+      const auto eq = pair.find('=');
+      if (eq == std::string_view::npos || trim(pair.substr(0, eq)) != "__session") continue;
+      auto value = trim(pair.substr(eq + 1));
+      if (value.size() >= 2 && value.front() == '"' && value.back() == '"') value = value.substr(1, value.size() - 2);
+      if (!value.empty()) return value;
+    }
+  }
+  return std::nullopt;
+}
+
+bool terminal_session_status(std::string_view status) {
+  constexpr std::array<std::string_view, 6> terminal = {"ended", "removed", "revoked", "expired", "abandoned",
+                                                         "replaced"};
+  for (const auto t : terminal)
+    if (status == t) return true;
+  return false;
+}
+
+decision decide(const token::verdict& v, const std::optional<user_row>& user,
+                const std::optional<session_row>& session) {
+  if (!v.ok()) return {401, v.text(), {}};
+  if (session && terminal_session_status(session->status)) {
+    if (session->status == "ended") return {401, "session_ended", {}};
+    if (session->status == "removed") return {401, "session_removed", {}};
+    if (session->status == "revoked") return {401, "session_revoked", {}};
+    return {401, "session_over", {}};
+  }
+  if (user && user->deleted) return {403, "deleted", {}};
+  if (user && user->banned) return {403, "banned", {}};
+  return {200, user ? "ok" : "ok_unsynced", user && !user->role.empty() ? user->role : std::string(default_role)};
+}
+
+}  // namespace clerk_sync::auth

@@ -1,0 +1,50 @@
+#pragma once
+// clerk-sync-auth's answer, as pure functions: where the token is in a
+// request (Authorization: Bearer, else the __session cookie, as Clerk's
+// authenticateRequest looks), and what to answer given the token's verdict
+// and what the synced tables say about the user and the session. No I/O;
+// thread-safe.
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "token/jwt.hpp"
+
+namespace clerk_sync::auth {
+
+// The token from `Authorization: Bearer <t>` (scheme case-insensitive), else
+// from the `__session` cookie of a Cookie header; nullopt when neither has one.
+[[nodiscard]] std::optional<std::string_view> extract_token(std::optional<std::string_view> authorization,
+                                                            std::optional<std::string_view> cookie);
+
+// What the users table holds for the token's `sub` (nullopt: no row yet).
+struct user_row {
+  std::string role;
+  bool banned = false;
+  bool deleted = false;
+};
+
+// What the sessions table holds for the token's `sid` (nullopt: no row yet).
+struct session_row {
+  std::string status;
+};
+
+// A session status after which the session never comes back (DESIGN §2).
+[[nodiscard]] bool terminal_session_status(std::string_view status);
+
+inline constexpr std::string_view default_role = "spacer";
+
+struct decision {
+  int status = 401;         // 200, 401 or 403
+  std::string_view outcome;  // stable word for the log: "ok", a token reason, "banned", "session_revoked", …
+  std::string role;         // for 200: the synced role, or default_role when the user has no row yet
+};
+
+// A valid token is refused when the synced session is terminal (401) or the
+// user is banned or deleted (403). A user or session without a row yet (the
+// consumer has not caught up) is let through: the token itself was valid.
+[[nodiscard]] decision decide(const token::verdict& v, const std::optional<user_row>& user,
+                              const std::optional<session_row>& session);
+
+}  // namespace clerk_sync::auth

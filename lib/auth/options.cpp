@@ -1,0 +1,64 @@
+#include "auth/options.hpp"
+
+#include <boost/asio/ip/address.hpp>
+
+#include <charconv>
+
+namespace clerk_sync::auth {
+
+void add_auth_options(CLI::App& app, auth_options& o) {
+  app.add_option("--listen", o.listen, "address:port to listen on")->envname("CLERK_SYNC_AUTH_LISTEN")->capture_default_str();
+  app.add_option("--path", o.path, "the forward-auth path")->envname("CLERK_SYNC_AUTH_PATH")->capture_default_str();
+  app.add_option("--jwt-key-file", o.jwt_key_file, "PEM file of the instance's JWT public key(s)")
+      ->envname("CLERK_JWT_KEY_FILE");
+  app.add_option("--jwks-file", o.jwks_file, "JWKS document of the instance (kid picks the key)")
+      ->envname("CLERK_JWKS_FILE");
+  app.add_option("--authorized-party", o.authorized_parties, "an accepted azp origin (repeatable; env: commas)")
+      ->envname("CLERK_AUTHORIZED_PARTIES")
+      ->delimiter(',');
+  app.add_option("--issuer", o.issuer, "required iss, when given")->envname("CLERK_ISSUER");
+  app.add_option("--clock-skew-s", o.clock_skew_s, "tolerance for exp, nbf and iat, in seconds")
+      ->envname("CLERK_CLOCK_SKEW_S")
+      ->check(CLI::Range(0.0, 3600.0))
+      ->capture_default_str();
+  app.add_flag("--allow-pending", o.allow_pending, "accept pending sessions (sts=pending)")->envname("CLERK_ALLOW_PENDING");
+  app.add_option("--db", o.db, "the consumers' SQLite file, opened read-only")->envname("CLERK_SYNC_DB")->capture_default_str();
+  app.add_option("--cache-size", o.cache_size, "verified tokens kept until they expire (0: no cache)")
+      ->envname("CLERK_SYNC_AUTH_CACHE_SIZE")
+      ->capture_default_str();
+  app.add_option("--read-timeout-ms", o.read_timeout_ms, "time to read a request; also the idle keep-alive limit")
+      ->envname("CLERK_SYNC_AUTH_READ_TIMEOUT_MS")
+      ->capture_default_str();
+  app.add_option("--max-connections", o.max_connections, "open connections at most")
+      ->envname("CLERK_SYNC_AUTH_MAX_CONNECTIONS")
+      ->capture_default_str();
+  config::add_log_options(app, o.log);
+}
+
+listen_address parse_listen(const std::string& text) {
+  const auto bad = [&](const char* why) { return config::usage_error("bad listen address '" + text + "': " + why); };
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0) throw bad("expected host:port");
+  std::string host = text.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  const std::string port_text = text.substr(colon + 1);
+  unsigned port = 0;
+  const auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (port_text.empty() || ec != std::errc() || end != port_text.data() + port_text.size() || port > 65535)
+    throw bad("port must be 0..65535");
+  boost::system::error_code aec;
+  (void)boost::asio::ip::make_address(host, aec);
+  if (aec) throw bad("host must be a numeric IP address");
+  return {host, static_cast<std::uint16_t>(port)};
+}
+
+void validate(const auth_options& o) {
+  if (o.path.empty() || o.path.front() != '/') throw config::usage_error("--path must start with '/'");
+  if (o.path == "/healthz") throw config::usage_error("--path must not be /healthz");
+  if (o.read_timeout_ms <= 0) throw config::usage_error("--read-timeout-ms must be positive");
+  if (o.max_connections == 0) throw config::usage_error("--max-connections must be positive");
+  if (o.db.empty()) throw config::usage_error("--db (CLERK_SYNC_DB) must name the consumers' database");
+  (void)parse_listen(o.listen);
+}
+
+}  // namespace clerk_sync::auth

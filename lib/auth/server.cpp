@@ -1,0 +1,190 @@
+#include "auth/server.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http.hpp>
+
+#include <list>
+
+#include "config/options.hpp"
+#include "log/log.hpp"
+
+namespace clerk_sync::auth {
+namespace {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = net::ip::tcp;
+using response = http::response<http::string_body>;
+
+std::optional<std::string_view> header(const http::request<http::string_body>& req, http::field f) {
+  const auto it = req.find(f);
+  if (it == req.end()) return std::nullopt;
+  return std::string_view(it->value().data(), it->value().size());
+}
+
+response plain(const http::request<http::string_body>& req, http::status s, std::string_view body) {
+  response res{s, req.version()};
+  res.set(http::field::content_type, "text/plain");
+  res.set(http::field::cache_control, "no-store");
+  res.keep_alive(req.keep_alive());
+  if (req.method() != http::verb::head) res.body() = std::string(body) + "\n";
+  res.prepare_payload();
+  return res;
+}
+
+// Log fields come from a signed token, but stay bounded all the same.
+std::string_view cut(std::string_view v) { return v.substr(0, 128); }
+
+}  // namespace
+
+struct server::impl : std::enable_shared_from_this<impl> {
+  impl(net::io_context& ctx, const listen_address& where, std::string p, service& s, const server_limits& l)
+      : ioc(ctx), acceptor(ctx), path(std::move(p)), svc(s), limits(l) {
+    boost::system::error_code ec;
+    const tcp::endpoint ep(net::ip::make_address(where.host), where.port);
+    acceptor.open(ep.protocol(), ec);
+    if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec) acceptor.bind(ep, ec);
+    if (!ec) acceptor.listen(net::socket_base::max_listen_connections, ec);
+    if (ec)
+      throw config::usage_error("cannot listen on " + where.host + ":" + std::to_string(where.port) + ": " +
+                                ec.message());
+  }
+
+  response handle(const http::request<http::string_body>& req) {
+    const std::string_view target(req.target().data(), req.target().size());
+    const auto path_only = target.substr(0, target.find('?'));
+    const bool get = req.method() == http::verb::get || req.method() == http::verb::head;
+    if (path_only == "/healthz") return get ? plain(req, http::status::ok, "ok") : plain(req, http::status::method_not_allowed, "method not allowed");
+    if (path_only != path) return plain(req, http::status::not_found, "not found");
+    if (!get) return plain(req, http::status::method_not_allowed, "method not allowed");
+
+    const auto started = std::chrono::steady_clock::now();
+    const auto r = svc.check(header(req, http::field::authorization), header(req, http::field::cookie),
+                             std::chrono::system_clock::now());
+    response res = plain(req, static_cast<http::status>(r.status),
+                         r.status == 200 ? "ok" : (r.status == 403 ? "forbidden" : (r.status == 401 ? "unauthorized" : "unavailable")));
+    if (r.status == 200) {
+      res.set("X-Clerk-User-Id", r.user);
+      res.set("X-Clerk-Session-Id", r.session);
+      res.set("X-Clerk-Role", r.role);
+    } else if (r.status == 401) {
+      res.set(http::field::www_authenticate, "Bearer error=\"invalid_token\"");
+    } else if (r.status == 503) {
+      res.set(http::field::retry_after, "1");
+    }
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started);
+    // The token never reaches the log; user and session only once verified.
+    log::write(r.status == 503 ? log::level::error : log::level::info, "auth",
+               {{"status", r.status},
+                {"outcome", r.outcome},
+                {"user", cut(r.user)},
+                {"session", cut(r.session)},
+                {"role", cut(r.role)},
+                {"cached", r.cached},
+                {"us", us.count()}});
+    return res;
+  }
+
+  net::awaitable<void> connection(tcp::socket sock) {
+    beast::tcp_stream stream(std::move(sock));
+    beast::flat_buffer buffer;
+    for (;;) {
+      http::request_parser<http::string_body> parser;
+      parser.header_limit(static_cast<std::uint32_t>(limits.header_limit));
+      parser.body_limit(limits.body_limit);
+      stream.expires_after(limits.read_timeout);
+      auto [ec, n] = co_await http::async_read(stream, buffer, parser, net::as_tuple(net::use_awaitable));
+      (void)n;
+      if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == net::error::operation_aborted ||
+          ec == net::error::connection_reset || ec == net::error::eof)
+        break;
+      response res;
+      if (ec) {
+        // Malformed request or over a limit: answer once, then close.
+        res = response{ec == http::error::header_limit ? http::status::request_header_fields_too_large
+                                                       : http::status::bad_request,
+                       11};
+        res.keep_alive(false);
+        res.prepare_payload();
+      } else {
+        res = handle(parser.get());
+      }
+      if (stopping) res.keep_alive(false);
+      stream.expires_after(limits.read_timeout);
+      auto [wec, wn] = co_await http::async_write(stream, res, net::as_tuple(net::use_awaitable));
+      (void)wn;
+      if (wec || !res.keep_alive()) break;
+    }
+    boost::system::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  }
+
+  net::awaitable<void> accept_loop() {
+    auto self = shared_from_this();
+    while (!stopping) {
+      auto [ec, sock] = co_await acceptor.async_accept(net::as_tuple(net::use_awaitable));
+      if (ec == net::error::operation_aborted || stopping) break;
+      if (ec) {
+        log::warn("accept_failed", {{"error", ec.message()}});
+        continue;
+      }
+      if (open >= limits.max_connections) {
+        // Over the cap: close at once rather than queue without bound.
+        boost::system::error_code ignored;
+        sock.close(ignored);
+        continue;
+      }
+      ++open;
+      net::co_spawn(ioc, connection(std::move(sock)), [self](std::exception_ptr e) {
+        --self->open;
+        if (e) {
+          try {
+            std::rethrow_exception(e);
+          } catch (const std::exception& ex) {
+            log::warn("connection_failed", {{"error", ex.what()}});
+          }
+        }
+      });
+    }
+  }
+
+  net::io_context& ioc;
+  tcp::acceptor acceptor;
+  std::string path;
+  service& svc;
+  server_limits limits;
+  std::size_t open = 0;
+  bool stopping = false;
+};
+
+server::server(net::io_context& ioc, const listen_address& where, std::string path, service& svc,
+               const server_limits& limits)
+    : impl_(std::make_shared<impl>(ioc, where, std::move(path), svc, limits)) {}
+
+server::~server() { stop(); }
+
+void server::start() { net::co_spawn(impl_->ioc, impl_->accept_loop(), net::detached); }
+
+void server::stop() {
+  impl_->stopping = true;
+  boost::system::error_code ignored;
+  impl_->acceptor.close(ignored);
+}
+
+std::size_t server::connections() const { return impl_->open; }
+
+std::uint16_t server::port() const {
+  boost::system::error_code ec;
+  const auto ep = impl_->acceptor.local_endpoint(ec);
+  return ec ? 0 : ep.port();
+}
+
+}  // namespace clerk_sync::auth

@@ -1,0 +1,61 @@
+#include "auth/service.hpp"
+
+#include "store/database.hpp"
+
+namespace clerk_sync::auth {
+
+service::service(token::key_set keys, token::options opts, std::size_t cache_size, lookup& db)
+    : keys_(std::move(keys)), opts_(std::move(opts)), cache_(cache_size, opts_.clock_skew), db_(db) {}
+
+check_result service::check(std::optional<std::string_view> authorization, std::optional<std::string_view> cookie,
+                            std::chrono::system_clock::time_point now) {
+  check_result r;
+  const auto tok = extract_token(authorization, cookie);
+  if (!tok) {
+    r.outcome = "missing_token";
+    return r;
+  }
+  token::verdict v;
+  if (const auto* hit = cache_.find(*tok, now)) {
+    v.why = token::reason::ok;
+    v.claims = *hit;
+    r.cached = true;
+  } else {
+    v = token::verify(*tok, keys_, opts_, now);
+    if (v.ok()) cache_.store(*tok, v.claims, now);
+  }
+  if (!v.ok()) {
+    r.outcome = v.text();
+    return r;
+  }
+  r.user = v.claims.sub;
+  r.session = v.claims.sid;
+  // The tables are read on every request, cached token or not: a ban or a
+  // revocation applies as soon as the consumer commits it.
+  std::optional<user_row> user;
+  std::optional<session_row> session;
+  const auto read = [&] {
+    session = db_.session(v.claims.sid);
+    user = db_.user(v.claims.sub);
+  };
+  try {
+    read();
+  } catch (const store::db_error&) {
+    // Once more on a fresh connection; then refuse rather than guess.
+    try {
+      db_.reopen();
+      read();
+    } catch (const store::db_error&) {
+      r.status = 503;
+      r.outcome = "db_unavailable";
+      return r;
+    }
+  }
+  auto d = decide(v, user, session);
+  r.status = d.status;
+  r.outcome = d.outcome;
+  r.role = std::move(d.role);
+  return r;
+}
+
+}  // namespace clerk_sync::auth

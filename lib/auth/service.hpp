@@ -1,0 +1,46 @@
+#pragma once
+// One forward-auth check, transport aside: token from the request headers,
+// verified (or found in the cache), then the synced user and session looked
+// up, then decide(). Not thread-safe (the cache and the prepared statements
+// are per thread); the clock is a parameter. A failed lookup is a 503
+// ("db_unavailable"): the proxy refuses rather than guessing.
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "auth/cache.hpp"
+#include "auth/decision.hpp"
+#include "auth/lookup.hpp"
+#include "token/jwt.hpp"
+
+namespace clerk_sync::auth {
+
+struct check_result {
+  int status = 401;
+  std::string_view outcome;  // "ok", "ok_unsynced", "missing_token", a token reason, "banned", …
+  std::string user;          // set when the token was valid
+  std::string session;       // set when the token was valid
+  std::string role;          // set for 200
+  bool cached = false;       // the verification came from the cache
+};
+
+class service {
+ public:
+  service(token::key_set keys, token::options opts, std::size_t cache_size, lookup& db);
+
+  [[nodiscard]] check_result check(std::optional<std::string_view> authorization,
+                                   std::optional<std::string_view> cookie,
+                                   std::chrono::system_clock::time_point now);
+
+  [[nodiscard]] std::size_t cached_tokens() const { return cache_.size(); }
+
+ private:
+  token::key_set keys_;
+  token::options opts_;
+  token_cache cache_;
+  lookup& db_;
+};
+
+}  // namespace clerk_sync::auth

@@ -1,0 +1,95 @@
+// clerk-sync-auth as an operator starts it: --help, one line and exit 2 for
+// each bad setting, then the routes of a running instance on a loopback
+// port (no broker needed: the database is made here).
+#include <doctest/doctest.h>
+
+#include <csignal>
+#include <fstream>
+
+#include "receiver/harness.hpp"
+#include "store/database.hpp"
+#include "support/process.hpp"
+#include "support/support.hpp"
+#include "token/signer.hpp"
+
+using namespace clerk_sync;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::filesystem::path auth_bin() { return test::binary_path("app/auth/clerk-sync-auth"); }
+
+const std::map<std::string, std::string> clean_env = {{"CLERK_JWT_KEY_FILE", ""},     {"CLERK_JWKS_FILE", ""},
+                                                      {"CLERK_AUTHORIZED_PARTIES", ""}, {"CLERK_SYNC_DB", ""},
+                                                      {"CLERK_SYNC_AUTH_LISTEN", ""},   {"NOTIFY_SOCKET", ""},
+                                                      {"CLERK_CLOCK_SKEW_S", ""},       {"CLERK_ALLOW_PENDING", ""},
+                                                      {"CLERK_ISSUER", ""},             {"CLERK_SYNC_AUTH_PATH", ""}};
+
+}  // namespace
+
+TEST_CASE("clerk-sync-auth: --help, and exit 2 with one line for each bad setting") {
+  const auto help = test::run(auth_bin(), {"--help"}, clean_env);
+  CHECK(help.status == 0);
+  CHECK(help.out.find("CLERK_SYNC_AUTH_LISTEN") != std::string::npos);
+  CHECK(help.out.find("--authorized-party") != std::string::npos);
+
+  const test::rsa_signer signer;
+  test::temp_dir dir;
+  std::ofstream(dir / "key.pem") << signer.public_pem();
+  std::ofstream(dir / "junk.pem") << "junk";
+  const auto db = (dir / "clerk-sync.db").string();
+  { store::database made(db); }
+  const std::string key = (dir / "key.pem").string();
+  const std::vector<std::vector<std::string>> bad = {
+      {"--db", db},                                                           // no key
+      {"--db", db, "--jwt-key-file", (dir / "junk.pem").string()},            // not a key
+      {"--db", db, "--jwt-key-file", key, "--jwks-file", key},                // both
+      {"--db", (dir / "none.db").string(), "--jwt-key-file", key},            // no database
+      {"--db", db, "--jwt-key-file", key, "--listen", "localhost:80"},        // not numeric
+      {"--db", db, "--jwt-key-file", key, "--path", "auth"},                  // not a path
+      {"--db", db, "--jwt-key-file", key, "--clock-skew-s", "-1"},            // out of range
+      {"--db", db, "--jwt-key-file", key, "stray"},
+  };
+  for (const auto& args : bad) {
+    const auto r = test::run(auth_bin(), args, clean_env);
+    INFO(args.back() << ": " << r.err);
+    CHECK(r.status == 2);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  }
+}
+
+TEST_CASE("clerk-sync-auth: routes, methods and the 401 header of a running instance") {
+  const test::rsa_signer signer;
+  test::temp_dir dir;
+  std::ofstream(dir / "key.pem") << signer.public_pem();
+  const auto db = (dir / "clerk-sync.db").string();
+  { store::database made(db); }
+  const int port = test::free_port();
+  auto env = clean_env;
+  env["CLERK_JWT_KEY_FILE"] = (dir / "key.pem").string();
+  env["CLERK_SYNC_DB"] = db;
+  env["CLERK_SYNC_AUTH_LISTEN"] = "127.0.0.1:" + std::to_string(port);
+  test::process auth(auth_bin(), {"--path", "/check"}, env);
+  REQUIRE_MESSAGE(auth.wait_for_log("msg=listening", 15s), auth.stderr_text());
+
+  CHECK(test::send_http(port, "GET", "/healthz", {}, "").status == 200);
+  CHECK(test::send_http(port, "GET", "/auth", {}, "").status == 404);
+  CHECK(test::send_http(port, "POST", "/check", {}, "x").status == 405);
+  const auto none = test::send_http(port, "GET", "/check", {}, "");
+  CHECK(none.status == 401);
+  CHECK(none.headers.at("www-authenticate") == "Bearer error=\"invalid_token\"");
+  const auto exp = std::chrono::duration_cast<std::chrono::seconds>(
+                       std::chrono::system_clock::now().time_since_epoch()).count() + 300;
+  const auto tok = signer.sign(R"({"alg":"RS256"})",
+                               R"({"exp":)" + std::to_string(exp) + R"(,"sid":"sess_9","sub":"user_9"})");
+  const auto ok = test::send_http(port, "GET", "/check?rd=/x", {{"Authorization", "Bearer " + tok}}, "");
+  CHECK(ok.status == 200);
+  CHECK(ok.headers.at("x-clerk-user-id") == "user_9");
+  CHECK(ok.headers.at("x-clerk-session-id") == "sess_9");
+  CHECK(ok.headers.at("x-clerk-role") == "spacer");
+
+  auth.signal(SIGTERM);
+  CHECK(auth.wait(15s) == 0);
+  CHECK(auth.stderr_text().find("no_authorized_parties") != std::string::npos);
+  CHECK(auth.stderr_text().find(tok.substr(tok.size() - 30)) == std::string::npos);
+}

@@ -1,0 +1,139 @@
+#include "auth/service.hpp"
+
+#include <doctest/doctest.h>
+#include <SQLiteCpp/SQLiteCpp.h>
+
+#include "auth/cache.hpp"
+#include "auth/decision.hpp"
+#include "store/database.hpp"
+#include "support/support.hpp"
+#include "token/signer.hpp"
+
+using namespace clerk_sync;
+using namespace std::chrono_literals;
+using sv = std::optional<std::string_view>;
+
+namespace {
+
+const auto now = std::chrono::system_clock::time_point(std::chrono::seconds(1'800'000'000));
+
+std::string claims(const std::string& sub, const std::string& sid, std::int64_t exp = 1'800'000'060) {
+  return R"({"azp":"https://app.example","exp":)" + std::to_string(exp) + R"(,"iat":1799999990,"sid":")" + sid +
+         R"(","sub":")" + sub + R"("})";
+}
+
+}  // namespace
+
+TEST_CASE("auth: the token comes from Bearer, else the __session cookie") {
+  CHECK(auth::extract_token(sv("Bearer abc.def.ghi"), std::nullopt) == sv("abc.def.ghi"));
+  CHECK(auth::extract_token(sv("bearer  abc "), std::nullopt) == sv("abc"));
+  CHECK(auth::extract_token(sv("Basic dXNlcjpwYXNz"), std::nullopt) == std::nullopt);
+  CHECK(auth::extract_token(sv("Bearer "), sv("__session=c1")) == sv("c1"));
+  CHECK(auth::extract_token(sv("Bearer h1"), sv("__session=c1")) == sv("h1"));
+  CHECK(auth::extract_token(std::nullopt, sv("a=1; __session=tok.en.x; b=2")) == sv("tok.en.x"));
+  CHECK(auth::extract_token(std::nullopt, sv("__session_abc=x; __client_uat=1")) == std::nullopt);
+  CHECK(auth::extract_token(std::nullopt, sv("__session=\"q.t.x\"")) == sv("q.t.x"));
+  CHECK(auth::extract_token(std::nullopt, sv("__session=")) == std::nullopt);
+  CHECK(auth::extract_token(std::nullopt, std::nullopt) == std::nullopt);
+}
+
+TEST_CASE("auth: decide maps the verdict and the synced rows to 200, 401 or 403") {
+  token::verdict ok;
+  ok.why = token::reason::ok;
+  token::verdict expired;
+  expired.why = token::reason::expired;
+  CHECK(auth::decide(expired, auth::user_row{"admin", false, false}, std::nullopt).status == 401);
+  CHECK(auth::decide(expired, std::nullopt, std::nullopt).outcome == "expired");
+  const auto d = auth::decide(ok, auth::user_row{"pro-curator", false, false}, auth::session_row{"active"});
+  CHECK(d.status == 200);
+  CHECK(d.role == "pro-curator");
+  CHECK(auth::decide(ok, std::nullopt, std::nullopt).role == "spacer");
+  CHECK(auth::decide(ok, std::nullopt, std::nullopt).outcome == "ok_unsynced");
+  CHECK(auth::decide(ok, auth::user_row{"vip", true, false}, std::nullopt).status == 403);
+  CHECK(auth::decide(ok, auth::user_row{"vip", false, true}, std::nullopt).outcome == "deleted");
+  for (const char* s : {"ended", "removed", "revoked", "expired", "abandoned", "replaced"})
+    CHECK_MESSAGE(auth::decide(ok, auth::user_row{"vip", false, false}, auth::session_row{s}).status == 401, s);
+  CHECK(auth::decide(ok, auth::user_row{"vip", false, false}, auth::session_row{"revoked"}).outcome ==
+        "session_revoked");
+  CHECK(auth::decide(ok, auth::user_row{"vip", false, false}, auth::session_row{"pending"}).status == 200);
+}
+
+TEST_CASE("auth: the cache serves a token until it expires, and only valid ones") {
+  auth::token_cache cache(2, 5s);
+  token::claim_set c;
+  c.sub = "u";
+  c.exp = 1'800'000'010;
+  cache.store("t1", c, now);
+  REQUIRE(cache.find("t1", now) != nullptr);
+  CHECK(cache.find("t1", now)->sub == "u");
+  CHECK(cache.find("t1", now + 14s) != nullptr);   // within the skew past exp
+  CHECK(cache.find("t1", now + 15s) == nullptr);   // exp * 1000 <= now - skew
+  CHECK(cache.size() == 0);
+  c.exp = 1'799'999'000;
+  cache.store("old", c, now);
+  CHECK(cache.size() == 0);
+  c.exp = 1'800'000'100;
+  cache.store("a", c, now);
+  cache.store("b", c, now);
+  cache.store("c", c, now);  // full of live entries: starts over
+  CHECK(cache.size() == 1);
+  auth::token_cache off(0, 5s);
+  off.store("a", c, now);
+  CHECK(off.find("a", now) == nullptr);
+}
+
+TEST_CASE("auth: service reads the synced tables on every request, cached token or not") {
+  const test::rsa_signer signer;
+  test::temp_dir dir;
+  const auto path = (dir / "clerk-sync.db").string();
+  {
+    store::database db(path);
+    store::exec(db,
+                "INSERT INTO users(id, role, banned, updated_at) VALUES ('user_a','admin',0,1),('user_b','vip',1,1);"
+                "INSERT INTO users(id, role, banned, updated_at, deleted_at) VALUES ('user_d','vip',0,1,5);"
+                "INSERT INTO sessions(id, user_id, status, updated_at) VALUES"
+                " ('sess_a','user_a','active',1),('sess_r','user_a','revoked',1)");
+  }
+  auth::lookup db(path);
+  token::options opts;
+  opts.authorized_parties = {"https://app.example"};
+  auth::service svc(token::key_set::from_pem(signer.public_pem()), opts, 100, db);
+  const std::string header = R"({"alg":"RS256","typ":"JWT"})";
+  const auto bearer = [](const std::string& t) { return "Bearer " + t; };
+
+  const std::string a = signer.sign(header, claims("user_a", "sess_a"));
+  auto r = svc.check(bearer(a), std::nullopt, now);
+  CHECK(r.status == 200);
+  CHECK(r.role == "admin");
+  CHECK(r.user == "user_a");
+  CHECK(r.session == "sess_a");
+  CHECK_FALSE(r.cached);
+  r = svc.check(std::nullopt, "__session=" + a, now);
+  CHECK(r.status == 200);
+  CHECK(r.cached);
+
+  CHECK(svc.check(bearer(signer.sign(header, claims("user_b", "sess_b"))), std::nullopt, now).status == 403);
+  CHECK(svc.check(bearer(signer.sign(header, claims("user_d", "sess_d"))), std::nullopt, now).outcome == "deleted");
+  CHECK(svc.check(bearer(signer.sign(header, claims("user_a", "sess_r"))), std::nullopt, now).status == 401);
+  r = svc.check(bearer(signer.sign(header, claims("user_new", "sess_new"))), std::nullopt, now);
+  CHECK(r.status == 200);
+  CHECK(r.role == "spacer");
+  CHECK(svc.check(std::nullopt, std::nullopt, now).outcome == "missing_token");
+
+  // A ban committed by another connection applies to the cached token at once.
+  {
+    SQLite::Database writer(path, SQLite::OPEN_READWRITE);
+    writer.exec("UPDATE users SET banned = 1 WHERE id = 'user_a'");
+  }
+  r = svc.check(bearer(a), std::nullopt, now);
+  CHECK(r.cached);
+  CHECK(r.status == 403);
+  CHECK(r.outcome == "banned");
+  // Past its exp, the cached token is verified again, and refused.
+  CHECK(svc.check(bearer(a), std::nullopt, now + 3600s).outcome == "expired");
+}
+
+TEST_CASE("auth: a file that is not a clerk-sync database is refused at open") {
+  test::temp_dir dir;
+  CHECK_THROWS_AS(auth::lookup((dir / "missing.db").string()), store::open_error);
+}
