@@ -134,7 +134,11 @@ class sender {
     start_ = clock_type::now();
     for (auto& own : owned) threads_.emplace_back([this, own] { run_lane(own); });
   }
-  ~sender() { finish(); }
+  // A test that failed half-way does not wait for retries to succeed.
+  ~sender() {
+    abort_ = true;
+    finish();
+  }
   sender(const sender&) = delete;
   sender& operator=(const sender&) = delete;
 
@@ -179,7 +183,7 @@ class sender {
   bool deliver(std::size_t i) {
     const auto& e = events_[i];
     const auto give_up = clock_type::now() + 180s;
-    while (clock_type::now() < give_up) {
+    while (!abort_ && clock_type::now() < give_up) {
       const auto ts =
           std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
       test::signed_event s;
@@ -213,6 +217,7 @@ class sender {
   double per_second_;
   clock_type::time_point start_;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> abort_{false};
   mutable std::mutex mutex_;
   std::vector<attempt> attempts_;
   std::set<std::size_t> started_;
