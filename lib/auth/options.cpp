@@ -7,7 +7,9 @@
 namespace clerk_sync::auth {
 
 void add_auth_options(CLI::App& app, auth_options& o) {
-  app.add_option("--listen", o.listen, "address:port to listen on")->envname("CLERK_SYNC_AUTH_LISTEN")->capture_default_str();
+  app.add_option("--listen", o.listen, "address:port to listen on")
+      ->envname("CLERK_SYNC_AUTH_LISTEN")
+      ->capture_default_str();
   app.add_option("--path", o.path, "the forward-auth path")->envname("CLERK_SYNC_AUTH_PATH")->capture_default_str();
   app.add_option("--jwt-key-file", o.jwt_key_file, "PEM file of the instance's JWT public key(s)")
       ->envname("CLERK_JWT_KEY_FILE");
@@ -21,8 +23,11 @@ void add_auth_options(CLI::App& app, auth_options& o) {
       ->envname("CLERK_CLOCK_SKEW_S")
       ->check(CLI::Range(0.0, 3600.0))
       ->capture_default_str();
-  app.add_flag("--allow-pending", o.allow_pending, "accept pending sessions (sts=pending)")->envname("CLERK_ALLOW_PENDING");
-  app.add_option("--db", o.db, "the consumers' SQLite file, opened read-only")->envname("CLERK_SYNC_DB")->capture_default_str();
+  app.add_flag("--allow-pending", o.allow_pending, "accept pending sessions (sts=pending)")
+      ->envname("CLERK_ALLOW_PENDING");
+  app.add_option("--db", o.db, "the consumers' SQLite file, opened read-only")
+      ->envname("CLERK_SYNC_DB")
+      ->capture_default_str();
   app.add_option("--cache-size", o.cache_size, "verified tokens kept until they expire (0: no cache)")
       ->envname("CLERK_SYNC_AUTH_CACHE_SIZE")
       ->capture_default_str();

@@ -62,15 +62,19 @@ struct server::impl : std::enable_shared_from_this<impl> {
     const std::string_view target(req.target().data(), req.target().size());
     const auto path_only = target.substr(0, target.find('?'));
     const bool get = req.method() == http::verb::get || req.method() == http::verb::head;
-    if (path_only == "/healthz") return get ? plain(req, http::status::ok, "ok") : plain(req, http::status::method_not_allowed, "method not allowed");
+    if (path_only == "/healthz")
+      return get ? plain(req, http::status::ok, "ok") : plain(req, http::status::method_not_allowed, "method not allowed");
     if (path_only != path) return plain(req, http::status::not_found, "not found");
     if (!get) return plain(req, http::status::method_not_allowed, "method not allowed");
 
     const auto started = std::chrono::steady_clock::now();
     const auto r = svc.check(header(req, http::field::authorization), header(req, http::field::cookie),
                              std::chrono::system_clock::now());
-    response res = plain(req, static_cast<http::status>(r.status),
-                         r.status == 200 ? "ok" : (r.status == 403 ? "forbidden" : (r.status == 401 ? "unauthorized" : "unavailable")));
+    const std::string_view text = r.status == 200   ? "ok"
+                                  : r.status == 401 ? "unauthorized"
+                                  : r.status == 403 ? "forbidden"
+                                                    : "unavailable";
+    response res = plain(req, static_cast<http::status>(r.status), text);
     if (r.status == 200) {
       res.set("X-Clerk-User-Id", r.user);
       res.set("X-Clerk-Session-Id", r.session);

@@ -276,8 +276,8 @@ verdict verify(std::string_view token, const key_set& keys, const options& opts,
     return v;
   }
   if (!opts.authorized_parties.empty() &&
-      (c.azp.empty() ||
-       std::find(opts.authorized_parties.begin(), opts.authorized_parties.end(), c.azp) == opts.authorized_parties.end())) {
+      (c.azp.empty() || std::find(opts.authorized_parties.begin(), opts.authorized_parties.end(), c.azp) ==
+                            opts.authorized_parties.end())) {
     v.why = reason::bad_azp;
     return v;
   }
