@@ -38,7 +38,8 @@ int topic_ensure(const topic_args& a) {
   for (const auto& w : report.warnings) log::warn("topic not replayable", {{"topic", settings.name}, {"why", w}});
   for (const auto& w : report.durability_warnings)
     log::warn("topic not durable", {{"topic", settings.name}, {"why", w}});
-  const bool clean = report.warnings.empty() && report.durability_warnings.empty();
+  for (const auto& w : report.size_warnings) log::warn("topic too small", {{"topic", settings.name}, {"why", w}});
+  const bool clean = report.warnings.empty() && report.durability_warnings.empty() && report.size_warnings.empty();
   return a.strict && !clean ? exit_failed : exit_ok;
 }
 

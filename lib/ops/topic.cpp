@@ -4,6 +4,7 @@
 #include <charconv>
 #include <thread>
 
+#include "http/options.hpp"
 #include "kafka/admin.hpp"
 
 namespace clerk_sync::ops {
@@ -50,6 +51,17 @@ std::vector<std::string> replay_warnings(const std::map<std::string, std::string
   return out;
 }
 
+std::vector<std::string> size_warnings(const std::map<std::string, std::string>& config) {
+  // Kafka's default when the key is missing.
+  const auto text = config.contains("max.message.bytes") ? value_of(config, "max.message.bytes") : "1048588";
+  std::int64_t have = 0;
+  (void)std::from_chars(text.data(), text.data() + text.size(), have);
+  const auto want = static_cast<std::int64_t>(http::max_message_bytes(http::receiver_options{}));
+  if (have >= want) return {};
+  return {"max.message.bytes=" + text + ": a webhook body near the receiver's 1 MiB limit would be refused (413); want " +
+          std::to_string(want) + " or more"};
+}
+
 std::vector<std::string> durability_warnings(int brokers, int replication_factor, int min_insync_replicas) {
   std::vector<std::string> out;
   if (brokers < 2) return out;
@@ -75,7 +87,9 @@ topic_report ensure_topic(const kafka::client_config& cfg, const topic_settings&
   report.brokers = static_cast<int>(before.brokers.size());
   const auto settings = with_defaults(requested, report.brokers);
   // Extra configs override our defaults, as an operator would expect.
-  std::map<std::string, std::string> configs = {{"retention.ms", settings.retention_ms}, {"cleanup.policy", "delete"}};
+  std::map<std::string, std::string> configs = {{"retention.ms", settings.retention_ms},
+                                                {"cleanup.policy", "delete"},
+                                                {"max.message.bytes", settings.max_message_bytes}};
   for (const auto& [k, v] : settings.configs) configs[k] = v;
   if (before.partitions.empty()) {
     kafka::topic_spec spec{settings.name, settings.partitions, settings.replication_factor,
@@ -84,6 +98,7 @@ topic_report ensure_topic(const kafka::client_config& cfg, const topic_settings&
   }
   if (report.created) {
     report.warnings = replay_warnings(configs);
+    report.size_warnings = size_warnings(configs);
     report.replication_factor = settings.replication_factor;
     report.min_insync_replicas = min_isr_of(configs);
   } else {
@@ -97,6 +112,7 @@ topic_report ensure_topic(const kafka::client_config& cfg, const topic_settings&
     }
     if (!config) throw kafka::fatal_error("topic " + settings.name + " exists but cannot be described");
     report.warnings = replay_warnings(*config);
+    report.size_warnings = size_warnings(*config);
     report.min_insync_replicas = min_isr_of(*config);
     // Created by someone else a moment ago: its layout comes with a second look.
     const auto layout = before.partitions.empty() ? kafka::describe_cluster(cfg, settings.name, timeout) : before;

@@ -20,6 +20,9 @@ struct topic_settings {
   int partitions = 6;
   int replication_factor = 0;  // 0: with_defaults picks it from the cluster's size
   std::string retention_ms = "-1";  // infinite: replay must see every event
+  // Room for the receiver's largest record (a body at its 1 MiB default limit,
+  // with key and headers) and then some; Kafka's default is about 1 MiB.
+  std::string max_message_bytes = "2097152";
   // Extra topic configs (min.insync.replicas=2 on a real cluster, ...).
   std::vector<std::pair<std::string, std::string>> configs;
 };
@@ -42,12 +45,17 @@ struct topic_settings {
 [[nodiscard]] std::vector<std::string> durability_warnings(int brokers, int replication_factor,
                                                            int min_insync_replicas);
 
+// Why the receiver's largest record with its default limits would not fit
+// (max.message.bytes below http::max_message_bytes): such a body gets 413.
+[[nodiscard]] std::vector<std::string> size_warnings(const std::map<std::string, std::string>& config);
+
 struct topic_report {
   bool created = false;  // false: it existed already
   int brokers = 0;
   int replication_factor = 0;   // of the topic as it now is (the smallest over its partitions)
   int min_insync_replicas = 0;  // idem
   std::vector<std::string> warnings;             // replay_warnings
+  std::vector<std::string> size_warnings;        // size_warnings
   std::vector<std::string> durability_warnings;  // durability_warnings
 };
 

@@ -77,6 +77,10 @@ TEST_CASE("lag counts from the stored offset, or from the low watermark when non
 TEST_CASE("topic check warns on finite retention and on compaction") {
   CHECK(ops::replay_warnings({{"retention.ms", "-1"}, {"cleanup.policy", "delete"}, {"retention.bytes", "-1"}}).empty());
   CHECK(ops::replay_warnings({}).size() == 1);  // Kafka's default: 7 days
+  // The receiver's largest record (1 MiB body, key, headers) must fit.
+  CHECK(ops::size_warnings({{"max.message.bytes", "2097152"}}).empty());
+  CHECK(ops::size_warnings({{"max.message.bytes", "1048588"}}).size() == 1);  // Kafka's default
+  CHECK(ops::size_warnings({}).size() == 1);
   const auto w = ops::replay_warnings({{"retention.ms", "-1"}, {"cleanup.policy", "compact,delete"}});
   REQUIRE(w.size() == 1);
   CHECK(w[0].find("compact") != std::string::npos);

@@ -65,6 +65,7 @@ TEST_CASE("topic ensure creates a replayable topic, and --strict fails on a comp
   REQUIRE(config);
   CHECK(config->at("retention.ms") == "-1");
   CHECK(config->at("cleanup.policy") == "delete");
+  CHECK(config->at("max.message.bytes") == "2097152");  // the receiver's 1 MiB bodies fit
   kafka::consumer reader(test::broker(), "");
   CHECK(reader.partitions_of(name, 10s).size() == 4);
 
@@ -83,6 +84,7 @@ TEST_CASE("topic ensure creates a replayable topic, and --strict fails on a comp
   INFO(strict.err);
   CHECK(strict.status == 1);
   CHECK(strict.err.find("retention.ms=604800000") != std::string::npos);
+  CHECK(strict.err.find("msg=\"topic too small\"") != std::string::npos);  // Kafka's default max.message.bytes
 }
 
 TEST_CASE("replay rebuilds every projection identical to the live one while the consumers keep running") {
