@@ -9,6 +9,8 @@
 #include <cstdio>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -40,6 +42,31 @@ std::vector<cs::projection::kind> parse_projections(const std::string& list) {
   if (!kinds)
     throw cs::config::usage_error("unknown projection '" + bad + "' (expected users, referrals, balances or sessions)");
   return *kinds;
+}
+
+// "90d", "36h", "30m", "45s" or "0" (keep forever).
+std::chrono::seconds parse_retention(const std::string& text) {
+  const auto bad = [&] {
+    return cs::config::usage_error("--ledger-retention: expected a number with s, m, h or d (e.g. 90d), got '" +
+                                   text + "'");
+  };
+  if (text == "0") return std::chrono::seconds(0);
+  if (text.size() < 2) throw bad();
+  std::size_t used = 0;
+  long long n = 0;
+  try {
+    n = std::stoll(text.substr(0, text.size() - 1), &used);
+  } catch (const std::exception&) {
+    throw bad();
+  }
+  if (used != text.size() - 1 || n <= 0 || n > 100'000) throw bad();
+  switch (text.back()) {
+    case 's': return std::chrono::seconds(n);
+    case 'm': return std::chrono::minutes(n);
+    case 'h': return std::chrono::hours(n);
+    case 'd': return std::chrono::hours(24 * n);
+    default: throw bad();
+  }
 }
 
 int run(int argc, char** argv) {
@@ -75,6 +102,11 @@ int run(int argc, char** argv) {
       ->envname("CLERK_SYNC_DB_RETRY_MS")
       ->check(CLI::Range(0, 240'000))
       ->capture_default_str();
+  std::string retention = "90d";
+  app.add_option("--ledger-retention", retention,
+                 "Prune idempotency-ledger rows older than this (s, m, h or d suffix; 0 keeps them forever)")
+      ->envname("CLERK_SYNC_LEDGER_RETENTION")
+      ->capture_default_str();
   cs::config::add_kafka_options(app, s.worker.kafka);
   cs::config::add_log_options(app, s.log);
   if (const auto code = cs::config::parse(app, argc, argv)) return *code;
@@ -87,6 +119,10 @@ int run(int argc, char** argv) {
   s.worker.batch_latency = std::chrono::milliseconds(s.batch_latency_ms);
   s.worker.busy_timeout = std::chrono::milliseconds(s.busy_timeout_ms);
   s.worker.retry_budget = std::chrono::milliseconds(s.retry_ms);
+  s.worker.ledger_retention = parse_retention(retention);
+  // One sweep step a second; more often only for a retention of seconds (tests).
+  s.worker.prune_interval = std::clamp<std::chrono::milliseconds>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(s.worker.ledger_retention) / 4, 100ms, 1s);
 
   // Open (create, migrate) once here so that a bad path is one clear line
   // and exit 2, before any thread starts.

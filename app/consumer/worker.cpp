@@ -59,6 +59,7 @@ class loop {
           continue;
       }
       if (!batch_.empty() && !flush()) failed_ = true;
+      if (!failed_ && batch_.empty()) prune();
     }
     if (!failed_ && !flush()) failed_ = true;
     // A batch that could not be written is dropped unapplied: its offsets
@@ -84,6 +85,34 @@ class loop {
       failed_ = true;  // nothing polled from here on is applied
     }
     return parts;
+  }
+
+  // Sweeps the ledger for rows past the retention, one bounded step (2,000
+  // rows read, one short transaction) per interval between batches, so that
+  // pruning never holds the write lock for long.
+  void prune() {
+    if (cfg_.ledger_retention.count() <= 0) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (now < next_prune_) return;
+    next_prune_ = now + cfg_.prune_interval;
+    const auto cutoff = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::system_clock::now().time_since_epoch() - cfg_.ledger_retention)
+                            .count();
+    try {
+      std::unique_lock<std::mutex> turn;
+      if (cfg_.write_turn) turn = std::unique_lock(*cfg_.write_turn);
+      const auto step = projection::prune_ledger(db_, cfg_.projection, cutoff, prune_cursor_, 2'000);
+      prune_cursor_ = step.next;
+      pruned_ += step.deleted;
+      // One line per sweep, not per step.
+      if (step.next.empty() && pruned_ > 0) {
+        log::info("pruned", {{"projection", projection::name(cfg_.projection)}, {"rows", pruned_}});
+        pruned_ = 0;
+      }
+    } catch (const store::db_error& e) {
+      // Busy or failing: the next interval tries again; events are unaffected.
+      log::warn("prune_failed", {{"projection", projection::name(cfg_.projection)}, {"error", e.what()}});
+    }
   }
 
   // Eager rebalance: commit what we hold before the partitions go elsewhere.
@@ -132,6 +161,9 @@ class loop {
   projection::applier applier_;
   std::vector<kafka::message> batch_;
   std::chrono::steady_clock::time_point batch_started_;
+  std::chrono::steady_clock::time_point next_prune_{};
+  std::string prune_cursor_;
+  std::int64_t pruned_ = 0;
   bool failed_ = false;
 };
 
@@ -153,6 +185,14 @@ int run_worker(const worker_config& cfg, const std::atomic<bool>& stop, worker_s
   } catch (const store::db_error& e) {
     log::error("db_failed", {{"projection", projection::name(cfg.projection)}, {"error", e.what()}});
     code = exit_db_failed;
+  } catch (const kafka::offset_out_of_range& e) {
+    log::error("offset_out_of_range", {{"projection", projection::name(cfg.projection)},
+                                       {"topic", e.topic},
+                                       {"partition", e.partition},
+                                       {"offset", e.offset},
+                                       {"log_start", e.log_start},
+                                       {"log_end", e.log_end}});
+    code = exit_offset_out_of_range;
   } catch (const kafka::config_error& e) {
     // A bad librdkafka property: the start-up contract's one line and exit 2
     // (once, though every projection's worker finds the same property bad).

@@ -19,6 +19,8 @@ namespace clerk_sync::consumer_app {
 inline constexpr int exit_bad_kafka_config = 2;
 inline constexpr int exit_db_failed = 3;
 inline constexpr int exit_kafka_failed = 4;
+// A stored offset the partition's log no longer holds: never reset silently.
+inline constexpr int exit_offset_out_of_range = 5;
 
 struct worker_config {
   kafka::client_config kafka;
@@ -33,6 +35,10 @@ struct worker_config {
   // well below max.poll.interval.ms so the group does not evict us first.
   std::chrono::milliseconds retry_budget{30'000};
   std::chrono::milliseconds max_poll_interval{300'000};
+  // Ledger rows older than this are pruned (README "Bounded state"); zero
+  // keeps them forever.
+  std::chrono::seconds ledger_retention{std::chrono::hours(24 * 90)};
+  std::chrono::milliseconds prune_interval{1'000};
   // Workers of one process that share a database file take turns here:
   // SQLite's busy handler would otherwise make them sleep in steps of up to
   // 100 ms waiting for each other's write lock. Optional.
@@ -49,8 +55,8 @@ struct worker_state {
 
 // Runs until `stop` (then finishes the batch, commits, leaves the group and
 // returns 0), or until the database keeps failing (exit_db_failed), Kafka
-// fails for good (exit_kafka_failed) or rejects a property
-// (exit_bad_kafka_config). Never throws.
+// fails for good (exit_kafka_failed), holds a stored offset outside the log
+// (exit_offset_out_of_range) or rejects a property (exit_bad_kafka_config). Never throws.
 int run_worker(const worker_config& cfg, const std::atomic<bool>& stop, worker_state& state);
 
 // steady_clock now in ms, the unit of worker_state::heartbeat_ms.

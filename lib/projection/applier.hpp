@@ -25,7 +25,7 @@ enum class outcome {
   applied,      // rows written
   stale,        // older than the stored row, a tombstone or a terminal session
   duplicate,    // this svix-id was already applied for this projection
-  skipped,      // irrelevant to this projection (recorded in the ledger all the same)
+  skipped,      // irrelevant to this projection (no ledger row: a redelivery is skipped again)
   dead_letter,  // cannot be decoded or mapped: stored in dead_letters
 };
 [[nodiscard]] std::string_view name(outcome o);
@@ -95,13 +95,30 @@ struct dead_letter {
 [[nodiscard]] std::vector<dead_letter> list_dead_letters(store::database& db, std::optional<kind> projection = {},
                                                          bool include_resolved = false);
 
+// One dead letter by id, resolved or not; nullopt when there is none. Throws db_error.
+[[nodiscard]] std::optional<dead_letter> find_dead_letter(store::database& db, std::int64_t id);
+
+// One step of a sweep over a projection's ledger in key order: reads at most
+// `scan` rows after the svix-id `after`, deletes those applied before
+// `applied_before_ms` (ms since epoch) in one short transaction. A sweep
+// costs no index (an index on applied_at would add a third to the ledger):
+// the work per step is bounded, and the next step starts at `next` (empty
+// once the sweep reached the end). Throws db_error.
+struct prune_step {
+  std::int64_t deleted = 0;
+  std::string next;
+};
+[[nodiscard]] prune_step prune_ledger(store::database& db, kind projection, std::int64_t applied_before_ms,
+                                      const std::string& after, int scan);
+
 struct redrive_result {
   bool found = false;     // no pending dead letter has that id
   outcome result = outcome::dead_letter;  // dead_letter: still fails (reason in detail)
   std::string detail;
 };
 
-// Re-runs the mapping on a pending dead letter's stored payload; when it now
+// Re-runs the mapping on a pending dead letter's stored payload (read by id
+// alone); when it now
 // maps, applies it (rows + ledger, never offsets) and marks the dead letter
 // resolved in the same transaction. Throws db_error.
 [[nodiscard]] redrive_result redrive_dead_letter(store::database& db, std::int64_t id);

@@ -141,6 +141,30 @@ TEST_CASE("replay rebuilds every projection identical to the live one while the 
   CHECK(consumer->wait(30s) == 0);
 }
 
+TEST_CASE("replay refuses a log that no longer starts at offset 0 unless --allow-incomplete, never leaving a partial file") {
+  const auto topic = test::fresh_topic("ctl-replay-cut", 1);
+  test::produce_events(test::broker(), topic, test::generate_events({.users = 5, .events = 30, .seed = 11}));
+  const auto high = high_watermark_sum(topic);
+  REQUIRE(high > 6);
+  kafka::delete_records(test::broker(), topic, 0, 5, 30s);
+  test::temp_dir dir;
+  const auto rebuilt = (dir / "rebuilt.db").string();
+
+  auto r = ctl_run({"replay", "--projection", "all", "--db", rebuilt}, topic, 120s);
+  CHECK(r.status == 1);
+  CHECK_MESSAGE(r.err.find("partition 0 starts at offset 5") != std::string::npos, r.err);
+  CHECK(r.err.find("--allow-incomplete") != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(rebuilt));
+  CHECK_FALSE(std::filesystem::exists(rebuilt + ".partial"));
+
+  r = ctl_run({"replay", "--projection", "all", "--db", rebuilt, "--allow-incomplete"}, topic, 120s);
+  CHECK_MESSAGE(r.status == 0, r.err);
+  CHECK(r.err.find("replay incomplete") != std::string::npos);
+  CHECK(std::filesystem::exists(rebuilt));
+  CHECK_FALSE(std::filesystem::exists(rebuilt + ".partial"));
+  CHECK(test::query_int(rebuilt, "SELECT sum(next_offset) FROM kafka_offsets WHERE projection = 'users'") == high);
+}
+
 TEST_CASE("dead letters are listed and a re-drive of a still-broken event exits 1") {
   const auto topic = test::fresh_topic("ctl-dead", 1);
   const test::temp_dir dir;
