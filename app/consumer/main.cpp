@@ -1,6 +1,6 @@
 // clerk-sync-consumer: projects Clerk events from Kafka into SQLite, exactly
-// once. Assembles flags, one worker thread per projection, signals and
-// sd_notify; the work itself is in worker.cpp and lib/projection.
+// once. Assembles flags, one consume-loop thread per projection, signals and
+// sd_notify; the work itself is in lib/consume and lib/projection.
 
 #include <pthread.h>
 #include <signal.h>
@@ -15,11 +15,11 @@
 #include <vector>
 
 #include "config/options.hpp"
+#include "consume/loop.hpp"
 #include "log/log.hpp"
 #include "projection/mapping.hpp"
 #include "store/database.hpp"
 #include "systemd/notify.hpp"
-#include "worker.hpp"
 
 namespace cs = clerk_sync;
 using namespace std::chrono_literals;
@@ -27,7 +27,7 @@ using namespace std::chrono_literals;
 namespace {
 
 struct settings {
-  cs::consumer_app::worker_config worker;
+  cs::consume::loop_config worker;
   std::string projections;
   std::size_t batch_size = 500;
   long batch_latency_ms = 50;
@@ -118,7 +118,7 @@ int run(int argc, char** argv) {
   s.worker.batch_size = s.batch_size;
   s.worker.batch_latency = std::chrono::milliseconds(s.batch_latency_ms);
   s.worker.busy_timeout = std::chrono::milliseconds(s.busy_timeout_ms);
-  s.worker.retry_budget = std::chrono::milliseconds(s.retry_ms);
+  s.worker.retry.budget = std::chrono::milliseconds(s.retry_ms);
   s.worker.ledger_retention = parse_retention(retention);
   // One sweep step a second; more often only for a retention of seconds (tests).
   s.worker.prune_interval = std::clamp<std::chrono::milliseconds>(
@@ -142,7 +142,7 @@ int run(int argc, char** argv) {
 
   std::atomic<bool> stop{false};
   std::mutex write_turn;
-  std::vector<std::unique_ptr<cs::consumer_app::worker_state>> states;
+  std::vector<std::unique_ptr<cs::consume::loop_state>> states;
   std::vector<std::thread> threads;
   for (const auto k : kinds) {
     auto cfg = s.worker;
@@ -152,9 +152,9 @@ int run(int argc, char** argv) {
     // speed (16 MiB halved it in scripts/bench-consumer) with less memory
     // per projection. --kafka-property overrides it (applied later).
     cfg.kafka.properties.insert(cfg.kafka.properties.begin(), {"queued.max.messages.kbytes", "32768"});
-    states.push_back(std::make_unique<cs::consumer_app::worker_state>());
+    states.push_back(std::make_unique<cs::consume::loop_state>());
     auto* state = states.back().get();
-    threads.emplace_back([cfg, state, &stop] { (void)cs::consumer_app::run_worker(cfg, stop, *state); });
+    threads.emplace_back([cfg, state, &stop] { (void)cs::consume::run_loop(cfg, stop, *state); });
   }
 
   const auto watchdog = cs::systemd::watchdog_interval();
@@ -176,7 +176,7 @@ int run(int argc, char** argv) {
     // Ping only while every worker's loop is turning: a stuck worker should
     // let systemd's watchdog restart us.
     if (watchdog && std::chrono::steady_clock::now() - last_ping >= *watchdog) {
-      const auto now = cs::consumer_app::steady_ms();
+      const auto now = cs::consume::steady_ms();
       const auto limit = std::chrono::duration_cast<std::chrono::milliseconds>(*watchdog).count() * 2 +
                          s.retry_ms;
       if (std::all_of(states.begin(), states.end(),
@@ -193,8 +193,8 @@ int run(int argc, char** argv) {
   int code = 0;
   for (const auto& st : states) code = std::max(code, st->exit_code.load());
   for (const auto& st : states)
-    if (st->exit_code.load() == cs::consumer_app::exit_bad_kafka_config) code = cs::consumer_app::exit_bad_kafka_config;
-  if (code != cs::consumer_app::exit_bad_kafka_config) cs::log::info("stopped", {{"exit_code", code}});
+    if (st->exit_code.load() == cs::consume::exit_bad_kafka_config) code = cs::consume::exit_bad_kafka_config;
+  if (code != cs::consume::exit_bad_kafka_config) cs::log::info("stopped", {{"exit_code", code}});
   return code;
 }
 

@@ -5,6 +5,8 @@
 #include <utility>
 #include <thread>
 
+#include "consume/loop.hpp"
+#include "consume/retry.hpp"
 #include "log/log.hpp"
 #include "projection/applier.hpp"
 #include "store/database.hpp"
@@ -80,19 +82,17 @@ class partial_file {
   bool released_ = false;
 };
 
-// A database failure (busy, disk full) keeps nothing of the batch: retry the
-// same batch a few times, then give up with the error.
+// A database failure (busy, disk full) keeps nothing of the batch: the
+// consumers' retry policy, then give up with the error.
 std::vector<projection::event_result> apply_with_retry(projection::applier& ap,
-                                                       const std::vector<kafka::message>& batch) {
-  for (int attempt = 1;; ++attempt) {
-    try {
-      return ap.apply(batch);
-    } catch (const store::db_error& e) {
-      if (attempt >= 5) throw;
-      log::warn("replay batch failed, retrying", {{"attempt", attempt}, {"error", e.what()}});
-      std::this_thread::sleep_for(std::chrono::milliseconds(200 * attempt));
-    }
-  }
+                                                       const std::vector<projection::envelope>& batch,
+                                                       const consume::retry_policy& policy) {
+  return consume::with_retry(
+      policy, [&] { return ap.apply(batch); },
+      [](int attempt, const store::db_error& e, bool give_up) {
+        log::write(give_up ? log::level::error : log::level::warn, give_up ? "db_failed" : "db_retry",
+                   {{"attempt", attempt}, {"error", e.what()}});
+      });
 }
 
 }  // namespace
@@ -130,10 +130,10 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
   replay_progress progress;
   progress.total = tracker.total();
   progress.lag = tracker.lag();
-  std::vector<kafka::message> batch;
+  std::vector<projection::envelope> batch;
   auto flush = [&] {
     if (batch.empty()) return;
-    for (const auto& r : apply_with_retry(*ap, batch))
+    for (const auto& r : apply_with_retry(*ap, batch, opts.retry))
       if (r.result == projection::outcome::dead_letter) ++progress.dead_letters;
     batch.clear();
   };
@@ -152,7 +152,7 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
     const auto now = std::chrono::steady_clock::now();
     if (m) {
       last_message = now;
-      if (tracker.accept(m->partition, m->offset)) batch.push_back(std::move(*m));
+      if (tracker.accept(m->partition, m->offset)) batch.push_back(consume::to_envelope(std::move(*m)));
     } else if (now - last_message > opts.stall_timeout) {
       flush();
       report();

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "kafka/client.hpp"
+#include "consume/retry.hpp"
 #include "kafka/consumer.hpp"
 #include "projection/mapping.hpp"
 
@@ -61,6 +62,8 @@ struct replay_options {
   // Behind the target yet nothing arrives for this long: give up (exit 1).
   std::chrono::milliseconds stall_timeout{60'000};
   std::chrono::milliseconds request_timeout{15'000};
+  // The consumers' policy for a batch the database refuses.
+  consume::retry_policy retry;
   // Accept a rebuild that misses events retention already deleted.
   bool allow_incomplete = false;
 };

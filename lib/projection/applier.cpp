@@ -36,13 +36,13 @@ struct decoded {
   std::string type;
 };
 
-decoded decode_message(const kafka::message& m) {
-  decoded d{std::string(kafka::find_header(m.headers, "svix-id").value_or("")), event::decode(m.value), m.key, ""};
+decoded decode_message(const envelope& m) {
+  decoded d{m.svix_id, event::decode(m.body), "", ""};
   if (const auto* e = std::get_if<event::clerk_event>(&d.event)) {
     d.type = e->type;
     if (const auto u = event::user_id_of(*e); !u.empty()) d.user = std::string(u);
   } else {
-    d.type = std::string(kafka::find_header(m.headers, "clerk-event-type").value_or(""));
+    d.type = m.type;
   }
   return d;
 }
@@ -296,7 +296,7 @@ outcome map_and_write(statements& s, kind k, const event::clerk_event& e, std::s
 // One event for one projection: ledger check, mapping, rows, ledger row.
 // Dead letters are reported, not stored: the caller decides (a re-drive
 // must not add a second dead letter).
-event_result apply_one(statements& s, kind k, const kafka::message& m, const decoded& d, std::int64_t now) {
+event_result apply_one(statements& s, kind k, const envelope& m, const decoded& d, std::int64_t now) {
   event_result r{k, d.svix_id, d.type, d.user, outcome::applied, "", m.topic, m.partition, m.offset};
   if (d.svix_id.empty()) {
     r.result = outcome::dead_letter;
@@ -338,7 +338,7 @@ event_result apply_one(statements& s, kind k, const kafka::message& m, const dec
   return r;
 }
 
-void add_dead_letter(statements& s, const event_result& r, const kafka::message& m, std::int64_t now) {
+void add_dead_letter(statements& s, const event_result& r, const envelope& m, std::int64_t now) {
   auto& st = s.dead_letter_add;
   st.reset();
   st.clearBindings();
@@ -349,7 +349,7 @@ void add_dead_letter(statements& s, const event_result& r, const kafka::message&
   bind_opt(st, 5, r.svix_id.empty() ? std::nullopt : std::optional<std::string>(r.svix_id));
   bind_opt(st, 6, r.type.empty() ? std::nullopt : std::optional<std::string>(r.type));
   st.bind(7, r.detail);
-  st.bind(8, m.value.data(), static_cast<int>(m.value.size()));
+  st.bind(8, m.body.data(), static_cast<int>(m.body.size()));
   st.bind(9, now);
   run(st);
 }
@@ -375,7 +375,7 @@ applier::applier(store::database& db, std::vector<kind> projections, std::mutex*
 
 applier::~applier() = default;
 
-std::vector<event_result> applier::apply(std::span<const kafka::message> batch) {
+std::vector<event_result> applier::apply(std::span<const envelope> batch) {
   std::vector<event_result> results;
   results.reserve(batch.size() * kinds_.size());
   // Decoding is pure: done before the write lock is taken.
@@ -522,13 +522,7 @@ redrive_result redrive_dead_letter(store::database& db, std::int64_t id) {
   return guarded([&] {
     statements s(db.native());
     SQLite::Transaction tx(db.native(), SQLite::TransactionBehavior::IMMEDIATE);
-    kafka::message m;
-    m.topic = found->topic;
-    m.partition = found->partition;
-    m.offset = found->offset;
-    m.value = found->payload;
-    if (!found->svix_id.empty()) m.headers.push_back({"svix-id", found->svix_id});
-    if (!found->type.empty()) m.headers.push_back({"clerk-event-type", found->type});
+    const envelope m{found->topic, found->partition, found->offset, found->svix_id, found->type, found->payload};
     const decoded d = decode_message(m);
     const event_result r = apply_one(s, found->projection, m, d, now_ms());
     redrive_result out{true, r.result, r.detail};

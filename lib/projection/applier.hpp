@@ -1,5 +1,5 @@
 #pragma once
-// Exactly-once application of Kafka messages of Clerk events into the
+// Exactly-once application of Clerk events read from Kafka into the
 // projection tables. One apply() = one IMMEDIATE transaction holding the
 // rows, the applied_events ledger and kafka_offsets of every message in the
 // batch: all of it or nothing. Used by clerk-sync-consumer's poll loop and by
@@ -15,11 +15,22 @@
 #include <string>
 #include <vector>
 
-#include "kafka/consumer.hpp"
 #include "projection/mapping.hpp"
 #include "store/database.hpp"
 
 namespace clerk_sync::projection {
+
+// One event as read from the log: where it sits (topic, partition, offset),
+// the Svix message id and Clerk event type the receiver put in its headers,
+// and the raw body as signed. Plain data; no Kafka type.
+struct envelope {
+  std::string topic;
+  std::int32_t partition = 0;
+  std::int64_t offset = 0;
+  std::string svix_id;
+  std::string type;
+  std::string body;
+};
 
 enum class outcome {
   applied,      // rows written
@@ -53,12 +64,11 @@ class applier {
   applier(const applier&) = delete;
   applier& operator=(const applier&) = delete;
 
-  // Applies `batch` (messages as the receiver publishes them: value = raw
-  // body, header svix-id) to every projection in one transaction and moves
+  // Applies `batch` to every projection in one transaction and moves
   // each (projection, topic, partition) next offset past its last message.
   // Returns one result per message and projection, in batch order. Throws
   // store::db_error, after rollback, when the database fails.
-  [[nodiscard]] std::vector<event_result> apply(std::span<const kafka::message> batch);
+  [[nodiscard]] std::vector<event_result> apply(std::span<const envelope> batch);
 
   [[nodiscard]] const std::vector<kind>& projections() const { return kinds_; }
 

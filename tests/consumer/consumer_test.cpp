@@ -25,10 +25,9 @@ std::string reference_tables(const std::vector<t::generated_event>& events, cons
   const auto path = (dir / "reference.db").string();
   clerk_sync::store::database db(path);
   pj::applier app(db, kinds);
-  std::vector<clerk_sync::kafka::message> batch;
+  std::vector<pj::envelope> batch;
   std::int64_t off = 0;
-  for (const auto& e : events)
-    batch.push_back({"ref", 0, off++, e.key, e.body, {{"svix-id", e.svix_id}, {"clerk-event-type", e.type}}, 0});
+  for (const auto& e : events) batch.push_back({"ref", 0, off++, e.svix_id, e.type, e.body});
   (void)app.apply(batch);
   return t::dump_tables(path);
 }
@@ -40,10 +39,9 @@ std::int64_t reference_ledger_rows(const std::vector<t::generated_event>& events
   const auto path = (dir / name).string();
   clerk_sync::store::database db(path);
   pj::applier app(db, {k});
-  std::vector<clerk_sync::kafka::message> batch;
+  std::vector<pj::envelope> batch;
   std::int64_t off = 0;
-  for (const auto& e : events)
-    batch.push_back({"ref", 0, off++, e.key, e.body, {{"svix-id", e.svix_id}, {"clerk-event-type", e.type}}, 0});
+  for (const auto& e : events) batch.push_back({"ref", 0, off++, e.svix_id, e.type, e.body});
   (void)app.apply(batch);
   return t::query_int(path, "SELECT count(*) FROM applied_events");
 }

@@ -10,7 +10,6 @@
 
 namespace pj = clerk_sync::projection;
 namespace store = clerk_sync::store;
-namespace kafka = clerk_sync::kafka;
 using pj::outcome;
 
 namespace {
@@ -18,8 +17,8 @@ namespace {
 const std::vector<pj::kind> all{pj::kind::users, pj::kind::referrals, pj::kind::balances, pj::kind::sessions};
 
 // A message shaped as the receiver publishes it.
-kafka::message msg(const std::string& svix, const std::string& body, std::int64_t offset, std::int32_t partition = 0) {
-  return {"clerk.events", partition, offset, "key", body, {{"svix-id", svix}, {"clerk-event-type", "x"}}, 0};
+pj::envelope msg(const std::string& svix, const std::string& body, std::int64_t offset, std::int32_t partition = 0) {
+  return {"clerk.events", partition, offset, svix, "x", body};
 }
 
 std::string user_body(const std::string& type, const std::string& id, std::int64_t updated_at,
@@ -61,7 +60,7 @@ std::int64_t count(store::database& db, const std::string& sql) { return db.nati
 TEST_CASE("the example bodies land in every projection - the ledger and offsets move in the same transaction") {
   store::database db(":memory:");
   pj::applier app(db, all);
-  std::vector<kafka::message> batch;
+  std::vector<pj::envelope> batch;
   std::int64_t off = 0;
   for (const char* f : {"user.created.json", "user.updated.json", "session.created.json", "session.ended.json"})
     batch.push_back(msg(std::string("msg_") + f,
@@ -225,7 +224,7 @@ TEST_CASE("a locked database fails the whole batch: no rows, no ledger, offsets 
 TEST_CASE("a redelivery inside the ledger retention is a no-op, pruning sweeps in bounded steps and leaves the rows alone") {
   store::database db(":memory:");
   pj::applier app(db, {pj::kind::users});
-  std::vector<kafka::message> batch;
+  std::vector<pj::envelope> batch;
   for (int i = 0; i < 25; ++i)
     batch.push_back(msg("msg_" + std::to_string(i), user_body("user.created", "u" + std::to_string(i), 100 + i), i));
   (void)app.apply(batch);
