@@ -190,6 +190,36 @@ TEST_CASE("dead letters are listed and a re-drive of a still-broken event exits 
   CHECK(consumer->wait(30s) == 0);
 }
 
+TEST_CASE("dead-letters --projection takes a comma list or all and acts on each projection") {
+  const auto topic = test::fresh_topic("ctl-dead-multi", 1);
+  const test::temp_dir dir;
+  const auto db = (dir / "live.db").string();
+  // Not JSON: a dead letter in every projection; delivered twice, still one each.
+  const test::generated_event broken{"user_y", "msg_broken2", "user.created", "{not json"};
+  test::produce_events(test::broker(), topic, {broken, broken});
+  auto consumer = test::start_consumer({"--projection", "users,sessions,balances", "--db", db, "--topic", topic,
+                                        "--group-prefix", test::unique_name("ctl-dead-multi")});
+  REQUIRE(wait_lag_zero(db, topic, "users,sessions,balances", 60s).status == 0);
+  consumer->signal(SIGTERM);
+  CHECK(consumer->wait(30s) == 0);
+  CHECK(test::query_int(db, "SELECT count(*) FROM dead_letters") == 3);
+
+  const auto count_lines = [](const std::string& text, const std::string& word) {
+    std::size_t n = 0;
+    for (auto at = text.find(word); at != std::string::npos; at = text.find(word, at + 1)) ++n;
+    return n;
+  };
+  auto list = ctl_run({"dead-letters", "list", "--db", db, "--projection", "users,sessions"}, topic);
+  CHECK(list.status == 0);
+  CHECK_MESSAGE(count_lines(list.out, "msg_broken2") == 2, list.out);
+  CHECK(list.out.find(" balances ") == std::string::npos);
+  list = ctl_run({"dead-letters", "list", "--db", db, "--projection", "all"}, topic);
+  CHECK_MESSAGE(count_lines(list.out, "msg_broken2") == 3, list.out);
+  const auto retry = ctl_run({"dead-letters", "retry", "--db", db, "--all", "--projection", "sessions,balances"}, topic);
+  CHECK(retry.status == 1);
+  CHECK_MESSAGE(count_lines(retry.err, "still fails") == 2, retry.err);
+}
+
 TEST_CASE("send delivers generated events through the real receiver into Kafka") {
   const auto topic = test::fresh_topic("ctl-send", 3);
   const auto port = test::free_port();
