@@ -1,6 +1,6 @@
 // clerk-sync-consumer: projects Clerk events from Kafka into SQLite, exactly
-// once. Assembles flags, one worker thread per projection, signals and
-// sd_notify; the work itself is in worker.cpp and lib/projection.
+// once. Assembles flags, one consume-loop thread per projection, signals and
+// sd_notify; the work itself is in lib/consume and lib/projection.
 
 #include <pthread.h>
 #include <signal.h>
@@ -9,15 +9,17 @@
 #include <cstdio>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "config/options.hpp"
+#include "consume/loop.hpp"
 #include "log/log.hpp"
 #include "projection/mapping.hpp"
 #include "store/database.hpp"
 #include "systemd/notify.hpp"
-#include "worker.hpp"
 
 namespace cs = clerk_sync;
 using namespace std::chrono_literals;
@@ -25,7 +27,7 @@ using namespace std::chrono_literals;
 namespace {
 
 struct settings {
-  cs::consumer_app::worker_config worker;
+  cs::consume::loop_config worker;
   std::string projections;
   std::size_t batch_size = 500;
   long batch_latency_ms = 50;
@@ -40,6 +42,31 @@ std::vector<cs::projection::kind> parse_projections(const std::string& list) {
   if (!kinds)
     throw cs::config::usage_error("unknown projection '" + bad + "' (expected users, referrals, balances or sessions)");
   return *kinds;
+}
+
+// "90d", "36h", "30m", "45s" or "0" (keep forever).
+std::chrono::seconds parse_retention(const std::string& text) {
+  const auto bad = [&] {
+    return cs::config::usage_error("--ledger-retention: expected a number with s, m, h or d (e.g. 90d), got '" +
+                                   text + "'");
+  };
+  if (text == "0") return std::chrono::seconds(0);
+  if (text.size() < 2) throw bad();
+  std::size_t used = 0;
+  long long n = 0;
+  try {
+    n = std::stoll(text.substr(0, text.size() - 1), &used);
+  } catch (const std::exception&) {
+    throw bad();
+  }
+  if (used != text.size() - 1 || n <= 0 || n > 100'000) throw bad();
+  switch (text.back()) {
+    case 's': return std::chrono::seconds(n);
+    case 'm': return std::chrono::minutes(n);
+    case 'h': return std::chrono::hours(n);
+    case 'd': return std::chrono::hours(24 * n);
+    default: throw bad();
+  }
 }
 
 int run(int argc, char** argv) {
@@ -75,6 +102,11 @@ int run(int argc, char** argv) {
       ->envname("CLERK_SYNC_DB_RETRY_MS")
       ->check(CLI::Range(0, 240'000))
       ->capture_default_str();
+  std::string retention = "90d";
+  app.add_option("--ledger-retention", retention,
+                 "Prune idempotency-ledger rows older than this (s, m, h or d suffix; 0 keeps them forever)")
+      ->envname("CLERK_SYNC_LEDGER_RETENTION")
+      ->capture_default_str();
   cs::config::add_kafka_options(app, s.worker.kafka);
   cs::config::add_log_options(app, s.log);
   if (const auto code = cs::config::parse(app, argc, argv)) return *code;
@@ -86,7 +118,11 @@ int run(int argc, char** argv) {
   s.worker.batch_size = s.batch_size;
   s.worker.batch_latency = std::chrono::milliseconds(s.batch_latency_ms);
   s.worker.busy_timeout = std::chrono::milliseconds(s.busy_timeout_ms);
-  s.worker.retry_budget = std::chrono::milliseconds(s.retry_ms);
+  s.worker.retry.budget = std::chrono::milliseconds(s.retry_ms);
+  s.worker.ledger_retention = parse_retention(retention);
+  // One sweep step a second; more often only for a retention of seconds (tests).
+  s.worker.prune_interval = std::clamp<std::chrono::milliseconds>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(s.worker.ledger_retention) / 4, 100ms, 1s);
 
   // Open (create, migrate) once here so that a bad path is one clear line
   // and exit 2, before any thread starts.
@@ -106,7 +142,7 @@ int run(int argc, char** argv) {
 
   std::atomic<bool> stop{false};
   std::mutex write_turn;
-  std::vector<std::unique_ptr<cs::consumer_app::worker_state>> states;
+  std::vector<std::unique_ptr<cs::consume::loop_state>> states;
   std::vector<std::thread> threads;
   for (const auto k : kinds) {
     auto cfg = s.worker;
@@ -116,9 +152,9 @@ int run(int argc, char** argv) {
     // speed (16 MiB halved it in scripts/bench-consumer) with less memory
     // per projection. --kafka-property overrides it (applied later).
     cfg.kafka.properties.insert(cfg.kafka.properties.begin(), {"queued.max.messages.kbytes", "32768"});
-    states.push_back(std::make_unique<cs::consumer_app::worker_state>());
+    states.push_back(std::make_unique<cs::consume::loop_state>());
     auto* state = states.back().get();
-    threads.emplace_back([cfg, state, &stop] { (void)cs::consumer_app::run_worker(cfg, stop, *state); });
+    threads.emplace_back([cfg, state, &stop] { (void)cs::consume::run_loop(cfg, stop, *state); });
   }
 
   const auto watchdog = cs::systemd::watchdog_interval();
@@ -140,7 +176,7 @@ int run(int argc, char** argv) {
     // Ping only while every worker's loop is turning: a stuck worker should
     // let systemd's watchdog restart us.
     if (watchdog && std::chrono::steady_clock::now() - last_ping >= *watchdog) {
-      const auto now = cs::consumer_app::steady_ms();
+      const auto now = cs::consume::steady_ms();
       const auto limit = std::chrono::duration_cast<std::chrono::milliseconds>(*watchdog).count() * 2 +
                          s.retry_ms;
       if (std::all_of(states.begin(), states.end(),
@@ -157,8 +193,8 @@ int run(int argc, char** argv) {
   int code = 0;
   for (const auto& st : states) code = std::max(code, st->exit_code.load());
   for (const auto& st : states)
-    if (st->exit_code.load() == cs::consumer_app::exit_bad_kafka_config) code = cs::consumer_app::exit_bad_kafka_config;
-  if (code != cs::consumer_app::exit_bad_kafka_config) cs::log::info("stopped", {{"exit_code", code}});
+    if (st->exit_code.load() == cs::consume::exit_bad_kafka_config) code = cs::consume::exit_bad_kafka_config;
+  if (code != cs::consume::exit_bad_kafka_config) cs::log::info("stopped", {{"exit_code", code}});
   return code;
 }
 

@@ -1,6 +1,8 @@
 // The database subcommands: replay (backfill into a new file), compare,
 // status (lag, rows, last apply; exit 1 past --max-lag) and dead-letters.
+#include <algorithm>
 #include <cstdio>
+#include <iterator>
 #include <filesystem>
 #include <ctime>
 #include <memory>
@@ -67,6 +69,7 @@ struct replay_args {
   std::string db;
   std::size_t batch = 500;
   int stall_timeout_ms = 60'000;
+  bool allow_incomplete = false;
 };
 
 int replay(const replay_args& a) {
@@ -76,6 +79,7 @@ int replay(const replay_args& a) {
   opts.db_path = a.db;
   opts.batch_size = a.batch;
   opts.stall_timeout = std::chrono::milliseconds(a.stall_timeout_ms);
+  opts.allow_incomplete = a.allow_incomplete;
   return guarded([&] {
     const auto r = ops::replay(a.kafka, opts, [&](const ops::replay_progress& p) {
       log::info("replay progress", {{"projection", a.projections}, {"read", p.read}, {"total", p.total},
@@ -152,13 +156,25 @@ struct dead_letter_args {
   std::vector<std::int64_t> ids;
 };
 
+// The dead letters of every projection named by --projection (a comma list
+// or all; none given: all), oldest first.
+std::vector<projection::dead_letter> selected_dead_letters(store::database& db, const std::string& projections,
+                                                           bool include_resolved) {
+  if (projections.empty() || projections == "all") return projection::list_dead_letters(db, {}, include_resolved);
+  std::vector<projection::dead_letter> out;
+  for (const auto k : kinds_of(projections)) {
+    auto some = projection::list_dead_letters(db, k, include_resolved);
+    std::move(some.begin(), some.end(), std::back_inserter(out));
+  }
+  std::sort(out.begin(), out.end(), [](const auto& x, const auto& y) { return x.id < y.id; });
+  return out;
+}
+
 int dead_letters_list(const dead_letter_args& a) {
   require_existing(a.db);
   return guarded([&] {
     store::database db(a.db, {.read_only = true});
-    std::optional<projection::kind> only;
-    if (!a.projection.empty()) only = kinds_of(a.projection).front();
-    const auto letters = projection::list_dead_letters(db, only, a.all);
+    const auto letters = selected_dead_letters(db, a.projection, a.all);
     for (const auto& d : letters)
       std::printf("%lld %s %s/%d@%lld svix_id=%s type=%s at=%s%s reason=%s\n", static_cast<long long>(d.id),
                   std::string(projection::name(d.projection)).c_str(), d.topic.c_str(), d.partition,
@@ -174,11 +190,8 @@ int dead_letters_retry(const dead_letter_args& a) {
   return guarded([&] {
     store::database db(a.db);
     std::vector<std::int64_t> ids = a.ids;
-    if (a.all) {
-      std::optional<projection::kind> only;
-      if (!a.projection.empty()) only = kinds_of(a.projection).front();
-      for (const auto& d : projection::list_dead_letters(db, only)) ids.push_back(d.id);
-    }
+    if (a.all)
+      for (const auto& d : selected_dead_letters(db, a.projection, false)) ids.push_back(d.id);
     if (ids.empty()) throw config::usage_error("give dead letter ids, or --all");
     int code = exit_ok;
     for (const auto id : ids) {
@@ -202,8 +215,9 @@ int dead_letters_retry(const dead_letter_args& a) {
 void add_db_commands(CLI::App& app, runner& run) {
   auto* rp = app.add_subcommand(
       "replay",
-      "Rebuild projections from offset 0 of the topic into a NEW database file; exits 0 once caught up "
-      "with the high watermarks taken at start");
+      "Rebuild projections from offset 0 of the topic into a NEW database file (written as <db>.partial, "
+      "renamed once complete); exits 0 once caught up with the high watermarks taken at start, 1 when the "
+      "rebuild cannot be complete");
   auto r = std::make_shared<replay_args>();
   config::add_kafka_options(*rp, r->kafka);
   rp->add_option("--topic", r->topic, "Events topic")->envname("CLERK_SYNC_TOPIC")->capture_default_str();
@@ -213,6 +227,8 @@ void add_db_commands(CLI::App& app, runner& run) {
   rp->add_option("--batch", r->batch, "Messages per transaction")->check(CLI::Range(1, 100'000))->capture_default_str();
   rp->add_option("--stall-timeout-ms", r->stall_timeout_ms, "Give up when nothing arrives for this long")
       ->capture_default_str();
+  rp->add_flag("--allow-incomplete", r->allow_incomplete,
+               "Accept a rebuild that misses events deleted from the log (retention, deleted records)");
   rp->callback([r, &run] { run = [r] { return replay(*r); }; });
 
   auto* cmp = app.add_subcommand(
@@ -241,14 +257,14 @@ void add_db_commands(CLI::App& app, runner& run) {
   auto d = std::make_shared<dead_letter_args>();
   auto* list = dl->add_subcommand("list", "List pending dead letters (all of them with --all)");
   list->add_option("--db", d->db, "Database file")->envname("CLERK_SYNC_DB")->required();
-  list->add_option("--projection", d->projection, "Only this projection");
+  list->add_option("--projection", d->projection, "Only these projections (a comma list, or all)");
   list->add_flag("--all", d->all, "Include resolved ones");
   list->callback([d, &run] { run = [d] { return dead_letters_list(*d); }; });
   auto* retry = dl->add_subcommand(
       "retry", "Re-run the mapping on dead letters (after a fix); applied ones are marked resolved");
   retry->add_option("--db", d->db, "Database file")->envname("CLERK_SYNC_DB")->required();
   retry->add_option("ids", d->ids, "Dead letter ids");
-  retry->add_option("--projection", d->projection, "With --all: only this projection");
+  retry->add_option("--projection", d->projection, "With --all: only these projections (a comma list, or all)");
   retry->add_flag("--all", d->all, "Every pending dead letter");
   retry->callback([d, &run] { run = [d] { return dead_letters_retry(*d); }; });
 }

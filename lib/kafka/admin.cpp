@@ -120,6 +120,44 @@ cluster_layout describe_cluster(const client_config& cfg, const std::string& top
     }
   }
   return out;
+
+void delete_records(const client_config& cfg, const std::string& topic, std::int32_t partition,
+                    std::int64_t before_offset, std::chrono::milliseconds timeout) {
+  auto rk = admin_handle(cfg);
+  detail::tp_list_ptr offsets(rd_kafka_topic_partition_list_new(1));
+  rd_kafka_topic_partition_list_add(offsets.get(), topic.c_str(), partition)->offset = before_offset;
+  rd_kafka_DeleteRecords_t* dr = rd_kafka_DeleteRecords_new(offsets.get());
+  const std::unique_ptr<rd_kafka_DeleteRecords_t, decltype(&rd_kafka_DeleteRecords_destroy)> owned(
+      dr, &rd_kafka_DeleteRecords_destroy);
+  queue_ptr q(rd_kafka_queue_new(rk.get()));
+  const auto opts = admin_options(rk.get(), RD_KAFKA_ADMIN_OP_DELETERECORDS, timeout);
+  rd_kafka_DeleteRecords(rk.get(), &dr, 1, opts.get(), q.get());
+  const auto ev = wait_for(q.get(), timeout);
+  const rd_kafka_topic_partition_list_t* res =
+      rd_kafka_DeleteRecords_result_offsets(rd_kafka_event_DeleteRecords_result(ev.get()));
+  for (int i = 0; res && i < res->cnt; ++i)
+    if (res->elems[i].err)
+      throw fatal_error("delete records of " + topic + "/" + std::to_string(partition) + ": " +
+                        rd_kafka_err2str(res->elems[i].err));
+}
+
+void delete_topic(const client_config& cfg, const std::string& topic, std::chrono::milliseconds timeout) {
+  auto rk = admin_handle(cfg);
+  rd_kafka_DeleteTopic_t* dt = rd_kafka_DeleteTopic_new(topic.c_str());
+  const std::unique_ptr<rd_kafka_DeleteTopic_t, decltype(&rd_kafka_DeleteTopic_destroy)> owned(
+      dt, &rd_kafka_DeleteTopic_destroy);
+  queue_ptr q(rd_kafka_queue_new(rk.get()));
+  const auto opts = admin_options(rk.get(), RD_KAFKA_ADMIN_OP_DELETETOPICS, timeout);
+  rd_kafka_DeleteTopics(rk.get(), &dt, 1, opts.get(), q.get());
+  const auto ev = wait_for(q.get(), timeout);
+  size_t n = 0;
+  const rd_kafka_topic_result_t** res =
+      rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev.get()), &n);
+  for (size_t i = 0; i < n; ++i) {
+    const auto e = rd_kafka_topic_result_error(res[i]);
+    if (e && e != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+      throw fatal_error("delete topic " + topic + ": " + rd_kafka_topic_result_error_string(res[i]));
+  }
 }
 
 }  // namespace clerk_sync::kafka

@@ -48,4 +48,13 @@ struct cluster_layout {
 [[nodiscard]] cluster_layout describe_cluster(const client_config& cfg, const std::string& topic,
                                               std::chrono::milliseconds timeout);
 
+// Deletes the records of topic/partition below `before_offset` (the log then
+// starts there). For operators and tests of what a consumer does when its
+// stored offset is gone.
+void delete_records(const client_config& cfg, const std::string& topic, std::int32_t partition,
+                    std::int64_t before_offset, std::chrono::milliseconds timeout);
+
+// Deletes a topic; deleting one that does not exist is not an error.
+void delete_topic(const client_config& cfg, const std::string& topic, std::chrono::milliseconds timeout);
+
 }  // namespace clerk_sync::kafka

@@ -46,6 +46,27 @@ struct fatal_error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A consumer's start offset that the partition's log no longer holds (topic
+// deleted and recreated, records deleted): continuing would skip or re-read
+// events, so it is never reset silently. log_start/log_end are the log's
+// range when known (-1 when the query failed).
+struct offset_out_of_range : fatal_error {
+  offset_out_of_range(std::string topic_, std::int32_t partition_, std::int64_t offset_, std::int64_t log_start_,
+                      std::int64_t log_end_)
+      : fatal_error("offset " + std::to_string(offset_) + " of " + topic_ + "/" + std::to_string(partition_) +
+                    " is outside the log [" + std::to_string(log_start_) + ", " + std::to_string(log_end_) + ")"),
+        topic(std::move(topic_)),
+        partition(partition_),
+        offset(offset_),
+        log_start(log_start_),
+        log_end(log_end_) {}
+  std::string topic;
+  std::int32_t partition;
+  std::int64_t offset;
+  std::int64_t log_start;
+  std::int64_t log_end;
+};
+
 // Returns the value of the first header named `key`, if any.
 [[nodiscard]] std::optional<std::string_view> find_header(const std::vector<header>& headers,
                                                           std::string_view key);

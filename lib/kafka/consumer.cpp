@@ -58,7 +58,6 @@ consumer::consumer(const client_config& cfg, const std::string& group_id, rebala
                                 {
                                     {"session.timeout.ms", session},
                                     {"max.poll.interval.ms", max_poll},
-                                    {"auto.offset.reset", "earliest"},
                                     {"fetch.wait.max.ms", "100"},
                                 },
                                 {
@@ -68,6 +67,10 @@ consumer::consumer(const client_config& cfg, const std::string& group_id, rebala
                                     {"enable.auto.offset.store", "false"},
                                     {"partition.assignment.strategy", "range"},
                                     {"enable.partition.eof", "false"},
+                                    // Never a silent reset: a start offset outside the log is an
+                                    // error poll() reports; "no stored offset" is an explicit
+                                    // offset_beginning from the rebalance handler.
+                                    {"auto.offset.reset", "error"},
                                 });
   rd_kafka_conf_set_rebalance_cb(conf.get(), &impl::on_rebalance);
   rd_kafka_conf_set_opaque(conf.get(), impl_.get());
@@ -104,8 +107,18 @@ std::optional<message> consumer::poll(std::chrono::milliseconds timeout) {
       rd_kafka_fatal_error(impl_->rk.get(), buf.data(), buf.size());
       throw fatal_error(std::string("consumer: ") + buf.data());
     }
-    // Unknown topic or partition (not yet created), transport trouble:
-    // librdkafka keeps retrying; nothing was consumed.
+    if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET) {
+      const std::string topic = m->rkt ? rd_kafka_topic_name(m->rkt) : "";
+      std::int64_t low = -1, high = -1;
+      if (rd_kafka_query_watermark_offsets(impl_->rk.get(), topic.c_str(), m->partition, &low, &high, 10'000))
+        low = high = -1;
+      throw offset_out_of_range(topic, m->partition, m->offset, low, high);
+    }
+    // Unknown topic or partition (not yet created), transport trouble,
+    // authentication or authorization: librdkafka keeps retrying and nothing
+    // was consumed, but an operator must see it.
+    const std::string reason = rd_kafka_message_errstr(m.get());
+    detail::log_error(impl_->rk.get(), m->err, reason.c_str());
     return std::nullopt;
   }
   message out;

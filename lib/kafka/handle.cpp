@@ -1,6 +1,9 @@
 #include "kafka/handle.hpp"
 
 #include <array>
+#include <cctype>
+
+#include "log/log.hpp"
 
 namespace clerk_sync::kafka {
 
@@ -13,6 +16,59 @@ std::optional<std::string_view> find_header(const std::vector<header>& headers, 
 }  // namespace clerk_sync::kafka
 
 namespace clerk_sync::kafka::detail {
+namespace {
+
+// One limiter for every client of the process: a broker that is down makes
+// each client repeat the same lines every second or so.
+log::rate_limiter& limiter() {
+  static log::rate_limiter instance;
+  return instance;
+}
+
+// Lines that differ only in numbers (ports, counts, durations) are one kind.
+std::string kind_of(std::string_view tag, std::string_view text) {
+  std::string key(tag);
+  key += '|';
+  for (const char c : text)
+    if (!std::isdigit(static_cast<unsigned char>(c))) key += c;
+  return key;
+}
+
+// syslog severities, as librdkafka uses them.
+log::level level_of(int syslog_level) {
+  if (syslog_level <= 3) return log::level::error;
+  if (syslog_level == 4) return log::level::warn;
+  if (syslog_level <= 6) return log::level::info;
+  return log::level::debug;
+}
+
+void on_log(const rd_kafka_t* rk, int level, const char* fac, const char* buf) {
+  const std::string_view facility = fac ? fac : "";
+  const std::string_view text = buf ? buf : "";
+  const auto admitted = limiter().admit(kind_of(facility, text));
+  if (!admitted) return;
+  const char* client = rk ? rd_kafka_name(rk) : "";
+  log::write(level_of(level), "kafka_log",
+             {{"client", client}, {"facility", facility}, {"text", text}, {"repeated", *admitted}});
+}
+
+void on_error(rd_kafka_t* rk, int err, const char* reason, void* /*opaque*/) { log_error(rk, err, reason); }
+
+}  // namespace
+
+void log_error(const rd_kafka_t* rk, int err, const char* reason) {
+  const auto code = static_cast<rd_kafka_resp_err_t>(err);
+  const std::string_view text = reason ? reason : rd_kafka_err2str(code);
+  const auto admitted = limiter().admit(kind_of(rd_kafka_err2name(code), text));
+  if (!admitted) return;
+  // Transport trouble is retried by librdkafka; what an operator must act
+  // on (authentication, authorization, bad protocol) shows as an error.
+  const bool transient = code == RD_KAFKA_RESP_ERR__TRANSPORT || code == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN ||
+                         code == RD_KAFKA_RESP_ERR__TIMED_OUT;
+  const char* client = rk ? rd_kafka_name(rk) : "";
+  log::write(transient ? log::level::warn : log::level::error, "kafka_error",
+             {{"client", client}, {"error", rd_kafka_err2name(code)}, {"reason", text}, {"repeated", *admitted}});
+}
 
 void set(rd_kafka_conf_t* conf, std::string_view key, std::string_view value) {
   std::array<char, 512> err{};
@@ -24,11 +80,14 @@ void set(rd_kafka_conf_t* conf, std::string_view key, std::string_view value) {
 conf_ptr make_conf(const client_config& cfg, property_list defaults, property_list fixed) {
   conf_ptr conf(rd_kafka_conf_new());
   set(conf.get(), "bootstrap.servers", cfg.brokers);
-  // librdkafka logs to stderr in its own format; keep it for real trouble only.
+  // Warnings and worse by default; an operator may raise it (`debug` too).
   set(conf.get(), "log_level", "4");
   for (const auto& [k, v] : defaults) set(conf.get(), k, v);
   for (const auto& [k, v] : cfg.properties) set(conf.get(), k, v);
   for (const auto& [k, v] : fixed) set(conf.get(), k, v);
+  set(conf.get(), "allow.auto.create.topics", "false");
+  rd_kafka_conf_set_log_cb(conf.get(), &on_log);
+  rd_kafka_conf_set_error_cb(conf.get(), &on_error);
   return conf;
 }
 

@@ -40,8 +40,18 @@ using property_list = std::initializer_list<std::pair<std::string_view, std::str
 
 // A new configuration: bootstrap servers, then `defaults`, then the
 // operator's properties, then `fixed` (what correctness depends on, such as
-// idempotence, which no property may turn off).
+// idempotence, which no property may turn off), then what every client of
+// the project fixes: allow.auto.create.topics=false (a topic created by a
+// probe or a produce gets broker defaults, and replay silently loses
+// events). librdkafka's log lines and errors go through the project's
+// logger (see log_error), rate-limited.
 [[nodiscard]] conf_ptr make_conf(const client_config& cfg, property_list defaults, property_list fixed);
+
+// Logs a librdkafka error (error callback, or an error event from poll) as
+// one `kafka_error` line, rate-limited per kind of error: the first, then
+// one a minute with the count held back. A client that installs its own
+// error callback calls this from it. Thread-safe.
+void log_error(const rd_kafka_t* rk, int err, const char* reason);
 
 // Creates the handle; throws config_error with librdkafka's reason.
 [[nodiscard]] handle_ptr make_handle(rd_kafka_type_t type, conf_ptr conf);

@@ -35,6 +35,7 @@ struct producer::impl {
 
   static void on_error(rd_kafka_t* handle, int err, const char* reason, void* opaque) {
     auto* self = static_cast<impl*>(opaque);
+    detail::log_error(handle, err, reason);
     if (err != RD_KAFKA_RESP_ERR__FATAL) return;  // transient: librdkafka retries on its own
     std::array<char, 512> buf{};
     rd_kafka_fatal_error(handle, buf.data(), buf.size());

@@ -31,58 +31,99 @@ std::string_view level_name(level lv) {
   return "info";
 }
 
-// logfmt: bare when the value has no space, quote, '=' or control byte.
+// Length of the valid UTF-8 sequence at the start of `v`, 0 if it is not
+// one (overlong forms, surrogates and code points past U+10FFFF included).
+std::size_t utf8_length(std::string_view v) {
+  const auto b = [&](std::size_t i) { return static_cast<unsigned char>(v[i]); };
+  const auto cont = [&](std::size_t i) { return i < v.size() && (b(i) & 0xc0) == 0x80; };
+  const unsigned char c = b(0);
+  if (c < 0x80) return 1;
+  if (c >= 0xc2 && c <= 0xdf) return cont(1) ? 2 : 0;
+  if (c >= 0xe0 && c <= 0xef) {
+    if (!cont(1) || !cont(2)) return 0;
+    if (c == 0xe0 && b(1) < 0xa0) return 0;   // overlong
+    if (c == 0xed && b(1) >= 0xa0) return 0;  // surrogate
+    return 3;
+  }
+  if (c >= 0xf0 && c <= 0xf4) {
+    if (!cont(1) || !cont(2) || !cont(3)) return 0;
+    if (c == 0xf0 && b(1) < 0x90) return 0;   // overlong
+    if (c == 0xf4 && b(1) >= 0x90) return 0;  // past U+10FFFF
+    return 4;
+  }
+  return 0;
+}
+
+void append_hex_escape(std::string& out, unsigned char c, bool json) {
+  constexpr std::string_view digits = "0123456789abcdef";
+  // JSON has no \x escape: there the backslash itself is escaped, so the
+  // decoded string reads \xNN just as the logfmt line does.
+  out += json ? "\\\\x" : "\\x";
+  out += digits[static_cast<std::size_t>(c >> 4)];
+  out += digits[static_cast<std::size_t>(c & 0x0f)];
+}
+
+// Escapes `v` into `out` for either format (the quotes are the caller's).
+void append_escaped(std::string& out, std::string_view v, bool json) {
+  for (std::size_t i = 0; i < v.size();) {
+    const auto c = static_cast<unsigned char>(v[i]);
+    if (c >= 0x80) {
+      if (const auto n = utf8_length(v.substr(i))) {
+        out.append(v.substr(i, n));
+        i += n;
+      } else {
+        append_hex_escape(out, c, json);
+        ++i;
+      }
+      continue;
+    }
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += json ? "\\r" : "\\x0d"; break;
+      case '\t': out += json ? "\\t" : "\\x09"; break;
+      default:
+        if (c < 0x20 || c == 0x7f) {
+          if (json) {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "\\u%04x", c);
+            out += buf;
+          } else {
+            append_hex_escape(out, c, false);
+          }
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+    ++i;
+  }
+}
+
+// logfmt: bare when the value has no space, quote, '=', backslash, control
+// byte or byte outside ASCII.
 void append_logfmt_string(std::string& out, std::string_view v) {
   bool bare = !v.empty();
   for (char ch : v) {
     const auto c = static_cast<unsigned char>(ch);
-    if (c <= ' ' || c == '"' || c == '=' || c == '\\' || c == 0x7f) bare = false;
+    if (c <= ' ' || c == '"' || c == '=' || c == '\\' || c >= 0x7f) bare = false;
   }
   if (bare) {
     out += v;
     return;
   }
   out += '"';
-  for (char ch : v) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c < 0x20 || c == 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", c);
-      out += buf;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
+  append_escaped(out, v, false);
   out += '"';
 }
 
 void append_json_string(std::string& out, std::string_view v) {
   out += '"';
-  for (char ch : v) {
-    const auto c = static_cast<unsigned char>(ch);
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
+  append_escaped(out, v, true);
   out += '"';
 }
+
+bool request_derived(std::string_view key) { return key == "svix_id" || key == "type" || key == "user"; }
 
 void append_value(std::string& out, format f, const field::value_type& v) {
   if (const auto* s = std::get_if<std::string_view>(&v)) {
@@ -108,6 +149,13 @@ void append_field(std::string& out, format f, bool first, std::string_view key,
     if (!first) out += ' ';
     out += key;
     out += '=';
+  }
+  if (const auto* sv = std::get_if<std::string_view>(&v)) {
+    const std::size_t limit = request_derived(key) ? request_field_limit : field_limit;
+    if (sv->size() > limit) {
+      append_value(out, f, std::string_view(cut(*sv, limit)));
+      return;
+    }
   }
   append_value(out, f, v);
 }
@@ -161,6 +209,41 @@ spdlog::logger& sink() {
 }
 
 }  // namespace
+
+std::string cut(std::string_view v, std::size_t limit) {
+  if (v.size() <= limit) return std::string(v);
+  std::size_t keep = limit;
+  // Back off to the start of a UTF-8 sequence (at most three bytes).
+  for (int i = 0; i < 3 && keep > 0 && (static_cast<unsigned char>(v[keep]) & 0xc0) == 0x80; ++i) --keep;
+  std::string out(v.substr(0, keep));
+  out += "...[cut ";
+  out += std::to_string(v.size() - keep);
+  out += " bytes]";
+  return out;
+}
+
+std::string escape(format f, std::string_view v) {
+  std::string out;
+  f == format::json ? append_json_string(out, v) : append_logfmt_string(out, v);
+  return out;
+}
+
+std::optional<std::uint64_t> rate_limiter::admit(std::string_view key, std::chrono::steady_clock::time_point now) {
+  const std::lock_guard lock(mutex_);
+  auto it = seen_.find(std::string(key));
+  if (it == seen_.end()) {
+    if (seen_.size() >= max_keys_) seen_.clear();
+    seen_.emplace(std::string(key), entry{now, 0});
+    return 0;
+  }
+  if (now - it->second.last < period_) {
+    ++it->second.dropped;
+    return std::nullopt;
+  }
+  const auto dropped = it->second.dropped;
+  it->second = entry{now, 0};
+  return dropped;
+}
 
 std::optional<format> parse_format(std::string_view name) {
   if (name == "logfmt") return format::logfmt;

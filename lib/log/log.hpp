@@ -1,15 +1,21 @@
 #pragma once
 // One line per request or event, `key=value` (logfmt) by default, JSON lines
 // on request, written to stderr (journald adds nothing we need).
-// Thread-safe after init(); format_line() is pure and used by the tests.
-// Never pass a secret or a signature as a field.
+// Thread-safe after init(); format_line(), escape() and cut() are pure and
+// used by the tests and the fuzzer. Never pass a secret or a signature as a
+// field. Values of request-derived keys (svix_id, type, user) are cut to
+// request_field_limit bytes, any other string to field_limit; control bytes
+// and invalid UTF-8 are escaped as \xNN in both formats.
 
+#include <chrono>
 #include <concepts>
 #include <cstdint>
 #include <initializer_list>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <variant>
 
 namespace clerk_sync::log {
@@ -40,6 +46,20 @@ struct field {
 // Sets the process-wide output format and threshold. Call once from main().
 void init(format f, level threshold = level::info);
 
+inline constexpr std::size_t request_field_limit = 200;
+inline constexpr std::size_t field_limit = 2048;
+
+// `v` if it fits in `limit` bytes; otherwise its first bytes (never ending
+// inside a UTF-8 sequence) and a marker "...[cut N bytes]" naming how many
+// were dropped.
+[[nodiscard]] std::string cut(std::string_view v, std::size_t limit);
+
+// A string value as it appears in a line of format `f`: logfmt bare or
+// quoted, JSON quoted. Control bytes, quotes and backslashes are escaped;
+// a byte that is not part of valid UTF-8 becomes the four characters \xNN.
+// The result is always valid UTF-8 (and valid JSON for format::json).
+[[nodiscard]] std::string escape(format f, std::string_view v);
+
 // Renders one line (without newline): ts, level, msg, then the fields in order.
 [[nodiscard]] std::string format_line(format f, level lv, std::string_view ts, std::string_view msg,
                                       std::initializer_list<field> fields);
@@ -50,5 +70,33 @@ inline void debug(std::string_view msg, std::initializer_list<field> f = {}) { w
 inline void info(std::string_view msg, std::initializer_list<field> f = {}) { write(level::info, msg, f); }
 inline void warn(std::string_view msg, std::initializer_list<field> f = {}) { write(level::warn, msg, f); }
 inline void error(std::string_view msg, std::initializer_list<field> f = {}) { write(level::error, msg, f); }
+
+// Lets through the first line of each key, then at most one a `period`,
+// which carries the number held back since the last one let through. For
+// sources that can repeat a line without bound (librdkafka, hostile
+// requests). Thread-safe; remembers at most max_keys keys (then starts over).
+class rate_limiter {
+ public:
+  explicit rate_limiter(std::chrono::steady_clock::duration period = std::chrono::minutes(1),
+                        std::size_t max_keys = 1024)
+      : period_(period), max_keys_(max_keys) {}
+
+  // nullopt: drop this line. Otherwise: write it, with the returned count of
+  // lines dropped before it (0 the first time).
+  [[nodiscard]] std::optional<std::uint64_t> admit(std::string_view key, std::chrono::steady_clock::time_point now);
+  [[nodiscard]] std::optional<std::uint64_t> admit(std::string_view key) {
+    return admit(key, std::chrono::steady_clock::now());
+  }
+
+ private:
+  struct entry {
+    std::chrono::steady_clock::time_point last;
+    std::uint64_t dropped = 0;
+  };
+  std::chrono::steady_clock::duration period_;
+  std::size_t max_keys_;
+  std::mutex mutex_;
+  std::unordered_map<std::string, entry> seen_;
+};
 
 }  // namespace clerk_sync::log

@@ -1,8 +1,12 @@
 #include "ops/replay.hpp"
 
 #include <filesystem>
+#include <memory>
+#include <utility>
 #include <thread>
 
+#include "consume/loop.hpp"
+#include "consume/retry.hpp"
 #include "log/log.hpp"
 #include "projection/applier.hpp"
 #include "store/database.hpp"
@@ -47,21 +51,48 @@ void require_fresh_database(const std::string& path) {
   }
 }
 
+std::string partial_path(const std::string& db_path) { return db_path + ".partial"; }
+
 namespace {
 
-// A database failure (busy, disk full) keeps nothing of the batch: retry the
-// same batch a few times, then give up with the error.
-std::vector<projection::event_result> apply_with_retry(projection::applier& ap,
-                                                       const std::vector<kafka::message>& batch) {
-  for (int attempt = 1;; ++attempt) {
-    try {
-      return ap.apply(batch);
-    } catch (const store::db_error& e) {
-      if (attempt >= 5) throw;
-      log::warn("replay batch failed, retrying", {{"attempt", attempt}, {"error", e.what()}});
-      std::this_thread::sleep_for(std::chrono::milliseconds(200 * attempt));
-    }
+// Removes the partial file (and its WAL) unless released: a replay that did
+// not finish leaves nothing that looks like a database.
+class partial_file {
+ public:
+  explicit partial_file(std::string path) : path_(std::move(path)) { remove(); }
+  ~partial_file() {
+    if (!released_) remove();
   }
+  partial_file(const partial_file&) = delete;
+  partial_file& operator=(const partial_file&) = delete;
+  [[nodiscard]] const std::string& path() const { return path_; }
+  void release() { released_ = true; }
+  void remove_sidecars() const {
+    std::error_code ec;
+    for (const auto* suffix : {"-wal", "-shm", "-journal"}) std::filesystem::remove(path_ + suffix, ec);
+  }
+
+ private:
+  void remove() const {
+    std::error_code ec;
+    std::filesystem::remove(path_, ec);
+    remove_sidecars();
+  }
+  std::string path_;
+  bool released_ = false;
+};
+
+// A database failure (busy, disk full) keeps nothing of the batch: the
+// consumers' retry policy, then give up with the error.
+std::vector<projection::event_result> apply_with_retry(projection::applier& ap,
+                                                       const std::vector<projection::envelope>& batch,
+                                                       const consume::retry_policy& policy) {
+  return consume::with_retry(
+      policy, [&] { return ap.apply(batch); },
+      [](int attempt, const store::db_error& e, bool give_up) {
+        log::write(give_up ? log::level::error : log::level::warn, give_up ? "db_failed" : "db_retry",
+                   {{"attempt", attempt}, {"error", e.what()}});
+      });
 }
 
 }  // namespace
@@ -81,24 +112,28 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
   for (const auto p : partitions) {
     const auto [low, high] = reader.watermarks(opts.topic, p, opts.request_timeout);
     tracker.add_partition(p, low, high);
-    if (low > 0)
-      result.warnings.push_back("partition " + std::to_string(p) + " starts at offset " + std::to_string(low) +
-                                ": earlier events were deleted by retention, the rebuild misses them");
+    if (low > 0) {
+      const std::string why = "partition " + std::to_string(p) + " starts at offset " + std::to_string(low) +
+                              ": earlier events were deleted, the rebuild would miss them";
+      if (!opts.allow_incomplete) throw replay_error(why + " (--allow-incomplete accepts that)");
+      result.warnings.push_back(why);
+    }
     if (high > low) assignment.push_back({opts.topic, p, kafka::offset_beginning});
   }
   result.targets = tracker.targets();
 
-  store::database db(opts.db_path);
-  projection::applier ap(db, opts.projections);
+  partial_file partial(partial_path(opts.db_path));
+  auto db = std::make_unique<store::database>(partial.path());
+  auto ap = std::make_unique<projection::applier>(*db, opts.projections);
   reader.assign(assignment);
 
   replay_progress progress;
   progress.total = tracker.total();
   progress.lag = tracker.lag();
-  std::vector<kafka::message> batch;
+  std::vector<projection::envelope> batch;
   auto flush = [&] {
     if (batch.empty()) return;
-    for (const auto& r : apply_with_retry(ap, batch))
+    for (const auto& r : apply_with_retry(*ap, batch, opts.retry))
       if (r.result == projection::outcome::dead_letter) ++progress.dead_letters;
     batch.clear();
   };
@@ -117,7 +152,7 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
     const auto now = std::chrono::steady_clock::now();
     if (m) {
       last_message = now;
-      if (tracker.accept(m->partition, m->offset)) batch.push_back(std::move(*m));
+      if (tracker.accept(m->partition, m->offset)) batch.push_back(consume::to_envelope(std::move(*m)));
     } else if (now - last_message > opts.stall_timeout) {
       flush();
       report();
@@ -133,7 +168,13 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
   flush();
   reader.close();
   // Fold the WAL into the main file so that the file alone can be moved into place.
-  store::exec(db, "PRAGMA wal_checkpoint(TRUNCATE)");
+  store::exec(*db, "PRAGMA wal_checkpoint(TRUNCATE)");
+  ap.reset();
+  db.reset();
+  require_fresh_database(opts.db_path);  // nobody wrote there meanwhile
+  partial.remove_sidecars();
+  std::filesystem::rename(partial.path(), opts.db_path);
+  partial.release();
   report();
   result.last = progress;
   return result;

@@ -4,6 +4,10 @@
 // ledger and offsets in one transaction per batch), stopping at the high
 // watermarks taken at start. The stored offsets let a consumer continue from
 // the rebuilt file once it is swapped in. Blocking; one replay per process.
+// The file is written under partial_path() and renamed to db_path only once
+// caught up, so a file at db_path is always complete. A partition whose log
+// no longer starts at offset 0 makes the rebuild incomplete: refused unless
+// allow_incomplete.
 // Errors: replay_error (refused or could not finish: exit 1),
 // kafka::fatal_error, store::open_error; store::db_error after retries.
 
@@ -17,6 +21,7 @@
 #include <vector>
 
 #include "kafka/client.hpp"
+#include "consume/retry.hpp"
 #include "kafka/consumer.hpp"
 #include "projection/mapping.hpp"
 
@@ -57,7 +62,14 @@ struct replay_options {
   // Behind the target yet nothing arrives for this long: give up (exit 1).
   std::chrono::milliseconds stall_timeout{60'000};
   std::chrono::milliseconds request_timeout{15'000};
+  // The consumers' policy for a batch the database refuses.
+  consume::retry_policy retry;
+  // Accept a rebuild that misses events retention already deleted.
+  bool allow_incomplete = false;
 };
+
+// Where replay writes before the rename: db_path + ".partial".
+[[nodiscard]] std::string partial_path(const std::string& db_path);
 
 struct replay_progress {
   std::int64_t read = 0;     // messages read below the targets

@@ -36,13 +36,13 @@ struct decoded {
   std::string type;
 };
 
-decoded decode_message(const kafka::message& m) {
-  decoded d{std::string(kafka::find_header(m.headers, "svix-id").value_or("")), event::decode(m.value), m.key, ""};
+decoded decode_message(const envelope& m) {
+  decoded d{m.svix_id, event::decode(m.body), "", ""};
   if (const auto* e = std::get_if<event::clerk_event>(&d.event)) {
     d.type = e->type;
     if (const auto u = event::user_id_of(*e); !u.empty()) d.user = std::string(u);
   } else {
-    d.type = std::string(kafka::find_header(m.headers, "clerk-event-type").value_or(""));
+    d.type = m.type;
   }
   return d;
 }
@@ -83,7 +83,9 @@ struct applier::statements {
                    "next_offset = max(next_offset, excluded.next_offset), updated_at = excluded.updated_at"),
         dead_letter_add(db,
                         "INSERT INTO dead_letters(projection, topic, partition, \"offset\", svix_id, type, reason, "
-                        "payload, created_at) VALUES (?,?,?,?,?,?,?,?,?)"),
+                        "payload, created_at) VALUES (?,?,?,?,?,?,?,?,?) "
+                        // A redelivery of the same broken event: the first dead letter stands.
+                        "ON CONFLICT(projection, svix_id) DO NOTHING"),
         user_upsert(db,
                     "INSERT INTO users(id, email, first_name, last_name, username, image_url, role, banned, "
                     "created_at, updated_at, last_sign_in_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
@@ -294,7 +296,7 @@ outcome map_and_write(statements& s, kind k, const event::clerk_event& e, std::s
 // One event for one projection: ledger check, mapping, rows, ledger row.
 // Dead letters are reported, not stored: the caller decides (a re-drive
 // must not add a second dead letter).
-event_result apply_one(statements& s, kind k, const kafka::message& m, const decoded& d, std::int64_t now) {
+event_result apply_one(statements& s, kind k, const envelope& m, const decoded& d, std::int64_t now) {
   event_result r{k, d.svix_id, d.type, d.user, outcome::applied, "", m.topic, m.partition, m.offset};
   if (d.svix_id.empty()) {
     r.result = outcome::dead_letter;
@@ -318,7 +320,9 @@ event_result apply_one(statements& s, kind k, const kafka::message& m, const dec
     return r;
   }
   r.result = map_and_write(s, k, std::get<event::clerk_event>(d.event), r.detail);
-  if (r.result == outcome::dead_letter) return r;
+  // A skip depends on the event alone (a redelivery is skipped again): no
+  // ledger row, which would be most of the ledger.
+  if (r.result == outcome::dead_letter || r.result == outcome::skipped) return r;
   auto& add = s.ledger_add;
   add.reset();
   add.bind(1, projection);
@@ -334,7 +338,7 @@ event_result apply_one(statements& s, kind k, const kafka::message& m, const dec
   return r;
 }
 
-void add_dead_letter(statements& s, const event_result& r, const kafka::message& m, std::int64_t now) {
+void add_dead_letter(statements& s, const event_result& r, const envelope& m, std::int64_t now) {
   auto& st = s.dead_letter_add;
   st.reset();
   st.clearBindings();
@@ -345,7 +349,7 @@ void add_dead_letter(statements& s, const event_result& r, const kafka::message&
   bind_opt(st, 5, r.svix_id.empty() ? std::nullopt : std::optional<std::string>(r.svix_id));
   bind_opt(st, 6, r.type.empty() ? std::nullopt : std::optional<std::string>(r.type));
   st.bind(7, r.detail);
-  st.bind(8, m.value.data(), static_cast<int>(m.value.size()));
+  st.bind(8, m.body.data(), static_cast<int>(m.body.size()));
   st.bind(9, now);
   run(st);
 }
@@ -371,7 +375,7 @@ applier::applier(store::database& db, std::vector<kind> projections, std::mutex*
 
 applier::~applier() = default;
 
-std::vector<event_result> applier::apply(std::span<const kafka::message> batch) {
+std::vector<event_result> applier::apply(std::span<const envelope> batch) {
   std::vector<event_result> results;
   results.reserve(batch.size() * kinds_.size());
   // Decoding is pure: done before the write lock is taken.
@@ -427,54 +431,98 @@ std::map<std::int32_t, std::int64_t> stored_offsets(store::database& db, kind pr
   });
 }
 
+namespace {
+
+constexpr const char* dead_letter_columns =
+    "SELECT id, projection, topic, partition, \"offset\", svix_id, type, reason, payload, created_at, resolved_at "
+    "FROM dead_letters ";
+
+dead_letter read_dead_letter(SQLite::Statement& st) {
+  dead_letter d;
+  d.id = st.getColumn(0).getInt64();
+  d.projection = parse_kind(st.getColumn(1).getString()).value_or(kind::users);
+  d.topic = st.getColumn(2).getString();
+  d.partition = st.getColumn(3).getInt();
+  d.offset = st.getColumn(4).getInt64();
+  d.svix_id = st.getColumn(5).getString();
+  d.type = st.getColumn(6).getString();
+  d.reason = st.getColumn(7).getString();
+  const auto payload = st.getColumn(8);
+  d.payload.assign(static_cast<const char*>(payload.getBlob()), static_cast<std::size_t>(payload.getBytes()));
+  d.created_at = st.getColumn(9).getInt64();
+  if (!st.getColumn(10).isNull()) d.resolved_at = st.getColumn(10).getInt64();
+  return d;
+}
+
+}  // namespace
+
 std::vector<dead_letter> list_dead_letters(store::database& db, std::optional<kind> projection,
                                            bool include_resolved) {
   return guarded([&] {
     std::vector<dead_letter> out;
-    SQLite::Statement st(db.native(),
-                         "SELECT id, projection, topic, partition, \"offset\", svix_id, type, reason, payload, "
-                         "created_at, resolved_at FROM dead_letters WHERE (?1 IS NULL OR projection = ?1) "
-                         "AND (?2 OR resolved_at IS NULL) ORDER BY id");
+    SQLite::Statement st(db.native(), std::string(dead_letter_columns) +
+                                          "WHERE (?1 IS NULL OR projection = ?1) AND (?2 OR resolved_at IS NULL) "
+                                          "ORDER BY id");
     if (projection)
       st.bind(1, std::string(name(*projection)));
     else
       st.bind(1);
     st.bind(2, include_resolved ? 1 : 0);
-    while (st.executeStep()) {
-      dead_letter d;
-      d.id = st.getColumn(0).getInt64();
-      d.projection = parse_kind(st.getColumn(1).getString()).value_or(kind::users);
-      d.topic = st.getColumn(2).getString();
-      d.partition = st.getColumn(3).getInt();
-      d.offset = st.getColumn(4).getInt64();
-      d.svix_id = st.getColumn(5).getString();
-      d.type = st.getColumn(6).getString();
-      d.reason = st.getColumn(7).getString();
-      const auto payload = st.getColumn(8);
-      d.payload.assign(static_cast<const char*>(payload.getBlob()), static_cast<std::size_t>(payload.getBytes()));
-      d.created_at = st.getColumn(9).getInt64();
-      if (!st.getColumn(10).isNull()) d.resolved_at = st.getColumn(10).getInt64();
-      out.push_back(std::move(d));
+    while (st.executeStep()) out.push_back(read_dead_letter(st));
+    return out;
+  });
+}
+
+std::optional<dead_letter> find_dead_letter(store::database& db, std::int64_t id) {
+  return guarded([&]() -> std::optional<dead_letter> {
+    SQLite::Statement st(db.native(), std::string(dead_letter_columns) + "WHERE id = ?");
+    st.bind(1, id);
+    if (!st.executeStep()) return std::nullopt;
+    return read_dead_letter(st);
+  });
+}
+
+prune_step prune_ledger(store::database& db, kind projection, std::int64_t applied_before_ms,
+                        const std::string& after, int scan) {
+  return guarded([&] {
+    const std::string p(name(projection));
+    prune_step out;
+    SQLite::Transaction tx(db.native(), SQLite::TransactionBehavior::IMMEDIATE);
+    std::vector<std::string> old;
+    {
+      SQLite::Statement st(db.native(),
+                           "SELECT svix_id, applied_at FROM applied_events WHERE projection = ? AND svix_id > ? "
+                           "ORDER BY svix_id LIMIT ?");
+      st.bind(1, p);
+      st.bind(2, after);
+      st.bind(3, scan);
+      int seen = 0;
+      while (st.executeStep()) {
+        ++seen;
+        out.next = st.getColumn(0).getString();
+        if (st.getColumn(1).getInt64() < applied_before_ms) old.push_back(out.next);
+      }
+      if (seen < scan) out.next.clear();  // the sweep reached the end
     }
+    SQLite::Statement del(db.native(), "DELETE FROM applied_events WHERE projection = ? AND svix_id = ?");
+    for (const auto& id : old) {
+      del.reset();
+      del.bind(1, p);
+      del.bind(2, id);
+      out.deleted += del.exec();
+    }
+    tx.commit();
     return out;
   });
 }
 
 redrive_result redrive_dead_letter(store::database& db, std::int64_t id) {
-  std::optional<dead_letter> found;
-  for (auto& d : list_dead_letters(db))
-    if (d.id == id) found = std::move(d);
-  if (!found) return {};
+  std::optional<dead_letter> found = find_dead_letter(db, id);
+  if (!found || found->resolved_at) return {};
   return guarded([&] {
     statements s(db.native());
     SQLite::Transaction tx(db.native(), SQLite::TransactionBehavior::IMMEDIATE);
-    kafka::message m;
-    m.topic = found->topic;
-    m.partition = found->partition;
-    m.offset = found->offset;
-    m.value = found->payload;
-    if (!found->svix_id.empty()) m.headers.push_back({"svix-id", found->svix_id});
-    if (!found->type.empty()) m.headers.push_back({"clerk-event-type", found->type});
+    const envelope m{found->topic, found->partition, found->offset, found->svix_id, found->type, found->payload};
     const decoded d = decode_message(m);
     const event_result r = apply_one(s, found->projection, m, d, now_ms());
     redrive_result out{true, r.result, r.detail};

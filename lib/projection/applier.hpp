@@ -1,5 +1,5 @@
 #pragma once
-// Exactly-once application of Kafka messages of Clerk events into the
+// Exactly-once application of Clerk events read from Kafka into the
 // projection tables. One apply() = one IMMEDIATE transaction holding the
 // rows, the applied_events ledger and kafka_offsets of every message in the
 // batch: all of it or nothing. Used by clerk-sync-consumer's poll loop and by
@@ -15,17 +15,28 @@
 #include <string>
 #include <vector>
 
-#include "kafka/consumer.hpp"
 #include "projection/mapping.hpp"
 #include "store/database.hpp"
 
 namespace clerk_sync::projection {
 
+// One event as read from the log: where it sits (topic, partition, offset),
+// the Svix message id and Clerk event type the receiver put in its headers,
+// and the raw body as signed. Plain data; no Kafka type.
+struct envelope {
+  std::string topic;
+  std::int32_t partition = 0;
+  std::int64_t offset = 0;
+  std::string svix_id;
+  std::string type;
+  std::string body;
+};
+
 enum class outcome {
   applied,      // rows written
   stale,        // older than the stored row, a tombstone or a terminal session
   duplicate,    // this svix-id was already applied for this projection
-  skipped,      // irrelevant to this projection (recorded in the ledger all the same)
+  skipped,      // irrelevant to this projection (no ledger row: a redelivery is skipped again)
   dead_letter,  // cannot be decoded or mapped: stored in dead_letters
 };
 [[nodiscard]] std::string_view name(outcome o);
@@ -53,12 +64,11 @@ class applier {
   applier(const applier&) = delete;
   applier& operator=(const applier&) = delete;
 
-  // Applies `batch` (messages as the receiver publishes them: value = raw
-  // body, header svix-id) to every projection in one transaction and moves
+  // Applies `batch` to every projection in one transaction and moves
   // each (projection, topic, partition) next offset past its last message.
   // Returns one result per message and projection, in batch order. Throws
   // store::db_error, after rollback, when the database fails.
-  [[nodiscard]] std::vector<event_result> apply(std::span<const kafka::message> batch);
+  [[nodiscard]] std::vector<event_result> apply(std::span<const envelope> batch);
 
   [[nodiscard]] const std::vector<kind>& projections() const { return kinds_; }
 
@@ -95,13 +105,30 @@ struct dead_letter {
 [[nodiscard]] std::vector<dead_letter> list_dead_letters(store::database& db, std::optional<kind> projection = {},
                                                          bool include_resolved = false);
 
+// One dead letter by id, resolved or not; nullopt when there is none. Throws db_error.
+[[nodiscard]] std::optional<dead_letter> find_dead_letter(store::database& db, std::int64_t id);
+
+// One step of a sweep over a projection's ledger in key order: reads at most
+// `scan` rows after the svix-id `after`, deletes those applied before
+// `applied_before_ms` (ms since epoch) in one short transaction. A sweep
+// costs no index (an index on applied_at would add a third to the ledger):
+// the work per step is bounded, and the next step starts at `next` (empty
+// once the sweep reached the end). Throws db_error.
+struct prune_step {
+  std::int64_t deleted = 0;
+  std::string next;
+};
+[[nodiscard]] prune_step prune_ledger(store::database& db, kind projection, std::int64_t applied_before_ms,
+                                      const std::string& after, int scan);
+
 struct redrive_result {
   bool found = false;     // no pending dead letter has that id
   outcome result = outcome::dead_letter;  // dead_letter: still fails (reason in detail)
   std::string detail;
 };
 
-// Re-runs the mapping on a pending dead letter's stored payload; when it now
+// Re-runs the mapping on a pending dead letter's stored payload (read by id
+// alone); when it now
 // maps, applies it (rows + ledger, never offsets) and marks the dead letter
 // resolved in the same transaction. Throws db_error.
 [[nodiscard]] redrive_result redrive_dead_letter(store::database& db, std::int64_t id);

@@ -93,7 +93,9 @@ TEST_CASE("SIGKILLed at random moments while applying and restarted, the consume
   CHECK(tables == t::dump_tables(reference_db));
   for (const auto& p : projections) {
     const std::string sql = "SELECT count(*) FROM applied_events WHERE projection = '" + p + "'";
-    CHECK_MESSAGE(t::query_int(killed_db, sql) == static_cast<std::int64_t>(distinct.size()), p);
-    CHECK_MESSAGE(t::query_int(reference_db, sql) == static_cast<std::int64_t>(distinct.size()), p);
+    // Each svix-id at most once (skips leave no row), exactly as the uninterrupted run.
+    CHECK_MESSAGE(t::query_int(killed_db, sql) == t::query_int(reference_db, sql), p);
+    CHECK_MESSAGE(t::query_int(killed_db, sql) <= static_cast<std::int64_t>(distinct.size()), p);
+    CHECK_MESSAGE(t::query_int(killed_db, sql) > 0, p);
   }
 }

@@ -21,23 +21,16 @@ using namespace clerk_sync;
 
 namespace {
 
-std::vector<kafka::message> as_messages(const std::vector<ops::generated_event>& events, std::int64_t first_offset = 0) {
-  std::vector<kafka::message> out;
+std::vector<projection::envelope> as_messages(const std::vector<ops::generated_event>& events,
+                                             std::int64_t first_offset = 0) {
+  std::vector<projection::envelope> out;
   std::int64_t offset = first_offset;
-  for (const auto& e : events) {
-    kafka::message m;
-    m.topic = "clerk.events";
-    m.partition = 0;
-    m.offset = offset++;
-    m.key = e.user_id;
-    m.value = e.body;
-    m.headers = {{"svix-id", ops::random_message_id()}, {"clerk-event-type", e.type}};
-    out.push_back(std::move(m));
-  }
+  for (const auto& e : events)
+    out.push_back({"clerk.events", 0, offset++, ops::random_message_id(), e.type, e.body});
   return out;
 }
 
-void fill(const std::string& path, const std::vector<kafka::message>& messages) {
+void fill(const std::string& path, const std::vector<projection::envelope>& messages) {
   store::database db(path);
   projection::applier ap(db, {std::begin(projection::all_kinds), std::end(projection::all_kinds)});
   for (const auto& r : ap.apply(messages)) CHECK_MESSAGE(r.result != projection::outcome::dead_letter, r.detail);
@@ -190,7 +183,7 @@ TEST_CASE("compare finds identical tables equal, and names the first differing r
   CHECK(ops::compare_projection(a, b, projection::kind::users).rows_a > 0);
 
   // C misses the last ten events: some rows differ or are missing.
-  fill(c, std::vector<kafka::message>(messages.begin(), messages.end() - 10));
+  fill(c, std::vector<projection::envelope>(messages.begin(), messages.end() - 10));
   std::int64_t total = 0;
   for (const auto k : projection::all_kinds) {
     const auto r = ops::compare_projection(a, c, k, 2);

@@ -143,6 +143,30 @@ TEST_CASE("replay rebuilds every projection identical to the live one while the 
   CHECK(consumer->wait(30s) == 0);
 }
 
+TEST_CASE("replay refuses a log that no longer starts at offset 0 unless --allow-incomplete, never leaving a partial file") {
+  const auto topic = test::fresh_topic("ctl-replay-cut", 1);
+  test::produce_events(test::broker(), topic, test::generate_events({.users = 5, .events = 30, .seed = 11}));
+  const auto high = high_watermark_sum(topic);
+  REQUIRE(high > 6);
+  kafka::delete_records(test::broker(), topic, 0, 5, 30s);
+  test::temp_dir dir;
+  const auto rebuilt = (dir / "rebuilt.db").string();
+
+  auto r = ctl_run({"replay", "--projection", "all", "--db", rebuilt}, topic, 120s);
+  CHECK(r.status == 1);
+  CHECK_MESSAGE(r.err.find("partition 0 starts at offset 5") != std::string::npos, r.err);
+  CHECK(r.err.find("--allow-incomplete") != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(rebuilt));
+  CHECK_FALSE(std::filesystem::exists(rebuilt + ".partial"));
+
+  r = ctl_run({"replay", "--projection", "all", "--db", rebuilt, "--allow-incomplete"}, topic, 120s);
+  CHECK_MESSAGE(r.status == 0, r.err);
+  CHECK(r.err.find("replay incomplete") != std::string::npos);
+  CHECK(std::filesystem::exists(rebuilt));
+  CHECK_FALSE(std::filesystem::exists(rebuilt + ".partial"));
+  CHECK(test::query_int(rebuilt, "SELECT sum(next_offset) FROM kafka_offsets WHERE projection = 'users'") == high);
+}
+
 TEST_CASE("dead letters are listed and a re-drive of a still-broken event exits 1") {
   const auto topic = test::fresh_topic("ctl-dead", 1);
   const test::temp_dir dir;
@@ -166,6 +190,36 @@ TEST_CASE("dead letters are listed and a re-drive of a still-broken event exits 
   CHECK(ctl_run({"dead-letters", "list", "--db", db}, topic).out.find("msg_broken1") != std::string::npos);
   consumer->signal(SIGTERM);
   CHECK(consumer->wait(30s) == 0);
+}
+
+TEST_CASE("dead-letters --projection takes a comma list or all and acts on each projection") {
+  const auto topic = test::fresh_topic("ctl-dead-multi", 1);
+  const test::temp_dir dir;
+  const auto db = (dir / "live.db").string();
+  // Not JSON: a dead letter in every projection; delivered twice, still one each.
+  const test::generated_event broken{"user_y", "msg_broken2", "user.created", "{not json"};
+  test::produce_events(test::broker(), topic, {broken, broken});
+  auto consumer = test::start_consumer({"--projection", "users,sessions,balances", "--db", db, "--topic", topic,
+                                        "--group-prefix", test::unique_name("ctl-dead-multi")});
+  REQUIRE(wait_lag_zero(db, topic, "users,sessions,balances", 60s).status == 0);
+  consumer->signal(SIGTERM);
+  CHECK(consumer->wait(30s) == 0);
+  CHECK(test::query_int(db, "SELECT count(*) FROM dead_letters") == 3);
+
+  const auto count_lines = [](const std::string& text, const std::string& word) {
+    std::size_t n = 0;
+    for (auto at = text.find(word); at != std::string::npos; at = text.find(word, at + 1)) ++n;
+    return n;
+  };
+  auto list = ctl_run({"dead-letters", "list", "--db", db, "--projection", "users,sessions"}, topic);
+  CHECK(list.status == 0);
+  CHECK_MESSAGE(count_lines(list.out, "msg_broken2") == 2, list.out);
+  CHECK(list.out.find(" balances ") == std::string::npos);
+  list = ctl_run({"dead-letters", "list", "--db", db, "--projection", "all"}, topic);
+  CHECK_MESSAGE(count_lines(list.out, "msg_broken2") == 3, list.out);
+  const auto retry = ctl_run({"dead-letters", "retry", "--db", db, "--all", "--projection", "sessions,balances"}, topic);
+  CHECK(retry.status == 1);
+  CHECK_MESSAGE(count_lines(retry.err, "still fails") == 2, retry.err);
 }
 
 TEST_CASE("send delivers generated events through the real receiver into Kafka") {

@@ -30,17 +30,9 @@ const std::vector<std::string> all_projections{"users", "referrals", "balances",
 std::string reference_tables(const std::vector<test::generated_event>& events, const std::string& path) {
   cs::store::database db(path);
   cs::projection::applier ap(db, {std::begin(cs::projection::all_kinds), std::end(cs::projection::all_kinds)});
-  std::vector<cs::kafka::message> batch;
+  std::vector<cs::projection::envelope> batch;
   std::int64_t offset = 0;
-  for (const auto& e : events) {
-    cs::kafka::message m;
-    m.topic = "reference";
-    m.key = e.key;
-    m.value = e.body;
-    m.offset = offset++;
-    m.headers = {{"svix-id", e.svix_id}, {"clerk-event-type", e.type}};
-    batch.push_back(std::move(m));
-  }
+  for (const auto& e : events) batch.push_back({"reference", 0, offset++, e.svix_id, e.type, e.body});
   (void)ap.apply(batch);
   return test::dump_tables(path);
 }

@@ -125,11 +125,7 @@ TEST_CASE("fuzz: decoding and applying mutated events never throws and always re
   std::map<cs::projection::outcome, int> outcomes;
   fuzz(2, [&](const std::string& body, int n) {
     (void)cs::event::decode(body);  // must return, whatever the bytes
-    cs::kafka::message m;
-    m.topic = "fuzz";
-    m.offset = n;
-    m.value = body;
-    m.headers = {{"svix-id", "msg_fuzz_" + std::to_string(n)}};
+    const cs::projection::envelope m{"fuzz", 0, n, "msg_fuzz_" + std::to_string(n), "", body};
     std::vector<cs::projection::event_result> results;
     REQUIRE_NOTHROW(results = ap.apply({&m, 1}));
     CHECK(results.size() == std::size(cs::projection::all_kinds));

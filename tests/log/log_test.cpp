@@ -29,3 +29,41 @@ TEST_CASE("format and level names parse, anything else does not") {
   CHECK(clerk_sync::log::parse_level("warn") == level::warn);
   CHECK_FALSE(clerk_sync::log::parse_level("verbose").has_value());
 }
+
+TEST_CASE("invalid UTF-8 and control bytes are escaped alike in both formats, valid UTF-8 passes") {
+  const std::string bad = "a\xff" "b\x01" "\xc3\xa9" "\xed\xa0\x80" "\xc0\xaf";
+  CHECK(clerk_sync::log::escape(format::logfmt, bad) == R"("a\xffb\x01é\xed\xa0\x80\xc0\xaf")");
+  CHECK(clerk_sync::log::escape(format::json, bad) == R"("a\\xffb\u0001é\\xed\\xa0\\x80\\xc0\\xaf")");
+  CHECK(clerk_sync::log::escape(format::logfmt, "plain") == "plain");
+  // A truncated sequence at the very end is not read past the string.
+  CHECK(clerk_sync::log::escape(format::json, "x\xe2\x82") == R"("x\\xe2\\x82")");
+}
+
+TEST_CASE("request-derived fields are cut at 200 bytes and marked, others at the general limit") {
+  const std::string long_id(15'000, 'a');
+  const auto line = format_line(format::logfmt, level::warn, "T", "rejected", {{"svix_id", long_id}});
+  CHECK(line == "ts=T level=warn msg=rejected svix_id=\"" + std::string(200, 'a') + "...[cut 14800 bytes]\"");
+  const std::string reason(3'000, 'r');
+  const auto other = format_line(format::json, level::warn, "T", "m", {{"reason", reason}});
+  CHECK(other.size() < 2'200);
+  CHECK(other.find("[cut 952 bytes]") != std::string::npos);
+  CHECK(format_line(format::logfmt, level::info, "T", "m", {{"user", std::string(200, 'u')}}).find("cut") ==
+        std::string::npos);
+}
+
+TEST_CASE("cut never ends inside a UTF-8 sequence") {
+  const std::string s = std::string(199, 'a') + "\xc3\xa9" + "zz";  // é straddles byte 200
+  CHECK(clerk_sync::log::cut(s, 200) == std::string(199, 'a') + "...[cut 4 bytes]");
+  CHECK(clerk_sync::log::cut("short", 200) == "short");
+}
+
+TEST_CASE("the rate limiter lets the first through, then one a period with the count held back") {
+  clerk_sync::log::rate_limiter rl(std::chrono::seconds(60));
+  const auto t0 = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
+  CHECK(rl.admit("a", t0) == 0u);
+  CHECK_FALSE(rl.admit("a", t0 + std::chrono::seconds(1)).has_value());
+  CHECK_FALSE(rl.admit("a", t0 + std::chrono::seconds(59)).has_value());
+  CHECK(rl.admit("b", t0 + std::chrono::seconds(2)) == 0u);  // keys are independent
+  CHECK(rl.admit("a", t0 + std::chrono::seconds(61)) == 2u);
+  CHECK_FALSE(rl.admit("a", t0 + std::chrono::seconds(62)).has_value());
+}

@@ -4,11 +4,12 @@
 
 #include <SQLiteCpp/SQLiteCpp.h>
 
+#include <algorithm>
+
 #include "support/support.hpp"
 
 namespace pj = clerk_sync::projection;
 namespace store = clerk_sync::store;
-namespace kafka = clerk_sync::kafka;
 using pj::outcome;
 
 namespace {
@@ -16,8 +17,8 @@ namespace {
 const std::vector<pj::kind> all{pj::kind::users, pj::kind::referrals, pj::kind::balances, pj::kind::sessions};
 
 // A message shaped as the receiver publishes it.
-kafka::message msg(const std::string& svix, const std::string& body, std::int64_t offset, std::int32_t partition = 0) {
-  return {"clerk.events", partition, offset, "key", body, {{"svix-id", svix}, {"clerk-event-type", "x"}}, 0};
+pj::envelope msg(const std::string& svix, const std::string& body, std::int64_t offset, std::int32_t partition = 0) {
+  return {"clerk.events", partition, offset, svix, "x", body};
 }
 
 std::string user_body(const std::string& type, const std::string& id, std::int64_t updated_at,
@@ -59,7 +60,7 @@ std::int64_t count(store::database& db, const std::string& sql) { return db.nati
 TEST_CASE("the example bodies land in every projection - the ledger and offsets move in the same transaction") {
   store::database db(":memory:");
   pj::applier app(db, all);
-  std::vector<kafka::message> batch;
+  std::vector<pj::envelope> batch;
   std::int64_t off = 0;
   for (const char* f : {"user.created.json", "user.updated.json", "session.created.json", "session.ended.json"})
     batch.push_back(msg(std::string("msg_") + f,
@@ -73,7 +74,11 @@ TEST_CASE("the example bodies land in every projection - the ledger and offsets 
   CHECK(text(db, "SELECT last_name || '/' || username || '/' || role FROM users") == "Doe Updated/johndoe/spacer");
   CHECK(text(db, "SELECT status || '/' || ended_at FROM sessions WHERE id = 'sess_2g7np7Hrk0SN6kj5EDMLDaKNL0S'") ==
         "ended/1716883200000");
-  CHECK(count(db, "SELECT count(*) FROM applied_events") == 16);
+  // One ledger row per (event, projection) not skipped: a skip leaves none.
+  const auto kept = std::count_if(rs.begin(), rs.end(), [](const auto& r) { return r.result != outcome::skipped; });
+  CHECK(kept < 16);
+  CHECK(count(db, "SELECT count(*) FROM applied_events") == kept);
+  CHECK(count(db, "SELECT count(*) FROM applied_events WHERE outcome = 'skipped'") == 0);
   CHECK(pj::stored_offsets(db, pj::kind::users, "clerk.events") == std::map<std::int32_t, std::int64_t>{{0, 4}});
   CHECK(pj::stored_offsets(db, pj::kind::sessions, "clerk.events") == std::map<std::int32_t, std::int64_t>{{0, 4}});
 
@@ -214,4 +219,57 @@ TEST_CASE("a locked database fails the whole batch: no rows, no ledger, offsets 
   // The same in-memory batch, retried once the lock is gone, applies in full.
   CHECK(outcomes(app.apply(batch), pj::kind::users) == std::vector{outcome::applied, outcome::dead_letter});
   CHECK(pj::stored_offsets(holder, pj::kind::users, "clerk.events").at(0) == 3);
+}
+
+TEST_CASE("a redelivery inside the ledger retention is a no-op, pruning sweeps in bounded steps and leaves the rows alone") {
+  store::database db(":memory:");
+  pj::applier app(db, {pj::kind::users});
+  std::vector<pj::envelope> batch;
+  for (int i = 0; i < 25; ++i)
+    batch.push_back(msg("msg_" + std::to_string(i), user_body("user.created", "u" + std::to_string(i), 100 + i), i));
+  (void)app.apply(batch);
+  const auto rows_before = text(db, "SELECT group_concat(id || first_name, ',') FROM (SELECT * FROM users ORDER BY id)");
+  CHECK(count(db, "SELECT count(*) FROM applied_events") == 25);
+
+  // Retention not reached (cut-off before every apply): nothing pruned, a redelivery is a duplicate.
+  auto step = pj::prune_ledger(db, pj::kind::users, 0, "", 100);
+  CHECK(step.deleted == 0);
+  CHECK(step.next.empty());
+  const auto again = app.apply(std::vector{msg("msg_3", user_body("user.created", "u3", 103, "{}", "Changed"), 25)});
+  CHECK(outcomes(again, pj::kind::users) == std::vector{outcome::duplicate});
+
+  // Past the retention: pruned ten at a time, oldest first; other projections untouched.
+  SQLite::Statement other(db.native(),
+                          "INSERT INTO applied_events(projection, svix_id, type, outcome, topic, partition, \"offset\", "
+                          "applied_at) VALUES ('sessions', 'msg_x', 't', 'applied', 'clerk.events', 0, 0, 1)");
+  other.exec();
+  const std::int64_t future = 4'000'000'000'000;
+  step = pj::prune_ledger(db, pj::kind::users, future, "", 10);
+  CHECK(step.deleted == 10);
+  REQUIRE_FALSE(step.next.empty());
+  step = pj::prune_ledger(db, pj::kind::users, future, step.next, 10);
+  CHECK(step.deleted == 10);
+  step = pj::prune_ledger(db, pj::kind::users, future, step.next, 10);
+  CHECK(step.deleted == 5);
+  CHECK(step.next.empty());  // the sweep is complete
+  CHECK(pj::prune_ledger(db, pj::kind::users, future, "", 10).deleted == 0);
+  CHECK(count(db, "SELECT count(*) FROM applied_events") == 1);
+  CHECK(text(db, "SELECT group_concat(id || first_name, ',') FROM (SELECT * FROM users ORDER BY id)") == rows_before);
+}
+
+TEST_CASE("one dead letter per projection and svix-id, a re-drive reads its own by id") {
+  store::database db(":memory:");
+  pj::applier app(db, {pj::kind::users, pj::kind::balances});
+  const auto broken = msg("msg_broken", "{not json", 0);
+  (void)app.apply(std::vector{broken});
+  (void)app.apply(std::vector{msg("msg_broken", "{not json", 1)});  // Svix delivered it twice
+  CHECK(count(db, "SELECT count(*) FROM dead_letters WHERE projection = 'users'") == 1);
+  CHECK(count(db, "SELECT count(*) FROM dead_letters WHERE projection = 'balances'") == 1);
+  const auto dls = pj::list_dead_letters(db);
+  REQUIRE(dls.size() == 2);
+  const auto one = pj::find_dead_letter(db, dls[1].id);
+  REQUIRE(one.has_value());
+  CHECK(one->projection == dls[1].projection);
+  CHECK(one->payload == "{not json");
+  CHECK_FALSE(pj::find_dead_letter(db, dls[1].id + 100).has_value());
 }

@@ -1,4 +1,4 @@
-#include "worker.hpp"
+#include "consume/loop.hpp"
 
 #include <algorithm>
 #include <cstdio>
@@ -6,12 +6,11 @@
 #include <thread>
 #include <vector>
 
-#include "kafka/consumer.hpp"
 #include "log/log.hpp"
 #include "projection/applier.hpp"
 #include "store/database.hpp"
 
-namespace clerk_sync::consumer_app {
+namespace clerk_sync::consume {
 namespace {
 
 using namespace std::chrono_literals;
@@ -33,9 +32,9 @@ void log_result(const projection::event_result& r) {
                 {"partition", r.partition}, {"offset", r.offset}, {"reason", r.detail}});
 }
 
-class loop {
+class consume_loop {
  public:
-  loop(const worker_config& cfg, worker_state& state)
+  consume_loop(const loop_config& cfg, loop_state& state)
       : cfg_(cfg), state_(state), db_(cfg.db_path, {cfg.busy_timeout}), applier_(db_, {cfg.projection}, cfg.write_turn) {}
 
   int run(const std::atomic<bool>& stop) {
@@ -53,12 +52,13 @@ class loop {
       if (failed_) break;
       if (m) {
         if (batch_.empty()) batch_started_ = std::chrono::steady_clock::now();
-        batch_.push_back(std::move(*m));
+        batch_.push_back(to_envelope(std::move(*m)));
         if (batch_.size() < cfg_.batch_size &&
             std::chrono::steady_clock::now() - batch_started_ < cfg_.batch_latency)
           continue;
       }
       if (!batch_.empty() && !flush()) failed_ = true;
+      if (!failed_ && batch_.empty()) prune();
     }
     if (!failed_ && !flush()) failed_ = true;
     // A batch that could not be written is dropped unapplied: its offsets
@@ -86,6 +86,34 @@ class loop {
     return parts;
   }
 
+  // Sweeps the ledger for rows past the retention, one bounded step (2,000
+  // rows read, one short transaction) per interval between batches, so that
+  // pruning never holds the write lock for long.
+  void prune() {
+    if (cfg_.ledger_retention.count() <= 0) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (now < next_prune_) return;
+    next_prune_ = now + cfg_.prune_interval;
+    const auto cutoff = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::system_clock::now().time_since_epoch() - cfg_.ledger_retention)
+                            .count();
+    try {
+      std::unique_lock<std::mutex> turn;
+      if (cfg_.write_turn) turn = std::unique_lock(*cfg_.write_turn);
+      const auto step = projection::prune_ledger(db_, cfg_.projection, cutoff, prune_cursor_, 2'000);
+      prune_cursor_ = step.next;
+      pruned_ += step.deleted;
+      // One line per sweep, not per step.
+      if (step.next.empty() && pruned_ > 0) {
+        log::info("pruned", {{"projection", projection::name(cfg_.projection)}, {"rows", pruned_}});
+        pruned_ = 0;
+      }
+    } catch (const store::db_error& e) {
+      // Busy or failing: the next interval tries again; events are unaffected.
+      log::warn("prune_failed", {{"projection", projection::name(cfg_.projection)}, {"error", e.what()}});
+    }
+  }
+
   // Eager rebalance: commit what we hold before the partitions go elsewhere.
   void on_revoke() {
     if (failed_) return;
@@ -94,44 +122,47 @@ class loop {
   }
 
   // Applies the open batch in one transaction. A database error never
-  // advances offsets: the same in-memory batch is retried with backoff, and
-  // after the retry budget the worker gives up (false).
+  // advances offsets: the same in-memory batch is retried under the retry
+  // policy, and when it is spent the loop gives up (false).
   bool flush() {
     if (batch_.empty()) return true;
-    const auto deadline = std::chrono::steady_clock::now() + cfg_.retry_budget;
-    auto backoff = 100ms;
-    for (int attempt = 1;; ++attempt) {
-      try {
-        const auto t0 = std::chrono::steady_clock::now();
-        const auto results = applier_.apply(batch_);
-        log::debug("batch", {{"projection", projection::name(cfg_.projection)},
-                             {"events", batch_.size()},
-                             {"ms", std::chrono::duration_cast<std::chrono::milliseconds>(
-                                        std::chrono::steady_clock::now() - t0).count()}});
-        for (const auto& r : results) log_result(r);
-        batch_.clear();
-        return true;
-      } catch (const store::db_error& e) {
-        const bool give_up = std::chrono::steady_clock::now() + backoff > deadline;
-        log::write(give_up ? log::level::error : log::level::warn, give_up ? "db_failed" : "db_retry",
-                   {{"projection", projection::name(cfg_.projection)},
-                    {"attempt", attempt},
-                    {"events", batch_.size()},
-                    {"error", e.what()}});
-        if (give_up) return false;
-        state_.heartbeat_ms = steady_ms();
-        std::this_thread::sleep_for(backoff);
-        backoff = std::min<std::chrono::milliseconds>(backoff * 2, 2s);
-      }
+    try {
+      with_retry(
+          cfg_.retry,
+          [&] {
+            const auto t0 = std::chrono::steady_clock::now();
+            const auto results = applier_.apply(batch_);
+            log::debug("batch", {{"projection", projection::name(cfg_.projection)},
+                                 {"events", batch_.size()},
+                                 {"ms", std::chrono::duration_cast<std::chrono::milliseconds>(
+                                            std::chrono::steady_clock::now() - t0).count()}});
+            for (const auto& r : results) log_result(r);
+            return 0;
+          },
+          [&](int attempt, const store::db_error& e, bool give_up) {
+            log::write(give_up ? log::level::error : log::level::warn, give_up ? "db_failed" : "db_retry",
+                       {{"projection", projection::name(cfg_.projection)},
+                        {"attempt", attempt},
+                        {"events", batch_.size()},
+                        {"error", e.what()}});
+            state_.heartbeat_ms = steady_ms();
+          });
+    } catch (const store::db_error&) {
+      return false;
     }
+    batch_.clear();
+    return true;
   }
 
-  const worker_config& cfg_;
-  worker_state& state_;
+  const loop_config& cfg_;
+  loop_state& state_;
   store::database db_;
   projection::applier applier_;
-  std::vector<kafka::message> batch_;
+  std::vector<projection::envelope> batch_;
   std::chrono::steady_clock::time_point batch_started_;
+  std::chrono::steady_clock::time_point next_prune_{};
+  std::string prune_cursor_;
+  std::int64_t pruned_ = 0;
   bool failed_ = false;
 };
 
@@ -142,10 +173,21 @@ std::int64_t steady_ms() {
       .count();
 }
 
-int run_worker(const worker_config& cfg, const std::atomic<bool>& stop, worker_state& state) {
+projection::envelope to_envelope(kafka::message&& m) {
+  projection::envelope e;
+  e.topic = std::move(m.topic);
+  e.partition = m.partition;
+  e.offset = m.offset;
+  e.svix_id = std::string(kafka::find_header(m.headers, "svix-id").value_or(""));
+  e.type = std::string(kafka::find_header(m.headers, "clerk-event-type").value_or(""));
+  e.body = std::move(m.value);
+  return e;
+}
+
+int run_loop(const loop_config& cfg, const std::atomic<bool>& stop, loop_state& state) {
   int code = 0;
   try {
-    loop l(cfg, state);
+    consume_loop l(cfg, state);
     code = l.run(stop);
   } catch (const store::open_error& e) {
     log::error("db_open_failed", {{"projection", projection::name(cfg.projection)}, {"error", e.what()}});
@@ -153,6 +195,14 @@ int run_worker(const worker_config& cfg, const std::atomic<bool>& stop, worker_s
   } catch (const store::db_error& e) {
     log::error("db_failed", {{"projection", projection::name(cfg.projection)}, {"error", e.what()}});
     code = exit_db_failed;
+  } catch (const kafka::offset_out_of_range& e) {
+    log::error("offset_out_of_range", {{"projection", projection::name(cfg.projection)},
+                                       {"topic", e.topic},
+                                       {"partition", e.partition},
+                                       {"offset", e.offset},
+                                       {"log_start", e.log_start},
+                                       {"log_end", e.log_end}});
+    code = exit_offset_out_of_range;
   } catch (const kafka::config_error& e) {
     // A bad librdkafka property: the start-up contract's one line and exit 2
     // (once, though every projection's worker finds the same property bad).
@@ -168,4 +218,4 @@ int run_worker(const worker_config& cfg, const std::atomic<bool>& stop, worker_s
   return code;
 }
 
-}  // namespace clerk_sync::consumer_app
+}  // namespace clerk_sync::consume

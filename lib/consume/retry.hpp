@@ -1,0 +1,42 @@
+#pragma once
+// The one retry policy for database failures while applying a batch, shared
+// by the consumers' loop and ctl replay: retry the same batch with doubling
+// backoff (100 ms up to 2 s) until the budget is spent, then give up. The
+// budget stays below max.poll.interval.ms so the group does not evict a
+// consumer that is still retrying. Header-only; no state.
+
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
+#include "store/database.hpp"
+
+namespace clerk_sync::consume {
+
+struct retry_policy {
+  std::chrono::milliseconds budget{30'000};
+  std::chrono::milliseconds first_backoff{100};
+  std::chrono::milliseconds max_backoff{2'000};
+};
+
+// Calls attempt() until it returns without store::db_error. Before each
+// retry, on_failure(attempt_number, error, give_up=false); when the budget
+// would be spent, on_failure(n, error, true) and the error is rethrown.
+template <class Attempt, class OnFailure>
+auto with_retry(const retry_policy& policy, Attempt&& attempt, OnFailure&& on_failure) {
+  const auto deadline = std::chrono::steady_clock::now() + policy.budget;
+  auto backoff = policy.first_backoff;
+  for (int n = 1;; ++n) {
+    try {
+      return attempt();
+    } catch (const store::db_error& e) {
+      const bool give_up = std::chrono::steady_clock::now() + backoff > deadline;
+      on_failure(n, e, give_up);
+      if (give_up) throw;
+      std::this_thread::sleep_for(backoff);
+      backoff = std::min(backoff * 2, policy.max_backoff);
+    }
+  }
+}
+
+}  // namespace clerk_sync::consume

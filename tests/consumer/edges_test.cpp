@@ -1,0 +1,169 @@
+// The consumer at Kafka's edges, on the real broker: a stored offset the log
+// no longer holds is fatal and loud (exit 5), and librdkafka's trouble shows
+// as the project's own log lines (JSON when asked).
+#include "consumer/harness.hpp"
+
+#include <doctest/doctest.h>
+
+#include <rapidjson/document.h>
+
+#include <csignal>
+#include <sstream>
+#include <thread>
+
+#include "kafka/admin.hpp"
+#include "support/support.hpp"
+
+using namespace std::chrono_literals;
+namespace t = clerk_sync::test;
+namespace kafka = clerk_sync::kafka;
+
+namespace {
+
+std::vector<t::generated_event> some_events(int count, std::uint64_t seed) {
+  auto all = t::generate_events({.users = 5, .events = count * 2, .seed = seed});
+  all.resize(static_cast<std::size_t>(count));
+  return all;
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+std::size_t count_of(const std::string& text, const std::string& needle) {
+  std::size_t n = 0;
+  for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+// Runs a consumer of `users` until it has stored `total`, then stops it cleanly.
+void consume_until(const std::string& topic, const std::string& db, const std::string& group, std::int64_t total) {
+  auto c = t::start_consumer({"--projection", "users", "--topic", topic, "--db", db, "--group-prefix", group});
+  REQUIRE_MESSAGE(t::wait_caught_up(db, topic, {"users"}, total, 60s), c->stderr_text());
+  c->signal(SIGTERM);
+  const auto st = c->wait(60s);
+  REQUIRE(st.has_value());
+  REQUIRE(*st == 0);
+}
+
+// The consumer must stop on its own with exit 5 and one error line naming
+// the topic, the partition, the stored offset and the log's range.
+void expect_out_of_range(const std::string& topic, const std::string& db, const std::string& group,
+                         std::int64_t stored, std::int64_t log_start, std::int64_t log_end) {
+  auto c = t::start_consumer({"--projection", "users", "--topic", topic, "--db", db, "--group-prefix", group});
+  const auto st = c->wait(90s);
+  const auto err = c->stderr_text();
+  REQUIRE_MESSAGE(st.has_value(), err);
+  CHECK_MESSAGE(*st == 5, err);
+  CHECK_MESSAGE(count_of(err, "msg=offset_out_of_range") == 1, err);
+  const std::string expected = "level=error msg=offset_out_of_range projection=users topic=" + topic +
+                               " partition=0 offset=" + std::to_string(stored) +
+                               " log_start=" + std::to_string(log_start) + " log_end=" + std::to_string(log_end);
+  CHECK_MESSAGE(err.find(expected) != std::string::npos, err);
+}
+
+}  // namespace
+
+TEST_CASE("records deleted below the stored offset stop the consumer: one error line, exit 5") {
+  const auto cfg = t::broker();
+  const auto topic = t::fresh_topic("edge-deleted", 1);
+  t::temp_dir dir;
+  const auto db = (dir / "c.db").string();
+  const auto group = t::unique_name("edge-del");
+  t::produce_events(cfg, topic, some_events(10, 1));
+  consume_until(topic, db, group, 10);
+
+  t::produce_events(cfg, topic, some_events(10, 2));
+  kafka::delete_records(cfg, topic, 0, 15, 30s);
+  expect_out_of_range(topic, db, group, 10, 15, 20);
+  // Nothing was skipped: the stored offset did not move.
+  CHECK(t::stored_totals(db, topic)["users"] == 10);
+}
+
+TEST_CASE("a topic deleted and recreated stops the consumer: one error line, exit 5") {
+  const auto cfg = t::broker();
+  const auto topic = t::fresh_topic("edge-recreated", 1);
+  t::temp_dir dir;
+  const auto db = (dir / "c.db").string();
+  const auto group = t::unique_name("edge-rec");
+  t::produce_events(cfg, topic, some_events(10, 3));
+  consume_until(topic, db, group, 10);
+
+  kafka::delete_topic(cfg, topic, 30s);
+  // The broker finishes a deletion in the background: retry the creation.
+  bool created = false;
+  for (int i = 0; i < 120 && !created; ++i) {
+    try {
+      created = kafka::create_topic(cfg, {.name = topic, .partitions = 1, .replication_factor = 1, .configs = {}}, 10s) == kafka::create_outcome::created;
+    } catch (const kafka::fatal_error&) {
+    }
+    if (!created) std::this_thread::sleep_for(500ms);
+  }
+  REQUIRE(created);
+  t::produce_events(cfg, topic, some_events(3, 4));
+  expect_out_of_range(topic, db, group, 10, 0, 3);
+}
+
+TEST_CASE("a projection with no stored offset starts at the log's first record, even when that is not offset 0") {
+  const auto cfg = t::broker();
+  const auto topic = t::fresh_topic("edge-start", 1);
+  t::temp_dir dir;
+  const auto db = (dir / "c.db").string();
+  t::produce_events(cfg, topic, some_events(10, 5));
+  kafka::delete_records(cfg, topic, 0, 4, 30s);
+  auto c = t::start_consumer(
+      {"--projection", "users", "--topic", topic, "--db", db, "--group-prefix", t::unique_name("edge-start")});
+  REQUIRE_MESSAGE(t::wait_caught_up(db, topic, {"users"}, 10, 60s), c->stderr_text());
+  CHECK(t::query_int(db, "SELECT count(*) FROM kafka_offsets WHERE projection = 'users'") == 1);
+  c->signal(SIGTERM);
+  REQUIRE(c->wait(60s) == 0);
+}
+
+TEST_CASE("a wrong security.protocol is an error line within 10 s, and every line of --log-format json parses") {
+  const auto topic = t::fresh_topic("edge-ssl", 1);
+  t::temp_dir dir;
+  auto c = t::start_consumer({"--projection", "users", "--topic", topic, "--db", (dir / "c.db").string(),
+                              "--group-prefix", t::unique_name("edge-ssl"), "--log-format", "json",
+                              "--kafka-property", "security.protocol=ssl"});
+  const bool seen = c->wait_for_log("\"level\":\"error\",\"msg\":\"kafka_", 10s);
+  c->signal(SIGTERM);
+  (void)c->wait(60s);
+  const auto err = c->stderr_text();
+  CHECK_MESSAGE(seen, err);
+  const auto lines = lines_of(err);
+  CHECK(lines.size() >= 2);
+  for (const auto& line : lines) {
+    rapidjson::Document d;
+    d.Parse(line.c_str(), line.size());
+    CHECK_MESSAGE(!d.HasParseError(), line);
+    CHECK_MESSAGE((d.IsObject() && d.HasMember("msg") && d.HasMember("level")), line);
+  }
+  // librdkafka's own format never reaches stderr.
+  CHECK_MESSAGE(err.find("%3|") == std::string::npos, err);
+  CHECK_MESSAGE(err.find("%4|") == std::string::npos, err);
+}
+
+TEST_CASE("ledger rows past --ledger-retention are pruned by the consumer, the rows stay and skips leave none") {
+  const auto cfg = t::broker();
+  const auto topic = t::fresh_topic("edge-prune", 2);
+  t::temp_dir dir;
+  const auto db = (dir / "c.db").string();
+  const auto events = some_events(60, 6);
+  t::produce_events(cfg, topic, events);
+  auto c = t::start_consumer({"--projection", "users,sessions", "--topic", topic, "--db", db, "--group-prefix",
+                              t::unique_name("edge-prune"), "--ledger-retention", "3s"});
+  REQUIRE_MESSAGE(t::wait_caught_up(db, topic, {"users", "sessions"}, 60, 60s), c->stderr_text());
+  const auto tables = t::dump_tables(db);
+  CHECK(t::query_int(db, "SELECT count(*) FROM applied_events WHERE outcome = 'skipped'") == 0);
+  CHECK(c->wait_for_log("msg=pruned", 60s));
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (t::query_int(db, "SELECT count(*) FROM applied_events") > 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(200ms);
+  CHECK(t::query_int(db, "SELECT count(*) FROM applied_events") == 0);
+  CHECK(t::dump_tables(db) == tables);
+  c->signal(SIGTERM);
+  CHECK(c->wait(60s) == 0);
+}
