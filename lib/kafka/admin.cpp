@@ -120,6 +120,7 @@ cluster_layout describe_cluster(const client_config& cfg, const std::string& top
     }
   }
   return out;
+}
 
 void delete_records(const client_config& cfg, const std::string& topic, std::int32_t partition,
                     std::int64_t before_offset, std::chrono::milliseconds timeout) {

@@ -225,25 +225,6 @@ class sender {
   std::vector<std::thread> threads_;
 };
 
-// The rows the events must produce: the same bodies applied in-process, in
-// generation order (each user's order is what the sender kept), no Kafka.
-std::string reference_tables(const std::vector<test::generated_event>& events, const std::string& path) {
-  cs::store::database db(path);
-  cs::projection::applier ap(db, {std::begin(cs::projection::all_kinds), std::end(cs::projection::all_kinds)});
-  std::vector<cs::kafka::message> batch;
-  std::int64_t offset = 0;
-  for (const auto& e : events) {
-    cs::kafka::message m;
-    m.topic = "reference";
-    m.key = e.key;
-    m.value = e.body;
-    m.offset = offset++;
-    m.headers = {{"svix-id", e.svix_id}, {"clerk-event-type", e.type}};
-    batch.push_back(std::move(m));
-  }
-  (void)ap.apply(batch);
-  return test::dump_tables(path);
-}
 
 std::string field_of(const std::string& line, const std::string& key) {
   const auto at = line.find(" " + key + "=");
@@ -430,7 +411,7 @@ TEST_CASE("three brokers with a leader killed and then two nodes down keep every
                   consumer.stderr_text());
   consumer.signal(SIGTERM);
   CHECK(consumer.wait(30s) == 0);
-  CHECK(test::dump_tables(live) == reference_tables(sent, (dir / "reference.db").string()));
+  CHECK(test::dump_tables(live) == test::reference_tables(sent, (dir / "reference.db").string()));
 
   // No svix-id applied twice in any projection, by the consumer's own account.
   std::map<std::pair<std::string, std::string>, int> applied;

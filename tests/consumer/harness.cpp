@@ -8,6 +8,8 @@
 #include <thread>
 
 #include "kafka/producer.hpp"
+#include "projection/applier.hpp"
+#include "store/database.hpp"
 #include "support/support.hpp"
 
 namespace clerk_sync::test {
@@ -71,6 +73,16 @@ bool wait_caught_up(const std::string& db_path, const std::string& topic, const 
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   return false;
+}
+
+std::string reference_tables(const std::vector<generated_event>& events, const std::string& db_path) {
+  store::database db(db_path);
+  projection::applier ap(db, {std::begin(projection::all_kinds), std::end(projection::all_kinds)});
+  std::vector<projection::envelope> batch;
+  std::int64_t offset = 0;
+  for (const auto& e : events) batch.push_back({"reference", 0, offset++, e.svix_id, e.type, e.body});
+  (void)ap.apply(batch);
+  return dump_tables(db_path);
 }
 
 std::string dump_tables(const std::string& db_path) {

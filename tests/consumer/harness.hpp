@@ -33,6 +33,11 @@ bool wait_caught_up(const std::string& db_path, const std::string& topic, const 
 // The projection tables (users, referrals, balances, sessions) as text, ordered by key.
 [[nodiscard]] std::string dump_tables(const std::string& db_path);
 
+// The oracle: the tables `events` produce when applied in-process, in this
+// order, by every projection into a fresh database at `db_path` (no HTTP, no
+// Kafka, no second process); dump_tables() of it.
+[[nodiscard]] std::string reference_tables(const std::vector<generated_event>& events, const std::string& db_path);
+
 // Runs a query returning one integer.
 [[nodiscard]] std::int64_t query_int(const std::string& db_path, const std::string& sql);
 
