@@ -44,7 +44,7 @@ constexpr int exit_fatal = 3;
 // state is logged once.
 class readiness_probe {
  public:
-  readiness_probe(const kafka::producer& p, const std::string& topic, std::atomic<bool>& ready)
+  readiness_probe(const kafka::producer& p, const std::string& topic, std::atomic<http::readiness>& ready)
       : thread_([this, &p, topic, &ready] {
           using state = kafka::producer::topic_state;
           std::optional<state> last;
@@ -52,7 +52,9 @@ class readiness_probe {
           while (!stop_) {
             lock.unlock();
             const state now = p.check_topic(topic, 2s);
-            ready = now == state::available;
+            ready = now == state::available ? http::readiness::ready
+                    : now == state::missing   ? http::readiness::topic_missing
+                                              : http::readiness::kafka_unreachable;
             if (now != last) {
               if (now == state::available)
                 log::info("kafka_ready", {{"topic", topic}});
@@ -153,9 +155,9 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
                    opts.topic, publish);
   std::optional<readiness_probe> probe;
   if (producer)
-    probe.emplace(*producer, opts.topic, srv.kafka_ready);
+    probe.emplace(*producer, opts.topic, srv.kafka_state);
   else
-    srv.kafka_ready = true;
+    srv.kafka_state = http::readiness::ready;
 
   net::signal_set signals(ioc, SIGTERM, SIGINT);
   net::steady_timer watchdog(ioc);

@@ -34,14 +34,16 @@ std::string_view strip_query(std::string_view target) { return target.substr(0, 
 }  // namespace
 
 std::optional<decision> route(std::string_view method, std::string_view target, const handler_config& cfg,
-                              bool kafka_ready) {
+                              readiness kafka) {
   const auto path = strip_query(target);
   if (path == "/healthz" || path == "/readyz") {
     if (method != "GET" && method != "HEAD")
       return answer("method_not_allowed", "method", {405, "{\"error\":\"method not allowed\"}", {}, "GET, HEAD"});
     if (path == "/healthz") return answer("probe", "healthz", json(200, "{\"status\":\"ok\"}"));
-    if (kafka_ready) return answer("probe", "readyz", json(200, "{\"status\":\"ready\"}"));
-    return answer("probe", "readyz", {503, "{\"status\":\"kafka unreachable\"}", 5, {}});
+    if (kafka == readiness::ready) return answer("probe", "readyz", json(200, "{\"status\":\"ready\"}"));
+    if (kafka == readiness::topic_missing)
+      return answer("probe", "readyz", {503, "{\"status\":\"topic_missing\"}", 5, {}});
+    return answer("probe", "readyz", {503, "{\"status\":\"kafka_unreachable\"}", 5, {}});
   }
   if (path != cfg.path) return answer("not_found", "path", error_response(404, "not found"));
   if (method != "POST")
@@ -50,8 +52,8 @@ std::optional<decision> route(std::string_view method, std::string_view target, 
 }
 
 decision classify(const request_view& req, const handler_config& cfg, std::chrono::system_clock::time_point now,
-                  bool kafka_ready) {
-  if (auto d = route(req.method, req.target, cfg, kafka_ready)) return std::move(*d);
+                  readiness kafka) {
+  if (auto d = route(req.method, req.target, cfg, kafka)) return std::move(*d);
 
   const auto headers = verify::pick_headers(req.header);
   const auto v = verify::verify(req.body, headers, cfg.keys, now, cfg.tolerance);

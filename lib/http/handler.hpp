@@ -24,6 +24,9 @@ struct handler_config {
   std::chrono::seconds tolerance = verify::default_tolerance;
 };
 
+// What /readyz reports: Kafka answers and the events topic exists.
+enum class readiness { kafka_unreachable, topic_missing, ready };
+
 struct request_view {
   std::string_view method;
   std::string_view target;
@@ -64,10 +67,10 @@ struct decision {
 // The part of classify() that needs only the request line: probes, 404 and
 // 405. nullopt for a POST to the webhook path, which needs its body.
 [[nodiscard]] std::optional<decision> route(std::string_view method, std::string_view target,
-                                            const handler_config& cfg, bool kafka_ready);
+                                            const handler_config& cfg, readiness kafka);
 
 [[nodiscard]] decision classify(const request_view& req, const handler_config& cfg,
-                                std::chrono::system_clock::time_point now, bool kafka_ready);
+                                std::chrono::system_clock::time_point now, readiness kafka);
 
 // Answers once the publish step is over.
 [[nodiscard]] response published(std::int32_t partition, std::int64_t offset);

@@ -50,7 +50,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
   server_limits limits;
   std::string topic;
   publish_fn publish;
-  std::atomic<bool>* ready = nullptr;
+  std::atomic<readiness>* ready = nullptr;
+  [[nodiscard]] readiness kafka_state() const { return ready ? ready->load() : readiness::kafka_unreachable; }
   std::list<connection> open;
   bool stopping = false;
   std::size_t body_bytes = 0;  // reserved by requests whose bodies are being read or held
@@ -339,7 +340,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
       reservation held;
       if (!parser.is_done()) {
         // A body follows: decide what the header alone decides, before reading it.
-        if (auto d = route(method, target, handler, ready && ready->load()))
+        if (auto d = route(method, target, handler, kafka_state()))
           co_return co_await answer_early(stream, d->answer, d->msg, d->outcome);
         const auto length = parser.content_length();
         held = reserve(length ? std::optional<std::uint64_t>(*length) : std::nullopt);
@@ -363,7 +364,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
                                 if (it == req.end()) return std::nullopt;
                                 return std::string_view(it->value().data(), it->value().size());
                               }};
-      const auto d = classify(view, handler, std::chrono::system_clock::now(), ready && ready->load());
+      const auto d = classify(view, handler, std::chrono::system_clock::now(), kafka_state());
       int status = d.answer.status;
       std::int32_t partition = -1;
       std::int64_t offset = -1;
@@ -388,7 +389,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
 server::server(net::io_context& ioc, const listen_address& where, handler_config handler,
                const server_limits& limits, std::string topic, publish_fn publish)
     : impl_(std::make_shared<impl>(ioc, std::move(handler), limits, std::move(topic), std::move(publish))) {
-  impl_->ready = &kafka_ready;
+  impl_->ready = &kafka_state;
   beast::error_code ec;
   const tcp::endpoint ep(net::ip::make_address(where.host, ec), where.port);
   if (ec) throw config::usage_error("bad listen address " + where.host);

@@ -67,7 +67,7 @@ class server {
   [[nodiscard]] std::uint16_t port() const;
 
   // Read by /readyz; set from any thread.
-  std::atomic<bool> kafka_ready{false};
+  std::atomic<readiness> kafka_state{readiness::kafka_unreachable};
 
  private:
   struct impl;

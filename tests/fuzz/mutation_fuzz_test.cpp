@@ -101,7 +101,7 @@ TEST_CASE("fuzz: a validly signed mutated body is published with its user id, ig
                                  if (name == "svix-signature") return sig;
                                  return std::nullopt;
                                }};
-    const auto d = cs::http::classify(req, cfg, now, true);
+    const auto d = cs::http::classify(req, cfg, now, cs::http::readiness::ready);
     if (d.publish) {
       CHECK_FALSE(d.publish->key.empty());
       const bool handled = d.publish->type.starts_with("user.") || d.publish->type.starts_with("session.");

@@ -21,7 +21,7 @@ struct request {
   std::map<std::string, std::string> headers;
   std::string body;
 
-  http::decision classify(bool ready = true) const {
+  http::decision classify(http::readiness ready = http::readiness::ready) const {
     const http::request_view v{method, target, body, [this](std::string_view n) -> std::optional<std::string_view> {
                                  const auto it = headers.find(std::string(n));
                                  if (it == headers.end()) return std::nullopt;
@@ -122,12 +122,16 @@ TEST_CASE("routing: unknown path 404, wrong method 405 with Allow, probes answer
   CHECK(d.answer.status == 405);
   CHECK(d.answer.allow == "POST");
   r.target = "/healthz";
-  CHECK(r.classify(false).answer.status == 200);
+  CHECK(r.classify(http::readiness::kafka_unreachable).answer.status == 200);
   r.target = "/readyz";
-  CHECK(r.classify(true).answer.status == 200);
-  const auto not_ready = r.classify(false);
+  CHECK(r.classify(http::readiness::ready).answer.status == 200);
+  const auto not_ready = r.classify(http::readiness::kafka_unreachable);
   CHECK(not_ready.answer.status == 503);
+  CHECK(not_ready.answer.body == R"({"status":"kafka_unreachable"})");
   CHECK(not_ready.answer.retry_after_s.has_value());
+  const auto no_topic = r.classify(http::readiness::topic_missing);
+  CHECK(no_topic.answer.status == 503);
+  CHECK(no_topic.answer.body == R"({"status":"topic_missing"})");
   r.method = "POST";
   CHECK(r.classify().answer.status == 405);
 }

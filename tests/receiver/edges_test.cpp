@@ -116,7 +116,7 @@ TEST_CASE("on a broker that auto-creates topics, no client of ours creates the e
   const auto e = test::sign_event(secret, test::user_event_body("user_auto"));
   const auto answer = test::post_event(r.port(), e, 30s);
   CHECK(answer.status == 503);
-  CHECK(test::send_http(r.port(), "GET", "/readyz", {}, "", 5s).status == 503);
+  CHECK(test::send_http(r.port(), "GET", "/readyz", {}, "", 5s).body == R"({"status":"topic_missing"})");
 
   // A consumer subscribing to it and a reader asking for its partitions do not create it either.
   {
@@ -127,7 +127,9 @@ TEST_CASE("on a broker that auto-creates topics, no client of ours creates the e
     c.close();
   }
   std::this_thread::sleep_for(2s);  // several more readiness probes
-  CHECK(test::send_http(r.port(), "GET", "/readyz", {}, "", 5s).status == 503);
+  const auto ready = test::send_http(r.port(), "GET", "/readyz", {}, "", 5s);
+  CHECK(ready.status == 503);
+  CHECK(ready.body == R"({"status":"topic_missing"})");
   CHECK_FALSE(kafka::describe_topic(cfg, topic, 10s).has_value());
 
   r.proc().signal(SIGTERM);
