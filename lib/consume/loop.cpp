@@ -82,6 +82,10 @@ class consume_loop {
     } catch (const store::db_error& e) {
       log::error("offsets_unreadable", {{"projection", projection::name(cfg_.projection)}, {"error", e.what()}});
       failed_ = true;  // nothing polled from here on is applied
+      // Assign nothing: partitions without a stored offset would meet
+      // auto.offset.reset=error and turn a passing database error (exit 3,
+      // restarted) into an offset out of range (exit 5, not restarted).
+      return {};
     }
     return parts;
   }
@@ -115,10 +119,17 @@ class consume_loop {
   }
 
   // Eager rebalance: commit what we hold before the partitions go elsewhere.
-  void on_revoke() {
+  // Runs inside librdkafka's C rebalance callback (also from close() while
+  // an exception unwinds): nothing may escape from here.
+  void on_revoke() noexcept {
     if (failed_) return;
-    if (!flush()) failed_ = true;
-    log::info("revoked", {{"projection", projection::name(cfg_.projection)}});
+    try {
+      if (!flush()) failed_ = true;
+      log::info("revoked", {{"projection", projection::name(cfg_.projection)}});
+    } catch (const std::exception& e) {
+      log::error("db_failed", {{"projection", projection::name(cfg_.projection)}, {"error", e.what()}});
+      failed_ = true;
+    }
   }
 
   // Applies the open batch in one transaction. A database error never
