@@ -4,6 +4,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -133,15 +134,23 @@ struct server::impl : std::enable_shared_from_this<impl> {
 
   net::awaitable<void> accept_loop() {
     auto self = shared_from_this();
+    net::steady_timer backoff(ioc);
+    log::rate_limiter limiter;
     while (!stopping) {
       auto [ec, sock] = co_await acceptor.async_accept(net::as_tuple(net::use_awaitable));
       if (ec == net::error::operation_aborted || stopping) break;
       if (ec) {
-        log::warn("accept_failed", {{"error", ec.message()}});
+        // Out of descriptors and the like: back off instead of spinning.
+        if (const auto dropped = limiter.admit("accept_failed"))
+          log::error("accept_failed", {{"error", ec.message()}, {"repeated", *dropped}});
+        backoff.expires_after(std::chrono::milliseconds(100));
+        (void)co_await backoff.async_wait(net::as_tuple(net::use_awaitable));
         continue;
       }
       if (open >= limits.max_connections) {
         // Over the cap: close at once rather than queue without bound.
+        if (const auto dropped = limiter.admit("refused"))
+          log::warn("refused", {{"outcome", "max_connections"}, {"connections", open}, {"repeated", *dropped}});
         boost::system::error_code ignored;
         sock.close(ignored);
         continue;

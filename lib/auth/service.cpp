@@ -1,5 +1,6 @@
 #include "auth/service.hpp"
 
+#include "log/log.hpp"
 #include "store/database.hpp"
 
 namespace clerk_sync::auth {
@@ -45,7 +46,12 @@ check_result service::check(std::optional<std::string_view> authorization, std::
     try {
       db_.reopen();
       read();
-    } catch (const store::db_error&) {
+    } catch (const store::db_error& e) {
+      // Why, for the operator (a locked, missing or unmigrated file), at most
+      // once a minute; the request's own line says db_unavailable.
+      static log::rate_limiter limit;
+      if (const auto dropped = limit.admit("db_unavailable"))
+        log::error("db_unavailable", {{"error", e.what()}, {"repeated", *dropped}});
       r.status = 503;
       r.outcome = "db_unavailable";
       return r;

@@ -182,7 +182,7 @@ key_set key_set::from_pem(std::string_view text) {
 
 key_set key_set::from_jwks(std::string_view json) {
   rapidjson::Document doc;
-  doc.Parse(json.data(), json.size());
+  doc.Parse<rapidjson::kParseIterativeFlag>(json.data(), json.size());
   if (doc.HasParseError() || !doc.IsObject()) throw key_error("the JWKS document is not a JSON object");
   const auto keys = doc.FindMember("keys");
   if (keys == doc.MemberEnd() || !keys->value.IsArray()) throw key_error("the JWKS document has no \"keys\" array");
@@ -222,8 +222,8 @@ verdict verify(std::string_view token, const key_set& keys, const options& opts,
   if (!header_json || !payload_json || !signature) return v;
   rapidjson::Document header;
   rapidjson::Document payload;
-  header.Parse(header_json->data(), header_json->size());
-  payload.Parse(payload_json->data(), payload_json->size());
+  header.Parse<rapidjson::kParseIterativeFlag>(header_json->data(), header_json->size());
+  payload.Parse<rapidjson::kParseIterativeFlag>(payload_json->data(), payload_json->size());
   if (header.HasParseError() || payload.HasParseError() || !header.IsObject() || !payload.IsObject()) return v;
 
   auto& c = v.claims;
