@@ -234,17 +234,20 @@ CLERK_WEBHOOK_SECRET=$secret "$ctl" send --url "$url" --generate "$generated" --
   { cat "$workdir/send.log" >&2; fail "clerk-sync-ctl send failed"; }
 expected=$((generated + 1))
 sql() { box sqlite3 -readonly /var/lib/clerk-sync/clerk-sync.db "$1" 2>/dev/null; }
+# Caught up: each projection's stored offsets cover every record (a skipped
+# event leaves no ledger row, so the ledger cannot be counted).
 for p in users balances referrals sessions; do
   n=0
   for _ in $(seq 1 240); do
-    n=$(sql "SELECT count(*) FROM applied_events WHERE projection = '$p'" || echo 0)
+    n=$(sql "SELECT coalesce(sum(next_offset), 0) FROM kafka_offsets WHERE projection = '$p' AND topic = '$topic'" ||
+      echo 0)
     [ "${n:-0}" -ge "$expected" ] && break
     sleep 0.5
   done
-  [ "${n:-0}" -eq "$expected" ] || fail "projection $p applied $n of $expected events"
+  [ "${n:-0}" -ge "$expected" ] || fail "projection $p consumed $n of $expected events"
 done
-[ "$(sql "SELECT count(*) FROM applied_events WHERE svix_id = '$msg'")" = 4 ] ||
-  fail "$msg is not applied by all four projections"
+[ "$(sql "SELECT count(*) FROM applied_events WHERE svix_id = '$msg' AND projection = 'users'")" = 1 ] ||
+  fail "$msg is not in the users projection's ledger"
 [ "$(sql "SELECT count(*) FROM users WHERE id = '$fixture_user'")" = 1 ] || fail "no users row for $fixture_user"
 rows=""
 for t in users balances referrals sessions; do
@@ -252,7 +255,7 @@ for t in users balances referrals sessions; do
   [ "${c:-0}" -gt 0 ] || fail "table $t is empty"
   rows+=" $t=$c"
 done
-say "$expected signed events applied by each projection; rows:$rows"
+say "$expected signed events consumed by each projection; rows:$rows"
 
 # --- kill -9 restarts the main process ------------------------------------------
 restarted() {  # unit old-pid old-restarts timeout-s
