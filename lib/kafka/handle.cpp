@@ -25,10 +25,17 @@ log::rate_limiter& limiter() {
   return instance;
 }
 
-// Lines that differ only in numbers (ports, counts, durations) are one kind.
+// Lines that differ only in numbers (counts, durations) are one kind; but
+// librdkafka's leading "host:port/id: " names a broker, and one broker's
+// trouble must not hide another's.
 std::string kind_of(std::string_view tag, std::string_view text) {
   std::string key(tag);
   key += '|';
+  const auto broker_end = text.find(": ");
+  if (broker_end != std::string_view::npos && text.substr(0, broker_end).find(' ') == std::string_view::npos) {
+    key += text.substr(0, broker_end + 2);
+    text.remove_prefix(broker_end + 2);
+  }
   for (const char c : text)
     if (!std::isdigit(static_cast<unsigned char>(c))) key += c;
   return key;
