@@ -101,6 +101,8 @@ std::variant<session, decode_error> decode_session(const json& data, std::string
   s.id = *id;
   s.user_id = *user_id;
   s.status = text(data, "status").value_or(std::string(type.substr(type.find('.') + 1)));
+  // "session." or "status": "" would store a session in no known state.
+  if (s.status.empty()) return decode_error{"session without a status"};
   s.created_at = millis(data, "created_at");
   const auto updated = millis(data, "updated_at");
   if (!updated) return decode_error{"session without a numeric updated_at"};
