@@ -1,5 +1,8 @@
 #include "log/log.hpp"
 
+#include <algorithm>
+#include <cmath>
+
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -131,9 +134,15 @@ void append_value(std::string& out, format f, const field::value_type& v) {
   } else if (const auto* i = std::get_if<std::int64_t>(&v)) {
     out += std::to_string(*i);
   } else if (const auto* d = std::get_if<double>(&v)) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.3f", *d);
-    out += buf;
+    // A number in both formats: NaN and infinity have none (null), and a
+    // huge value keeps all its digits (%.3f of 1e300 needs over 300 bytes).
+    if (!std::isfinite(*d)) {
+      out += "null";
+    } else {
+      char buf[400];
+      const int n = std::snprintf(buf, sizeof buf, std::fabs(*d) < 1e15 ? "%.3f" : "%.17g", *d);
+      out.append(buf, static_cast<std::size_t>(std::clamp(n, 0, static_cast<int>(sizeof buf) - 1)));
+    }
   } else {
     out += std::get<bool>(v) ? "true" : "false";
   }

@@ -79,7 +79,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   const cs::http::request_view req{method, target, body,
                                    [&](std::string_view n) { return find(headers, n); }};
-  const auto d = cs::http::classify(req, cfg, now, kafka_ready);
+  const auto d = cs::http::classify(req, cfg, now,
+                                    kafka_ready ? cs::http::readiness::ready : cs::http::readiness::kafka_unreachable);
 
   const int status = d.answer.status;
   FUZZ_CHECK(status == 200 || status == 400 || status == 401 || status == 404 || status == 405 ||
@@ -123,7 +124,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   // A signature problem is never blamed on a verified request, nor a body problem on an unverified one.
   if (d.msg == "rejected") {
-    const bool body_problem = d.outcome == "not_json" || d.outcome == "no_type" || d.outcome == "no_user_id";
+    const bool body_problem = d.outcome == "not_json" || d.outcome == "too_deep" || d.outcome == "no_type" ||
+                              d.outcome == "no_user_id";
     FUZZ_CHECK(body_problem == verified);
   }
   return 0;

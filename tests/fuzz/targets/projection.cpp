@@ -18,7 +18,6 @@
 
 #include "event/clerk_event.hpp"
 #include "fuzz_input.hpp"
-#include "kafka/consumer.hpp"
 #include "projection/applier.hpp"
 #include "projection/mapping.hpp"
 #include "store/database.hpp"
@@ -117,10 +116,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // end with allocations left over, each then costing a full leak scan.
   cs::store::database db(":memory:");
   pr::applier applier(db, {std::begin(pr::all_kinds), std::end(pr::all_kinds)});
-  cs::kafka::message m;
-  m.topic = "fuzz";
-  m.value = std::string(body);
-  m.headers = {{"svix-id", "msg_fuzz_1"}};
+  const pr::envelope m{"fuzz", 0, 0, "msg_fuzz_1", e ? e->type : std::string(), std::string(body)};
   const auto results = applier.apply({&m, 1});
   FUZZ_CHECK(results.size() == std::size(pr::all_kinds));
   for (const auto& r : results) {

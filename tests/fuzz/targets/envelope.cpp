@@ -1,0 +1,37 @@
+// The receiver's envelope read (event::read_envelope), the body being the
+// whole input. Properties: it returns (never throws, never recurses on the
+// input's nesting); an envelope has a type, and a user id exactly when its
+// family is user or session; it agrees with the consumers' full decode on
+// the type, the family and the Kafka key of every body both accept.
+
+#include <cstdint>
+#include <string_view>
+#include <variant>
+
+#include "event/clerk_event.hpp"
+#include "event/envelope.hpp"
+#include "fuzz_input.hpp"
+
+namespace ev = clerk_sync::event;
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  const auto body = clerk_sync::fuzz::text(data, size);
+  const auto read = ev::read_envelope(body);
+  if (const auto* err = std::get_if<ev::envelope_error>(&read)) {
+    FUZZ_CHECK(!ev::to_string(*err).empty() && ev::to_string(*err) != "unknown");
+    return 0;
+  }
+  const auto& e = std::get<ev::envelope>(read);
+  FUZZ_CHECK(!e.type.empty());
+  FUZZ_CHECK(e.family == ev::family_of(e.type));
+  FUZZ_CHECK(e.user_id.empty() == (e.family == ev::event_family::other));
+
+  // What the receiver publishes under a key, the consumers read with the same key.
+  const auto decoded = ev::decode(body);
+  if (const auto* d = std::get_if<ev::clerk_event>(&decoded)) {
+    FUZZ_CHECK(d->type == e.type);
+    if (e.family != ev::event_family::other && !std::holds_alternative<ev::other>(d->data))
+      FUZZ_CHECK(ev::user_id_of(*d) == e.user_id);
+  }
+  return 0;
+}
