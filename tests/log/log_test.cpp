@@ -2,6 +2,8 @@
 
 #include <doctest/doctest.h>
 
+#include <limits>
+
 using clerk_sync::log::format;
 using clerk_sync::log::format_line;
 using clerk_sync::log::level;
@@ -66,4 +68,14 @@ TEST_CASE("the rate limiter lets the first through, then one a period with the c
   CHECK(rl.admit("b", t0 + std::chrono::seconds(2)) == 0u);  // keys are independent
   CHECK(rl.admit("a", t0 + std::chrono::seconds(61)) == 2u);
   CHECK_FALSE(rl.admit("a", t0 + std::chrono::seconds(62)).has_value());
+}
+
+TEST_CASE("doubles are numbers in both formats: null for NaN and infinity, every digit of a huge one") {
+  CHECK(format_line(format::json, level::info, "T", "m", {{"ms", 1.5}}) == R"({"ts":"T","level":"info","msg":"m","ms":1.500})");
+  CHECK(format_line(format::json, level::info, "T", "m", {{"ms", std::numeric_limits<double>::quiet_NaN()}}) ==
+        R"({"ts":"T","level":"info","msg":"m","ms":null})");
+  CHECK(format_line(format::logfmt, level::info, "T", "m", {{"ms", std::numeric_limits<double>::infinity()}}) ==
+        "ts=T level=info msg=m ms=null");
+  CHECK(format_line(format::json, level::info, "T", "m", {{"ms", 1e300}}) ==
+        R"({"ts":"T","level":"info","msg":"m","ms":1.0000000000000001e+300})");
 }
