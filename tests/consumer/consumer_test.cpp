@@ -19,30 +19,12 @@ namespace pj = clerk_sync::projection;
 
 namespace {
 
-// The rows an in-process applier makes of the same events: the reference.
-std::string reference_tables(const std::vector<t::generated_event>& events, const std::vector<pj::kind>& kinds,
-                             const t::temp_dir& dir) {
-  const auto path = (dir / "reference.db").string();
-  clerk_sync::store::database db(path);
-  pj::applier app(db, kinds);
-  std::vector<pj::envelope> batch;
-  std::int64_t off = 0;
-  for (const auto& e : events) batch.push_back({"ref", 0, off++, e.svix_id, e.type, e.body});
-  (void)app.apply(batch);
-  return t::dump_tables(path);
-}
-
 // The ledger rows an in-process applier leaves for the same events (skipped
 // outcomes leave none).
 std::int64_t reference_ledger_rows(const std::vector<t::generated_event>& events, pj::kind k, const t::temp_dir& dir,
                                    const std::string& name) {
   const auto path = (dir / name).string();
-  clerk_sync::store::database db(path);
-  pj::applier app(db, {k});
-  std::vector<pj::envelope> batch;
-  std::int64_t off = 0;
-  for (const auto& e : events) batch.push_back({"ref", 0, off++, e.svix_id, e.type, e.body});
-  (void)app.apply(batch);
+  (void)t::reference_tables(events, path, {k});
   return t::query_int(path, "SELECT count(*) FROM applied_events");
 }
 
@@ -114,7 +96,8 @@ TEST_CASE("two consumer processes of one projection share the partitions and end
         static_cast<std::int64_t>(distinct_svix(events)));
   CHECK(t::query_int(db, "SELECT count(*) FROM users") == 40);
   CHECK(t::query_int(db, "SELECT count(*) FROM dead_letters") == 0);
-  CHECK(t::dump_tables(db) == reference_tables(events, {pj::kind::users, pj::kind::sessions}, dir));
+  CHECK(t::dump_tables(db) ==
+        t::reference_tables(events, (dir / "reference.db").string(), {pj::kind::users, pj::kind::sessions}));
 }
 
 TEST_CASE("a locked database never advances offsets: bounded retries, exit 3 - released, the same events apply") {

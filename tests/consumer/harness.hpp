@@ -10,6 +10,7 @@
 
 #include "consumer/generator.hpp"
 #include "kafka/client.hpp"
+#include "projection/mapping.hpp"
 #include "support/process.hpp"
 
 namespace clerk_sync::test {
@@ -34,9 +35,11 @@ bool wait_caught_up(const std::string& db_path, const std::string& topic, const 
 [[nodiscard]] std::string dump_tables(const std::string& db_path);
 
 // The oracle: the tables `events` produce when applied in-process, in this
-// order, by every projection into a fresh database at `db_path` (no HTTP, no
-// Kafka, no second process); dump_tables() of it.
-[[nodiscard]] std::string reference_tables(const std::vector<generated_event>& events, const std::string& db_path);
+// order, by `kinds` (every projection by default) into a fresh database at
+// `db_path` (no HTTP, no Kafka, no second process); dump_tables() of it.
+[[nodiscard]] std::string reference_tables(
+    const std::vector<generated_event>& events, const std::string& db_path,
+    const std::vector<projection::kind>& kinds = {std::begin(projection::all_kinds), std::end(projection::all_kinds)});
 
 // Runs a query returning one integer.
 [[nodiscard]] std::int64_t query_int(const std::string& db_path, const std::string& sql);
