@@ -196,7 +196,8 @@ mainpid() {
   echo "$p"
 }
 declare -A uid_of
-for u in "${units[@]}"; do
+sandboxed() {  # unit
+  local u=$1 pid status uid
   pid=$(mainpid "$u")
   status=$(box cat "/proc/$pid/status")
   field() { awk -v k="$1:" '$1 == k { print $2 }' <<<"$status"; }
@@ -209,7 +210,8 @@ for u in "${units[@]}"; do
   ((uid >= 61184 && uid <= 65519)) || fail "$u runs as uid $uid, not a dynamic one"
   uid_of[$u]=$uid
   say "$u: pid $pid uid $uid Seccomp 2 NoNewPrivs 1 no capabilities"
-done
+}
+for u in "${units[@]}"; do sandboxed "$u"; done
 for u in "${units[@]:2}"; do
   [ "${uid_of[$u]}" = "${uid_of[clerk-sync-consumer@users]}" ] || fail "$u does not share the consumers' user"
 done
@@ -256,6 +258,37 @@ for t in users balances referrals sessions; do
   rows+=" $t=$c"
 done
 say "$expected signed events consumed by each projection; rows:$rows"
+
+# --- forward auth reads the consumers' database as a user of its own --------------
+# A key pair of this run (the private key never leaves the work folder), the
+# public key where the unit's LoadCredential= takes it, and an RS256 token
+# for the fixture's user signed with openssl.
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$workdir/jwt.key" 2>/dev/null ||
+  fail "openssl could not make a key"
+openssl pkey -in "$workdir/jwt.key" -pubout | box sh -c 'cat >/etc/clerk-sync/clerk-jwt-key.pem'
+auth_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+box sh -c "echo CLERK_SYNC_AUTH_LISTEN=127.0.0.1:$auth_port >>/etc/clerk-sync/clerk-sync.env"
+box systemctl start clerk-sync-auth || { box systemctl status --no-pager clerk-sync-auth >&2 || true; fail "auth start failed"; }
+[ "$(show clerk-sync-auth ActiveState)" = active ] || fail "clerk-sync-auth is not active"
+sandboxed clerk-sync-auth
+[ "${uid_of[clerk-sync-auth]}" != "${uid_of[clerk-sync-consumer@users]}" ] &&
+  [ "${uid_of[clerk-sync-auth]}" != "${uid_of[clerk-sync-receiver]}" ] || fail "clerk-sync-auth shares a uid"
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+now_s=$(date +%s)
+jwt_head=$(printf '{"alg":"RS256","typ":"JWT"}' | b64url)
+jwt_body=$(printf '{"sub":"%s","sid":"sess_boot_%s","iat":%s,"nbf":%s,"exp":%s}' \
+  "$fixture_user" "$$" $((now_s - 5)) $((now_s - 5)) $((now_s + 300)) | b64url)
+jwt_sig=$(printf '%s.%s' "$jwt_head" "$jwt_body" | openssl dgst -sha256 -sign "$workdir/jwt.key" -binary | b64url)
+auth_headers=$(curl -sS -o /dev/null -D - --max-time 10 -H "Authorization: Bearer $jwt_head.$jwt_body.$jwt_sig" \
+  "http://127.0.0.1:$auth_port/auth" | tr -d '\r')
+grep -q '^HTTP/1.1 200' <<<"$auth_headers" || { echo "$auth_headers" >&2; fail "auth did not answer 200 for a valid token"; }
+grep -qi "^x-clerk-user-id: $fixture_user\$" <<<"$auth_headers" || fail "auth did not name the user"
+grep -qi '^x-clerk-role: ' <<<"$auth_headers" || fail "auth gave no role (the users table unread?)"
+code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 10 -H "Authorization: Bearer $jwt_head.$jwt_body.x" \
+  "http://127.0.0.1:$auth_port/auth")
+[ "$code" = 401 ] || fail "auth answered $code for a bad signature"
+units+=(clerk-sync-auth)
+say "clerk-sync-auth: 200 with the synced role for a valid token, 401 for a forged one, under its own uid"
 
 # --- kill -9 restarts the main process ------------------------------------------
 restarted() {  # unit old-pid old-restarts timeout-s
@@ -325,7 +358,7 @@ for u in "${units[@]}"; do
   [ "$(show "$u" Result)" = success ] || fail "$u stopped with Result=$(show "$u" Result)"
   [ "$(box systemctl is-active "$u" || true)" = inactive ] || fail "$u is still active after stop"
 done
-say "stop: Result=success for all 5"
+say "stop: Result=success for all ${#units[@]}"
 
 # --- purge: no unit left behind ----------------------------------------------------
 box systemctl start "${units[@]}"   # purging a running install must stop it too
