@@ -120,7 +120,10 @@ std::variant<session, decode_error> decode_session(const json& data, std::string
 
 }  // namespace
 
-std::int64_t normalize_timestamp_ms(std::int64_t t) { return t < 100'000'000'000 ? t * 1000 : t; }
+std::int64_t normalize_timestamp_ms(std::int64_t t) {
+  if (t <= 0) return 0;  // no time at all (and t * 1000 could overflow)
+  return t < 100'000'000'000 ? t * 1000 : t;
+}
 
 std::string_view user_id_of(const clerk_event& e) {
   if (const auto* u = std::get_if<user>(&e.data)) return u->id;

@@ -86,6 +86,7 @@ struct decode_error {
 
 // Clerk's envelope `timestamp` is ms in real deliveries but seconds in its
 // published examples: values below 10^11 (year 5138 in seconds) are seconds.
+// Zero or negative is no time (0).
 [[nodiscard]] std::int64_t normalize_timestamp_ms(std::int64_t t);
 
 }  // namespace clerk_sync::event

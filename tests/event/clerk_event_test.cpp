@@ -106,4 +106,8 @@ TEST_CASE("bodies that cannot be decoded say why - unknown types and fields are 
 TEST_CASE("envelope timestamps below 10^11 are seconds") {
   CHECK(ev::normalize_timestamp_ms(1716883200) == 1716883200000);
   CHECK(ev::normalize_timestamp_ms(1716883200123) == 1716883200123);
+  // A negative time (from the fuzzer: -922337203689185525 overflowed when scaled) is no time.
+  CHECK(ev::normalize_timestamp_ms(-922337203689185525) == 0);
+  CHECK(reason_of(R"({"type":"user.deleted","timestamp":-92230000000133408,"data":{"id":"u"}})") ==
+        "user.deleted without a numeric timestamp");
 }
