@@ -1,9 +1,5 @@
 #include "auth/options.hpp"
 
-#include <boost/asio/ip/address.hpp>
-
-#include <charconv>
-
 namespace clerk_sync::auth {
 
 void add_auth_options(CLI::App& app, auth_options& o) {
@@ -40,22 +36,6 @@ void add_auth_options(CLI::App& app, auth_options& o) {
   config::add_log_options(app, o.log);
 }
 
-listen_address parse_listen(const std::string& text) {
-  const auto bad = [&](const char* why) { return config::usage_error("bad listen address '" + text + "': " + why); };
-  const auto colon = text.rfind(':');
-  if (colon == std::string::npos || colon == 0) throw bad("expected host:port");
-  std::string host = text.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  const std::string port_text = text.substr(colon + 1);
-  unsigned port = 0;
-  const auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-  if (port_text.empty() || ec != std::errc() || end != port_text.data() + port_text.size() || port > 65535)
-    throw bad("port must be 0..65535");
-  boost::system::error_code aec;
-  (void)boost::asio::ip::make_address(host, aec);
-  if (aec) throw bad("host must be a numeric IP address");
-  return {host, static_cast<std::uint16_t>(port)};
-}
 
 void validate(const auth_options& o) {
   if (o.path.empty() || o.path.front() != '/') throw config::usage_error("--path must start with '/'");

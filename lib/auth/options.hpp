@@ -30,13 +30,8 @@ struct auth_options {
 
 void add_auth_options(CLI::App& app, auth_options& opts);
 
-struct listen_address {
-  std::string host;  // numeric IPv4 or IPv6
-  std::uint16_t port = 0;
-};
-
-// "127.0.0.1:8081" or "[::1]:8081" (port 0: any free port); throws usage_error.
-[[nodiscard]] listen_address parse_listen(const std::string& text);
+using config::listen_address;
+using config::parse_listen;
 
 // Range checks; throws usage_error.
 void validate(const auth_options& opts);

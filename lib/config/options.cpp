@@ -1,5 +1,8 @@
 #include "config/options.hpp"
 
+#include <boost/asio/ip/address.hpp>
+
+#include <charconv>
 #include <cstdio>
 #include <fstream>
 
@@ -93,6 +96,24 @@ std::optional<int> parse(CLI::App& app, int argc, char** argv) {
     return exit_usage;
   }
   return std::nullopt;
+}
+
+listen_address parse_listen(const std::string& text) {
+  const auto bad = [&](const char* why) { return config::usage_error("bad listen address '" + text + "': " + why); };
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0) throw bad("expected host:port");
+  std::string host = text.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  const std::string port_text = text.substr(colon + 1);
+  unsigned port = 0;
+  const auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (port_text.empty() || ec != std::errc() || end != port_text.data() + port_text.size() || port == 0 ||
+      port > 65535)
+    throw bad("port must be 1..65535");
+  boost::system::error_code aec;
+  (void)boost::asio::ip::make_address(host, aec);
+  if (aec) throw bad("host must be a numeric IP address");
+  return {host, static_cast<std::uint16_t>(port)};
 }
 
 }  // namespace clerk_sync::config

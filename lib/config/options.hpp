@@ -6,6 +6,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -58,5 +59,14 @@ int run_main(const char* program, F&& body) {
     return exit_usage;
   }
 }
+
+// Where a daemon listens: a numeric IPv4 or IPv6 address and a port.
+struct listen_address {
+  std::string host;
+  std::uint16_t port = 0;
+};
+
+// "127.0.0.1:8080" or "[::1]:8080"; throws usage_error.
+[[nodiscard]] listen_address parse_listen(const std::string& text);
 
 }  // namespace clerk_sync::config

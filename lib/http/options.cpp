@@ -1,9 +1,6 @@
 #include "http/options.hpp"
 
-#include <boost/asio/ip/address.hpp>
-
 #include <algorithm>
-#include <charconv>
 
 namespace clerk_sync::http {
 
@@ -51,23 +48,6 @@ void add_receiver_options(CLI::App& app, receiver_options& o) {
   config::add_log_options(app, o.log);
 }
 
-listen_address parse_listen(const std::string& text) {
-  const auto bad = [&](const char* why) { return config::usage_error("bad listen address '" + text + "': " + why); };
-  const auto colon = text.rfind(':');
-  if (colon == std::string::npos || colon == 0) throw bad("expected host:port");
-  std::string host = text.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  const std::string port_text = text.substr(colon + 1);
-  unsigned port = 0;
-  const auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-  if (port_text.empty() || ec != std::errc() || end != port_text.data() + port_text.size() || port == 0 ||
-      port > 65535)
-    throw bad("port must be 1..65535");
-  boost::system::error_code aec;
-  (void)boost::asio::ip::make_address(host, aec);
-  if (aec) throw bad("host must be a numeric IP address");
-  return {host, static_cast<std::uint16_t>(port)};
-}
 
 std::size_t connection_cap(std::size_t requested, std::uint64_t nofile) {
   if (nofile <= fd_reserve) return 0;

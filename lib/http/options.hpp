@@ -40,13 +40,8 @@ struct receiver_options {
 // Registers every flag above on `app`.
 void add_receiver_options(CLI::App& app, receiver_options& opts);
 
-struct listen_address {
-  std::string host;  // a numeric IPv4 or IPv6 address
-  std::uint16_t port = 0;
-};
-
-// "127.0.0.1:8080" or "[::1]:8080"; throws usage_error.
-[[nodiscard]] listen_address parse_listen(const std::string& text);
+using config::listen_address;
+using config::parse_listen;
 
 // File descriptors kept back from connections: Kafka's sockets (a few per
 // broker), the readiness probe, the logs, the event loop.
