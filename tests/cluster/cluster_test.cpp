@@ -128,7 +128,7 @@ class sender {
  public:
   sender(int port, std::string secret, const std::vector<test::generated_event>& events, double per_second,
          std::size_t lanes)
-      : port_(port), key_(cs::verify::parse_secret(secret)), events_(events), per_second_(per_second) {
+      : port_(port), secret_(secret), events_(events), per_second_(per_second) {
     std::vector<std::vector<std::size_t>> owned(lanes);
     for (std::size_t i = 0; i < events.size(); ++i) owned[std::hash<std::string>{}(events[i].key) % lanes].push_back(i);
     start_ = clock_type::now();
@@ -184,16 +184,7 @@ class sender {
     const auto& e = events_[i];
     const auto give_up = clock_type::now() + 180s;
     while (!abort_ && clock_type::now() < give_up) {
-      const auto ts =
-          std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-      test::signed_event s;
-      s.id = e.svix_id;
-      s.timestamp = std::to_string(ts);
-      s.body = e.body;
-      s.headers = {{"svix-id", s.id},
-                   {"svix-timestamp", s.timestamp},
-                   {"svix-signature", cs::verify::sign(key_, s.id, ts, s.body)},
-                   {"content-type", "application/json"}};
+      const auto s = test::sign_event(secret_, e.body, std::nullopt, e.svix_id);
       attempt a;
       a.event = i;
       a.sent = clock_type::now();
@@ -212,7 +203,7 @@ class sender {
   }
 
   int port_;
-  cs::verify::key key_;
+  std::string secret_;
   const std::vector<test::generated_event>& events_;
   double per_second_;
   clock_type::time_point start_;

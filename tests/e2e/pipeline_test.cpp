@@ -32,7 +32,6 @@ TEST_CASE("signed HTTP through the receiver and two consumer processes ends in t
   const auto cfg = test::broker();
   const auto topic = test::fresh_topic("e2e", 4);
   const auto secret = test::random_secret();
-  const auto key = cs::verify::parse_secret(secret);
   test::temp_dir dir;
   const std::string live = (dir / "live.db").string();
 
@@ -51,17 +50,7 @@ TEST_CASE("signed HTTP through the receiver and two consumer processes ends in t
   // Duplicated svix-ids (a Svix redelivery) and out-of-order updates included.
   const auto events = test::generate_events({.users = 40, .events = 800, .seed = 2026});
   for (const auto& e : events) {
-    const auto ts = std::chrono::duration_cast<std::chrono::seconds>(
-                        std::chrono::system_clock::now().time_since_epoch())
-                        .count();
-    test::signed_event s;
-    s.id = e.svix_id;
-    s.timestamp = std::to_string(ts);
-    s.body = e.body;
-    s.headers = {{"svix-id", s.id},
-                 {"svix-timestamp", s.timestamp},
-                 {"svix-signature", cs::verify::sign(key, s.id, ts, s.body)},
-                 {"content-type", "application/json"}};
+    const auto s = test::sign_event(secret, e.body, std::nullopt, e.svix_id);
     const auto res = test::post_event(recv.port(), s);
     REQUIRE_MESSAGE(res.status == 200, "svix-id " << e.svix_id << ": " << res.status << " " << res.body);
   }

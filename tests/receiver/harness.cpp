@@ -75,10 +75,11 @@ std::string random_secret() {
   return verify::format_secret(key);
 }
 
-signed_event sign_event(const std::string& secret, std::string body, std::optional<std::int64_t> timestamp) {
+signed_event sign_event(const std::string& secret, std::string body, std::optional<std::int64_t> timestamp,
+                        std::optional<std::string> id) {
   static std::atomic<int> counter{0};
   signed_event e;
-  e.id = unique_name("msg_") + "_" + std::to_string(counter++);
+  e.id = id ? std::move(*id) : unique_name("msg_") + "_" + std::to_string(counter++);
   const auto ts = timestamp.value_or(
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count());
   e.timestamp = std::to_string(ts);

@@ -38,9 +38,11 @@ struct signed_event {
 
 // A fresh test secret (random key) as `whsec_…`.
 [[nodiscard]] std::string random_secret();
-// Signs `body` now with `secret` under a unique svix id.
+// Signs `body` with `secret` at `timestamp` (now by default), under `id`
+// (a unique svix id by default: a redelivery reuses its id).
 [[nodiscard]] signed_event sign_event(const std::string& secret, std::string body,
-                                      std::optional<std::int64_t> timestamp = std::nullopt);
+                                      std::optional<std::int64_t> timestamp = std::nullopt,
+                                      std::optional<std::string> id = std::nullopt);
 // A small user.created body for `user`.
 [[nodiscard]] std::string user_event_body(const std::string& user, const std::string& type = "user.created");
 
