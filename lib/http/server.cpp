@@ -24,6 +24,8 @@ namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 using tcp = net::ip::tcp;
 constexpr auto nothrow = net::as_tuple(net::use_awaitable);
+// A request's first read: a Clerk webhook's headers and body (2-5 KiB) fit.
+constexpr std::size_t read_chunk = 8 * 1024;
 
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -317,6 +319,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
       if (buffer.size() == 0) {
         // Wait without a buffer (1,000 idle connections hold no read buffers)
         // and without a timer of its own: sweep_idle() enforces the timeout.
+        buffer.shrink_to_fit();
         me.waiting = true;
         me.idle_since = std::chrono::steady_clock::now();
         auto [ec] = co_await stream.socket().async_wait(tcp::socket::wait_read, nothrow);
@@ -324,6 +327,9 @@ struct server::impl : std::enable_shared_from_this<impl> {
         if (ec) co_return;  // closed or idle too long: nothing to answer
       }
       me.busy = true;
+      // Room for a whole typical webhook, so that one read takes it: Beast
+      // reads 512 bytes at a time into a buffer that has no room yet.
+      buffer.reserve(read_chunk);
       stream.expires_after(limits.read_timeout);
       auto [ec, n] = co_await bhttp::async_read_header(stream, buffer, parser, nothrow);
       if (ec == bhttp::error::header_limit)
@@ -350,6 +356,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
           auto [cec, cn] = co_await net::async_write(stream, net::buffer(go_on), nothrow);
           if (cec) co_return;
         }
+        // Room for the rest of the body at once (the budget has it reserved).
+        if (length) buffer.reserve(buffer.size() + static_cast<std::size_t>(*length));
         stream.expires_after(limits.read_timeout);
         while (!parser.is_done()) {
           auto [ec2, n2] = co_await bhttp::async_read_some(stream, buffer, parser, nothrow);

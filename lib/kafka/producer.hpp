@@ -23,7 +23,12 @@ struct producer_options {
   // Upper bound on the time from produce() to the delivery report: keep the
   // HTTP answer inside Svix's 15 s window.
   std::chrono::milliseconds message_timeout{10'000};
-  std::chrono::milliseconds linger{2};
+  // At least a produce round trip: librdkafka 2.0.2 sends one request at a
+  // time per partition once five records are in flight (it compares a record
+  // count with the request limit), and its broker thread busy-polls from the
+  // end of the linger until that request's response. With 2 ms it spent more
+  // CPU per webhook than the I/O thread; 5 ms costs as much latency.
+  std::chrono::milliseconds linger{5};
   // Largest record (value, key, headers and framing) sent; a larger one is
   // refused at produce() as too_large, before anything reaches a broker.
   std::size_t max_message_bytes = 1'000'000;

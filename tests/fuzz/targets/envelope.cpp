@@ -8,15 +8,45 @@
 #include <string_view>
 #include <variant>
 
+#include <string>
+
+#include "event/bounded_json.hpp"
 #include "event/clerk_event.hpp"
 #include "event/envelope.hpp"
 #include "fuzz_input.hpp"
 
 namespace ev = clerk_sync::event;
 
+namespace {
+
+// The envelope as the consumers read it: from a parsed document.
+std::variant<ev::envelope, ev::envelope_error> from_document(std::string_view body) {
+  if (body.find('\0') != std::string_view::npos) return ev::envelope_error::not_json;
+  std::string scratch(body);
+  rapidjson::Document doc;
+  switch (ev::detail::parse_bounded<rapidjson::kParseDefaultFlags>(doc, scratch.data())) {
+    case ev::detail::parse_outcome::ok: break;
+    case ev::detail::parse_outcome::not_json: return ev::envelope_error::not_json;
+    case ev::detail::parse_outcome::too_deep: return ev::envelope_error::too_deep;
+  }
+  return ev::detail::envelope_of(doc);
+}
+
+bool same(const std::variant<ev::envelope, ev::envelope_error>& a,
+          const std::variant<ev::envelope, ev::envelope_error>& b) {
+  if (a.index() != b.index()) return false;
+  if (const auto* x = std::get_if<ev::envelope_error>(&a)) return *x == std::get<ev::envelope_error>(b);
+  const auto& x = std::get<ev::envelope>(a);
+  const auto& y = std::get<ev::envelope>(b);
+  return x.type == y.type && x.family == y.family && x.user_id == y.user_id;
+}
+
+}  // namespace
+
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const auto body = clerk_sync::fuzz::text(data, size);
   const auto read = ev::read_envelope(body);
+  FUZZ_CHECK(same(read, from_document(body)));
   if (const auto* err = std::get_if<ev::envelope_error>(&read)) {
     FUZZ_CHECK(!ev::to_string(*err).empty() && ev::to_string(*err) != "unknown");
     return 0;
