@@ -3,9 +3,11 @@
 // lib/http, lib/kafka and lib/systemd. Exit status: 0 after SIGTERM/SIGINT,
 // 2 for bad configuration, 3 after a fatal producer error.
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -15,7 +17,9 @@
 #include <csignal>
 #include <cstdlib>
 #include <mutex>
+#include <optional>
 #include <sys/resource.h>
+#include <unistd.h>
 #include <thread>
 
 #include "config/options.hpp"
@@ -132,6 +136,9 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
     // answer reflects what Kafka decided rather than a guess.
     popts.message_timeout = http::message_timeout(opts);
     popts.max_message_bytes = http::max_message_bytes(opts);
+    // Reports are served on the I/O thread, when the producer's descriptor
+    // says some wait: no thread hop per webhook.
+    popts.serve_on_caller = true;
     producer = std::make_unique<kafka::producer>(opts.kafka, popts, [&ioc, &begin_shutdown](const std::string& why) {
       net::post(ioc, [&begin_shutdown, why] {
         log::error("producer_fatal", {{"error", why}});
@@ -158,6 +165,22 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
     probe.emplace(*producer, opts.topic, srv.kafka_state);
   else
     srv.kafka_state = http::readiness::ready;
+
+  std::optional<net::posix::stream_descriptor> reports;
+  if (producer) {
+    reports.emplace(ioc, dup(producer->report_fd()));
+    net::co_spawn(
+        ioc,
+        [&reports, p = producer.get()]() -> net::awaitable<void> {
+          for (;;) {
+            auto [ec] = co_await reports->async_wait(net::posix::stream_descriptor::wait_read,
+                                                     net::as_tuple(net::use_awaitable));
+            if (ec) co_return;  // closed at shutdown
+            p->serve_reports();
+          }
+        },
+        net::detached);
+  }
 
   net::signal_set signals(ioc, SIGTERM, SIGINT);
   net::steady_timer watchdog(ioc);

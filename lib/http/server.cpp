@@ -163,25 +163,25 @@ struct server::impl : std::enable_shared_from_this<impl> {
     p->timer.expires_after(limits.publish_deadline);
     const auto& pub = *d.publish;
     const kafka::outgoing_record rec{topic, pub.key, body, record_headers(pub, now_ms())};
-    auto on_report = [p, ex = ioc.get_executor()](const kafka::delivery_report& r) {
-      // A report given inline by publish() (the bench-only immediate
-      // acknowledgement) is already on our thread; a real one arrives on the
-      // producer's poller thread and hops to the connection's executor.
-      if (ex.running_in_this_thread()) {
-        p->report = r;
+    // A report on our thread (served by the event loop, or the bench-only
+    // immediate acknowledgement inside publish()) is taken at once; one from
+    // a producer's poller thread hops to the connection's executor first.
+    auto take = [p](const kafka::delivery_report& r) {
+      if (p->answered) {
+        // Svix got a 503 and will retry; if Kafka has it now, the retry
+        // makes a duplicate, which the consumers' ledger absorbs.
+        log::warn("late_report", {{"svix_id", p->svix_id}, {"outcome", r.ok ? "acknowledged" : "not_acknowledged"},
+                                  {"partition", r.partition}, {"offset", r.offset}});
         return;
       }
-      net::post(ex, [p, r] {
-        if (p->answered) {
-          // Svix got a 503 and will retry; if Kafka has it now, the retry
-          // makes a duplicate, which the consumers' ledger absorbs.
-          log::warn("late_report", {{"svix_id", p->svix_id}, {"outcome", r.ok ? "acknowledged" : "not_acknowledged"},
-                                    {"partition", r.partition}, {"offset", r.offset}});
-          return;
-        }
-        p->report = r;
-        p->timer.cancel();
-      });
+      p->report = r;
+      p->timer.cancel();
+    };
+    auto on_report = [take, ex = ioc.get_executor()](const kafka::delivery_report& r) {
+      if (ex.running_in_this_thread())
+        take(r);
+      else
+        net::post(ex, [take, r] { take(r); });
     };
     kafka::enqueue_status st;
     try {

@@ -1,7 +1,12 @@
 #include "kafka/producer.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <array>
+#include <cerrno>
 #include <mutex>
+#include <system_error>
 #include <thread>
 
 #include "kafka/handle.hpp"
@@ -16,6 +21,9 @@ struct producer::impl {
   mutable std::mutex fatal_mutex;
   std::optional<std::string> fatal_text;
   std::thread poller;
+  // serve_on_caller: librdkafka writes a byte to wake[1] when its queue of
+  // reports turns non-empty; the caller waits on wake[0].
+  std::array<int, 2> wake{-1, -1};
 
   static void on_delivery(rd_kafka_t*, const rd_kafka_message_t* m, void*) {
     // The opaque was released to librdkafka in produce(); take it back.
@@ -77,9 +85,28 @@ producer::producer(const client_config& cfg, const producer_options& opts, fatal
   rd_kafka_conf_set_error_cb(conf.get(), &impl::on_error);
   rd_kafka_conf_set_opaque(conf.get(), impl_.get());
   impl_->rk = detail::make_handle(RD_KAFKA_PRODUCER, std::move(conf));
+  if (opts.serve_on_caller) {
+    if (pipe2(impl_->wake.data(), O_NONBLOCK | O_CLOEXEC) != 0)
+      throw std::system_error(errno, std::generic_category(), "pipe for delivery reports");
+    rd_kafka_queue_t* q = rd_kafka_queue_get_main(impl_->rk.get());
+    static constexpr char one = 1;
+    rd_kafka_queue_io_event_enable(q, impl_->wake[1], &one, 1);
+    rd_kafka_queue_destroy(q);
+    return;
+  }
   impl_->poller = std::thread([self = impl_.get()] {
     while (!self->stopping.load(std::memory_order_relaxed)) rd_kafka_poll(self->rk.get(), 50);
   });
+}
+
+int producer::report_fd() const { return impl_->wake[0]; }
+
+void producer::serve_reports() {
+  // Drain the wake-ups first: a report queued after this still writes one.
+  std::array<char, 64> sink{};
+  while (read(impl_->wake[0], sink.data(), sink.size()) > 0) {
+  }
+  rd_kafka_poll(impl_->rk.get(), 0);
 }
 
 producer::~producer() {
@@ -89,6 +116,12 @@ producer::~producer() {
   // delivery report there, so no callback is leaked.
   rd_kafka_purge(impl_->rk.get(), RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
   rd_kafka_poll(impl_->rk.get(), 0);
+  if (impl_->wake[0] >= 0) {
+    rd_kafka_queue_t* q = rd_kafka_queue_get_main(impl_->rk.get());
+    rd_kafka_queue_io_event_enable(q, -1, nullptr, 0);
+    rd_kafka_queue_destroy(q);
+    for (const int fd : impl_->wake) close(fd);
+  }
 }
 
 enqueue_status producer::produce(const outgoing_record& rec, delivery_callback on_delivery, std::string* why) {

@@ -1,8 +1,10 @@
 #pragma once
 // Idempotent Kafka producer (acks=all). produce() never blocks: it enqueues
 // or says why not. Each accepted record gets exactly one delivery report,
-// invoked on the producer's own poller thread; callers hop back to their own
-// executor from there. Thread-safe: produce() may be called from any thread.
+// invoked on the producer's own poller thread (callers hop back to their own
+// executor from there), or, with `serve_on_caller`, by serve_reports() on
+// the caller's thread when report_fd() is readable. Thread-safe: produce()
+// may be called from any thread.
 
 #include <atomic>
 #include <chrono>
@@ -32,6 +34,9 @@ struct producer_options {
   // Largest record (value, key, headers and framing) sent; a larger one is
   // refused at produce() as too_large, before anything reaches a broker.
   std::size_t max_message_bytes = 1'000'000;
+  // No poller thread: the caller watches report_fd() and calls
+  // serve_reports() (an event loop serves its reports without a thread hop).
+  bool serve_on_caller = false;
 };
 
 struct outgoing_record {
@@ -79,6 +84,12 @@ class producer {
   // Waits until every queued record has its delivery report or the timeout
   // passes; true when nothing is left in flight.
   bool flush(std::chrono::milliseconds timeout);
+
+  // With serve_on_caller: a descriptor that becomes readable when reports
+  // (or errors) wait; serve_reports() drains it and runs their callbacks on
+  // the calling thread. -1 otherwise.
+  [[nodiscard]] int report_fd() const;
+  void serve_reports();
 
   // Records not yet reported.
   [[nodiscard]] int in_flight() const;
