@@ -1,6 +1,7 @@
 #include "consumer/generator.hpp"
 
 #include <algorithm>
+#include <functional>
 #include <random>
 
 namespace clerk_sync::test {
@@ -54,23 +55,26 @@ std::string envelope(const std::string& type, const std::string& data, std::int6
 
 }  // namespace
 
-std::vector<generated_event> generate_events(const generator_options& opts) {
+void generate_events(const generator_options& opts, const std::function<void(const generated_event&)>& sink) {
   std::mt19937_64 rng(opts.seed);
   std::vector<user_state> users(static_cast<std::size_t>(opts.users));
   for (int i = 0; i < opts.users; ++i) {
     users[static_cast<std::size_t>(i)].id = i;
     users[static_cast<std::size_t>(i)].updated_at = 1716883200000 + i;
   }
-  std::vector<generated_event> out;
-  out.reserve(static_cast<std::size_t>(opts.events) + 16);
+  // Emitted so far; the last one is kept for a duplicate delivery.
+  long count = 0;
+  generated_event last;
   std::uniform_int_distribution<int> pick_user(0, opts.users - 1);
   std::uniform_int_distribution<int> pct(0, 99);
   std::vector<bool> created(static_cast<std::size_t>(opts.users), false);
-  int seq = 0;
+  long seq = 0;
   auto emit = [&](const std::string& key, const std::string& type, std::string body) {
-    out.push_back({key, "msg_gen" + std::to_string(opts.seed) + "_" + std::to_string(seq++), type, std::move(body)});
+    last = {key, "msg_gen" + std::to_string(opts.seed) + "_" + std::to_string(seq++), type, std::move(body)};
+    sink(last);
+    ++count;
   };
-  while (static_cast<int>(out.size()) < opts.events) {
+  while (count < opts.events) {
     const int u = pick_user(rng);
     auto& s = users[static_cast<std::size_t>(u)];
     const std::string id = user_id(u);
@@ -94,7 +98,10 @@ std::vector<generated_event> generate_events(const generator_options& opts) {
       ++s.updates;
       if (s.updates == 3 && u % 5 == 0) s.referrer = user_id((u + 7) % opts.users);  // a conflict: set once
       emit(id, "user.updated", envelope("user.updated", user_json(s, rng), s.updated_at));
-      if (pct(rng) < 8) out.push_back(out.back());  // Svix delivered it twice
+      if (pct(rng) < 8) {  // Svix delivered it twice
+        sink(last);
+        ++count;
+      }
     } else if (r < 52) {
       // Out of order: an older snapshot arrives after a newer one.
       auto older = s;
@@ -131,6 +138,12 @@ std::vector<generated_event> generate_events(const generator_options& opts) {
            envelope("user.deleted", "{\"object\":\"user\",\"id\":\"" + id + "\",\"deleted\":true}", ts));
     }
   }
+}
+
+std::vector<generated_event> generate_events(const generator_options& opts) {
+  std::vector<generated_event> out;
+  out.reserve(static_cast<std::size_t>(opts.events) + 16);
+  generate_events(opts, [&](const generated_event& e) { out.push_back(e); });
   return out;
 }
 

@@ -6,6 +6,7 @@
 // Pure; records come out in publish order (per-user order kept).
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -20,10 +21,14 @@ struct generated_event {
 
 struct generator_options {
   int users = 200;
-  int events = 10'000;  // approximate total, duplicates included
+  long events = 10'000;  // approximate total (at most one more), duplicates included
   std::uint64_t seed = 42;
 };
 
 [[nodiscard]] std::vector<generated_event> generate_events(const generator_options& opts);
+
+// The same stream, handed to `sink` one event at a time (for streams too
+// large to hold: scripts/bench-scale).
+void generate_events(const generator_options& opts, const std::function<void(const generated_event&)>& sink);
 
 }  // namespace clerk_sync::test
