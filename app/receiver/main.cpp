@@ -15,11 +15,14 @@
 
 #include <condition_variable>
 #include <csignal>
+#include <exception>
 #include <cstdlib>
 #include <mutex>
 #include <optional>
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
+#include <system_error>
 #include <thread>
 
 #include "config/options.hpp"
@@ -166,20 +169,34 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
   else
     srv.kafka_state = http::readiness::ready;
 
+  // Delivery reports, served on this thread whenever librdkafka says some
+  // wait. The loop runs until ioc.stop() abandons it; if it ever ended
+  // sooner, every later webhook would wait for a report in vain, so that
+  // ends the process instead.
   std::optional<net::posix::stream_descriptor> reports;
   if (producer) {
-    reports.emplace(ioc, dup(producer->report_fd()));
+    const int fd = fcntl(producer->report_fd(), F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) throw std::system_error(errno, std::generic_category(), "dup of the delivery report descriptor");
+    reports.emplace(ioc, fd);
     net::co_spawn(
         ioc,
         [&reports, p = producer.get()]() -> net::awaitable<void> {
           for (;;) {
             auto [ec] = co_await reports->async_wait(net::posix::stream_descriptor::wait_read,
                                                      net::as_tuple(net::use_awaitable));
-            if (ec) co_return;  // closed at shutdown
+            if (ec) throw std::system_error(ec, "waiting for delivery reports");
             p->serve_reports();
           }
         },
-        net::detached);
+        [&](const std::exception_ptr& e) {
+          if (!e || shutting_down) return;
+          try {
+            std::rethrow_exception(e);
+          } catch (const std::exception& x) {
+            log::error("reports_failed", {{"error", x.what()}});
+          }
+          begin_shutdown(exit_fatal);
+        });
   }
 
   net::signal_set signals(ioc, SIGTERM, SIGINT);

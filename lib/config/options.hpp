@@ -7,6 +7,8 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdint>
+#include <cstdio>
+#include <exception>
 #include <optional>
 #include <string>
 
@@ -46,7 +48,8 @@ void apply(const log_options& opts);
 [[nodiscard]] std::optional<int> parse(CLI::App& app, int argc, char** argv);
 
 // Runs `body` and turns usage_error / kafka::config_error into one stderr
-// line and exit 2: the single place start-up errors are reported.
+// line and exit 2: the single place start-up errors are reported. Any other
+// exception is one line too, and exit 1.
 template <class F>
 int run_main(const char* program, F&& body) {
   try {
@@ -57,6 +60,12 @@ int run_main(const char* program, F&& body) {
   } catch (const kafka::config_error& e) {
     std::fprintf(stderr, "%s: %s\n", program, e.what());
     return exit_usage;
+  } catch (const std::exception& e) {
+    // Said and flushed, rather than std::terminate's abort, which would lose
+    // the message and the buffered log lines before it.
+    std::fprintf(stderr, "%s: unexpected error: %s\n", program, e.what());
+    std::fflush(stderr);
+    return 1;
   }
 }
 

@@ -26,6 +26,8 @@ using tcp = net::ip::tcp;
 constexpr auto nothrow = net::as_tuple(net::use_awaitable);
 // A request's first read: a Clerk webhook's headers and body (2-5 KiB) fit.
 constexpr std::size_t read_chunk = 8 * 1024;
+// Beast's largest single read into a flat buffer.
+constexpr std::size_t max_read = 64 * 1024;
 
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -164,8 +166,10 @@ struct server::impl : std::enable_shared_from_this<impl> {
     const auto& pub = *d.publish;
     const kafka::outgoing_record rec{topic, pub.key, body, record_headers(pub, now_ms())};
     // A report on our thread (served by the event loop, or the bench-only
-    // immediate acknowledgement inside publish()) is taken at once; one from
-    // a producer's poller thread hops to the connection's executor first.
+    // immediate acknowledgement inside publish()) is taken at once, and so
+    // is one served by the flush after the loop has stopped (nothing else
+    // runs then); one from a producer's poller thread hops to the
+    // connection's executor first.
     auto take = [p](const kafka::delivery_report& r) {
       if (p->answered) {
         // Svix got a 503 and will retry; if Kafka has it now, the retry
@@ -177,8 +181,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
       p->report = r;
       p->timer.cancel();
     };
-    auto on_report = [take, ex = ioc.get_executor()](const kafka::delivery_report& r) {
-      if (ex.running_in_this_thread())
+    auto on_report = [take, &io = ioc, ex = ioc.get_executor()](const kafka::delivery_report& r) {
+      if (ex.running_in_this_thread() || io.stopped())
         take(r);
       else
         net::post(ex, [take, r] { take(r); });
@@ -316,10 +320,14 @@ struct server::impl : std::enable_shared_from_this<impl> {
       me.busy = false;
       // A silent connection may idle; once a request's first byte is here,
       // its whole header must follow within the read timeout.
+      // Between requests the buffer keeps only bytes already received (a
+      // pipelined request): it is freed, or cut down to them, so that a
+      // large body's room never outlives its request. A keep-alive
+      // connection thus allocates its 8 KiB anew for each request.
+      if (buffer.size() == 0 || buffer.capacity() > read_chunk) buffer.shrink_to_fit();
       if (buffer.size() == 0) {
         // Wait without a buffer (1,000 idle connections hold no read buffers)
         // and without a timer of its own: sweep_idle() enforces the timeout.
-        buffer.shrink_to_fit();
         me.waiting = true;
         me.idle_since = std::chrono::steady_clock::now();
         auto [ec] = co_await stream.socket().async_wait(tcp::socket::wait_read, nothrow);
@@ -356,8 +364,9 @@ struct server::impl : std::enable_shared_from_this<impl> {
           auto [cec, cn] = co_await net::async_write(stream, net::buffer(go_on), nothrow);
           if (cec) co_return;
         }
-        // Room for the rest of the body at once (the budget has it reserved).
-        if (length) buffer.reserve(buffer.size() + static_cast<std::size_t>(*length));
+        // Room for the rest of the body, up to what one read takes (Beast
+        // reads at most 64 KiB at a time; the string body holds the rest).
+        if (length) buffer.reserve(std::min(buffer.size() + static_cast<std::size_t>(*length), max_read));
         stream.expires_after(limits.read_timeout);
         while (!parser.is_done()) {
           auto [ec2, n2] = co_await bhttp::async_read_some(stream, buffer, parser, nothrow);

@@ -92,6 +92,11 @@ producer::producer(const client_config& cfg, const producer_options& opts, fatal
     static constexpr char one = 1;
     rd_kafka_queue_io_event_enable(q, impl_->wake[1], &one, 1);
     rd_kafka_queue_destroy(q);
+    // librdkafka writes only when its queue goes from empty to one item: an
+    // error queued by its threads before this point would never be
+    // signalled, and every later report would wait behind it. One wake-up
+    // now serves whatever is there already.
+    (void)write(impl_->wake[1], &one, 1);
     return;
   }
   impl_->poller = std::thread([self = impl_.get()] {
@@ -157,7 +162,7 @@ enqueue_status producer::produce(const outgoing_record& rec, delivery_callback o
 }
 
 bool producer::flush(std::chrono::milliseconds timeout) {
-  // The poller serves the reports; rd_kafka_flush() also wakes linger timers.
+  // rd_kafka_flush() serves the reports on this thread (and wakes linger timers).
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (rd_kafka_outq_len(impl_->rk.get()) > 0) {
     const auto left =

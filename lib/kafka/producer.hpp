@@ -72,9 +72,12 @@ class producer {
   using fatal_callback = std::function<void(const std::string& reason)>;
 
   // Throws config_error for a bad property. `on_fatal` runs once, on the
-  // poller thread, when librdkafka raises a fatal error.
+  // thread serving reports (the poller, or serve_reports()' caller), when
+  // librdkafka raises a fatal error. With serve_on_caller, produce() never
+  // blocks on a full queue (no RD_KAFKA_MSG_F_BLOCK): the caller is also the
+  // only thread that frees it.
   producer(const client_config& cfg, const producer_options& opts, fatal_callback on_fatal = {});
-  ~producer();  // stops the poller; call flush() first to keep queued records
+  ~producer();  // stops the poller if any; call flush() first to keep queued records
   producer(const producer&) = delete;
   producer& operator=(const producer&) = delete;
 

@@ -72,15 +72,19 @@ class hmac_sha256 {
   hmac_sha256()
       : mac_(EVP_MAC_fetch(nullptr, "HMAC", nullptr), &EVP_MAC_free),
         ctx_(mac_ ? EVP_MAC_CTX_new(mac_.get()) : nullptr, &EVP_MAC_CTX_free) {
-    if (!ctx_) throw std::runtime_error("HMAC-SHA256 is not available");
+    std::array<OSSL_PARAM, 2> params{
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, const_cast<char*>("SHA256"), 0),
+        OSSL_PARAM_construct_end()};
+    if (!ctx_ || EVP_MAC_CTX_set_params(ctx_.get(), params.data()) != 1)
+      throw std::runtime_error("HMAC-SHA256 is not available");
   }
 
   // HMAC-SHA256(k, the pieces one after the other).
   std::string_view operator()(std::string_view k, std::initializer_list<std::string_view> pieces) {
-    std::array<OSSL_PARAM, 2> params{
-        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, const_cast<char*>("SHA256"), 0),
-        OSSL_PARAM_construct_end()};
-    bool ok = EVP_MAC_init(ctx_.get(), bytes(k), k.size(), params.data()) == 1;
+    // A null key would make OpenSSL keep the previous call's key.
+    static constexpr std::string_view no_key{"", 0};
+    if (k.data() == nullptr) k = no_key;
+    bool ok = EVP_MAC_init(ctx_.get(), bytes(k), k.size(), nullptr) == 1;
     for (const auto piece : pieces) ok = ok && EVP_MAC_update(ctx_.get(), bytes(piece), piece.size()) == 1;
     std::size_t len = 0;
     ok = ok && EVP_MAC_final(ctx_.get(), out_.data(), &len, out_.size()) == 1;

@@ -2,8 +2,14 @@
 
 #include <doctest/doctest.h>
 
+#include <poll.h>
+
+#include <algorithm>
 #include <condition_variable>
 #include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "kafka/consumer.hpp"
 #include "kafka/mock_cluster.hpp"
@@ -135,4 +141,60 @@ TEST_CASE("a fatal producer error is reported once and refuses further records")
   lock.unlock();
   CHECK(prod.fatal_reason().has_value());
   CHECK(prod.produce({"t", "k", "v", {}}, [](const kafka::delivery_report&) {}) == kafka::enqueue_status::fatal);
+}
+
+namespace {
+
+// Serves reports on this thread whenever report_fd() says some wait, until
+// `done` or the timeout.
+template <class Done>
+bool serve_until(kafka::producer& prod, Done done, std::chrono::milliseconds timeout) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (!done()) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{prod.report_fd(), POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(left.count())) > 0) prod.serve_reports();
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("serve_on_caller: each record's report is served once, on the thread that waits on report_fd()") {
+  kafka::mock_cluster mock(1);
+  mock.create_topic("t", 2);
+  kafka::producer prod({mock.bootstrap_servers(), {}}, {.message_timeout = 5000ms, .serve_on_caller = true});
+  REQUIRE(prod.report_fd() >= 0);
+  constexpr int n = 200;
+  std::vector<int> seen(n, 0);
+  int ok = 0;
+  const auto me = std::this_thread::get_id();
+  bool elsewhere = false;
+  for (int i = 0; i < n; ++i) {
+    const std::string key = "k" + std::to_string(i % 7);
+    REQUIRE(prod.produce({"t", key, "v", {}}, [&, i](const kafka::delivery_report& r) {
+      ++seen[static_cast<std::size_t>(i)];
+      ok += r.ok ? 1 : 0;
+      elsewhere = elsewhere || std::this_thread::get_id() != me;
+    }) == kafka::enqueue_status::queued);
+  }
+  REQUIRE(serve_until(prod, [&] { return std::count(seen.begin(), seen.end(), 1) == n; }, 15s));
+  CHECK(ok == n);
+  CHECK_FALSE(elsewhere);
+  // Nothing more comes: no report twice.
+  (void)serve_until(prod, [] { return false; }, 300ms);
+  CHECK(std::count(seen.begin(), seen.end(), 1) == n);
+}
+
+TEST_CASE("serve_on_caller: with the broker down from the start, the failure still wakes report_fd()") {
+  kafka::mock_cluster mock(1);
+  mock.create_topic("t", 1);
+  mock.set_broker_down(1);
+  kafka::producer prod({mock.bootstrap_servers(), {}}, {.message_timeout = 1500ms, .serve_on_caller = true});
+  std::optional<kafka::delivery_report> report;
+  REQUIRE(prod.produce({"t", "k", "v", {}}, [&](const kafka::delivery_report& r) { report = r; }) ==
+          kafka::enqueue_status::queued);
+  REQUIRE(serve_until(prod, [&] { return report.has_value(); }, 10s));
+  CHECK_FALSE(report->ok);
 }

@@ -55,9 +55,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     FUZZ_CHECK(parts[1].find("RS256") != std::string_view::npos);
     FUZZ_CHECK(!v.claims.sub.empty() && !v.claims.sid.empty());
     // In seconds: a far-future exp in nanoseconds would overflow the check.
+    // The verifier compares exp * 1000 as a double and claims.exp is that
+    // value rounded down, so a fraction past the edge still counts: >=.
     const auto now_s = std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
     const auto skew_s = std::chrono::ceil<std::chrono::seconds>(opts.clock_skew).count();
-    FUZZ_CHECK(v.claims.exp > now_s - skew_s);
+    FUZZ_CHECK(v.claims.exp >= now_s - skew_s);
   }
   return 0;
 }
