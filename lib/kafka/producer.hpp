@@ -28,10 +28,11 @@ struct producer_options {
   // librdkafka 2.0.2 sends one request at a time per partition once five
   // records are in flight (it compares a record count with the request
   // limit), and its broker thread busy-polls from the end of the linger
-  // until that request's response. A longer linger shortens the spin: 5 ms
-  // cost 7 % less CPU per webhook on an idle machine (far more under load,
-  // where round trips grow) but a third of the throughput at 64 connections,
-  // so it stays 2 ms; `--kafka-property linger.ms=5` is the other choice.
+  // until that request's response. A longer linger shortens the spin, at
+  // the cost of latency: in scripts/bench receiver on an idle machine, 5 ms
+  // gave (c) 64-69 us of CPU per webhook against 84 at 2 ms, but c/a
+  // 0.16-0.18 against 0.27 (README, Benchmarks). It stays 2 ms;
+  // `--kafka-property linger.ms=5` suits a loaded host.
   std::chrono::milliseconds linger{2};
   // Largest record (value, key, headers and framing) sent; a larger one is
   // refused at produce() as too_large, before anything reaches a broker.

@@ -1,9 +1,10 @@
 // bench-consumer-produce BROKERS TOPIC EVENTS USERS [SEED]: produces generated
 // Clerk events as the receiver would (for scripts/bench-consumer and
 // scripts/bench-scale), streamed from the generator so that millions fit.
-// A topic that already holds exactly the stream these arguments generate is
-// kept as it is (a large one takes minutes to produce); one holding anything
-// else is deleted and produced again. Prints the number of records. Not a test.
+// A topic that already holds as many records as these arguments generate is
+// kept as it is (a large one takes minutes to produce; the topic's name
+// carries the arguments, and only the count is checked); one holding another
+// count is deleted and produced again. Prints the number of records. Not a test.
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -73,6 +74,7 @@ int main(int argc, char** argv) {
       });
       if (st == kafka::enqueue_status::queued) break;
       if (st != kafka::enqueue_status::queue_full) {
+        std::fprintf(stderr, "bench-consumer-produce: a record was refused (enqueue status %d)\n", static_cast<int>(st));
         refused = true;
         return;
       }
@@ -80,7 +82,11 @@ int main(int argc, char** argv) {
     }
     ++produced;
   });
-  if (refused || !prod.flush(120s) || failed > 0) return 1;
+  if (refused) return 1;
+  if (!prod.flush(120s) || failed > 0) {
+    std::fprintf(stderr, "bench-consumer-produce: %ld records not acknowledged (or not within 120 s)\n", failed.load());
+    return 1;
+  }
   std::printf("%ld\n", produced);
   return 0;
 }
