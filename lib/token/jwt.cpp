@@ -270,8 +270,9 @@ verdict verify(std::string_view token, const key_set& keys, const options& opts,
     return v;
   }
 
-  // Claims, in the order Clerk checks them.
-  if (!string_member(payload, "sub")) {
+  // Claims, in the order Clerk checks them. An empty sub names no user:
+  // refused here, though Clerk's verifyToken asks only for a string.
+  if (!string_member(payload, "sub") || c.sub.empty()) {
     v.why = reason::missing_sub;
     return v;
   }

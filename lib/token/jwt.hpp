@@ -76,7 +76,7 @@ enum class reason {
   unsupported_alg,   // anything but RS256: none, HS*, ES*, RS384, …
   unknown_kid,       // JWKS mode: no key has the token's kid
   bad_signature,     // no configured key verifies the signature
-  missing_sub,       // `sub` absent or not a string
+  missing_sub,       // `sub` absent, not a string, or empty (Clerk lets "" through)
   bad_azp,           // authorized parties configured, `azp` not among them
   bad_issuer,        // issuer configured, `iss` differs
   bad_time_claim,    // `exp` absent or not a number; `nbf`/`iat` present, not numbers

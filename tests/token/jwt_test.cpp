@@ -151,6 +151,9 @@ TEST_CASE("token: session claims: sub, sid, pending status") {
         token::reason::missing_sub);
   CHECK(check(signer().sign(header, R"({"exp":1800000060,"sid":"s","sub":7,"azp":"https://app.example"})")) ==
         token::reason::missing_sub);
+  // Found by the token fuzzer: an empty sub verified, a session of nobody.
+  CHECK(check(signer().sign(header, R"({"exp":1800000060,"sid":"s","sub":"","azp":"https://app.example"})")) ==
+        token::reason::missing_sub);
   CHECK(check(signer().sign(header, R"({"exp":1800000060,"sub":"u","azp":"https://app.example"})")) ==
         token::reason::missing_sid);
   const std::string pending = payload(t + 60, R"(,"sts":"pending")");
