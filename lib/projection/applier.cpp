@@ -262,13 +262,6 @@ const event::user* user_of(const event::clerk_event& e) {
   return nullptr;
 }
 
-// Whether projection k writes anything from e. A skip depends on the event
-// alone (a redelivery is skipped again), so it needs no ledger lookup.
-bool concerns(kind k, const event::clerk_event& e) {
-  if (k == kind::sessions) return std::holds_alternative<event::session>(e.data);
-  return std::holds_alternative<event::user_deleted>(e.data) || user_of(e) != nullptr;
-}
-
 // The mapping of one decoded event for one projection; writes the rows
 // (inside the caller's transaction) but neither ledger nor offsets.
 outcome map_and_write(statements& s, kind k, const event::clerk_event& e, std::string& detail) {
@@ -300,7 +293,7 @@ outcome map_and_write(statements& s, kind k, const event::clerk_event& e, std::s
   return outcome::skipped;
 }
 
-// One event for one projection: skip, ledger check, mapping, rows, ledger row.
+// One event for one projection: ledger check, mapping, rows, ledger row.
 // Dead letters are reported, not stored: the caller decides (a re-drive
 // must not add a second dead letter).
 event_result apply_one(statements& s, kind k, const envelope& m, const decoded& d, std::int64_t now) {
@@ -308,13 +301,6 @@ event_result apply_one(statements& s, kind k, const envelope& m, const decoded& 
   if (d.svix_id.empty()) {
     r.result = outcome::dead_letter;
     r.detail = "message without a svix-id header";
-    return r;
-  }
-  // Before the ledger lookup, a statement run under the write turn: skips
-  // are common (the sessions projection skips every user event, the others
-  // most session events).
-  if (const auto* e = std::get_if<event::clerk_event>(&d.event); e && !concerns(k, *e)) {
-    r.result = outcome::skipped;
     return r;
   }
   const std::string projection(name(k));
@@ -334,8 +320,8 @@ event_result apply_one(statements& s, kind k, const envelope& m, const decoded& 
     return r;
   }
   r.result = map_and_write(s, k, std::get<event::clerk_event>(d.event), r.detail);
-  // A skip (a mapping's own, here) gets no ledger row, which would be most
-  // of the ledger.
+  // A skip depends on the event alone (a redelivery is skipped again): no
+  // ledger row, which would be most of the ledger.
   if (r.result == outcome::dead_letter || r.result == outcome::skipped) return r;
   auto& add = s.ledger_add;
   add.reset();
