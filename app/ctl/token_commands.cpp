@@ -64,7 +64,7 @@ std::string explain(const token::verdict& v, const token::options& o, std::int64
     case token::reason::unsupported_alg: return "only RS256 is accepted";
     case token::reason::malformed: return "not three base64url parts holding JSON objects";
     case token::reason::bad_type: return "the header's typ is not JWT, or it is a machine token";
-    case token::reason::missing_sub: return "no sub (user id) string";
+    case token::reason::missing_sub: return "no sub (user id), or an empty one";
     case token::reason::missing_sid: return "no sid (session id) string: not a session token";
     case token::reason::bad_time_claim: return "exp missing, or exp/nbf/iat not numbers";
     case token::reason::session_pending: return "sts is pending (see --allow-pending)";
