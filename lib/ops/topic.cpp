@@ -25,6 +25,20 @@ int min_isr_of(const std::map<std::string, std::string>& config) {
   return ec == std::errc() && ptr == text.data() + text.size() ? v : 1;
 }
 
+// A topic created a moment ago is not yet known to every broker, and any of
+// them may answer: ask again, every 500 ms within the timeout, until an
+// answer knows it.
+template <class Ask, class Knows>
+auto ask_until_known(Ask ask, Knows knows, std::chrono::milliseconds timeout) {
+  auto answer = ask();
+  for (const auto until = std::chrono::steady_clock::now() + timeout;
+       !knows(answer) && std::chrono::steady_clock::now() < until;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    answer = ask();
+  }
+  return answer;
+}
+
 }  // namespace
 
 topic_settings with_defaults(topic_settings settings, int brokers) {
@@ -102,28 +116,28 @@ topic_report ensure_topic(const kafka::client_config& cfg, const topic_settings&
     report.replication_factor = settings.replication_factor;
     report.min_insync_replicas = min_isr_of(configs);
   } else {
-    // A topic created a moment ago is not yet known to every broker, and any
-    // of them may answer: ask again within the timeout.
-    auto config = kafka::describe_topic(cfg, settings.name, timeout);
-    for (const auto until = std::chrono::steady_clock::now() + timeout;
-         !config && std::chrono::steady_clock::now() < until;) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(500));
-      config = kafka::describe_topic(cfg, settings.name, timeout);
-    }
+    const auto config = ask_until_known([&] { return kafka::describe_topic(cfg, settings.name, timeout); },
+                                        [](const auto& c) { return c.has_value(); }, timeout);
     if (!config) throw kafka::fatal_error("topic " + settings.name + " exists but cannot be described");
     report.warnings = replay_warnings(*config);
     report.size_warnings = size_warnings(*config);
     report.min_insync_replicas = min_isr_of(*config);
-    // Created by someone else a moment ago: its layout comes with a second look.
-    const auto layout = before.partitions.empty() ? kafka::describe_cluster(cfg, settings.name, timeout) : before;
+    // Created by someone else a moment ago, or listed by none of the brokers
+    // asked first: without its layout there is no durability to judge.
+    const auto layout =
+        before.partitions.empty()
+            ? ask_until_known([&] { return kafka::describe_cluster(cfg, settings.name, timeout); },
+                              [](const auto& l) { return !l.partitions.empty(); }, timeout)
+            : before;
+    if (layout.partitions.empty())
+      throw kafka::fatal_error("topic " + settings.name + " exists but no broker lists its partitions");
     int rf = 0;
     for (const auto& p : layout.partitions)
       rf = rf == 0 ? static_cast<int>(p.replicas.size()) : std::min(rf, static_cast<int>(p.replicas.size()));
     report.replication_factor = rf;
   }
-  if (report.replication_factor > 0)  // 0: the metadata did not list it yet
-    report.durability_warnings =
-        durability_warnings(report.brokers, report.replication_factor, report.min_insync_replicas);
+  report.durability_warnings =
+      durability_warnings(report.brokers, report.replication_factor, report.min_insync_replicas);
   return report;
 }
 

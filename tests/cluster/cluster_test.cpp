@@ -282,6 +282,7 @@ TEST_CASE("three brokers with a leader killed and then two nodes down keep every
           cs::kafka::create_outcome::created);
   REQUIRE(wait_full_isr(cfg, weak, 60s));
   const auto lax = test::run(ctl, {"topic", "ensure", "--topic", weak}, ctl_env);
+  INFO(lax.err);
   CHECK(lax.status == 0);
   CHECK(lax.err.find("topic not durable") != std::string::npos);
   const auto strict = test::run(ctl, {"topic", "ensure", "--topic", weak, "--strict"}, ctl_env);
