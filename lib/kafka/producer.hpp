@@ -31,9 +31,11 @@ struct producer_options {
   // until that request's response. A longer linger shortens the spin, at
   // the cost of latency: in scripts/bench receiver on an idle machine, 5 ms
   // gave (c) 64-69 us of CPU per webhook against 84 at 2 ms, but c/a
-  // 0.16-0.18 against 0.27 (README, Benchmarks). It stays 2 ms;
-  // `--kafka-property linger.ms=5` suits a loaded host.
-  std::chrono::milliseconds linger{2};
+  // 0.16-0.18 against 0.27; 1 ms gave 7 % more webhooks a second than 2 ms
+  // (6 of 7 pairs, p50 3.1 ms against 3.4) for about 3 % more CPU, and 0 ms
+  // fewer than both (README, Benchmarks). `--kafka-property linger.ms=5`
+  // suits a loaded host.
+  std::chrono::milliseconds linger{1};
   // Largest record (value, key, headers and framing) sent; a larger one is
   // refused at produce() as too_large, before anything reaches a broker.
   std::size_t max_message_bytes = 1'000'000;
