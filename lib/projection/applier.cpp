@@ -77,9 +77,12 @@ struct applier::statements {
                    "INSERT INTO applied_events(projection, svix_id, type, user_id, outcome, topic, partition, "
                    "\"offset\", applied_at) VALUES (?,?,?,?,?,?,?,?,?)"),
         offset_set(db,
-                   "INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at) "
-                   "VALUES (?,?,?,?,?) ON CONFLICT(projection, topic, partition) DO UPDATE SET "
-                   // Offsets only move forward, even if a late batch of an evicted member commits.
+                   "INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at, "
+                   "last_svix_id) VALUES (?,?,?,?,?,?) ON CONFLICT(projection, topic, partition) DO UPDATE SET "
+                   // Offsets only move forward, even if a late batch of an evicted member
+                   // commits; the record id moves with the offset it sits before.
+                   "last_svix_id = CASE WHEN excluded.next_offset >= next_offset THEN excluded.last_svix_id "
+                   "ELSE last_svix_id END, "
                    "next_offset = max(next_offset, excluded.next_offset), updated_at = excluded.updated_at"),
         dead_letter_add(db,
                         "INSERT INTO dead_letters(projection, topic, partition, \"offset\", svix_id, type, reason, "
@@ -387,28 +390,30 @@ std::vector<event_result> applier::apply(std::span<const envelope> batch) {
   const std::int64_t now = now_ms();
   try {
     SQLite::Transaction tx(db_.native(), SQLite::TransactionBehavior::IMMEDIATE);
-    std::map<std::tuple<kind, std::string, std::int32_t>, std::int64_t> next;
+    // Per (projection, topic, partition): the batch's last message there.
+    std::map<std::tuple<kind, std::string, std::int32_t>, const envelope*> last;
     for (std::size_t i = 0; i < batch.size(); ++i) {
       const auto& m = batch[i];
       const decoded& d = decoded_batch[i];
       for (const kind k : kinds_) {
         event_result r = apply_one(*st_, k, m, d, now);
         if (r.result == outcome::dead_letter) add_dead_letter(*st_, r, m, now);
-        auto& n = next[{k, m.topic, m.partition}];
-        n = std::max(n, m.offset + 1);
+        auto& l = last[{k, m.topic, m.partition}];
+        if (!l || m.offset > l->offset) l = &m;
         results.push_back(std::move(r));
       }
     }
     // Store the offsets in the same transaction as the rows: a crash before
     // COMMIT loses both, after COMMIT keeps both.
-    for (const auto& [key, offset] : next) {
+    for (const auto& [key, m] : last) {
       auto& st = st_->offset_set;
       st.reset();
       st.bind(1, std::string(name(std::get<0>(key))));
       st.bind(2, std::get<1>(key));
       st.bind(3, std::get<2>(key));
-      st.bind(4, offset);
+      st.bind(4, m->offset + 1);
       st.bind(5, now);
+      st.bind(6, m->svix_id);
       run(st);
     }
     tx.commit();
@@ -427,6 +432,19 @@ std::map<std::int32_t, std::int64_t> stored_offsets(store::database& db, kind pr
     st.bind(1, std::string(name(projection)));
     st.bind(2, topic);
     while (st.executeStep()) out[st.getColumn(0).getInt()] = st.getColumn(1).getInt64();
+    return out;
+  });
+}
+
+std::map<std::int32_t, std::string> last_svix_ids(store::database& db, kind projection, const std::string& topic) {
+  return guarded([&] {
+    std::map<std::int32_t, std::string> out;
+    SQLite::Statement st(db.native(),
+                         "SELECT partition, last_svix_id FROM kafka_offsets WHERE projection = ? AND topic = ? "
+                         "AND last_svix_id IS NOT NULL");
+    st.bind(1, std::string(name(projection)));
+    st.bind(2, topic);
+    while (st.executeStep()) out[st.getColumn(0).getInt()] = st.getColumn(1).getString();
     return out;
   });
 }

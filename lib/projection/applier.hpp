@@ -86,6 +86,12 @@ class applier {
 [[nodiscard]] std::map<std::int32_t, std::int64_t> stored_offsets(store::database& db, kind projection,
                                                                   const std::string& topic);
 
+// The Svix message id of the record just before each stored next offset
+// (partition -> id); partitions without one (never applied, or stored before
+// the column existed) are absent. Throws db_error.
+[[nodiscard]] std::map<std::int32_t, std::string> last_svix_ids(store::database& db, kind projection,
+                                                                const std::string& topic);
+
 struct dead_letter {
   std::int64_t id = 0;
   kind projection = kind::users;

@@ -118,6 +118,23 @@ TEST_CASE("the same svix-id twice is applied once, even inside one batch") {
   CHECK(pj::stored_offsets(db, pj::kind::balances, "clerk.events").at(0) == 3);
 }
 
+TEST_CASE("the svix-id kept with a stored offset is the record's just before it, and moves only with the offset") {
+  store::database db(":memory:");
+  pj::applier app(db, {pj::kind::users});
+  (void)app.apply(std::vector{msg("b", user_body("user.created", "u1", 100), 1),
+                              msg("a", user_body("user.created", "u2", 100), 0),
+                              msg("z", user_body("user.created", "u3", 100), 7, 1)});
+  using ids = std::map<std::int32_t, std::string>;
+  CHECK(pj::last_svix_ids(db, pj::kind::users, "clerk.events") == ids{{0, "b"}, {1, "z"}});
+  // A late batch of an evicted member, behind the stored offset, moves neither.
+  (void)app.apply(std::vector{msg("late", user_body("user.updated", "u1", 50), 0)});
+  CHECK(pj::stored_offsets(db, pj::kind::users, "clerk.events").at(0) == 2);
+  CHECK(pj::last_svix_ids(db, pj::kind::users, "clerk.events") == ids{{0, "b"}, {1, "z"}});
+  (void)app.apply(std::vector{msg("c", user_body("user.updated", "u1", 200), 2)});
+  CHECK(pj::last_svix_ids(db, pj::kind::users, "clerk.events").at(0) == "c");
+  CHECK(pj::last_svix_ids(db, pj::kind::sessions, "clerk.events").empty());
+}
+
 TEST_CASE("balances keep exact decimal text from numbers and strings - bad amounts become dead letters") {
   store::database db(":memory:");
   pj::applier app(db, {pj::kind::users, pj::kind::balances});
