@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <map>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -42,6 +43,7 @@ class consume_loop {
                          {.on_assign = [this](std::vector<kafka::topic_partition> parts) { return on_assign(parts); },
                           .on_revoke = [this](const std::vector<kafka::topic_partition>&) { on_revoke(); }},
                          {.max_poll_interval = cfg_.max_poll_interval});
+    cons_ = &cons;
     cons.subscribe({cfg_.topic});
     state_.subscribed = true;
     log::info("subscribed", {{"projection", projection::name(cfg_.projection)}, {"topic", cfg_.topic}});
@@ -50,6 +52,15 @@ class consume_loop {
       // With an open batch, wait only a moment: a lone event is applied at once.
       auto m = cons.poll(batch_.empty() ? 100ms : 1ms);
       if (failed_) break;
+      if (m && !checks_.empty()) {
+        const resume r = check_resume(*m);
+        if (r == resume::recreated) {
+          failed_ = true;
+          failed_code_ = exit_offset_out_of_range;
+          break;
+        }
+        if (r == resume::reread) continue;
+      }
       if (m) {
         if (batch_.empty()) batch_started_ = std::chrono::steady_clock::now();
         batch_.push_back(to_envelope(std::move(*m)));
@@ -65,19 +76,23 @@ class consume_loop {
     // were not stored, so whoever gets the partitions reads it again.
     if (failed_) batch_.clear();
     cons.close();
-    return failed_ ? exit_db_failed : 0;
+    return failed_ ? failed_code_ : 0;
   }
 
  private:
   std::vector<kafka::topic_partition> on_assign(std::vector<kafka::topic_partition> parts) {
     try {
       const auto stored = projection::stored_offsets(db_, cfg_.projection, cfg_.topic);
+      const auto last_ids = projection::last_svix_ids(db_, cfg_.projection, cfg_.topic);
+      checks_.clear();
       for (auto& p : parts) {
         const auto it = stored.find(p.partition);
+        const auto id = last_ids.find(p.partition);
         p.offset = it == stored.end() ? kafka::offset_beginning : it->second;
         log::info("assigned", {{"projection", projection::name(cfg_.projection)},
                                {"partition", p.partition},
                                {"offset", p.offset}});
+        if (it != stored.end() && id != last_ids.end()) p.offset = resume_point(p.partition, it->second, id->second);
       }
     } catch (const store::db_error& e) {
       log::error("offsets_unreadable", {{"projection", projection::name(cfg_.projection)}, {"error", e.what()}});
@@ -88,6 +103,52 @@ class consume_loop {
       return {};
     }
     return parts;
+  }
+
+  // Where a partition with stored next offset `next` resumes: one record
+  // early when the log still holds the record before it, so that run() can
+  // compare that record's svix-id with the one stored with the offset
+  // (check_resume). A topic deleted and recreated under the same name, then
+  // refilled past the stored offset, holds another record there: without
+  // this, the consumer would go on from the middle of a different log.
+  std::int64_t resume_point(std::int32_t partition, std::int64_t next, const std::string& svix_id) {
+    if (next <= 0 || svix_id.empty()) return next;
+    try {
+      const auto [low, high] = cons_->watermarks(cfg_.topic, partition, 5s);
+      // Trimmed up to `next` (nothing to compare), or a log shorter than the
+      // offset (the fetch meets offset_out_of_range, exit 5).
+      if (low >= next || high < next) return next;
+    } catch (const kafka::fatal_error& e) {
+      log::warn("resume_unchecked", {{"projection", projection::name(cfg_.projection)},
+                                     {"partition", partition},
+                                     {"offset", next},
+                                     {"error", e.what()}});
+      return next;
+    }
+    checks_[partition] = {next - 1, svix_id};
+    return next - 1;
+  }
+
+  enum class resume { apply, reread, recreated };
+
+  // The first record of a partition that resumed one record early: the
+  // record already applied (reread: dropped), or another one (recreated:
+  // logged, the loop ends with exit 5). Every later record is applied.
+  resume check_resume(const kafka::message& m) {
+    const auto it = checks_.find(m.partition);
+    if (it == checks_.end()) return resume::apply;
+    const resume_check c = std::move(it->second);
+    checks_.erase(it);
+    if (m.offset != c.offset) return resume::apply;
+    const auto found = kafka::find_header(m.headers, "svix-id").value_or("");
+    if (found == c.svix_id) return resume::reread;
+    log::error("topic_recreated", {{"projection", projection::name(cfg_.projection)},
+                                   {"topic", m.topic},
+                                   {"partition", m.partition},
+                                   {"offset", m.offset},
+                                   {"applied_svix_id", c.svix_id},
+                                   {"found_svix_id", found}});
+    return resume::recreated;
   }
 
   // Sweeps the ledger for rows past the retention, one bounded step (2,000
@@ -175,6 +236,13 @@ class consume_loop {
   std::string prune_cursor_;
   std::int64_t pruned_ = 0;
   bool failed_ = false;
+  int failed_code_ = exit_db_failed;
+  kafka::consumer* cons_ = nullptr;  // set in run(), used by on_assign
+  struct resume_check {
+    std::int64_t offset = 0;  // the record before the stored next offset
+    std::string svix_id;      // the svix-id stored with that offset
+  };
+  std::map<std::int32_t, resume_check> checks_;
 };
 
 }  // namespace

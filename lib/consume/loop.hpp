@@ -6,7 +6,9 @@
 // under retry_policy, then the loop gives up; on revoke the open batch is
 // flushed first; partitions start from the stored offset, or explicitly from
 // the log's first record when none is stored, and a stored offset outside the
-// log ends the loop (exit_offset_out_of_range). Ledger rows past the
+// log ends the loop (exit_offset_out_of_range); so does a topic recreated and
+// refilled past it, found by re-reading the record before the stored offset
+// and comparing its svix-id with the one stored with it. Ledger rows past the
 // retention are pruned between batches. run_loop() is called once, on its own
 // thread; the atomics of loop_state are shared with whoever watches it.
 
@@ -62,8 +64,9 @@ struct loop_state {
 
 // Runs until `stop` (then finishes the batch, commits, leaves the group and
 // returns 0), or until the database keeps failing (exit_db_failed), Kafka
-// fails for good (exit_kafka_failed), a stored offset is outside the log
-// (exit_offset_out_of_range) or Kafka rejects a property
+// fails for good (exit_kafka_failed), a stored offset is outside the log or
+// the topic was recreated past it (exit_offset_out_of_range) or Kafka rejects
+// a property
 // (exit_bad_kafka_config). Each ending is logged once. Never throws.
 int run_loop(const loop_config& cfg, const std::atomic<bool>& stop, loop_state& state);
 

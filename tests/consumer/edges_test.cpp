@@ -39,14 +39,32 @@ std::size_t count_of(const std::string& text, const std::string& needle) {
   return n;
 }
 
-// Runs a consumer of `users` until it has stored `total`, then stops it cleanly.
-void consume_until(const std::string& topic, const std::string& db, const std::string& group, std::int64_t total) {
+// Runs a consumer of `users` until it has stored `total`, then stops it
+// cleanly; returns what it logged.
+std::string consume_until(const std::string& topic, const std::string& db, const std::string& group,
+                          std::int64_t total) {
   auto c = t::start_consumer({"--projection", "users", "--topic", topic, "--db", db, "--group-prefix", group});
   REQUIRE_MESSAGE(t::wait_caught_up(db, topic, {"users"}, total, 60s), c->stderr_text());
   c->signal(SIGTERM);
   const auto st = c->wait(60s);
   REQUIRE(st.has_value());
   REQUIRE(*st == 0);
+  return c->stderr_text();
+}
+
+// Deletes `topic` and creates it again, empty, with one partition.
+void recreate(const kafka::client_config& cfg, const std::string& topic) {
+  kafka::delete_topic(cfg, topic, 30s);
+  // The broker finishes a deletion in the background: retry the creation.
+  bool created = false;
+  for (int i = 0; i < 120 && !created; ++i) {
+    try {
+      created = kafka::create_topic(cfg, {.name = topic, .partitions = 1, .replication_factor = 1, .configs = {}}, 10s) == kafka::create_outcome::created;
+    } catch (const kafka::fatal_error&) {
+    }
+    if (!created) std::this_thread::sleep_for(500ms);
+  }
+  REQUIRE(created);
 }
 
 // The consumer must stop on its own with exit 5 and one error line naming
@@ -92,19 +110,54 @@ TEST_CASE("a topic deleted and recreated stops the consumer: one error line, exi
   t::produce_events(cfg, topic, some_events(10, 3));
   consume_until(topic, db, group, 10);
 
-  kafka::delete_topic(cfg, topic, 30s);
-  // The broker finishes a deletion in the background: retry the creation.
-  bool created = false;
-  for (int i = 0; i < 120 && !created; ++i) {
-    try {
-      created = kafka::create_topic(cfg, {.name = topic, .partitions = 1, .replication_factor = 1, .configs = {}}, 10s) == kafka::create_outcome::created;
-    } catch (const kafka::fatal_error&) {
-    }
-    if (!created) std::this_thread::sleep_for(500ms);
-  }
-  REQUIRE(created);
+  recreate(cfg, topic);
   t::produce_events(cfg, topic, some_events(3, 4));
   expect_out_of_range(topic, db, group, 10, 0, 3);
+}
+
+TEST_CASE("a topic recreated and refilled past the stored offset stops the consumer: one error line, exit 5") {
+  const auto cfg = t::broker();
+  const auto topic = t::fresh_topic("edge-refilled", 1);
+  t::temp_dir dir;
+  const auto db = (dir / "c.db").string();
+  const auto group = t::unique_name("edge-refill");
+  const auto before = some_events(10, 6);
+  t::produce_events(cfg, topic, before);
+  consume_until(topic, db, group, 10);
+
+  recreate(cfg, topic);
+  const auto after = some_events(15, 7);
+  t::produce_events(cfg, topic, after);
+  auto c = t::start_consumer({"--projection", "users", "--topic", topic, "--db", db, "--group-prefix", group});
+  const auto st = c->wait(90s);
+  const auto err = c->stderr_text();
+  REQUIRE_MESSAGE(st.has_value(), err);
+  CHECK_MESSAGE(*st == 5, err);
+  CHECK_MESSAGE(count_of(err, "msg=topic_recreated") == 1, err);
+  const std::string expected = "level=error msg=topic_recreated projection=users topic=" + topic +
+                               " partition=0 offset=9 applied_svix_id=" + before[9].svix_id +
+                               " found_svix_id=" + after[9].svix_id;
+  CHECK_MESSAGE(err.find(expected) != std::string::npos, err);
+  // Nothing of the new log was applied, and the stored offset did not move.
+  CHECK_MESSAGE(count_of(err, "msg=event ") == 0, err);
+  CHECK(t::stored_totals(db, topic)["users"] == 10);
+}
+
+TEST_CASE("resuming re-reads the record before the stored offset and applies nothing twice, trimmed or not") {
+  const auto cfg = t::broker();
+  const auto topic = t::fresh_topic("edge-resume", 1);
+  t::temp_dir dir;
+  const auto db = (dir / "c.db").string();
+  const auto group = t::unique_name("edge-resume");
+  t::produce_events(cfg, topic, some_events(10, 8));
+  CHECK(count_of(consume_until(topic, db, group, 10), "msg=event ") == 10);
+  // A restart re-reads record 9 to check it, and applies only what is new.
+  t::produce_events(cfg, topic, some_events(10, 9));
+  CHECK(count_of(consume_until(topic, db, group, 20), "msg=event ") == 10);
+  // Records trimmed up to exactly the stored offset: nothing to compare, nothing lost.
+  kafka::delete_records(cfg, topic, 0, 20, 30s);
+  t::produce_events(cfg, topic, some_events(5, 10));
+  CHECK(count_of(consume_until(topic, db, group, 25), "msg=event ") == 5);
 }
 
 TEST_CASE("a projection with no stored offset starts at the log's first record, even when that is not offset 0") {
