@@ -67,20 +67,28 @@ void recreate(const kafka::client_config& cfg, const std::string& topic) {
   REQUIRE(created);
 }
 
-// The consumer must stop on its own with exit 5 and one error line naming
-// the topic, the partition, the stored offset and the log's range.
-void expect_out_of_range(const std::string& topic, const std::string& db, const std::string& group,
-                         std::int64_t stored, std::int64_t log_start, std::int64_t log_end) {
+// The consumer must stop on its own with exit 5 and one error line `msg`
+// that starts with `expected`; returns what it logged.
+std::string expect_exit_5(const std::string& topic, const std::string& db, const std::string& group,
+                          const std::string& msg, const std::string& expected) {
   auto c = t::start_consumer({"--projection", "users", "--topic", topic, "--db", db, "--group-prefix", group});
   const auto st = c->wait(90s);
   const auto err = c->stderr_text();
   REQUIRE_MESSAGE(st.has_value(), err);
   CHECK_MESSAGE(*st == 5, err);
-  CHECK_MESSAGE(count_of(err, "msg=offset_out_of_range") == 1, err);
-  const std::string expected = "level=error msg=offset_out_of_range projection=users topic=" + topic +
-                               " partition=0 offset=" + std::to_string(stored) +
-                               " log_start=" + std::to_string(log_start) + " log_end=" + std::to_string(log_end);
-  CHECK_MESSAGE(err.find(expected) != std::string::npos, err);
+  CHECK_MESSAGE(count_of(err, "msg=" + msg + " ") == 1, err);
+  CHECK_MESSAGE(err.find("level=error msg=" + msg + " projection=users topic=" + topic + " " + expected) !=
+                    std::string::npos,
+                err);
+  return err;
+}
+
+// Exit 5 with a line naming the partition, the stored offset and the log's range.
+void expect_out_of_range(const std::string& topic, const std::string& db, const std::string& group,
+                         std::int64_t stored, std::int64_t log_start, std::int64_t log_end) {
+  (void)expect_exit_5(topic, db, group, "offset_out_of_range",
+                      "partition=0 offset=" + std::to_string(stored) + " log_start=" + std::to_string(log_start) +
+                          " log_end=" + std::to_string(log_end));
 }
 
 }  // namespace
@@ -128,16 +136,9 @@ TEST_CASE("a topic recreated and refilled past the stored offset stops the consu
   recreate(cfg, topic);
   const auto after = some_events(15, 7);
   t::produce_events(cfg, topic, after);
-  auto c = t::start_consumer({"--projection", "users", "--topic", topic, "--db", db, "--group-prefix", group});
-  const auto st = c->wait(90s);
-  const auto err = c->stderr_text();
-  REQUIRE_MESSAGE(st.has_value(), err);
-  CHECK_MESSAGE(*st == 5, err);
-  CHECK_MESSAGE(count_of(err, "msg=topic_recreated") == 1, err);
-  const std::string expected = "level=error msg=topic_recreated projection=users topic=" + topic +
-                               " partition=0 offset=9 applied_svix_id=" + before[9].svix_id +
-                               " found_svix_id=" + after[9].svix_id;
-  CHECK_MESSAGE(err.find(expected) != std::string::npos, err);
+  const auto err = expect_exit_5(topic, db, group, "topic_recreated",
+                                 "partition=0 offset=9 applied_svix_id=" + before[9].svix_id +
+                                     " found_svix_id=" + after[9].svix_id);
   // Nothing of the new log was applied, and the stored offset did not move.
   CHECK_MESSAGE(count_of(err, "msg=event ") == 0, err);
   CHECK(t::stored_totals(db, topic)["users"] == 10);
