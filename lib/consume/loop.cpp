@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -50,7 +52,12 @@ class consume_loop {
     while (!stop.load() && !failed_) {
       state_.heartbeat_ms = steady_ms();
       // With an open batch, wait only a moment: a lone event is applied at once.
-      auto m = cons.poll(batch_.empty() ? 100ms : 1ms);
+      std::optional<kafka::message> m;
+      try {
+        m = cons.poll(batch_.empty() ? 100ms : 1ms);
+      } catch (const kafka::offset_out_of_range& e) {
+        out_of_range(e);
+      }
       if (failed_) break;
       if (m && !checks_.empty()) {
         const resume r = check_resume(*m);
@@ -85,14 +92,27 @@ class consume_loop {
       const auto stored = projection::stored_offsets(db_, cfg_.projection, cfg_.topic);
       const auto last_ids = projection::last_svix_ids(db_, cfg_.projection, cfg_.topic);
       checks_.clear();
+      // One bound for every partition's watermark query.
+      const auto deadline = std::chrono::steady_clock::now() + 5s;
       for (auto& p : parts) {
         const auto it = stored.find(p.partition);
-        const auto id = last_ids.find(p.partition);
         p.offset = it == stored.end() ? kafka::offset_beginning : it->second;
+        // Resume one record early, at the record applied last, to compare
+        // it with the svix-id stored with the offset (check_resume): a
+        // topic deleted and recreated under the same name, then refilled
+        // past the stored offset, holds another record there.
+        const auto id = last_ids.find(p.partition);
+        bool reread = false;
+        if (p.offset > 0 && (id == last_ids.end() || id->second.empty()))
+          unchecked(p.partition, p.offset, "no_svix_id");  // stored before migration 003
+        else if (p.offset > 0)
+          reread = holds_record_before(p.partition, p.offset, deadline);
+        if (reread) checks_[p.partition] = {p.offset - 1, id->second};
         log::info("assigned", {{"projection", projection::name(cfg_.projection)},
                                {"partition", p.partition},
-                               {"offset", p.offset}});
-        if (it != stored.end() && id != last_ids.end()) p.offset = resume_point(p.partition, it->second, id->second);
+                               {"offset", p.offset},
+                               {"reread", reread}});
+        if (reread) --p.offset;
       }
     } catch (const store::db_error& e) {
       log::error("offsets_unreadable", {{"projection", projection::name(cfg_.projection)}, {"error", e.what()}});
@@ -105,28 +125,21 @@ class consume_loop {
     return parts;
   }
 
-  // Where a partition with stored next offset `next` resumes: one record
-  // early when the log still holds the record before it, so that run() can
-  // compare that record's svix-id with the one stored with the offset
-  // (check_resume). A topic deleted and recreated under the same name, then
-  // refilled past the stored offset, holds another record there: without
-  // this, the consumer would go on from the middle of a different log.
-  std::int64_t resume_point(std::int32_t partition, std::int64_t next, const std::string& svix_id) {
-    if (next <= 0 || svix_id.empty()) return next;
+  // Whether the log still holds the record before `next`; says why not when
+  // that is not the usual case of a log trimmed up to `next`.
+  bool holds_record_before(std::int32_t partition, std::int64_t next, std::chrono::steady_clock::time_point deadline) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     try {
-      const auto [low, high] = cons_->watermarks(cfg_.topic, partition, 5s);
-      // Trimmed up to `next` (nothing to compare), or a log shorter than the
-      // offset (the fetch meets offset_out_of_range, exit 5).
-      if (low >= next || high < next) return next;
+      if (left <= 0ms) throw kafka::fatal_error("no time left for the watermark query");
+      const auto [low, high] = cons_->watermarks(cfg_.topic, partition, left);
+      state_.heartbeat_ms = steady_ms();
+      if (low < next && next <= high) return true;
+      // Past the offset, or shorter than it: the fetch meets offset_out_of_range (exit 5).
+      if (low == next) unchecked(partition, next, "trimmed");
     } catch (const kafka::fatal_error& e) {
-      log::warn("resume_unchecked", {{"projection", projection::name(cfg_.projection)},
-                                     {"partition", partition},
-                                     {"offset", next},
-                                     {"error", e.what()}});
-      return next;
+      unchecked(partition, next, e.what());
     }
-    checks_[partition] = {next - 1, svix_id};
-    return next - 1;
+    return false;
   }
 
   enum class resume { apply, reread, recreated };
@@ -139,7 +152,11 @@ class consume_loop {
     if (it == checks_.end()) return resume::apply;
     const resume_check c = std::move(it->second);
     checks_.erase(it);
-    if (m.offset != c.offset) return resume::apply;
+    if (m.offset != c.offset) {
+      // Not a record of the producer's (compaction, an aborted transaction).
+      unchecked(m.partition, c.offset + 1, "record_missing");
+      return resume::apply;
+    }
     const auto found = kafka::find_header(m.headers, "svix-id").value_or("");
     if (found == c.svix_id) return resume::reread;
     log::error("topic_recreated", {{"projection", projection::name(cfg_.projection)},
@@ -149,6 +166,29 @@ class consume_loop {
                                    {"applied_svix_id", c.svix_id},
                                    {"found_svix_id", found}});
     return resume::recreated;
+  }
+
+  // poll() found that a partition's log no longer holds the offset it
+  // fetched. For the record before the stored offset, re-read to check it,
+  // that is the stored offset's own out of range (exit 5, naming it) unless
+  // the log was trimmed up to the stored offset exactly since on_assign asked
+  // (a restart resumes there: exit 4).
+  [[noreturn]] void out_of_range(const kafka::offset_out_of_range& e) {
+    const auto it = checks_.find(e.partition);
+    if (it == checks_.end() || e.offset != it->second.offset) throw e;
+    const std::int64_t next = e.offset + 1;
+    if (e.log_start == next)
+      throw kafka::fatal_error("the record before the stored offset " + std::to_string(next) + " of " + e.topic +
+                               "/" + std::to_string(e.partition) + " was deleted while resuming");
+    throw kafka::offset_out_of_range(e.topic, e.partition, next, e.log_start, e.log_end);
+  }
+
+  // A partition that resumes at its stored offset without the comparison.
+  void unchecked(std::int32_t partition, std::int64_t offset, const std::string& reason) {
+    log::warn("resume_unchecked", {{"projection", projection::name(cfg_.projection)},
+                                   {"partition", partition},
+                                   {"offset", offset},
+                                   {"reason", reason}});
   }
 
   // Sweeps the ledger for rows past the retention, one bounded step (2,000
@@ -237,7 +277,7 @@ class consume_loop {
   std::int64_t pruned_ = 0;
   bool failed_ = false;
   int failed_code_ = exit_db_failed;
-  kafka::consumer* cons_ = nullptr;  // set in run(), used by on_assign
+  kafka::consumer* cons_ = nullptr;  // set in run(), for on_assign
   struct resume_check {
     std::int64_t offset = 0;  // the record before the stored next offset
     std::string svix_id;      // the svix-id stored with that offset

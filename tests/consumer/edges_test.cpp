@@ -151,14 +151,23 @@ TEST_CASE("resuming re-reads the record before the stored offset and applies not
   const auto db = (dir / "c.db").string();
   const auto group = t::unique_name("edge-resume");
   t::produce_events(cfg, topic, some_events(10, 8));
-  CHECK(count_of(consume_until(topic, db, group, 10), "msg=event ") == 10);
+  const auto first = consume_until(topic, db, group, 10);
+  CHECK_MESSAGE(count_of(first, "msg=event ") == 10, first);
+  CHECK_MESSAGE(count_of(first, "reread=false") == 1, first);
   // A restart re-reads record 9 to check it, and applies only what is new.
   t::produce_events(cfg, topic, some_events(10, 9));
-  CHECK(count_of(consume_until(topic, db, group, 20), "msg=event ") == 10);
+  const auto second = consume_until(topic, db, group, 20);
+  CHECK_MESSAGE(count_of(second, "msg=event ") == 10, second);
+  CHECK_MESSAGE(count_of(second, "partition=0 offset=10 reread=true") == 1, second);
+  CHECK_MESSAGE(count_of(second, "msg=resume_unchecked") == 0, second);
   // Records trimmed up to exactly the stored offset: nothing to compare, nothing lost.
   kafka::delete_records(cfg, topic, 0, 20, 30s);
   t::produce_events(cfg, topic, some_events(5, 10));
-  CHECK(count_of(consume_until(topic, db, group, 25), "msg=event ") == 5);
+  const auto third = consume_until(topic, db, group, 25);
+  CHECK_MESSAGE(count_of(third, "msg=event ") == 5, third);
+  CHECK_MESSAGE(count_of(third, "level=warn msg=resume_unchecked projection=users partition=0 offset=20 reason=trimmed") ==
+                    1,
+                third);
 }
 
 TEST_CASE("a projection with no stored offset starts at the log's first record, even when that is not offset 0") {

@@ -130,6 +130,9 @@ TEST_CASE("the svix-id kept with a stored offset is the record's just before it,
   (void)app.apply(std::vector{msg("late", user_body("user.updated", "u1", 50), 0)});
   CHECK(pj::stored_offsets(db, pj::kind::users, "clerk.events").at(0) == 2);
   CHECK(pj::last_svix_ids(db, pj::kind::users, "clerk.events") == ids{{0, "b"}, {1, "z"}});
+  // The same place again (a batch applied twice by two members): the later id stands.
+  (void)app.apply(std::vector{msg("b2", user_body("user.updated", "u1", 60), 1)});
+  CHECK(pj::last_svix_ids(db, pj::kind::users, "clerk.events").at(0) == "b2");
   (void)app.apply(std::vector{msg("c", user_body("user.updated", "u1", 200), 2)});
   CHECK(pj::last_svix_ids(db, pj::kind::users, "clerk.events").at(0) == "c");
   CHECK(pj::last_svix_ids(db, pj::kind::sessions, "clerk.events").empty());
