@@ -129,8 +129,11 @@ class consume_loop {
   // that is not the usual case of a log trimmed up to `next`.
   bool holds_record_before(std::int32_t partition, std::int64_t next, std::chrono::steady_clock::time_point deadline) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left <= 0ms) {
+      unchecked(partition, next, "no time left for the watermark query");
+      return false;
+    }
     try {
-      if (left <= 0ms) throw kafka::fatal_error("no time left for the watermark query");
       const auto [low, high] = cons_->watermarks(cfg_.topic, partition, left);
       state_.heartbeat_ms = steady_ms();
       if (low < next && next <= high) return true;
@@ -153,7 +156,7 @@ class consume_loop {
     const resume_check c = std::move(it->second);
     checks_.erase(it);
     if (m.offset != c.offset) {
-      // Not a record of the producer's (compaction, an aborted transaction).
+      // No record at that offset any more (compaction, an aborted transaction).
       unchecked(m.partition, c.offset + 1, "record_missing");
       return resume::apply;
     }

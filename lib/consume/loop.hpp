@@ -66,8 +66,7 @@ struct loop_state {
 // returns 0), or until the database keeps failing (exit_db_failed), Kafka
 // fails for good (exit_kafka_failed), a stored offset is outside the log or
 // the topic was recreated past it (exit_offset_out_of_range) or Kafka rejects
-// a property
-// (exit_bad_kafka_config). Each ending is logged once. Never throws.
+// a property (exit_bad_kafka_config). Each ending is logged once. Never throws.
 int run_loop(const loop_config& cfg, const std::atomic<bool>& stop, loop_state& state);
 
 // steady_clock now in ms, the unit of loop_state::heartbeat_ms.
