@@ -141,16 +141,14 @@ struct server::impl : std::enable_shared_from_this<impl> {
       if (ec == net::error::operation_aborted || stopping) break;
       if (ec) {
         // Out of descriptors and the like: back off instead of spinning.
-        if (const auto dropped = limiter.admit("accept_failed"))
-          log::error("accept_failed", {{"error", ec.message()}, {"repeated", *dropped}});
+        limiter.write("accept_failed", log::level::error, "accept_failed", {{"error", ec.message()}});
         backoff.expires_after(std::chrono::milliseconds(100));
         (void)co_await backoff.async_wait(net::as_tuple(net::use_awaitable));
         continue;
       }
       if (open >= limits.max_connections) {
         // Over the cap: close at once rather than queue without bound.
-        if (const auto dropped = limiter.admit("refused"))
-          log::warn("refused", {{"outcome", "max_connections"}, {"connections", open}, {"repeated", *dropped}});
+        limiter.write("refused", log::level::warn, "refused", {{"outcome", "max_connections"}, {"connections", open}});
         boost::system::error_code ignored;
         sock.close(ignored);
         continue;

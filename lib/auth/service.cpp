@@ -50,8 +50,7 @@ check_result service::check(std::optional<std::string_view> authorization, std::
       // Why, for the operator (a locked, missing or unmigrated file), at most
       // once a minute; the request's own line says db_unavailable.
       static log::rate_limiter limit;
-      if (const auto dropped = limit.admit("db_unavailable"))
-        log::error("db_unavailable", {{"error", e.what()}, {"repeated", *dropped}});
+      limit.write("db_unavailable", log::level::error, "db_unavailable", {{"error", e.what()}});
       r.status = 503;
       r.outcome = "db_unavailable";
       return r;

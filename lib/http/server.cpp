@@ -60,9 +60,9 @@ struct server::impl : std::enable_shared_from_this<impl> {
   bool stopping = false;
   std::size_t body_bytes = 0;  // reserved by requests whose bodies are being read or held
   std::array<char, 16 * 1024> discard{};  // lingering reads land here (one thread: no race)
-  // Refusals at the connection cap: the first is logged, then a count a minute.
-  std::chrono::steady_clock::time_point refused_logged{};
-  std::size_t refused_since = 0;
+  // A client flood at the connection cap, or a descriptor shortage, repeats
+  // a line without bound: the first at once, then one a minute.
+  log::rate_limiter limiter;
 
   // A share of the body memory budget, returned when the request is over.
   class reservation {
@@ -93,16 +93,6 @@ struct server::impl : std::enable_shared_from_this<impl> {
     return {this, n};
   }
 
-  void log_refused() {
-    ++refused_since;
-    const auto now = std::chrono::steady_clock::now();
-    if (refused_logged != std::chrono::steady_clock::time_point{} && now - refused_logged < std::chrono::minutes(1))
-      return;
-    log::warn("refused", {{"outcome", "max_connections"}, {"connections", open.size()}, {"count", refused_since}});
-    refused_logged = now;
-    refused_since = 0;
-  }
-
   impl(net::io_context& io, handler_config h, const server_limits& l, std::string t, publish_fn p)
       : ioc(io), acceptor(io), handler(std::move(h)), limits(l), topic(std::move(t)), publish(std::move(p)) {}
 
@@ -114,13 +104,14 @@ struct server::impl : std::enable_shared_from_this<impl> {
       if (stopping) co_return;
       if (ec) {
         // Out of file descriptors and the like: back off instead of spinning.
-        log::error("accept_failed", {{"error", ec.message()}});
+        limiter.write("accept_failed", log::level::error, "accept_failed", {{"error", ec.message()}});
         backoff.expires_after(std::chrono::milliseconds(100));
         (void)co_await backoff.async_wait(nothrow);
         continue;
       }
       if (open.size() >= limits.max_connections) {
-        log_refused();
+        limiter.write("refused", log::level::warn, "refused",
+                      {{"outcome", "max_connections"}, {"connections", open.size()}});
         beast::error_code ignored;
         sock.close(ignored);
         continue;

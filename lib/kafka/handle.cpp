@@ -52,11 +52,9 @@ log::level level_of(int syslog_level) {
 void on_log(const rd_kafka_t* rk, int level, const char* fac, const char* buf) {
   const std::string_view facility = fac ? fac : "";
   const std::string_view text = buf ? buf : "";
-  const auto admitted = limiter().admit(kind_of(facility, text));
-  if (!admitted) return;
   const char* client = rk ? rd_kafka_name(rk) : "";
-  log::write(level_of(level), "kafka_log",
-             {{"client", client}, {"facility", facility}, {"text", text}, {"repeated", *admitted}});
+  limiter().write(kind_of(facility, text), level_of(level), "kafka_log",
+                  {{"client", client}, {"facility", facility}, {"text", text}});
 }
 
 void on_error(rd_kafka_t* rk, int err, const char* reason, void* /*opaque*/) { log_error(rk, err, reason); }
@@ -66,15 +64,13 @@ void on_error(rd_kafka_t* rk, int err, const char* reason, void* /*opaque*/) { l
 void log_error(const rd_kafka_t* rk, int err, const char* reason) {
   const auto code = static_cast<rd_kafka_resp_err_t>(err);
   const std::string_view text = reason ? reason : rd_kafka_err2str(code);
-  const auto admitted = limiter().admit(kind_of(rd_kafka_err2name(code), text));
-  if (!admitted) return;
   // Transport trouble is retried by librdkafka; what an operator must act
   // on (authentication, authorization, bad protocol) shows as an error.
   const bool transient = code == RD_KAFKA_RESP_ERR__TRANSPORT || code == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN ||
                          code == RD_KAFKA_RESP_ERR__TIMED_OUT;
   const char* client = rk ? rd_kafka_name(rk) : "";
-  log::write(transient ? log::level::warn : log::level::error, "kafka_error",
-             {{"client", client}, {"error", rd_kafka_err2name(code)}, {"reason", text}, {"repeated", *admitted}});
+  limiter().write(kind_of(rd_kafka_err2name(code), text), transient ? log::level::warn : log::level::error,
+                  "kafka_error", {{"client", client}, {"error", rd_kafka_err2name(code)}, {"reason", text}});
 }
 
 void set(rd_kafka_conf_t* conf, std::string_view key, std::string_view value) {

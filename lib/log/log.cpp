@@ -250,21 +250,119 @@ std::string escape(format f, std::string_view v) {
   return out;
 }
 
-std::optional<std::uint64_t> rate_limiter::admit(std::string_view key, std::chrono::steady_clock::time_point now) {
-  const std::lock_guard lock(mutex_);
-  auto it = seen_.find(std::string(key));
-  if (it == seen_.end()) {
-    if (seen_.size() >= max_keys_) seen_.clear();
-    seen_.emplace(std::string(key), entry{now, 0});
-    return 0;
+namespace {
+
+// Every live limiter, for the flusher thread.
+struct limiter_registry {
+  std::mutex mutex;
+  std::vector<rate_limiter*> live;
+};
+
+limiter_registry& registry() {
+  static limiter_registry r;
+  return r;
+}
+
+}  // namespace
+
+rate_limiter::rate_limiter(std::chrono::steady_clock::duration period, std::size_t max_keys)
+    : period_(period), max_keys_(max_keys) {
+  auto& r = registry();
+  const std::lock_guard lock(r.mutex);
+  r.live.push_back(this);
+}
+
+rate_limiter::~rate_limiter() {
+  {
+    // Waits for a flush of this limiter under way on the flusher thread.
+    auto& r = registry();
+    const std::lock_guard lock(r.mutex);
+    std::erase(r.live, this);
   }
-  if (now - it->second.last < period_) {
-    ++it->second.dropped;
-    return std::nullopt;
+  std::vector<std::pair<held_line, std::uint64_t>> out;
+  {
+    const std::lock_guard lock(mutex_);
+    out = take_held({}, true);
   }
-  const auto dropped = it->second.dropped;
-  it->second = entry{now, 0};
-  return dropped;
+  for (const auto& [line, repeated] : out) write_held(line, repeated);
+}
+
+void rate_limiter::write(std::string_view key, level lv, std::string_view msg, std::initializer_list<field> fields,
+                         std::chrono::steady_clock::time_point now) {
+  std::uint64_t repeated = 0;
+  std::vector<std::pair<held_line, std::uint64_t>> out;
+  {
+    const std::lock_guard lock(mutex_);
+    auto it = seen_.find(std::string(key));
+    if (it == seen_.end()) {
+      if (seen_.size() >= max_keys_) {
+        out = take_held(now, true);
+        seen_.clear();
+      }
+      seen_.emplace(std::string(key), entry{now, 0, {}});
+    } else if (now - it->second.last < period_) {
+      auto& e = it->second;
+      ++e.held;
+      e.line.lv = lv;
+      e.line.msg.assign(msg);
+      e.line.fields.clear();
+      for (const auto& f : fields)
+        std::visit(
+            [&](const auto& v) {
+              if constexpr (std::is_same_v<std::decay_t<decltype(v)>, std::string_view>)
+                e.line.fields.emplace_back(std::string(f.key), std::string(v));
+              else
+                e.line.fields.emplace_back(std::string(f.key), v);
+            },
+            f.value);
+      e.line.seen_at = now_utc();
+      return;
+    } else {
+      repeated = it->second.held;
+      it->second = entry{now, 0, {}};
+    }
+  }
+  for (const auto& [line, count] : out) write_held(line, count);
+  std::vector<field> all(fields);
+  all.emplace_back("repeated", repeated);
+  log::write(lv, msg, all);
+}
+
+void rate_limiter::flush(std::chrono::steady_clock::time_point now) {
+  std::vector<std::pair<held_line, std::uint64_t>> out;
+  {
+    const std::lock_guard lock(mutex_);
+    out = take_held(now, false);
+  }
+  for (const auto& [line, repeated] : out) write_held(line, repeated);
+}
+
+void rate_limiter::flush_all() {
+  auto& r = registry();
+  const std::lock_guard lock(r.mutex);
+  for (auto* l : r.live) l->flush();
+}
+
+std::vector<std::pair<rate_limiter::held_line, std::uint64_t>> rate_limiter::take_held(
+    std::chrono::steady_clock::time_point now, bool all) {
+  std::vector<std::pair<held_line, std::uint64_t>> out;
+  for (auto& [key, e] : seen_) {
+    if (e.held == 0 || (!all && now - e.last < period_)) continue;
+    // The line written is one of those held: `repeated` counts the others.
+    out.emplace_back(std::move(e.line), e.held - 1);
+    e = entry{now, 0, {}};
+  }
+  return out;
+}
+
+void rate_limiter::write_held(const held_line& line, std::uint64_t repeated) {
+  std::vector<field> fields;
+  fields.reserve(line.fields.size() + 2);
+  for (const auto& f : line.fields)
+    std::visit([&](const auto& v) { fields.emplace_back(f.first, v); }, f.second);
+  fields.emplace_back("repeated", repeated);
+  fields.emplace_back("seen_at", line.seen_at);
+  log::write(line.lv, line.msg, fields);
 }
 
 std::optional<format> parse_format(std::string_view name) {
@@ -290,6 +388,8 @@ void init(format f, level threshold) {
   static char buffer[1 << 16];
   std::setvbuf(stderr, buffer, _IOFBF, sizeof buffer);
   (void)sink();
+  // Built before the flusher thread, so destroyed after it at exit.
+  (void)registry();
   // spdlog 1.10's flush_every() counts whole seconds: too slow for a tail -f.
   static std::jthread flusher([](std::stop_token stop) {
     // Never the thread a process-directed signal lands on: the programs
@@ -302,13 +402,14 @@ void init(format f, level threshold) {
     std::unique_lock lock(m);
     while (!stop.stop_requested()) {
       cv.wait_for(lock, stop, std::chrono::milliseconds(100), [] { return false; });
+      rate_limiter::flush_all();
       sink().flush();
     }
   });
 }
 
 std::string format_line(format f, level lv, std::string_view ts, std::string_view msg,
-                        std::initializer_list<field> fields) {
+                        std::span<const field> fields) {
   std::string out;
   out.reserve(128);
   if (f == format::json) out += '{';
@@ -320,7 +421,7 @@ std::string format_line(format f, level lv, std::string_view ts, std::string_vie
   return out;
 }
 
-void write(level lv, std::string_view msg, std::initializer_list<field> fields) {
+void write(level lv, std::string_view msg, std::span<const field> fields) {
   if (lv < g_threshold.load(std::memory_order_relaxed)) return;
   const std::string line = format_line(g_format.load(std::memory_order_relaxed), lv, now_utc(), msg, fields);
   sink().log(to_spdlog(lv), "{}", line);

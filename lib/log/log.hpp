@@ -13,10 +13,12 @@
 #include <initializer_list>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <variant>
+#include <vector>
 
 namespace clerk_sync::log {
 
@@ -62,37 +64,69 @@ inline constexpr std::size_t field_limit = 2048;
 
 // Renders one line (without newline): ts, level, msg, then the fields in order.
 [[nodiscard]] std::string format_line(format f, level lv, std::string_view ts, std::string_view msg,
-                                      std::initializer_list<field> fields);
+                                      std::span<const field> fields);
+[[nodiscard]] inline std::string format_line(format f, level lv, std::string_view ts, std::string_view msg,
+                                             std::initializer_list<field> fields) {
+  return format_line(f, lv, ts, msg, std::span<const field>(fields.begin(), fields.size()));
+}
 
-void write(level lv, std::string_view msg, std::initializer_list<field> fields = {});
+void write(level lv, std::string_view msg, std::span<const field> fields);
+inline void write(level lv, std::string_view msg, std::initializer_list<field> fields = {}) {
+  write(lv, msg, std::span<const field>(fields.begin(), fields.size()));
+}
 
 inline void debug(std::string_view msg, std::initializer_list<field> f = {}) { write(level::debug, msg, f); }
 inline void info(std::string_view msg, std::initializer_list<field> f = {}) { write(level::info, msg, f); }
 inline void warn(std::string_view msg, std::initializer_list<field> f = {}) { write(level::warn, msg, f); }
 inline void error(std::string_view msg, std::initializer_list<field> f = {}) { write(level::error, msg, f); }
 
-// Lets through the first line of each key, then at most one a `period`,
-// which carries the number held back since the last one let through. For
+// Writes the first line of each key, then at most one a `period`, for
 // sources that can repeat a line without bound (librdkafka, hostile
-// requests). Thread-safe; remembers at most max_keys keys (then starts over).
+// requests). Every line written carries `repeated`: how many lines of its key
+// were held back since the one written before it. A held-back line is not
+// lost: once its key has been quiet for a period, flush() writes the last one
+// held (so the lines written plus their `repeated` counts are all the lines
+// there were). After init(), the log's flusher thread calls flush() on every
+// live limiter; a limiter writes what it holds when it is destroyed.
+// Thread-safe; remembers at most max_keys keys (then writes what it holds and
+// starts over).
 class rate_limiter {
  public:
   explicit rate_limiter(std::chrono::steady_clock::duration period = std::chrono::minutes(1),
-                        std::size_t max_keys = 1024)
-      : period_(period), max_keys_(max_keys) {}
+                        std::size_t max_keys = 1024);
+  ~rate_limiter();
+  rate_limiter(const rate_limiter&) = delete;
+  rate_limiter& operator=(const rate_limiter&) = delete;
 
-  // nullopt: drop this line. Otherwise: write it, with the returned count of
-  // lines dropped before it (0 the first time).
-  [[nodiscard]] std::optional<std::uint64_t> admit(std::string_view key, std::chrono::steady_clock::time_point now);
-  [[nodiscard]] std::optional<std::uint64_t> admit(std::string_view key) {
-    return admit(key, std::chrono::steady_clock::now());
+  // `fields` must not hold `repeated`: it is added.
+  void write(std::string_view key, level lv, std::string_view msg, std::initializer_list<field> fields) {
+    write(key, lv, msg, fields, std::chrono::steady_clock::now());
   }
+  void write(std::string_view key, level lv, std::string_view msg, std::initializer_list<field> fields,
+             std::chrono::steady_clock::time_point now);
+  // Writes the held lines of the keys quiet for a period.
+  void flush(std::chrono::steady_clock::time_point now);
+  void flush() { flush(std::chrono::steady_clock::now()); }
+  // flush() on every live limiter of the process (the flusher thread's call).
+  static void flush_all();
 
  private:
-  struct entry {
-    std::chrono::steady_clock::time_point last;
-    std::uint64_t dropped = 0;
+  // A line held back, its values owned.
+  struct held_line {
+    level lv = level::info;
+    std::string msg;
+    std::vector<std::pair<std::string, std::variant<std::string, std::int64_t, double, bool>>> fields;
+    std::string seen_at;  // when it was held back, as `ts` reads
   };
+  struct entry {
+    std::chrono::steady_clock::time_point last;  // when the key last wrote a line
+    std::uint64_t held = 0;                      // lines held back since then
+    held_line line;                              // the latest of them
+  };
+  // Takes the lines to write (quiet keys, or all); called with mutex_ held.
+  std::vector<std::pair<held_line, std::uint64_t>> take_held(std::chrono::steady_clock::time_point now, bool all);
+  static void write_held(const held_line& line, std::uint64_t repeated);
+
   std::chrono::steady_clock::duration period_;
   std::size_t max_keys_;
   std::mutex mutex_;

@@ -2,11 +2,53 @@
 
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
+#include <cstdio>
 #include <limits>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
 
 using clerk_sync::log::format;
 using clerk_sync::log::format_line;
 using clerk_sync::log::level;
+
+namespace {
+
+// Sends this process's stderr to a file while it lives; text() reads it.
+class capture_stderr {
+ public:
+  capture_stderr() {
+    std::fflush(stderr);
+    saved_ = dup(2);
+    file_ = std::tmpfile();
+    dup2(fileno(file_), 2);
+  }
+  ~capture_stderr() {
+    std::fflush(stderr);
+    dup2(saved_, 2);
+    close(saved_);
+    std::fclose(file_);
+  }
+  capture_stderr(const capture_stderr&) = delete;
+  capture_stderr& operator=(const capture_stderr&) = delete;
+  [[nodiscard]] std::string text() const {
+    std::fflush(stderr);
+    std::string out;
+    std::rewind(file_);
+    char buf[4096];
+    for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, file_)) > 0;) out.append(buf, n);
+    return out;
+  }
+
+ private:
+  int saved_ = -1;
+  std::FILE* file_ = nullptr;
+};
+
+}  // namespace
 
 TEST_CASE("logfmt quotes only what needs quoting and escapes control bytes") {
   const auto line = format_line(format::logfmt, level::info, "T", "published",
@@ -59,15 +101,63 @@ TEST_CASE("cut never ends inside a UTF-8 sequence") {
   CHECK(clerk_sync::log::cut("short", 200) == "short");
 }
 
-TEST_CASE("the rate limiter lets the first through, then one a period with the count held back") {
-  clerk_sync::log::rate_limiter rl(std::chrono::seconds(60));
+TEST_CASE("the rate limiter writes the first line, then one a period, and the last one held once its key is quiet") {
+  // Every line written goes through the log, to stderr: capture it.
+  const capture_stderr cap;
+  using std::chrono::seconds;
   const auto t0 = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
-  CHECK(rl.admit("a", t0) == 0u);
-  CHECK_FALSE(rl.admit("a", t0 + std::chrono::seconds(1)).has_value());
-  CHECK_FALSE(rl.admit("a", t0 + std::chrono::seconds(59)).has_value());
-  CHECK(rl.admit("b", t0 + std::chrono::seconds(2)) == 0u);  // keys are independent
-  CHECK(rl.admit("a", t0 + std::chrono::seconds(61)) == 2u);
-  CHECK_FALSE(rl.admit("a", t0 + std::chrono::seconds(62)).has_value());
+  std::uint64_t total = 0;
+  {
+    clerk_sync::log::rate_limiter rl(seconds(60));
+    auto line = [&](std::string_view key, int n, seconds at) {
+      ++total;
+      rl.write(key, level::warn, "refused", {{"n", n}}, t0 + at);
+    };
+    line("a", 1, seconds(0));   // written, repeated=0
+    line("a", 2, seconds(1));   // held
+    line("b", 3, seconds(2));   // keys are independent: written
+    line("a", 4, seconds(59));  // held
+    rl.flush(t0 + seconds(59)); // "a" wrote a line 59 s ago: nothing yet
+    line("a", 5, seconds(61));  // written, repeated=2 (n=2 and n=4 never shown)
+    line("a", 6, seconds(62));  // held
+    line("a", 7, seconds(63));  // held
+    rl.flush(t0 + seconds(100));  // quiet for a period? 61 + 60 > 100: not yet
+    rl.flush(t0 + seconds(121));  // yes: n=7, repeated=1 (n=6 not shown)
+    rl.flush(t0 + seconds(300));  // nothing more held
+    line("b", 8, seconds(400));   // written, repeated=0
+    line("b", 9, seconds(401));   // held, written when the limiter goes
+  }
+  const std::string out = cap.text();
+  const std::vector<std::string> want = {"msg=refused n=1 repeated=0", "msg=refused n=3 repeated=0",
+                                         "msg=refused n=5 repeated=2", "msg=refused n=7 repeated=1 seen_at=",
+                                         "msg=refused n=8 repeated=0", "msg=refused n=9 repeated=0 seen_at="};
+  std::size_t at = 0, lines = 0, sum = 0;
+  for (const auto& w : want) {
+    const auto found = out.find(w, at);
+    REQUIRE_MESSAGE(found != std::string::npos, "missing, or out of order: " << w << "\n" << out);
+    at = found + w.size();
+  }
+  std::istringstream in(out);
+  for (std::string l; std::getline(in, l);) {
+    ++lines;
+    sum += std::stoull(l.substr(l.find("repeated=") + 9));
+  }
+  CHECK(lines == want.size());
+  CHECK(lines + sum == total);  // nothing lost, nothing counted twice
+}
+
+TEST_CASE("flush_all, the flusher thread's call, reaches every live limiter") {
+  const capture_stderr cap;
+  clerk_sync::log::rate_limiter a(std::chrono::milliseconds(200)), b(std::chrono::hours(1));
+  a.write("k", level::error, "accept_failed", {{"error", "first"}});
+  a.write("k", level::error, "accept_failed", {{"error", "second"}});  // within 200 ms: held
+  b.write("k", level::warn, "refused", {{"n", 1}});
+  b.write("k", level::warn, "refused", {{"n", 2}});  // held for an hour
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  clerk_sync::log::rate_limiter::flush_all();
+  const std::string out = cap.text();
+  CHECK(out.find("msg=accept_failed error=second repeated=0 seen_at=") != std::string::npos);
+  CHECK(out.find("n=2") == std::string::npos);
 }
 
 TEST_CASE("doubles are numbers in both formats: null for NaN and infinity, every digit of a huge one") {
