@@ -89,6 +89,8 @@ int run(const auth::auth_options& o) {
                           {"cache_size", o.cache_size}});
   systemd::notify_ready();
   ioc.run();
+  // What the rate limiters hold back goes out before the last line.
+  log::rate_limiter::drain_all();
   log::info("stopped", {{"exit_code", 0}});
   return 0;
 }

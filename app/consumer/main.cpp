@@ -198,6 +198,8 @@ int run(int argc, char** argv) {
   for (const auto& st : states) code = std::max(code, st->exit_code.load());
   for (const auto& st : states)
     if (st->exit_code.load() == cs::consume::exit_bad_kafka_config) code = cs::consume::exit_bad_kafka_config;
+  // What the rate limiters hold back goes out before the last line.
+  cs::log::rate_limiter::drain_all();
   if (code != cs::consume::exit_bad_kafka_config) cs::log::info("stopped", {{"exit_code", code}});
   return code;
 }

@@ -256,6 +256,8 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
     const bool flushed = producer->flush(exit_code == exit_fatal ? 1000ms : grace);
     log::info("flushed", {{"outcome", flushed ? "complete" : "incomplete"}, {"in_flight", producer->in_flight()}});
   }
+  // What the rate limiters hold back goes out before the last line.
+  log::rate_limiter::drain_all();
   log::info("stopped", {{"exit_code", exit_code}});
   return exit_code;
 }

@@ -267,6 +267,9 @@ limiter_registry& registry() {
 
 rate_limiter::rate_limiter(std::chrono::steady_clock::duration period, std::size_t max_keys)
     : period_(period), max_keys_(max_keys) {
+  // The sink first, so that it outlives a static limiter that writes what it
+  // holds at exit (init() builds it too, but a test may never call init()).
+  (void)sink();
   auto& r = registry();
   const std::lock_guard lock(r.mutex);
   r.live.push_back(this);
@@ -279,31 +282,28 @@ rate_limiter::~rate_limiter() {
     const std::lock_guard lock(r.mutex);
     std::erase(r.live, this);
   }
-  std::vector<std::pair<held_line, std::uint64_t>> out;
-  {
-    const std::lock_guard lock(mutex_);
-    out = take_held({}, true);
-  }
-  for (const auto& [line, repeated] : out) write_held(line, repeated);
+  write_held(take_held({}, true));
 }
 
 void rate_limiter::write(std::string_view key, level lv, std::string_view msg, std::initializer_list<field> fields,
                          std::chrono::steady_clock::time_point now) {
   std::uint64_t repeated = 0;
-  std::vector<std::pair<held_line, std::uint64_t>> out;
+  held_lines out;
   {
     const std::lock_guard lock(mutex_);
     auto it = seen_.find(std::string(key));
     if (it == seen_.end()) {
       if (seen_.size() >= max_keys_) {
-        out = take_held(now, true);
+        for (auto& [k, e] : seen_)
+          if (e.held > 0) out.emplace_back(std::move(e.line), e.held - 1);
         seen_.clear();
       }
       seen_.emplace(std::string(key), entry{now, 0, {}});
     } else if (now - it->second.last < period_) {
       auto& e = it->second;
       ++e.held;
-      e.line.lv = lv;
+      // The latest line, at the most severe level held since the last write.
+      e.line.lv = e.held == 1 ? lv : std::max(e.line.lv, lv);
       e.line.msg.assign(msg);
       e.line.fields.clear();
       for (const auto& f : fields)
@@ -322,30 +322,35 @@ void rate_limiter::write(std::string_view key, level lv, std::string_view msg, s
       it->second = entry{now, 0, {}};
     }
   }
-  for (const auto& [line, count] : out) write_held(line, count);
+  write_held(out);
   std::vector<field> all(fields);
   all.emplace_back("repeated", repeated);
   log::write(lv, msg, all);
 }
 
-void rate_limiter::flush(std::chrono::steady_clock::time_point now) {
-  std::vector<std::pair<held_line, std::uint64_t>> out;
+void rate_limiter::flush(std::chrono::steady_clock::time_point now) { write_held(take_held(now, false)); }
+
+void rate_limiter::flush_all() { flush_registry(false); }
+
+void rate_limiter::drain_all() { flush_registry(true); }
+
+void rate_limiter::flush_registry(bool all) {
+  held_lines out;
   {
-    const std::lock_guard lock(mutex_);
-    out = take_held(now, false);
+    auto& r = registry();
+    const std::lock_guard lock(r.mutex);
+    const auto now = std::chrono::steady_clock::now();
+    for (auto* l : r.live)
+      for (auto& line : l->take_held(now, all)) out.push_back(std::move(line));
   }
-  for (const auto& [line, repeated] : out) write_held(line, repeated);
+  // Written after the registry is released: a blocked stderr must not block
+  // every limiter's construction and destruction.
+  write_held(out);
 }
 
-void rate_limiter::flush_all() {
-  auto& r = registry();
-  const std::lock_guard lock(r.mutex);
-  for (auto* l : r.live) l->flush();
-}
-
-std::vector<std::pair<rate_limiter::held_line, std::uint64_t>> rate_limiter::take_held(
-    std::chrono::steady_clock::time_point now, bool all) {
-  std::vector<std::pair<held_line, std::uint64_t>> out;
+rate_limiter::held_lines rate_limiter::take_held(std::chrono::steady_clock::time_point now, bool all) {
+  const std::lock_guard lock(mutex_);
+  held_lines out;
   for (auto& [key, e] : seen_) {
     if (e.held == 0 || (!all && now - e.last < period_)) continue;
     // The line written is one of those held: `repeated` counts the others.
@@ -355,14 +360,16 @@ std::vector<std::pair<rate_limiter::held_line, std::uint64_t>> rate_limiter::tak
   return out;
 }
 
-void rate_limiter::write_held(const held_line& line, std::uint64_t repeated) {
-  std::vector<field> fields;
-  fields.reserve(line.fields.size() + 2);
-  for (const auto& f : line.fields)
-    std::visit([&](const auto& v) { fields.emplace_back(f.first, v); }, f.second);
-  fields.emplace_back("repeated", repeated);
-  fields.emplace_back("seen_at", line.seen_at);
-  log::write(line.lv, line.msg, fields);
+void rate_limiter::write_held(const held_lines& lines) {
+  for (const auto& [line, repeated] : lines) {
+    std::vector<field> fields;
+    fields.reserve(line.fields.size() + 2);
+    for (const auto& f : line.fields)
+      std::visit([&](const auto& v) { fields.emplace_back(f.first, v); }, f.second);
+    fields.emplace_back("repeated", repeated);
+    fields.emplace_back("seen_at", line.seen_at);
+    log::write(line.lv, line.msg, fields);
+  }
 }
 
 std::optional<format> parse_format(std::string_view name) {

@@ -82,14 +82,16 @@ inline void error(std::string_view msg, std::initializer_list<field> f = {}) { w
 
 // Writes the first line of each key, then at most one a `period`, for
 // sources that can repeat a line without bound (librdkafka, hostile
-// requests). Every line written carries `repeated`: how many lines of its key
-// were held back since the one written before it. A held-back line is not
-// lost: once its key has been quiet for a period, flush() writes the last one
-// held (so the lines written plus their `repeated` counts are all the lines
-// there were). After init(), the log's flusher thread calls flush() on every
-// live limiter; a limiter writes what it holds when it is destroyed.
-// Thread-safe; remembers at most max_keys keys (then writes what it holds and
-// starts over).
+// requests). Every line written carries `repeated`: how many other lines of
+// its key were not written since the one written before it. A line held back
+// is not lost: once a period has passed since its key last wrote a line,
+// flush() writes the latest one held (at the highest level among those held,
+// with `seen_at`, when it happened), so the lines written plus their
+// `repeated` counts are all the lines there were. After init(), the log's
+// flusher thread calls flush_all() every 100 ms; drain_all() writes every
+// held line at once (the programs call it before their `stopped` line), and
+// a limiter writes what it holds when it goes. Thread-safe; remembers at
+// most max_keys keys (then writes what it holds and starts over).
 class rate_limiter {
  public:
   explicit rate_limiter(std::chrono::steady_clock::duration period = std::chrono::minutes(1),
@@ -109,6 +111,8 @@ class rate_limiter {
   void flush() { flush(std::chrono::steady_clock::now()); }
   // flush() on every live limiter of the process (the flusher thread's call).
   static void flush_all();
+  // Every held line of every live limiter, whatever the period.
+  static void drain_all();
 
  private:
   // A line held back, its values owned.
@@ -123,9 +127,11 @@ class rate_limiter {
     std::uint64_t held = 0;                      // lines held back since then
     held_line line;                              // the latest of them
   };
-  // Takes the lines to write (quiet keys, or all); called with mutex_ held.
-  std::vector<std::pair<held_line, std::uint64_t>> take_held(std::chrono::steady_clock::time_point now, bool all);
-  static void write_held(const held_line& line, std::uint64_t repeated);
+  using held_lines = std::vector<std::pair<held_line, std::uint64_t>>;
+  // Takes the lines due (or all) with their `repeated`; locks mutex_.
+  held_lines take_held(std::chrono::steady_clock::time_point now, bool all);
+  static void write_held(const held_lines& lines);
+  static void flush_registry(bool all);
 
   std::chrono::steady_clock::duration period_;
   std::size_t max_keys_;

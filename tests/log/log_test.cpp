@@ -8,7 +8,6 @@
 #include <limits>
 #include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 using clerk_sync::log::format;
@@ -121,7 +120,7 @@ TEST_CASE("the rate limiter writes the first line, then one a period, and the la
     line("a", 5, seconds(61));  // written, repeated=2 (n=2 and n=4 never shown)
     line("a", 6, seconds(62));  // held
     line("a", 7, seconds(63));  // held
-    rl.flush(t0 + seconds(100));  // quiet for a period? 61 + 60 > 100: not yet
+    rl.flush(t0 + seconds(100));  // a period since "a" last wrote? 61 + 60 > 100: not yet
     rl.flush(t0 + seconds(121));  // yes: n=7, repeated=1 (n=6 not shown)
     rl.flush(t0 + seconds(300));  // nothing more held
     line("b", 8, seconds(400));   // written, repeated=0
@@ -146,18 +145,42 @@ TEST_CASE("the rate limiter writes the first line, then one a period, and the la
   CHECK(lines + sum == total);  // nothing lost, nothing counted twice
 }
 
-TEST_CASE("flush_all, the flusher thread's call, reaches every live limiter") {
+TEST_CASE("flush_all, the flusher thread's call, reaches every live limiter; drain_all takes what is not due") {
   const capture_stderr cap;
-  clerk_sync::log::rate_limiter a(std::chrono::milliseconds(200)), b(std::chrono::hours(1));
-  a.write("k", level::error, "accept_failed", {{"error", "first"}});
-  a.write("k", level::error, "accept_failed", {{"error", "second"}});  // within 200 ms: held
-  b.write("k", level::warn, "refused", {{"n", 1}});
-  b.write("k", level::warn, "refused", {{"n", 2}});  // held for an hour
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  using std::chrono::seconds;
+  // Lines written in the past, so that "a period has passed" needs no sleep.
+  const auto t = std::chrono::steady_clock::now() - seconds(10);
+  clerk_sync::log::rate_limiter a(seconds(5)), b(std::chrono::hours(1));
+  a.write("k", level::error, "accept_failed", {{"error", "first"}}, t);
+  a.write("k", level::error, "accept_failed", {{"error", "second"}}, t + seconds(1));  // held
+  a.write("k", level::debug, "accept_failed", {{"error", "third"}}, t + seconds(2));   // held
+  b.write("k", level::warn, "refused", {{"n", 1}}, t);
+  b.write("k", level::warn, "refused", {{"n", 2}}, t + seconds(1));  // held for an hour
   clerk_sync::log::rate_limiter::flush_all();
-  const std::string out = cap.text();
-  CHECK(out.find("msg=accept_failed error=second repeated=0 seen_at=") != std::string::npos);
+  std::string out = cap.text();
+  // The latest line, at the most severe level held (debug is below the threshold).
+  CHECK(out.find("level=error msg=accept_failed error=third repeated=1 seen_at=") != std::string::npos);
   CHECK(out.find("n=2") == std::string::npos);
+  clerk_sync::log::rate_limiter::drain_all();
+  out = cap.text();
+  CHECK(out.find("msg=refused n=2 repeated=0 seen_at=") != std::string::npos);
+}
+
+TEST_CASE("the rate limiter past max_keys writes what it holds before it forgets") {
+  const capture_stderr cap;
+  const auto t0 = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
+  {
+    clerk_sync::log::rate_limiter rl(std::chrono::seconds(60), 2);
+    rl.write("a", level::warn, "m", {{"n", 1}}, t0);
+    rl.write("a", level::warn, "m", {{"n", 2}}, t0);  // held
+    rl.write("b", level::warn, "m", {{"n", 3}}, t0);
+    rl.write("c", level::warn, "m", {{"n", 4}}, t0);  // a third key: n=2 goes out first
+    CHECK(cap.text().find("n=2 repeated=0 seen_at=") < cap.text().find("n=4 repeated=0"));
+  }
+  std::istringstream in(cap.text());
+  int lines = 0;
+  for (std::string l; std::getline(in, l);) ++lines;
+  CHECK(lines == 4);
 }
 
 TEST_CASE("doubles are numbers in both formats: null for NaN and infinity, every digit of a huge one") {

@@ -8,7 +8,9 @@
 
 #include <sys/resource.h>
 
+#include <csignal>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "kafka/admin.hpp"
@@ -113,6 +115,23 @@ TEST_CASE("descriptors: under prlimit --nofile=1024, more connections than that 
   CHECK(status == 200);
   CHECK(r.proc().running());
   CHECK(r.proc().stderr_text().find("Too many open files") == std::string::npos);
+
+  // Every refusal is accounted for: one line at once, the others held back
+  // and written, with their count, before the receiver's last line.
+  r.proc().signal(SIGTERM);
+  REQUIRE(r.proc().wait(30s) == 0);
+  const std::string log = r.proc().stderr_text();
+  std::istringstream lines(log);
+  std::size_t refused_lines = 0, refusals = 0;
+  for (std::string l; std::getline(lines, l);) {
+    if (l.find("msg=refused outcome=max_connections") == std::string::npos) continue;
+    ++refused_lines;
+    refusals += 1 + std::stoull(l.substr(l.find(" repeated=") + 10));
+  }
+  CHECK(refused_lines >= 2);  // the first, and the last held back (at stop, or a minute later)
+  CHECK(refusals >= 1100 - 768);
+  CHECK(log.find("msg=refused") < log.find("msg=stopped"));
+  CHECK(log.rfind("seen_at=") < log.find("msg=stopped"));
 }
 
 TEST_CASE("memory: 1,000 connections sending 1 MiB bodies slowly are held to the body budget; the rest get 503") {
