@@ -148,14 +148,19 @@ int run(int argc, char** argv) {
     auto cfg = s.worker;
     cfg.projection = k;
     cfg.write_turn = &write_turn;
-    // librdkafka prefetches up to 64 MiB per consumer, and holds about
-    // twice that in memory (whole fetch responses stay alive while any of
-    // their messages is queued). 8 MiB per projection keeps replay speed
-    // (scripts/bench-consumer: same events/s and CPU time as 32 MiB, within
-    // the noise of back-to-back runs) and cut the four projections' peak RSS
-    // from about 265 MiB to about 115. --kafka-property overrides it
-    // (applied later).
-    cfg.kafka.properties.insert(cfg.kafka.properties.begin(), {"queued.max.messages.kbytes", "8192"});
+    // The prefetch: librdkafka 2.0.2 stops fetching a partition for a whole
+    // second once its queue holds queued.max.messages.kbytes (a fixed backoff;
+    // fetch.queue.backoff.ms came later), so a queue the loop drains in less
+    // than that caps the replay: 8 MiB held one projection to about 12,800
+    // events/s that its CPU could apply at 44,000 (scripts/bench-consumer,
+    // idle machine). librdkafka also holds about twice the queue in memory
+    // (whole fetch responses stay alive while any of their messages waits),
+    // so one budget of 40 MiB is shared by the projections of a process:
+    // 40 MiB for one, 10 MiB each for four (peak RSS under 150 MiB).
+    // --kafka-property overrides it (applied later).
+    const auto prefetch_kb = 40 * 1024 / static_cast<int>(kinds.size());
+    cfg.kafka.properties.insert(cfg.kafka.properties.begin(),
+                                {"queued.max.messages.kbytes", std::to_string(prefetch_kb)});
     states.push_back(std::make_unique<cs::consume::loop_state>());
     auto* state = states.back().get();
     threads.emplace_back([cfg, state, &stop] { (void)cs::consume::run_loop(cfg, stop, *state); });
