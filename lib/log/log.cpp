@@ -282,7 +282,12 @@ rate_limiter::~rate_limiter() {
     const std::lock_guard lock(r.mutex);
     std::erase(r.live, this);
   }
-  write_held(take_held({}, true));
+  held_lines out;
+  {
+    const std::lock_guard lock(mutex_);
+    out = take_held({}, true);
+  }
+  write_held(out);
 }
 
 void rate_limiter::write(std::string_view key, level lv, std::string_view msg, std::initializer_list<field> fields,
@@ -294,8 +299,7 @@ void rate_limiter::write(std::string_view key, level lv, std::string_view msg, s
     auto it = seen_.find(std::string(key));
     if (it == seen_.end()) {
       if (seen_.size() >= max_keys_) {
-        for (auto& [k, e] : seen_)
-          if (e.held > 0) out.emplace_back(std::move(e.line), e.held - 1);
+        out = take_held(now, true);
         seen_.clear();
       }
       seen_.emplace(std::string(key), entry{now, 0, {}});
@@ -328,7 +332,14 @@ void rate_limiter::write(std::string_view key, level lv, std::string_view msg, s
   log::write(lv, msg, all);
 }
 
-void rate_limiter::flush(std::chrono::steady_clock::time_point now) { write_held(take_held(now, false)); }
+void rate_limiter::flush(std::chrono::steady_clock::time_point now) {
+  held_lines out;
+  {
+    const std::lock_guard lock(mutex_);
+    out = take_held(now, false);
+  }
+  write_held(out);
+}
 
 void rate_limiter::flush_all() { flush_registry(false); }
 
@@ -340,8 +351,10 @@ void rate_limiter::flush_registry(bool all) {
     auto& r = registry();
     const std::lock_guard lock(r.mutex);
     const auto now = std::chrono::steady_clock::now();
-    for (auto* l : r.live)
+    for (auto* l : r.live) {
+      const std::lock_guard held(l->mutex_);
       for (auto& line : l->take_held(now, all)) out.push_back(std::move(line));
+    }
   }
   // Written after the registry is released: a blocked stderr must not block
   // every limiter's construction and destruction.
@@ -349,7 +362,6 @@ void rate_limiter::flush_registry(bool all) {
 }
 
 rate_limiter::held_lines rate_limiter::take_held(std::chrono::steady_clock::time_point now, bool all) {
-  const std::lock_guard lock(mutex_);
   held_lines out;
   for (auto& [key, e] : seen_) {
     if (e.held == 0 || (!all && now - e.last < period_)) continue;

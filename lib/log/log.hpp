@@ -128,7 +128,7 @@ class rate_limiter {
     held_line line;                              // the latest of them
   };
   using held_lines = std::vector<std::pair<held_line, std::uint64_t>>;
-  // Takes the lines due (or all) with their `repeated`; locks mutex_.
+  // Takes the lines due (or all) with their `repeated`; mutex_ held.
   held_lines take_held(std::chrono::steady_clock::time_point now, bool all);
   static void write_held(const held_lines& lines);
   static void flush_registry(bool all);
