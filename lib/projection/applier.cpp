@@ -323,9 +323,12 @@ event_result apply_one(statements& s, kind k, const envelope& m, const decoded& 
     return r;
   }
   r.result = map_and_write(s, k, std::get<event::clerk_event>(d.event), r.detail);
-  // A skip depends on the event alone (a redelivery is skipped again): no
-  // ledger row, which would be most of the ledger.
-  if (r.result == outcome::dead_letter || r.result == outcome::skipped) return r;
+  // Only what was applied needs a ledger row. A skip depends on the event
+  // alone, and staleness only grows: a row's updated_at never falls, a
+  // tombstone and a terminal session stay, rows are never deleted. So a
+  // redelivery of a skipped or stale event is skipped or stale again and
+  // writes nothing, without a row that would be half the ledger.
+  if (r.result != outcome::applied) return r;
   auto& add = s.ledger_add;
   add.reset();
   add.bind(1, projection);

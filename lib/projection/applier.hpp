@@ -34,7 +34,8 @@ struct envelope {
 
 enum class outcome {
   applied,      // rows written
-  stale,        // older than the stored row, a tombstone or a terminal session
+  stale,        // older than the stored row, a tombstone or a terminal session (no ledger row:
+                // a redelivery is stale again)
   duplicate,    // this svix-id was already applied for this projection
   skipped,      // irrelevant to this projection (no ledger row: a redelivery is skipped again)
   dead_letter,  // cannot be decoded or mapped: stored in dead_letters
