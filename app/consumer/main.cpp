@@ -148,23 +148,19 @@ int run(int argc, char** argv) {
     auto cfg = s.worker;
     cfg.projection = k;
     cfg.write_turn = &write_turn;
-    // The prefetch: librdkafka 2.0.2 stops fetching a partition for a whole
-    // second once its queue holds queued.max.messages.kbytes (a fixed backoff;
-    // fetch.queue.backoff.ms came later), so a queue the loop drains in less
-    // than that caps the replay: 8 MiB held one projection to about 12,800
-    // events/s that its CPU could apply at 44,000 (scripts/bench-consumer,
-    // idle machine). One budget of 52 MiB is shared by the projections of a
-    // process, at most 40 MiB for one (52 made it no faster): 40 MiB for one
-    // projection, as the clerk-sync-consumer@ units run, 13 MiB each for four.
+    // The prefetch: librdkafka 2.0.2 stops fetching once the queue holds
+    // queued.max.messages.kbytes and would look again only after up to a
+    // second; kafka::consumer wakes it as soon as the queue is half empty
+    // (fetch_nudge), so the queue needs to hold only what the loop drains
+    // between two fetches. One budget of 52 MiB is shared by the
+    // projections of a process, at most 40 MiB for one: 13 MiB each for four.
     // A fetch response stays in memory while any of its messages waits, and
     // the queue's bound is checked before a fetch, not during it, so at the
     // default of 1 MiB a partition a consumer of six partitions holds up to
-    // 6 MiB beyond its queue. 256 KiB a partition took 27 MiB off the peak
-    // RSS of four projections at the same speed, and paid for their larger
-    // queues (six pairs against 10 MiB each at 1 MiB: 105-106 MiB against
-    // 109-119, 0-17 % more events/s; one projection: 92-96 MiB against 104,
-    // the same speed). librdkafka raises the size for a partition whose next
-    // record batch is larger. --kafka-property overrides both (applied later).
+    // 6 MiB beyond its queue: 256 KiB a partition took 27 MiB off the peak
+    // RSS of four projections at the same speed. librdkafka raises the size
+    // for a partition whose next record batch is larger. --kafka-property
+    // overrides both (applied later).
     const auto prefetch_kb = std::min(40 * 1024, 52 * 1024 / static_cast<int>(kinds.size()));
     cfg.kafka.properties.insert(cfg.kafka.properties.begin(),
                                 {{"queued.max.messages.kbytes", std::to_string(prefetch_kb)},

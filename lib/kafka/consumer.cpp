@@ -1,6 +1,7 @@
 #include "kafka/consumer.hpp"
 
 #include <array>
+#include <cstdlib>
 
 #include "kafka/handle.hpp"
 
@@ -22,12 +23,75 @@ detail::tp_list_ptr to_list(const std::vector<topic_partition>& parts) {
   return list;
 }
 
+
+struct queue_deleter {
+  void operator()(rd_kafka_queue_t* q) const { rd_kafka_queue_destroy(q); }
+};
+
+// librdkafka 2.0.2 stops fetching once the consumer queue holds
+// queued.max.messages.kbytes and looks again only when its broker thread
+// next wakes: after up to a second (rd_kafka_max_block_ms), whatever the
+// application has drained meanwhile (fetch.queue.backoff.ms came in 2.2).
+// A replay that drains a queue faster than that idles the rest of the
+// second: 6.4-8.6 s of a 10.7 s replay (scripts/bench consumer, four
+// projections). Any request to the partitions' leaders wakes their broker
+// threads, so once the queue has been near its bound and is half empty, the
+// consumer asks for the partitions' end offsets (one ListOffsets a leader,
+// read-only, the answer unused): the fetch resumes at once instead.
+class fetch_nudge {
+ public:
+  explicit fetch_nudge(std::int64_t budget_bytes) : budget_(budget_bytes) {}
+
+  // After each message polled: whether now is the time to wake the fetchers.
+  bool after(std::size_t payload_bytes, rd_kafka_queue_t* queue) {
+    // A running mean of the payloads (what the bound counts), and the queue
+    // looked at every 32 messages: a mutex and a multiplication.
+    mean_ += (static_cast<double>(payload_bytes) - mean_) / 64;
+    if (++polled_ % 32 != 0 || budget_ <= 0 || !queue) return false;
+    const double queued = static_cast<double>(rd_kafka_queue_length(queue)) * mean_;
+    if (queued >= 0.75 * static_cast<double>(budget_)) near_bound_ = true;
+    if (!near_bound_ || queued > 0.5 * static_cast<double>(budget_)) return false;
+    near_bound_ = false;
+    return true;
+  }
+
+ private:
+  std::int64_t budget_;
+  double mean_ = 0;
+  std::uint64_t polled_ = 0;
+  bool near_bound_ = false;
+};
+
+// The consumer queue's bound in bytes, as the configuration holds it.
+std::int64_t queue_budget(rd_kafka_conf_t* conf) {
+  std::array<char, 32> buf{};
+  std::size_t size = buf.size();
+  if (rd_kafka_conf_get(conf, "queued.max.messages.kbytes", buf.data(), &size) != RD_KAFKA_CONF_OK) return 0;
+  return std::atoll(buf.data()) * 1024;
+}
+
 }  // namespace
 
 struct consumer::impl {
   detail::handle_ptr rk;
   rebalance_handler handler;
   bool closed = false;
+  std::unique_ptr<rd_kafka_queue_t, queue_deleter> queue;  // the consumer queue poll() serves
+  fetch_nudge nudge{0};
+  std::uint64_t nudges = 0;
+
+  // Asks the leaders of the assigned partitions for their end offsets, only
+  // to wake their broker threads (fetch_nudge). A failure changes nothing:
+  // the broker thread wakes on its own within a second.
+  void wake_fetchers() {
+    rd_kafka_topic_partition_list_t* raw = nullptr;
+    if (rd_kafka_assignment(rk.get(), &raw) != RD_KAFKA_RESP_ERR_NO_ERROR || !raw) return;
+    const detail::tp_list_ptr list(raw);
+    if (list->cnt == 0) return;
+    ++nudges;
+    for (int i = 0; i < list->cnt; ++i) list->elems[i].offset = -1;  // -1: the latest offset
+    (void)rd_kafka_offsets_for_times(rk.get(), list.get(), 500);
+  }
 
   static void on_rebalance(rd_kafka_t* handle, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts,
                            void* opaque) {
@@ -74,8 +138,10 @@ consumer::consumer(const client_config& cfg, const std::string& group_id, rebala
                                 });
   rd_kafka_conf_set_rebalance_cb(conf.get(), &impl::on_rebalance);
   rd_kafka_conf_set_opaque(conf.get(), impl_.get());
+  impl_->nudge = fetch_nudge(queue_budget(conf.get()));
   impl_->rk = detail::make_handle(RD_KAFKA_CONSUMER, std::move(conf));
   rd_kafka_poll_set_consumer(impl_->rk.get());
+  impl_->queue.reset(rd_kafka_queue_get_consumer(impl_->rk.get()));
 }
 
 consumer::~consumer() {
@@ -121,6 +187,7 @@ std::optional<message> consumer::poll(std::chrono::milliseconds timeout) {
     detail::log_error(impl_->rk.get(), m->err, reason.c_str());
     return std::nullopt;
   }
+  if (impl_->nudge.after(m->len, impl_->queue.get())) impl_->wake_fetchers();
   message out;
   out.topic = rd_kafka_topic_name(m->rkt);
   out.partition = m->partition;
@@ -170,6 +237,8 @@ std::vector<std::int32_t> consumer::partitions_of(const std::string& topic, std:
   rd_kafka_metadata_destroy(md);
   return out;
 }
+
+std::uint64_t consumer::fetch_nudges() const { return impl_->nudges; }
 
 void consumer::close() {
   if (impl_->closed) return;

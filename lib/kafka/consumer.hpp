@@ -72,6 +72,9 @@ class consumer {
   [[nodiscard]] std::vector<std::int32_t> partitions_of(const std::string& topic,
                                                         std::chrono::milliseconds timeout) const;
 
+  // How often poll() woke the fetchers of a queue that had filled to its
+  // bound (see fetch_nudge in consumer.cpp). For tests and figures.
+  [[nodiscard]] std::uint64_t fetch_nudges() const;
   // Leaves the group (revoking partitions through the handler). Idempotent.
   void close();
 
