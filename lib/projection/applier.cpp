@@ -3,8 +3,8 @@
 #include <SQLiteCpp/SQLiteCpp.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
-#include <tuple>
 
 namespace clerk_sync::projection {
 namespace {
@@ -14,12 +14,19 @@ std::int64_t now_ms() {
       .count();
 }
 
+// Text bound without SQLite's copy of it (SQLITE_STATIC): the value must
+// outlive the statement's next reset, which every write here does right
+// after its step, so temporaries are refused at compile time.
+void bind_text(SQLite::Statement& st, int i, const std::string& v) { st.bindNoCopy(i, v); }
+void bind_text(SQLite::Statement&, int, std::string&&) = delete;
+
 void bind_opt(SQLite::Statement& st, int i, const std::optional<std::string>& v) {
   if (v)
-    st.bind(i, *v);
+    st.bindNoCopy(i, *v);
   else
     st.bind(i);
 }
+void bind_opt(SQLite::Statement&, int, std::optional<std::string>&&) = delete;
 
 void bind_opt(SQLite::Statement& st, int i, const std::optional<std::int64_t>& v) {
   if (v)
@@ -164,13 +171,13 @@ outcome upsert_user(statements& s, const event::user& u, std::string& detail) {
   auto& st = s.user_upsert;
   st.reset();
   st.clearBindings();
-  st.bind(1, r.id);
+  bind_text(st, 1, r.id);
   bind_opt(st, 2, r.email);
   bind_opt(st, 3, r.first_name);
   bind_opt(st, 4, r.last_name);
   bind_opt(st, 5, r.username);
   bind_opt(st, 6, r.image_url);
-  st.bind(7, r.role);
+  bind_text(st, 7, r.role);
   st.bind(8, r.banned ? 1 : 0);
   bind_opt(st, 9, r.created_at);
   st.bind(10, r.updated_at);
@@ -183,7 +190,7 @@ outcome upsert_referral(statements& s, const event::user& u, std::string& detail
   if (r.self_referral_refused) detail = "self-referral refused";
   auto& get = s.referral_get;
   get.reset();
-  get.bind(1, r.user_id);
+  bind_text(get, 1, r.user_id);
   if (get.executeStep()) {
     const std::optional<std::string> referrer =
         get.getColumn(0).isNull() ? std::nullopt : std::optional<std::string>(get.getColumn(0).getString());
@@ -205,8 +212,8 @@ outcome upsert_referral(statements& s, const event::user& u, std::string& detail
   if (r.referral_code) {
     auto& owner = s.referral_code_owner;
     owner.reset();
-    owner.bind(1, *r.referral_code);
-    owner.bind(2, r.user_id);
+    bind_text(owner, 1, *r.referral_code);
+    bind_text(owner, 2, r.user_id);
     if (owner.executeStep()) {
       detail = "referral_code conflict: " + *r.referral_code + " belongs to " + owner.getColumn(0).getString();
       r.referral_code.reset();
@@ -216,7 +223,7 @@ outcome upsert_referral(statements& s, const event::user& u, std::string& detail
   auto& st = s.referral_upsert;
   st.reset();
   st.clearBindings();
-  st.bind(1, r.user_id);
+  bind_text(st, 1, r.user_id);
   bind_opt(st, 2, r.referral_code);
   bind_opt(st, 3, r.referrer_id);
   st.bind(4, r.updated_at);
@@ -226,9 +233,9 @@ outcome upsert_referral(statements& s, const event::user& u, std::string& detail
 outcome upsert_balance(statements& s, const balance_row& r) {
   auto& st = s.balance_upsert;
   st.reset();
-  st.bind(1, r.user_id);
+  bind_text(st, 1, r.user_id);
   st.bind(2, r.points_balance);
-  st.bind(3, r.g2a_balance);
+  bind_text(st, 3, r.g2a_balance);
   st.bind(4, r.nft_count);
   st.bind(5, r.updated_at);
   return run(st) ? outcome::applied : outcome::stale;
@@ -236,7 +243,7 @@ outcome upsert_balance(statements& s, const balance_row& r) {
 
 outcome tombstone(SQLite::Statement& st, const std::string& id, std::int64_t deleted_at) {
   st.reset();
-  st.bind(1, id);
+  bind_text(st, 1, id);
   st.bind(2, deleted_at);
   return run(st) ? outcome::applied : outcome::stale;
 }
@@ -246,9 +253,9 @@ outcome upsert_session(statements& s, const event::session& e) {
   auto& st = s.session_upsert;
   st.reset();
   st.clearBindings();
-  st.bind(1, r.id);
-  st.bind(2, r.user_id);
-  st.bind(3, r.status);
+  bind_text(st, 1, r.id);
+  bind_text(st, 2, r.user_id);
+  bind_text(st, 3, r.status);
   bind_opt(st, 4, r.created_at);
   st.bind(5, r.updated_at);
   bind_opt(st, 6, r.last_active_at);
@@ -296,66 +303,85 @@ outcome map_and_write(statements& s, kind k, const event::clerk_event& e, std::s
   return outcome::skipped;
 }
 
+// What one event did to one projection. The write turn keeps only this;
+// the result line (event_result, its strings copied) is built after it.
+struct written {
+  outcome result = outcome::applied;
+  std::string detail;  // dead-letter reason, or a conflict worth a log line
+};
+
+event_result result_of(kind k, const envelope& m, const decoded& d, written w) {
+  return {k, d.svix_id, d.type, d.user, w.result, std::move(w.detail), m.topic, m.partition, m.offset};
+}
+
+// The projection's name as the ledger and offset tables store it, kept for
+// binding without a copy.
+const std::string& stored_name(kind k) {
+  static const std::array<std::string, 4> names{std::string(name(kind::users)), std::string(name(kind::referrals)),
+                                                std::string(name(kind::balances)), std::string(name(kind::sessions))};
+  return names[static_cast<std::size_t>(k)];
+}
+
 // One event for one projection: ledger check, mapping, rows, ledger row.
 // Dead letters are reported, not stored: the caller decides (a re-drive
 // must not add a second dead letter).
-event_result apply_one(statements& s, kind k, const envelope& m, const decoded& d, std::int64_t now) {
-  event_result r{k, d.svix_id, d.type, d.user, outcome::applied, "", m.topic, m.partition, m.offset};
-  if (d.svix_id.empty()) {
-    r.result = outcome::dead_letter;
-    r.detail = "message without a svix-id header";
-    return r;
-  }
-  const std::string projection(name(k));
+written apply_one(statements& s, kind k, const envelope& m, const decoded& d, std::int64_t now) {
+  if (d.svix_id.empty()) return {outcome::dead_letter, "message without a svix-id header"};
+  const std::string& projection = stored_name(k);
   auto& has = s.ledger_has;
   has.reset();
-  has.bind(1, projection);
-  has.bind(2, d.svix_id);
+  bind_text(has, 1, projection);
+  bind_text(has, 2, d.svix_id);
   const bool seen = has.executeStep();
   has.reset();
-  if (seen) {
-    r.result = outcome::duplicate;
-    return r;
-  }
-  if (const auto* err = std::get_if<event::decode_error>(&d.event)) {
-    r.result = outcome::dead_letter;
-    r.detail = err->reason;
-    return r;
-  }
-  r.result = map_and_write(s, k, std::get<event::clerk_event>(d.event), r.detail);
+  if (seen) return {outcome::duplicate, {}};
+  if (const auto* err = std::get_if<event::decode_error>(&d.event)) return {outcome::dead_letter, err->reason};
+  written w;
+  w.result = map_and_write(s, k, std::get<event::clerk_event>(d.event), w.detail);
   // Only what was applied needs a ledger row. A skip depends on the event
   // alone, and staleness only grows: a row's updated_at never falls, a
   // tombstone and a terminal session stay, rows are never deleted. So a
   // redelivery of a skipped or stale event is skipped or stale again and
   // writes nothing, without a row that would be half the ledger.
-  if (r.result != outcome::applied) return r;
+  if (w.result != outcome::applied) return w;
+  static const std::string applied(name(outcome::applied));
   auto& add = s.ledger_add;
   add.reset();
-  add.bind(1, projection);
-  add.bind(2, d.svix_id);
-  add.bind(3, d.type);
-  bind_opt(add, 4, d.user.empty() ? std::nullopt : std::optional<std::string>(d.user));
-  add.bind(5, std::string(name(r.result)));
-  add.bind(6, m.topic);
+  bind_text(add, 1, projection);
+  bind_text(add, 2, d.svix_id);
+  bind_text(add, 3, d.type);
+  if (d.user.empty())
+    add.bind(4);
+  else
+    bind_text(add, 4, d.user);
+  bind_text(add, 5, applied);
+  bind_text(add, 6, m.topic);
   add.bind(7, m.partition);
   add.bind(8, m.offset);
   add.bind(9, now);
   run(add);
-  return r;
+  return w;
 }
 
-void add_dead_letter(statements& s, const event_result& r, const envelope& m, std::int64_t now) {
+void add_dead_letter(statements& s, kind k, const envelope& m, const decoded& d, const std::string& reason,
+                     std::int64_t now) {
   auto& st = s.dead_letter_add;
   st.reset();
   st.clearBindings();
-  st.bind(1, std::string(name(r.projection)));
-  st.bind(2, m.topic);
+  bind_text(st, 1, stored_name(k));
+  bind_text(st, 2, m.topic);
   st.bind(3, m.partition);
   st.bind(4, m.offset);
-  bind_opt(st, 5, r.svix_id.empty() ? std::nullopt : std::optional<std::string>(r.svix_id));
-  bind_opt(st, 6, r.type.empty() ? std::nullopt : std::optional<std::string>(r.type));
-  st.bind(7, r.detail);
-  st.bind(8, m.body.data(), static_cast<int>(m.body.size()));
+  if (d.svix_id.empty())
+    st.bind(5);
+  else
+    bind_text(st, 5, d.svix_id);
+  if (d.type.empty())
+    st.bind(6);
+  else
+    bind_text(st, 6, d.type);
+  bind_text(st, 7, reason);
+  st.bindNoCopy(8, m.body.data(), static_cast<int>(m.body.size()));
   st.bind(9, now);
   run(st);
 }
@@ -382,48 +408,61 @@ applier::applier(store::database& db, std::vector<kind> projections, std::mutex*
 applier::~applier() = default;
 
 std::vector<event_result> applier::apply(std::span<const envelope> batch) {
-  std::vector<event_result> results;
-  results.reserve(batch.size() * kinds_.size());
-  // Decoding is pure: done before the write lock is taken.
+  // Decoding is pure, and so is finding the batch's last message in each
+  // (topic, partition): both before the write turn.
   std::vector<decoded> decoded_batch;
   decoded_batch.reserve(batch.size());
   for (const auto& m : batch) decoded_batch.push_back(decode_message(m));
-  std::unique_lock<std::mutex> turn;
-  if (write_turn_) turn = std::unique_lock(*write_turn_);
-  const std::int64_t now = now_ms();
-  try {
-    SQLite::Transaction tx(db_.native(), SQLite::TransactionBehavior::IMMEDIATE);
-    // Per (projection, topic, partition): the batch's last message there.
-    std::map<std::tuple<kind, std::string, std::int32_t>, const envelope*> last;
-    for (std::size_t i = 0; i < batch.size(); ++i) {
-      const auto& m = batch[i];
-      const decoded& d = decoded_batch[i];
-      for (const kind k : kinds_) {
-        event_result r = apply_one(*st_, k, m, d, now);
-        if (r.result == outcome::dead_letter) add_dead_letter(*st_, r, m, now);
-        auto& l = last[{k, m.topic, m.partition}];
-        if (!l || m.offset > l->offset) l = &m;
-        results.push_back(std::move(r));
-      }
-    }
-    // Store the offsets in the same transaction as the rows: a crash before
-    // COMMIT loses both, after COMMIT keeps both.
-    for (const auto& [key, m] : last) {
-      auto& st = st_->offset_set;
-      st.reset();
-      st.bind(1, std::string(name(std::get<0>(key))));
-      st.bind(2, std::get<1>(key));
-      st.bind(3, std::get<2>(key));
-      st.bind(4, m->offset + 1);
-      st.bind(5, now);
-      st.bind(6, m->svix_id);
-      run(st);
-    }
-    tx.commit();
-  } catch (const SQLite::Exception& e) {
-    st_->reset_all();
-    throw store::db_error(e.what());
+  std::vector<const envelope*> last;
+  for (const auto& m : batch) {
+    const auto it = std::find_if(last.begin(), last.end(), [&](const envelope* l) {
+      return l->partition == m.partition && l->topic == m.topic;
+    });
+    if (it == last.end())
+      last.push_back(&m);
+    else if (m.offset > (*it)->offset)
+      *it = &m;
   }
+  std::vector<written> done;
+  done.reserve(batch.size() * kinds_.size());
+  {
+    std::unique_lock<std::mutex> turn;
+    if (write_turn_) turn = std::unique_lock(*write_turn_);
+    const std::int64_t now = now_ms();
+    try {
+      SQLite::Transaction tx(db_.native(), SQLite::TransactionBehavior::IMMEDIATE);
+      for (std::size_t i = 0; i < batch.size(); ++i) {
+        for (const kind k : kinds_) {
+          written w = apply_one(*st_, k, batch[i], decoded_batch[i], now);
+          if (w.result == outcome::dead_letter) add_dead_letter(*st_, k, batch[i], decoded_batch[i], w.detail, now);
+          done.push_back(std::move(w));
+        }
+      }
+      // Store the offsets in the same transaction as the rows: a crash before
+      // COMMIT loses both, after COMMIT keeps both.
+      for (const kind k : kinds_) {
+        for (const envelope* m : last) {
+          auto& st = st_->offset_set;
+          st.reset();
+          bind_text(st, 1, stored_name(k));
+          bind_text(st, 2, m->topic);
+          st.bind(3, m->partition);
+          st.bind(4, m->offset + 1);
+          st.bind(5, now);
+          bind_text(st, 6, m->svix_id);
+          run(st);
+        }
+      }
+      tx.commit();
+    } catch (const SQLite::Exception& e) {
+      st_->reset_all();
+      throw store::db_error(e.what());
+    }
+  }
+  std::vector<event_result> results;
+  results.reserve(done.size());
+  for (std::size_t i = 0, j = 0; i < batch.size(); ++i)
+    for (const kind k : kinds_) results.push_back(result_of(k, batch[i], decoded_batch[i], std::move(done[j++])));
   return results;
 }
 
@@ -545,9 +584,9 @@ redrive_result redrive_dead_letter(store::database& db, std::int64_t id) {
     SQLite::Transaction tx(db.native(), SQLite::TransactionBehavior::IMMEDIATE);
     const envelope m{found->topic, found->partition, found->offset, found->svix_id, found->type, found->payload};
     const decoded d = decode_message(m);
-    const event_result r = apply_one(s, found->projection, m, d, now_ms());
-    redrive_result out{true, r.result, r.detail};
-    if (r.result == outcome::dead_letter) return out;  // still fails: leave it pending
+    const written w = apply_one(s, found->projection, m, d, now_ms());
+    redrive_result out{true, w.result, w.detail};
+    if (w.result == outcome::dead_letter) return out;  // still fails: leave it pending
     SQLite::Statement mark(db.native(), "UPDATE dead_letters SET resolved_at = ? WHERE id = ?");
     mark.bind(1, now_ms());
     mark.bind(2, id);
