@@ -29,7 +29,7 @@ namespace {
 struct settings {
   cs::consume::loop_config worker;
   std::string projections;
-  std::size_t batch_size = 500;
+  std::size_t batch_size = 2000;
   long batch_latency_ms = 50;
   long busy_timeout_ms = 5'000;
   long retry_ms = 30'000;

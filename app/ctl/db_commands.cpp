@@ -67,7 +67,7 @@ struct replay_args {
   std::string topic = "clerk.events";
   std::string projections;
   std::string db;
-  std::size_t batch = 500;
+  std::size_t batch = 2000;
   int stall_timeout_ms = 60'000;
   bool allow_incomplete = false;
 };

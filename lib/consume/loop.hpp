@@ -39,7 +39,7 @@ struct loop_config {
   std::string group_prefix = "clerk-sync";
   std::string db_path;
   projection::kind projection = projection::kind::users;
-  std::size_t batch_size = 500;
+  std::size_t batch_size = 2000;
   std::chrono::milliseconds batch_latency{50};
   std::chrono::milliseconds busy_timeout{5'000};
   retry_policy retry;

@@ -57,7 +57,7 @@ struct replay_options {
   std::string topic = "clerk.events";
   std::vector<projection::kind> projections;
   std::string db_path;
-  std::size_t batch_size = 500;
+  std::size_t batch_size = 2000;
   std::chrono::milliseconds progress_interval{1'000};
   // Behind the target yet nothing arrives for this long: give up (exit 1).
   std::chrono::milliseconds stall_timeout{60'000};

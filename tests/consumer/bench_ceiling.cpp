@@ -1,6 +1,6 @@
-// bench-consumer-ceiling DB EVENTS USERS PROJECTIONS [CONSUMER_DB]: the benchmark's
+// bench-consumer-ceiling DB EVENTS USERS PROJECTIONS BATCH [CONSUMER_DB]: the benchmark's
 // ceiling. Writes the same final rows as the consumer from the same generated
-// events with a plain loop of batched prepared upserts: decoding and mapping
+// events with a plain loop of prepared upserts, BATCH events a transaction: decoding and mapping
 // included, but no Kafka, no ledger, no offsets. Prints events/s; with
 // CONSUMER_DB, also whether its projection tables equal ours. Not a test.
 #include <SQLiteCpp/SQLiteCpp.h>
@@ -53,12 +53,13 @@ std::string dump(const std::string& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 5) {
-    std::fprintf(stderr, "usage: bench-consumer-ceiling DB EVENTS USERS PROJECTIONS [CONSUMER_DB]\n");
+  if (argc < 6) {
+    std::fprintf(stderr, "usage: bench-consumer-ceiling DB EVENTS USERS PROJECTIONS BATCH [CONSUMER_DB]\n");
     return 2;
   }
   const auto kinds = pj::parse_kinds(argv[4]);
-  if (!kinds) return 2;
+  const auto batch = static_cast<std::size_t>(std::atol(argv[5]));
+  if (!kinds || batch == 0) return 2;
   auto wants = [&](pj::kind k) { return std::find(kinds->begin(), kinds->end(), k) != kinds->end(); };
   const bool w_users = wants(pj::kind::users), w_referrals = wants(pj::kind::referrals),
              w_balances = wants(pj::kind::balances), w_sessions = wants(pj::kind::sessions);
@@ -103,7 +104,7 @@ int main(int argc, char** argv) {
   std::size_t i = 0;
   while (i < events.size()) {
     SQLite::Transaction tx(db, SQLite::TransactionBehavior::IMMEDIATE);
-    for (std::size_t n = 0; n < 500 && i < events.size(); ++n, ++i) {
+    for (std::size_t n = 0; n < batch && i < events.size(); ++n, ++i) {
       auto decoded = ev::decode(events[i].body);
       auto* e = std::get_if<ev::clerk_event>(&decoded);
       if (!e) continue;
@@ -179,8 +180,8 @@ int main(int argc, char** argv) {
   const double cpu = static_cast<double>(std::clock() - cpu0) / CLOCKS_PER_SEC;
   std::printf("ceiling_events=%zu ceiling_seconds=%.3f ceiling_cpu_seconds=%.3f ceiling_events_per_s=%.0f\n",
               events.size(), secs, cpu, static_cast<double>(events.size()) / secs);
-  if (argc == 6) {
-    const bool same = dump(argv[1]) == dump(argv[5]);
+  if (argc == 7) {
+    const bool same = dump(argv[1]) == dump(argv[6]);
     std::printf("same_rows=%s\n", same ? "yes" : "no");
     return same ? 0 : 1;
   }
