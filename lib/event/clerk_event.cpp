@@ -22,11 +22,11 @@ const json* member(const json& obj, const char* name) {
   return it == obj.MemberEnd() ? nullptr : &it->value;
 }
 
-std::optional<std::string> text(const json& obj, const char* name) {
-  const json* v = member(obj, name);
+std::optional<std::string> text(const json* v) {
   if (!v || !v->IsString()) return std::nullopt;
   return std::string(v->GetString(), v->GetStringLength());
 }
+std::optional<std::string> text(const json& obj, const char* name) { return text(member(obj, name)); }
 
 std::optional<std::int64_t> to_int64(std::string_view s) {
   std::int64_t out = 0;
@@ -36,11 +36,58 @@ std::optional<std::int64_t> to_int64(std::string_view s) {
   return out;
 }
 
-// A millisecond field: a JSON integer (or its string form); anything else is absent.
-std::optional<std::int64_t> millis(const json& obj, const char* name) {
-  const auto t = text(obj, name);
-  return t ? to_int64(*t) : std::nullopt;
+// A millisecond value: a JSON integer (or its string form); anything else is absent.
+std::optional<std::int64_t> millis(const json* v) {
+  if (!v || !v->IsString()) return std::nullopt;
+  return to_int64(std::string_view(v->GetString(), v->GetStringLength()));
 }
+std::optional<std::int64_t> millis(const json& obj, const char* name) { return millis(member(obj, name)); }
+
+bool key_is(const json& key, std::string_view name) {
+  return key.GetStringLength() == name.size() && std::string_view(key.GetString(), name.size()) == name;
+}
+
+// The members of a user object that clerk-sync reads, found in one pass (the
+// first of duplicate keys, as FindMember would).
+struct user_fields {
+  const json* id = nullptr;
+  const json* primary_email_address_id = nullptr;
+  const json* email_addresses = nullptr;
+  const json* first_name = nullptr;
+  const json* last_name = nullptr;
+  const json* username = nullptr;
+  const json* image_url = nullptr;
+  const json* banned = nullptr;
+  const json* created_at = nullptr;
+  const json* updated_at = nullptr;
+  const json* last_sign_in_at = nullptr;
+  const json* public_metadata = nullptr;
+  const json* private_metadata = nullptr;
+
+  explicit user_fields(const json& data) {
+    const std::pair<std::string_view, const json**> wanted[] = {
+        {"id", &id},
+        {"primary_email_address_id", &primary_email_address_id},
+        {"email_addresses", &email_addresses},
+        {"first_name", &first_name},
+        {"last_name", &last_name},
+        {"username", &username},
+        {"image_url", &image_url},
+        {"banned", &banned},
+        {"created_at", &created_at},
+        {"updated_at", &updated_at},
+        {"last_sign_in_at", &last_sign_in_at},
+        {"public_metadata", &public_metadata},
+        {"private_metadata", &private_metadata},
+    };
+    for (const auto& m : data.GetObject())
+      for (const auto& [name, slot] : wanted)
+        if (!*slot && key_is(m.name, name)) {
+          *slot = &m.value;
+          break;
+        }
+  }
+};
 
 std::optional<scalar> metadata_value(const json* meta, const char* key) {
   if (!meta || !meta->IsObject()) return std::nullopt;
@@ -53,42 +100,47 @@ std::optional<scalar> metadata_value(const json* meta, const char* key) {
 
 // public_metadata wins over private_metadata; unsafe_metadata is end-user
 // writable from the browser and is deliberately never consulted.
-std::optional<scalar> go2asia_value(const json& data, const char* key) {
-  if (auto v = metadata_value(member(data, "public_metadata"), key)) return v;
-  return metadata_value(member(data, "private_metadata"), key);
+std::optional<scalar> go2asia_value(const user_fields& f, const char* key) {
+  if (auto v = metadata_value(f.public_metadata, key)) return v;
+  return metadata_value(f.private_metadata, key);
 }
 
-std::optional<std::string> primary_email(const json& data) {
-  const auto primary = text(data, "primary_email_address_id");
-  const json* list = member(data, "email_addresses");
-  if (!primary || !list || !list->IsArray()) return std::nullopt;
-  for (const auto& e : list->GetArray())
-    if (text(e, "id") == primary) return text(e, "email_address");
+std::optional<std::string> primary_email(const user_fields& f) {
+  const json* primary = f.primary_email_address_id;
+  const json* list = f.email_addresses;
+  if (!primary || !primary->IsString() || !list || !list->IsArray()) return std::nullopt;
+  const std::string_view want(primary->GetString(), primary->GetStringLength());
+  for (const auto& e : list->GetArray()) {
+    const json* id = member(e, "id");
+    if (id && id->IsString() && std::string_view(id->GetString(), id->GetStringLength()) == want)
+      return text(member(e, "email_address"));
+  }
   return std::nullopt;
 }
 
 std::variant<user, decode_error> decode_user(const json& data) {
+  const user_fields f(data);
   user u;
-  const auto id = text(data, "id");
+  const auto id = text(f.id);
   if (!id || id->empty()) return decode_error{"user without data.id"};
   u.id = *id;
-  u.email = primary_email(data);
-  u.first_name = text(data, "first_name");
-  u.last_name = text(data, "last_name");
-  u.username = text(data, "username");
-  u.image_url = text(data, "image_url");
-  if (const json* b = member(data, "banned"); b && b->IsBool()) u.banned = b->GetBool();
-  u.created_at = millis(data, "created_at");
-  const auto updated = millis(data, "updated_at");
+  u.email = primary_email(f);
+  u.first_name = text(f.first_name);
+  u.last_name = text(f.last_name);
+  u.username = text(f.username);
+  u.image_url = text(f.image_url);
+  if (f.banned && f.banned->IsBool()) u.banned = f.banned->GetBool();
+  u.created_at = millis(f.created_at);
+  const auto updated = millis(f.updated_at);
   if (!updated) return decode_error{"user without a numeric updated_at"};
   u.updated_at = *updated;
-  u.last_sign_in_at = millis(data, "last_sign_in_at");
-  u.keys.role = go2asia_value(data, "role");
-  u.keys.referral_code = go2asia_value(data, "referral_code");
-  u.keys.referrer_id = go2asia_value(data, "referrer_id");
-  u.keys.points_balance = go2asia_value(data, "points_balance");
-  u.keys.g2a_balance = go2asia_value(data, "g2a_balance");
-  u.keys.nft_count = go2asia_value(data, "nft_count");
+  u.last_sign_in_at = millis(f.last_sign_in_at);
+  u.keys.role = go2asia_value(f, "role");
+  u.keys.referral_code = go2asia_value(f, "referral_code");
+  u.keys.referrer_id = go2asia_value(f, "referrer_id");
+  u.keys.points_balance = go2asia_value(f, "points_balance");
+  u.keys.g2a_balance = go2asia_value(f, "g2a_balance");
+  u.keys.nft_count = go2asia_value(f, "nft_count");
   return u;
 }
 

@@ -2,9 +2,16 @@
 // being the whole input. Properties: decode returns (never throws); a decoded
 // event has a type, a normalized timestamp and the data its type implies,
 // with the user id its type names (a user.* type it does not know is
-// `other`); decoding is deterministic.
+// `other`); decoding is deterministic; a user's fields are what a plain
+// document reading finds (FindMember, the first of duplicate keys), the
+// reference for decode's one pass over the user object.
 
+#include <rapidjson/document.h>
+
+#include <charconv>
 #include <cstdint>
+#include <optional>
+#include <string>
 #include <string_view>
 #include <variant>
 
@@ -25,6 +32,70 @@ void check_user(const ev::user& u) {
   for (const auto* s : {&u.keys.role, &u.keys.referral_code, &u.keys.referrer_id, &u.keys.points_balance,
                         &u.keys.g2a_balance, &u.keys.nft_count})
     check_scalar(*s);
+}
+
+// The reference reading, on a document parsed as decode parses (numbers as text).
+using json = rapidjson::Value;
+
+const json* member(const json& obj, const char* name) {
+  if (!obj.IsObject()) return nullptr;
+  const auto it = obj.FindMember(name);
+  return it == obj.MemberEnd() ? nullptr : &it->value;
+}
+
+std::optional<std::string> text(const json* v) {
+  if (!v || !v->IsString()) return std::nullopt;
+  return std::string(v->GetString(), v->GetStringLength());
+}
+
+std::optional<ev::scalar> metadata(const json& user, const char* key) {
+  for (const char* where : {"public_metadata", "private_metadata"}) {
+    const json* meta = member(user, where);
+    const json* v = meta ? member(*meta, key) : nullptr;
+    if (!v || v->IsNull()) continue;
+    if (v->IsString()) return ev::scalar{*text(v), false};
+    if (v->IsBool()) return ev::scalar{v->GetBool() ? "true" : "false", false};
+    return ev::scalar{v->IsObject() ? "object" : "array", true};
+  }
+  return std::nullopt;
+}
+
+void check_against_document(const ev::user& u, const json& data) {
+  FUZZ_CHECK(text(member(data, "id")) == u.id);
+  std::optional<std::string> email;
+  const auto primary = text(member(data, "primary_email_address_id"));
+  const json* list = member(data, "email_addresses");
+  if (primary && list && list->IsArray())
+    for (const auto& e : list->GetArray())
+      if (text(member(e, "id")) == primary) {
+        email = text(member(e, "email_address"));
+        break;
+      }
+  FUZZ_CHECK(u.email == email);
+  FUZZ_CHECK(u.first_name == text(member(data, "first_name")));
+  FUZZ_CHECK(u.last_name == text(member(data, "last_name")));
+  FUZZ_CHECK(u.username == text(member(data, "username")));
+  FUZZ_CHECK(u.image_url == text(member(data, "image_url")));
+  const json* banned = member(data, "banned");
+  FUZZ_CHECK(u.banned == (banned && banned->IsBool() && banned->GetBool()));
+  // A millisecond field: the whole text read as a 64-bit integer, or absent.
+  const auto ms = [&](const char* name) -> std::optional<std::int64_t> {
+    const auto t = text(member(data, name));
+    if (!t) return std::nullopt;
+    std::int64_t v = 0;
+    const auto [end, ec] = std::from_chars(t->data(), t->data() + t->size(), v);
+    if (ec != std::errc() || end != t->data() + t->size()) return std::nullopt;
+    return v;
+  };
+  FUZZ_CHECK(ms("updated_at") == u.updated_at);
+  FUZZ_CHECK(ms("created_at") == u.created_at);
+  FUZZ_CHECK(ms("last_sign_in_at") == u.last_sign_in_at);
+  FUZZ_CHECK(u.keys.role == metadata(data, "role"));
+  FUZZ_CHECK(u.keys.referral_code == metadata(data, "referral_code"));
+  FUZZ_CHECK(u.keys.referrer_id == metadata(data, "referrer_id"));
+  FUZZ_CHECK(u.keys.points_balance == metadata(data, "points_balance"));
+  FUZZ_CHECK(u.keys.g2a_balance == metadata(data, "g2a_balance"));
+  FUZZ_CHECK(u.keys.nft_count == metadata(data, "nft_count"));
 }
 
 }  // namespace
@@ -55,6 +126,19 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     FUZZ_CHECK(!s->id.empty() && !s->user_id.empty() && !s->status.empty());
     if (s->embedded_user) check_user(*s->embedded_user);
   }
+  // Decoded, so the body is JSON within the depth limit: a plain parse is safe.
+  if (std::holds_alternative<ev::user>(e.data) || std::holds_alternative<ev::session>(e.data)) {
+    std::string copy(body);
+    rapidjson::Document doc;
+    doc.Parse<rapidjson::kParseNumbersAsStringsFlag>(copy.c_str());
+    FUZZ_CHECK(!doc.HasParseError());
+    const json* d = member(doc, "data");
+    FUZZ_CHECK(d != nullptr);
+    if (const auto* u = std::get_if<ev::user>(&e.data)) check_against_document(*u, *d);
+    if (const auto* s = std::get_if<ev::session>(&e.data); s && s->embedded_user)
+      check_against_document(*s->embedded_user, *member(*d, "user"));
+  }
+
   // Other types, user.* ones Clerk may add included, carry no user id.
   FUZZ_CHECK(ev::user_id_of(e).empty() == std::holds_alternative<ev::other>(e.data));
 
