@@ -83,6 +83,12 @@ class consume_loop {
     // were not stored, so whoever gets the partitions reads it again.
     if (failed_) batch_.clear();
     cons.close();
+    const auto& t = applier_.totals();
+    log::info("write_totals",
+              {{"projection", projection::name(cfg_.projection)},
+               {"batches", t.batches},
+               {"waited_ms", std::chrono::duration_cast<std::chrono::milliseconds>(t.waited).count()},
+               {"held_ms", std::chrono::duration_cast<std::chrono::milliseconds>(t.held).count()}});
     return failed_ ? failed_code_ : 0;
   }
 

@@ -426,8 +426,20 @@ std::vector<event_result> applier::apply(std::span<const envelope> batch) {
   std::vector<written> done;
   done.reserve(batch.size() * kinds_.size());
   {
+    const auto asked = std::chrono::steady_clock::now();
     std::unique_lock<std::mutex> turn;
     if (write_turn_) turn = std::unique_lock(*write_turn_);
+    const auto got = std::chrono::steady_clock::now();
+    // Counted however the transaction ends, before the turn is released.
+    struct count_turn {
+      write_totals& totals;
+      std::chrono::steady_clock::time_point asked, got;
+      ~count_turn() {
+        ++totals.batches;
+        totals.waited += got - asked;
+        totals.held += std::chrono::steady_clock::now() - got;
+      }
+    } counted{totals_, asked, got};
     const std::int64_t now = now_ms();
     try {
       SQLite::Transaction tx(db_.native(), SQLite::TransactionBehavior::IMMEDIATE);

@@ -6,6 +6,7 @@
 // clerk-sync-ctl replay. Not thread-safe: one applier per connection.
 // Errors: store::db_error (nothing was written; retry the same batch).
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -73,6 +74,17 @@ class applier {
 
   [[nodiscard]] const std::vector<kind>& projections() const { return kinds_; }
 
+  // Since construction: the transactions apply() ran, the time it waited for
+  // the shared write turn, and the time it held the turn (or, without one,
+  // spent in transactions). With several appliers on one turn, the sum of
+  // `held` over the run's length says how much the turn bounds them.
+  struct write_totals {
+    std::int64_t batches = 0;
+    std::chrono::nanoseconds waited{0};
+    std::chrono::nanoseconds held{0};
+  };
+  [[nodiscard]] const write_totals& totals() const { return totals_; }
+
   struct statements;  // the prepared statements (applier.cpp only)
 
  private:
@@ -80,6 +92,7 @@ class applier {
   std::vector<kind> kinds_;
   std::mutex* write_turn_;
   std::unique_ptr<statements> st_;
+  write_totals totals_;
 };
 
 // The stored next offset of each partition of `topic` for `projection`

@@ -5,6 +5,9 @@
 #include <SQLiteCpp/SQLiteCpp.h>
 
 #include <algorithm>
+#include <chrono>
+#include <mutex>
+#include <thread>
 
 #include "support/support.hpp"
 
@@ -298,4 +301,23 @@ TEST_CASE("one dead letter per projection and svix-id, a re-drive reads its own 
   CHECK(one->projection == dls[1].projection);
   CHECK(one->payload == "{not json");
   CHECK_FALSE(pj::find_dead_letter(db, dls[1].id + 100).has_value());
+}
+
+TEST_CASE("write totals count each transaction, the wait for a shared turn and the time it was held") {
+  store::database db(":memory:");
+  std::mutex turn;
+  pj::applier app(db, {pj::kind::users}, &turn);
+  (void)app.apply(std::vector{msg("t1", user_body("user.created", "u1", 100), 0)});
+  CHECK(app.totals().batches == 1);
+  CHECK(app.totals().held > std::chrono::nanoseconds(0));
+
+  // Another holder of the turn keeps it 200 ms: the batch, asking for it
+  // within the first few of them, waits most of that time.
+  std::unique_lock other(turn);
+  std::thread applying([&] { (void)app.apply(std::vector{msg("t2", user_body("user.updated", "u1", 200), 1)}); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  other.unlock();
+  applying.join();
+  CHECK(app.totals().batches == 2);
+  CHECK(app.totals().waited >= std::chrono::milliseconds(100));
 }
