@@ -88,7 +88,8 @@ class consume_loop {
               {{"projection", projection::name(cfg_.projection)},
                {"batches", t.batches},
                {"waited_ms", std::chrono::duration_cast<std::chrono::milliseconds>(t.waited).count()},
-               {"held_ms", std::chrono::duration_cast<std::chrono::milliseconds>(t.held).count()}});
+               {"held_ms", std::chrono::duration_cast<std::chrono::milliseconds>(t.held).count()},
+               {"held_cpu_ms", std::chrono::duration_cast<std::chrono::milliseconds>(t.held_cpu).count()}});
     return failed_ ? failed_code_ : 0;
   }
 

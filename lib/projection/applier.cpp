@@ -5,9 +5,17 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <ctime>
 
 namespace clerk_sync::projection {
 namespace {
+
+// The CPU time the calling thread has used.
+std::chrono::nanoseconds thread_cpu() {
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return std::chrono::seconds(t.tv_sec) + std::chrono::nanoseconds(t.tv_nsec);
+}
 
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -434,10 +442,12 @@ std::vector<event_result> applier::apply(std::span<const envelope> batch) {
     struct count_turn {
       write_totals& totals;
       std::chrono::steady_clock::time_point asked, got;
+      std::chrono::nanoseconds cpu_at_start = thread_cpu();
       ~count_turn() {
         ++totals.batches;
         totals.waited += got - asked;
         totals.held += std::chrono::steady_clock::now() - got;
+        totals.held_cpu += thread_cpu() - cpu_at_start;
       }
     } counted{totals_, asked, got};
     const std::int64_t now = now_ms();

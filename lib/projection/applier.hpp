@@ -76,12 +76,15 @@ class applier {
 
   // Since construction: the transactions apply() ran, the time it waited for
   // the shared write turn, and the time it held the turn (or, without one,
-  // spent in transactions). With several appliers on one turn, the sum of
-  // `held` over the run's length says how much the turn bounds them.
+  // spent in transactions), of which its thread was on a CPU for `held_cpu`.
+  // With several appliers on one turn, the sum of `held` over the run's
+  // length says how much the turn bounds them; `held` well above `held_cpu`,
+  // that the turn's holder waited for a CPU (or the disk) meanwhile.
   struct write_totals {
     std::int64_t batches = 0;
     std::chrono::nanoseconds waited{0};
     std::chrono::nanoseconds held{0};
+    std::chrono::nanoseconds held_cpu{0};
   };
   [[nodiscard]] const write_totals& totals() const { return totals_; }
 

@@ -310,6 +310,8 @@ TEST_CASE("write totals count each transaction, the wait for a shared turn and t
   (void)app.apply(std::vector{msg("t1", user_body("user.created", "u1", 100), 0)});
   CHECK(app.totals().batches == 1);
   CHECK(app.totals().held > std::chrono::nanoseconds(0));
+  CHECK(app.totals().held_cpu > std::chrono::nanoseconds(0));
+  CHECK(app.totals().held_cpu <= app.totals().held + std::chrono::milliseconds(1));
 
   // Another holder of the turn keeps it 200 ms: the batch, asking for it
   // within the first few of them, waits most of that time.
