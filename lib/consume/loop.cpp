@@ -40,6 +40,26 @@ class consume_loop {
   consume_loop(const loop_config& cfg, loop_state& state)
       : cfg_(cfg), state_(state), db_(cfg.db_path, {cfg.busy_timeout}), applier_(db_, {cfg.projection}, cfg.write_turn) {}
 
+  // However the loop ends (an exception included): what its transactions
+  // waited for and held of the write turn.
+  ~consume_loop() {
+    const auto& t = applier_.totals();
+    const auto ms = [](std::chrono::nanoseconds d) {
+      return std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
+    };
+    try {
+      log::info("write_totals", {{"projection", projection::name(cfg_.projection)},
+                                 {"batches", t.batches},
+                                 {"waited_ms", ms(t.waited)},
+                                 {"held_ms", ms(t.held)},
+                                 {"held_cpu_ms", ms(t.held_cpu)}});
+    } catch (const std::exception&) {
+      // Out of memory for one log line: nothing to do about it here.
+    }
+  }
+  consume_loop(const consume_loop&) = delete;
+  consume_loop& operator=(const consume_loop&) = delete;
+
   int run(const std::atomic<bool>& stop) {
     kafka::consumer cons(cfg_.kafka, cfg_.group_prefix + "." + std::string(projection::name(cfg_.projection)),
                          {.on_assign = [this](std::vector<kafka::topic_partition> parts) { return on_assign(parts); },
@@ -83,13 +103,6 @@ class consume_loop {
     // were not stored, so whoever gets the partitions reads it again.
     if (failed_) batch_.clear();
     cons.close();
-    const auto& t = applier_.totals();
-    log::info("write_totals",
-              {{"projection", projection::name(cfg_.projection)},
-               {"batches", t.batches},
-               {"waited_ms", std::chrono::duration_cast<std::chrono::milliseconds>(t.waited).count()},
-               {"held_ms", std::chrono::duration_cast<std::chrono::milliseconds>(t.held).count()},
-               {"held_cpu_ms", std::chrono::duration_cast<std::chrono::milliseconds>(t.held_cpu).count()}});
     return failed_ ? failed_code_ : 0;
   }
 

@@ -74,12 +74,15 @@ class applier {
 
   [[nodiscard]] const std::vector<kind>& projections() const { return kinds_; }
 
-  // Since construction: the transactions apply() ran, the time it waited for
-  // the shared write turn, and the time it held the turn (or, without one,
-  // spent in transactions), of which its thread was on a CPU for `held_cpu`.
-  // With several appliers on one turn, the sum of `held` over the run's
-  // length says how much the turn bounds them; `held` well above `held_cpu`,
-  // that the turn's holder waited for a CPU (or the disk) meanwhile.
+  // Since construction: the transactions apply() ran (each retry of a batch
+  // counts), the time it waited for the shared write turn, and the time it
+  // held the turn (or, without one, spent in transactions), of which its
+  // thread was on a CPU for `held_cpu`. With several appliers on one turn,
+  // the sum of `held` over the run's length says how much their
+  // transactions bound them; `held` well above `held_cpu`, that the holder
+  // waited meanwhile: for a CPU, the disk, or another process's write lock
+  // (BEGIN IMMEDIATE inside the turn). Other users of the turn (the
+  // consumer's ledger pruning) are not counted here.
   struct write_totals {
     std::int64_t batches = 0;
     std::chrono::nanoseconds waited{0};

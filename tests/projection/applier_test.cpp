@@ -5,6 +5,7 @@
 #include <SQLiteCpp/SQLiteCpp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <mutex>
 #include <thread>
@@ -313,10 +314,15 @@ TEST_CASE("write totals count each transaction, the wait for a shared turn and t
   CHECK(app.totals().held_cpu > std::chrono::nanoseconds(0));
   CHECK(app.totals().held_cpu <= app.totals().held + std::chrono::milliseconds(1));
 
-  // Another holder of the turn keeps it 200 ms: the batch, asking for it
-  // within the first few of them, waits most of that time.
+  // Another holder of the turn keeps it 200 ms after the batch is on its
+  // way to it (a decode away): the batch waits most of that time.
   std::unique_lock other(turn);
-  std::thread applying([&] { (void)app.apply(std::vector{msg("t2", user_body("user.updated", "u1", 200), 1)}); });
+  std::atomic<bool> started{false};
+  std::thread applying([&] {
+    started = true;
+    (void)app.apply(std::vector{msg("t2", user_body("user.updated", "u1", 200), 1)});
+  });
+  while (!started) std::this_thread::yield();
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   other.unlock();
   applying.join();

@@ -48,6 +48,25 @@ std::optional<std::string> text(const json* v) {
   return std::string(v->GetString(), v->GetStringLength());
 }
 
+// A millisecond field: the whole text read as a 64-bit integer, or absent.
+std::optional<std::int64_t> millis(const json& obj, const char* name) {
+  const auto t = text(member(obj, name));
+  if (!t) return std::nullopt;
+  std::int64_t v = 0;
+  const auto [end, ec] = std::from_chars(t->data(), t->data() + t->size(), v);
+  if (ec != std::errc() || end != t->data() + t->size()) return std::nullopt;
+  return v;
+}
+
+// Why decode must refuse this user object, by the reference reading; empty
+// when it must not.
+std::string refusal(const json& user) {
+  const auto id = text(member(user, "id"));
+  if (!id || id->empty()) return "user without data.id";
+  if (!millis(user, "updated_at")) return "user without a numeric updated_at";
+  return "";
+}
+
 std::optional<ev::scalar> metadata(const json& user, const char* key) {
   for (const char* where : {"public_metadata", "private_metadata"}) {
     const json* meta = member(user, where);
@@ -61,6 +80,7 @@ std::optional<ev::scalar> metadata(const json& user, const char* key) {
 }
 
 void check_against_document(const ev::user& u, const json& data) {
+  FUZZ_CHECK(refusal(data).empty());
   FUZZ_CHECK(text(member(data, "id")) == u.id);
   std::optional<std::string> email;
   const auto primary = text(member(data, "primary_email_address_id"));
@@ -78,18 +98,9 @@ void check_against_document(const ev::user& u, const json& data) {
   FUZZ_CHECK(u.image_url == text(member(data, "image_url")));
   const json* banned = member(data, "banned");
   FUZZ_CHECK(u.banned == (banned && banned->IsBool() && banned->GetBool()));
-  // A millisecond field: the whole text read as a 64-bit integer, or absent.
-  const auto ms = [&](const char* name) -> std::optional<std::int64_t> {
-    const auto t = text(member(data, name));
-    if (!t) return std::nullopt;
-    std::int64_t v = 0;
-    const auto [end, ec] = std::from_chars(t->data(), t->data() + t->size(), v);
-    if (ec != std::errc() || end != t->data() + t->size()) return std::nullopt;
-    return v;
-  };
-  FUZZ_CHECK(ms("updated_at") == u.updated_at);
-  FUZZ_CHECK(ms("created_at") == u.created_at);
-  FUZZ_CHECK(ms("last_sign_in_at") == u.last_sign_in_at);
+  FUZZ_CHECK(millis(data, "updated_at") == u.updated_at);
+  FUZZ_CHECK(millis(data, "created_at") == u.created_at);
+  FUZZ_CHECK(millis(data, "last_sign_in_at") == u.last_sign_in_at);
   FUZZ_CHECK(u.keys.role == metadata(data, "role"));
   FUZZ_CHECK(u.keys.referral_code == metadata(data, "referral_code"));
   FUZZ_CHECK(u.keys.referrer_id == metadata(data, "referrer_id"));
@@ -106,6 +117,20 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (const auto* err = std::get_if<ev::decode_error>(&decoded)) {
     FUZZ_CHECK(!err->reason.empty());
     FUZZ_CHECK(std::holds_alternative<ev::decode_error>(ev::decode(body)));
+    // A user refused for its fields: the reference refuses it for the same
+    // reason. These reasons come after a successful parse within the depth
+    // limit, so a plain parse is safe.
+    const bool embedded = err->reason.starts_with("embedded ");
+    const std::string_view why = std::string_view(err->reason).substr(embedded ? 9 : 0);
+    if (why.starts_with("user without ")) {
+      std::string copy(body);
+      rapidjson::Document doc;
+      doc.Parse<rapidjson::kParseNumbersAsStringsFlag>(copy.c_str());
+      FUZZ_CHECK(!doc.HasParseError());
+      const json* user = member(doc, "data");
+      if (user && embedded) user = member(*user, "user");
+      FUZZ_CHECK(user && user->IsObject() && refusal(*user) == why);
+    }
     return 0;
   }
   const auto& e = std::get<ev::clerk_event>(decoded);
