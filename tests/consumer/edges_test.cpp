@@ -80,6 +80,8 @@ std::string expect_exit_5(const std::string& topic, const std::string& db, const
   CHECK_MESSAGE(err.find("level=error msg=" + msg + " projection=users topic=" + topic + " " + expected) !=
                     std::string::npos,
                 err);
+  // The loop's totals are said however it ends, an exception included.
+  CHECK_MESSAGE(count_of(err, "msg=write_totals projection=users batches=") == 1, err);
   return err;
 }
 
@@ -154,6 +156,8 @@ TEST_CASE("resuming re-reads the record before the stored offset and applies not
   const auto first = consume_until(topic, db, group, 10);
   CHECK_MESSAGE(count_of(first, "msg=event ") == 10, first);
   CHECK_MESSAGE(count_of(first, "reread=false") == 1, first);
+  CHECK_MESSAGE(count_of(first, "msg=write_totals projection=users batches=") == 1, first);
+  CHECK_MESSAGE(count_of(first, "msg=write_totals projection=users batches=0 ") == 0, first);
   // A restart re-reads record 9 to check it, and applies only what is new.
   t::produce_events(cfg, topic, some_events(10, 9));
   const auto second = consume_until(topic, db, group, 20);
