@@ -244,6 +244,34 @@ struct server::impl : std::enable_shared_from_this<impl> {
     open.erase(me);
   }
 
+  // A connection's requests. Between them it waits for the next one's first
+  // byte holding no read buffer and no request, only its stream and small
+  // coroutine frames (about 2 KiB in all, which 1,000 idle connections
+  // multiply); the request, its answer and their state live in
+  // serve_request()'s frame (about 2.5 KiB) while a request is served.
+  net::awaitable<void> serve(beast::tcp_stream& stream, connection& me) {
+    beast::flat_buffer buffer;
+    while (!stopping) {
+      me.busy = false;
+      // Between requests the buffer keeps only bytes already received (a
+      // pipelined request): it is freed, or cut down to them, so that a
+      // large body's room never outlives its request. A keep-alive
+      // connection thus allocates its 8 KiB anew for each request.
+      if (buffer.size() == 0 || buffer.capacity() > read_chunk) buffer.shrink_to_fit();
+      if (buffer.size() == 0) {
+        // Wait without a buffer and without a timer of its own:
+        // sweep_idle() enforces the idle timeout.
+        me.waiting = true;
+        me.idle_since = std::chrono::steady_clock::now();
+        auto [ec] = co_await stream.socket().async_wait(tcp::socket::wait_read, nothrow);
+        me.waiting = false;
+        if (ec) co_return;  // closed or idle too long: nothing to answer
+      }
+      me.busy = true;
+      if (!co_await serve_request(stream, buffer)) co_return;
+    }
+  }
+
   void log_request(const decision& d, std::string_view outcome, int status, std::int32_t partition,
                    std::int64_t offset, std::chrono::steady_clock::time_point started, std::string_view why) {
     const auto ms =
@@ -270,7 +298,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
   // Answers before the request was read to its end (a limit, a route, the
   // budget), then closes without resetting: the client may still be sending,
   // and a close with unread input would make its kernel drop our answer.
-  net::awaitable<void> answer_early(beast::tcp_stream& stream, const response& r, std::string_view msg,
+  // The connection ends after it (false, for serve_request to return).
+  net::awaitable<bool> answer_early(beast::tcp_stream& stream, const response& r, std::string_view msg,
                                     std::string_view outcome) {
     auto res = to_beast(r);
     res.keep_alive(false);
@@ -279,6 +308,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
     stream.expires_after(limits.read_timeout);
     auto [ec, n] = co_await bhttp::async_write(stream, res, nothrow);
     if (!ec) co_await linger(stream);
+    co_return false;
   }
 
   // What nginx calls a lingering close: after our FIN, read and discard what
@@ -301,96 +331,79 @@ struct server::impl : std::enable_shared_from_this<impl> {
     return it != req.end() && beast::iequals(it->value(), "100-continue");
   }
 
-  net::awaitable<void> serve(beast::tcp_stream& stream, connection& me) {
-    beast::flat_buffer buffer;
-    while (!stopping) {
-      bhttp::request_parser<bhttp::string_body> parser;
-      // Apply limits to the header and body sizes to prevent abuse.
-      parser.header_limit(static_cast<std::uint32_t>(limits.header_limit));
-      parser.body_limit(limits.body_limit);
-      me.busy = false;
-      // A silent connection may idle; once a request's first byte is here,
-      // its whole header must follow within the read timeout.
-      // Between requests the buffer keeps only bytes already received (a
-      // pipelined request): it is freed, or cut down to them, so that a
-      // large body's room never outlives its request. A keep-alive
-      // connection thus allocates its 8 KiB anew for each request.
-      if (buffer.size() == 0 || buffer.capacity() > read_chunk) buffer.shrink_to_fit();
-      if (buffer.size() == 0) {
-        // Wait without a buffer (1,000 idle connections hold no read buffers)
-        // and without a timer of its own: sweep_idle() enforces the timeout.
-        me.waiting = true;
-        me.idle_since = std::chrono::steady_clock::now();
-        auto [ec] = co_await stream.socket().async_wait(tcp::socket::wait_read, nothrow);
-        me.waiting = false;
-        if (ec) co_return;  // closed or idle too long: nothing to answer
+  // Reads one request, once its first byte is here, and answers it; whether
+  // the connection stays open for another.
+  net::awaitable<bool> serve_request(beast::tcp_stream& stream, beast::flat_buffer& buffer) {
+    bhttp::request_parser<bhttp::string_body> parser;
+    // Apply limits to the header and body sizes to prevent abuse.
+    parser.header_limit(static_cast<std::uint32_t>(limits.header_limit));
+    parser.body_limit(limits.body_limit);
+    // Room for a whole typical webhook, so that one read takes it: Beast
+    // reads 512 bytes at a time into a buffer that has no room yet. Once a
+    // request's first byte is here, its whole header must follow within the
+    // read timeout.
+    buffer.reserve(read_chunk);
+    stream.expires_after(limits.read_timeout);
+    auto [ec, n] = co_await bhttp::async_read_header(stream, buffer, parser, nothrow);
+    if (ec == bhttp::error::header_limit)
+      co_return co_await answer_early(stream, headers_too_large(), "rejected", "header_limit");
+    if (ec == bhttp::error::body_limit) co_return co_await answer_early(stream, too_large(), "rejected", "body_limit");
+    if (ec == bhttp::error::end_of_stream || ec == bhttp::error::partial_message) co_return false;
+    if (ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category())
+      co_return co_await answer_early(stream, bad_request(), "rejected", "bad_request");
+    if (ec) co_return false;  // closed or timed out: nothing to answer
+    const auto started = std::chrono::steady_clock::now();
+    auto& req = parser.get();
+    const auto method = std::string_view(req.method_string().data(), req.method_string().size());
+    const auto target = std::string_view(req.target().data(), req.target().size());
+    reservation held;
+    if (!parser.is_done()) {
+      // A body follows: decide what the header alone decides, before reading it.
+      if (auto d = route(method, target, handler, kafka_state()))
+        co_return co_await answer_early(stream, d->answer, d->msg, d->outcome);
+      const auto length = parser.content_length();
+      held = reserve(length ? std::optional<std::uint64_t>(*length) : std::nullopt);
+      if (!held) co_return co_await answer_early(stream, over_memory_budget(), "unavailable", "memory_budget");
+      if (wants_continue(req)) {
+        static constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
+        auto [cec, cn] = co_await net::async_write(stream, net::buffer(go_on), nothrow);
+        if (cec) co_return false;
       }
-      me.busy = true;
-      // Room for a whole typical webhook, so that one read takes it: Beast
-      // reads 512 bytes at a time into a buffer that has no room yet.
-      buffer.reserve(read_chunk);
+      // Room for the rest of the body, up to what one read takes (Beast
+      // reads at most 64 KiB at a time; the string body holds the rest).
+      if (length) buffer.reserve(std::min(buffer.size() + static_cast<std::size_t>(*length), max_read));
       stream.expires_after(limits.read_timeout);
-      auto [ec, n] = co_await bhttp::async_read_header(stream, buffer, parser, nothrow);
-      if (ec == bhttp::error::header_limit)
-        co_return co_await answer_early(stream, headers_too_large(), "rejected", "header_limit");
-      if (ec == bhttp::error::body_limit) co_return co_await answer_early(stream, too_large(), "rejected", "body_limit");
-      if (ec == bhttp::error::end_of_stream || ec == bhttp::error::partial_message) co_return;
-      if (ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category())
-        co_return co_await answer_early(stream, bad_request(), "rejected", "bad_request");
-      if (ec) co_return;  // closed or timed out: nothing to answer
-      const auto started = std::chrono::steady_clock::now();
-      auto& req = parser.get();
-      const auto method = std::string_view(req.method_string().data(), req.method_string().size());
-      const auto target = std::string_view(req.target().data(), req.target().size());
-      reservation held;
-      if (!parser.is_done()) {
-        // A body follows: decide what the header alone decides, before reading it.
-        if (auto d = route(method, target, handler, kafka_state()))
-          co_return co_await answer_early(stream, d->answer, d->msg, d->outcome);
-        const auto length = parser.content_length();
-        held = reserve(length ? std::optional<std::uint64_t>(*length) : std::nullopt);
-        if (!held) co_return co_await answer_early(stream, over_memory_budget(), "unavailable", "memory_budget");
-        if (wants_continue(req)) {
-          static constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
-          auto [cec, cn] = co_await net::async_write(stream, net::buffer(go_on), nothrow);
-          if (cec) co_return;
-        }
-        // Room for the rest of the body, up to what one read takes (Beast
-        // reads at most 64 KiB at a time; the string body holds the rest).
-        if (length) buffer.reserve(std::min(buffer.size() + static_cast<std::size_t>(*length), max_read));
-        stream.expires_after(limits.read_timeout);
-        while (!parser.is_done()) {
-          auto [ec2, n2] = co_await bhttp::async_read_some(stream, buffer, parser, nothrow);
-          if (ec2 == bhttp::error::body_limit)
-            co_return co_await answer_early(stream, too_large(), "rejected", "body_limit");
-          if (ec2) co_return;
-        }
+      while (!parser.is_done()) {
+        auto [ec2, n2] = co_await bhttp::async_read_some(stream, buffer, parser, nothrow);
+        if (ec2 == bhttp::error::body_limit)
+          co_return co_await answer_early(stream, too_large(), "rejected", "body_limit");
+        if (ec2) co_return false;
       }
-      const request_view view{method, target, req.body(),
-                              [&req](std::string_view name) -> std::optional<std::string_view> {
-                                const auto it = req.find(beast::string_view(name.data(), name.size()));
-                                if (it == req.end()) return std::nullopt;
-                                return std::string_view(it->value().data(), it->value().size());
-                              }};
-      const auto d = classify(view, handler, std::chrono::system_clock::now(), kafka_state());
-      int status = d.answer.status;
-      std::int32_t partition = -1;
-      std::int64_t offset = -1;
-      std::string outcome(d.outcome);
-      std::string why;
-      bhttp::response<bhttp::string_body> res;
-      if (d.publish)
-        res = co_await answer_publish(d, req.body(), status, partition, offset, outcome, why);
-      else
-        res = to_beast(d.answer);
-      log_request(d, outcome, status, partition, offset, started, why);
-      res.keep_alive(req.keep_alive() && !stopping);
-      res.prepare_payload();
-      if (req.method() == bhttp::verb::head) res.body().clear();
-      stream.expires_after(limits.read_timeout);
-      auto [wec, wn] = co_await bhttp::async_write(stream, res, nothrow);
-      if (wec || !res.keep_alive()) co_return;
     }
+    const request_view view{method, target, req.body(),
+                            [&req](std::string_view name) -> std::optional<std::string_view> {
+                              const auto it = req.find(beast::string_view(name.data(), name.size()));
+                              if (it == req.end()) return std::nullopt;
+                              return std::string_view(it->value().data(), it->value().size());
+                            }};
+    const auto d = classify(view, handler, std::chrono::system_clock::now(), kafka_state());
+    int status = d.answer.status;
+    std::int32_t partition = -1;
+    std::int64_t offset = -1;
+    std::string outcome(d.outcome);
+    std::string why;
+    bhttp::response<bhttp::string_body> res;
+    if (d.publish)
+      res = co_await answer_publish(d, req.body(), status, partition, offset, outcome, why);
+    else
+      res = to_beast(d.answer);
+    log_request(d, outcome, status, partition, offset, started, why);
+    res.keep_alive(req.keep_alive() && !stopping);
+    res.prepare_payload();
+    if (req.method() == bhttp::verb::head) res.body().clear();
+    stream.expires_after(limits.read_timeout);
+    auto [wec, wn] = co_await bhttp::async_write(stream, res, nothrow);
+    co_return !wec && res.keep_alive();
   }
 };
 
