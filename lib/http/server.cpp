@@ -49,13 +49,13 @@ std::int64_t now_ms() {
 }  // namespace
 
 struct server::impl : std::enable_shared_from_this<impl> {
-  // One open connection; `busy` from a request's first byte to the end of
-  // its answer, so that stop() closes only idle ones.
+  // One open connection.
   struct connection {
     stream_type* stream = nullptr;
-    bool busy = false;
     // Waiting for a request's first byte since `idle_since`: the sweeper
-    // closes it after the idle timeout. No buffer is held meanwhile.
+    // closes it after the idle timeout, stop() at once (nothing in flight).
+    // Otherwise a request is being read or answered. No buffer is held
+    // meanwhile.
     bool waiting = false;
     std::chrono::steady_clock::time_point idle_since{};
   };
@@ -243,7 +243,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
   task<void> session(socket_type sock) {
     auto self = shared_from_this();
     stream_type stream(std::move(sock));
-    const auto me = open.insert(open.end(), connection{&stream, false});
+    const auto me = open.insert(open.end(), connection{&stream});
     try {
       co_await serve(stream, *me);
     } catch (const std::exception& e) {
@@ -263,7 +263,6 @@ struct server::impl : std::enable_shared_from_this<impl> {
   task<void> serve(stream_type& stream, connection& me) {
     beast::flat_buffer buffer;
     while (!stopping) {
-      me.busy = false;
       // Between requests the buffer keeps only bytes already received (a
       // pipelined request): it is freed, or cut down to them, so that a
       // large body's room never outlives its request. A keep-alive
@@ -278,7 +277,6 @@ struct server::impl : std::enable_shared_from_this<impl> {
         me.waiting = false;
         if (ec) co_return;  // closed or idle too long: nothing to answer
       }
-      me.busy = true;
       if (!co_await serve_request(stream, buffer)) co_return;
     }
   }
@@ -449,7 +447,7 @@ void server::stop() {
   beast::error_code ignored;
   impl_->acceptor.close(ignored);
   for (auto& c : impl_->open)
-    if (!c.busy) c.stream->socket().close(ignored);  // idle: nothing in flight to lose
+    if (c.waiting) c.stream->socket().close(ignored);  // idle: nothing in flight to lose
 }
 
 std::size_t server::connections() const { return impl_->open.size(); }

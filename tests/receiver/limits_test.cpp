@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <csignal>
+#include <thread>
 
 #include "support/support.hpp"
 
@@ -27,4 +28,29 @@ TEST_CASE("connection cap, idle timeout and a half-sent request are bounded") {
   CHECK(slow.closed_within(1000ms));
   CHECK(test::send_http(r.port(), "GET", "/healthz", {}, "").status == 200);  // room again
   CHECK(r.proc().wait_for_log("msg=refused outcome=max_connections", 5s));  // info lines flush in blocks
+}
+
+TEST_CASE("on SIGTERM idle connections are closed at once, a request in flight is still answered") {
+  const auto brokers = test::broker().brokers;
+  const auto topic = test::fresh_topic("recv_stop_idle", 1);
+  const auto secret = test::random_secret();
+  test::receiver r(brokers, topic, secret, {"--idle-timeout-ms", "300000", "--shutdown-grace-ms", "20000"});
+  REQUIRE(r.wait_ready(15s));
+  raw_conn silent(r.port());  // never sends a byte
+  raw_conn kept(r.port());    // idle again after a keep-alive answer
+  REQUIRE(kept.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+  REQUIRE(test::status_of(kept.read_until("\r\n\r\n", 5000ms)) == 200);
+  raw_conn half(r.port());  // a request whose header is not finished yet
+  REQUIRE(half.send("GET /healthz HTTP/1.1\r\nHost: x\r\n"));
+  std::this_thread::sleep_for(200ms);  // the receiver has read what was sent
+  r.proc().signal(SIGTERM);
+  // Nothing in flight on the idle two: closed at once, not after the grace.
+  CHECK(silent.closed_within(5000ms));
+  CHECK(kept.closed_within(1000ms));
+  // The busy one is not cut off: its request, once finished, is answered.
+  CHECK_FALSE(half.closed_within(200ms));
+  REQUIRE(half.send("\r\n"));
+  CHECK(test::status_of(half.read_until("\r\n\r\n", 5000ms)) == 200);
+  CHECK(r.proc().wait(15s) == 0);
+  CHECK(r.proc().stderr_text().find("msg=grace_expired") == std::string::npos);
 }
