@@ -10,10 +10,11 @@
 namespace clerk_sync::projection {
 namespace {
 
-// The CPU time the calling thread has used.
-std::chrono::nanoseconds thread_cpu() {
+// The CPU time the calling thread has used; nothing if the clock fails
+// (then a turn's held CPU is left out of the totals, not counted wrong).
+std::optional<std::chrono::nanoseconds> thread_cpu() {
   timespec t{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t) != 0) return std::nullopt;
   return std::chrono::seconds(t.tv_sec) + std::chrono::nanoseconds(t.tv_nsec);
 }
 
@@ -442,12 +443,13 @@ std::vector<event_result> applier::apply(std::span<const envelope> batch) {
     struct count_turn {
       write_totals& totals;
       std::chrono::steady_clock::time_point asked, got;
-      std::chrono::nanoseconds cpu_at_start = thread_cpu();
+      std::optional<std::chrono::nanoseconds> cpu_at_start = thread_cpu();
       ~count_turn() {
         ++totals.batches;
         totals.waited += got - asked;
         totals.held += std::chrono::steady_clock::now() - got;
-        totals.held_cpu += thread_cpu() - cpu_at_start;
+        const auto cpu_now = thread_cpu();
+        if (cpu_at_start && cpu_now) totals.held_cpu += *cpu_now - *cpu_at_start;
       }
     } counted{totals_, asked, got};
     const std::int64_t now = now_ms();
