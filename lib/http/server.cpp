@@ -261,7 +261,13 @@ struct server::impl : std::enable_shared_from_this<impl> {
   // multiply); the request, its answer and their state live in
   // serve_request()'s frame (over 2 KiB) while a request is served.
   task<void> serve(stream_type& stream, connection& me) {
-    beast::flat_buffer buffer;
+    // Bounded: Beast limits a header and a body's bytes, but not a chunk
+    // line (chunk-size and extensions) or a trailer, which it keeps in this
+    // buffer until their CRLF comes. Past the bound a read fails with
+    // buffer_overflow (answered 400), so a line that never ends costs at
+    // most a header and one read, not what the client sends in the read
+    // timeout.
+    beast::flat_buffer buffer(limits.header_limit + max_read);
     while (!stopping) {
       // Between requests the buffer keeps only bytes already received (a
       // pipelined request): it is freed, or cut down to them, so that a
@@ -360,8 +366,13 @@ struct server::impl : std::enable_shared_from_this<impl> {
     if (ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category())
       co_return co_await answer_early(stream, bad_request(), "rejected", "bad_request");
     if (ec) co_return false;  // closed or timed out: nothing to answer
-    const auto started = std::chrono::steady_clock::now();
     auto& req = parser.get();
+    // A Transfer-Encoding whose last coding is not chunked leaves the body's
+    // end unknown (RFC 9112 6.3): Beast would read no body and take the
+    // bytes for the next request, where a proxy may see one. Refused.
+    if (req.count(bhttp::field::transfer_encoding) != 0 && !parser.chunked())
+      co_return co_await answer_early(stream, bad_request(), "rejected", "transfer_encoding");
+    const auto started = std::chrono::steady_clock::now();
     const auto method = std::string_view(req.method_string().data(), req.method_string().size());
     const auto target = std::string_view(req.target().data(), req.target().size());
     reservation held;
@@ -385,7 +396,13 @@ struct server::impl : std::enable_shared_from_this<impl> {
         auto [ec2, n2] = co_await bhttp::async_read_some(stream, buffer, parser, nothrow);
         if (ec2 == bhttp::error::body_limit)
           co_return co_await answer_early(stream, too_large(), "rejected", "body_limit");
-        if (ec2) co_return false;
+        if (ec2 == bhttp::error::buffer_overflow)
+          co_return co_await answer_early(stream, bad_request(), "rejected", "chunk_line_limit");
+        if (ec2 == bhttp::error::end_of_stream || ec2 == bhttp::error::partial_message) co_return false;
+        // A malformed chunked body: the client is still there to be told.
+        if (ec2.category() == bhttp::make_error_code(bhttp::error::bad_chunk).category())
+          co_return co_await answer_early(stream, bad_request(), "rejected", "bad_request");
+        if (ec2) co_return false;  // closed or timed out: nothing to answer
       }
     }
     const request_view view{method, target, req.body(),

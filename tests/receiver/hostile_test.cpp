@@ -186,6 +186,57 @@ TEST_CASE("memory: 1,000 connections sending 1 MiB bodies slowly are held to the
   CHECK(r.proc().wait_for_log("outcome=memory_budget", 5s));
 }
 
+TEST_CASE("a chunk line or a trailer that never ends gets 400 after a header and one read's worth, not the client's stream") {
+  const auto secret = test::random_secret();
+  test::receiver r(test::broker().brokers, test::fresh_topic("recv_chunk_line", 1), secret,
+                   {"--read-timeout-ms", "20000"});
+  const std::string head = "POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  // Beast keeps a chunk line (size and extensions) and a trailer in the
+  // read buffer until their CRLF: without a bound on that buffer, 48 MiB of
+  // one extension would be 48 MiB (and more, as it grows) of receiver memory.
+  for (const std::string_view start : {"1;ext=", "0\r\nX-Trailer: "}) {
+    CAPTURE(start);
+    test::raw_conn c(r.port());
+    REQUIRE(c.send(head + std::string(start)));
+    const std::string piece(64 * 1024, 'a');
+    std::size_t sent = 0;
+    std::string answer;
+    while (sent < 48u * 1024 * 1024 && answer.empty()) {
+      if (!c.send(piece)) break;  // the receiver answered and closed
+      sent += piece.size();
+      answer = c.read_until("\r\n\r\n", 0ms);
+    }
+    if (answer.empty()) answer = c.read_until("\r\n\r\n", 10s);
+    MESSAGE("sent " << sent / 1024 << " KiB before the answer");
+    CHECK(test::status_of(answer) == 400);
+    CHECK(sent < 16u * 1024 * 1024);  // cut after a header and one read (80 KiB), then the lingering close's 8 MiB
+  }
+  const auto rss = peak_rss_kib(r.proc().pid());
+  MESSAGE("receiver peak RSS " << rss / 1024 << " MiB");
+  CHECK(rss < 40 * 1024);
+  CHECK(r.proc().wait_for_log("outcome=chunk_line_limit", 5s));
+  CHECK(test::send_http(r.port(), "GET", "/healthz", {}, "").status == 200);
+}
+
+TEST_CASE("a body whose end is unknown or ambiguous gets 400: Transfer-Encoding without chunked, with Content-Length, two Content-Lengths") {
+  const auto secret = test::random_secret();
+  test::receiver r(test::broker().brokers, test::fresh_topic("recv_framing", 1), secret);
+  const auto e = test::sign_event(secret, test::user_event_body("user_framing"));
+  const std::string len = std::to_string(e.body.size());
+  for (const std::string& framing :
+       {std::string("Transfer-Encoding: gzip\r\n"), "Transfer-Encoding: gzip\r\nContent-Length: " + len + "\r\n",
+        "Transfer-Encoding: chunked\r\nContent-Length: " + len + "\r\n",
+        "Content-Length: " + len + "\r\nContent-Length: " + std::to_string(e.body.size() + 1) + "\r\n"}) {
+    CAPTURE(framing);
+    test::raw_conn c(r.port());
+    REQUIRE(c.send("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\n" + framing + header_lines(e) + "\r\n" + e.body));
+    CHECK(test::status_of(c.read_until("\r\n\r\n", 10s)) == 400);
+    CHECK(c.closed_within(10s));  // the body is never read as a request of its own
+  }
+  CHECK(r.proc().stderr_text().find("msg=published") == std::string::npos);
+  CHECK(r.proc().wait_for_log("outcome=transfer_encoding", 5s));
+}
+
 TEST_CASE("a signed body nested 200,000 levels deep gets 400 and the receiver lives") {
   const auto secret = test::random_secret();
   test::receiver r(test::broker().brokers, test::fresh_topic("recv_deep", 1), secret);
