@@ -44,6 +44,11 @@ int run(const auth::auth_options& o) {
     db = std::make_unique<auth::lookup>(o.db);
   } catch (const clerk_sync::store::open_error& e) {
     throw usage_error(e.what());
+  } catch (const clerk_sync::store::db_error& e) {
+    // A lock, a full disk or an I/O error: not a setting, so not exit 2,
+    // which the unit would never restart.
+    log::error("db_open_failed", {{"error", e.what()}, {"exit_code", 1}});
+    return 1;
   }
   token::options topts;
   topts.authorized_parties = o.authorized_parties;

@@ -125,11 +125,16 @@ int run(int argc, char** argv) {
       std::chrono::duration_cast<std::chrono::milliseconds>(s.worker.ledger_retention) / 4, 100ms, 1s);
 
   // Open (create, migrate) once here so that a bad path is one clear line
-  // and exit 2, before any thread starts.
+  // and exit 2, before any thread starts. A lock held past the busy
+  // timeout, a full disk or an I/O error is a database failure instead
+  // (exit 3): the unit is restarted, where exit 2 would stop it for good.
   try {
     const cs::store::database db(s.worker.db_path, {s.worker.busy_timeout});
   } catch (const cs::store::open_error& e) {
     throw cs::config::usage_error(e.what());
+  } catch (const cs::store::db_error& e) {
+    cs::log::error("db_open_failed", {{"error", e.what()}, {"exit_code", cs::consume::exit_db_failed}});
+    return cs::consume::exit_db_failed;
   }
 
   // Signals are taken by this thread only (sigtimedwait), so the workers

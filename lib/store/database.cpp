@@ -11,6 +11,24 @@ namespace {
 
 int read_user_version(SQLite::Database& db) { return db.execAndGet("PRAGMA user_version").getInt(); }
 
+// An SQLite error that may pass by itself (another connection's lock held
+// past the busy timeout, a full disk, an I/O error), so that a restart can
+// succeed: db_error. Anything else (no such directory, no permission, not a
+// database) is the setting's fault: open_error.
+[[noreturn]] void throw_open_failure(const std::string& what, const SQLite::Exception& e) {
+  switch (e.getErrorCode() & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+    case SQLITE_NOMEM:
+    case SQLITE_PROTOCOL:
+      throw db_error(what + ": " + e.what());
+    default:
+      throw open_error(what + ": " + e.what());
+  }
+}
+
 // Applies each missing migration in its own IMMEDIATE transaction; the
 // version is re-read under the write lock so that two processes opening a
 // fresh file at once do not both run the same migration.
@@ -45,7 +63,7 @@ database::database(const std::string& path, const open_options& opts) : path_(pa
                          " is newer than this binary knows (" + std::to_string(newest) + ")");
       return;
     } catch (const SQLite::Exception& e) {
-      throw open_error("cannot open database " + path + " to read: " + e.what());
+      throw_open_failure("cannot open database " + path + " to read", e);
     }
   }
   // Several processes may open a fresh file at once: switching it to WAL
@@ -70,8 +88,7 @@ database::database(const std::string& path, const open_options& opts) : path_(pa
     } catch (const SQLite::Exception& e) {
       const int code = e.getErrorCode() & 0xff;
       const bool busy = code == SQLITE_BUSY || code == SQLITE_LOCKED;
-      if (!busy || std::chrono::steady_clock::now() >= deadline)
-        throw open_error("cannot open database " + path + ": " + e.what());
+      if (!busy || std::chrono::steady_clock::now() >= deadline) throw_open_failure("cannot open database " + path, e);
       db_.reset();
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }

@@ -3,7 +3,9 @@
 // embedded migrations of schemas/sql applied on open (PRAGMA user_version),
 // so several processes can share one file. Not thread-safe: one connection
 // per thread. Errors: open_error (stop: bad path, newer schema), db_error
-// (a statement failed: the caller rolls back and retries the unit of work).
+// (a statement failed, or the open met a lock, a full disk or an I/O error:
+// the caller rolls back and retries the unit of work, or exits to be
+// restarted).
 
 #include <chrono>
 #include <memory>
@@ -18,7 +20,11 @@ class Database;
 
 namespace clerk_sync::store {
 
-// The file cannot be opened or migrated: start-up fails (exit non-zero).
+// The file cannot be opened or migrated for a reason a restart will not
+// change (no such directory, no permission, not a database, a schema newer
+// than the binary): start-up fails as a bad setting. A lock held past the
+// busy timeout, a full disk or an I/O error while opening or migrating is a
+// db_error instead, which a restart may get past.
 struct open_error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
@@ -51,7 +57,8 @@ struct migration {
 class database {
  public:
   // Opens (creating if needed) `path` (":memory:" works), sets WAL and the
-  // busy timeout, applies missing migrations. Throws open_error.
+  // busy timeout, applies missing migrations. Throws open_error, or
+  // db_error for a failure a restart may get past (see open_error).
   explicit database(const std::string& path, const open_options& opts = {});
   ~database();
   database(database&&) noexcept;

@@ -56,6 +56,26 @@ TEST_CASE("an unknown projection or a bad setting: one clear line, exit 2") {
   CHECK(r.err.find("cannot open database") != std::string::npos);
 }
 
+TEST_CASE("a database locked past the busy timeout at start-up is a database failure (exit 3, restarted), not a bad setting") {
+  const auto exe = t::binary_path("app/consumer/clerk-sync-consumer");
+  t::temp_dir dir;
+  const auto db = (dir / "locked.db").string();
+  {
+    // A fresh file needs its WAL switch and migrations: both wait for the lock.
+    SQLite::Database holder(db, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    holder.exec("BEGIN EXCLUSIVE");
+    const auto r = t::run(exe, {"--projection", "users", "--db", db, "--db-busy-timeout-ms", "300"});
+    CHECK(r.status == 3);  // the unit's RestartPreventExitStatus=2 would leave exit 2 stopped for good
+    CHECK(r.err.find("msg=db_open_failed") != std::string::npos);
+    CHECK(r.err.find("locked") != std::string::npos);
+    holder.exec("ROLLBACK");
+  }
+  // A path that cannot be a database stays a bad setting.
+  const auto r = t::run(exe, {"--projection", "users", "--db", dir.path().string()});
+  CHECK(r.status == 2);
+  CHECK(r.err.find("cannot open database") != std::string::npos);
+}
+
 TEST_CASE("two consumer processes of one projection share the partitions and end with the right rows, once each") {
   const auto topic = t::fresh_topic("cons-share", 4);
   t::temp_dir dir;
