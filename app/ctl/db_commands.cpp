@@ -1,5 +1,6 @@
 // The database subcommands: replay (backfill into a new file), compare,
-// status (lag, rows, last apply; exit 1 past --max-lag) and dead-letters.
+// status (lag, rows, last apply; exit 1 past --max-lag or for a stored offset
+// outside the log) and dead-letters.
 #include <algorithm>
 #include <cstdio>
 #include <iterator>
@@ -136,10 +137,21 @@ int status(const status_args& a) {
       std::printf("%-10s %10lld %10lld %8lld  %s\n", name.c_str(), static_cast<long long>(r.lag),
                   static_cast<long long>(r.db.rows), static_cast<long long>(r.db.pending_dead_letters),
                   iso_time(r.db.last_applied_at).c_str());
-      for (const auto& p : r.partitions)
-        std::printf("  partition %d: stored %s, watermarks [%lld, %lld), lag %lld\n", p.partition,
+      for (const auto& p : r.partitions) {
+        std::printf("  partition %d: stored %s, watermarks [%lld, %lld), lag %lld%s\n", p.partition,
                     p.stored ? std::to_string(*p.stored).c_str() : "none", static_cast<long long>(p.low),
-                    static_cast<long long>(p.high), static_cast<long long>(p.lag));
+                    static_cast<long long>(p.high), static_cast<long long>(p.lag),
+                    p.out_of_range ? ", OUT OF RANGE: the consumer stops here with exit 5" : "");
+        if (p.out_of_range) {
+          // Whatever --max-lag says: this projection is not moving.
+          log::error("offset_out_of_range", {{"projection", name},
+                                             {"partition", p.partition},
+                                             {"offset", *p.stored},
+                                             {"log_start", p.low},
+                                             {"log_end", p.high}});
+          code = exit_failed;
+        }
+      }
       if (a.max_lag >= 0 && r.lag > a.max_lag) {
         log::warn("lag over threshold", {{"projection", name}, {"lag", r.lag}, {"max_lag", a.max_lag}});
         code = exit_failed;
@@ -242,7 +254,9 @@ void add_db_commands(CLI::App& app, runner& run) {
   cmp->callback([c, &run] { run = [c] { return compare(*c); }; });
 
   auto* st = app.add_subcommand(
-      "status", "Per projection: lag (stored offsets against high watermarks), rows, dead letters, last apply");
+      "status",
+      "Per projection: lag (stored offsets against high watermarks), rows, dead letters, last apply; exit 1 when "
+      "a stored offset is outside the log");
   auto s = std::make_shared<status_args>();
   config::add_kafka_options(*st, s->kafka);
   st->add_option("--topic", s->topic, "Events topic")->envname("CLERK_SYNC_TOPIC")->capture_default_str();

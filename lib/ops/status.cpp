@@ -8,10 +8,15 @@
 namespace clerk_sync::ops {
 
 std::int64_t lag_of(std::optional<std::int64_t> stored, std::int64_t low, std::int64_t high) {
-  // A stored offset below the low watermark points at deleted records: the
-  // consumer resumes at the low watermark.
+  // What is left to read from where the projection resumes: the log's
+  // start without a stored offset. An offset outside the log (flagged
+  // apart: the consumer stops there) counts from the nearer end.
   const std::int64_t from = stored ? std::max(*stored, low) : low;
   return std::max<std::int64_t>(0, high - from);
+}
+
+bool outside_log(std::optional<std::int64_t> stored, std::int64_t low, std::int64_t high) {
+  return stored && (*stored < low || *stored > high);
 }
 
 std::vector<projection_report> collect_status(const kafka::client_config& cfg, const std::string& topic,
@@ -40,6 +45,7 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
       pl.low = marks[i].first;
       pl.high = marks[i].second;
       pl.lag = lag_of(pl.stored, pl.low, pl.high);
+      pl.out_of_range = outside_log(pl.stored, pl.low, pl.high);
       r.lag += pl.lag;
       r.partitions.push_back(pl);
     }

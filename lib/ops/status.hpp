@@ -21,12 +21,20 @@ namespace clerk_sync::ops {
 // to the high watermark. Never negative.
 [[nodiscard]] std::int64_t lag_of(std::optional<std::int64_t> stored, std::int64_t low, std::int64_t high);
 
+// Whether a stored next offset is outside the log [low, high]: where the
+// consumer stops with exit 5 rather than resume.
+[[nodiscard]] bool outside_log(std::optional<std::int64_t> stored, std::int64_t low, std::int64_t high);
+
 struct partition_lag {
   std::int32_t partition = 0;
   std::optional<std::int64_t> stored;
   std::int64_t low = 0;
   std::int64_t high = 0;
   std::int64_t lag = 0;
+  // The stored offset is outside the log: below its first record (deleted)
+  // or past its end (the topic recreated). The consumer stops there with
+  // exit 5 and is not restarted; the lag above does not say so.
+  bool out_of_range = false;
 };
 
 struct projection_report {

@@ -67,6 +67,15 @@ TEST_CASE("lag counts from the stored offset, or from the low watermark when non
   CHECK(ops::lag_of(12, 0, 10) == 0);  // never negative
 }
 
+TEST_CASE("a stored offset outside the log is flagged: below its first record or past its end") {
+  CHECK_FALSE(ops::outside_log(std::nullopt, 5, 10));  // nothing stored: the consumer starts at the log's start
+  CHECK_FALSE(ops::outside_log(5, 5, 10));              // trimmed up to it exactly: resumes there
+  CHECK_FALSE(ops::outside_log(10, 5, 10));             // caught up
+  CHECK(ops::outside_log(4, 5, 10));                    // its record was deleted
+  CHECK(ops::outside_log(11, 5, 10));                   // the topic is shorter: recreated
+  CHECK(ops::outside_log(1, 0, 0));                     // recreated and still empty
+}
+
 TEST_CASE("topic check warns on finite retention and on compaction") {
   CHECK(ops::replay_warnings({{"retention.ms", "-1"}, {"cleanup.policy", "delete"}, {"retention.bytes", "-1"}}).empty());
   CHECK(ops::replay_warnings({}).size() == 1);  // Kafka's default: 7 days

@@ -55,6 +55,27 @@ std::int64_t high_watermark_sum(const std::string& topic) {
 
 }  // namespace
 
+TEST_CASE("status flags a stored offset past the log's end (a recreated topic) and exits 1 without --max-lag") {
+  const auto topic = test::fresh_topic("ctl-status-range", 1);
+  test::temp_dir dir;
+  const auto db = (dir / "range.db").string();
+  const auto store_offset = [&](std::int64_t next) {
+    store::database d(db);
+    store::exec(d, "INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at, last_svix_id) "
+                   "VALUES ('users', '" + topic + "', 0, " + std::to_string(next) +
+                   ", 0, 'msg_x') ON CONFLICT DO UPDATE SET next_offset = excluded.next_offset");
+  };
+  store_offset(7);  // the topic, fresh, holds nothing: as if deleted and recreated
+  auto r = ctl_run({"status", "--db", db, "--projection", "users"}, topic);
+  CHECK(r.status == 1);
+  CHECK(r.out.find("stored 7, watermarks [0, 0), lag 0, OUT OF RANGE") != std::string::npos);
+  CHECK(r.err.find("msg=offset_out_of_range projection=users partition=0 offset=7") != std::string::npos);
+  store_offset(0);
+  r = ctl_run({"status", "--db", db, "--projection", "users"}, topic);
+  CHECK(r.status == 0);
+  CHECK(r.out.find("OUT OF RANGE") == std::string::npos);
+}
+
 TEST_CASE("topic ensure creates a replayable topic, and --strict fails on a compacted one") {
   const auto name = test::unique_name("ctl-topic");
   const auto created = ctl_run({"topic", "ensure", "--topic", name, "--partitions", "4"}, name);
