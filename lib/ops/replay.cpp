@@ -167,8 +167,11 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
   }
   flush();
   reader.close();
-  // Fold the WAL into the main file so that the file alone can be moved into place.
-  store::exec(*db, "PRAGMA wal_checkpoint(TRUNCATE)");
+  // Fold the WAL into the main file so that the file alone can be moved
+  // into place (its sidecars are deleted below): all of it, or nothing is.
+  if (!store::checkpoint_wal(*db))
+    throw replay_error("could not fold the write-ahead log of " + partial.path() +
+                       " into it (another connection has it open?); nothing was moved to " + opts.db_path);
   ap.reset();
   db.reset();
   require_fresh_database(opts.db_path);  // nobody wrote there meanwhile

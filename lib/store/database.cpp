@@ -115,4 +115,16 @@ void exec(database& db, const std::string& sql) {
   }
 }
 
+bool checkpoint_wal(database& db) {
+  try {
+    // One row: busy (1 if it could not finish), frames in the WAL, frames
+    // checkpointed (-1 and -1 outside WAL mode).
+    SQLite::Statement st(db.native(), "PRAGMA wal_checkpoint(TRUNCATE)");
+    if (!st.executeStep()) return false;
+    return st.getColumn(0).getInt() == 0 && st.getColumn(1).getInt() == st.getColumn(2).getInt();
+  } catch (const SQLite::Exception& e) {
+    throw db_error(e.what());
+  }
+}
+
 }  // namespace clerk_sync::store

@@ -83,4 +83,10 @@ class database {
 // Runs `sql` (no results) and rethrows any SQLite failure as db_error.
 void exec(database& db, const std::string& sql);
 
+// Folds the WAL into the main file and truncates it (PRAGMA
+// wal_checkpoint(TRUNCATE)); whether every frame made it, which another
+// connection's open read can prevent (then the -wal file still holds
+// committed rows and must not be deleted). SQLite failures: db_error.
+[[nodiscard]] bool checkpoint_wal(database& db);
+
 }  // namespace clerk_sync::store

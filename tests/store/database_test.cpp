@@ -91,3 +91,21 @@ TEST_CASE("read-only open: reads a migrated file, writes nothing, creates nothin
   { SQLite::Database plain(empty, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE); plain.exec("CREATE TABLE t(x)"); }
   CHECK_THROWS_AS(store::database(empty, {.read_only = true}), store::open_error);
 }
+
+TEST_CASE("checkpoint_wal says whether the whole WAL reached the main file, which an open reader prevents") {
+  clerk_sync::test::temp_dir dir;
+  const auto path = (dir / "ck.db").string();
+  store::database db(path, {std::chrono::milliseconds(100)});
+  store::exec(db, "CREATE TABLE t(x)");
+  store::exec(db, "INSERT INTO t VALUES (1)");
+  {
+    SQLite::Database reader(path, SQLite::OPEN_READONLY);
+    reader.exec("BEGIN");
+    CHECK(reader.execAndGet("SELECT count(*) FROM t").getInt() == 1);  // holds a snapshot of the WAL
+    store::exec(db, "INSERT INTO t VALUES (2)");
+    CHECK_FALSE(store::checkpoint_wal(db));
+    reader.exec("COMMIT");
+  }
+  CHECK(store::checkpoint_wal(db));
+  CHECK(std::filesystem::file_size(path + "-wal") == 0);  // truncated: the main file alone holds both rows
+}
