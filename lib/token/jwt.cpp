@@ -2,6 +2,7 @@
 
 #include <openssl/bio.h>
 #include <openssl/core_names.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
@@ -176,7 +177,16 @@ key_set key_set::from_pem(std::string_view text) {
     if (EVP_PKEY_is_a(key.get(), "RSA") != 1) throw key_error("a PEM public key is not an RSA key (RS256 needs RSA)");
     out->keys.push_back({"", std::move(key)});
   }
+  ERR_clear_error();  // the end of the text, or the block that stopped the loop (said below)
   if (out->keys.empty()) throw key_error("no \"-----BEGIN PUBLIC KEY-----\" block could be read");
+  // OpenSSL stops at a damaged block and skips blocks of other kinds: a
+  // rotation key pasted badly, or an "RSA PUBLIC KEY" or certificate block,
+  // would be left out without a word, and tokens signed with it refused.
+  std::size_t blocks = 0;
+  for (auto at = text.find("-----BEGIN "); at != std::string_view::npos; at = text.find("-----BEGIN ", at + 1)) ++blocks;
+  if (out->keys.size() != blocks)
+    throw key_error("PEM block " + std::to_string(out->keys.size() + 1) + " of " + std::to_string(blocks) +
+                    " could not be read as a \"-----BEGIN PUBLIC KEY-----\" block (each block must be one)");
   return key_set(std::move(out));
 }
 

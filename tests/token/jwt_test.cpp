@@ -194,6 +194,16 @@ TEST_CASE("token: malformed input is a verdict, never an exception") {
 TEST_CASE("token: unusable key material is a key_error") {
   CHECK_THROWS_AS((void)token::key_set::from_pem("not a key"), token::key_error);
   CHECK_THROWS_AS((void)token::key_set::from_pem(""), token::key_error);
+  // A block OpenSSL would stop at or skip is an error, not a key left out.
+  const std::string good = signer().public_pem();
+  auto damaged = other_signer().public_pem();
+  damaged[damaged.find('\n') + 10] ^= 0x01;  // one base64 character of the key's body
+  CHECK_THROWS_WITH_AS((void)token::key_set::from_pem(good + damaged),
+                       "PEM block 2 of 2 could not be read as a \"-----BEGIN PUBLIC KEY-----\" block (each block must be one)",
+                       token::key_error);
+  CHECK_THROWS_AS((void)token::key_set::from_pem(good + "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"),
+                  token::key_error);
+  CHECK(token::key_set::from_pem(good + "\n" + other_signer().public_pem()).size() == 2);
   CHECK_THROWS_AS((void)token::key_set::from_jwks("[]"), token::key_error);
   CHECK_THROWS_AS((void)token::key_set::from_jwks(R"({"keys":[{"kty":"EC"}]})"), token::key_error);
   CHECK_THROWS_AS((void)token::key_set::from_jwks(R"({"keys":[{"kty":"RSA","n":"!!","e":"AQAB"}]})"),
