@@ -145,7 +145,7 @@ TEST_CASE("the rate limiter writes the first line, then one a period, and the la
   CHECK(lines + sum == total);  // nothing lost, nothing counted twice
 }
 
-TEST_CASE("flush_all, the flusher thread's call, reaches every live limiter; drain_all takes what is not due") {
+TEST_CASE("flush_all, the flusher thread's call, reaches every live limiter, and drain_all takes what is not due") {
   const capture_stderr cap;
   using std::chrono::seconds;
   // Lines written in the past, so that "a period has passed" needs no sleep.

@@ -51,7 +51,7 @@ std::size_t peak_rss_kib(pid_t pid) {
 
 }  // namespace
 
-TEST_CASE("a trickled header or body is closed within the read timeout; a silent connection only when idle") {
+TEST_CASE("a trickled header or body is closed within the read timeout, a silent connection only when idle") {
   const auto secret = test::random_secret();
   test::receiver r(test::broker().brokers, test::fresh_topic("recv_trickle", 1), secret,
                    {"--read-timeout-ms", "1000", "--idle-timeout-ms", "30000"});
@@ -134,7 +134,7 @@ TEST_CASE("descriptors: under prlimit --nofile=1024, more connections than that 
   CHECK(log.rfind("seen_at=") < log.find("msg=stopped"));
 }
 
-TEST_CASE("memory: 1,000 connections sending 1 MiB bodies slowly are held to the body budget; the rest get 503") {
+TEST_CASE("memory: 1,000 connections sending 1 MiB bodies slowly are held to the body budget, the rest get 503") {
   const auto secret = test::random_secret();
   test::receiver r(test::broker().brokers, test::fresh_topic("recv_memory", 1), secret,
                    {"--read-timeout-ms", "60000", "--body-memory-budget", std::to_string(64 * 1024 * 1024)});
@@ -291,7 +291,7 @@ TEST_CASE("early answers reach the client: a whole 2 MiB upload reads its 413, E
   CHECK(r.proc().running());
 }
 
-TEST_CASE("one size contract: a body at the limit fits in a record; one Kafka refuses as too large gets 413, not 503") {
+TEST_CASE("one size contract: a body at the limit fits in a record, and one Kafka refuses as too large gets 413, not 503") {
   const auto secret = test::random_secret();
   const auto brokers = test::broker().brokers;
   // A topic sized for the receiver's records (what clerk-sync-ctl topic ensure sets).

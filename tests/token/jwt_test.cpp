@@ -126,7 +126,7 @@ TEST_CASE("token: only RS256 signed by a configured key passes") {
   CHECK(check(good.substr(0, d2 + 1)) == token::reason::bad_signature);
 }
 
-TEST_CASE("token: several PEM keys for rotation; JWKS picks by kid") {
+TEST_CASE("token: several PEM keys for rotation, and JWKS picks by kid") {
   const std::string p = payload();
   const auto both = token::key_set::from_pem(signer().public_pem() + "\n" + other_signer().public_pem());
   CHECK(both.size() == 2);
