@@ -340,6 +340,14 @@ struct server::impl : std::enable_shared_from_this<impl> {
     }
   }
 
+  // A request not read whole within the read timeout is closed without an
+  // answer; so that trickling clients are seen, one line a minute says how
+  // many (with `repeated`).
+  void cut_slow(std::string_view stage) {
+    limiter.write(stage == "header" ? "read_timeout_header" : "read_timeout_body", log::level::warn, "read_timeout",
+                  {{"stage", stage}, {"outcome", "closed"}});
+  }
+
   static bool wants_continue(const bhttp::request<bhttp::string_body>& req) {
     const auto it = req.find(bhttp::field::expect);
     return it != req.end() && beast::iequals(it->value(), "100-continue");
@@ -365,6 +373,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
     if (ec == bhttp::error::end_of_stream || ec == bhttp::error::partial_message) co_return false;
     if (ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category())
       co_return co_await answer_early(stream, bad_request(), "rejected", "bad_request");
+    if (ec == beast::error::timeout) cut_slow("header");
     if (ec) co_return false;  // closed or timed out: nothing to answer
     auto& req = parser.get();
     // A Transfer-Encoding whose last coding is not chunked leaves the body's
@@ -402,6 +411,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
         // A malformed chunked body: the client is still there to be told.
         if (ec2.category() == bhttp::make_error_code(bhttp::error::bad_chunk).category())
           co_return co_await answer_early(stream, bad_request(), "rejected", "bad_request");
+        if (ec2 == beast::error::timeout) cut_slow("body");
         if (ec2) co_return false;  // closed or timed out: nothing to answer
       }
     }
