@@ -121,7 +121,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
         (void)co_await backoff.async_wait(nothrow);
         continue;
       }
-      if (open.size() >= limits.max_connections) {
+      if (open.size() >= limits.max_connections && !close_longest_idle()) {
         limiter.write("refused", log::level::warn, "refused",
                       {{"outcome", "max_connections"}, {"connections", open.size()}});
         beast::error_code ignored;
@@ -130,6 +130,24 @@ struct server::impl : std::enable_shared_from_this<impl> {
       }
       net::co_spawn(ioc, session(std::move(sock)), net::detached);
     }
+  }
+
+  // At the cap, the connection that has waited longest for a request makes
+  // room for a new one (as nginx reuses idle keep-alive connections when it
+  // runs out): clients that open connections and stay silent cannot hold
+  // the cap against Svix. False when every connection is in a request; the
+  // new one is refused then.
+  bool close_longest_idle() {
+    connection* longest = nullptr;
+    for (auto& c : open)
+      if (c.waiting && (!longest || c.idle_since < longest->idle_since)) longest = &c;
+    if (!longest) return false;
+    beast::error_code ignored;
+    longest->stream->socket().cancel(ignored);
+    longest->waiting = false;  // its serve() ends; open shrinks when it has
+    limiter.write("idle_closed", log::level::warn, "idle_closed",
+                  {{"outcome", "max_connections"}, {"connections", open.size()}});
+    return true;
   }
 
   // Closes connections that waited longer than the idle timeout for a
