@@ -101,11 +101,20 @@ struct consumer::impl {
       std::vector<topic_partition> wanted = to_vector(parts);
       if (self->handler.on_assign) wanted = self->handler.on_assign(std::move(wanted));
       const auto list = to_list(wanted);
-      rd_kafka_assign(handle, list.get());
+      self->note_assign_error("assign", rd_kafka_assign(handle, list.get()));
     } else {
       if (self->handler.on_revoke) self->handler.on_revoke(to_vector(parts));
-      rd_kafka_assign(handle, nullptr);
+      self->note_assign_error("unassign", rd_kafka_assign(handle, nullptr));
     }
+  }
+
+  // A failed (un)assignment leaves the group believing this member reads
+  // partitions it does not (or the reverse): poll() ends the loop on it
+  // (exit 4, restarted) rather than let the lag grow without a word.
+  std::optional<std::string> assign_failed;
+  void note_assign_error(const char* what, rd_kafka_resp_err_t err) {
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR && !assign_failed)
+      assign_failed = std::string(what) + " in a rebalance: " + rd_kafka_err2str(err);
   }
 };
 
@@ -166,6 +175,7 @@ void consumer::assign(const std::vector<topic_partition>& partitions) {
 
 std::optional<message> consumer::poll(std::chrono::milliseconds timeout) {
   detail::message_ptr m(rd_kafka_consumer_poll(impl_->rk.get(), static_cast<int>(timeout.count())));
+  if (impl_->assign_failed) throw fatal_error("consumer: " + *impl_->assign_failed);  // the callback ran in this poll
   if (!m) return std::nullopt;
   if (m->err) {
     if (m->err == RD_KAFKA_RESP_ERR__FATAL) {
