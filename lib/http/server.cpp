@@ -323,6 +323,14 @@ struct server::impl : std::enable_shared_from_this<impl> {
     else if (msg == "unavailable")
       log::warn(msg, {{"svix_id", d.svix_id}, {"type", d.type}, {"user", d.user}, {"status", status},
                       {"outcome", outcome}, {"ms", ms}});
+    else if (!d.publish && msg != "ignored")
+      // Not a verified delivery (a bad or missing signature, a wrong path or
+      // method): a line anyone can repeat without bound, so it is
+      // rate-limited per kind, as `refused` is. A flood of them then cannot
+      // use up journald's own limit and drop the lines of real deliveries.
+      limiter.write(std::string(msg) + ":" + std::string(outcome), log::level::info, msg,
+                    {{"svix_id", d.svix_id}, {"type", d.type}, {"user", d.user}, {"status", status},
+                     {"outcome", outcome}, {"ms", ms}});
     else
       log::info(msg, {{"svix_id", d.svix_id}, {"type", d.type}, {"user", d.user}, {"status", status},
                       {"outcome", outcome}, {"ms", ms}});
@@ -336,7 +344,9 @@ struct server::impl : std::enable_shared_from_this<impl> {
     auto res = to_beast(r);
     res.keep_alive(false);
     res.prepare_payload();
-    (r.status == 503 ? log::warn : log::info)(msg, {{"status", r.status}, {"outcome", outcome}});
+    // Decided before any signature was checked: rate-limited per kind, as above.
+    limiter.write(std::string(msg) + ":" + std::string(outcome), r.status == 503 ? log::level::warn : log::level::info,
+                  msg, {{"status", r.status}, {"outcome", outcome}});
     stream.expires_after(limits.read_timeout);
     auto [ec, n] = co_await bhttp::async_write(stream, res, nothrow);
     if (!ec) co_await linger(stream);

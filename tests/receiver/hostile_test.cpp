@@ -241,6 +241,43 @@ TEST_CASE("a body whose end is unknown or ambiguous gets 400: Transfer-Encoding 
   CHECK(r.proc().wait_for_log("outcome=transfer_encoding", 5s));
 }
 
+TEST_CASE("a flood of unsigned requests is logged per kind at most once a minute, with every one counted, and real deliveries each get their line") {
+  const auto secret = test::random_secret();
+  test::receiver r(test::broker().brokers, test::fresh_topic("recv_flood_log", 1), secret);
+  REQUIRE(r.wait_ready(20s));
+  auto forged = test::sign_event(test::random_secret(), test::user_event_body("user_forged"));
+  constexpr int n = 300;
+  for (int i = 0; i < n; ++i) CHECK(test::post_event(r.port(), forged).status == 401);
+  for (int i = 0; i < 20; ++i) CHECK(test::send_http(r.port(), "GET", "/nowhere", {}, "").status == 404);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    const auto e = test::sign_event(secret, test::user_event_body("user_flood_" + std::to_string(i)));
+    CHECK(test::post_event(r.port(), e).status == 200);
+    ids.push_back(e.id);
+  }
+  r.proc().signal(SIGTERM);
+  REQUIRE(r.proc().wait(30s) == 0);
+  const std::string log = r.proc().stderr_text();
+  std::istringstream lines(log);
+  std::size_t rejected_lines = 0, rejected = 0, not_found = 0;
+  for (std::string l; std::getline(lines, l);) {
+    const auto count = [&] {
+      const auto at = l.find(" repeated=");
+      return 1 + (at == std::string::npos ? 0 : std::stoull(l.substr(at + 10)));
+    };
+    if (l.find("msg=rejected") != std::string::npos && l.find("outcome=no_matching_signature") != std::string::npos) {
+      ++rejected_lines;
+      rejected += count();
+    }
+    if (l.find("msg=not_found") != std::string::npos) not_found += count();
+  }
+  MESSAGE(n << " forged requests: " << rejected_lines << " lines");
+  CHECK(rejected_lines == 2);  // the first at once, the rest in one line at stop
+  CHECK(rejected == n);        // every one accounted for
+  CHECK(not_found == 20);
+  for (const auto& id : ids) CHECK(log.find("msg=published svix_id=" + id) != std::string::npos);
+}
+
 TEST_CASE("a signed body nested 200,000 levels deep gets 400 and the receiver lives") {
   const auto secret = test::random_secret();
   test::receiver r(test::broker().brokers, test::fresh_topic("recv_deep", 1), secret);
