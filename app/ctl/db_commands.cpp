@@ -238,6 +238,7 @@ void add_db_commands(CLI::App& app, runner& run) {
   rp->add_option("--db", r->db, "The new database file (must not exist or be empty)")->required();
   rp->add_option("--batch", r->batch, "Messages per transaction")->check(CLI::Range(1, 100'000))->capture_default_str();
   rp->add_option("--stall-timeout-ms", r->stall_timeout_ms, "Give up when nothing arrives for this long")
+      ->check(CLI::Range(1'000, 86'400'000))
       ->capture_default_str();
   rp->add_flag("--allow-incomplete", r->allow_incomplete,
                "Accept a rebuild that misses events deleted from the log (retention, deleted records)");
@@ -263,7 +264,9 @@ void add_db_commands(CLI::App& app, runner& run) {
   st->add_option("--db", s->db, "Database file")->envname("CLERK_SYNC_DB")->required();
   st->add_option("--projection", s->projections, "Projections to show (comma list or all)")->capture_default_str();
   st->add_option("--max-lag", s->max_lag, "Exit 1 when a projection's lag exceeds N messages (for monitors)");
-  st->add_option("--timeout-ms", s->timeout_ms, "Kafka request timeout")->capture_default_str();
+  st->add_option("--timeout-ms", s->timeout_ms, "Kafka request timeout")
+      ->check(CLI::Range(100, 600'000))
+      ->capture_default_str();
   st->callback([s, &run] { run = [s] { return status(*s); }; });
 
   auto* dl = app.add_subcommand("dead-letters", "List or re-drive events that could not be applied");

@@ -156,7 +156,9 @@ void add_http_commands(CLI::App& app, runner& run) {
   send_cmd->add_option("--retry-schedule", a->schedule,
                        "Delays before each retry (Svix uses 5s,5m,30m,2h,5h,10h,10h)")
       ->capture_default_str();
-  send_cmd->add_option("--timeout-ms", a->timeout_ms, "Per-request timeout")->capture_default_str();
+  send_cmd->add_option("--timeout-ms", a->timeout_ms, "Per-request timeout")
+      ->check(CLI::Range(100, 600'000))
+      ->capture_default_str();
   send_cmd->callback([a, &run] { run = [a] { return send(*a); }; });
 }
 

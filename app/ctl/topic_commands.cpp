@@ -68,7 +68,9 @@ void add_topic_commands(CLI::App& app, runner& run) {
   ensure->add_option("--config", a->configs, "Extra topic config when creating, key=value (repeatable)")
       ->type_name("KEY=VALUE");
   ensure->add_flag("--strict", a->strict, "Exit 1 when the topic is not replayable in full or not durable");
-  ensure->add_option("--timeout-ms", a->timeout_ms, "Admin request timeout")->capture_default_str();
+  ensure->add_option("--timeout-ms", a->timeout_ms, "Admin request timeout")
+      ->check(CLI::Range(100, 600'000))
+      ->capture_default_str();
   ensure->callback([a, &run] { run = [a] { return topic_ensure(*a); }; });
 }
 

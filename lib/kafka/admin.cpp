@@ -28,7 +28,9 @@ std::unique_ptr<rd_kafka_AdminOptions_t, options_deleter> admin_options(rd_kafka
                                                                          std::chrono::milliseconds timeout) {
   std::unique_ptr<rd_kafka_AdminOptions_t, options_deleter> o(rd_kafka_AdminOptions_new(rk, op));
   std::array<char, 256> err{};
-  rd_kafka_AdminOptions_set_request_timeout(o.get(), static_cast<int>(timeout.count()), err.data(), err.size());
+  if (rd_kafka_AdminOptions_set_request_timeout(o.get(), static_cast<int>(timeout.count()), err.data(), err.size()) !=
+      RD_KAFKA_RESP_ERR_NO_ERROR)
+    throw config_error(std::string("kafka admin request timeout: ") + err.data());  // not librdkafka's default in silence
   return o;
 }
 

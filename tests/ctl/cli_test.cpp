@@ -53,7 +53,11 @@ TEST_CASE("every subcommand has its own --help") {
 TEST_CASE("bad usage exits 2 with one line") {
   for (const std::vector<std::string>& args : {std::vector<std::string>{}, {"nope"}, {"replay", "--db", "x.db"},
                                               {"status", "--max-lag", "many", "--db", "x.db"},
-                                              {"replay", "--projection", "nonsense", "--db", "/nonexistent/x.db"}}) {
+                                              {"replay", "--projection", "nonsense", "--db", "/nonexistent/x.db"},
+                                              // A timeout Kafka would replace by its default in silence.
+                                              {"status", "--timeout-ms", "0", "--db", "x.db"},
+                                              {"topic", "ensure", "--timeout-ms", "-5"},
+                                              {"replay", "--projection", "users", "--db", "x.db", "--stall-timeout-ms", "0"}}) {
     const auto r = test::run(ctl(), args, clean_env);
     INFO(r.err);
     CHECK(r.status == 2);
