@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "kafka/producer.hpp"
+
 namespace clerk_sync::http {
 
 void add_receiver_options(CLI::App& app, receiver_options& o) {
@@ -79,6 +81,7 @@ void validate(const receiver_options& o) {
     if (key == "message.timeout.ms" || key == "message.max.bytes")
       throw config::usage_error("kafka property '" + key +
                                 "' is derived from --publish-deadline-ms and --body-limit; set those instead");
+  kafka::producer::check_properties(o.kafka);  // before any line: one clear line, exit 2
   if (o.read_timeout_ms <= 0 || o.idle_timeout_ms <= 0 || o.shutdown_grace_ms <= 0)
     throw config::usage_error("timeouts must be positive");
   if (o.max_connections == 0) throw config::usage_error("--max-connections must be positive");

@@ -80,7 +80,40 @@ void set(rd_kafka_conf_t* conf, std::string_view key, std::string_view value) {
     throw config_error("kafka property '" + k + "': " + err.data());
 }
 
+namespace {
+
+std::string get(rd_kafka_conf_t* conf, const std::string& key) {
+  std::array<char, 512> buf{};
+  std::size_t size = buf.size();
+  if (rd_kafka_conf_get(conf, key.c_str(), buf.data(), &size) != RD_KAFKA_CONF_OK) return {};
+  return buf.data();
+}
+
+}  // namespace
+
+void refuse_overrides(const client_config& cfg, std::span<const std::pair<std::string_view, std::string_view>> fixed) {
+  for (const auto& [k, v] : cfg.properties)
+    for (const auto& [fk, fv] : fixed) {
+      conf_ptr scratch(rd_kafka_conf_new());
+      const std::string fixed_key(fk);
+      set(scratch.get(), fixed_key, fv);
+      const std::string before = get(scratch.get(), fixed_key);
+      set(scratch.get(), k, v);
+      if (get(scratch.get(), fixed_key) != before)
+        throw config_error("kafka property '" + k + "': clerk-sync sets " + fixed_key + "=" + std::string(fv) +
+                           " itself (its guarantees depend on it)");
+    }
+}
+
+std::span<const std::pair<std::string_view, std::string_view>> every_client_fixed() {
+  static constexpr std::array<std::pair<std::string_view, std::string_view>, 1> every_client{
+      {{"allow.auto.create.topics", "false"}}};
+  return every_client;
+}
+
 conf_ptr make_conf(const client_config& cfg, property_list defaults, property_list fixed) {
+  refuse_overrides(cfg, {fixed.begin(), fixed.size()});
+  refuse_overrides(cfg, every_client_fixed());
   conf_ptr conf(rd_kafka_conf_new());
   set(conf.get(), "bootstrap.servers", cfg.brokers);
   // Warnings and worse by default; an operator may raise it (`debug` too).
@@ -88,7 +121,7 @@ conf_ptr make_conf(const client_config& cfg, property_list defaults, property_li
   for (const auto& [k, v] : defaults) set(conf.get(), k, v);
   for (const auto& [k, v] : cfg.properties) set(conf.get(), k, v);
   for (const auto& [k, v] : fixed) set(conf.get(), k, v);
-  set(conf.get(), "allow.auto.create.topics", "false");
+  for (const auto& [k, v] : every_client_fixed()) set(conf.get(), k, v);
   rd_kafka_conf_set_log_cb(conf.get(), &on_log);
   rd_kafka_conf_set_error_cb(conf.get(), &on_error);
   return conf;

@@ -6,6 +6,7 @@
 
 #include <initializer_list>
 #include <memory>
+#include <span>
 #include <utility>
 #include <string>
 #include <string_view>
@@ -38,13 +39,23 @@ void set(rd_kafka_conf_t* conf, std::string_view key, std::string_view value);
 
 using property_list = std::initializer_list<std::pair<std::string_view, std::string_view>>;
 
+// Throws config_error for an operator's property that would change one of
+// `fixed` (under its own name or an alias, e.g. request.required.acks for
+// acks; the same value however spelled, acks=-1 for all, passes): the fixed
+// value would win anyway, and the operator would not know.
+void refuse_overrides(const client_config& cfg, std::span<const std::pair<std::string_view, std::string_view>> fixed);
+
+// What every client of the project fixes (allow.auto.create.topics=false).
+[[nodiscard]] std::span<const std::pair<std::string_view, std::string_view>> every_client_fixed();
+
 // A new configuration: bootstrap servers, then `defaults`, then the
 // operator's properties, then `fixed` (what correctness depends on, such as
 // idempotence, which no property may turn off), then what every client of
 // the project fixes: allow.auto.create.topics=false (a topic created by a
 // probe or a produce gets broker defaults, and replay silently loses
-// events). librdkafka's log lines and errors go through the project's
-// logger (see log_error), rate-limited.
+// events). An operator's property that would change a fixed one is refused
+// (refuse_overrides). librdkafka's log lines and errors go through the
+// project's logger (see log_error), rate-limited.
 [[nodiscard]] conf_ptr make_conf(const client_config& cfg, property_list defaults, property_list fixed);
 
 // Logs a librdkafka error (error callback, or an error event from poll) as

@@ -60,6 +60,20 @@ struct producer::impl {
   }
 };
 
+namespace {
+// Exactly the guarantees the receiver promises Svix; no property may change them.
+constexpr std::array<std::pair<std::string_view, std::string_view>, 3> guarantees{{
+    {"enable.idempotence", "true"},
+    {"acks", "all"},
+    {"delivery.report.only.error", "false"},
+}};
+}  // namespace
+
+void producer::check_properties(const client_config& cfg) {
+  detail::refuse_overrides(cfg, guarantees);
+  detail::refuse_overrides(cfg, detail::every_client_fixed());
+}
+
 producer::producer(const client_config& cfg, const producer_options& opts, fatal_callback on_fatal)
     : impl_(std::make_unique<impl>()) {
   impl_->on_fatal = std::move(on_fatal);
@@ -76,10 +90,9 @@ producer::producer(const client_config& cfg, const producer_options& opts, fatal
                                     // they must agree with (see http::validate).
                                     {"message.timeout.ms", timeout},
                                     {"message.max.bytes", max_bytes},
-                                    // Exactly the guarantees the receiver promises Svix.
-                                    {"enable.idempotence", "true"},
-                                    {"acks", "all"},
-                                    {"delivery.report.only.error", "false"},
+                                    guarantees[0],
+                                    guarantees[1],
+                                    guarantees[2],
                                 });
   rd_kafka_conf_set_dr_msg_cb(conf.get(), &impl::on_delivery);
   rd_kafka_conf_set_error_cb(conf.get(), &impl::on_error);

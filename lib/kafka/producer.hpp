@@ -82,6 +82,10 @@ class producer {
   // blocks on a full queue (no RD_KAFKA_MSG_F_BLOCK): the caller is also the
   // only thread that frees it.
   producer(const client_config& cfg, const producer_options& opts, fatal_callback on_fatal = {});
+  // The check the constructor makes of the operator's properties against
+  // what the producer fixes (idempotence, acks=all), for a start-up that
+  // validates settings before it does anything else. Throws config_error.
+  static void check_properties(const client_config& cfg);
   ~producer();  // stops the poller if any; call flush() first to keep queued records
   producer(const producer&) = delete;
   producer& operator=(const producer&) = delete;

@@ -51,6 +51,11 @@ TEST_CASE("an unknown projection or a bad setting: one clear line, exit 2") {
                    "no.such.property=1"});
   CHECK(r.status == 2);
   CHECK(r.err.find("no.such.property") != std::string::npos);
+  // Offsets live in the database: Kafka's auto-commit stays off, and saying otherwise is an error.
+  r = t::run(exe, {"--projection", "users", "--db", (dir / "k.db").string(), "--kafka-property",
+                   "enable.auto.commit=true"});
+  CHECK(r.status == 2);
+  CHECK(r.err.find("clerk-sync sets enable.auto.commit=false itself") != std::string::npos);
   r = t::run(exe, {"--projection", "users", "--db", "/proc/no/such/dir/x.db"});
   CHECK(r.status == 2);
   CHECK(r.err.find("cannot open database") != std::string::npos);

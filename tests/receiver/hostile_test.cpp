@@ -357,7 +357,7 @@ TEST_CASE("one size contract: a body at the limit fits in a record, and one Kafk
   CHECK(test::post_event(r.port(), test::sign_event(secret, test::user_event_body("user_after"))).status == 200);
 }
 
-TEST_CASE("settings that would let the HTTP deadline beat Kafka's verdict, or disagree on sizes, stop start-up with exit 2") {
+TEST_CASE("settings that would let the HTTP deadline beat Kafka's verdict, disagree on sizes or weaken the producer stop start-up with exit 2") {
   const auto secret = test::random_secret();
   const auto exe = test::binary_path("app/receiver/clerk-sync-receiver");
   const std::map<std::string, std::string> env{{"CLERK_WEBHOOK_SECRET", secret}, {"CLERK_WEBHOOK_SECRET_FILE", ""}};
@@ -365,10 +365,17 @@ TEST_CASE("settings that would let the HTTP deadline beat Kafka's verdict, or di
            {"--publish-deadline-ms", "2000"},
            {"--kafka-property", "message.timeout.ms=9000"},
            {"--kafka-property", "message.max.bytes=100000"},
-           {"--body-memory-budget", "1000"}}) {
+           {"--body-memory-budget", "1000"},
+           // What the producer fixes, under its own name or an alias, is not silently overridden.
+           {"--kafka-property", "acks=1"},
+           {"--kafka-property", "request.required.acks=0"},
+           {"--kafka-property", "enable.idempotence=false"},
+           {"--kafka-property", "allow.auto.create.topics=true"}}) {
     CAPTURE(args.back());
     const auto res = test::run(exe, args, env, 10s);
     CHECK(res.status == 2);
     CHECK(std::count(res.err.begin(), res.err.end(), '\n') == 1);
+    if (args.back().starts_with("acks") || args.back().starts_with("request"))
+      CHECK(res.err.find("clerk-sync sets acks=all itself") != std::string::npos);
   }
 }
