@@ -109,8 +109,15 @@ TEST_CASE("on a broker that auto-creates topics, no client of ours creates the e
   cfg.brokers = broker.address();
   const std::string topic = "clerk.events.auto";
   const auto secret = test::random_secret();
-  // An operator's property cannot turn it back on.
-  json_receiver r(broker.address(), topic, secret, {"--kafka-property", "allow.auto.create.topics=true"});
+  // An operator's property cannot turn it back on: it stops start-up (exit 2, one line)...
+  const auto refused = test::run(test::binary_path("app/receiver/clerk-sync-receiver"),
+                                 {"--brokers", broker.address(), "--topic", topic, "--kafka-property",
+                                  "allow.auto.create.topics=true"},
+                                 {{"CLERK_WEBHOOK_SECRET", secret}, {"CLERK_WEBHOOK_SECRET_FILE", ""}}, 10s);
+  CHECK(refused.status == 2);
+  CHECK(refused.err.find("allow.auto.create.topics") != std::string::npos);
+  // ... and without it, no probe or produce of ours creates the topic.
+  json_receiver r(broker.address(), topic, secret);
   REQUIRE_MESSAGE(r.proc().wait_for_log("\"msg\":\"topic_missing\"", 20s), r.proc().stderr_text());
 
   const auto e = test::sign_event(secret, test::user_event_body("user_auto"));
