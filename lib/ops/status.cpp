@@ -1,6 +1,7 @@
 #include "ops/status.hpp"
 
 #include <algorithm>
+#include <map>
 
 #include "kafka/consumer.hpp"
 #include "store/database.hpp"
@@ -24,6 +25,11 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
                                               const std::vector<projection::kind>& projections,
                                               std::chrono::milliseconds timeout) {
   store::database db(db_path, {.read_only = true});
+  // The stored offsets before the watermarks: both only grow, so a
+  // projection caught up between the two reads cannot look past the log's
+  // end (out of range, a false alarm).
+  std::vector<std::map<std::int32_t, std::int64_t>> stored_of;
+  for (const auto k : projections) stored_of.push_back(projection::stored_offsets(db, k, topic));
   kafka::consumer reader(cfg, "");
   const auto partitions = reader.partitions_of(topic, timeout);
   if (partitions.empty()) throw kafka::fatal_error("topic " + topic + " does not exist or has no partitions");
@@ -32,12 +38,13 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
 
   const auto stats = projection::status(db);
   std::vector<projection_report> out;
-  for (const auto k : projections) {
+  for (std::size_t j = 0; j < projections.size(); ++j) {
+    const auto k = projections[j];
     projection_report r;
     r.db.projection = k;
     for (const auto& s : stats)
       if (s.projection == k) r.db = s;
-    const auto stored = projection::stored_offsets(db, k, topic);
+    const auto& stored = stored_of[j];
     for (std::size_t i = 0; i < partitions.size(); ++i) {
       partition_lag pl;
       pl.partition = partitions[i];
