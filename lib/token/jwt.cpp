@@ -185,8 +185,8 @@ key_set key_set::from_pem(std::string_view text) {
   std::size_t blocks = 0;
   for (auto at = text.find("-----BEGIN "); at != std::string_view::npos; at = text.find("-----BEGIN ", at + 1)) ++blocks;
   if (out->keys.size() != blocks)
-    throw key_error("PEM block " + std::to_string(out->keys.size() + 1) + " of " + std::to_string(blocks) +
-                    " could not be read as a \"-----BEGIN PUBLIC KEY-----\" block (each block must be one)");
+    throw key_error(std::to_string(blocks - out->keys.size()) + " of " + std::to_string(blocks) +
+                    " PEM blocks could not be read as a \"-----BEGIN PUBLIC KEY-----\" block (each block must be one)");
   return key_set(std::move(out));
 }
 

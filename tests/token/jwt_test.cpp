@@ -199,7 +199,7 @@ TEST_CASE("token: unusable key material is a key_error") {
   auto damaged = other_signer().public_pem();
   damaged[damaged.find('\n') + 10] ^= 0x01;  // one base64 character of the key's body
   CHECK_THROWS_WITH_AS((void)token::key_set::from_pem(good + damaged),
-                       "PEM block 2 of 2 could not be read as a \"-----BEGIN PUBLIC KEY-----\" block (each block must be one)",
+                       "1 of 2 PEM blocks could not be read as a \"-----BEGIN PUBLIC KEY-----\" block (each block must be one)",
                        token::key_error);
   CHECK_THROWS_AS((void)token::key_set::from_pem(good + "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"),
                   token::key_error);
