@@ -16,6 +16,10 @@ int read_user_version(SQLite::Database& db) { return db.execAndGet("PRAGMA user_
 // succeed: db_error. Anything else (no such directory, no permission, not a
 // database) is the setting's fault: open_error.
 [[noreturn]] void throw_open_failure(const std::string& what, const SQLite::Exception& e) {
+  // A reader that met a WAL the writer is still recovering or setting up.
+  const int extended = e.getExtendedErrorCode();
+  if (extended == SQLITE_READONLY_RECOVERY || extended == SQLITE_READONLY_CANTINIT)
+    throw db_error(what + ": " + e.what());
   switch (e.getErrorCode() & 0xff) {
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
