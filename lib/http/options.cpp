@@ -81,7 +81,12 @@ void validate(const receiver_options& o) {
     if (key == "message.timeout.ms" || key == "message.max.bytes")
       throw config::usage_error("kafka property '" + key +
                                 "' is derived from --publish-deadline-ms and --body-limit; set those instead");
-  kafka::producer::check_properties(o.kafka);  // before any line: one clear line, exit 2
+  // What the producer fixes, under any alias (delivery.timeout.ms): before
+  // any line, so that the refusal is start-up's one line and exit 2.
+  kafka::producer_options fixed;
+  fixed.message_timeout = message_timeout(o);
+  fixed.max_message_bytes = max_message_bytes(o);
+  kafka::producer::check_properties(o.kafka, fixed);
   if (o.read_timeout_ms <= 0 || o.idle_timeout_ms <= 0 || o.shutdown_grace_ms <= 0)
     throw config::usage_error("timeouts must be positive");
   if (o.max_connections == 0) throw config::usage_error("--max-connections must be positive");

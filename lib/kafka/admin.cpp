@@ -21,7 +21,7 @@ using queue_ptr = std::unique_ptr<rd_kafka_queue_t, queue_deleter>;
 using event_ptr = std::unique_ptr<rd_kafka_event_t, event_deleter>;
 
 detail::handle_ptr admin_handle(const client_config& cfg) {
-  return detail::make_handle(RD_KAFKA_PRODUCER, detail::make_conf(cfg, {}, {}));
+  return detail::make_handle(RD_KAFKA_PRODUCER, detail::make_conf(cfg, {}, detail::property_list{}));
 }
 
 std::unique_ptr<rd_kafka_AdminOptions_t, options_deleter> admin_options(rd_kafka_t* rk, rd_kafka_admin_op_t op,

@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cctype>
+#include <vector>
 
 #include "log/log.hpp"
 
@@ -91,18 +92,40 @@ std::string get(rd_kafka_conf_t* conf, const std::string& key) {
 
 }  // namespace
 
-void refuse_overrides(const client_config& cfg, std::span<const std::pair<std::string_view, std::string_view>> fixed) {
-  for (const auto& [k, v] : cfg.properties)
-    for (const auto& [fk, fv] : fixed) {
-      conf_ptr scratch(rd_kafka_conf_new());
-      const std::string fixed_key(fk);
-      set(scratch.get(), fixed_key, fv);
-      const std::string before = get(scratch.get(), fixed_key);
-      set(scratch.get(), k, v);
-      if (get(scratch.get(), fixed_key) != before)
-        throw config_error("kafka property '" + k + "': clerk-sync sets " + fixed_key + "=" + std::string(fv) +
-                           " itself (its guarantees depend on it)");
+namespace {
+
+using fixed_list = std::span<const std::pair<std::string_view, std::string_view>>;
+
+// Sets `fixed`, then the operator's properties in their order, refusing one
+// that moves a fixed value (under its own name or an alias); the same value
+// however spelled (acks=-1 for all) passes. One configuration throughout, so
+// that a plugin an earlier property loads defines the later ones.
+void set_checked(rd_kafka_conf_t* conf, const client_config& cfg, std::initializer_list<fixed_list> fixed) {
+  struct wanted {
+    std::string key;
+    std::string_view value;
+    std::string as_read;  // as librdkafka spells it back (acks: -1)
+  };
+  std::vector<wanted> want;
+  for (const auto list : fixed)
+    for (const auto& [k, v] : list) {
+      set(conf, k, v);
+      want.push_back({std::string(k), v, get(conf, std::string(k))});
     }
+  for (const auto& [k, v] : cfg.properties) {
+    set(conf, k, v);
+    for (const auto& w : want)
+      if (get(conf, w.key) != w.as_read)
+        throw config_error("kafka property '" + k + "': clerk-sync sets " + w.key + "=" + std::string(w.value) +
+                           " itself (its guarantees depend on it)");
+  }
+}
+
+}  // namespace
+
+void refuse_overrides(const client_config& cfg, fixed_list fixed) {
+  const conf_ptr scratch(rd_kafka_conf_new());
+  set_checked(scratch.get(), cfg, {fixed, every_client_fixed()});
 }
 
 std::span<const std::pair<std::string_view, std::string_view>> every_client_fixed() {
@@ -111,20 +134,20 @@ std::span<const std::pair<std::string_view, std::string_view>> every_client_fixe
   return every_client;
 }
 
-conf_ptr make_conf(const client_config& cfg, property_list defaults, property_list fixed) {
-  refuse_overrides(cfg, {fixed.begin(), fixed.size()});
-  refuse_overrides(cfg, every_client_fixed());
+conf_ptr make_conf(const client_config& cfg, property_list defaults, fixed_list fixed) {
   conf_ptr conf(rd_kafka_conf_new());
   set(conf.get(), "bootstrap.servers", cfg.brokers);
   // Warnings and worse by default; an operator may raise it (`debug` too).
   set(conf.get(), "log_level", "4");
   for (const auto& [k, v] : defaults) set(conf.get(), k, v);
-  for (const auto& [k, v] : cfg.properties) set(conf.get(), k, v);
-  for (const auto& [k, v] : fixed) set(conf.get(), k, v);
-  for (const auto& [k, v] : every_client_fixed()) set(conf.get(), k, v);
+  set_checked(conf.get(), cfg, {fixed, every_client_fixed()});
   rd_kafka_conf_set_log_cb(conf.get(), &on_log);
   rd_kafka_conf_set_error_cb(conf.get(), &on_error);
   return conf;
+}
+
+conf_ptr make_conf(const client_config& cfg, property_list defaults, property_list fixed) {
+  return make_conf(cfg, defaults, fixed_list(fixed.begin(), fixed.size()));
 }
 
 handle_ptr make_handle(rd_kafka_type_t type, conf_ptr conf) {

@@ -40,9 +40,11 @@ void set(rd_kafka_conf_t* conf, std::string_view key, std::string_view value);
 using property_list = std::initializer_list<std::pair<std::string_view, std::string_view>>;
 
 // Throws config_error for an operator's property that would change one of
-// `fixed` (under its own name or an alias, e.g. request.required.acks for
-// acks; the same value however spelled, acks=-1 for all, passes): the fixed
-// value would win anyway, and the operator would not know.
+// `fixed` or every_client_fixed() (under its own name or an alias, e.g.
+// request.required.acks for acks; the same value however spelled, acks=-1
+// for all, passes): the fixed value would win anyway, and the operator would
+// not know. make_conf makes the same check; this one is for a start-up that
+// validates its settings before it does anything else.
 void refuse_overrides(const client_config& cfg, std::span<const std::pair<std::string_view, std::string_view>> fixed);
 
 // What every client of the project fixes (allow.auto.create.topics=false).
@@ -56,6 +58,8 @@ void refuse_overrides(const client_config& cfg, std::span<const std::pair<std::s
 // events). An operator's property that would change a fixed one is refused
 // (refuse_overrides). librdkafka's log lines and errors go through the
 // project's logger (see log_error), rate-limited.
+[[nodiscard]] conf_ptr make_conf(const client_config& cfg, property_list defaults,
+                                 std::span<const std::pair<std::string_view, std::string_view>> fixed);
 [[nodiscard]] conf_ptr make_conf(const client_config& cfg, property_list defaults, property_list fixed);
 
 // Logs a librdkafka error (error callback, or an error event from poll) as

@@ -61,39 +61,41 @@ struct producer::impl {
 };
 
 namespace {
-// Exactly the guarantees the receiver promises Svix; no property may change them.
-constexpr std::array<std::pair<std::string_view, std::string_view>, 3> guarantees{{
-    {"enable.idempotence", "true"},
-    {"acks", "all"},
-    {"delivery.report.only.error", "false"},
-}};
+
+// What the producer sets whatever an operator's properties say: derived from
+// the caller's deadline and size limits, which they must agree with (see
+// http::validate), and exactly the guarantees the receiver promises Svix.
+struct fixed_properties {
+  std::string timeout, max_bytes;
+  explicit fixed_properties(const producer_options& opts)
+      : timeout(std::to_string(opts.message_timeout.count())), max_bytes(std::to_string(opts.max_message_bytes)) {}
+  [[nodiscard]] std::array<std::pair<std::string_view, std::string_view>, 5> list() const {
+    return {{{"message.timeout.ms", timeout},
+             {"message.max.bytes", max_bytes},
+             {"enable.idempotence", "true"},
+             {"acks", "all"},
+             {"delivery.report.only.error", "false"}}};
+  }
+};
+
 }  // namespace
 
-void producer::check_properties(const client_config& cfg) {
-  detail::refuse_overrides(cfg, guarantees);
-  detail::refuse_overrides(cfg, detail::every_client_fixed());
+void producer::check_properties(const client_config& cfg, const producer_options& opts) {
+  detail::refuse_overrides(cfg, fixed_properties(opts).list());
 }
 
 producer::producer(const client_config& cfg, const producer_options& opts, fatal_callback on_fatal)
     : impl_(std::make_unique<impl>()) {
   impl_->on_fatal = std::move(on_fatal);
-  const std::string timeout = std::to_string(opts.message_timeout.count());
   const std::string linger = std::to_string(opts.linger.count());
-  const std::string max_bytes = std::to_string(opts.max_message_bytes);
+  const fixed_properties fixed(opts);
+  const auto fixed_list = fixed.list();
   auto conf = detail::make_conf(cfg,
                                 {
                                     {"linger.ms", linger},
                                     {"socket.keepalive.enable", "true"},
                                 },
-                                {
-                                    // Derived from the caller's deadline and size limits, which
-                                    // they must agree with (see http::validate).
-                                    {"message.timeout.ms", timeout},
-                                    {"message.max.bytes", max_bytes},
-                                    guarantees[0],
-                                    guarantees[1],
-                                    guarantees[2],
-                                });
+                                fixed_list);
   rd_kafka_conf_set_dr_msg_cb(conf.get(), &impl::on_delivery);
   rd_kafka_conf_set_error_cb(conf.get(), &impl::on_error);
   rd_kafka_conf_set_opaque(conf.get(), impl_.get());

@@ -85,7 +85,7 @@ class producer {
   // The check the constructor makes of the operator's properties against
   // what the producer fixes (idempotence, acks=all), for a start-up that
   // validates settings before it does anything else. Throws config_error.
-  static void check_properties(const client_config& cfg);
+  static void check_properties(const client_config& cfg, const producer_options& opts);
   ~producer();  // stops the poller if any; call flush() first to keep queued records
   producer(const producer&) = delete;
   producer& operator=(const producer&) = delete;

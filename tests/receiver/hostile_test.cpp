@@ -369,6 +369,7 @@ TEST_CASE("settings that would let the HTTP deadline beat Kafka's verdict, disag
            // What the producer fixes, under its own name or an alias, is not silently overridden.
            {"--kafka-property", "acks=1"},
            {"--kafka-property", "request.required.acks=0"},
+           {"--kafka-property", "delivery.timeout.ms=9000"},  // message.timeout.ms under its alias
            {"--kafka-property", "enable.idempotence=false"},
            {"--kafka-property", "allow.auto.create.topics=true"}}) {
     CAPTURE(args.back());
