@@ -9,6 +9,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/intrusive/list.hpp>
 
 #include <algorithm>
 #include <array>
@@ -22,6 +23,7 @@ namespace {
 namespace net = boost::asio;
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
+namespace bi = boost::intrusive;
 using tcp = net::ip::tcp;
 // Everything here runs on one io_context, so its sockets, timers and
 // coroutines name that context's executor type rather than the type-erased
@@ -52,13 +54,18 @@ struct server::impl : std::enable_shared_from_this<impl> {
   // One open connection.
   struct connection {
     stream_type* stream = nullptr;
-    // Waiting for a request's first byte since `idle_since`: the sweeper
-    // closes it after the idle timeout, stop() at once (nothing in flight).
-    // Otherwise a request is being read or answered. No buffer is held
-    // meanwhile.
-    bool waiting = false;
+    // Linked into `idle` while it waits for a request's first byte (since
+    // `idle_since`, holding no buffer): the sweeper closes it after the idle
+    // timeout, the cap for a new connection, stop() at once (nothing in
+    // flight). Otherwise a request is being read or answered. Unlinks itself
+    // when the connection goes.
+    bi::list_member_hook<bi::link_mode<bi::auto_unlink>> idle_hook;
     std::chrono::steady_clock::time_point idle_since{};
   };
+  // The waiting connections, longest idle first (each joins at the back
+  // when it starts to wait): the sweeper and the cap take from the front.
+  using idle_list = bi::list<connection, bi::member_hook<connection, decltype(connection::idle_hook), &connection::idle_hook>,
+                             bi::constant_time_size<false>>;
 
   net::io_context& ioc;
   net::basic_socket_acceptor<tcp, executor> acceptor;
@@ -69,6 +76,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
   std::atomic<readiness>* ready = nullptr;
   [[nodiscard]] readiness kafka_state() const { return ready ? ready->load() : readiness::kafka_unreachable; }
   std::list<connection> open;
+  idle_list idle;
   bool stopping = false;
   std::size_t body_bytes = 0;  // reserved by requests whose bodies are being read or held
   std::array<char, 16 * 1024> discard{};  // lingering reads land here (one thread: no race)
@@ -137,17 +145,21 @@ struct server::impl : std::enable_shared_from_this<impl> {
   // runs out): clients that open connections and stay silent cannot hold
   // the cap against Svix. False when every connection is in a request; the
   // new one is refused then.
+  // Its serve() ends, and `open` shrinks then: one past the cap meanwhile.
   bool close_longest_idle() {
-    connection* longest = nullptr;
-    for (auto& c : open)
-      if (c.waiting && (!longest || c.idle_since < longest->idle_since)) longest = &c;
-    if (!longest) return false;
-    beast::error_code ignored;
-    longest->stream->socket().cancel(ignored);
-    longest->waiting = false;  // its serve() ends; open shrinks when it has
+    if (idle.empty()) return false;
+    close_idle(idle.front());
     limiter.write("idle_closed", log::level::warn, "idle_closed",
                   {{"outcome", "max_connections"}, {"connections", open.size()}});
     return true;
+  }
+
+  // Ends a waiting connection's wait (its serve() returns): out of `idle`
+  // at once, so that nothing takes it twice.
+  void close_idle(connection& c) {
+    c.idle_hook.unlink();
+    beast::error_code ignored;
+    c.stream->socket().cancel(ignored);
   }
 
   // Closes connections that waited longer than the idle timeout for a
@@ -161,12 +173,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
       tick.expires_after(every);
       (void)co_await tick.async_wait(nothrow);
       const auto now = std::chrono::steady_clock::now();
-      for (auto& c : open) {
-        if (!c.waiting || now - c.idle_since < limits.idle_timeout) continue;
-        beast::error_code ignored;
-        c.stream->socket().cancel(ignored);
-        c.waiting = false;
-      }
+      while (!idle.empty() && now - idle.front().idle_since >= limits.idle_timeout) close_idle(idle.front());
     }
   }
 
@@ -261,7 +268,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
   task<void> session(socket_type sock) {
     auto self = shared_from_this();
     stream_type stream(std::move(sock));
-    const auto me = open.insert(open.end(), connection{&stream});
+    const auto me = open.emplace(open.end());
+    me->stream = &stream;
     try {
       co_await serve(stream, *me);
     } catch (const std::exception& e) {
@@ -284,7 +292,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
     // buffer until their CRLF comes. Past the bound a read fails with
     // buffer_overflow (answered 400), so a line that never ends costs at
     // most a header and one read, not what the client sends in the read
-    // timeout.
+    // timeout. (reserve() past the bound would raise it: every reserve
+    // here asks for at most max_read.)
     beast::flat_buffer buffer(limits.header_limit + max_read);
     while (!stopping) {
       // Between requests the buffer keeps only bytes already received (a
@@ -295,10 +304,10 @@ struct server::impl : std::enable_shared_from_this<impl> {
       if (buffer.size() == 0) {
         // Wait without a buffer and without a timer of its own:
         // sweep_idle() enforces the idle timeout.
-        me.waiting = true;
         me.idle_since = std::chrono::steady_clock::now();
+        idle.push_back(me);
         auto [ec] = co_await stream.socket().async_wait(tcp::socket::wait_read, nothrow);
-        me.waiting = false;
+        me.idle_hook.unlink();  // if the sweeper, the cap or stop() has not
         if (ec) co_return;  // closed or idle too long: nothing to answer
       }
       if (!co_await serve_request(stream, buffer)) co_return;
@@ -501,8 +510,7 @@ void server::stop() {
   impl_->stopping = true;
   beast::error_code ignored;
   impl_->acceptor.close(ignored);
-  for (auto& c : impl_->open)
-    if (c.waiting) c.stream->socket().close(ignored);  // idle: nothing in flight to lose
+  for (auto& c : impl_->idle) c.stream->socket().close(ignored);  // nothing in flight to lose
 }
 
 std::size_t server::connections() const { return impl_->open.size(); }

@@ -28,21 +28,31 @@ TEST_CASE("connection cap, idle timeout and a half-sent request are bounded") {
   }
   CHECK(r.proc().wait_for_log("msg=refused outcome=max_connections", 5s));
   std::this_thread::sleep_for(300ms);  // the cut connections are gone
-  raw_conn a(r.port());
-  std::this_thread::sleep_for(50ms);
   raw_conn b(r.port());
   raw_conn slow(r.port());
   slow.send("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\n");  // never finished
-  std::this_thread::sleep_for(100ms);
-  // At the cap with silent connections: the longest idle makes room.
-  raw_conn over(r.port());
-  CHECK(a.closed_within(1000ms));
-  CHECK(over.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
-  CHECK(test::status_of(over.read_until("\r\n\r\n", 2s)) == 200);
-  CHECK(r.proc().wait_for_log("msg=idle_closed outcome=max_connections", 5s));
   CHECK(b.closed_within(3000ms));  // idle past the timeout
   CHECK(slow.closed_within(1000ms));
   CHECK(test::send_http(r.port(), "GET", "/healthz", {}, "").status == 200);  // room again
+}
+
+TEST_CASE("at the connection cap, the connection idle longest makes room for a new one") {
+  const auto secret = test::random_secret();
+  test::receiver r(test::broker().brokers, test::fresh_topic("recv_evict", 1), secret,
+                   {"--max-connections", "3", "--idle-timeout-ms", "60000"});
+  raw_conn a(r.port());
+  std::this_thread::sleep_for(100ms);
+  raw_conn b(r.port());
+  std::this_thread::sleep_for(100ms);
+  raw_conn c(r.port());  // the newest: the likeliest to be about to send
+  std::this_thread::sleep_for(100ms);
+  raw_conn over(r.port());
+  CHECK(a.closed_within(1000ms));  // the longest idle, long before the idle timeout
+  CHECK_FALSE(b.closed_within(200ms));
+  CHECK_FALSE(c.closed_within(200ms));
+  CHECK(over.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+  CHECK(test::status_of(over.read_until("\r\n\r\n", 2s)) == 200);
+  CHECK(r.proc().wait_for_log("msg=idle_closed outcome=max_connections", 5s));
 }
 
 TEST_CASE("on SIGTERM idle connections are closed at once, a request in flight is still answered") {
