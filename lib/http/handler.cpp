@@ -64,6 +64,7 @@ decision classify(const request_view& req, const handler_config& cfg, std::chron
   }
 
   decision d;
+  d.verified = true;
   d.svix_id = *headers.id;
   // Read only the envelope; the value published is the raw body, untouched.
   const auto env = event::read_envelope(req.body);

@@ -62,6 +62,9 @@ struct decision {
   std::string svix_id;
   std::string type;
   std::string user;
+  // The signature checked out: a delivery from Clerk, which gets its own
+  // log line whatever its answer (unverified requests share rate-limited ones).
+  bool verified = false;
 };
 
 // The part of classify() that needs only the request line: probes, 404 and

@@ -332,7 +332,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
     else if (msg == "unavailable")
       log::warn(msg, {{"svix_id", d.svix_id}, {"type", d.type}, {"user", d.user}, {"status", status},
                       {"outcome", outcome}, {"ms", ms}});
-    else if (!d.publish && msg != "ignored")
+    else if (!d.verified)
       // Not a verified delivery (a bad or missing signature, a wrong path or
       // method): a line anyone can repeat without bound, so it is
       // rate-limited per kind, as `refused` is. A flood of them then cannot

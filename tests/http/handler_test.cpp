@@ -85,7 +85,9 @@ TEST_CASE("other verified types are ignored with 200 - bodies that are not usabl
     CHECK_FALSE(r.publish);
     CHECK(r.answer.status == 400);
     CHECK(r.msg == "rejected");
+    CHECK(r.verified);  // signed: a delivery from Clerk, logged line by line
   }
+  CHECK(d.verified);
 }
 
 TEST_CASE("signature and header problems: 400 for missing or malformed headers, 401 for bad signature or time") {
@@ -101,6 +103,7 @@ TEST_CASE("signature and header problems: 400 for missing or malformed headers, 
   r = signed_request(body);
   r.body[5] = 'X';  // one byte changed after signing
   CHECK(r.classify().answer.status == 401);
+  CHECK_FALSE(r.classify().verified);
 
   CHECK(signed_request(body, "msg_1", 1'700'000'000 - 301).classify().answer.status == 401);
   CHECK(signed_request(body, "msg_1", 1'700'000'000 + 301).classify().answer.status == 401);
@@ -116,6 +119,7 @@ TEST_CASE("routing: unknown path 404, wrong method 405 with Allow, probes answer
   request r;
   r.target = "/elsewhere";
   CHECK(r.classify().answer.status == 404);
+  CHECK_FALSE(r.classify().verified);
   r.target = "/webhooks/clerk";
   r.method = "GET";
   const auto d = r.classify();

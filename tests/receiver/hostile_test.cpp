@@ -241,7 +241,7 @@ TEST_CASE("a body whose end is unknown or ambiguous gets 400: Transfer-Encoding 
   CHECK(r.proc().wait_for_log("outcome=transfer_encoding", 5s));
 }
 
-TEST_CASE("a flood of unsigned requests is logged per kind at most once a minute, with every one counted, and real deliveries each get their line") {
+TEST_CASE("a flood of unsigned requests is logged per kind at most once a minute, with every one counted, and signed deliveries each get their line") {
   const auto secret = test::random_secret();
   test::receiver r(test::broker().brokers, test::fresh_topic("recv_flood_log", 1), secret);
   REQUIRE(r.wait_ready(20s));
@@ -254,6 +254,13 @@ TEST_CASE("a flood of unsigned requests is logged per kind at most once a minute
     const auto e = test::sign_event(secret, test::user_event_body("user_flood_" + std::to_string(i)));
     CHECK(test::post_event(r.port(), e).status == 200);
     ids.push_back(e.id);
+  }
+  // Signed by the real secret but not an event: a delivery all the same, each with its line.
+  std::vector<std::string> unusable;
+  for (int i = 0; i < 3; ++i) {
+    const auto e = test::sign_event(secret, "not json " + std::to_string(i));
+    CHECK(test::post_event(r.port(), e).status == 400);
+    unusable.push_back(e.id);
   }
   r.proc().signal(SIGTERM);
   REQUIRE(r.proc().wait(30s) == 0);
@@ -276,6 +283,7 @@ TEST_CASE("a flood of unsigned requests is logged per kind at most once a minute
   CHECK(rejected == n);        // every one accounted for
   CHECK(not_found == 20);
   for (const auto& id : ids) CHECK(log.find("msg=published svix_id=" + id) != std::string::npos);
+  for (const auto& id : unusable) CHECK(log.find("msg=rejected svix_id=" + id) != std::string::npos);
 }
 
 TEST_CASE("a signed body nested 200,000 levels deep gets 400 and the receiver lives") {
