@@ -146,12 +146,22 @@ struct server::impl : std::enable_shared_from_this<impl> {
   // the cap against Svix. False when every connection is in a request; the
   // new one is refused then.
   // Its serve() ends, and `open` shrinks then: one past the cap meanwhile.
+  // A connection whose next request has arrived, its wait done but its
+  // coroutine not yet resumed, is passed over: it is about to be served.
   bool close_longest_idle() {
-    if (idle.empty()) return false;
-    close_idle(idle.front());
-    limiter.write("idle_closed", log::level::warn, "idle_closed",
-                  {{"outcome", "max_connections"}, {"connections", open.size()}});
-    return true;
+    for (auto& c : idle) {
+      if (request_arrived(c)) continue;
+      close_idle(c);  // unlinks c: the loop ends here
+      limiter.write("idle_closed", log::level::warn, "idle_closed",
+                    {{"outcome", "max_connections"}, {"connections", open.size()}});
+      return true;
+    }
+    return false;
+  }
+
+  static bool request_arrived(connection& c) {
+    beast::error_code ec;
+    return c.stream->socket().available(ec) > 0 && !ec;
   }
 
   // Ends a waiting connection's wait (its serve() returns): out of `idle`
@@ -510,7 +520,10 @@ void server::stop() {
   impl_->stopping = true;
   beast::error_code ignored;
   impl_->acceptor.close(ignored);
-  for (auto& c : impl_->idle) c.stream->socket().close(ignored);  // nothing in flight to lose
+  // Nothing in flight to lose, unless a request has just arrived: that one
+  // is served, with Connection: close.
+  for (auto& c : impl_->idle)
+    if (!impl::request_arrived(c)) c.stream->socket().close(ignored);
 }
 
 std::size_t server::connections() const { return impl_->open.size(); }
