@@ -78,7 +78,7 @@ void validate(const receiver_options& o) {
   if (o.body_memory_budget < o.body_limit)
     throw config::usage_error("--body-memory-budget must be at least --body-limit");
   for (const auto& [key, value] : o.kafka.properties)
-    if (key == "message.timeout.ms" || key == "message.max.bytes")
+    if (key == "message.timeout.ms" || key == "delivery.timeout.ms" || key == "message.max.bytes")
       throw config::usage_error("kafka property '" + key +
                                 "' is derived from --publish-deadline-ms and --body-limit; set those instead");
   // What the producer fixes, under any alias (delivery.timeout.ms): before

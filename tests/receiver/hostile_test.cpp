@@ -386,5 +386,6 @@ TEST_CASE("settings that would let the HTTP deadline beat Kafka's verdict, disag
     CHECK(std::count(res.err.begin(), res.err.end(), '\n') == 1);
     if (args.back().starts_with("acks") || args.back().starts_with("request"))
       CHECK(res.err.find("clerk-sync sets acks=all itself") != std::string::npos);
+    if (args.back().starts_with("delivery")) CHECK(res.err.find("set those instead") != std::string::npos);
   }
 }
