@@ -42,6 +42,9 @@ constexpr auto nothrow = net::as_tuple(net::use_awaitable_t<executor>{});
 constexpr std::size_t read_chunk = 8 * 1024;
 // Beast's largest single read into a flat buffer.
 constexpr std::size_t max_read = 64 * 1024;
+// A body of this size or less (a Clerk webhook is 2-5 KiB) may use the
+// quarter of the body memory budget that larger ones leave free.
+constexpr std::size_t small_body = 64 * 1024;
 
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -106,10 +109,17 @@ struct server::impl : std::enable_shared_from_this<impl> {
   };
 
   // Reserves what the body can take: its Content-Length, or the limit when
-  // chunked. An empty reservation means the budget is spent.
+  // chunked. An empty reservation means the budget is spent. A body of a
+  // webhook's size (small_body at most, declared) may use the whole budget;
+  // a larger or chunked one only what leaves a quarter of it free, so that
+  // clients declaring large bodies and sending them slowly cannot starve
+  // Svix's deliveries of memory.
   reservation reserve(std::optional<std::uint64_t> content_length) {
     const std::size_t n = content_length ? static_cast<std::size_t>(*content_length) : limits.body_limit;
-    if (n > limits.body_memory_budget - std::min(body_bytes, limits.body_memory_budget)) return {};
+    const std::size_t budget = limits.body_memory_budget;
+    const bool small = content_length && n <= small_body;
+    const std::size_t usable = small ? budget : std::max(budget - budget / 4, std::min(budget, limits.body_limit));
+    if (n > usable - std::min(body_bytes, usable)) return {};
     return {this, n};
   }
 
