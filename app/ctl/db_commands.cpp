@@ -52,15 +52,14 @@ int guarded(F&& body) {
   try {
     return body();
   } catch (const store::open_error& e) {
-    std::fprintf(stderr, "clerk-sync-ctl: %s\n", e.what());
+    return config::report_exit("clerk-sync-ctl", "failed", e.what(), exit_failed);
   } catch (const store::db_error& e) {
-    std::fprintf(stderr, "clerk-sync-ctl: %s\n", e.what());
+    return config::report_exit("clerk-sync-ctl", "failed", e.what(), exit_failed);
   } catch (const ops::replay_error& e) {
-    std::fprintf(stderr, "clerk-sync-ctl: %s\n", e.what());
+    return config::report_exit("clerk-sync-ctl", "failed", e.what(), exit_failed);
   } catch (const ops::compare_error& e) {
-    std::fprintf(stderr, "clerk-sync-ctl: %s\n", e.what());
+    return config::report_exit("clerk-sync-ctl", "failed", e.what(), exit_failed);
   }
-  return exit_failed;
 }
 
 struct replay_args {

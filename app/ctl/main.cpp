@@ -28,8 +28,7 @@ int main(int argc, char** argv) {
       return run();
     } catch (const kafka::fatal_error& e) {
       // The broker refused or is unreachable: one line, non-zero.
-      std::fprintf(stderr, "clerk-sync-ctl: %s\n", e.what());
-      return ctl::exit_failed;
+      return config::report_exit("clerk-sync-ctl", "failed", e.what(), ctl::exit_failed);
     }
   });
 }

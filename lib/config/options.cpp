@@ -83,19 +83,22 @@ std::optional<int> parse(CLI::App& app, int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const usage_error& e) {
-    std::fprintf(stderr, "%s: %s\n", app.get_name().c_str(), e.what());
-    return exit_usage;
+    return report_exit(app.get_name(), "bad_setting", e.what(), exit_usage);
   } catch (const CLI::ExtrasError&) {
     // CLI11 would repeat the stray arguments: one of them may be a secret
     // pasted in the wrong place, so name none.
-    std::fprintf(stderr, "%s: unexpected arguments (see --help)\n", app.get_name().c_str());
-    return exit_usage;
+    return report_exit(app.get_name(), "bad_setting", "unexpected arguments (see --help)", exit_usage);
   } catch (const CLI::ParseError& e) {
     // One clear line, never the value (it may be a secret).
-    std::fprintf(stderr, "%s: %s\n", app.get_name().c_str(), e.what());
-    return exit_usage;
+    return report_exit(app.get_name(), "bad_setting", e.what(), exit_usage);
   }
   return std::nullopt;
+}
+
+int report_exit(std::string_view program, std::string_view msg, std::string_view what, int exit_code) {
+  log::error(msg, {{"program", program}, {"error", what}, {"exit_code", exit_code}});
+  std::fflush(stderr);
+  return exit_code;
 }
 
 listen_address parse_listen(const std::string& text) {

@@ -47,25 +47,27 @@ void apply(const log_options& opts);
 // (0 after --help, 2 after printing one line for a bad flag), nullopt to go on.
 [[nodiscard]] std::optional<int> parse(CLI::App& app, int argc, char** argv);
 
-// Runs `body` and turns usage_error / kafka::config_error into one stderr
-// line and exit 2: the single place start-up errors are reported. Any other
-// exception is one line too, and exit 1.
+// The one line that says why a program stops: in the log's format like
+// every other line (DESIGN), error level, written at once: `msg` (e.g.
+// bad_setting), `program`, `error` (never a value that may be a secret) and
+// `exit_code`. Returns `exit_code`.
+int report_exit(std::string_view program, std::string_view msg, std::string_view what, int exit_code);
+
+// Runs `body` and turns usage_error / kafka::config_error into one line
+// (msg=bad_setting) and exit 2: the single place start-up errors are
+// reported. Any other exception is one line too (msg=unexpected_error), and
+// exit 1, rather than std::terminate's abort, which would lose the message
+// and the buffered log lines before it.
 template <class F>
 int run_main(const char* program, F&& body) {
   try {
     return body();
   } catch (const usage_error& e) {
-    std::fprintf(stderr, "%s: %s\n", program, e.what());
-    return exit_usage;
+    return report_exit(program, "bad_setting", e.what(), exit_usage);
   } catch (const kafka::config_error& e) {
-    std::fprintf(stderr, "%s: %s\n", program, e.what());
-    return exit_usage;
+    return report_exit(program, "bad_setting", e.what(), exit_usage);
   } catch (const std::exception& e) {
-    // Said and flushed, rather than std::terminate's abort, which would lose
-    // the message and the buffered log lines before it.
-    std::fprintf(stderr, "%s: unexpected error: %s\n", program, e.what());
-    std::fflush(stderr);
-    return 1;
+    return report_exit(program, "unexpected_error", e.what(), 1);
   }
 }
 
