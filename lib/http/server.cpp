@@ -153,11 +153,10 @@ struct server::impl : std::enable_shared_from_this<impl> {
   // At the cap, the connection that has waited longest for a request makes
   // room for a new one (as nginx reuses idle keep-alive connections when it
   // runs out): clients that open connections and stay silent cannot hold
-  // the cap against Svix. False when every connection is in a request; the
-  // new one is refused then.
-  // Its serve() ends, and `open` shrinks then: one past the cap meanwhile.
-  // A connection whose next request has arrived, its wait done but its
-  // coroutine not yet resumed, is passed over: it is about to be served.
+  // the cap against Svix. Its serve() ends, and `open` shrinks then: one
+  // past the cap meanwhile. A connection whose next request has arrived (its
+  // wait done, its coroutine not yet resumed) is passed over: it is about to
+  // be served. False when none is left; the new connection is refused then.
   bool close_longest_idle() {
     for (auto& c : idle) {
       if (request_arrived(c)) continue;
@@ -397,12 +396,25 @@ struct server::impl : std::enable_shared_from_this<impl> {
     }
   }
 
-  // A request not read whole within the read timeout is closed without an
-  // answer; so that trickling clients are seen, one line a minute says how
-  // many (with `repeated`).
-  void cut_slow(std::string_view stage) {
-    limiter.write(stage == "header" ? "read_timeout_header" : "read_timeout_body", log::level::warn, "read_timeout",
-                  {{"stage", stage}, {"outcome", "closed"}});
+  // A failed read of a request's header or body: answered while the client
+  // is there to be told (a limit, malformed HTTP or chunking, a chunk line
+  // past the read buffer's bound), closed without a word otherwise (the
+  // client gone). A request not read whole within the read timeout is
+  // closed too, and so that trickling clients are seen, one line a minute
+  // says how many (with `repeated`). False: the connection ends.
+  task<bool> after_read_error(stream_type& stream, beast::error_code ec, std::string_view stage) {
+    if (ec == bhttp::error::header_limit)
+      co_return co_await answer_early(stream, headers_too_large(), "rejected", "header_limit");
+    if (ec == bhttp::error::body_limit) co_return co_await answer_early(stream, too_large(), "rejected", "body_limit");
+    if (ec == bhttp::error::buffer_overflow)
+      co_return co_await answer_early(stream, bad_request(), "rejected", "chunk_line_limit");
+    if (ec == bhttp::error::end_of_stream || ec == bhttp::error::partial_message) co_return false;
+    if (ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category())
+      co_return co_await answer_early(stream, bad_request(), "rejected", "bad_request");
+    if (ec == beast::error::timeout)
+      limiter.write(stage == "header" ? "read_timeout_header" : "read_timeout_body", log::level::warn, "read_timeout",
+                    {{"stage", stage}, {"outcome", "closed"}});
+    co_return false;
   }
 
   static bool wants_continue(const bhttp::request<bhttp::string_body>& req) {
@@ -424,14 +436,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
     buffer.reserve(read_chunk);
     stream.expires_after(limits.read_timeout);
     auto [ec, n] = co_await bhttp::async_read_header(stream, buffer, parser, nothrow);
-    if (ec == bhttp::error::header_limit)
-      co_return co_await answer_early(stream, headers_too_large(), "rejected", "header_limit");
-    if (ec == bhttp::error::body_limit) co_return co_await answer_early(stream, too_large(), "rejected", "body_limit");
-    if (ec == bhttp::error::end_of_stream || ec == bhttp::error::partial_message) co_return false;
-    if (ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category())
-      co_return co_await answer_early(stream, bad_request(), "rejected", "bad_request");
-    if (ec == beast::error::timeout) cut_slow("header");
-    if (ec) co_return false;  // closed or timed out: nothing to answer
+    if (ec) co_return co_await after_read_error(stream, ec, "header");
     auto& req = parser.get();
     // A Transfer-Encoding whose last coding is not chunked leaves the body's
     // end unknown (RFC 9112 6.3): Beast would read no body and take the
@@ -460,16 +465,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
       stream.expires_after(limits.read_timeout);
       while (!parser.is_done()) {
         auto [ec2, n2] = co_await bhttp::async_read_some(stream, buffer, parser, nothrow);
-        if (ec2 == bhttp::error::body_limit)
-          co_return co_await answer_early(stream, too_large(), "rejected", "body_limit");
-        if (ec2 == bhttp::error::buffer_overflow)
-          co_return co_await answer_early(stream, bad_request(), "rejected", "chunk_line_limit");
-        if (ec2 == bhttp::error::end_of_stream || ec2 == bhttp::error::partial_message) co_return false;
-        // A malformed chunked body: the client is still there to be told.
-        if (ec2.category() == bhttp::make_error_code(bhttp::error::bad_chunk).category())
-          co_return co_await answer_early(stream, bad_request(), "rejected", "bad_request");
-        if (ec2 == beast::error::timeout) cut_slow("body");
-        if (ec2) co_return false;  // closed or timed out: nothing to answer
+        if (ec2) co_return co_await after_read_error(stream, ec2, "body");
       }
     }
     const request_view view{method, target, req.body(),
