@@ -83,18 +83,15 @@ void set(rd_kafka_conf_t* conf, std::string_view key, std::string_view value) {
 
 namespace {
 
+// A fixed key's value as librdkafka spells it back. A key it cannot read
+// would make every comparison below equal, and the check a no-op: refused.
 std::string get(rd_kafka_conf_t* conf, const std::string& key) {
   std::array<char, 512> buf{};
   std::size_t size = buf.size();
-  if (rd_kafka_conf_get(conf, key.c_str(), buf.data(), &size) != RD_KAFKA_CONF_OK) return {};
+  if (rd_kafka_conf_get(conf, key.c_str(), buf.data(), &size) != RD_KAFKA_CONF_OK)
+    throw config_error("kafka property '" + key + "' cannot be read back");
   return buf.data();
 }
-
-}  // namespace
-
-namespace {
-
-using fixed_list = std::span<const std::pair<std::string_view, std::string_view>>;
 
 // Sets `fixed`, then the operator's properties in their order, refusing one
 // that moves a fixed value (under its own name or an alias); the same value
@@ -128,7 +125,7 @@ void refuse_overrides(const client_config& cfg, fixed_list fixed) {
   set_checked(scratch.get(), cfg, {fixed, every_client_fixed()});
 }
 
-std::span<const std::pair<std::string_view, std::string_view>> every_client_fixed() {
+fixed_list every_client_fixed() {
   static constexpr std::array<std::pair<std::string_view, std::string_view>, 1> every_client{
       {{"allow.auto.create.topics", "false"}}};
   return every_client;

@@ -38,6 +38,7 @@ using message_ptr = std::unique_ptr<rd_kafka_message_t, message_deleter>;
 void set(rd_kafka_conf_t* conf, std::string_view key, std::string_view value);
 
 using property_list = std::initializer_list<std::pair<std::string_view, std::string_view>>;
+using fixed_list = std::span<const std::pair<std::string_view, std::string_view>>;
 
 // Throws config_error for an operator's property that would change one of
 // `fixed` or every_client_fixed() (under its own name or an alias, e.g.
@@ -45,21 +46,19 @@ using property_list = std::initializer_list<std::pair<std::string_view, std::str
 // for all, passes): the fixed value would win anyway, and the operator would
 // not know. make_conf makes the same check; this one is for a start-up that
 // validates its settings before it does anything else.
-void refuse_overrides(const client_config& cfg, std::span<const std::pair<std::string_view, std::string_view>> fixed);
+void refuse_overrides(const client_config& cfg, fixed_list fixed);
 
 // What every client of the project fixes (allow.auto.create.topics=false).
-[[nodiscard]] std::span<const std::pair<std::string_view, std::string_view>> every_client_fixed();
+[[nodiscard]] fixed_list every_client_fixed();
 
-// A new configuration: bootstrap servers, then `defaults`, then the
-// operator's properties, then `fixed` (what correctness depends on, such as
-// idempotence, which no property may turn off), then what every client of
-// the project fixes: allow.auto.create.topics=false (a topic created by a
+// A new configuration: bootstrap servers, then `defaults`, then `fixed`
+// (what correctness depends on, such as idempotence) and what every client
+// of the project fixes: allow.auto.create.topics=false (a topic created by a
 // probe or a produce gets broker defaults, and replay silently loses
-// events). An operator's property that would change a fixed one is refused
-// (refuse_overrides). librdkafka's log lines and errors go through the
-// project's logger (see log_error), rate-limited.
-[[nodiscard]] conf_ptr make_conf(const client_config& cfg, property_list defaults,
-                                 std::span<const std::pair<std::string_view, std::string_view>> fixed);
+// events), then the operator's properties, each refused if it would change
+// a fixed one (refuse_overrides). librdkafka's log lines and errors go
+// through the project's logger (see log_error), rate-limited.
+[[nodiscard]] conf_ptr make_conf(const client_config& cfg, property_list defaults, fixed_list fixed);
 [[nodiscard]] conf_ptr make_conf(const client_config& cfg, property_list defaults, property_list fixed);
 
 // Logs a librdkafka error (error callback, or an error event from poll) as
