@@ -47,8 +47,7 @@ int run(const auth::auth_options& o) {
   } catch (const clerk_sync::store::db_error& e) {
     // A lock, a full disk or an I/O error: not a setting, so not exit 2,
     // which the unit would never restart.
-    log::error("db_open_failed", {{"error", e.what()}, {"exit_code", 1}});
-    return 1;
+    return clerk_sync::config::report_exit("clerk-sync-auth", "db_open_failed", e.what(), 1);
   }
   token::options topts;
   topts.authorized_parties = o.authorized_parties;

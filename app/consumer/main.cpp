@@ -133,8 +133,7 @@ int run(int argc, char** argv) {
   } catch (const cs::store::open_error& e) {
     throw cs::config::usage_error(e.what());
   } catch (const cs::store::db_error& e) {
-    cs::log::error("db_open_failed", {{"error", e.what()}, {"exit_code", cs::consume::exit_db_failed}});
-    return cs::consume::exit_db_failed;
+    return cs::config::report_exit("clerk-sync-consumer", "db_open_failed", e.what(), cs::consume::exit_db_failed);
   }
 
   // Signals are taken by this thread only (sigtimedwait), so the workers

@@ -350,7 +350,8 @@ int run_loop(const loop_config& cfg, const std::atomic<bool>& stop, loop_state& 
     // A bad librdkafka property: the start-up contract's one line and exit 2
     // (once, though every projection's worker finds the same property bad).
     static std::once_flag reported;
-    std::call_once(reported, [&] { config::report_exit("clerk-sync-consumer", "bad_setting", e.what(), exit_bad_kafka_config); });
+    std::call_once(reported,
+                   [&] { (void)config::report_exit("clerk-sync-consumer", "bad_setting", e.what(), exit_bad_kafka_config); });
     code = exit_bad_kafka_config;
   } catch (const std::exception& e) {
     log::error("kafka_failed", {{"projection", projection::name(cfg.projection)}, {"error", e.what()}});

@@ -56,10 +56,8 @@ TEST_CASE("at the connection cap, the connection idle longest makes room for a n
 }
 
 TEST_CASE("on SIGTERM idle connections are closed at once, a request in flight is still answered") {
-  const auto brokers = test::broker().brokers;
-  const auto topic = test::fresh_topic("recv_stop_idle", 1);
-  const auto secret = test::random_secret();
-  test::receiver r(brokers, topic, secret, {"--idle-timeout-ms", "300000", "--shutdown-grace-ms", "20000"});
+  test::receiver r(test::broker().brokers, test::fresh_topic("recv_stop_idle", 1), test::random_secret(),
+                   {"--idle-timeout-ms", "300000", "--shutdown-grace-ms", "20000"});
   REQUIRE(r.wait_ready(15s));
   raw_conn silent(r.port());  // never sends a byte
   raw_conn kept(r.port());    // idle again after a keep-alive answer
