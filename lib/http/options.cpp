@@ -72,6 +72,9 @@ void validate(const receiver_options& o) {
   if (o.tolerance_s <= 0) throw config::usage_error("--tolerance must be positive");
   if (o.body_limit == 0) throw config::usage_error("--body-limit must be positive");
   if (o.header_limit < 1024) throw config::usage_error("--header-limit must be at least 1024");
+  // Beast throws on a field value of 65,534 bytes or more, from inside a
+  // read: a header block within 64 KiB cannot hold one.
+  if (o.header_limit > 65536) throw config::usage_error("--header-limit must be at most 65536");
   if (o.publish_deadline_ms < 2500 || o.publish_deadline_ms > 14'000)
     throw config::usage_error(
         "--publish-deadline-ms must be 2500..14000 (Svix gives up after 15 s; Kafka's verdict needs 1.5 s before it)");

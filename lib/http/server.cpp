@@ -42,6 +42,10 @@ constexpr auto nothrow = net::as_tuple(net::use_awaitable_t<executor>{});
 constexpr std::size_t read_chunk = 8 * 1024;
 // Beast's largest single read into a flat buffer.
 constexpr std::size_t max_read = 64 * 1024;
+// At most this many header fields, and as many trailer fields (Apache's
+// LimitRequestFields): Beast allocates each field apart, so without a
+// count a header block's bytes would cost many times their size in memory.
+constexpr std::size_t max_fields = 100;
 // A body of this size or less (a Clerk webhook is 2-5 KiB) may use the
 // quarter of the body memory budget that larger ones leave free.
 constexpr std::size_t small_body = 64 * 1024;
@@ -312,7 +316,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
     // buffer_overflow (answered 400), so a line that never ends costs at
     // most a header and one read, not what the client sends in the read
     // timeout. (reserve() past the bound would raise it: every reserve
-    // here asks for at most max_read.)
+    // here asks for at most max_read.) serve_request() sets the bound of
+    // each stage.
     beast::flat_buffer buffer(limits.header_limit + max_read);
     while (!stopping) {
       // Between requests the buffer keeps only bytes already received (a
@@ -417,6 +422,10 @@ struct server::impl : std::enable_shared_from_this<impl> {
     co_return false;
   }
 
+  static bool too_many_fields(const bhttp::request<bhttp::string_body>& req) {
+    return static_cast<std::size_t>(std::distance(req.begin(), req.end())) > max_fields;
+  }
+
   static bool wants_continue(const bhttp::request<bhttp::string_body>& req) {
     const auto it = req.find(bhttp::field::expect);
     return it != req.end() && beast::iequals(it->value(), "100-continue");
@@ -433,11 +442,13 @@ struct server::impl : std::enable_shared_from_this<impl> {
     // reads 512 bytes at a time into a buffer that has no room yet. Once a
     // request's first byte is here, its whole header must follow within the
     // read timeout.
+    buffer.max_size(std::max(buffer.size(), limits.header_limit + max_read));
     buffer.reserve(read_chunk);
     stream.expires_after(limits.read_timeout);
     auto [ec, n] = co_await bhttp::async_read_header(stream, buffer, parser, nothrow);
     if (ec) co_return co_await after_read_error(stream, ec, "header");
     auto& req = parser.get();
+    if (too_many_fields(req)) co_return co_await answer_early(stream, headers_too_large(), "rejected", "header_fields");
     // A Transfer-Encoding whose last coding is not chunked leaves the body's
     // end unknown (RFC 9112 6.3): Beast would read no body and take the
     // bytes for the next request, where a proxy may see one. Refused.
@@ -461,12 +472,20 @@ struct server::impl : std::enable_shared_from_this<impl> {
       }
       // Room for the rest of the body, up to what one read takes (Beast
       // reads at most 64 KiB at a time; the string body holds the rest).
+      // A chunked body's last chunk and trailer must fit in one read's
+      // worth, which keeps every trailer field under the 65,534 bytes past
+      // which Beast throws (a read's completion is no place for that). What
+      // the header read took beyond the header is less than a read.
+      buffer.max_size(std::max(buffer.size(), max_read));
       if (length) buffer.reserve(std::min(buffer.size() + static_cast<std::size_t>(*length), max_read));
       stream.expires_after(limits.read_timeout);
       while (!parser.is_done()) {
         auto [ec2, n2] = co_await bhttp::async_read_some(stream, buffer, parser, nothrow);
         if (ec2) co_return co_await after_read_error(stream, ec2, "body");
       }
+      // Beast adds a chunked body's trailer fields to the header's.
+      if (too_many_fields(req))
+        co_return co_await answer_early(stream, headers_too_large(), "rejected", "header_fields");
     }
     const request_view view{method, target, req.body(),
                             [&req](std::string_view name) -> std::optional<std::string_view> {

@@ -226,6 +226,43 @@ TEST_CASE("a chunk line or a trailer that never ends gets 400 after a header and
   CHECK(test::send_http(r.port(), "GET", "/healthz", {}, "").status == 200);
 }
 
+TEST_CASE("fields Beast cannot hold or too many of them get an answer, not a crash: a 64 KiB trailer, 101 fields, a header limit past 64 KiB") {
+  const auto secret = test::random_secret();
+  test::receiver r(test::broker().brokers, test::fresh_topic("recv_fields", 1), secret);
+  const std::string head = "POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  {
+    // Beast stores a field's value in at most 65,533 bytes and throws past
+    // that, from inside a read's completion: a trailer that long, whole in
+    // the read buffer, would end the process.
+    test::raw_conn c(r.port());
+    REQUIRE(c.send(head + "0\r\nX-Trailer: "));
+    c.send(std::string(65534, 'a'));
+    c.send("\r\n\r\n");
+    CHECK(test::status_of(c.read_until("\r\n\r\n", 10s)) == 400);
+  }
+  // Fields cost Beast an allocation each: many tiny ones would multiply a
+  // header's bytes in memory, held while the body is awaited.
+  std::string many;
+  for (int i = 0; i < 101; ++i) many += "x-f" + std::to_string(i) + ": 1\r\n";
+  {
+    test::raw_conn c(r.port());
+    REQUIRE(c.send("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\n" + many + "Content-Length: 10\r\n\r\n"));
+    CHECK(test::status_of(c.read_until("\r\n\r\n", 10s)) == 431);
+  }
+  {
+    test::raw_conn c(r.port());
+    REQUIRE(c.send(head + "0\r\n" + many + "\r\n"));
+    CHECK(test::status_of(c.read_until("\r\n\r\n", 10s)) == 431);
+  }
+  CHECK(r.proc().wait_for_log("outcome=header_fields", 5s));
+  CHECK(test::send_http(r.port(), "GET", "/healthz", {}, "").status == 200);
+  // A header limit Beast could not honour is a bad setting.
+  const auto res = test::run(test::binary_path("app/receiver/clerk-sync-receiver"), {"--header-limit", "65537"},
+                             {{"CLERK_WEBHOOK_SECRET", secret}, {"CLERK_WEBHOOK_SECRET_FILE", ""}}, 10s);
+  CHECK(res.status == 2);
+  CHECK(res.err.find("--header-limit") != std::string::npos);
+}
+
 TEST_CASE("a body whose end is unknown or ambiguous gets 400: Transfer-Encoding without chunked, with Content-Length, two Content-Lengths") {
   const auto secret = test::random_secret();
   test::receiver r(test::broker().brokers, test::fresh_topic("recv_framing", 1), secret);
