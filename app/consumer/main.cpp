@@ -129,7 +129,7 @@ int run(int argc, char** argv) {
   // timeout, a full disk or an I/O error is a database failure instead
   // (exit 3): the unit is restarted, where exit 2 would stop it for good.
   try {
-    const cs::store::database db(s.worker.db_path, {s.worker.busy_timeout});
+    const cs::store::database db(s.worker.db_path, {.busy_timeout = s.worker.busy_timeout, .keep_wal_files = true});
   } catch (const cs::store::open_error& e) {
     throw cs::config::usage_error(e.what());
   } catch (const cs::store::db_error& e) {

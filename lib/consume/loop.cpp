@@ -39,7 +39,7 @@ void log_result(const projection::event_result& r) {
 class consume_loop {
  public:
   consume_loop(const loop_config& cfg, loop_state& state)
-      : cfg_(cfg), state_(state), db_(cfg.db_path, {cfg.busy_timeout}), applier_(db_, {cfg.projection}, cfg.write_turn) {}
+      : cfg_(cfg), state_(state), db_(cfg.db_path, {.busy_timeout = cfg.busy_timeout, .keep_wal_files = true}), applier_(db_, {cfg.projection}, cfg.write_turn) {}
 
   // However the loop ends (an exception included): what its transactions
   // waited for and held of the write turn.

@@ -82,7 +82,16 @@ database::database(const std::string& path, const open_options& opts) : path_(pa
       db_->setBusyTimeout(static_cast<int>(opts.busy_timeout.count()));
       // WAL lets readers (ctl status) run beside the writers; NORMAL sync is
       // durable across a process crash, which is what the offsets need.
-      if (path != ":memory:") db_->execAndGet("PRAGMA journal_mode = WAL");
+      if (path != ":memory:") {
+        db_->execAndGet("PRAGMA journal_mode = WAL");
+        if (opts.keep_wal_files) {
+          int persist = 1;
+          if (sqlite3_file_control(db_->getHandle(), "main", SQLITE_FCNTL_PERSIST_WAL, &persist) != SQLITE_OK)
+            throw open_error("cannot keep the WAL files of " + path + " (SQLITE_FCNTL_PERSIST_WAL refused)");
+          // 64 MiB: also what a burst may leave of the WAL on disk.
+          db_->execAndGet("PRAGMA journal_size_limit = 67108864");
+        }
+      }
       db_->exec("PRAGMA synchronous = NORMAL");
       // The ledger's index is hot during a replay; 32 MiB keeps it in memory.
       db_->exec("PRAGMA cache_size = -32768");

@@ -42,6 +42,14 @@ struct open_options {
   // file created (clerk-sync-ctl status and dead-letters list, which an
   // operator may run as root beside the services' own user).
   bool read_only = false;
+  // Leave the -wal and -shm files beside the database when this connection
+  // closes last, the WAL emptied (SQLITE_FCNTL_PERSIST_WAL, with a journal
+  // size limit that makes the close truncate it): clerk-sync-auth, which
+  // may not create files there, needs both to read a WAL database, also
+  // while no consumer runs. For the consumers, which run as the owner of
+  // the files; a connection of another user (clerk-sync-ctl as root) would
+  // leave files the consumers could not open.
+  bool keep_wal_files = false;
 };
 
 // One embedded migration: schemas/sql/NNN_name.sql, version NNN.

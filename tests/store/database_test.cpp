@@ -4,7 +4,14 @@
 
 #include <SQLiteCpp/SQLiteCpp.h>
 
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <filesystem>
+#include <optional>
 #include <thread>
 
 #include "support/support.hpp"
@@ -108,4 +115,57 @@ TEST_CASE("checkpoint_wal says whether the whole WAL reached the main file, whic
   }
   CHECK(store::checkpoint_wal(db));
   CHECK(std::filesystem::file_size(path + "-wal") == 0);  // truncated: the main file alone holds both rows
+}
+
+namespace {
+
+// Whether `path` opens read-only and reads a row from a copy of its folder
+// mounted read-only (no file can be created there), as clerk-sync-auth's
+// unit binds the consumers' folder. In a child with a mount namespace of
+// its own; nullopt where none can be made (not root).
+std::optional<bool> reads_from_read_only_folder(const std::filesystem::path& dir, const std::string& name) {
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    if (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) _exit(3);
+    if (mount(dir.c_str(), dir.c_str(), nullptr, MS_BIND, nullptr) != 0 ||
+        mount(nullptr, dir.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) != 0)
+      _exit(3);
+    try {
+      store::database db((dir / name).string(), {.read_only = true});
+      _exit(db.native().execAndGet("SELECT count(*) FROM t").getInt() == 1 ? 0 : 1);
+    } catch (...) {
+      _exit(1);
+    }
+  }
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));
+  if (WEXITSTATUS(status) == 3) return std::nullopt;
+  return WEXITSTATUS(status) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("a consumer's connection leaves the WAL files, emptied, so that a reader that may not create files opens the database") {
+  clerk_sync::test::temp_dir dir;
+  for (const bool keep : {true, false}) {
+    CAPTURE(keep);
+    const std::string name = keep ? "kept.db" : "plain.db";
+    const auto path = (dir / name).string();
+    {
+      store::database db(path, {.keep_wal_files = keep});
+      store::exec(db, "CREATE TABLE t(x)");
+      store::exec(db, "INSERT INTO t VALUES (1)");
+    }
+    CHECK(std::filesystem::exists(path + "-wal") == keep);
+    CHECK(std::filesystem::exists(path + "-shm") == keep);
+    if (keep) CHECK(std::filesystem::file_size(path + "-wal") == 0);  // folded in: the files carry no rows
+    const auto read = reads_from_read_only_folder(dir.path(), name);
+    if (!read) {
+      MESSAGE("no mount namespace here (not root?): the read-only folder part is not checked");
+      continue;
+    }
+    CHECK(*read == keep);  // without the files SQLite cannot read a WAL database it may not create them for
+  }
 }

@@ -290,6 +290,22 @@ code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 10 -H "Authorization: 
 units+=(clerk-sync-auth)
 say "clerk-sync-auth: 200 with the synced role for a valid token, 401 for a forged one, under its own uid"
 
+# --- auth (re)starts while no consumer runs ------------------------------------------
+# SQLite reads a WAL database only with its -wal and -shm files, which the
+# auth service may not create: the consumers must leave them when they stop.
+consumers=(clerk-sync-consumer@users clerk-sync-consumer@balances clerk-sync-consumer@referrals
+           clerk-sync-consumer@sessions)
+# Auth first, so that the last consumer to stop is the last process with the file open.
+box systemctl stop clerk-sync-auth
+box systemctl stop "${consumers[@]}"
+box systemctl start clerk-sync-auth ||
+  { box journalctl -u clerk-sync-auth --no-pager -o cat | tail -n 5 >&2; fail "auth did not start with the consumers stopped"; }
+code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 10 -H "Authorization: Bearer $jwt_head.$jwt_body.$jwt_sig" \
+  "http://127.0.0.1:$auth_port/auth")
+[ "$code" = 200 ] || fail "auth answered $code for a valid token with the consumers stopped"
+box systemctl start "${consumers[@]}" || fail "the consumers did not start again"
+say "clerk-sync-auth: restarted with every consumer stopped, 200 from the last committed state"
+
 # --- kill -9 restarts the main process ------------------------------------------
 restarted() {  # unit old-pid old-restarts timeout-s
   local _
