@@ -306,6 +306,30 @@ code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 10 -H "Authorization: 
 box systemctl start "${consumers[@]}" || fail "the consumers did not start again"
 say "clerk-sync-auth: restarted with every consumer stopped, 200 from the last committed state"
 
+# --- auth from a JWKS, through the README's drop-in ---------------------------------
+modulus=$(openssl pkey -in "$workdir/jwt.key" -pubout | openssl rsa -pubin -noout -modulus | sed 's/^Modulus=//' |
+  xxd -r -p | b64url)
+printf '{"keys":[{"kty":"RSA","use":"sig","alg":"RS256","kid":"ins_boot","n":"%s","e":"AQAB"}]}' "$modulus" |
+  box sh -c 'cat >/etc/clerk-sync/clerk-jwks.json'
+box mkdir -p /etc/systemd/system/clerk-sync-auth.service.d
+# The README's drop-in, as written there: the ini block that names CLERK_JWKS_FILE.
+dropin=$(awk '/^```ini$/ { block = ""; inside = 1; next } inside && /^```$/ { inside = 0; if (block ~ /CLERK_JWKS_FILE/) printf "%s", block; next }
+  inside { block = block $0 "\n" }' "$repo/README.md")
+[ -n "$dropin" ] || fail "no JWKS drop-in in the README"
+box sh -c 'cat >/etc/systemd/system/clerk-sync-auth.service.d/jwks.conf' <<<"$dropin"
+box systemctl daemon-reload
+box systemctl restart clerk-sync-auth ||
+  { box journalctl -u clerk-sync-auth --no-pager -o cat | tail -n 5 >&2; fail "auth did not start from the JWKS drop-in"; }
+kid_head=$(printf '{"alg":"RS256","typ":"JWT","kid":"ins_boot"}' | b64url)
+kid_sig=$(printf '%s.%s' "$kid_head" "$jwt_body" | openssl dgst -sha256 -sign "$workdir/jwt.key" -binary | b64url)
+code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 10 -H "Authorization: Bearer $kid_head.$jwt_body.$kid_sig" \
+  "http://127.0.0.1:$auth_port/auth")
+[ "$code" = 200 ] || fail "auth answered $code for a valid token with the JWKS drop-in"
+box rm -r /etc/systemd/system/clerk-sync-auth.service.d   # the operator's file: a purge would keep it
+box systemctl daemon-reload
+box systemctl restart clerk-sync-auth || fail "auth did not start again from the PEM key"
+say "clerk-sync-auth: started from the README's JWKS drop-in, 200 for a token whose kid names the key"
+
 # --- kill -9 restarts the main process ------------------------------------------
 restarted() {  # unit old-pid old-restarts timeout-s
   local _
