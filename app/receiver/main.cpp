@@ -204,7 +204,11 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
   net::steady_timer drain(ioc);
 
   begin_shutdown = [&](int code) {
-    if (shutting_down) return;
+    if (shutting_down) {
+      // A fatal error while draining after a signal still decides the exit.
+      if (code != 0) exit_code = code;
+      return;
+    }
     shutting_down = true;
     exit_code = code;
     systemd::notify_stopping();
@@ -252,6 +256,12 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
   ioc.run();
 
   probe.reset();
+  // A fatal error after the drain stopped the loop was posted to it in vain.
+  if (producer && exit_code != exit_fatal)
+    if (const auto why = producer->fatal_reason()) {
+      log::error("producer_fatal", {{"error", *why}});
+      exit_code = exit_fatal;
+    }
   if (producer) {
     const bool flushed = producer->flush(exit_code == exit_fatal ? 1000ms : grace);
     log::info("flushed", {{"outcome", flushed ? "complete" : "incomplete"}, {"in_flight", producer->in_flight()}});

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <csignal>
+#include <thread>
 
 #include "kafka/mock_cluster.hpp"
 #include "support/support.hpp"
@@ -27,4 +28,29 @@ TEST_CASE("a fatal producer error stops intake and exits 3, with a 503 for the e
   const auto logs = r.proc().stderr_text();
   CHECK(logs.find("msg=producer_fatal") != std::string::npos);
   CHECK(logs.find("msg=flushed") != std::string::npos);
+}
+
+TEST_CASE("a fatal producer error during the shutdown's drain still exits 3") {
+  kafka::mock_cluster mock(1);
+  const std::string topic = "clerk.events.fatal_drain";
+  mock.create_topic(topic, 1);
+  const auto secret = test::random_secret();
+  test::receiver r(mock.bootstrap_servers(), topic, secret,
+                   {"--publish-deadline-ms", "5000", "--kafka-property", "enable.gapless.guarantee=true"});
+  REQUIRE(test::post_event(r.port(), test::sign_event(secret, test::user_event_body("user_a"))).status == 200);
+  // The next produce request is slow and then refused with a sequence
+  // error (fatal under the gapless guarantee); SIGTERM arrives meanwhile,
+  // so the error comes while the receiver drains.
+  mock.set_round_trip(1, 1500ms);
+  mock.fail_next_produce_requests(1, 45 /* OUT_OF_ORDER_SEQUENCE_NUMBER */);
+  int status = 0;
+  std::thread in_flight([&] {
+    status = test::post_event(r.port(), test::sign_event(secret, test::user_event_body("user_b"))).status;
+  });
+  std::this_thread::sleep_for(300ms);
+  r.proc().signal(SIGTERM);
+  in_flight.join();
+  CHECK(status == 503);
+  CHECK(r.proc().wait(20s) == 3);
+  CHECK(r.proc().stderr_text().find("msg=producer_fatal") != std::string::npos);
 }
