@@ -118,7 +118,10 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
       if (!opts.allow_incomplete) throw replay_error(why + " (--allow-incomplete accepts that)");
       result.warnings.push_back(why);
     }
-    if (high > low) assignment.push_back({opts.topic, p, kafka::offset_beginning});
+    // From the offset just checked, not "the beginning": a log trimmed
+    // between the check and the first fetch then fails the replay
+    // (auto.offset.reset=error) instead of starting it later in silence.
+    if (high > low) assignment.push_back({opts.topic, p, low});
   }
   result.targets = tracker.targets();
 

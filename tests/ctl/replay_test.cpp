@@ -188,6 +188,31 @@ TEST_CASE("replay refuses a log that no longer starts at offset 0 unless --allow
   CHECK(test::query_int(rebuilt, "SELECT sum(next_offset) FROM kafka_offsets WHERE projection = 'users'") == high);
 }
 
+TEST_CASE("replay reads from the offset it checked: a log trimmed after the check is an error, not a later start") {
+  // What replay does between its check of the log's start and its first
+  // fetch, with the trim in between (the window cannot be entered from
+  // outside the process): its reader is assigned the offset it checked.
+  const auto topic = test::fresh_topic("ctl-replay-race", 1);
+  test::produce_events(test::broker(), topic, test::generate_events({.users = 3, .events = 10, .seed = 5}));
+  kafka::consumer reader(test::broker(), "");
+  const auto [low, high] = reader.watermarks(topic, 0, 10s);
+  REQUIRE(low == 0);
+  REQUIRE(high > 5);
+  kafka::delete_records(test::broker(), topic, 0, 5, 30s);
+  reader.assign({{topic, 0, low}});
+  std::optional<std::string> error;
+  for (const auto until = std::chrono::steady_clock::now() + 20s; !error && std::chrono::steady_clock::now() < until;) {
+    try {
+      const auto m = reader.poll(200ms);
+      REQUIRE_FALSE(m);  // offsets 0-4 are gone: nothing may be read from 5 on as if it came first
+    } catch (const kafka::offset_out_of_range& e) {
+      error = e.what();
+    }
+  }
+  REQUIRE(error);
+  CHECK(error->find("is outside the log [5, ") != std::string::npos);
+}
+
 TEST_CASE("dead letters are listed and a re-drive of a still-broken event exits 1") {
   const auto topic = test::fresh_topic("ctl-dead", 1);
   const test::temp_dir dir;
