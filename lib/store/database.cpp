@@ -79,6 +79,11 @@ database::database(const std::string& path, const open_options& opts) : path_(pa
       // NOMUTEX: a connection is used by one thread at a time (see header),
       // so SQLite's per-call mutexes are pure overhead.
       db_ = std::make_unique<SQLite::Database>(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE | SQLite::OPEN_NOMUTEX);
+      // SQLite opens a file it may not write read-only, without a word:
+      // every batch would then fail and be retried (exit 3, restarted for
+      // ever), where the cause is a setting (the file's owner or mode).
+      if (sqlite3_db_readonly(db_->getHandle(), "main") == 1)
+        throw open_error("database " + path + " is read-only to this process (its owner, mode or file system?)");
       db_->setBusyTimeout(static_cast<int>(opts.busy_timeout.count()));
       // WAL lets readers (ctl status) run beside the writers; NORMAL sync is
       // durable across a process crash, which is what the offsets need.

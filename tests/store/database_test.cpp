@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <thread>
 
@@ -119,11 +120,12 @@ TEST_CASE("checkpoint_wal says whether the whole WAL reached the main file, whic
 
 namespace {
 
-// Whether `path` opens read-only and reads a row from a copy of its folder
-// mounted read-only (no file can be created there), as clerk-sync-auth's
-// unit binds the consumers' folder. In a child with a mount namespace of
-// its own; nullopt where none can be made (not root).
-std::optional<bool> reads_from_read_only_folder(const std::filesystem::path& dir, const std::string& name) {
+// Runs `body` in a child with a mount namespace of its own, where `dir` is
+// mounted read-only (no file can be created or written there), as
+// clerk-sync-auth's unit binds the consumers' folder; the child's exit code
+// (`body`'s result, 1 if it threw), or nullopt where no namespace can be
+// made (not root).
+std::optional<int> in_read_only_folder(const std::filesystem::path& dir, const std::function<int()>& body) {
   const pid_t child = fork();
   REQUIRE(child >= 0);
   if (child == 0) {
@@ -132,8 +134,7 @@ std::optional<bool> reads_from_read_only_folder(const std::filesystem::path& dir
         mount(nullptr, dir.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) != 0)
       _exit(3);
     try {
-      store::database db((dir / name).string(), {.read_only = true});
-      _exit(db.native().execAndGet("SELECT count(*) FROM t").getInt() == 1 ? 0 : 1);
+      _exit(body());
     } catch (...) {
       _exit(1);
     }
@@ -142,7 +143,7 @@ std::optional<bool> reads_from_read_only_folder(const std::filesystem::path& dir
   REQUIRE(waitpid(child, &status, 0) == child);
   REQUIRE(WIFEXITED(status));
   if (WEXITSTATUS(status) == 3) return std::nullopt;
-  return WEXITSTATUS(status) == 0;
+  return WEXITSTATUS(status);
 }
 
 }  // namespace
@@ -161,11 +162,33 @@ TEST_CASE("a consumer's connection leaves the WAL files, emptied, so that a read
     CHECK(std::filesystem::exists(path + "-wal") == keep);
     CHECK(std::filesystem::exists(path + "-shm") == keep);
     if (keep) CHECK(std::filesystem::file_size(path + "-wal") == 0);  // folded in: the files carry no rows
-    const auto read = reads_from_read_only_folder(dir.path(), name);
+    const auto read = in_read_only_folder(dir.path(), [&] {
+      store::database db(path, {.read_only = true});
+      return db.native().execAndGet("SELECT count(*) FROM t").getInt() == 1 ? 0 : 1;
+    });
     if (!read) {
       MESSAGE("no mount namespace here (not root?): the read-only folder part is not checked");
       continue;
     }
-    CHECK(*read == keep);  // without the files SQLite cannot read a WAL database it may not create them for
+    CHECK((*read == 0) == keep);  // without the files SQLite cannot read a WAL database it may not create them for
   }
+}
+
+TEST_CASE("a file the process may not write is a bad setting at open, not a write failing for ever") {
+  clerk_sync::test::temp_dir dir;
+  const auto path = (dir / "ro.db").string();
+  { store::database db(path, {.keep_wal_files = true}); }
+  const auto code = in_read_only_folder(dir.path(), [&] {
+    try {
+      store::database db(path);
+    } catch (const store::open_error& e) {
+      return std::string(e.what()).find("read-only to this process") != std::string::npos ? 0 : 2;
+    }
+    return 1;  // opened: writes would fail later
+  });
+  if (!code) {
+    MESSAGE("no mount namespace here (not root?): not checked");
+    return;
+  }
+  CHECK(*code == 0);
 }
