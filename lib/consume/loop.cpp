@@ -158,8 +158,12 @@ class consume_loop {
       const auto [low, high] = cons_->watermarks(cfg_.topic, partition, left);
       state_.heartbeat_ms = steady_ms();
       if (low < next && next <= high) return true;
-      // Past the offset, or shorter than it: the fetch meets offset_out_of_range (exit 5).
+      // Trimmed past the offset: the fetch meets offset_out_of_range (exit 5).
       if (low == next) unchecked(partition, next, "trimmed");
+      // Shorter than the offset: a recreated topic's fetch meets
+      // offset_out_of_range too (exit 5), but a leader that has not yet
+      // caught up answers the fetch later, the comparison skipped.
+      if (next > high) unchecked(partition, next, "log_end_behind");
     } catch (const kafka::fatal_error& e) {
       unchecked(partition, next, e.what());
     }
@@ -204,6 +208,12 @@ class consume_loop {
     if (e.log_start == next)
       throw kafka::fatal_error("the record before the stored offset " + std::to_string(next) + " of " + e.topic +
                                "/" + std::to_string(e.partition) + " was deleted while resuming");
+    // Where the log starts could not be read: whether the stored offset is
+    // in it is unknown, so a restart asks again (exit 4), rather than exit 5,
+    // which waits for an operator.
+    if (e.log_start < 0)
+      throw kafka::fatal_error("the record before the stored offset " + std::to_string(next) + " of " + e.topic +
+                               "/" + std::to_string(e.partition) + " is gone, and the log's range could not be read");
     throw kafka::offset_out_of_range(e.topic, e.partition, next, e.log_start, e.log_end);
   }
 
