@@ -116,7 +116,7 @@ struct applier::statements {
         user_tombstone(db,
                        "INSERT INTO users(id, deleted_at) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET "
                        "deleted_at = excluded.deleted_at WHERE users.deleted_at IS NULL"),
-        referral_get(db, "SELECT referrer_id, updated_at, deleted_at FROM referrals WHERE user_id = ?"),
+        referral_get(db, "SELECT referrer_id, updated_at, deleted_at, referral_code FROM referrals WHERE user_id = ?"),
         referral_code_owner(db, "SELECT user_id FROM referrals WHERE referral_code = ? AND user_id <> ?"),
         referral_upsert(db,
                         "INSERT INTO referrals(user_id, referral_code, referrer_id, updated_at) VALUES (?,?,?,?) "
@@ -200,7 +200,9 @@ outcome upsert_referral(statements& s, const event::user& u, std::string& detail
   auto& get = s.referral_get;
   get.reset();
   bind_text(get, 1, r.user_id);
+  std::optional<std::string> stored_code;  // the user's code as the row holds it
   if (get.executeStep()) {
+    if (!get.getColumn(3).isNull()) stored_code = get.getColumn(3).getString();
     const std::optional<std::string> referrer =
         get.getColumn(0).isNull() ? std::nullopt : std::optional<std::string>(get.getColumn(0).getString());
     const std::int64_t updated_at = get.getColumn(1).getInt64();
@@ -224,8 +226,10 @@ outcome upsert_referral(statements& s, const event::user& u, std::string& detail
     bind_text(owner, 1, *r.referral_code);
     bind_text(owner, 2, r.user_id);
     if (owner.executeStep()) {
-      detail = "referral_code conflict: " + *r.referral_code + " belongs to " + owner.getColumn(0).getString();
-      r.referral_code.reset();
+      // Codes are unique: the user keeps the code the row holds, if any.
+      detail = "referral_code conflict: " + *r.referral_code + " belongs to " + owner.getColumn(0).getString() +
+               ", kept " + stored_code.value_or("none");
+      r.referral_code = stored_code;
     }
     owner.reset();
   }

@@ -209,6 +209,13 @@ TEST_CASE("referrals: attribution set once, conflicts and self-referral refused,
         "C1/u9/200");
   CHECK(text(db, "SELECT coalesce(referral_code, '-') || '/' || coalesce(referrer_id, '-') FROM referrals WHERE user_id = 'u2'") ==
         "-/-");
+  // A code another user owns is refused, and the user keeps the code it had.
+  const auto rs2 = app.apply(std::vector{
+      msg("r5", user_body("user.created", "u4", 100, R"({"referral_code":"C4"})"), 4),
+      msg("r6", user_body("user.updated", "u4", 200, R"({"referral_code":"C1"})"), 5)});
+  CHECK(outcomes(rs2, pj::kind::referrals) == std::vector{outcome::applied, outcome::applied});
+  CHECK(rs2[1].detail == "referral_code conflict: C1 belongs to u1, kept C4");
+  CHECK(text(db, "SELECT referral_code || '/' || updated_at FROM referrals WHERE user_id = 'u4'") == "C4/200");
   // Keys come from public_metadata, never unsafe_metadata.
   (void)app.apply(std::vector{msg("r4", R"({"type":"user.created","data":{"id":"u3","updated_at":1,
       "unsafe_metadata":{"referrer_id":"u1","referral_code":"X"}}})", 3)});
