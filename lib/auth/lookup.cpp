@@ -1,13 +1,28 @@
 #include "auth/lookup.hpp"
 
 #include <SQLiteCpp/SQLiteCpp.h>
+#include <sys/stat.h>
 
+#include "log/log.hpp"
 #include "store/database.hpp"
 
 namespace clerk_sync::auth {
+namespace {
+
+// The file `path` names (device, inode); nullopt when it names none.
+std::optional<std::pair<dev_t, ino_t>> file_at(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
+  return std::pair{st.st_dev, st.st_ino};
+}
+
+}  // namespace
 
 struct lookup::impl {
-  explicit impl(const std::string& path) : db(path, store::open_options{std::chrono::milliseconds(1000), true}) {
+  // The file is identified before the open: a file moved in between is
+  // then seen as a replacement and opened again, never kept unnoticed.
+  explicit impl(const std::string& path)
+      : file(file_at(path)), db(path, store::open_options{std::chrono::milliseconds(1000), true}) {
     try {
       user_stmt = std::make_unique<SQLite::Statement>(
           db.native(), "SELECT role, banned, deleted_at IS NOT NULL FROM users WHERE id = ?");
@@ -16,12 +31,28 @@ struct lookup::impl {
       throw store::open_error(path + ": not a clerk-sync database (" + e.what() + ")");
     }
   }
+  std::optional<std::pair<dev_t, ino_t>> file;
   store::database db;
   std::unique_ptr<SQLite::Statement> user_stmt;
   std::unique_ptr<SQLite::Statement> session_stmt;
 };
 
-lookup::lookup(const std::string& db_path) : path_(db_path), impl_(std::make_unique<impl>(db_path)) {}
+lookup::lookup(const std::string& db_path, std::chrono::milliseconds recheck)
+    : path_(db_path), recheck_(recheck), impl_(std::make_unique<impl>(db_path)) {}
+
+void lookup::follow_path() {
+  const auto now = std::chrono::steady_clock::now();
+  if (now < next_check_) return;
+  next_check_ = now + recheck_;
+  if (file_at(path_) == impl_->file) return;
+  log::warn("db_reopened", {{"path", path_}, {"reason", "replaced"}});
+  try {
+    reopen();
+  } catch (const store::db_error&) {
+    next_check_ = {};  // the old file is never read again: every lookup tries until one opens
+    throw;
+  }
+}
 
 void lookup::reopen() {
   try {
@@ -33,6 +64,7 @@ void lookup::reopen() {
 lookup::~lookup() = default;
 
 std::optional<user_row> lookup::user(const std::string& id) {
+  follow_path();
   auto& s = *impl_->user_stmt;
   try {
     s.reset();
@@ -49,6 +81,7 @@ std::optional<user_row> lookup::user(const std::string& id) {
 }
 
 std::optional<session_row> lookup::session(const std::string& id) {
+  follow_path();
   auto& s = *impl_->session_stmt;
   try {
     s.reset();

@@ -4,7 +4,16 @@
 // (WAL: each lookup sees the latest committed batch, and never blocks the
 // writer). Not thread-safe: one per thread. Errors: store::open_error at
 // construction (no file, no tables); store::db_error for a failed lookup.
+//
+// A connection stays on the file it opened, even when another is moved to
+// its path (README "swap a whole database"): it would then answer from the
+// old file, bans and revocations of the new one unseen. So a lookup checks,
+// at most once per `recheck`, whether the path still names that file, and
+// reopens when it does not (msg=db_reopened).
 
+#include <sys/types.h>
+
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -15,7 +24,7 @@ namespace clerk_sync::auth {
 
 class lookup {
  public:
-  explicit lookup(const std::string& db_path);
+  explicit lookup(const std::string& db_path, std::chrono::milliseconds recheck = std::chrono::seconds(1));
   ~lookup();
   lookup(const lookup&) = delete;
   lookup& operator=(const lookup&) = delete;
@@ -27,8 +36,14 @@ class lookup {
   void reopen();
 
  private:
+  // Reopens when the path no longer names the file the connection has
+  // (checked at most once per recheck_). Throws store::db_error.
+  void follow_path();
+
   struct impl;
   std::string path_;
+  std::chrono::milliseconds recheck_;
+  std::chrono::steady_clock::time_point next_check_{};
   std::unique_ptr<impl> impl_;
 };
 

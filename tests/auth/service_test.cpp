@@ -3,6 +3,8 @@
 #include <doctest/doctest.h>
 #include <SQLiteCpp/SQLiteCpp.h>
 
+#include <filesystem>
+
 #include "auth/cache.hpp"
 #include "auth/decision.hpp"
 #include "store/database.hpp"
@@ -136,4 +138,31 @@ TEST_CASE("auth: service reads the synced tables on every request, cached token 
 TEST_CASE("auth: a file that is not a clerk-sync database is refused at open") {
   test::temp_dir dir;
   CHECK_THROWS_AS(auth::lookup((dir / "missing.db").string()), store::open_error);
+}
+
+TEST_CASE("auth: a database moved over the path is followed, its bans applied, and a removed one fails closed") {
+  const test::rsa_signer signer;
+  test::temp_dir dir;
+  const auto path = (dir / "clerk-sync.db").string();
+  const auto rebuilt = (dir / "rebuild.db").string();
+  {
+    store::database live(path);
+    store::exec(live, "INSERT INTO users(id, role, banned, updated_at) VALUES ('user_a','admin',0,1)");
+    store::database next(rebuilt);
+    store::exec(next, "INSERT INTO users(id, role, banned, updated_at) VALUES ('user_a','admin',1,2)");
+  }
+  auth::lookup db(path, 0ms);
+  token::options opts;
+  opts.authorized_parties = {"https://app.example"};
+  auth::service svc(token::key_set::from_pem(signer.public_pem()), opts, 100, db);
+  const std::string a = "Bearer " + signer.sign(R"({"alg":"RS256","typ":"JWT"})", claims("user_a", "sess_a"));
+  CHECK(svc.check(a, std::nullopt, now).status == 200);
+  // The README's swap: the rebuilt file moved over the live one.
+  std::filesystem::rename(rebuilt, path);
+  const auto r = svc.check(a, std::nullopt, now);
+  CHECK(r.status == 403);
+  CHECK(r.outcome == "banned");
+  std::filesystem::remove(path);
+  CHECK(svc.check(a, std::nullopt, now).status == 503);
+  CHECK(svc.check(a, std::nullopt, now).status == 503);  // and not the old file's answer the next time either
 }
