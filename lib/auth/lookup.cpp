@@ -3,7 +3,6 @@
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <sys/stat.h>
 
-#include "log/log.hpp"
 #include "store/database.hpp"
 
 namespace clerk_sync::auth {
@@ -41,20 +40,29 @@ lookup::lookup(const std::string& db_path, std::chrono::milliseconds recheck)
     : path_(db_path), recheck_(recheck), impl_(std::make_unique<impl>(db_path)) {}
 
 void lookup::follow_path() {
+  if (replaced_) throw store::db_error(replaced_error());
   const auto now = std::chrono::steady_clock::now();
   if (now < next_check_) return;
   next_check_ = now + recheck_;
-  if (file_at(path_) == impl_->file) return;
-  log::warn("db_reopened", {{"path", path_}, {"reason", "replaced"}});
-  try {
-    reopen();
-  } catch (const store::db_error&) {
-    next_check_ = {};  // the old file is never read again: every lookup tries until one opens
-    throw;
+  if (file_at(path_) != impl_->file) {
+    replaced_ = true;
+    throw store::db_error(replaced_error());
   }
 }
 
+std::string lookup::replaced_error() const {
+  return "the database file at " + path_ +
+         " was replaced while this service ran: it answers 503 until it is restarted after the swap "
+         "(README \"Backfill a projection and swap it in\"; the old file's -wal would be read into the new one)";
+}
+
 void lookup::reopen() {
+  // The same file only: a connection opened on a file moved there would
+  // pair it with the -wal and -shm of the one it replaced.
+  if (replaced_ || file_at(path_) != impl_->file) {
+    replaced_ = true;
+    throw store::db_error(replaced_error());
+  }
   try {
     impl_ = std::make_unique<impl>(path_);
   } catch (const store::open_error& e) {

@@ -6,10 +6,13 @@
 // construction (no file, no tables); store::db_error for a failed lookup.
 //
 // A connection stays on the file it opened, even when another is moved to
-// its path (README "swap a whole database"): it would then answer from the
-// old file, bans and revocations of the new one unseen. So a lookup checks,
-// at most once per `recheck`, whether the path still names that file, and
-// reopens when it does not (msg=db_reopened).
+// its path (README "Backfill a projection and swap it in"): it would then
+// answer from the old file, bans and revocations of the new one unseen. Nor
+// can it safely open the new one: SQLite finds the -wal and -shm by name,
+// and the old file's would be read into it. So a lookup checks, at most
+// once per `recheck`, whether the path still names the file it opened; once
+// it does not, every lookup throws store::db_error (the service answers 503
+// and logs why) until the process is restarted after the swap.
 
 #include <sys/types.h>
 
@@ -31,19 +34,22 @@ class lookup {
 
   [[nodiscard]] std::optional<user_row> user(const std::string& id);
   [[nodiscard]] std::optional<session_row> session(const std::string& id);
-  // A fresh connection, after a failed lookup (the consumers restarted and
-  // replaced the WAL files under a read-only reader). Throws store::db_error.
+  // A fresh connection to the same file, after a failed lookup (the
+  // consumers restarted and replaced the WAL files under a read-only
+  // reader). Throws store::db_error, also when the path names another file.
   void reopen();
 
  private:
-  // Reopens when the path no longer names the file the connection has
-  // (checked at most once per recheck_). Throws store::db_error.
+  // Throws store::db_error once the path no longer names the file the
+  // connection has (checked at most once per recheck_).
   void follow_path();
+  [[nodiscard]] std::string replaced_error() const;
 
   struct impl;
   std::string path_;
   std::chrono::milliseconds recheck_;
   std::chrono::steady_clock::time_point next_check_{};
+  bool replaced_ = false;
   std::unique_ptr<impl> impl_;
 };
 

@@ -140,7 +140,7 @@ TEST_CASE("auth: a file that is not a clerk-sync database is refused at open") {
   CHECK_THROWS_AS(auth::lookup((dir / "missing.db").string()), store::open_error);
 }
 
-TEST_CASE("auth: a database moved over the path is followed, its bans applied, and a removed one fails closed") {
+TEST_CASE("auth: a database moved over the path is noticed and fails closed, never read through the old file's WAL") {
   const test::rsa_signer signer;
   test::temp_dir dir;
   const auto path = (dir / "clerk-sync.db").string();
@@ -151,18 +151,24 @@ TEST_CASE("auth: a database moved over the path is followed, its bans applied, a
     store::database next(rebuilt);
     store::exec(next, "INSERT INTO users(id, role, banned, updated_at) VALUES ('user_a','admin',1,2)");
   }
-  auth::lookup db(path, 0ms);
   token::options opts;
   opts.authorized_parties = {"https://app.example"};
-  auth::service svc(token::key_set::from_pem(signer.public_pem()), opts, 100, db);
   const std::string a = "Bearer " + signer.sign(R"({"alg":"RS256","typ":"JWT"})", claims("user_a", "sess_a"));
+  auth::lookup db(path, 0ms);
+  auth::service svc(token::key_set::from_pem(signer.public_pem()), opts, 100, db);
   CHECK(svc.check(a, std::nullopt, now).status == 200);
-  // The README's swap: the rebuilt file moved over the live one.
+  // The README's swap with this service left running: it would answer
+  // from the old file (200 for a user the new one bans) for as long as it
+  // ran. It refuses instead, and says why, until restarted.
   std::filesystem::rename(rebuilt, path);
-  const auto r = svc.check(a, std::nullopt, now);
-  CHECK(r.status == 403);
-  CHECK(r.outcome == "banned");
-  std::filesystem::remove(path);
-  CHECK(svc.check(a, std::nullopt, now).status == 503);
-  CHECK(svc.check(a, std::nullopt, now).status == 503);  // and not the old file's answer the next time either
+  for (int i = 0; i < 3; ++i) {
+    const auto r = svc.check(a, std::nullopt, now);
+    CHECK(r.status == 503);
+    CHECK(r.outcome == "db_unavailable");
+  }
+  CHECK_THROWS_WITH_AS(db.reopen(), doctest::Contains("was replaced while this service ran"), store::db_error);
+  // Restarted after the swap: the new file's ban applies.
+  auth::lookup restarted(path, 0ms);
+  auth::service svc2(token::key_set::from_pem(signer.public_pem()), opts, 100, restarted);
+  CHECK(svc2.check(a, std::nullopt, now).outcome == "banned");
 }
