@@ -132,3 +132,20 @@ TEST_CASE("compare exits 1 on a missing file and 0 on two identical fresh files"
                                          (dir / "nope.db").string()}, clean_env);
   CHECK(missing.status == 1);
 }
+
+TEST_CASE("dead-letters retry leaves the WAL files the consumers keep for the auth service") {
+  test::temp_dir dir;
+  const auto db = (dir / "live.db").string();
+  { store::database consumer(db, {.keep_wal_files = true}); }  // as a consumer leaves it
+  REQUIRE(std::filesystem::exists(db + "-wal"));
+  REQUIRE(std::filesystem::exists(db + "-shm"));
+  const auto r = test::run(ctl(), {"dead-letters", "retry", "--db", db, "--all"}, clean_env);
+  CHECK(r.status == 0);  // nothing pending
+  CHECK(std::filesystem::exists(db + "-wal"));
+  CHECK(std::filesystem::exists(db + "-shm"));
+  // A file without them: this process's own are not left behind.
+  const auto other = (dir / "other.db").string();
+  { store::database plain(other); }
+  CHECK(test::run(ctl(), {"dead-letters", "retry", "--db", other, "--all"}, clean_env).status == 0);
+  CHECK_FALSE(std::filesystem::exists(other + "-wal"));
+}
