@@ -206,7 +206,7 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
   begin_shutdown = [&](int code) {
     if (shutting_down) {
       // A fatal error while draining after a signal still decides the exit.
-      if (code != 0) exit_code = code;
+      if (exit_code == 0) exit_code = code;
       return;
     }
     shutting_down = true;
@@ -256,15 +256,20 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
   ioc.run();
 
   probe.reset();
-  // A fatal error after the drain stopped the loop was posted to it in vain.
-  if (producer && exit_code != exit_fatal)
-    if (const auto why = producer->fatal_reason()) {
-      log::error("producer_fatal", {{"error", *why}});
-      exit_code = exit_fatal;
-    }
   if (producer) {
+    // A fatal error after the drain stopped the loop, or during the flush,
+    // was posted to the loop in vain.
+    const auto fatal_since_loop = [&] {
+      if (exit_code == exit_fatal) return;
+      if (const auto why = producer->fatal_reason()) {
+        log::error("producer_fatal", {{"error", *why}});
+        exit_code = exit_fatal;
+      }
+    };
+    fatal_since_loop();
     const bool flushed = producer->flush(exit_code == exit_fatal ? 1000ms : grace);
     log::info("flushed", {{"outcome", flushed ? "complete" : "incomplete"}, {"in_flight", producer->in_flight()}});
+    fatal_since_loop();
   }
   // What the rate limiters hold back goes out before the last line.
   log::rate_limiter::drain_all();
