@@ -42,7 +42,8 @@ constexpr auto nothrow = net::as_tuple(net::use_awaitable_t<executor>{});
 constexpr std::size_t read_chunk = 8 * 1024;
 // Beast's largest single read into a flat buffer.
 constexpr std::size_t max_read = 64 * 1024;
-// At most this many header fields, and as many trailer fields (Apache's
+// At most this many fields in a request's header, and with a chunked
+// body's trailer (Beast adds its fields to the header's) in all (Apache's
 // LimitRequestFields): Beast allocates each field apart, so without a
 // count a header block's bytes would cost many times their size in memory.
 constexpr std::size_t max_fields = 100;

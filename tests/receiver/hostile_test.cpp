@@ -243,7 +243,16 @@ TEST_CASE("fields Beast cannot hold or too many of them get an answer, not a cra
   // Fields cost Beast an allocation each: many tiny ones would multiply a
   // header's bytes in memory, held while the body is awaited.
   std::string many;
-  for (int i = 0; i < 101; ++i) many += "x-f" + std::to_string(i) + ": 1\r\n";
+  for (int i = 0; i < 98; ++i) many += "x-f" + std::to_string(i) + ": 1\r\n";
+  {
+    // 100 with Host and Content-Length: read, and answered on its merits.
+    test::raw_conn c(r.port());
+    REQUIRE(c.send("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\n" + many + "Content-Length: 2\r\n\r\n{}"));
+    const int status = test::status_of(c.read_until("\r\n\r\n", 10s));
+    CHECK(status != 431);
+    CHECK(status != 0);
+  }
+  many += "x-f98: 1\r\n";  // 101
   {
     test::raw_conn c(r.port());
     REQUIRE(c.send("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\n" + many + "Content-Length: 10\r\n\r\n"));
