@@ -18,8 +18,8 @@ std::optional<std::pair<dev_t, ino_t>> file_at(const std::string& path) {
 }  // namespace
 
 struct lookup::impl {
-  // The file is identified before the open: a file moved in between is
-  // then seen as a replacement and opened again, never kept unnoticed.
+  // The file is identified before the open: a file moved there in between
+  // is then seen as a replacement at the next check, never kept unnoticed.
   explicit impl(const std::string& path)
       : file(file_at(path)), db(path, store::open_options{std::chrono::milliseconds(1000), true}) {
     try {
