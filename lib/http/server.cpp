@@ -1,5 +1,7 @@
 #include "http/server.hpp"
 
+#include "http/request_bounds.hpp"
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -40,13 +42,7 @@ using timer_type =
 constexpr auto nothrow = net::as_tuple(net::use_awaitable_t<executor>{});
 // A request's first read: a Clerk webhook's headers and body (2-5 KiB) fit.
 constexpr std::size_t read_chunk = 8 * 1024;
-// Beast's largest single read into a flat buffer.
-constexpr std::size_t max_read = 64 * 1024;
-// At most this many fields in a request's header, and with a chunked
-// body's trailer (Beast adds its fields to the header's) in all (Apache's
-// LimitRequestFields): Beast allocates each field apart, so without a
-// count a header block's bytes would cost many times their size in memory.
-constexpr std::size_t max_fields = 100;
+using bounds::max_read;
 // A body of this size or less (a Clerk webhook is 2-5 KiB) may use the
 // quarter of the body memory budget that larger ones leave free.
 constexpr std::size_t small_body = 64 * 1024;
@@ -311,14 +307,11 @@ struct server::impl : std::enable_shared_from_this<impl> {
   // multiply); the request, its answer and their state live in
   // serve_request()'s frame (over 2 KiB) while a request is served.
   task<void> serve(stream_type& stream, connection& me) {
-    // Bounded: Beast limits a header and a body's bytes, but not a chunk
-    // line (chunk-size and extensions) or a trailer, which it keeps in this
-    // buffer until their CRLF comes. Past the bound a read fails with
-    // buffer_overflow (answered 400), so a line that never ends costs at
-    // most a header and one read, not what the client sends in the read
-    // timeout. (reserve() past the bound would raise it: every reserve
-    // here asks for at most max_read.) serve_request() sets the bound of
-    // each stage.
+    // Bounded (lib/http/request_bounds.hpp; serve_request() sets the bound
+    // of each stage): past it a read fails with buffer_overflow (answered
+    // 400), so a line that never ends costs at most a header and one read,
+    // not what the client sends in the read timeout. (reserve() past the
+    // bound would raise it: every reserve here asks for at most max_read.)
     beast::flat_buffer buffer(limits.header_limit + max_read);
     while (!stopping) {
       // Between requests the buffer keeps only bytes already received (a
@@ -423,10 +416,6 @@ struct server::impl : std::enable_shared_from_this<impl> {
     co_return false;
   }
 
-  static bool too_many_fields(const bhttp::request<bhttp::string_body>& req) {
-    return static_cast<std::size_t>(std::distance(req.begin(), req.end())) > max_fields;
-  }
-
   static bool wants_continue(const bhttp::request<bhttp::string_body>& req) {
     const auto it = req.find(bhttp::field::expect);
     return it != req.end() && beast::iequals(it->value(), "100-continue");
@@ -435,7 +424,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
   // Reads one request, once its first byte is here, and answers it; whether
   // the connection stays open for another.
   task<bool> serve_request(stream_type& stream, beast::flat_buffer& buffer) {
-    bhttp::request_parser<bhttp::string_body> parser;
+    bounds::request_parser parser;
     // Apply limits to the header and body sizes to prevent abuse.
     parser.header_limit(static_cast<std::uint32_t>(limits.header_limit));
     parser.body_limit(limits.body_limit);
@@ -443,13 +432,14 @@ struct server::impl : std::enable_shared_from_this<impl> {
     // reads 512 bytes at a time into a buffer that has no room yet. Once a
     // request's first byte is here, its whole header must follow within the
     // read timeout.
-    buffer.max_size(std::max(buffer.size(), limits.header_limit + max_read));
+    bounds::header_stage(buffer, limits.header_limit);
     buffer.reserve(read_chunk);
     stream.expires_after(limits.read_timeout);
     auto [ec, n] = co_await bhttp::async_read_header(stream, buffer, parser, nothrow);
     if (ec) co_return co_await after_read_error(stream, ec, "header");
     auto& req = parser.get();
-    if (too_many_fields(req)) co_return co_await answer_early(stream, headers_too_large(), "rejected", "header_fields");
+    if (bounds::too_many_fields(req))
+      co_return co_await answer_early(stream, headers_too_large(), "rejected", "header_fields");
     // A Transfer-Encoding whose last coding is not chunked leaves the body's
     // end unknown (RFC 9112 6.3): Beast would read no body and take the
     // bytes for the next request, where a proxy may see one. Refused.
@@ -473,11 +463,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
       }
       // Room for the rest of the body, up to what one read takes (Beast
       // reads at most 64 KiB at a time; the string body holds the rest).
-      // A chunked body's last chunk and trailer must fit in one read's
-      // worth, which keeps every trailer field under the 65,534 bytes past
-      // which Beast throws (a read's completion is no place for that). What
-      // the header read took beyond the header is less than a read.
-      buffer.max_size(std::max(buffer.size(), max_read));
+      bounds::body_stage(buffer);
       if (length) buffer.reserve(std::min(buffer.size() + static_cast<std::size_t>(*length), max_read));
       stream.expires_after(limits.read_timeout);
       while (!parser.is_done()) {
@@ -485,7 +471,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
         if (ec2) co_return co_await after_read_error(stream, ec2, "body");
       }
       // Beast adds a chunked body's trailer fields to the header's.
-      if (too_many_fields(req))
+      if (bounds::too_many_fields(req))
         co_return co_await answer_early(stream, headers_too_large(), "rejected", "header_fields");
     }
     const request_view view{method, target, req.body(),

@@ -1,0 +1,50 @@
+#pragma once
+// How the receiver bounds the reading of one request, beyond Beast's own
+// header and body limits: the read buffer's size in each stage, and the
+// number of fields. Shared by lib/http/server.cpp and the `wire` fuzz
+// target, which reads raw bytes through Beast's parser under the same
+// bounds.
+
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <iterator>
+
+namespace clerk_sync::http::bounds {
+
+// Beast's largest single read into a flat buffer.
+inline constexpr std::size_t max_read = 64 * 1024;
+// At most this many fields in a request's header, and with a chunked
+// body's trailer (Beast adds its fields to the header's) in all (Apache's
+// LimitRequestFields): Beast allocates each field apart, so without a
+// count a header block's bytes would cost many times their size in memory.
+inline constexpr std::size_t max_fields = 100;
+
+using request_parser = boost::beast::http::request_parser<boost::beast::http::string_body>;
+
+// Beast bounds a header and a body's bytes, but not a chunk line (size and
+// extensions) or a trailer, which it keeps in the read buffer until their
+// CRLF comes. Past the buffer's bound a read fails with buffer_overflow,
+// so a line that never ends costs at most what the bound holds.
+//
+// While the header is read: the header limit and one read.
+inline void header_stage(boost::beast::flat_buffer& buffer, std::size_t header_limit) {
+  buffer.max_size(std::max(buffer.size(), header_limit + max_read));
+}
+
+// While the body is read: one read's worth. A chunked body's last chunk and
+// trailer must fit in it, which keeps every trailer field under the 65,534
+// bytes past which Beast throws, from inside a read's completion. What the
+// header read took beyond the header is less than a read.
+inline void body_stage(boost::beast::flat_buffer& buffer) { buffer.max_size(std::max(buffer.size(), max_read)); }
+
+template <class Fields>
+[[nodiscard]] bool too_many_fields(const Fields& fields) {
+  return static_cast<std::size_t>(std::distance(fields.begin(), fields.end())) > max_fields;
+}
+
+}  // namespace clerk_sync::http::bounds

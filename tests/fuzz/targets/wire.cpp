@@ -1,0 +1,83 @@
+// The receiver's reading of one request from the wire: Beast's parser with
+// the receiver's limits and the read buffer's bounds of
+// lib/http/request_bounds.hpp, over the input's bytes. The first byte sets
+// the size of each read (1 to 76,501 bytes); the rest is what the client
+// sends. Properties: nothing throws (Beast's parser throws, from inside a
+// read, for a field it cannot hold: that ended the receiver once); the
+// buffer never holds more than its stage's bound; a body read whole is
+// within the body limit.
+
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/beast/core/error.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/system/system_error.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "fuzz_input.hpp"
+#include "http/request_bounds.hpp"
+
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+namespace bounds = clerk_sync::http::bounds;
+
+namespace {
+
+constexpr std::size_t header_limit = 16 * 1024;  // the receiver's defaults
+constexpr std::uint64_t body_limit = 1024 * 1024;
+
+// A SyncReadStream handing out the client's bytes `chunk` at a time, then EOF.
+struct client_bytes {
+  std::string_view left;
+  std::size_t chunk;
+
+  template <class MutableBuffers>
+  std::size_t read_some(const MutableBuffers& buffers, beast::error_code& ec) {
+    ec = {};
+    if (left.empty()) {
+      ec = boost::asio::error::eof;
+      return 0;
+    }
+    const auto n = boost::asio::buffer_copy(buffers, boost::asio::buffer(left.data(), std::min(chunk, left.size())));
+    left.remove_prefix(n);
+    return n;
+  }
+
+  template <class MutableBuffers>
+  std::size_t read_some(const MutableBuffers& buffers) {
+    beast::error_code ec;
+    const auto n = read_some(buffers, ec);
+    if (ec) throw boost::system::system_error(ec);
+    return n;
+  }
+};
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  if (size < 1) return 0;
+  client_bytes client{clerk_sync::fuzz::text(data + 1, size - 1), 1 + static_cast<std::size_t>(data[0]) * 300};
+  bounds::request_parser parser;
+  parser.header_limit(static_cast<std::uint32_t>(header_limit));
+  parser.body_limit(body_limit);
+  beast::flat_buffer buffer;
+  bounds::header_stage(buffer, header_limit);
+  beast::error_code ec;
+  bhttp::read_header(client, buffer, parser, ec);
+  FUZZ_CHECK(buffer.size() <= buffer.max_size());
+  if (ec || bounds::too_many_fields(parser.get()) || parser.is_done()) return 0;
+  bounds::body_stage(buffer);
+  while (!parser.is_done()) {
+    bhttp::read_some(client, buffer, parser, ec);
+    FUZZ_CHECK(buffer.size() <= buffer.max_size());
+    if (ec) return 0;
+  }
+  FUZZ_CHECK(parser.get().body().size() <= body_limit);
+  (void)bounds::too_many_fields(parser.get());
+  return 0;
+}
