@@ -367,10 +367,13 @@ struct server::impl : std::enable_shared_from_this<impl> {
   // budget), then closes without resetting: the client may still be sending,
   // and a close with unread input would make its kernel drop our answer.
   // The connection ends after it (false, for serve_request to return).
-  task<bool> answer_early(stream_type& stream, const response& r, std::string_view msg, std::string_view outcome) {
+  // A HEAD request's answer keeps its Content-Length and sends no body.
+  task<bool> answer_early(stream_type& stream, const response& r, std::string_view msg, std::string_view outcome,
+                          bool head = false) {
     auto res = to_beast(r);
     res.keep_alive(false);
     res.prepare_payload();
+    if (head) res.body().clear();
     // Decided before any signature was checked: rate-limited per kind, as above.
     limiter.write(std::string(msg) + ":" + std::string(outcome), r.status == 503 ? log::level::warn : log::level::info,
                   msg, {{"status", r.status}, {"outcome", outcome}});
@@ -418,7 +421,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
 
   static bool wants_continue(const bhttp::request<bhttp::string_body>& req) {
     const auto it = req.find(bhttp::field::expect);
-    return it != req.end() && beast::iequals(it->value(), "100-continue");
+    // HTTP/1.0 has no 100 (Continue): RFC 9110 10.1.1 has it ignored there.
+    return req.version() >= 11 && it != req.end() && beast::iequals(it->value(), "100-continue");
   }
 
   // Reads one request, once its first byte is here, and answers it; whether
@@ -438,13 +442,14 @@ struct server::impl : std::enable_shared_from_this<impl> {
     auto [ec, n] = co_await bhttp::async_read_header(stream, buffer, parser, nothrow);
     if (ec) co_return co_await after_read_error(stream, ec, "header");
     auto& req = parser.get();
+    const bool head = req.method() == bhttp::verb::head;
     if (bounds::too_many_fields(req))
-      co_return co_await answer_early(stream, headers_too_large(), "rejected", "header_fields");
+      co_return co_await answer_early(stream, headers_too_large(), "rejected", "header_fields", head);
     // A Transfer-Encoding whose last coding is not chunked leaves the body's
     // end unknown (RFC 9112 6.3): Beast would read no body and take the
     // bytes for the next request, where a proxy may see one. Refused.
     if (req.count(bhttp::field::transfer_encoding) != 0 && !parser.chunked())
-      co_return co_await answer_early(stream, bad_request(), "rejected", "transfer_encoding");
+      co_return co_await answer_early(stream, bad_request(), "rejected", "transfer_encoding", head);
     const auto started = std::chrono::steady_clock::now();
     const auto method = std::string_view(req.method_string().data(), req.method_string().size());
     const auto target = std::string_view(req.target().data(), req.target().size());
@@ -452,10 +457,11 @@ struct server::impl : std::enable_shared_from_this<impl> {
     if (!parser.is_done()) {
       // A body follows: decide what the header alone decides, before reading it.
       if (auto d = route(method, target, handler, kafka_state()))
-        co_return co_await answer_early(stream, d->answer, d->msg, d->outcome);
+        co_return co_await answer_early(stream, d->answer, d->msg, d->outcome, head);
       const auto length = parser.content_length();
       held = reserve(length ? std::optional<std::uint64_t>(*length) : std::nullopt);
-      if (!held) co_return co_await answer_early(stream, over_memory_budget(), "unavailable", "memory_budget");
+      if (!held)
+        co_return co_await answer_early(stream, over_memory_budget(), "unavailable", "memory_budget", head);
       if (wants_continue(req)) {
         static constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
         auto [cec, cn] = co_await net::async_write(stream, net::buffer(go_on), nothrow);
@@ -472,7 +478,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
       }
       // Beast adds a chunked body's trailer fields to the header's.
       if (bounds::too_many_fields(req))
-        co_return co_await answer_early(stream, headers_too_large(), "rejected", "header_fields");
+        co_return co_await answer_early(stream, headers_too_large(), "rejected", "header_fields", head);
     }
     const request_view view{method, target, req.body(),
                             [&req](std::string_view name) -> std::optional<std::string_view> {
@@ -494,7 +500,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
     log_request(d, outcome, status, partition, offset, started, why);
     res.keep_alive(req.keep_alive() && !stopping);
     res.prepare_payload();
-    if (req.method() == bhttp::verb::head) res.body().clear();
+    if (head) res.body().clear();
     stream.expires_after(limits.read_timeout);
     auto [wec, wn] = co_await bhttp::async_write(stream, res, nothrow);
     co_return !wec && res.keep_alive();

@@ -387,6 +387,21 @@ TEST_CASE("early answers reach the client: a whole 2 MiB upload reads its 413, E
     CHECK(c.send("POST /elsewhere HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n"));
     CHECK(test::status_of(c.read_until("\r\n\r\n", 10s)) == 404);
   }
+  {
+    test::raw_conn c(r.port());  // HTTP/1.0 has no 100 (Continue): the final answer only
+    const auto e = test::sign_event(secret, test::user_event_body("user_expect10"));
+    CHECK(c.send("POST /webhooks/clerk HTTP/1.0\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: " +
+                 std::to_string(e.body.size()) + "\r\n" + header_lines(e) + "\r\n" + e.body));
+    CHECK(test::status_of(c.read_until("\r\n\r\n", 20s)) == 200);
+  }
+  {
+    test::raw_conn c(r.port());  // a HEAD answered before its body is read: no body either
+    CHECK(c.send("HEAD /elsewhere HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n"));
+    const std::string answer = c.read_until("never sent", 10s);
+    CHECK(test::status_of(answer) == 404);
+    REQUIRE(answer.find("\r\n\r\n") != std::string::npos);
+    CHECK(answer.substr(answer.find("\r\n\r\n") + 4).empty());
+  }
   CHECK(r.proc().running());
 }
 
