@@ -199,11 +199,7 @@ int dead_letters_list(const dead_letter_args& a) {
 int dead_letters_retry(const dead_letter_args& a) {
   require_existing(a.db);
   return guarded([&] {
-    // The WAL files the consumers keep for the auth service stay when this
-    // connection closes last; files this process creates (they were
-    // missing) are its own user's, so it removes them as before.
-    const bool kept = std::filesystem::exists(a.db + "-wal") && std::filesystem::exists(a.db + "-shm");
-    store::database db(a.db, {.keep_wal_files = kept});
+    store::database db(a.db);  // keeps the WAL files the consumers keep for the auth service
     std::vector<std::int64_t> ids = a.ids;
     if (a.all)
       for (const auto& d : selected_dead_letters(db, a.projection, false)) ids.push_back(d.id);

@@ -4,6 +4,7 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <thread>
 
 namespace clerk_sync::store {
@@ -74,6 +75,11 @@ database::database(const std::string& path, const open_options& opts) : path_(pa
   // takes an exclusive lock that SQLite reports as busy without waiting, so
   // set-up is retried for as long as the busy timeout allows.
   const auto deadline = std::chrono::steady_clock::now() + opts.busy_timeout;
+  // WAL files found beside the file (the consumers', which clerk-sync-auth
+  // needs) are left as found, whoever closes last; files this connection
+  // creates are its own user's, kept only when asked.
+  const bool keep_wal_files = opts.keep_wal_files || (std::filesystem::exists(path + "-wal") &&
+                                                      std::filesystem::exists(path + "-shm"));
   while (true) {
     try {
       // NOMUTEX: a connection is used by one thread at a time (see header),
@@ -89,7 +95,7 @@ database::database(const std::string& path, const open_options& opts) : path_(pa
       // durable across a process crash, which is what the offsets need.
       if (path != ":memory:") {
         db_->execAndGet("PRAGMA journal_mode = WAL");
-        if (opts.keep_wal_files) {
+        if (keep_wal_files) {
           int persist = 1;
           if (sqlite3_file_control(db_->getHandle(), "main", SQLITE_FCNTL_PERSIST_WAL, &persist) != SQLITE_OK)
             throw open_error("cannot keep the WAL files of " + path + " (SQLITE_FCNTL_PERSIST_WAL refused)");

@@ -48,7 +48,8 @@ struct open_options {
   // may not create files there, needs both to read a WAL database, also
   // while no consumer runs. For the consumers, which run as the owner of
   // the files; a connection of another user (clerk-sync-ctl as root) would
-  // leave files the consumers could not open.
+  // leave files the consumers could not open. Files that were there before
+  // the open are kept whatever this says.
   bool keep_wal_files = false;
 };
 
