@@ -44,10 +44,13 @@ void lookup::follow_path() {
   const auto now = std::chrono::steady_clock::now();
   if (now < next_check_) return;
   next_check_ = now + recheck_;
-  if (file_at(path_) != impl_->file) {
-    replaced_ = true;
-    throw store::db_error(replaced_error());
-  }
+  require_same_file();
+}
+
+void lookup::require_same_file() {
+  if (!replaced_ && file_at(path_) == impl_->file) return;
+  replaced_ = true;
+  throw store::db_error(replaced_error());
 }
 
 std::string lookup::replaced_error() const {
@@ -59,10 +62,7 @@ std::string lookup::replaced_error() const {
 void lookup::reopen() {
   // The same file only: a connection opened on a file moved there would
   // pair it with the -wal and -shm of the one it replaced.
-  if (replaced_ || file_at(path_) != impl_->file) {
-    replaced_ = true;
-    throw store::db_error(replaced_error());
-  }
+  require_same_file();
   try {
     impl_ = std::make_unique<impl>(path_);
   } catch (const store::open_error& e) {

@@ -14,8 +14,6 @@
 // it does not, every lookup throws store::db_error (the service answers 503
 // and logs why) until the process is restarted after the swap.
 
-#include <sys/types.h>
-
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -43,6 +41,8 @@ class lookup {
   // Throws store::db_error once the path no longer names the file the
   // connection has (checked at most once per recheck_).
   void follow_path();
+  // Throws store::db_error (and stays so) unless the path names that file.
+  void require_same_file();
   [[nodiscard]] std::string replaced_error() const;
 
   struct impl;
