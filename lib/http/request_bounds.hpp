@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
+#include <optional>
 
 namespace clerk_sync::http::bounds {
 
@@ -26,21 +27,40 @@ inline constexpr std::size_t max_fields = 100;
 
 using request_parser = boost::beast::http::request_parser<boost::beast::http::string_body>;
 
+// A request's first read: a Clerk webhook's headers and body (2-5 KiB) fit.
+inline constexpr std::size_t read_chunk = 8 * 1024;
+
+// A parser with the receiver's header and body limits.
+inline void limit(request_parser& parser, std::size_t header_limit, std::uint64_t body_limit) {
+  parser.header_limit(static_cast<std::uint32_t>(header_limit));
+  parser.body_limit(body_limit);
+}
+
 // Beast bounds a header and a body's bytes, but not a chunk line (size and
 // extensions) or a trailer, which it keeps in the read buffer until their
 // CRLF comes. Past the buffer's bound a read fails with buffer_overflow,
 // so a line that never ends costs at most what the bound holds.
 //
-// While the header is read: the header limit and one read.
+// While the header is read: the header limit and one read; room for a
+// whole typical webhook, so that one read takes it (Beast reads 512 bytes
+// at a time into a buffer that has no room yet). Every reserve here asks
+// for less than the bound: past it, reserve() would raise the bound.
 inline void header_stage(boost::beast::flat_buffer& buffer, std::size_t header_limit) {
   buffer.max_size(std::max(buffer.size(), header_limit + max_read));
+  buffer.reserve(read_chunk);
 }
 
 // While the body is read: one read's worth. A chunked body's last chunk and
 // trailer must fit in it, which keeps every trailer field under the 65,534
 // bytes past which Beast throws, from inside a read's completion. What the
-// header read took beyond the header is less than a read.
-inline void body_stage(boost::beast::flat_buffer& buffer) { buffer.max_size(std::max(buffer.size(), max_read)); }
+// header read took beyond the header is less than a read. Room for the rest
+// of a body of known length, up to what one read takes (the string body
+// holds the rest).
+inline void body_stage(boost::beast::flat_buffer& buffer, std::optional<std::uint64_t> content_length) {
+  buffer.max_size(std::max(buffer.size(), max_read));
+  if (content_length)
+    buffer.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size() + *content_length, max_read)));
+}
 
 template <class Fields>
 [[nodiscard]] bool too_many_fields(const Fields& fields) {

@@ -40,9 +40,8 @@ using stream_type = beast::basic_stream<tcp, executor>;
 using timer_type =
     net::basic_waitable_timer<std::chrono::steady_clock, net::wait_traits<std::chrono::steady_clock>, executor>;
 constexpr auto nothrow = net::as_tuple(net::use_awaitable_t<executor>{});
-// A request's first read: a Clerk webhook's headers and body (2-5 KiB) fit.
-constexpr std::size_t read_chunk = 8 * 1024;
 using bounds::max_read;
+using bounds::read_chunk;
 // A body of this size or less (a Clerk webhook is 2-5 KiB) may use the
 // quarter of the body memory budget that larger ones leave free.
 constexpr std::size_t small_body = 64 * 1024;
@@ -310,9 +309,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
     // Bounded (lib/http/request_bounds.hpp; serve_request() sets the bound
     // of each stage): past it a read fails with buffer_overflow (answered
     // 400), so a line that never ends costs at most a header and one read,
-    // not what the client sends in the read timeout. (reserve() past the
-    // bound would raise it: every reserve here asks for at most max_read.)
-    beast::flat_buffer buffer(limits.header_limit + max_read);
+    // not what the client sends in the read timeout.
+    beast::flat_buffer buffer;
     while (!stopping) {
       // Between requests the buffer keeps only bytes already received (a
       // pipelined request): it is freed, or cut down to them, so that a
@@ -429,15 +427,10 @@ struct server::impl : std::enable_shared_from_this<impl> {
   // the connection stays open for another.
   task<bool> serve_request(stream_type& stream, beast::flat_buffer& buffer) {
     bounds::request_parser parser;
-    // Apply limits to the header and body sizes to prevent abuse.
-    parser.header_limit(static_cast<std::uint32_t>(limits.header_limit));
-    parser.body_limit(limits.body_limit);
-    // Room for a whole typical webhook, so that one read takes it: Beast
-    // reads 512 bytes at a time into a buffer that has no room yet. Once a
-    // request's first byte is here, its whole header must follow within the
-    // read timeout.
+    bounds::limit(parser, limits.header_limit, limits.body_limit);
     bounds::header_stage(buffer, limits.header_limit);
-    buffer.reserve(read_chunk);
+    // Once a request's first byte is here, its whole header must follow
+    // within the read timeout.
     stream.expires_after(limits.read_timeout);
     auto [ec, n] = co_await bhttp::async_read_header(stream, buffer, parser, nothrow);
     if (ec) co_return co_await after_read_error(stream, ec, "header");
@@ -467,10 +460,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
         auto [cec, cn] = co_await net::async_write(stream, net::buffer(go_on), nothrow);
         if (cec) co_return false;
       }
-      // Room for the rest of the body, up to what one read takes (Beast
-      // reads at most 64 KiB at a time; the string body holds the rest).
-      bounds::body_stage(buffer);
-      if (length) buffer.reserve(std::min(buffer.size() + static_cast<std::size_t>(*length), max_read));
+      bounds::body_stage(buffer, length ? std::optional<std::uint64_t>(*length) : std::nullopt);
       stream.expires_after(limits.read_timeout);
       while (!parser.is_done()) {
         auto [ec2, n2] = co_await bhttp::async_read_some(stream, buffer, parser, nothrow);
