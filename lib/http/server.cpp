@@ -118,7 +118,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
     const std::size_t n = content_length ? static_cast<std::size_t>(*content_length) : limits.body_limit;
     const std::size_t budget = limits.body_memory_budget;
     const bool small = content_length && n <= small_body;
-    const std::size_t usable = small ? budget : std::max(budget - budget / 4, std::min(budget, limits.body_limit));
+    const std::size_t usable = small ? budget : std::max(budget - budget / 4, limits.body_limit);  // validate(): budget >= body limit
     if (n > usable - std::min(body_bytes, usable)) return {};
     return {this, n};
   }
