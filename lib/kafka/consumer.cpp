@@ -64,10 +64,7 @@ class fetch_nudge {
 
 // The consumer queue's bound in bytes, as the configuration holds it.
 std::int64_t queue_budget(rd_kafka_conf_t* conf) {
-  std::array<char, 32> buf{};
-  std::size_t size = buf.size();
-  if (rd_kafka_conf_get(conf, "queued.max.messages.kbytes", buf.data(), &size) != RD_KAFKA_CONF_OK) return 0;
-  return std::atoll(buf.data()) * 1024;
+  return std::atoll(detail::get(conf, "queued.max.messages.kbytes").c_str()) * 1024;
 }
 
 }  // namespace

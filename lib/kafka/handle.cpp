@@ -81,10 +81,6 @@ void set(rd_kafka_conf_t* conf, std::string_view key, std::string_view value) {
     throw config_error("kafka property '" + k + "': " + err.data());
 }
 
-namespace {
-
-// A fixed key's value as librdkafka spells it back. A key it cannot read
-// would make every comparison below equal, and the check a no-op: refused.
 std::string get(rd_kafka_conf_t* conf, const std::string& key) {
   std::array<char, 512> buf{};
   std::size_t size = buf.size();
@@ -92,6 +88,8 @@ std::string get(rd_kafka_conf_t* conf, const std::string& key) {
     throw config_error("kafka property '" + key + "' cannot be read back");
   return buf.data();
 }
+
+namespace {
 
 // Sets `fixed`, then the operator's properties in their order, refusing one
 // that moves a fixed value (under its own name or an alias); the same value

@@ -37,6 +37,10 @@ using message_ptr = std::unique_ptr<rd_kafka_message_t, message_deleter>;
 // which may be a password).
 void set(rd_kafka_conf_t* conf, std::string_view key, std::string_view value);
 
+// A property's value as librdkafka spells it back (acks=all reads -1). A key
+// it cannot read is a config_error: a check that read nothing would pass.
+[[nodiscard]] std::string get(rd_kafka_conf_t* conf, const std::string& key);
+
 using property_list = std::initializer_list<std::pair<std::string_view, std::string_view>>;
 using fixed_list = std::span<const std::pair<std::string_view, std::string_view>>;
 
