@@ -177,12 +177,35 @@ box sh -c 'set -a && . /etc/clerk-sync/clerk-sync.env && set +a &&
   clerk-sync-ctl topic ensure --partitions 3 --replication-factor 1' >"$workdir/topic.log" 2>&1 ||
   { cat "$workdir/topic.log" >&2; fail "clerk-sync-ctl topic ensure failed"; }
 
+# The forward auth's key pair (the private key never leaves the work folder),
+# the public key where the unit's LoadCredential= takes it; the tokens are
+# signed with openssl below.
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$workdir/jwt.key" 2>/dev/null ||
+  fail "openssl could not make a key"
+openssl pkey -in "$workdir/jwt.key" -pubout | box sh -c 'cat >/etc/clerk-sync/clerk-jwt-key.pem'
+auth_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+box sh -c "echo CLERK_SYNC_AUTH_LISTEN=127.0.0.1:$auth_port >>/etc/clerk-sync/clerk-sync.env"
+show() { box systemctl show -P "$2" "$1"; }
+
+# --- auth started before any consumer ran: one line and exit 2, not restarted ------
+# No consumer has created the state directory yet, which the auth unit binds.
+box test ! -e /var/lib/private/clerk-sync || fail "the state directory exists before any consumer ran"
+if box systemctl start clerk-sync-auth 2>/dev/null; then fail "auth started without a database"; fi
+sleep 3   # RestartSec is 2 s: a restart would show by now
+auth_status="$(show clerk-sync-auth Result) $(show clerk-sync-auth ExecMainStatus) $(show clerk-sync-auth NRestarts)"
+[ "$auth_status" = "exit-code 2 0" ] ||
+  { box journalctl -u clerk-sync-auth --no-pager -o cat | tail -n 5 >&2
+    fail "auth without a database: Result, status, restarts are '$auth_status', not 'exit-code 2 0'"; }
+auth_journal=$(box journalctl -u clerk-sync-auth --no-pager -o cat)
+grep -q 'clerk-sync.db' <<<"$auth_journal" || { echo "$auth_journal" >&2; fail "auth's failure does not name the database"; }
+box systemctl reset-failed clerk-sync-auth
+say "clerk-sync-auth before any consumer ran: exit 2, not restarted, its line names the database"
+
 # --- start: Type=notify means start returns once READY=1 came ------------------
 t_start=$(now)
 box systemctl start "${units[@]}" || { box systemctl status --no-pager "${units[@]}" >&2 || true; fail "start failed"; }
 ready_s=$(elapsed "$t_start" "$(now)")
 say "5 units started and ready (READY=1) in ${ready_s} s"
-show() { box systemctl show -P "$2" "$1"; }
 for u in "${units[@]}"; do
   [ "$(show "$u" Type)" = notify ] || fail "$u is not Type=notify"
   [ "$(show "$u" ActiveState)/$(show "$u" SubState)" = active/running ] || fail "$u is not active/running"
@@ -260,14 +283,6 @@ done
 say "$expected signed events consumed by each projection; rows:$rows"
 
 # --- forward auth reads the consumers' database as a user of its own --------------
-# A key pair of this run (the private key never leaves the work folder), the
-# public key where the unit's LoadCredential= takes it, and an RS256 token
-# for the fixture's user signed with openssl.
-openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$workdir/jwt.key" 2>/dev/null ||
-  fail "openssl could not make a key"
-openssl pkey -in "$workdir/jwt.key" -pubout | box sh -c 'cat >/etc/clerk-sync/clerk-jwt-key.pem'
-auth_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-box sh -c "echo CLERK_SYNC_AUTH_LISTEN=127.0.0.1:$auth_port >>/etc/clerk-sync/clerk-sync.env"
 box systemctl start clerk-sync-auth || { box systemctl status --no-pager clerk-sync-auth >&2 || true; fail "auth start failed"; }
 [ "$(show clerk-sync-auth ActiveState)" = active ] || fail "clerk-sync-auth is not active"
 sandboxed clerk-sync-auth
