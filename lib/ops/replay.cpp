@@ -27,6 +27,13 @@ bool replay_tracker::accept(std::int32_t partition, std::int64_t offset) {
   return true;
 }
 
+std::vector<kafka::topic_partition> replay_tracker::assignment(const std::string& topic) const {
+  std::vector<kafka::topic_partition> parts;
+  for (const auto& [p, high] : high_)
+    if (const auto low = low_.at(p); high > low) parts.push_back({topic, p, low});
+  return parts;
+}
+
 bool replay_tracker::done() const { return lag() == 0; }
 
 std::int64_t replay_tracker::lag() const {
@@ -108,7 +115,6 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
   const auto partitions = reader.partitions_of(opts.topic, opts.request_timeout);
   if (partitions.empty()) throw replay_error("topic " + opts.topic + " does not exist or has no partitions");
   replay_tracker tracker;
-  std::vector<kafka::topic_partition> assignment;
   for (const auto p : partitions) {
     const auto [low, high] = reader.watermarks(opts.topic, p, opts.request_timeout);
     tracker.add_partition(p, low, high);
@@ -118,17 +124,13 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
       if (!opts.allow_incomplete) throw replay_error(why + " (--allow-incomplete accepts that)");
       result.warnings.push_back(why);
     }
-    // From the offset just checked, not "the beginning": a log trimmed
-    // between the check and the first fetch then fails the replay
-    // (auto.offset.reset=error) instead of starting it later in silence.
-    if (high > low) assignment.push_back({opts.topic, p, low});
   }
   result.targets = tracker.targets();
 
   partial_file partial(partial_path(opts.db_path));
   auto db = std::make_unique<store::database>(partial.path());
   auto ap = std::make_unique<projection::applier>(*db, opts.projections);
-  reader.assign(assignment);
+  reader.assign(tracker.assignment(opts.topic));
 
   replay_progress progress;
   progress.total = tracker.total();

@@ -45,6 +45,11 @@ class replay_tracker {
   // Messages the replay reads in all: sum of high - low.
   [[nodiscard]] std::int64_t total() const;
   [[nodiscard]] const std::map<std::int32_t, std::int64_t>& targets() const { return high_; }
+  // What the reader is assigned: each partition with records to read, from
+  // the low watermark taken at start, not "the beginning": a log trimmed
+  // between that check and the first fetch then fails the replay
+  // (auto.offset.reset=error) instead of starting it later in silence.
+  [[nodiscard]] std::vector<kafka::topic_partition> assignment(const std::string& topic) const;
 
  private:
   std::map<std::int32_t, std::int64_t> low_, high_, next_;

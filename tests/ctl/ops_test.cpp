@@ -46,6 +46,8 @@ TEST_CASE("replay tracker stops at the high watermarks taken at start") {
   CHECK(t.total() == 5);
   CHECK(t.lag() == 5);
   CHECK_FALSE(t.done());
+  // Read from the offsets checked, the empty partition not at all.
+  CHECK(t.assignment("t") == std::vector<kafka::topic_partition>{{"t", 0, 0}, {"t", 1, 5}});
   CHECK(t.accept(0, 0));
   CHECK(t.accept(0, 2));  // a gap (offset 1 never delivered) still counts as read up to 2
   CHECK(t.lag() == 2);

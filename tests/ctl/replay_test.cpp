@@ -12,6 +12,7 @@
 #include "kafka/consumer.hpp"
 #include "kafka/producer.hpp"
 #include "ops/events.hpp"
+#include "ops/replay.hpp"
 #include "store/database.hpp"
 #include "support/process.hpp"
 #include "support/support.hpp"
@@ -191,15 +192,17 @@ TEST_CASE("replay refuses a log that no longer starts at offset 0 unless --allow
 TEST_CASE("replay reads from the offset it checked: a log trimmed after the check is an error, not a later start") {
   // What replay does between its check of the log's start and its first
   // fetch, with the trim in between (the window cannot be entered from
-  // outside the process): its reader is assigned the offset it checked.
+  // outside the process): its reader is assigned its tracker's assignment.
   const auto topic = test::fresh_topic("ctl-replay-race", 1);
   test::produce_events(test::broker(), topic, test::generate_events({.users = 3, .events = 10, .seed = 5}));
   kafka::consumer reader(test::broker(), "");
   const auto [low, high] = reader.watermarks(topic, 0, 10s);
   REQUIRE(low == 0);
   REQUIRE(high > 5);
+  ops::replay_tracker tracker;
+  tracker.add_partition(0, low, high);
   kafka::delete_records(test::broker(), topic, 0, 5, 30s);
-  reader.assign({{topic, 0, low}});
+  reader.assign(tracker.assignment(topic));
   std::optional<std::string> error;
   for (const auto until = std::chrono::steady_clock::now() + 20s; !error && std::chrono::steady_clock::now() < until;) {
     try {
