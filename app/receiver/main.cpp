@@ -123,6 +123,7 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
   const std::chrono::milliseconds grace(opts.shutdown_grace_ms);
   int exit_code = 0;
   bool shutting_down = false;
+  bool hurried = false;  // a second signal: in-flight requests are not waited for
   std::function<void(int)> begin_shutdown;
 
   std::unique_ptr<kafka::producer> producer;
@@ -214,18 +215,28 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
     systemd::notify_stopping();
     log::info("stopping", {{"connections", srv.connections()}, {"exit_code", code}});
     srv.stop();
-    signals.cancel();
     watchdog.cancel();
+    // A second signal (a second Ctrl-C, `systemctl kill`) ends the wait at
+    // once: the requests still in flight get no answer, so Svix retries them.
+    // (The first signal's wait is cancelled: a signal completes every wait.)
+    signals.cancel();
+    signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+      if (ec) return;
+      hurried = true;
+      log::warn("signal", {{"signal", sig},
+                           {"connections", srv.connections()},
+                           {"outcome", "second signal: requests in flight are not waited for, Svix retries them"}});
+    });
     // Wait for in-flight requests to be answered, within the grace period.
     net::co_spawn(
         ioc,
         [&]() -> net::awaitable<void> {
           const auto until = std::chrono::steady_clock::now() + grace;
-          while (srv.connections() > 0 && std::chrono::steady_clock::now() < until) {
+          while (!hurried && srv.connections() > 0 && std::chrono::steady_clock::now() < until) {
             drain.expires_after(20ms);
             co_await drain.async_wait(net::use_awaitable);
           }
-          if (srv.connections() > 0) log::warn("grace_expired", {{"connections", srv.connections()}});
+          if (!hurried && srv.connections() > 0) log::warn("grace_expired", {{"connections", srv.connections()}});
           ioc.stop();
         },
         net::detached);
@@ -267,7 +278,7 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
       }
     };
     fatal_since_loop();
-    const bool flushed = producer->flush(exit_code == exit_fatal ? 1000ms : grace);
+    const bool flushed = producer->flush(exit_code == exit_fatal || hurried ? 1000ms : grace);
     log::info("flushed", {{"outcome", flushed ? "complete" : "incomplete"}, {"in_flight", producer->in_flight()}});
     fatal_since_loop();
   }

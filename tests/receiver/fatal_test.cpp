@@ -54,3 +54,35 @@ TEST_CASE("a fatal producer error during the shutdown's drain still exits 3") {
   CHECK(r.proc().wait(20s) == 3);
   CHECK(r.proc().stderr_text().find("msg=producer_fatal") != std::string::npos);
 }
+
+TEST_CASE("a second SIGTERM ends the wait for requests in flight: no answer, exit 0 at once") {
+  kafka::mock_cluster mock(1);
+  const std::string topic = "clerk.events.second_signal";
+  mock.create_topic(topic, 1);
+  const auto secret = test::random_secret();
+  test::receiver r(mock.bootstrap_servers(), topic, secret,
+                   {"--publish-deadline-ms", "12000", "--shutdown-grace-ms", "15000"});
+  REQUIRE(test::post_event(r.port(), test::sign_event(secret, test::user_event_body("user_a"))).status == 200);
+  // Kafka answers after 10 s: the request waits, and the first SIGTERM
+  // would wait for it within the 15 s grace.
+  mock.set_round_trip(1, 10000ms);
+  int status = -1;
+  std::thread in_flight([&] {
+    status = test::post_event(r.port(), test::sign_event(secret, test::user_event_body("user_b"))).status;
+  });
+  std::this_thread::sleep_for(300ms);
+  r.proc().signal(SIGTERM);
+  std::this_thread::sleep_for(300ms);
+  REQUIRE(r.proc().running());  // still waiting for the request
+  const auto second = std::chrono::steady_clock::now();
+  r.proc().signal(SIGTERM);
+  const auto code = r.proc().wait(5s);
+  const auto took = std::chrono::steady_clock::now() - second;
+  in_flight.join();
+  CHECK(code == 0);
+  CHECK(took < 3s);   // the wait, then a flush of at most 1 s: not the 10 s round trip
+  CHECK(status == 0);  // no answer: the connection closed, so Svix retries
+  const auto logs = r.proc().stderr_text();
+  CHECK(logs.find("second signal") != std::string::npos);
+  CHECK(logs.find("msg=grace_expired") == std::string::npos);
+}
