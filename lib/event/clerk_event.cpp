@@ -163,9 +163,12 @@ std::variant<session, decode_error> decode_session(const json& data, std::string
   s.expire_at = millis(data, "expire_at");
   if (const json* u = member(data, "user"); u && u->IsObject()) {
     auto decoded = decode_user(*u);
-    if (auto* err = std::get_if<decode_error>(&decoded)) return decode_error{"embedded " + err->reason};
-    s.embedded_user = std::move(std::get<user>(decoded));
-    if (s.embedded_user->id != s.user_id) return decode_error{"embedded user id differs from data.user_id"};
+    if (auto* err = std::get_if<decode_error>(&decoded))
+      s.embedded_user_error = "embedded " + err->reason;
+    else if (auto& eu = std::get<user>(decoded); eu.id != s.user_id)
+      s.embedded_user_error = "embedded user id differs from data.user_id";
+    else
+      s.embedded_user = std::move(eu);
   }
   return s;
 }

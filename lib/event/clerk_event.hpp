@@ -57,6 +57,11 @@ struct session {
   std::optional<std::int64_t> last_active_at;
   std::optional<std::int64_t> expire_at;
   std::optional<user> embedded_user;
+  // Why the embedded user was refused ("embedded user without …"), then
+  // left out; empty when there was none or it decoded. The session itself
+  // stands: a revocation must reach the sessions table whatever the user
+  // beside it says, while the user-derived projections dead-letter it.
+  std::string embedded_user_error;
 };
 
 // user.deleted carries only the id.

@@ -285,10 +285,23 @@ const event::user* user_of(const event::clerk_event& e) {
   return nullptr;
 }
 
+// Why a session's embedded user was refused, if it was: what it would have
+// done to a user-derived row is unknown, so those projections dead-letter it.
+const std::string* refused_embedded_user(const event::clerk_event& e) {
+  const auto* s = std::get_if<event::session>(&e.data);
+  return s && !s->embedded_user_error.empty() ? &s->embedded_user_error : nullptr;
+}
+
 // The mapping of one decoded event for one projection; writes the rows
 // (inside the caller's transaction) but neither ledger nor offsets.
 outcome map_and_write(statements& s, kind k, const event::clerk_event& e, std::string& detail) {
   const auto* deleted = std::get_if<event::user_deleted>(&e.data);
+  if (k != kind::sessions) {
+    if (const auto* why = refused_embedded_user(e)) {
+      detail = *why;
+      return outcome::dead_letter;
+    }
+  }
   switch (k) {
     case kind::users:
       if (deleted) return tombstone(s.user_tombstone, deleted->id, e.timestamp_ms);

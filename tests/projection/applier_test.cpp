@@ -239,6 +239,31 @@ TEST_CASE("sessions: terminal states are never revived - the embedded user obeys
   CHECK(text(db, "SELECT first_name FROM users") == "Embedded");
 }
 
+TEST_CASE("a session whose embedded user is malformed still ends the session - the user projections dead-letter it") {
+  store::database db(":memory:");
+  pj::applier app(db, {std::begin(pj::all_kinds), std::end(pj::all_kinds)});
+  // No updated_at in the embedded user.
+  auto rs = app.apply(std::vector{msg("s1", session_body("session.created", "active", 100), 0),
+                                  msg("s2", session_body("session.revoked", "revoked", 200, R"({"id":"u1"})"), 1)});
+  CHECK(text(db, "SELECT status FROM sessions WHERE id = 'sess_1'") == "revoked");
+  // A user id that is not the session's.
+  const auto more =
+      app.apply(std::vector{msg("s3", session_body("session.ended", "ended", 300, R"({"id":"u2","updated_at":300})"), 2)});
+  rs.insert(rs.end(), more.begin(), more.end());
+  CHECK(text(db, "SELECT status FROM sessions WHERE id = 'sess_1'") == "ended");
+  CHECK(outcomes(rs, pj::kind::sessions) == std::vector{outcome::applied, outcome::applied, outcome::applied});
+  for (const auto k : {pj::kind::users, pj::kind::referrals, pj::kind::balances})
+    CHECK(outcomes(rs, k) == std::vector{outcome::skipped, outcome::dead_letter, outcome::dead_letter});
+  CHECK(count(db, "SELECT count(*) FROM users") == 0);
+  for (const auto& r : rs) {
+    if (r.projection != pj::kind::users || r.result != outcome::dead_letter) continue;
+    CHECK((r.detail == "embedded user without a numeric updated_at" ||
+           r.detail == "embedded user id differs from data.user_id"));
+  }
+  CHECK(count(db, "SELECT count(*) FROM dead_letters WHERE projection = 'users'") == 2);
+  CHECK(count(db, "SELECT count(*) FROM dead_letters WHERE projection = 'sessions'") == 0);
+}
+
 TEST_CASE("a locked database fails the whole batch: no rows, no ledger, offsets where they were") {
   clerk_sync::test::temp_dir dir;
   const auto path = (dir / "locked.db").string();

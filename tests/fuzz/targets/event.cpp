@@ -119,16 +119,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     FUZZ_CHECK(std::holds_alternative<ev::decode_error>(ev::decode(body)));
     // A user refused for its fields: the reference refuses it for the same
     // reason. These reasons come after a successful parse within the depth
-    // limit, so a plain parse is safe.
-    const bool embedded = err->reason.starts_with("embedded ");
-    const std::string_view why = std::string_view(err->reason).substr(embedded ? 9 : 0);
-    if (why.starts_with("user without ")) {
+    // limit, so a plain parse is safe. (A session's embedded user is not
+    // refused here: the session keeps the reason, checked below.)
+    FUZZ_CHECK(!err->reason.starts_with("embedded "));
+    if (err->reason.starts_with("user without ")) {
       rapidjson::Document doc;
       doc.Parse<rapidjson::kParseNumbersAsStringsFlag>(body.data(), body.size());
       FUZZ_CHECK(!doc.HasParseError());
       const json* user = member(doc, "data");
-      if (user && embedded) user = member(*user, "user");
-      FUZZ_CHECK(user && user->IsObject() && refusal(*user) == why);
+      FUZZ_CHECK(user && user->IsObject() && refusal(*user) == err->reason);
     }
     return 0;
   }
@@ -162,6 +161,23 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (const auto* u = std::get_if<ev::user>(&e.data)) check_against_document(*u, *d);
     if (const auto* s = std::get_if<ev::session>(&e.data); s && s->embedded_user)
       check_against_document(*s->embedded_user, *member(*d, "user"));
+    // An embedded user left out: the reference refuses it for the same
+    // reason, or it names another user than the session.
+    if (const auto* s = std::get_if<ev::session>(&e.data); s && !s->embedded_user_error.empty()) {
+      FUZZ_CHECK(!s->embedded_user);
+      const json* user = member(*d, "user");
+      FUZZ_CHECK(user && user->IsObject());
+      const std::string_view why = std::string_view(s->embedded_user_error);
+      FUZZ_CHECK(why.starts_with("embedded "));
+      if (why.substr(9).starts_with("user without "))
+        FUZZ_CHECK(refusal(*user) == why.substr(9));
+      else
+        FUZZ_CHECK(why == "embedded user id differs from data.user_id" && refusal(*user).empty());
+    } else if (s) {
+      // Otherwise an embedded user object is kept.
+      const json* user = member(*d, "user");
+      FUZZ_CHECK(!(user && user->IsObject()) || s->embedded_user);
+    }
   }
 
   // Other types, user.* ones Clerk may add included, carry no user id.

@@ -134,8 +134,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const pr::envelope m{"fuzz", 0, 0, "msg_fuzz_1", e ? e->type : std::string(), std::string(body)};
   const auto results = applier.apply({&m, 1});
   FUZZ_CHECK(results.size() == std::size(pr::all_kinds));
+  const auto* session = e ? std::get_if<cs::event::session>(&e->data) : nullptr;
   for (const auto& r : results) {
     if (!e) FUZZ_CHECK(r.result == pr::outcome::dead_letter);
+    // A malformed embedded user: a dead letter for the user-derived
+    // projections, never for the session it rides on.
+    if (session && !session->embedded_user_error.empty())
+      FUZZ_CHECK((r.result == pr::outcome::dead_letter) == (r.projection != pr::kind::sessions));
     if (r.projection != pr::kind::balances || r.result != pr::outcome::applied) continue;
     // The balance as SQLite gives it back: the same text, stored as text.
     const cs::event::user* u = e ? std::get_if<cs::event::user>(&e->data) : nullptr;
