@@ -54,6 +54,12 @@ std::int64_t now_ms() {
 }  // namespace
 
 struct server::impl : std::enable_shared_from_this<impl> {
+  // What a connection does once a request is over.
+  enum class after {
+    next_request,  // keep-alive: wait for the next one
+    close,         // the client is gone, or asked to close, or was cut
+    linger,        // answered early: read and discard its rest, then close
+  };
   // One open connection.
   struct connection {
     stream_type* stream = nullptr;
@@ -326,7 +332,16 @@ struct server::impl : std::enable_shared_from_this<impl> {
         me.idle_hook.unlink();  // if the sweeper, the cap or stop() has not
         if (ec) co_return;  // closed or idle too long: nothing to answer
       }
-      if (!co_await serve_request(stream, buffer)) co_return;
+      const auto then = co_await serve_request(stream, buffer);
+      if (then == after::next_request) continue;
+      if (then == after::linger) {
+        // The request and its state are gone with serve_request()'s frame
+        // (a rejected header's fields, a refused body's reservation); the
+        // buffer goes too, so a lingering connection holds only its stream.
+        buffer = beast::flat_buffer();
+        co_await linger(stream);
+      }
+      co_return;
     }
   }
 
@@ -362,11 +377,12 @@ struct server::impl : std::enable_shared_from_this<impl> {
   }
 
   // Answers before the request was read to its end (a limit, a route, the
-  // budget), then closes without resetting: the client may still be sending,
-  // and a close with unread input would make its kernel drop our answer.
-  // The connection ends after it (false, for serve_request to return).
-  // A HEAD request's answer keeps its Content-Length and sends no body.
-  task<bool> answer_early(stream_type& stream, const response& r, std::string_view msg, std::string_view outcome,
+  // budget). The connection then lingers (serve() does it, once the
+  // request's state is freed) and closes without resetting: the client may
+  // still be sending, and a close with unread input would make its kernel
+  // drop our answer. A HEAD request's answer keeps its Content-Length and
+  // sends no body.
+  task<after> answer_early(stream_type& stream, const response& r, std::string_view msg, std::string_view outcome,
                           bool head = false) {
     auto res = to_beast(r);
     res.keep_alive(false);
@@ -377,8 +393,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
                   msg, {{"status", r.status}, {"outcome", outcome}});
     stream.expires_after(limits.read_timeout);
     auto [ec, n] = co_await bhttp::async_write(stream, res, nothrow);
-    if (!ec) co_await linger(stream);
-    co_return false;
+    co_return ec ? after::close : after::linger;
   }
 
   // What nginx calls a lingering close: after our FIN, read and discard what
@@ -401,20 +416,20 @@ struct server::impl : std::enable_shared_from_this<impl> {
   // past the read buffer's bound), closed without a word otherwise (the
   // client gone). A request not read whole within the read timeout is
   // closed too, and so that trickling clients are seen, one line a minute
-  // says how many (with `repeated`). False: the connection ends.
-  task<bool> after_read_error(stream_type& stream, beast::error_code ec, std::string_view stage) {
+  // says how many (with `repeated`). The connection ends.
+  task<after> after_read_error(stream_type& stream, beast::error_code ec, std::string_view stage) {
     if (ec == bhttp::error::header_limit)
       co_return co_await answer_early(stream, headers_too_large(), "rejected", "header_limit");
     if (ec == bhttp::error::body_limit) co_return co_await answer_early(stream, too_large(), "rejected", "body_limit");
     if (ec == bhttp::error::buffer_overflow)
       co_return co_await answer_early(stream, bad_request(), "rejected", "chunk_line_limit");
-    if (ec == bhttp::error::end_of_stream || ec == bhttp::error::partial_message) co_return false;
+    if (ec == bhttp::error::end_of_stream || ec == bhttp::error::partial_message) co_return after::close;
     if (ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category())
       co_return co_await answer_early(stream, bad_request(), "rejected", "bad_request");
     if (ec == beast::error::timeout)
       limiter.write(stage == "header" ? "read_timeout_header" : "read_timeout_body", log::level::warn, "read_timeout",
                     {{"stage", stage}, {"outcome", "closed"}});
-    co_return false;
+    co_return after::close;
   }
 
   static bool wants_continue(const bhttp::request<bhttp::string_body>& req) {
@@ -423,9 +438,9 @@ struct server::impl : std::enable_shared_from_this<impl> {
     return req.version() >= 11 && it != req.end() && beast::iequals(it->value(), "100-continue");
   }
 
-  // Reads one request, once its first byte is here, and answers it; whether
-  // the connection stays open for another.
-  task<bool> serve_request(stream_type& stream, beast::flat_buffer& buffer) {
+  // Reads one request, once its first byte is here, and answers it; what
+  // the connection does next.
+  task<after> serve_request(stream_type& stream, beast::flat_buffer& buffer) {
     bounds::request_parser parser;
     bounds::limit(parser, limits.header_limit, limits.body_limit);
     bounds::header_stage(buffer, limits.header_limit);
@@ -458,7 +473,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
       if (wants_continue(req)) {
         static constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
         auto [cec, cn] = co_await net::async_write(stream, net::buffer(go_on), nothrow);
-        if (cec) co_return false;
+        if (cec) co_return after::close;
       }
       bounds::body_stage(buffer, length ? std::optional<std::uint64_t>(*length) : std::nullopt);
       stream.expires_after(limits.read_timeout);
@@ -493,7 +508,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
     if (head) res.body().clear();
     stream.expires_after(limits.read_timeout);
     auto [wec, wn] = co_await bhttp::async_write(stream, res, nothrow);
-    co_return !wec && res.keep_alive();
+    co_return !wec && res.keep_alive() ? after::next_request : after::close;
   }
 };
 

@@ -272,6 +272,36 @@ TEST_CASE("fields Beast cannot hold or too many of them get an answer, not a cra
   CHECK(res.err.find("--header-limit") != std::string::npos);
 }
 
+TEST_CASE("memory: a header of thousands of tiny fields is freed once answered 431, not held through the lingering close") {
+  const auto secret = test::random_secret();
+  test::receiver r(test::broker().brokers, test::fresh_topic("recv_field_flood", 1), secret);
+  rlimit lim{};
+  REQUIRE(getrlimit(RLIMIT_NOFILE, &lim) == 0);
+  lim.rlim_cur = lim.rlim_max;
+  REQUIRE(setrlimit(RLIMIT_NOFILE, &lim) == 0);
+  // Under the 16 KiB header limit, so Beast parses every one of the 3,000
+  // fields (an allocation each) before the count refuses them.
+  std::string header = "POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\n";
+  for (int i = 0; i < 3000; ++i) header += "a:b\r\n";
+  header += "Content-Length: 10\r\n\r\n";
+  REQUIRE(header.size() < 16 * 1024);
+  constexpr std::size_t n = 1500;
+  std::vector<std::unique_ptr<test::raw_conn>> conns;
+  std::size_t answered = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    conns.push_back(std::make_unique<test::raw_conn>(r.port()));
+    REQUIRE(conns.back()->send(header));
+    // Each is answered, then lingers: the client keeps it open.
+    if (test::status_of(conns.back()->read_until("\r\n\r\n", 10s)) == 431) ++answered;
+  }
+  const auto rss = peak_rss_kib(r.proc().pid());
+  MESSAGE(n << " lingering connections after 3,000-field headers: receiver peak RSS " << rss / 1024 << " MiB");
+  CHECK(answered == n);
+  CHECK(rss < 100 * 1024);  // each header's fields held would be over 300 MiB
+  const auto e = test::sign_event(secret, test::user_event_body("user_after_fields"));
+  CHECK(test::post_event(r.port(), e, 20s).status == 200);
+}
+
 TEST_CASE("a body whose end is unknown or ambiguous gets 400: Transfer-Encoding without chunked, with Content-Length, two Content-Lengths") {
   const auto secret = test::random_secret();
   test::receiver r(test::broker().brokers, test::fresh_topic("recv_framing", 1), secret);
