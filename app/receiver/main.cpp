@@ -115,7 +115,8 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
   (max_connections < opts.max_connections ? log::warn : log::info)(
       "limits", {{"nofile", nofile}, {"fd_reserve", http::fd_reserve}, {"max_connections", max_connections},
                  {"max_connections_asked", opts.max_connections}, {"body_limit", opts.body_limit},
-                 {"body_memory_budget", opts.body_memory_budget}});
+                 {"body_memory_budget", opts.body_memory_budget},
+                 {"small_body", http::small_body(opts.body_memory_budget, max_connections)}});
 
   const std::size_t secret_count = keys.size();  // the number only, never a value
   net::io_context ioc(1);

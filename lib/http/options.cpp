@@ -78,8 +78,9 @@ void validate(const receiver_options& o) {
   if (o.publish_deadline_ms < 2500 || o.publish_deadline_ms > 14'000)
     throw config::usage_error(
         "--publish-deadline-ms must be 2500..14000 (Svix gives up after 15 s; Kafka's verdict needs 1.5 s before it)");
-  if (o.body_memory_budget < o.body_limit)
-    throw config::usage_error("--body-memory-budget must be at least --body-limit");
+  // Large and chunked bodies share half of it (lib/http/server.hpp, small_body()).
+  if (o.body_memory_budget / 2 < o.body_limit)
+    throw config::usage_error("--body-memory-budget must be at least twice --body-limit");
   for (const auto& [key, value] : o.kafka.properties)
     if (key == "message.timeout.ms" || key == "delivery.timeout.ms" || key == "message.max.bytes")
       throw config::usage_error("kafka property '" + key +

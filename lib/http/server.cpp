@@ -42,9 +42,6 @@ using timer_type =
 constexpr auto nothrow = net::as_tuple(net::use_awaitable_t<executor>{});
 using bounds::max_read;
 using bounds::read_chunk;
-// A body of this size or less (a Clerk webhook is 2-5 KiB) may use the
-// quarter of the body memory budget that larger ones leave free.
-constexpr std::size_t small_body = 64 * 1024;
 
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -115,16 +112,17 @@ struct server::impl : std::enable_shared_from_this<impl> {
   };
 
   // Reserves what the body can take: its Content-Length, or the limit when
-  // chunked. An empty reservation means the budget is spent. A body of a
-  // webhook's size (small_body at most, declared) may use the whole budget;
-  // a larger or chunked one only what leaves a quarter of it free, so that
-  // clients declaring large bodies and sending them slowly cannot starve
-  // Svix's deliveries of memory.
+  // chunked. An empty reservation means the budget is spent. Larger and
+  // chunked bodies share half of the budget; a body of a webhook's size
+  // (small_body() at most, declared) may use all of it. The other half holds
+  // such a body for every connection the cap allows, so that no number of
+  // clients declaring bodies and sending them slowly can starve Svix's
+  // deliveries of memory.
   reservation reserve(std::optional<std::uint64_t> content_length) {
     const std::size_t n = content_length ? static_cast<std::size_t>(*content_length) : limits.body_limit;
     const std::size_t budget = limits.body_memory_budget;
-    const bool small = content_length && n <= small_body;
-    const std::size_t usable = small ? budget : std::max(budget - budget / 4, limits.body_limit);  // validate(): budget >= body limit
+    const bool small = content_length && n <= small_body(limits.body_memory_budget, limits.max_connections);
+    const std::size_t usable = small ? budget : budget / 2;  // validate(): at least the body limit
     if (n > usable - std::min(body_bytes, usable)) return {};
     return {this, n};
   }

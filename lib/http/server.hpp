@@ -17,6 +17,7 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -41,6 +42,14 @@ struct server_limits {
   // body would not fit gets 503 with Retry-After before any of it is read.
   std::size_t body_memory_budget = 64 * 1024 * 1024;
 };
+
+// The largest declared body that may use the whole body memory budget;
+// larger and chunked ones share half of it, and the other half holds one
+// such body for every connection the cap allows. 8 KiB with the defaults
+// (a Clerk webhook is 2-5 KiB), 64 KiB at most.
+[[nodiscard]] inline std::size_t small_body(std::size_t body_memory_budget, std::size_t max_connections) {
+  return std::min<std::size_t>(64 * 1024, body_memory_budget / (2 * std::max<std::size_t>(max_connections, 1)));
+}
 
 // Queues one record; the callback runs exactly once (any thread) when the
 // status is `queued`, never otherwise; otherwise `why` may say why.
