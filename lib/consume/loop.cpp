@@ -118,6 +118,7 @@ class consume_loop {
       for (auto& p : parts) {
         const auto it = stored.find(p.partition);
         p.offset = it == stored.end() ? kafka::offset_beginning : it->second;
+        if (it == stored.end()) warn_if_log_trimmed(p.partition, deadline);
         // Resume one record early, at the record applied last, to compare
         // it with the svix-id stored with the offset (check_resume): a
         // topic deleted and recreated under the same name, then refilled
@@ -144,6 +145,27 @@ class consume_loop {
       return {};
     }
     return parts;
+  }
+
+  // A projection's first start on a partition reads from the log's first
+  // record: if that is past offset 0, the events before it were deleted and
+  // this projection will never see them (ctl replay refuses such a log
+  // without --allow-incomplete). Said once, at warn; a failed query says
+  // nothing more than the assignment's line.
+  void warn_if_log_trimmed(std::int32_t partition, std::chrono::steady_clock::time_point deadline) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left <= 0ms) return;
+    try {
+      const auto [low, high] = cons_->watermarks(cfg_.topic, partition, left);
+      state_.heartbeat_ms = steady_ms();
+      if (low > 0)
+        log::warn("start_incomplete", {{"projection", projection::name(cfg_.projection)},
+                                       {"partition", partition},
+                                       {"log_start", low},
+                                       {"outcome", "no stored offset, and the events before log_start were deleted: "
+                                                   "this projection will miss them"}});
+    } catch (const kafka::fatal_error&) {
+    }
   }
 
   // Whether the log still holds the record before `next`; says why not when
