@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -119,6 +120,16 @@ int run(int argc, char** argv) {
   s.worker.batch_latency = std::chrono::milliseconds(s.batch_latency_ms);
   s.worker.busy_timeout = std::chrono::milliseconds(s.busy_timeout_ms);
   s.worker.retry.budget = std::chrono::milliseconds(s.retry_ms);
+  // A batch still failing must end in db_failed and exit 3 before the group
+  // evicts the member: its last attempt may start just inside the budget and
+  // wait the busy timeout.
+  long max_poll_ms = static_cast<long>(s.worker.max_poll_interval.count());
+  for (const auto& [key, value] : s.worker.kafka.properties)
+    if (key == "max.poll.interval.ms") max_poll_ms = std::atol(value.c_str());
+  if (s.busy_timeout_ms + s.retry_ms >= max_poll_ms)
+    throw cs::config::usage_error("--db-busy-timeout-ms plus --db-retry-ms (" +
+                                  std::to_string(s.busy_timeout_ms + s.retry_ms) +
+                                  " ms) must stay below max.poll.interval.ms (" + std::to_string(max_poll_ms) + " ms)");
   s.worker.ledger_retention = parse_retention(retention);
   // One sweep step a second; more often only for a retention of seconds (tests).
   s.worker.prune_interval = std::clamp<std::chrono::milliseconds>(
@@ -195,7 +206,7 @@ int run(int argc, char** argv) {
     if (watchdog && std::chrono::steady_clock::now() - last_ping >= *watchdog) {
       const auto now = cs::consume::steady_ms();
       const auto limit = std::chrono::duration_cast<std::chrono::milliseconds>(*watchdog).count() * 2 +
-                         s.retry_ms;
+                         s.retry_ms + s.busy_timeout_ms;
       if (std::all_of(states.begin(), states.end(),
                       [&](const auto& st) { return st->heartbeat_ms.load() == 0 || now - st->heartbeat_ms.load() < limit; })) {
         cs::systemd::notify_watchdog();
