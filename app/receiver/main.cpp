@@ -217,7 +217,7 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
     log::info("stopping", {{"connections", srv.connections()}, {"exit_code", code}});
     srv.stop();
     watchdog.cancel();
-    // A second signal (a second Ctrl-C, `systemctl kill`) ends the wait at
+    // A signal now (a second Ctrl-C, `systemctl kill`) ends the wait at
     // once: the requests still in flight get no answer, so Svix retries them.
     // (The first signal's wait is cancelled: a signal completes every wait.)
     signals.cancel();
@@ -226,7 +226,7 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
       hurried = true;
       log::warn("signal", {{"signal", sig},
                            {"connections", srv.connections()},
-                           {"outcome", "second signal: requests in flight are not waited for, Svix retries them"}});
+                           {"outcome", "signal while stopping: requests in flight are not waited for, Svix retries them"}});
     });
     // Wait for in-flight requests to be answered, within the grace period.
     net::co_spawn(
@@ -268,6 +268,10 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
   ioc.run();
 
   probe.reset();
+  // The loop has stopped, so a signal now could not be served: the default
+  // action ends the process during the flush below. Every 2xx sent had its
+  // delivery report; what the flush still waits for was never acknowledged.
+  signals.clear();
   if (producer) {
     // A fatal error after the drain stopped the loop, or during the flush,
     // was posted to the loop in vain.

@@ -83,6 +83,36 @@ TEST_CASE("a second SIGTERM ends the wait for requests in flight: no answer, exi
   CHECK(took < 3s);   // the wait, then a flush of at most 1 s: not the 10 s round trip
   CHECK(status == 0);  // no answer: the connection closed, so Svix retries
   const auto logs = r.proc().stderr_text();
-  CHECK(logs.find("second signal") != std::string::npos);
+  CHECK(logs.find("signal while stopping") != std::string::npos);
   CHECK(logs.find("msg=grace_expired") == std::string::npos);
+}
+
+TEST_CASE("a signal during the final flush ends the process at once, by the signal's default action") {
+  kafka::mock_cluster mock(1);
+  const std::string topic = "clerk.events.flush_signal";
+  mock.create_topic(topic, 1);
+  const auto secret = test::random_secret();
+  test::receiver r(mock.bootstrap_servers(), topic, secret,
+                   {"--publish-deadline-ms", "12000", "--shutdown-grace-ms", "3000"});
+  REQUIRE(test::post_event(r.port(), test::sign_event(secret, test::user_event_body("user_a"))).status == 200);
+  mock.set_round_trip(1, 10000ms);
+  int status = -1;
+  std::thread in_flight([&] {
+    status = test::post_event(r.port(), test::sign_event(secret, test::user_event_body("user_b"))).status;
+  });
+  std::this_thread::sleep_for(300ms);
+  r.proc().signal(SIGTERM);
+  // The 3 s grace runs out with the request unanswered; the flush then waits
+  // up to 3 s more for Kafka.
+  REQUIRE(r.proc().wait_for_log("msg=grace_expired", 6s));
+  std::this_thread::sleep_for(300ms);
+  REQUIRE(r.proc().running());
+  const auto second = std::chrono::steady_clock::now();
+  r.proc().signal(SIGTERM);
+  const auto code = r.proc().wait(2s);
+  const auto took = std::chrono::steady_clock::now() - second;
+  in_flight.join();
+  CHECK(code == 128 + SIGTERM);
+  CHECK(took < 1s);
+  CHECK(status == 0);  // never acknowledged: Svix retries it
 }
