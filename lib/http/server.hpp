@@ -46,7 +46,8 @@ struct server_limits {
 // The largest declared body that may use the whole body memory budget;
 // larger and chunked ones share half of it, and the other half holds one
 // such body for every connection the cap allows. 8 KiB with the defaults
-// (a Clerk webhook is 2-5 KiB), 64 KiB at most.
+// (Clerk's example events are 2-3 KiB; a user with many addresses and
+// metadata can pass 8 KiB: raise the budget or lower the cap), 64 KiB at most.
 [[nodiscard]] inline std::size_t small_body(std::size_t body_memory_budget, std::size_t max_connections) {
   return std::min<std::size_t>(64 * 1024, body_memory_budget / (2 * std::max<std::size_t>(max_connections, 1)));
 }
