@@ -7,7 +7,7 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
+#include <charconv>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -122,13 +122,18 @@ int run(int argc, char** argv) {
   s.worker.retry.budget = std::chrono::milliseconds(s.retry_ms);
   // A batch still failing must end in db_failed and exit 3 before the group
   // evicts the member: its last attempt may start just inside the budget and
-  // wait the busy timeout.
+  // wait the busy timeout, after waiting as long for another projection's
+  // attempt to release the write turn.
   long max_poll_ms = static_cast<long>(s.worker.max_poll_interval.count());
-  for (const auto& [key, value] : s.worker.kafka.properties)
-    if (key == "max.poll.interval.ms") max_poll_ms = std::atol(value.c_str());
-  if (s.busy_timeout_ms + s.retry_ms >= max_poll_ms)
-    throw cs::config::usage_error("--db-busy-timeout-ms plus --db-retry-ms (" +
-                                  std::to_string(s.busy_timeout_ms + s.retry_ms) +
+  for (const auto& [key, value] : s.worker.kafka.properties) {
+    if (key != "max.poll.interval.ms") continue;
+    const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), max_poll_ms);
+    if (ec != std::errc() || end != value.data() + value.size())
+      throw cs::config::usage_error("kafka property max.poll.interval.ms must be a number of ms, not '" + value + "'");
+  }
+  if (2 * s.busy_timeout_ms + s.retry_ms >= max_poll_ms)
+    throw cs::config::usage_error("twice --db-busy-timeout-ms plus --db-retry-ms (" +
+                                  std::to_string(2 * s.busy_timeout_ms + s.retry_ms) +
                                   " ms) must stay below max.poll.interval.ms (" + std::to_string(max_poll_ms) + " ms)");
   s.worker.ledger_retention = parse_retention(retention);
   // One sweep step a second; more often only for a retention of seconds (tests).
@@ -206,7 +211,7 @@ int run(int argc, char** argv) {
     if (watchdog && std::chrono::steady_clock::now() - last_ping >= *watchdog) {
       const auto now = cs::consume::steady_ms();
       const auto limit = std::chrono::duration_cast<std::chrono::milliseconds>(*watchdog).count() * 2 +
-                         s.retry_ms + s.busy_timeout_ms;
+                         s.retry_ms + 2 * s.busy_timeout_ms;
       if (std::all_of(states.begin(), states.end(),
                       [&](const auto& st) { return st->heartbeat_ms.load() == 0 || now - st->heartbeat_ms.load() < limit; })) {
         cs::systemd::notify_watchdog();

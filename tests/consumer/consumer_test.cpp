@@ -64,14 +64,18 @@ TEST_CASE("an unknown projection or a bad setting: one clear line, exit 2") {
   CHECK(r.status == 2);
   CHECK(r.err.find("cannot open database") != std::string::npos);
   // A batch still failing must end in exit 3 before the group evicts the
-  // member: its last attempt may wait the busy timeout past the budget.
-  r = t::run(exe, {"--projection", "users", "--db-busy-timeout-ms", "100000", "--db-retry-ms", "200000"});
+  // member: its last attempt may wait the busy timeout past the budget,
+  // after as long a wait for the write turn.
+  r = t::run(exe, {"--projection", "users", "--db-busy-timeout-ms", "50000", "--db-retry-ms", "200000"});
   CHECK(r.status == 2);
   CHECK(r.err.find("plus --db-retry-ms (300000 ms) must stay below max.poll.interval.ms (300000 ms)") !=
         std::string::npos);
-  r = t::run(exe, {"--projection", "users", "--db-retry-ms", "60000", "--kafka-property", "max.poll.interval.ms=60000"});
+  r = t::run(exe, {"--projection", "users", "--db-retry-ms", "55000", "--kafka-property", "max.poll.interval.ms=60000"});
   CHECK(r.status == 2);
-  CHECK(r.err.find("must stay below max.poll.interval.ms (60000 ms)") != std::string::npos);
+  CHECK(r.err.find("(65000 ms) must stay below max.poll.interval.ms (60000 ms)") != std::string::npos);
+  r = t::run(exe, {"--projection", "users", "--kafka-property", "max.poll.interval.ms=5m"});
+  CHECK(r.status == 2);
+  CHECK(r.err.find("must be a number of ms, not '5m'") != std::string::npos);
 }
 
 TEST_CASE("a database locked past the busy timeout at start-up is a database failure (exit 3, restarted), not a bad setting") {
