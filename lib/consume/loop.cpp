@@ -118,7 +118,6 @@ class consume_loop {
       for (auto& p : parts) {
         const auto it = stored.find(p.partition);
         p.offset = it == stored.end() ? kafka::offset_beginning : it->second;
-        if (it == stored.end()) warn_if_log_trimmed(p.partition, deadline);
         // Resume one record early, at the record applied last, to compare
         // it with the svix-id stored with the offset (check_resume): a
         // topic deleted and recreated under the same name, then refilled
@@ -136,6 +135,10 @@ class consume_loop {
                                {"reread", reread}});
         if (reread) --p.offset;
       }
+      // After the resume checks, with a bound of its own: they come first.
+      const auto fresh_deadline = std::chrono::steady_clock::now() + 5s;
+      for (const auto& p : parts)
+        if (p.offset == kafka::offset_beginning) warn_if_log_trimmed(p.partition, fresh_deadline);
     } catch (const store::db_error& e) {
       log::error("offsets_unreadable", {{"projection", projection::name(cfg_.projection)}, {"error", e.what()}});
       failed_ = true;  // nothing polled from here on is applied
@@ -147,11 +150,12 @@ class consume_loop {
     return parts;
   }
 
-  // A projection's first start on a partition reads from the log's first
+  // A partition without a stored offset is read from the log's first
   // record: if that is past offset 0, the events before it were deleted and
   // this projection will never see them (ctl replay refuses such a log
-  // without --allow-incomplete). Said once, at warn; a failed query says
-  // nothing more than the assignment's line.
+  // without --allow-incomplete). Said at warn on each assignment until an
+  // offset is stored; a failed query says nothing more than the
+  // assignment's line.
   void warn_if_log_trimmed(std::int32_t partition, std::chrono::steady_clock::time_point deadline) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left <= 0ms) return;
