@@ -366,7 +366,11 @@ struct server::impl : std::enable_shared_from_this<impl> {
       // method): a line anyone can repeat without bound, so it is
       // rate-limited per kind, as `refused` is. A flood of them then cannot
       // use up journald's own limit and drop the lines of real deliveries.
-      limiter.write(std::string(msg) + ":" + std::string(outcome), log::level::info, msg,
+      // A 401 (no signature matched, or a timestamp out of tolerance) is at
+      // warn: with a secret that no longer matches Clerk's, every delivery
+      // gets one, and an operator watching warnings must see it.
+      limiter.write(std::string(msg) + ":" + std::string(outcome), status == 401 ? log::level::warn : log::level::info,
+                    msg,
                     {{"svix_id", d.svix_id}, {"type", d.type}, {"user", d.user}, {"status", status},
                      {"outcome", outcome}, {"ms", ms}});
     else
