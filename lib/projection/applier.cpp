@@ -119,9 +119,18 @@ struct applier::statements {
         referral_get(db, "SELECT referrer_id, updated_at, deleted_at, referral_code FROM referrals WHERE user_id = ?"),
         referral_code_owner(db, "SELECT user_id FROM referrals WHERE referral_code = ? AND user_id <> ?"),
         referral_upsert(db,
-                        "INSERT INTO referrals(user_id, referral_code, referrer_id, updated_at) VALUES (?,?,?,?) "
-                        "ON CONFLICT(user_id) DO UPDATE SET referral_code = excluded.referral_code, "
-                        "referrer_id = excluded.referrer_id, updated_at = excluded.updated_at"),
+                        "INSERT INTO referrals(user_id, referral_code, referrer_id, updated_at, pending_referral_code) "
+                        "VALUES (?,?,?,?,?) ON CONFLICT(user_id) DO UPDATE SET referral_code = excluded.referral_code, "
+                        "referrer_id = excluded.referrer_id, updated_at = excluded.updated_at, "
+                        "pending_referral_code = excluded.pending_referral_code"),
+        // Who waits for a code given up: the user whose latest event asked
+        // for it first (by that event's updated_at), and the code it holds.
+        referral_waiting(db,
+                         "SELECT user_id, referral_code FROM referrals WHERE pending_referral_code = ? AND "
+                         "deleted_at IS NULL ORDER BY updated_at, user_id LIMIT 1"),
+        referral_take(db,
+                      "UPDATE referrals SET referral_code = pending_referral_code, pending_referral_code = NULL "
+                      "WHERE user_id = ?"),
         referral_tombstone(db,
                            "INSERT INTO referrals(user_id, deleted_at) VALUES (?, ?) ON CONFLICT(user_id) DO UPDATE "
                            "SET deleted_at = excluded.deleted_at WHERE referrals.deleted_at IS NULL"),
@@ -150,14 +159,17 @@ struct applier::statements {
 
   void reset_all() {
     for (auto* st : {&ledger_has, &ledger_add, &offset_set, &dead_letter_add, &user_upsert, &user_tombstone,
-                     &referral_get, &referral_code_owner, &referral_upsert, &referral_tombstone, &balance_upsert,
+                     &referral_get, &referral_code_owner, &referral_upsert, &referral_waiting, &referral_take,
+                     &referral_tombstone,
+                     &balance_upsert,
                      &balance_tombstone, &session_upsert})
       (void)st->tryReset();
   }
 
   SQLite::Statement ledger_has, ledger_add, offset_set, dead_letter_add;
   SQLite::Statement user_upsert, user_tombstone;
-  SQLite::Statement referral_get, referral_code_owner, referral_upsert, referral_tombstone;
+  SQLite::Statement referral_get, referral_code_owner, referral_upsert, referral_waiting, referral_take;
+  SQLite::Statement referral_tombstone;
   SQLite::Statement balance_upsert, balance_tombstone;
   SQLite::Statement session_upsert;
 };
@@ -220,15 +232,18 @@ outcome upsert_referral(statements& s, const event::user& u, std::string& detail
   } else {
     get.reset();
   }
+  std::optional<std::string> pending;  // asked for, held by another user
   if (r.referral_code) {
     auto& owner = s.referral_code_owner;
     owner.reset();
     bind_text(owner, 1, *r.referral_code);
     bind_text(owner, 2, r.user_id);
     if (owner.executeStep()) {
-      // Codes are unique: the user keeps the code the row holds, if any.
+      // Codes are unique: the user keeps the code the row holds, if any,
+      // and gets this one if its holder gives it up.
       detail = "referral_code conflict: " + *r.referral_code + " belongs to " + owner.getColumn(0).getString() +
-               ", kept " + stored_code.value_or("none");
+               ", kept " + stored_code.value_or("none") + " until it is released";
+      pending = std::move(r.referral_code);
       r.referral_code = stored_code;
     }
     owner.reset();
@@ -240,7 +255,29 @@ outcome upsert_referral(statements& s, const event::user& u, std::string& detail
   bind_opt(st, 2, r.referral_code);
   bind_opt(st, 3, r.referrer_id);
   st.bind(4, r.updated_at);
-  return run(st) ? outcome::applied : outcome::stale;
+  bind_opt(st, 5, pending);
+  if (!run(st)) return outcome::stale;
+  // A code this user gave up may be what another user's event asked for;
+  // that user then gives up its own, and so on (each step clears a wait).
+  std::optional<std::string> released;
+  if (stored_code && stored_code != r.referral_code) released = std::move(stored_code);
+  while (released) {
+    auto& waiting = s.referral_waiting;
+    waiting.reset();
+    bind_text(waiting, 1, *released);
+    if (!waiting.executeStep()) break;
+    const std::string taker = waiting.getColumn(0).getString();
+    std::optional<std::string> given_up;
+    if (!waiting.getColumn(1).isNull()) given_up = waiting.getColumn(1).getString();
+    waiting.reset();
+    auto& take = s.referral_take;
+    take.reset();
+    bind_text(take, 1, taker);
+    run(take);
+    detail += (detail.empty() ? "" : "; ") + ("referral_code " + *released + " released to " + taker);
+    released = std::move(given_up);
+  }
+  return outcome::applied;
 }
 
 outcome upsert_balance(statements& s, const balance_row& r) {

@@ -214,7 +214,7 @@ TEST_CASE("referrals: attribution set once, conflicts and self-referral refused,
       msg("r5", user_body("user.created", "u4", 100, R"({"referral_code":"C4"})"), 4),
       msg("r6", user_body("user.updated", "u4", 200, R"({"referral_code":"C1"})"), 5)});
   CHECK(outcomes(rs2, pj::kind::referrals) == std::vector{outcome::applied, outcome::applied});
-  CHECK(rs2[1].detail == "referral_code conflict: C1 belongs to u1, kept C4");
+  CHECK(rs2[1].detail == "referral_code conflict: C1 belongs to u1, kept C4 until it is released");
   CHECK(text(db, "SELECT referral_code || '/' || updated_at FROM referrals WHERE user_id = 'u4'") == "C4/200");
   // Keys come from public_metadata, never unsafe_metadata.
   (void)app.apply(std::vector{msg("r4", R"({"type":"user.created","data":{"id":"u3","updated_at":1,
@@ -237,6 +237,45 @@ TEST_CASE("sessions: terminal states are never revived - the embedded user obeys
         std::vector{outcome::applied, outcome::skipped, outcome::skipped, outcome::skipped, outcome::stale});
   CHECK(text(db, "SELECT status || '/' || updated_at || '/' || ended_at FROM sessions") == "revoked/200/200");
   CHECK(text(db, "SELECT first_name FROM users") == "Embedded");
+}
+
+TEST_CASE("referrals: a code asked for while another user holds it is given once the holder gives it up, in either order") {
+  // Each user's events in a partition of its own: no order between users.
+  const std::vector<pj::envelope> events{
+      msg("h1", user_body("user.created", "u1", 100, R"({"referral_code":"C1"})"), 0, 0),
+      msg("h2", user_body("user.created", "u2", 100, R"({"referral_code":"C2"})"), 0, 1),
+      msg("h3", user_body("user.created", "u3", 150, R"({"referral_code":"C1"})"), 0, 2),
+      msg("h4", user_body("user.created", "u4", 100, R"({"referral_code":"C4"})"), 0, 3),
+      msg("h5", user_body("user.updated", "u4", 160, R"({"referral_code":"C2"})"), 1, 3),
+      msg("h6", user_body("user.created", "u5", 170, R"({"referral_code":"C4"})"), 0, 4),
+      msg("h7", user_body("user.updated", "u1", 200, R"({"referral_code":"C9"})"), 1, 0),
+      msg("h8", user_body("user.updated", "u2", 300, R"({"referral_code":"C8"})"), 1, 1)};
+  const auto codes = [](store::database& db) {
+    return text(db, "SELECT group_concat(user_id || '=' || coalesce(referral_code, '-') || "
+                    "coalesce('?' || pending_referral_code, ''), ' ') FROM (SELECT * FROM referrals ORDER BY user_id)");
+  };
+  const std::string expected = "u1=C9 u2=C8 u3=C1 u4=C2 u5=C4";
+  {
+    // The claims first: each waits, and each release hands its code on,
+    // u4's own C4 in turn to u5.
+    store::database db(":memory:");
+    pj::applier app(db, {pj::kind::referrals});
+    const auto rs = app.apply(events);
+    CHECK(outcomes(rs, pj::kind::referrals) == std::vector<outcome>(events.size(), outcome::applied));
+    CHECK(rs[2].detail == "referral_code conflict: C1 belongs to u1, kept none until it is released");
+    CHECK(rs[6].detail == "referral_code C1 released to u3");
+    CHECK(rs[7].detail == "referral_code C2 released to u4; referral_code C4 released to u5");
+    CHECK(codes(db) == expected);
+  }
+  {
+    // The releases first, as a replay may meet them: the same table.
+    store::database db(":memory:");
+    pj::applier app(db, {pj::kind::referrals});
+    for (const auto* id : {"h1", "h2", "h4", "h7", "h8", "h3", "h5", "h6"})
+      for (const auto& m : events)
+        if (m.svix_id == id) (void)app.apply(std::vector{m});
+    CHECK(codes(db) == expected);
+  }
 }
 
 TEST_CASE("a session whose embedded user is malformed still ends the session - the user projections dead-letter it") {
