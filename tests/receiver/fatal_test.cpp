@@ -55,64 +55,77 @@ TEST_CASE("a fatal producer error during the shutdown's drain still exits 3") {
   CHECK(r.proc().stderr_text().find("msg=producer_fatal") != std::string::npos);
 }
 
+namespace {
+
+// A receiver on a one-broker mock cluster, stopping with one request in
+// flight: Kafka answers after 10 s, and the first SIGTERM has been sent.
+struct stopping_with_a_request_held {
+  kafka::mock_cluster mock{1};
+  std::string secret = test::random_secret();
+  test::receiver r;
+  int status = -1;  // the held request's answer; 0: none
+  std::thread in_flight;
+
+  stopping_with_a_request_held(const std::string& topic, const std::string& grace_ms)
+      : r(make_receiver(mock, topic, secret, grace_ms)) {
+    REQUIRE(test::post_event(r.port(), test::sign_event(secret, test::user_event_body("user_a"))).status == 200);
+    mock.set_round_trip(1, 10000ms);
+    in_flight = std::thread([this] {
+      status = test::post_event(r.port(), test::sign_event(secret, test::user_event_body("user_b"))).status;
+    });
+    std::this_thread::sleep_for(300ms);
+    r.proc().signal(SIGTERM);
+  }
+  ~stopping_with_a_request_held() {
+    if (in_flight.joinable()) in_flight.join();
+  }
+  stopping_with_a_request_held(const stopping_with_a_request_held&) = delete;
+  stopping_with_a_request_held& operator=(const stopping_with_a_request_held&) = delete;
+
+  // Signals again while it still runs; its exit code (none within `limit`)
+  // and how long it took to come.
+  std::pair<std::optional<int>, std::chrono::steady_clock::duration> signal_again(std::chrono::milliseconds limit) {
+    REQUIRE(r.proc().running());
+    const auto at = std::chrono::steady_clock::now();
+    r.proc().signal(SIGTERM);
+    const auto code = r.proc().wait(limit);
+    const auto took = std::chrono::steady_clock::now() - at;
+    in_flight.join();
+    return {code, took};
+  }
+
+ private:
+  static test::receiver make_receiver(kafka::mock_cluster& mock, const std::string& topic, const std::string& secret,
+                                      const std::string& grace_ms) {
+    mock.create_topic(topic, 1);
+    return test::receiver(mock.bootstrap_servers(), topic, secret,
+                          {"--publish-deadline-ms", "12000", "--shutdown-grace-ms", grace_ms});
+  }
+};
+
+}  // namespace
+
 TEST_CASE("a second SIGTERM ends the wait for requests in flight: no answer, exit 0 at once") {
-  kafka::mock_cluster mock(1);
-  const std::string topic = "clerk.events.second_signal";
-  mock.create_topic(topic, 1);
-  const auto secret = test::random_secret();
-  test::receiver r(mock.bootstrap_servers(), topic, secret,
-                   {"--publish-deadline-ms", "12000", "--shutdown-grace-ms", "15000"});
-  REQUIRE(test::post_event(r.port(), test::sign_event(secret, test::user_event_body("user_a"))).status == 200);
-  // Kafka answers after 10 s: the request waits, and the first SIGTERM
-  // would wait for it within the 15 s grace.
-  mock.set_round_trip(1, 10000ms);
-  int status = -1;
-  std::thread in_flight([&] {
-    status = test::post_event(r.port(), test::sign_event(secret, test::user_event_body("user_b"))).status;
-  });
+  // Within the 15 s grace the first SIGTERM would wait for the request.
+  stopping_with_a_request_held s("clerk.events.second_signal", "15000");
   std::this_thread::sleep_for(300ms);
-  r.proc().signal(SIGTERM);
-  std::this_thread::sleep_for(300ms);
-  REQUIRE(r.proc().running());  // still waiting for the request
-  const auto second = std::chrono::steady_clock::now();
-  r.proc().signal(SIGTERM);
-  const auto code = r.proc().wait(5s);
-  const auto took = std::chrono::steady_clock::now() - second;
-  in_flight.join();
+  const auto [code, took] = s.signal_again(5s);
   CHECK(code == 0);
-  CHECK(took < 3s);   // the wait, then a flush of at most 1 s: not the 10 s round trip
-  CHECK(status == 0);  // no answer: the connection closed, so Svix retries
-  const auto logs = r.proc().stderr_text();
+  CHECK(took < 3s);      // the wait, then a flush of at most 1 s: not the 10 s round trip
+  CHECK(s.status == 0);  // no answer: the connection closed, so Svix retries
+  const auto logs = s.r.proc().stderr_text();
   CHECK(logs.find("signal while stopping") != std::string::npos);
   CHECK(logs.find("msg=grace_expired") == std::string::npos);
 }
 
 TEST_CASE("a signal during the final flush ends the process at once, by the signal's default action") {
-  kafka::mock_cluster mock(1);
-  const std::string topic = "clerk.events.flush_signal";
-  mock.create_topic(topic, 1);
-  const auto secret = test::random_secret();
-  test::receiver r(mock.bootstrap_servers(), topic, secret,
-                   {"--publish-deadline-ms", "12000", "--shutdown-grace-ms", "3000"});
-  REQUIRE(test::post_event(r.port(), test::sign_event(secret, test::user_event_body("user_a"))).status == 200);
-  mock.set_round_trip(1, 10000ms);
-  int status = -1;
-  std::thread in_flight([&] {
-    status = test::post_event(r.port(), test::sign_event(secret, test::user_event_body("user_b"))).status;
-  });
-  std::this_thread::sleep_for(300ms);
-  r.proc().signal(SIGTERM);
   // The 3 s grace runs out with the request unanswered; the flush then waits
   // up to 3 s more for Kafka.
-  REQUIRE(r.proc().wait_for_log("msg=grace_expired", 6s));
+  stopping_with_a_request_held s("clerk.events.flush_signal", "3000");
+  REQUIRE(s.r.proc().wait_for_log("msg=grace_expired", 6s));
   std::this_thread::sleep_for(300ms);
-  REQUIRE(r.proc().running());
-  const auto second = std::chrono::steady_clock::now();
-  r.proc().signal(SIGTERM);
-  const auto code = r.proc().wait(2s);
-  const auto took = std::chrono::steady_clock::now() - second;
-  in_flight.join();
+  const auto [code, took] = s.signal_again(2s);
   CHECK(code == 128 + SIGTERM);
   CHECK(took < 1s);
-  CHECK(status == 0);  // never acknowledged: Svix retries it
+  CHECK(s.status == 0);  // never acknowledged: Svix retries it
 }
