@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <variant>
 #include <vector>
 
 #include "config/options.hpp"
@@ -150,49 +151,59 @@ class consume_loop {
     return parts;
   }
 
+  // A partition's log range, asked within what is left of `deadline`; why
+  // not when it could not be.
+  std::variant<std::pair<std::int64_t, std::int64_t>, std::string> log_range(
+      std::int32_t partition, std::chrono::steady_clock::time_point deadline) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left <= 0ms) return std::string("no time left for the watermark query");
+    try {
+      auto range = cons_->watermarks(cfg_.topic, partition, left);
+      state_.heartbeat_ms = steady_ms();
+      return range;
+    } catch (const kafka::fatal_error& e) {
+      return std::string(e.what());
+    }
+  }
+
   // A partition without a stored offset is read from the log's first
   // record: if that is past offset 0, the events before it were deleted and
   // this projection will never see them (ctl replay refuses such a log
   // without --allow-incomplete). Said at warn on each assignment until an
-  // offset is stored; a failed query says nothing more than the
-  // assignment's line.
+  // offset is stored, and so is a log range that could not be read.
   void warn_if_log_trimmed(std::int32_t partition, std::chrono::steady_clock::time_point deadline) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left <= 0ms) return;
-    try {
-      const auto [low, high] = cons_->watermarks(cfg_.topic, partition, left);
-      state_.heartbeat_ms = steady_ms();
-      if (low > 0)
-        log::warn("start_incomplete", {{"projection", projection::name(cfg_.projection)},
-                                       {"partition", partition},
-                                       {"log_start", low},
-                                       {"outcome", "no stored offset, and the events before log_start were deleted: "
-                                                   "this projection will miss them"}});
-    } catch (const kafka::fatal_error&) {
+    const auto range = log_range(partition, deadline);
+    if (const auto* why = std::get_if<std::string>(&range)) {
+      log::warn("start_unchecked", {{"projection", projection::name(cfg_.projection)},
+                                    {"partition", partition},
+                                    {"reason", *why}});
+      return;
     }
+    const auto low = std::get<0>(range).first;
+    if (low > 0)
+      log::warn("start_incomplete", {{"projection", projection::name(cfg_.projection)},
+                                     {"partition", partition},
+                                     {"log_start", low},
+                                     {"outcome", "no stored offset, and the events before log_start were deleted: "
+                                                 "this projection will miss them"}});
   }
 
   // Whether the log still holds the record before `next`; says why not when
   // that is not the usual case of a log trimmed up to `next`.
   bool holds_record_before(std::int32_t partition, std::int64_t next, std::chrono::steady_clock::time_point deadline) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left <= 0ms) {
-      unchecked(partition, next, "no time left for the watermark query");
+    const auto range = log_range(partition, deadline);
+    if (const auto* why = std::get_if<std::string>(&range)) {
+      unchecked(partition, next, *why);
       return false;
     }
-    try {
-      const auto [low, high] = cons_->watermarks(cfg_.topic, partition, left);
-      state_.heartbeat_ms = steady_ms();
-      if (low < next && next <= high) return true;
-      // Trimmed past the offset: the fetch meets offset_out_of_range (exit 5).
-      if (low == next) unchecked(partition, next, "trimmed");
-      // Shorter than the offset: a recreated topic's fetch meets
-      // offset_out_of_range too (exit 5), but a leader that has not yet
-      // caught up answers the fetch later, the comparison skipped.
-      if (next > high) unchecked(partition, next, "log_end_behind");
-    } catch (const kafka::fatal_error& e) {
-      unchecked(partition, next, e.what());
-    }
+    const auto [low, high] = std::get<0>(range);
+    if (low < next && next <= high) return true;
+    // Trimmed past the offset: the fetch meets offset_out_of_range (exit 5).
+    if (low == next) unchecked(partition, next, "trimmed");
+    // Shorter than the offset: a recreated topic's fetch meets
+    // offset_out_of_range too (exit 5), but a leader that has not yet
+    // caught up answers the fetch later, the comparison skipped.
+    if (next > high) unchecked(partition, next, "log_end_behind");
     return false;
   }
 
