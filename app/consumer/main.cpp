@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <charconv>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -17,6 +16,7 @@
 
 #include "config/options.hpp"
 #include "consume/loop.hpp"
+#include "kafka/consumer.hpp"
 #include "log/log.hpp"
 #include "projection/mapping.hpp"
 #include "store/database.hpp"
@@ -124,13 +124,8 @@ int run(int argc, char** argv) {
   // evicts the member: its last attempt may start just inside the budget and
   // wait the busy timeout, after waiting as long for another projection's
   // attempt to release the write turn.
-  long max_poll_ms = static_cast<long>(s.worker.max_poll_interval.count());
-  for (const auto& [key, value] : s.worker.kafka.properties) {
-    if (key != "max.poll.interval.ms") continue;
-    const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), max_poll_ms);
-    if (ec != std::errc() || end != value.data() + value.size())
-      throw cs::config::usage_error("kafka property max.poll.interval.ms must be a number of ms, not '" + value + "'");
-  }
+  const auto max_poll_ms =
+      cs::kafka::consumer::max_poll_interval(s.worker.kafka, {.max_poll_interval = s.worker.max_poll_interval}).count();
   if (2 * s.busy_timeout_ms + s.retry_ms >= max_poll_ms)
     throw cs::config::usage_error("twice --db-busy-timeout-ms plus --db-retry-ms (" +
                                   std::to_string(2 * s.busy_timeout_ms + s.retry_ms) +

@@ -115,33 +115,48 @@ struct consumer::impl {
   }
 };
 
-consumer::consumer(const client_config& cfg, const std::string& group_id, rebalance_handler handler,
-                   const consumer_options& opts)
-    : impl_(std::make_unique<impl>()) {
-  impl_->handler = std::move(handler);
+namespace {
+
+// A consumer's configuration: `opts` as defaults, the operator's
+// properties over them, what correctness needs fixed.
+detail::conf_ptr consumer_conf(const client_config& cfg, const std::string& group_id, const consumer_options& opts) {
   const std::string session = std::to_string(opts.session_timeout.count());
   const std::string max_poll = std::to_string(opts.max_poll_interval.count());
   // A reader without a group still needs a group.id for librdkafka's
   // consumer API; it never joins because it never subscribes.
   const std::string group = group_id.empty() ? std::string("clerk-sync.reader") : group_id;
-  auto conf = detail::make_conf(cfg,
-                                {
-                                    {"session.timeout.ms", session},
-                                    {"max.poll.interval.ms", max_poll},
-                                    {"fetch.wait.max.ms", "100"},
-                                },
-                                {
-                                    {"group.id", group},
-                                    // Offsets live in the database, written with the rows.
-                                    {"enable.auto.commit", "false"},
-                                    {"enable.auto.offset.store", "false"},
-                                    {"partition.assignment.strategy", "range"},
-                                    {"enable.partition.eof", "false"},
-                                    // Never a silent reset: a start offset outside the log is an
-                                    // error poll() reports; "no stored offset" is an explicit
-                                    // offset_beginning from the rebalance handler.
-                                    {"auto.offset.reset", "error"},
-                                });
+  return detail::make_conf(cfg,
+                         {
+                             {"session.timeout.ms", session},
+                             {"max.poll.interval.ms", max_poll},
+                             {"fetch.wait.max.ms", "100"},
+                         },
+                         {
+                             {"group.id", group},
+                             // Offsets live in the database, written with the rows.
+                             {"enable.auto.commit", "false"},
+                             {"enable.auto.offset.store", "false"},
+                             {"partition.assignment.strategy", "range"},
+                             {"enable.partition.eof", "false"},
+                             // Never a silent reset: a start offset outside the log is an
+                             // error poll() reports; "no stored offset" is an explicit
+                             // offset_beginning from the rebalance handler.
+                             {"auto.offset.reset", "error"},
+                         });
+}
+
+}  // namespace
+
+std::chrono::milliseconds consumer::max_poll_interval(const client_config& cfg, const consumer_options& opts) {
+  const auto conf = consumer_conf(cfg, "", opts);
+  return std::chrono::milliseconds(std::stoll(detail::get(conf.get(), "max.poll.interval.ms")));
+}
+
+consumer::consumer(const client_config& cfg, const std::string& group_id, rebalance_handler handler,
+                   const consumer_options& opts)
+    : impl_(std::make_unique<impl>()) {
+  impl_->handler = std::move(handler);
+  auto conf = consumer_conf(cfg, group_id, opts);
   rd_kafka_conf_set_rebalance_cb(conf.get(), &impl::on_rebalance);
   rd_kafka_conf_set_opaque(conf.get(), impl_.get());
   impl_->nudge = fetch_nudge(queue_budget(conf.get()));

@@ -49,6 +49,11 @@ class consumer {
   consumer(const client_config& cfg, const std::string& group_id, rebalance_handler handler = {},
            const consumer_options& opts = {});
   ~consumer();  // leaves the group if close() was not called
+  // The max.poll.interval.ms such a consumer runs with: `opts`' default, or
+  // the operator's property over it. Throws config_error for a property
+  // librdkafka refuses, as the constructor would.
+  [[nodiscard]] static std::chrono::milliseconds max_poll_interval(const client_config& cfg,
+                                                                   const consumer_options& opts = {});
   consumer(const consumer&) = delete;
   consumer& operator=(const consumer&) = delete;
 
