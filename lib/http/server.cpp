@@ -77,6 +77,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
   net::basic_socket_acceptor<tcp, executor> acceptor;
   handler_config handler;
   server_limits limits;
+  std::size_t small_body_limit;  // small_body() of the limits, once
   std::string topic;
   publish_fn publish;
   std::atomic<readiness>* ready = nullptr;
@@ -121,14 +122,20 @@ struct server::impl : std::enable_shared_from_this<impl> {
   reservation reserve(std::optional<std::uint64_t> content_length) {
     const std::size_t n = content_length ? static_cast<std::size_t>(*content_length) : limits.body_limit;
     const std::size_t budget = limits.body_memory_budget;
-    const bool small = content_length && n <= small_body(limits.body_memory_budget, limits.max_connections);
+    const bool small = content_length && n <= small_body_limit;
     const std::size_t usable = small ? budget : budget / 2;  // validate(): at least the body limit
     if (n > usable - std::min(body_bytes, usable)) return {};
     return {this, n};
   }
 
   impl(net::io_context& io, handler_config h, const server_limits& l, std::string t, publish_fn p)
-      : ioc(io), acceptor(io), handler(std::move(h)), limits(l), topic(std::move(t)), publish(std::move(p)) {}
+      : ioc(io),
+        acceptor(io),
+        handler(std::move(h)),
+        limits(l),
+        small_body_limit(small_body(l.body_memory_budget, l.max_connections)),
+        topic(std::move(t)),
+        publish(std::move(p)) {}
 
   task<void> accept_loop() {
     auto self = shared_from_this();
