@@ -160,9 +160,7 @@ struct applier::statements {
   void reset_all() {
     for (auto* st : {&ledger_has, &ledger_add, &offset_set, &dead_letter_add, &user_upsert, &user_tombstone,
                      &referral_get, &referral_code_owner, &referral_upsert, &referral_waiting, &referral_take,
-                     &referral_tombstone,
-                     &balance_upsert,
-                     &balance_tombstone, &session_upsert})
+                     &referral_tombstone, &balance_upsert, &balance_tombstone, &session_upsert})
       (void)st->tryReset();
   }
 

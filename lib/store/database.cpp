@@ -78,8 +78,9 @@ database::database(const std::string& path, const open_options& opts) : path_(pa
   // WAL files found beside the file (the consumers', which clerk-sync-auth
   // needs) are left as found, whoever closes last; files this connection
   // creates are its own user's, kept only when asked.
-  const bool keep_wal_files = opts.keep_wal_files || (std::filesystem::exists(path + "-wal") &&
-                                                      std::filesystem::exists(path + "-shm"));
+  std::error_code ec;  // a file that cannot be looked at: the open below says why
+  const bool keep_wal_files = opts.keep_wal_files || (std::filesystem::exists(path + "-wal", ec) &&
+                                                      std::filesystem::exists(path + "-shm", ec));
   while (true) {
     try {
       // NOMUTEX: a connection is used by one thread at a time (see header),
