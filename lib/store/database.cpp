@@ -95,7 +95,13 @@ database::database(const std::string& path, const open_options& opts) : path_(pa
       // WAL lets readers (ctl status) run beside the writers; NORMAL sync is
       // durable across a process crash, which is what the offsets need.
       if (path != ":memory:") {
-        db_->execAndGet("PRAGMA journal_mode = WAL");
+        // SQLite answers with the mode it kept when WAL is impossible (a
+        // file system without shared memory, such as some network mounts):
+        // readers would then block the writer and meet SQLITE_BUSY.
+        const auto mode = db_->execAndGet("PRAGMA journal_mode = WAL").getString();
+        if (mode != "wal")
+          throw open_error("database " + path + " cannot use WAL (journal_mode stays " + mode +
+                           "; is it on a network or other file system without shared memory?)");
         if (keep_wal_files) {
           int persist = 1;
           if (sqlite3_file_control(db_->getHandle(), "main", SQLITE_FCNTL_PERSIST_WAL, &persist) != SQLITE_OK)

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <SQLiteCpp/SQLiteCpp.h>
+#include <sqlite3.h>
 
 #include <sched.h>
 #include <sys/mount.h>
@@ -194,4 +195,27 @@ TEST_CASE("a file the process may not write is a bad setting at open, not a writ
     return;
   }
   CHECK(*code == 0);
+}
+
+TEST_CASE("a file that cannot use WAL is a bad setting at open, not readers blocking the writer") {
+  clerk_sync::test::temp_dir dir;
+  const auto path = (dir / "nowal.db").string();
+  // SQLite's unix-dotfile VFS has no shared memory, as some network file
+  // systems: PRAGMA journal_mode = WAL then keeps the rollback journal.
+  sqlite3_vfs* const normal = sqlite3_vfs_find(nullptr);
+  sqlite3_vfs* const dotfile = sqlite3_vfs_find("unix-dotfile");
+  REQUIRE(dotfile != nullptr);
+  REQUIRE(sqlite3_vfs_register(dotfile, 1) == SQLITE_OK);
+  std::optional<std::string> error;
+  try {
+    store::database db(path);
+  } catch (const store::open_error& e) {
+    error = e.what();
+  }
+  sqlite3_vfs_register(normal, 1);
+  REQUIRE(error);
+  CHECK(error->find("cannot use WAL (journal_mode stays delete") != std::string::npos);
+  // The normal VFS opens the same file in WAL.
+  store::database db(path);
+  CHECK(db.native().execAndGet("PRAGMA journal_mode").getString() == "wal");
 }
