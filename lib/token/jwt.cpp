@@ -72,9 +72,15 @@ bool rs256_verify(EVP_PKEY* key, std::string_view signing_input, std::string_vie
                           reinterpret_cast<const unsigned char*>(signing_input.data()), signing_input.size()) == 1;
 }
 
-std::shared_ptr<EVP_PKEY> rsa_from_jwk(const std::string& n_b64, const std::string& e_b64) {
-  const auto n = base64url_decode(n_b64);
-  const auto e = base64url_decode(e_b64);
+std::shared_ptr<EVP_PKEY> rsa_from_jwk(std::string_view n_b64, std::string_view e_b64) {
+  // A JWKS written by another tool may pad its numbers: key material is the
+  // operator's, read once, so padding costs nothing here.
+  const auto unpadded = [](std::string_view v) {
+    while (!v.empty() && v.back() == '=') v.remove_suffix(1);
+    return v;
+  };
+  const auto n = base64url_decode(unpadded(n_b64));
+  const auto e = base64url_decode(unpadded(e_b64));
   if (!n || !e || n->empty() || e->empty()) return nullptr;
   std::unique_ptr<BIGNUM, decltype(&BN_free)> bn_n(
       BN_bin2bn(reinterpret_cast<const unsigned char*>(n->data()), static_cast<int>(n->size()), nullptr), BN_free);
@@ -136,7 +142,6 @@ std::string base64url_encode(std::string_view bytes) {
 }
 
 std::optional<std::string> base64url_decode(std::string_view text) {
-  while (!text.empty() && text.back() == '=') text.remove_suffix(1);
   std::string out;
   out.reserve(text.size() * 3 / 4);
   unsigned buffer = 0;

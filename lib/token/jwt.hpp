@@ -119,8 +119,10 @@ struct verdict {
 
 // base64url without padding (RFC 7515); for tools and tests that build tokens.
 [[nodiscard]] std::string base64url_encode(std::string_view bytes);
-// Strict base64url as Clerk decodes it: url alphabet, optional trailing '=',
-// zero trailing bits; nullopt otherwise.
+// Strict base64url (RFC 7515): url alphabet, no '=' padding, zero trailing
+// bits; nullopt otherwise. Each byte string then has one encoding, so a
+// token has one spelling (Clerk also accepts any number of '=' after the
+// signature: each would be a new entry of clerk-sync-auth's cache).
 [[nodiscard]] std::optional<std::string> base64url_decode(std::string_view text);
 
 }  // namespace clerk_sync::token

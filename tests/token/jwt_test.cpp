@@ -191,6 +191,19 @@ TEST_CASE("token: malformed input is a verdict, never an exception") {
   CHECK(refused > 2900);
 }
 
+TEST_CASE("token: a signature with '=' padding is refused, so that a token has one spelling") {
+  // Clerk's verifyToken accepts any number of '=' after the signature; each
+  // would be a new cache entry and a new RSA verification in clerk-sync-auth.
+  const std::string good = signer().sign(header, payload());
+  REQUIRE(check(good) == token::reason::ok);
+  for (const char* pad : {"=", "==", "====="}) CHECK_MESSAGE(check(good + pad) == token::reason::malformed, pad);
+  // A JWKS's numbers may still be padded: they are the operator's.
+  auto jwk = signer().jwk("ins_1");
+  jwk.insert(jwk.find(R"(","e":")"), "==");  // a 2048-bit modulus: 256 bytes, two '=' in padded form
+  const auto keys = token::key_set::from_jwks(R"({"keys":[)" + jwk + "]}");
+  CHECK(token::verify(good, keys, opts(), now).why == token::reason::ok);
+}
+
 TEST_CASE("token: unusable key material is a key_error") {
   CHECK_THROWS_AS((void)token::key_set::from_pem("not a key"), token::key_error);
   CHECK_THROWS_AS((void)token::key_set::from_pem(""), token::key_error);
@@ -216,7 +229,8 @@ TEST_CASE("token: base64url is strict and round-trips") {
                               std::string("fooba"), std::string("foobar"), std::string("\0\xff\x10", 3)})
     CHECK(token::base64url_decode(token::base64url_encode(s)) == s);
   CHECK(token::base64url_encode("\xfb\xff") == "-_8");
-  CHECK(token::base64url_decode("Zg==") == std::optional<std::string>("f"));
+  CHECK(token::base64url_decode("Zg") == std::optional<std::string>("f"));
+  CHECK_FALSE(token::base64url_decode("Zg=="));  // RFC 7515: no padding
   CHECK_FALSE(token::base64url_decode("Zh"));     // stray trailing bits
   CHECK_FALSE(token::base64url_decode("Z"));      // a lone character
   CHECK_FALSE(token::base64url_decode("Zm9v+/"));  // standard alphabet

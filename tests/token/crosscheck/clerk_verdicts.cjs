@@ -85,6 +85,7 @@ const kinds = {
   truncated: () => { const t = rs256(main.privateKey, header(), claims()); return t.slice(0, 1 + rnd(t.length - 1)); },
   typ_not_jwt: () => rs256(main.privateKey, header({ typ: 'at+jwt' }), claims()),
   missing_sub: () => rs256(main.privateKey, header(), claims({ sub: undefined })),
+  padded_signature: () => rs256(main.privateKey, header(), claims()) + '='.repeat(1 + rnd(4)),
 };
 
 (async () => {
