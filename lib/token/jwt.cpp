@@ -61,6 +61,11 @@ std::int64_t whole_seconds(double v) {
   return static_cast<std::int64_t>(std::floor(std::clamp(v, -limit, limit)));
 }
 
+// Non-empty, and every byte printable ASCII other than the space.
+bool visible_ascii(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char ch) { return ch > ' ' && ch < '\x7f'; });
+}
+
 bool rs256_verify(EVP_PKEY* key, std::string_view signing_input, std::string_view signature) {
   // A scratch context per thread, reset on each call (a failed verification
   // leaves it unusable otherwise): allocating a fresh one each time cost up
@@ -286,8 +291,11 @@ verdict verify(std::string_view token, const key_set& keys, const options& opts,
   }
 
   // Claims, in the order Clerk checks them. An empty sub names no user:
-  // refused here, though Clerk's verifyToken asks only for a string.
-  if (!string_member(payload, "sub") || c.sub.empty()) {
+  // refused here, though Clerk's verifyToken asks only for a string. So is
+  // one with a byte that is not visible ASCII (Clerk's ids are letters,
+  // digits and '_'): clerk-sync-auth copies sub and sid into its response's
+  // headers, where a CR LF would add a header of the token's choosing.
+  if (!string_member(payload, "sub") || !visible_ascii(c.sub)) {
     v.why = reason::missing_sub;
     return v;
   }
@@ -340,7 +348,7 @@ verdict verify(std::string_view token, const key_set& keys, const options& opts,
     }
   }
   // What a session token adds to any Clerk JWT.
-  if (!string_member(payload, "sid") || c.sid.empty()) {
+  if (!string_member(payload, "sid") || !visible_ascii(c.sid)) {
     v.why = reason::missing_sid;
     return v;
   }

@@ -156,6 +156,20 @@ TEST_CASE("token: session claims: sub, sid, pending status") {
         token::reason::missing_sub);
   CHECK(check(signer().sign(header, R"({"exp":1800000060,"sub":"u","azp":"https://app.example"})")) ==
         token::reason::missing_sid);
+  // clerk-sync-auth puts sub and sid in response headers: a CR LF, any
+  // control byte, a space or non-ASCII would forge one there.
+  for (const char* bad : {R"(user_1\r\nX-Clerk-Role: admin)", R"(user_1\n)", R"(user 1)", R"(user_\u0000)",
+                          R"(user_\u007f)", "user_\u00e9"}) {
+    const std::string sub = std::string(R"(","sub":")") + bad + R"(","azp":"https://app.example"})";
+    CHECK_MESSAGE(check(signer().sign(header, std::string(R"({"exp":1800000060,"sid":"sess_1)") + sub)) ==
+                      token::reason::missing_sub,
+                  bad);
+    const std::string sid = std::string(R"({"exp":1800000060,"sub":"user_1","azp":"https://app.example","sid":")") +
+                            bad + R"("})";
+    CHECK_MESSAGE(check(signer().sign(header, sid)) == token::reason::missing_sid, bad);
+  }
+  CHECK(check(signer().sign(header, R"({"exp":1800000060,"sid":"sess_2Zx-9","sub":"user_2Zx~.9","azp":"https://app.example"})")) ==
+        token::reason::ok);
   const std::string pending = payload(t + 60, R"(,"sts":"pending")");
   CHECK(check(signer().sign(header, pending)) == token::reason::session_pending);
   auto o = opts();
