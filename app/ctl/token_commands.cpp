@@ -112,7 +112,8 @@ void add_token_commands(CLI::App& app, runner& run) {
       ->envname("CLERK_JWKS_FILE");
   cmd->add_option("--authorized-party", a->parties, "an accepted azp origin (repeatable)")
       ->envname("CLERK_AUTHORIZED_PARTIES")
-      ->delimiter(',');
+      ->delimiter(',')
+      ->transform(config::origin());
   cmd->add_option("--issuer", a->issuer, "required iss, when given")->envname("CLERK_ISSUER");
   cmd->add_option("--clock-skew-s", a->skew_s, "tolerance for exp, nbf and iat, in seconds")
       ->envname("CLERK_CLOCK_SKEW_S")

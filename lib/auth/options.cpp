@@ -13,7 +13,8 @@ void add_auth_options(CLI::App& app, auth_options& o) {
       ->envname("CLERK_JWKS_FILE");
   app.add_option("--authorized-party", o.authorized_parties, "an accepted azp origin (repeatable; env: commas)")
       ->envname("CLERK_AUTHORIZED_PARTIES")
-      ->delimiter(',');
+      ->delimiter(',')
+      ->transform(config::origin());
   app.add_option("--issuer", o.issuer, "required iss, when given")->envname("CLERK_ISSUER");
   app.add_option("--clock-skew-s", o.clock_skew_s, "tolerance for exp, nbf and iat, in seconds")
       ->envname("CLERK_CLOCK_SKEW_S")

@@ -2,6 +2,7 @@
 
 #include <boost/asio/ip/address.hpp>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <fstream>
@@ -23,6 +24,24 @@ std::pair<std::string, std::string> split_property(const std::string& text, cons
 }
 
 }  // namespace
+
+CLI::Validator origin() {
+  return CLI::Validator(
+      [](std::string& value) -> std::string {
+        value = trim(value);
+        const auto sep = value.find("://");
+        const std::string scheme = sep == std::string::npos ? std::string() : value.substr(0, sep);
+        const std::string rest = sep == std::string::npos ? std::string() : value.substr(sep + 3);
+        const bool ok = (scheme == "https" || scheme == "http") && !rest.empty() && rest.front() != ':' &&
+                        std::all_of(rest.begin(), rest.end(), [](char ch) {
+                          return ch > ' ' && ch < '\x7f' && ch != '/' && ch != '?' && ch != '#' && ch != '@';
+                        });
+        return ok ? std::string()
+                  : "\"" + value + "\" is not an origin (scheme://host[:port], as a token's azp holds it, "
+                    "e.g. https://app.example)";
+      },
+      "ORIGIN");
+}
 
 void add_kafka_options(CLI::App& app, kafka::client_config& cfg) {
   app.add_option("--brokers", cfg.brokers, "Kafka bootstrap servers, host:port[,host:port]")

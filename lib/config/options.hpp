@@ -40,6 +40,12 @@ void add_log_options(CLI::App& app, log_options& opts);
 // `key=value` lines; throws usage_error.
 void load_kafka_properties_file(const std::string& path, kafka::client_config& cfg);
 
+// For an option holding web origins (a token's azp): trims each value, then
+// requires scheme://host[:port] with http or https and nothing after it (no
+// path, not even a trailing '/'), since such a value can never equal an
+// origin and would refuse every token meant for it.
+[[nodiscard]] CLI::Validator origin();
+
 // Applies log options (throws usage_error for unknown values).
 void apply(const log_options& opts);
 

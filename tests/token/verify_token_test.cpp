@@ -72,6 +72,11 @@ TEST_CASE("verify-token: claims and exit 0, or the reason and exit 1") {
   skewed.insert(skewed.end(), {"--clock-skew-s", "600"});
   CHECK(with(skewed, signer.sign(header, payload(-120))).status == 0);
 
+  // The environment's commas may be followed by spaces.
+  auto spaced = clean_env;
+  spaced["CLERK_AUTHORIZED_PARTIES"] = "https://other.example, https://app.example";
+  CHECK(test::run(ctl(), {"verify-token", "--jwt-key-file", (dir / "key.pem").string(), good}, spaced).status == 0);
+
   // JWKS from the environment; the token from stdin is not supported by
   // test::run, so the kid path is checked with the token as an argument.
   auto env = clean_env;
@@ -94,6 +99,16 @@ TEST_CASE("verify-token: key settings are checked before any token") {
   CHECK(junk.err.find("junk.pem") != std::string::npos);
   CHECK(test::run(ctl(), {"verify-token", "--jwt-key-file", (dir / "none.pem").string(), "x.y.z"}, clean_env)
             .status == 2);
+  // An azp is an origin: a path, a trailing '/' or no scheme can match no
+  // token, so each stops the command instead of refusing every token.
+  for (const char* bad : {"https://app.example/", "https://app.example/app", "app.example", "ftp://app.example",
+                          "https://", "https://user@app.example"}) {
+    const auto r = test::run(ctl(), {"verify-token", "--jwt-key-file", (dir / "junk.pem").string(),
+                                     "--authorized-party", bad, "x.y.z"},
+                             clean_env);
+    CHECK_MESSAGE(r.status == 2, bad);
+    CHECK_MESSAGE(r.err.find("is not an origin") != std::string::npos, bad);
+  }
   CHECK(test::run(ctl(), {"verify-token", "--help"}, clean_env).out.find("--authorized-party") !=
         std::string::npos);
 }
