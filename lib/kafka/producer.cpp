@@ -111,7 +111,8 @@ producer::producer(const client_config& cfg, const producer_options& opts, fatal
     // error queued by its threads before this point would never be
     // signalled, and every later report would wait behind it. One wake-up
     // now serves whatever is there already.
-    (void)write(impl_->wake[1], &one, 1);
+    if (write(impl_->wake[1], &one, 1) != 1)
+      throw std::system_error(errno, std::generic_category(), "first wake-up for delivery reports");
     return;
   }
   impl_->poller = std::thread([self = impl_.get()] {

@@ -171,8 +171,6 @@ box sh -c "sed -i \
   -e 's|^CLERK_SYNC_TOPIC=.*|CLERK_SYNC_TOPIC=$topic|' \
   -e 's|^CLERK_SYNC_LISTEN=.*|CLERK_SYNC_LISTEN=127.0.0.1:$port|' \
   /etc/clerk-sync/clerk-sync.env && echo CLERK_SYNC_GROUP_PREFIX=clerk-sync-boot-$$ >>/etc/clerk-sync/clerk-sync.env"
-# The secret travels on stdin, never on a command line.
-box sh -c 'umask 077 && cat >/etc/clerk-sync/webhook-secret' <<<"$secret"
 box sh -c 'set -a && . /etc/clerk-sync/clerk-sync.env && set +a &&
   clerk-sync-ctl topic ensure --partitions 3 --replication-factor 1' >"$workdir/topic.log" 2>&1 ||
   { cat "$workdir/topic.log" >&2; fail "clerk-sync-ctl topic ensure failed"; }
@@ -187,11 +185,21 @@ auth_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)
 box sh -c "echo CLERK_SYNC_AUTH_LISTEN=127.0.0.1:$auth_port >>/etc/clerk-sync/clerk-sync.env"
 show() { box systemctl show -P "$2" "$1"; }
 
+# --- the receiver started before its secret was written: failed, not restarted ------
+# systemd fails LoadCredential= for a missing file before exec: status 243,
+# which restarting cannot fix any more than exit 2.
+if box systemctl start clerk-sync-receiver 2>/dev/null; then fail "the receiver started without its secret"; fi
+
 # --- auth started before any consumer ran: one line and exit 2, not restarted ------
 # No consumer has created the state directory yet, which the auth unit binds.
 box test ! -e /var/lib/private/clerk-sync || fail "the state directory exists before any consumer ran"
 if box systemctl start clerk-sync-auth 2>/dev/null; then fail "auth started without a database"; fi
-sleep 3   # RestartSec is 2 s: a restart would show by now
+sleep 3   # RestartSec is 2 s: a restart of either would show by now
+receiver_status="$(show clerk-sync-receiver Result) $(show clerk-sync-receiver ExecMainStatus) $(show clerk-sync-receiver NRestarts)"
+[ "$receiver_status" = "exit-code 243 0" ] ||
+  fail "receiver without its secret: Result, status, restarts are '$receiver_status', not 'exit-code 243 0'"
+box systemctl reset-failed clerk-sync-receiver
+say "clerk-sync-receiver before its secret was written: status 243 (CREDENTIALS), not restarted"
 auth_status="$(show clerk-sync-auth Result) $(show clerk-sync-auth ExecMainStatus) $(show clerk-sync-auth NRestarts)"
 [ "$auth_status" = "exit-code 2 0" ] ||
   { box journalctl -u clerk-sync-auth --no-pager -o cat | tail -n 5 >&2 || true
@@ -202,6 +210,8 @@ auth_journal=$(box journalctl -u clerk-sync-auth --no-pager -o cat)
   { echo "$auth_journal" >&2; fail "auth's failure is not one bad_setting line naming the database"; }
 box systemctl reset-failed clerk-sync-auth
 say "clerk-sync-auth before any consumer ran: exit 2, not restarted, its line names the database"
+# The secret travels on stdin, never on a command line.
+box sh -c 'umask 077 && cat >/etc/clerk-sync/webhook-secret' <<<"$secret"
 
 # --- start: Type=notify means start returns once READY=1 came ------------------
 t_start=$(now)
@@ -346,6 +356,32 @@ box rm -r /etc/systemd/system/clerk-sync-auth.service.d   # the operator's file:
 box systemctl daemon-reload
 box systemctl restart clerk-sync-auth || fail "auth did not start again from the PEM key"
 say "clerk-sync-auth: started from the README's JWKS drop-in, 200 for a token whose kid names the key"
+
+# --- upgrade: a newer package restarts what runs ------------------------------------
+# The same binaries under a higher version, as the next scripts/package build
+# would be: apt must install it (not "already the newest version") and the
+# postinst restart every running unit on the new binaries.
+running=("${units[@]}" clerk-sync-auth)
+declare -A old_pid
+for u in "${running[@]}"; do old_pid[$u]=$(mainpid "$u"); done
+old_version=$(box dpkg-query -W -f='${Version}' clerk-sync)
+# scripts/package's versions rise with each commit (or build, when dirty).
+[[ "$old_version" =~ ^[0-9.]+\+git[0-9]{14}\.[0-9a-f]{8}(\.dirty)?$ ]] ||
+  fail "package version $old_version is not <project>+git<time>.<commit>"
+rm -rf "$workdir/next"
+dpkg-deb -R "$deb" "$workdir/next"
+sed -i 's/^Version: .*/&.1/' "$workdir/next/DEBIAN/control"
+fakeroot dpkg-deb --root-owner-group -Zxz --build "$workdir/next" "$workdir/next.deb" >/dev/null
+box sh -c 'cat >/root/clerk-sync-next.deb' <"$workdir/next.deb"
+box sh -c 'cd /root && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ./clerk-sync-next.deb' \
+  >"$workdir/upgrade.log" 2>&1 || { tail -n 30 "$workdir/upgrade.log" >&2; fail "apt-get install of the next version failed"; }
+[ "$(box dpkg-query -W -f='${Version}' clerk-sync)" = "$old_version.1" ] ||
+  { tail -n 30 "$workdir/upgrade.log" >&2; fail "the upgrade did not install $old_version.1"; }
+for u in "${running[@]}"; do
+  [ "$(box systemctl is-active "$u" || true)" = active ] || fail "$u is not active after the upgrade"
+  [ "$(mainpid "$u")" != "${old_pid[$u]}" ] || fail "$u was not restarted by the upgrade"
+done
+say "upgrade to $old_version.1: installed, ${#running[@]} running units restarted on it"
 
 # --- kill -9 restarts the main process ------------------------------------------
 restarted() {  # unit old-pid old-restarts timeout-s
