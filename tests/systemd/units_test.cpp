@@ -101,13 +101,14 @@ TEST_CASE("the source units say what the issue asks for") {
   CHECK(receiver.find("LoadCredential=webhook-secret:/etc/clerk-sync/webhook-secret") != std::string::npos);
   CHECK(receiver.find("CLERK_WEBHOOK_SECRET_FILE=%d/webhook-secret") != std::string::npos);
   CHECK(receiver.find("CLERK_WEBHOOK_SECRET=") == std::string::npos);
-  // Exit 2 (a bad setting) is not retried, nor the consumer's 5 (its offset
-  // is outside the log: an operator decides); every other failure is.
+  // Exit 2 (a bad setting) is not retried, nor systemd's 243 (a credential
+  // file missing), nor the consumer's 5 (its offset is outside the log: an
+  // operator decides); every other failure is.
   const auto auth = test::read_file(test::source_path("systemd/clerk-sync-auth.service"));
-  CHECK(receiver.find("\nRestartPreventExitStatus=2\n") != std::string::npos);
-  CHECK(consumer.find("\nRestartPreventExitStatus=2\n") != std::string::npos);
+  CHECK(receiver.find("\nRestartPreventExitStatus=2 243\n") != std::string::npos);
+  CHECK(consumer.find("\nRestartPreventExitStatus=2 243\n") != std::string::npos);
   CHECK(consumer.find("\nRestartPreventExitStatus=5\n") != std::string::npos);
-  CHECK(auth.find("\nRestartPreventExitStatus=2\n") != std::string::npos);
+  CHECK(auth.find("\nRestartPreventExitStatus=2 243\n") != std::string::npos);
   for (const auto* unit : {&receiver, &consumer, &auth}) CHECK(unit->find("\nRestart=on-failure\n") != std::string::npos);
   // The receiver's connection cap (default 4096) stays below its file limit.
   CHECK(receiver.find("\nLimitNOFILE=8192\n") != std::string::npos);
