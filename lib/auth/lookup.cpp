@@ -48,9 +48,23 @@ void lookup::follow_path() {
 }
 
 void lookup::require_same_file() {
-  if (!replaced_ && file_at(path_) == impl_->file) return;
+  if (!replaced_) {
+    const auto now = file_at(path_);
+    if (now && now == impl_->file) return;
+    // Moved away for a moment, or a passing error: nothing to latch on.
+    if (!now) throw store::db_error("the database file at " + path_ + " is missing (moved or deleted?)");
+  }
   replaced_ = true;
   throw store::db_error(replaced_error());
+}
+
+std::optional<std::string> lookup::file_problem() {
+  try {
+    require_same_file();
+    return std::nullopt;
+  } catch (const store::db_error& e) {
+    return std::string(e.what());
+  }
 }
 
 std::string lookup::replaced_error() const {

@@ -36,12 +36,17 @@ class lookup {
   // consumers restarted and replaced the WAL files under a read-only
   // reader). Throws store::db_error, also when the path names another file.
   void reopen();
+  // Why the path cannot be served now (the file is missing, or another file
+  // was moved there: that stays until a restart); nullopt when it can.
+  // For /healthz, which then answers 503.
+  [[nodiscard]] std::optional<std::string> file_problem();
 
  private:
   // Throws store::db_error once the path no longer names the file the
   // connection has (checked at most once per recheck_).
   void follow_path();
-  // Throws store::db_error (and stays so) unless the path names that file.
+  // Throws store::db_error unless the path names that file: for a missing
+  // path until it is back, for another file (a swap) until a restart.
   void require_same_file();
   [[nodiscard]] std::string replaced_error() const;
 

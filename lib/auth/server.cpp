@@ -63,8 +63,15 @@ struct server::impl : std::enable_shared_from_this<impl> {
     const std::string_view target(req.target().data(), req.target().size());
     const auto path_only = target.substr(0, target.find('?'));
     const bool get = req.method() == http::verb::get || req.method() == http::verb::head;
-    if (path_only == "/healthz")
-      return get ? plain(req, http::status::ok, "ok") : plain(req, http::status::method_not_allowed, "method not allowed");
+    if (path_only == "/healthz") {
+      if (!get) return plain(req, http::status::method_not_allowed, "method not allowed");
+      // Every check would answer 503: a monitor of /healthz hears it too.
+      if (const auto problem = svc.database_problem()) {
+        limiter.write("healthz", log::level::error, "healthz", {{"status", 503}, {"error", *problem}});
+        return plain(req, http::status::service_unavailable, "database unavailable");
+      }
+      return plain(req, http::status::ok, "ok");
+    }
     if (path_only != path) return plain(req, http::status::not_found, "not found");
     if (!get) return plain(req, http::status::method_not_allowed, "method not allowed");
 
@@ -135,7 +142,6 @@ struct server::impl : std::enable_shared_from_this<impl> {
   net::awaitable<void> accept_loop() {
     auto self = shared_from_this();
     net::steady_timer backoff(ioc);
-    log::rate_limiter limiter;
     while (!stopping) {
       auto [ec, sock] = co_await acceptor.async_accept(net::as_tuple(net::use_awaitable));
       if (ec == net::error::operation_aborted || stopping) break;
@@ -174,6 +180,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
   server_limits limits;
   std::size_t open = 0;
   bool stopping = false;
+  log::rate_limiter limiter;  // accept failures, refusals, /healthz's 503
 };
 
 server::server(net::io_context& ioc, const listen_address& where, std::string path, service& svc,

@@ -90,6 +90,15 @@ TEST_CASE("clerk-sync-auth: routes, methods and the 401 header of a running inst
   CHECK(ok.headers.at("x-clerk-session-id") == "sess_9");
   CHECK(ok.headers.at("x-clerk-role") == "spacer");
 
+  // Another file moved over the path: every check answers 503 until a
+  // restart, and so does /healthz, for a monitor that only asks it.
+  const auto other = (dir / "other.db").string();
+  { store::database made(other); }
+  std::filesystem::rename(other, db);
+  CHECK(test::send_http(port, "GET", "/healthz", {}, "").status == 503);
+  CHECK(test::send_http(port, "GET", "/check", {{"Authorization", "Bearer " + tok}}, "").status == 503);
+  CHECK(auth.wait_for_log("msg=healthz", 5s));
+
   auth.signal(SIGTERM);
   CHECK(auth.wait(15s) == 0);
   CHECK(auth.stderr_text().find("no_authorized_parties") != std::string::npos);

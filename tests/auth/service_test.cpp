@@ -167,8 +167,36 @@ TEST_CASE("auth: a database moved over the path is noticed and fails closed, nev
     CHECK(r.outcome == "db_unavailable");
   }
   CHECK_THROWS_WITH_AS(db.reopen(), doctest::Contains("was replaced while this service ran"), store::db_error);
+  CHECK(db.file_problem().value_or("").find("was replaced while this service ran") != std::string::npos);
   // Restarted after the swap: the new file's ban applies.
   auth::lookup restarted(path, 0ms);
   auth::service svc2(token::key_set::from_pem(signer.public_pem()), opts, 100, restarted);
   CHECK(svc2.check(a, std::nullopt, now).outcome == "banned");
+}
+
+TEST_CASE("auth: a database path missing for a while answers 503 meanwhile, and the same file again serves") {
+  const test::rsa_signer signer;
+  test::temp_dir dir;
+  const auto path = (dir / "clerk-sync.db").string();
+  const auto aside = (dir / "aside.db").string();
+  {
+    store::database live(path);
+    store::exec(live, "INSERT INTO users(id, role, banned, updated_at) VALUES ('user_a','admin',0,1)");
+  }
+  token::options opts;
+  opts.authorized_parties = {"https://app.example"};
+  const std::string a = "Bearer " + signer.sign(R"({"alg":"RS256","typ":"JWT"})", claims("user_a", "sess_a"));
+  auth::lookup db(path, 0ms);
+  auth::service svc(token::key_set::from_pem(signer.public_pem()), opts, 100, db);
+  CHECK(svc.check(a, std::nullopt, now).status == 200);
+  CHECK_FALSE(svc.database_problem());
+  // Moved away and back (a mistaken mv, a restore): the same inode.
+  std::filesystem::rename(path, aside);
+  CHECK(svc.check(a, std::nullopt, now).status == 503);
+  CHECK(svc.database_problem().value_or("").find("is missing") != std::string::npos);
+  std::filesystem::rename(aside, path);
+  const auto back = svc.check(a, std::nullopt, now);
+  CHECK(back.status == 200);
+  CHECK(back.role == "admin");
+  CHECK_FALSE(svc.database_problem());
 }
