@@ -197,6 +197,14 @@ std::optional<message> consumer::poll(std::chrono::milliseconds timeout) {
     }
     if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET) {
       const std::string topic = m->rkt ? rd_kafka_topic_name(m->rkt) : "";
+      // A logical offset (the log's start, for a partition with no stored
+      // offset): librdkafka could not ask the broker where the log starts,
+      // and reports that as a reset. Nothing stored is out of range; the
+      // broker's answer may change (a topic being deleted or recreated),
+      // so it is a Kafka failure, which a restart retries.
+      if (m->offset < 0)
+        throw fatal_error("consumer: the start of " + topic + "/" + std::to_string(m->partition) +
+                          " could not be looked up: " + rd_kafka_message_errstr(m.get()));
       std::int64_t low = -1, high = -1;
       if (rd_kafka_query_watermark_offsets(impl_->rk.get(), topic.c_str(), m->partition, &low, &high, 10'000))
         low = high = -1;

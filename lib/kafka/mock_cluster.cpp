@@ -33,9 +33,9 @@ void mock_cluster::create_topic(const std::string& topic, int partitions, int re
     throw std::runtime_error("mock cluster: could not create topic " + topic);
 }
 
-void mock_cluster::fail_next_produce_requests(int count, int code) {
+void mock_cluster::fail_next_requests(int api_key, int count, int code) {
   std::vector<rd_kafka_resp_err_t> errs(static_cast<std::size_t>(count), static_cast<rd_kafka_resp_err_t>(code));
-  rd_kafka_mock_push_request_errors_array(impl_->mc, 0 /* Produce */, errs.size(), errs.data());
+  rd_kafka_mock_push_request_errors_array(impl_->mc, static_cast<std::int16_t>(api_key), errs.size(), errs.data());
 }
 
 void mock_cluster::set_broker_down(std::int32_t broker) { rd_kafka_mock_broker_set_down(impl_->mc, broker); }

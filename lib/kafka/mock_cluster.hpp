@@ -24,7 +24,9 @@ class mock_cluster {
 
   // The next `count` Produce requests fail with the Kafka error `code`
   // (a rd_kafka_resp_err_t value, e.g. 7 = REQUEST_TIMED_OUT).
-  void fail_next_produce_requests(int count, int code);
+  void fail_next_produce_requests(int count, int code) { fail_next_requests(0 /* Produce */, count, code); }
+  // The same for any request type (Kafka API key, e.g. 2 = ListOffsets).
+  void fail_next_requests(int api_key, int count, int code);
 
   // Broker ids start at 1.
   void set_broker_down(std::int32_t broker);

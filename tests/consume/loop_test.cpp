@@ -10,6 +10,7 @@
 
 #include "consumer/harness.hpp"
 #include "kafka/admin.hpp"
+#include "kafka/mock_cluster.hpp"
 #include "support/support.hpp"
 
 using namespace std::chrono_literals;
@@ -96,6 +97,27 @@ TEST_CASE("a batch the database refuses is retried under the policy, then the lo
   CHECK(*code == cs::consume::exit_db_failed);
   holder.exec("ROLLBACK");
   CHECK(t::stored_totals(db, topic).empty());
+}
+
+TEST_CASE("a log start the broker cannot tell is a Kafka failure (exit 4, restarted), not a stored offset gone (exit 5)") {
+  // A partition with no stored offset starts at the log's first record,
+  // which librdkafka asks the broker for (ListOffsets). When that fails
+  // for good (UNKNOWN_TOPIC_OR_PART: a topic being deleted or just
+  // recreated), auto.offset.reset=error reports it as an offset reset of
+  // offset -2: nothing stored is out of range, and exit 5 would wait for
+  // an operator to rebuild what a restart fixes. The mock cluster injects it.
+  cs::kafka::mock_cluster mock(1);
+  mock.create_topic("loop-listoffsets", 1);
+  mock.fail_next_requests(2 /* ListOffsets */, 20, 3 /* UNKNOWN_TOPIC_OR_PART */);
+  t::temp_dir dir;
+  const auto db = (dir / "loop.db").string();
+  auto cfg = config_for("loop-listoffsets", db, cs::projection::kind::users);
+  cfg.kafka = {mock.bootstrap_servers(), {}};
+  running_loop loop(cfg);
+  const auto code = loop.wait_done(60s);
+  REQUIRE(code.has_value());
+  CHECK(*code == cs::consume::exit_kafka_failed);
+  CHECK(t::stored_totals(db, "loop-listoffsets").empty());
 }
 
 TEST_CASE("a stored offset beyond the log ends the loop with exit 5 and leaves the offset alone") {
