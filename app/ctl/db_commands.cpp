@@ -140,7 +140,19 @@ int status(const status_args& a) {
         std::printf("  partition %d: stored %s, watermarks [%lld, %lld), lag %lld%s\n", p.partition,
                     p.stored ? std::to_string(*p.stored).c_str() : "none", static_cast<long long>(p.low),
                     static_cast<long long>(p.high), static_cast<long long>(p.lag),
-                    p.out_of_range ? ", OUT OF RANGE: the consumer stops here with exit 5" : "");
+                    p.out_of_range              ? ", OUT OF RANGE: the consumer stops here with exit 5"
+                    : p.recreated_found_svix_id ? ", RECREATED: the record before the stored offset is another "
+                                                  "event; the consumer stops here with exit 5"
+                                                : "");
+        if (p.recreated_found_svix_id) {
+          log::error("topic_recreated", {{"projection", name},
+                                         {"topic", a.topic},
+                                         {"partition", p.partition},
+                                         {"offset", *p.stored - 1},
+                                         {"applied_svix_id", p.applied_svix_id},
+                                         {"found_svix_id", *p.recreated_found_svix_id}});
+          code = exit_failed;
+        }
         if (p.out_of_range) {
           // Whatever --max-lag says: this projection is not moving.
           log::error("offset_out_of_range", {{"projection", name},

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 
 #include "kafka/consumer.hpp"
 #include "store/database.hpp"
@@ -20,6 +21,45 @@ bool outside_log(std::optional<std::int64_t> stored, std::int64_t low, std::int6
   return stored && (*stored < low || *stored > high);
 }
 
+namespace {
+
+// The svix-id header of the record at each wanted (partition, offset), read
+// within `timeout`; a record not read (compacted away, trimmed, too slow)
+// is left out. One round per distinct offset of a partition, usually one.
+std::map<std::pair<std::int32_t, std::int64_t>, std::string> svix_ids_at(
+    kafka::consumer& reader, const std::string& topic, std::map<std::int32_t, std::set<std::int64_t>> wanted,
+    std::chrono::milliseconds timeout) {
+  std::map<std::pair<std::int32_t, std::int64_t>, std::string> out;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  try {
+    while (!wanted.empty() && std::chrono::steady_clock::now() < deadline) {
+      std::map<std::int32_t, std::int64_t> round;  // partition -> offset read this round
+      std::vector<kafka::topic_partition> parts;
+      for (auto& [p, offsets] : wanted) {
+        round[p] = *offsets.begin();
+        parts.push_back({topic, p, *offsets.begin()});
+        offsets.erase(offsets.begin());
+      }
+      std::erase_if(wanted, [](const auto& w) { return w.second.empty(); });
+      reader.assign(parts);
+      while (!round.empty() && std::chrono::steady_clock::now() < deadline) {
+        const auto m = reader.poll(std::chrono::milliseconds(100));
+        if (!m) continue;
+        const auto it = round.find(m->partition);
+        if (it == round.end()) continue;
+        if (m->offset == it->second) out[{m->partition, m->offset}] = std::string(kafka::find_header(m->headers, "svix-id").value_or(""));
+        if (m->offset >= it->second) round.erase(it);
+      }
+    }
+  } catch (const kafka::fatal_error&) {
+    // Trimmed since the watermarks were read, say: what was read stands.
+  }
+  reader.assign({});
+  return out;
+}
+
+}  // namespace
+
 std::vector<projection_report> collect_status(const kafka::client_config& cfg, const std::string& topic,
                                               const std::string& db_path,
                                               const std::vector<projection::kind>& projections,
@@ -29,12 +69,29 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
   // projection caught up between the two reads cannot look past the log's
   // end (out of range, a false alarm).
   std::vector<std::map<std::int32_t, std::int64_t>> stored_of;
-  for (const auto k : projections) stored_of.push_back(projection::stored_offsets(db, k, topic));
+  std::vector<std::map<std::int32_t, std::string>> last_ids_of;
+  for (const auto k : projections) {
+    stored_of.push_back(projection::stored_offsets(db, k, topic));
+    last_ids_of.push_back(projection::last_svix_ids(db, k, topic));
+  }
   kafka::consumer reader(cfg, "");
   const auto partitions = reader.partitions_of(topic, timeout);
   if (partitions.empty()) throw kafka::fatal_error("topic " + topic + " does not exist or has no partitions");
   std::vector<std::pair<std::int64_t, std::int64_t>> marks;
   for (const auto p : partitions) marks.push_back(reader.watermarks(topic, p, timeout));
+
+  // The consumer's resume check, done here too: the record before each
+  // stored offset inside the log must be the one applied last.
+  std::map<std::int32_t, std::set<std::int64_t>> wanted;
+  for (std::size_t j = 0; j < projections.size(); ++j)
+    for (std::size_t i = 0; i < partitions.size(); ++i) {
+      const auto s = stored_of[j].find(partitions[i]);
+      const auto id = last_ids_of[j].find(partitions[i]);
+      if (s != stored_of[j].end() && id != last_ids_of[j].end() && !id->second.empty() && marks[i].first < s->second &&
+          s->second <= marks[i].second)
+        wanted[partitions[i]].insert(s->second - 1);
+    }
+  const auto found_ids = svix_ids_at(reader, topic, wanted, timeout);
 
   const auto stats = projection::status(db);
   std::vector<projection_report> out;
@@ -53,6 +110,13 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
       pl.high = marks[i].second;
       pl.lag = lag_of(pl.stored, pl.low, pl.high);
       pl.out_of_range = outside_log(pl.stored, pl.low, pl.high);
+      if (const auto id = last_ids_of[j].find(pl.partition); pl.stored && id != last_ids_of[j].end()) {
+        const auto found = found_ids.find({pl.partition, *pl.stored - 1});
+        if (found != found_ids.end() && found->second != id->second) {
+          pl.recreated_found_svix_id = found->second;
+          pl.applied_svix_id = id->second;
+        }
+      }
       r.lag += pl.lag;
       r.partitions.push_back(pl);
     }

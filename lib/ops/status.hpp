@@ -35,6 +35,13 @@ struct partition_lag {
   // or past its end (the topic recreated). The consumer stops there with
   // exit 5 and is not restarted; the lag above does not say so.
   bool out_of_range = false;
+  // The record before the stored offset is not the one applied last (its
+  // svix-id differs from the one stored with the offset): the topic was
+  // deleted and recreated, then refilled past the offset. The consumer
+  // stops there with exit 5 (topic_recreated). Empty when it matched or
+  // could not be read (none stored, trimmed, not within the timeout).
+  std::optional<std::string> recreated_found_svix_id;
+  std::string applied_svix_id;
 };
 
 struct projection_report {

@@ -77,6 +77,43 @@ TEST_CASE("status flags a stored offset past the log's end (a recreated topic) a
   CHECK(r.out.find("OUT OF RANGE") == std::string::npos);
 }
 
+TEST_CASE("status flags a stored offset whose record before is another event: a recreated and refilled topic") {
+  // The consumer's resume check (topic_recreated, exit 5) done by status:
+  // the offset lies inside the log, so neither the lag nor OUT OF RANGE
+  // would say that this projection has stopped.
+  const auto topic = test::fresh_topic("ctl-status-recreated", 1);
+  test::produce_events(test::broker(), topic, test::generate_events({.users = 3, .events = 10, .seed = 31}));
+  std::string applied;  // the svix-id of the record at offset 4
+  {
+    kafka::consumer reader(test::broker(), "");
+    reader.assign({{topic, 0, 4}});
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (applied.empty() && std::chrono::steady_clock::now() < deadline)
+      if (const auto m = reader.poll(200ms); m && m->offset == 4)
+        applied = std::string(kafka::find_header(m->headers, "svix-id").value_or(""));
+  }
+  REQUIRE_FALSE(applied.empty());
+  test::temp_dir dir;
+  const auto db = (dir / "recreated.db").string();
+  const auto store_offset = [&](const std::string& last_id) {
+    store::database d(db);
+    store::exec(d, "INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at, last_svix_id) "
+                   "VALUES ('users', '" + topic + "', 0, 5, 0, '" + last_id +
+                   "') ON CONFLICT DO UPDATE SET last_svix_id = excluded.last_svix_id");
+  };
+  store_offset(applied);
+  auto r = ctl_run({"status", "--db", db, "--projection", "users"}, topic);
+  CHECK(r.status == 0);
+  CHECK(r.out.find("stored 5, watermarks [0, 10), lag 5\n") != std::string::npos);
+  store_offset("msg_applied_before_the_topic_was_recreated");
+  r = ctl_run({"status", "--db", db, "--projection", "users"}, topic);
+  CHECK(r.status == 1);
+  CHECK(r.out.find("stored 5, watermarks [0, 10), lag 5, RECREATED") != std::string::npos);
+  CHECK(r.err.find("msg=topic_recreated projection=users topic=" + topic + " partition=0 offset=4 "
+                   "applied_svix_id=msg_applied_before_the_topic_was_recreated found_svix_id=" + applied) !=
+        std::string::npos);
+}
+
 TEST_CASE("topic ensure creates a replayable topic, and --strict fails on a compacted one") {
   const auto name = test::unique_name("ctl-topic");
   const auto created = ctl_run({"topic", "ensure", "--topic", name, "--partitions", "4"}, name);
