@@ -36,6 +36,19 @@ std::size_t distinct_svix(const std::vector<t::generated_event>& events) {
 
 }  // namespace
 
+TEST_CASE("no broker reachable is an error line, not warnings only") {
+  // A wrong address, or plaintext against a SASL listener: librdkafka
+  // retries for ever, nothing is consumed, and journalctl -p err must say so.
+  t::temp_dir dir;
+  t::process consumer(t::binary_path("app/consumer/clerk-sync-consumer"),
+                      {"--projection", "users", "--db", (dir / "down.db").string()},
+                      {{"KAFKA_BROKERS", "127.0.0.1:" + std::to_string(t::free_port())}, {"NOTIFY_SOCKET", ""}});
+  CHECK_MESSAGE(consumer.wait_for_log("level=error msg=kafka_error", 20s), consumer.stderr_text());
+  CHECK(consumer.stderr_text().find("error=_ALL_BROKERS_DOWN") != std::string::npos);
+  consumer.signal(SIGTERM);
+  CHECK(consumer.wait(30s) == 0);
+}
+
 TEST_CASE("an unknown projection or a bad setting: one clear line, exit 2") {
   const auto exe = t::binary_path("app/consumer/clerk-sync-consumer");
   auto r = t::run(exe, {"--projection", "users,payments"});
