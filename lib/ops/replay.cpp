@@ -1,5 +1,12 @@
 #include "ops/replay.hpp"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <system_error>
+
 #include <filesystem>
 #include <memory>
 #include <utility>
@@ -63,12 +70,28 @@ std::string partial_path(const std::string& db_path) { return db_path + ".partia
 namespace {
 
 // Removes the partial file (and its WAL) unless released: a replay that did
-// not finish leaves nothing that looks like a database.
+// not finish leaves nothing that looks like a database. Held under an
+// exclusive lock on "<partial>.lock" (left in place: removing a lock file
+// races with its next user), so that a second replay into the same file
+// cannot delete the first one's partial file and have its unfinished file
+// renamed into place by the first.
 class partial_file {
  public:
-  explicit partial_file(std::string path) : path_(std::move(path)) { remove(); }
+  explicit partial_file(std::string path) : path_(std::move(path)) {
+    lock_ = ::open((path_ + ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lock_ < 0)
+      throw replay_error("cannot create " + path_ + ".lock: " + std::generic_category().message(errno));
+    if (::flock(lock_, LOCK_EX | LOCK_NB) != 0) {
+      const int err = errno;
+      ::close(lock_);
+      throw replay_error(err == EWOULDBLOCK ? "another replay into " + path_ + " is running (it holds " + path_ + ".lock)"
+                                            : "cannot lock " + path_ + ".lock: " + std::generic_category().message(err));
+    }
+    remove();
+  }
   ~partial_file() {
     if (!released_) remove();
+    ::close(lock_);
   }
   partial_file(const partial_file&) = delete;
   partial_file& operator=(const partial_file&) = delete;
@@ -86,6 +109,7 @@ class partial_file {
     remove_sidecars();
   }
   std::string path_;
+  int lock_ = -1;
   bool released_ = false;
 };
 

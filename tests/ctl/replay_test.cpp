@@ -3,8 +3,12 @@
 // consumers keep running (then compare: identical), send through the real
 // receiver, and dead letters.
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
+#include <unistd.h>
 
+#include <fstream>
 #include <thread>
 
 #include "consumer/harness.hpp"
@@ -200,6 +204,30 @@ TEST_CASE("replay rebuilds every projection identical to the live one while the 
 
   consumer->signal(SIGTERM);
   CHECK(consumer->wait(30s) == 0);
+}
+
+TEST_CASE("a second replay into the same file is refused while the first runs, and leaves the first's partial file") {
+  const auto topic = test::fresh_topic("ctl-replay-twice", 1);
+  test::produce_events(test::broker(), topic, test::generate_events({.users = 3, .events = 12, .seed = 13}));
+  test::temp_dir dir;
+  const auto rebuilt = (dir / "rebuilt.db").string();
+  // The first replay, as far as the second can tell: it holds the lock and
+  // is writing its partial file.
+  { std::ofstream(rebuilt + ".partial") << "the first replay's pages"; }
+  const int held = ::open((rebuilt + ".partial.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  REQUIRE(held >= 0);
+  REQUIRE(::flock(held, LOCK_EX | LOCK_NB) == 0);
+  auto r = ctl_run({"replay", "--projection", "users", "--db", rebuilt}, topic, 120s);
+  CHECK(r.status == 1);
+  CHECK_MESSAGE(r.err.find("another replay into " + rebuilt + ".partial is running") != std::string::npos, r.err);
+  CHECK(test::read_file(rebuilt + ".partial") == "the first replay's pages");
+  CHECK_FALSE(std::filesystem::exists(rebuilt));
+  // Once the first has ended, a replay runs.
+  ::close(held);
+  r = ctl_run({"replay", "--projection", "users", "--db", rebuilt}, topic, 120s);
+  CHECK_MESSAGE(r.status == 0, r.err);
+  CHECK(std::filesystem::exists(rebuilt));
+  CHECK_FALSE(std::filesystem::exists(rebuilt + ".partial"));
 }
 
 TEST_CASE("replay refuses a log that no longer starts at offset 0 unless --allow-incomplete, never leaving a partial file") {
