@@ -6,6 +6,9 @@
 #include <CLI/CLI.hpp>
 
 #include <functional>
+#include <string>
+
+#include "ops/topic.hpp"
 
 namespace clerk_sync::ctl {
 
@@ -13,6 +16,11 @@ using runner = std::function<int()>;
 
 inline constexpr int exit_ok = 0;
 inline constexpr int exit_failed = 1;
+
+// One warning line per thing that keeps the topic from being replayed in
+// full, from keeping an acknowledged event through a broker loss, or from
+// holding the receiver's largest record; true when there is none.
+bool log_topic_warnings(const std::string& topic, const ops::topic_report& report);
 
 void add_topic_commands(CLI::App& app, runner& run);
 void add_http_commands(CLI::App& app, runner& run);

@@ -168,6 +168,10 @@ int status(const status_args& a) {
         code = exit_failed;
       }
     }
+    // The topic's own settings, which nothing running checks: one created
+    // by a broker's auto-creation or by hand (one copy, a week's retention)
+    // loses events silently. Warnings only, as `topic ensure` without --strict.
+    (void)log_topic_warnings(a.topic, ops::check_topic(a.kafka, a.topic, std::chrono::milliseconds(a.timeout_ms)));
     return code;
   });
 }

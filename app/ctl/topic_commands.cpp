@@ -35,15 +35,18 @@ int topic_ensure(const topic_args& a) {
                                {"replication_factor", report.replication_factor},
                                {"min_insync_replicas", report.min_insync_replicas},
                                {"brokers", report.brokers}});
-  for (const auto& w : report.warnings) log::warn("topic not replayable", {{"topic", settings.name}, {"why", w}});
-  for (const auto& w : report.durability_warnings)
-    log::warn("topic not durable", {{"topic", settings.name}, {"why", w}});
-  for (const auto& w : report.size_warnings) log::warn("topic too small", {{"topic", settings.name}, {"why", w}});
-  const bool clean = report.warnings.empty() && report.durability_warnings.empty() && report.size_warnings.empty();
+  const bool clean = log_topic_warnings(settings.name, report);
   return a.strict && !clean ? exit_failed : exit_ok;
 }
 
 }  // namespace
+
+bool log_topic_warnings(const std::string& topic, const ops::topic_report& report) {
+  for (const auto& w : report.warnings) log::warn("topic not replayable", {{"topic", topic}, {"why", w}});
+  for (const auto& w : report.durability_warnings) log::warn("topic not durable", {{"topic", topic}, {"why", w}});
+  for (const auto& w : report.size_warnings) log::warn("topic too small", {{"topic", topic}, {"why", w}});
+  return report.warnings.empty() && report.durability_warnings.empty() && report.size_warnings.empty();
+}
 
 void add_topic_commands(CLI::App& app, runner& run) {
   auto* topic = app.add_subcommand("topic", "Manage the events topic");

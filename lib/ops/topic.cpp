@@ -94,12 +94,50 @@ std::vector<std::string> durability_warnings(int brokers, int replication_factor
   return out;
 }
 
+namespace {
+
+// What an existing topic is: its settings' warnings, replication and
+// min.insync.replicas. `before` is a layout already asked for (empty
+// partitions: asked again until a broker lists them).
+topic_report describe_existing(const kafka::client_config& cfg, const std::string& name, int brokers,
+                               const kafka::cluster_layout& before, std::chrono::milliseconds timeout) {
+  topic_report report;
+  report.brokers = brokers;
+  const auto config = ask_until_known([&] { return kafka::describe_topic(cfg, name, timeout); },
+                                      [](const auto& c) { return c.has_value(); }, timeout);
+  if (!config) throw kafka::fatal_error("topic " + name + " exists but cannot be described");
+  report.warnings = replay_warnings(*config);
+  report.size_warnings = size_warnings(*config);
+  report.min_insync_replicas = min_isr_of(*config);
+  // Created by someone else a moment ago, or listed by none of the brokers
+  // asked first: without its layout there is no durability to judge.
+  const auto layout = before.partitions.empty()
+                          ? ask_until_known([&] { return kafka::describe_cluster(cfg, name, timeout); },
+                                            [](const auto& l) { return !l.partitions.empty(); }, timeout)
+                          : before;
+  if (layout.partitions.empty()) throw kafka::fatal_error("topic " + name + " exists but no broker lists its partitions");
+  int rf = 0;
+  for (const auto& p : layout.partitions)
+    rf = rf == 0 ? static_cast<int>(p.replicas.size()) : std::min(rf, static_cast<int>(p.replicas.size()));
+  report.replication_factor = rf;
+  report.partitions = static_cast<int>(layout.partitions.size());
+  report.durability_warnings = durability_warnings(report.brokers, report.replication_factor, report.min_insync_replicas);
+  return report;
+}
+
+}  // namespace
+
+topic_report check_topic(const kafka::client_config& cfg, const std::string& name, std::chrono::milliseconds timeout) {
+  const auto layout = kafka::describe_cluster(cfg, name, timeout);
+  if (layout.partitions.empty()) throw kafka::fatal_error("topic " + name + " does not exist or has no partitions");
+  return describe_existing(cfg, name, static_cast<int>(layout.brokers.size()), layout, timeout);
+}
+
 topic_report ensure_topic(const kafka::client_config& cfg, const topic_settings& requested,
                           std::chrono::milliseconds timeout) {
-  topic_report report;
   const auto before = kafka::describe_cluster(cfg, requested.name, timeout);
-  report.brokers = static_cast<int>(before.brokers.size());
-  const auto settings = with_defaults(requested, report.brokers);
+  const int brokers = static_cast<int>(before.brokers.size());
+  const auto settings = with_defaults(requested, brokers);
   // Extra configs override our defaults, as an operator would expect.
   std::map<std::string, std::string> configs = {{"retention.ms", settings.retention_ms},
                                                 {"cleanup.policy", "delete"},
@@ -108,37 +146,21 @@ topic_report ensure_topic(const kafka::client_config& cfg, const topic_settings&
   if (before.partitions.empty()) {
     kafka::topic_spec spec{settings.name, settings.partitions, settings.replication_factor,
                            {configs.begin(), configs.end()}};
-    report.created = kafka::create_topic(cfg, spec, timeout) == kafka::create_outcome::created;
+    if (kafka::create_topic(cfg, spec, timeout) == kafka::create_outcome::created) {
+      topic_report report;
+      report.created = true;
+      report.brokers = brokers;
+      report.partitions = settings.partitions;
+      report.warnings = replay_warnings(configs);
+      report.size_warnings = size_warnings(configs);
+      report.replication_factor = settings.replication_factor;
+      report.min_insync_replicas = min_isr_of(configs);
+      report.durability_warnings =
+          durability_warnings(report.brokers, report.replication_factor, report.min_insync_replicas);
+      return report;
+    }
   }
-  if (report.created) {
-    report.warnings = replay_warnings(configs);
-    report.size_warnings = size_warnings(configs);
-    report.replication_factor = settings.replication_factor;
-    report.min_insync_replicas = min_isr_of(configs);
-  } else {
-    const auto config = ask_until_known([&] { return kafka::describe_topic(cfg, settings.name, timeout); },
-                                        [](const auto& c) { return c.has_value(); }, timeout);
-    if (!config) throw kafka::fatal_error("topic " + settings.name + " exists but cannot be described");
-    report.warnings = replay_warnings(*config);
-    report.size_warnings = size_warnings(*config);
-    report.min_insync_replicas = min_isr_of(*config);
-    // Created by someone else a moment ago, or listed by none of the brokers
-    // asked first: without its layout there is no durability to judge.
-    const auto layout =
-        before.partitions.empty()
-            ? ask_until_known([&] { return kafka::describe_cluster(cfg, settings.name, timeout); },
-                              [](const auto& l) { return !l.partitions.empty(); }, timeout)
-            : before;
-    if (layout.partitions.empty())
-      throw kafka::fatal_error("topic " + settings.name + " exists but no broker lists its partitions");
-    int rf = 0;
-    for (const auto& p : layout.partitions)
-      rf = rf == 0 ? static_cast<int>(p.replicas.size()) : std::min(rf, static_cast<int>(p.replicas.size()));
-    report.replication_factor = rf;
-  }
-  report.durability_warnings =
-      durability_warnings(report.brokers, report.replication_factor, report.min_insync_replicas);
-  return report;
+  return describe_existing(cfg, settings.name, brokers, before, timeout);
 }
 
 }  // namespace clerk_sync::ops

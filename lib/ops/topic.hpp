@@ -52,12 +52,18 @@ struct topic_settings {
 struct topic_report {
   bool created = false;  // false: it existed already
   int brokers = 0;
+  int partitions = 0;
   int replication_factor = 0;   // of the topic as it now is (the smallest over its partitions)
   int min_insync_replicas = 0;  // idem
   std::vector<std::string> warnings;             // replay_warnings
   std::vector<std::string> size_warnings;        // size_warnings
   std::vector<std::string> durability_warnings;  // durability_warnings
 };
+
+// An existing topic's report (created false), without changing anything:
+// for `ctl status`. Throws kafka::fatal_error when it does not exist.
+[[nodiscard]] topic_report check_topic(const kafka::client_config& cfg, const std::string& name,
+                                       std::chrono::milliseconds timeout);
 
 [[nodiscard]] topic_report ensure_topic(const kafka::client_config& cfg, const topic_settings& settings,
                                         std::chrono::milliseconds timeout);

@@ -118,6 +118,28 @@ TEST_CASE("status flags a stored offset whose record before is another event: a 
         std::string::npos);
 }
 
+TEST_CASE("status warns about a topic's settings that lose events, as topic ensure does, without failing") {
+  // As a broker's auto-creation or a hand-made topic would be: a week's
+  // retention, Kafka's default message size.
+  const auto topic = test::unique_name("ctl-status-settings");
+  REQUIRE(kafka::create_topic(test::broker(), {topic, 1, 1, {{"retention.ms", "604800000"}}}, 15s) ==
+          kafka::create_outcome::created);
+  test::temp_dir dir;
+  const auto db = (dir / "settings.db").string();
+  { store::database made(db); }
+  auto r = ctl_run({"status", "--db", db, "--projection", "users"}, topic);
+  CHECK(r.status == 0);
+  CHECK_MESSAGE(r.err.find("level=warn msg=\"topic not replayable\" topic=" + topic) != std::string::npos, r.err);
+  CHECK(r.err.find("msg=\"topic too small\"") != std::string::npos);
+  // What topic ensure creates gets no warning.
+  const auto good = test::unique_name("ctl-status-settings-ok");
+  REQUIRE(ctl_run({"topic", "ensure", "--topic", good, "--partitions", "1"}, good).status == 0);
+  r = ctl_run({"status", "--db", db, "--projection", "users"}, good);
+  CHECK(r.status == 0);
+  CHECK_MESSAGE(r.err.find("msg=\"topic not") == std::string::npos, r.err);
+  CHECK(r.err.find("msg=\"topic too small\"") == std::string::npos);
+}
+
 TEST_CASE("topic ensure creates a replayable topic, and --strict fails on a compacted one") {
   const auto name = test::unique_name("ctl-topic");
   const auto created = ctl_run({"topic", "ensure", "--topic", name, "--partitions", "4"}, name);
