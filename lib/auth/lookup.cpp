@@ -42,7 +42,9 @@ lookup::lookup(const std::string& db_path, std::chrono::milliseconds recheck)
 void lookup::follow_path() {
   if (replaced_) throw store::db_error(replaced_error());
   const auto now = std::chrono::steady_clock::now();
-  if (now < next_check_) return;
+  // While the path names no file, every lookup asks again: none is
+  // answered from a file the path no longer names.
+  if (!missing_ && now < next_check_) return;
   next_check_ = now + recheck_;
   require_same_file();
 }
@@ -50,6 +52,7 @@ void lookup::follow_path() {
 void lookup::require_same_file() {
   if (!replaced_) {
     const auto now = file_at(path_);
+    missing_ = !now;
     if (now && now == impl_->file) return;
     // Moved away for a moment, or a passing error: nothing to latch on.
     if (!now) throw store::db_error("the database file at " + path_ + " is missing (moved or deleted?)");

@@ -55,6 +55,7 @@ class lookup {
   std::chrono::milliseconds recheck_;
   std::chrono::steady_clock::time_point next_check_{};
   bool replaced_ = false;
+  bool missing_ = false;  // the path named no file when last looked at
   std::unique_ptr<impl> impl_;
 };
 

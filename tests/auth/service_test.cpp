@@ -1,6 +1,8 @@
 #include "auth/service.hpp"
 
 #include <doctest/doctest.h>
+
+#include <thread>
 #include <SQLiteCpp/SQLiteCpp.h>
 
 #include <filesystem>
@@ -186,13 +188,16 @@ TEST_CASE("auth: a database path missing for a while answers 503 meanwhile, and 
   token::options opts;
   opts.authorized_parties = {"https://app.example"};
   const std::string a = "Bearer " + signer.sign(R"({"alg":"RS256","typ":"JWT"})", claims("user_a", "sess_a"));
-  auth::lookup db(path, 0ms);
+  // The service's own recheck interval: a second between looks at the path.
+  auth::lookup db(path, 1s);
   auth::service svc(token::key_set::from_pem(signer.public_pem()), opts, 100, db);
   CHECK(svc.check(a, std::nullopt, now).status == 200);
   CHECK_FALSE(svc.database_problem());
-  // Moved away and back (a mistaken mv, a restore): the same inode.
+  // Moved away and back (a mistaken mv, a restore): the same inode. Every
+  // check while it is away answers 503, not only the one that noticed.
   std::filesystem::rename(path, aside);
-  CHECK(svc.check(a, std::nullopt, now).status == 503);
+  std::this_thread::sleep_for(1100ms);  // past the recheck interval
+  for (int i = 0; i < 3; ++i) CHECK(svc.check(a, std::nullopt, now).status == 503);
   CHECK(svc.database_problem().value_or("").find("is missing") != std::string::npos);
   std::filesystem::rename(aside, path);
   const auto back = svc.check(a, std::nullopt, now);
