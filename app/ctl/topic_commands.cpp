@@ -31,6 +31,7 @@ int topic_ensure(const topic_args& a) {
                                 {"min_insync_replicas", report.min_insync_replicas}, {"brokers", report.brokers}});
   else
     log::info("topic exists", {{"topic", settings.name},
+                               {"partitions", report.partitions},
                                {"replayable", report.warnings.empty()},
                                {"replication_factor", report.replication_factor},
                                {"min_insync_replicas", report.min_insync_replicas},

@@ -70,9 +70,13 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
   // end (out of range, a false alarm).
   std::vector<std::map<std::int32_t, std::int64_t>> stored_of;
   std::vector<std::map<std::int32_t, std::string>> last_ids_of;
+  // A file from before migration 003 (a backup, a consumer stopped since
+  // an upgrade) stores no svix-id with its offsets: nothing to compare.
+  const bool has_last_ids = db.schema_version() >= 3;
   for (const auto k : projections) {
     stored_of.push_back(projection::stored_offsets(db, k, topic));
-    last_ids_of.push_back(projection::last_svix_ids(db, k, topic));
+    last_ids_of.push_back(has_last_ids ? projection::last_svix_ids(db, k, topic)
+                                       : std::map<std::int32_t, std::string>{});
   }
   kafka::consumer reader(cfg, "");
   const auto partitions = reader.partitions_of(topic, timeout);

@@ -3,6 +3,7 @@
 // consumers keep running (then compare: identical), send through the real
 // receiver, and dead letters.
 #include <doctest/doctest.h>
+#include <SQLiteCpp/SQLiteCpp.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
@@ -116,6 +117,29 @@ TEST_CASE("status flags a stored offset whose record before is another event: a 
   CHECK(r.err.find("msg=topic_recreated projection=users topic=" + topic + " partition=0 offset=4 "
                    "applied_svix_id=msg_applied_before_the_topic_was_recreated found_svix_id=" + applied) !=
         std::string::npos);
+}
+
+TEST_CASE("status reads a file from before migration 003, which stores no svix-id with its offsets") {
+  // A backup, or a consumer stopped since an upgrade: status opens it
+  // read-only, without migrating, and must still answer.
+  const auto topic = test::fresh_topic("ctl-status-old", 1);
+  test::produce_events(test::broker(), topic, test::generate_events({.users = 2, .events = 6, .seed = 41}));
+  test::temp_dir dir;
+  const auto db = (dir / "old.db").string();
+  {
+    SQLite::Database raw(db, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    for (const char* f : {"schemas/sql/001_initial.sql", "schemas/sql/002_bounded_state.sql"})
+      raw.exec(test::read_file(test::source_path(f)));
+    raw.exec("PRAGMA user_version = 2");
+    raw.exec("INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at) VALUES ('users', '" +
+             topic + "', 0, 3, 0)");
+  }
+  const auto r = ctl_run({"status", "--db", db, "--projection", "users"}, topic);
+  CHECK_MESSAGE(r.status == 0, r.err);
+  const auto high = high_watermark_sum(topic);
+  CHECK_MESSAGE(r.out.find("stored 3, watermarks [0, " + std::to_string(high) + "), lag " + std::to_string(high - 3) +
+                           "\n") != std::string::npos,
+                r.out);
 }
 
 TEST_CASE("status warns about a topic's settings that lose events, as topic ensure does, without failing") {
