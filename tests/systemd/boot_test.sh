@@ -361,13 +361,13 @@ say "clerk-sync-auth: started from the README's JWKS drop-in, 200 for a token wh
 # The same binaries under a higher version, as the next scripts/package build
 # would be: apt must install it (not "already the newest version") and the
 # postinst restart every running unit on the new binaries.
-running=("${units[@]}" clerk-sync-auth)
+running=("${units[@]}")   # auth joined them above
 declare -A old_pid
 for u in "${running[@]}"; do old_pid[$u]=$(mainpid "$u"); done
 old_version=$(box dpkg-query -W -f='${Version}' clerk-sync)
 # scripts/package's versions rise with each commit (or build, when dirty).
-[[ "$old_version" =~ ^[0-9.]+\+git[0-9]{14}\.[0-9a-f]{8}(\.dirty)?$ ]] ||
-  fail "package version $old_version is not <project>+git<time>.<commit>"
+[[ "$old_version" =~ ^[0-9.]+\+git[0-9]+\.[0-9]{14}\.[0-9a-f]{8}(\.dirty)?$ ]] ||
+  fail "package version $old_version is not <project>+git<commits>.<time>.<commit>"
 rm -rf "$workdir/next"
 dpkg-deb -R "$deb" "$workdir/next"
 sed -i 's/^Version: .*/&.1/' "$workdir/next/DEBIAN/control"
