@@ -78,7 +78,8 @@ namespace {
 class partial_file {
  public:
   explicit partial_file(std::string path) : path_(std::move(path)) {
-    lock_ = ::open((path_ + ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    // Read-only suffices for flock: a lock file root left stays usable.
+    lock_ = ::open((path_ + ".lock").c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
     if (lock_ < 0)
       throw replay_error("cannot create " + path_ + ".lock: " + std::generic_category().message(errno));
     if (::flock(lock_, LOCK_EX | LOCK_NB) != 0) {
