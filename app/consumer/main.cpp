@@ -103,6 +103,12 @@ int run(int argc, char** argv) {
       ->envname("CLERK_SYNC_DB_RETRY_MS")
       ->check(CLI::Range(0, 240'000))
       ->capture_default_str();
+  int join_deadline_s = 60;
+  app.add_option("--join-deadline-s", join_deadline_s,
+                 "Seconds without partitions from the group before an error line (not_joined)")
+      ->envname("CLERK_SYNC_JOIN_DEADLINE_S")
+      ->check(CLI::Range(1, 86'400))
+      ->capture_default_str();
   std::string retention = "90d";
   app.add_option("--ledger-retention", retention,
                  "Prune idempotency-ledger rows older than this (s, m, h or d suffix; 0 keeps them forever)")
@@ -120,6 +126,7 @@ int run(int argc, char** argv) {
   s.worker.batch_latency = std::chrono::milliseconds(s.batch_latency_ms);
   s.worker.busy_timeout = std::chrono::milliseconds(s.busy_timeout_ms);
   s.worker.retry.budget = std::chrono::milliseconds(s.retry_ms);
+  s.worker.join_deadline = std::chrono::seconds(join_deadline_s);
   // A batch still failing must end in db_failed and exit 3 before the group
   // evicts the member: its last attempt may start just inside the budget and
   // wait the busy timeout, after waiting as long for another projection's

@@ -71,8 +71,21 @@ class consume_loop {
     cons.subscribe({cfg_.topic});
     state_.subscribed = true;
     log::info("subscribed", {{"projection", projection::name(cfg_.projection)}, {"topic", cfg_.topic}});
+    const auto subscribed_at = std::chrono::steady_clock::now();
+    auto join_report_at = subscribed_at + cfg_.join_deadline;
     while (!stop.load() && !failed_) {
       state_.heartbeat_ms = steady_ms();
+      if (!joined_ && std::chrono::steady_clock::now() >= join_report_at) {
+        // librdkafka retries for ever and says so only at warn (brokers
+        // down, disconnects): nothing is consumed, and that is an error.
+        const auto waited = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - subscribed_at);
+        log::error("not_joined", {{"projection", projection::name(cfg_.projection)},
+                                  {"topic", cfg_.topic},
+                                  {"waited_s", static_cast<std::int64_t>(waited.count())},
+                                  {"outcome", "no partitions assigned yet: is Kafka reachable (address, "
+                                              "security.protocol, credentials; see kafka_error lines)?"}});
+        join_report_at = std::chrono::steady_clock::now() + std::chrono::minutes(10);
+      }
       // With an open batch, wait only a moment: a lone event is applied at once.
       std::optional<kafka::message> m;
       try {
@@ -110,6 +123,7 @@ class consume_loop {
 
  private:
   std::vector<kafka::topic_partition> on_assign(std::vector<kafka::topic_partition> parts) {
+    joined_ = true;  // even with no partition: the group answered
     try {
       const auto stored = projection::stored_offsets(db_, cfg_.projection, cfg_.topic);
       const auto last_ids = projection::last_svix_ids(db_, cfg_.projection, cfg_.topic);
@@ -347,6 +361,7 @@ class consume_loop {
   std::string prune_cursor_;
   std::int64_t pruned_ = 0;
   bool failed_ = false;
+  bool joined_ = false;  // the group assigned partitions (or none) once
   int failed_code_ = exit_db_failed;
   kafka::consumer* cons_ = nullptr;  // set in run(), for on_assign
   struct resume_check {

@@ -65,12 +65,14 @@ void on_error(rd_kafka_t* rk, int err, const char* reason, void* /*opaque*/) { l
 void log_error(const rd_kafka_t* rk, int err, const char* reason) {
   const auto code = static_cast<rd_kafka_resp_err_t>(err);
   const std::string_view text = reason ? reason : rd_kafka_err2str(code);
-  // Transport trouble with one broker is retried by librdkafka; what an
-  // operator must act on (authentication, authorization, bad protocol) shows
-  // as an error, and so does every broker down: nothing is consumed or
-  // stored then, and a wrong address or security.protocol (a client speaking
-  // plaintext to a SASL listener is disconnected) looks exactly so, for ever.
-  const bool transient = code == RD_KAFKA_RESP_ERR__TRANSPORT || code == RD_KAFKA_RESP_ERR__TIMED_OUT;
+  // Transport trouble is retried by librdkafka; what an operator must act
+  // on (authentication, authorization, bad protocol) shows as an error.
+  // Every broker down stays a warning: librdkafka 2.0.2 also reports it
+  // after the brokers' ordinary idle disconnects (upstream #5142, fixed in
+  // 2.11.1). A consumer that never gets its partitions says so at error
+  // itself (not_joined, lib/consume/loop.cpp).
+  const bool transient = code == RD_KAFKA_RESP_ERR__TRANSPORT || code == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN ||
+                         code == RD_KAFKA_RESP_ERR__TIMED_OUT;
   const char* client = rk ? rd_kafka_name(rk) : "";
   limiter().write(kind_of(rd_kafka_err2name(code), text), transient ? log::level::warn : log::level::error,
                   "kafka_error", {{"client", client}, {"error", rd_kafka_err2name(code)}, {"reason", text}});

@@ -36,17 +36,28 @@ std::size_t distinct_svix(const std::vector<t::generated_event>& events) {
 
 }  // namespace
 
-TEST_CASE("no broker reachable is an error line, not warnings only") {
+TEST_CASE("no partitions from the group within the join deadline is an error line, not warnings only") {
   // A wrong address, or plaintext against a SASL listener: librdkafka
-  // retries for ever, nothing is consumed, and journalctl -p err must say so.
+  // retries for ever and says so at warn, nothing is consumed, and
+  // journalctl -p err must say so.
   t::temp_dir dir;
   t::process consumer(t::binary_path("app/consumer/clerk-sync-consumer"),
-                      {"--projection", "users", "--db", (dir / "down.db").string()},
+                      {"--projection", "users", "--db", (dir / "down.db").string(), "--join-deadline-s", "2"},
                       {{"KAFKA_BROKERS", "127.0.0.1:" + std::to_string(t::free_port())}, {"NOTIFY_SOCKET", ""}});
-  CHECK_MESSAGE(consumer.wait_for_log("level=error msg=kafka_error", 20s), consumer.stderr_text());
+  CHECK_MESSAGE(consumer.wait_for_log("level=error msg=not_joined projection=users topic=clerk.events waited_s=2", 20s),
+                consumer.stderr_text());
   CHECK(consumer.stderr_text().find("error=_ALL_BROKERS_DOWN") != std::string::npos);
   consumer.signal(SIGTERM);
   CHECK(consumer.wait(30s) == 0);
+  // A consumer that joins says nothing of the kind.
+  const auto topic = t::fresh_topic("consumer-joins", 1);
+  auto joined = t::start_consumer({"--projection", "users", "--db", (dir / "up.db").string(), "--topic", topic,
+                                   "--group-prefix", t::unique_name("joins"), "--join-deadline-s", "2"});
+  REQUIRE(joined->wait_for_log("msg=assigned", 30s));
+  std::this_thread::sleep_for(2500ms);
+  joined->signal(SIGTERM);
+  CHECK(joined->wait(30s) == 0);
+  CHECK(joined->stderr_text().find("not_joined") == std::string::npos);
 }
 
 TEST_CASE("an unknown projection or a bad setting: one clear line, exit 2") {
