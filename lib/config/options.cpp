@@ -32,13 +32,16 @@ CLI::Validator origin() {
         const auto sep = value.find("://");
         const std::string scheme = sep == std::string::npos ? std::string() : value.substr(0, sep);
         const std::string rest = sep == std::string::npos ? std::string() : value.substr(sep + 3);
+        // As a browser spells it: lower case, no empty or default port.
         const bool ok = (scheme == "https" || scheme == "http") && !rest.empty() && rest.front() != ':' &&
+                        rest.back() != ':' && !rest.ends_with(scheme == "https" ? ":443" : ":80") &&
                         std::all_of(rest.begin(), rest.end(), [](char ch) {
-                          return ch > ' ' && ch < '\x7f' && ch != '/' && ch != '?' && ch != '#' && ch != '@';
+                          return ch > ' ' && ch < '\x7f' && ch != '/' && ch != '?' && ch != '#' && ch != '@' &&
+                                 !(ch >= 'A' && ch <= 'Z');
                         });
         return ok ? std::string()
-                  : "\"" + value + "\" is not an origin (scheme://host[:port], as a token's azp holds it, "
-                    "e.g. https://app.example)";
+                  : "\"" + value + "\" is not an origin (scheme://host[:port] as a browser sends it, lower case "
+                    "and no default port, which a token's azp holds exactly: e.g. https://app.example)";
       },
       "ORIGIN");
 }

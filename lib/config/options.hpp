@@ -42,8 +42,9 @@ void load_kafka_properties_file(const std::string& path, kafka::client_config& c
 
 // For an option holding web origins (a token's azp): trims each value, then
 // requires scheme://host[:port] with http or https and nothing after it (no
-// path, not even a trailing '/'), since such a value can never equal an
-// origin and would refuse every token meant for it.
+// path, not even a trailing '/'), in lower case and without an empty or
+// default port, as browsers send an origin: anything else can never equal
+// a token's azp and would refuse every token meant for it.
 [[nodiscard]] CLI::Validator origin();
 
 // Applies log options (throws usage_error for unknown values).

@@ -102,7 +102,8 @@ TEST_CASE("verify-token: key settings are checked before any token") {
   // An azp is an origin: a path, a trailing '/' or no scheme can match no
   // token, so each stops the command instead of refusing every token.
   for (const char* bad : {"https://app.example/", "https://app.example/app", "app.example", "ftp://app.example",
-                          "https://", "https://user@app.example"}) {
+                          "https://", "https://user@app.example", "https://App.example", "HTTPS://app.example",
+                          "https://app.example:", "https://app.example:443", "http://app.example:80"}) {
     const auto r = test::run(ctl(), {"verify-token", "--jwt-key-file", (dir / "junk.pem").string(),
                                      "--authorized-party", bad, "x.y.z"},
                              clean_env);
