@@ -48,13 +48,18 @@ constexpr int exit_fatal = 3;
 // round-trip for the events topic each second on a thread of its own. Ready
 // means the cluster answers and the topic exists (auto-creation is usually
 // off, and without the topic every event would get a 503). Each change of
-// state is logged once.
+// state is logged once; not ready for `deadline` is an error line, not_ready,
+// then one every 10 minutes while it lasts (librdkafka's own lines about an
+// unreachable cluster are warnings, and every webhook meanwhile gets 503).
 class readiness_probe {
  public:
-  readiness_probe(const kafka::producer& p, const std::string& topic, std::atomic<http::readiness>& ready)
-      : thread_([this, &p, topic, &ready] {
+  readiness_probe(const kafka::producer& p, const std::string& topic, std::atomic<http::readiness>& ready,
+                  std::chrono::seconds deadline)
+      : thread_([this, &p, topic, &ready, deadline] {
           using state = kafka::producer::topic_state;
           std::optional<state> last;
+          auto since = std::chrono::steady_clock::now();  // of the current state
+          auto report_at = since + deadline;
           std::unique_lock lock(m_);
           while (!stop_) {
             lock.unlock();
@@ -62,12 +67,27 @@ class readiness_probe {
             ready = now == state::available ? http::readiness::ready
                     : now == state::missing   ? http::readiness::topic_missing
                                               : http::readiness::kafka_unreachable;
+            const char* name = now == state::missing ? "topic_missing" : "kafka_unreachable";
+            const auto t = std::chrono::steady_clock::now();
             if (now != last) {
               if (now == state::available)
                 log::info("kafka_ready", {{"topic", topic}});
               else
-                log::warn(now == state::missing ? "topic_missing" : "kafka_unreachable", {{"topic", topic}});
+                log::warn(name, {{"topic", topic}});
+              // Unreachable and missing in turn are one stretch of 503s.
+              if (!last || now == state::available || *last == state::available) {
+                since = t;
+                report_at = t + deadline;
+              }
               last = now;
+            }
+            if (now != state::available && t >= report_at) {
+              log::error("not_ready", {{"topic", topic},
+                                       {"status", name},
+                                       {"waited_s", static_cast<std::int64_t>(
+                                                        std::chrono::duration_cast<std::chrono::seconds>(t - since).count())},
+                                       {"outcome", "every webhook meanwhile was answered 503"}});
+              report_at = t + std::chrono::minutes(10);
             }
             lock.lock();
             cv_.wait_for(lock, 1s, [this] { return stop_; });
@@ -167,7 +187,7 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
                    opts.topic, publish);
   std::optional<readiness_probe> probe;
   if (producer)
-    probe.emplace(*producer, opts.topic, srv.kafka_state);
+    probe.emplace(*producer, opts.topic, srv.kafka_state, std::chrono::seconds(opts.unready_deadline_s));
   else
     srv.kafka_state = http::readiness::ready;
 

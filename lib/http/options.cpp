@@ -37,6 +37,11 @@ void add_receiver_options(CLI::App& app, receiver_options& o) {
   app.add_option("--shutdown-grace-ms", o.shutdown_grace_ms, "On SIGTERM, longest wait for in-flight requests")
       ->envname("CLERK_SYNC_SHUTDOWN_GRACE_MS")
       ->capture_default_str();
+  app.add_option("--unready-deadline-s", o.unready_deadline_s,
+                 "Seconds without Kafka or the topic (every webhook 503) before an error line (not_ready)")
+      ->envname("CLERK_SYNC_UNREADY_DEADLINE_S")
+      ->check(CLI::Range(1, 86'400))
+      ->capture_default_str();
   app.add_option("--max-connections", o.max_connections, "Open connections above this are refused")
       ->envname("CLERK_SYNC_MAX_CONNECTIONS")
       ->capture_default_str();

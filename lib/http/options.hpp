@@ -30,6 +30,7 @@ struct receiver_options {
   std::int64_t read_timeout_ms = 10'000;            // --read-timeout-ms, CLERK_SYNC_READ_TIMEOUT_MS
   std::int64_t idle_timeout_ms = 60'000;            // --idle-timeout-ms, CLERK_SYNC_IDLE_TIMEOUT_MS
   std::int64_t shutdown_grace_ms = 15'000;          // --shutdown-grace-ms, CLERK_SYNC_SHUTDOWN_GRACE_MS
+  std::int64_t unready_deadline_s = 60;             // --unready-deadline-s, CLERK_SYNC_UNREADY_DEADLINE_S
   std::size_t max_connections = 4096;               // --max-connections, CLERK_SYNC_MAX_CONNECTIONS
   std::size_t body_memory_budget = 64 * 1024 * 1024;  // --body-memory-budget (bytes), CLERK_SYNC_BODY_MEMORY_BUDGET
   bool bench_ack_immediately = false;               // --bench-ack-immediately (hidden; benchmarks only)

@@ -131,9 +131,13 @@ TEST_CASE("readyz stays 503 while the events topic does not exist, and turns 200
   const auto cfg = clerk_sync::test::broker();
   const auto topic = clerk_sync::test::unique_name("not-yet");
   const auto secret = clerk_sync::test::random_secret();
-  clerk_sync::test::receiver recv(cfg.brokers, topic, secret);
+  clerk_sync::test::receiver recv(cfg.brokers, topic, secret, {"--unready-deadline-s", "2"});
   REQUIRE(recv.proc().wait_for_log("msg=topic_missing", std::chrono::seconds(15)));
   CHECK(clerk_sync::test::send_http(recv.port(), "GET", "/readyz", {}, "").status == 503);
+  // Missing past the deadline: every webhook got 503, and that is an error.
+  CHECK_MESSAGE(recv.proc().wait_for_log("level=error msg=not_ready topic=" + topic + " status=topic_missing waited_s=",
+                                         std::chrono::seconds(15)),
+                recv.proc().stderr_text());
 
   clerk_sync::kafka::topic_spec spec{topic, 1, 1, {}};
   REQUIRE(clerk_sync::kafka::create_topic(cfg, spec, std::chrono::seconds(15)) ==
