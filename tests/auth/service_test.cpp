@@ -2,10 +2,10 @@
 
 #include <doctest/doctest.h>
 
-#include <thread>
 #include <SQLiteCpp/SQLiteCpp.h>
 
 #include <filesystem>
+#include <thread>
 
 #include "auth/cache.hpp"
 #include "auth/decision.hpp"
@@ -142,65 +142,70 @@ TEST_CASE("auth: a file that is not a clerk-sync database is refused at open") {
   CHECK_THROWS_AS(auth::lookup((dir / "missing.db").string()), store::open_error);
 }
 
-TEST_CASE("auth: a database moved over the path is noticed and fails closed, never read through the old file's WAL") {
-  const test::rsa_signer signer;
+namespace {
+
+// A database at dir/clerk-sync.db holding user_a (an admin), the options and
+// a valid token of user_a: for the tests that move files under a lookup.
+struct one_user_database {
+  test::rsa_signer signer;
   test::temp_dir dir;
-  const auto path = (dir / "clerk-sync.db").string();
-  const auto rebuilt = (dir / "rebuild.db").string();
-  {
+  std::string path = (dir / "clerk-sync.db").string();
+  token::options opts;
+  std::string bearer = "Bearer " + signer.sign(R"({"alg":"RS256","typ":"JWT"})", claims("user_a", "sess_a"));
+  one_user_database() {
     store::database live(path);
     store::exec(live, "INSERT INTO users(id, role, banned, updated_at) VALUES ('user_a','admin',0,1)");
+    opts.authorized_parties = {"https://app.example"};
+  }
+  [[nodiscard]] auth::service service(auth::lookup& db) const {
+    return {token::key_set::from_pem(signer.public_pem()), opts, 100, db};
+  }
+};
+
+}  // namespace
+
+TEST_CASE("auth: a database moved over the path is noticed and fails closed, never read through the old file's WAL") {
+  one_user_database f;
+  const auto rebuilt = (f.dir / "rebuild.db").string();
+  {
     store::database next(rebuilt);
     store::exec(next, "INSERT INTO users(id, role, banned, updated_at) VALUES ('user_a','admin',1,2)");
   }
-  token::options opts;
-  opts.authorized_parties = {"https://app.example"};
-  const std::string a = "Bearer " + signer.sign(R"({"alg":"RS256","typ":"JWT"})", claims("user_a", "sess_a"));
-  auth::lookup db(path, 0ms);
-  auth::service svc(token::key_set::from_pem(signer.public_pem()), opts, 100, db);
-  CHECK(svc.check(a, std::nullopt, now).status == 200);
+  auth::lookup db(f.path, 0ms);
+  auto svc = f.service(db);
+  CHECK(svc.check(f.bearer, std::nullopt, now).status == 200);
   // The README's swap with this service left running: it would answer
   // from the old file (200 for a user the new one bans) for as long as it
   // ran. It refuses instead, and says why, until restarted.
-  std::filesystem::rename(rebuilt, path);
+  std::filesystem::rename(rebuilt, f.path);
   for (int i = 0; i < 3; ++i) {
-    const auto r = svc.check(a, std::nullopt, now);
+    const auto r = svc.check(f.bearer, std::nullopt, now);
     CHECK(r.status == 503);
     CHECK(r.outcome == "db_unavailable");
   }
   CHECK_THROWS_WITH_AS(db.reopen(), doctest::Contains("was replaced while this service ran"), store::db_error);
   CHECK(db.file_problem().value_or("").find("was replaced while this service ran") != std::string::npos);
   // Restarted after the swap: the new file's ban applies.
-  auth::lookup restarted(path, 0ms);
-  auth::service svc2(token::key_set::from_pem(signer.public_pem()), opts, 100, restarted);
-  CHECK(svc2.check(a, std::nullopt, now).outcome == "banned");
+  auth::lookup restarted(f.path, 0ms);
+  CHECK(f.service(restarted).check(f.bearer, std::nullopt, now).outcome == "banned");
 }
 
 TEST_CASE("auth: a database path missing for a while answers 503 meanwhile, and the same file again serves") {
-  const test::rsa_signer signer;
-  test::temp_dir dir;
-  const auto path = (dir / "clerk-sync.db").string();
-  const auto aside = (dir / "aside.db").string();
-  {
-    store::database live(path);
-    store::exec(live, "INSERT INTO users(id, role, banned, updated_at) VALUES ('user_a','admin',0,1)");
-  }
-  token::options opts;
-  opts.authorized_parties = {"https://app.example"};
-  const std::string a = "Bearer " + signer.sign(R"({"alg":"RS256","typ":"JWT"})", claims("user_a", "sess_a"));
+  one_user_database f;
+  const auto aside = (f.dir / "aside.db").string();
   // The service's own recheck interval: a second between looks at the path.
-  auth::lookup db(path, 1s);
-  auth::service svc(token::key_set::from_pem(signer.public_pem()), opts, 100, db);
-  CHECK(svc.check(a, std::nullopt, now).status == 200);
+  auth::lookup db(f.path, 1s);
+  auto svc = f.service(db);
+  CHECK(svc.check(f.bearer, std::nullopt, now).status == 200);
   CHECK_FALSE(svc.database_problem());
   // Moved away and back (a mistaken mv, a restore): the same inode. Every
   // check while it is away answers 503, not only the one that noticed.
-  std::filesystem::rename(path, aside);
+  std::filesystem::rename(f.path, aside);
   std::this_thread::sleep_for(1100ms);  // past the recheck interval
-  for (int i = 0; i < 3; ++i) CHECK(svc.check(a, std::nullopt, now).status == 503);
+  for (int i = 0; i < 3; ++i) CHECK(svc.check(f.bearer, std::nullopt, now).status == 503);
   CHECK(svc.database_problem().value_or("").find("is missing") != std::string::npos);
-  std::filesystem::rename(aside, path);
-  const auto back = svc.check(a, std::nullopt, now);
+  std::filesystem::rename(aside, f.path);
+  const auto back = svc.check(f.bearer, std::nullopt, now);
   CHECK(back.status == 200);
   CHECK(back.role == "admin");
   CHECK_FALSE(svc.database_problem());
