@@ -75,6 +75,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::size_t header_stage_capacity = buffer.capacity();
   const auto length = parser.content_length();
   bounds::body_stage(buffer, length ? std::optional<std::uint64_t>(*length) : std::nullopt);
+  parser.eager(true);  // as serve_request() reads a body
   while (!parser.is_done()) {
     bhttp::read_some(client, buffer, parser, ec);
     FUZZ_CHECK(buffer.capacity() <= std::max(header_stage_capacity, bounds::max_read));
