@@ -71,20 +71,20 @@ class consume_loop {
     cons.subscribe({cfg_.topic});
     state_.subscribed = true;
     log::info("subscribed", {{"projection", projection::name(cfg_.projection)}, {"topic", cfg_.topic}});
-    const auto subscribed_at = std::chrono::steady_clock::now();
-    auto join_report_at = subscribed_at + cfg_.join_deadline;
+    unassigned(std::chrono::steady_clock::now());
     while (!stop.load() && !failed_) {
       state_.heartbeat_ms = steady_ms();
-      if (!joined_ && std::chrono::steady_clock::now() >= join_report_at) {
+      if (!joined_ && std::chrono::steady_clock::now() >= report_unassigned_at_) {
         // librdkafka retries for ever and says so only at warn (brokers
         // down, disconnects): nothing is consumed, and that is an error.
-        const auto waited = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - subscribed_at);
+        const auto waited =
+            std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - unassigned_since_);
         log::error("not_joined", {{"projection", projection::name(cfg_.projection)},
                                   {"topic", cfg_.topic},
                                   {"waited_s", static_cast<std::int64_t>(waited.count())},
-                                  {"outcome", "no partitions assigned yet: is Kafka reachable (address, "
+                                  {"outcome", "no partitions assigned: is Kafka reachable (address, "
                                               "security.protocol, credentials; see kafka_error lines)?"}});
-        join_report_at = std::chrono::steady_clock::now() + std::chrono::minutes(10);
+        report_unassigned_at_ = std::chrono::steady_clock::now() + std::chrono::minutes(10);
       }
       // With an open batch, wait only a moment: a lone event is applied at once.
       std::optional<kafka::message> m;
@@ -307,7 +307,16 @@ class consume_loop {
   // Eager rebalance: commit what we hold before the partitions go elsewhere.
   // Runs inside librdkafka's C rebalance callback (also from close() while
   // an exception unwinds): nothing may escape from here.
+  // From `now` on the loop has no assignment (subscribed, or revoked: a
+  // rebalance, or the group's session lost with the cluster).
+  void unassigned(std::chrono::steady_clock::time_point now) {
+    joined_ = false;
+    unassigned_since_ = now;
+    report_unassigned_at_ = now + cfg_.join_deadline;
+  }
+
   void on_revoke() noexcept {
+    unassigned(std::chrono::steady_clock::now());
     if (failed_) return;
     try {
       if (!flush()) failed_ = true;
@@ -361,7 +370,9 @@ class consume_loop {
   std::string prune_cursor_;
   std::int64_t pruned_ = 0;
   bool failed_ = false;
-  bool joined_ = false;  // the group assigned partitions (or none) once
+  bool joined_ = false;  // the group's assignment (partitions or none) holds
+  std::chrono::steady_clock::time_point unassigned_since_;
+  std::chrono::steady_clock::time_point report_unassigned_at_;
   int failed_code_ = exit_db_failed;
   kafka::consumer* cons_ = nullptr;  // set in run(), for on_assign
   struct resume_check {

@@ -44,9 +44,10 @@ struct loop_config {
   std::chrono::milliseconds busy_timeout{5'000};
   retry_policy retry;
   std::chrono::milliseconds max_poll_interval{300'000};
-  // No partition assignment this long after subscribing (Kafka unreachable,
-  // a wrong security.protocol or credentials, no group coordinator): an
-  // error line, not_joined, then one every 10 minutes while it lasts.
+  // No assignment this long after subscribing or after one was revoked
+  // (Kafka unreachable, a wrong security.protocol or credentials, the
+  // group's session lost with the cluster): an error line, not_joined, then
+  // one every 10 minutes while it lasts.
   std::chrono::milliseconds join_deadline{60'000};
   // Ledger rows older than this are pruned (README "Bounded state"); zero
   // keeps them forever.

@@ -9,6 +9,7 @@
 #include <set>
 #include <thread>
 
+#include "kafka/mock_cluster.hpp"
 #include "projection/applier.hpp"
 #include "store/database.hpp"
 #include "support/support.hpp"
@@ -58,6 +59,25 @@ TEST_CASE("no partitions from the group within the join deadline is an error lin
   joined->signal(SIGTERM);
   CHECK(joined->wait(30s) == 0);
   CHECK(joined->stderr_text().find("not_joined") == std::string::npos);
+}
+
+TEST_CASE("partitions lost with the cluster and not given back within the join deadline is an error line") {
+  // The group's session lapses while the only broker is down: librdkafka
+  // revokes the assignment and says so at warn, and nothing is consumed.
+  clerk_sync::kafka::mock_cluster mock(1);
+  mock.create_topic("lost", 1);
+  t::temp_dir dir;
+  t::process consumer(t::binary_path("app/consumer/clerk-sync-consumer"),
+                      {"--projection", "users", "--db", (dir / "lost.db").string(), "--topic", "lost",
+                       "--join-deadline-s", "8", "--kafka-property", "session.timeout.ms=6000"},
+                      {{"KAFKA_BROKERS", mock.bootstrap_servers()}, {"NOTIFY_SOCKET", ""}});
+  REQUIRE_MESSAGE(consumer.wait_for_log("msg=assigned", 30s), consumer.stderr_text());
+  CHECK_MESSAGE(consumer.stderr_text().find("not_joined") == std::string::npos, consumer.stderr_text());
+  mock.set_broker_down(1);
+  CHECK_MESSAGE(consumer.wait_for_log("level=error msg=not_joined projection=users topic=lost", 60s),
+                consumer.stderr_text());
+  consumer.signal(SIGTERM);
+  CHECK(consumer.wait(30s) == 0);
 }
 
 TEST_CASE("an unknown projection or a bad setting: one clear line, exit 2") {
