@@ -58,8 +58,7 @@ class readiness_probe {
       : thread_([this, &p, topic, &ready, deadline] {
           using state = kafka::producer::topic_state;
           std::optional<state> last;
-          auto since = std::chrono::steady_clock::now();  // of the current state
-          auto report_at = since + deadline;
+          log::overdue unready(deadline);
           std::unique_lock lock(m_);
           while (!stop_) {
             lock.unlock();
@@ -75,20 +74,14 @@ class readiness_probe {
               else
                 log::warn(name, {{"topic", topic}});
               // Unreachable and missing in turn are one stretch of 503s.
-              if (!last || now == state::available || *last == state::available) {
-                since = t;
-                report_at = t + deadline;
-              }
+              if (!last || *last == state::available) unready.start(t);
               last = now;
             }
-            if (now != state::available && t >= report_at) {
+            if (const auto waited = now == state::available ? std::nullopt : unready.due(t))
               log::error("not_ready", {{"topic", topic},
                                        {"status", name},
-                                       {"waited_s", static_cast<std::int64_t>(
-                                                        std::chrono::duration_cast<std::chrono::seconds>(t - since).count())},
+                                       {"waited_s", static_cast<std::int64_t>(waited->count())},
                                        {"outcome", "every webhook meanwhile was answered 503"}});
-              report_at = t + std::chrono::minutes(10);
-            }
             lock.lock();
             cv_.wait_for(lock, 1s, [this] { return stop_; });
           }

@@ -71,21 +71,17 @@ class consume_loop {
     cons.subscribe({cfg_.topic});
     state_.subscribed = true;
     log::info("subscribed", {{"projection", projection::name(cfg_.projection)}, {"topic", cfg_.topic}});
-    unassigned(std::chrono::steady_clock::now());
+    unassigned();
     while (!stop.load() && !failed_) {
       state_.heartbeat_ms = steady_ms();
-      if (!joined_ && std::chrono::steady_clock::now() >= report_unassigned_at_) {
-        // librdkafka retries for ever and says so only at warn (brokers
-        // down, disconnects): nothing is consumed, and that is an error.
-        const auto waited =
-            std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - unassigned_since_);
+      // librdkafka retries for ever and says so only at warn (brokers down,
+      // disconnects): nothing is consumed, and that is an error.
+      if (const auto waited = joined_ ? std::nullopt : unassigned_.due(std::chrono::steady_clock::now()))
         log::error("not_joined", {{"projection", projection::name(cfg_.projection)},
                                   {"topic", cfg_.topic},
-                                  {"waited_s", static_cast<std::int64_t>(waited.count())},
+                                  {"waited_s", static_cast<std::int64_t>(waited->count())},
                                   {"outcome", "no partitions assigned: is Kafka reachable (address, "
                                               "security.protocol, credentials; see kafka_error lines)?"}});
-        report_unassigned_at_ = std::chrono::steady_clock::now() + std::chrono::minutes(10);
-      }
       // With an open batch, wait only a moment: a lone event is applied at once.
       std::optional<kafka::message> m;
       try {
@@ -304,27 +300,29 @@ class consume_loop {
     }
   }
 
+  // From now on the loop has no assignment (subscribed, or revoked: a
+  // rebalance, or the group's session lost with the cluster).
+  void unassigned() {
+    joined_ = false;
+    unassigned_.start(std::chrono::steady_clock::now());
+  }
+
   // Eager rebalance: commit what we hold before the partitions go elsewhere.
   // Runs inside librdkafka's C rebalance callback (also from close() while
   // an exception unwinds): nothing may escape from here.
-  // From `now` on the loop has no assignment (subscribed, or revoked: a
-  // rebalance, or the group's session lost with the cluster).
-  void unassigned(std::chrono::steady_clock::time_point now) {
-    joined_ = false;
-    unassigned_since_ = now;
-    report_unassigned_at_ = now + cfg_.join_deadline;
-  }
-
   void on_revoke() noexcept {
-    unassigned(std::chrono::steady_clock::now());
-    if (failed_) return;
-    try {
-      if (!flush()) failed_ = true;
-      log::info("revoked", {{"projection", projection::name(cfg_.projection)}});
-    } catch (const std::exception& e) {
-      log::error("db_failed", {{"projection", projection::name(cfg_.projection)}, {"error", e.what()}});
-      failed_ = true;
+    if (!failed_) {
+      try {
+        if (!flush()) failed_ = true;
+        log::info("revoked", {{"projection", projection::name(cfg_.projection)}});
+      } catch (const std::exception& e) {
+        log::error("db_failed", {{"projection", projection::name(cfg_.projection)}, {"error", e.what()}});
+        failed_ = true;
+      }
     }
+    // After the flush, which may take its retries: the group's time to
+    // assign again starts now.
+    unassigned();
   }
 
   // Applies the open batch in one transaction. A database error never
@@ -371,8 +369,7 @@ class consume_loop {
   std::int64_t pruned_ = 0;
   bool failed_ = false;
   bool joined_ = false;  // the group's assignment (partitions or none) holds
-  std::chrono::steady_clock::time_point unassigned_since_;
-  std::chrono::steady_clock::time_point report_unassigned_at_;
+  log::overdue unassigned_{cfg_.join_deadline};
   int failed_code_ = exit_db_failed;
   kafka::consumer* cons_ = nullptr;  // set in run(), for on_assign
   struct resume_check {

@@ -139,4 +139,30 @@ class rate_limiter {
   std::unordered_map<std::string, entry> seen_;
 };
 
+// For a state that must be said at error once it has lasted `deadline`
+// (no partitions, no Kafka), then every `every` while it lasts: start() when
+// it begins, due() on each turn. Not thread-safe.
+class overdue {
+ public:
+  using clock = std::chrono::steady_clock;
+  explicit overdue(clock::duration deadline, clock::duration every = std::chrono::minutes(10))
+      : deadline_(deadline), every_(every) {}
+  void start(clock::time_point t) {
+    since_ = t;
+    next_ = t + deadline_;
+  }
+  // How long the state has lasted, when a line is due at `t`.
+  [[nodiscard]] std::optional<std::chrono::seconds> due(clock::time_point t) {
+    if (t < next_) return std::nullopt;
+    next_ = t + every_;
+    return std::chrono::duration_cast<std::chrono::seconds>(t - since_);
+  }
+
+ private:
+  clock::duration deadline_;
+  clock::duration every_;
+  clock::time_point since_{};
+  clock::time_point next_{};
+};
+
 }  // namespace clerk_sync::log
