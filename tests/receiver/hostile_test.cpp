@@ -423,8 +423,8 @@ TEST_CASE("a body of 1-byte chunks costs parsing, not a trip through the event l
   // Before the parser was eager, Beast parsed one chunk line or one chunk
   // per read, each read a trip through the event loop: 1 MiB sent as 1-byte
   // chunks by an unauthenticated client cost the receiver about 0.5 s of
-  // CPU, 20,000 times a webhook. The bound leaves several times the margin
-  // either way of what this machine measures (MESSAGE below).
+  // CPU, 20,000 times a webhook; now about 20 ms (MESSAGE below). The
+  // bound leaves room for a loaded machine and still catches the old cost.
   const auto secret = test::random_secret();
   test::receiver r(test::broker().brokers, test::fresh_topic("recv_tiny_chunks", 1), secret);
   REQUIRE(r.wait_ready(20s));
@@ -438,7 +438,7 @@ TEST_CASE("a body of 1-byte chunks costs parsing, not a trip through the event l
   CHECK(test::status_of(c.read_until("\r\n\r\n", 30s)) == 400);  // no svix headers
   const auto spent = cpu_time(r.proc().pid()) - before;
   MESSAGE("1 MiB in 1-byte chunks: " << spent.count() << " ms of receiver CPU");
-  CHECK(spent < 150ms);
+  CHECK(spent < 250ms);  // all its threads' time, in 10 ms ticks, on a loaded machine too
 }
 
 TEST_CASE("a flood of unsigned requests is logged per kind at most once a minute, with every one counted, and signed deliveries each get their line") {
