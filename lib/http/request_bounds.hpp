@@ -19,10 +19,10 @@ namespace clerk_sync::http::bounds {
 
 // Beast's largest single read into a flat buffer.
 inline constexpr std::size_t max_read = 64 * 1024;
-// At most this many fields in a request's header, and with a chunked
-// body's trailer (Beast adds its fields to the header's) in all (Apache's
+// At most this many fields in a request's header (Apache's
 // LimitRequestFields): Beast allocates each field apart, so without a
 // count a header block's bytes would cost many times their size in memory.
+// (A chunked body's trailer is refused whatever its count.)
 inline constexpr std::size_t max_fields = 100;
 
 using request_parser = boost::beast::http::request_parser<boost::beast::http::string_body>;
