@@ -96,19 +96,27 @@ std::vector<std::string> durability_warnings(int brokers, int replication_factor
 
 namespace {
 
-// What an existing topic is: its settings' warnings, replication and
-// min.insync.replicas. `before` is a layout already asked for (empty
+// The report on a topic from its effective configuration and layout.
+topic_report report_of(const std::map<std::string, std::string>& config, int brokers, int partitions,
+                       int replication_factor) {
+  topic_report report;
+  report.brokers = brokers;
+  report.partitions = partitions;
+  report.replication_factor = replication_factor;
+  report.min_insync_replicas = min_isr_of(config);
+  report.warnings = replay_warnings(config);
+  report.size_warnings = size_warnings(config);
+  report.durability_warnings = durability_warnings(brokers, replication_factor, report.min_insync_replicas);
+  return report;
+}
+
+// An existing topic's report. `before` is a layout already asked for (empty
 // partitions: asked again until a broker lists them).
 topic_report describe_existing(const kafka::client_config& cfg, const std::string& name, int brokers,
                                const kafka::cluster_layout& before, std::chrono::milliseconds timeout) {
-  topic_report report;
-  report.brokers = brokers;
   const auto config = ask_until_known([&] { return kafka::describe_topic(cfg, name, timeout); },
                                       [](const auto& c) { return c.has_value(); }, timeout);
   if (!config) throw kafka::fatal_error("topic " + name + " exists but cannot be described");
-  report.warnings = replay_warnings(*config);
-  report.size_warnings = size_warnings(*config);
-  report.min_insync_replicas = min_isr_of(*config);
   // Created by someone else a moment ago, or listed by none of the brokers
   // asked first: without its layout there is no durability to judge.
   const auto layout = before.partitions.empty()
@@ -119,10 +127,7 @@ topic_report describe_existing(const kafka::client_config& cfg, const std::strin
   int rf = 0;
   for (const auto& p : layout.partitions)
     rf = rf == 0 ? static_cast<int>(p.replicas.size()) : std::min(rf, static_cast<int>(p.replicas.size()));
-  report.replication_factor = rf;
-  report.partitions = static_cast<int>(layout.partitions.size());
-  report.durability_warnings = durability_warnings(report.brokers, report.replication_factor, report.min_insync_replicas);
-  return report;
+  return report_of(*config, brokers, static_cast<int>(layout.partitions.size()), rf);
 }
 
 }  // namespace
@@ -147,16 +152,8 @@ topic_report ensure_topic(const kafka::client_config& cfg, const topic_settings&
     kafka::topic_spec spec{settings.name, settings.partitions, settings.replication_factor,
                            {configs.begin(), configs.end()}};
     if (kafka::create_topic(cfg, spec, timeout) == kafka::create_outcome::created) {
-      topic_report report;
+      auto report = report_of(configs, brokers, settings.partitions, settings.replication_factor);
       report.created = true;
-      report.brokers = brokers;
-      report.partitions = settings.partitions;
-      report.warnings = replay_warnings(configs);
-      report.size_warnings = size_warnings(configs);
-      report.replication_factor = settings.replication_factor;
-      report.min_insync_replicas = min_isr_of(configs);
-      report.durability_warnings =
-          durability_warnings(report.brokers, report.replication_factor, report.min_insync_replicas);
       return report;
     }
   }
