@@ -144,6 +144,11 @@ int status(const status_args& a) {
                     : p.recreated_found_svix_id ? ", RECREATED: the record before the stored offset is another "
                                                   "event; the consumer stops here with exit 5"
                                                 : "");
+        if (!p.resume_unchecked.empty())
+          log::warn("resume_unchecked", {{"projection", name},
+                                         {"partition", p.partition},
+                                         {"offset", *p.stored},
+                                         {"reason", p.resume_unchecked}});
         if (p.recreated_found_svix_id) {
           log::error("topic_recreated", {{"projection", name},
                                          {"topic", a.topic},

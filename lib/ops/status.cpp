@@ -23,12 +23,26 @@ bool outside_log(std::optional<std::int64_t> stored, std::int64_t low, std::int6
 
 namespace {
 
+// The offset of the record a stored offset's svix-id is compared with, as
+// the consumer does on resuming: the one before it, when it is in the log
+// and an id was stored with it.
+std::optional<std::int64_t> record_to_check(const std::map<std::int32_t, std::int64_t>& stored,
+                                            const std::map<std::int32_t, std::string>& last_ids,
+                                            std::int32_t partition, std::int64_t low, std::int64_t high) {
+  const auto s = stored.find(partition);
+  const auto id = last_ids.find(partition);
+  if (s == stored.end() || id == last_ids.end() || id->second.empty() || s->second <= low || s->second > high)
+    return std::nullopt;
+  return s->second - 1;
+}
+
 // The svix-id header of the record at each wanted (partition, offset), read
 // within `timeout`; a record not read (compacted away, trimmed, too slow)
-// is left out. One round per distinct offset of a partition, usually one.
+// is left out, and `why` says why when the reader failed. One round per
+// distinct offset of a partition, usually one.
 std::map<std::pair<std::int32_t, std::int64_t>, std::string> svix_ids_at(
     kafka::consumer& reader, const std::string& topic, std::map<std::int32_t, std::set<std::int64_t>> wanted,
-    std::chrono::milliseconds timeout) {
+    std::chrono::milliseconds timeout, std::string& why) {
   std::map<std::pair<std::int32_t, std::int64_t>, std::string> out;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   try {
@@ -51,9 +65,11 @@ std::map<std::pair<std::int32_t, std::int64_t>, std::string> svix_ids_at(
         if (m->offset >= it->second) round.erase(it);
       }
     }
-  } catch (const kafka::fatal_error&) {
+  } catch (const kafka::fatal_error& e) {
     // Trimmed since the watermarks were read, say: what was read stands.
+    why = e.what();
   }
+  if (why.empty() && !wanted.empty()) why = "not read within the timeout";
   reader.assign({});
   return out;
 }
@@ -88,14 +104,11 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
   // stored offset inside the log must be the one applied last.
   std::map<std::int32_t, std::set<std::int64_t>> wanted;
   for (std::size_t j = 0; j < projections.size(); ++j)
-    for (std::size_t i = 0; i < partitions.size(); ++i) {
-      const auto s = stored_of[j].find(partitions[i]);
-      const auto id = last_ids_of[j].find(partitions[i]);
-      if (s != stored_of[j].end() && id != last_ids_of[j].end() && !id->second.empty() && marks[i].first < s->second &&
-          s->second <= marks[i].second)
-        wanted[partitions[i]].insert(s->second - 1);
-    }
-  const auto found_ids = svix_ids_at(reader, topic, wanted, timeout);
+    for (std::size_t i = 0; i < partitions.size(); ++i)
+      if (const auto at = record_to_check(stored_of[j], last_ids_of[j], partitions[i], marks[i].first, marks[i].second))
+        wanted[partitions[i]].insert(*at);
+  std::string unread_why;
+  const auto found_ids = svix_ids_at(reader, topic, wanted, timeout, unread_why);
 
   const auto stats = projection::status(db);
   std::vector<projection_report> out;
@@ -114,11 +127,13 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
       pl.high = marks[i].second;
       pl.lag = lag_of(pl.stored, pl.low, pl.high);
       pl.out_of_range = outside_log(pl.stored, pl.low, pl.high);
-      if (const auto id = last_ids_of[j].find(pl.partition); pl.stored && id != last_ids_of[j].end()) {
-        const auto found = found_ids.find({pl.partition, *pl.stored - 1});
-        if (found != found_ids.end() && found->second != id->second) {
+      if (const auto at = record_to_check(stored, last_ids_of[j], pl.partition, pl.low, pl.high)) {
+        const auto found = found_ids.find({pl.partition, *at});
+        if (found == found_ids.end()) {
+          pl.resume_unchecked = unread_why.empty() ? "no record at that offset (compacted away?)" : unread_why;
+        } else if (const auto& applied = last_ids_of[j].at(pl.partition); found->second != applied) {
           pl.recreated_found_svix_id = found->second;
-          pl.applied_svix_id = id->second;
+          pl.applied_svix_id = applied;
         }
       }
       r.lag += pl.lag;

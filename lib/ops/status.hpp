@@ -42,6 +42,9 @@ struct partition_lag {
   // could not be read (none stored, trimmed, not within the timeout).
   std::optional<std::string> recreated_found_svix_id;
   std::string applied_svix_id;
+  // Why that record could not be compared (read failed or timed out, or no
+  // record there); empty when it was, or when there was nothing to compare.
+  std::string resume_unchecked;
 };
 
 struct projection_report {
