@@ -280,11 +280,12 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
   systemd::notify_ready();
   ioc.run();
 
-  probe.reset();
   // The loop has stopped, so a signal now could not be served: the default
-  // action ends the process during the flush below. Every 2xx sent had its
-  // delivery report; what the flush still waits for was never acknowledged.
+  // action ends the process, while the probe's last check ends (up to its
+  // 2 s) or during the flush below. Every 2xx sent had its delivery report;
+  // what the flush still waits for was never acknowledged.
   signals.clear();
+  probe.reset();
   if (producer) {
     // A fatal error after the drain stopped the loop, or during the flush,
     // was posted to the loop in vain.
