@@ -53,11 +53,12 @@ TEST_CASE("no partitions from the group within the join deadline is an error lin
   // A consumer that joins says nothing of the kind (a deadline a loaded
   // machine's join stays well within).
   const auto topic = t::fresh_topic("consumer-joins", 1);
-  const auto started = std::chrono::steady_clock::now();
   auto joined = t::start_consumer({"--projection", "users", "--db", (dir / "up.db").string(), "--topic", topic,
                                    "--group-prefix", t::unique_name("joins"), "--join-deadline-s", "8"});
+  REQUIRE(joined->wait_for_log("msg=subscribed", 30s));
+  const auto subscribed = std::chrono::steady_clock::now();  // the deadline counts from here, a little before
   REQUIRE(joined->wait_for_log("msg=assigned", 30s));
-  std::this_thread::sleep_until(started + 9s);
+  std::this_thread::sleep_until(subscribed + 9s);
   joined->signal(SIGTERM);
   CHECK(joined->wait(30s) == 0);
   CHECK(joined->stderr_text().find("not_joined") == std::string::npos);
