@@ -10,7 +10,6 @@
 
 #include <csignal>
 #include <fstream>
-#include <iterator>
 #include <sstream>
 #include <thread>
 
@@ -45,7 +44,8 @@ std::string body_of_size(const std::string& user, std::size_t size) {
 // User plus system CPU time of a process so far, from /proc/PID/stat.
 std::chrono::milliseconds cpu_time(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string stat;  // one line
+  REQUIRE(std::getline(in, stat));
   std::istringstream rest(stat.substr(stat.rfind(')') + 2));  // after "pid (comm) "
   std::string field;
   long long ticks = 0;
