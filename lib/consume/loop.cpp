@@ -63,7 +63,7 @@ class consume_loop {
   consume_loop& operator=(const consume_loop&) = delete;
 
   int run(const std::atomic<bool>& stop) {
-    kafka::consumer cons(cfg_.kafka, cfg_.group_prefix + "." + std::string(projection::name(cfg_.projection)),
+    kafka::consumer cons(cfg_.kafka, group_,
                          {.on_assign = [this](std::vector<kafka::topic_partition> parts) { return on_assign(parts); },
                           .on_revoke = [this](const std::vector<kafka::topic_partition>&) { on_revoke(); }},
                          {.max_poll_interval = cfg_.max_poll_interval});
@@ -150,6 +150,7 @@ class consume_loop {
       const auto fresh_deadline = std::chrono::steady_clock::now() + 5s;
       for (const auto& p : parts)
         if (p.offset == kafka::offset_beginning) warn_if_log_trimmed(p.partition, fresh_deadline);
+      check_group_whole(parts.size());
     } catch (const store::db_error& e) {
       log::error("offsets_unreadable", {{"projection", projection::name(cfg_.projection)}, {"error", e.what()}});
       failed_ = true;  // nothing polled from here on is applied
@@ -159,6 +160,46 @@ class consume_loop {
       return {};
     }
     return parts;
+  }
+
+  // One process per projection: a partition assigned to another member of
+  // the group (a consumer on another host, or one run by hand with another
+  // --db) sends its events to that member's database, not to this one, for
+  // as long as it runs. Said at error on each assignment that falls short of
+  // the topic, naming the other members, and at info once it is whole again.
+  // Unchecked when the topic's partitions cannot be read: the resume checks
+  // above have said what is wrong with the cluster.
+  void check_group_whole(std::size_t assigned) {
+    std::vector<std::int32_t> all;
+    try {
+      all = cons_->partitions_of(cfg_.topic, 5s);
+    } catch (const kafka::fatal_error&) {
+      return;
+    }
+    state_.heartbeat_ms = steady_ms();
+    if (all.empty()) return;
+    if (assigned >= all.size()) {
+      if (shared_)
+        log::info("group_whole", {{"projection", projection::name(cfg_.projection)}, {"partitions", all.size()}});
+      shared_ = false;
+      return;
+    }
+    shared_ = true;
+    std::string others;
+    try {
+      for (const auto& m : cons_->other_members(5s)) others += (others.empty() ? "" : ", ") + m.client_id + "@" + m.host;
+    } catch (const kafka::fatal_error& e) {
+      others = std::string("unknown (") + e.what() + ")";
+    }
+    state_.heartbeat_ms = steady_ms();
+    log::error("group_shared",
+               {{"projection", projection::name(cfg_.projection)},
+                {"group", group_},
+                {"assigned", assigned},
+                {"partitions", all.size()},
+                {"others", others},
+                {"outcome", "another consumer in this projection's group holds the other partitions: their events "
+                            "go to its database, not this one, while it runs (one process per projection)"}});
   }
 
   // A partition's log range, asked within what is left of `deadline`; why
@@ -369,6 +410,8 @@ class consume_loop {
   std::int64_t pruned_ = 0;
   bool failed_ = false;
   bool joined_ = false;  // the group's assignment (partitions or none) holds
+  bool shared_ = false;  // the last assignment was short of the topic (group_shared)
+  const std::string group_ = cfg_.group_prefix + "." + std::string(projection::name(cfg_.projection));
   log::overdue unassigned_{cfg_.join_deadline};
   int failed_code_ = exit_db_failed;
   kafka::consumer* cons_ = nullptr;  // set in run(), for on_assign

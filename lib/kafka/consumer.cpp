@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cstdlib>
+#include <string_view>
 
 #include "kafka/handle.hpp"
 
@@ -67,10 +68,14 @@ std::int64_t queue_budget(rd_kafka_conf_t* conf) {
   return std::atoll(detail::get(conf, "queued.max.messages.kbytes").c_str()) * 1024;
 }
 
+// A member's host as brokers report it: "/10.0.0.5".
+std::string_view trim_slash(std::string_view host) { return host.starts_with('/') ? host.substr(1) : host; }
+
 }  // namespace
 
 struct consumer::impl {
   detail::handle_ptr rk;
+  std::string group;
   rebalance_handler handler;
   bool closed = false;
   std::unique_ptr<rd_kafka_queue_t, queue_deleter> queue;  // the consumer queue poll() serves
@@ -130,6 +135,8 @@ detail::conf_ptr consumer_conf(const client_config& cfg, const std::string& grou
                              {"session.timeout.ms", session},
                              {"max.poll.interval.ms", max_poll},
                              {"fetch.wait.max.ms", "100"},
+                             // What the group's member list and the brokers' logs name it by.
+                             {"client.id", group},
                          },
                          {
                              {"group.id", group},
@@ -156,6 +163,7 @@ consumer::consumer(const client_config& cfg, const std::string& group_id, rebala
                    const consumer_options& opts)
     : impl_(std::make_unique<impl>()) {
   impl_->handler = std::move(handler);
+  impl_->group = group_id;
   auto conf = consumer_conf(cfg, group_id, opts);
   rd_kafka_conf_set_rebalance_cb(conf.get(), &impl::on_rebalance);
   rd_kafka_conf_set_opaque(conf.get(), impl_.get());
@@ -265,6 +273,26 @@ std::vector<std::int32_t> consumer::partitions_of(const std::string& topic, std:
     for (int j = 0; j < md->topics[i].partition_cnt; ++j) out.push_back(md->topics[i].partitions[j].id);
   }
   rd_kafka_metadata_destroy(md);
+  return out;
+}
+
+std::vector<consumer::member> consumer::other_members(std::chrono::milliseconds timeout) const {
+  rd_kafka_t* rk = impl_->rk.get();
+  const struct rd_kafka_group_list* raw = nullptr;
+  const auto err = rd_kafka_list_groups(rk, impl_->group.c_str(), &raw, static_cast<int>(timeout.count()));
+  const std::unique_ptr<const rd_kafka_group_list, decltype(&rd_kafka_group_list_destroy)> list(
+      raw, &rd_kafka_group_list_destroy);
+  if (err) throw fatal_error("members of group " + impl_->group + ": " + rd_kafka_err2str(err));
+  const std::unique_ptr<char, std::function<void(char*)>> self(rd_kafka_memberid(rk),
+                                                               [rk](char* id) { rd_kafka_mem_free(rk, id); });
+  std::vector<member> out;
+  for (int i = 0; i < list->group_cnt; ++i) {
+    const auto& g = list->groups[i];
+    if (g.err) throw fatal_error("members of group " + impl_->group + ": " + rd_kafka_err2str(g.err));
+    for (int j = 0; j < g.member_cnt; ++j)
+      if (!self || std::string_view(g.members[j].member_id) != self.get())
+        out.push_back({g.members[j].client_id, std::string(trim_slash(g.members[j].client_host))});
+  }
   return out;
 }
 

@@ -73,6 +73,16 @@ class consumer {
   [[nodiscard]] std::pair<std::int64_t, std::int64_t> watermarks(const std::string& topic, std::int32_t partition,
                                                                  std::chrono::milliseconds timeout) const;
 
+  // Another member of this consumer's group, as the group's coordinator
+  // lists it: its client.id, and its address as the broker saw it.
+  struct member {
+    std::string client_id;
+    std::string host;
+  };
+  // The group's members other than this one. Throws fatal_error when the
+  // coordinator could not be asked within `timeout`.
+  [[nodiscard]] std::vector<member> other_members(std::chrono::milliseconds timeout) const;
+
   // Partition ids of a topic; empty if the topic does not exist.
   [[nodiscard]] std::vector<std::int32_t> partitions_of(const std::string& topic,
                                                         std::chrono::milliseconds timeout) const;

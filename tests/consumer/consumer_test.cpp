@@ -83,6 +83,35 @@ TEST_CASE("partitions lost with the cluster and not given back within the join d
   CHECK(consumer.wait(30s) == 0);
 }
 
+TEST_CASE("a second consumer of one projection with another database is an error line in both, naming the other") {
+  // One process per projection: a second member of the group (another host,
+  // or a run by hand with another --db) takes partitions, and their events
+  // go to its database instead of the first one's while it runs.
+  const auto topic = t::fresh_topic("consumer-shared", 2);
+  const auto prefix = t::unique_name("shared");
+  t::temp_dir dir;
+  const auto start = [&](const std::string& db) {
+    return t::start_consumer(
+        {"--projection", "users", "--db", (dir / db).string(), "--topic", topic, "--group-prefix", prefix});
+  };
+  auto first = start("first.db");
+  REQUIRE_MESSAGE(first->wait_for_log("msg=assigned", 30s), first->stderr_text());
+  REQUIRE(first->wait_for_log("partition=1", 30s));  // the whole topic
+  auto second = start("second.db");
+  const std::string line = "level=error msg=group_shared projection=users group=" + prefix +
+                           ".users assigned=1 partitions=2 others=" + prefix + ".users@127.0.0.1 outcome=";
+  CHECK_MESSAGE(first->wait_for_log(line, 60s), first->stderr_text());
+  CHECK_MESSAGE(second->wait_for_log(line, 60s), second->stderr_text());
+  // The second one leaves: the first holds the whole topic again, and says so.
+  second->signal(SIGTERM);
+  CHECK(second->wait(30s) == 0);
+  CHECK_MESSAGE(first->wait_for_log("level=info msg=group_whole projection=users partitions=2", 60s),
+                first->stderr_text());
+  first->signal(SIGTERM);
+  CHECK(first->wait(30s) == 0);
+  CHECK(first->stderr_text().find("group_shared") == first->stderr_text().rfind("group_shared"));  // once
+}
+
 TEST_CASE("an unknown projection or a bad setting: one clear line, exit 2") {
   const auto exe = t::binary_path("app/consumer/clerk-sync-consumer");
   auto r = t::run(exe, {"--projection", "users,payments"});
