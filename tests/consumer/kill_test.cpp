@@ -2,12 +2,15 @@
 
 #include <doctest/doctest.h>
 
+#include <SQLiteCpp/SQLiteCpp.h>
 #include <signal.h>
 
 #include <random>
 #include <set>
 #include <thread>
 
+#include "projection/mapping.hpp"
+#include "store/database.hpp"
 #include "support/support.hpp"
 
 using namespace std::chrono_literals;
@@ -28,7 +31,103 @@ std::int64_t least_progress(const std::string& db, const std::string& topic) {
   return least;
 }
 
+// The next offset `projection` stored for partition 0, or 0.
+std::int64_t stored(const std::string& db, const std::string& topic, const std::string& projection) {
+  const auto totals = t::stored_totals(db, topic);
+  const auto it = totals.find(projection);
+  return it == totals.end() ? 0 : it->second;
+}
+
+// Whether another connection holds the write lock for all of `span`: a
+// transaction that hangs, not one of a consumer's short ones.
+bool write_lock_held_for(const std::string& db, std::chrono::milliseconds span) {
+  SQLite::Database c(db, SQLite::OPEN_READWRITE);  // busy timeout 0: BUSY at once
+  const auto until = std::chrono::steady_clock::now() + span;
+  while (std::chrono::steady_clock::now() < until) {
+    try {
+      c.exec("BEGIN IMMEDIATE");
+      c.exec("ROLLBACK");
+      return false;
+    } catch (const SQLite::Exception&) {  // busy: held
+    }
+    std::this_thread::sleep_for(50ms);
+  }
+  return true;
+}
+
 }  // namespace
+
+TEST_CASE("SIGKILLed inside a transaction that wrote rows and ledger, the consumer keeps none of them and "
+          "restarts to the rows of an uninterrupted run") {
+  // The random kills above rarely land between BEGIN and COMMIT. Here a
+  // trigger on the offsets table, the batch's last write, hangs the
+  // transaction that would store referrals' offset past `hang_past` (a cross
+  // join of 3,000 rows three times: hours), after it wrote that batch's
+  // rows and ledger rows; then the process is killed there.
+  const auto topic = t::fresh_topic("cons-kill-tx", 1);
+  t::temp_dir dir;
+  const auto db = (dir / "killed.db").string();
+  const auto events = t::generate_events({.users = 100, .events = 2'000, .seed = 7});
+  t::produce_events(t::broker(), topic, events);
+  const auto total = static_cast<std::int64_t>(events.size());
+  const std::int64_t hang_past = 1'000;
+  { const clerk_sync::store::database create(db); }
+  {
+    SQLite::Database c(db, SQLite::OPEN_READWRITE);
+    c.exec("CREATE TABLE slow(x INTEGER); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < "
+           "3000) INSERT INTO slow SELECT i FROM n");
+    for (const char* when : {"INSERT", "UPDATE"})
+      c.exec(std::string("CREATE TRIGGER hang_") + when + " AFTER " + when +
+             " ON kafka_offsets WHEN NEW.projection = 'referrals' AND NEW.next_offset > " + std::to_string(hang_past) +
+             " BEGIN SELECT count(*) FROM slow a, slow b, slow c; END");
+  }
+  const std::vector<std::string> args{"--projection", "users,referrals", "--topic", topic, "--db", db,
+                                      "--group-prefix", t::unique_name("kill-tx"), "--batch-size", "25"};
+  auto c = t::start_consumer(args);
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (std::chrono::steady_clock::now() < deadline && c->running() &&
+         !(stored(db, topic, "referrals") > hang_past - 25 && write_lock_held_for(db, 1s)))
+    std::this_thread::sleep_for(20ms);
+  REQUIRE_MESSAGE(c->running(), c->stderr_text());
+  const auto committed = stored(db, topic, "referrals");
+  REQUIRE(committed > hang_past - 25);
+  REQUIRE(committed <= hang_past);
+  REQUIRE(write_lock_held_for(db, 1s));  // still inside the hanging transaction
+  c->signal(SIGKILL);
+  CHECK(c->wait(10s) == 128 + SIGKILL);
+
+  // What survived is exactly what the events before the committed offset
+  // make: nothing of the batch the transaction was writing.
+  const std::vector<t::generated_event> before(events.begin(), events.begin() + committed);
+  const auto prefix_db = (dir / "prefix.db").string();
+  (void)t::reference_tables(before, prefix_db, {clerk_sync::projection::kind::referrals});
+  const std::string referral_ledger = "SELECT count(*) FROM applied_events WHERE projection = 'referrals'";
+  CHECK(t::query_int(db, referral_ledger) == t::query_int(prefix_db, referral_ledger));
+  CHECK(t::query_int(db, "SELECT count(*) FROM referrals") == t::query_int(prefix_db, "SELECT count(*) FROM referrals"));
+  // The hanging batch, which holds the events up to hang_past at least,
+  // would have written some: otherwise this proves nothing.
+  const std::vector<t::generated_event> through(events.begin(), events.begin() + hang_past + 1);
+  const auto through_db = (dir / "through.db").string();
+  (void)t::reference_tables(through, through_db, {clerk_sync::projection::kind::referrals});
+  REQUIRE(t::query_int(through_db, referral_ledger) > t::query_int(prefix_db, referral_ledger));
+
+  {
+    SQLite::Database fix(db, SQLite::OPEN_READWRITE);
+    fix.exec("DROP TRIGGER hang_INSERT; DROP TRIGGER hang_UPDATE; DROP TABLE slow");
+  }
+  auto last = t::start_consumer(args);
+  REQUIRE(t::wait_caught_up(db, topic, {"users", "referrals"}, total, 90s));
+  last->signal(SIGTERM);
+  CHECK_MESSAGE(last->wait(20s) == 0, last->stderr_text().substr(0, 3000));
+  const auto reference_db = (dir / "reference.db").string();
+  const auto reference = t::reference_tables(
+      events, reference_db, {clerk_sync::projection::kind::users, clerk_sync::projection::kind::referrals});
+  CHECK(t::dump_tables(db) == reference);
+  for (const std::string p : {"users", "referrals"}) {
+    const std::string sql = "SELECT count(*) FROM applied_events WHERE projection = '" + p + "'";
+    CHECK_MESSAGE(t::query_int(db, sql) == t::query_int(reference_db, sql), p);
+  }
+}
 
 TEST_CASE("SIGKILLed at random moments while applying and restarted, the consumer ends with the rows of an "
           "uninterrupted run, each svix-id once per projection") {
