@@ -3,12 +3,15 @@
 #include <doctest/doctest.h>
 
 #include <csignal>
+#include <future>
 #include <mutex>
 #include <thread>
 
 #include "kafka/admin.hpp"
 #include "kafka/client.hpp"
 #include "kafka/mock_cluster.hpp"
+#include "projection/applier.hpp"
+#include "store/database.hpp"
 #include "support/support.hpp"
 
 namespace test = clerk_sync::test;
@@ -149,6 +152,60 @@ TEST_CASE("mock cluster faults (produce errors, slow round trips, broker loss): 
   check_every_200_is_held(answers, test::read_topic(mock.bootstrap_servers(), topic));
   r.proc().signal(SIGTERM);
   CHECK(r.proc().wait(20s) == 0);
+}
+
+TEST_CASE("SIGKILLed after Kafka appended an event but before answering: no answer, the event is held, and "
+          "Svix's retry is a duplicate the consumer applies once") {
+  // The mock cluster appends a record when the request arrives and delays
+  // only the answer, so the receiver is killed between the two.
+  kafka::mock_cluster mock(1);
+  const std::string topic = "clerk.events.killed";
+  mock.create_topic(topic, 1);
+  const auto secret = test::random_secret();
+  const std::vector<std::string> args{"--publish-deadline-ms", "12000"};
+  auto first = std::make_unique<test::receiver>(mock.bootstrap_servers(), topic, secret, args);
+  REQUIRE(first->wait_ready(15s));
+  REQUIRE(test::post_event(first->port(), test::sign_event(secret, test::user_event_body("user_before"))).status == 200);
+
+  const auto body = test::user_event_body("user_killed");
+  const auto delivery = test::sign_event(secret, body);
+  mock.set_round_trip(1, 8000ms);
+  auto answer = std::async(std::launch::async, [&] { return test::post_event(first->port(), delivery, 30s); });
+  std::this_thread::sleep_for(3000ms);  // the request is in, its produce answer held back (a loaded CI included)
+  REQUIRE(answer.wait_for(0s) == std::future_status::timeout);
+  first->proc().signal(SIGKILL);
+  CHECK(first->proc().wait(10s) == 128 + SIGKILL);
+  const auto killed = answer.get();
+  CHECK_MESSAGE((killed.status < 200 || killed.status > 299), killed.body);  // Svix will retry
+  mock.set_round_trip(1, 0ms);
+  const auto count_of = [&](const std::vector<kafka::message>& records) {
+    return std::count_if(records.begin(), records.end(),
+                         [&](const kafka::message& m) { return kafka::find_header(m.headers, "svix-id") == delivery.id; });
+  };
+  CHECK(count_of(test::read_topic(mock.bootstrap_servers(), topic)) == 1);  // held though never acknowledged
+
+  // Svix's retry: the same svix-id and body, signed anew, to the restarted receiver.
+  test::receiver second(mock.bootstrap_servers(), topic, secret, args);
+  REQUIRE(second.wait_ready(15s));
+  const auto retry = test::sign_event(secret, body, std::nullopt, delivery.id);
+  CHECK(test::post_event(second.port(), retry).status == 200);
+  const auto records = test::read_topic(mock.bootstrap_servers(), topic);
+  REQUIRE(count_of(records) == 2);
+
+  // Both copies through the users projection: applied once, then a duplicate.
+  test::temp_dir dir;
+  clerk_sync::store::database db((dir / "users.db").string());
+  clerk_sync::projection::applier users(db, {clerk_sync::projection::kind::users});
+  std::vector<clerk_sync::projection::outcome> outcomes;
+  for (const auto& m : records) {
+    if (kafka::find_header(m.headers, "svix-id") != delivery.id) continue;
+    const clerk_sync::projection::envelope e{m.topic, m.partition, m.offset, delivery.id,
+                                             std::string(*kafka::find_header(m.headers, "clerk-event-type")), m.value};
+    for (const auto& r : users.apply({&e, 1})) outcomes.push_back(r.result);
+  }
+  CHECK(outcomes == std::vector{clerk_sync::projection::outcome::applied, clerk_sync::projection::outcome::duplicate});
+  second.proc().signal(SIGTERM);
+  CHECK(second.proc().wait(20s) == 0);
 }
 
 TEST_CASE("graceful shutdown under load loses no acknowledged event") {
