@@ -238,7 +238,7 @@ int dead_letters_retry(const dead_letter_args& a) {
     for (const auto id : ids) {
       const auto r = projection::redrive_dead_letter(db, id);
       if (!r.found) {
-        log::error("dead letter not found", {{"id", id}});
+        log::error("no pending dead letter", {{"id", id}, {"outcome", "no such id, or resolved already"}});
         code = exit_failed;
       } else if (r.result == projection::outcome::dead_letter) {
         log::warn("dead letter still fails", {{"id", id}, {"reason", r.detail}});

@@ -653,11 +653,13 @@ prune_step prune_ledger(store::database& db, kind projection, std::int64_t appli
 }
 
 redrive_result redrive_dead_letter(store::database& db, std::int64_t id) {
-  std::optional<dead_letter> found = find_dead_letter(db, id);
-  if (!found || found->resolved_at) return {};
-  return guarded([&] {
+  return guarded([&]() -> redrive_result {
     statements s(db.native());
     SQLite::Transaction tx(db.native(), SQLite::TransactionBehavior::IMMEDIATE);
+    // Read under the write lock: a re-drive running beside this one has
+    // either resolved it already or waits for this one to end.
+    const std::optional<dead_letter> found = find_dead_letter(db, id);
+    if (!found || found->resolved_at) return {};
     const envelope m{found->topic, found->partition, found->offset, found->svix_id, found->type, found->payload};
     const decoded d = decode_message(m);
     const written w = apply_one(s, found->projection, m, d, now_ms());

@@ -154,9 +154,9 @@ struct redrive_result {
 };
 
 // Re-runs the mapping on a pending dead letter's stored payload (read by id
-// alone); when it now
-// maps, applies it (rows + ledger, never offsets) and marks the dead letter
-// resolved in the same transaction. Throws db_error.
+// alone, inside the transaction); when it now maps, applies it (rows +
+// ledger, never offsets) and marks the dead letter resolved in the same
+// transaction. Throws db_error.
 [[nodiscard]] redrive_result redrive_dead_letter(store::database& db, std::int64_t id);
 
 struct projection_status {
