@@ -2,7 +2,6 @@
 
 #include <doctest/doctest.h>
 
-#include <SQLiteCpp/SQLiteCpp.h>
 #include <signal.h>
 
 #include <random>
@@ -11,6 +10,7 @@
 
 #include "projection/mapping.hpp"
 #include "store/database.hpp"
+#include "support/hang.hpp"
 #include "support/support.hpp"
 
 using namespace std::chrono_literals;
@@ -38,32 +38,14 @@ std::int64_t stored(const std::string& db, const std::string& topic, const std::
   return it == totals.end() ? 0 : it->second;
 }
 
-// Whether another connection holds the write lock for all of `span`: a
-// transaction that hangs, not one of a consumer's short ones.
-bool write_lock_held_for(const std::string& db, std::chrono::milliseconds span) {
-  SQLite::Database c(db, SQLite::OPEN_READWRITE);  // busy timeout 0: BUSY at once
-  const auto until = std::chrono::steady_clock::now() + span;
-  while (std::chrono::steady_clock::now() < until) {
-    try {
-      c.exec("BEGIN IMMEDIATE");
-      c.exec("ROLLBACK");
-      return false;
-    } catch (const SQLite::Exception&) {  // busy: held
-    }
-    std::this_thread::sleep_for(50ms);
-  }
-  return true;
-}
-
 }  // namespace
 
 TEST_CASE("SIGKILLed inside a transaction that wrote rows and ledger, the consumer keeps none of them and "
           "restarts to the rows of an uninterrupted run") {
-  // The random kills above rarely land between BEGIN and COMMIT. Here a
+  // The random kills below rarely land between BEGIN and COMMIT. Here a
   // trigger on the offsets table, the batch's last write, hangs the
-  // transaction that would store referrals' offset past `hang_past` (a cross
-  // join of 3,000 rows three times: hours), after it wrote that batch's
-  // rows and ledger rows; then the process is killed there.
+  // transaction that would store referrals' offset past `hang_past`, after
+  // it wrote that batch's rows and ledger rows; the process is killed there.
   const auto topic = t::fresh_topic("cons-kill-tx", 1);
   t::temp_dir dir;
   const auto db = (dir / "killed.db").string();
@@ -72,27 +54,20 @@ TEST_CASE("SIGKILLed inside a transaction that wrote rows and ledger, the consum
   const auto total = static_cast<std::int64_t>(events.size());
   const std::int64_t hang_past = 1'000;
   { const clerk_sync::store::database create(db); }
-  {
-    SQLite::Database c(db, SQLite::OPEN_READWRITE);
-    c.exec("CREATE TABLE slow(x INTEGER); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < "
-           "3000) INSERT INTO slow SELECT i FROM n");
-    for (const char* when : {"INSERT", "UPDATE"})
-      c.exec(std::string("CREATE TRIGGER hang_") + when + " AFTER " + when +
-             " ON kafka_offsets WHEN NEW.projection = 'referrals' AND NEW.next_offset > " + std::to_string(hang_past) +
-             " BEGIN SELECT count(*) FROM slow a, slow b, slow c; END");
-  }
+  t::hang_writes(db, "kafka_offsets", "INSERT", "NEW.projection = 'referrals' AND NEW.next_offset > " + std::to_string(hang_past));
+  t::hang_writes(db, "kafka_offsets", "UPDATE", "NEW.projection = 'referrals' AND NEW.next_offset > " + std::to_string(hang_past));
   const std::vector<std::string> args{"--projection", "users,referrals", "--topic", topic, "--db", db,
                                       "--group-prefix", t::unique_name("kill-tx"), "--batch-size", "25"};
   auto c = t::start_consumer(args);
   const auto deadline = std::chrono::steady_clock::now() + 60s;
   while (std::chrono::steady_clock::now() < deadline && c->running() &&
-         !(stored(db, topic, "referrals") > hang_past - 25 && write_lock_held_for(db, 1s)))
+         !(stored(db, topic, "referrals") > hang_past - 25 && t::write_lock_held_for(db, 1s)))
     std::this_thread::sleep_for(20ms);
   REQUIRE_MESSAGE(c->running(), c->stderr_text());
   const auto committed = stored(db, topic, "referrals");
   REQUIRE(committed > hang_past - 25);
   REQUIRE(committed <= hang_past);
-  REQUIRE(write_lock_held_for(db, 1s));  // still inside the hanging transaction
+  REQUIRE(t::write_lock_held_for(db, 1s));  // still inside the hanging transaction
   c->signal(SIGKILL);
   CHECK(c->wait(10s) == 128 + SIGKILL);
 
@@ -111,10 +86,7 @@ TEST_CASE("SIGKILLed inside a transaction that wrote rows and ledger, the consum
   (void)t::reference_tables(through, through_db, {clerk_sync::projection::kind::referrals});
   REQUIRE(t::query_int(through_db, referral_ledger) > t::query_int(prefix_db, referral_ledger));
 
-  {
-    SQLite::Database fix(db, SQLite::OPEN_READWRITE);
-    fix.exec("DROP TRIGGER hang_INSERT; DROP TRIGGER hang_UPDATE; DROP TABLE slow");
-  }
+  t::unhang_writes(db);
   auto last = t::start_consumer(args);
   REQUIRE(t::wait_caught_up(db, topic, {"users", "referrals"}, total, 90s));
   last->signal(SIGTERM);

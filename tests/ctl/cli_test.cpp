@@ -1,11 +1,16 @@
 // clerk-sync-ctl as an operator runs it, without Kafka: every subcommand's
-// --help, bad usage -> exit 2, `sign` against a published Svix vector, and
-// the refusals that come before any network call.
+// --help, bad usage -> exit 2, `sign` against a published Svix vector, the
+// refusals that come before any network call, and dead letters re-driven.
 #include <doctest/doctest.h>
 
+#include <SQLiteCpp/SQLiteCpp.h>
+#include <signal.h>
+
 #include <fstream>
+#include <thread>
 
 #include "store/database.hpp"
+#include "support/hang.hpp"
 #include "support/process.hpp"
 #include "support/support.hpp"
 
@@ -148,4 +153,52 @@ TEST_CASE("dead-letters retry leaves the WAL files the consumers keep for the au
   { store::database plain(other); }
   CHECK(test::run(ctl(), {"dead-letters", "retry", "--db", other, "--all"}, clean_env).status == 0);
   CHECK_FALSE(std::filesystem::exists(other + "-wal"));
+}
+
+TEST_CASE("a dead-letter re-drive SIGKILLed before it marks the letter resolved keeps nothing, and the next applies it "
+          "once") {
+  // A dead letter whose payload now maps (as after a fix of the mapping):
+  // its re-drive writes the user and the ledger row, then marks the letter
+  // resolved, in one transaction. A trigger hangs it at the mark.
+  test::temp_dir dir;
+  const auto db = (dir / "live.db").string();
+  { store::database create(db, {.keep_wal_files = true}); }
+  const auto count = [&](const std::string& sql) {
+    SQLite::Database c(db, SQLite::OPEN_READONLY);
+    c.setBusyTimeout(5'000);
+    return c.execAndGet(sql).getInt64();
+  };
+  {
+    SQLite::Database c(db, SQLite::OPEN_READWRITE);
+    SQLite::Statement add(c,
+                          "INSERT INTO dead_letters(projection, topic, partition, \"offset\", svix_id, type, reason, "
+                          "payload, created_at) VALUES ('users', 'clerk.events', 0, 7, 'msg_redrive', 'user.created', "
+                          "'fixed since', ?, 1)");
+    add.bind(1, test::read_file(test::source_path("tests/fixtures/clerk/user.created.json")));
+    add.exec();
+  }
+  test::hang_writes(db, "dead_letters", "UPDATE OF resolved_at", "NEW.resolved_at IS NOT NULL");
+  test::process redrive(ctl(), {"dead-letters", "retry", "--db", db, "--all"}, clean_env);
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (std::chrono::steady_clock::now() < deadline && redrive.running() && !test::write_lock_held_for(db, 1s))
+    std::this_thread::sleep_for(20ms);
+  REQUIRE_MESSAGE(redrive.running(), redrive.stderr_text());
+  redrive.signal(SIGKILL);
+  CHECK(redrive.wait(10s) == 128 + SIGKILL);
+  CHECK(count("SELECT count(*) FROM dead_letters WHERE resolved_at IS NULL") == 1);
+  CHECK(count("SELECT count(*) FROM users") == 0);
+  CHECK(count("SELECT count(*) FROM applied_events") == 0);
+
+  test::unhang_writes(db);
+  auto r = test::run(ctl(), {"dead-letters", "retry", "--db", db, "--all"}, clean_env);
+  CHECK_MESSAGE(r.status == 0, r.err);
+  CHECK(r.err.find("msg=\"dead letter re-driven\" id=1 outcome=applied") != std::string::npos);
+  CHECK(count("SELECT count(*) FROM dead_letters WHERE resolved_at IS NULL") == 0);
+  CHECK(count("SELECT count(*) FROM users") == 1);
+  CHECK(count("SELECT count(*) FROM applied_events WHERE projection = 'users' AND svix_id = 'msg_redrive'") == 1);
+  // Resolved now: naming it again is an error, and changes nothing.
+  r = test::run(ctl(), {"dead-letters", "retry", "--db", db, "1"}, clean_env);
+  CHECK(r.status == 1);
+  CHECK(r.err.find("no pending dead letter") != std::string::npos);
+  CHECK(count("SELECT count(*) FROM applied_events") == 1);
 }

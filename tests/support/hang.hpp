@@ -1,0 +1,24 @@
+#pragma once
+// Stopping a process inside an SQLite transaction at a chosen write, so that
+// a test can kill it exactly there: a trigger whose body takes hours (a
+// cross join, since triggers allow no WITH), and a way to see that the
+// process is stuck in it.
+
+#include <chrono>
+#include <string>
+
+namespace clerk_sync::test {
+
+// Every `event` ("INSERT", "UPDATE", "UPDATE OF column") of `table` in the
+// database at `db` for which `when` (an SQL condition on NEW) holds hangs
+// inside its transaction, after the writes before it.
+void hang_writes(const std::string& db, const std::string& table, const std::string& event, const std::string& when);
+
+// Removes what hang_writes() added, so that the next run gets through.
+void unhang_writes(const std::string& db);
+
+// Whether another connection has held the write lock for all of `span`: a
+// transaction that hangs, not one of the short ones a process runs.
+[[nodiscard]] bool write_lock_held_for(const std::string& db, std::chrono::milliseconds span);
+
+}  // namespace clerk_sync::test
