@@ -1,6 +1,7 @@
 // The database subcommands: replay (backfill into a new file), compare,
-// status (lag, rows, last apply; exit 1 past --max-lag or for a stored offset
-// outside the log) and dead-letters.
+// swap-in (a rebuilt projection into the live file), status (lag, rows, last
+// apply; exit 1 past --max-lag or for a stored offset outside the log) and
+// dead-letters.
 #include <algorithm>
 #include <cstdio>
 #include <iterator>
@@ -14,6 +15,7 @@
 #include "ops/compare.hpp"
 #include "ops/replay.hpp"
 #include "ops/status.hpp"
+#include "ops/swap.hpp"
 #include "projection/applier.hpp"
 #include "store/database.hpp"
 
@@ -58,6 +60,10 @@ int guarded(F&& body) {
   } catch (const ops::replay_error& e) {
     return config::report_exit("clerk-sync-ctl", "failed", e.what(), exit_failed);
   } catch (const ops::compare_error& e) {
+    return config::report_exit("clerk-sync-ctl", "failed", e.what(), exit_failed);
+  } catch (const ops::swap_error& e) {
+    return config::report_exit("clerk-sync-ctl", "failed", e.what(), exit_failed);
+  } catch (const kafka::fatal_error& e) {
     return config::report_exit("clerk-sync-ctl", "failed", e.what(), exit_failed);
   }
 }
@@ -112,6 +118,44 @@ int compare(const compare_args& c) {
       if (!r.equal()) code = exit_failed;
     }
     return code;
+  });
+}
+
+struct swap_args {
+  kafka::client_config kafka;
+  std::string group_prefix = "clerk-sync";
+  std::string projections;
+  std::string from;
+  std::string db;
+  int timeout_ms = 15'000;
+};
+
+int swap_in(const swap_args& a) {
+  require_existing(a.from);
+  require_existing(a.db);
+  const auto kinds = kinds_of(a.projections);
+  return guarded([&] {
+    // A consumer still running would go on from the offsets it had read,
+    // over the rebuilt ones: stopped first, or nothing is done.
+    const auto running =
+        ops::running_consumers(a.kafka, a.group_prefix, kinds, std::chrono::milliseconds(a.timeout_ms));
+    if (!running.empty()) {
+      std::string members;
+      for (const auto& m : running) members += (members.empty() ? "" : ", ") + m;
+      return config::report_exit("clerk-sync-ctl", "failed",
+                                 "consumers of these projections are running (" + members +
+                                     "): stop them first (systemctl stop clerk-sync-consumer@<projection>)",
+                                 exit_failed);
+    }
+    for (const auto& s : ops::swap_in(a.from, a.db, kinds))
+      log::info("swapped in", {{"projection", projection::name(s.projection)},
+                               {"rows", s.rows},
+                               {"ledger_rows", s.ledger_rows},
+                               {"offsets", s.offsets},
+                               {"dead_letters", s.dead_letters},
+                               {"from", a.from},
+                               {"db", a.db}});
+    return exit_ok;
   });
 }
 
@@ -282,6 +326,24 @@ void add_db_commands(CLI::App& app, runner& run) {
   cmp->add_option("b", c->b, "Second database file")->required();
   cmp->add_option("--show", c->show, "Differing rows to print")->capture_default_str();
   cmp->callback([c, &run] { run = [c] { return compare(*c); }; });
+
+  auto* sw = app.add_subcommand(
+      "swap-in",
+      "Put projections rebuilt by replay into the live database in one transaction: their rows, ledger, stored "
+      "offsets and dead letters replace the live file's; refused while a consumer of them runs");
+  auto w = std::make_shared<swap_args>();
+  config::add_kafka_options(*sw, w->kafka);
+  sw->add_option("--group-prefix", w->group_prefix, "The consumers' groups are <prefix>.<projection>")
+      ->envname("CLERK_SYNC_GROUP_PREFIX")
+      ->capture_default_str();
+  sw->add_option("--projection", w->projections, "users, referrals, balances, sessions, a comma list, or all")
+      ->required();
+  sw->add_option("--from", w->from, "The file replay wrote")->required();
+  sw->add_option("--db", w->db, "The live database file")->envname("CLERK_SYNC_DB")->required();
+  sw->add_option("--timeout-ms", w->timeout_ms, "Kafka request timeout")
+      ->check(CLI::Range(100, 600'000))
+      ->capture_default_str();
+  sw->callback([w, &run] { run = [w] { return swap_in(*w); }; });
 
   auto* st = app.add_subcommand(
       "status",

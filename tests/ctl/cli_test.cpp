@@ -44,6 +44,7 @@ TEST_CASE("every subcommand has its own --help") {
       {{"replay", "--help"}, "--db"},
       {{"compare", "--help"}, "--projection"},
       {{"status", "--help"}, "--max-lag"},
+      {{"swap-in", "--help"}, "--from"},
       {{"dead-letters", "list", "--help"}, "--db"},
       {{"dead-letters", "retry", "--help"}, "--all"},
   };

@@ -245,6 +245,75 @@ TEST_CASE("replay rebuilds every projection identical to the live one while the 
   CHECK(consumer->wait(30s) == 0);
 }
 
+TEST_CASE("swap-in puts a rebuilt projection into the live file, refused while its consumer runs, and the consumer "
+          "resumes from the rebuilt offsets") {
+  const auto topic = test::fresh_topic("ctl-swap", 2);
+  const test::temp_dir dir;
+  const auto live = (dir / "live.db").string();
+  const auto rebuilt = (dir / "rebuilt.db").string();
+  const auto events = test::generate_events({.users = 40, .events = 1000, .seed = 5});
+  test::produce_events(test::broker(), topic, events);
+  const auto prefix = test::unique_name("ctl-swap");
+  const std::vector<std::string> consumer_args{"--projection", "users,referrals", "--db", live, "--topic", topic,
+                                               "--group-prefix", prefix};
+  auto consumer = test::start_consumer(consumer_args);
+  REQUIRE(wait_lag_zero(live, topic, "users,referrals", 60s).status == 0);
+  REQUIRE(ctl_run({"replay", "--projection", "users", "--db", rebuilt}, topic, 120s).status == 0);
+  const auto swap = [&](const std::string& projections) {
+    return ctl_run({"swap-in", "--projection", projections, "--from", rebuilt, "--db", live, "--group-prefix", prefix},
+                   topic);
+  };
+
+  // A running consumer of the projection: refused, naming it, nothing done.
+  const auto referral_rows = test::query_int(live, "SELECT count(*) FROM referrals");
+  const auto ledger = test::query_int(live, "SELECT count(*) FROM applied_events");
+  {
+    SQLite::Database c(live, SQLite::OPEN_READWRITE);
+    c.setBusyTimeout(10'000);
+    c.exec("DELETE FROM users WHERE rowid % 2 = 0");  // a live table gone wrong
+  }
+  const auto damaged_rows = test::query_int(live, "SELECT count(*) FROM users");
+  auto r = swap("users");
+  CHECK(r.status == 1);
+  CHECK_MESSAGE(r.err.find("consumers of these projections are running (" + prefix + ".users: " + prefix +
+                           ".users@127.0.0.1)") != std::string::npos,
+                r.err);
+  CHECK(test::query_int(live, "SELECT count(*) FROM users") == damaged_rows);
+  consumer->signal(SIGTERM);
+  REQUIRE(consumer->wait(30s) == 0);
+
+  // A file that is not a replay of the projection: refused, nothing done.
+  r = swap("users,referrals");
+  CHECK(r.status == 1);
+  CHECK(r.err.find("holds no stored offsets for referrals") != std::string::npos);
+  CHECK(test::query_int(live, "SELECT count(*) FROM users") == damaged_rows);
+
+  r = swap("users");
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.err.find("msg=\"swapped in\" projection=users rows=40 ") != std::string::npos);
+  const auto cmp = ctl_run({"compare", "--projection", "users", live, rebuilt}, topic);
+  CHECK_MESSAGE(cmp.out.find("users: identical") != std::string::npos, cmp.out);
+  CHECK(test::query_int(live, "SELECT count(*) FROM referrals") == referral_rows);  // untouched
+  CHECK(test::query_int(live, "SELECT count(*) FROM applied_events") == ledger);
+
+  // The consumer resumes from the swapped offsets: new events only, each once.
+  std::vector<test::generated_event> more;
+  for (auto& e : ops::generate_events(30, 13)) more.push_back({e.user_id, ops::random_message_id(), e.type, e.body});
+  test::produce_events(test::broker(), topic, more);
+  consumer = test::start_consumer(consumer_args);
+  REQUIRE(wait_lag_zero(live, topic, "users,referrals", 60s).status == 0);
+  consumer->signal(SIGTERM);
+  CHECK(consumer->wait(30s) == 0);
+  auto all = events;
+  all.insert(all.end(), more.begin(), more.end());
+  const auto reference = (dir / "reference.db").string();
+  (void)test::reference_tables(all, reference, {projection::kind::users, projection::kind::referrals});
+  CHECK(ctl_run({"compare", "--projection", "users,referrals", live, reference}, topic).status == 0);
+  const std::string ledger_sql = "SELECT count(*) FROM applied_events";
+  CHECK(test::query_int(live, ledger_sql) == test::query_int(reference, ledger_sql));
+}
+
 TEST_CASE("a second replay into the same file is refused while the first runs, and leaves the first's partial file") {
   const auto topic = test::fresh_topic("ctl-replay-twice", 1);
   test::produce_events(test::broker(), topic, test::generate_events({.users = 3, .events = 12, .seed = 13}));

@@ -1,0 +1,46 @@
+#pragma once
+// `ctl swap-in`: projections rebuilt by `replay` put into the live database
+// in place of its own, each with what makes it resumable: its table, its
+// ledger rows, its stored offsets and its dead letters, in one transaction.
+// A consumer of a projection must not run meanwhile: it would go on from
+// the offsets it had read and write over the new ones.
+
+#include <chrono>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kafka/client.hpp"
+#include "projection/mapping.hpp"
+
+namespace clerk_sync::ops {
+
+struct swap_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct swapped {
+  projection::kind projection = projection::kind::users;
+  std::int64_t rows = 0;
+  std::int64_t ledger_rows = 0;
+  std::int64_t offsets = 0;
+  std::int64_t dead_letters = 0;
+};
+
+// Replaces, in one transaction of the file at `live`, each projection's
+// rows, ledger rows, stored offsets and dead letters with those of `from`.
+// Throws swap_error when `from` is not a rebuild of them for this file (no
+// stored offsets for a projection, another topic, another schema version),
+// store::db_error or store::open_error when a file cannot be read or written.
+[[nodiscard]] std::vector<swapped> swap_in(const std::string& from, const std::string& live,
+                                           const std::vector<projection::kind>& projections);
+
+// The members of the projections' consumer groups (<prefix>.<projection>),
+// one "group: client.id@host" each; empty when none runs. Throws
+// kafka::fatal_error when the groups' coordinators cannot be asked.
+[[nodiscard]] std::vector<std::string> running_consumers(const kafka::client_config& cfg, const std::string& prefix,
+                                                         const std::vector<projection::kind>& projections,
+                                                         std::chrono::milliseconds timeout);
+
+}  // namespace clerk_sync::ops
