@@ -19,6 +19,7 @@
 #include "ops/events.hpp"
 #include "ops/replay.hpp"
 #include "store/database.hpp"
+#include "support/hang.hpp"
 #include "support/process.hpp"
 #include "support/support.hpp"
 
@@ -287,6 +288,24 @@ TEST_CASE("swap-in puts a rebuilt projection into the live file, refused while i
   CHECK(r.status == 1);
   CHECK(r.err.find("holds no stored offsets for referrals") != std::string::npos);
   CHECK(test::query_int(live, "SELECT count(*) FROM users") == damaged_rows);
+
+  // Killed inside its transaction (hung at its first stored offset, after
+  // the rows and the ledger): nothing of it stays.
+  test::hang_writes(live, "kafka_offsets", "INSERT", "NEW.projection = 'users'");
+  {
+    test::process hung(ctl(), {"swap-in", "--projection", "users", "--from", rebuilt, "--db", live, "--group-prefix",
+                               prefix},
+                       kafka_env(topic));
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (std::chrono::steady_clock::now() < deadline && hung.running() && !test::write_lock_held_for(live, 1s))
+      std::this_thread::sleep_for(20ms);
+    REQUIRE_MESSAGE(hung.running(), hung.stderr_text());
+    hung.signal(SIGKILL);
+    CHECK(hung.wait(10s) == 128 + SIGKILL);
+  }
+  test::unhang_writes(live);
+  CHECK(test::query_int(live, "SELECT count(*) FROM users") == damaged_rows);
+  CHECK(test::query_int(live, "SELECT count(*) FROM applied_events") == ledger);
 
   r = swap("users");
   INFO(r.err);
