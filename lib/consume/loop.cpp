@@ -66,7 +66,7 @@ class consume_loop {
     kafka::consumer cons(cfg_.kafka, group_,
                          {.on_assign = [this](std::vector<kafka::topic_partition> parts) { return on_assign(parts); },
                           .on_revoke = [this](const std::vector<kafka::topic_partition>&) { on_revoke(); }},
-                         {.max_poll_interval = cfg_.max_poll_interval});
+                         {.max_poll_interval = cfg_.max_poll_interval, .client_id = client_id_});
     cons_ = &cons;
     cons.subscribe({cfg_.topic});
     state_.subscribed = true;
@@ -162,44 +162,47 @@ class consume_loop {
     return parts;
   }
 
-  // One process per projection: a partition assigned to another member of
-  // the group (a consumer on another host, or one run by hand with another
-  // --db) sends its events to that member's database, not to this one, for
-  // as long as it runs. Said at error on each assignment that falls short of
-  // the topic, naming the other members, and at info once it is whole again.
-  // Unchecked when the topic's partitions cannot be read: the resume checks
-  // above have said what is wrong with the cluster.
+  // A partition assigned to another member of the group is applied by that
+  // member: into this database when it writes this same file (several
+  // processes may share a projection's partitions), into its own otherwise
+  // (a consumer on another host, or one run by hand with another --db), and
+  // then this database misses those events for as long as it runs. Members
+  // are told apart by the database identity in their client.id. Asked only
+  // when this assignment falls short of the topic; said at error, naming the
+  // other file's members, and at info once no such member is left.
   void check_group_whole(std::size_t assigned) {
     std::vector<std::int32_t> all;
     try {
       all = cons_->partitions_of(cfg_.topic, 5s);
     } catch (const kafka::fatal_error&) {
-      return;
+      return;  // the resume checks above have said what is wrong with the cluster
     }
     state_.heartbeat_ms = steady_ms();
-    if (all.empty()) return;
-    if (assigned >= all.size()) {
-      if (shared_)
-        log::info("group_whole", {{"projection", projection::name(cfg_.projection)}, {"partitions", all.size()}});
+    std::string others;
+    if (!all.empty() && assigned < all.size()) {
+      try {
+        for (const auto& m : cons_->other_members(5s))
+          if (m.client_id != client_id_) others += (others.empty() ? "" : ", ") + m.client_id + "@" + m.host;
+      } catch (const kafka::fatal_error& e) {
+        log::warn("group_unchecked", {{"projection", projection::name(cfg_.projection)}, {"reason", e.what()}});
+        return;
+      }
+      state_.heartbeat_ms = steady_ms();
+    }
+    if (others.empty()) {
+      if (shared_) log::info("group_whole", {{"projection", projection::name(cfg_.projection)}, {"group", group_}});
       shared_ = false;
       return;
     }
     shared_ = true;
-    std::string others;
-    try {
-      for (const auto& m : cons_->other_members(5s)) others += (others.empty() ? "" : ", ") + m.client_id + "@" + m.host;
-    } catch (const kafka::fatal_error& e) {
-      others = std::string("unknown (") + e.what() + ")";
-    }
-    state_.heartbeat_ms = steady_ms();
     log::error("group_shared",
                {{"projection", projection::name(cfg_.projection)},
                 {"group", group_},
                 {"assigned", assigned},
                 {"partitions", all.size()},
                 {"others", others},
-                {"outcome", "another consumer in this projection's group holds the other partitions: their events "
-                            "go to its database, not this one, while it runs (one process per projection)"}});
+                {"outcome", "consumers of this projection writing another database hold the other partitions: "
+                            "their events go there, not here, while they run"}});
   }
 
   // A partition's log range, asked within what is left of `deadline`; why
@@ -410,8 +413,10 @@ class consume_loop {
   std::int64_t pruned_ = 0;
   bool failed_ = false;
   bool joined_ = false;  // the group's assignment (partitions or none) holds
-  bool shared_ = false;  // the last assignment was short of the topic (group_shared)
+  bool shared_ = false;  // the last check found members writing another database (group_shared)
   const std::string group_ = cfg_.group_prefix + "." + std::string(projection::name(cfg_.projection));
+  // The group and this database's identity: members writing this same file share it.
+  const std::string client_id_ = group_ + ".db-" + projection::database_identity(db_);
   log::overdue unassigned_{cfg_.join_deadline};
   int failed_code_ = exit_db_failed;
   kafka::consumer* cons_ = nullptr;  // set in run(), for on_assign

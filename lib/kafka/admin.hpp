@@ -54,6 +54,22 @@ struct cluster_layout {
 void delete_records(const client_config& cfg, const std::string& topic, std::int32_t partition,
                     std::int64_t before_offset, std::chrono::milliseconds timeout);
 
+struct group_member {
+  std::string member_id;
+  std::string client_id;
+  std::string host;  // as the broker saw it
+};
+struct group_description {
+  std::string state;  // Stable, Empty, Dead, PreparingRebalance…
+  std::vector<group_member> members;
+};
+
+// A consumer group as its coordinator describes it (a group never seen is
+// Dead with no member). Throws fatal_error when it cannot be asked, or the
+// coordinator answers with an error.
+[[nodiscard]] group_description describe_group(const client_config& cfg, const std::string& group,
+                                               std::chrono::milliseconds timeout);
+
 // Deletes a topic; deleting one that does not exist is not an error.
 void delete_topic(const client_config& cfg, const std::string& topic, std::chrono::milliseconds timeout);
 

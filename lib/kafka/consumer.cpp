@@ -2,7 +2,6 @@
 
 #include <array>
 #include <cstdlib>
-#include <string_view>
 
 #include "kafka/handle.hpp"
 
@@ -68,9 +67,6 @@ std::int64_t queue_budget(rd_kafka_conf_t* conf) {
   return std::atoll(detail::get(conf, "queued.max.messages.kbytes").c_str()) * 1024;
 }
 
-// A member's host as brokers report it: "/10.0.0.5".
-std::string_view trim_slash(std::string_view host) { return host.starts_with('/') ? host.substr(1) : host; }
-
 }  // namespace
 
 struct consumer::impl {
@@ -135,11 +131,11 @@ detail::conf_ptr consumer_conf(const client_config& cfg, const std::string& grou
                              {"session.timeout.ms", session},
                              {"max.poll.interval.ms", max_poll},
                              {"fetch.wait.max.ms", "100"},
-                             // What the group's member list and the brokers' logs name it by.
-                             {"client.id", group},
                          },
                          {
                              {"group.id", group},
+                             // What the group's member list and brokers' logs name it by.
+                             {"client.id", opts.client_id.empty() ? group : opts.client_id},
                              // Offsets live in the database, written with the rows.
                              {"enable.auto.commit", "false"},
                              {"enable.auto.offset.store", "false"},
@@ -276,24 +272,13 @@ std::vector<std::int32_t> consumer::partitions_of(const std::string& topic, std:
   return out;
 }
 
-std::vector<consumer::member> consumer::other_members(std::chrono::milliseconds timeout) const {
+std::vector<group_member> consumer::other_members(std::chrono::milliseconds timeout) const {
   rd_kafka_t* rk = impl_->rk.get();
-  const struct rd_kafka_group_list* raw = nullptr;
-  const auto err = rd_kafka_list_groups(rk, impl_->group.c_str(), &raw, static_cast<int>(timeout.count()));
-  const std::unique_ptr<const rd_kafka_group_list, decltype(&rd_kafka_group_list_destroy)> list(
-      raw, &rd_kafka_group_list_destroy);
-  if (err) throw fatal_error("members of group " + impl_->group + ": " + rd_kafka_err2str(err));
+  auto members = detail::describe_group(rk, impl_->group, timeout).members;
   const std::unique_ptr<char, std::function<void(char*)>> self(rd_kafka_memberid(rk),
                                                                [rk](char* id) { rd_kafka_mem_free(rk, id); });
-  std::vector<member> out;
-  for (int i = 0; i < list->group_cnt; ++i) {
-    const auto& g = list->groups[i];
-    if (g.err) throw fatal_error("members of group " + impl_->group + ": " + rd_kafka_err2str(g.err));
-    for (int j = 0; j < g.member_cnt; ++j)
-      if (!self || std::string_view(g.members[j].member_id) != self.get())
-        out.push_back({g.members[j].client_id, std::string(trim_slash(g.members[j].client_host))});
-  }
-  return out;
+  if (self) std::erase_if(members, [&](const group_member& m) { return m.member_id == self.get(); });
+  return members;
 }
 
 std::uint64_t consumer::fetch_nudges() const { return impl_->nudges; }

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "kafka/admin.hpp"
 #include "kafka/client.hpp"
 
 namespace clerk_sync::kafka {
@@ -31,6 +32,8 @@ struct consumer_options {
   // Whole-group settings; defaults suit a worker that applies in batches.
   std::chrono::milliseconds session_timeout{10'000};
   std::chrono::milliseconds max_poll_interval{300'000};
+  // The client.id, fixed (the group's id when empty, as a default).
+  std::string client_id{};
 };
 
 class consumer {
@@ -73,15 +76,9 @@ class consumer {
   [[nodiscard]] std::pair<std::int64_t, std::int64_t> watermarks(const std::string& topic, std::int32_t partition,
                                                                  std::chrono::milliseconds timeout) const;
 
-  // Another member of this consumer's group, as the group's coordinator
-  // lists it: its client.id, and its address as the broker saw it.
-  struct member {
-    std::string client_id;
-    std::string host;
-  };
-  // The group's members other than this one. Throws fatal_error when the
-  // coordinator could not be asked within `timeout`.
-  [[nodiscard]] std::vector<member> other_members(std::chrono::milliseconds timeout) const;
+  // The group's members other than this one, as its coordinator describes
+  // them. Throws fatal_error when it could not be asked within `timeout`.
+  [[nodiscard]] std::vector<group_member> other_members(std::chrono::milliseconds timeout) const;
 
   // Partition ids of a topic; empty if the topic does not exist.
   [[nodiscard]] std::vector<std::int32_t> partitions_of(const std::string& topic,

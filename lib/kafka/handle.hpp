@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 
+#include "kafka/admin.hpp"
 #include "kafka/client.hpp"
 
 namespace clerk_sync::kafka::detail {
@@ -70,6 +71,11 @@ void refuse_overrides(const client_config& cfg, fixed_list fixed);
 // one a minute with the count held back. A client that installs its own
 // error callback calls this from it. Thread-safe.
 void log_error(const rd_kafka_t* rk, int err, const char* reason);
+
+// describe_group() through an existing handle of any kind (a consumer asks
+// about its own group without a connection of its own).
+[[nodiscard]] group_description describe_group(rd_kafka_t* rk, const std::string& group,
+                                               std::chrono::milliseconds timeout);
 
 // Creates the handle; throws config_error with librdkafka's reason.
 [[nodiscard]] handle_ptr make_handle(rd_kafka_type_t type, conf_ptr conf);

@@ -609,6 +609,10 @@ std::vector<dead_letter> list_dead_letters(store::database& db, std::optional<ki
   });
 }
 
+std::string database_identity(store::database& db) {
+  return guarded([&] { return db.native().execAndGet("SELECT id FROM database_identity").getString(); });
+}
+
 std::optional<dead_letter> find_dead_letter(store::database& db, std::int64_t id) {
   return guarded([&]() -> std::optional<dead_letter> {
     SQLite::Statement st(db.native(), std::string(dead_letter_columns) + "WHERE id = ?");

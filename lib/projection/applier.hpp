@@ -101,6 +101,10 @@ class applier {
   write_totals totals_;
 };
 
+// The random id the database file was given when it was created
+// (database_identity). Throws db_error.
+[[nodiscard]] std::string database_identity(store::database& db);
+
 // The stored next offset of each partition of `topic` for `projection`
 // (partition -> offset); partitions never applied are absent. Throws db_error.
 [[nodiscard]] std::map<std::int32_t, std::int64_t> stored_offsets(store::database& db, kind projection,
