@@ -134,20 +134,21 @@ int swap_in(const swap_args& a) {
   require_existing(a.from);
   require_existing(a.db);
   const auto kinds = kinds_of(a.projections);
-  return guarded([&] {
-    // A consumer still running would go on from the offsets it had read,
-    // over the rebuilt ones: stopped first, or nothing is done.
+  // A consumer still running would go on from the offsets it had read, over
+  // the rebuilt ones: asked before anything is opened, and again under the
+  // write lock, so that one started in between is seen.
+  const auto refuse_running = [&] {
     const auto running =
         ops::running_consumers(a.kafka, a.group_prefix, kinds, std::chrono::milliseconds(a.timeout_ms));
-    if (!running.empty()) {
-      std::string members;
-      for (const auto& m : running) members += (members.empty() ? "" : ", ") + m;
-      return config::report_exit("clerk-sync-ctl", "failed",
-                                 "consumers of these projections are running (" + members +
-                                     "): stop them first (systemctl stop clerk-sync-consumer@<projection>)",
-                                 exit_failed);
-    }
-    for (const auto& s : ops::swap_in(a.from, a.db, kinds))
+    if (running.empty()) return;
+    std::string members;
+    for (const auto& m : running) members += (members.empty() ? "" : ", ") + m;
+    throw ops::swap_error("consumers of these projections are running (" + members +
+                          "): stop them first (systemctl stop clerk-sync-consumer@<projection>)");
+  };
+  return guarded([&] {
+    refuse_running();
+    for (const auto& s : ops::swap_in(a.from, a.db, kinds, refuse_running))
       log::info("swapped in", {{"projection", projection::name(s.projection)},
                                {"rows", s.rows},
                                {"ledger_rows", s.ledger_rows},

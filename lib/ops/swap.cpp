@@ -4,7 +4,7 @@
 
 #include <set>
 
-#include "kafka/consumer.hpp"
+#include "kafka/admin.hpp"
 #include "store/database.hpp"
 
 namespace clerk_sync::ops {
@@ -18,17 +18,31 @@ std::set<std::string> topics_of(SQLite::Database& db, const std::string& schema,
   return out;
 }
 
+// The columns of main's `table`, quoted, comma-separated, without `skip`.
+std::string columns_of(SQLite::Database& db, const std::string& table, const std::string& skip = "") {
+  SQLite::Statement st(db, "SELECT name FROM pragma_table_info(?, 'main')");
+  st.bind(1, table);
+  std::string out;
+  while (st.executeStep()) {
+    const std::string name = st.getColumn(0).getString();
+    if (name != skip) out += (out.empty() ? "\"" : ", \"") + name + "\"";
+  }
+  if (out.empty()) throw store::db_error("no table " + table);
+  return out;
+}
+
 // Replaces main's rows of `table` (those of `projection` when `where` names
-// its column) with the rebuilt file's; the number of rows copied.
-int replace_rows(SQLite::Database& db, const std::string& table, const std::string& columns, const std::string& where,
-                 const std::string& projection) {
+// its column) with the rebuilt file's, column by column as main has them
+// (the rebuilt file lacking one is an error); the number of rows copied.
+int replace_rows(SQLite::Database& db, const std::string& table, const std::string& where,
+                 const std::string& projection, const std::string& skip = "") {
+  const std::string columns = columns_of(db, table, skip);
   const std::string filter = where.empty() ? "" : " WHERE " + where + " = ?";
   SQLite::Statement del(db, "DELETE FROM main." + table + filter);
   if (!where.empty()) del.bind(1, projection);
   del.exec();
-  const std::string target = columns == "*" ? "" : " (" + columns + ")";
-  SQLite::Statement ins(db, "INSERT INTO main." + table + target + " SELECT " + columns + " FROM rebuilt." + table +
-                                filter);
+  SQLite::Statement ins(db, "INSERT INTO main." + table + " (" + columns + ") SELECT " + columns + " FROM rebuilt." +
+                                table + filter);
   if (!where.empty()) ins.bind(1, projection);
   return ins.exec();
 }
@@ -54,7 +68,8 @@ struct attached {
 }  // namespace
 
 std::vector<swapped> swap_in(const std::string& from, const std::string& live,
-                             const std::vector<projection::kind>& projections) {
+                             const std::vector<projection::kind>& projections,
+                             const std::function<void()>& while_locked) {
   int from_version = 0;
   try {
     SQLite::Database rebuilt(from, SQLite::OPEN_READONLY);
@@ -62,7 +77,7 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
   } catch (const SQLite::Exception& e) {
     throw store::open_error(from + ": " + e.what());
   }
-  store::database db(live, {.keep_wal_files = true});  // the consumers' and auth's WAL files stay
+  store::database db(live);  // keeps the WAL files the consumers keep for the auth service
   if (from_version != db.schema_version())
     throw swap_error(from + " is at schema version " + std::to_string(from_version) + ", " + live + " at " +
                      std::to_string(db.schema_version()) + ": replay again with this version of clerk-sync");
@@ -81,18 +96,14 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
                          " reads " + *live_topics.begin());
     }
     SQLite::Transaction tx(c, SQLite::TransactionBehavior::IMMEDIATE);
+    while_locked();
     for (const auto k : projections) {
       const std::string p(projection::name(k));
       swapped s{k};
-      // Same schema version: the same columns in the same order.
-      s.rows = replace_rows(c, p, "*", "", p);
-      s.ledger_rows = replace_rows(c, "applied_events", "*", "projection", p);
-      s.offsets = replace_rows(c, "kafka_offsets", "*", "projection", p);
-      // Their ids are the live file's own.
-      s.dead_letters = replace_rows(
-          c, "dead_letters",
-          "projection, topic, partition, \"offset\", svix_id, type, reason, payload, created_at, resolved_at",
-          "projection", p);
+      s.rows = replace_rows(c, p, "", p);
+      s.ledger_rows = replace_rows(c, "applied_events", "projection", p);
+      s.offsets = replace_rows(c, "kafka_offsets", "projection", p);
+      s.dead_letters = replace_rows(c, "dead_letters", "projection", p, "id");  // ids are the live file's own
       out.push_back(s);
     }
     tx.commit();
@@ -108,9 +119,8 @@ std::vector<std::string> running_consumers(const kafka::client_config& cfg, cons
   std::vector<std::string> out;
   for (const auto k : projections) {
     const std::string group = prefix + "." + std::string(projection::name(k));
-    // A handle with the group's id that never subscribes: it asks, never joins.
-    const kafka::consumer asker(cfg, group);
-    for (const auto& m : asker.other_members(timeout)) out.push_back(group + ": " + m.client_id + "@" + m.host);
+    for (const auto& m : kafka::describe_group(cfg, group, timeout).members)
+      out.push_back(group + ": " + m.client_id + "@" + m.host);
   }
   return out;
 }

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -30,15 +31,21 @@ struct swapped {
 
 // Replaces, in one transaction of the file at `live`, each projection's
 // rows, ledger rows, stored offsets and dead letters with those of `from`.
-// Throws swap_error when `from` is not a rebuild of them for this file (no
-// stored offsets for a projection, another topic, another schema version),
-// store::db_error or store::open_error when a file cannot be read or written.
+// `while_locked` runs once the transaction holds the write lock, before
+// anything is copied, and may throw to leave everything as it was (the
+// consumers' check again: one started since the first would otherwise read
+// the old offsets). Throws swap_error when `from` is not a rebuild of them
+// for this file (no stored offsets for a projection, another topic, another
+// schema version), store::db_error or store::open_error when a file cannot
+// be read or written.
 [[nodiscard]] std::vector<swapped> swap_in(const std::string& from, const std::string& live,
-                                           const std::vector<projection::kind>& projections);
+                                           const std::vector<projection::kind>& projections,
+                                           const std::function<void()>& while_locked);
 
 // The members of the projections' consumer groups (<prefix>.<projection>),
-// one "group: client.id@host" each; empty when none runs. Throws
-// kafka::fatal_error when the groups' coordinators cannot be asked.
+// one "group: client.id@host" each, as each group's coordinator describes
+// it; empty when none runs. Throws kafka::fatal_error when a group cannot be
+// described (never read as "no member").
 [[nodiscard]] std::vector<std::string> running_consumers(const kafka::client_config& cfg, const std::string& prefix,
                                                          const std::vector<projection::kind>& projections,
                                                          std::chrono::milliseconds timeout);

@@ -252,7 +252,10 @@ TEST_CASE("swap-in puts a rebuilt projection into the live file, refused while i
   const test::temp_dir dir;
   const auto live = (dir / "live.db").string();
   const auto rebuilt = (dir / "rebuilt.db").string();
-  const auto events = test::generate_events({.users = 40, .events = 1000, .seed = 5});
+  auto events = test::generate_events({.users = 40, .events = 1000, .seed = 5});
+  // One that cannot be mapped: a dead letter, in the live file and the rebuilt one.
+  events.push_back({"user_x", "msg_swap_broken", "user.created",
+                    R"({"type":"user.created","object":"event","timestamp":1716883200,"data":{"object":"user"}})"});
   test::produce_events(test::broker(), topic, events);
   const auto prefix = test::unique_name("ctl-swap");
   const std::vector<std::string> consumer_args{"--projection", "users,referrals", "--db", live, "--topic", topic,
@@ -260,6 +263,12 @@ TEST_CASE("swap-in puts a rebuilt projection into the live file, refused while i
   auto consumer = test::start_consumer(consumer_args);
   REQUIRE(wait_lag_zero(live, topic, "users,referrals", 60s).status == 0);
   REQUIRE(ctl_run({"replay", "--projection", "users", "--db", rebuilt}, topic, 120s).status == 0);
+  // The live file moves on past the rebuilt one's offsets.
+  std::vector<test::generated_event> mid;
+  for (auto& e : ops::generate_events(20, 17)) mid.push_back({e.user_id, ops::random_message_id(), e.type, e.body});
+  test::produce_events(test::broker(), topic, mid);
+  REQUIRE(wait_lag_zero(live, topic, "users,referrals", 60s).status == 0);
+  REQUIRE(test::stored_totals(live, topic)["users"] > test::stored_totals(rebuilt, topic)["users"]);
   const auto swap = [&](const std::string& projections) {
     return ctl_run({"swap-in", "--projection", projections, "--from", rebuilt, "--db", live, "--group-prefix", prefix},
                    topic);
@@ -277,7 +286,7 @@ TEST_CASE("swap-in puts a rebuilt projection into the live file, refused while i
   auto r = swap("users");
   CHECK(r.status == 1);
   CHECK_MESSAGE(r.err.find("consumers of these projections are running (" + prefix + ".users: " + prefix +
-                           ".users@127.0.0.1)") != std::string::npos,
+                           ".users.db-") != std::string::npos,
                 r.err);
   CHECK(test::query_int(live, "SELECT count(*) FROM users") == damaged_rows);
   consumer->signal(SIGTERM);
@@ -311,10 +320,17 @@ TEST_CASE("swap-in puts a rebuilt projection into the live file, refused while i
   INFO(r.err);
   REQUIRE(r.status == 0);
   CHECK(r.err.find("msg=\"swapped in\" projection=users rows=40 ") != std::string::npos);
+  CHECK(r.err.find(" dead_letters=1 ") != std::string::npos);
   const auto cmp = ctl_run({"compare", "--projection", "users", live, rebuilt}, topic);
   CHECK_MESSAGE(cmp.out.find("users: identical") != std::string::npos, cmp.out);
+  // With the rebuilt file's offsets, ledger and dead letter: the live file's
+  // own were past them, and a consumer resuming there would skip `mid`.
+  CHECK(test::stored_totals(live, topic)["users"] == test::stored_totals(rebuilt, topic)["users"]);
+  const std::string users_ledger = "SELECT count(*) FROM applied_events WHERE projection = 'users'";
+  CHECK(test::query_int(live, users_ledger) == test::query_int(rebuilt, users_ledger));
+  CHECK(test::query_int(live, "SELECT count(*) FROM dead_letters WHERE projection = 'users' AND svix_id = "
+                              "'msg_swap_broken' AND resolved_at IS NULL") == 1);
   CHECK(test::query_int(live, "SELECT count(*) FROM referrals") == referral_rows);  // untouched
-  CHECK(test::query_int(live, "SELECT count(*) FROM applied_events") == ledger);
 
   // The consumer resumes from the swapped offsets: new events only, each once.
   std::vector<test::generated_event> more;
@@ -325,6 +341,7 @@ TEST_CASE("swap-in puts a rebuilt projection into the live file, refused while i
   consumer->signal(SIGTERM);
   CHECK(consumer->wait(30s) == 0);
   auto all = events;
+  all.insert(all.end(), mid.begin(), mid.end());
   all.insert(all.end(), more.begin(), more.end());
   const auto reference = (dir / "reference.db").string();
   (void)test::reference_tables(all, reference, {projection::kind::users, projection::kind::referrals});
