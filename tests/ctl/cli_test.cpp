@@ -197,6 +197,27 @@ TEST_CASE("a dead-letter re-drive SIGKILLed before it marks the letter resolved 
   CHECK(count("SELECT count(*) FROM dead_letters WHERE resolved_at IS NULL") == 0);
   CHECK(count("SELECT count(*) FROM users") == 1);
   CHECK(count("SELECT count(*) FROM applied_events WHERE projection = 'users' AND svix_id = 'msg_redrive'") == 1);
+  // Two re-drives of one letter at once: the letter is read under the write
+  // lock, so the second finds it resolved instead of applying it again.
+  {
+    SQLite::Database c(db, SQLite::OPEN_READWRITE);
+    c.exec("UPDATE dead_letters SET resolved_at = NULL");
+    c.exec("DELETE FROM applied_events; DELETE FROM users");
+    c.exec("BEGIN IMMEDIATE");  // both wait for this (their busy timeout is 5 s)
+    test::process one(ctl(), {"dead-letters", "retry", "--db", db, "1"}, clean_env);
+    test::process two(ctl(), {"dead-letters", "retry", "--db", db, "1"}, clean_env);
+    std::this_thread::sleep_for(1s);
+    c.exec("ROLLBACK");
+    const auto a = one.wait(20s), b = two.wait(20s);
+    const std::string both = one.stderr_text() + two.stderr_text();
+    INFO(both);
+    CHECK(((a == 0 && b == 1) || (a == 1 && b == 0)));
+    CHECK(both.find("outcome=applied") != std::string::npos);
+    CHECK(both.find("no pending dead letter") != std::string::npos);
+    CHECK(both.find("outcome=duplicate") == std::string::npos);
+  }
+  CHECK(count("SELECT count(*) FROM applied_events") == 1);
+
   // Resolved now: naming it again is an error, and changes nothing.
   r = test::run(ctl(), {"dead-letters", "retry", "--db", db, "1"}, clean_env);
   CHECK(r.status == 1);
