@@ -1,5 +1,7 @@
 #include "consume/loop.hpp"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <map>
@@ -7,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
@@ -20,6 +23,17 @@ namespace {
 
 using namespace std::chrono_literals;
 using projection::outcome;
+
+// "file-<device>-<inode>" of an open database file ("file" alone if it
+// cannot be read, which leaves the host to tell files apart).
+std::string file_identity(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return "file";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "file-%llx-%llu", static_cast<unsigned long long>(st.st_dev),
+                static_cast<unsigned long long>(st.st_ino));
+  return buf;
+}
 
 void log_result(const projection::event_result& r) {
   const auto lv = r.result == outcome::dead_letter ? log::level::warn
@@ -121,8 +135,16 @@ class consume_loop {
   std::vector<kafka::topic_partition> on_assign(std::vector<kafka::topic_partition> parts) {
     joined_ = true;  // even with no partition: the group answered
     try {
-      const auto stored = projection::stored_offsets(db_, cfg_.projection, cfg_.topic);
-      const auto last_ids = projection::last_svix_ids(db_, cfg_.projection, cfg_.topic);
+      // Under the write lock, with the batches' retries: ctl swap-in may be
+      // replacing them (it saw no member when it took the lock, so this
+      // waits for its commit).
+      const auto points = with_db_retry(0, [&] {
+        std::unique_lock<std::mutex> turn;
+        if (cfg_.write_turn) turn = std::unique_lock(*cfg_.write_turn);
+        return projection::read_resume_points(db_, cfg_.projection, cfg_.topic);
+      });
+      const auto& stored = points.offsets;
+      const auto& last_ids = points.svix_ids;
       checks_.clear();
       // One bound for every partition's watermark query.
       const auto deadline = std::chrono::steady_clock::now() + 5s;
@@ -164,12 +186,13 @@ class consume_loop {
 
   // A partition assigned to another member of the group is applied by that
   // member: into this database when it writes this same file (several
-  // processes may share a projection's partitions), into its own otherwise
-  // (a consumer on another host, or one run by hand with another --db), and
-  // then this database misses those events for as long as it runs. Members
-  // are told apart by the database identity in their client.id. Asked only
-  // when this assignment falls short of the topic; said at error, naming the
-  // other file's members, and at info once no such member is left.
+  // processes on one host may share a projection's partitions), into
+  // another file otherwise (a consumer on another host, one run by hand with
+  // another --db, a copy of this file), and then this database misses those
+  // events for as long as it runs. Members writing this file have this
+  // member's client.id (it names the file's device and inode) and host.
+  // Asked only when this assignment falls short of the topic; said at error,
+  // naming the others, and at info once none is left.
   void check_group_whole(std::size_t assigned) {
     std::vector<std::int32_t> all;
     try {
@@ -181,8 +204,14 @@ class consume_loop {
     std::string others;
     if (!all.empty() && assigned < all.size()) {
       try {
-        for (const auto& m : cons_->other_members(5s))
-          if (m.client_id != client_id_) others += (others.empty() ? "" : ", ") + m.client_id + "@" + m.host;
+        const auto group = cons_->describe_group(5s);
+        const auto self_id = cons_->member_id();
+        const kafka::group_member* self = nullptr;
+        for (const auto& m : group.members)
+          if (m.member_id == self_id) self = &m;
+        for (const auto& m : group.members)
+          if (&m != self && (!self || m.client_id != self->client_id || m.host != self->host))
+            others += (others.empty() ? "" : ", ") + m.client_id + "@" + m.host;
       } catch (const kafka::fatal_error& e) {
         log::warn("group_unchecked", {{"projection", projection::name(cfg_.projection)}, {"reason", e.what()}});
         return;
@@ -201,8 +230,8 @@ class consume_loop {
                 {"assigned", assigned},
                 {"partitions", all.size()},
                 {"others", others},
-                {"outcome", "consumers of this projection writing another database hold the other partitions: "
-                            "their events go there, not here, while they run"}});
+                {"outcome", "consumers of this projection writing another database file hold the other "
+                            "partitions: their events go there, not here, while they run"}});
   }
 
   // A partition's log range, asked within what is left of `deadline`; why
@@ -369,32 +398,36 @@ class consume_loop {
     unassigned();
   }
 
+  // `attempt` under the retry policy, each failure said (db_retry, then
+  // db_failed when the budget is spent and the error is rethrown).
+  template <class Attempt>
+  std::invoke_result_t<Attempt&> with_db_retry(std::size_t events, Attempt&& attempt) {
+    return with_retry(cfg_.retry, std::forward<Attempt>(attempt), [&](int n, const store::db_error& e, bool give_up) {
+      log::write(give_up ? log::level::error : log::level::warn, give_up ? "db_failed" : "db_retry",
+                 {{"projection", projection::name(cfg_.projection)},
+                  {"attempt", n},
+                  {"events", events},
+                  {"error", e.what()}});
+      state_.heartbeat_ms = steady_ms();
+    });
+  }
+
   // Applies the open batch in one transaction. A database error never
   // advances offsets: the same in-memory batch is retried under the retry
   // policy, and when it is spent the loop gives up (false).
   bool flush() {
     if (batch_.empty()) return true;
     try {
-      with_retry(
-          cfg_.retry,
-          [&] {
-            const auto t0 = std::chrono::steady_clock::now();
-            const auto results = applier_.apply(batch_);
-            log::debug("batch", {{"projection", projection::name(cfg_.projection)},
-                                 {"events", batch_.size()},
-                                 {"ms", std::chrono::duration_cast<std::chrono::milliseconds>(
-                                            std::chrono::steady_clock::now() - t0).count()}});
-            for (const auto& r : results) log_result(r);
-            return 0;
-          },
-          [&](int attempt, const store::db_error& e, bool give_up) {
-            log::write(give_up ? log::level::error : log::level::warn, give_up ? "db_failed" : "db_retry",
-                       {{"projection", projection::name(cfg_.projection)},
-                        {"attempt", attempt},
-                        {"events", batch_.size()},
-                        {"error", e.what()}});
-            state_.heartbeat_ms = steady_ms();
-          });
+      with_db_retry(batch_.size(), [&] {
+        const auto t0 = std::chrono::steady_clock::now();
+        const auto results = applier_.apply(batch_);
+        log::debug("batch", {{"projection", projection::name(cfg_.projection)},
+                             {"events", batch_.size()},
+                             {"ms", std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        std::chrono::steady_clock::now() - t0).count()}});
+        for (const auto& r : results) log_result(r);
+        return 0;
+      });
     } catch (const store::db_error&) {
       return false;
     }
@@ -415,8 +448,9 @@ class consume_loop {
   bool joined_ = false;  // the group's assignment (partitions or none) holds
   bool shared_ = false;  // the last check found members writing another database (group_shared)
   const std::string group_ = cfg_.group_prefix + "." + std::string(projection::name(cfg_.projection));
-  // The group and this database's identity: members writing this same file share it.
-  const std::string client_id_ = group_ + ".db-" + projection::database_identity(db_);
+  // The group and the database file's device and inode: the same for every
+  // process writing this file on this host, another for a copy.
+  const std::string client_id_ = group_ + "." + file_identity(cfg_.db_path);
   log::overdue unassigned_{cfg_.join_deadline};
   int failed_code_ = exit_db_failed;
   kafka::consumer* cons_ = nullptr;  // set in run(), for on_assign

@@ -131,11 +131,11 @@ detail::conf_ptr consumer_conf(const client_config& cfg, const std::string& grou
                              {"session.timeout.ms", session},
                              {"max.poll.interval.ms", max_poll},
                              {"fetch.wait.max.ms", "100"},
+                             // What the group's member list and brokers' logs name it by.
+                             {"client.id", opts.client_id.empty() ? group : opts.client_id},
                          },
                          {
                              {"group.id", group},
-                             // What the group's member list and brokers' logs name it by.
-                             {"client.id", opts.client_id.empty() ? group : opts.client_id},
                              // Offsets live in the database, written with the rows.
                              {"enable.auto.commit", "false"},
                              {"enable.auto.offset.store", "false"},
@@ -272,13 +272,17 @@ std::vector<std::int32_t> consumer::partitions_of(const std::string& topic, std:
   return out;
 }
 
-std::vector<group_member> consumer::other_members(std::chrono::milliseconds timeout) const {
+group_description consumer::describe_group(std::chrono::milliseconds timeout) const {
+  return detail::describe_group(impl_->rk.get(), impl_->group, timeout);
+}
+
+std::string consumer::member_id() const {
   rd_kafka_t* rk = impl_->rk.get();
-  auto members = detail::describe_group(rk, impl_->group, timeout).members;
-  const std::unique_ptr<char, std::function<void(char*)>> self(rd_kafka_memberid(rk),
-                                                               [rk](char* id) { rd_kafka_mem_free(rk, id); });
-  if (self) std::erase_if(members, [&](const group_member& m) { return m.member_id == self.get(); });
-  return members;
+  char* id = rd_kafka_memberid(rk);
+  if (!id) return {};
+  std::string out(id);
+  rd_kafka_mem_free(rk, id);
+  return out;
 }
 
 std::uint64_t consumer::fetch_nudges() const { return impl_->nudges; }

@@ -32,7 +32,8 @@ struct consumer_options {
   // Whole-group settings; defaults suit a worker that applies in batches.
   std::chrono::milliseconds session_timeout{10'000};
   std::chrono::milliseconds max_poll_interval{300'000};
-  // The client.id, fixed (the group's id when empty, as a default).
+  // The client.id by default (the group's id when empty); an operator's
+  // client.id property wins.
   std::string client_id{};
 };
 
@@ -76,9 +77,11 @@ class consumer {
   [[nodiscard]] std::pair<std::int64_t, std::int64_t> watermarks(const std::string& topic, std::int32_t partition,
                                                                  std::chrono::milliseconds timeout) const;
 
-  // The group's members other than this one, as its coordinator describes
-  // them. Throws fatal_error when it could not be asked within `timeout`.
-  [[nodiscard]] std::vector<group_member> other_members(std::chrono::milliseconds timeout) const;
+  // This consumer's group as its coordinator describes it, this member
+  // included. Throws fatal_error when it could not be asked within `timeout`.
+  [[nodiscard]] group_description describe_group(std::chrono::milliseconds timeout) const;
+  // This member's id in its group; empty while it has none.
+  [[nodiscard]] std::string member_id() const;
 
   // Partition ids of a topic; empty if the topic does not exist.
   [[nodiscard]] std::vector<std::int32_t> partitions_of(const std::string& topic,

@@ -554,6 +554,15 @@ std::map<std::int32_t, std::int64_t> stored_offsets(store::database& db, kind pr
   });
 }
 
+resume_points read_resume_points(store::database& db, kind projection, const std::string& topic) {
+  return guarded([&] {
+    SQLite::Transaction tx(db.native(), SQLite::TransactionBehavior::IMMEDIATE);
+    resume_points out{stored_offsets(db, projection, topic), last_svix_ids(db, projection, topic)};
+    tx.commit();
+    return out;
+  });
+}
+
 std::map<std::int32_t, std::string> last_svix_ids(store::database& db, kind projection, const std::string& topic) {
   return guarded([&] {
     std::map<std::int32_t, std::string> out;
@@ -607,10 +616,6 @@ std::vector<dead_letter> list_dead_letters(store::database& db, std::optional<ki
     while (st.executeStep()) out.push_back(read_dead_letter(st));
     return out;
   });
-}
-
-std::string database_identity(store::database& db) {
-  return guarded([&] { return db.native().execAndGet("SELECT id FROM database_identity").getString(); });
 }
 
 std::optional<dead_letter> find_dead_letter(store::database& db, std::int64_t id) {

@@ -286,7 +286,7 @@ TEST_CASE("swap-in puts a rebuilt projection into the live file, refused while i
   auto r = swap("users");
   CHECK(r.status == 1);
   CHECK_MESSAGE(r.err.find("consumers of these projections are running (" + prefix + ".users: " + prefix +
-                           ".users.db-") != std::string::npos,
+                           ".users.file-") != std::string::npos,
                 r.err);
   CHECK(test::query_int(live, "SELECT count(*) FROM users") == damaged_rows);
   consumer->signal(SIGTERM);
@@ -332,7 +332,8 @@ TEST_CASE("swap-in puts a rebuilt projection into the live file, refused while i
                               "'msg_swap_broken' AND resolved_at IS NULL") == 1);
   CHECK(test::query_int(live, "SELECT count(*) FROM referrals") == referral_rows);  // untouched
 
-  // The consumer resumes from the swapped offsets: new events only, each once.
+  // The consumer resumes from the swapped offsets: `mid` again and the new
+  // events, each once.
   std::vector<test::generated_event> more;
   for (auto& e : ops::generate_events(30, 13)) more.push_back({e.user_id, ops::random_message_id(), e.type, e.body});
   test::produce_events(test::broker(), topic, more);
@@ -347,6 +348,31 @@ TEST_CASE("swap-in puts a rebuilt projection into the live file, refused while i
   (void)test::reference_tables(all, reference, {projection::kind::users, projection::kind::referrals});
   CHECK(ctl_run({"compare", "--projection", "users,referrals", live, reference}, topic).status == 0);
   const std::string ledger_sql = "SELECT count(*) FROM applied_events";
+  CHECK(test::query_int(live, ledger_sql) == test::query_int(reference, ledger_sql));
+
+  // Again, with the swap held for seconds inside its transaction, past its
+  // second look at the group, while a consumer starts: the consumer reads
+  // its offsets under the write lock, so it waits and resumes from the
+  // rebuilt ones, not from the live file's that were ahead of them (it would
+  // skip `mid` and `more`, which the rebuilt rows lack).
+  test::hang_writes(live, "kafka_offsets", "INSERT", "NEW.projection = 'users'", 800);
+  test::process swapping(ctl(), {"swap-in", "--projection", "users", "--from", rebuilt, "--db", live,
+                                 "--group-prefix", prefix},
+                         kafka_env(topic));
+  const auto hold_deadline = std::chrono::steady_clock::now() + 30s;
+  while (std::chrono::steady_clock::now() < hold_deadline && swapping.running() &&
+         !test::write_lock_held_for(live, 500ms))
+    std::this_thread::sleep_for(20ms);
+  REQUIRE_MESSAGE(swapping.running(), swapping.stderr_text());
+  consumer = test::start_consumer(consumer_args);
+  CHECK_MESSAGE(swapping.wait(120s) == 0, swapping.stderr_text());
+  test::unhang_writes(live);
+  REQUIRE(wait_lag_zero(live, topic, "users,referrals", 60s).status == 0);
+  consumer->signal(SIGTERM);
+  CHECK(consumer->wait(30s) == 0);
+  CHECK_MESSAGE(consumer->stderr_text().find("msg=db_retry") != std::string::npos,
+                "the consumer did not meet the swap's lock: the race was not exercised");
+  CHECK(ctl_run({"compare", "--projection", "users,referrals", live, reference}, topic).status == 0);
   CHECK(test::query_int(live, ledger_sql) == test::query_int(reference, ledger_sql));
 }
 

@@ -6,12 +6,14 @@
 
 namespace clerk_sync::test {
 
-void hang_writes(const std::string& db, const std::string& table, const std::string& event, const std::string& when) {
+void hang_writes(const std::string& db, const std::string& table, const std::string& event, const std::string& when,
+                 int rows) {
   SQLite::Database c(db, SQLite::OPEN_READWRITE);
+  c.setBusyTimeout(10'000);
   c.exec("CREATE TABLE IF NOT EXISTS test_hang_rows(x INTEGER)");
-  if (c.execAndGet("SELECT count(*) FROM test_hang_rows").getInt() == 0)  // 3,000: 2.7e10 rows to count
-    c.exec("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) "
-           "INSERT INTO test_hang_rows SELECT i FROM n");
+  if (c.execAndGet("SELECT count(*) FROM test_hang_rows").getInt() == 0)
+    c.exec("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < " + std::to_string(rows) +
+           ") INSERT INTO test_hang_rows SELECT i FROM n");
   const int n = c.execAndGet("SELECT count(*) FROM sqlite_master WHERE name LIKE 'test_hang_%' AND type = 'trigger'").getInt();
   c.exec("CREATE TRIGGER test_hang_" + std::to_string(n) + " AFTER " + event + " ON " + table + " WHEN " + when +
          " BEGIN SELECT count(*) FROM test_hang_rows a, test_hang_rows b, test_hang_rows c; END");
