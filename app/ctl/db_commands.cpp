@@ -136,19 +136,27 @@ int swap_in(const swap_args& a) {
   const auto kinds = kinds_of(a.projections);
   // A consumer still running would go on from the offsets it had read, over
   // the rebuilt ones: asked before anything is opened, and again under the
-  // write lock, so that one started in between is seen.
-  const auto refuse_running = [&] {
-    const auto running =
-        ops::running_consumers(a.kafka, a.group_prefix, kinds, std::chrono::milliseconds(a.timeout_ms));
-    if (running.empty()) return;
+  // write lock (briefly: the other consumers wait meanwhile), so that one
+  // started in between is seen.
+  const auto refuse_running = [&](std::chrono::milliseconds timeout, bool first) {
+    const auto groups = ops::describe_consumers(a.kafka, a.group_prefix, kinds, timeout);
+    if (first)
+      for (const auto& g : groups.unknown)
+        log::warn("consumer group unknown to Kafka",
+                  {{"group", g},
+                   {"outcome", "never joined, or its consumers stopped long ago: check that --group-prefix is "
+                               "the consumers' (a running consumer under another prefix is not seen)"}});
+    if (groups.running.empty()) return;
     std::string members;
-    for (const auto& m : running) members += (members.empty() ? "" : ", ") + m;
+    for (const auto& m : groups.running) members += (members.empty() ? "" : ", ") + m;
     throw ops::swap_error("consumers of these projections are running (" + members +
                           "): stop them first (systemctl stop clerk-sync-consumer@<projection>)");
   };
+  const std::chrono::milliseconds timeout(a.timeout_ms);
   return guarded([&] {
-    refuse_running();
-    for (const auto& s : ops::swap_in(a.from, a.db, kinds, refuse_running))
+    refuse_running(timeout, true);
+    const auto check_again = [&] { refuse_running(std::min(timeout, std::chrono::milliseconds(3'000)), false); };
+    for (const auto& s : ops::swap_in(a.from, a.db, kinds, check_again))
       log::info("swapped in", {{"projection", projection::name(s.projection)},
                                {"rows", s.rows},
                                {"ledger_rows", s.ledger_rows},

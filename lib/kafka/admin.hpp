@@ -60,15 +60,18 @@ struct group_member {
   std::string host;  // as the broker saw it
 };
 struct group_description {
+  std::string group;
   std::string state;  // Stable, Empty, Dead, PreparingRebalance…
   std::vector<group_member> members;
 };
 
-// A consumer group as its coordinator describes it (a group never seen is
-// Dead with no member). Throws fatal_error when it cannot be asked, or the
-// coordinator answers with an error.
-[[nodiscard]] group_description describe_group(const client_config& cfg, const std::string& group,
-                                               std::chrono::milliseconds timeout);
+// Consumer groups as their coordinators describe them, in the order asked,
+// in one request (a group never seen, or empty long enough to be removed,
+// is Dead with no member). Throws fatal_error when one cannot be asked, or
+// its coordinator answers with an error.
+[[nodiscard]] std::vector<group_description> describe_groups(const client_config& cfg,
+                                                             const std::vector<std::string>& groups,
+                                                             std::chrono::milliseconds timeout);
 
 // Deletes a topic; deleting one that does not exist is not an error.
 void delete_topic(const client_config& cfg, const std::string& topic, std::chrono::milliseconds timeout);

@@ -273,7 +273,7 @@ std::vector<std::int32_t> consumer::partitions_of(const std::string& topic, std:
 }
 
 group_description consumer::describe_group(std::chrono::milliseconds timeout) const {
-  return detail::describe_group(impl_->rk.get(), impl_->group, timeout);
+  return detail::describe_groups(impl_->rk.get(), {impl_->group}, timeout).front();
 }
 
 std::string consumer::member_id() const {

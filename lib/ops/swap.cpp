@@ -113,14 +113,15 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
   return out;
 }
 
-std::vector<std::string> running_consumers(const kafka::client_config& cfg, const std::string& prefix,
-                                           const std::vector<projection::kind>& projections,
-                                           std::chrono::milliseconds timeout) {
-  std::vector<std::string> out;
-  for (const auto k : projections) {
-    const std::string group = prefix + "." + std::string(projection::name(k));
-    for (const auto& m : kafka::describe_group(cfg, group, timeout).members)
-      out.push_back(group + ": " + m.client_id + "@" + m.host);
+consumer_groups describe_consumers(const kafka::client_config& cfg, const std::string& prefix,
+                                   const std::vector<projection::kind>& projections,
+                                   std::chrono::milliseconds timeout) {
+  std::vector<std::string> groups;
+  for (const auto k : projections) groups.push_back(prefix + "." + std::string(projection::name(k)));
+  consumer_groups out;
+  for (const auto& g : kafka::describe_groups(cfg, groups, timeout)) {
+    for (const auto& m : g.members) out.running.push_back(g.group + ": " + m.client_id + "@" + m.host);
+    if (g.state == "Dead") out.unknown.push_back(g.group);
   }
   return out;
 }

@@ -42,12 +42,16 @@ struct swapped {
                                            const std::vector<projection::kind>& projections,
                                            const std::function<void()>& while_locked);
 
-// The members of the projections' consumer groups (<prefix>.<projection>),
-// one "group: client.id@host" each, as each group's coordinator describes
-// it; empty when none runs. Throws kafka::fatal_error when a group cannot be
-// described (never read as "no member").
-[[nodiscard]] std::vector<std::string> running_consumers(const kafka::client_config& cfg, const std::string& prefix,
-                                                         const std::vector<projection::kind>& projections,
-                                                         std::chrono::milliseconds timeout);
+// The projections' consumer groups (<prefix>.<projection>), described in
+// one request by their coordinators.
+struct consumer_groups {
+  std::vector<std::string> running;  // "group: client.id@host", one per member
+  std::vector<std::string> unknown;  // groups Kafka does not know (Dead)
+};
+// Throws kafka::fatal_error when a group cannot be described (never read as
+// "no member").
+[[nodiscard]] consumer_groups describe_consumers(const kafka::client_config& cfg, const std::string& prefix,
+                                                 const std::vector<projection::kind>& projections,
+                                                 std::chrono::milliseconds timeout);
 
 }  // namespace clerk_sync::ops

@@ -206,7 +206,7 @@ TEST_CASE("a dead-letter re-drive SIGKILLed before it marks the letter resolved 
     c.exec("BEGIN IMMEDIATE");  // both wait for this (their busy timeout is 5 s)
     test::process one(ctl(), {"dead-letters", "retry", "--db", db, "1"}, clean_env);
     test::process two(ctl(), {"dead-letters", "retry", "--db", db, "1"}, clean_env);
-    std::this_thread::sleep_for(1s);
+    std::this_thread::sleep_for(3s);  // both started and waiting, on a loaded machine too
     c.exec("ROLLBACK");
     const auto a = one.wait(20s), b = two.wait(20s);
     const std::string both = one.stderr_text() + two.stderr_text();

@@ -293,9 +293,18 @@ TEST_CASE("swap-in puts a rebuilt projection into the live file, refused while i
   REQUIRE(consumer->wait(30s) == 0);
 
   // A file that is not a replay of the projection: refused, nothing done.
-  r = swap("users,referrals");
+  // Asked with a prefix no consumer uses, the groups are unknown to Kafka:
+  // said, since a running consumer under the real prefix would go unseen.
+  r = ctl_run({"swap-in", "--projection", "users,referrals", "--from", rebuilt, "--db", live, "--group-prefix",
+               prefix + "-typo"},
+              topic);
   CHECK(r.status == 1);
   CHECK(r.err.find("holds no stored offsets for referrals") != std::string::npos);
+  CHECK(r.err.find("level=warn msg=\"consumer group unknown to Kafka\" group=" + prefix + "-typo.users ") !=
+        std::string::npos);
+  r = swap("users,referrals");  // the consumers' own groups, just left: no such warning
+  CHECK(r.status == 1);
+  CHECK(r.err.find("unknown to Kafka") == std::string::npos);
   CHECK(test::query_int(live, "SELECT count(*) FROM users") == damaged_rows);
 
   // Killed inside its transaction (hung at its first stored offset, after
