@@ -180,10 +180,7 @@ TEST_CASE("a dead-letter re-drive SIGKILLed before it marks the letter resolved 
   }
   test::hang_writes(db, "dead_letters", "UPDATE OF resolved_at", "NEW.resolved_at IS NOT NULL");
   test::process redrive(ctl(), {"dead-letters", "retry", "--db", db, "--all"}, clean_env);
-  const auto deadline = std::chrono::steady_clock::now() + 30s;
-  while (std::chrono::steady_clock::now() < deadline && redrive.running() && !test::write_lock_held_for(db, 1s))
-    std::this_thread::sleep_for(20ms);
-  REQUIRE_MESSAGE(redrive.running(), redrive.stderr_text());
+  REQUIRE_MESSAGE(test::wait_until_hung(redrive, db, 30s), redrive.stderr_text());
   redrive.signal(SIGKILL);
   CHECK(redrive.wait(10s) == 128 + SIGKILL);
   CHECK(count("SELECT count(*) FROM dead_letters WHERE resolved_at IS NULL") == 1);

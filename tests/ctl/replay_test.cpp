@@ -314,10 +314,7 @@ TEST_CASE("swap-in puts a rebuilt projection into the live file, refused while i
     test::process hung(ctl(), {"swap-in", "--projection", "users", "--from", rebuilt, "--db", live, "--group-prefix",
                                prefix},
                        kafka_env(topic));
-    const auto deadline = std::chrono::steady_clock::now() + 30s;
-    while (std::chrono::steady_clock::now() < deadline && hung.running() && !test::write_lock_held_for(live, 1s))
-      std::this_thread::sleep_for(20ms);
-    REQUIRE_MESSAGE(hung.running(), hung.stderr_text());
+    REQUIRE_MESSAGE(test::wait_until_hung(hung, live, 30s), hung.stderr_text());
     hung.signal(SIGKILL);
     CHECK(hung.wait(10s) == 128 + SIGKILL);
   }
@@ -364,16 +361,14 @@ TEST_CASE("swap-in puts a rebuilt projection into the live file, refused while i
   // its offsets under the write lock, so it waits and resumes from the
   // rebuilt ones, not from the live file's that were ahead of them (it would
   // skip `mid` and `more`, which the rebuilt rows lack).
-  test::hang_writes(live, "kafka_offsets", "INSERT", "NEW.projection = 'users'", 800);
+  test::hang_writes(live, "kafka_offsets", "INSERT", "NEW.projection = 'users'", 1'100);  // ~12 s
   test::process swapping(ctl(), {"swap-in", "--projection", "users", "--from", rebuilt, "--db", live,
                                  "--group-prefix", prefix},
                          kafka_env(topic));
-  const auto hold_deadline = std::chrono::steady_clock::now() + 30s;
-  while (std::chrono::steady_clock::now() < hold_deadline && swapping.running() &&
-         !test::write_lock_held_for(live, 500ms))
-    std::this_thread::sleep_for(20ms);
-  REQUIRE_MESSAGE(swapping.running(), swapping.stderr_text());
-  consumer = test::start_consumer(consumer_args);
+  REQUIRE_MESSAGE(test::wait_until_hung(swapping, live, 30s), swapping.stderr_text());
+  auto waiting_args = consumer_args;  // a retry budget that outlasts the swap on a loaded machine
+  waiting_args.insert(waiting_args.end(), {"--db-retry-ms", "120000"});
+  consumer = test::start_consumer(waiting_args);
   CHECK_MESSAGE(swapping.wait(120s) == 0, swapping.stderr_text());
   test::unhang_writes(live);
   REQUIRE(wait_lag_zero(live, topic, "users,referrals", 60s).status == 0);

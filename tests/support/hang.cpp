@@ -4,6 +4,8 @@
 
 #include <thread>
 
+#include "support/process.hpp"
+
 namespace clerk_sync::test {
 
 void hang_writes(const std::string& db, const std::string& table, const std::string& event, const std::string& when,
@@ -42,6 +44,13 @@ bool write_lock_held_for(const std::string& db, std::chrono::milliseconds span) 
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return true;
+}
+
+bool wait_until_hung(process& p, const std::string& db, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline && p.running())
+    if (write_lock_held_for(db, std::chrono::seconds(1))) return p.running();
+  return false;
 }
 
 }  // namespace clerk_sync::test

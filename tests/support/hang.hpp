@@ -12,7 +12,7 @@ namespace clerk_sync::test {
 // Every `event` ("INSERT", "UPDATE", "UPDATE OF column") of `table` in the
 // database at `db` for which `when` (an SQL condition on NEW) holds hangs
 // inside its transaction, after the writes before it, counting rows³ rows:
-// 3,000 takes hours; 800 about 5 s on a 2-core VM (more on a loaded one).
+// 3,000 takes hours; 1,100 about 12 s on a 2-core VM (more on a loaded one).
 // One row count per database.
 void hang_writes(const std::string& db, const std::string& table, const std::string& event, const std::string& when,
                  int rows = 3'000);
@@ -23,5 +23,12 @@ void unhang_writes(const std::string& db);
 // Whether another connection has held the write lock for all of `span`: a
 // transaction that hangs, not one of the short ones a process runs.
 [[nodiscard]] bool write_lock_held_for(const std::string& db, std::chrono::milliseconds span);
+
+class process;
+
+// Waits up to `timeout` until `p`, still running, has held the write lock of
+// `db` for a second (write_lock_held_for): stuck in a hanging write. False
+// when it ended or never got there.
+[[nodiscard]] bool wait_until_hung(process& p, const std::string& db, std::chrono::milliseconds timeout);
 
 }  // namespace clerk_sync::test
