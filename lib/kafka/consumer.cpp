@@ -273,7 +273,24 @@ std::vector<std::int32_t> consumer::partitions_of(const std::string& topic, std:
 }
 
 group_description consumer::describe_group(std::chrono::milliseconds timeout) const {
-  return detail::describe_groups(impl_->rk.get(), {impl_->group}, timeout).front();
+  const struct rd_kafka_group_list* raw = nullptr;
+  const auto err =
+      rd_kafka_list_groups(impl_->rk.get(), impl_->group.c_str(), &raw, static_cast<int>(timeout.count()));
+  const std::unique_ptr<const rd_kafka_group_list, decltype(&rd_kafka_group_list_destroy)> list(
+      raw, &rd_kafka_group_list_destroy);
+  if (err) throw fatal_error("describe group " + impl_->group + ": " + rd_kafka_err2str(err));
+  group_description out{impl_->group, "Dead", {}};
+  for (int i = 0; i < list->group_cnt; ++i) {
+    const auto& g = list->groups[i];
+    if (g.err) throw fatal_error("describe group " + impl_->group + ": " + rd_kafka_err2str(g.err));
+    out.state = g.state;
+    for (int j = 0; j < g.member_cnt; ++j) {
+      std::string host = g.members[j].client_host;
+      if (host.starts_with('/')) host.erase(0, 1);  // "/10.0.0.5"
+      out.members.push_back({g.members[j].member_id, g.members[j].client_id, host});
+    }
+  }
+  return out;
 }
 
 std::string consumer::member_id() const {

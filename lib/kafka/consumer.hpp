@@ -77,8 +77,15 @@ class consumer {
   [[nodiscard]] std::pair<std::int64_t, std::int64_t> watermarks(const std::string& topic, std::int32_t partition,
                                                                  std::chrono::milliseconds timeout) const;
 
-  // This consumer's group as its coordinator describes it, this member
-  // included. Throws fatal_error when it could not be asked within `timeout`.
+  // This consumer's group as the brokers list it, this member included.
+  // Throws fatal_error when it could not be asked within `timeout`. A
+  // diagnosis, not a guarantee: in librdkafka 2.0.2 a later clean answer
+  // from one broker can erase an earlier error from the group's coordinator
+  // (the group then reads as having no member). The admin API's
+  // DescribeConsumerGroups asks the coordinator, but its error path can
+  // abort the process (librdkafka #4605, #3663: an assertion in
+  // rd_kafka_enq_once_del_source_return when a connection drops), which
+  // a consumer must not risk for a log line.
   [[nodiscard]] group_description describe_group(std::chrono::milliseconds timeout) const;
   // This member's id in its group; empty while it has none.
   [[nodiscard]] std::string member_id() const;

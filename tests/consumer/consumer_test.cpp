@@ -126,6 +126,30 @@ TEST_CASE("a second consumer of one projection with another database is an error
   CHECK(first->stderr_text().find("group_shared") == first->stderr_text().rfind("group_shared"));  // once
 }
 
+TEST_CASE("a short assignment whose group cannot be described is a warning, not silence") {
+  // librdkafka 2.0.2's mock cluster answers DescribeGroups with "not
+  // supported": the check cannot be made, and the consumer says so.
+  clerk_sync::kafka::mock_cluster mock(1);
+  mock.create_topic("described", 2);
+  t::temp_dir dir;
+  const auto start = [&](const std::string& db) {
+    return std::make_unique<t::process>(
+        t::binary_path("app/consumer/clerk-sync-consumer"),
+        std::vector<std::string>{"--projection", "users", "--db", (dir / db).string(), "--topic", "described"},
+        std::map<std::string, std::string>{{"KAFKA_BROKERS", mock.bootstrap_servers()}, {"NOTIFY_SOCKET", ""}});
+  };
+  auto first = start("first.db");
+  REQUIRE_MESSAGE(first->wait_for_log("partition=1", 30s), first->stderr_text());
+  auto second = start("second.db");
+  CHECK_MESSAGE(first->wait_for_log("level=warn msg=group_unchecked projection=users reason=", 60s),
+                first->stderr_text());
+  CHECK(first->stderr_text().find("group_shared") == std::string::npos);
+  second->signal(SIGTERM);
+  first->signal(SIGTERM);
+  CHECK(second->wait(30s) == 0);
+  CHECK(first->wait(30s) == 0);
+}
+
 TEST_CASE("an unknown projection or a bad setting: one clear line, exit 2") {
   const auto exe = t::binary_path("app/consumer/clerk-sync-consumer");
   auto r = t::run(exe, {"--projection", "users,payments"});
