@@ -63,8 +63,6 @@ int guarded(F&& body) {
     return config::report_exit("clerk-sync-ctl", "failed", e.what(), exit_failed);
   } catch (const ops::swap_error& e) {
     return config::report_exit("clerk-sync-ctl", "failed", e.what(), exit_failed);
-  } catch (const kafka::fatal_error& e) {
-    return config::report_exit("clerk-sync-ctl", "failed", e.what(), exit_failed);
   }
 }
 
@@ -122,41 +120,17 @@ int compare(const compare_args& c) {
 }
 
 struct swap_args {
-  kafka::client_config kafka;
-  std::string group_prefix = "clerk-sync";
   std::string projections;
   std::string from;
   std::string db;
-  int timeout_ms = 15'000;
 };
 
 int swap_in(const swap_args& a) {
   require_existing(a.from);
   require_existing(a.db);
   const auto kinds = kinds_of(a.projections);
-  // A consumer still running would go on from the offsets it had read, over
-  // the rebuilt ones: asked before anything is opened, and again under the
-  // write lock (briefly: the other consumers wait meanwhile), so that one
-  // started in between is seen.
-  const auto refuse_running = [&](std::chrono::milliseconds timeout, bool first) {
-    const auto groups = ops::describe_consumers(a.kafka, a.group_prefix, kinds, timeout);
-    if (first)
-      for (const auto& g : groups.unknown)
-        log::warn("consumer group unknown to Kafka",
-                  {{"group", g},
-                   {"outcome", "never joined, or its consumers stopped long ago: check that --group-prefix is "
-                               "the consumers' (a running consumer under another prefix is not seen)"}});
-    if (groups.running.empty()) return;
-    std::string members;
-    for (const auto& m : groups.running) members += (members.empty() ? "" : ", ") + m;
-    throw ops::swap_error("consumers of these projections are running (" + members +
-                          "): stop them first (systemctl stop clerk-sync-consumer@<projection>)");
-  };
-  const std::chrono::milliseconds timeout(a.timeout_ms);
   return guarded([&] {
-    refuse_running(timeout, true);
-    const auto check_again = [&] { refuse_running(std::min(timeout, std::chrono::milliseconds(3'000)), false); };
-    for (const auto& s : ops::swap_in(a.from, a.db, kinds, check_again))
+    for (const auto& s : ops::swap_in(a.from, a.db, kinds))
       log::info("swapped in", {{"projection", projection::name(s.projection)},
                                {"rows", s.rows},
                                {"ledger_rows", s.ledger_rows},
@@ -339,19 +313,12 @@ void add_db_commands(CLI::App& app, runner& run) {
   auto* sw = app.add_subcommand(
       "swap-in",
       "Put projections rebuilt by replay into the live database in one transaction: their rows, ledger, stored "
-      "offsets and dead letters replace the live file's; refused while a consumer of them runs");
+      "offsets and dead letters replace the live file's; refused while a consumer of them runs on it");
   auto w = std::make_shared<swap_args>();
-  config::add_kafka_options(*sw, w->kafka);
-  sw->add_option("--group-prefix", w->group_prefix, "The consumers' groups are <prefix>.<projection>")
-      ->envname("CLERK_SYNC_GROUP_PREFIX")
-      ->capture_default_str();
   sw->add_option("--projection", w->projections, "users, referrals, balances, sessions, a comma list, or all")
       ->required();
   sw->add_option("--from", w->from, "The file replay wrote")->required();
   sw->add_option("--db", w->db, "The live database file")->envname("CLERK_SYNC_DB")->required();
-  sw->add_option("--timeout-ms", w->timeout_ms, "Kafka request timeout")
-      ->check(CLI::Range(100, 600'000))
-      ->capture_default_str();
   sw->callback([w, &run] { run = [w] { return swap_in(*w); }; });
 
   auto* st = app.add_subcommand(

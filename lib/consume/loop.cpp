@@ -8,6 +8,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <type_traits>
 #include <variant>
@@ -17,6 +18,7 @@
 #include "log/log.hpp"
 #include "projection/applier.hpp"
 #include "store/database.hpp"
+#include "store/file_lock.hpp"
 
 namespace clerk_sync::consume {
 namespace {
@@ -77,6 +79,15 @@ class consume_loop {
   consume_loop& operator=(const consume_loop&) = delete;
 
   int run(const std::atomic<bool>& stop) {
+    // Held while this projection's loop runs: ctl swap-in takes it
+    // exclusively while it replaces the projection's rows and offsets, and
+    // refuses while a consumer holds it; a consumer starting meanwhile waits.
+    const auto lock_path = store::projection_lock_path(cfg_.db_path, projection::name(cfg_.projection));
+    auto held = store::file_lock::try_lock(lock_path, store::file_lock::mode::shared);
+    if (!held) {
+      log::info("swap_wait", {{"projection", projection::name(cfg_.projection)}, {"lock", lock_path}});
+      held = store::file_lock::lock(lock_path, store::file_lock::mode::shared);
+    }
     kafka::consumer cons(cfg_.kafka, group_,
                          {.on_assign = [this](std::vector<kafka::topic_partition> parts) { return on_assign(parts); },
                           .on_revoke = [this](const std::vector<kafka::topic_partition>&) { on_revoke(); }},
@@ -488,6 +499,9 @@ int run_loop(const loop_config& cfg, const std::atomic<bool>& stop, loop_state& 
     log::error("db_open_failed", {{"projection", projection::name(cfg.projection)}, {"error", e.what()}});
     code = exit_db_failed;
   } catch (const store::db_error& e) {
+    log::error("db_failed", {{"projection", projection::name(cfg.projection)}, {"error", e.what()}});
+    code = exit_db_failed;
+  } catch (const std::system_error& e) {  // the projection's lock file
     log::error("db_failed", {{"projection", projection::name(cfg.projection)}, {"error", e.what()}});
     code = exit_db_failed;
   } catch (const kafka::offset_out_of_range& e) {

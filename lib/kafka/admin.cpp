@@ -44,47 +44,6 @@ event_ptr wait_for(rd_kafka_queue_t* q, std::chrono::milliseconds timeout) {
 
 }  // namespace
 
-namespace detail {
-
-std::vector<group_description> describe_groups(rd_kafka_t* rk, const std::vector<std::string>& groups,
-                                               std::chrono::milliseconds timeout) {
-  queue_ptr q(rd_kafka_queue_new(rk));
-  const auto opts = admin_options(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS, timeout);
-  std::vector<const char*> names;
-  for (const auto& g : groups) names.push_back(g.c_str());
-  rd_kafka_DescribeConsumerGroups(rk, names.data(), names.size(), opts.get(), q.get());
-  const auto ev = wait_for(q.get(), timeout);
-  size_t n = 0;
-  const rd_kafka_ConsumerGroupDescription_t** res =
-      rd_kafka_DescribeConsumerGroups_result_groups(rd_kafka_event_DescribeConsumerGroups_result(ev.get()), &n);
-  std::vector<group_description> out;
-  for (const auto& g : groups) {
-    const rd_kafka_ConsumerGroupDescription_t* d = nullptr;
-    for (size_t i = 0; i < n; ++i)
-      if (g == rd_kafka_ConsumerGroupDescription_group_id(res[i])) d = res[i];
-    if (!d) throw fatal_error("describe group " + g + ": no answer for it");
-    if (const rd_kafka_error_t* e = rd_kafka_ConsumerGroupDescription_error(d))
-      throw fatal_error("describe group " + g + ": " + rd_kafka_error_string(e));
-    group_description gd{g, rd_kafka_consumer_group_state_name(rd_kafka_ConsumerGroupDescription_state(d)), {}};
-    for (size_t i = 0; i < rd_kafka_ConsumerGroupDescription_member_count(d); ++i) {
-      const rd_kafka_MemberDescription_t* m = rd_kafka_ConsumerGroupDescription_member(d, i);
-      std::string host = rd_kafka_MemberDescription_host(m);
-      if (host.starts_with('/')) host.erase(0, 1);  // "/10.0.0.5"
-      gd.members.push_back({rd_kafka_MemberDescription_consumer_id(m), rd_kafka_MemberDescription_client_id(m), host});
-    }
-    out.push_back(std::move(gd));
-  }
-  return out;
-}
-
-}  // namespace detail
-
-std::vector<group_description> describe_groups(const client_config& cfg, const std::vector<std::string>& groups,
-                                               std::chrono::milliseconds timeout) {
-  auto rk = admin_handle(cfg);
-  return detail::describe_groups(rk.get(), groups, timeout);
-}
-
 create_outcome create_topic(const client_config& cfg, const topic_spec& spec, std::chrono::milliseconds timeout) {
   auto rk = admin_handle(cfg);
   std::array<char, 512> err{};

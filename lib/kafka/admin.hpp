@@ -54,25 +54,6 @@ struct cluster_layout {
 void delete_records(const client_config& cfg, const std::string& topic, std::int32_t partition,
                     std::int64_t before_offset, std::chrono::milliseconds timeout);
 
-struct group_member {
-  std::string member_id;
-  std::string client_id;
-  std::string host;  // as the broker saw it
-};
-struct group_description {
-  std::string group;
-  std::string state;  // Stable, Empty, Dead, PreparingRebalance…
-  std::vector<group_member> members;
-};
-
-// Consumer groups as their coordinators describe them, in the order asked,
-// in one request (a group never seen, or empty long enough to be removed,
-// is Dead with no member). Throws fatal_error when one cannot be asked, or
-// its coordinator answers with an error.
-[[nodiscard]] std::vector<group_description> describe_groups(const client_config& cfg,
-                                                             const std::vector<std::string>& groups,
-                                                             std::chrono::milliseconds timeout);
-
 // Deletes a topic; deleting one that does not exist is not an error.
 void delete_topic(const client_config& cfg, const std::string& topic, std::chrono::milliseconds timeout);
 

@@ -13,7 +13,6 @@
 #include <string>
 #include <vector>
 
-#include "kafka/admin.hpp"
 #include "kafka/client.hpp"
 
 namespace clerk_sync::kafka {
@@ -26,6 +25,19 @@ struct message {
   std::string value;
   std::vector<header> headers;
   std::int64_t timestamp_ms = -1;
+};
+
+// A consumer group's member, and the group, as brokers list them
+// (consumer::describe_group).
+struct group_member {
+  std::string member_id;
+  std::string client_id;
+  std::string host;  // as the broker saw it
+};
+struct group_description {
+  std::string group;
+  std::string state;  // Stable, Empty, Dead, PreparingRebalance…
+  std::vector<group_member> members;
 };
 
 struct consumer_options {

@@ -11,7 +11,6 @@
 #include <string>
 #include <string_view>
 
-#include "kafka/admin.hpp"
 #include "kafka/client.hpp"
 
 namespace clerk_sync::kafka::detail {
@@ -71,11 +70,6 @@ void refuse_overrides(const client_config& cfg, fixed_list fixed);
 // one a minute with the count held back. A client that installs its own
 // error callback calls this from it. Thread-safe.
 void log_error(const rd_kafka_t* rk, int err, const char* reason);
-
-// describe_groups() through an existing handle of any kind (a consumer asks
-// about its own group without a connection of its own).
-[[nodiscard]] std::vector<group_description> describe_groups(rd_kafka_t* rk, const std::vector<std::string>& groups,
-                                                             std::chrono::milliseconds timeout);
 
 // Creates the handle; throws config_error with librdkafka's reason.
 [[nodiscard]] handle_ptr make_handle(rd_kafka_type_t type, conf_ptr conf);

@@ -1,14 +1,8 @@
 #include "ops/replay.hpp"
 
-#include <fcntl.h>
-#include <sys/file.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <system_error>
-
 #include <filesystem>
 #include <memory>
+#include <system_error>
 #include <utility>
 #include <thread>
 
@@ -17,6 +11,7 @@
 #include "log/log.hpp"
 #include "projection/applier.hpp"
 #include "store/database.hpp"
+#include "store/file_lock.hpp"
 
 namespace clerk_sync::ops {
 
@@ -77,22 +72,9 @@ namespace {
 // renamed into place by the first.
 class partial_file {
  public:
-  explicit partial_file(std::string path) : path_(std::move(path)) {
-    // Read-only suffices for flock: a lock file root left stays usable.
-    lock_ = ::open((path_ + ".lock").c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
-    if (lock_ < 0)
-      throw replay_error("cannot create " + path_ + ".lock: " + std::generic_category().message(errno));
-    if (::flock(lock_, LOCK_EX | LOCK_NB) != 0) {
-      const int err = errno;
-      ::close(lock_);
-      throw replay_error(err == EWOULDBLOCK ? "another replay into " + path_ + " is running (it holds " + path_ + ".lock)"
-                                            : "cannot lock " + path_ + ".lock: " + std::generic_category().message(err));
-    }
-    remove();
-  }
+  explicit partial_file(std::string path) : path_(std::move(path)), lock_(take_lock(path_)) { remove(); }
   ~partial_file() {
     if (!released_) remove();
-    ::close(lock_);
   }
   partial_file(const partial_file&) = delete;
   partial_file& operator=(const partial_file&) = delete;
@@ -109,8 +91,17 @@ class partial_file {
     std::filesystem::remove(path_, ec);
     remove_sidecars();
   }
+  static store::file_lock take_lock(const std::string& partial) {
+    try {
+      auto l = store::file_lock::try_lock(partial + ".lock", store::file_lock::mode::exclusive);
+      if (!l) throw replay_error("another replay into " + partial + " is running (it holds " + partial + ".lock)");
+      return std::move(*l);
+    } catch (const std::system_error& e) {
+      throw replay_error(e.what());
+    }
+  }
   std::string path_;
-  int lock_ = -1;
+  store::file_lock lock_;
   bool released_ = false;
 };
 

@@ -3,9 +3,10 @@
 #include <SQLiteCpp/SQLiteCpp.h>
 
 #include <set>
+#include <system_error>
 
-#include "kafka/admin.hpp"
 #include "store/database.hpp"
+#include "store/file_lock.hpp"
 
 namespace clerk_sync::ops {
 namespace {
@@ -68,8 +69,21 @@ struct attached {
 }  // namespace
 
 std::vector<swapped> swap_in(const std::string& from, const std::string& live,
-                             const std::vector<projection::kind>& projections,
-                             const std::function<void()>& while_locked) {
+                             const std::vector<projection::kind>& projections) {
+  std::vector<store::file_lock> held;
+  for (const auto k : projections) {
+    const auto path = store::projection_lock_path(live, projection::name(k));
+    try {
+      auto l = store::file_lock::try_lock(path, store::file_lock::mode::exclusive);
+      if (!l)
+        throw swap_error("a consumer of " + std::string(projection::name(k)) + " is running on " + live +
+                         " (it holds " + path + "): stop it first (systemctl stop clerk-sync-consumer@" +
+                         std::string(projection::name(k)) + ")");
+      held.push_back(std::move(*l));
+    } catch (const std::system_error& e) {
+      throw swap_error(e.what());
+    }
+  }
   int from_version = 0;
   try {
     SQLite::Database rebuilt(from, SQLite::OPEN_READONLY);
@@ -96,7 +110,6 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
                          " reads " + *live_topics.begin());
     }
     SQLite::Transaction tx(c, SQLite::TransactionBehavior::IMMEDIATE);
-    while_locked();
     for (const auto k : projections) {
       const std::string p(projection::name(k));
       swapped s{k};
@@ -109,19 +122,6 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
     tx.commit();
   } catch (const SQLite::Exception& e) {
     throw store::db_error(e.what());
-  }
-  return out;
-}
-
-consumer_groups describe_consumers(const kafka::client_config& cfg, const std::string& prefix,
-                                   const std::vector<projection::kind>& projections,
-                                   std::chrono::milliseconds timeout) {
-  std::vector<std::string> groups;
-  for (const auto k : projections) groups.push_back(prefix + "." + std::string(projection::name(k)));
-  consumer_groups out;
-  for (const auto& g : kafka::describe_groups(cfg, groups, timeout)) {
-    for (const auto& m : g.members) out.running.push_back(g.group + ": " + m.client_id + "@" + m.host);
-    if (g.state == "Dead") out.unknown.push_back(g.group);
   }
   return out;
 }

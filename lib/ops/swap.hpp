@@ -2,17 +2,14 @@
 // `ctl swap-in`: projections rebuilt by `replay` put into the live database
 // in place of its own, each with what makes it resumable: its table, its
 // ledger rows, its stored offsets and its dead letters, in one transaction.
-// A consumer of a projection must not run meanwhile: it would go on from
-// the offsets it had read and write over the new ones.
+// A consumer of a projection must not run on that file meanwhile: it would
+// go on from the offsets it had read and write over the new ones.
 
-#include <chrono>
 #include <cstdint>
-#include <functional>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
-#include "kafka/client.hpp"
 #include "projection/mapping.hpp"
 
 namespace clerk_sync::ops {
@@ -30,28 +27,14 @@ struct swapped {
 };
 
 // Replaces, in one transaction of the file at `live`, each projection's
-// rows, ledger rows, stored offsets and dead letters with those of `from`.
-// `while_locked` runs once the transaction holds the write lock, before
-// anything is copied, and may throw to leave everything as it was (the
-// consumers' check again: one started since the first would otherwise read
-// the old offsets). Throws swap_error when `from` is not a rebuild of them
-// for this file (no stored offsets for a projection, another topic, another
-// schema version), store::db_error or store::open_error when a file cannot
-// be read or written.
+// rows, ledger rows, stored offsets and dead letters with those of `from`,
+// holding each projection's lock (store::projection_lock_path) exclusively
+// meanwhile. Throws swap_error while a consumer of one runs on `live` (it
+// holds that lock shared), or when `from` is not a rebuild of them for this
+// file (no stored offsets for a projection, another topic, another schema
+// version); store::db_error or store::open_error when a file cannot be read
+// or written.
 [[nodiscard]] std::vector<swapped> swap_in(const std::string& from, const std::string& live,
-                                           const std::vector<projection::kind>& projections,
-                                           const std::function<void()>& while_locked);
-
-// The projections' consumer groups (<prefix>.<projection>), described in
-// one request by their coordinators.
-struct consumer_groups {
-  std::vector<std::string> running;  // "group: client.id@host", one per member
-  std::vector<std::string> unknown;  // groups Kafka does not know (Dead)
-};
-// Throws kafka::fatal_error when a group cannot be described (never read as
-// "no member").
-[[nodiscard]] consumer_groups describe_consumers(const kafka::client_config& cfg, const std::string& prefix,
-                                                 const std::vector<projection::kind>& projections,
-                                                 std::chrono::milliseconds timeout);
+                                           const std::vector<projection::kind>& projections);
 
 }  // namespace clerk_sync::ops

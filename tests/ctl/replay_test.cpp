@@ -270,8 +270,7 @@ TEST_CASE("swap-in puts a rebuilt projection into the live file, refused while i
   REQUIRE(wait_lag_zero(live, topic, "users,referrals", 60s).status == 0);
   REQUIRE(test::stored_totals(live, topic)["users"] > test::stored_totals(rebuilt, topic)["users"]);
   const auto swap = [&](const std::string& projections) {
-    return ctl_run({"swap-in", "--projection", projections, "--from", rebuilt, "--db", live, "--group-prefix", prefix},
-                   topic);
+    return ctl_run({"swap-in", "--projection", projections, "--from", rebuilt, "--db", live}, topic);
   };
 
   // A running consumer of the projection: refused, naming it, nothing done.
@@ -285,35 +284,24 @@ TEST_CASE("swap-in puts a rebuilt projection into the live file, refused while i
   const auto damaged_rows = test::query_int(live, "SELECT count(*) FROM users");
   auto r = swap("users");
   CHECK(r.status == 1);
-  CHECK_MESSAGE(r.err.find("consumers of these projections are running (" + prefix + ".users: " + prefix +
-                           ".users.file-") != std::string::npos,
+  CHECK_MESSAGE(r.err.find("a consumer of users is running on " + live + " (it holds " + live + ".users.lock)") !=
+                    std::string::npos,
                 r.err);
   CHECK(test::query_int(live, "SELECT count(*) FROM users") == damaged_rows);
   consumer->signal(SIGTERM);
   REQUIRE(consumer->wait(30s) == 0);
 
   // A file that is not a replay of the projection: refused, nothing done.
-  // Asked with a prefix no consumer uses, the groups are unknown to Kafka:
-  // said, since a running consumer under the real prefix would go unseen.
-  r = ctl_run({"swap-in", "--projection", "users,referrals", "--from", rebuilt, "--db", live, "--group-prefix",
-               prefix + "-typo"},
-              topic);
+  r = swap("users,referrals");
   CHECK(r.status == 1);
   CHECK(r.err.find("holds no stored offsets for referrals") != std::string::npos);
-  CHECK(r.err.find("level=warn msg=\"consumer group unknown to Kafka\" group=" + prefix + "-typo.users ") !=
-        std::string::npos);
-  r = swap("users,referrals");  // the consumers' own groups, just left: no such warning
-  CHECK(r.status == 1);
-  CHECK(r.err.find("unknown to Kafka") == std::string::npos);
   CHECK(test::query_int(live, "SELECT count(*) FROM users") == damaged_rows);
 
   // Killed inside its transaction (hung at its first stored offset, after
   // the rows and the ledger): nothing of it stays.
   test::hang_writes(live, "kafka_offsets", "INSERT", "NEW.projection = 'users'");
   {
-    test::process hung(ctl(), {"swap-in", "--projection", "users", "--from", rebuilt, "--db", live, "--group-prefix",
-                               prefix},
-                       kafka_env(topic));
+    test::process hung(ctl(), {"swap-in", "--projection", "users", "--from", rebuilt, "--db", live}, kafka_env(topic));
     REQUIRE_MESSAGE(test::wait_until_hung(hung, live, 30s), hung.stderr_text());
     hung.signal(SIGKILL);
     CHECK(hung.wait(10s) == 128 + SIGKILL);
@@ -356,25 +344,22 @@ TEST_CASE("swap-in puts a rebuilt projection into the live file, refused while i
   const std::string ledger_sql = "SELECT count(*) FROM applied_events";
   CHECK(test::query_int(live, ledger_sql) == test::query_int(reference, ledger_sql));
 
-  // Again, with the swap held for seconds inside its transaction, past its
-  // second look at the group, while a consumer starts: the consumer reads
-  // its offsets under the write lock, so it waits and resumes from the
-  // rebuilt ones, not from the live file's that were ahead of them (it would
-  // skip `mid` and `more`, which the rebuilt rows lack).
+  // Again, with the swap held for seconds inside its transaction while a
+  // consumer starts: the consumer waits for the projection's lock, and
+  // resumes from the rebuilt offsets, not from the live file's that were
+  // ahead of them (it would skip `mid` and `more`, which the rebuilt rows
+  // lack).
   test::hang_writes(live, "kafka_offsets", "INSERT", "NEW.projection = 'users'", 1'100);  // ~12 s
-  test::process swapping(ctl(), {"swap-in", "--projection", "users", "--from", rebuilt, "--db", live,
-                                 "--group-prefix", prefix},
+  test::process swapping(ctl(), {"swap-in", "--projection", "users", "--from", rebuilt, "--db", live},
                          kafka_env(topic));
   REQUIRE_MESSAGE(test::wait_until_hung(swapping, live, 30s), swapping.stderr_text());
-  auto waiting_args = consumer_args;  // a retry budget that outlasts the swap on a loaded machine
-  waiting_args.insert(waiting_args.end(), {"--db-retry-ms", "120000"});
-  consumer = test::start_consumer(waiting_args);
+  consumer = test::start_consumer(consumer_args);
   CHECK_MESSAGE(swapping.wait(120s) == 0, swapping.stderr_text());
   test::unhang_writes(live);
   REQUIRE(wait_lag_zero(live, topic, "users,referrals", 60s).status == 0);
   consumer->signal(SIGTERM);
   CHECK(consumer->wait(30s) == 0);
-  CHECK_MESSAGE(consumer->stderr_text().find("msg=db_retry") != std::string::npos,
+  CHECK_MESSAGE(consumer->stderr_text().find("msg=swap_wait projection=users") != std::string::npos,
                 "the consumer did not meet the swap's lock: the race was not exercised");
   CHECK(ctl_run({"compare", "--projection", "users,referrals", live, reference}, topic).status == 0);
   CHECK(test::query_int(live, ledger_sql) == test::query_int(reference, ledger_sql));
