@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <filesystem>
 #include <system_error>
 #include <utility>
 
@@ -45,7 +46,12 @@ file_lock& file_lock::operator=(file_lock&& o) noexcept {
 }
 
 std::string projection_lock_path(const std::string& db, std::string_view projection) {
-  return db + "." + std::string(projection) + ".lock";
+  // One file however its path is spelled (relative, "./", a symlink):
+  // otherwise a consumer and swap-in could each hold a lock of their own.
+  std::error_code ec;
+  auto path = std::filesystem::weakly_canonical(db, ec);
+  if (ec) throw std::system_error(ec, "cannot resolve " + db);
+  return path.string() + "." + std::string(projection) + ".lock";
 }
 
 }  // namespace clerk_sync::store

@@ -30,7 +30,10 @@ class file_lock {
 };
 
 // What a projection's consumers hold shared while they run on the database
-// at `db`, and ctl swap-in exclusive while it replaces that projection.
+// at `db`, and ctl swap-in exclusive while it replaces that projection:
+// "<db>.<projection>.lock" beside the file `db` resolves to (symlinks and
+// relative paths followed). Throws std::system_error when it cannot be
+// resolved.
 [[nodiscard]] std::string projection_lock_path(const std::string& db, std::string_view projection);
 
 }  // namespace clerk_sync::store

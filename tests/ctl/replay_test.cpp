@@ -284,9 +284,16 @@ TEST_CASE("swap-in puts a rebuilt projection into the live file, refused while i
   const auto damaged_rows = test::query_int(live, "SELECT count(*) FROM users");
   auto r = swap("users");
   CHECK(r.status == 1);
-  CHECK_MESSAGE(r.err.find("a consumer of users is running on " + live + " (it holds " + live + ".users.lock)") !=
+  const auto lock = std::filesystem::weakly_canonical(live).string() + ".users.lock";
+  CHECK_MESSAGE(r.err.find("a consumer of users is running on " + live + " (it holds " + lock + ")") !=
                     std::string::npos,
                 r.err);
+  // The same file by another name (a symlink): the same lock.
+  const auto link = (dir / "link.db").string();
+  std::filesystem::create_symlink(live, link);
+  r = ctl_run({"swap-in", "--projection", "users", "--from", rebuilt, "--db", link}, topic);
+  CHECK(r.status == 1);
+  CHECK_MESSAGE(r.err.find("(it holds " + lock + ")") != std::string::npos, r.err);
   CHECK(test::query_int(live, "SELECT count(*) FROM users") == damaged_rows);
   consumer->signal(SIGTERM);
   REQUIRE(consumer->wait(30s) == 0);
