@@ -10,7 +10,6 @@
 #include <string>
 #include <system_error>
 #include <thread>
-#include <type_traits>
 #include <variant>
 #include <vector>
 
@@ -146,16 +145,10 @@ class consume_loop {
   std::vector<kafka::topic_partition> on_assign(std::vector<kafka::topic_partition> parts) {
     joined_ = true;  // even with no partition: the group answered
     try {
-      // Under the write lock, with the batches' retries: ctl swap-in may be
-      // replacing them (it saw no member when it took the lock, so this
-      // waits for its commit).
-      const auto points = with_db_retry(0, [&] {
-        std::unique_lock<std::mutex> turn;
-        if (cfg_.write_turn) turn = std::unique_lock(*cfg_.write_turn);
-        return projection::read_resume_points(db_, cfg_.projection, cfg_.topic);
-      });
-      const auto& stored = points.offsets;
-      const auto& last_ids = points.svix_ids;
+      // ctl swap-in cannot be replacing them: it holds this projection's
+      // lock (run()) while it does.
+      const auto stored = projection::stored_offsets(db_, cfg_.projection, cfg_.topic);
+      const auto last_ids = projection::last_svix_ids(db_, cfg_.projection, cfg_.topic);
       checks_.clear();
       // One bound for every partition's watermark query.
       const auto deadline = std::chrono::steady_clock::now() + 5s;
@@ -409,36 +402,32 @@ class consume_loop {
     unassigned();
   }
 
-  // `attempt` under the retry policy, each failure said (db_retry, then
-  // db_failed when the budget is spent and the error is rethrown).
-  template <class Attempt>
-  std::invoke_result_t<Attempt&> with_db_retry(std::size_t events, Attempt&& attempt) {
-    return with_retry(cfg_.retry, std::forward<Attempt>(attempt), [&](int n, const store::db_error& e, bool give_up) {
-      log::write(give_up ? log::level::error : log::level::warn, give_up ? "db_failed" : "db_retry",
-                 {{"projection", projection::name(cfg_.projection)},
-                  {"attempt", n},
-                  {"events", events},
-                  {"error", e.what()}});
-      state_.heartbeat_ms = steady_ms();
-    });
-  }
-
   // Applies the open batch in one transaction. A database error never
   // advances offsets: the same in-memory batch is retried under the retry
   // policy, and when it is spent the loop gives up (false).
   bool flush() {
     if (batch_.empty()) return true;
     try {
-      with_db_retry(batch_.size(), [&] {
-        const auto t0 = std::chrono::steady_clock::now();
-        const auto results = applier_.apply(batch_);
-        log::debug("batch", {{"projection", projection::name(cfg_.projection)},
-                             {"events", batch_.size()},
-                             {"ms", std::chrono::duration_cast<std::chrono::milliseconds>(
-                                        std::chrono::steady_clock::now() - t0).count()}});
-        for (const auto& r : results) log_result(r);
-        return 0;
-      });
+      with_retry(
+          cfg_.retry,
+          [&] {
+            const auto t0 = std::chrono::steady_clock::now();
+            const auto results = applier_.apply(batch_);
+            log::debug("batch", {{"projection", projection::name(cfg_.projection)},
+                                 {"events", batch_.size()},
+                                 {"ms", std::chrono::duration_cast<std::chrono::milliseconds>(
+                                            std::chrono::steady_clock::now() - t0).count()}});
+            for (const auto& r : results) log_result(r);
+            return 0;
+          },
+          [&](int attempt, const store::db_error& e, bool give_up) {
+            log::write(give_up ? log::level::error : log::level::warn, give_up ? "db_failed" : "db_retry",
+                       {{"projection", projection::name(cfg_.projection)},
+                        {"attempt", attempt},
+                        {"events", batch_.size()},
+                        {"error", e.what()}});
+            state_.heartbeat_ms = steady_ms();
+          });
     } catch (const store::db_error&) {
       return false;
     }

@@ -554,15 +554,6 @@ std::map<std::int32_t, std::int64_t> stored_offsets(store::database& db, kind pr
   });
 }
 
-resume_points read_resume_points(store::database& db, kind projection, const std::string& topic) {
-  return guarded([&] {
-    SQLite::Transaction tx(db.native(), SQLite::TransactionBehavior::IMMEDIATE);
-    resume_points out{stored_offsets(db, projection, topic), last_svix_ids(db, projection, topic)};
-    tx.commit();
-    return out;
-  });
-}
-
 std::map<std::int32_t, std::string> last_svix_ids(store::database& db, kind projection, const std::string& topic) {
   return guarded([&] {
     std::map<std::int32_t, std::string> out;

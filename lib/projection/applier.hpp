@@ -101,17 +101,6 @@ class applier {
   write_totals totals_;
 };
 
-// The stored next offsets and the svix-ids stored with them (below), read
-// together under the write lock, so that they cannot be read from before a
-// transaction that holds it (ctl swap-in replacing them) and acted on
-// after it. Throws db_error, also when the lock is not had within the busy
-// timeout.
-struct resume_points {
-  std::map<std::int32_t, std::int64_t> offsets;
-  std::map<std::int32_t, std::string> svix_ids;
-};
-[[nodiscard]] resume_points read_resume_points(store::database& db, kind projection, const std::string& topic);
-
 // The stored next offset of each partition of `topic` for `projection`
 // (partition -> offset); partitions never applied are absent. Throws db_error.
 [[nodiscard]] std::map<std::int32_t, std::int64_t> stored_offsets(store::database& db, kind projection,
