@@ -203,7 +203,19 @@ TEST_CASE("a dead-letter re-drive SIGKILLed before it marks the letter resolved 
     c.exec("BEGIN IMMEDIATE");  // both wait for this (their busy timeout is 5 s)
     test::process one(ctl(), {"dead-letters", "retry", "--db", db, "1"}, clean_env);
     test::process two(ctl(), {"dead-letters", "retry", "--db", db, "1"}, clean_env);
-    std::this_thread::sleep_for(3s);  // both started and waiting, on a loaded machine too
+    // Both started and waiting: each has the database open (its busy
+    // timeout, 5 s, is what they wait within).
+    const auto has_open = [&](test::process& p) {
+      std::error_code ec;
+      for (const auto& fd : std::filesystem::directory_iterator("/proc/" + std::to_string(p.pid()) + "/fd", ec))
+        if (std::filesystem::read_symlink(fd.path(), ec) == std::filesystem::weakly_canonical(db)) return true;
+      return false;
+    };
+    const auto deadline = std::chrono::steady_clock::now() + 4s;
+    while (std::chrono::steady_clock::now() < deadline && !(has_open(one) && has_open(two)))
+      std::this_thread::sleep_for(10ms);
+    REQUIRE_MESSAGE((has_open(one) && has_open(two)), "the re-drives did not reach the lock in time");
+    std::this_thread::sleep_for(200ms);  // from the open to the BEGIN IMMEDIATE that waits
     c.exec("ROLLBACK");
     const auto a = one.wait(20s), b = two.wait(20s);
     const std::string both = one.stderr_text() + two.stderr_text();

@@ -155,7 +155,7 @@ TEST_CASE("mock cluster faults (produce errors, slow round trips, broker loss): 
 }
 
 TEST_CASE("SIGKILLed after Kafka appended an event but before answering: no answer, the event is held, and "
-          "Svix's retry is a duplicate the consumer applies once") {
+          "Svix's retry is a duplicate the users projection's applier takes once") {
   // The mock cluster appends a record when the request arrives and delays
   // only the answer, so the receiver is killed between the two.
   kafka::mock_cluster mock(1);
