@@ -33,7 +33,18 @@
 #include "log/log.hpp"
 #include "systemd/notify.hpp"
 
+// scripts/bench-receiver's case (b) measures this same program with the
+// Kafka step replaced by an immediate acknowledgement. tests/bench builds
+// that variant apart (bench-receiver-no-kafka, never installed), so that the
+// shipped receiver has no way at all to answer 2xx for an event Kafka does
+// not hold.
+#ifndef CLERK_SYNC_ACK_WITHOUT_KAFKA
+#define CLERK_SYNC_ACK_WITHOUT_KAFKA 0
+#endif
+
 namespace {
+
+constexpr bool ack_without_kafka = CLERK_SYNC_ACK_WITHOUT_KAFKA != 0;
 
 namespace net = boost::asio;
 namespace http = clerk_sync::http;
@@ -142,7 +153,7 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
 
   std::unique_ptr<kafka::producer> producer;
   http::publish_fn publish;
-  if (opts.bench_ack_immediately) {
+  if (ack_without_kafka) {
     log::warn("bench_mode", {{"outcome", "kafka skipped: every event is acknowledged without being stored"}});
     publish = [](const kafka::outgoing_record&, kafka::producer::delivery_callback done, std::string*) {
       done(kafka::delivery_report{true, -1, -1, {}, false});

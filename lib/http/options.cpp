@@ -49,8 +49,6 @@ void add_receiver_options(CLI::App& app, receiver_options& o) {
                  "Bytes of request bodies buffered across all connections (503 with Retry-After above)")
       ->envname("CLERK_SYNC_BODY_MEMORY_BUDGET")
       ->capture_default_str();
-  // Hidden (empty group): answers 200 without Kafka; only for scripts/bench.
-  app.add_flag("--bench-ack-immediately", o.bench_ack_immediately)->group("");
   config::add_kafka_options(app, o.kafka);
   config::add_log_options(app, o.log);
 }

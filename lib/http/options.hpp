@@ -33,7 +33,6 @@ struct receiver_options {
   std::int64_t unready_deadline_s = 60;             // --unready-deadline-s, CLERK_SYNC_UNREADY_DEADLINE_S
   std::size_t max_connections = 4096;               // --max-connections, CLERK_SYNC_MAX_CONNECTIONS
   std::size_t body_memory_budget = 64 * 1024 * 1024;  // --body-memory-budget (bytes), CLERK_SYNC_BODY_MEMORY_BUDGET
-  bool bench_ack_immediately = false;               // --bench-ack-immediately (hidden; benchmarks only)
   kafka::client_config kafka;                       // --brokers/KAFKA_BROKERS, --kafka-property, ...
   config::log_options log;                          // --log-format, --log-level
 };

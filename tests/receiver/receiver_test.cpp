@@ -117,6 +117,9 @@ TEST_CASE("bad configuration: one line on stderr, exit 2, the secret never echoe
       {{"--listen", "localhost:http"}, {{"CLERK_WEBHOOK_SECRET", secret}}},
       {{"--publish-deadline-ms", "20000"}, {{"CLERK_WEBHOOK_SECRET", secret}}},
       {{"--no-such-flag"}, {{"CLERK_WEBHOOK_SECRET", secret}}},
+      // The benchmark's acknowledge-without-Kafka mode lives in its own
+      // binary (tests/bench): the shipped receiver must not know the flag.
+      {{"--bench-ack-immediately"}, {{"CLERK_WEBHOOK_SECRET", secret}}},
   };
   for (const auto& c : cases) {
     const auto res = test::run(exe, c.args, c.env, 20s);

@@ -3,11 +3,12 @@
 official svix library (a peer nobody here wrote).
 
 svix signs a few hundred random bodies with random secrets and ids; the real
-receiver binary must accept every one and reject each copy with one byte of
-the body, the id or the timestamp changed. The receiver runs with
---bench-ack-immediately: what is checked here is verification, not Kafka.
+receiver must accept every one and reject each copy with one byte of the
+body, the id or the timestamp changed. It runs as bench-receiver-no-kafka, the
+receiver's own main built to acknowledge without Kafka: what is checked here
+is verification, not Kafka.
 
-usage: svix_crosscheck.py <path to clerk-sync-receiver> [count]
+usage: svix_crosscheck.py <path to bench-receiver-no-kafka> [count]
 """
 import base64
 import datetime
@@ -48,7 +49,7 @@ def main():
     env.pop("NOTIFY_SOCKET", None)
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
-        [exe, "--listen", f"127.0.0.1:{port}", "--bench-ack-immediately", "--log-level", "warn"],
+        [exe, "--listen", f"127.0.0.1:{port}", "--log-level", "warn"],
         env=env, stdout=subprocess.DEVNULL, stderr=log)
     failures = []
     try:
