@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <string_view>
+#include <vector>
 
 namespace clerk_sync::token {
 
@@ -49,6 +51,18 @@ std::optional<double> number_member(const rapidjson::Value& obj, const char* nam
 }
 
 bool has_member(const rapidjson::Value& obj, const char* name) { return obj.FindMember(name) != obj.MemberEnd(); }
+
+// A member named twice: RapidJSON's lookups take the first, JavaScript's
+// JSON.parse (Clerk's SDKs) the last, so such a document could mean one
+// thing here and another there. Clerk never writes one. Sorted, not
+// compared pairwise: a 16 KiB token may hold thousands of members.
+bool has_duplicate_member(const rapidjson::Value& obj) {
+  std::vector<std::string_view> names;
+  names.reserve(obj.MemberCount());
+  for (const auto& m : obj.GetObject()) names.emplace_back(m.name.GetString(), m.name.GetStringLength());
+  std::sort(names.begin(), names.end());
+  return std::adjacent_find(names.begin(), names.end()) != names.end();
+}
 
 std::optional<std::string> string_member(const rapidjson::Value& obj, const char* name) {
   const auto it = obj.FindMember(name);
@@ -245,6 +259,7 @@ verdict verify(std::string_view token, const key_set& keys, const options& opts,
   header.Parse<rapidjson::kParseIterativeFlag>(header_json->data(), header_json->size());
   payload.Parse<rapidjson::kParseIterativeFlag>(payload_json->data(), payload_json->size());
   if (header.HasParseError() || payload.HasParseError() || !header.IsObject() || !payload.IsObject()) return v;
+  if (has_duplicate_member(header) || has_duplicate_member(payload)) return v;
 
   auto& c = v.claims;
   c.kid = string_member(header, "kid").value_or("");
@@ -261,10 +276,19 @@ verdict verify(std::string_view token, const key_set& keys, const options& opts,
     v.why = reason::bad_type;
     return v;
   }
-  // Clerk's machine-to-machine tokens are not session tokens.
-  if (string_member(header, "cat") == std::optional<std::string>("cl_B7d4PD333AAA")) {
-    v.why = reason::bad_type;
-    return v;
+  // Clerk signs several kinds of token with the instance's key and names
+  // the kind in `cat`: only a session token (or one from before `cat`
+  // existed, or from an instance that stamps the "ignore" marker on every
+  // kind) is one. A JWT template (cl_B7d4PD222AAA) is minted by any
+  // signed-in user, may carry a `sid` of the template's choosing, and lives
+  // as long as its template says; a machine token (cl_B7d4PD333AAA) has no
+  // user. Clerk's authenticateRequest refuses both the same way.
+  if (has_member(header, "cat")) {
+    const auto cat = string_member(header, "cat");
+    if (cat != std::optional<std::string>("cl_B7d4PD111AAA") && cat != std::optional<std::string>("cl_I7d4PD111III")) {
+      v.why = reason::bad_type;
+      return v;
+    }
   }
   if (string_member(header, "alg") != std::optional<std::string>("RS256")) {
     v.why = reason::unsupported_alg;

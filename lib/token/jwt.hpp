@@ -71,8 +71,8 @@ struct options {
 
 enum class reason {
   ok,
-  malformed,         // not three base64url parts of JSON objects
-  bad_type,          // header `typ` present and not "JWT", or a machine token (`cat`)
+  malformed,         // not three base64url parts of JSON objects, or a member named twice
+  bad_type,          // header `typ` present and not "JWT", or `cat` not a session token's
   unsupported_alg,   // anything but RS256: none, HS*, ES*, RS384, …
   unknown_kid,       // JWKS mode: no key has the token's kid
   bad_signature,     // no configured key verifies the signature

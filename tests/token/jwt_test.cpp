@@ -109,7 +109,18 @@ TEST_CASE("token: only RS256 signed by a configured key passes") {
         token::reason::unsupported_alg);
   CHECK(check(other_signer().sign(header, p)) == token::reason::bad_signature);
   CHECK(check(signer().sign(R"({"alg":"RS256","typ":"JOSE"})", p)) == token::reason::bad_type);
+  // Clerk names the kind of token in `cat`: a session token's, the marker
+  // of instances that stamp one on every kind, or none (older tokens) pass;
+  // a JWT template's (any signed-in user mints one, with claims of the
+  // template's choosing, sid included), a machine token's, an unknown one
+  // or a non-string do not.
+  CHECK(check(signer().sign(R"({"alg":"RS256","cat":"cl_B7d4PD111AAA"})", p)) == token::reason::ok);
+  CHECK(check(signer().sign(R"({"alg":"RS256","cat":"cl_I7d4PD111III"})", p)) == token::reason::ok);
+  CHECK(check(signer().sign(R"({"alg":"RS256","cat":"cl_B7d4PD222AAA"})", p)) == token::reason::bad_type);
   CHECK(check(signer().sign(R"({"alg":"RS256","cat":"cl_B7d4PD333AAA"})", p)) == token::reason::bad_type);
+  CHECK(check(signer().sign(R"({"alg":"RS256","cat":"cl_B7d4PD444AAA"})", p)) == token::reason::bad_type);
+  CHECK(check(signer().sign(R"({"alg":"RS256","cat":""})", p)) == token::reason::bad_type);
+  CHECK(check(signer().sign(R"({"alg":"RS256","cat":null})", p)) == token::reason::bad_type);
   CHECK(check(signer().sign(R"({"alg":"RS384"})", p)) == token::reason::unsupported_alg);
 
   // Tampering with any part after signing.
@@ -183,6 +194,17 @@ TEST_CASE("token: malformed input is a verdict, never an exception") {
                                 "bnVsbA.e30.", "e30.bnVsbA.", "W10.e30.", "e30.e30.A", "e30.e30.AB"})
     CHECK_MESSAGE(check(std::string(bad)) == token::reason::malformed, bad);
   CHECK(check("e30.e30.") == token::reason::unsupported_alg);
+
+  // A member named twice, signed: RapidJSON would read the first, Clerk's
+  // JSON.parse the last, so the two could disagree on what was signed.
+  CHECK(check(signer().sign(R"({"alg":"RS256","typ":"JWT","typ":"at+jwt"})", payload())) ==
+        token::reason::malformed);
+  CHECK(check(signer().sign(R"({"alg":"RS256","alg":"RS256"})", payload())) == token::reason::malformed);
+  const auto doubled_sub = payload(t + 60, R"(,"sub":"user_other")");
+  REQUIRE(doubled_sub.find(R"("sub":"user_other")") != std::string::npos);
+  CHECK(check(signer().sign(header, doubled_sub)) == token::reason::malformed);
+  // Members of the same name in nested objects are not duplicates.
+  CHECK(check(signer().sign(header, payload(t + 60, R"(,"a":{"sub":1},"b":{"sub":2})"))) == token::reason::ok);
 
   // Random mutations of a valid token: any verdict but ok, and no throw.
   const std::string good = signer().sign(header, payload());
