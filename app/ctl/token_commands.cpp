@@ -10,6 +10,7 @@
 
 #include "commands.hpp"
 #include "config/options.hpp"
+#include "log/log.hpp"
 #include "token/jwt.hpp"
 #include "token/keys_file.hpp"
 
@@ -43,6 +44,12 @@ std::string trim(std::string s) {
   return s;
 }
 
+// A claim as the operator reads it: quoted, control bytes and invalid
+// UTF-8 escaped, cut. The kid is printed before any signature is checked,
+// so a token handed in by anyone could otherwise write escape sequences or
+// whole lines of its choosing to the terminal.
+std::string shown(std::string_view claim) { return log::escape(log::format::json, log::cut(claim, 200)); }
+
 // The figures behind a refusal, for the operator.
 std::string explain(const token::verdict& v, const token::options& o, std::int64_t now_s) {
   const auto& c = v.claims;
@@ -57,13 +64,13 @@ std::string explain(const token::verdict& v, const token::options& o, std::int64
     case token::reason::issued_in_future:
       return "iat " + iso(c.iat.value_or(0)) + " is " + std::to_string(c.iat.value_or(0) - now_s) +
              " s after now " + iso(now_s) + " (" + skew + ")";
-    case token::reason::bad_azp: return "azp \"" + c.azp + "\" is not one of the authorized parties";
-    case token::reason::bad_issuer: return "iss \"" + c.iss + "\" is not " + o.issuer.value_or("");
-    case token::reason::unknown_kid: return "no key in the JWKS has kid \"" + c.kid + "\"";
+    case token::reason::bad_azp: return "azp " + shown(c.azp) + " is not one of the authorized parties";
+    case token::reason::bad_issuer: return "iss " + shown(c.iss) + " is not " + o.issuer.value_or("");
+    case token::reason::unknown_kid: return "no key in the JWKS has kid " + shown(c.kid);
     case token::reason::bad_signature: return "no configured key verifies the RS256 signature";
     case token::reason::unsupported_alg: return "only RS256 is accepted";
-    case token::reason::malformed: return "not three base64url parts holding JSON objects";
-    case token::reason::bad_type: return "the header's typ is not JWT, or it is a machine token";
+    case token::reason::malformed: return "not three base64url parts holding JSON objects, each member named once";
+    case token::reason::bad_type: return "the header's typ is not JWT, or its cat is not a session token's (a JWT template, a machine token)";
     case token::reason::missing_sub: return "no sub (user id), or an empty one";
     case token::reason::missing_sid: return "no sid (session id) string: not a session token";
     case token::reason::bad_time_claim: return "exp missing, or exp/nbf/iat not numbers";

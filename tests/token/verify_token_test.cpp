@@ -3,6 +3,7 @@
 // bad key settings exit 2. Keys are generated at run time.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <fstream>
 
 #include "support/process.hpp"
@@ -87,6 +88,16 @@ TEST_CASE("verify-token: claims and exit 0, or the reason and exit 1") {
   CHECK(kid.status == 1);
   CHECK(kid.out.rfind("unknown_kid:", 0) == 0);
   CHECK(kid.err.find("ins_b") == std::string::npos);
+  // The kid is read before any signature is checked: whoever hands the
+  // operator a token must not write to their terminal through it.
+  const auto hostile = test::run(
+      ctl(), {"verify-token", signer.sign(R"({"alg":"RS256","kid":"\u001b[31mX\r\nok: valid"})", payload(300))}, env);
+  CHECK(hostile.status == 1);
+  CHECK(hostile.out.find('\x1b') == std::string::npos);
+  CHECK(hostile.out.find('\r') == std::string::npos);
+  CHECK(std::count(hostile.out.begin(), hostile.out.end(), '\n') == 1);
+  CAPTURE(hostile.out);
+  CHECK(hostile.out.find(R"(kid "\u001b[31mX\r\nok: valid")") != std::string::npos);
 }
 
 TEST_CASE("verify-token: key settings are checked before any token") {
