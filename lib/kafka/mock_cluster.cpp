@@ -46,4 +46,17 @@ void mock_cluster::set_round_trip(std::int32_t broker, std::chrono::milliseconds
   rd_kafka_mock_broker_set_rtt(impl_->mc, broker, static_cast<int>(rtt.count()));
 }
 
+void mock_cluster::delay_next_produce_answer(std::int32_t broker, std::chrono::milliseconds delay) {
+  const auto err = rd_kafka_mock_broker_push_request_error_rtts(impl_->mc, broker, 0 /* Produce */, 1,
+                                                                RD_KAFKA_RESP_ERR_NO_ERROR, static_cast<int>(delay.count()));
+  if (err) throw std::runtime_error(std::string("mock delay: ") + rd_kafka_err2str(err));
+}
+
+std::size_t mock_cluster::produce_requests_delayed(std::int32_t broker) const {
+  std::size_t n = 0;
+  const auto err = rd_kafka_mock_broker_error_stack_cnt(impl_->mc, broker, 0 /* Produce */, &n);
+  if (err) throw std::runtime_error(std::string("mock delay count: ") + rd_kafka_err2str(err));
+  return n;
+}
+
 }  // namespace clerk_sync::kafka

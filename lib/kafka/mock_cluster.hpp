@@ -33,6 +33,12 @@ class mock_cluster {
   void set_broker_up(std::int32_t broker);
   void set_round_trip(std::int32_t broker, std::chrono::milliseconds rtt);
 
+  // The next Produce request to `broker` is handled at once (its records
+  // appended) and answered only after `delay`; produce_requests_delayed()
+  // says how many such delays wait for their request (0 once it came).
+  void delay_next_produce_answer(std::int32_t broker, std::chrono::milliseconds delay);
+  [[nodiscard]] std::size_t produce_requests_delayed(std::int32_t broker) const;
+
  private:
   struct impl;
   std::unique_ptr<impl> impl_;

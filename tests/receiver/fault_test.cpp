@@ -169,15 +169,17 @@ TEST_CASE("SIGKILLed after Kafka appended an event but before answering: no answ
 
   const auto body = test::user_event_body("user_killed");
   const auto delivery = test::sign_event(secret, body);
-  mock.set_round_trip(1, 8000ms);
+  mock.delay_next_produce_answer(1, 20000ms);
+  REQUIRE(mock.produce_requests_delayed(1) == 1);
   auto answer = std::async(std::launch::async, [&] { return test::post_event(first->port(), delivery, 30s); });
-  std::this_thread::sleep_for(3000ms);  // the request is in, its produce answer held back (a loaded CI included)
+  // Until the produce request is in (its record appended, its answer held).
+  for (int i = 0; i < 300 && mock.produce_requests_delayed(1) != 0; ++i) std::this_thread::sleep_for(50ms);
+  REQUIRE(mock.produce_requests_delayed(1) == 0);
   REQUIRE(answer.wait_for(0s) == std::future_status::timeout);
   first->proc().signal(SIGKILL);
   CHECK(first->proc().wait(10s) == 128 + SIGKILL);
   const auto killed = answer.get();
   CHECK_MESSAGE((killed.status < 200 || killed.status > 299), killed.body);  // Svix will retry
-  mock.set_round_trip(1, 0ms);
   const auto count_of = [&](const std::vector<kafka::message>& records) {
     return std::count_if(records.begin(), records.end(),
                          [&](const kafka::message& m) { return kafka::find_header(m.headers, "svix-id") == delivery.id; });
