@@ -105,9 +105,4 @@ std::string dump_tables(const std::string& db_path) {
   return out;
 }
 
-std::int64_t query_int(const std::string& db_path, const std::string& sql) {
-  SQLite::Database db(db_path, SQLite::OPEN_READONLY);
-  return db.execAndGet(sql).getInt64();
-}
-
 }  // namespace clerk_sync::test

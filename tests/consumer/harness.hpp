@@ -41,7 +41,4 @@ bool wait_caught_up(const std::string& db_path, const std::string& topic, const 
     const std::vector<generated_event>& events, const std::string& db_path,
     const std::vector<projection::kind>& kinds = {std::begin(projection::all_kinds), std::end(projection::all_kinds)});
 
-// Runs a query returning one integer.
-[[nodiscard]] std::int64_t query_int(const std::string& db_path, const std::string& sql);
-
 }  // namespace clerk_sync::test

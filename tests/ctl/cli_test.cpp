@@ -164,11 +164,7 @@ TEST_CASE("a dead-letter re-drive SIGKILLed before it marks the letter resolved 
   test::temp_dir dir;
   const auto db = (dir / "live.db").string();
   { store::database create(db, {.keep_wal_files = true}); }
-  const auto count = [&](const std::string& sql) {
-    SQLite::Database c(db, SQLite::OPEN_READONLY);
-    c.setBusyTimeout(5'000);
-    return c.execAndGet(sql).getInt64();
-  };
+  const auto count = [&](const std::string& sql) { return test::query_int(db, sql); };
   {
     SQLite::Database c(db, SQLite::OPEN_READWRITE);
     SQLite::Statement add(c,

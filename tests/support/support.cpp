@@ -1,5 +1,6 @@
 #include "support/support.hpp"
 
+#include <SQLiteCpp/SQLiteCpp.h>
 #include <doctest/doctest.h>
 #include <unistd.h>
 
@@ -63,6 +64,12 @@ std::string read_file(const std::filesystem::path& p) {
   std::ostringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+std::int64_t query_int(const std::string& db_path, const std::string& sql) {
+  SQLite::Database db(db_path, SQLite::OPEN_READONLY);
+  db.setBusyTimeout(5'000);
+  return db.execAndGet(sql).getInt64();
 }
 
 }  // namespace clerk_sync::test

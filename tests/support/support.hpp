@@ -3,6 +3,7 @@
 // on it, temporary folders, and paths of the built binaries.
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <string>
 
@@ -40,5 +41,9 @@ class temp_dir {
 [[nodiscard]] std::filesystem::path binary_path(const std::string& relative);
 
 [[nodiscard]] std::string read_file(const std::filesystem::path& p);
+
+// Runs a query returning one integer on a SQLite file, read-only, waiting
+// up to 5 s for a writer's lock.
+[[nodiscard]] std::int64_t query_int(const std::string& db_path, const std::string& sql);
 
 }  // namespace clerk_sync::test
