@@ -239,20 +239,28 @@ int dead_letters_list(const dead_letter_args& a) {
   return guarded([&] {
     store::database db(a.db, {.read_only = true});
     const auto letters = selected_dead_letters(db, a.projection, a.all);
+    // The svix-id, type and reason came with an event: escaped and cut as
+    // log fields are, so that one cannot forge lines on the terminal.
+    const auto shown = [](const std::string& v) { return log::escape(log::format::logfmt, log::cut(v, 500)); };
     for (const auto& d : letters)
       std::printf("%lld %s %s/%d@%lld svix_id=%s type=%s at=%s%s reason=%s\n", static_cast<long long>(d.id),
-                  std::string(projection::name(d.projection)).c_str(), d.topic.c_str(), d.partition,
-                  static_cast<long long>(d.offset), d.svix_id.c_str(), d.type.c_str(),
-                  iso_time(d.created_at).c_str(), d.resolved_at ? " resolved" : "", d.reason.c_str());
-    std::fprintf(stderr, "%zu dead letter(s)\n", letters.size());
+                  std::string(projection::name(d.projection)).c_str(), shown(d.topic).c_str(), d.partition,
+                  static_cast<long long>(d.offset), shown(d.svix_id).c_str(), shown(d.type).c_str(),
+                  iso_time(d.created_at).c_str(), d.resolved_at ? " resolved" : "", shown(d.reason).c_str());
+    log::info("dead letters", {{"count", letters.size()}, {"resolved_included", a.all}});
     return exit_ok;
   });
 }
 
 int dead_letters_retry(const dead_letter_args& a) {
   require_existing(a.db);
+  if (!a.projection.empty()) {
+    (void)kinds_of(a.projection);  // a mistyped name is refused, not ignored
+    if (!a.all) throw config::usage_error("--projection selects with --all; ids name dead letters of any projection");
+  }
   return guarded([&] {
-    store::database db(a.db);  // keeps the WAL files the consumers keep for the auth service
+    // Keeps the WAL files the consumers keep for the auth service.
+    store::database db(a.db, {.must_be = store::open_options::existing::clerk_sync});
     std::vector<std::int64_t> ids = a.ids;
     if (a.all)
       for (const auto& d : selected_dead_letters(db, a.projection, false)) ids.push_back(d.id);

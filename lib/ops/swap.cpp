@@ -2,6 +2,7 @@
 
 #include <SQLiteCpp/SQLiteCpp.h>
 
+#include <filesystem>
 #include <set>
 #include <system_error>
 
@@ -70,6 +71,19 @@ struct attached {
 
 std::vector<swapped> swap_in(const std::string& from, const std::string& live,
                              const std::vector<projection::kind>& projections) {
+  // Both files must be clerk-sync databases at this binary's schema, checked
+  // before anything is written, so that a refusal leaves the live file as
+  // it was (never one made, or migrated, by a mistyped path).
+  {
+    std::error_code ec;
+    if (std::filesystem::equivalent(from, live, ec))
+      throw swap_error("--from and --db name the same file (" + live + ")");
+  }
+  const int from_version = store::database(from, {.read_only = true}).schema_version();
+  const int newest = store::embedded_migrations().back().version;
+  if (from_version != newest)
+    throw swap_error(from + " is at schema version " + std::to_string(from_version) + ", this clerk-sync at " +
+                     std::to_string(newest) + ": replay again with this version");
   std::vector<store::file_lock> held;
   for (const auto k : projections) {
     const auto path = store::projection_lock_path(live, projection::name(k));
@@ -84,17 +98,8 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
       throw swap_error(e.what());
     }
   }
-  int from_version = 0;
-  try {
-    SQLite::Database rebuilt(from, SQLite::OPEN_READONLY);
-    from_version = rebuilt.execAndGet("PRAGMA user_version").getInt();
-  } catch (const SQLite::Exception& e) {
-    throw store::open_error(from + ": " + e.what());
-  }
-  store::database db(live);  // keeps the WAL files the consumers keep for the auth service
-  if (from_version != db.schema_version())
-    throw swap_error(from + " is at schema version " + std::to_string(from_version) + ", " + live + " at " +
-                     std::to_string(db.schema_version()) + ": replay again with this version of clerk-sync");
+  // Keeps the WAL files the consumers keep for the auth service.
+  store::database db(live, {.must_be = store::open_options::existing::current});
   std::vector<swapped> out;
   try {
     auto& c = db.native();

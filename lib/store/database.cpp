@@ -85,13 +85,23 @@ database::database(const std::string& path, const open_options& opts) : path_(pa
     try {
       // NOMUTEX: a connection is used by one thread at a time (see header),
       // so SQLite's per-call mutexes are pure overhead.
-      db_ = std::make_unique<SQLite::Database>(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE | SQLite::OPEN_NOMUTEX);
+      const int create = opts.must_be == open_options::existing::any ? SQLite::OPEN_CREATE : 0;
+      db_ = std::make_unique<SQLite::Database>(path, SQLite::OPEN_READWRITE | create | SQLite::OPEN_NOMUTEX);
       // SQLite opens a file it may not write read-only, without a word:
       // every batch would then fail and be retried (exit 3, restarted for
       // ever), where the cause is a setting (the file's owner or mode).
       if (sqlite3_db_readonly(db_->getHandle(), "main") == 1)
         throw open_error("database " + path + " is read-only to this process (its owner, mode or file system?)");
       db_->setBusyTimeout(static_cast<int>(opts.busy_timeout.count()));
+      if (opts.must_be != open_options::existing::any) {
+        const int version = read_user_version(*db_);
+        const int newest = embedded_migrations().empty() ? 0 : embedded_migrations().back().version;
+        if (version == 0) throw open_error("database " + path + " holds no clerk-sync schema");
+        if (opts.must_be == open_options::existing::current && version != newest)
+          throw open_error("database " + path + " is at schema version " + std::to_string(version) +
+                           ", this clerk-sync at " + std::to_string(newest) +
+                           ": start its consumers once with this version (they migrate it)");
+      }
       // WAL lets readers (ctl status) run beside the writers; NORMAL sync is
       // durable across a process crash, which is what the offsets need.
       if (path != ":memory:") {

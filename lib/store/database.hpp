@@ -51,6 +51,14 @@ struct open_options {
   // leave files the consumers could not open. Files that were there before
   // the open are kept whatever this says.
   bool keep_wal_files = false;
+  // What the file must already be before this connection writes to it:
+  // anything (a missing file is created, an older one migrated: the
+  // consumers), a clerk-sync database (migrated when older: ctl dead-letters
+  // retry), or one at this binary's schema (ctl swap-in). A mistyped path
+  // naming some other SQLite file is then refused as it was found, never
+  // given clerk-sync's tables or switched to WAL.
+  enum class existing { any, clerk_sync, current };
+  existing must_be = existing::any;
 };
 
 // One embedded migration: schemas/sql/NNN_name.sql, version NNN.

@@ -125,7 +125,7 @@ TEST_CASE("compare exits 1 on a missing file and 0 on two identical fresh files"
   for (const auto* name : {"a.db", "b.db"}) store::database created((dir / name).string());
   const auto listed = test::run(ctl(), {"dead-letters", "list", "--db", (dir / "a.db").string()}, clean_env);
   CHECK(listed.status == 0);
-  CHECK(listed.err.find("0 dead letter(s)") != std::string::npos);
+  CHECK(listed.err.find("msg=\"dead letters\" count=0") != std::string::npos);
   // A mistyped path is an error, never a new empty database.
   const auto typo = test::run(ctl(), {"dead-letters", "list", "--db", (dir / "typo.db").string()}, clean_env);
   CHECK(typo.status == 2);
@@ -228,4 +228,73 @@ TEST_CASE("a dead-letter re-drive SIGKILLed before it marks the letter resolved 
   CHECK(r.status == 1);
   CHECK(r.err.find("no pending dead letter") != std::string::npos);
   CHECK(count("SELECT count(*) FROM applied_events") == 1);
+}
+
+namespace {
+
+// What a file is, as a check that a refused command left it alone: its
+// tables, journal mode and schema version.
+std::string shape_of(const std::string& path) {
+  SQLite::Database c(path, SQLite::OPEN_READONLY);
+  std::string out = c.execAndGet("PRAGMA journal_mode").getString() + " v" +
+                    std::to_string(c.execAndGet("PRAGMA user_version").getInt()) + ":";
+  SQLite::Statement q(c, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name");
+  while (q.executeStep()) out += " " + q.getColumn(0).getString();
+  return out;
+}
+
+// A clerk-sync file at schema version `version`, made with the binary's own
+// migrations up to it.
+void at_version(const std::string& path, int version) {
+  SQLite::Database c(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+  for (const auto& m : store::embedded_migrations()) {
+    if (m.version > version) break;
+    c.exec(std::string(m.sql));
+    c.exec("PRAGMA user_version = " + std::to_string(m.version));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("writing commands refuse a --db that is not a clerk-sync database, or not at this schema, and leave it as "
+          "it was") {
+  test::temp_dir dir;
+  const auto foreign = (dir / "foreign.db").string();
+  {
+    SQLite::Database c(foreign, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    c.exec("CREATE TABLE x(a)");
+  }
+  const auto rebuilt = (dir / "rebuilt.db").string();
+  { store::database created(rebuilt); }
+  const auto foreign_shape = shape_of(foreign);
+  REQUIRE(foreign_shape == "delete v0: x");
+
+  // A mistyped --db naming some other SQLite file.
+  const auto retry = test::run(ctl(), {"dead-letters", "retry", "--all", "--db", foreign}, clean_env);
+  CHECK(retry.status == 1);
+  CHECK(retry.err.find("holds no clerk-sync schema") != std::string::npos);
+  const auto swap = test::run(ctl(), {"swap-in", "--projection", "users", "--from", rebuilt, "--db", foreign}, clean_env);
+  CHECK(swap.status == 1);
+  CHECK(swap.err.find("holds no clerk-sync schema") != std::string::npos);
+  CHECK(shape_of(foreign) == foreign_shape);
+
+  // The same file twice.
+  const auto same = test::run(ctl(), {"swap-in", "--projection", "users", "--from", rebuilt, "--db", rebuilt}, clean_env);
+  CHECK(same.status == 1);
+  CHECK(same.err.find("same file") != std::string::npos);
+
+  // A live file at an older schema is refused before it is migrated.
+  const int newest = store::embedded_migrations().back().version;
+  REQUIRE(newest >= 2);
+  const auto older = (dir / "older.db").string();
+  at_version(older, newest - 1);
+  const auto older_shape = shape_of(older);
+  const auto old_live = test::run(ctl(), {"swap-in", "--projection", "users", "--from", rebuilt, "--db", older}, clean_env);
+  CHECK(old_live.status == 1);
+  CHECK(old_live.err.find("schema version") != std::string::npos);
+  CHECK(shape_of(older) == older_shape);
+
+  // An unknown projection is refused even where ids are given.
+  CHECK(test::run(ctl(), {"dead-letters", "retry", "--projection", "nope", "--db", rebuilt, "3"}, clean_env).status == 2);
+  CHECK(test::run(ctl(), {"dead-letters", "retry", "--projection", "users", "--db", rebuilt, "3"}, clean_env).status == 2);
 }
