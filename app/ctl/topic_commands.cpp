@@ -15,6 +15,7 @@ struct topic_args {
   std::vector<std::string> configs;
   bool strict = false;
   int timeout_ms = 15'000;
+  std::vector<std::string> given;  // the creation settings given on the command line
 };
 
 int topic_ensure(const topic_args& a) {
@@ -24,7 +25,13 @@ int topic_ensure(const topic_args& a) {
     if (eq == std::string::npos || eq == 0) throw config::usage_error("--config: expected key=value, got " + c);
     settings.configs.emplace_back(c.substr(0, eq), c.substr(eq + 1));
   }
-  const auto report = ops::ensure_topic(a.kafka, settings, std::chrono::milliseconds(a.timeout_ms));
+  const auto report = ops::ensure_topic(a.kafka, settings, std::chrono::milliseconds(a.timeout_ms), a.strict);
+  if (report.refused) {
+    log_topic_warnings(settings.name, report);
+    log::error("topic not created", {{"topic", settings.name},
+                                     {"outcome", "--strict: the settings asked for give a topic with the warnings above"}});
+    return exit_failed;
+  }
   if (report.created)
     log::info("topic created", {{"topic", settings.name}, {"partitions", settings.partitions},
                                 {"replication_factor", report.replication_factor},
@@ -36,6 +43,15 @@ int topic_ensure(const topic_args& a) {
                                {"replication_factor", report.replication_factor},
                                {"min_insync_replicas", report.min_insync_replicas},
                                {"brokers", report.brokers}});
+  // Settings apply when creating only: say so when some were asked for.
+  std::string given;
+  for (const auto& g : a.given) given += (given.empty() ? "" : " ") + g;
+  if (!report.created && !given.empty())
+    log::warn("topic settings not applied",
+              {{"topic", settings.name},
+               {"given", given},
+               {"outcome", "the topic exists, and these apply when creating only: change it with "
+                           "kafka-configs.sh --alter (retention, configs) or kafka-topics.sh --alter (partitions)"}});
   const bool clean = log_topic_warnings(settings.name, report);
   return a.strict && !clean ? exit_failed : exit_ok;
 }
@@ -60,22 +76,28 @@ void add_topic_commands(CLI::App& app, runner& run) {
   auto a = std::make_shared<topic_args>();
   config::add_kafka_options(*ensure, a->kafka);
   ensure->add_option("--topic", a->settings.name, "Events topic")->envname("CLERK_SYNC_TOPIC")->capture_default_str();
-  ensure->add_option("--partitions", a->settings.partitions, "Partitions when creating")
+  auto* partitions = ensure->add_option("--partitions", a->settings.partitions, "Partitions when creating")
       ->check(CLI::Range(1, 10'000))
       ->capture_default_str();
-  ensure->add_option("--replication-factor", a->settings.replication_factor,
+  auto* replication = ensure->add_option("--replication-factor", a->settings.replication_factor,
                      "Replication factor when creating (default: 3 with min.insync.replicas=2 on three "
                      "brokers or more, else 1)")
       ->check(CLI::Range(1, 100));
-  ensure->add_option("--retention-ms", a->settings.retention_ms, "retention.ms when creating (-1: keep forever)")
+  auto* retention = ensure->add_option("--retention-ms", a->settings.retention_ms, "retention.ms when creating (-1: keep forever)")
       ->capture_default_str();
-  ensure->add_option("--config", a->configs, "Extra topic config when creating, key=value (repeatable)")
+  auto* configs = ensure->add_option("--config", a->configs, "Extra topic config when creating, key=value (repeatable)")
       ->type_name("KEY=VALUE");
-  ensure->add_flag("--strict", a->strict, "Exit 1 when the topic is not replayable in full or not durable");
+  ensure->add_flag("--strict", a->strict,
+                   "Exit 1 when the topic is not replayable in full or not durable (a missing one is then not "
+                   "created)");
   ensure->add_option("--timeout-ms", a->timeout_ms, "Admin request timeout")
       ->check(CLI::Range(100, 600'000))
       ->capture_default_str();
-  ensure->callback([a, &run] { run = [a] { return topic_ensure(*a); }; });
+  ensure->callback([a, &run, partitions, replication, retention, configs] {
+    for (const auto* o : {partitions, replication, retention, configs})
+      if (o->count() > 0) a->given.push_back(o->get_name());
+    run = [a] { return topic_ensure(*a); };
+  });
 }
 
 }  // namespace clerk_sync::ctl

@@ -139,7 +139,7 @@ topic_report check_topic(const kafka::client_config& cfg, const std::string& nam
 }
 
 topic_report ensure_topic(const kafka::client_config& cfg, const topic_settings& requested,
-                          std::chrono::milliseconds timeout) {
+                          std::chrono::milliseconds timeout, bool clean_only) {
   const auto before = kafka::describe_cluster(cfg, requested.name, timeout);
   const int brokers = static_cast<int>(before.brokers.size());
   const auto settings = with_defaults(requested, brokers);
@@ -149,6 +149,11 @@ topic_report ensure_topic(const kafka::client_config& cfg, const topic_settings&
                                                 {"max.message.bytes", settings.max_message_bytes}};
   for (const auto& [k, v] : settings.configs) configs[k] = v;
   if (before.partitions.empty()) {
+    auto plan = report_of(configs, brokers, settings.partitions, settings.replication_factor);
+    if (clean_only && !(plan.warnings.empty() && plan.durability_warnings.empty() && plan.size_warnings.empty())) {
+      plan.refused = true;
+      return plan;
+    }
     kafka::topic_spec spec{settings.name, settings.partitions, settings.replication_factor,
                            {configs.begin(), configs.end()}};
     if (kafka::create_topic(cfg, spec, timeout) == kafka::create_outcome::created) {

@@ -50,7 +50,10 @@ struct topic_settings {
 [[nodiscard]] std::vector<std::string> size_warnings(const std::map<std::string, std::string>& config);
 
 struct topic_report {
-  bool created = false;  // false: it existed already
+  bool created = false;  // false: it existed already, or was refused (below)
+  // Not created: the settings asked for would give a topic with warnings,
+  // and the caller asked for a clean one only (the report is the plan's).
+  bool refused = false;
   int brokers = 0;
   int partitions = 0;
   int replication_factor = 0;   // of the topic as it now is (the smallest over its partitions)
@@ -65,7 +68,10 @@ struct topic_report {
 [[nodiscard]] topic_report check_topic(const kafka::client_config& cfg, const std::string& name,
                                        std::chrono::milliseconds timeout);
 
+// Creates the topic when missing (only when its report would be clean, if
+// `clean_only`), else describes it as it is: an existing topic is never
+// altered.
 [[nodiscard]] topic_report ensure_topic(const kafka::client_config& cfg, const topic_settings& settings,
-                                        std::chrono::milliseconds timeout);
+                                        std::chrono::milliseconds timeout, bool clean_only = false);
 
 }  // namespace clerk_sync::ops

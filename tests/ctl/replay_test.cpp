@@ -188,6 +188,25 @@ TEST_CASE("topic ensure creates a replayable topic, and --strict fails on a comp
   CHECK(strict.status == 1);
   CHECK(strict.err.find("retention.ms=604800000") != std::string::npos);
   CHECK(strict.err.find("msg=\"topic too small\"") != std::string::npos);  // Kafka's default max.message.bytes
+
+  // Creation settings on an existing topic are never applied, and a line says so.
+  CHECK(again.err.find("not applied") == std::string::npos);
+  const auto asked = ctl_run({"topic", "ensure", "--topic", bad, "--retention-ms", "-1", "--partitions", "12"}, bad);
+  INFO(asked.err);
+  CHECK(asked.status == 0);
+  CHECK(asked.err.find(R"(msg="topic settings not applied" topic=)" + bad + R"( given="--partitions --retention-ms")") !=
+        std::string::npos);
+  CHECK(kafka::describe_topic(test::broker(), bad, 10s)->at("retention.ms") == "604800000");
+
+  // --strict never creates a topic it would then refuse.
+  const auto unborn = test::unique_name("ctl-topic-strict");
+  const auto refused = ctl_run({"topic", "ensure", "--topic", unborn, "--retention-ms", "86400000", "--strict"}, unborn);
+  INFO(refused.err);
+  CHECK(refused.status == 1);
+  CHECK(refused.err.find(R"(msg="topic not created")") != std::string::npos);
+  CHECK(refused.err.find("retention.ms=86400000") != std::string::npos);
+  CHECK(refused.err.find("topic created") == std::string::npos);
+  CHECK(ctl_run({"topic", "ensure", "--topic", unborn, "--strict"}, unborn).status == 0);  // then created clean
 }
 
 TEST_CASE("replay rebuilds every projection identical to the live one while the consumers keep running") {
