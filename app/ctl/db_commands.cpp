@@ -46,6 +46,7 @@ std::string iso_time(std::optional<std::int64_t> ms) {
 void require_existing(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) throw config::usage_error("no database at " + path);
+  if (std::filesystem::is_directory(path, ec)) throw config::usage_error(path + " is a directory, not a database file");
 }
 
 // Database failures are reported as one line and exit 1, like Kafka's.
@@ -77,6 +78,8 @@ struct replay_args {
 };
 
 int replay(const replay_args& a) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(a.db, ec)) throw config::usage_error(a.db + " is a directory: name the new database file");
   ops::replay_options opts;
   opts.topic = a.topic;
   opts.projections = kinds_of(a.projections);

@@ -294,6 +294,16 @@ TEST_CASE("writing commands refuse a --db that is not a clerk-sync database, or 
   CHECK(old_live.err.find("schema version") != std::string::npos);
   CHECK(shape_of(older) == older_shape);
 
+  // A directory is not a database file: exit 2, said so.
+  for (const std::vector<std::string>& args : {std::vector<std::string>{"status", "--db", dir.path().string()},
+                                               {"dead-letters", "list", "--db", dir.path().string()},
+                                               {"replay", "--projection", "users", "--db", dir.path().string()}}) {
+    const auto r = test::run(ctl(), args, clean_env);
+    CAPTURE(r.err);
+    CHECK(r.status == 2);
+    CHECK(r.err.find("is a directory") != std::string::npos);
+  }
+
   // An unknown projection is refused even where ids are given.
   CHECK(test::run(ctl(), {"dead-letters", "retry", "--projection", "nope", "--db", rebuilt, "3"}, clean_env).status == 2);
   CHECK(test::run(ctl(), {"dead-letters", "retry", "--projection", "users", "--db", rebuilt, "3"}, clean_env).status == 2);
