@@ -93,6 +93,11 @@ class progress {
   bool tty_;
 };
 
+// Events in a row refused, after their retries, with one status a retry
+// cannot change before a run stops: with a wrong secret or URL every event
+// left would fail the same way.
+constexpr int refusals_before_stop = 3;
+
 int send(const send_args& a) {
   ops::send_options opts;
   const auto url = ops::parse_http_url(a.url);
@@ -112,19 +117,29 @@ int send(const send_args& a) {
   progress bar(bodies.size());
   std::size_t ok = 0, failed = 0, retries = 0;
   const auto clock = ops::real_clock();
+  ops::refusal_streak streak(refusals_before_stop);
   for (std::size_t i = 0; i < bodies.size(); ++i) {
     const auto r = ops::send_one(opts, bodies[i], {}, clock, [&](const ops::send_result& attempt) {
       log::warn("send attempt failed", {{"svix_id", attempt.svix_id}, {"attempt", attempt.attempts},
-                                        {"status", attempt.last.status}, {"error", attempt.last.error}});
+                                        {"status", attempt.last.status}, {"error", attempt.last.error},
+                                        {"meaning", ops::explain_status(attempt.last.status)}});
     });
     retries += static_cast<std::size_t>(r.attempts - 1);
     if (r.ok()) {
       ++ok;
     } else {
       ++failed;
-      log::error("send gave up", {{"svix_id", r.svix_id}, {"attempts", r.attempts}, {"status", r.last.status}});
+      log::error("send gave up", {{"svix_id", r.svix_id}, {"attempts", r.attempts}, {"status", r.last.status},
+                                  {"retryable", ops::retryable(r.last.status)},
+                                  {"meaning", ops::explain_status(r.last.status)}});
     }
     bar.update(i + 1, ok, failed, retries);
+    if (streak.add(r)) {
+      log::error("send stopped", {{"sent", i + 1}, {"total", bodies.size()}, {"ok", ok}, {"failed", failed},
+                                  {"status", streak.status()}, {"in_a_row", streak.count()},
+                                  {"reason", ops::explain_status(streak.status())}});
+      return exit_failed;
+    }
   }
   return failed == 0 ? exit_ok : exit_failed;
 }
@@ -146,7 +161,8 @@ void add_http_commands(CLI::App& app, runner& run) {
   auto* send_cmd = app.add_subcommand(
       "send",
       "Sign and POST event files or generated events to a receiver, retrying non-2xx answers like Svix "
-      "(same svix-id, fresh signature)");
+      "(same svix-id, fresh signature); each failure says what its status means, and 3 events in a row "
+      "refused with the same 4xx (not 408 or 429) stop the run (exit 1)");
   auto a = std::make_shared<send_args>();
   send_cmd->add_option("files", a->files, "JSON body files (each one event); - for stdin");
   send_cmd->add_option("--url", a->url, "Receiver endpoint (http://)")->envname("CLERK_SYNC_SEND_URL")->capture_default_str();

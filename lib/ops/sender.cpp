@@ -71,6 +71,56 @@ std::optional<std::vector<std::chrono::milliseconds>> parse_schedule(std::string
   return out;
 }
 
+bool retryable(int status) { return status < 400 || status >= 500 || status == 408 || status == 429; }
+
+std::string_view explain_status(int status) {
+  switch (status) {
+    case 0:
+      return "no HTTP answer: nothing listens at --url, or the receiver did not answer within --timeout-ms";
+    case 400:
+      return "the receiver refused the request as malformed: missing or malformed Svix headers, or a body that "
+             "is not JSON";
+    case 401:
+      return "the receiver refused the signature: CLERK_WEBHOOK_SECRET differs from the receiver's, or the clock "
+             "is off by more than its tolerance";
+    case 403:
+      return "forbidden: the receiver or a proxy in front of it does not let this client post";
+    case 404:
+    case 405:
+      return "wrong URL or path: --url does not name the receiver's webhook path (default /webhooks/clerk)";
+    case 408:
+      return "the receiver timed out reading the request";
+    case 413:
+      return "body over the receiver's --body-limit";
+    case 415:
+      return "the receiver does not take this Content-Type";
+    case 422:
+      return "the receiver could not process this body";
+    case 429:
+      return "the receiver asks to slow down";
+    case 503:
+      return "the receiver could not hand the event to Kafka in time (Kafka down or slow)";
+    default:
+      break;
+  }
+  if (status >= 500) return "the receiver failed on its side";
+  if (status >= 400) return "the receiver refused the request";
+  if (status >= 300) return "a redirect, which the sender does not follow: check --url";
+  return "an answer the sender does not expect from a receiver";
+}
+
+bool refusal_streak::add(const send_result& r) {
+  if (r.ok() || retryable(r.last.status)) {
+    count_ = 0;
+  } else if (count_ > 0 && r.last.status == status_) {
+    ++count_;
+  } else {
+    status_ = r.last.status;
+    count_ = 1;
+  }
+  return count_ >= limit_;
+}
+
 send_clock real_clock() {
   return {[] {
             return std::chrono::duration_cast<std::chrono::seconds>(

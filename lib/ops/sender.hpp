@@ -1,9 +1,10 @@
 #pragma once
 // `ctl send`: POST signed webhook bodies to a receiver the way Svix does —
 // svix-id/-timestamp/-signature headers, the same id on every attempt, a
-// fresh timestamp and signature each time, and a retry after a delay on any
-// non-2xx answer or connection failure. Plain HTTP (a loopback receiver or
-// the hop behind the TLS proxy). Blocking; one sender per thread.
+// fresh timestamp and signature each time, and a retry after a delay on a
+// connection failure or an answer a retry can change (5xx, 408, 429); any
+// other 4xx fails the event at once. Plain HTTP (a loopback receiver or the
+// hop behind the TLS proxy). Blocking; one sender per thread.
 
 #include <chrono>
 #include <cstdint>
@@ -50,6 +51,33 @@ struct send_result {
   [[nodiscard]] bool ok() const { return last.status >= 200 && last.status < 300; }
 };
 
+// False for an answer that a later attempt of the same request cannot
+// change: a 4xx other than 408 (timeout) and 429 (slow down). A connection
+// failure (0), a 5xx, 408 and 429 may pass on a retry. (Every non-2xx is
+// retried all the same, as Svix does: this only says what a failure means.)
+[[nodiscard]] bool retryable(int status);
+
+// What `status` (0: no HTTP answer) means to the operator running the sender:
+// the likely cause and what to check. Never empty; holds no secret.
+[[nodiscard]] std::string_view explain_status(int status);
+
+// Counts events in a row that failed with the same status a retry cannot
+// change. Such a run is misconfigured (secret, URL, size limit) and every
+// event left would fail the same way: add() says when to stop.
+class refusal_streak {
+ public:
+  explicit refusal_streak(int limit) : limit_(limit) {}
+  // True once `limit` events in a row failed with one non-retryable status.
+  bool add(const send_result& r);
+  [[nodiscard]] int status() const { return status_; }
+  [[nodiscard]] int count() const { return count_; }
+
+ private:
+  int limit_;
+  int status_ = 0;
+  int count_ = 0;
+};
+
 // Clock and sleep are parameters so that tests need not wait.
 struct send_clock {
   std::function<std::int64_t()> now_seconds;
@@ -58,7 +86,8 @@ struct send_clock {
 [[nodiscard]] send_clock real_clock();
 
 // Delivers one body (with `svix_id`, or a fresh msg_ id when empty) with
-// retries per the schedule; `on_attempt` sees every non-2xx answer.
+// retries per the schedule on any non-2xx answer, as Svix does; `on_attempt`
+// sees every non-2xx answer.
 [[nodiscard]] send_result send_one(const send_options& opts, std::string_view body, std::string svix_id,
                                    const send_clock& clock,
                                    const std::function<void(const send_result&)>& on_attempt = {});

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "consumer/harness.hpp"
@@ -18,6 +19,7 @@
 #include "kafka/producer.hpp"
 #include "ops/events.hpp"
 #include "ops/replay.hpp"
+#include "receiver/harness.hpp"
 #include "store/database.hpp"
 #include "support/hang.hpp"
 #include "support/process.hpp"
@@ -550,4 +552,35 @@ TEST_CASE("send delivers generated events through the real receiver into Kafka")
   CHECK(high_watermark_sum(topic) == 40);
   receiver.signal(SIGTERM);
   CHECK(receiver.wait(30s) == 0);
+}
+
+TEST_CASE("send with a wrong secret stops after three events' 401s, and says what a 401 means") {
+  const auto topic = test::fresh_topic("ctl-send-401", 1);
+  test::receiver receiver(test::broker().brokers, topic, test::random_secret());
+  auto env = kafka_env(topic);
+  env["CLERK_WEBHOOK_SECRET"] = test::random_secret();  // not the receiver's
+  // Each event is retried like Svix (a short schedule here), then the run
+  // stops after three instead of going through all twenty.
+  const auto r = test::run(ctl(), {"send", "--generate", "20", "--retry-schedule", "10ms,10ms", "--url",
+                                   "http://127.0.0.1:" + std::to_string(receiver.port()) + "/webhooks/clerk"},
+                           env, 20s);
+  INFO(r.err);
+  CHECK(r.status == 1);
+  CHECK(r.err.find("meaning=\"the receiver refused the signature: CLERK_WEBHOOK_SECRET differs from the receiver's") !=
+        std::string::npos);
+  CHECK(r.err.find("level=error msg=\"send stopped\" sent=3 total=20 ok=0 failed=3 status=401") !=
+        std::string::npos);
+
+  // Every 401 it answered, counting the lines its rate limit held back.
+  receiver.proc().signal(SIGTERM);
+  REQUIRE(receiver.proc().wait(30s) == 0);
+  std::istringstream lines(receiver.proc().stderr_text());
+  std::size_t refused = 0;
+  for (std::string l; std::getline(lines, l);) {
+    if (l.find(" status=401") == std::string::npos) continue;
+    const auto at = l.find(" repeated=");
+    refused += 1 + (at == std::string::npos ? 0 : std::stoull(l.substr(at + 10)));
+  }
+  CHECK(refused == 3 * 3);  // three events, three attempts each
+  CHECK(high_watermark_sum(topic) == 0);
 }

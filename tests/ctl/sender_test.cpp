@@ -137,3 +137,54 @@ TEST_CASE("send treats a refused connection as a failed attempt, not a crash") {
   CHECK(r.last.status == 0);
   CHECK_FALSE(r.last.error.empty());
 }
+
+TEST_CASE("send retries a 4xx too, as Svix does, and tells the statuses a retry cannot change") {
+  std::vector<std::chrono::milliseconds> slept;
+  const ops::send_clock clock{[] { return std::int64_t{1'700'000'000}; },
+                              [&](std::chrono::milliseconds d) { slept.push_back(d); }};
+  ops::send_options opts;
+  opts.key = "k";
+  opts.schedule = {std::chrono::seconds(1), std::chrono::seconds(5), std::chrono::seconds(30)};
+  {
+    scripted_server server({401, 401, 401, 401});
+    opts.url = *ops::parse_http_url("http://127.0.0.1:" + std::to_string(server.port()) + "/");
+    const auto r = ops::send_one(opts, "{}", "", clock);
+    CHECK(server.wait().size() == 4);
+    CHECK(r.attempts == 4);
+    CHECK(r.last.status == 401);
+    CHECK(slept.size() == 3);
+  }
+  {
+    scripted_server server({429, 408, 200});
+    opts.url = *ops::parse_http_url("http://127.0.0.1:" + std::to_string(server.port()) + "/");
+    const auto r = ops::send_one(opts, "{}", "", clock);
+    CHECK(server.wait().size() == 3);
+    CHECK(r.ok());
+    CHECK(r.attempts == 3);
+  }
+  for (const int s : {400, 401, 403, 404, 405, 413, 415, 422, 499}) CHECK_FALSE(ops::retryable(s));
+  for (const int s : {0, 408, 429, 500, 502, 503, 504}) CHECK(ops::retryable(s));
+  CHECK(ops::explain_status(401).find("CLERK_WEBHOOK_SECRET differs") != std::string_view::npos);
+  CHECK(ops::explain_status(404).find("wrong URL or path") != std::string_view::npos);
+  CHECK(ops::explain_status(413).find("--body-limit") != std::string_view::npos);
+}
+
+TEST_CASE("a run stops after N events in a row refused with the same status a retry cannot change") {
+  const auto result = [](int status) {
+    ops::send_result r;
+    r.last.status = status;
+    return r;
+  };
+  ops::refusal_streak streak(3);
+  CHECK_FALSE(streak.add(result(401)));
+  CHECK_FALSE(streak.add(result(401)));
+  CHECK_FALSE(streak.add(result(200)));  // one got through: the setup works
+  CHECK_FALSE(streak.add(result(401)));
+  CHECK_FALSE(streak.add(result(413)));  // another status starts over
+  CHECK_FALSE(streak.add(result(503)));  // retryable: not a refusal
+  CHECK_FALSE(streak.add(result(404)));
+  CHECK_FALSE(streak.add(result(404)));
+  CHECK(streak.add(result(404)));
+  CHECK(streak.status() == 404);
+  CHECK(streak.count() == 3);
+}
