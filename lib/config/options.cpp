@@ -3,6 +3,7 @@
 #include <boost/asio/ip/address.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cstdio>
 #include <fstream>
@@ -21,6 +22,14 @@ std::pair<std::string, std::string> split_property(const std::string& text, cons
   const auto eq = text.find('=');
   if (eq == std::string::npos || eq == 0) throw usage_error(where + ": expected key=value");
   return {trim(text.substr(0, eq)), trim(text.substr(eq + 1))};
+}
+
+// A librdkafka property whose value is a secret (a password, a client
+// secret, a private key, a JAAS or OAUTHBEARER config that may hold one).
+bool holds_secret(std::string key) {
+  std::transform(key.begin(), key.end(), key.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return key.find("password") != std::string::npos || key.find("secret") != std::string::npos ||
+         key == "ssl.key.pem" || key == "ssl_key" || key == "sasl.jaas.config" || key == "sasl.oauthbearer.config";
 }
 
 }  // namespace
@@ -53,7 +62,16 @@ void add_kafka_options(CLI::App& app, kafka::client_config& cfg) {
   app.add_option_function<std::vector<std::string>>(
          "--kafka-property",
          [&cfg](const std::vector<std::string>& props) {
-           for (const auto& p : props) cfg.properties.push_back(split_property(p, "--kafka-property"));
+           for (const auto& p : props) {
+             auto kv = split_property(p, "--kafka-property");
+             // Any user can read a process's arguments (ps, /proc): the
+             // value is not repeated, only where it belongs.
+             if (holds_secret(kv.first))
+               throw usage_error("--kafka-property " + kv.first +
+                                 ": a secret on the command line is readable by every user of the machine; put it in "
+                                 "--kafka-properties-file (CLERK_SYNC_KAFKA_PROPERTIES_FILE)");
+             cfg.properties.push_back(std::move(kv));
+           }
          },
          "Any librdkafka property, key=value (repeatable); put passwords in the properties file")
       ->type_name("KEY=VALUE");

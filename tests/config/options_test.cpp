@@ -47,6 +47,15 @@ TEST_CASE("a malformed property or an unknown flag is a usage error (exit 2)") {
   config::add_kafka_options(app, cfg);
   config::add_log_options(app, log);
   CHECK(parse_args(app, {"t", "--kafka-property", "novalue"}) == config::exit_usage);
+  // Secrets belong in the properties file: any user can read a process's arguments.
+  for (const char* secret : {"sasl.password=hunter2", "SSL.Key.Password=x", "ssl.keystore.password=x",
+                             "sasl.oauthbearer.client.secret=x", "ssl.key.pem=x", "sasl.oauthbearer.config=x"}) {
+    CLI::App a("t", "t");
+    clerk_sync::kafka::client_config c;
+    config::add_kafka_options(a, c);
+    CHECK_MESSAGE(parse_args(a, {"t", "--kafka-property", secret}) == config::exit_usage, secret);
+    CHECK(c.properties.empty());
+  }
 
   CLI::App app2("t", "t");
   config::add_log_options(app2, log);
