@@ -263,12 +263,17 @@ std::vector<std::int32_t> consumer::partitions_of(const std::string& topic, std:
   const auto err = rd_kafka_metadata(impl_->rk.get(), 0, rkt, &md, static_cast<int>(timeout.count()));
   rd_kafka_topic_destroy(rkt);
   if (err) throw fatal_error("metadata of " + topic + ": " + rd_kafka_err2str(err));
+  const std::unique_ptr<const struct rd_kafka_metadata, decltype(&rd_kafka_metadata_destroy)> owned(
+      md, &rd_kafka_metadata_destroy);
   std::vector<std::int32_t> out;
   for (int i = 0; i < md->topic_cnt; ++i) {
+    // Not "no such topic": the operator's credentials are what to fix.
+    if (md->topics[i].err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED)
+      throw fatal_error("metadata of " + topic + ": " + rd_kafka_err2str(md->topics[i].err) +
+                        " (these credentials may not describe the topic: check its ACLs)");
     if (md->topics[i].err) continue;
     for (int j = 0; j < md->topics[i].partition_cnt; ++j) out.push_back(md->topics[i].partitions[j].id);
   }
-  rd_kafka_metadata_destroy(md);
   return out;
 }
 

@@ -46,6 +46,10 @@ void mock_cluster::set_round_trip(std::int32_t broker, std::chrono::milliseconds
   rd_kafka_mock_broker_set_rtt(impl_->mc, broker, static_cast<int>(rtt.count()));
 }
 
+void mock_cluster::set_topic_error(const std::string& topic, int code) {
+  rd_kafka_mock_topic_set_error(impl_->mc, topic.c_str(), static_cast<rd_kafka_resp_err_t>(code));
+}
+
 void mock_cluster::delay_next_produce_answer(std::int32_t broker, std::chrono::milliseconds delay) {
   const auto err = rd_kafka_mock_broker_push_request_error_rtts(impl_->mc, broker, 0 /* Produce */, 1,
                                                                 RD_KAFKA_RESP_ERR_NO_ERROR, static_cast<int>(delay.count()));

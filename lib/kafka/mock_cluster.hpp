@@ -36,6 +36,10 @@ class mock_cluster {
   // The next Produce request to `broker` is handled at once (its records
   // appended) and answered only after `delay`; produce_requests_delayed()
   // says how many such delays wait for their request (0 once it came).
+  // Metadata answers carry the Kafka error `code` for this topic (e.g. 29 =
+  // TOPIC_AUTHORIZATION_FAILED).
+  void set_topic_error(const std::string& topic, int code);
+
   void delay_next_produce_answer(std::int32_t broker, std::chrono::milliseconds delay);
   [[nodiscard]] std::size_t produce_requests_delayed(std::int32_t broker) const;
 

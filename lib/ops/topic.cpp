@@ -134,7 +134,7 @@ topic_report describe_existing(const kafka::client_config& cfg, const std::strin
 
 topic_report check_topic(const kafka::client_config& cfg, const std::string& name, std::chrono::milliseconds timeout) {
   const auto layout = kafka::describe_cluster(cfg, name, timeout);
-  if (layout.partitions.empty()) throw kafka::fatal_error("topic " + name + " does not exist or has no partitions");
+  if (layout.partitions.empty()) throw kafka::fatal_error("topic " + name + " does not exist or has no partitions (or these credentials may not describe it)");
   return describe_existing(cfg, name, static_cast<int>(layout.brokers.size()), layout, timeout);
 }
 

@@ -239,3 +239,15 @@ TEST_CASE("serve_on_caller: with the broker down from the start, the failure sti
   REQUIRE(serve_until(prod, [&] { return report.has_value(); }, 10s));
   CHECK_FALSE(report->ok);
 }
+
+TEST_CASE("a topic the credentials may not describe is said so, not taken for a missing topic") {
+  kafka::mock_cluster mock(1);
+  mock.create_topic("clerk.events.acl", 2);
+  kafka::client_config cfg;
+  cfg.brokers = mock.bootstrap_servers();
+  kafka::consumer reader(cfg, "");
+  CHECK(reader.partitions_of("clerk.events.acl", 10s).size() == 2);
+  mock.set_topic_error("clerk.events.acl", 29);  // TOPIC_AUTHORIZATION_FAILED
+  CHECK_THROWS_WITH_AS(reader.partitions_of("clerk.events.acl", 10s), doctest::Contains("check its ACLs"),
+                       kafka::fatal_error);
+}
