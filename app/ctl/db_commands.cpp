@@ -2,6 +2,8 @@
 // swap-in (a rebuilt projection into the live file), status (lag, rows, last
 // apply; exit 1 past --max-lag or for a stored offset outside the log) and
 // dead-letters.
+#include <signal.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <iterator>
@@ -67,6 +69,41 @@ int guarded(F&& body) {
   }
 }
 
+// Ctrl-C, SIGTERM and SIGHUP (an ssh hang-up) stop a replay at its next
+// poll or batch, which then removes its partial file. Blocked from here to
+// exit, before librdkafka starts its threads, and taken with sigtimedwait
+// by the replay's stop check: no handler, no global, and a signal during
+// the clean-up, or after the replay caught up, cannot cut it short. One
+// the caller ignores (nohup, a background job) stays ignored. SIGPIPE is
+// blocked too: a log reader gone with the hang-up must not kill the replay
+// before its clean-up (writes to it fail instead).
+class stop_signals {
+ public:
+  stop_signals() {
+    sigemptyset(&set_);
+    for (const int sig : {SIGINT, SIGTERM, SIGHUP}) {
+      struct sigaction current {};
+      // A blocked signal is queued even when ignored: leave ignored ones out.
+      if (::sigaction(sig, nullptr, &current) == 0 && current.sa_handler != SIG_IGN) sigaddset(&set_, sig);
+    }
+    sigset_t blocked = set_;
+    sigaddset(&blocked, SIGPIPE);
+    ::pthread_sigmask(SIG_BLOCK, &blocked, nullptr);
+  }
+  // The first of those signals received so far, 0 for none; never waits.
+  int received() {
+    if (received_ == 0) {
+      const timespec now{};
+      if (const int sig = ::sigtimedwait(&set_, nullptr, &now); sig > 0) received_ = sig;
+    }
+    return received_;
+  }
+
+ private:
+  sigset_t set_{};
+  int received_ = 0;
+};
+
 struct replay_args {
   kafka::client_config kafka;
   std::string topic = "clerk.events";
@@ -87,12 +124,33 @@ int replay(const replay_args& a) {
   opts.batch_size = a.batch;
   opts.stall_timeout = std::chrono::milliseconds(a.stall_timeout_ms);
   opts.allow_incomplete = a.allow_incomplete;
+  stop_signals signals;
+  opts.stop_requested = [&] { return signals.received() != 0; };
   return guarded([&] {
-    const auto r = ops::replay(a.kafka, opts, [&](const ops::replay_progress& p) {
-      log::info("replay progress", {{"projection", a.projections}, {"read", p.read}, {"total", p.total},
-                                    {"lag", p.lag}, {"dead_letters", p.dead_letters},
-                                    {"ms", static_cast<std::int64_t>(p.elapsed.count())}});
-    });
+    ops::replay_result r;
+    try {
+      r = ops::replay(a.kafka, opts, [&](const ops::replay_progress& p) {
+        log::info("replay progress", {{"projection", a.projections}, {"read", p.read}, {"total", p.total},
+                                      {"lag", p.lag}, {"dead_letters", p.dead_letters},
+                                      {"ms", static_cast<std::int64_t>(p.elapsed.count())}});
+      });
+    } catch (const ops::replay_stopped& e) {
+      // The work did not finish: exit 1, as for any replay that does not.
+      const int sig = signals.received();
+      const auto ms = static_cast<std::int64_t>(e.last.elapsed.count());
+      if (e.left_behind.empty())
+        log::warn("replay stopped", {{"projection", a.projections}, {"db", a.db}, {"signal", sig},
+                                     {"read", e.last.read}, {"total", e.last.total}, {"ms", ms},
+                                     {"outcome", e.wrote ? "partial file removed" : "nothing written"},
+                                     {"exit_code", exit_failed}});
+      else
+        log::error("replay stopped", {{"projection", a.projections}, {"db", a.db}, {"signal", sig},
+                                      {"read", e.last.read}, {"total", e.last.total}, {"ms", ms},
+                                      {"outcome", "partial file not removed"}, {"error", e.what()},
+                                      {"exit_code", exit_failed}});
+      std::fflush(stderr);
+      return exit_failed;
+    }
     for (const auto& w : r.warnings) log::warn("replay incomplete", {{"why", w}});
     log::info("replay caught up", {{"projection", a.projections}, {"db", a.db}, {"read", r.last.read},
                                    {"dead_letters", r.last.dead_letters},
@@ -296,7 +354,7 @@ void add_db_commands(CLI::App& app, runner& run) {
       "replay",
       "Rebuild projections from offset 0 of the topic into a NEW database file (written as <db>.partial, "
       "renamed once complete); exits 0 once caught up with the high watermarks taken at start, 1 when the "
-      "rebuild cannot be complete");
+      "rebuild cannot be complete or is stopped (SIGINT, SIGTERM, SIGHUP: the partial file is removed)");
   auto r = std::make_shared<replay_args>();
   config::add_kafka_options(*rp, r->kafka);
   rp->add_option("--topic", r->topic, "Events topic")->envname("CLERK_SYNC_TOPIC")->capture_default_str();

@@ -64,8 +64,27 @@ std::string partial_path(const std::string& db_path) { return db_path + ".partia
 
 namespace {
 
-// Removes the partial file (and its WAL) unless released: a replay that did
-// not finish leaves nothing that looks like a database. Held under an
+std::string stopped_message(bool wrote, const std::vector<std::string>& left_behind) {
+  if (!wrote) return "replay stopped before it wrote anything";
+  if (left_behind.empty()) return "replay stopped; its partial file was removed";
+  std::string m = "replay stopped; could not remove";
+  for (const auto& p : left_behind) m += " " + p + ";";
+  m.pop_back();
+  return m;
+}
+
+}  // namespace
+
+replay_stopped::replay_stopped(bool wrote_, std::vector<std::string> left_behind_, replay_progress last_)
+    : replay_error(stopped_message(wrote_, left_behind_)),
+      wrote(wrote_),
+      left_behind(std::move(left_behind_)),
+      last(last_) {}
+
+namespace {
+
+// Removes the partial file (and its WAL) unless released or discarded: a
+// replay that did not finish leaves nothing that looks like a database. Held under an
 // exclusive lock on "<partial>.lock" (left in place: removing a lock file
 // races with its next user), so that a second replay into the same file
 // cannot delete the first one's partial file and have its unfinished file
@@ -83,6 +102,19 @@ class partial_file {
   void remove_sidecars() const {
     std::error_code ec;
     for (const auto* suffix : {"-wal", "-shm", "-journal"}) std::filesystem::remove(path_ + suffix, ec);
+  }
+  // Removes the file and its sidecars now (the database closed first); the
+  // paths still there, each with the reason.
+  [[nodiscard]] std::vector<std::string> discard() {
+    released_ = true;
+    std::vector<std::string> left;
+    for (const auto* suffix : {"", "-wal", "-shm", "-journal"}) {
+      const auto p = path_ + suffix;
+      std::error_code ec;
+      std::filesystem::remove(p, ec);
+      if (ec) left.push_back(p + " (" + ec.message() + ")");
+    }
+    return left;
   }
 
  private:
@@ -126,12 +158,14 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
   require_fresh_database(opts.db_path);
   const auto started = std::chrono::steady_clock::now();
   replay_result result;
+  const auto stop_requested = [&] { return opts.stop_requested && opts.stop_requested(); };
 
   kafka::consumer reader(cfg, "");  // no group: the live consumers are not disturbed
   const auto partitions = reader.partitions_of(opts.topic, opts.request_timeout);
   if (partitions.empty()) throw replay_error("topic " + opts.topic + " does not exist or has no partitions");
   replay_tracker tracker;
   for (const auto p : partitions) {
+    if (stop_requested()) throw replay_stopped(false, {}, {});
     const auto [low, high] = reader.watermarks(opts.topic, p, opts.request_timeout);
     tracker.add_partition(p, low, high);
     if (low > 0) {
@@ -142,6 +176,7 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
     }
   }
   result.targets = tracker.targets();
+  if (stop_requested()) throw replay_stopped(false, {}, {});
 
   partial_file partial(partial_path(opts.db_path));
   auto db = std::make_unique<store::database>(partial.path());
@@ -158,19 +193,38 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
       if (r.result == projection::outcome::dead_letter) ++progress.dead_letters;
     batch.clear();
   };
-  auto report = [&] {
+  auto measure = [&] {
     progress.lag = tracker.lag();
     progress.read = progress.total - progress.lag;
     progress.elapsed =
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+  };
+  auto report = [&] {
+    measure();
     if (on_progress) on_progress(progress);
+  };
+
+  // What is read is dropped with the file: the batch is not applied, the
+  // database is closed before its files go.
+  auto stop = [&] {
+    batch.clear();
+    measure();
+    ap.reset();
+    db.reset();
+    throw replay_stopped(true, partial.discard(), progress);
   };
 
   auto last_message = std::chrono::steady_clock::now();
   auto last_report = last_message;
+  auto last_stop_check = last_message;
   while (!tracker.done()) {
     auto m = reader.poll(std::chrono::milliseconds(200));
     const auto now = std::chrono::steady_clock::now();
+    // Not at every message: the check may cost a system call.
+    if (!m || now - last_stop_check >= std::chrono::milliseconds(100)) {
+      last_stop_check = now;
+      if (stop_requested()) stop();
+    }
     if (m) {
       last_message = now;
       if (tracker.accept(m->partition, m->offset)) batch.push_back(consume::to_envelope(std::move(*m)));

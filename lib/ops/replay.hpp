@@ -7,8 +7,9 @@
 // The file is written under partial_path() and renamed to db_path only once
 // caught up, so a file at db_path is always complete. A partition whose log
 // no longer starts at offset 0 makes the rebuild incomplete: refused unless
-// allow_incomplete.
-// Errors: replay_error (refused or could not finish: exit 1),
+// allow_incomplete. Asked to stop (replay_options::stop_requested), it
+// stops at its next poll or batch boundary and removes the partial file.
+// Errors: replay_error (refused or could not finish: exit 1), replay_stopped,
 // kafka::fatal_error, store::open_error; store::db_error after retries.
 
 #include <chrono>
@@ -71,6 +72,10 @@ struct replay_options {
   consume::retry_policy retry;
   // Accept a rebuild that misses events retention already deleted.
   bool allow_incomplete = false;
+  // Polled between Kafka's answers and batches, at least every 200 ms while
+  // the replay waits (about every 100 ms while it reads): true stops it
+  // (replay_stopped). Empty: never stops early.
+  std::function<bool()> stop_requested;
 };
 
 // Where replay writes before the rename: db_path + ".partial".
@@ -82,6 +87,17 @@ struct replay_progress {
   std::int64_t lag = 0;      // total - read, per the tracker
   std::int64_t dead_letters = 0;
   std::chrono::milliseconds elapsed{0};
+};
+
+// The replay stopped on request before it caught up. Nothing was moved to
+// db_path; the partial file and its sidecars were removed, except the paths
+// in left_behind (with the reason), which the next replay removes. The lock
+// file stays, as always.
+struct replay_stopped : replay_error {
+  replay_stopped(bool wrote_, std::vector<std::string> left_behind_, replay_progress last_);
+  bool wrote;  // false: stopped before the partial file was created
+  std::vector<std::string> left_behind;
+  replay_progress last;
 };
 
 struct replay_result {

@@ -1,7 +1,7 @@
 // clerk-sync-ctl against the real broker and the real binaries: topic ensure,
 // status with its --max-lag exit, replay of every projection while the live
-// consumers keep running (then compare: identical), send through the real
-// receiver, and dead letters.
+// consumers keep running (then compare: identical), a replay stopped by a
+// signal, send through the real receiver, and dead letters.
 #include <doctest/doctest.h>
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <fcntl.h>
@@ -415,6 +415,67 @@ TEST_CASE("a second replay into the same file is refused while the first runs, a
   CHECK_MESSAGE(r.status == 0, r.err);
   CHECK(std::filesystem::exists(rebuilt));
   CHECK_FALSE(std::filesystem::exists(rebuilt + ".partial"));
+}
+
+TEST_CASE("a replay stopped by SIGTERM, SIGINT or SIGHUP removes its partial file and sidecars, says so and exits 1") {
+  const auto topic = test::fresh_topic("ctl-replay-signal", 1);
+  test::produce_events(test::broker(), topic, test::generate_events({.users = 3, .events = 12, .seed = 17}));
+  test::temp_dir dir;
+  // The broker holds every fetch until 10 MB are there or 30 s pass: the
+  // replay has opened its partial file and waits below its watermark.
+  // Under nohup, SIGHUP is ignored as nohup promises; SIGTERM then stops it.
+  const auto start = [&](const std::string& out, bool nohup) {
+    std::vector<std::string> args{"replay", "--projection", "all", "--db", out, "--kafka-property",
+                                  "fetch.min.bytes=10000000", "--kafka-property", "fetch.wait.max.ms=30000"};
+    if (nohup) args.insert(args.begin(), ctl().string());
+    auto p = std::make_unique<test::process>(nohup ? "/usr/bin/nohup" : ctl(), args, kafka_env(topic));
+    REQUIRE_MESSAGE(p->wait_for_log("msg=\"replay progress\"", 20s), p->stderr_text());
+    for (const auto* suffix : {"", "-wal", "-shm"}) REQUIRE(std::filesystem::exists(ops::partial_path(out) + suffix));
+    return p;
+  };
+  struct run_case {
+    int sig;
+    bool nohup;
+  };
+  for (const auto [sig, nohup] : {run_case{SIGTERM, false}, run_case{SIGINT, false}, run_case{SIGHUP, false},
+                                  run_case{SIGTERM, true}}) {
+    CAPTURE(sig);
+    CAPTURE(nohup);
+    const auto out = (dir / ("out-" + std::to_string(sig) + (nohup ? "-nohup" : "") + ".db")).string();
+    const auto partial = ops::partial_path(out);
+    // An empty file at the target is allowed (replay fills it by renaming
+    // over it); a stopped replay leaves it as it was.
+    if (sig == SIGINT) std::ofstream{out};
+    auto replay = start(out, nohup);
+    if (nohup) {
+      replay->signal(SIGHUP);
+      std::this_thread::sleep_for(1s);
+      REQUIRE_MESSAGE(replay->running(), replay->stderr_text());
+    }
+
+    const auto signalled = std::chrono::steady_clock::now();
+    replay->signal(sig);
+    const auto code = replay->wait(20s);
+    const auto took = std::chrono::steady_clock::now() - signalled;
+    const auto err = replay->stderr_text();
+    INFO("exit status " << code.value_or(-1) << "; stderr:\n" << err);
+    CHECK(code == 1);
+    CHECK(took < 5s);  // at the next poll, not after the 30 s fetch
+    const auto last = err.substr(err.rfind('\n', err.size() - 2) + 1);
+    CHECK(last.starts_with("ts="));
+    CHECK(last.find("msg=\"replay stopped\"") != std::string::npos);
+    CHECK(last.find("signal=" + std::to_string(sig)) != std::string::npos);
+    CHECK(last.find("outcome=\"partial file removed\"") != std::string::npos);
+    CHECK(err.find("replay caught up") == std::string::npos);
+    for (const auto* suffix : {"", "-wal", "-shm", "-journal"}) CHECK_FALSE(std::filesystem::exists(partial + suffix));
+    CHECK(std::filesystem::exists(partial + ".lock"));  // kept by design: removing it races its next user
+    if (sig == SIGINT) {
+      CHECK(std::filesystem::exists(out));
+      CHECK(std::filesystem::file_size(out) == 0);
+    } else {
+      CHECK_FALSE(std::filesystem::exists(out));
+    }
+  }
 }
 
 TEST_CASE("replay refuses a log that no longer starts at offset 0 unless --allow-incomplete, never leaving a partial file") {
