@@ -108,7 +108,8 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
       const std::string p(projection::name(k));
       const auto rebuilt_topics = topics_of(c, "rebuilt", p);
       if (rebuilt_topics.empty())
-        throw swap_error(from + " holds no stored offsets for " + p + ": it is not a replay of that projection");
+        throw swap_error(from + " holds no stored offsets for " + p +
+                         ": it is not a replay of that projection, or one of an empty topic (then nothing to swap in)");
       const auto live_topics = topics_of(c, "main", p);
       if (!live_topics.empty() && live_topics != rebuilt_topics)
         throw swap_error(from + " was replayed from " + *rebuilt_topics.begin() + ", " + live + "'s " + p +
