@@ -66,13 +66,36 @@ void append_hex_escape(std::string& out, unsigned char c, bool json) {
   out += digits[static_cast<std::size_t>(c & 0x0f)];
 }
 
+// A valid UTF-8 sequence that a terminal acts on rather than shows: a C1
+// control (U+0080-U+009F; U+009B is a CSI, as ESC [ is) or a bidi control
+// that reorders what follows on the line. Its code point, else 0.
+std::uint32_t acted_on(std::string_view seq) {
+  std::uint32_t cp = 0;
+  if (seq.size() == 2)
+    cp = (static_cast<std::uint32_t>(static_cast<unsigned char>(seq[0]) & 0x1f) << 6) |
+         (static_cast<unsigned char>(seq[1]) & 0x3f);
+  else if (seq.size() == 3)
+    cp = (static_cast<std::uint32_t>(static_cast<unsigned char>(seq[0]) & 0x0f) << 12) |
+         (static_cast<std::uint32_t>(static_cast<unsigned char>(seq[1]) & 0x3f) << 6) |
+         (static_cast<unsigned char>(seq[2]) & 0x3f);
+  const bool c1 = cp >= 0x80 && cp <= 0x9f;
+  const bool bidi = cp == 0x200e || cp == 0x200f || (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069);
+  return c1 || bidi ? cp : 0;
+}
+
 // Escapes `v` into `out` for either format (the quotes are the caller's).
 void append_escaped(std::string& out, std::string_view v, bool json) {
   for (std::size_t i = 0; i < v.size();) {
     const auto c = static_cast<unsigned char>(v[i]);
     if (c >= 0x80) {
       if (const auto n = utf8_length(v.substr(i))) {
-        out.append(v.substr(i, n));
+        if (const auto cp = acted_on(v.substr(i, n))) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(cp));
+          out += buf;
+        } else {
+          out.append(v.substr(i, n));
+        }
         i += n;
       } else {
         append_hex_escape(out, c, json);

@@ -58,7 +58,9 @@ inline constexpr std::size_t field_limit = 2048;
 
 // A string value as it appears in a line of format `f`: logfmt bare or
 // quoted, JSON quoted. Control bytes, quotes and backslashes are escaped;
-// a byte that is not part of valid UTF-8 becomes the four characters \xNN.
+// a byte that is not part of valid UTF-8 becomes the four characters \xNN,
+// and a valid character a terminal acts on (a C1 control such as U+009B,
+// CSI; a bidi control) the six characters \uNNNN.
 // The result is always valid UTF-8 (and valid JSON for format::json).
 [[nodiscard]] std::string escape(format f, std::string_view v);
 

@@ -78,6 +78,10 @@ TEST_CASE("invalid UTF-8 and control bytes are escaped alike in both formats, va
   CHECK(clerk_sync::log::escape(format::logfmt, bad) == R"("a\xffb\x01é\xed\xa0\x80\xc0\xaf")");
   CHECK(clerk_sync::log::escape(format::json, bad) == R"("a\\xffb\u0001é\\xed\\xa0\\x80\\xc0\\xaf")");
   CHECK(clerk_sync::log::escape(format::logfmt, "plain") == "plain");
+  // Valid UTF-8 that a terminal acts on: a C1 CSI, a right-to-left override.
+  const std::string acted = "x\xc2\x9b" "31m" "\xe2\x80\xae" "y\xc2\xa0";
+  CHECK(clerk_sync::log::escape(format::logfmt, acted) == "\"x\\u009b31m\\u202ey\xc2\xa0\"");
+  CHECK(clerk_sync::log::escape(format::json, acted) == "\"x\\u009b31m\\u202ey\xc2\xa0\"");
   // A truncated sequence at the very end is not read past the string.
   CHECK(clerk_sync::log::escape(format::json, "x\xe2\x82") == R"("x\\xe2\\x82")");
 }

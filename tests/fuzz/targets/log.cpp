@@ -75,7 +75,7 @@ int hex(char c) {
 }
 
 // key=value pairs of a logfmt line; a value is bare or quoted with \" \\ \n
-// \t \r \xHH escapes. nullopt when the line does not read.
+// \t \r \xHH \uHHHH escapes. nullopt when the line does not read.
 std::optional<std::vector<std::pair<std::string, std::string>>> read_logfmt(std::string_view line) {
   std::vector<std::pair<std::string, std::string>> out;
   std::size_t i = 0;
@@ -105,6 +105,20 @@ std::optional<std::vector<std::pair<std::string, std::string>>> read_logfmt(std:
         else if (e == 'x' && i + 1 < line.size() && hex(line[i]) >= 0 && hex(line[i + 1]) >= 0) {
           value += static_cast<char>(hex(line[i]) * 16 + hex(line[i + 1]));
           i += 2;
+        } else if (e == 'u' && i + 3 < line.size() && hex(line[i]) >= 0 && hex(line[i + 1]) >= 0 &&
+                   hex(line[i + 2]) >= 0 && hex(line[i + 3]) >= 0) {
+          // A character a terminal acts on, as UTF-8 again (two or three bytes).
+          const unsigned cp = static_cast<unsigned>((hex(line[i]) << 12) | (hex(line[i + 1]) << 8) |
+                                                    (hex(line[i + 2]) << 4) | hex(line[i + 3]));
+          if (cp < 0x80) return std::nullopt;
+          if (cp < 0x800) {
+            value += static_cast<char>(0xc0 | (cp >> 6));
+          } else {
+            value += static_cast<char>(0xe0 | (cp >> 12));
+            value += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
+          }
+          value += static_cast<char>(0x80 | (cp & 0x3f));
+          i += 4;
         } else {
           return std::nullopt;
         }
