@@ -71,9 +71,11 @@ struct attached {
 
 std::vector<swapped> swap_in(const std::string& from, const std::string& live,
                              const std::vector<projection::kind>& projections) {
-  // Both files must be clerk-sync databases at this binary's schema, checked
-  // before anything is written, so that a refusal leaves the live file as
-  // it was (never one made, or migrated, by a mistyped path).
+  // Both files must be clerk-sync databases, the rebuilt one at this
+  // binary's schema, checked before anything is written: a refusal leaves
+  // the live file as it was (never one made, or migrated, by a mistyped
+  // path). A live file at an older schema is migrated, as its consumers
+  // would on their next start (one stopped across an upgrade).
   {
     std::error_code ec;
     if (std::filesystem::equivalent(from, live, ec))
@@ -99,7 +101,7 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
     }
   }
   // Keeps the WAL files the consumers keep for the auth service.
-  store::database db(live, {.must_be = store::open_options::existing::current});
+  store::database db(live, {.must_be = store::open_options::existing::clerk_sync});
   std::vector<swapped> out;
   try {
     auto& c = db.native();

@@ -93,15 +93,8 @@ database::database(const std::string& path, const open_options& opts) : path_(pa
       if (sqlite3_db_readonly(db_->getHandle(), "main") == 1)
         throw open_error("database " + path + " is read-only to this process (its owner, mode or file system?)");
       db_->setBusyTimeout(static_cast<int>(opts.busy_timeout.count()));
-      if (opts.must_be != open_options::existing::any) {
-        const int version = read_user_version(*db_);
-        const int newest = embedded_migrations().empty() ? 0 : embedded_migrations().back().version;
-        if (version == 0) throw open_error("database " + path + " holds no clerk-sync schema");
-        if (opts.must_be == open_options::existing::current && version != newest)
-          throw open_error("database " + path + " is at schema version " + std::to_string(version) +
-                           ", this clerk-sync at " + std::to_string(newest) +
-                           ": start its consumers once with this version (they migrate it)");
-      }
+      if (opts.must_be == open_options::existing::clerk_sync && read_user_version(*db_) == 0)
+        throw open_error("database " + path + " holds no clerk-sync schema");
       // WAL lets readers (ctl status) run beside the writers; NORMAL sync is
       // durable across a process crash, which is what the offsets need.
       if (path != ":memory:") {

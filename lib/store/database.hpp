@@ -53,11 +53,11 @@ struct open_options {
   bool keep_wal_files = false;
   // What the file must already be before this connection writes to it:
   // anything (a missing file is created, an older one migrated: the
-  // consumers), a clerk-sync database (migrated when older: ctl dead-letters
-  // retry), or one at this binary's schema (ctl swap-in). A mistyped path
-  // naming some other SQLite file is then refused as it was found, never
-  // given clerk-sync's tables or switched to WAL.
-  enum class existing { any, clerk_sync, current };
+  // consumers), or a clerk-sync database (migrated when older: ctl swap-in
+  // and dead-letters retry). A mistyped path naming some other SQLite file
+  // is then refused as it was found, never given clerk-sync's tables or
+  // switched to WAL.
+  enum class existing { any, clerk_sync };
   existing must_be = existing::any;
 };
 

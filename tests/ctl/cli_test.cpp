@@ -283,16 +283,31 @@ TEST_CASE("writing commands refuse a --db that is not a clerk-sync database, or 
   CHECK(same.status == 1);
   CHECK(same.err.find("same file") != std::string::npos);
 
-  // A live file at an older schema is refused before it is migrated.
+  // A rebuilt file at an older schema is refused before the live file is
+  // migrated or written.
   const int newest = store::embedded_migrations().back().version;
   REQUIRE(newest >= 2);
   const auto older = (dir / "older.db").string();
   at_version(older, newest - 1);
-  const auto older_shape = shape_of(older);
-  const auto old_live = test::run(ctl(), {"swap-in", "--projection", "users", "--from", rebuilt, "--db", older}, clean_env);
-  CHECK(old_live.status == 1);
-  CHECK(old_live.err.find("schema version") != std::string::npos);
-  CHECK(shape_of(older) == older_shape);
+  const auto live = (dir / "live.db").string();
+  at_version(live, newest - 1);
+  const auto live_shape = shape_of(live);
+  const auto old_rebuilt = test::run(ctl(), {"swap-in", "--projection", "users", "--from", older, "--db", live}, clean_env);
+  CHECK(old_rebuilt.status == 1);
+  CHECK(old_rebuilt.err.find("schema version") != std::string::npos);
+  CHECK(shape_of(live) == live_shape);
+  // ... while a live file at an older schema (its consumers stopped across
+  // an upgrade) is migrated, as they would on their next start, and swapped.
+  {
+    SQLite::Database c(rebuilt, SQLite::OPEN_READWRITE);
+    c.exec("INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at) "
+           "VALUES ('users', 'clerk.events', 0, 7, 0)");
+  }
+  const auto upgraded = test::run(ctl(), {"swap-in", "--projection", "users", "--from", rebuilt, "--db", live}, clean_env);
+  CAPTURE(upgraded.err);
+  CHECK(upgraded.status == 0);
+  CHECK(test::query_int(live, "PRAGMA user_version") == newest);
+  CHECK(test::query_int(live, "SELECT next_offset FROM kafka_offsets WHERE projection = 'users'") == 7);
 
   // A directory is not a database file: exit 2, said so.
   for (const std::vector<std::string>& args : {std::vector<std::string>{"status", "--db", dir.path().string()},
