@@ -93,9 +93,9 @@ class progress {
   bool tty_;
 };
 
-// Events in a row refused, after their retries, with one status a retry
-// cannot change before a run stops: with a wrong secret or URL every event
-// left would fail the same way.
+// Events in a row refused, after their retries, with one status that says the
+// set-up is wrong (ops::setup_refusal) before a run stops: with a wrong
+// secret or URL every event left would fail the same way.
 constexpr int refusals_before_stop = 3;
 
 int send(const send_args& a) {
@@ -130,7 +130,6 @@ int send(const send_args& a) {
     } else {
       ++failed;
       log::error("send gave up", {{"svix_id", r.svix_id}, {"attempts", r.attempts}, {"status", r.last.status},
-                                  {"retryable", ops::retryable(r.last.status)},
                                   {"meaning", ops::explain_status(r.last.status)}});
     }
     bar.update(i + 1, ok, failed, retries);
@@ -162,7 +161,7 @@ void add_http_commands(CLI::App& app, runner& run) {
       "send",
       "Sign and POST event files or generated events to a receiver, retrying non-2xx answers like Svix "
       "(same svix-id, fresh signature); each failure says what its status means, and 3 events in a row "
-      "refused with the same 4xx (not 408 or 429) stop the run (exit 1)");
+      "refused with the same 401, 403, 404 or 405 (a wrong secret, clock or URL) stop the run (exit 1)");
   auto a = std::make_shared<send_args>();
   send_cmd->add_option("files", a->files, "JSON body files (each one event); - for stdin");
   send_cmd->add_option("--url", a->url, "Receiver endpoint (http://)")->envname("CLERK_SYNC_SEND_URL")->capture_default_str();

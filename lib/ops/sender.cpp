@@ -71,7 +71,7 @@ std::optional<std::vector<std::chrono::milliseconds>> parse_schedule(std::string
   return out;
 }
 
-bool retryable(int status) { return status < 400 || status >= 500 || status == 408 || status == 429; }
+bool setup_refusal(int status) { return status == 401 || status == 403 || status == 404 || status == 405; }
 
 std::string_view explain_status(int status) {
   switch (status) {
@@ -110,7 +110,7 @@ std::string_view explain_status(int status) {
 }
 
 bool refusal_streak::add(const send_result& r) {
-  if (r.ok() || retryable(r.last.status)) {
+  if (r.ok() || !setup_refusal(r.last.status)) {
     count_ = 0;
   } else if (count_ > 0 && r.last.status == status_) {
     ++count_;

@@ -1,10 +1,9 @@
 #pragma once
 // `ctl send`: POST signed webhook bodies to a receiver the way Svix does —
 // svix-id/-timestamp/-signature headers, the same id on every attempt, a
-// fresh timestamp and signature each time, and a retry after a delay on a
-// connection failure or an answer a retry can change (5xx, 408, 429); any
-// other 4xx fails the event at once. Plain HTTP (a loopback receiver or the
-// hop behind the TLS proxy). Blocking; one sender per thread.
+// fresh timestamp and signature each time, and a retry after a delay on any
+// non-2xx answer or connection failure. Plain HTTP (a loopback receiver or
+// the hop behind the TLS proxy). Blocking; one sender per thread.
 
 #include <chrono>
 #include <cstdint>
@@ -51,23 +50,23 @@ struct send_result {
   [[nodiscard]] bool ok() const { return last.status >= 200 && last.status < 300; }
 };
 
-// False for an answer that a later attempt of the same request cannot
-// change: a 4xx other than 408 (timeout) and 429 (slow down). A connection
-// failure (0), a 5xx, 408 and 429 may pass on a retry. (Every non-2xx is
-// retried all the same, as Svix does: this only says what a failure means.)
-[[nodiscard]] bool retryable(int status);
+// True for an answer that says the sender's set-up is wrong, the same for
+// every event: 401 (secret or clock), 403 (access), 404 and 405 (URL or
+// path). Not 400, 413, 415 or 422, which depend on the body sent, nor 408,
+// 429, 5xx or no answer, which may pass later.
+[[nodiscard]] bool setup_refusal(int status);
 
 // What `status` (0: no HTTP answer) means to the operator running the sender:
 // the likely cause and what to check. Never empty; holds no secret.
 [[nodiscard]] std::string_view explain_status(int status);
 
-// Counts events in a row that failed with the same status a retry cannot
-// change. Such a run is misconfigured (secret, URL, size limit) and every
-// event left would fail the same way: add() says when to stop.
+// Counts events in a row that failed with the same setup_refusal() status.
+// Such a run is misconfigured (secret, clock, URL) and every event left
+// would fail the same way: add() says when to stop.
 class refusal_streak {
  public:
   explicit refusal_streak(int limit) : limit_(limit) {}
-  // True once `limit` events in a row failed with one non-retryable status.
+  // True once `limit` events in a row failed with one setup_refusal() status.
   bool add(const send_result& r);
   [[nodiscard]] int status() const { return status_; }
   [[nodiscard]] int count() const { return count_; }

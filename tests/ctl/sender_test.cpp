@@ -162,14 +162,14 @@ TEST_CASE("send retries a 4xx too, as Svix does, and tells the statuses a retry 
     CHECK(r.ok());
     CHECK(r.attempts == 3);
   }
-  for (const int s : {400, 401, 403, 404, 405, 413, 415, 422, 499}) CHECK_FALSE(ops::retryable(s));
-  for (const int s : {0, 408, 429, 500, 502, 503, 504}) CHECK(ops::retryable(s));
+  for (const int s : {401, 403, 404, 405}) CHECK(ops::setup_refusal(s));
+  for (const int s : {0, 400, 408, 413, 415, 422, 429, 500, 503}) CHECK_FALSE(ops::setup_refusal(s));
   CHECK(ops::explain_status(401).find("CLERK_WEBHOOK_SECRET differs") != std::string_view::npos);
   CHECK(ops::explain_status(404).find("wrong URL or path") != std::string_view::npos);
   CHECK(ops::explain_status(413).find("--body-limit") != std::string_view::npos);
 }
 
-TEST_CASE("a run stops after N events in a row refused with the same status a retry cannot change") {
+TEST_CASE("a run stops after N events in a row refused with the same status that says the set-up is wrong") {
   const auto result = [](int status) {
     ops::send_result r;
     r.last.status = status;
@@ -180,8 +180,11 @@ TEST_CASE("a run stops after N events in a row refused with the same status a re
   CHECK_FALSE(streak.add(result(401)));
   CHECK_FALSE(streak.add(result(200)));  // one got through: the setup works
   CHECK_FALSE(streak.add(result(401)));
-  CHECK_FALSE(streak.add(result(413)));  // another status starts over
-  CHECK_FALSE(streak.add(result(503)));  // retryable: not a refusal
+  CHECK_FALSE(streak.add(result(404)));  // another status starts over
+  CHECK_FALSE(streak.add(result(413)));  // this body's own fault: not counted, starts over
+  CHECK_FALSE(streak.add(result(413)));
+  CHECK_FALSE(streak.add(result(413)));
+  CHECK_FALSE(streak.add(result(503)));  // may pass later: not counted
   CHECK_FALSE(streak.add(result(404)));
   CHECK_FALSE(streak.add(result(404)));
   CHECK(streak.add(result(404)));
