@@ -43,15 +43,33 @@ int topic_ensure(const topic_args& a) {
                                {"replication_factor", report.replication_factor},
                                {"min_insync_replicas", report.min_insync_replicas},
                                {"brokers", report.brokers}});
-  // Settings apply when creating only: say so when some were asked for.
-  std::string given;
-  for (const auto& g : a.given) given += (given.empty() ? "" : " ") + g;
-  if (!report.created && !given.empty())
-    log::warn("topic settings not applied",
-              {{"topic", settings.name},
-               {"given", given},
-               {"outcome", "the topic exists, and these apply when creating only: change it with "
-                           "kafka-configs.sh --alter (retention, configs) or kafka-topics.sh --alter (partitions)"}});
+  // Settings apply when creating only: say so when some asked for differ
+  // from the existing topic's.
+  if (!report.created) {
+    std::string differ;
+    const auto note = [&](const std::string& what, const std::string& asked, const std::string& has) {
+      if (asked != has) differ += (differ.empty() ? "" : "; ") + what + " " + asked + " (the topic has " + has + ")";
+    };
+    const auto config_of = [&](const std::string& key) {
+      const auto it = report.config.find(key);
+      return it == report.config.end() ? std::string("its default") : it->second;
+    };
+    for (const auto& g : a.given) {
+      if (g == "--partitions") note("partitions", std::to_string(settings.partitions), std::to_string(report.partitions));
+      if (g == "--replication-factor")
+        note("replication factor", std::to_string(settings.replication_factor), std::to_string(report.replication_factor));
+      if (g == "--retention-ms") note("retention.ms", settings.retention_ms, config_of("retention.ms"));
+      if (g == "--config")
+        for (const auto& [k, v] : settings.configs) note(k, v, config_of(k));
+    }
+    if (!differ.empty())
+      log::warn("topic settings not applied",
+                {{"topic", settings.name},
+                 {"differ", differ},
+                 {"outcome", "the topic exists, and these apply when creating only: change it with kafka-configs.sh "
+                             "--alter (configs), kafka-topics.sh --alter (partitions) or "
+                             "kafka-reassign-partitions.sh (replication factor)"}});
+  }
   const bool clean = log_topic_warnings(settings.name, report);
   return a.strict && !clean ? exit_failed : exit_ok;
 }

@@ -100,6 +100,7 @@ namespace {
 topic_report report_of(const std::map<std::string, std::string>& config, int brokers, int partitions,
                        int replication_factor) {
   topic_report report;
+  report.config = config;
   report.brokers = brokers;
   report.partitions = partitions;
   report.replication_factor = replication_factor;

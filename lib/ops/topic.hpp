@@ -61,6 +61,7 @@ struct topic_report {
   std::vector<std::string> warnings;             // replay_warnings
   std::vector<std::string> size_warnings;        // size_warnings
   std::vector<std::string> durability_warnings;  // durability_warnings
+  std::map<std::string, std::string> config;     // the effective (or, when created, requested) topic configs
 };
 
 // An existing topic's report (created false), without changing anything:
