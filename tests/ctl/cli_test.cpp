@@ -256,6 +256,15 @@ void at_version(const std::string& path, int version) {
 
 }  // namespace
 
+TEST_CASE("a secret given as --kafka-property is refused without being repeated") {
+  const auto r = test::run(ctl(), {"status", "--db", "x.db", "--kafka-property", "sasl.password=hunter2-not-real"},
+                           clean_env);
+  CHECK(r.status == 2);
+  CHECK(r.err.find("sasl.password") != std::string::npos);
+  CHECK(r.err.find("hunter2") == std::string::npos);
+  CHECK(r.out.find("hunter2") == std::string::npos);
+}
+
 TEST_CASE("writing commands refuse a --db that is not a clerk-sync database, or not at this schema, and leave it as "
           "it was") {
   test::temp_dir dir;
