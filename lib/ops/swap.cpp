@@ -80,6 +80,16 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
     std::error_code ec;
     if (std::filesystem::equivalent(from, live, ec))
       throw swap_error("--from and --db name the same file (" + live + ")");
+    // Consumers leave their lock files beside a file they ran on; a replay
+    // never does. A --from with one is a live file: --from and --db swapped
+    // would copy the live rows over the rebuilt ones and report success.
+    for (const auto k : projections) {
+      const auto lock = store::projection_lock_path(from, projection::name(k));
+      if (std::filesystem::exists(lock, ec))
+        throw swap_error(from + " is a file consumers ran on (" + lock +
+                         " is beside it), not a replay's: are --from and --db swapped? (If it is a rebuilt file a "
+                         "consumer was run on, remove " + lock + " and swap again.)");
+    }
   }
   const int from_version = store::database(from, {.read_only = true}).schema_version();
   const int newest = store::embedded_migrations().back().version;

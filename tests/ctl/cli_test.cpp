@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "store/database.hpp"
+#include "store/file_lock.hpp"
 #include "support/hang.hpp"
 #include "support/process.hpp"
 #include "support/support.hpp"
@@ -291,6 +292,17 @@ TEST_CASE("writing commands refuse a --db that is not a clerk-sync database, or 
   const auto same = test::run(ctl(), {"swap-in", "--projection", "users", "--from", rebuilt, "--db", rebuilt}, clean_env);
   CHECK(same.status == 1);
   CHECK(same.err.find("same file") != std::string::npos);
+
+  // A --from that consumers ran on (their lock file beside it) is a live
+  // file: --from and --db swapped by mistake.
+  const auto ran = (dir / "ran.db").string();
+  { store::database consumed(ran); }
+  { std::ofstream(store::projection_lock_path(ran, "users")); }
+  const auto rebuilt_shape = shape_of(rebuilt);
+  const auto reversed = test::run(ctl(), {"swap-in", "--projection", "users", "--from", ran, "--db", rebuilt}, clean_env);
+  CHECK(reversed.status == 1);
+  CHECK(reversed.err.find("are --from and --db swapped?") != std::string::npos);
+  CHECK(shape_of(rebuilt) == rebuilt_shape);
 
   // A rebuilt file at an older schema is refused before the live file is
   // migrated or written.
