@@ -333,3 +333,20 @@ TEST_CASE("SIGTERM in the middle of a backlog: the open batch is committed with 
         reference_ledger_rows(before, pj::kind::users, dir, "ref-ledger.db"));
   CHECK(t::query_int(db, "SELECT max(\"offset\") FROM applied_events") < next);
 }
+
+TEST_CASE("a partition whose log range cannot be read at its first start is a warning, not silence") {
+  // No stored offset: the consumer asks where the partition's log starts,
+  // to say when its first events were deleted (start_incomplete). When that
+  // question fails, start_unchecked says so, and the partition is read.
+  clerk_sync::kafka::mock_cluster mock(1);
+  mock.create_topic("unchecked", 1);
+  mock.fail_next_requests(2 /* ListOffsets */, 2, 29 /* TOPIC_AUTHORIZATION_FAILED */);
+  t::temp_dir dir;
+  t::process consumer(t::binary_path("app/consumer/clerk-sync-consumer"),
+                      {"--projection", "users", "--db", (dir / "u.db").string(), "--topic", "unchecked"},
+                      {{"KAFKA_BROKERS", mock.bootstrap_servers()}, {"NOTIFY_SOCKET", ""}});
+  CHECK_MESSAGE(consumer.wait_for_log("level=warn msg=start_unchecked projection=users partition=0 reason=", 60s),
+                consumer.stderr_text());
+  consumer.signal(SIGTERM);
+  CHECK(consumer.wait(30s) == 0);
+}
