@@ -1,5 +1,8 @@
 #include "http/handler.hpp"
 
+#include <algorithm>
+#include <cctype>
+
 #include "event/envelope.hpp"
 
 namespace clerk_sync::http {
@@ -29,13 +32,27 @@ std::string_view envelope_problem(event::envelope_error e) {
   return "bad body";
 }
 
-std::string_view strip_query(std::string_view target) { return target.substr(0, target.find('?')); }
+// The path of a request target, its query dropped: origin-form "/p?q", or
+// absolute-form "http://host/p?q", which a server must accept (RFC 9112
+// 3.2.2; a proxy may send it).
+std::string_view path_of(std::string_view target) {
+  for (const std::string_view scheme : {"http://", "https://"}) {
+    if (target.size() < scheme.size() ||
+        !std::equal(scheme.begin(), scheme.end(), target.begin(),
+                    [](char a, char b) { return a == std::tolower(static_cast<unsigned char>(b)); }))
+      continue;
+    const auto end = target.find_first_of("/?", scheme.size());
+    target = end == std::string_view::npos || target[end] == '?' ? std::string_view("/") : target.substr(end);
+    break;
+  }
+  return target.substr(0, target.find('?'));
+}
 
 }  // namespace
 
 std::optional<decision> route(std::string_view method, std::string_view target, const handler_config& cfg,
                               readiness kafka) {
-  const auto path = strip_query(target);
+  const auto path = path_of(target);
   if (path == "/healthz" || path == "/readyz") {
     if (method != "GET" && method != "HEAD")
       return answer("method_not_allowed", "method", {405, "{\"error\":\"method not allowed\"}", {}, "GET, HEAD"});

@@ -15,6 +15,9 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
+#include <string_view>
+#include <tuple>
 #include <utility>
 
 #include "log/log.hpp"
@@ -392,14 +395,18 @@ struct server::impl : std::enable_shared_from_this<impl> {
   // drop our answer. A HEAD request's answer keeps its Content-Length and
   // sends no body.
   task<after> answer_early(stream_type& stream, const response& r, std::string_view msg, std::string_view outcome,
-                          bool head = false) {
+                          bool head = false, std::string_view detail = {}) {
     auto res = to_beast(r);
     res.keep_alive(false);
     res.prepare_payload();
     if (head) res.body().clear();
     // Decided before any signature was checked: rate-limited per kind, as above.
-    limiter.write(std::string(msg) + ":" + std::string(outcome), r.status == 503 ? log::level::warn : log::level::info,
-                  msg, {{"status", r.status}, {"outcome", outcome}});
+    if (detail.empty())
+      limiter.write(std::string(msg) + ":" + std::string(outcome), r.status == 503 ? log::level::warn : log::level::info,
+                    msg, {{"status", r.status}, {"outcome", outcome}});
+    else
+      limiter.write(std::string(msg) + ":" + std::string(outcome), r.status == 503 ? log::level::warn : log::level::info,
+                    msg, {{"status", r.status}, {"outcome", outcome}, {"error", detail}});
     stream.expires_after(limits.read_timeout);
     auto [ec, n] = co_await bhttp::async_write(stream, res, nothrow);
     co_return ec ? after::close : after::linger;
@@ -432,9 +439,20 @@ struct server::impl : std::enable_shared_from_this<impl> {
     if (ec == bhttp::error::body_limit) co_return co_await answer_early(stream, too_large(), "rejected", "body_limit");
     if (ec == bhttp::error::buffer_overflow)
       co_return co_await answer_early(stream, bad_request(), "rejected", "chunk_line_limit");
-    if (ec == bhttp::error::end_of_stream || ec == bhttp::error::partial_message) co_return after::close;
+    if (ec == bhttp::error::end_of_stream) co_return after::close;  // between requests: a keep-alive's end
+    if (ec == bhttp::error::partial_message) {
+      // Cut off mid-request by the client: nothing to answer, one line a
+      // minute per stage says how many.
+      limiter.write(stage == "header" ? "incomplete_header" : "incomplete_body", log::level::info, "read_incomplete",
+                    {{"stage", stage}, {"outcome", "closed by the client"}});
+      co_return after::close;
+    }
     if (ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category())
-      co_return co_await answer_early(stream, bad_request(), "rejected", "bad_request");
+      // Beast's word for what was malformed (a bad Content-Length, a bare
+      // LF, both Content-Length and Transfer-Encoding, ...), so that a
+      // probe can be told from a broken client.
+      co_return co_await answer_early(stream, bad_request(), "rejected", "bad_request", false,
+                                      std::string(stage) + ": " + ec.message());
     if (ec == beast::error::timeout)
       limiter.write(stage == "header" ? "read_timeout_header" : "read_timeout_body", log::level::warn, "read_timeout",
                     {{"stage", stage}, {"outcome", "closed"}});
@@ -447,6 +465,31 @@ struct server::impl : std::enable_shared_from_this<impl> {
     return req.version() >= 11 && it != req.end() && beast::iequals(it->value(), "100-continue");
   }
 
+  // Whether `bytes` from `from` on can be part of a well-formed header: no
+  // control byte but CR, LF and tab, and no LF without its CR. Beast
+  // refuses a header with one as soon as it parses the line, so the read
+  // need not wait for the header's end to answer it.
+  static bool header_bytes(std::string_view bytes, std::size_t from) {
+    for (std::size_t i = from; i < bytes.size(); ++i) {
+      const auto c = static_cast<unsigned char>(bytes[i]);
+      if (c == '\n' ? i == 0 || bytes[i - 1] != '\r' : (c < 0x20 && c != '\r' && c != '\t') || c == 0x7f)
+        return false;
+    }
+    return true;
+  }
+
+  // A header line that starts with a space or tab: obsolete line folding
+  // (RFC 9112 5.2), which Beast joins into the field before it. A proxy in
+  // front that forwards the fold as it is and does not read it as framing
+  // (a folded Content-Length or Transfer-Encoding) would see another body
+  // length than ours, and the difference would be read as the next request
+  // on a shared connection. Svix never folds: refused.
+  bool folded(const beast::flat_buffer& buffer) const {
+    const std::string_view bytes(static_cast<const char*>(buffer.data().data()), buffer.size());
+    const auto header = bytes.substr(0, std::min(bytes.find("\r\n\r\n"), bytes.size()));
+    return header.find("\r\n ") != std::string_view::npos || header.find("\r\n\t") != std::string_view::npos;
+  }
+
   // Reads one request, once its first byte is here, and answers it; what
   // the connection does next.
   task<after> serve_request(stream_type& stream, beast::flat_buffer& buffer) {
@@ -456,7 +499,37 @@ struct server::impl : std::enable_shared_from_this<impl> {
     // Once a request's first byte is here, its whole header must follow
     // within the read timeout.
     stream.expires_after(limits.read_timeout);
-    auto [ec, n] = co_await bhttp::async_read_header(stream, buffer, parser, nothrow);
+    // The header is read into the buffer first, up to its blank line or the
+    // header limit's worth, so that its raw bytes can be looked at; then it
+    // is parsed from there, with no further trip through the event loop.
+    // Blank lines before a request line are dropped (RFC 9112 2.2: some
+    // clients send a CRLF after a body); when only those came, there is
+    // nothing to answer.
+    std::size_t searched = 0;  // the header's end is not before this offset
+    for (bool read_any = false;;) {
+      while (buffer.size() >= 2 && std::memcmp(buffer.data().data(), "\r\n", 2) == 0) {
+        buffer.consume(2);
+        searched = 0;
+      }
+      const std::string_view bytes(static_cast<const char*>(buffer.data().data()), buffer.size());
+      if (bytes.find("\r\n\r\n", searched) != std::string_view::npos || bytes.size() >= limits.header_limit ||
+          !header_bytes(bytes, searched))
+        break;  // the header, its limit, or a byte that makes it malformed (Beast says which)
+      if (bytes.empty() && read_any) co_return after::next_request;
+      searched = bytes.size() < 3 ? 0 : bytes.size() - 3;
+      auto [rec, rn] = co_await stream.async_read_some(buffer.prepare(beast::read_size(buffer, max_read)), nothrow);
+      buffer.commit(rn);
+      read_any = true;
+      if (rec == net::error::eof)
+        co_return co_await after_read_error(
+            stream, buffer.size() == 0 ? bhttp::error::end_of_stream : bhttp::error::partial_message, "header");
+      if (rec) co_return co_await after_read_error(stream, rec, "header");
+    }
+    if (folded(buffer)) co_return co_await answer_early(stream, bad_request(), "rejected", "obs_fold");
+    beast::error_code ec;
+    buffer.consume(parser.put(buffer.data(), ec));
+    if (ec == bhttp::error::need_more)  // not expected with the header's end in the buffer; Beast reads on
+      std::tie(ec, std::ignore) = co_await bhttp::async_read_header(stream, buffer, parser, nothrow);
     if (ec) co_return co_await after_read_error(stream, ec, "header");
     auto& req = parser.get();
     const bool head = req.method() == bhttp::verb::head;

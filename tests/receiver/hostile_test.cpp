@@ -616,3 +616,54 @@ TEST_CASE("settings that would let the HTTP deadline beat Kafka's verdict, disag
       CHECK(res.err.find("must be at least twice --body-limit") != std::string::npos);
   }
 }
+
+TEST_CASE("a folded header line is refused before Beast joins it, a blank line between requests is skipped, and an "
+          "absolute-form target routes") {
+  const auto secret = test::random_secret();
+  const auto topic = test::fresh_topic("recv_fold", 1);
+  test::receiver r(test::broker().brokers, topic, secret);
+  REQUIRE(r.wait_ready(20s));
+  // Folding (RFC 9112 5.2): a proxy that forwards the fold and does not
+  // read it as framing would see no body length where Beast reads 67 bytes.
+  const auto folded = [&](const std::string& user, const std::string& framing) {
+    const auto e = test::sign_event(secret, test::user_event_body(user));
+    test::raw_conn c(r.port());
+    REQUIRE(c.send("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\n" + header_lines(e) + framing + e.body +
+                   "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+    CHECK(test::status_of(c.read_until("\r\n\r\n", 10s)) == 400);
+    CHECK(c.closed_within(10s));  // and the request after it is never answered
+  };
+  folded("user_fold_cl", "Content-Length:\r\n " + std::to_string(test::user_event_body("user_fold_cl").size()) +
+                             "\r\n\r\n");
+  folded("user_fold_te", "Transfer-Encoding:\r\n\tchunked\r\n\r\n");
+  CHECK(r.proc().wait_for_log("outcome=obs_fold", 5s));
+  CHECK(r.proc().stderr_text().find("msg=published") == std::string::npos);
+
+  // A CRLF after a body (some clients send one) is no request: no
+  // unprompted 400, and the connection serves the next webhook.
+  const auto first = test::sign_event(secret, test::user_event_body("user_crlf_1"));
+  const auto second = test::sign_event(secret, test::user_event_body("user_crlf_2"));
+  const auto request = [](const test::signed_event& e, const std::string& target) {
+    return "POST " + target + " HTTP/1.1\r\nHost: x\r\n" + header_lines(e) +
+           "Content-Length: " + std::to_string(e.body.size()) + "\r\n\r\n" + e.body;
+  };
+  test::raw_conn c(r.port());
+  REQUIRE(c.send(request(first, "/webhooks/clerk") + "\r\n"));
+  CHECK(test::status_of(c.read_until("}", 10s)) == 200);
+  CHECK(c.read_until("HTTP/", 1s).empty());
+  REQUIRE(c.send("\r\n\r\n" + request(second, "http://receiver.example/webhooks/clerk?from=proxy")));
+  CHECK(test::status_of(c.read_until("}", 10s)) == 200);
+  CHECK(test::read_topic(test::broker().brokers, topic).size() == 2);  // the two, and nothing folded
+
+  // Malformed framing says what Beast found, so that a probe can be told from a broken client.
+  test::raw_conn bad(r.port());
+  REQUIRE(bad.send("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"));
+  CHECK(test::status_of(bad.read_until("\r\n\r\n", 10s)) == 400);
+  CHECK(r.proc().wait_for_log(R"(outcome=bad_request error="header: )", 5s));
+  // A request cut off by its client leaves a line too.
+  {
+    test::raw_conn cut(r.port());
+    REQUIRE(cut.send("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"type\""));
+  }
+  CHECK(r.proc().wait_for_log("msg=read_incomplete stage=body", 5s));
+}
