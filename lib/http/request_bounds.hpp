@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <iterator>
 #include <optional>
+#include <string_view>
 
 namespace clerk_sync::http::bounds {
 
@@ -60,6 +61,60 @@ inline void body_stage(boost::beast::flat_buffer& buffer, std::optional<std::uin
   buffer.max_size(std::max(buffer.size(), max_read));
   if (content_length)
     buffer.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size() + *content_length, max_read)));
+}
+
+// The header is read into the buffer before Beast parses it, so that its
+// raw bytes can be looked at (a folded line). The buffer's bytes as text.
+[[nodiscard]] inline std::string_view text_of(const boost::beast::flat_buffer& buffer) {
+  return {static_cast<const char*>(buffer.data().data()), buffer.size()};
+}
+
+// Drops blank lines before a request line (RFC 9112 2.2: some clients send
+// a CRLF after a body). True when something else is left.
+inline bool drop_blank_lines(boost::beast::flat_buffer& buffer) {
+  while (text_of(buffer).starts_with("\r\n")) buffer.consume(2);
+  return buffer.size() != 0;
+}
+
+// Where the header's blank line ends (just past its "\r\n\r\n"), searched
+// from `from`; npos when not there yet.
+[[nodiscard]] inline std::size_t header_end(std::string_view bytes, std::size_t from = 0) {
+  const auto at = bytes.find("\r\n\r\n", from);
+  return at == std::string_view::npos ? at : at + 4;
+}
+
+// Whether `bytes` from `from` on can be part of a well-formed header: no
+// control byte but CR, LF and tab, and no LF without its CR. Beast refuses
+// a header with one as soon as it parses the line, so the read need not
+// wait for the header's end to have it answered.
+[[nodiscard]] inline bool header_bytes(std::string_view bytes, std::size_t from) {
+  for (std::size_t i = from; i < bytes.size(); ++i) {
+    const auto c = static_cast<unsigned char>(bytes[i]);
+    if (c == '\n' ? i == 0 || bytes[i - 1] != '\r' : (c < 0x20 && c != '\r' && c != '\t') || c == 0x7f) return false;
+  }
+  return true;
+}
+
+// Whether the header read so far is enough to parse: its end, the header
+// limit's worth, or a byte that makes it malformed. `searched` is where the
+// previous look stopped, updated for the next one.
+[[nodiscard]] inline bool header_read(std::string_view bytes, std::size_t header_limit, std::size_t& searched) {
+  if (header_end(bytes, searched) != std::string_view::npos || bytes.size() >= header_limit ||
+      !header_bytes(bytes, searched))
+    return true;
+  searched = bytes.size() < 3 ? 0 : bytes.size() - 3;
+  return false;
+}
+
+// A header line that starts with a space or tab: obsolete line folding
+// (RFC 9112 5.2), which Beast joins into the field before it. A proxy in
+// front that forwards the fold as it is and does not read it as framing
+// (a folded Content-Length or Transfer-Encoding) would see another body
+// length than ours, and the difference would be read as the next request
+// on a shared connection. Svix never folds: refused.
+[[nodiscard]] inline bool folded(std::string_view bytes) {
+  const auto header = bytes.substr(0, std::min(header_end(bytes), bytes.size()));
+  return header.find("\r\n ") != std::string_view::npos || header.find("\r\n\t") != std::string_view::npos;
 }
 
 template <class Fields>

@@ -465,31 +465,6 @@ struct server::impl : std::enable_shared_from_this<impl> {
     return req.version() >= 11 && it != req.end() && beast::iequals(it->value(), "100-continue");
   }
 
-  // Whether `bytes` from `from` on can be part of a well-formed header: no
-  // control byte but CR, LF and tab, and no LF without its CR. Beast
-  // refuses a header with one as soon as it parses the line, so the read
-  // need not wait for the header's end to answer it.
-  static bool header_bytes(std::string_view bytes, std::size_t from) {
-    for (std::size_t i = from; i < bytes.size(); ++i) {
-      const auto c = static_cast<unsigned char>(bytes[i]);
-      if (c == '\n' ? i == 0 || bytes[i - 1] != '\r' : (c < 0x20 && c != '\r' && c != '\t') || c == 0x7f)
-        return false;
-    }
-    return true;
-  }
-
-  // A header line that starts with a space or tab: obsolete line folding
-  // (RFC 9112 5.2), which Beast joins into the field before it. A proxy in
-  // front that forwards the fold as it is and does not read it as framing
-  // (a folded Content-Length or Transfer-Encoding) would see another body
-  // length than ours, and the difference would be read as the next request
-  // on a shared connection. Svix never folds: refused.
-  bool folded(const beast::flat_buffer& buffer) const {
-    const std::string_view bytes(static_cast<const char*>(buffer.data().data()), buffer.size());
-    const auto header = bytes.substr(0, std::min(bytes.find("\r\n\r\n"), bytes.size()));
-    return header.find("\r\n ") != std::string_view::npos || header.find("\r\n\t") != std::string_view::npos;
-  }
-
   // Reads one request, once its first byte is here, and answers it; what
   // the connection does next.
   task<after> serve_request(stream_type& stream, beast::flat_buffer& buffer) {
@@ -507,16 +482,10 @@ struct server::impl : std::enable_shared_from_this<impl> {
     // nothing to answer.
     std::size_t searched = 0;  // the header's end is not before this offset
     for (bool read_any = false;;) {
-      while (buffer.size() >= 2 && std::memcmp(buffer.data().data(), "\r\n", 2) == 0) {
-        buffer.consume(2);
-        searched = 0;
-      }
-      const std::string_view bytes(static_cast<const char*>(buffer.data().data()), buffer.size());
-      if (bytes.find("\r\n\r\n", searched) != std::string_view::npos || bytes.size() >= limits.header_limit ||
-          !header_bytes(bytes, searched))
-        break;  // the header, its limit, or a byte that makes it malformed (Beast says which)
-      if (bytes.empty() && read_any) co_return after::next_request;
-      searched = bytes.size() < 3 ? 0 : bytes.size() - 3;
+      const bool some = bounds::drop_blank_lines(buffer);
+      if (!some) searched = 0;
+      if (some && bounds::header_read(bounds::text_of(buffer), limits.header_limit, searched)) break;
+      if (!some && read_any) co_return after::next_request;
       auto [rec, rn] = co_await stream.async_read_some(buffer.prepare(beast::read_size(buffer, max_read)), nothrow);
       buffer.commit(rn);
       read_any = true;
@@ -525,7 +494,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
             stream, buffer.size() == 0 ? bhttp::error::end_of_stream : bhttp::error::partial_message, "header");
       if (rec) co_return co_await after_read_error(stream, rec, "header");
     }
-    if (folded(buffer)) co_return co_await answer_early(stream, bad_request(), "rejected", "obs_fold");
+    if (bounds::folded(bounds::text_of(buffer)))
+      co_return co_await answer_early(stream, bad_request(), "rejected", "obs_fold");
     beast::error_code ec;
     buffer.consume(parser.put(buffer.data(), ec));
     if (ec == bhttp::error::need_more)  // not expected with the header's end in the buffer; Beast reads on
