@@ -95,13 +95,31 @@ inline bool drop_blank_lines(boost::beast::flat_buffer& buffer) {
   return true;
 }
 
+// Whether Beast refuses a request line (the bytes up to its first CRLF) as
+// soon as it has it, as it did when it read the header itself: a bad
+// method, target or version is answered at once, not at the read timeout.
+[[nodiscard]] inline bool bad_request_line(std::string_view line) {
+  request_parser probe;
+  boost::beast::error_code ec;
+  probe.put(boost::asio::buffer(line.data(), line.size()), ec);
+  return ec && ec != boost::beast::http::error::need_more;
+}
+
 // Whether the header read so far is enough to parse: its end, the header
-// limit's worth, or a byte that makes it malformed. `searched` is where the
-// previous look stopped, updated for the next one.
-[[nodiscard]] inline bool header_read(std::string_view bytes, std::size_t header_limit, std::size_t& searched) {
+// limit's worth, a byte that makes it malformed, or a request line Beast
+// refuses. `searched` is where the previous look stopped, updated for the
+// next one; `line_checked` says the request line was looked at.
+[[nodiscard]] inline bool header_read(std::string_view bytes, std::size_t header_limit, std::size_t& searched,
+                                      bool& line_checked) {
   if (header_end(bytes, searched) != std::string_view::npos || bytes.size() >= header_limit ||
       !header_bytes(bytes, searched))
     return true;
+  if (!line_checked) {
+    if (const auto eol = bytes.find("\r\n"); eol != std::string_view::npos) {
+      line_checked = true;
+      if (bad_request_line(bytes.substr(0, eol + 2))) return true;
+    }
+  }
   searched = bytes.size() < 3 ? 0 : bytes.size() - 3;
   return false;
 }

@@ -481,11 +481,14 @@ struct server::impl : std::enable_shared_from_this<impl> {
     // clients send a CRLF after a body); when only those came, there is
     // nothing to answer.
     std::size_t searched = 0;  // the header's end is not before this offset
+    bool line_checked = false;
     for (bool read_any = false;;) {
+      const auto before = buffer.size();
       const bool some = bounds::drop_blank_lines(buffer);
-      if (!some) searched = 0;
-      if (some && bounds::header_read(bounds::text_of(buffer), limits.header_limit, searched)) break;
-      if (!some && read_any) co_return after::next_request;
+      // Only blank lines, read now or left after the last request's body:
+      // nothing to answer, the connection waits as an idle one.
+      if (!some && (read_any || before != 0)) co_return after::next_request;
+      if (some && bounds::header_read(bounds::text_of(buffer), limits.header_limit, searched, line_checked)) break;
       auto [rec, rn] = co_await stream.async_read_some(buffer.prepare(beast::read_size(buffer, max_read)), nothrow);
       buffer.commit(rn);
       read_any = true;
@@ -496,10 +499,15 @@ struct server::impl : std::enable_shared_from_this<impl> {
     }
     if (bounds::folded(bounds::text_of(buffer)))
       co_return co_await answer_early(stream, bad_request(), "rejected", "obs_fold");
+    const bool at_limit = buffer.size() >= limits.header_limit;
     beast::error_code ec;
     buffer.consume(parser.put(buffer.data(), ec));
-    if (ec == bhttp::error::need_more)  // not expected with the header's end in the buffer; Beast reads on
-      std::tie(ec, std::ignore) = co_await bhttp::async_read_header(stream, buffer, parser, nothrow);
+    // Beast never reads on past what was looked at for folds: a header
+    // without its end within the limit is too large (Beast's own limit, on
+    // the request line and the fields apart, let a little more through), and
+    // one stopped at a byte no header may hold is malformed.
+    if (ec == bhttp::error::need_more)
+      ec = at_limit ? bhttp::error::header_limit : bhttp::error::bad_value;
     if (ec) co_return co_await after_read_error(stream, ec, "header");
     auto& req = parser.get();
     const bool head = req.method() == bhttp::verb::head;

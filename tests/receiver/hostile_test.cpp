@@ -621,7 +621,7 @@ TEST_CASE("a folded header line is refused before Beast joins it, a blank line b
           "absolute-form target routes") {
   const auto secret = test::random_secret();
   const auto topic = test::fresh_topic("recv_fold", 1);
-  test::receiver r(test::broker().brokers, topic, secret);
+  test::receiver r(test::broker().brokers, topic, secret, {"--read-timeout-ms", "1500"});
   REQUIRE(r.wait_ready(20s));
   // Folding (RFC 9112 5.2): a proxy that forwards the fold and does not
   // read it as framing would see no body length where Beast reads 67 bytes.
@@ -637,7 +637,23 @@ TEST_CASE("a folded header line is refused before Beast joins it, a blank line b
                              "\r\n\r\n");
   folded("user_fold_te", "Transfer-Encoding:\r\n\tchunked\r\n\r\n");
   CHECK(r.proc().wait_for_log("outcome=obs_fold", 5s));
+  // A fold past the header limit's first 16 KiB: refused as too large,
+  // never read on by Beast unlooked-at.
+  {
+    std::string head = "POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nX-Pad: ";
+    head += std::string(16 * 1024 - head.size(), 'a');
+    test::raw_conn c(r.port());
+    REQUIRE(c.send(head + "\r\nContent-Length:\r\n 5\r\n\r\nhelloGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+    CHECK(test::status_of(c.read_until("\r\n\r\n", 10s)) == 431);
+    CHECK(c.closed_within(10s));
+  }
   CHECK(r.proc().stderr_text().find("msg=published") == std::string::npos);
+  // A bad request line is answered as soon as it is whole, not at the read timeout.
+  {
+    test::raw_conn c(r.port());
+    REQUIRE(c.send("GET / HTTP/2.0\r\n"));
+    CHECK(test::status_of(c.read_until("\r\n\r\n", 1s)) == 400);
+  }
 
   // A CRLF after a body (some clients send one) is no request: no
   // unprompted 400, and the connection serves the next webhook.
@@ -650,7 +666,8 @@ TEST_CASE("a folded header line is refused before Beast joins it, a blank line b
   test::raw_conn c(r.port());
   REQUIRE(c.send(request(first, "/webhooks/clerk") + "\r\n"));
   CHECK(test::status_of(c.read_until("}", 10s)) == 200);
-  CHECK(c.read_until("HTTP/", 1s).empty());
+  // Past the read timeout (1.5 s here): the connection waits as an idle one.
+  CHECK(c.read_until("HTTP/", 2500ms).empty());
   REQUIRE(c.send("\r\n\r\n" + request(second, "http://receiver.example/webhooks/clerk?from=proxy")));
   CHECK(test::status_of(c.read_until("}", 10s)) == 200);
   CHECK(test::read_topic(test::broker().brokers, topic).size() == 2);  // the two, and nothing folded
