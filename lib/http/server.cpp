@@ -17,7 +17,6 @@
 #include <array>
 #include <cstring>
 #include <string_view>
-#include <tuple>
 #include <utility>
 
 #include "log/log.hpp"
@@ -401,12 +400,12 @@ struct server::impl : std::enable_shared_from_this<impl> {
     res.prepare_payload();
     if (head) res.body().clear();
     // Decided before any signature was checked: rate-limited per kind, as above.
+    const auto key = std::string(msg) + ":" + std::string(outcome);
+    const auto lv = r.status == 503 ? log::level::warn : log::level::info;
     if (detail.empty())
-      limiter.write(std::string(msg) + ":" + std::string(outcome), r.status == 503 ? log::level::warn : log::level::info,
-                    msg, {{"status", r.status}, {"outcome", outcome}});
+      limiter.write(key, lv, msg, {{"status", r.status}, {"outcome", outcome}});
     else
-      limiter.write(std::string(msg) + ":" + std::string(outcome), r.status == 503 ? log::level::warn : log::level::info,
-                    msg, {{"status", r.status}, {"outcome", outcome}, {"error", detail}});
+      limiter.write(key, lv, msg, {{"status", r.status}, {"outcome", outcome}, {"error", detail}});
     stream.expires_after(limits.read_timeout);
     auto [ec, n] = co_await bhttp::async_write(stream, res, nothrow);
     co_return ec ? after::close : after::linger;
