@@ -170,7 +170,6 @@ TEST_CASE("SIGKILLed after Kafka appended an event but before answering: no answ
   const auto body = test::user_event_body("user_killed");
   const auto delivery = test::sign_event(secret, body);
   mock.delay_next_produce_answer(1, 20000ms);
-  REQUIRE(mock.produce_requests_delayed(1) == 1);
   auto answer = std::async(std::launch::async, [&] { return test::post_event(first->port(), delivery, 30s); });
   // Until the produce request is in (its record appended, its answer held).
   for (int i = 0; i < 300 && mock.produce_requests_delayed(1) != 0; ++i) std::this_thread::sleep_for(50ms);
