@@ -56,6 +56,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
   // What a connection does once a request is over.
   enum class after {
     next_request,  // keep-alive: wait for the next one
+    blank_lines,   // only blank lines came: still waiting for a request
     close,         // the client is gone, or asked to close, or was cut
     linger,        // answered early: read and discard its rest, then close
   };
@@ -324,6 +325,12 @@ struct server::impl : std::enable_shared_from_this<impl> {
     // 400), so a line that never ends costs at most a header and one read,
     // not what the client sends in the read timeout.
     beast::flat_buffer buffer;
+    // Blank lines are skipped once between requests (RFC 9112 2.2 asks a
+    // server to skip at least one: some clients send a CRLF after a body).
+    // Each wait for a request starts the idle timeout afresh, so a second
+    // time in a row would let a client hold its connection (and a place
+    // under the cap) for ever with two bytes a minute: it is closed then.
+    bool skipped_blank_lines = false;
     while (!stopping) {
       // Between requests the buffer keeps only bytes already received (a
       // pipelined request): it is freed, or cut down to them, so that a
@@ -340,6 +347,12 @@ struct server::impl : std::enable_shared_from_this<impl> {
         if (ec) co_return;  // closed or idle too long: nothing to answer
       }
       const auto then = co_await serve_request(stream, buffer);
+      if (then == after::blank_lines) {
+        if (!std::exchange(skipped_blank_lines, true)) continue;
+        limiter.write("blank_lines", log::level::info, "idle_closed", {{"outcome", "blank_lines"}});
+        co_return;
+      }
+      skipped_blank_lines = false;
       if (then == after::next_request) continue;
       if (then == after::linger) {
         // The request and its state are gone with serve_request()'s frame
@@ -486,7 +499,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
       const bool some = bounds::drop_blank_lines(buffer);
       // Only blank lines, read now or left after the last request's body:
       // nothing to answer, the connection waits as an idle one.
-      if (!some && (read_any || before != 0)) co_return after::next_request;
+      if (!some && (read_any || before != 0)) co_return after::blank_lines;
       if (some && bounds::header_read(bounds::text_of(buffer), limits.header_limit, searched, line_checked)) break;
       auto [rec, rn] = co_await stream.async_read_some(buffer.prepare(beast::read_size(buffer, max_read)), nothrow);
       buffer.commit(rn);

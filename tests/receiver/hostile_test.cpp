@@ -617,8 +617,8 @@ TEST_CASE("settings that would let the HTTP deadline beat Kafka's verdict, disag
   }
 }
 
-TEST_CASE("a folded header line is refused before Beast joins it, a blank line between requests is skipped, and an "
-          "absolute-form target routes") {
+TEST_CASE("a folded header line is refused before Beast joins it, a blank line between requests is skipped once, "
+          "and an absolute-form target routes") {
   const auto secret = test::random_secret();
   const auto topic = test::fresh_topic("recv_fold", 1);
   test::receiver r(test::broker().brokers, topic, secret, {"--read-timeout-ms", "1500"});
@@ -671,6 +671,13 @@ TEST_CASE("a folded header line is refused before Beast joins it, a blank line b
   REQUIRE(c.send("\r\n\r\n" + request(second, "http://receiver.example/webhooks/clerk?from=proxy")));
   CHECK(test::status_of(c.read_until("}", 10s)) == 200);
   CHECK(test::read_topic(test::broker().brokers, topic).size() == 2);  // the two, and nothing folded
+  // Blank lines alone, twice in a row between requests: each wait would
+  // start the idle timeout afresh, so the second closes the connection.
+  REQUIRE(c.send("\r\n"));
+  CHECK_FALSE(c.closed_within(2500ms));  // skipped once: still open past the read timeout, no answer
+  REQUIRE(c.send("\r\n"));
+  CHECK(c.closed_within(5s));
+  CHECK(r.proc().wait_for_log("msg=idle_closed outcome=blank_lines", 5s));
 
   // Malformed framing says what Beast found, so that a probe can be told from a broken client.
   test::raw_conn bad(r.port());
