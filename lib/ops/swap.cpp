@@ -81,11 +81,16 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
     if (std::filesystem::equivalent(from, live, ec))
       throw swap_error("--from and --db name the same file (" + live + ")");
     // Consumers leave their lock files beside a file they ran on; a replay
-    // never does. A --from with one is a live file: --from and --db swapped
-    // would copy the live rows over the rebuilt ones and report success.
-    for (const auto k : projections) {
+    // never does. A --from with one, of any projection, is a live file:
+    // --from and --db swapped would copy the live rows over the rebuilt ones
+    // and report success. A lock file that cannot be looked for refuses too.
+    for (const auto k : projection::all_kinds) {
       const auto lock = store::projection_lock_path(from, projection::name(k));
-      if (std::filesystem::exists(lock, ec))
+      const bool there = std::filesystem::exists(lock, ec);
+      if (ec)
+        throw swap_error("cannot tell whether consumers ran on " + from + " (looking for " + lock + ": " +
+                         ec.message() + ")");
+      if (there)
         throw swap_error(from + " is a file consumers ran on (" + lock +
                          " is beside it), not a replay's: are --from and --db swapped? (If it is a rebuilt file a "
                          "consumer was run on, remove " + lock + " and swap again.)");

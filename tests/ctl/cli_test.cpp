@@ -293,11 +293,12 @@ TEST_CASE("writing commands refuse a --db that is not a clerk-sync database, or 
   CHECK(same.status == 1);
   CHECK(same.err.find("same file") != std::string::npos);
 
-  // A --from that consumers ran on (their lock file beside it) is a live
-  // file: --from and --db swapped by mistake.
+  // A --from that consumers ran on (their lock file beside it, here of
+  // another projection than the one swapped) is a live file: --from and
+  // --db swapped by mistake.
   const auto ran = (dir / "ran.db").string();
   { store::database consumed(ran); }
-  { std::ofstream(store::projection_lock_path(ran, "users")); }
+  { std::ofstream(store::projection_lock_path(ran, "balances")); }
   const auto rebuilt_shape = shape_of(rebuilt);
   const auto reversed = test::run(ctl(), {"swap-in", "--projection", "users", "--from", ran, "--db", rebuilt}, clean_env);
   CHECK(reversed.status == 1);
