@@ -105,6 +105,14 @@ std::optional<int> process::wait(std::chrono::milliseconds timeout) {
 
 bool process::running() { return !wait(std::chrono::milliseconds(0)).has_value(); }
 
+bool process::has_open(const std::filesystem::path& file) const {
+  std::error_code ec;
+  const auto want = std::filesystem::weakly_canonical(file, ec);
+  for (const auto& fd : std::filesystem::directory_iterator("/proc/" + std::to_string(pid_) + "/fd", ec))
+    if (std::filesystem::read_symlink(fd.path(), ec) == want) return true;
+  return false;
+}
+
 std::string process::stderr_text() const { return read_file(dir_ / "stderr"); }
 std::string process::stdout_text() const { return read_file(dir_ / "stdout"); }
 

@@ -29,6 +29,8 @@ class process {
   // Exit status (0..255), or 128+signal when killed; nullopt on timeout.
   [[nodiscard]] std::optional<int> wait(std::chrono::milliseconds timeout);
   [[nodiscard]] bool running();
+  // Whether the child has `file` open now (its /proc/PID/fd links).
+  [[nodiscard]] bool has_open(const std::filesystem::path& file) const;
 
   // What the child wrote so far.
   [[nodiscard]] std::string stderr_text() const;
