@@ -1,7 +1,7 @@
 // clerk-sync-ctl against the real broker and the real binaries: topic ensure,
 // status with its --max-lag exit, replay of every projection while the live
 // consumers keep running (then compare: identical), a replay stopped by a
-// signal, send through the real receiver, and dead letters.
+// signal or killed, send through the real receiver, and dead letters.
 #include <doctest/doctest.h>
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <fcntl.h>
@@ -482,6 +482,97 @@ TEST_CASE("a replay stopped by SIGTERM, SIGINT or SIGHUP removes its partial fil
       CHECK_FALSE(std::filesystem::exists(out));
     }
   }
+}
+
+TEST_CASE("a replay killed by SIGKILL before its rename leaves no target, and the next replay removes its leftovers "
+          "and rebuilds it all") {
+  const auto topic = test::fresh_topic("ctl-replay-kill", 1);
+  // The first record is big and alone in its batch (uncompressed); the
+  // others, together, are far below fetch.min.bytes. Fetching one batch at a
+  // time (max.partition.fetch.bytes=1: the first always comes whole), the
+  // replay reads and commits the big one, then the broker holds its next
+  // fetch for 30 s: the partial file holds a row, and no timing is involved.
+  constexpr std::size_t min_bytes = 32 * 1024;
+  auto events = test::generate_events({.users = 3, .events = 12, .seed = 19});
+  REQUIRE(events.front().type == "user.created");
+  const std::string url = R"("image_url":"https://img.example/)";
+  const auto at = events.front().body.find(url);
+  REQUIRE(at != std::string::npos);
+  events.front().body.insert(at + url.size(), std::string(2 * min_bytes, 'k'));
+  std::size_t rest = 0;  // 256: more than a record's headers and framing
+  for (std::size_t i = 1; i < events.size(); ++i) rest += events[i].key.size() + events[i].body.size() + 256;
+  REQUIRE(rest < min_bytes / 2);
+  test::produce_events(test::broker(), topic, {events.front()});
+  test::produce_events(test::broker(), topic, {events.begin() + 1, events.end()});
+  const auto high = high_watermark_sum(topic);
+  REQUIRE(high == static_cast<std::int64_t>(events.size()));
+
+  test::temp_dir dir;
+  const auto out = (dir / "out.db").string();
+  const auto partial = ops::partial_path(out);
+  {
+    // --batch 1: a progress line saying read=1 comes after its commit.
+    test::process replay(ctl(),
+                         {"replay", "--projection", "all", "--db", out, "--batch", "1", "--kafka-property",
+                          "fetch.min.bytes=" + std::to_string(min_bytes), "--kafka-property", "fetch.wait.max.ms=30000",
+                          "--kafka-property", "max.partition.fetch.bytes=1"},
+                         kafka_env(topic));
+    REQUIRE_MESSAGE(replay.wait_for_log("read=1 total=" + std::to_string(high) + " ", 20s), replay.stderr_text());
+    replay.signal(SIGKILL);
+    const auto code = replay.wait(20s);
+    INFO("stderr:\n" << replay.stderr_text());
+    CHECK(code == 128 + SIGKILL);
+  }
+  CHECK_FALSE(std::filesystem::exists(out));
+  for (const auto* suffix : {"", "-wal", "-shm"}) CHECK(std::filesystem::exists(partial + suffix));
+  // The kernel released the dead replay's lock.
+  {
+    const int fd = ::open((partial + ".lock").c_str(), O_RDWR | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    CHECK(::flock(fd, LOCK_EX | LOCK_NB) == 0);
+    ::close(fd);
+  }
+  // Read from a copy: opening the leftover itself could fold its WAL away.
+  const auto copy = (dir / "leftover.db").string();
+  std::filesystem::copy_file(partial, copy);
+  std::filesystem::copy_file(partial + "-wal", copy + "-wal");
+  CHECK(test::query_int(copy, "SELECT count(*) FROM users") == 1);
+  const auto killed_applied_at = test::query_int(copy, "SELECT max(applied_at) FROM applied_events");
+  REQUIRE(killed_applied_at > 0);
+
+  auto r = ctl_run({"replay", "--projection", "all", "--db", out}, topic, 120s);
+  CHECK_MESSAGE(r.status == 0, r.err);
+  CHECK(std::filesystem::exists(out));
+  for (const auto* suffix : {"", "-wal", "-shm", "-journal"}) CHECK_FALSE(std::filesystem::exists(partial + suffix));
+  // Rows, ledger and offsets as a replay never interrupted makes them, and
+  // the rows as the topic's events make them.
+  const auto fresh = (dir / "fresh.db").string();
+  r = ctl_run({"replay", "--projection", "all", "--db", fresh}, topic, 120s);
+  REQUIRE_MESSAGE(r.status == 0, r.err);
+  const auto contents = [](const std::string& db) {
+    SQLite::Database d(db, SQLite::OPEN_READONLY);
+    std::string text = test::dump_tables(db);
+    for (const char* sql : {"SELECT projection, svix_id, type, user_id, outcome, topic, partition, \"offset\" "
+                            "FROM applied_events ORDER BY projection, svix_id",
+                            "SELECT projection, topic, partition, next_offset, last_svix_id FROM kafka_offsets "
+                            "ORDER BY projection, topic, partition",
+                            "SELECT projection, svix_id, reason FROM dead_letters ORDER BY projection, svix_id"}) {
+      SQLite::Statement st(d, sql);
+      text += std::string(sql) + '\n';
+      while (st.executeStep()) {
+        for (int i = 0; i < st.getColumnCount(); ++i) text += st.getColumn(i).getString() + '|';
+        text += '\n';
+      }
+    }
+    return text;
+  };
+  CHECK(contents(out) == contents(fresh));
+  CHECK(test::query_int(out, "SELECT sum(next_offset) FROM kafka_offsets WHERE projection = 'users'") == high);
+  CHECK(test::dump_tables(out) == test::reference_tables(events, (dir / "oracle.db").string()));
+  // A reused leftover would pass the checks above (its event is a duplicate
+  // to the applier, its rows are the same): only its ledger's time tells.
+  CHECK(test::query_int(out, "SELECT count(*) FROM applied_events WHERE applied_at <= " +
+                                 std::to_string(killed_applied_at)) == 0);
 }
 
 TEST_CASE("replay refuses a log that no longer starts at offset 0 unless --allow-incomplete, never leaving a partial file") {
