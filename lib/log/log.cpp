@@ -8,6 +8,8 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -16,6 +18,7 @@
 #include <thread>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 
 namespace clerk_sync::log {
@@ -463,10 +466,36 @@ std::string format_line(format f, level lv, std::string_view ts, std::string_vie
   return out;
 }
 
+bool is_journal_stream(int fd, const char* journal_stream) {
+  if (journal_stream == nullptr) return false;
+  unsigned long long dev = 0, ino = 0;
+  char end = 0;
+  if (std::sscanf(journal_stream, "%llu:%llu%c", &dev, &ino, &end) != 2) return false;
+  struct stat st {};
+  return ::fstat(fd, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
+}
+
+namespace {
+
+// The syslog priority a line starts with when stderr is the journal.
+std::string_view priority_prefix(level lv) {
+  static const bool journal = is_journal_stream(2, std::getenv("JOURNAL_STREAM"));
+  if (!journal) return {};
+  switch (lv) {
+    case level::debug: return SD_DEBUG;
+    case level::info: return SD_INFO;
+    case level::warn: return SD_WARNING;
+    case level::error: return SD_ERR;
+  }
+  return {};
+}
+
+}  // namespace
+
 void write(level lv, std::string_view msg, std::span<const field> fields) {
   if (lv < g_threshold.load(std::memory_order_relaxed)) return;
   const std::string line = format_line(g_format.load(std::memory_order_relaxed), lv, now_utc(), msg, fields);
-  sink().log(to_spdlog(lv), "{}", line);
+  sink().log(to_spdlog(lv), "{}{}", priority_prefix(lv), line);
 }
 
 }  // namespace clerk_sync::log

@@ -1,6 +1,9 @@
 #pragma once
 // One line per request or event, `key=value` (logfmt) by default, JSON lines
-// on request, written to stderr (journald adds nothing we need).
+// on request, written to stderr. When stderr is journald's stream (a systemd
+// unit's), each line starts with its syslog priority ("<3>" for error, as
+// sd-daemon.h's SD_ERR), which journald strips and stores as the entry's
+// PRIORITY, so that `journalctl -p warning` finds warnings and errors.
 // Thread-safe after init(); format_line(), escape() and cut() are pure and
 // used by the tests and the fuzzer. Never pass a secret or a signature as a
 // field. Values of request-derived keys (svix_id, type, user) are cut to
@@ -44,6 +47,11 @@ struct field {
 // "logfmt" or "json"; nullopt for anything else.
 [[nodiscard]] std::optional<format> parse_format(std::string_view name);
 [[nodiscard]] std::optional<level> parse_level(std::string_view name);
+
+// Whether `fd` is the stream journald gave this process: $JOURNAL_STREAM
+// ("device:inode", set by systemd for a unit whose output goes to the
+// journal) names the file open on `fd`. Read once, at the first line.
+[[nodiscard]] bool is_journal_stream(int fd, const char* journal_stream);
 
 // Sets the process-wide output format and threshold. Call once from main().
 void init(format f, level threshold = level::info);

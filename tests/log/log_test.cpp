@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -195,4 +196,23 @@ TEST_CASE("doubles are numbers in both formats: null for NaN and infinity, every
         "ts=T level=info msg=m ms=null");
   CHECK(format_line(format::json, level::info, "T", "m", {{"ms", 1e300}}) ==
         R"({"ts":"T","level":"info","msg":"m","ms":1.0000000000000001e+300})");
+}
+
+TEST_CASE("a stream is journald's only when JOURNAL_STREAM names its device and inode") {
+  std::FILE* file = std::tmpfile();
+  std::FILE* other = std::tmpfile();
+  REQUIRE(file != nullptr);
+  REQUIRE(other != nullptr);
+  struct stat st {};
+  REQUIRE(::fstat(fileno(file), &st) == 0);
+  const auto named = std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
+  CHECK(clerk_sync::log::is_journal_stream(fileno(file), named.c_str()));
+  CHECK_FALSE(clerk_sync::log::is_journal_stream(fileno(other), named.c_str()));  // another file on the same device
+  CHECK_FALSE(clerk_sync::log::is_journal_stream(fileno(file), nullptr));
+  CHECK_FALSE(clerk_sync::log::is_journal_stream(fileno(file), ""));
+  CHECK_FALSE(clerk_sync::log::is_journal_stream(fileno(file), (named + "x").c_str()));
+  CHECK_FALSE(clerk_sync::log::is_journal_stream(fileno(file), std::to_string(st.st_dev).c_str()));
+  CHECK_FALSE(clerk_sync::log::is_journal_stream(-1, named.c_str()));
+  std::fclose(other);
+  std::fclose(file);
 }
