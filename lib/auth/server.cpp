@@ -94,14 +94,30 @@ struct server::impl : std::enable_shared_from_this<impl> {
     }
     const auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started);
     // The token never reaches the log; user and session only once verified.
-    log::write(r.status == 503 ? log::level::error : log::level::info, "auth",
-               {{"status", r.status},
-                {"outcome", r.outcome},
-                {"user", cut(r.user)},
-                {"session", cut(r.session)},
-                {"role", cut(r.role)},
-                {"cached", r.cached},
-                {"us", us.count()}});
+    // A request let in gets its own line. Any other answer shares a
+    // rate-limited line per status and outcome: anyone can send junk
+    // cookies through the proxy (or a banned user's token), and a line for
+    // each would use up journald's rate limit for the unit and drop its
+    // lines with them, the 503s included.
+    if (r.status == 200) {
+      log::info("auth", {{"status", r.status},
+                         {"outcome", r.outcome},
+                         {"user", cut(r.user)},
+                         {"session", cut(r.session)},
+                         {"role", cut(r.role)},
+                         {"cached", r.cached},
+                         {"us", us.count()}});
+    } else {
+      limiter.write("auth:" + std::to_string(r.status) + ":" + std::string(r.outcome),
+                    r.status == 503 ? log::level::error : log::level::info, "auth",
+                    {{"status", r.status},
+                     {"outcome", r.outcome},
+                     {"user", cut(r.user)},
+                     {"session", cut(r.session)},
+                     {"role", cut(r.role)},
+                     {"cached", r.cached},
+                     {"us", us.count()}});
+    }
     return res;
   }
 
@@ -180,7 +196,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
   server_limits limits;
   std::size_t open = 0;
   bool stopping = false;
-  log::rate_limiter limiter;  // accept failures, refusals, /healthz's 503
+  log::rate_limiter limiter;  // refused checks, accept failures, refusals, /healthz's 503
 };
 
 server::server(net::io_context& ioc, const listen_address& where, std::string path, service& svc,

@@ -5,6 +5,7 @@
 
 #include <csignal>
 #include <fstream>
+#include <sstream>
 
 #include "receiver/harness.hpp"
 #include "store/database.hpp"
@@ -89,6 +90,12 @@ TEST_CASE("clerk-sync-auth: routes, methods and the 401 header of a running inst
   CHECK(ok.headers.at("x-clerk-user-id") == "user_9");
   CHECK(ok.headers.at("x-clerk-session-id") == "sess_9");
   CHECK(ok.headers.at("x-clerk-role") == "spacer");
+  // Each request let in has its own line; refused ones (anyone can send
+  // junk through the proxy) share a rate-limited line per outcome.
+  CHECK(test::send_http(port, "GET", "/check", {{"Authorization", "Bearer " + tok}}, "").status == 200);
+  constexpr int junk = 200;
+  for (int i = 0; i < junk; ++i)
+    REQUIRE(test::send_http(port, "GET", "/check", {{"Authorization", "Bearer junk"}}, "").status == 401);
 
   // Another file moved over the path: every check answers 503 until a
   // restart, and so does /healthz, for a monitor that only asks it.
@@ -101,6 +108,25 @@ TEST_CASE("clerk-sync-auth: routes, methods and the 401 header of a running inst
 
   auth.signal(SIGTERM);
   CHECK(auth.wait(15s) == 0);
+  {
+    // Once stopped, the held lines are written too: the lines written and
+    // their `repeated` counts add up to the requests refused.
+    const auto err = auth.stderr_text();
+    std::istringstream lines(err);
+    int let_in = 0, refused_lines = 0, refused = 0;
+    for (std::string l; std::getline(lines, l);) {
+      if (l.find("msg=auth status=200 ") != std::string::npos) ++let_in;
+      if (l.find("msg=auth status=401 outcome=malformed ") == std::string::npos) continue;
+      ++refused_lines;
+      const auto at = l.find(" repeated=");
+      REQUIRE_MESSAGE(at != std::string::npos, l);
+      refused += 1 + std::stoi(l.substr(at + 10));
+    }
+    CHECK(let_in == 2);
+    CHECK(refused_lines >= 1);
+    CHECK(refused_lines <= 3);  // the first, the drained one, and one a minute (the test takes less)
+    CHECK(refused == junk);
+  }
   CHECK(auth.stderr_text().find("no_authorized_parties") != std::string::npos);
   CHECK(auth.stderr_text().find(tok.substr(tok.size() - 30)) == std::string::npos);
 }

@@ -211,7 +211,7 @@ TEST_CASE("nginx auth_request in front of an upstream, with bans and revocations
   CHECK(refused_rev);
   CHECK(get({{"Authorization", "Bearer " + ok_token}}).status == 200);
 
-  // The log has one line per check, and never a token.
+  // The log has a line per check let in, lines for the refused ones, and never a token.
   auth.signal(SIGTERM);
   CHECK(auth.wait(15s) == 0);
   const auto log = auth.stderr_text();
