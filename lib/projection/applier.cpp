@@ -116,24 +116,40 @@ struct applier::statements {
         user_tombstone(db,
                        "INSERT INTO users(id, deleted_at) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET "
                        "deleted_at = excluded.deleted_at WHERE users.deleted_at IS NULL"),
-        referral_get(db, "SELECT referrer_id, updated_at, deleted_at, referral_code FROM referrals WHERE user_id = ?"),
-        referral_code_owner(db, "SELECT user_id FROM referrals WHERE referral_code = ? AND user_id <> ?"),
+        referral_get(db,
+                     "SELECT referrer_id, updated_at, deleted_at, referral_code, pending_referral_code, "
+                     "referral_code_since FROM referrals WHERE user_id = ?"),
+        // The holder of a code, and whether its claim began after this
+        // one's (updated_at ?1 of user ?2): then the code is this one's. A
+        // holder is live: a deleted user gives up its code.
+        referral_code_owner(db,
+                            "SELECT user_id, (referral_code_since, user_id) > (?1, ?2) FROM referrals "
+                            "WHERE referral_code = ?3 AND user_id <> ?2"),
         referral_upsert(db,
-                        "INSERT INTO referrals(user_id, referral_code, referrer_id, updated_at, pending_referral_code) "
-                        "VALUES (?,?,?,?,?) ON CONFLICT(user_id) DO UPDATE SET referral_code = excluded.referral_code, "
-                        "referrer_id = excluded.referrer_id, updated_at = excluded.updated_at, "
-                        "pending_referral_code = excluded.pending_referral_code"),
-        // Who waits for a code given up: the user whose latest event asked
-        // for it first (by that event's updated_at), and the code it holds.
+                        "INSERT INTO referrals(user_id, referral_code, referrer_id, updated_at, pending_referral_code, "
+                        "referral_code_since) VALUES (?,?,?,?,?,?) ON CONFLICT(user_id) DO UPDATE SET "
+                        "referral_code = excluded.referral_code, referrer_id = excluded.referrer_id, "
+                        "updated_at = excluded.updated_at, pending_referral_code = excluded.pending_referral_code, "
+                        "referral_code_since = excluded.referral_code_since"),
+        // A holder whose claim began later than another's: it waits now.
+        referral_displace(db,
+                          "UPDATE referrals SET pending_referral_code = referral_code, referral_code = NULL "
+                          "WHERE user_id = ?"),
+        // Who gets a code given up: of the live users waiting for it, the
+        // one whose claim began first. A user that waits holds no code.
         referral_waiting(db,
-                         "SELECT user_id, referral_code FROM referrals WHERE pending_referral_code = ? AND "
-                         "deleted_at IS NULL ORDER BY updated_at, user_id LIMIT 1"),
+                         "SELECT user_id FROM referrals WHERE pending_referral_code = ? AND deleted_at IS NULL "
+                         "ORDER BY referral_code_since, user_id LIMIT 1"),
         referral_take(db,
                       "UPDATE referrals SET referral_code = pending_referral_code, pending_referral_code = NULL "
                       "WHERE user_id = ?"),
+        // A deleted user holds no code: the one it held stays named in
+        // pending_referral_code (a deleted user waits for nothing).
         referral_tombstone(db,
                            "INSERT INTO referrals(user_id, deleted_at) VALUES (?, ?) ON CONFLICT(user_id) DO UPDATE "
-                           "SET deleted_at = excluded.deleted_at WHERE referrals.deleted_at IS NULL"),
+                           "SET deleted_at = excluded.deleted_at, "
+                           "pending_referral_code = coalesce(referrals.pending_referral_code, referrals.referral_code), "
+                           "referral_code = NULL WHERE referrals.deleted_at IS NULL"),
         balance_upsert(db,
                        "INSERT INTO balances(user_id, points_balance, g2a_balance, nft_count, updated_at) "
                        "VALUES (?,?,?,?,?) ON CONFLICT(user_id) DO UPDATE SET "
@@ -159,15 +175,15 @@ struct applier::statements {
 
   void reset_all() {
     for (auto* st : {&ledger_has, &ledger_add, &offset_set, &dead_letter_add, &user_upsert, &user_tombstone,
-                     &referral_get, &referral_code_owner, &referral_upsert, &referral_waiting, &referral_take,
-                     &referral_tombstone, &balance_upsert, &balance_tombstone, &session_upsert})
+                     &referral_get, &referral_code_owner, &referral_upsert, &referral_displace, &referral_waiting,
+                     &referral_take, &referral_tombstone, &balance_upsert, &balance_tombstone, &session_upsert})
       (void)st->tryReset();
   }
 
   SQLite::Statement ledger_has, ledger_add, offset_set, dead_letter_add;
   SQLite::Statement user_upsert, user_tombstone;
-  SQLite::Statement referral_get, referral_code_owner, referral_upsert, referral_waiting, referral_take;
-  SQLite::Statement referral_tombstone;
+  SQLite::Statement referral_get, referral_code_owner, referral_upsert, referral_displace, referral_waiting;
+  SQLite::Statement referral_take, referral_tombstone;
   SQLite::Statement balance_upsert, balance_tombstone;
   SQLite::Statement session_upsert;
 };
@@ -204,19 +220,54 @@ outcome upsert_user(statements& s, const event::user& u, std::string& detail) {
   return run(st) ? outcome::applied : outcome::stale;
 }
 
+void add_detail(std::string& detail, const std::string& more) { detail += (detail.empty() ? "" : "; ") + more; }
+
+// Hands a code its holder gave up to the live user that waits for it since
+// the earliest, if any. That user held no code, so nothing else moves.
+void hand_over(statements& s, const std::string& code, std::string& detail) {
+  auto& waiting = s.referral_waiting;
+  waiting.reset();
+  bind_text(waiting, 1, code);
+  if (!waiting.executeStep()) {
+    waiting.reset();
+    return;
+  }
+  const std::string taker = waiting.getColumn(0).getString();
+  waiting.reset();
+  auto& take = s.referral_take;
+  take.reset();
+  bind_text(take, 1, taker);
+  run(take);
+  add_detail(detail, "referral_code " + code + " released to " + taker);
+}
+
+// Codes are unique, and who holds one must not depend on the order two
+// users' events were applied in (different partitions, no order between
+// them). The rule: a code belongs to the live user whose claim of it began
+// first (referral_code_since: the updated_at of the first of the user's
+// applied events that have named it without a break; then the smaller user
+// id); the others wait in pending_referral_code. A user holds only the code
+// its latest event names. Kept true here one event at a time: only the code
+// this user names and the one it gave up can change hands.
 outcome upsert_referral(statements& s, const event::user& u, std::string& detail) {
   referral_row r = map_referral(u);
   if (r.self_referral_refused) detail = "self-referral refused";
   auto& get = s.referral_get;
   get.reset();
   bind_text(get, 1, r.user_id);
-  std::optional<std::string> stored_code;  // the user's code as the row holds it
+  std::optional<std::string> held;   // the code the row holds
+  std::optional<std::string> named;  // the code the row's latest event named, held or not
+  std::optional<std::int64_t> named_since;
+  bool deleted = false;
   if (get.executeStep()) {
-    if (!get.getColumn(3).isNull()) stored_code = get.getColumn(3).getString();
+    if (!get.getColumn(3).isNull()) held = get.getColumn(3).getString();
+    named = held;
+    if (!named && !get.getColumn(4).isNull()) named = get.getColumn(4).getString();
+    if (!get.getColumn(5).isNull()) named_since = get.getColumn(5).getInt64();
     const std::optional<std::string> referrer =
         get.getColumn(0).isNull() ? std::nullopt : std::optional<std::string>(get.getColumn(0).getString());
     const std::int64_t updated_at = get.getColumn(1).getInt64();
-    const bool deleted = !get.getColumn(2).isNull();
+    deleted = !get.getColumn(2).isNull();
     const std::int64_t deleted_at = deleted ? get.getColumn(2).getInt64() : 0;
     get.reset();
     if (r.updated_at < updated_at || (deleted && r.updated_at <= deleted_at)) return outcome::stale;
@@ -230,51 +281,72 @@ outcome upsert_referral(statements& s, const event::user& u, std::string& detail
   } else {
     get.reset();
   }
-  std::optional<std::string> pending;  // asked for, held by another user
-  if (r.referral_code) {
-    auto& owner = s.referral_code_owner;
-    owner.reset();
-    bind_text(owner, 1, *r.referral_code);
-    bind_text(owner, 2, r.user_id);
-    if (owner.executeStep()) {
-      // Codes are unique: the user keeps the code the row holds, if any,
-      // and gets this one if its holder gives it up.
-      detail = "referral_code conflict: " + *r.referral_code + " belongs to " + owner.getColumn(0).getString() +
-               ", kept " + stored_code.value_or("none") + " until it is released";
-      pending = std::move(r.referral_code);
-      r.referral_code = stored_code;
+  // A code named again continues the claim; another one starts a new one.
+  std::optional<std::int64_t> since;
+  if (r.referral_code) since = named == r.referral_code && named_since ? *named_since : r.updated_at;
+  bool holds = false;
+  if (r.referral_code && !deleted) {
+    if (held == r.referral_code) {
+      holds = true;  // held already, by a claim that has not changed
+    } else {
+      auto& owner = s.referral_code_owner;
+      owner.reset();
+      owner.bind(1, *since);
+      bind_text(owner, 2, r.user_id);
+      bind_text(owner, 3, *r.referral_code);
+      if (!owner.executeStep()) {
+        holds = true;  // no holder, so no one waits for it either
+      } else {
+        const std::string holder = owner.getColumn(0).getString();
+        holds = owner.getColumn(1).getInt() != 0;
+        owner.reset();
+        if (holds) {
+          // Cleared before this row takes it: the code stays unique at every step.
+          auto& displace = s.referral_displace;
+          displace.reset();
+          bind_text(displace, 1, holder);
+          run(displace);
+          add_detail(detail, "referral_code conflict: " + *r.referral_code + " taken from " + holder +
+                                 ", a later claim, which waits until it is released");
+        } else {
+          add_detail(detail, "referral_code conflict: " + *r.referral_code + " belongs to " + holder +
+                                 ", an earlier claim; waiting until it is released");
+        }
+      }
+      owner.reset();
     }
-    owner.reset();
   }
+  const std::optional<std::string> code = holds ? r.referral_code : std::nullopt;
+  const std::optional<std::string> pending = holds ? std::nullopt : r.referral_code;
   auto& st = s.referral_upsert;
   st.reset();
   st.clearBindings();
   bind_text(st, 1, r.user_id);
-  bind_opt(st, 2, r.referral_code);
+  bind_opt(st, 2, code);
   bind_opt(st, 3, r.referrer_id);
   st.bind(4, r.updated_at);
   bind_opt(st, 5, pending);
+  bind_opt(st, 6, since);
   if (!run(st)) return outcome::stale;
-  // A code this user gave up may be what another user's event asked for;
-  // that user then gives up its own, and so on (each step clears a wait).
-  std::optional<std::string> released;
-  if (stored_code && stored_code != r.referral_code) released = std::move(stored_code);
-  while (released) {
-    auto& waiting = s.referral_waiting;
-    waiting.reset();
-    bind_text(waiting, 1, *released);
-    if (!waiting.executeStep()) break;
-    const std::string taker = waiting.getColumn(0).getString();
-    std::optional<std::string> given_up;
-    if (!waiting.getColumn(1).isNull()) given_up = waiting.getColumn(1).getString();
-    waiting.reset();
-    auto& take = s.referral_take;
-    take.reset();
-    bind_text(take, 1, taker);
-    run(take);
-    detail += (detail.empty() ? "" : "; ") + ("referral_code " + *released + " released to " + taker);
-    released = std::move(given_up);
-  }
+  // The code this user held and no longer does may be what another waits for.
+  if (held && held != code) hand_over(s, *held, detail);
+  return outcome::applied;
+}
+
+// A deleted user gives up the code it held, to whoever waits for it.
+outcome tombstone_referral(statements& s, const std::string& id, std::int64_t deleted_at, std::string& detail) {
+  auto& get = s.referral_get;
+  get.reset();
+  bind_text(get, 1, id);
+  std::optional<std::string> held;
+  if (get.executeStep() && !get.getColumn(3).isNull()) held = get.getColumn(3).getString();
+  get.reset();
+  auto& st = s.referral_tombstone;
+  st.reset();
+  bind_text(st, 1, id);
+  st.bind(2, deleted_at);
+  if (!run(st)) return outcome::stale;
+  if (held) hand_over(s, *held, detail);
   return outcome::applied;
 }
 
@@ -343,7 +415,7 @@ outcome map_and_write(statements& s, kind k, const event::clerk_event& e, std::s
       if (const auto* u = user_of(e)) return upsert_user(s, *u, detail);
       return outcome::skipped;
     case kind::referrals:
-      if (deleted) return tombstone(s.referral_tombstone, deleted->id, e.timestamp_ms);
+      if (deleted) return tombstone_referral(s, deleted->id, e.timestamp_ms, detail);
       if (const auto* u = user_of(e)) return upsert_referral(s, *u, detail);
       return outcome::skipped;
     case kind::balances: {

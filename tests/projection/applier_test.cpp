@@ -209,13 +209,15 @@ TEST_CASE("referrals: attribution set once, conflicts and self-referral refused,
         "C1/u9/200");
   CHECK(text(db, "SELECT coalesce(referral_code, '-') || '/' || coalesce(referrer_id, '-') FROM referrals WHERE user_id = 'u2'") ==
         "-/-");
-  // A code another user owns is refused, and the user keeps the code it had.
+  // A code another user claimed earlier is refused: the user waits for it,
+  // and holds no code meanwhile (its metadata no longer names C4).
   const auto rs2 = app.apply(std::vector{
       msg("r5", user_body("user.created", "u4", 100, R"({"referral_code":"C4"})"), 4),
       msg("r6", user_body("user.updated", "u4", 200, R"({"referral_code":"C1"})"), 5)});
   CHECK(outcomes(rs2, pj::kind::referrals) == std::vector{outcome::applied, outcome::applied});
-  CHECK(rs2[1].detail == "referral_code conflict: C1 belongs to u1, kept C4 until it is released");
-  CHECK(text(db, "SELECT referral_code || '/' || updated_at FROM referrals WHERE user_id = 'u4'") == "C4/200");
+  CHECK(rs2[1].detail == "referral_code conflict: C1 belongs to u1, an earlier claim; waiting until it is released");
+  CHECK(text(db, "SELECT coalesce(referral_code, '-') || '/' || pending_referral_code || '/' || updated_at FROM "
+                 "referrals WHERE user_id = 'u4'") == "-/C1/200");
   // Keys come from public_metadata, never unsafe_metadata.
   (void)app.apply(std::vector{msg("r4", R"({"type":"user.created","data":{"id":"u3","updated_at":1,
       "unsafe_metadata":{"referrer_id":"u1","referral_code":"X"}}})", 3)});
@@ -256,15 +258,15 @@ TEST_CASE("referrals: a code asked for while another user holds it is given once
   };
   const std::string expected = "u1=C9 u2=C8 u3=C1 u4=C2 u5=C4";
   {
-    // The claims first: each waits, and each release hands its code on,
-    // u4's own C4 in turn to u5.
+    // The claims first: each waits, and each release hands its code on.
+    // u4 gives up C4 when it names C2, so u5 finds C4 free.
     store::database db(":memory:");
     pj::applier app(db, {pj::kind::referrals});
     const auto rs = app.apply(events);
     CHECK(outcomes(rs, pj::kind::referrals) == std::vector<outcome>(events.size(), outcome::applied));
-    CHECK(rs[2].detail == "referral_code conflict: C1 belongs to u1, kept none until it is released");
+    CHECK(rs[2].detail == "referral_code conflict: C1 belongs to u1, an earlier claim; waiting until it is released");
     CHECK(rs[6].detail == "referral_code C1 released to u3");
-    CHECK(rs[7].detail == "referral_code C2 released to u4; referral_code C4 released to u5");
+    CHECK(rs[7].detail == "referral_code C2 released to u4");
     CHECK(codes(db) == expected);
   }
   {
