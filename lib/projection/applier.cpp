@@ -166,10 +166,14 @@ struct applier::statements {
                                    "status = excluded.status, created_at = excluded.created_at, "
                                    "updated_at = excluded.updated_at, last_active_at = excluded.last_active_at, "
                                    "expire_at = excluded.expire_at, ended_at = excluded.ended_at WHERE ") +
-                           // A terminal session is never revived; between two terminal
-                           // states, or from a live one, the newer update wins.
-                           "(sessions.status NOT IN " + terminal_list +
-                           " AND excluded.updated_at >= sessions.updated_at) OR (sessions.status IN " +
+                           // A terminal session is never revived, and a terminal event
+                           // ends a live one whatever its updated_at (Clerk's terminal
+                           // states are final: a revocation stamped before the last
+                           // live update, clock skew, must still end the session).
+                           // Between two live states, or two terminal ones, the newer
+                           // update wins.
+                           "(sessions.status NOT IN " + terminal_list + " AND (excluded.status IN " +
+                           terminal_list + " OR excluded.updated_at >= sessions.updated_at)) OR (sessions.status IN " +
                            terminal_list + " AND excluded.status IN " + terminal_list +
                            " AND excluded.updated_at > sessions.updated_at)") {}
 
@@ -472,10 +476,12 @@ written apply_one(statements& s, kind k, const envelope& m, const decoded& d, st
   written w;
   w.result = map_and_write(s, k, std::get<event::clerk_event>(d.event), w.detail);
   // Only what was applied needs a ledger row. A skip depends on the event
-  // alone, and staleness only grows: a row's updated_at never falls, a
-  // tombstone and a terminal session stay, rows are never deleted. So a
-  // redelivery of a skipped or stale event is skipped or stale again and
-  // writes nothing, without a row that would be half the ledger.
+  // alone, and staleness only grows: a row's updated_at never falls (but
+  // for a session ended by an older terminal event, which no live event
+  // moves again), a tombstone and a terminal session stay, rows are never
+  // deleted. So a redelivery of a skipped or stale event is skipped or
+  // stale again and writes nothing, without a row that would be half the
+  // ledger.
   if (w.result != outcome::applied) return w;
   static const std::string applied(name(outcome::applied));
   auto& add = s.ledger_add;

@@ -241,6 +241,49 @@ TEST_CASE("sessions: terminal states are never revived - the embedded user obeys
   CHECK(text(db, "SELECT first_name FROM users") == "Embedded");
 }
 
+TEST_CASE("sessions: a revocation older than the live row still ends it - clock skew never keeps a session active") {
+  // session.created at 200, then session.revoked at 199 (Clerk's clocks
+  // disagree): the revocation is final, whatever its updated_at.
+  const auto created = msg("c", session_body("session.created", "active", 200), 0);
+  const auto revoked = msg("r", session_body("session.revoked", "revoked", 199), 1);
+  const std::string row = "SELECT status || '/' || updated_at || '/' || coalesce(ended_at, '-') FROM sessions";
+  std::string forward;
+  {
+    store::database db(":memory:");
+    pj::applier app(db, {pj::kind::sessions});
+    CHECK(outcomes(app.apply(std::vector{created}), pj::kind::sessions) == std::vector{outcome::applied});
+    CHECK(outcomes(app.apply(std::vector{revoked}), pj::kind::sessions) == std::vector{outcome::applied});
+    forward = text(db, row);
+    CHECK(forward == "revoked/199/199");
+    // A later live event does not revive it; a newer terminal one moves it on.
+    CHECK(outcomes(app.apply(std::vector{msg("p", session_body("session.pending", "pending", 300), 2)}),
+                   pj::kind::sessions) == std::vector{outcome::stale});
+    CHECK(text(db, row) == "revoked/199/199");
+    CHECK(outcomes(app.apply(std::vector{msg("e", session_body("session.ended", "ended", 400), 3)}),
+                   pj::kind::sessions) == std::vector{outcome::applied});
+    CHECK(text(db, row) == "ended/400/400");
+  }
+  {
+    // The other order: the same row.
+    store::database db(":memory:");
+    pj::applier app(db, {pj::kind::sessions});
+    CHECK(outcomes(app.apply(std::vector{revoked, created}), pj::kind::sessions) ==
+          std::vector{outcome::applied, outcome::stale});
+    CHECK(text(db, row) == forward);
+  }
+  {
+    // Every terminal status, each over a newer live row.
+    for (const std::string status : {"ended", "removed", "revoked", "expired", "abandoned", "replaced"}) {
+      CAPTURE(status);
+      store::database db(":memory:");
+      pj::applier app(db, {pj::kind::sessions});
+      (void)app.apply(std::vector{msg("c", session_body("session.created", "active", 500), 0),
+                                  msg("e", session_body("session." + status, status, 100), 1)});
+      CHECK(text(db, row) == status + "/100/100");
+    }
+  }
+}
+
 TEST_CASE("referrals: a code asked for while another user holds it is given once the holder gives it up, in either order") {
   // Each user's events in a partition of its own: no order between users.
   const std::vector<pj::envelope> events{
