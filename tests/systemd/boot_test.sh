@@ -332,8 +332,19 @@ box systemctl start clerk-sync-auth ||
 code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 10 -H "Authorization: Bearer $jwt_head.$jwt_body.$jwt_sig" \
   "http://127.0.0.1:$auth_port/auth")
 [ "$code" = 200 ] || fail "auth answered $code for a valid token with the consumers stopped"
-box systemctl start "${consumers[@]}" || fail "the consumers did not start again"
 say "clerk-sync-auth: restarted with every consumer stopped, 200 from the last committed state"
+
+# --- one instance, a comma list of projections ------------------------------------
+# systemd escapes the comma in a unit name; the unit must hand the consumer
+# the unescaped list (%I), which it would otherwise refuse (exit 2).
+multi='clerk-sync-consumer@users\x2csessions.service'
+box systemctl start "$multi" ||
+  { box journalctl -u "$multi" --no-pager -o cat | tail -n 5 >&2 || true; fail "$multi did not start"; }
+argv=$(box cat "/proc/$(mainpid "$multi")/cmdline" | tr '\0' ' ')
+[[ "$argv" == *"--projection users,sessions "* ]] || fail "$multi runs '$argv', not --projection users,sessions"
+box systemctl stop "$multi"
+say "$multi: started and ready, running --projection users,sessions"
+box systemctl start "${consumers[@]}" || fail "the consumers did not start again"
 
 # --- auth from a JWKS, through the README's drop-in ---------------------------------
 modulus=$(openssl pkey -in "$workdir/jwt.key" -pubout | openssl rsa -pubin -noout -modulus | sed 's/^Modulus=//' |

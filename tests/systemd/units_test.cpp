@@ -77,8 +77,11 @@ TEST_CASE("cmake --install places binaries, units, schemas and the example envir
 TEST_CASE("systemd-analyze verify accepts the installed units") {
   const installed inst;
   // Unknown keys or bad values are only warnings (exit 0): any output fails.
-  for (const std::string unit : {"clerk-sync-receiver.service", "clerk-sync-consumer@users.service",
-                           "clerk-sync-consumer@sessions.service", "clerk-sync-auth.service"}) {
+  // users\x2csessions: a comma list of projections in one instance, escaped
+  // by systemd as `systemd-escape --template` writes it.
+  for (const std::string unit :
+       {"clerk-sync-receiver.service", "clerk-sync-consumer@users.service", "clerk-sync-consumer@sessions.service",
+        "clerk-sync-consumer@users\\x2csessions.service", "clerk-sync-auth.service"}) {
     const auto r = analyze(inst, {"verify", unit});
     INFO(unit << ": " << r.out << r.err);
     CHECK(r.status == 0);
@@ -117,7 +120,9 @@ TEST_CASE("the source units say what the issue asks for") {
   CHECK(receiver.find("\nUser=clerk-sync-receiver\n") != std::string::npos);
   CHECK(receiver.find("\nUser=clerk-sync\n") == std::string::npos);
   CHECK(consumer.find("\nUser=clerk-sync\n") != std::string::npos);
-  CHECK(consumer.find("--projection %i") != std::string::npos);
+  // The unescaped instance: %i would hand the consumer "users\x2csessions"
+  // for the comma list users,sessions, which it refuses as a bad setting.
+  CHECK(consumer.find("\nExecStart=/usr/bin/clerk-sync-consumer --projection %I\n") != std::string::npos);
   CHECK(consumer.find("StateDirectory=clerk-sync") != std::string::npos);
   CHECK(consumer.find("CLERK_SYNC_DB=/var/lib/clerk-sync/clerk-sync.db") != std::string::npos);
 }
@@ -145,5 +150,5 @@ TEST_CASE("a packaging install (DESTDIR, prefix /usr) keeps the units pointing a
   const auto unit = test::read_file(dir / "usr/lib/systemd/system/clerk-sync-receiver.service");
   CHECK(unit.find("\nExecStart=/usr/bin/clerk-sync-receiver\n") != std::string::npos);
   const auto consumer = test::read_file(dir / "usr/lib/systemd/system/clerk-sync-consumer@.service");
-  CHECK(consumer.find("\nExecStart=/usr/bin/clerk-sync-consumer --projection %i\n") != std::string::npos);
+  CHECK(consumer.find("\nExecStart=/usr/bin/clerk-sync-consumer --projection %I\n") != std::string::npos);
 }
