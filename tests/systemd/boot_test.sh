@@ -185,6 +185,23 @@ auth_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)
 box sh -c "echo CLERK_SYNC_AUTH_LISTEN=127.0.0.1:$auth_port >>/etc/clerk-sync/clerk-sync.env"
 show() { box systemctl show -P "$2" "$1"; }
 
+# --- no environment file: the start fails once, with a line, and is not retried ------
+# AssertPathExists= fails the start job before EnvironmentFile= is read, which
+# would fail each start (result resources) and be restarted up to the limit.
+envfile=/etc/clerk-sync/clerk-sync.env
+box mv "$envfile" "$envfile.away"
+if box systemctl start clerk-sync-receiver 2>"$workdir/start.err"; then
+  fail "the receiver started without $envfile"
+fi
+grep -qF 'Assertion failed on job for clerk-sync-receiver.service' "$workdir/start.err" ||
+  { cat "$workdir/start.err" >&2; fail "the receiver's start without $envfile did not fail its assertion"; }
+receiver_status="$(show clerk-sync-receiver ActiveState) $(show clerk-sync-receiver NRestarts)"
+[ "$receiver_status" = "inactive 0" ] ||
+  fail "receiver without $envfile: state and restarts are '$receiver_status', not 'inactive 0'"
+box mv "$envfile.away" "$envfile"
+box systemctl reset-failed clerk-sync-receiver 2>/dev/null || true
+say "clerk-sync-receiver without $envfile: the assertion failed the start once, not restarted"
+
 # --- the receiver started before its secret was written: failed, not restarted ------
 # systemd fails LoadCredential= for a missing file before exec: status 243,
 # which restarting cannot fix any more than exit 2.

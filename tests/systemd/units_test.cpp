@@ -112,7 +112,15 @@ TEST_CASE("the source units say what the issue asks for") {
   CHECK(consumer.find("\nRestartPreventExitStatus=2 243\n") != std::string::npos);
   CHECK(consumer.find("\nRestartPreventExitStatus=5\n") != std::string::npos);
   CHECK(auth.find("\nRestartPreventExitStatus=2 243\n") != std::string::npos);
-  for (const auto* unit : {&receiver, &consumer, &auth}) CHECK(unit->find("\nRestart=on-failure\n") != std::string::npos);
+  for (const auto* unit : {&receiver, &consumer, &auth}) {
+    CHECK(unit->find("\nRestart=on-failure\n") != std::string::npos);
+    // A missing environment file fails the start once (an assertion, in
+    // [Unit]) rather than EnvironmentFile= failing each restart up to the
+    // start limit.
+    const auto unit_section = unit->substr(0, unit->find("\n[Service]\n"));
+    CHECK(unit_section.find("\nAssertPathExists=/etc/clerk-sync/clerk-sync.env\n") != std::string::npos);
+    CHECK(unit->find("\nEnvironmentFile=/etc/clerk-sync/clerk-sync.env\n") != std::string::npos);
+  }
   // The receiver's connection cap (default 4096) stays below its file limit.
   CHECK(receiver.find("\nLimitNOFILE=8192\n") != std::string::npos);
   // The receiver's dynamic user is its own; the consumers share theirs, so
