@@ -152,15 +152,20 @@ for u in "${units[@]}"; do
   [ "$(box systemctl is-enabled "$u" 2>/dev/null || true)" = disabled ] || fail "$u is enabled by the install"
   [ "$(box systemctl is-active "$u" 2>/dev/null || true)" = inactive ] || fail "$u was started by the install"
 done
+envfile=/etc/clerk-sync/clerk-sync.env
+example=/usr/share/clerk-sync/clerk-sync.env.example
 for f in /lib/systemd/system/clerk-sync-receiver.service '/lib/systemd/system/clerk-sync-consumer@.service' \
-         /usr/bin/clerk-sync-receiver /usr/share/doc/clerk-sync/copyright /usr/share/clerk-sync/schemas/sql; do
+         /usr/bin/clerk-sync-receiver /usr/share/doc/clerk-sync/copyright /usr/share/clerk-sync/schemas/sql "$example"; do
   box test -e "$f" || fail "the package did not install $f"
 done
-# (Output to a variable, never `| grep -q`: with pipefail an early grep exit
-# turns the writer's SIGPIPE into a failure.)
-conffiles=$(box dpkg-query -W -f='${Conffiles}\n' clerk-sync)
-grep -q '/etc/clerk-sync/clerk-sync.env' <<<"$conffiles" ||
-  fail "/etc/clerk-sync/clerk-sync.env is not a conffile"
+# The environment file is the operator's, not a conffile (an upgrade would
+# stop at dpkg's prompt): the postinst made it from the example, as the
+# package used to ship it (root, 0644).
+conffiles=$(box dpkg-query -W -f='${Conffiles}' clerk-sync)
+[ -z "$conffiles" ] || fail "the package has conffiles: $conffiles"
+[ "$(box stat -c '%U:%G %a' "$envfile")" = "root:root 644" ] ||
+  fail "$envfile is $(box stat -c '%U:%G %a' "$envfile"), not root:root 644"
+box cmp -s "$example" "$envfile" || fail "$envfile is not a copy of $example"
 
 # --- configure, as an operator would -------------------------------------------
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -188,7 +193,6 @@ show() { box systemctl show -P "$2" "$1"; }
 # --- no environment file: the start fails once, with a line, and is not retried ------
 # AssertPathExists= fails the start job before EnvironmentFile= is read, which
 # would fail each start (result resources) and be restarted up to the limit.
-envfile=/etc/clerk-sync/clerk-sync.env
 box mv "$envfile" "$envfile.away"
 if box systemctl start clerk-sync-receiver 2>"$workdir/start.err"; then
   fail "the receiver started without $envfile"
@@ -398,20 +402,35 @@ old_version=$(box dpkg-query -W -f='${Version}' clerk-sync)
 # scripts/package's versions rise with each commit (or build, when dirty).
 [[ "$old_version" =~ ^[0-9.]+\+git[0-9]+\.[0-9]{14}\.[0-9a-f]{8}(\.dirty)?$ ]] ||
   fail "package version $old_version is not <project>+git<commits>.<time>.<commit>"
+# The operator's edits (the settings above, and a line of their own) and a
+# next package whose example environment differs, wherever it ships one: an
+# upgrade without a terminal must neither stop at a conffile prompt nor
+# touch the operator's file.
+edit="# a line of the operator, boot test $$"
+box sh -c "echo '$edit' >>$envfile"
 rm -rf "$workdir/next"
 dpkg-deb -R "$deb" "$workdir/next"
 sed -i 's/^Version: .*/&.1/' "$workdir/next/DEBIAN/control"
+examples=$(find "$workdir/next" -path "$workdir/next/DEBIAN" -prune -o -type f -name 'clerk-sync.env*' -print)
+[ -n "$examples" ] || fail "the package ships no example environment"
+while read -r f; do echo '# a setting new in the next version' >>"$f"; done <<<"$examples"
+(cd "$workdir/next" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z | xargs -0 md5sum) \
+  >"$workdir/next/DEBIAN/md5sums"
 fakeroot dpkg-deb --root-owner-group -Zxz --build "$workdir/next" "$workdir/next.deb" >/dev/null
 box sh -c 'cat >/root/clerk-sync-next.deb' <"$workdir/next.deb"
 box sh -c 'cd /root && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ./clerk-sync-next.deb' \
-  >"$workdir/upgrade.log" 2>&1 || { tail -n 30 "$workdir/upgrade.log" >&2; fail "apt-get install of the next version failed"; }
-[ "$(box dpkg-query -W -f='${Version}' clerk-sync)" = "$old_version.1" ] ||
-  { tail -n 30 "$workdir/upgrade.log" >&2; fail "the upgrade did not install $old_version.1"; }
+  </dev/null >"$workdir/upgrade.log" 2>&1 ||
+  { tail -n 30 "$workdir/upgrade.log" >&2; fail "apt-get install of the next version failed (stdin not a terminal)"; }
+[ "$(box dpkg-query -W -f='${Version} ${Status}' clerk-sync)" = "$old_version.1 install ok installed" ] ||
+  { tail -n 30 "$workdir/upgrade.log" >&2; fail "the upgrade did not leave $old_version.1 installed"; }
+box grep -qxF "$edit" "$envfile" || fail "the upgrade lost the operator's line in $envfile"
+box grep -qxF "KAFKA_BROKERS=$brokers" "$envfile" || fail "the upgrade lost the operator's KAFKA_BROKERS"
+if box grep -q 'new in the next version' "$envfile"; then fail "the upgrade changed $envfile"; fi
 for u in "${running[@]}"; do
   [ "$(box systemctl is-active "$u" || true)" = active ] || fail "$u is not active after the upgrade"
   [ "$(mainpid "$u")" != "${old_pid[$u]}" ] || fail "$u was not restarted by the upgrade"
 done
-say "upgrade to $old_version.1: installed, ${#running[@]} running units restarted on it"
+say "upgrade to $old_version.1 (a new example, stdin not a terminal): installed, $envfile kept, ${#running[@]} running units restarted on it"
 
 # --- kill -9 restarts the main process ------------------------------------------
 restarted() {  # unit old-pid old-restarts timeout-s
@@ -490,5 +509,38 @@ box env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q clerk-sync >"$workdir
 left=$(box sh -c 'systemctl list-units --all --no-legend --plain "clerk-sync*"; systemctl list-unit-files --no-legend "clerk-sync*";
   find /etc/systemd /lib/systemd /usr/lib/systemd -name "clerk-sync*"; pgrep -a clerk-sync' || true)
 [ -z "$left" ] || fail "left behind after purge: $left"
-say "purge: no clerk-sync unit, link or process left"
+if box test -e "$envfile"; then fail "$envfile is left after purge"; fi
+say "purge: no clerk-sync unit, link, process or $envfile left"
+
+# --- from a package that shipped the environment file as a conffile ----------------
+# Such a package, rebuilt from this one: the file in /etc, listed in
+# DEBIAN/conffiles, at a lower version. Upgrading from it must keep the
+# operator's file as it is (dpkg then lists it as an obsolete conffile),
+# without a prompt; a purge removes it.
+rm -rf "$workdir/legacy"
+dpkg-deb -R "$deb" "$workdir/legacy"
+sed -i 's/^Version: .*/Version: 0~conffile/' "$workdir/legacy/DEBIAN/control"
+install -D -m 0644 systemd/clerk-sync.env.example "$workdir/legacy$envfile"
+echo "$envfile" >"$workdir/legacy/DEBIAN/conffiles"
+(cd "$workdir/legacy" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z | xargs -0 md5sum) \
+  >"$workdir/legacy/DEBIAN/md5sums"
+fakeroot dpkg-deb --root-owner-group -Zxz --build "$workdir/legacy" "$workdir/legacy.deb" >/dev/null
+box sh -c 'cat >/root/clerk-sync-legacy.deb' <"$workdir/legacy.deb"
+box sh -c 'cd /root && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ./clerk-sync-legacy.deb' \
+  </dev/null >"$workdir/legacy.log" 2>&1 || { tail -n 30 "$workdir/legacy.log" >&2; fail "apt-get install of the conffile package failed"; }
+conffiles=$(box dpkg-query -W -f='${Conffiles}' clerk-sync)
+grep -qE "^ $envfile [0-9a-f]{32}\$" <<<"$conffiles" || fail "the rebuilt old package has no conffile $envfile: $conffiles"
+box sh -c "echo '$edit' >>$envfile"
+box sh -c "cd /root && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ./$debname" \
+  </dev/null >"$workdir/legacy.log" 2>&1 ||
+  { tail -n 30 "$workdir/legacy.log" >&2; fail "the upgrade from the conffile package failed (stdin not a terminal)"; }
+[ "$(box dpkg-query -W -f='${Status}' clerk-sync)" = "install ok installed" ] ||
+  fail "the upgrade from the conffile package left it $(box dpkg-query -W -f='${Status}' clerk-sync)"
+box grep -qxF "$edit" "$envfile" || fail "the upgrade from the conffile package lost the operator's $envfile"
+conffiles=$(box dpkg-query -W -f='${Conffiles}' clerk-sync)
+grep -qE "^ $envfile [0-9a-f]{32} obsolete\$" <<<"$conffiles" || fail "$envfile is not an obsolete conffile: $conffiles"
+box env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q clerk-sync >"$workdir/purge.log" 2>&1 ||
+  { cat "$workdir/purge.log" >&2; fail "apt-get purge after the conffile package failed"; }
+if box test -e "$envfile"; then fail "$envfile is left after purging an upgrade from the conffile package"; fi
+say "from a package with $envfile as a conffile: upgraded without a prompt, the edited file kept (obsolete conffile), purged"
 say "figures: boot ${boot_s} s, start-to-ready ${ready_s} s"
