@@ -430,7 +430,19 @@ for u in "${running[@]}"; do
   [ "$(box systemctl is-active "$u" || true)" = active ] || fail "$u is not active after the upgrade"
   [ "$(mainpid "$u")" != "${old_pid[$u]}" ] || fail "$u was not restarted by the upgrade"
 done
-say "upgrade to $old_version.1 (a new example, stdin not a terminal): installed, $envfile kept, ${#running[@]} running units restarted on it"
+# The consumers first (each applies new migrations before READY=1), then the
+# receiver and auth (which reads the database): neither left 'inactive'
+# before the last consumer was active again.
+last_ready=0
+for u in "${consumers[@]}"; do
+  t=$(show "$u" ActiveEnterTimestampMonotonic)
+  ((t > last_ready)) && last_ready=$t
+done
+for u in clerk-sync-receiver clerk-sync-auth; do
+  t=$(show "$u" InactiveExitTimestampMonotonic)
+  ((t > last_ready)) || fail "$u was started ($t µs) before the last consumer was ready again ($last_ready µs)"
+done
+say "upgrade to $old_version.1 (a new example, stdin not a terminal): installed, $envfile kept, ${#running[@]} running units restarted on it, the consumers first"
 
 # --- kill -9 restarts the main process ------------------------------------------
 restarted() {  # unit old-pid old-restarts timeout-s

@@ -139,6 +139,28 @@ TEST_CASE("the source units say what the issue asks for") {
   CHECK(consumer.find("CLERK_SYNC_DB=/var/lib/clerk-sync/clerk-sync.db") != std::string::npos);
 }
 
+TEST_CASE("the postinst restarts every unit on an upgrade, the consumers first") {
+  // It names the units (the consumers must be ready before the receiver and
+  // auth restart): a new unit in systemd/ needs its place there, or an
+  // upgrade leaves it running the old binary.
+  const auto postinst = test::read_file(test::source_path("systemd/debian/postinst"));
+  const auto consumers = postinst.find("\n        systemctl --system try-restart 'clerk-sync-consumer@*.service'");
+  const auto others = postinst.find("\n        systemctl --system try-restart clerk-sync-receiver.service");
+  REQUIRE(consumers != std::string::npos);
+  REQUIRE(others != std::string::npos);
+  CHECK(consumers < others);
+  const auto others_line = postinst.substr(others, postinst.find('\n', others + 1) - others) + " ";
+  int units = 0;
+  for (const auto& e : fs::directory_iterator(test::source_path("systemd"))) {
+    const auto name = e.path().filename().string();
+    if (e.path().extension() != ".service" || name == "clerk-sync-consumer@.service") continue;
+    ++units;
+    INFO(name << " in: " << others_line);
+    CHECK(others_line.find(" " + name + " ") != std::string::npos);
+  }
+  CHECK(units > 0);
+}
+
 TEST_CASE("systemd-analyze security rates every unit's exposure 2.0 or better") {
   const installed inst;
   for (const std::string unit :
