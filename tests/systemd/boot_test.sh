@@ -514,6 +514,35 @@ for u in "${units[@]}"; do
 done
 say "stop: Result=success for all ${#units[@]}"
 
+# --- remove, then reinstall: what the operator enabled runs again -----------------
+# A remove stops every unit and keeps the enable links and the environment
+# file; the reinstall's postinst starts the enabled units (consumers first).
+box systemctl start "${units[@]}"
+box env DEBIAN_FRONTEND=noninteractive apt-get remove -y -q clerk-sync </dev/null >"$workdir/remove.log" 2>&1 ||
+  { cat "$workdir/remove.log" >&2; fail "apt-get remove failed"; }
+[ "$(box dpkg-query -W -f='${Status}' clerk-sync)" = "deinstall ok config-files" ] ||
+  fail "after remove clerk-sync is '$(box dpkg-query -W -f='${Status}' clerk-sync)', not 'deinstall ok config-files'"
+for u in "${units[@]}"; do
+  [ "$(box systemctl is-active "$u" || true)" = inactive ] || fail "$u is still running after remove"
+done
+box grep -qxF "$edit" "$envfile" || fail "remove did not keep the operator's $envfile"
+box sh -c 'cd /root && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ./clerk-sync-next.deb' \
+  </dev/null >"$workdir/reinstall.log" 2>&1 || { tail -n 30 "$workdir/reinstall.log" >&2; fail "the reinstall failed"; }
+box grep -qxF "$edit" "$envfile" || fail "the reinstall did not keep the operator's $envfile"
+last_ready=0
+for u in "${units[@]}"; do
+  [ "$(box systemctl is-active "$u" || true)" = active ] || fail "$u, enabled, was not started by the reinstall"
+  mainpid "$u" >/dev/null
+  case $u in clerk-sync-consumer@*)
+    t=$(show "$u" ActiveEnterTimestampMonotonic); ((t > last_ready)) && last_ready=$t ;;
+  esac
+done
+for u in clerk-sync-receiver clerk-sync-auth; do
+  t=$(show "$u" InactiveExitTimestampMonotonic)
+  ((t > last_ready)) || fail "the reinstall started $u before the last consumer was ready"
+done
+say "remove, then reinstall: $envfile kept, the ${#units[@]} enabled units started again, the consumers first"
+
 # --- purge: no unit left behind ----------------------------------------------------
 box systemctl start "${units[@]}"   # purging a running install must stop it too
 box env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q clerk-sync >"$workdir/purge.log" 2>&1 ||
