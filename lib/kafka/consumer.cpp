@@ -315,4 +315,43 @@ void consumer::close() {
   rd_kafka_consumer_close(impl_->rk.get());
 }
 
+std::map<std::pair<std::int32_t, std::int64_t>, std::string> header_at(
+    consumer& reader, const std::string& topic, std::map<std::int32_t, std::set<std::int64_t>> wanted,
+    std::string_view name, std::chrono::milliseconds timeout, std::string& why) {
+  std::map<std::pair<std::int32_t, std::int64_t>, std::string> out;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  bool late = false;  // a round ended by the deadline
+  try {
+    while (!wanted.empty() && !late) {
+      std::map<std::int32_t, std::int64_t> round;  // partition -> offset read this round
+      std::vector<topic_partition> parts;
+      for (auto& [p, offsets] : wanted) {
+        round[p] = *offsets.begin();
+        parts.push_back({topic, p, *offsets.begin()});
+        offsets.erase(offsets.begin());
+      }
+      std::erase_if(wanted, [](const auto& w) { return w.second.empty(); });
+      reader.assign(parts);
+      while (!round.empty()) {
+        if (std::chrono::steady_clock::now() >= deadline) {
+          late = true;
+          break;
+        }
+        const auto m = reader.poll(std::chrono::milliseconds(100));
+        if (!m) continue;
+        const auto it = round.find(m->partition);
+        if (it == round.end()) continue;
+        if (m->offset == it->second) out[{m->partition, m->offset}] = std::string(find_header(m->headers, name).value_or(""));
+        if (m->offset >= it->second) round.erase(it);
+      }
+    }
+  } catch (const fatal_error& e) {
+    // Trimmed since the caller looked, say: what was read stands.
+    why = e.what();
+  }
+  if (why.empty() && late) why = "not read within the timeout";
+  reader.assign({});
+  return out;
+}
+
 }  // namespace clerk_sync::kafka

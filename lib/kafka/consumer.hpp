@@ -8,9 +8,12 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "kafka/client.hpp"
@@ -116,5 +119,15 @@ class consumer {
   struct impl;
   std::unique_ptr<impl> impl_;
 };
+
+// The value of header `name` of the record at each wanted (partition,
+// offset) of `topic` ("" when the record has none), read by `reader` (a
+// plain reader: its assignment is replaced, then emptied) within `timeout`.
+// A record not read (compacted away, trimmed, too slow) is left out, and
+// `why` says why when the reader failed or ran out of time. One round per
+// distinct offset of a partition, usually one.
+[[nodiscard]] std::map<std::pair<std::int32_t, std::int64_t>, std::string> header_at(
+    consumer& reader, const std::string& topic, std::map<std::int32_t, std::set<std::int64_t>> wanted,
+    std::string_view name, std::chrono::milliseconds timeout, std::string& why);
 
 }  // namespace clerk_sync::kafka

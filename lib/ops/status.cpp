@@ -36,44 +36,6 @@ std::optional<std::int64_t> record_to_check(const std::map<std::int32_t, std::in
   return s->second - 1;
 }
 
-// The svix-id header of the record at each wanted (partition, offset), read
-// within `timeout`; a record not read (compacted away, trimmed, too slow)
-// is left out, and `why` says why when the reader failed. One round per
-// distinct offset of a partition, usually one.
-std::map<std::pair<std::int32_t, std::int64_t>, std::string> svix_ids_at(
-    kafka::consumer& reader, const std::string& topic, std::map<std::int32_t, std::set<std::int64_t>> wanted,
-    std::chrono::milliseconds timeout, std::string& why) {
-  std::map<std::pair<std::int32_t, std::int64_t>, std::string> out;
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  try {
-    while (!wanted.empty() && std::chrono::steady_clock::now() < deadline) {
-      std::map<std::int32_t, std::int64_t> round;  // partition -> offset read this round
-      std::vector<kafka::topic_partition> parts;
-      for (auto& [p, offsets] : wanted) {
-        round[p] = *offsets.begin();
-        parts.push_back({topic, p, *offsets.begin()});
-        offsets.erase(offsets.begin());
-      }
-      std::erase_if(wanted, [](const auto& w) { return w.second.empty(); });
-      reader.assign(parts);
-      while (!round.empty() && std::chrono::steady_clock::now() < deadline) {
-        const auto m = reader.poll(std::chrono::milliseconds(100));
-        if (!m) continue;
-        const auto it = round.find(m->partition);
-        if (it == round.end()) continue;
-        if (m->offset == it->second) out[{m->partition, m->offset}] = std::string(kafka::find_header(m->headers, "svix-id").value_or(""));
-        if (m->offset >= it->second) round.erase(it);
-      }
-    }
-  } catch (const kafka::fatal_error& e) {
-    // Trimmed since the watermarks were read, say: what was read stands.
-    why = e.what();
-  }
-  if (why.empty() && !wanted.empty()) why = "not read within the timeout";
-  reader.assign({});
-  return out;
-}
-
 }  // namespace
 
 std::vector<projection_report> collect_status(const kafka::client_config& cfg, const std::string& topic,
@@ -108,7 +70,7 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
       if (const auto at = record_to_check(stored_of[j], last_ids_of[j], partitions[i], marks[i].first, marks[i].second))
         wanted[partitions[i]].insert(*at);
   std::string unread_why;
-  const auto found_ids = svix_ids_at(reader, topic, wanted, timeout, unread_why);
+  const auto found_ids = kafka::header_at(reader, topic, wanted, "svix-id", timeout, unread_why);
 
   const auto stats = projection::status(db);
   std::vector<projection_report> out;
