@@ -114,6 +114,12 @@ int run(int argc, char** argv) {
                  "Prune idempotency-ledger rows older than this (s, m, h or d suffix; 0 keeps them forever)")
       ->envname("CLERK_SYNC_LEDGER_RETENTION")
       ->capture_default_str();
+  long position_check_ms = 10'000;
+  app.add_option("--position-check-ms", position_check_ms,
+                 "Check at most this often that the topic was not recreated under the consumer (exit 5 if it was)")
+      ->envname("CLERK_SYNC_POSITION_CHECK_MS")
+      ->check(CLI::Range(100, 3'600'000))
+      ->capture_default_str();
   cs::config::add_kafka_options(app, s.worker.kafka);
   cs::config::add_log_options(app, s.log);
   if (const auto code = cs::config::parse(app, argc, argv)) return *code;
@@ -127,6 +133,7 @@ int run(int argc, char** argv) {
   s.worker.busy_timeout = std::chrono::milliseconds(s.busy_timeout_ms);
   s.worker.retry.budget = std::chrono::milliseconds(s.retry_ms);
   s.worker.join_deadline = std::chrono::seconds(join_deadline_s);
+  s.worker.position_check_interval = std::chrono::milliseconds(position_check_ms);
   // A batch still failing must end in db_failed and exit 3 before the group
   // evicts the member: its last attempt may start just inside the budget and
   // wait the busy timeout, after waiting as long for another projection's

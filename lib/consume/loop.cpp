@@ -7,6 +7,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -131,7 +132,13 @@ class consume_loop {
           continue;
       }
       if (!batch_.empty() && !flush()) failed_ = true;
-      if (!failed_ && batch_.empty()) prune();
+      if (!failed_ && batch_.empty()) {
+        prune();
+        if (applied_ != verified_ && position_check_due() && !check_position()) {
+          failed_code_ = exit_offset_out_of_range;
+          failed_ = true;
+        }
+      }
     }
     if (!failed_ && !flush()) failed_ = true;
     // A batch that could not be written is dropped unapplied: its offsets
@@ -142,6 +149,12 @@ class consume_loop {
   }
 
  private:
+  // A record by its offset and the svix-id applied with it.
+  struct known_record {
+    std::int64_t offset = 0;
+    std::string svix_id;
+    friend bool operator==(const known_record&, const known_record&) = default;
+  };
   std::vector<kafka::topic_partition> on_assign(std::vector<kafka::topic_partition> parts) {
     joined_ = true;  // even with no partition: the group answered
     try {
@@ -150,6 +163,9 @@ class consume_loop {
       const auto stored = projection::stored_offsets(db_, cfg_.projection, cfg_.topic);
       const auto last_ids = projection::last_svix_ids(db_, cfg_.projection, cfg_.topic);
       checks_.clear();
+      applied_.clear();
+      verified_.clear();
+      position_checked_ = std::chrono::steady_clock::now();
       // One bound for every partition's watermark query.
       const auto deadline = std::chrono::steady_clock::now() + 5s;
       for (auto& p : parts) {
@@ -302,7 +318,7 @@ class consume_loop {
   resume check_resume(const kafka::message& m) {
     const auto it = checks_.find(m.partition);
     if (it == checks_.end()) return resume::apply;
-    const resume_check c = std::move(it->second);
+    const known_record c = std::move(it->second);
     checks_.erase(it);
     if (m.offset != c.offset) {
       // No record at that offset any more (compaction, an aborted transaction).
@@ -310,7 +326,10 @@ class consume_loop {
       return resume::apply;
     }
     const auto found = kafka::find_header(m.headers, "svix-id").value_or("");
-    if (found == c.svix_id) return resume::reread;
+    if (found == c.svix_id) {
+      applied_[m.partition] = verified_[m.partition] = c;
+      return resume::reread;
+    }
     log::error("topic_recreated", {{"projection", projection::name(cfg_.projection)},
                                    {"topic", m.topic},
                                    {"partition", m.partition},
@@ -407,6 +426,10 @@ class consume_loop {
   // policy, and when it is spent the loop gives up (false).
   bool flush() {
     if (batch_.empty()) return true;
+    if (position_check_due() && !check_position()) {
+      failed_code_ = exit_offset_out_of_range;
+      return false;
+    }
     try {
       with_retry(
           cfg_.retry,
@@ -431,8 +454,85 @@ class consume_loop {
     } catch (const store::db_error&) {
       return false;
     }
+    for (const auto& e : batch_) applied_[e.partition] = {e.offset, e.svix_id};
+    // A partition's first records read (no stored position to check them
+    // against): the last of them is the reference.
+    for (const auto& [partition, last] : applied_) verified_.try_emplace(partition, last);
     batch_.clear();
     return true;
+  }
+
+  [[nodiscard]] bool position_check_due() const {
+    return !verified_.empty() && std::chrono::steady_clock::now() - position_checked_ >= cfg_.position_check_interval;
+  }
+
+  // Whether the log being read is still the one the applied records came
+  // from: the latest record known to be in it (verified_) is still there,
+  // with its svix-id. A topic deleted and recreated while the consumer runs,
+  // then refilled past its position before its next fetch, raises nothing
+  // in librdkafka 2.0.2, which reads on from the same offsets in the new
+  // log: its first records would never be applied, and from then on the
+  // resume check would pass. Run at most once a position_check_interval,
+  // before a batch is applied (so that a log replaced while the consumer
+  // waited is found before any of it is) and while idle after records were
+  // applied; a log once replaced never comes back, so a check that passes
+  // vouches for every record applied before it. A replaced log ends the
+  // loop (exit 5) with the partition's stored position moved back to the
+  // record that no longer matches, so that a restart finds it too; records
+  // applied since that check (applied_after) may come from the new log:
+  // rebuild with ctl replay. One read of a record per partition, outside the
+  // write turn (librdkafka 2.0.2's reader takes from milliseconds to a
+  // second). One that cannot be read (trimmed, the broker slow) is said at
+  // warn (rate-limited) and the check goes on from the record applied last.
+  bool check_position() {
+    position_checked_ = std::chrono::steady_clock::now();
+    std::map<std::int32_t, std::set<std::int64_t>> wanted;
+    for (const auto& [partition, known] : verified_) wanted[partition].insert(known.offset);
+    if (!reader_) {
+      // Small fetches: one record of each partition is wanted.
+      auto cfg = cfg_.kafka;
+      cfg.properties.emplace_back("queued.max.messages.kbytes", "1024");
+      reader_.emplace(cfg, "");
+    }
+    std::string why;
+    const auto found = kafka::header_at(*reader_, cfg_.topic, wanted, "svix-id", 5s, why);
+    state_.heartbeat_ms = steady_ms();
+    for (auto& [partition, known] : verified_) {
+      const auto f = found.find({partition, known.offset});
+      const auto& last = applied_.at(partition);
+      if (f == found.end()) {
+        limiter_.write("position_unchecked:" + std::to_string(partition), log::level::warn, "position_unchecked",
+                       {{"projection", projection::name(cfg_.projection)},
+                        {"partition", partition},
+                        {"offset", known.offset},
+                        {"reason", why.empty() ? "no record at that offset (compacted away?)" : why}});
+      } else if (f->second != known.svix_id) {
+        log::error("topic_recreated", {{"projection", projection::name(cfg_.projection)},
+                                       {"topic", cfg_.topic},
+                                       {"partition", partition},
+                                       {"offset", known.offset},
+                                       {"applied_svix_id", known.svix_id},
+                                       {"found_svix_id", f->second},
+                                       {"applied_after", last.offset - known.offset}});
+        if (last.offset > known.offset) rewind(partition, known);
+        return false;
+      }
+    }
+    verified_ = applied_;
+    return true;
+  }
+
+  // The partition's stored position back to just after `to`.
+  void rewind(std::int32_t partition, const known_record& to) {
+    try {
+      std::unique_lock<std::mutex> turn;
+      if (cfg_.write_turn) turn = std::unique_lock(*cfg_.write_turn);
+      projection::rewind_offset(db_, cfg_.projection, cfg_.topic, partition, to.offset + 1, to.svix_id);
+    } catch (const store::db_error& e) {
+      log::error("db_failed", {{"projection", projection::name(cfg_.projection)},
+                               {"outcome", "stored position not moved back"},
+                               {"error", e.what()}});
+    }
   }
 
   const loop_config& cfg_;
@@ -454,11 +554,16 @@ class consume_loop {
   log::overdue unassigned_{cfg_.join_deadline};
   int failed_code_ = exit_db_failed;
   kafka::consumer* cons_ = nullptr;  // set in run(), for on_assign
-  struct resume_check {
-    std::int64_t offset = 0;  // the record before the stored next offset
-    std::string svix_id;      // the svix-id stored with that offset
-  };
-  std::map<std::int32_t, resume_check> checks_;
+  // Per partition resuming one record early: the record before the stored
+  // next offset and the svix-id stored with that offset (check_resume).
+  std::map<std::int32_t, known_record> checks_;
+  // Per partition, the record applied last, and the latest record known to
+  // be in the log being read (the resume check's, the first applied, or
+  // one applied before the last position check passed): check_position().
+  std::map<std::int32_t, known_record> applied_, verified_;
+  std::chrono::steady_clock::time_point position_checked_{};
+  std::optional<kafka::consumer> reader_;  // group-less, for check_position()
+  log::rate_limiter limiter_;              // position_unchecked, per partition
 };
 
 }  // namespace

@@ -8,7 +8,8 @@
 // the log's first record when none is stored, and a stored offset outside the
 // log ends the loop (exit_offset_out_of_range); so does a topic recreated and
 // refilled past it, found by re-reading the record before the stored offset
-// and comparing its svix-id with the one stored with it. Ledger rows past the
+// and comparing its svix-id with the one stored with it, on assignment and
+// then every position_check_interval while it runs. Ledger rows past the
 // retention are pruned between batches. run_loop() is called once, on its own
 // thread; the atomics of loop_state are shared with whoever watches it.
 
@@ -53,6 +54,10 @@ struct loop_config {
   // keeps them forever.
   std::chrono::seconds ledger_retention{std::chrono::hours(24 * 90)};
   std::chrono::milliseconds prune_interval{1'000};
+  // How often, at most, the log being read is checked for being the one
+  // the applied records came from (a topic recreated while the consumer
+  // runs): before a batch, and while idle after records were applied.
+  std::chrono::milliseconds position_check_interval{10'000};
   // Loops of one process that share a database file take turns here:
   // SQLite's busy handler would otherwise make them sleep in steps of up to
   // 100 ms waiting for each other's write lock. Optional.

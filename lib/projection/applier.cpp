@@ -632,6 +632,24 @@ std::map<std::int32_t, std::int64_t> stored_offsets(store::database& db, kind pr
   });
 }
 
+void rewind_offset(store::database& db, kind projection, const std::string& topic, std::int32_t partition,
+                   std::int64_t next_offset, const std::string& last_svix_id) {
+  guarded([&] {
+    SQLite::Statement st(db.native(),
+                         "UPDATE kafka_offsets SET next_offset = ?, last_svix_id = ?, updated_at = ? "
+                         "WHERE projection = ? AND topic = ? AND partition = ? AND next_offset > ?");
+    st.bind(1, next_offset);
+    st.bind(2, last_svix_id);
+    st.bind(3, now_ms());
+    st.bind(4, std::string(name(projection)));
+    st.bind(5, topic);
+    st.bind(6, partition);
+    st.bind(7, next_offset);
+    st.exec();
+    return 0;
+  });
+}
+
 std::map<std::int32_t, std::string> last_svix_ids(store::database& db, kind projection, const std::string& topic) {
   return guarded([&] {
     std::map<std::int32_t, std::string> out;

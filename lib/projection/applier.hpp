@@ -112,6 +112,14 @@ class applier {
 [[nodiscard]] std::map<std::int32_t, std::string> last_svix_ids(store::database& db, kind projection,
                                                                 const std::string& topic);
 
+// Moves a partition's stored position back to `next_offset`, with
+// `last_svix_id` the record before it: the consumer found that records it
+// applied after that one came from another log (the topic recreated while it
+// ran), so that resuming there finds the same mismatch. The one write that
+// moves a stored offset back. Throws db_error.
+void rewind_offset(store::database& db, kind projection, const std::string& topic, std::int32_t partition,
+                   std::int64_t next_offset, const std::string& last_svix_id);
+
 struct dead_letter {
   std::int64_t id = 0;
   kind projection = kind::users;

@@ -146,6 +146,82 @@ TEST_CASE("a topic recreated and refilled past the stored offset stops the consu
   CHECK(t::stored_totals(db, topic)["users"] == 10);
 }
 
+namespace {
+
+// A consumer of `users` caught up with the 10 events of `before` on a
+// fresh one-partition topic, with --position-check-ms `check_ms`; then the
+// topic recreated and refilled past its position with `after` while the
+// consumer is stopped (for less than its group session: no rebalance
+// follows, and librdkafka reads on from the same offsets in the new log).
+struct refilled_under_consumer {
+  std::string topic = t::fresh_topic("edge-live-refill", 1);
+  t::temp_dir dir;
+  std::string db = (dir / "c.db").string();
+  std::string group = t::unique_name("edge-live");
+  std::vector<t::generated_event> before = some_events(10, 8);
+  std::vector<t::generated_event> after = some_events(40, 9);
+  std::unique_ptr<t::process> consumer;
+
+  std::unique_ptr<t::process> start(const std::string& check_ms) const {
+    return t::start_consumer({"--projection", "users", "--topic", topic, "--db", db, "--group-prefix", group,
+                              "--position-check-ms", check_ms});
+  }
+  void run(const std::string& check_ms, std::chrono::milliseconds wait_before) {
+    const auto cfg = t::broker();
+    t::produce_events(cfg, topic, before);
+    consumer = start(check_ms);
+    REQUIRE_MESSAGE(t::wait_caught_up(db, topic, {"users"}, 10, 60s), consumer->stderr_text());
+    std::this_thread::sleep_for(wait_before);
+    consumer->signal(SIGSTOP);
+    recreate(cfg, topic);
+    t::produce_events(cfg, topic, after);
+    consumer->signal(SIGCONT);
+  }
+  [[nodiscard]] std::string recreated_line() const {
+    return "level=error msg=topic_recreated projection=users topic=" + topic +
+           " partition=0 offset=9 applied_svix_id=" + before[9].svix_id + " found_svix_id=" + after[9].svix_id;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a topic recreated and refilled while the consumer waits is found before any of the new log is applied") {
+  refilled_under_consumer r;
+  // Past the check interval (and the idle check after the first batch):
+  // the next batch is checked before it is applied.
+  r.run("500", 1500ms);
+  const auto st = r.consumer->wait(30s);
+  const auto err = r.consumer->stderr_text();
+  CHECK_MESSAGE(st == 5, err);  // not still running, applying the new log
+  CHECK_MESSAGE(err.find(r.recreated_line() + " applied_after=0") != std::string::npos, err);
+  CHECK_MESSAGE(count_of(err, "msg=assigned ") == 1, err);  // found while running, not on a new assignment
+  // Nothing of the new log was applied, and the stored offset did not move.
+  CHECK(t::stored_totals(r.db, r.topic)["users"] == 10);
+  CHECK(t::query_int(r.db, "SELECT count(*) FROM applied_events WHERE \"offset\" >= 10") == 0);
+}
+
+TEST_CASE("a topic recreated right after a position check is found within the interval, and its position moved back "
+          "so that a restart finds it too") {
+  refilled_under_consumer r;
+  // Within the interval (15 s from the assignment) the new log's first
+  // batch is applied unchecked: the check after it finds the log replaced.
+  const auto started = std::chrono::steady_clock::now();
+  r.run("15000", 0ms);
+  REQUIRE_MESSAGE(std::chrono::steady_clock::now() - started < 10s, "the set-up took too long to stay within the interval");
+  const auto st = r.consumer->wait(40s);
+  const auto err = r.consumer->stderr_text();
+  CHECK_MESSAGE(st == 5, err);
+  CHECK_MESSAGE(err.find(r.recreated_line() + " applied_after=30") != std::string::npos, err);
+  CHECK(t::query_int(r.db, "SELECT count(*) FROM applied_events WHERE \"offset\" >= 10") > 0);  // the mix it reports
+  // Moved back to the record that no longer matches: a restart finds it on assignment.
+  CHECK(t::stored_totals(r.db, r.topic)["users"] == 10);
+  const auto again = r.start("15000");
+  const auto st2 = again->wait(40s);
+  const auto err2 = again->stderr_text();
+  CHECK_MESSAGE(st2 == 5, err2);
+  CHECK_MESSAGE(err2.find(r.recreated_line()) != std::string::npos, err2);
+}
+
 TEST_CASE("resuming re-reads the record before the stored offset and applies nothing twice, trimmed or not") {
   const auto cfg = t::broker();
   const auto topic = t::fresh_topic("edge-resume", 1);
