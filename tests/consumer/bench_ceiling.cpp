@@ -74,10 +74,22 @@ int main(int argc, char** argv) {
                          "excluded.last_name, username = excluded.username, image_url = excluded.image_url, role = "
                          "excluded.role, banned = excluded.banned, created_at = excluded.created_at, updated_at = "
                          "excluded.updated_at, last_sign_in_at = excluded.last_sign_in_at" + guard("users"));
+  // The generated events give each user a code of its own: no conflicts to
+  // settle. A deleted user names its code without holding it, and a claim
+  // dates from the first event that named its code.
   SQLite::Statement referral(db,
-                             "INSERT INTO referrals(user_id, referral_code, referrer_id, updated_at) VALUES (?,?,?,?) "
-                             "ON CONFLICT(user_id) DO UPDATE SET referral_code = excluded.referral_code, referrer_id = "
-                             "coalesce(referrals.referrer_id, excluded.referrer_id), updated_at = excluded.updated_at" +
+                             "INSERT INTO referrals(user_id, referral_code, referrer_id, updated_at, referral_code_since) "
+                             "VALUES (?1,?2,?3,?4, CASE WHEN ?2 IS NULL THEN NULL ELSE ?4 END) "
+                             "ON CONFLICT(user_id) DO UPDATE SET "
+                             "referral_code = CASE WHEN referrals.deleted_at IS NULL THEN excluded.referral_code END, "
+                             "pending_referral_code = CASE WHEN referrals.deleted_at IS NOT NULL THEN "
+                             "excluded.referral_code END, "
+                             "referral_code_since = CASE WHEN excluded.referral_code IS NULL THEN NULL "
+                             "WHEN excluded.referral_code = coalesce(referrals.referral_code, "
+                             "referrals.pending_referral_code) AND referrals.referral_code_since IS NOT NULL "
+                             "THEN referrals.referral_code_since ELSE excluded.updated_at END, "
+                             "referrer_id = coalesce(referrals.referrer_id, excluded.referrer_id), "
+                             "updated_at = excluded.updated_at" +
                                  guard("referrals"));
   SQLite::Statement balance(db,
                             "INSERT INTO balances(user_id, points_balance, g2a_balance, nft_count, updated_at) VALUES "
@@ -90,13 +102,18 @@ int main(int argc, char** argv) {
                             "excluded.user_id, status = excluded.status, created_at = excluded.created_at, updated_at "
                             "= excluded.updated_at, last_active_at = excluded.last_active_at, expire_at = "
                             "excluded.expire_at, ended_at = excluded.ended_at WHERE (sessions.status NOT IN " + terminal +
-                                " AND excluded.updated_at >= sessions.updated_at) OR (sessions.status IN " + terminal +
+                                " AND (excluded.status IN " + terminal +
+                                " OR excluded.updated_at >= sessions.updated_at)) OR (sessions.status IN " + terminal +
                                 " AND excluded.status IN " + terminal + " AND excluded.updated_at > sessions.updated_at)");
   std::vector<SQLite::Statement> tombstones;
   for (const char* t : {"users(id", "referrals(user_id", "balances(user_id"}) {
     const std::string table = std::string(t).substr(0, std::string(t).find('('));
+    // A deleted user holds no referral code: it stays named, as pending.
+    const std::string gives_up = table == "referrals" ? ", pending_referral_code = coalesce(referrals.pending_referral_code, "
+                                                        "referrals.referral_code), referral_code = NULL"
+                                                      : "";
     tombstones.emplace_back(db, "INSERT INTO " + std::string(t) + ", deleted_at) VALUES (?, ?) ON CONFLICT DO UPDATE SET "
-                                "deleted_at = excluded.deleted_at WHERE " + table + ".deleted_at IS NULL");
+                                "deleted_at = excluded.deleted_at" + gives_up + " WHERE " + table + ".deleted_at IS NULL");
   }
 
   const auto t0 = std::chrono::steady_clock::now();
