@@ -231,8 +231,13 @@ auth_journal=$(box journalctl -u clerk-sync-auth --no-pager -o cat)
 [ "$(grep -cF 'msg=bad_setting' <<<"$auth_journal")" = 1 ] &&
   grep -qF '/run/clerk-sync-auth/db/clerk-sync.db' <<<"$auth_journal" ||
   { echo "$auth_journal" >&2; fail "auth's failure is not one bad_setting line naming the database"; }
+# A line's level is its journal priority (the <3> that journald strips):
+# journalctl -p err finds the error line, and it is stored without the prefix.
+auth_errors=$(box journalctl -u clerk-sync-auth -p err --no-pager -o cat)
+grep -qE '^ts=[^ ]+ level=error msg=bad_setting ' <<<"$auth_errors" ||
+  { echo "$auth_journal" >&2; fail "journalctl -p err does not show auth's bad_setting line as it was written"; }
 box systemctl reset-failed clerk-sync-auth
-say "clerk-sync-auth before any consumer ran: exit 2, not restarted, its line names the database"
+say "clerk-sync-auth before any consumer ran: exit 2, not restarted, its line names the database, at priority err"
 # The secret travels on stdin, never on a command line.
 box sh -c 'umask 077 && cat >/etc/clerk-sync/webhook-secret' <<<"$secret"
 
@@ -495,7 +500,11 @@ for u in "${units[@]}"; do
 done
 box journalctl --no-pager -o cat >"$workdir/all.journal"
 if grep -qF -e "$secret_key" "$workdir/all.journal"; then fail "the box's journal holds the webhook secret"; fi
-say "journal: logfmt lines with svix_id=$msg; the secret in none"
+warnings=$(box journalctl -u clerk-sync-receiver -p warning --no-pager -o cat)
+if grep -q 'level=info' <<<"$warnings"; then
+  echo "$warnings" | head -n 5 >&2; fail "journalctl -p warning shows the receiver's info lines"
+fi
+say "journal: logfmt lines with svix_id=$msg; the secret in none; -p warning without info lines"
 
 # --- systemd-analyze security inside ------------------------------------------------
 for u in "${units[@]}"; do
