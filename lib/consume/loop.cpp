@@ -83,10 +83,15 @@ class consume_loop {
     // exclusively while it replaces the projection's rows and offsets, and
     // refuses while a consumer holds it; a consumer starting meanwhile waits.
     const auto lock_path = store::projection_lock_path(cfg_.db_path, projection::name(cfg_.projection));
+    // Looked at again every 200 ms rather than waited on, so that a stop
+    // (systemctl stop during a long swap) ends the wait.
     auto held = store::file_lock::try_lock(lock_path, store::file_lock::mode::shared);
-    if (!held) {
-      log::info("swap_wait", {{"projection", projection::name(cfg_.projection)}, {"lock", lock_path}});
-      held = store::file_lock::lock(lock_path, store::file_lock::mode::shared);
+    if (!held) log::info("swap_wait", {{"projection", projection::name(cfg_.projection)}, {"lock", lock_path}});
+    while (!held) {
+      if (stop.load()) return 0;  // nothing read, nothing applied
+      state_.heartbeat_ms = steady_ms();  // waiting as asked, not stuck
+      std::this_thread::sleep_for(200ms);
+      held = store::file_lock::try_lock(lock_path, store::file_lock::mode::shared);
     }
     kafka::consumer cons(cfg_.kafka, group_,
                          {.on_assign = [this](std::vector<kafka::topic_partition> parts) { return on_assign(parts); },

@@ -7,11 +7,17 @@
 
 #include <rapidjson/document.h>
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <csignal>
 #include <sstream>
 #include <thread>
 
 #include "kafka/admin.hpp"
+#include "store/database.hpp"
+#include "store/file_lock.hpp"
 #include "support/support.hpp"
 
 using namespace std::chrono_literals;
@@ -220,6 +226,25 @@ TEST_CASE("a topic recreated right after a position check is found within the in
   const auto err2 = again->stderr_text();
   CHECK_MESSAGE(st2 == 5, err2);
   CHECK_MESSAGE(err2.find(r.recreated_line()) != std::string::npos, err2);
+}
+
+TEST_CASE("a consumer waiting for ctl swap-in's lock stops at once when asked") {
+  const auto topic = t::fresh_topic("edge-swap-wait", 1);
+  t::temp_dir dir;
+  const auto db = (dir / "c.db").string();
+  { clerk_sync::store::database made(db); }
+  // What swap-in holds while it replaces the projection.
+  const auto lock = clerk_sync::store::projection_lock_path(db, "users");
+  const int held = ::open(lock.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
+  REQUIRE(held >= 0);
+  REQUIRE(::flock(held, LOCK_EX | LOCK_NB) == 0);
+  auto c = t::start_consumer({"--projection", "users", "--topic", topic, "--db", db, "--group-prefix",
+                              t::unique_name("edge-swap")});
+  REQUIRE_MESSAGE(c->wait_for_log("msg=swap_wait projection=users", 20s), c->stderr_text());
+  c->signal(SIGTERM);
+  const auto st = c->wait(5s);  // not when the swap lets go
+  CHECK_MESSAGE(st == 0, c->stderr_text());
+  ::close(held);
 }
 
 TEST_CASE("resuming re-reads the record before the stored offset and applies nothing twice, trimmed or not") {
