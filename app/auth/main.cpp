@@ -4,6 +4,7 @@
 // lib/token and lib/systemd. Exit status: 0 after SIGTERM/SIGINT, 2 for a
 // bad setting (flags, keys, database).
 
+#include <cstdlib>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -109,7 +110,7 @@ int main(int argc, char** argv) {
     auth::add_auth_options(app, opts);
     if (const auto rc = clerk_sync::config::parse(app, argc, argv)) return *rc;
     clerk_sync::config::apply(opts.log);
-    auth::validate(opts);
+    auth::validate(opts, std::getenv("CLERK_SYNC_DB"));
     return run(opts);
   });
 }

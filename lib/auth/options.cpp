@@ -1,5 +1,7 @@
 #include "auth/options.hpp"
 
+#include <filesystem>
+
 namespace clerk_sync::auth {
 
 void add_auth_options(CLI::App& app, auth_options& o) {
@@ -38,12 +40,17 @@ void add_auth_options(CLI::App& app, auth_options& o) {
 }
 
 
-void validate(const auth_options& o) {
+void validate(const auth_options& o, const char* env_db) {
   if (o.path.empty() || o.path.front() != '/') throw config::usage_error("--path must start with '/'");
   if (o.path == "/healthz") throw config::usage_error("--path must not be /healthz");
   if (o.read_timeout_ms <= 0) throw config::usage_error("--read-timeout-ms must be positive");
   if (o.max_connections == 0) throw config::usage_error("--max-connections must be positive");
   if (o.db.empty()) throw config::usage_error("--db (CLERK_SYNC_DB) must name the consumers' database");
+  if (env_db != nullptr && *env_db != '\0' && o.db != env_db &&
+      std::filesystem::path(env_db).filename() != std::filesystem::path(o.db).filename())
+    throw config::usage_error("--db " + o.db + " and CLERK_SYNC_DB " + env_db +
+                              " name different files: the consumers write CLERK_SYNC_DB; give --db the same file "
+                              "name (systemctl edit clerk-sync-auth)");
   (void)parse_listen(o.listen);
 }
 

@@ -33,7 +33,12 @@ void add_auth_options(CLI::App& app, auth_options& opts);
 using config::listen_address;
 using config::parse_listen;
 
-// Range checks; throws usage_error.
-void validate(const auth_options& opts);
+// Range checks; throws usage_error. `env_db` is $CLERK_SYNC_DB (null when
+// unset): the unit gives --db as the consumers' file seen through a bind
+// mount of their state directory, while the environment file may name the
+// file the consumers write; another file name than --db's would have this
+// service read another file than theirs (a stale one, if an old file of that
+// name is still there), so that is refused.
+void validate(const auth_options& opts, const char* env_db);
 
 }  // namespace clerk_sync::auth

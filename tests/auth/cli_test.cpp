@@ -59,6 +59,22 @@ TEST_CASE("clerk-sync-auth: --help, and exit 2 with one line for each bad settin
     CHECK(r.status == 2);
     CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
   }
+
+  // The unit's --db, and an environment file's CLERK_SYNC_DB naming another
+  // file for the consumers: this service would read a file they no longer write.
+  auto moved = clean_env;
+  moved["CLERK_SYNC_DB"] = "/var/lib/clerk-sync/prod.db";
+  const auto r = test::run(auth_bin(), {"--db", db, "--jwt-key-file", key}, moved);
+  CHECK(r.status == 2);
+  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  CHECK_MESSAGE(r.err.find("name different files") != std::string::npos, r.err);
+  // The same file seen from elsewhere (the unit's bind mount) is accepted.
+  moved["CLERK_SYNC_DB"] = "/var/lib/clerk-sync/clerk-sync.db";
+  moved["CLERK_SYNC_AUTH_LISTEN"] = "127.0.0.1:" + std::to_string(test::free_port());
+  test::process same(auth_bin(), {"--db", db, "--jwt-key-file", key}, moved);
+  CHECK_MESSAGE(same.wait_for_log("msg=listening", 15s), same.stderr_text());
+  same.signal(SIGTERM);
+  CHECK(same.wait(15s) == 0);
 }
 
 TEST_CASE("clerk-sync-auth: routes, methods and the 401 header of a running instance") {
