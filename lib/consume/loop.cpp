@@ -146,6 +146,10 @@ class consume_loop {
       }
     }
     if (!failed_ && !flush()) failed_ = true;
+    if (!failed_ && !settle_position()) {
+      failed_ = true;
+      failed_code_ = exit_offset_out_of_range;
+    }
     // A batch that could not be written is dropped unapplied: its offsets
     // were not stored, so whoever gets the partitions reads it again.
     if (failed_) batch_.clear();
@@ -415,6 +419,10 @@ class consume_loop {
     if (!failed_) {
       try {
         if (!flush()) failed_ = true;
+        if (!failed_ && !settle_position()) {
+          failed_ = true;
+          failed_code_ = exit_offset_out_of_range;
+        }
         log::info("revoked", {{"projection", projection::name(cfg_.projection)}});
       } catch (const std::exception& e) {
         log::error("db_failed", {{"projection", projection::name(cfg_.projection)}, {"error", e.what()}});
@@ -485,10 +493,12 @@ class consume_loop {
   // loop (exit 5) with the partition's stored position moved back to the
   // record that no longer matches, so that a restart finds it too; records
   // applied since that check (applied_after) may come from the new log:
-  // rebuild with ctl replay. One read of a record per partition, outside the
+  // rebuild with ctl replay. Every partition is looked at, and each
+  // replaced one moved back. One read of a record per partition, outside the
   // write turn (librdkafka 2.0.2's reader takes from milliseconds to a
-  // second). One that cannot be read (trimmed, the broker slow) is said at
-  // warn (rate-limited) and the check goes on from the record applied last.
+  // second). A record that cannot be read is said at warn (rate-limited):
+  // gone from the log (trimmed, compacted), the check goes on from the
+  // record applied last; not read (the broker slow), from the same record.
   bool check_position() {
     position_checked_ = std::chrono::steady_clock::now();
     std::map<std::int32_t, std::set<std::int64_t>> wanted;
@@ -499,18 +509,23 @@ class consume_loop {
       cfg.properties.emplace_back("queued.max.messages.kbytes", "1024");
       reader_.emplace(cfg, "");
     }
-    std::string why;
-    const auto found = kafka::header_at(*reader_, cfg_.topic, wanted, "svix-id", 5s, why);
+    const auto read = kafka::header_at(*reader_, cfg_.topic, wanted, "svix-id", 5s);
     state_.heartbeat_ms = steady_ms();
+    bool same = true;
     for (auto& [partition, known] : verified_) {
-      const auto f = found.find({partition, known.offset});
       const auto& last = applied_.at(partition);
-      if (f == found.end()) {
+      const auto f = read.found.find({partition, known.offset});
+      if (f == read.found.end()) {
+        // Gone from the log (compacted, trimmed): nothing to compare, and
+        // the check goes on from the record applied last. Not read (the
+        // broker slow, the reader failing): the same record next time.
+        const bool gone = read.gone.contains({partition, known.offset});
         limiter_.write("position_unchecked:" + std::to_string(partition), log::level::warn, "position_unchecked",
                        {{"projection", projection::name(cfg_.projection)},
                         {"partition", partition},
                         {"offset", known.offset},
-                        {"reason", why.empty() ? "no record at that offset (compacted away?)" : why}});
+                        {"reason", gone ? "no record at that offset (compacted or trimmed away)" : read.why}});
+        if (gone) known = last;
       } else if (f->second != known.svix_id) {
         log::error("topic_recreated", {{"projection", projection::name(cfg_.projection)},
                                        {"topic", cfg_.topic},
@@ -520,23 +535,44 @@ class consume_loop {
                                        {"found_svix_id", f->second},
                                        {"applied_after", last.offset - known.offset}});
         if (last.offset > known.offset) rewind(partition, known);
-        return false;
+        same = false;  // every partition is looked at, and each replaced one moved back
+      } else {
+        known = last;  // read before this look: from the same log
       }
     }
-    verified_ = applied_;
-    return true;
+    return same;
   }
 
-  // The partition's stored position back to just after `to`.
+  // Before the partitions go (a rebalance) or the loop ends: records applied
+  // since the last check are checked now, whatever the interval, so that a
+  // replaced log is not left to a resume check that would find its own
+  // records there.
+  bool settle_position() { return applied_ == verified_ || check_position(); }
+
+  // The partition's stored position back to just after `to`, under the
+  // consumers' retry policy.
   void rewind(std::int32_t partition, const known_record& to) {
     try {
-      std::unique_lock<std::mutex> turn;
-      if (cfg_.write_turn) turn = std::unique_lock(*cfg_.write_turn);
-      projection::rewind_offset(db_, cfg_.projection, cfg_.topic, partition, to.offset + 1, to.svix_id);
-    } catch (const store::db_error& e) {
-      log::error("db_failed", {{"projection", projection::name(cfg_.projection)},
-                               {"outcome", "stored position not moved back"},
-                               {"error", e.what()}});
+      with_retry(
+          cfg_.retry,
+          [&] {
+            std::unique_lock<std::mutex> turn;
+            if (cfg_.write_turn) turn = std::unique_lock(*cfg_.write_turn);
+            projection::rewind_offset(db_, cfg_.projection, cfg_.topic, partition, to.offset + 1, to.svix_id);
+            return 0;
+          },
+          [&](int attempt, const store::db_error& e, bool give_up) {
+            log::write(give_up ? log::level::error : log::level::warn, give_up ? "db_failed" : "db_retry",
+                       {{"projection", projection::name(cfg_.projection)},
+                        {"attempt", attempt},
+                        {"partition", partition},
+                        {"outcome", give_up ? "stored position not moved back: a restart will not find the "
+                                              "recreated topic; rebuild the projection"
+                                            : "moving the stored position back"},
+                        {"error", e.what()}});
+            state_.heartbeat_ms = steady_ms();
+          });
+    } catch (const store::db_error&) {  // NOLINT(bugprone-empty-catch): said by the give-up line
     }
   }
 

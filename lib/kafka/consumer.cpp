@@ -315,10 +315,10 @@ void consumer::close() {
   rd_kafka_consumer_close(impl_->rk.get());
 }
 
-std::map<std::pair<std::int32_t, std::int64_t>, std::string> header_at(
-    consumer& reader, const std::string& topic, std::map<std::int32_t, std::set<std::int64_t>> wanted,
-    std::string_view name, std::chrono::milliseconds timeout, std::string& why) {
-  std::map<std::pair<std::int32_t, std::int64_t>, std::string> out;
+header_reading header_at(consumer& reader, const std::string& topic,
+                         std::map<std::int32_t, std::set<std::int64_t>> wanted, std::string_view name,
+                         std::chrono::milliseconds timeout) {
+  header_reading out;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   bool late = false;  // a round ended by the deadline
   try {
@@ -337,19 +337,34 @@ std::map<std::pair<std::int32_t, std::int64_t>, std::string> header_at(
           late = true;
           break;
         }
-        const auto m = reader.poll(std::chrono::milliseconds(100));
+        std::optional<message> m;
+        try {
+          m = reader.poll(std::chrono::milliseconds(100));
+        } catch (const offset_out_of_range& e) {
+          // This partition's offset only: the others are still read.
+          const auto it = round.find(e.partition);
+          if (it == round.end()) continue;
+          if (e.log_start > it->second)
+            out.gone.insert({e.partition, it->second});
+          else
+            out.why = e.what();
+          round.erase(it);
+          continue;
+        }
         if (!m) continue;
         const auto it = round.find(m->partition);
         if (it == round.end()) continue;
-        if (m->offset == it->second) out[{m->partition, m->offset}] = std::string(find_header(m->headers, name).value_or(""));
+        if (m->offset == it->second)
+          out.found[{m->partition, m->offset}] = std::string(find_header(m->headers, name).value_or(""));
+        else if (m->offset > it->second)
+          out.gone.insert({m->partition, it->second});
         if (m->offset >= it->second) round.erase(it);
       }
     }
   } catch (const fatal_error& e) {
-    // Trimmed since the caller looked, say: what was read stands.
-    why = e.what();
+    out.why = e.what();
   }
-  if (why.empty() && late) why = "not read within the timeout";
+  if (out.why.empty() && late) out.why = "not read within the timeout";
   reader.assign({});
   return out;
 }

@@ -120,14 +120,25 @@ class consumer {
   std::unique_ptr<impl> impl_;
 };
 
+// What header_at() read.
+struct header_reading {
+  // The header's value ("" when the record has none) of each record read.
+  std::map<std::pair<std::int32_t, std::int64_t>, std::string> found;
+  // Records the log no longer holds: compacted away (the reader went past
+  // them), or before the log's start (trimmed).
+  std::set<std::pair<std::int32_t, std::int64_t>> gone;
+  // Why the others were not read: the reader failed, ran out of time, or
+  // the log ends before them.
+  std::string why;
+};
+
 // The value of header `name` of the record at each wanted (partition,
-// offset) of `topic` ("" when the record has none), read by `reader` (a
-// plain reader: its assignment is replaced, then emptied) within `timeout`.
-// A record not read (compacted away, trimmed, too slow) is left out, and
-// `why` says why when the reader failed or ran out of time. One round per
-// distinct offset of a partition, usually one.
-[[nodiscard]] std::map<std::pair<std::int32_t, std::int64_t>, std::string> header_at(
-    consumer& reader, const std::string& topic, std::map<std::int32_t, std::set<std::int64_t>> wanted,
-    std::string_view name, std::chrono::milliseconds timeout, std::string& why);
+// offset) of `topic`, read by `reader` (a plain reader: its assignment is
+// replaced, then emptied) within `timeout`. One round per distinct offset of
+// a partition, usually one; a partition's offset outside its log ends only
+// that partition's read.
+[[nodiscard]] header_reading header_at(consumer& reader, const std::string& topic,
+                                       std::map<std::int32_t, std::set<std::int64_t>> wanted, std::string_view name,
+                                       std::chrono::milliseconds timeout);
 
 }  // namespace clerk_sync::kafka

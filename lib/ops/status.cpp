@@ -69,8 +69,8 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
     for (std::size_t i = 0; i < partitions.size(); ++i)
       if (const auto at = record_to_check(stored_of[j], last_ids_of[j], partitions[i], marks[i].first, marks[i].second))
         wanted[partitions[i]].insert(*at);
-  std::string unread_why;
-  const auto found_ids = kafka::header_at(reader, topic, wanted, "svix-id", timeout, unread_why);
+  const auto read = kafka::header_at(reader, topic, wanted, "svix-id", timeout);
+  const auto& found_ids = read.found;
 
   const auto stats = projection::status(db);
   std::vector<projection_report> out;
@@ -92,7 +92,9 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
       if (const auto at = record_to_check(stored, last_ids_of[j], pl.partition, pl.low, pl.high)) {
         const auto found = found_ids.find({pl.partition, *at});
         if (found == found_ids.end()) {
-          pl.resume_unchecked = unread_why.empty() ? "no record at that offset (compacted away?)" : unread_why;
+          pl.resume_unchecked = read.gone.contains({pl.partition, *at}) || read.why.empty()
+                                    ? "no record at that offset (compacted away?)"
+                                    : read.why;
         } else if (const auto& applied = last_ids_of[j].at(pl.partition); found->second != applied) {
           pl.recreated_found_svix_id = found->second;
           pl.applied_svix_id = applied;
