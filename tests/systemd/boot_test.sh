@@ -500,11 +500,15 @@ for u in "${units[@]}"; do
 done
 box journalctl --no-pager -o cat >"$workdir/all.journal"
 if grep -qF -e "$secret_key" "$workdir/all.journal"; then fail "the box's journal holds the webhook secret"; fi
-warnings=$(box journalctl -u clerk-sync-receiver -p warning --no-pager -o cat)
+# Auth runs without CLERK_AUTHORIZED_PARTIES here: a warning at each start,
+# beside its info lines (listening, each check let in).
+warnings=$(box journalctl -u clerk-sync-auth -p warning --no-pager -o cat)
+grep -qE '^ts=[^ ]+ level=warn msg=no_authorized_parties ' <<<"$warnings" ||
+  { echo "$warnings" | tail -n 5 >&2; fail "journalctl -p warning does not show auth's no_authorized_parties warning"; }
 if grep -q 'level=info' <<<"$warnings"; then
-  echo "$warnings" | head -n 5 >&2; fail "journalctl -p warning shows the receiver's info lines"
+  echo "$warnings" | head -n 5 >&2; fail "journalctl -p warning shows auth's info lines"
 fi
-say "journal: logfmt lines with svix_id=$msg; the secret in none; -p warning without info lines"
+say "journal: logfmt lines with svix_id=$msg; the secret in none; -p warning shows warnings and no info line"
 
 # --- systemd-analyze security inside ------------------------------------------------
 for u in "${units[@]}"; do
