@@ -504,9 +504,11 @@ class consume_loop {
     std::map<std::int32_t, std::set<std::int64_t>> wanted;
     for (const auto& [partition, known] : verified_) wanted[partition].insert(known.offset);
     if (!reader_) {
-      // Small fetches: one record of each partition is wanted.
+      // Small fetches, at once: one record of each partition is wanted
+      // (whatever fetch.min.bytes an operator set for throughput).
       auto cfg = cfg_.kafka;
       cfg.properties.emplace_back("queued.max.messages.kbytes", "1024");
+      cfg.properties.emplace_back("fetch.min.bytes", "1");
       reader_.emplace(cfg, "");
     }
     const auto read = kafka::header_at(*reader_, cfg_.topic, wanted, "svix-id", 5s);

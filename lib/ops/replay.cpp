@@ -1,7 +1,10 @@
 #include "ops/replay.hpp"
 
 #include <filesystem>
+#include <map>
 #include <memory>
+#include <set>
+#include <string>
 #include <system_error>
 #include <utility>
 #include <thread>
@@ -214,6 +217,8 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
     throw replay_stopped(true, partial.discard(), progress);
   };
 
+  // Each partition's first record read, and its svix-id (check_same_log).
+  std::map<std::int32_t, std::pair<std::int64_t, std::string>> first_read;
   auto last_message = std::chrono::steady_clock::now();
   auto last_report = last_message;
   auto last_stop_check = last_message;
@@ -227,7 +232,10 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
     }
     if (m) {
       last_message = now;
-      if (tracker.accept(m->partition, m->offset)) batch.push_back(consume::to_envelope(std::move(*m)));
+      if (tracker.accept(m->partition, m->offset)) {
+        batch.push_back(consume::to_envelope(std::move(*m)));
+        first_read.try_emplace(batch.back().partition, batch.back().offset, batch.back().svix_id);
+      }
     } else if (now - last_message > opts.stall_timeout) {
       flush();
       report();
@@ -241,6 +249,35 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
     }
   }
   flush();
+  // The log must still be the one the replay began with: a topic deleted,
+  // recreated and refilled meanwhile is read on from the same offsets, with
+  // no error from librdkafka 2.0.2, and the file would mix two logs. A log
+  // once replaced never comes back, so each partition's first record read,
+  // still there with its svix-id, vouches for every record after it.
+  if (!first_read.empty()) {
+    std::map<std::int32_t, std::set<std::int64_t>> wanted;
+    for (const auto& [p, first] : first_read) wanted[p].insert(first.first);
+    // A reader of its own: an operator's fetch.min.bytes, set for the
+    // replay's throughput, must not hold a read of one record.
+    auto one = cfg;
+    one.properties.emplace_back("fetch.min.bytes", "1");
+    kafka::consumer checker(one, "");
+    const auto read = kafka::header_at(checker, opts.topic, wanted, "svix-id", opts.request_timeout);
+    for (const auto& [p, first] : first_read) {
+      const auto key = std::make_pair(p, first.first);
+      const auto f = read.found.find(key);
+      const auto where = "partition " + std::to_string(p) + "'s record at offset " + std::to_string(first.first);
+      if (f != read.found.end() && f->second != first.second)
+        throw replay_error("the topic was recreated during the replay: " + where + " was " + first.second +
+                           " and is now " + f->second + "; nothing was moved to " + opts.db_path);
+      if (f == read.found.end() && !read.gone.contains(key))
+        throw replay_error("could not check that the topic was not recreated during the replay (" + where + ": " +
+                           read.why + "); nothing was moved to " + opts.db_path);
+      if (f == read.found.end())
+        result.warnings.push_back(where + " was deleted during the replay: whether the topic was recreated "
+                                  "meanwhile was not checked");
+    }
+  }
   reader.close();
   // Fold the WAL into the main file so that the file alone can be moved
   // into place (its sidecars are deleted below): all of it, or nothing is.

@@ -58,21 +58,6 @@ std::string consume_until(const std::string& topic, const std::string& db, const
   return c->stderr_text();
 }
 
-// Deletes `topic` and creates it again, empty, with one partition.
-void recreate(const kafka::client_config& cfg, const std::string& topic) {
-  kafka::delete_topic(cfg, topic, 30s);
-  // The broker finishes a deletion in the background: retry the creation.
-  bool created = false;
-  for (int i = 0; i < 120 && !created; ++i) {
-    try {
-      created = kafka::create_topic(cfg, {.name = topic, .partitions = 1, .replication_factor = 1, .configs = {}}, 10s) == kafka::create_outcome::created;
-    } catch (const kafka::fatal_error&) {
-    }
-    if (!created) std::this_thread::sleep_for(500ms);
-  }
-  REQUIRE(created);
-}
-
 // The consumer must stop on its own with exit 5 and one error line `msg`
 // that starts with `expected`; returns what it logged.
 std::string expect_exit_5(const std::string& topic, const std::string& db, const std::string& group,
@@ -126,7 +111,7 @@ TEST_CASE("a topic deleted and recreated stops the consumer: one error line, exi
   t::produce_events(cfg, topic, some_events(10, 3));
   consume_until(topic, db, group, 10);
 
-  recreate(cfg, topic);
+  t::recreate_topic(topic);
   t::produce_events(cfg, topic, some_events(3, 4));
   expect_out_of_range(topic, db, group, 10, 0, 3);
 }
@@ -141,7 +126,7 @@ TEST_CASE("a topic recreated and refilled past the stored offset stops the consu
   t::produce_events(cfg, topic, before);
   consume_until(topic, db, group, 10);
 
-  recreate(cfg, topic);
+  t::recreate_topic(topic);
   const auto after = some_events(15, 7);
   t::produce_events(cfg, topic, after);
   const auto err = expect_exit_5(topic, db, group, "topic_recreated",
@@ -179,7 +164,7 @@ struct refilled_under_consumer {
     REQUIRE_MESSAGE(t::wait_caught_up(db, topic, {"users"}, 10, 60s), consumer->stderr_text());
     std::this_thread::sleep_for(wait_before);
     consumer->signal(SIGSTOP);
-    recreate(cfg, topic);
+    t::recreate_topic(topic);
     t::produce_events(cfg, topic, after);
     consumer->signal(SIGCONT);
   }

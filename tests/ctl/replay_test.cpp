@@ -575,6 +575,51 @@ TEST_CASE("a replay killed by SIGKILL before its rename leaves no target, and th
                                  std::to_string(killed_applied_at)) == 0);
 }
 
+TEST_CASE("a topic recreated and refilled during a replay fails it, and nothing is moved into place") {
+  const auto topic = test::fresh_topic("ctl-replay-recreated", 1);
+  // As in the kill test above: the replay reads and commits a big first
+  // record, then the broker holds its next fetch for the small rest.
+  constexpr std::size_t min_bytes = 32 * 1024;
+  const std::string url = R"("image_url":"https://img.example/)";
+  const auto pad = [&](test::generated_event& e, std::size_t n) {
+    const auto at = e.body.find(url);
+    REQUIRE(at != std::string::npos);
+    e.body.insert(at + url.size(), std::string(n, 'k'));
+  };
+  auto before = test::generate_events({.users = 3, .events = 12, .seed = 23});
+  REQUIRE(before.front().type == "user.created");
+  pad(before.front(), 2 * min_bytes);
+  test::produce_events(test::broker(), topic, {before.front()});
+  test::produce_events(test::broker(), topic, {before.begin() + 1, before.end()});
+  const auto high = high_watermark_sum(topic);
+  test::temp_dir dir;
+  const auto out = (dir / "out.db").string();
+  test::process replay(ctl(),
+                       {"replay", "--projection", "all", "--db", out, "--batch", "1", "--kafka-property",
+                        "fetch.min.bytes=" + std::to_string(min_bytes), "--kafka-property", "fetch.wait.max.ms=30000",
+                        "--kafka-property", "max.partition.fetch.bytes=1"},
+                       kafka_env(topic));
+  REQUIRE_MESSAGE(replay.wait_for_log("read=1 total=" + std::to_string(high) + " ", 20s), replay.stderr_text());
+  // Recreated and refilled with as many other events, the rest of them in
+  // one batch past fetch.min.bytes: the held fetch gets them at once.
+  test::recreate_topic(topic);
+  auto after = test::generate_events({.users = 3, .events = 12, .seed = 29});
+  for (auto it = after.begin() + 1; it != after.end(); ++it)
+    if (it->body.find(url) != std::string::npos) pad(*it, 4 * 1024);
+  test::produce_events(test::broker(), topic, {after.front()});
+  test::produce_events(test::broker(), topic, {after.begin() + 1, after.end()});
+  REQUIRE(high_watermark_sum(topic) >= high);  // past where the replay stops
+  const auto code = replay.wait(90s);
+  const auto err = replay.stderr_text();
+  INFO("stderr:\n" << err);
+  CHECK(code == 1);
+  CHECK(err.find("the topic was recreated during the replay: partition 0's record at offset 0 was " +
+                 before.front().svix_id + " and is now " + after.front().svix_id) != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(out));
+  for (const auto* suffix : {"", "-wal", "-shm", "-journal"})
+    CHECK_FALSE(std::filesystem::exists(ops::partial_path(out) + suffix));
+}
+
 TEST_CASE("replay refuses a log that no longer starts at offset 0 unless --allow-incomplete, never leaving a partial file") {
   const auto topic = test::fresh_topic("ctl-replay-cut", 1);
   test::produce_events(test::broker(), topic, test::generate_events({.users = 5, .events = 30, .seed = 11}));

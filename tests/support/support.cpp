@@ -10,6 +10,7 @@
 #include <random>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
 
 #include "kafka/admin.hpp"
 
@@ -35,6 +36,20 @@ std::string fresh_topic(const std::string& prefix, int partitions) {
   kafka::topic_spec spec{name, partitions, 1, {{"retention.ms", "-1"}}};
   REQUIRE(kafka::create_topic(broker(), spec, std::chrono::seconds(15)) == kafka::create_outcome::created);
   return name;
+}
+
+void recreate_topic(const std::string& topic) {
+  kafka::delete_topic(broker(), topic, std::chrono::seconds(30));
+  bool created = false;
+  for (int i = 0; i < 120 && !created; ++i) {
+    try {
+      created = kafka::create_topic(broker(), {.name = topic, .partitions = 1, .replication_factor = 1, .configs = {}},
+                                    std::chrono::seconds(10)) == kafka::create_outcome::created;
+    } catch (const kafka::fatal_error&) {  // NOLINT(bugprone-empty-catch): still being deleted; tried again
+    }
+    if (!created) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  REQUIRE(created);
 }
 
 temp_dir::temp_dir() {

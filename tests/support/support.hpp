@@ -18,6 +18,11 @@ namespace clerk_sync::test {
 // Creates a fresh topic with a unique name on the test broker and returns its name.
 [[nodiscard]] std::string fresh_topic(const std::string& prefix, int partitions = 3);
 
+// Deletes `topic` on the test broker and creates it again, empty, with one
+// partition (the broker finishes a deletion in the background: the creation
+// is retried for up to a minute).
+void recreate_topic(const std::string& topic);
+
 // A unique name (prefix + pid + counter + time), for topics and groups.
 [[nodiscard]] std::string unique_name(const std::string& prefix);
 
