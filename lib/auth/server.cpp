@@ -99,25 +99,14 @@ struct server::impl : std::enable_shared_from_this<impl> {
     // cookies through the proxy (or a banned user's token), and a line for
     // each would use up journald's rate limit for the unit and drop its
     // lines with them, the 503s included.
-    if (r.status == 200) {
-      log::info("auth", {{"status", r.status},
-                         {"outcome", r.outcome},
-                         {"user", cut(r.user)},
-                         {"session", cut(r.session)},
-                         {"role", cut(r.role)},
-                         {"cached", r.cached},
-                         {"us", us.count()}});
-    } else {
+    const std::initializer_list<log::field> fields = {
+        {"status", r.status},    {"outcome", r.outcome}, {"user", cut(r.user)}, {"session", cut(r.session)},
+        {"role", cut(r.role)},   {"cached", r.cached},   {"us", us.count()}};
+    if (r.status == 200)
+      log::write(log::level::info, "auth", fields);
+    else
       limiter.write("auth:" + std::to_string(r.status) + ":" + std::string(r.outcome),
-                    r.status == 503 ? log::level::error : log::level::info, "auth",
-                    {{"status", r.status},
-                     {"outcome", r.outcome},
-                     {"user", cut(r.user)},
-                     {"session", cut(r.session)},
-                     {"role", cut(r.role)},
-                     {"cached", r.cached},
-                     {"us", us.count()}});
-    }
+                    r.status == 503 ? log::level::error : log::level::info, "auth", fields);
     return res;
   }
 
