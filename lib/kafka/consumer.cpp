@@ -315,6 +315,12 @@ void consumer::close() {
   rd_kafka_consumer_close(impl_->rk.get());
 }
 
+client_config single_record_reader(client_config cfg) {
+  cfg.properties.emplace_back("fetch.min.bytes", "1");
+  cfg.properties.emplace_back("queued.max.messages.kbytes", "1024");
+  return cfg;
+}
+
 header_reading header_at(consumer& reader, const std::string& topic,
                          std::map<std::int32_t, std::set<std::int64_t>> wanted, std::string_view name,
                          std::chrono::milliseconds timeout) {

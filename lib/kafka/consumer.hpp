@@ -120,6 +120,11 @@ class consumer {
   std::unique_ptr<impl> impl_;
 };
 
+// `cfg` for a plain reader of single records (header_at): its fetches
+// return at once and stay small, whatever fetch.min.bytes or queue size an
+// operator set for throughput.
+[[nodiscard]] client_config single_record_reader(client_config cfg);
+
 // What header_at() read.
 struct header_reading {
   // The header's value ("" when the record has none) of each record read.

@@ -217,7 +217,7 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
     throw replay_stopped(true, partial.discard(), progress);
   };
 
-  // Each partition's first record read, and its svix-id (check_same_log).
+  // Each partition's first record read, and its svix-id (checked once caught up).
   std::map<std::int32_t, std::pair<std::int64_t, std::string>> first_read;
   auto last_message = std::chrono::steady_clock::now();
   auto last_report = last_message;
@@ -257,11 +257,9 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
   if (!first_read.empty()) {
     std::map<std::int32_t, std::set<std::int64_t>> wanted;
     for (const auto& [p, first] : first_read) wanted[p].insert(first.first);
-    // A reader of its own: an operator's fetch.min.bytes, set for the
-    // replay's throughput, must not hold a read of one record.
-    auto one = cfg;
-    one.properties.emplace_back("fetch.min.bytes", "1");
-    kafka::consumer checker(one, "");
+    // A reader of its own: the replay's, tuned for throughput by the
+    // operator, could hold a read of one record.
+    kafka::consumer checker(kafka::single_record_reader(cfg), "");
     const auto read = kafka::header_at(checker, opts.topic, wanted, "svix-id", opts.request_timeout);
     for (const auto& [p, first] : first_read) {
       const auto key = std::make_pair(p, first.first);

@@ -56,7 +56,7 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
     last_ids_of.push_back(has_last_ids ? projection::last_svix_ids(db, k, topic)
                                        : std::map<std::int32_t, std::string>{});
   }
-  kafka::consumer reader(cfg, "");
+  kafka::consumer reader(kafka::single_record_reader(cfg), "");
   const auto partitions = reader.partitions_of(topic, timeout);
   if (partitions.empty()) throw kafka::fatal_error("topic " + topic + " does not exist or has no partitions");
   std::vector<std::pair<std::int64_t, std::int64_t>> marks;
