@@ -139,17 +139,11 @@ class consume_loop {
       if (!batch_.empty() && !flush()) failed_ = true;
       if (!failed_ && batch_.empty()) {
         prune();
-        if (applied_ != verified_ && position_check_due() && !check_position()) {
-          failed_code_ = exit_offset_out_of_range;
-          failed_ = true;
-        }
+        if (position_check_due() && applied_ != verified_ && !check_position()) failed_ = true;
       }
     }
     if (!failed_ && !flush()) failed_ = true;
-    if (!failed_ && !settle_position()) {
-      failed_ = true;
-      failed_code_ = exit_offset_out_of_range;
-    }
+    if (!failed_ && !settle_position()) failed_ = true;
     // A batch that could not be written is dropped unapplied: its offsets
     // were not stored, so whoever gets the partitions reads it again.
     if (failed_) batch_.clear();
@@ -418,11 +412,7 @@ class consume_loop {
   void on_revoke() noexcept {
     if (!failed_) {
       try {
-        if (!flush()) failed_ = true;
-        if (!failed_ && !settle_position()) {
-          failed_ = true;
-          failed_code_ = exit_offset_out_of_range;
-        }
+        if (!flush() || !settle_position()) failed_ = true;
         log::info("revoked", {{"projection", projection::name(cfg_.projection)}});
       } catch (const std::exception& e) {
         log::error("db_failed", {{"projection", projection::name(cfg_.projection)}, {"error", e.what()}});
@@ -439,10 +429,7 @@ class consume_loop {
   // policy, and when it is spent the loop gives up (false).
   bool flush() {
     if (batch_.empty()) return true;
-    if (position_check_due() && !check_position()) {
-      failed_code_ = exit_offset_out_of_range;
-      return false;
-    }
+    if (position_check_due() && !check_position()) return false;
     try {
       with_retry(
           cfg_.retry,
@@ -467,10 +454,17 @@ class consume_loop {
     } catch (const store::db_error&) {
       return false;
     }
-    for (const auto& e : batch_) applied_[e.partition] = {e.offset, e.svix_id};
-    // A partition's first records read (no stored position to check them
-    // against): the last of them is the reference.
-    for (const auto& [partition, last] : applied_) verified_.try_emplace(partition, last);
+    // Each partition's last record of the batch (one copy of its svix-id
+    // a partition, not one an event). A partition's first records read (no
+    // stored position to check them against): the last of them is the
+    // reference.
+    std::vector<std::int32_t> seen;
+    for (auto it = batch_.rbegin(); it != batch_.rend(); ++it) {
+      if (std::find(seen.begin(), seen.end(), it->partition) != seen.end()) continue;
+      seen.push_back(it->partition);
+      const auto& last = applied_[it->partition] = {it->offset, it->svix_id};
+      verified_.try_emplace(it->partition, last);
+    }
     batch_.clear();
     return true;
   }
@@ -499,18 +493,12 @@ class consume_loop {
   // second). A record that cannot be read is said at warn (rate-limited):
   // gone from the log (trimmed, compacted), the check goes on from the
   // record applied last; not read (the broker slow), from the same record.
+  // False (with failed_code_ set to exit 5) when a log was replaced.
   bool check_position() {
     position_checked_ = std::chrono::steady_clock::now();
     std::map<std::int32_t, std::set<std::int64_t>> wanted;
     for (const auto& [partition, known] : verified_) wanted[partition].insert(known.offset);
-    if (!reader_) {
-      // Small fetches, at once: one record of each partition is wanted
-      // (whatever fetch.min.bytes an operator set for throughput).
-      auto cfg = cfg_.kafka;
-      cfg.properties.emplace_back("queued.max.messages.kbytes", "1024");
-      cfg.properties.emplace_back("fetch.min.bytes", "1");
-      reader_.emplace(cfg, "");
-    }
+    if (!reader_) reader_.emplace(kafka::single_record_reader(cfg_.kafka), "");
     const auto read = kafka::header_at(*reader_, cfg_.topic, wanted, "svix-id", 5s);
     state_.heartbeat_ms = steady_ms();
     bool same = true;
@@ -542,6 +530,7 @@ class consume_loop {
         known = last;  // read before this look: from the same log
       }
     }
+    if (!same) failed_code_ = exit_offset_out_of_range;
     return same;
   }
 
