@@ -484,26 +484,59 @@ TEST_CASE("a replay stopped by SIGTERM, SIGINT or SIGHUP removes its partial fil
   }
 }
 
+namespace {
+
+// A replay held after its first record, with no timing involved: the first
+// record is big and alone in its batch (uncompressed); the others, together,
+// are far below fetch.min.bytes. Fetching one batch at a time
+// (max.partition.fetch.bytes=1: the first always comes whole), the replay
+// reads and commits the big one (--batch 1), then the broker holds its next
+// fetch for 30 s.
+constexpr std::size_t held_min_bytes = 32 * 1024;
+
+// Makes an event holding a user `n` bytes longer (its image url); false for
+// one without.
+bool pad(test::generated_event& e, std::size_t n) {
+  static const std::string url = R"("image_url":"https://img.example/)";
+  const auto at = e.body.find(url);
+  if (at == std::string::npos) return false;
+  e.body.insert(at + url.size(), std::string(n, 'k'));
+  return true;
+}
+
+// Generated events for a held replay, produced into `topic`: the first
+// (a creation) big and alone in its batch, the rest together and small.
+std::vector<test::generated_event> produce_big_first(const std::string& topic, std::uint64_t seed) {
+  auto events = test::generate_events({.users = 3, .events = 12, .seed = seed});
+  REQUIRE(events.front().type == "user.created");
+  REQUIRE(pad(events.front(), 2 * held_min_bytes));
+  std::size_t rest = 0;  // 256: more than a record's headers and framing
+  for (std::size_t i = 1; i < events.size(); ++i) rest += events[i].key.size() + events[i].body.size() + 256;
+  REQUIRE(rest < held_min_bytes / 2);
+  test::produce_events(test::broker(), topic, {events.front()});
+  test::produce_events(test::broker(), topic, {events.begin() + 1, events.end()});
+  return events;
+}
+
+// A replay of `topic` into `out` that has committed its first record (a
+// progress line saying read=1 comes after its commit) and waits.
+std::unique_ptr<test::process> start_held_replay(const std::string& topic, const std::string& out, std::int64_t high) {
+  auto replay = std::make_unique<test::process>(
+      ctl(),
+      std::vector<std::string>{"replay", "--projection", "all", "--db", out, "--batch", "1", "--kafka-property",
+                               "fetch.min.bytes=" + std::to_string(held_min_bytes), "--kafka-property",
+                               "fetch.wait.max.ms=30000", "--kafka-property", "max.partition.fetch.bytes=1"},
+      kafka_env(topic));
+  REQUIRE_MESSAGE(replay->wait_for_log("read=1 total=" + std::to_string(high) + " ", 20s), replay->stderr_text());
+  return replay;
+}
+
+}  // namespace
+
 TEST_CASE("a replay killed by SIGKILL before its rename leaves no target, and the next replay removes its leftovers "
           "and rebuilds it all") {
   const auto topic = test::fresh_topic("ctl-replay-kill", 1);
-  // The first record is big and alone in its batch (uncompressed); the
-  // others, together, are far below fetch.min.bytes. Fetching one batch at a
-  // time (max.partition.fetch.bytes=1: the first always comes whole), the
-  // replay reads and commits the big one, then the broker holds its next
-  // fetch for 30 s: the partial file holds a row, and no timing is involved.
-  constexpr std::size_t min_bytes = 32 * 1024;
-  auto events = test::generate_events({.users = 3, .events = 12, .seed = 19});
-  REQUIRE(events.front().type == "user.created");
-  const std::string url = R"("image_url":"https://img.example/)";
-  const auto at = events.front().body.find(url);
-  REQUIRE(at != std::string::npos);
-  events.front().body.insert(at + url.size(), std::string(2 * min_bytes, 'k'));
-  std::size_t rest = 0;  // 256: more than a record's headers and framing
-  for (std::size_t i = 1; i < events.size(); ++i) rest += events[i].key.size() + events[i].body.size() + 256;
-  REQUIRE(rest < min_bytes / 2);
-  test::produce_events(test::broker(), topic, {events.front()});
-  test::produce_events(test::broker(), topic, {events.begin() + 1, events.end()});
+  const auto events = produce_big_first(topic, 19);
   const auto high = high_watermark_sum(topic);
   REQUIRE(high == static_cast<std::int64_t>(events.size()));
 
@@ -511,16 +544,10 @@ TEST_CASE("a replay killed by SIGKILL before its rename leaves no target, and th
   const auto out = (dir / "out.db").string();
   const auto partial = ops::partial_path(out);
   {
-    // --batch 1: a progress line saying read=1 comes after its commit.
-    test::process replay(ctl(),
-                         {"replay", "--projection", "all", "--db", out, "--batch", "1", "--kafka-property",
-                          "fetch.min.bytes=" + std::to_string(min_bytes), "--kafka-property", "fetch.wait.max.ms=30000",
-                          "--kafka-property", "max.partition.fetch.bytes=1"},
-                         kafka_env(topic));
-    REQUIRE_MESSAGE(replay.wait_for_log("read=1 total=" + std::to_string(high) + " ", 20s), replay.stderr_text());
-    replay.signal(SIGKILL);
-    const auto code = replay.wait(20s);
-    INFO("stderr:\n" << replay.stderr_text());
+    const auto replay = start_held_replay(topic, out, high);
+    replay->signal(SIGKILL);
+    const auto code = replay->wait(20s);
+    INFO("stderr:\n" << replay->stderr_text());
     CHECK(code == 128 + SIGKILL);
   }
   CHECK_FALSE(std::filesystem::exists(out));
@@ -577,40 +604,21 @@ TEST_CASE("a replay killed by SIGKILL before its rename leaves no target, and th
 
 TEST_CASE("a topic recreated and refilled during a replay fails it, and nothing is moved into place") {
   const auto topic = test::fresh_topic("ctl-replay-recreated", 1);
-  // As in the kill test above: the replay reads and commits a big first
-  // record, then the broker holds its next fetch for the small rest.
-  constexpr std::size_t min_bytes = 32 * 1024;
-  const std::string url = R"("image_url":"https://img.example/)";
-  const auto pad = [&](test::generated_event& e, std::size_t n) {
-    const auto at = e.body.find(url);
-    REQUIRE(at != std::string::npos);
-    e.body.insert(at + url.size(), std::string(n, 'k'));
-  };
-  auto before = test::generate_events({.users = 3, .events = 12, .seed = 23});
-  REQUIRE(before.front().type == "user.created");
-  pad(before.front(), 2 * min_bytes);
-  test::produce_events(test::broker(), topic, {before.front()});
-  test::produce_events(test::broker(), topic, {before.begin() + 1, before.end()});
+  const auto before = produce_big_first(topic, 23);
   const auto high = high_watermark_sum(topic);
   test::temp_dir dir;
   const auto out = (dir / "out.db").string();
-  test::process replay(ctl(),
-                       {"replay", "--projection", "all", "--db", out, "--batch", "1", "--kafka-property",
-                        "fetch.min.bytes=" + std::to_string(min_bytes), "--kafka-property", "fetch.wait.max.ms=30000",
-                        "--kafka-property", "max.partition.fetch.bytes=1"},
-                       kafka_env(topic));
-  REQUIRE_MESSAGE(replay.wait_for_log("read=1 total=" + std::to_string(high) + " ", 20s), replay.stderr_text());
+  const auto replay = start_held_replay(topic, out, high);
   // Recreated and refilled with as many other events, the rest of them in
   // one batch past fetch.min.bytes: the held fetch gets them at once.
   test::recreate_topic(topic);
   auto after = test::generate_events({.users = 3, .events = 12, .seed = 29});
-  for (auto it = after.begin() + 1; it != after.end(); ++it)
-    if (it->body.find(url) != std::string::npos) pad(*it, 4 * 1024);
+  for (auto it = after.begin() + 1; it != after.end(); ++it) (void)pad(*it, 4 * 1024);
   test::produce_events(test::broker(), topic, {after.front()});
   test::produce_events(test::broker(), topic, {after.begin() + 1, after.end()});
   REQUIRE(high_watermark_sum(topic) >= high);  // past where the replay stops
-  const auto code = replay.wait(90s);
-  const auto err = replay.stderr_text();
+  const auto code = replay->wait(90s);
+  const auto err = replay->stderr_text();
   INFO("stderr:\n" << err);
   CHECK(code == 1);
   CHECK(err.find("the topic was recreated during the replay: partition 0's record at offset 0 was " +

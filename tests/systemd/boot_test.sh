@@ -439,15 +439,20 @@ done
 # The consumers first (each applies new migrations before READY=1), then the
 # receiver and auth (which reads the database): neither left 'inactive'
 # before the last consumer was active again.
-last_ready=0
-for u in "${consumers[@]}"; do
-  t=$(show "$u" ActiveEnterTimestampMonotonic)
-  ((t > last_ready)) && last_ready=$t
-done
-for u in clerk-sync-receiver clerk-sync-auth; do
-  t=$(show "$u" InactiveExitTimestampMonotonic)
-  ((t > last_ready)) || fail "$u was started ($t µs) before the last consumer was ready again ($last_ready µs)"
-done
+# Fails unless the receiver and auth left 'inactive' after the last consumer
+# became active: $1 names the step.
+started_after_consumers() {
+  local step=$1 last=0 u t
+  for u in "${consumers[@]}"; do
+    t=$(show "$u" ActiveEnterTimestampMonotonic)
+    if ((t > last)); then last=$t; fi
+  done
+  for u in clerk-sync-receiver clerk-sync-auth; do
+    t=$(show "$u" InactiveExitTimestampMonotonic)
+    ((t > last)) || fail "$step started $u ($t µs) before the last consumer was ready ($last µs)"
+  done
+}
+started_after_consumers "the upgrade"
 say "upgrade to $old_version.1 (a new example, stdin not a terminal): installed, $envfile kept, ${#running[@]} running units restarted on it, the consumers first"
 
 # --- kill -9 restarts the main process ------------------------------------------
@@ -543,18 +548,11 @@ box grep -qxF "$edit" "$envfile" || fail "remove did not keep the operator's $en
 box sh -c 'cd /root && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ./clerk-sync-next.deb' \
   </dev/null >"$workdir/reinstall.log" 2>&1 || { tail -n 30 "$workdir/reinstall.log" >&2; fail "the reinstall failed"; }
 box grep -qxF "$edit" "$envfile" || fail "the reinstall did not keep the operator's $envfile"
-last_ready=0
 for u in "${units[@]}"; do
   [ "$(box systemctl is-active "$u" || true)" = active ] || fail "$u, enabled, was not started by the reinstall"
   mainpid "$u" >/dev/null
-  case $u in clerk-sync-consumer@*)
-    t=$(show "$u" ActiveEnterTimestampMonotonic); ((t > last_ready)) && last_ready=$t ;;
-  esac
 done
-for u in clerk-sync-receiver clerk-sync-auth; do
-  t=$(show "$u" InactiveExitTimestampMonotonic)
-  ((t > last_ready)) || fail "the reinstall started $u before the last consumer was ready"
-done
+started_after_consumers "the reinstall"
 say "remove, then reinstall: $envfile kept, the ${#units[@]} enabled units started again, the consumers first"
 
 # --- purge: no unit left behind ----------------------------------------------------
