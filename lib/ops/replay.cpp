@@ -3,11 +3,12 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <system_error>
 #include <utility>
-#include <thread>
+#include <vector>
 
 #include "consume/loop.hpp"
 #include "consume/retry.hpp"
@@ -153,6 +154,46 @@ std::vector<projection::event_result> apply_with_retry(projection::applier& ap,
       });
 }
 
+// Each partition's first record read by a replay: its offset and svix-id.
+using first_records = std::map<std::int32_t, std::pair<std::int64_t, std::string>>;
+
+// Whether the log is still the one the replay began with. A topic deleted,
+// recreated and refilled meanwhile is read on from the same offsets, with no
+// error from librdkafka 2.0.2, and the file would mix two logs. A log once
+// replaced never comes back, so each partition's first record read, still
+// there with its svix-id, vouches for every record after it.
+struct log_check {
+  std::optional<std::string> replaced;   // a first record now another event
+  std::optional<std::string> unchecked;  // one that could not be read
+  std::vector<std::string> gone;         // ones deleted since (warnings)
+};
+
+log_check check_same_log(const kafka::client_config& cfg, const replay_options& opts, const first_records& first_read) {
+  log_check check;
+  if (first_read.empty()) return check;
+  std::map<std::int32_t, std::set<std::int64_t>> wanted;
+  for (const auto& [p, first] : first_read) wanted[p].insert(first.first);
+  // A reader of its own: the replay's, tuned for throughput by the operator,
+  // could hold a read of one record.
+  kafka::consumer checker(kafka::single_record_reader(cfg), "");
+  const auto read = kafka::header_at(checker, opts.topic, wanted, "svix-id", opts.request_timeout);
+  for (const auto& [p, first] : first_read) {
+    const auto key = std::make_pair(p, first.first);
+    const auto f = read.found.find(key);
+    const auto where = "partition " + std::to_string(p) + "'s record at offset " + std::to_string(first.first);
+    if (f != read.found.end() && f->second != first.second && !check.replaced)
+      check.replaced = "the topic was recreated during the replay: " + where + " was " + first.second +
+                       " and is now " + f->second + "; nothing was moved to " + opts.db_path;
+    else if (f == read.found.end() && !read.gone.contains(key) && !check.unchecked)
+      check.unchecked = "could not check that the topic was not recreated during the replay (" + where + ": " +
+                        read.why + "); nothing was moved to " + opts.db_path;
+    else if (f == read.found.end() && read.gone.contains(key))
+      check.gone.push_back(where + " was deleted during the replay: whether the topic was recreated meanwhile "
+                           "was not checked");
+  }
+  return check;
+}
+
 }  // namespace
 
 replay_result replay(const kafka::client_config& cfg, const replay_options& opts,
@@ -217,13 +258,28 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
     throw replay_stopped(true, partial.discard(), progress);
   };
 
-  // Each partition's first record read, and its svix-id (checked once caught up).
-  std::map<std::int32_t, std::pair<std::int64_t, std::string>> first_read;
+  // Checked once caught up, or when the log loses what is being read.
+  first_records first_read;
   auto last_message = std::chrono::steady_clock::now();
   auto last_report = last_message;
   auto last_stop_check = last_message;
   while (!tracker.done()) {
-    auto m = reader.poll(std::chrono::milliseconds(200));
+    std::optional<kafka::message> m;
+    try {
+      m = reader.poll(std::chrono::milliseconds(200));
+    } catch (const kafka::offset_out_of_range& e) {
+      // The log lost the records the replay was reading: trimmed, or the
+      // topic recreated and not yet refilled past them. Recreated is said
+      // when the partition's first record read is there as another event
+      // (a log that ends before it would hold the check for its timeout).
+      const auto first = first_read.find(e.partition);
+      if (first != first_read.end() && e.log_end > first->second.first) {
+        const auto check = check_same_log(cfg, opts, first_read);
+        if (check.replaced) throw replay_error(*check.replaced);
+      }
+      throw replay_error(std::string(e.what()) + ": records were deleted or the topic was recreated during the " +
+                         "replay; nothing was moved to " + opts.db_path);
+    }
     const auto now = std::chrono::steady_clock::now();
     // Not at every message: the check may cost a system call.
     if (!m || now - last_stop_check >= std::chrono::milliseconds(100)) {
@@ -249,33 +305,10 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
     }
   }
   flush();
-  // The log must still be the one the replay began with: a topic deleted,
-  // recreated and refilled meanwhile is read on from the same offsets, with
-  // no error from librdkafka 2.0.2, and the file would mix two logs. A log
-  // once replaced never comes back, so each partition's first record read,
-  // still there with its svix-id, vouches for every record after it.
-  if (!first_read.empty()) {
-    std::map<std::int32_t, std::set<std::int64_t>> wanted;
-    for (const auto& [p, first] : first_read) wanted[p].insert(first.first);
-    // A reader of its own: the replay's, tuned for throughput by the
-    // operator, could hold a read of one record.
-    kafka::consumer checker(kafka::single_record_reader(cfg), "");
-    const auto read = kafka::header_at(checker, opts.topic, wanted, "svix-id", opts.request_timeout);
-    for (const auto& [p, first] : first_read) {
-      const auto key = std::make_pair(p, first.first);
-      const auto f = read.found.find(key);
-      const auto where = "partition " + std::to_string(p) + "'s record at offset " + std::to_string(first.first);
-      if (f != read.found.end() && f->second != first.second)
-        throw replay_error("the topic was recreated during the replay: " + where + " was " + first.second +
-                           " and is now " + f->second + "; nothing was moved to " + opts.db_path);
-      if (f == read.found.end() && !read.gone.contains(key))
-        throw replay_error("could not check that the topic was not recreated during the replay (" + where + ": " +
-                           read.why + "); nothing was moved to " + opts.db_path);
-      if (f == read.found.end())
-        result.warnings.push_back(where + " was deleted during the replay: whether the topic was recreated "
-                                  "meanwhile was not checked");
-    }
-  }
+  const auto check = check_same_log(cfg, opts, first_read);
+  if (check.replaced) throw replay_error(*check.replaced);
+  if (check.unchecked) throw replay_error(*check.unchecked);
+  result.warnings.insert(result.warnings.end(), check.gone.begin(), check.gone.end());
   reader.close();
   // Fold the WAL into the main file so that the file alone can be moved
   // into place (its sidecars are deleted below): all of it, or nothing is.

@@ -602,27 +602,76 @@ TEST_CASE("a replay killed by SIGKILL before its rename leaves no target, and th
                                  std::to_string(killed_applied_at)) == 0);
 }
 
-TEST_CASE("a topic recreated and refilled during a replay fails it, and nothing is moved into place") {
+TEST_CASE("a topic recreated during a replay fails it, read on before or after its refill, and nothing is moved "
+          "into place") {
   const auto topic = test::fresh_topic("ctl-replay-recreated", 1);
   const auto before = produce_big_first(topic, 23);
   const auto high = high_watermark_sum(topic);
   test::temp_dir dir;
   const auto out = (dir / "out.db").string();
   const auto replay = start_held_replay(topic, out, high);
-  // Recreated and refilled with as many other events, the rest of them in
-  // one batch past fetch.min.bytes: the held fetch gets them at once.
-  test::recreate_topic(topic);
-  auto after = test::generate_events({.users = 3, .events = 12, .seed = 29});
-  for (auto it = after.begin() + 1; it != after.end(); ++it) (void)pad(*it, 4 * 1024);
-  test::produce_events(test::broker(), topic, {after.front()});
-  test::produce_events(test::broker(), topic, {after.begin() + 1, after.end()});
-  REQUIRE(high_watermark_sum(topic) >= high);  // past where the replay stops
+  std::string expected;
+  SUBCASE("refilled before the replay reads on") {
+    // Refilled with as many other events, the rest of them in one batch past
+    // fetch.min.bytes, while the replay is stopped: it next fetches from the
+    // refilled log, which librdkafka reads on without error.
+    replay->signal(SIGSTOP);
+    test::recreate_topic(topic);
+    auto after = test::generate_events({.users = 3, .events = 12, .seed = 29});
+    for (auto it = after.begin() + 1; it != after.end(); ++it) (void)pad(*it, 4 * 1024);
+    test::produce_events(test::broker(), topic, {after.front()});
+    test::produce_events(test::broker(), topic, {after.begin() + 1, after.end()});
+    REQUIRE(high_watermark_sum(topic) >= high);  // past where the replay stops
+    replay->signal(SIGCONT);
+    expected = "the topic was recreated during the replay: partition 0's record at offset 0 was " +
+               before.front().svix_id + " and is now " + after.front().svix_id + "; nothing was moved to " + out;
+  }
+  SUBCASE("read on before it is refilled") {
+    // The held fetch ends with the topic deleted; the next meets the new,
+    // empty log.
+    test::recreate_topic(topic);
+    expected = "offset 1 of " + topic + "/0 is outside the log [0, 0): records were deleted or the topic was " +
+               "recreated during the replay; nothing was moved to " + out;
+  }
   const auto code = replay->wait(90s);
   const auto err = replay->stderr_text();
   INFO("stderr:\n" << err);
   CHECK(code == 1);
-  CHECK(err.find("the topic was recreated during the replay: partition 0's record at offset 0 was " +
-                 before.front().svix_id + " and is now " + after.front().svix_id) != std::string::npos);
+  CHECK(err.find(expected) != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(out));
+  for (const auto* suffix : {"", "-wal", "-shm", "-journal"})
+    CHECK_FALSE(std::filesystem::exists(ops::partial_path(out) + suffix));
+}
+
+TEST_CASE("records deleted under a running replay fail it with the offset it was reading, and nothing is moved "
+          "into place") {
+  // Segments of 96 KiB: the first (big) record and the small rest fit in
+  // one, where the replay's fetch is held; the events produced below start
+  // the next. The broker answers a held fetch whose offset is on an older
+  // segment than the log's end at once.
+  const auto topic = test::unique_name("ctl-replay-trimmed");
+  REQUIRE(kafka::create_topic(test::broker(),
+                              {topic, 1, 1, {{"retention.ms", "-1"}, {"segment.bytes", std::to_string(96 * 1024)}}},
+                              15s) == kafka::create_outcome::created);
+  (void)produce_big_first(topic, 31);
+  const auto high = high_watermark_sum(topic);
+  test::temp_dir dir;
+  const auto out = (dir / "out.db").string();
+  const auto replay = start_held_replay(topic, out, high);
+  // Every record deleted, then more produced: the held fetch answers, and
+  // offset 1 is no longer in the log.
+  kafka::delete_records(test::broker(), topic, 0, high, 30s);
+  auto more = test::generate_events({.users = 3, .events = 12, .seed = 37});
+  for (auto& e : more) (void)pad(e, 4 * 1024);
+  test::produce_events(test::broker(), topic, more);
+  const auto code = replay->wait(90s);
+  const auto err = replay->stderr_text();
+  INFO("stderr:\n" << err);
+  CHECK(code == 1);
+  CHECK(err.find("offset 1 of " + topic + "/0 is outside the log [" + std::to_string(high) + ", ") !=
+        std::string::npos);
+  CHECK(err.find("records were deleted or the topic was recreated during the replay; nothing was moved to " + out) !=
+        std::string::npos);
   CHECK_FALSE(std::filesystem::exists(out));
   for (const auto* suffix : {"", "-wal", "-shm", "-journal"})
     CHECK_FALSE(std::filesystem::exists(ops::partial_path(out) + suffix));
