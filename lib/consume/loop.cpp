@@ -153,11 +153,7 @@ class consume_loop {
 
  private:
   // A record by its offset and the svix-id applied with it.
-  struct known_record {
-    std::int64_t offset = 0;
-    std::string svix_id;
-    friend bool operator==(const known_record&, const known_record&) = default;
-  };
+  using known_record = projection::checked_record;
   std::vector<kafka::topic_partition> on_assign(std::vector<kafka::topic_partition> parts) {
     joined_ = true;  // even with no partition: the group answered
     try {
@@ -165,9 +161,11 @@ class consume_loop {
       // lock (run()) while it does.
       const auto stored = projection::stored_offsets(db_, cfg_.projection, cfg_.topic);
       const auto last_ids = projection::last_svix_ids(db_, cfg_.projection, cfg_.topic);
+      stored_checked_ = projection::checked_records(db_, cfg_.projection, cfg_.topic);
       checks_.clear();
       applied_.clear();
       verified_.clear();
+      check_now_ = false;
       position_checked_ = std::chrono::steady_clock::now();
       // One bound for every partition's watermark query.
       const auto deadline = std::chrono::steady_clock::now() + 5s;
@@ -330,7 +328,18 @@ class consume_loop {
     }
     const auto found = kafka::find_header(m.headers, "svix-id").value_or("");
     if (found == c.svix_id) {
-      applied_[m.partition] = verified_[m.partition] = c;
+      applied_[m.partition] = c;
+      // A record checked before it, stored with the offset (a stop without
+      // the check of settle_position(), such as a kill): c may come from a
+      // topic recreated since, so that record is the reference, checked
+      // before anything is applied.
+      const auto checked = stored_checked_.find(m.partition);
+      if (checked != stored_checked_.end() && checked->second.offset < c.offset) {
+        verified_[m.partition] = checked->second;
+        check_now_ = true;
+      } else {
+        verified_[m.partition] = c;
+      }
       return resume::reread;
     }
     log::error("topic_recreated", {{"projection", projection::name(cfg_.projection)},
@@ -435,7 +444,7 @@ class consume_loop {
           cfg_.retry,
           [&] {
             const auto t0 = std::chrono::steady_clock::now();
-            const auto results = applier_.apply(batch_);
+            const auto results = applier_.apply(batch_, verified_);
             log::debug("batch", {{"projection", projection::name(cfg_.projection)},
                                  {"events", batch_.size()},
                                  {"ms", std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -470,7 +479,8 @@ class consume_loop {
   }
 
   [[nodiscard]] bool position_check_due() const {
-    return !verified_.empty() && std::chrono::steady_clock::now() - position_checked_ >= cfg_.position_check_interval;
+    return !verified_.empty() &&
+           (check_now_ || std::chrono::steady_clock::now() - position_checked_ >= cfg_.position_check_interval);
   }
 
   // Whether the log being read is still the one the applied records came
@@ -496,6 +506,7 @@ class consume_loop {
   // False (with failed_code_ set to exit 5) when a log was replaced.
   bool check_position() {
     position_checked_ = std::chrono::steady_clock::now();
+    check_now_ = false;
     std::map<std::int32_t, std::set<std::int64_t>> wanted;
     for (const auto& [partition, known] : verified_) wanted[partition].insert(known.offset);
     if (!reader_) reader_.emplace(kafka::single_record_reader(cfg_.kafka), "");
@@ -538,7 +549,26 @@ class consume_loop {
   // since the last check are checked now, whatever the interval, so that a
   // replaced log is not left to a resume check that would find its own
   // records there.
-  bool settle_position() { return applied_ == verified_ || check_position(); }
+  bool settle_position() {
+    if (applied_ != verified_ && !check_position()) return false;
+    forget_checked();
+    return true;
+  }
+
+  // The records applied were checked: the checked records stored with the
+  // offsets (apply()) are not needed on resume. One try: left, they cost
+  // the next start one check.
+  void forget_checked() {
+    try {
+      std::unique_lock<std::mutex> turn;
+      if (cfg_.write_turn) turn = std::unique_lock(*cfg_.write_turn);
+      for (const auto& [partition, last] : applied_)
+        if (verified_.at(partition) == last)  // not a record the check could not read
+          projection::forget_checked(db_, cfg_.projection, cfg_.topic, partition, last.offset + 1);
+    } catch (const store::db_error& e) {
+      log::warn("checked_not_forgotten", {{"projection", projection::name(cfg_.projection)}, {"error", e.what()}});
+    }
+  }
 
   // The partition's stored position back to just after `to`, under the
   // consumers' retry policy.
@@ -589,11 +619,15 @@ class consume_loop {
   // Per partition resuming one record early: the record before the stored
   // next offset and the svix-id stored with that offset (check_resume).
   std::map<std::int32_t, known_record> checks_;
+  // Per partition, the record stored as checked with the offset, when it is
+  // before the record applied last (check_resume).
+  std::map<std::int32_t, known_record> stored_checked_;
   // Per partition, the record applied last, and the latest record known to
   // be in the log being read (the resume check's, the first applied, or
   // one applied before the last position check passed): check_position().
   std::map<std::int32_t, known_record> applied_, verified_;
   std::chrono::steady_clock::time_point position_checked_{};
+  bool check_now_ = false;  // a stored checked record to check before applying
   std::optional<kafka::consumer> reader_;  // group-less, for check_position()
   log::rate_limiter limiter_;              // position_unchecked, per partition
 };

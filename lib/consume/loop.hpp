@@ -9,7 +9,9 @@
 // log ends the loop (exit_offset_out_of_range); so does a topic recreated and
 // refilled past it, found by re-reading the record before the stored offset
 // and comparing its svix-id with the one stored with it, on assignment and
-// then every position_check_interval while it runs. Ledger rows past the
+// then every position_check_interval while it runs (the record checked last
+// is stored with the offsets, so that a kill between two checks is caught on
+// resume). Ledger rows past the
 // retention are pruned between batches. run_loop() is called once, on its own
 // thread; the atomics of loop_state are shared with whoever watches it.
 

@@ -94,11 +94,16 @@ struct applier::statements {
                    "\"offset\", applied_at) VALUES (?,?,?,?,?,?,?,?,?)"),
         offset_set(db,
                    "INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at, "
-                   "last_svix_id) VALUES (?,?,?,?,?,?) ON CONFLICT(projection, topic, partition) DO UPDATE SET "
+                   "last_svix_id, checked_offset, checked_svix_id) VALUES (?,?,?,?,?,?,?,?) "
+                   "ON CONFLICT(projection, topic, partition) DO UPDATE SET "
                    // Offsets only move forward, even if a late batch of an evicted member
-                   // commits; the record id moves with the offset it sits before.
+                   // commits; the record ids move with the offset they were stored with.
                    "last_svix_id = CASE WHEN excluded.next_offset >= next_offset THEN excluded.last_svix_id "
                    "ELSE last_svix_id END, "
+                   "checked_offset = CASE WHEN excluded.next_offset >= next_offset THEN excluded.checked_offset "
+                   "ELSE checked_offset END, "
+                   "checked_svix_id = CASE WHEN excluded.next_offset >= next_offset THEN excluded.checked_svix_id "
+                   "ELSE checked_svix_id END, "
                    "next_offset = max(next_offset, excluded.next_offset), updated_at = excluded.updated_at"),
         dead_letter_add(db,
                         "INSERT INTO dead_letters(projection, topic, partition, \"offset\", svix_id, type, reason, "
@@ -546,7 +551,8 @@ applier::applier(store::database& db, std::vector<kind> projections, std::mutex*
 
 applier::~applier() = default;
 
-std::vector<event_result> applier::apply(std::span<const envelope> batch) {
+std::vector<event_result> applier::apply(std::span<const envelope> batch,
+                                        const std::map<std::int32_t, checked_record>& checked) {
   // Decoding is pure, and so is finding the batch's last message in each
   // (topic, partition): both before the write turn.
   std::vector<decoded> decoded_batch;
@@ -604,6 +610,14 @@ std::vector<event_result> applier::apply(std::span<const envelope> batch) {
           st.bind(4, m->offset + 1);
           st.bind(5, now);
           bind_text(st, 6, m->svix_id);
+          const auto c = checked.find(m->partition);
+          if (c != checked.end() && c->second.offset < m->offset) {
+            st.bind(7, c->second.offset);
+            bind_text(st, 8, c->second.svix_id);
+          } else {
+            st.bind(7);
+            st.bind(8);
+          }
           run(st);
         }
       }
@@ -636,7 +650,8 @@ void rewind_offset(store::database& db, kind projection, const std::string& topi
                    std::int64_t next_offset, const std::string& last_svix_id) {
   guarded([&] {
     SQLite::Statement st(db.native(),
-                         "UPDATE kafka_offsets SET next_offset = ?, last_svix_id = ?, updated_at = ? "
+                         "UPDATE kafka_offsets SET next_offset = ?, last_svix_id = ?, updated_at = ?, "
+                         "checked_offset = NULL, checked_svix_id = NULL "
                          "WHERE projection = ? AND topic = ? AND partition = ? AND next_offset > ?");
     st.bind(1, next_offset);
     st.bind(2, last_svix_id);
@@ -645,6 +660,36 @@ void rewind_offset(store::database& db, kind projection, const std::string& topi
     st.bind(5, topic);
     st.bind(6, partition);
     st.bind(7, next_offset);
+    st.exec();
+    return 0;
+  });
+}
+
+std::map<std::int32_t, checked_record> checked_records(store::database& db, kind projection, const std::string& topic) {
+  return guarded([&] {
+    std::map<std::int32_t, checked_record> out;
+    SQLite::Statement st(db.native(),
+                         "SELECT partition, checked_offset, checked_svix_id FROM kafka_offsets "
+                         "WHERE projection = ? AND topic = ? AND checked_offset IS NOT NULL");
+    st.bind(1, std::string(name(projection)));
+    st.bind(2, topic);
+    while (st.executeStep())
+      out[st.getColumn(0).getInt()] = {st.getColumn(1).getInt64(), st.getColumn(2).getString()};
+    return out;
+  });
+}
+
+void forget_checked(store::database& db, kind projection, const std::string& topic, std::int32_t partition,
+                    std::int64_t next_offset) {
+  guarded([&] {
+    SQLite::Statement st(db.native(),
+                         "UPDATE kafka_offsets SET checked_offset = NULL, checked_svix_id = NULL "
+                         "WHERE projection = ? AND topic = ? AND partition = ? AND next_offset = ? "
+                         "AND checked_offset IS NOT NULL");
+    st.bind(1, std::string(name(projection)));
+    st.bind(2, topic);
+    st.bind(3, partition);
+    st.bind(4, next_offset);
     st.exec();
     return 0;
   });

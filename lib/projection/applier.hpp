@@ -55,6 +55,13 @@ struct event_result {
   std::int64_t offset = 0;
 };
 
+// A record by its offset and its svix-id, known to be in the log being read.
+struct checked_record {
+  std::int64_t offset = 0;
+  std::string svix_id;
+  friend bool operator==(const checked_record&, const checked_record&) = default;
+};
+
 class applier {
  public:
   // Applies to `projections` through `db` (which must outlive the applier).
@@ -67,10 +74,14 @@ class applier {
   applier& operator=(const applier&) = delete;
 
   // Applies `batch` to every projection in one transaction and moves
-  // each (projection, topic, partition) next offset past its last message.
+  // each (projection, topic, partition) next offset past its last message,
+  // storing with it the partition's entry of `checked` (partition -> the
+  // latest record the consumer's position check found in the log; for the
+  // batch's topic) when that is an earlier record than the last.
   // Returns one result per message and projection, in batch order. Throws
   // store::db_error, after rollback, when the database fails.
-  [[nodiscard]] std::vector<event_result> apply(std::span<const envelope> batch);
+  [[nodiscard]] std::vector<event_result> apply(std::span<const envelope> batch,
+                                                const std::map<std::int32_t, checked_record>& checked = {});
 
   [[nodiscard]] const std::vector<kind>& projections() const { return kinds_; }
 
@@ -111,6 +122,17 @@ class applier {
 // the column existed) are absent. Throws db_error.
 [[nodiscard]] std::map<std::int32_t, std::string> last_svix_ids(store::database& db, kind projection,
                                                                 const std::string& topic);
+
+// The record stored as checked with each stored next offset (partition ->
+// record; see apply()); partitions where it is the record before the offset,
+// or never stored, are absent. Throws db_error.
+[[nodiscard]] std::map<std::int32_t, checked_record> checked_records(store::database& db, kind projection,
+                                                                     const std::string& topic);
+
+// Forgets the checked record of a partition whose next offset is still
+// `next_offset`: the record before it was checked since. Throws db_error.
+void forget_checked(store::database& db, kind projection, const std::string& topic, std::int32_t partition,
+                    std::int64_t next_offset);
 
 // Moves a partition's stored position back to `next_offset`, with
 // `last_svix_id` the record before it: the consumer found that records it

@@ -215,6 +215,32 @@ TEST_CASE("a topic recreated between two position checks is found when the consu
   CHECK_MESSAGE(err2.find(r.recreated_line()) != std::string::npos, err2);
 }
 
+TEST_CASE("a consumer killed between a topic's recreation and its next position check is stopped on restart, "
+          "before applying anything") {
+  refilled_under_consumer r;
+  r.run("600000", 0ms);
+  REQUIRE_MESSAGE(t::wait_caught_up(r.db, r.topic, {"users"}, 40, 30s), r.consumer->stderr_text());
+  // Killed: no stop's check. The record before the stored offset is the
+  // new log's, and a resume comparing it alone passes; the record checked
+  // last (the old log's offset 9), stored with the offset, does not.
+  r.consumer->signal(SIGKILL);
+  (void)r.consumer->wait(10s);
+  CHECK(t::query_int(r.db, "SELECT checked_offset FROM kafka_offsets WHERE projection = 'users'") == 9);
+  t::produce_events(t::broker(), r.topic, some_events(5, 11));
+  // Another group: the killed member's session is not waited for (offsets
+  // are the database's).
+  const auto again = t::start_consumer({"--projection", "users", "--topic", r.topic, "--db", r.db, "--group-prefix",
+                                        t::unique_name("edge-killed"), "--position-check-ms", "600000"});
+  const auto st = again->wait(40s);
+  const auto err = again->stderr_text();
+  CHECK_MESSAGE(st == 5, err);
+  CHECK_MESSAGE(err.find(r.recreated_line() + " applied_after=30") != std::string::npos, err);
+  CHECK_MESSAGE(count_of(err, "msg=event ") == 0, err);
+  CHECK(t::stored_totals(r.db, r.topic)["users"] == 10);
+  // Moved back to the checked record itself: nothing stored besides.
+  CHECK(t::query_int(r.db, "SELECT count(*) FROM kafka_offsets WHERE checked_offset IS NOT NULL") == 0);
+}
+
 TEST_CASE("a consumer waiting for ctl swap-in's lock stops at once when asked") {
   const auto topic = t::fresh_topic("edge-swap-wait", 1);
   t::temp_dir dir;
@@ -252,6 +278,9 @@ TEST_CASE("resuming re-reads the record before the stored offset and applies not
   CHECK_MESSAGE(count_of(second, "msg=event ") == 10, second);
   CHECK_MESSAGE(count_of(second, "partition=0 offset=10 reread=true") == 1, second);
   CHECK_MESSAGE(count_of(second, "msg=resume_unchecked") == 0, second);
+  // Its batch stored record 9 as the one checked last; the stop checked
+  // record 19 and forgot it.
+  CHECK(t::query_int(db, "SELECT count(*) FROM kafka_offsets WHERE checked_offset IS NOT NULL") == 0);
   // Records trimmed up to exactly the stored offset: nothing to compare, nothing lost.
   kafka::delete_records(cfg, topic, 0, 20, 30s);
   t::produce_events(cfg, topic, some_events(5, 10));
