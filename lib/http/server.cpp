@@ -536,6 +536,11 @@ struct server::impl : std::enable_shared_from_this<impl> {
         (req.count(bhttp::field::transfer_encoding) != 1 || req.version() < 11 ||
          !beast::iequals(req[bhttp::field::transfer_encoding], "chunked")))
       co_return co_await answer_early(stream, bad_request(), "rejected", "transfer_encoding", head);
+    // RFC 9112 3.2: an HTTP/1.1 request without Host, or any request with
+    // two Host lines, is 400. Beast checks neither; a proxy in front that
+    // routes by one of two Host lines would disagree with us on the other.
+    if (const auto hosts = req.count(bhttp::field::host); hosts > 1 || (hosts == 0 && req.version() >= 11))
+      co_return co_await answer_early(stream, bad_request(), "rejected", "host", head);
     const auto started = std::chrono::steady_clock::now();
     const auto method = std::string_view(req.method_string().data(), req.method_string().size());
     const auto target = std::string_view(req.target().data(), req.target().size());

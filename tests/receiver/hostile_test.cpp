@@ -691,3 +691,27 @@ TEST_CASE("a folded header line is refused before Beast joins it, a blank line b
   }
   CHECK(r.proc().wait_for_log("msg=read_incomplete stage=body", 5s));
 }
+
+TEST_CASE("an HTTP/1.1 request without Host, or any with two Host lines, gets 400 and is never published") {
+  // RFC 9112 3.2: a server MUST answer 400 to either. A proxy in front that
+  // routes by one Host line would otherwise disagree with us on another.
+  const auto secret = test::random_secret();
+  const auto topic = test::fresh_topic("recv_host", 1);
+  test::receiver r(test::broker().brokers, topic, secret);
+  REQUIRE(r.wait_ready(20s));
+  const auto send = [&](const std::string& version, const std::string& host_lines, const std::string& user) {
+    const auto e = test::sign_event(secret, test::user_event_body(user));
+    test::raw_conn c(r.port());
+    REQUIRE(c.send("POST /webhooks/clerk " + version + "\r\n" + host_lines + header_lines(e) +
+                   "Content-Length: " + std::to_string(e.body.size()) + "\r\n\r\n" + e.body));
+    return test::status_of(c.read_until("}", 10s));
+  };
+  CHECK(send("HTTP/1.1", "", "user_no_host") == 400);
+  CHECK(send("HTTP/1.1", "Host: a\r\nHost: b\r\n", "user_two_hosts") == 400);
+  CHECK(send("HTTP/1.0", "Host: a\r\nHost: a\r\n", "user_two_hosts_10") == 400);
+  CHECK(r.proc().wait_for_log("outcome=host", 5s));
+  // HTTP/1.0 has no Host requirement; one Host line is what Svix sends.
+  CHECK(send("HTTP/1.0", "", "user_host_10") == 200);
+  CHECK(send("HTTP/1.1", "Host: a\r\n", "user_host_11") == 200);
+  CHECK(test::read_topic(test::broker().brokers, topic).size() == 2);
+}
