@@ -70,10 +70,15 @@ std::optional<std::string> string_member(const rapidjson::Value& obj, const char
   return std::string(it->value.GetString(), it->value.GetStringLength());
 }
 
+// Whole seconds, the fraction cut toward zero, as Clerk's
+// Date#setUTCSeconds(exp) does: a fraction never adds time to a claim.
 std::int64_t whole_seconds(double v) {
   constexpr double limit = 9.0e15;  // far beyond any date; keeps the cast defined
-  return static_cast<std::int64_t>(std::floor(std::clamp(v, -limit, limit)));
+  return static_cast<std::int64_t>(std::trunc(std::clamp(v, -limit, limit)));
 }
+
+// A time claim in milliseconds, as Clerk compares it.
+double claim_ms(double seconds) { return std::trunc(seconds) * 1000.0; }
 
 // Non-empty, and every byte printable ASCII other than the space.
 bool visible_ascii(std::string_view s) {
@@ -333,7 +338,8 @@ verdict verify(std::string_view token, const key_set& keys, const options& opts,
     v.why = reason::bad_issuer;
     return v;
   }
-  // Compared in milliseconds, as Clerk does (exp * 1000 vs Date.now() ± skew).
+  // Compared in milliseconds, as Clerk does (whole seconds of exp * 1000 vs
+  // Date.now() ± skew).
   const double now_ms =
       static_cast<double>(std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count());
   const double skew_ms = static_cast<double>(opts.clock_skew.count());
@@ -343,7 +349,7 @@ verdict verify(std::string_view token, const key_set& keys, const options& opts,
     return v;
   }
   c.exp = whole_seconds(*exp);
-  if (*exp * 1000.0 <= now_ms - skew_ms) {
+  if (claim_ms(*exp) <= now_ms - skew_ms) {
     v.why = reason::expired;
     return v;
   }
@@ -354,7 +360,7 @@ verdict verify(std::string_view token, const key_set& keys, const options& opts,
       return v;
     }
     c.nbf = whole_seconds(*nbf);
-    if (*nbf * 1000.0 > now_ms + skew_ms) {
+    if (claim_ms(*nbf) > now_ms + skew_ms) {
       v.why = reason::not_yet_valid;
       return v;
     }
@@ -366,7 +372,7 @@ verdict verify(std::string_view token, const key_set& keys, const options& opts,
       return v;
     }
     c.iat = whole_seconds(*iat);
-    if (*iat * 1000.0 > now_ms + skew_ms) {
+    if (claim_ms(*iat) > now_ms + skew_ms) {
       v.why = reason::issued_in_future;
       return v;
     }

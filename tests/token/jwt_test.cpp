@@ -84,6 +84,22 @@ TEST_CASE("token: time claims honour the clock skew at Clerk's boundaries") {
         token::reason::bad_time_claim);
 }
 
+TEST_CASE("token: a time claim with a fraction counts its whole seconds, as Clerk's setUTCSeconds does") {
+  // Date#setUTCSeconds truncates toward zero: exp 1799999995.9 is
+  // 1799999995000 ms to Clerk, so expired at now - 5 s; never 900 ms more.
+  const std::string h = R"({"alg":"RS256"})";
+  const auto p = [](const std::string& exp, const std::string& nbf, const std::string& iat) {
+    return R"({"exp":)" + exp + R"(,"iat":)" + iat + R"(,"nbf":)" + nbf + R"(,"sid":"s","sub":"u"})";
+  };
+  const token::options o;
+  CHECK(check(signer().sign(h, p("1799999995.9", "1799999990", "1799999990")), o) == token::reason::expired);
+  CHECK(check(signer().sign(h, p("1799999996.1", "1799999990", "1799999990")), o) == token::reason::ok);
+  // nbf and iat the other way: their fraction never makes them later.
+  CHECK(check(signer().sign(h, p("1800000600", "1800000005.9", "1799999990")), o) == token::reason::ok);
+  CHECK(check(signer().sign(h, p("1800000600", "1799999990", "1800000005.9")), o) == token::reason::ok);
+  CHECK(check(signer().sign(h, p("1800000600", "1800000006.1", "1799999990")), o) == token::reason::not_yet_valid);
+}
+
 TEST_CASE("token: azp must be an authorized party when any are configured") {
   CHECK(check(signer().sign(header, payload(t + 60, R"(,"azp2":1)"))) == token::reason::ok);
   const std::string evil = R"({"exp":1800000060,"sid":"s","sub":"u","azp":"https://evil.example"})";
