@@ -72,8 +72,18 @@ struct server::impl : std::enable_shared_from_this<impl> {
       }
       return plain(req, http::status::ok, "ok");
     }
-    if (path_only != path) return plain(req, http::status::not_found, "not found");
-    if (!get) return plain(req, http::status::method_not_allowed, "method not allowed");
+    // A proxy pointed at another path or method gets no check at all: said
+    // here too (rate-limited), not only in the proxy's own log.
+    if (path_only != path) {
+      limiter.write("not_found", log::level::warn, "not_found",
+                    {{"status", 404}, {"outcome", "path"}, {"path", cut(path_only)}});
+      return plain(req, http::status::not_found, "not found");
+    }
+    if (!get) {
+      limiter.write("method_not_allowed", log::level::warn, "method_not_allowed",
+                    {{"status", 405}, {"outcome", "method"}, {"path", cut(path_only)}});
+      return plain(req, http::status::method_not_allowed, "method not allowed");
+    }
 
     const auto started = std::chrono::steady_clock::now();
     const auto r = svc.check(header(req, http::field::authorization), header(req, http::field::cookie),
@@ -125,10 +135,18 @@ struct server::impl : std::enable_shared_from_this<impl> {
         break;
       response res;
       if (ec) {
-        // Malformed request or over a limit: answer once, then close.
-        res = response{ec == http::error::header_limit ? http::status::request_header_fields_too_large
-                                                       : http::status::bad_request,
-                       11};
+        // Malformed request or over a limit: answer once, then close. Logged
+        // (rate-limited): a proxy passing a client's many cookies over the
+        // header limit would otherwise fail every check of that client
+        // without a line here.
+        const bool too_large = ec == http::error::header_limit;
+        const auto status = too_large ? http::status::request_header_fields_too_large : http::status::bad_request;
+        const std::string_view outcome = too_large                         ? "header_limit"
+                                         : ec == http::error::body_limit ? "body_limit"
+                                                                          : "bad_request";
+        limiter.write(std::string("rejected:") + std::string(outcome), log::level::warn, "rejected",
+                      {{"status", static_cast<int>(status)}, {"outcome", outcome}, {"error", ec.message()}});
+        res = response{status, 11};
         res.keep_alive(false);
         res.prepare_payload();
       } else {

@@ -146,3 +146,33 @@ TEST_CASE("clerk-sync-auth: routes, methods and the 401 header of a running inst
   CHECK(auth.stderr_text().find("no_authorized_parties") != std::string::npos);
   CHECK(auth.stderr_text().find(tok.substr(tok.size() - 30)) == std::string::npos);
 }
+
+TEST_CASE("clerk-sync-auth: a request it cannot check (too large, wrong path) leaves a line, never the token") {
+  const test::rsa_signer signer;
+  test::temp_dir dir;
+  std::ofstream(dir / "key.pem") << signer.public_pem();
+  const auto db = (dir / "clerk-sync.db").string();
+  { store::database made(db); }
+  const int port = test::free_port();
+  auto env = clean_env;
+  env["CLERK_JWT_KEY_FILE"] = (dir / "key.pem").string();
+  env["CLERK_SYNC_DB"] = db;
+  env["CLERK_SYNC_AUTH_LISTEN"] = "127.0.0.1:" + std::to_string(port);
+  test::process auth(auth_bin(), {}, env);
+  REQUIRE_MESSAGE(auth.wait_for_log("msg=listening", 15s), auth.stderr_text());
+
+  // A client whose cookies pass the 16 KiB header limit: every check of it
+  // fails (nginx answers 500), and the operator must learn why from here.
+  const std::string token_like = "eyJhbGciOiJSUzI1NiJ9.secretpart.sig";
+  const std::string cookies = "__session=" + token_like + "; big=" + std::string(17 * 1024, 'x');
+  CHECK(test::send_http(port, "GET", "/auth", {{"Cookie", cookies}}, "").status == 431);
+  CHECK_MESSAGE(auth.wait_for_log("msg=rejected status=431 outcome=header_limit", 5s), auth.stderr_text());
+  // A proxy sending the check to another path (proxy_pass without a URI).
+  CHECK(test::send_http(port, "GET", "/_clerk_auth?x=1", {{"Authorization", "Bearer " + token_like}}, "").status ==
+        404);
+  CHECK_MESSAGE(auth.wait_for_log("msg=not_found status=404 outcome=path path=/_clerk_auth ", 5s), auth.stderr_text());
+
+  auth.signal(SIGTERM);
+  CHECK(auth.wait(15s) == 0);
+  CHECK(auth.stderr_text().find("secretpart") == std::string::npos);
+}
