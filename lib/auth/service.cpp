@@ -8,6 +8,28 @@ namespace clerk_sync::auth {
 service::service(token::key_set keys, token::options opts, std::size_t cache_size, lookup& db)
     : keys_(std::move(keys)), opts_(std::move(opts)), cache_(cache_size, opts_.clock_skew), db_(db) {}
 
+std::optional<std::string> service::database_problem() {
+  if (auto problem = db_.file_problem()) return problem;
+  // The right file is not yet a readable one (an I/O error, a damaged file,
+  // a table it no longer has): every check would answer 503 while /healthz
+  // said 200. So ask it what a check asks, for an id nobody has.
+  const auto read = [&] {
+    (void)db_.session("");
+    (void)db_.user("");
+  };
+  try {
+    read();
+  } catch (const store::db_error&) {
+    try {
+      db_.reopen();
+      read();
+    } catch (const store::db_error& e) {
+      return std::string(e.what());
+    }
+  }
+  return std::nullopt;
+}
+
 check_result service::check(std::optional<std::string_view> authorization, std::optional<std::string_view> cookie,
                             std::chrono::system_clock::time_point now) {
   check_result r;

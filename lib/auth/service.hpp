@@ -35,8 +35,9 @@ class service {
                                    std::chrono::system_clock::time_point now);
 
   [[nodiscard]] std::size_t cached_tokens() const { return cache_.size(); }
-  // Why the database cannot be served now, for /healthz; nullopt when it can.
-  [[nodiscard]] std::optional<std::string> database_problem() { return db_.file_problem(); }
+  // Why the database cannot be served now, for /healthz; nullopt when it can:
+  // the path, then the two lookups a check makes (with its one reconnect).
+  [[nodiscard]] std::optional<std::string> database_problem();
 
  private:
   token::key_set keys_;

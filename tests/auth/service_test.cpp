@@ -210,3 +210,22 @@ TEST_CASE("auth: a database path missing for a while answers 503 meanwhile, and 
   CHECK(back.role == "admin");
   CHECK_FALSE(svc.database_problem());
 }
+
+TEST_CASE("auth: /healthz's database problem is any a check meets, not only the path's") {
+  one_user_database f;
+  auth::lookup db(f.path);
+  auto svc = f.service(db);
+  CHECK(svc.check(f.bearer, std::nullopt, now).status == 200);
+  CHECK_FALSE(svc.database_problem());
+  // The path still names the file it opened, but the file no longer holds
+  // what a check reads (a damaged file, an I/O error, a schema it cannot
+  // read): every check answers 503, and a monitor of /healthz must hear it.
+  {
+    SQLite::Database writer(f.path, SQLite::OPEN_READWRITE);
+    writer.exec("DROP TABLE sessions");
+  }
+  CHECK(svc.check(f.bearer, std::nullopt, now).status == 503);
+  const auto problem = svc.database_problem();
+  REQUIRE(problem);
+  CHECK_MESSAGE(problem->find("sessions") != std::string::npos, *problem);
+}
