@@ -78,16 +78,19 @@ std::vector<std::string> size_warnings(const std::map<std::string, std::string>&
 
 std::vector<std::string> durability_warnings(int brokers, int replication_factor, int min_insync_replicas) {
   std::vector<std::string> out;
-  if (brokers < 2) return out;
   const auto rf = std::to_string(replication_factor);
   const auto isr = std::to_string(min_insync_replicas);
-  if (replication_factor < 2)
-    out.push_back("replication factor " + rf + " on " + std::to_string(brokers) +
-                  " brokers: every event has one copy, losing its broker loses acknowledged events (want 3)");
-  else if (min_insync_replicas < 2)
-    out.push_back("min.insync.replicas=" + isr + " with replication factor " + rf +
-                  ": acks=all is satisfied by the leader alone once the others fall behind, and a leader "
-                  "lost then loses acknowledged events (want 2)");
+  // A single broker has no second copy to give; a write that can never be
+  // acknowledged (below) fails there as anywhere.
+  if (brokers >= 2) {
+    if (replication_factor < 2)
+      out.push_back("replication factor " + rf + " on " + std::to_string(brokers) +
+                    " brokers: every event has one copy, losing its broker loses acknowledged events (want 3)");
+    else if (min_insync_replicas < 2)
+      out.push_back("min.insync.replicas=" + isr + " with replication factor " + rf +
+                    ": acks=all is satisfied by the leader alone once the others fall behind, and a leader "
+                    "lost then loses acknowledged events (want 2)");
+  }
   if (min_insync_replicas > replication_factor)
     out.push_back("min.insync.replicas=" + isr + " above replication factor " + rf +
                   ": every acks=all write fails with NOT_ENOUGH_REPLICAS");

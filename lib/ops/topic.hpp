@@ -41,7 +41,8 @@ struct topic_settings {
 // Why acks=all on this topic may leave an acknowledged record on a single
 // broker (replication factor or min.insync.replicas below 2), or can never
 // succeed (min.insync.replicas above the replication factor); empty when
-// neither. A single broker has no second copy to give: no warning there.
+// neither. A single broker has no second copy to give: no warning there
+// for the first, but the second fails on one broker too.
 [[nodiscard]] std::vector<std::string> durability_warnings(int brokers, int replication_factor,
                                                            int min_insync_replicas);
 

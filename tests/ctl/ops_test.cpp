@@ -125,6 +125,11 @@ TEST_CASE("topic durability warns when acks=all can fall back to one copy, or ca
   const auto never = ops::durability_warnings(3, 2, 3);
   REQUIRE(never.size() == 1);
   CHECK(never[0].find("NOT_ENOUGH_REPLICAS") != std::string::npos);
+  // A development broker too: a topic made with min.insync.replicas=2 and
+  // one copy refuses every write the receiver makes.
+  const auto never_here = ops::durability_warnings(1, 1, 2);
+  REQUIRE(never_here.size() == 1);
+  CHECK(never_here[0].find("NOT_ENOUGH_REPLICAS") != std::string::npos);
 }
 
 TEST_CASE("http urls and retry schedules parse strictly") {

@@ -215,6 +215,17 @@ TEST_CASE("topic ensure creates a replayable topic, and --strict fails on a comp
   CHECK(refused.err.find("retention.ms=86400000") != std::string::npos);
   CHECK(refused.err.find("topic created") == std::string::npos);
   CHECK(ctl_run({"topic", "ensure", "--topic", unborn, "--strict"}, unborn).status == 0);  // then created clean
+
+  // min.insync.replicas above the replication factor refuses every write,
+  // on a single broker as on a cluster: never a clean topic.
+  const auto stuck = test::unique_name("ctl-topic-minisr");
+  const auto never = ctl_run({"topic", "ensure", "--topic", stuck, "--partitions", "1", "--config",
+                              "min.insync.replicas=2", "--strict"}, stuck);
+  INFO(never.err);
+  CHECK(never.status == 1);
+  CHECK(never.err.find(R"(msg="topic not created")") != std::string::npos);
+  CHECK(never.err.find("NOT_ENOUGH_REPLICAS") != std::string::npos);
+  CHECK_FALSE(kafka::describe_topic(test::broker(), stuck, 10s));
 }
 
 TEST_CASE("replay rebuilds every projection identical to the live one while the consumers keep running") {
