@@ -96,6 +96,9 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
                          "consumer was run on, remove " + lock + " and swap again.)");
     }
   }
+  // The live file's lock files are made beside it below: a mistyped --db
+  // naming some other file is refused first, with nothing left beside it.
+  (void)store::database(live, {.read_only = true});
   const int from_version = store::database(from, {.read_only = true}).schema_version();
   const int newest = store::embedded_migrations().back().version;
   if (from_version != newest)

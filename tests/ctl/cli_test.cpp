@@ -284,6 +284,16 @@ TEST_CASE("writing commands refuse a --db that is not a clerk-sync database, or 
   CHECK(swap.status == 1);
   CHECK(swap.err.find("holds no clerk-sync schema") != std::string::npos);
   CHECK(shape_of(foreign) == foreign_shape);
+  // Nor is anything made beside it: a lock file there would later refuse
+  // that file as a --from ("a file consumers ran on").
+  CHECK_FALSE(std::filesystem::exists(store::projection_lock_path(foreign, "users")));
+  const auto text = (dir / "notes.txt").string();
+  std::ofstream(text) << "not a database\n";
+  const auto not_db = test::run(ctl(), {"swap-in", "--projection", "all", "--from", rebuilt, "--db", text}, clean_env);
+  CHECK(not_db.status == 1);
+  CHECK(test::read_file(text) == "not a database\n");
+  for (const auto* p : {"users", "referrals", "balances", "sessions"})
+    CHECK_FALSE(std::filesystem::exists(store::projection_lock_path(text, p)));
 
   // The same file twice.
   const auto same = test::run(ctl(), {"swap-in", "--projection", "users", "--from", rebuilt, "--db", rebuilt}, clean_env);
