@@ -322,9 +322,15 @@ int dead_letters_retry(const dead_letter_args& a) {
   return guarded([&] {
     // Keeps the WAL files the consumers keep for the auth service.
     store::database db(a.db, {.must_be = store::open_options::existing::clerk_sync});
-    std::vector<std::int64_t> ids = a.ids;
+    // Each id once: named twice (or named and selected by --all), its second
+    // turn would find it resolved by the first and fail the run.
+    std::vector<std::int64_t> ids;
+    const auto add = [&](std::int64_t id) {
+      if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
+    };
+    for (const auto id : a.ids) add(id);
     if (a.all)
-      for (const auto& d : selected_dead_letters(db, a.projection, false)) ids.push_back(d.id);
+      for (const auto& d : selected_dead_letters(db, a.projection, false)) add(d.id);
     if (ids.empty()) {
       if (!a.all) throw config::usage_error("give dead letter ids, or --all");
       log::info("no pending dead letters");  // --all, and nothing to re-drive: done

@@ -228,6 +228,35 @@ TEST_CASE("a dead-letter re-drive SIGKILLed before it marks the letter resolved 
   CHECK(count("SELECT count(*) FROM applied_events") == 1);
 }
 
+TEST_CASE("dead-letters retry re-drives an id named twice, or named and selected by --all, once and exits 0") {
+  test::temp_dir dir;
+  const auto db = (dir / "live.db").string();
+  { store::database create(db, {.keep_wal_files = true}); }
+  {
+    SQLite::Database c(db, SQLite::OPEN_READWRITE);
+    SQLite::Statement add(c,
+                          "INSERT INTO dead_letters(projection, topic, partition, \"offset\", svix_id, type, reason, "
+                          "payload, created_at) VALUES ('users', 'clerk.events', 0, ?, ?, 'user.created', "
+                          "'fixed since', ?, 1)");
+    for (const auto& [offset, id] : {std::pair{7, "msg_twice_a"}, std::pair{8, "msg_twice_b"}}) {
+      add.reset();
+      add.bind(1, offset);
+      add.bind(2, id);
+      add.bind(3, test::read_file(test::source_path("tests/fixtures/clerk/user.created.json")));
+      add.exec();
+    }
+  }
+  const auto named_twice = test::run(ctl(), {"dead-letters", "retry", "--db", db, "1", "1"}, clean_env);
+  INFO(named_twice.err);
+  CHECK(named_twice.status == 0);
+  CHECK(named_twice.err.find("no pending dead letter") == std::string::npos);
+  const auto with_all = test::run(ctl(), {"dead-letters", "retry", "--db", db, "--all", "2"}, clean_env);
+  INFO(with_all.err);
+  CHECK(with_all.status == 0);
+  CHECK(with_all.err.find("no pending dead letter") == std::string::npos);
+  CHECK(test::query_int(db, "SELECT count(*) FROM dead_letters WHERE resolved_at IS NULL") == 0);
+}
+
 namespace {
 
 // What a file is, as a check that a refused command left it alone: its
