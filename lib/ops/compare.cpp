@@ -6,6 +6,8 @@
 #include <memory>
 #include <optional>
 
+#include "log/log.hpp"
+
 namespace clerk_sync::ops {
 namespace {
 
@@ -50,6 +52,17 @@ std::string render(const SQLite::Column& c) {
   return "blob(" + c.getString() + ")";
 }
 
+// The same value as printed for the operator. Text comes from Clerk's
+// events (a name is whatever the user typed): control bytes, invalid UTF-8
+// and the characters a terminal acts on are escaped, as in log fields, so
+// that a row cannot write lines or escape sequences of its choosing.
+std::string shown(const SQLite::Column& c) {
+  if (!c.isText() && !c.isBlob()) return render(c);
+  const auto quoted = log::escape(log::format::json, c.getString());
+  const auto inner = quoted.substr(1, quoted.size() - 2);
+  return c.isText() ? "'" + inner + "'" : "blob(" + inner + ")";
+}
+
 class cursor {
  public:
   cursor(SQLite::Database& db, const std::string& table, const table_shape& s)
@@ -70,16 +83,20 @@ class cursor {
     key_.clear();
     for (int i = 0; i < n; ++i) key_.push_back(stmt_.getColumn(i).getString());
     std::vector<std::string> r;
-    for (int i = n; i < stmt_.getColumnCount(); ++i) r.push_back(render(stmt_.getColumn(i)));
+    shown_.clear();
+    for (int i = n; i < stmt_.getColumnCount(); ++i) {
+      r.push_back(render(stmt_.getColumn(i)));
+      shown_.push_back(shown(stmt_.getColumn(i)));
+    }
     row_ = std::move(r);
     ++count_;
   }
   [[nodiscard]] std::int64_t count() const { return count_; }
-  // The row without the leading key copy, as "col=value ...".
+  // The row without the leading key copy, as "col=value ...", printable.
   [[nodiscard]] std::string text(const table_shape& s) const {
     std::string out;
     for (std::size_t i = 0; i < s.columns.size(); ++i)
-      out += (i ? " " : "") + s.columns[i] + "=" + (*row_)[i];
+      out += (i ? " " : "") + s.columns[i] + "=" + shown_[i];
     return out;
   }
 
@@ -95,6 +112,7 @@ class cursor {
   std::size_t key_count_;
   SQLite::Statement stmt_;
   std::optional<std::vector<std::string>> row_;
+  std::vector<std::string> shown_;  // row_ as printed
   std::vector<std::string> key_;
   std::int64_t count_ = 0;
 };

@@ -140,6 +140,31 @@ TEST_CASE("compare exits 1 on a missing file and 0 on two identical fresh files"
   CHECK(missing.status == 1);
 }
 
+TEST_CASE("compare prints a differing row's text escaped: a name cannot write lines or escape sequences") {
+  // A first name is whatever the user typed into Clerk.
+  test::temp_dir dir;
+  const auto a = (dir / "a.db").string(), b = (dir / "b.db").string();
+  for (const auto& path : {a, b}) store::database created(path);
+  {
+    SQLite::Database c(a, SQLite::OPEN_READWRITE);
+    SQLite::Statement add(c, "INSERT INTO users(id, first_name, updated_at) VALUES ('user_1', ?, 1)");
+    add.bind(1, std::string("Eve\nusers: identical (A 1 rows, B 1 rows, 0 differences)\x1b[2J"));
+    add.exec();
+  }
+  {
+    SQLite::Database c(b, SQLite::OPEN_READWRITE);
+    c.exec("INSERT INTO users(id, first_name, updated_at) VALUES ('user_1', 'Eve', 1)");
+  }
+  const auto r = test::run(ctl(), {"compare", "--projection", "users", a, b}, clean_env);
+  INFO(r.out);
+  CHECK(r.status == 1);
+  CHECK(r.out.find("users: DIFFERENT") != std::string::npos);
+  CHECK(r.out.find("\nusers: identical") == std::string::npos);
+  CHECK(r.out.find('\x1b') == std::string::npos);
+  CHECK(r.out.find("first_name='Eve\\nusers: identical") != std::string::npos);
+  CHECK(r.out.find("first_name='Eve' ") != std::string::npos);  // plain text as it was
+}
+
 TEST_CASE("dead-letters retry leaves the WAL files the consumers keep for the auth service") {
   test::temp_dir dir;
   const auto db = (dir / "live.db").string();
