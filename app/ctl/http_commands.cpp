@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -28,6 +29,10 @@ std::string read_input(const std::string& path) {
     while ((n = std::fread(buf, 1, sizeof buf, stdin)) > 0) out.append(buf, n);
     return out;
   }
+  // A directory opens as a stream that reads nothing: an empty body,
+  // signed or sent as if it were the file meant.
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) throw config::usage_error(path + " is a directory, not a body file");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw config::usage_error("cannot read " + path);
   std::ostringstream ss;

@@ -109,6 +109,21 @@ TEST_CASE("sign prints the Svix headers of a published vector") {
   CHECK(f.err.find("MfKQ9r8") == std::string::npos);
 }
 
+TEST_CASE("sign and send refuse a directory named as a body file instead of using an empty body") {
+  test::temp_dir dir;
+  const auto env = env_with({{"CLERK_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}});
+  const auto sign = test::run(ctl(), {"sign", dir.path().string()}, env);
+  CHECK(sign.status == 2);
+  CHECK(sign.out.empty());
+  CHECK(sign.err.find("is a directory") != std::string::npos);
+  const auto send = test::run(ctl(), {"send", dir.path().string(), "--url", "http://127.0.0.1:1/webhooks/clerk",
+                                      "--retry-schedule", ""},
+                              env);
+  CHECK(send.status == 2);
+  CHECK(send.err.find("is a directory") != std::string::npos);
+  CHECK(send.err.find("send attempt failed") == std::string::npos);  // nothing was sent
+}
+
 TEST_CASE("replay refuses to write into a database that already holds data") {
   test::temp_dir dir;
   const auto db = dir / "live.db";
