@@ -46,6 +46,7 @@ topic_settings with_defaults(topic_settings settings, int brokers) {
   const bool has_min_isr = std::any_of(settings.configs.begin(), settings.configs.end(),
                                        [](const auto& kv) { return kv.first == min_isr_key; });
   if (settings.replication_factor >= 3 && !has_min_isr) settings.configs.emplace_back(min_isr_key, "2");
+  if (settings.replication_factor == 1 && !has_min_isr) settings.configs.emplace_back(min_isr_key, "1");
   return settings;
 }
 

@@ -30,7 +30,9 @@ struct topic_settings {
 // The settings to create with on a cluster of `brokers`: replication factor
 // 3 on three brokers or more, else 1; with 3 copies or more,
 // min.insync.replicas=2 unless the operator gave one, so that acks=all
-// means two copies and one broker may be lost.
+// means two copies and one broker may be lost; with one copy,
+// min.insync.replicas=1 unless given, the only value a write can meet
+// (a broker default of 2 would refuse every write to the topic).
 [[nodiscard]] topic_settings with_defaults(topic_settings settings, int brokers);
 
 // Why a topic with this effective configuration cannot be replayed in full;
