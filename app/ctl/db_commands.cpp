@@ -209,6 +209,7 @@ struct status_args {
   std::string projections = "all";
   std::string db;
   std::int64_t max_lag = -1;
+  std::int64_t max_dead_letters = -1;
   int timeout_ms = 15'000;
 };
 
@@ -229,8 +230,8 @@ int status(const status_args& a) {
                     p.stored ? std::to_string(*p.stored).c_str() : "none", static_cast<long long>(p.low),
                     static_cast<long long>(p.high), static_cast<long long>(p.lag),
                     p.out_of_range              ? ", OUT OF RANGE: the consumer stops here with exit 5"
-                    : p.recreated_found_svix_id ? ", RECREATED: the record before the stored offset is another "
-                                                  "event; the consumer stops here with exit 5"
+                    : p.recreated_found_svix_id ? ", RECREATED: a record the consumer applied is another event "
+                                                  "now; the consumer stops here with exit 5"
                                                 : "");
         if (!p.resume_unchecked.empty())
           log::warn("resume_unchecked", {{"projection", name},
@@ -241,7 +242,7 @@ int status(const status_args& a) {
           log::error("topic_recreated", {{"projection", name},
                                          {"topic", a.topic},
                                          {"partition", p.partition},
-                                         {"offset", *p.stored - 1},
+                                         {"offset", p.compared_offset},
                                          {"applied_svix_id", p.applied_svix_id},
                                          {"found_svix_id", *p.recreated_found_svix_id}});
           code = exit_failed;
@@ -258,6 +259,13 @@ int status(const status_args& a) {
       }
       if (a.max_lag >= 0 && r.lag > a.max_lag) {
         log::warn("lag over threshold", {{"projection", name}, {"lag", r.lag}, {"max_lag", a.max_lag}});
+        code = exit_failed;
+      }
+      // A consumer that dead-letters what it reads keeps its lag at zero.
+      if (a.max_dead_letters >= 0 && r.db.pending_dead_letters > a.max_dead_letters) {
+        log::warn("dead letters over threshold", {{"projection", name},
+                                                  {"dead_letters", r.db.pending_dead_letters},
+                                                  {"max_dead_letters", a.max_dead_letters}});
         code = exit_failed;
       }
     }
@@ -406,6 +414,8 @@ void add_db_commands(CLI::App& app, runner& run) {
   st->add_option("--db", s->db, "Database file")->envname("CLERK_SYNC_DB")->required();
   st->add_option("--projection", s->projections, "Projections to show (comma list or all)")->capture_default_str();
   st->add_option("--max-lag", s->max_lag, "Exit 1 when a projection's lag exceeds N messages (for monitors)");
+  st->add_option("--max-dead-letters", s->max_dead_letters,
+                 "Exit 1 when a projection holds more than N pending dead letters (for monitors)");
   st->add_option("--timeout-ms", s->timeout_ms, "Kafka request timeout")
       ->check(CLI::Range(100, 600'000))
       ->capture_default_str();

@@ -48,13 +48,17 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
   // end (out of range, a false alarm).
   std::vector<std::map<std::int32_t, std::int64_t>> stored_of;
   std::vector<std::map<std::int32_t, std::string>> last_ids_of;
+  std::vector<std::map<std::int32_t, projection::checked_record>> checked_of;
   // A file from before migration 003 (a backup, a consumer stopped since
-  // an upgrade) stores no svix-id with its offsets: nothing to compare.
-  const bool has_last_ids = db.schema_version() >= 3;
+  // an upgrade) stores no svix-id with its offsets: nothing to compare;
+  // before 006, no checked record.
+  const int version = db.schema_version();
   for (const auto k : projections) {
     stored_of.push_back(projection::stored_offsets(db, k, topic));
-    last_ids_of.push_back(has_last_ids ? projection::last_svix_ids(db, k, topic)
+    last_ids_of.push_back(version >= 3 ? projection::last_svix_ids(db, k, topic)
                                        : std::map<std::int32_t, std::string>{});
+    checked_of.push_back(version >= 6 ? projection::checked_records(db, k, topic)
+                                      : std::map<std::int32_t, projection::checked_record>{});
   }
   kafka::consumer reader(kafka::single_record_reader(cfg), "");
   const auto partitions = reader.partitions_of(topic, timeout);
@@ -63,12 +67,18 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
   for (const auto p : partitions) marks.push_back(reader.watermarks(topic, p, timeout));
 
   // The consumer's resume check, done here too: the record before each
-  // stored offset inside the log must be the one applied last.
+  // stored offset inside the log must be the one applied last, and a
+  // record stored as checked (a consumer killed between two position
+  // checks) must still be there as the same event.
   std::map<std::int32_t, std::set<std::int64_t>> wanted;
   for (std::size_t j = 0; j < projections.size(); ++j)
-    for (std::size_t i = 0; i < partitions.size(); ++i)
+    for (std::size_t i = 0; i < partitions.size(); ++i) {
       if (const auto at = record_to_check(stored_of[j], last_ids_of[j], partitions[i], marks[i].first, marks[i].second))
         wanted[partitions[i]].insert(*at);
+      if (const auto c = checked_of[j].find(partitions[i]);
+          c != checked_of[j].end() && c->second.offset >= marks[i].first && c->second.offset < marks[i].second)
+        wanted[partitions[i]].insert(c->second.offset);
+    }
   const auto read = kafka::header_at(reader, topic, wanted, "svix-id", timeout);
   const auto& found_ids = read.found;
 
@@ -98,6 +108,15 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
         } else if (const auto& applied = last_ids_of[j].at(pl.partition); found->second != applied) {
           pl.recreated_found_svix_id = found->second;
           pl.applied_svix_id = applied;
+          pl.compared_offset = *at;
+        }
+      }
+      if (const auto c = checked_of[j].find(pl.partition); c != checked_of[j].end() && !pl.recreated_found_svix_id) {
+        const auto found = found_ids.find({pl.partition, c->second.offset});
+        if (found != found_ids.end() && found->second != c->second.svix_id) {
+          pl.recreated_found_svix_id = found->second;
+          pl.applied_svix_id = c->second.svix_id;
+          pl.compared_offset = c->second.offset;
         }
       }
       r.lag += pl.lag;

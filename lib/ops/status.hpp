@@ -40,8 +40,11 @@ struct partition_lag {
   // deleted and recreated, then refilled past the offset. The consumer
   // stops there with exit 5 (topic_recreated). Empty when it matched or
   // could not be read (none stored, trimmed, not within the timeout).
+  // Also set when the record stored as checked with the offset (migration
+  // 006) is another event now; compared_offset says which record differed.
   std::optional<std::string> recreated_found_svix_id;
   std::string applied_svix_id;
+  std::int64_t compared_offset = 0;
   // Why that record could not be compared (read failed or timed out, or no
   // record there); empty when it was, or when there was nothing to compare.
   std::string resume_unchecked;

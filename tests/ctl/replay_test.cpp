@@ -113,6 +113,46 @@ TEST_CASE("status flags a stored offset whose record before is another event: a 
   CHECK(r.err.find("msg=topic_recreated projection=users topic=" + topic + " partition=0 offset=4 "
                    "applied_svix_id=msg_applied_before_the_topic_was_recreated found_svix_id=" + applied) !=
         std::string::npos);
+
+  // The record before the offset matches, but the one a consumer stored as
+  // checked (killed between two position checks) does not: it stops too.
+  store_offset(applied);
+  const auto store_checked = [&](const std::string& id) {
+    store::database d(db);
+    store::exec(d, "UPDATE kafka_offsets SET checked_offset = 2, checked_svix_id = '" + id + "'");
+  };
+  store_checked(events[2].svix_id);
+  r = ctl_run({"status", "--db", db, "--projection", "users"}, topic);
+  CHECK_MESSAGE(r.status == 0, r.err);
+  store_checked("msg_checked_before_the_topic_was_recreated");
+  r = ctl_run({"status", "--db", db, "--projection", "users"}, topic);
+  CHECK(r.status == 1);
+  CHECK(r.out.find("stored 5, watermarks [0, 10), lag 5, RECREATED") != std::string::npos);
+  CHECK(r.err.find("msg=topic_recreated projection=users topic=" + topic + " partition=0 offset=2 "
+                   "applied_svix_id=msg_checked_before_the_topic_was_recreated found_svix_id=" + events[2].svix_id) !=
+        std::string::npos);
+}
+
+TEST_CASE("status exits 1 past --max-dead-letters, which a consumer that dead-letters all it reads needs") {
+  const auto topic = test::fresh_topic("ctl-status-dead", 1);
+  test::temp_dir dir;
+  const auto db = (dir / "dead.db").string();
+  {
+    store::database d(db);
+    for (int i = 0; i < 2; ++i)
+      store::exec(d, "INSERT INTO dead_letters(projection, topic, partition, \"offset\", svix_id, type, reason, "
+                     "payload, created_at) VALUES ('balances', '" + topic + "', 0, " + std::to_string(i) +
+                     ", 'msg_" + std::to_string(i) + "', 'user.updated', 'not JSON', x'00', 0)");
+  }
+  auto r = ctl_run({"status", "--db", db, "--max-dead-letters", "2"}, topic);
+  CHECK_MESSAGE(r.status == 0, r.err);
+  r = ctl_run({"status", "--db", db, "--max-dead-letters", "1"}, topic);
+  CHECK(r.status == 1);
+  CHECK_MESSAGE(r.err.find("msg=\"dead letters over threshold\" projection=balances dead_letters=2 "
+                           "max_dead_letters=1") != std::string::npos, r.err);
+  CHECK(r.err.find("projection=users dead_letters") == std::string::npos);
+  r = ctl_run({"status", "--db", db}, topic);  // no threshold: dead letters alone never fail it
+  CHECK(r.status == 0);
 }
 
 TEST_CASE("status reads a file from before migration 003, which stores no svix-id with its offsets") {
