@@ -322,6 +322,53 @@ for t in users balances referrals sessions; do
 done
 say "$expected signed events consumed by each projection; rows:$rows"
 
+# --- journald keeps every line of a burst of real deliveries --------------------------
+# journald drops a unit's lines past its rate limit (by default 10,000 of a
+# priority per 30 s, scaled with free space); a consumer catching up writes
+# tens of thousands of event lines a second, and a receiver a line per
+# verified delivery. The units lift the limit for themselves: here journald's
+# own is lowered below a few hundred deliveries, which must all keep their
+# lines, the receiver's and the consumer's.
+box sh -c 'mkdir -p /etc/systemd/journald.conf.d &&
+  printf "[Journal]\nRateLimitIntervalSec=30s\nRateLimitBurst=20\n" >/etc/systemd/journald.conf.d/boot-test.conf &&
+  systemctl restart systemd-journald'
+burst=400
+CLERK_WEBHOOK_SECRET=$secret "$ctl" send --url "$url" --generate "$burst" --seed "$(($$ + 1))" >"$workdir/send.log" 2>&1 ||
+  { cat "$workdir/send.log" >&2; fail "clerk-sync-ctl send of $burst events failed"; }
+expected=$((expected + burst))
+n=0
+for _ in $(seq 1 240); do
+  n=$(sql "SELECT coalesce(sum(next_offset), 0) FROM kafka_offsets WHERE projection = 'users' AND topic = '$topic'" ||
+    echo 0)
+  [ "${n:-0}" -ge "$expected" ] && break
+  sleep 0.5
+done
+[ "${n:-0}" -ge "$expected" ] || fail "projection users consumed $n of $expected events"
+# Every delivery so far has its published line, and every event the users
+# projection applied (a ledger row each) its outcome=applied line; counted
+# from the start (a cursor taken across journald's restart skipped one).
+# Lines reach the journal in blocks (every 100 ms) and journald may lag
+# under load: a count short of the mark is looked at again.
+ledger=$(sql "SELECT count(*) FROM applied_events WHERE projection = 'users'")
+# Past what journald's lowered limit lets through in its window: 20 lines,
+# times at most 6 for its free space.
+[ "${ledger:-0}" -gt 120 ] || fail "the users projection applied ${ledger:-0} events, too few to cross the limit"
+published=0 applied=0
+for _ in $(seq 1 40); do
+  box journalctl -u clerk-sync-receiver --no-pager -o cat >"$workdir/receiver.journal"
+  box journalctl -u clerk-sync-consumer@users --no-pager -o cat >"$workdir/unit.journal"
+  published=$(grep -c ' msg=published ' "$workdir/receiver.journal" || true)
+  applied=$(grep ' msg=event ' "$workdir/unit.journal" | grep -c ' outcome=applied ' || true)
+  ((published >= expected && applied >= ledger)) && break
+  sleep 0.5
+done
+((published >= expected)) ||
+  fail "the receiver's journal holds $published published lines for $expected deliveries (journald's rate limit?)"
+((applied >= ledger)) ||
+  fail "clerk-sync-consumer@users's journal holds $applied outcome=applied lines for $ledger applied events (journald's rate limit?)"
+box sh -c 'rm /etc/systemd/journald.conf.d/boot-test.conf && systemctl restart systemd-journald'
+say "journal: $burst more deliveries; all $published published lines and $applied users outcome=applied lines kept past journald's lowered rate limit"
+
 # --- forward auth reads the consumers' database as a user of its own --------------
 box systemctl start clerk-sync-auth || { box systemctl status --no-pager clerk-sync-auth >&2 || true; fail "auth start failed"; }
 [ "$(show clerk-sync-auth ActiveState)" = active ] || fail "clerk-sync-auth is not active"

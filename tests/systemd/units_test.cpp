@@ -124,6 +124,11 @@ TEST_CASE("the source units say what the issue asks for") {
     const auto unit_section = unit->substr(0, unit->find("\n[Service]\n"));
     CHECK(unit_section.find("\nAssertPathExists=/etc/clerk-sync/clerk-sync.env\n") != std::string::npos);
     CHECK(unit->find("\nEnvironmentFile=/etc/clerk-sync/clerk-sync.env\n") != std::string::npos);
+    // journald's rate limit lifted for the unit (each line is one request or
+    // event, or rate-limited by the process): with a 0 interval systemd 252
+    // keeps journald's default, so the burst is raised instead.
+    CHECK(unit->find("\nLogRateLimitBurst=100000\n") != std::string::npos);
+    CHECK(unit->find("\nLogRateLimitIntervalSec=0") == std::string::npos);
   }
   // The receiver's connection cap (default 4096) stays below its file limit.
   CHECK(receiver.find("\nLimitNOFILE=8192\n") != std::string::npos);
