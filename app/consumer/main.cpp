@@ -6,10 +6,12 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdio>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
+#include <stop_token>
 #include <string>
 #include <thread>
 #include <vector>
@@ -153,12 +155,28 @@ int run(int argc, char** argv) {
   // and exit 2, before any thread starts. A lock held past the busy
   // timeout, a full disk or an I/O error is a database failure instead
   // (exit 3): the unit is restarted, where exit 2 would stop it for good.
-  try {
-    const cs::store::database db(s.worker.db_path, {.busy_timeout = s.worker.busy_timeout, .keep_wal_files = true});
-  } catch (const cs::store::open_error& e) {
-    throw cs::config::usage_error(e.what());
-  } catch (const cs::store::db_error& e) {
-    return cs::config::report_exit("clerk-sync-consumer", "db_open_failed", e.what(), cs::consume::exit_db_failed);
+  // A migration's time grows with the file (002 took 33 s over a ledger of
+  // three million rows on a 2-core VM, by hand) and comes before READY=1,
+  // where only systemd's start timeout applies (TimeoutStartSec, 90 s by
+  // default; the watchdog starts with READY=1): killed there, its
+  // transaction rolled back, the unit would restart into the same migration
+  // for ever. So the start is extended, 30 s at a time, while the open runs.
+  {
+    cs::systemd::notify_extend_timeout(30s);
+    std::jthread extend([](std::stop_token stop) {
+      std::mutex m;
+      std::condition_variable_any cv;
+      std::unique_lock lock(m);
+      while (!cv.wait_for(lock, stop, 10s, [&stop] { return stop.stop_requested(); }))
+        cs::systemd::notify_extend_timeout(30s);
+    });
+    try {
+      const cs::store::database db(s.worker.db_path, {.busy_timeout = s.worker.busy_timeout, .keep_wal_files = true});
+    } catch (const cs::store::open_error& e) {
+      throw cs::config::usage_error(e.what());
+    } catch (const cs::store::db_error& e) {
+      return cs::config::report_exit("clerk-sync-consumer", "db_open_failed", e.what(), cs::consume::exit_db_failed);
+    }
   }
 
   // Signals are taken by this thread only (sigtimedwait), so the workers

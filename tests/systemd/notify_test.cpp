@@ -77,8 +77,10 @@ std::string random_secret() {
 }
 
 // Starts `exe` with the notify socket and a 400 ms watchdog, expects READY=1,
-// watchdog pings, then STOPPING=1 and a clean exit on SIGTERM.
-void check_notify(const fs::path& exe, const std::vector<std::string>& args, std::map<std::string, std::string> env) {
+// watchdog pings, then STOPPING=1 and a clean exit on SIGTERM. With
+// `extends_start`, also an EXTEND_TIMEOUT_USEC before READY=1.
+void check_notify(const fs::path& exe, const std::vector<std::string>& args, std::map<std::string, std::string> env,
+                  bool extends_start = false) {
   const test::temp_dir dir;
   notify_socket sock(dir / "notify");
   env["NOTIFY_SOCKET"] = sock.path().string();
@@ -89,6 +91,13 @@ void check_notify(const fs::path& exe, const std::vector<std::string>& args, std
   INFO("stderr: " << proc.stderr_text());
   INFO("notify messages: " << sock.seen());
   CHECK(ready);
+  if (ready && extends_start) {
+    // systemd arms no watchdog before READY=1: only the start timeout bounds
+    // what comes first, and the consumer's migrations may take longer.
+    const auto extend = sock.seen().find("EXTEND_TIMEOUT_USEC=");
+    CHECK(extend != std::string::npos);
+    CHECK(extend < sock.seen().find("READY=1"));
+  }
   if (ready) {
     CHECK(sock.wait_for("WATCHDOG=1", 5s, proc));
     CHECK(sock.wait_for("WATCHDOG=1", 5s, proc));  // a second ping: a timer, not a one-off
@@ -110,11 +119,12 @@ TEST_CASE("clerk-sync-receiver sends READY=1 and watchdog pings through NOTIFY_S
                 {"CLERK_WEBHOOK_SECRET_FILE", ""}});
 }
 
-TEST_CASE("clerk-sync-consumer sends READY=1 and watchdog pings through NOTIFY_SOCKET") {
+TEST_CASE("clerk-sync-consumer extends its start while it migrates, then sends READY=1 and watchdog pings") {
   const auto topic = test::fresh_topic("notify-consumer", 1);
   const test::temp_dir db_dir;
   check_notify(test::binary_path("app/consumer/clerk-sync-consumer"), {"--projection", "users"},
                {{"KAFKA_BROKERS", test::broker().brokers},
                 {"CLERK_SYNC_TOPIC", topic},
-                {"CLERK_SYNC_DB", (db_dir / "clerk-sync.db").string()}});
+                {"CLERK_SYNC_DB", (db_dir / "clerk-sync.db").string()}},
+               true);
 }
