@@ -11,6 +11,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
+#include <string_view>
 #include <variant>
 
 #include "event/envelope.hpp"
@@ -53,22 +55,97 @@ class depth_limited {
 
 enum class parse_outcome { ok, not_json, too_deep };
 
-// Parses the NUL-terminated `text` in place into `doc`. `Flags` adds to
-// kParseIterativeFlag | kParseInsituFlag (e.g. numbers as strings).
+inline bool is_json_digit(char c) { return c >= '0' && c <= '9'; }
+
+// The end of the JSON number token starting at `i`, or `i` when none starts there.
+inline std::size_t json_number_end(std::string_view s, std::size_t i) {
+  auto digits = [&](std::size_t j) {
+    while (j < s.size() && is_json_digit(s[j])) ++j;
+    return j;
+  };
+  std::size_t j = i;
+  if (j < s.size() && s[j] == '-') ++j;
+  if (j < s.size() && s[j] == '0')
+    ++j;
+  else if (j < s.size() && s[j] >= '1' && s[j] <= '9')
+    j = digits(j);
+  else
+    return i;
+  if (j < s.size() && s[j] == '.') {
+    if (j + 1 == s.size() || !is_json_digit(s[j + 1])) return i;
+    j = digits(j + 1);
+  }
+  if (j < s.size() && (s[j] == 'e' || s[j] == 'E')) {
+    std::size_t k = j + 1;
+    if (k < s.size() && (s[k] == '+' || s[k] == '-')) ++k;
+    if (k == s.size() || !is_json_digit(s[k])) return i;
+    j = digits(k);
+  }
+  return j;
+}
+
+// RapidJSON refuses the whole document over one number too large for a
+// double (1e400, a 400-digit integer), even when numbers are read as text,
+// and such a number may stand in a field the end user writes
+// (unsafe_metadata): it must not stop that user's events. `body` again, each
+// number outside strings turned into a string of its exact text
+// (`as_strings`: what kParseNumbersAsStringsFlag makes of it) or into 0 (for
+// a reader of strings only). Everything else is copied as it is: what was
+// not JSON stays not JSON.
+inline std::string numbers_rewritten(std::string_view body, bool as_strings) {
+  std::string out;
+  out.reserve(body.size() + body.size() / 8);
+  std::size_t i = 0;
+  while (i < body.size()) {
+    if (body[i] == '"') {
+      std::size_t j = i + 1;
+      while (j < body.size() && body[j] != '"') j += body[j] == '\\' ? std::size_t{2} : std::size_t{1};
+      j = j < body.size() ? j + 1 : body.size();
+      out.append(body.substr(i, j - i));
+      i = j;
+    } else if (const std::size_t end = json_number_end(body, i); end != i) {
+      if (as_strings) {
+        out += '"';
+        out.append(body.substr(i, end - i));
+        out += '"';
+      } else {
+        out += '0';
+      }
+      i = end;
+    } else {
+      out += body[i++];
+    }
+  }
+  return out;
+}
+
+// Parses `body` into `doc`, in place in `buffer` (which the document's
+// strings then point into). `Flags` adds to kParseIterativeFlag |
+// kParseInsituFlag (e.g. numbers as strings). A number too large for a
+// double is read as its text with kParseNumbersAsStringsFlag, as 0 without;
+// `error` is the first parse's when the rewritten body fails too.
 template <unsigned Flags>
-parse_outcome parse_bounded(rapidjson::Document& doc, char* text, rapidjson::ParseResult* error = nullptr) {
+parse_outcome parse_bounded(rapidjson::Document& doc, std::string_view body, std::string& buffer,
+                            rapidjson::ParseResult* error = nullptr) {
   constexpr unsigned flags = Flags | rapidjson::kParseIterativeFlag | rapidjson::kParseInsituFlag;
   rapidjson::ParseResult result;
   bool deep = false;
   auto generate = [&](rapidjson::Document& target) {
-    rapidjson::InsituStringStream in(text);
+    rapidjson::InsituStringStream in(buffer.data());
     rapidjson::Reader reader;
     depth_limited<rapidjson::Document> handler(target);
     result = reader.Parse<flags>(in, handler);
     deep = handler.too_deep();
     return !result.IsError();
   };
+  buffer.assign(body);
   doc.Populate(generate);
+  if (!deep && result.Code() == rapidjson::kParseErrorNumberTooBig) {
+    const rapidjson::ParseResult first = result;
+    buffer = numbers_rewritten(body, (Flags & rapidjson::kParseNumbersAsStringsFlag) != 0);
+    doc.Populate(generate);
+    if (result.IsError() && !deep) result = first;
+  }
   if (deep) return parse_outcome::too_deep;
   if (result.IsError()) {
     if (error) *error = result;

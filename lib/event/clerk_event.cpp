@@ -191,10 +191,10 @@ std::variant<clerk_event, decode_error> decode(std::string_view body) {
   // In-situ parsing (strings point into our own copy) saves an allocation
   // per string; it stops at a NUL byte, so refuse those first.
   if (body.find('\0') != std::string_view::npos) return decode_error{"not JSON: NUL byte in body"};
-  std::string buffer(body);
+  std::string buffer;
   rapidjson::Document doc;
   rapidjson::ParseResult parsed;
-  switch (detail::parse_bounded<parse_flags>(doc, buffer.data(), &parsed)) {
+  switch (detail::parse_bounded<parse_flags>(doc, body, buffer, &parsed)) {
     case detail::parse_outcome::ok: break;
     case detail::parse_outcome::too_deep:
       return decode_error{"not JSON: nested deeper than " + std::to_string(max_depth) + " levels"};

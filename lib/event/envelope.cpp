@@ -147,16 +147,23 @@ std::variant<envelope, envelope_error> read_envelope(std::string_view body) {
   if (body.find('\0') != std::string_view::npos) return envelope_error::not_json;
   // In-situ parsing of a private, NUL-terminated copy is several times faster
   // than a length-bounded parse, and a ~2 KiB copy is cheap.
-  std::string scratch(body);
-  rapidjson::InsituStringStream in(scratch.data());
-  rapidjson::Reader reader;
-  envelope_reader envelope;
-  detail::depth_limited<envelope_reader> handler(envelope);
-  const auto parsed =
-      reader.Parse<rapidjson::kParseIterativeFlag | rapidjson::kParseInsituFlag>(in, handler);
-  if (handler.too_deep()) return envelope_error::too_deep;
-  if (parsed.IsError()) return envelope_error::not_json;
-  return envelope.result();
+  bool number_too_big = false;
+  auto read = [&number_too_big](std::string scratch) -> std::variant<envelope, envelope_error> {
+    rapidjson::InsituStringStream in(scratch.data());
+    rapidjson::Reader reader;
+    envelope_reader envelope;
+    detail::depth_limited<envelope_reader> handler(envelope);
+    const auto parsed =
+        reader.Parse<rapidjson::kParseIterativeFlag | rapidjson::kParseInsituFlag>(in, handler);
+    if (handler.too_deep()) return envelope_error::too_deep;
+    number_too_big = parsed.Code() == rapidjson::kParseErrorNumberTooBig;
+    if (parsed.IsError()) return envelope_error::not_json;
+    return envelope.result();
+  };
+  auto result = read(std::string(body));
+  // A number too large for a double: read again as 0, as parse_bounded() does.
+  if (number_too_big) result = read(detail::numbers_rewritten(body, false));
+  return result;
 }
 
 }  // namespace clerk_sync::event

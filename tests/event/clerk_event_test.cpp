@@ -111,3 +111,24 @@ TEST_CASE("envelope timestamps below 10^11 are seconds") {
   CHECK(reason_of(R"({"type":"user.deleted","timestamp":-92230000000133408,"data":{"id":"u"}})") ==
         "user.deleted without a numeric timestamp");
 }
+
+TEST_CASE("a number too large for a double anywhere in the body neither refuses the event nor loses its text") {
+  // RapidJSON refuses a whole document over one such number, even when
+  // numbers are read as text; unsafe_metadata is the end user's to write.
+  const std::string digits400(400, '7');
+  const auto e = decode_ok(R"({"type":"user.updated","timestamp":1716883200000,"data":{"id":"u1","updated_at":5,
+      "banned":true,"public_metadata":{"g2a_balance":1e400,"points_balance":-0.5E+1},
+      "private_metadata":{"nft_count":)" + digits400 + R"(},
+      "unsafe_metadata":{"x":1e400,"y":[-)" + digits400 + R"(.5e-3,1,"1e400"]}}})");
+  const auto& u = std::get<ev::user>(e.data);
+  CHECK(u.banned);
+  CHECK(u.updated_at == 5);
+  CHECK(u.keys.g2a_balance->text == "1e400");
+  CHECK(u.keys.points_balance->text == "-0.5E+1");
+  CHECK(u.keys.nft_count->text == digits400);
+  // Still not JSON: a huge number does not hide a broken body, nor make one valid.
+  CHECK(reason_of(R"({"type":"user.updated","data":{"id":"u","updated_at":1,"x":1e400,}})").starts_with("not JSON"));
+  for (const char* broken : {R"({"a":1e400,"b":01})", R"({"a":1e400,"b":1.})", R"({"a":1e400,"b":-})",
+                             R"({"a":1e400,"b":1e})", R"({"a":1e400 2})", R"({"a":1e400,"b":"x)"})
+    CHECK_MESSAGE(reason_of(broken).starts_with("not JSON"), broken);
+}

@@ -75,3 +75,15 @@ TEST_CASE("the consumer's full decode refuses the same deep bodies as a dead-let
   CHECK(std::get<ev::decode_error>(huge).reason.starts_with("not JSON"));
   CHECK(std::holds_alternative<ev::clerk_event>(ev::decode(user_with_metadata_depth(ev::max_depth))));
 }
+
+TEST_CASE("a number too large for a double in a field the end user writes does not refuse the envelope") {
+  const auto body = R"({"type":"user.updated","data":{"id":"user_1","updated_at":1,"unsafe_metadata":{"x":1e400,"y":)" +
+                    std::string(400, '9') + "}}}";
+  CHECK(std::get<ev::envelope>(ev::read_envelope(body)).user_id == "user_1");
+  // Where it stands for the type or the key, it is no string: refused as before.
+  CHECK(error_of(R"({"type":1e400,"data":{"id":"u"}})") == ev::envelope_error::no_type);
+  CHECK(error_of(R"({"type":"user.updated","data":{"id":1e400}})") == ev::envelope_error::no_user_id);
+  CHECK(error_of(R"({"type":"user.updated","data":{"id":"u","x":1e400},})") == ev::envelope_error::not_json);
+  CHECK(error_of(R"({"type":"user.updated","data":{"id":"u","x":1e400,"y":)" + nested(ev::max_depth) + "}}") ==
+        ev::envelope_error::too_deep);
+}

@@ -195,6 +195,20 @@ TEST_CASE("balances keep exact decimal text from numbers and strings - bad amoun
   CHECK_FALSE(st[3].last_applied_at.has_value());
 }
 
+TEST_CASE("a ban is applied even when the user wrote a number too large for a double into unsafe_metadata") {
+  store::database db(":memory:");
+  pj::applier app(db, {pj::kind::users, pj::kind::balances});
+  const auto ban = R"({"type":"user.updated","timestamp":200,"data":{"id":"u1","updated_at":200,"banned":true,
+      "public_metadata":{"role":"admin","g2a_balance":12e2},"private_metadata":null,"unsafe_metadata":{"x":1e400}}})";
+  const auto rs = app.apply(std::vector{msg("m1", user_body("user.created", "u1", 100, R"({"role":"admin"})"), 0),
+                                        msg("m2", ban, 1)});
+  CHECK(outcomes(rs, pj::kind::users) == std::vector{outcome::applied, outcome::applied});
+  CHECK(outcomes(rs, pj::kind::balances) == std::vector{outcome::applied, outcome::applied});
+  CHECK(text(db, "SELECT banned || '/' || updated_at FROM users") == "1/200");
+  CHECK(text(db, "SELECT g2a_balance FROM balances") == "1200");
+  CHECK(pj::list_dead_letters(db).empty());
+}
+
 TEST_CASE("referrals: attribution set once, conflicts and self-referral refused, codes unique") {
   store::database db(":memory:");
   pj::applier app(db, {pj::kind::referrals});

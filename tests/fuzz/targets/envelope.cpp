@@ -22,9 +22,9 @@ namespace {
 // The envelope as the consumers read it: from a parsed document.
 std::variant<ev::envelope, ev::envelope_error> from_document(std::string_view body) {
   if (body.find('\0') != std::string_view::npos) return ev::envelope_error::not_json;
-  std::string scratch(body);
+  std::string scratch;
   rapidjson::Document doc;
-  switch (ev::detail::parse_bounded<rapidjson::kParseDefaultFlags>(doc, scratch.data())) {
+  switch (ev::detail::parse_bounded<rapidjson::kParseDefaultFlags>(doc, body, scratch)) {
     case ev::detail::parse_outcome::ok: break;
     case ev::detail::parse_outcome::not_json: return ev::envelope_error::not_json;
     case ev::detail::parse_outcome::too_deep: return ev::envelope_error::too_deep;
