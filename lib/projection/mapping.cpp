@@ -8,6 +8,11 @@ namespace {
 
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
+// Decimal text in and out, at most: far past the 309 digits of the largest
+// double, so that an amount too large for one survives written out in
+// digits, and any text normalize_decimal() gives reads back as itself.
+constexpr std::size_t max_decimal_text = 1000;
+
 // Shown in dead-letter reasons; metadata is user data, so keep it short.
 std::string excerpt(std::string_view s) {
   return s.size() <= 40 ? std::string(s) : std::string(s.substr(0, 40)) + "...";
@@ -74,7 +79,7 @@ std::optional<std::vector<kind>> parse_kinds(std::string_view list, std::string*
 std::optional<std::string> normalize_decimal(std::string_view s) {
   // Bounded input: metadata is user data and an exponent could ask for a
   // gigabyte of zeros.
-  if (s.empty() || s.size() > 200) return std::nullopt;
+  if (s.empty() || s.size() > max_decimal_text) return std::nullopt;
   std::size_t i = 0;
   bool negative = false;
   if (s[i] == '+' || s[i] == '-') negative = s[i++] == '-';
@@ -122,6 +127,7 @@ std::optional<std::string> normalize_decimal(std::string_view s) {
     out += '.';
     out += digits.substr(static_cast<std::size_t>(point));
   }
+  if (out.size() > max_decimal_text) return std::nullopt;
   return out;
 }
 

@@ -18,6 +18,24 @@ TEST_CASE("decimal text is normalized exactly, never through a double") {
     CHECK_FALSE_MESSAGE(pj::normalize_decimal(bad).has_value(), bad);
 }
 
+TEST_CASE("an amount too large for a double survives exactly, written out in digits too, and reads back as itself") {
+  const std::string digits400(400, '9');
+  CHECK(pj::normalize_decimal(digits400) == digits400);
+  CHECK(pj::normalize_decimal("-" + digits400 + ".10") == "-" + digits400 + ".1");
+  CHECK(pj::normalize_decimal("0." + std::string(399, '0') + "1") == "0." + std::string(399, '0') + "1");
+  for (const char* in : {"1e400", "-1.5E-400", "9.99e399", "007.50"}) {
+    const auto once = pj::normalize_decimal(in);
+    REQUIRE_MESSAGE(once.has_value(), in);
+    CHECK_MESSAGE(pj::normalize_decimal(*once) == once, in);
+  }
+  ev::user u;
+  u.id = "u1";
+  u.keys.g2a_balance = ev::scalar{digits400, false};
+  CHECK(std::get<pj::balance_row>(pj::map_balance(u)).g2a_balance == digits400);
+  // Still bounded: metadata is user data.
+  CHECK_FALSE(pj::normalize_decimal(std::string(5000, '1')).has_value());
+}
+
 TEST_CASE("projection names parse one or a comma list - unknown names are reported") {
   CHECK(pj::parse_kinds("users")->size() == 1);
   CHECK(*pj::parse_kinds("users, sessions,users") == std::vector<pj::kind>{pj::kind::users, pj::kind::sessions});
