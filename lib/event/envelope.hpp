@@ -12,8 +12,12 @@
 
 namespace clerk_sync::event {
 
-// Clerk's metadata is at most a few KB: 64 levels is plenty.
-inline constexpr std::size_t max_depth = 64;
+// Above what a body of Clerk's can hold: the end user writes unsafe_metadata,
+// sent whole with every later event about them, and Clerk's 8 KB of
+// metadata nest at most about 4,100 levels deep there; refusing less would
+// let a user keep their own ban from being applied. The parse is iterative
+// and builds nothing recursive, so depth costs no stack.
+inline constexpr std::size_t max_depth = 10'000;
 
 enum class event_family { user, session, other };
 

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <thread>
 
+#include "event/envelope.hpp"
 #include "support/support.hpp"
 
 namespace pj = clerk_sync::projection;
@@ -207,6 +208,25 @@ TEST_CASE("a ban is applied even when the user wrote a number too large for a do
   CHECK(text(db, "SELECT banned || '/' || updated_at FROM users") == "1/200");
   CHECK(text(db, "SELECT g2a_balance FROM balances") == "1200");
   CHECK(pj::list_dead_letters(db).empty());
+}
+
+TEST_CASE("a ban is applied even when the user nested unsafe_metadata as deep as Clerk's 8 KB of metadata allows") {
+  // unsafe_metadata is the end user's to write, and Clerk sends it whole
+  // with every later event about the user: its depth must not refuse those.
+  store::database db(":memory:");
+  pj::applier app(db, {pj::kind::users, pj::kind::sessions});
+  const std::string deep = std::string(4096, '[') + std::string(4096, ']');
+  const auto ban = R"({"type":"user.updated","timestamp":200,"data":{"id":"u1","updated_at":200,"banned":true,
+      "public_metadata":{},"private_metadata":null,"unsafe_metadata":{"x":)" + deep + "}}}";
+  const auto user = R"({"id":"u1","updated_at":300,"banned":true,"unsafe_metadata":{"x":)" + deep + "}}";
+  const auto rs = app.apply(std::vector{msg("m1", user_body("user.created", "u1", 100), 0), msg("m2", ban, 1),
+                                        msg("m3", session_body("session.revoked", "revoked", 300, user), 2)});
+  CHECK(outcomes(rs, pj::kind::users) == std::vector{outcome::applied, outcome::applied, outcome::applied});
+  CHECK(outcomes(rs, pj::kind::sessions) == std::vector{outcome::skipped, outcome::skipped, outcome::applied});
+  CHECK(text(db, "SELECT banned || '/' || updated_at FROM users") == "1/300");
+  CHECK(pj::list_dead_letters(db).empty());
+  // The receiver publishes it, under the user's key.
+  CHECK(std::get<clerk_sync::event::envelope>(clerk_sync::event::read_envelope(ban)).user_id == "u1");
 }
 
 TEST_CASE("referrals: attribution set once, conflicts and self-referral refused, codes unique") {

@@ -111,12 +111,14 @@ void check_against_document(const ev::user& u, const json& data) {
 }
 
 // The body parsed as decode parses it: numbers as text, one too large for a
-// double (which RapidJSON refuses even then) read as its text too.
+// double (which RapidJSON refuses even then) read as its text too;
+// iteratively, since a body within the depth limit may nest 10,000 levels.
 void parse_reference(rapidjson::Document& doc, std::string_view body) {
-  doc.Parse<rapidjson::kParseNumbersAsStringsFlag>(body.data(), body.size());
+  constexpr unsigned flags = rapidjson::kParseNumbersAsStringsFlag | rapidjson::kParseIterativeFlag;
+  doc.Parse<flags>(body.data(), body.size());
   if (doc.GetParseError() != rapidjson::kParseErrorNumberTooBig) return;
   const auto quoted = ev::detail::numbers_rewritten(body, true);
-  doc.Parse<rapidjson::kParseNumbersAsStringsFlag>(quoted.data(), quoted.size());
+  doc.Parse<flags>(quoted.data(), quoted.size());
 }
 
 }  // namespace
