@@ -90,6 +90,19 @@ TEST_CASE("other verified types are ignored with 200 - bodies that are not usabl
   CHECK(d.verified);
 }
 
+TEST_CASE("what the end user writes into unsafe_metadata never makes their events a 400: a huge number, deep nesting") {
+  // Sent whole with every later event about them (a ban, a revocation):
+  // a 400 would keep those out of Kafka for good.
+  for (const std::string& value : {std::string("1e400"), std::string(400, '9'),
+                                   std::string(4096, '[') + std::string(4096, ']')}) {
+    const auto d = signed_request(R"({"type":"user.updated","data":{"id":"user_1","banned":true,"updated_at":2,)"
+                                  R"("unsafe_metadata":{"x":)" + value + "}}}")
+                       .classify();
+    REQUIRE_MESSAGE(d.publish.has_value(), d.outcome);
+    CHECK(d.publish->key == "user_1");
+  }
+}
+
 TEST_CASE("signature and header problems: 400 for missing or malformed headers, 401 for bad signature or time") {
   const std::string body = R"({"type":"user.created","data":{"id":"user_1"}})";
   auto r = signed_request(body);
