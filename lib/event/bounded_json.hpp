@@ -14,6 +14,7 @@
 #include <string>
 #include <string_view>
 #include <variant>
+#include <vector>
 
 #include "event/envelope.hpp"
 
@@ -88,42 +89,72 @@ inline std::size_t json_number_end(std::string_view s, std::size_t i) {
 // double (1e400, a 400-digit integer), even when numbers are read as text,
 // and such a number may stand in a field the end user writes
 // (unsafe_metadata): it must not stop that user's events. `body` again, each
-// number outside strings turned into a string of its exact text
+// number value outside strings turned into a string of its exact text
 // (`as_strings`: what kParseNumbersAsStringsFlag makes of it) or into 0 (for
-// a reader of strings only). Everything else is copied as it is: what was
-// not JSON stays not JSON.
+// a reader of strings only). A number is a whole run of the characters a
+// number is made of (so `1e400.5` is no number and stays as it is) in a
+// value's place (a run where an object's key belongs stays too): what was
+// not JSON stays not JSON, and the body is read once, in linear time.
 inline std::string numbers_rewritten(std::string_view body, bool as_strings) {
+  const auto number_char = [](char c) {
+    return is_json_digit(c) || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E';
+  };
   std::string out;
   out.reserve(body.size() + body.size() / 8);
+  std::vector<bool> in_object;  // the open containers, innermost last
+  bool key_next = false;        // an object's key belongs here
   std::size_t i = 0;
   while (i < body.size()) {
-    if (body[i] == '"') {
+    const char c = body[i];
+    if (c == '"') {
       std::size_t j = i + 1;
       while (j < body.size() && body[j] != '"') j += body[j] == '\\' ? std::size_t{2} : std::size_t{1};
       j = j < body.size() ? j + 1 : body.size();
       out.append(body.substr(i, j - i));
       i = j;
-    } else if (const std::size_t end = json_number_end(body, i); end != i) {
-      if (as_strings) {
-        out += '"';
-        out.append(body.substr(i, end - i));
-        out += '"';
-      } else {
-        out += '0';
-      }
-      i = end;
-    } else {
-      out += body[i++];
+      continue;
     }
+    if (c == '-' || is_json_digit(c)) {
+      std::size_t run = i;
+      while (run < body.size() && number_char(body[run])) ++run;
+      if (!key_next && json_number_end(body, i) == run) {
+        if (as_strings) {
+          out += '"';
+          out.append(body.substr(i, run - i));
+          out += '"';
+        } else {
+          out += '0';
+        }
+      } else {
+        out.append(body.substr(i, run - i));
+      }
+      i = run;
+      continue;
+    }
+    if (c == '{' || c == '[') {
+      in_object.push_back(c == '{');
+      key_next = c == '{';
+    } else if (c == '}' || c == ']') {
+      if (!in_object.empty()) in_object.pop_back();
+      key_next = false;
+    } else if (c == ',') {
+      key_next = !in_object.empty() && in_object.back();
+    } else if (c == ':') {
+      key_next = false;
+    }
+    out += c;
+    ++i;
   }
   return out;
 }
 
 // Parses `body` into `doc`, in place in `buffer` (which the document's
 // strings then point into). `Flags` adds to kParseIterativeFlag |
-// kParseInsituFlag (e.g. numbers as strings). A number too large for a
-// double is read as its text with kParseNumbersAsStringsFlag, as 0 without;
-// `error` is the first parse's when the rewritten body fails too.
+// kParseInsituFlag (e.g. numbers as strings). A body with a number too
+// large for a double is read again with every number value as its text
+// (kParseNumbersAsStringsFlag) or, without that flag, as 0: a caller that
+// reads numbers without it must not use the document then. `error` is the
+// first parse's when the rewritten body fails too.
 template <unsigned Flags>
 parse_outcome parse_bounded(rapidjson::Document& doc, std::string_view body, std::string& buffer,
                             rapidjson::ParseResult* error = nullptr) {

@@ -2,6 +2,9 @@
 
 #include <doctest/doctest.h>
 
+#include <chrono>
+
+#include "event/envelope.hpp"
 #include "support/support.hpp"
 
 namespace ev = clerk_sync::event;
@@ -129,6 +132,22 @@ TEST_CASE("a number too large for a double anywhere in the body neither refuses 
   // Still not JSON: a huge number does not hide a broken body, nor make one valid.
   CHECK(reason_of(R"({"type":"user.updated","data":{"id":"u","updated_at":1,"x":1e400,}})").starts_with("not JSON"));
   for (const char* broken : {R"({"a":1e400,"b":01})", R"({"a":1e400,"b":1.})", R"({"a":1e400,"b":-})",
-                             R"({"a":1e400,"b":1e})", R"({"a":1e400 2})", R"({"a":1e400,"b":"x)"})
+                             R"({"a":1e400,"b":1e})", R"({"a":1e400 2})", R"({"a":1e400,"b":"x)",
+                             // a run that is no single number, and a number where a key belongs
+                             R"({"a":1e400.5})", R"({"a":1e400e5})", R"({"a":-1e400.0e-1})", R"({"a":1e400,7:8})",
+                             R"({"a":[1e400],"b":{"c":1,2:3}})"})
     CHECK_MESSAGE(reason_of(broken).starts_with("not JSON"), broken);
+}
+
+TEST_CASE("a body of long digit runs after a number too large for a double is read in linear time") {
+  // Each run ends in no number (a dot with no digit after it): a rewrite
+  // that rescanned a run from each of its characters took minutes on 1 MiB.
+  std::string body = R"({"type":"user.updated","data":{"id":"u","updated_at":1,"x":1e400,"y":[)";
+  while (body.size() < 1024 * 1024) body += std::string(100'000, '1') + ".,";
+  body += "1]}}";
+  const auto started = std::chrono::steady_clock::now();
+  CHECK(reason_of(body).starts_with("not JSON"));
+  CHECK(std::holds_alternative<ev::envelope_error>(ev::read_envelope(body)));
+  // Milliseconds when linear; a wide bound for a loaded machine.
+  CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(10));
 }

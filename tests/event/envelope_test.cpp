@@ -84,6 +84,12 @@ TEST_CASE("a number too large for a double in a field the end user writes does n
   CHECK(error_of(R"({"type":1e400,"data":{"id":"u"}})") == ev::envelope_error::no_type);
   CHECK(error_of(R"({"type":"user.updated","data":{"id":1e400}})") == ev::envelope_error::no_user_id);
   CHECK(error_of(R"({"type":"user.updated","data":{"id":"u","x":1e400},})") == ev::envelope_error::not_json);
+  // Nor does it make a broken body valid: a run that is no single number
+  // (rewritten as 0 it would read as 0.5 or 0e5), a number where a key belongs.
+  for (const char* broken : {R"({"type":"user.updated","data":{"id":"u","x":1e400.5}})",
+                             R"({"type":"user.updated","data":{"id":"u","x":1e400e5}})",
+                             R"({"type":"user.updated","data":{"id":"u","x":1e400,7:8}})"})
+    CHECK_MESSAGE(error_of(broken) == ev::envelope_error::not_json, broken);
   CHECK(error_of(R"({"type":"user.updated","data":{"id":"u","x":1e400,"y":)" + nested(ev::max_depth) + "}}") ==
         ev::envelope_error::too_deep);
 }
