@@ -99,7 +99,8 @@ std::optional<std::string> normalize_decimal(std::string_view s) {
     if (i == s.size()) return std::nullopt;
     while (i < s.size() && is_digit(s[i])) {
       exponent = exponent * 10 + (s[i++] - '0');
-      if (exponent > 400) return std::nullopt;
+      // Past this the output (checked below) could not fit either.
+      if (exponent > static_cast<long>(max_decimal_text)) return std::nullopt;
     }
     if (exp_negative) exponent = -exponent;
   }

@@ -14,7 +14,7 @@ TEST_CASE("decimal text is normalized exactly, never through a double") {
   CHECK(pj::normalize_decimal(".5") == "0.5");
   CHECK(pj::normalize_decimal("123456789012345678901234567890.000000000000000001") ==
         "123456789012345678901234567890.000000000000000001");
-  for (const char* bad : {"", "abc", "1.2.3", "1e", "--1", "0x10", " 1", "1e999", "NaN"})
+  for (const char* bad : {"", "abc", "1.2.3", "1e", "--1", "0x10", " 1", "1e1001", "NaN"})
     CHECK_FALSE_MESSAGE(pj::normalize_decimal(bad).has_value(), bad);
 }
 
@@ -32,8 +32,14 @@ TEST_CASE("an amount too large for a double survives exactly, written out in dig
   u.id = "u1";
   u.keys.g2a_balance = ev::scalar{digits400, false};
   CHECK(std::get<pj::balance_row>(pj::map_balance(u)).g2a_balance == digits400);
+  // The same value however written: the bound is the text's, not the exponent's.
+  CHECK(pj::normalize_decimal("1e401") == "1" + std::string(401, '0'));
+  CHECK(pj::normalize_decimal("10e400") == pj::normalize_decimal("1e401"));
+  CHECK(pj::normalize_decimal("1e999") == "1" + std::string(999, '0'));
   // Still bounded: metadata is user data.
   CHECK_FALSE(pj::normalize_decimal(std::string(5000, '1')).has_value());
+  CHECK_FALSE(pj::normalize_decimal("1e1000").has_value());      // 1,001 characters written out
+  CHECK_FALSE(pj::normalize_decimal("1e999999999").has_value());  // never a gigabyte of zeros
 }
 
 TEST_CASE("projection names parse one or a comma list - unknown names are reported") {
