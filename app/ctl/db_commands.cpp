@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <ctime>
 #include <memory>
+#include <unordered_set>
 
 #include "commands.hpp"
 #include "config/options.hpp"
@@ -333,8 +334,9 @@ int dead_letters_retry(const dead_letter_args& a) {
     // Each id once: named twice (or named and selected by --all), its second
     // turn would find it resolved by the first and fail the run.
     std::vector<std::int64_t> ids;
+    std::unordered_set<std::int64_t> seen;  // --all may select every letter of a flood
     const auto add = [&](std::int64_t id) {
-      if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
+      if (seen.insert(id).second) ids.push_back(id);
     };
     for (const auto id : a.ids) add(id);
     if (a.all)
