@@ -20,6 +20,7 @@
 #include "event/bounded_json.hpp"
 #include "event/clerk_event.hpp"
 #include "fuzz_input.hpp"
+#include "json_oracle.hpp"
 
 namespace ev = clerk_sync::event;
 
@@ -123,43 +124,6 @@ void parse_reference(rapidjson::Document& doc, std::string_view body) {
   doc.Parse<flags>(quoted.data(), quoted.size());
 }
 
-// Whether `body` is JSON, whatever the size of its numbers, asked of
-// RapidJSON itself and not of decode's rewrite: RapidJSON stops at a number
-// too large for a double and says where it starts (it reads numbers only
-// where a value belongs); that number, over the extent of JSON's number
-// grammar, becomes "0e0…0" of the same length, and the body is read again,
-// RapidJSON checking all around it as before. (An exponent in the stand-in,
-// so that no '.', 'e' or sign after the number could join it.)
-bool valid_json(std::string body) {
-  // Never JSON, and RapidJSON takes the first as the end of its input.
-  if (body.find('\0') != std::string::npos) return false;
-  constexpr unsigned flags = rapidjson::kParseNumbersAsStringsFlag | rapidjson::kParseIterativeFlag;
-  const auto digit = [&](std::size_t i) { return i < body.size() && body[i] >= '0' && body[i] <= '9'; };
-  const auto digits = [&](std::size_t i) {
-    while (digit(i)) ++i;
-    return i;
-  };
-  for (;;) {
-    rapidjson::Document doc;
-    // As a NUL-terminated string: RapidJSON's length-bounded read skips
-    // any of a BOM's three bytes at the start, which no JSON holds.
-    doc.Parse<flags>(body.c_str());
-    if (doc.GetParseError() != rapidjson::kParseErrorNumberTooBig) return !doc.HasParseError();
-    const std::size_t start = doc.GetErrorOffset();
-    std::size_t end = start;
-    if (end < body.size() && body[end] == '-') ++end;
-    end = digits(end);  // past a double's range: never a lone 0
-    if (end < body.size() && body[end] == '.' && digit(end + 1)) end = digits(end + 1);
-    if (end < body.size() && (body[end] == 'e' || body[end] == 'E')) {
-      std::size_t k = end + 1;
-      if (k < body.size() && (body[k] == '+' || body[k] == '-')) ++k;
-      if (digit(k)) end = digits(k);
-    }
-    FUZZ_CHECK(end - start >= 3);  // a number past a double's range is longer
-    body.replace(start, end - start, "0e" + std::string(end - start - 2, '0'));
-  }
-}
-
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -170,7 +134,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // a valid one broken.
   if (const auto* err = std::get_if<ev::decode_error>(&decoded);
       !err || !err->reason.starts_with("not JSON: nested deeper"))
-    FUZZ_CHECK(valid_json(std::string(body)) == !(err && err->reason.starts_with("not JSON")));
+    FUZZ_CHECK(clerk_sync::fuzz::json_root(std::string(body)).has_value() ==
+               !(err && err->reason.starts_with("not JSON")));
   if (const auto* err = std::get_if<ev::decode_error>(&decoded)) {
     FUZZ_CHECK(!err->reason.empty());
     FUZZ_CHECK(std::holds_alternative<ev::decode_error>(ev::decode(body)));
