@@ -8,18 +8,11 @@ namespace clerk_sync::auth {
 service::service(token::key_set keys, token::options opts, std::size_t cache_size, lookup& db)
     : keys_(std::move(keys)), opts_(std::move(opts)), cache_(cache_size, opts_.clock_skew), db_(db) {}
 
-std::optional<std::string> service::database_problem() {
-  if (auto problem = db_.file_problem()) return problem;
-  // The right file is not yet a readable one (an I/O error, a damaged file,
-  // a table it no longer has): every check would answer 503 while /healthz
-  // said 200. So ask it what a check asks, for an id nobody has.
-  const auto read = [&] {
-    (void)db_.session("");
-    (void)db_.user("");
-  };
+std::optional<std::string> service::read_with_reopen(const std::function<void()>& read) {
   try {
     read();
   } catch (const store::db_error&) {
+    // Once more on a fresh connection; then say why.
     try {
       db_.reopen();
       read();
@@ -28,6 +21,17 @@ std::optional<std::string> service::database_problem() {
     }
   }
   return std::nullopt;
+}
+
+std::optional<std::string> service::database_problem() {
+  if (auto problem = db_.file_problem()) return problem;
+  // The right file is not yet a readable one (an I/O error, a damaged file,
+  // a table it no longer has): every check would answer 503 while /healthz
+  // said 200. So ask it what a check asks, for an id nobody has.
+  return read_with_reopen([&] {
+    (void)db_.session("");
+    (void)db_.user("");
+  });
 }
 
 check_result service::check(std::optional<std::string_view> authorization, std::optional<std::string_view> cookie,
@@ -57,26 +61,18 @@ check_result service::check(std::optional<std::string_view> authorization, std::
   // revocation applies as soon as the consumer commits it.
   std::optional<user_row> user;
   std::optional<session_row> session;
-  const auto read = [&] {
-    session = db_.session(v.claims.sid);
-    user = db_.user(v.claims.sub);
-  };
-  try {
-    read();
-  } catch (const store::db_error&) {
-    // Once more on a fresh connection; then refuse rather than guess.
-    try {
-      db_.reopen();
-      read();
-    } catch (const store::db_error& e) {
-      // Why, for the operator (a locked, missing or unmigrated file), at most
-      // once a minute; the request's own line says db_unavailable.
-      static log::rate_limiter limit;
-      limit.write("db_unavailable", log::level::error, "db_unavailable", {{"error", e.what()}});
-      r.status = 503;
-      r.outcome = "db_unavailable";
-      return r;
-    }
+  // Refused rather than guessed when the tables cannot be read.
+  if (const auto error = read_with_reopen([&] {
+        session = db_.session(v.claims.sid);
+        user = db_.user(v.claims.sub);
+      })) {
+    // Why, for the operator (a locked, missing or unmigrated file), at most
+    // once a minute; the request's own line says db_unavailable.
+    static log::rate_limiter limit;
+    limit.write("db_unavailable", log::level::error, "db_unavailable", {{"error", *error}});
+    r.status = 503;
+    r.outcome = "db_unavailable";
+    return r;
   }
   auto d = decide(v, user, session);
   r.status = d.status;

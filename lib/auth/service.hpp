@@ -6,6 +6,7 @@
 // ("db_unavailable"): the proxy refuses rather than guessing.
 
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -40,6 +41,10 @@ class service {
   [[nodiscard]] std::optional<std::string> database_problem();
 
  private:
+  // Runs `read` (lookups through db_), once more on a reopened connection
+  // when it fails; the second failure's error, or nullopt.
+  std::optional<std::string> read_with_reopen(const std::function<void()>& read);
+
   token::key_set keys_;
   token::options opts_;
   token_cache cache_;
