@@ -26,6 +26,26 @@ const std::map<std::string, std::string> clean_env = {{"CLERK_JWT_KEY_FILE", ""}
                                                       {"CLERK_CLOCK_SKEW_S", ""},       {"CLERK_ALLOW_PENDING", ""},
                                                       {"CLERK_ISSUER", ""},             {"CLERK_SYNC_AUTH_PATH", ""}};
 
+// clerk-sync-auth running on a loopback port with a fresh key and an empty
+// database, `args` given; listening when constructed.
+struct running_auth {
+  explicit running_auth(const std::vector<std::string>& args) {
+    std::ofstream(dir / "key.pem") << signer.public_pem();
+    { store::database made(db); }
+    auto env = clean_env;
+    env["CLERK_JWT_KEY_FILE"] = (dir / "key.pem").string();
+    env["CLERK_SYNC_DB"] = db;
+    env["CLERK_SYNC_AUTH_LISTEN"] = "127.0.0.1:" + std::to_string(port);
+    proc = std::make_unique<test::process>(auth_bin(), args, env);
+    REQUIRE_MESSAGE(proc->wait_for_log("msg=listening", 15s), proc->stderr_text());
+  }
+  test::rsa_signer signer;
+  test::temp_dir dir;
+  std::string db = (dir / "clerk-sync.db").string();
+  int port = test::free_port();
+  std::unique_ptr<test::process> proc;
+};
+
 }  // namespace
 
 TEST_CASE("clerk-sync-auth: --help, and exit 2 with one line for each bad setting") {
@@ -78,18 +98,11 @@ TEST_CASE("clerk-sync-auth: --help, and exit 2 with one line for each bad settin
 }
 
 TEST_CASE("clerk-sync-auth: routes, methods and the 401 header of a running instance") {
-  const test::rsa_signer signer;
-  test::temp_dir dir;
-  std::ofstream(dir / "key.pem") << signer.public_pem();
-  const auto db = (dir / "clerk-sync.db").string();
-  { store::database made(db); }
-  const int port = test::free_port();
-  auto env = clean_env;
-  env["CLERK_JWT_KEY_FILE"] = (dir / "key.pem").string();
-  env["CLERK_SYNC_DB"] = db;
-  env["CLERK_SYNC_AUTH_LISTEN"] = "127.0.0.1:" + std::to_string(port);
-  test::process auth(auth_bin(), {"--path", "/check"}, env);
-  REQUIRE_MESSAGE(auth.wait_for_log("msg=listening", 15s), auth.stderr_text());
+  running_auth a({"--path", "/check"});
+  auto& auth = *a.proc;
+  const auto& signer = a.signer;
+  const auto& db = a.db;
+  const int port = a.port;
 
   CHECK(test::send_http(port, "GET", "/healthz", {}, "").status == 200);
   CHECK(test::send_http(port, "GET", "/auth", {}, "").status == 404);
@@ -115,7 +128,7 @@ TEST_CASE("clerk-sync-auth: routes, methods and the 401 header of a running inst
 
   // Another file moved over the path: every check answers 503 until a
   // restart, and so does /healthz, for a monitor that only asks it.
-  const auto other = (dir / "other.db").string();
+  const auto other = (a.dir / "other.db").string();
   { store::database made(other); }
   std::filesystem::rename(other, db);
   CHECK(test::send_http(port, "GET", "/healthz", {}, "").status == 503);
@@ -148,18 +161,9 @@ TEST_CASE("clerk-sync-auth: routes, methods and the 401 header of a running inst
 }
 
 TEST_CASE("clerk-sync-auth: a request it cannot check (too large, wrong path) leaves a line, never the token") {
-  const test::rsa_signer signer;
-  test::temp_dir dir;
-  std::ofstream(dir / "key.pem") << signer.public_pem();
-  const auto db = (dir / "clerk-sync.db").string();
-  { store::database made(db); }
-  const int port = test::free_port();
-  auto env = clean_env;
-  env["CLERK_JWT_KEY_FILE"] = (dir / "key.pem").string();
-  env["CLERK_SYNC_DB"] = db;
-  env["CLERK_SYNC_AUTH_LISTEN"] = "127.0.0.1:" + std::to_string(port);
-  test::process auth(auth_bin(), {}, env);
-  REQUIRE_MESSAGE(auth.wait_for_log("msg=listening", 15s), auth.stderr_text());
+  running_auth a({});
+  auto& auth = *a.proc;
+  const int port = a.port;
 
   // A client whose cookies pass the 16 KiB header limit: every check of it
   // fails (nginx answers 500), and the operator must learn why from here.
