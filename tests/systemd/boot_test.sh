@@ -299,18 +299,19 @@ CLERK_WEBHOOK_SECRET=$secret "$ctl" send --url "$url" --generate "$generated" --
   { cat "$workdir/send.log" >&2; fail "clerk-sync-ctl send failed"; }
 expected=$((generated + 1))
 sql() { box sqlite3 -readonly /var/lib/clerk-sync/clerk-sync.db "$1" 2>/dev/null; }
-# Caught up: each projection's stored offsets cover every record (a skipped
-# event leaves no ledger row, so the ledger cannot be counted).
-for p in users balances referrals sessions; do
-  n=0
+# Caught up: projection $1's stored offsets cover $2 records, within 120 s (a
+# skipped event leaves no ledger row, so the ledger cannot be counted).
+wait_consumed() {
+  local n=0
   for _ in $(seq 1 240); do
-    n=$(sql "SELECT coalesce(sum(next_offset), 0) FROM kafka_offsets WHERE projection = '$p' AND topic = '$topic'" ||
+    n=$(sql "SELECT coalesce(sum(next_offset), 0) FROM kafka_offsets WHERE projection = '$1' AND topic = '$topic'" ||
       echo 0)
-    [ "${n:-0}" -ge "$expected" ] && break
+    [ "${n:-0}" -ge "$2" ] && return 0
     sleep 0.5
   done
-  [ "${n:-0}" -ge "$expected" ] || fail "projection $p consumed $n of $expected events"
-done
+  fail "projection $1 consumed $n of $2 events"
+}
+for p in users balances referrals sessions; do wait_consumed "$p" "$expected"; done
 [ "$(sql "SELECT count(*) FROM applied_events WHERE svix_id = '$msg' AND projection = 'users'")" = 1 ] ||
   fail "$msg is not in the users projection's ledger"
 [ "$(sql "SELECT count(*) FROM users WHERE id = '$fixture_user'")" = 1 ] || fail "no users row for $fixture_user"
@@ -336,14 +337,7 @@ burst=400
 CLERK_WEBHOOK_SECRET=$secret "$ctl" send --url "$url" --generate "$burst" --seed "$(($$ + 1))" >"$workdir/send.log" 2>&1 ||
   { cat "$workdir/send.log" >&2; fail "clerk-sync-ctl send of $burst events failed"; }
 expected=$((expected + burst))
-n=0
-for _ in $(seq 1 240); do
-  n=$(sql "SELECT coalesce(sum(next_offset), 0) FROM kafka_offsets WHERE projection = 'users' AND topic = '$topic'" ||
-    echo 0)
-  [ "${n:-0}" -ge "$expected" ] && break
-  sleep 0.5
-done
-[ "${n:-0}" -ge "$expected" ] || fail "projection users consumed $n of $expected events"
+wait_consumed users "$expected"
 # Every delivery so far has its published line, and every event the users
 # projection applied (a ledger row each) its outcome=applied line; counted
 # from the start (a cursor taken across journald's restart skipped one).
