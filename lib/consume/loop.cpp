@@ -519,13 +519,14 @@ class consume_loop {
       if (f == read.found.end()) {
         // Gone from the log (compacted, trimmed): nothing to compare, and
         // the check goes on from the record applied last. Not read (the
-        // broker slow, the reader failing): the same record next time.
+        // broker slow, the reader failing, the log ending before it, which
+        // the next fetch meets as out of range): the same record next time.
         const bool gone = read.gone.contains({partition, known.offset});
         limiter_.write("position_unchecked:" + std::to_string(partition), log::level::warn, "position_unchecked",
                        {{"projection", projection::name(cfg_.projection)},
                         {"partition", partition},
                         {"offset", known.offset},
-                        {"reason", gone ? "no record at that offset (compacted or trimmed away)" : read.why}});
+                        {"reason", read.why_not({partition, known.offset})}});
         if (gone) known = last;
       } else if (f->second != known.svix_id) {
         log::error("topic_recreated", {{"projection", projection::name(cfg_.projection)},

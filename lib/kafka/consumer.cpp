@@ -315,6 +315,13 @@ void consumer::close() {
   rd_kafka_consumer_close(impl_->rk.get());
 }
 
+std::string header_reading::why_not(std::pair<std::int32_t, std::int64_t> at) const {
+  if (found.contains(at)) return "";
+  if (gone.contains(at)) return "no record at that offset (compacted or trimmed away)";
+  if (past_end.contains(at)) return "the log ends before that offset";
+  return why.empty() ? "not read" : why;
+}
+
 client_config single_record_reader(client_config cfg) {
   cfg.properties.emplace_back("fetch.min.bytes", "1");
   cfg.properties.emplace_back("queued.max.messages.kbytes", "1024");
@@ -332,11 +339,29 @@ header_reading header_at(consumer& reader, const std::string& topic,
       std::map<std::int32_t, std::int64_t> round;  // partition -> offset read this round
       std::vector<topic_partition> parts;
       for (auto& [p, offsets] : wanted) {
-        round[p] = *offsets.begin();
-        parts.push_back({topic, p, *offsets.begin()});
+        const auto offset = *offsets.begin();
         offsets.erase(offsets.begin());
+        // The log's range first: a record past its end would hold the read
+        // for the whole timeout (the fetch waits for it to be written).
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        if (left <= std::chrono::milliseconds(0)) {
+          late = true;
+          break;
+        }
+        const auto [low, high] = reader.watermarks(topic, p, left);
+        if (offset >= high) {
+          out.past_end.insert({p, offset});
+        } else if (offset < low) {
+          out.gone.insert({p, offset});
+        } else {
+          round[p] = offset;
+          parts.push_back({topic, p, offset});
+        }
       }
       std::erase_if(wanted, [](const auto& w) { return w.second.empty(); });
+      if (late) break;
+      if (parts.empty()) continue;
       reader.assign(parts);
       while (!round.empty()) {
         if (std::chrono::steady_clock::now() >= deadline) {

@@ -132,16 +132,22 @@ struct header_reading {
   // Records the log no longer holds: compacted away (the reader went past
   // them), or before the log's start (trimmed).
   std::set<std::pair<std::int32_t, std::int64_t>> gone;
-  // Why the others were not read: the reader failed, ran out of time, or
-  // the log ends before them.
+  // Records at or past the log's end when asked: a log shorter than the
+  // caller knew it (the topic recreated, or a record not yet replicated).
+  std::set<std::pair<std::int32_t, std::int64_t>> past_end;
+  // Why the others were not read: the reader failed or ran out of time.
   std::string why;
+  // Why the record at `at` was not read (compacted or trimmed away, past
+  // the log's end, or `why`); "" when it was.
+  [[nodiscard]] std::string why_not(std::pair<std::int32_t, std::int64_t> at) const;
 };
 
 // The value of header `name` of the record at each wanted (partition,
 // offset) of `topic`, read by `reader` (a plain reader: its assignment is
 // replaced, then emptied) within `timeout`. One round per distinct offset of
-// a partition, usually one; a partition's offset outside its log ends only
-// that partition's read.
+// a partition, usually one, each after a watermark query: an offset outside
+// its partition's log is sorted out at once, and ends only that partition's
+// read.
 [[nodiscard]] header_reading header_at(consumer& reader, const std::string& topic,
                                        std::map<std::int32_t, std::set<std::int64_t>> wanted, std::string_view name,
                                        std::chrono::milliseconds timeout);

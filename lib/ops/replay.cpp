@@ -181,12 +181,17 @@ log_check check_same_log(const kafka::client_config& cfg, const replay_options& 
     const auto key = std::make_pair(p, first.first);
     const auto f = read.found.find(key);
     const auto where = "partition " + std::to_string(p) + "'s record at offset " + std::to_string(first.first);
+    // A record read from the log, now past its end: the log was replaced
+    // by a shorter one (or lost records with an unclean leader election).
     if (f != read.found.end() && f->second != first.second && !check.replaced)
       check.replaced = "the topic was recreated during the replay: " + where + " was " + first.second +
                        " and is now " + f->second + "; nothing was moved to " + opts.db_path;
-    else if (f == read.found.end() && !read.gone.contains(key) && !check.unchecked)
+    else if (read.past_end.contains(key) && !check.replaced)
+      check.replaced = "the topic was recreated during the replay: " + where + " (" + first.second +
+                       ") is past the log's end now; nothing was moved to " + opts.db_path;
+    else if (f == read.found.end() && !read.gone.contains(key) && !read.past_end.contains(key) && !check.unchecked)
       check.unchecked = "could not check that the topic was not recreated during the replay (" + where + ": " +
-                        read.why + "); nothing was moved to " + opts.db_path;
+                        read.why_not(key) + "); nothing was moved to " + opts.db_path;
     else if (f == read.found.end() && read.gone.contains(key))
       check.gone.push_back(where + " was deleted during the replay: whether the topic was recreated meanwhile "
                            "was not checked");
@@ -269,14 +274,10 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
       m = reader.poll(std::chrono::milliseconds(200));
     } catch (const kafka::offset_out_of_range& e) {
       // The log lost the records the replay was reading: trimmed, or the
-      // topic recreated and not yet refilled past them. Recreated is said
-      // when the partition's first record read is there as another event
-      // (a log that ends before it would hold the check for its timeout).
-      const auto first = first_read.find(e.partition);
-      if (first != first_read.end() && e.log_end > first->second.first) {
-        const auto check = check_same_log(cfg, opts, first_read);
-        if (check.replaced) throw replay_error(*check.replaced);
-      }
+      // topic recreated (refilled or not). Recreated is said when a first
+      // record read is another event now, or past the log's end.
+      if (const auto check = check_same_log(cfg, opts, first_read); check.replaced)
+        throw replay_error(*check.replaced);
       throw replay_error(std::string(e.what()) + ": records were deleted or the topic was recreated during the " +
                          "replay; nothing was moved to " + opts.db_path);
     }

@@ -102,9 +102,7 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
       if (const auto at = record_to_check(stored, last_ids_of[j], pl.partition, pl.low, pl.high)) {
         const auto found = found_ids.find({pl.partition, *at});
         if (found == found_ids.end()) {
-          pl.resume_unchecked = read.gone.contains({pl.partition, *at}) || read.why.empty()
-                                    ? "no record at that offset (compacted away?)"
-                                    : read.why;
+          pl.resume_unchecked = read.why_not({pl.partition, *at});
         } else if (const auto& applied = last_ids_of[j].at(pl.partition); found->second != applied) {
           pl.recreated_found_svix_id = found->second;
           pl.applied_svix_id = applied;

@@ -679,10 +679,10 @@ TEST_CASE("a topic recreated during a replay fails it, read on before or after i
   }
   SUBCASE("read on before it is refilled") {
     // The held fetch ends with the topic deleted; the next meets the new,
-    // empty log.
+    // empty log, which ends before the first record read.
     test::recreate_topic(topic);
-    expected = "offset 1 of " + topic + "/0 is outside the log [0, 0): records were deleted or the topic was " +
-               "recreated during the replay; nothing was moved to " + out;
+    expected = "the topic was recreated during the replay: partition 0's record at offset 0 (" +
+               before.front().svix_id + ") is past the log's end now; nothing was moved to " + out;
   }
   const auto code = replay->wait(90s);
   const auto err = replay->stderr_text();
