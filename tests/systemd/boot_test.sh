@@ -403,14 +403,24 @@ say "clerk-sync-auth: restarted with every consumer stopped, 200 from the last c
 
 # --- one instance, a comma list of projections ------------------------------------
 # systemd escapes the comma in a unit name; the unit must hand the consumer
-# the unescaped list (%I), which it would otherwise refuse (exit 2).
+# the unescaped list (%I), which it would otherwise refuse (exit 2). Started in
+# one job with auth, as at boot, auth waits for it to be ready (the consumer
+# template's Before=), as it would for consumer@users: auth's process starts
+# after the consumer's READY=1, when the database has been created and migrated.
 multi='clerk-sync-consumer@users\x2csessions.service'
-box systemctl start "$multi" ||
-  { box journalctl -u "$multi" --no-pager -o cat | tail -n 5 >&2 || true; fail "$multi did not start"; }
+box systemctl stop clerk-sync-auth
+box systemctl start "$multi" clerk-sync-auth ||
+  { box journalctl -u "$multi" --no-pager -o cat | tail -n 5 >&2 || true; fail "$multi or auth did not start"; }
 argv=$(box cat "/proc/$(mainpid "$multi")/cmdline" | tr '\0' ' ')
 [[ "$argv" == *"--projection users,sessions "* ]] || fail "$multi runs '$argv', not --projection users,sessions"
+multi_ready=$(show "$multi" ActiveEnterTimestampMonotonic)
+auth_exec=$(show clerk-sync-auth ExecMainStartTimestampMonotonic)
+[[ "$multi_ready" =~ ^[1-9][0-9]*$ && "$auth_exec" =~ ^[1-9][0-9]*$ ]] ||
+  fail "no start times: $multi ready at '$multi_ready', auth started at '$auth_exec'"
+((auth_exec >= multi_ready)) ||
+  fail "auth started $(((multi_ready - auth_exec) / 1000)) ms before $multi was ready"
 box systemctl stop "$multi"
-say "$multi: started and ready, running --projection users,sessions"
+say "$multi: started and ready, running --projection users,sessions; auth started $(((auth_exec - multi_ready) / 1000)) ms after it was ready"
 box systemctl start "${consumers[@]}" || fail "the consumers did not start again"
 
 # --- auth from a JWKS, through the README's drop-in ---------------------------------

@@ -141,6 +141,13 @@ TEST_CASE("the source units say what the issue asks for") {
   // for the comma list users,sessions, which it refuses as a bad setting.
   CHECK(consumer.find("\nExecStart=/usr/bin/clerk-sync-consumer --projection %I\n") != std::string::npos);
   CHECK(consumer.find("StateDirectory=clerk-sync") != std::string::npos);
+  // Auth starts after every consumer instance started with it, a comma list
+  // too: the order is the template's, since auth's After= can only name
+  // instances (the boot test starts auth with a comma-list instance).
+  const auto consumer_unit_section = consumer.substr(0, consumer.find("\n[Service]\n"));
+  CHECK(consumer_unit_section.find("\nBefore=clerk-sync-auth.service\n") != std::string::npos);
+  const auto auth_unit_section = auth.substr(0, auth.find("\n[Service]\n"));
+  CHECK(auth_unit_section.find("\nAfter=") == std::string::npos);
   CHECK(consumer.find("CLERK_SYNC_DB=/var/lib/clerk-sync/clerk-sync.db") != std::string::npos);
 }
 
