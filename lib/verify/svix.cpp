@@ -27,9 +27,15 @@ std::string base64_encode(std::string_view bytes) {
   return out;
 }
 
-// Strict standard base64 with padding; nullopt for anything else.
-std::optional<std::string> base64_decode(std::string_view text) {
-  if (text.empty() || text.size() % 4 != 0) return std::nullopt;
+// Standard base64, its final padding optional; nullopt for anything else.
+// A secret copied without its trailing '=' (a double click stops there) is
+// the same key: svix's libraries add the padding back too.
+std::optional<std::string> base64_decode(std::string_view given) {
+  if (given.size() % 4 == 1) return std::nullopt;
+  std::string padded(given);
+  padded.append((4 - padded.size() % 4) % 4, '=');
+  const std::string_view text = padded;
+  if (text.empty()) return std::nullopt;
   std::size_t pad = 0;
   while (pad < 2 && text[text.size() - 1 - pad] == '=') ++pad;
   for (std::size_t i = 0; i < text.size() - pad; ++i)

@@ -41,7 +41,12 @@ def main():
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 300
     rng = random.Random(int.from_bytes(os.urandom(8), "big"))
     # Several secrets at once, as in a rotation; each body uses one of them.
-    secrets = ["whsec_" + base64.b64encode(os.urandom(rng.randint(16, 64))).decode() for _ in range(12)]
+    # Half of them without their trailing '=' padding (a double click stops
+    # there), which svix reads as the same key: the receiver must too. The
+    # last is as long as Clerk's (32 bytes: one '=', cut).
+    secrets = ["whsec_" + base64.b64encode(os.urandom(rng.randint(16, 64))).decode() for _ in range(11)]
+    secrets.append("whsec_" + base64.b64encode(os.urandom(32)).decode())
+    secrets = [s.rstrip("=") if i % 2 else s for i, s in enumerate(secrets)]
     port = free_port()
     env = dict(os.environ)
     env.pop("CLERK_WEBHOOK_SECRET_FILE", None)

@@ -156,7 +156,8 @@ TEST_CASE("several secrets: any one may match (rotation) - a body changed by one
 TEST_CASE("secrets: whsec_ alone, empty or bad base64 are errors that never echo the value") {
   CHECK_THROWS_AS((void)verify::parse_secret("whsec_"), verify::secret_error);
   CHECK_THROWS_AS((void)verify::parse_secret(""), verify::secret_error);
-  CHECK_THROWS_AS((void)verify::parse_secret("whsec_abc"), verify::secret_error);    // length
+  CHECK_THROWS_AS((void)verify::parse_secret("whsec_abcde"), verify::secret_error);  // length
+  CHECK_THROWS_AS((void)verify::parse_secret("whsec_abc=="), verify::secret_error);  // padding past the length
   CHECK_THROWS_AS((void)verify::parse_secret("whsec_ab!d"), verify::secret_error);   // alphabet
   CHECK_THROWS_AS((void)verify::parse_secret("whsec_a=bc"), verify::secret_error);   // inner padding
   try {
@@ -169,6 +170,23 @@ TEST_CASE("secrets: whsec_ alone, empty or bad base64 are errors that never echo
   CHECK(verify::parse_secret(verify::format_secret(key)) == key);
   CHECK(verify::parse_secret("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw") ==
         verify::parse_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
+}
+
+TEST_CASE("a secret without its trailing '=' padding is the same key, as svix's libraries read it") {
+  // Keys of 1, 2 and 3 bytes past a multiple of three: two, one and no '='.
+  for (const auto& key : {std::string("0123456789abcdef0"), std::string("0123456789abcdef01"),
+                                std::string("0123456789abcdef012")}) {
+    const auto padded = verify::format_secret(key);
+    std::string unpadded = padded;
+    while (unpadded.back() == '=') unpadded.pop_back();
+    INFO(key.size());
+    CHECK(verify::parse_secret(unpadded) == key);
+    CHECK(verify::parse_secret(padded) == key);
+  }
+  // The vectors' secret of 24 bytes needs no padding; Clerk's of 32 bytes needs one '='.
+  const std::string clerk = "whsec_" + std::string(43, 'A') + "=";
+  CHECK(verify::parse_secret(clerk.substr(0, clerk.size() - 1)) == verify::parse_secret(clerk));
+  CHECK(verify::parse_secret(clerk).size() == 32);
 }
 
 TEST_CASE("secret lists: spaces or commas in the variable, one per line in the file") {
