@@ -15,6 +15,7 @@
 #include "kafka/admin.hpp"
 #include "kafka/client.hpp"
 #include "kafka/consumer.hpp"
+#include "support/own_broker.hpp"
 #include "support/support.hpp"
 
 namespace test = clerk_sync::test;
@@ -22,34 +23,6 @@ namespace kafka = clerk_sync::kafka;
 using namespace std::chrono_literals;
 
 namespace {
-
-// A broker of this test's own with Apache Kafka's default
-// auto.create.topics.enable=true (the shared test broker disables it).
-class auto_create_broker {
- public:
-  auto_create_broker() : port_(test::free_port()), cport_(test::free_port()) {
-    const auto r = run("start");
-    REQUIRE_MESSAGE(r.status == 0, r.err);
-  }
-  ~auto_create_broker() { (void)run("stop"); }
-  auto_create_broker(const auto_create_broker&) = delete;
-  auto_create_broker& operator=(const auto_create_broker&) = delete;
-  [[nodiscard]] std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
-  [[nodiscard]] std::string server_properties() const { return test::read_file(dir_ / "kafka/server.properties"); }
-
- private:
-  test::run_result run(const std::string& cmd) {
-    return test::run(test::source_path("scripts/kafka-local"), {cmd},
-                     {{"KAFKA_LOCAL_PORT", std::to_string(port_)},
-                      {"KAFKA_LOCAL_CONTROLLER_PORT", std::to_string(cport_)},
-                      {"KAFKA_LOCAL_DIR", (dir_ / "kafka").string()},
-                      {"KAFKA_LOCAL_EXTRA_CONFIG", "auto.create.topics.enable=true\nnum.partitions=1"}},
-                     120s);
-  }
-  test::temp_dir dir_;
-  int port_;
-  int cport_;
-};
 
 std::vector<std::string> lines_of(const std::string& text) {
   std::vector<std::string> out;
@@ -103,7 +76,9 @@ void check_all_json(const std::string& text) {
 }  // namespace
 
 TEST_CASE("on a broker that auto-creates topics, no client of ours creates the events topic") {
-  auto_create_broker broker;
+  // A broker of this test's own with Apache Kafka's default
+  // auto.create.topics.enable=true (the shared test broker disables it).
+  test::own_broker broker("auto.create.topics.enable=true\nnum.partitions=1");
   REQUIRE(broker.server_properties().find("auto.create.topics.enable=true") != std::string::npos);
   kafka::client_config cfg;
   cfg.brokers = broker.address();

@@ -12,6 +12,7 @@
 #include "kafka/mock_cluster.hpp"
 #include "projection/applier.hpp"
 #include "store/database.hpp"
+#include "support/own_broker.hpp"
 #include "support/support.hpp"
 
 namespace test = clerk_sync::test;

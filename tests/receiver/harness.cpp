@@ -188,23 +188,6 @@ int status_of(std::string_view text) {
   return status;
 }
 
-own_broker::own_broker() : port_(free_port()), cport_(free_port()) { control("start"); }
-
-own_broker::~own_broker() { (void)run("stop"); }
-
-void own_broker::control(const std::string& cmd) {
-  const auto r = run(cmd);
-  REQUIRE_MESSAGE(r.status == 0, cmd << ": " << r.err);
-}
-
-run_result own_broker::run(const std::string& cmd) {
-  return test::run(source_path("scripts/kafka-local"), {cmd},
-                   {{"KAFKA_LOCAL_PORT", std::to_string(port_)},
-                    {"KAFKA_LOCAL_CONTROLLER_PORT", std::to_string(cport_)},
-                    {"KAFKA_LOCAL_DIR", (dir_ / "kafka").string()}},
-                   std::chrono::seconds(120));
-}
-
 std::vector<kafka::message> read_topic(const std::string& brokers, const std::string& topic,
                                        std::chrono::milliseconds timeout) {
   kafka::client_config cfg;

@@ -90,25 +90,6 @@ class raw_conn {
 // The status of the first HTTP response in `text` ("HTTP/1.1 413 ..."), or 0.
 [[nodiscard]] int status_of(std::string_view text);
 
-// A broker of the test's own (scripts/kafka-local on free ports, its own
-// folder), so that stopping it does not disturb the shared test broker.
-class own_broker {
- public:
-  own_broker();
-  ~own_broker();
-  own_broker(const own_broker&) = delete;
-  own_broker& operator=(const own_broker&) = delete;
-  [[nodiscard]] std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
-  // start | stop | status; REQUIREs success.
-  void control(const std::string& cmd);
-
- private:
-  [[nodiscard]] run_result run(const std::string& cmd);
-  temp_dir dir_;
-  int port_;
-  int cport_;
-};
-
 // Every record of `topic` (all partitions, from the beginning) until the
 // high watermarks; for checks after the fact.
 [[nodiscard]] std::vector<kafka::message> read_topic(const std::string& brokers, const std::string& topic,

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "kafka/admin.hpp"
+#include "support/own_broker.hpp"
 
 namespace test = clerk_sync::test;
 namespace kafka = clerk_sync::kafka;

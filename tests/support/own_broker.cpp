@@ -1,0 +1,33 @@
+#include "support/own_broker.hpp"
+
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <utility>
+
+namespace clerk_sync::test {
+
+own_broker::own_broker(std::string extra_config)
+    : extra_config_(std::move(extra_config)), port_(free_port()), controller_port_(free_port()) {
+  control("start");
+}
+
+own_broker::~own_broker() { (void)run("stop"); }
+
+std::string own_broker::server_properties() const { return read_file(dir_ / "kafka/server.properties"); }
+
+void own_broker::control(const std::string& command) const {
+  const auto r = run(command);
+  REQUIRE_MESSAGE(r.status == 0, command << ": " << r.err);
+}
+
+run_result own_broker::run(const std::string& command) const {
+  return test::run(source_path("scripts/kafka-local"), {command},
+                   {{"KAFKA_LOCAL_PORT", std::to_string(port_)},
+                    {"KAFKA_LOCAL_CONTROLLER_PORT", std::to_string(controller_port_)},
+                    {"KAFKA_LOCAL_DIR", (dir_ / "kafka").string()},
+                    {"KAFKA_LOCAL_EXTRA_CONFIG", extra_config_}},
+                   std::chrono::seconds(120));
+}
+
+}  // namespace clerk_sync::test

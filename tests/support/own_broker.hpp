@@ -1,0 +1,37 @@
+#pragma once
+// A single Apache Kafka broker of one test's own (scripts/kafka-local on free
+// loopback ports, in a temporary folder): one a test may stop and start
+// without disturbing the shared test broker, or one with settings the shared
+// broker must not have (a default that changes what every topic gets).
+// Started by the constructor (the test fails if it cannot), stopped by the
+// destructor.
+
+#include <string>
+
+#include "support/process.hpp"
+#include "support/support.hpp"
+
+namespace clerk_sync::test {
+
+class own_broker {
+ public:
+  // `extra_config`: server.properties lines appended to the broker's own.
+  explicit own_broker(std::string extra_config = {});
+  ~own_broker();
+  own_broker(const own_broker&) = delete;
+  own_broker& operator=(const own_broker&) = delete;
+
+  [[nodiscard]] std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  [[nodiscard]] std::string server_properties() const;
+  // start | stop | status; REQUIREs success.
+  void control(const std::string& command) const;
+
+ private:
+  [[nodiscard]] run_result run(const std::string& command) const;
+  std::string extra_config_;
+  temp_dir dir_;
+  int port_;
+  int controller_port_;
+};
+
+}  // namespace clerk_sync::test
