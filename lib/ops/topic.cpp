@@ -148,8 +148,11 @@ topic_report ensure_topic(const kafka::client_config& cfg, const topic_settings&
   const auto before = kafka::describe_cluster(cfg, requested.name, timeout);
   const int brokers = static_cast<int>(before.brokers.size());
   const auto settings = with_defaults(requested, brokers);
-  // Extra configs override our defaults, as an operator would expect.
+  // Extra configs override our defaults, as an operator would expect. Each
+  // setting the report judges is given, so that a broker's own default
+  // (log.retention.bytes, say) cannot make the topic differ from the plan.
   std::map<std::string, std::string> configs = {{"retention.ms", settings.retention_ms},
+                                                {"retention.bytes", "-1"},
                                                 {"cleanup.policy", "delete"},
                                                 {"max.message.bytes", settings.max_message_bytes}};
   for (const auto& [k, v] : settings.configs) configs[k] = v;
@@ -161,11 +164,13 @@ topic_report ensure_topic(const kafka::client_config& cfg, const topic_settings&
     }
     kafka::topic_spec spec{settings.name, settings.partitions, settings.replication_factor,
                            {configs.begin(), configs.end()}};
-    if (kafka::create_topic(cfg, spec, timeout) == kafka::create_outcome::created) {
-      auto report = report_of(configs, brokers, settings.partitions, settings.replication_factor);
-      report.created = true;
-      return report;
-    }
+    // Created here or a moment ago by someone else: the report is the
+    // topic's own configuration either way, broker defaults included (a
+    // replication factor of 2 leaves min.insync.replicas to them).
+    const bool created = kafka::create_topic(cfg, spec, timeout) == kafka::create_outcome::created;
+    auto report = describe_existing(cfg, settings.name, brokers, {}, timeout);
+    report.created = created;
+    return report;
   }
   return describe_existing(cfg, settings.name, brokers, before, timeout);
 }

@@ -22,6 +22,7 @@
 #include "receiver/harness.hpp"
 #include "store/database.hpp"
 #include "support/hang.hpp"
+#include "support/own_broker.hpp"
 #include "support/process.hpp"
 #include "support/support.hpp"
 
@@ -266,6 +267,35 @@ TEST_CASE("topic ensure creates a replayable topic, and --strict fails on a comp
   CHECK(never.err.find(R"(msg="topic not created")") != std::string::npos);
   CHECK(never.err.find("NOT_ENOUGH_REPLICAS") != std::string::npos);
   CHECK_FALSE(kafka::describe_topic(test::broker(), stuck, 10s));
+}
+
+TEST_CASE("topic ensure gives the topic every setting it judges, whatever the brokers' defaults") {
+  // A cluster whose brokers keep 1 MiB a partition unless a topic says
+  // otherwise: a topic made without retention.bytes deletes the oldest
+  // events, and a report made from the settings asked for called it clean.
+  test::own_broker broker("log.retention.bytes=1048576");
+  const auto name = test::unique_name("ctl-topic-defaults");
+  auto env = kafka_env(name);
+  env["KAFKA_BROKERS"] = broker.address();
+  const auto created = test::run(ctl(), {"topic", "ensure", "--topic", name, "--partitions", "1", "--strict"}, env, 60s);
+  INFO(created.err);
+  CHECK(created.status == 0);
+  CHECK(created.err.find("topic created") != std::string::npos);
+  CHECK(created.err.find("retention.bytes") == std::string::npos);
+  kafka::client_config cfg;
+  cfg.brokers = broker.address();
+  const auto config = kafka::describe_topic(cfg, name, 10s);
+  REQUIRE(config);
+  CHECK(config->at("retention.bytes") == "-1");
+  // A topic made elsewhere on these defaults is reported from its own settings.
+  const auto other = test::unique_name("ctl-topic-defaults-other");
+  REQUIRE(kafka::create_topic(cfg, {other, 1, 1, {{"retention.ms", "-1"}, {"max.message.bytes", "2097152"}}}, 10s) ==
+          kafka::create_outcome::created);
+  env["CLERK_SYNC_TOPIC"] = other;
+  const auto existing = test::run(ctl(), {"topic", "ensure", "--topic", other, "--strict"}, env, 60s);
+  INFO(existing.err);
+  CHECK(existing.status == 1);
+  CHECK(existing.err.find("retention.bytes=1048576") != std::string::npos);
 }
 
 TEST_CASE("replay rebuilds every projection identical to the live one while the consumers keep running") {
