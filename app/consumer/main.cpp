@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
@@ -220,6 +221,10 @@ int run(int argc, char** argv) {
   const auto watchdog = cs::systemd::watchdog_interval();
   bool ready = false;
   auto last_ping = std::chrono::steady_clock::now();
+  // A loop waiting for a swap-in's lock has not subscribed, so READY=1
+  // waits with it, and a swap of a large file can outlast the start timeout:
+  // the start is extended, as for the open, for as long as one waits.
+  std::optional<std::chrono::steady_clock::time_point> last_extend;
   const timespec tick{0, 100'000'000};
   while (true) {
     const int sig = sigtimedwait(&sigs, nullptr, &tick);
@@ -232,6 +237,11 @@ int run(int argc, char** argv) {
       ready = true;
       cs::systemd::notify_ready();
       cs::log::info("ready", {{"projections", s.projections}, {"topic", s.worker.topic}});
+    }
+    if (!ready && std::any_of(states.begin(), states.end(), [](const auto& st) { return st->swap_waiting.load(); }) &&
+        (!last_extend || std::chrono::steady_clock::now() - *last_extend >= 10s)) {
+      cs::systemd::notify_extend_timeout(30s);
+      last_extend = std::chrono::steady_clock::now();
     }
     // Ping only while every worker's loop is turning: a stuck worker should
     // let systemd's watchdog restart us.

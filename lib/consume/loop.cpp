@@ -87,12 +87,14 @@ class consume_loop {
     // (systemctl stop during a long swap) ends the wait.
     auto held = store::file_lock::try_lock(lock_path, store::file_lock::mode::shared);
     if (!held) log::info("swap_wait", {{"projection", projection::name(cfg_.projection)}, {"lock", lock_path}});
+    state_.swap_waiting = !held;
     while (!held) {
       if (stop.load()) return 0;  // nothing read, nothing applied
       state_.heartbeat_ms = steady_ms();  // waiting as asked, not stuck
       std::this_thread::sleep_for(200ms);
       held = store::file_lock::try_lock(lock_path, store::file_lock::mode::shared);
     }
+    state_.swap_waiting = false;
     kafka::consumer cons(cfg_.kafka, group_,
                          {.on_assign = [this](std::vector<kafka::topic_partition> parts) { return on_assign(parts); },
                           .on_revoke = [this](const std::vector<kafka::topic_partition>&) { on_revoke(); }},

@@ -68,6 +68,8 @@ struct loop_config {
 
 struct loop_state {
   std::atomic<bool> subscribed{false};
+  // Waiting for ctl swap-in's lock before it subscribes (swap_wait).
+  std::atomic<bool> swap_waiting{false};
   std::atomic<bool> done{false};
   std::atomic<int> exit_code{0};
   // steady_clock ms of the last loop turn, for the systemd watchdog.

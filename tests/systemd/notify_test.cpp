@@ -5,9 +5,12 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#include <fcntl.h>
 
 #include <array>
 #include <chrono>
@@ -59,6 +62,12 @@ class notify_socket {
     return false;
   }
   [[nodiscard]] const std::string& seen() const { return seen_; }
+  // How many datagrams seen so far carry `want`.
+  [[nodiscard]] int count(const std::string& want) const {
+    int n = 0;
+    for (auto at = seen_.find(want); at != std::string::npos; at = seen_.find(want, at + 1)) ++n;
+    return n;
+  }
   [[nodiscard]] const fs::path& path() const { return path_; }
 
  private:
@@ -127,4 +136,35 @@ TEST_CASE("clerk-sync-consumer extends its start while it migrates, then sends R
                 {"CLERK_SYNC_TOPIC", topic},
                 {"CLERK_SYNC_DB", (db_dir / "clerk-sync.db").string()}},
                true);
+}
+
+TEST_CASE("clerk-sync-consumer extends its start while it waits for a swap-in's lock, then sends READY=1") {
+  // ctl swap-in holds the projection's lock while it replaces a large file's
+  // rows: a consumer started meanwhile waits before it subscribes, so before
+  // READY=1, where only systemd's start timeout (90 s) would bound it.
+  const auto topic = test::fresh_topic("notify-swap-wait", 1);
+  const test::temp_dir dir;
+  const auto db = (dir / "clerk-sync.db").string();
+  const int lock = ::open((db + ".users.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  REQUIRE(lock >= 0);
+  REQUIRE(::flock(lock, LOCK_EX) == 0);  // as swap-in takes it
+  notify_socket sock(dir / "notify");
+  test::process proc(test::binary_path("app/consumer/clerk-sync-consumer"), {"--projection", "users"},
+                     {{"KAFKA_BROKERS", test::broker().brokers},
+                      {"CLERK_SYNC_TOPIC", topic},
+                      {"CLERK_SYNC_DB", db},
+                      {"NOTIFY_SOCKET", sock.path().string()}});
+  REQUIRE(proc.wait_for_log("msg=swap_wait", 20s));
+  // One extension while the database opened, then one for the wait (at
+  // once, and every 10 s while it lasts); READY=1 only after the lock.
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (sock.count("EXTEND_TIMEOUT_USEC=") < 2 && std::chrono::steady_clock::now() < deadline)
+    (void)sock.wait_for("EXTEND_TIMEOUT_USEC=30000000", 1s, proc);
+  INFO("notify messages: " << sock.seen());
+  CHECK(sock.count("EXTEND_TIMEOUT_USEC=") >= 2);
+  CHECK(sock.count("READY=1") == 0);
+  ::close(lock);
+  CHECK(sock.wait_for("READY=1", 20s, proc));
+  proc.signal(SIGTERM);
+  CHECK(proc.wait(20s) == 0);
 }
