@@ -10,7 +10,10 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
 
+#include <iterator>
 #include <list>
+#include <optional>
+#include <string>
 
 #include "config/options.hpp"
 #include "log/log.hpp"
@@ -28,6 +31,20 @@ std::optional<std::string_view> header(const http::request<http::string_body>& r
   const auto it = req.find(f);
   if (it == req.end()) return std::nullopt;
   return std::string_view(it->value().data(), it->value().size());
+}
+
+// Every Cookie field, joined with "; " as RFC 9113 8.2.3 joins HTTP/2's
+// cookie crumbs: a proxy may forward them as separate fields, and the
+// __session cookie may be in any. One field is used as it is, uncopied.
+std::optional<std::string_view> cookies(const http::request<http::string_body>& req, std::string& joined) {
+  auto [it, end] = req.equal_range(http::field::cookie);
+  if (it == end) return std::nullopt;
+  if (std::next(it) == end) return std::string_view(it->value().data(), it->value().size());
+  for (; it != end; ++it) {
+    if (!joined.empty()) joined += "; ";
+    joined.append(it->value().data(), it->value().size());
+  }
+  return joined;
 }
 
 response plain(const http::request<http::string_body>& req, http::status s, std::string_view body) {
@@ -86,7 +103,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
     }
 
     const auto started = std::chrono::steady_clock::now();
-    const auto r = svc.check(header(req, http::field::authorization), header(req, http::field::cookie),
+    std::string joined;
+    const auto r = svc.check(header(req, http::field::authorization), cookies(req, joined),
                              std::chrono::system_clock::now());
     const std::string_view text = r.status == 200   ? "ok"
                                   : r.status == 401 ? "unauthorized"

@@ -160,6 +160,27 @@ TEST_CASE("clerk-sync-auth: routes, methods and the 401 header of a running inst
   CHECK(auth.stderr_text().find(tok.substr(tok.size() - 30)) == std::string::npos);
 }
 
+TEST_CASE("clerk-sync-auth: cookies in several fields are read as one, the first __session winning") {
+  // A proxy may forward HTTP/2's cookie crumbs as separate fields; RFC 9113
+  // 8.2.3 joins them with "; ", and so does the check.
+  running_auth a({});
+  const auto exp = std::chrono::duration_cast<std::chrono::seconds>(
+                       std::chrono::system_clock::now().time_since_epoch()).count() + 300;
+  const auto tok = a.signer.sign(R"({"alg":"RS256"})",
+                                 R"({"exp":)" + std::to_string(exp) + R"(,"sid":"sess_9","sub":"user_9"})");
+  const auto with_cookies = [&](const std::string& fields) {
+    test::raw_conn c(a.port);
+    REQUIRE(c.send("GET /auth HTTP/1.1\r\nHost: auth\r\n" + fields + "Connection: close\r\n\r\n"));
+    return test::status_of(c.read_until("\r\n\r\n", 10s));
+  };
+  CHECK(with_cookies("Cookie: __client_uat=1\r\nCookie: __session=" + tok + "\r\n") == 200);
+  CHECK(with_cookies("Cookie: __session=" + tok + "\r\nCookie: __session=junk\r\n") == 200);
+  CHECK(with_cookies("Cookie: __session=junk\r\nCookie: __session=" + tok + "\r\n") == 401);
+  CHECK(with_cookies("Cookie: a=1\r\nCookie: b=2\r\n") == 401);
+  a.proc->signal(SIGTERM);
+  CHECK(a.proc->wait(15s) == 0);
+}
+
 TEST_CASE("clerk-sync-auth: a request it cannot check (too large, wrong path) leaves a line, never the token") {
   running_auth a({});
   auto& auth = *a.proc;
