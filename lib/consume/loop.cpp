@@ -183,7 +183,7 @@ class consume_loop {
         if (p.offset > 0 && (id == last_ids.end() || id->second.empty()))
           unchecked(p.partition, p.offset, "no_svix_id");  // stored before migration 003
         else if (p.offset > 0)
-          reread = holds_record_before(p.partition, p.offset, deadline);
+          reread = holds_record_before(p.partition, {p.offset - 1, id->second}, deadline);
         if (reread) checks_[p.partition] = {p.offset - 1, id->second};
         log::info("assigned", {{"projection", projection::name(cfg_.projection)},
                                {"partition", p.partition},
@@ -294,12 +294,16 @@ class consume_loop {
                                                  "this projection will miss them"}});
   }
 
-  // Whether the log still holds the record before `next`; says why not when
-  // that is not the usual case of a log trimmed up to `next`.
-  bool holds_record_before(std::int32_t partition, std::int64_t next, std::chrono::steady_clock::time_point deadline) {
+  // Whether the log holds `before`, the record before the stored offset, to
+  // re-read; says why not when that is not the usual case of a log trimmed
+  // up to the offset. Where the log may hold it but the range says nothing
+  // (not read, or ending before it), the first position check compares.
+  bool holds_record_before(std::int32_t partition, const known_record& before,
+                           std::chrono::steady_clock::time_point deadline) {
+    const std::int64_t next = before.offset + 1;
     const auto range = log_range(partition, deadline);
     if (const auto* why = std::get_if<std::string>(&range)) {
-      unchecked(partition, next, *why);
+      compare_later(partition, before, *why);
       return false;
     }
     const auto [low, high] = std::get<0>(range);
@@ -309,7 +313,7 @@ class consume_loop {
     // Shorter than the offset: a recreated topic's fetch meets
     // offset_out_of_range too (exit 5), but a leader that has not yet
     // caught up answers the fetch later, the comparison skipped.
-    if (next > high) unchecked(partition, next, "log_end_behind");
+    if (next > high) compare_later(partition, before, "log_end_behind");
     return false;
   }
 
@@ -324,8 +328,13 @@ class consume_loop {
     const known_record c = std::move(it->second);
     checks_.erase(it);
     if (m.offset != c.offset) {
-      // No record at that offset any more (compaction, an aborted transaction).
-      unchecked(m.partition, c.offset + 1, "record_missing");
+      // No record at that offset any more (compaction, an aborted
+      // transaction): a stored checked record is compared before m is applied.
+      const auto checked = stored_checked_.find(m.partition);
+      if (checked != stored_checked_.end() && checked->second.offset < c.offset)
+        compare_later(m.partition, c, "record_missing");
+      else
+        unchecked(m.partition, c.offset + 1, "record_missing");
       return resume::apply;
     }
     const auto found = kafka::find_header(m.headers, "svix-id").value_or("");
@@ -380,6 +389,27 @@ class consume_loop {
                                    {"partition", partition},
                                    {"offset", offset},
                                    {"reason", reason}});
+  }
+
+  // A partition whose resume could not compare `before`, the record before
+  // its stored offset (the broker not answering, the log not holding it
+  // yet): the first position check compares instead, before anything is
+  // applied (check_now_), the stored checked record if there is one (a
+  // kill left it), else `before`. Until a check has read it, every batch
+  // stores it again as the checked record: neither a restart nor a kill
+  // meanwhile loses it, as the first batch would by storing its own.
+  void compare_later(std::int32_t partition, const known_record& before, const std::string& reason) {
+    const auto checked = stored_checked_.find(partition);
+    const known_record& first =
+        checked != stored_checked_.end() && checked->second.offset < before.offset ? checked->second : before;
+    applied_[partition] = before;
+    verified_[partition] = first;
+    check_now_ = true;
+    log::warn("resume_unchecked", {{"projection", projection::name(cfg_.projection)},
+                                   {"partition", partition},
+                                   {"offset", before.offset + 1},
+                                   {"reason", reason},
+                                   {"checked_offset", first.offset}});
   }
 
   // Sweeps the ledger for rows past the retention, one bounded step (2,000
@@ -623,14 +653,15 @@ class consume_loop {
   // next offset and the svix-id stored with that offset (check_resume).
   std::map<std::int32_t, known_record> checks_;
   // Per partition, the record stored as checked with the offset, when it is
-  // before the record applied last (check_resume).
+  // before the record applied last (check_resume, compare_later).
   std::map<std::int32_t, known_record> stored_checked_;
   // Per partition, the record applied last, and the latest record known to
   // be in the log being read (the resume check's, the first applied, or
-  // one applied before the last position check passed): check_position().
+  // one applied before the last position check passed), or, until a check
+  // has read it, the one to compare first (compare_later()): check_position().
   std::map<std::int32_t, known_record> applied_, verified_;
   std::chrono::steady_clock::time_point position_checked_{};
-  bool check_now_ = false;  // a stored checked record to check before applying
+  bool check_now_ = false;  // a record to check before applying (check_resume, compare_later)
   std::optional<kafka::consumer> reader_;  // group-less, for check_position()
   log::rate_limiter limiter_;              // position_unchecked, per partition
 };

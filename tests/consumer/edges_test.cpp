@@ -1,10 +1,12 @@
-// The consumer at Kafka's edges, on the real broker: a stored offset the log
-// no longer holds is fatal and loud (exit 5), and librdkafka's trouble shows
-// as the project's own log lines (JSON when asked).
+// The consumer at Kafka's edges, on the real broker (on a mock cluster where
+// a request must fail): a stored offset the log no longer holds is fatal and
+// loud (exit 5), and librdkafka's trouble shows as the project's own log
+// lines (JSON when asked).
 #include "consumer/harness.hpp"
 
 #include <doctest/doctest.h>
 
+#include <SQLiteCpp/SQLiteCpp.h>
 #include <rapidjson/document.h>
 
 #include <fcntl.h>
@@ -12,10 +14,12 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <optional>
 #include <sstream>
 #include <thread>
 
 #include "kafka/admin.hpp"
+#include "kafka/mock_cluster.hpp"
 #include "store/database.hpp"
 #include "store/file_lock.hpp"
 #include "support/support.hpp"
@@ -239,6 +243,141 @@ TEST_CASE("a consumer killed between a topic's recreation and its next position 
   CHECK(t::stored_totals(r.db, r.topic)["users"] == 10);
   // Moved back to the checked record itself: nothing stored besides.
   CHECK(t::query_int(r.db, "SELECT count(*) FROM kafka_offsets WHERE checked_offset IS NOT NULL") == 0);
+}
+
+namespace {
+
+// The line of `text` that holds `needle`, or "".
+std::string line_with(const std::string& text, const std::string& needle) {
+  for (const auto& line : lines_of(text))
+    if (line.find(needle) != std::string::npos) return line;
+  return "";
+}
+
+// A consumer of `users` resuming while the broker does not answer its
+// watermark queries (NOT_LEADER_FOR_PARTITION: a leader moving), so that
+// the resume check cannot compare. The real broker cannot be made to fail
+// one request: a mock cluster holds `log` as partition 0 of `topic`, as
+// the real one would, and the database the position a consumer stored.
+struct resume_in_hiccup {
+  kafka::mock_cluster mock{1};
+  std::string topic;
+  std::vector<t::generated_event> log;
+  t::temp_dir dir;
+  std::string db = (dir / "c.db").string();
+
+  resume_in_hiccup(std::string name, std::vector<t::generated_event> events)
+      : topic(std::move(name)), log(std::move(events)) {
+    mock.create_topic(topic, 1);
+    t::produce_events({mock.bootstrap_servers(), {}}, topic, log);
+  }
+  // The position stored in partition 0: the next offset, the svix-id of the
+  // record before it and, when given, the record stored as checked.
+  void store_position(std::int64_t next, const std::string& last_svix_id,
+                      const std::optional<std::pair<std::int64_t, std::string>>& checked) const {
+    { const clerk_sync::store::database create(db); }
+    SQLite::Database raw(db, SQLite::OPEN_READWRITE);
+    SQLite::Statement st(raw,
+                         "INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at, "
+                         "last_svix_id, checked_offset, checked_svix_id) VALUES ('users', ?, 0, ?, 0, ?, ?, ?)");
+    st.bind(1, topic);
+    st.bind(2, next);
+    st.bind(3, last_svix_id);
+    if (checked) {
+      st.bind(4, checked->first);
+      st.bind(5, checked->second);
+    }
+    st.exec();
+  }
+  // Starts the consumer with the next `failed_queries` watermark queries
+  // failing (each is two ListOffsets requests).
+  std::unique_ptr<t::process> start(int failed_queries, const std::string& check_ms) {
+    mock.fail_next_requests(2 /* ListOffsets */, 2 * failed_queries, 6 /* NOT_LEADER_FOR_PARTITION */);
+    return t::start_consumer_on(mock.bootstrap_servers(),
+                                {"--projection", "users", "--topic", topic, "--db", db, "--group-prefix",
+                                 t::unique_name("edge-hiccup"), "--position-check-ms", check_ms});
+  }
+  [[nodiscard]] std::string recreated_line(const std::string& applied_svix_id) const {
+    return "level=error msg=topic_recreated projection=users topic=" + topic +
+           " partition=0 offset=9 applied_svix_id=" + applied_svix_id + " found_svix_id=" + log[9].svix_id;
+  }
+};
+
+// The stored position of partition 0, and whether a checked record is stored with it.
+std::int64_t stored_next(const std::string& db) {
+  return t::query_int(db, "SELECT next_offset FROM kafka_offsets WHERE projection = 'users'");
+}
+std::int64_t stored_checked(const std::string& db) {
+  return t::query_int(db, "SELECT count(*) FROM kafka_offsets WHERE checked_offset IS NOT NULL");
+}
+
+}  // namespace
+
+TEST_CASE("a resume that cannot compare leaves the stored checked record to the first position check, which finds a "
+          "recreated topic before anything is applied") {
+  resume_in_hiccup r("edge-hiccup-checked", some_events(45, 12));
+  // As a consumer killed between a recreation and its next position check
+  // leaves it (above): records 10..39 applied from the new log, the old
+  // log's record 9 stored as the one its last check found.
+  r.store_position(40, r.log[39].svix_id, {{9, "msg_of_the_replaced_log"}});
+  auto c = r.start(1, "600000");
+  const auto st = c->wait(30s);
+  const auto err = c->stderr_text();
+  REQUIRE_MESSAGE(st.has_value(), err);  // not still running, applying the new log
+  CHECK_MESSAGE(*st == 5, err);
+  const auto unchecked = line_with(err, "msg=resume_unchecked projection=users partition=0 offset=40 reason=");
+  CHECK_MESSAGE(unchecked.find("watermarks of " + r.topic + "/0") != std::string::npos, err);
+  CHECK_MESSAGE(unchecked.find(" checked_offset=9") != std::string::npos, err);
+  CHECK_MESSAGE(err.find(r.recreated_line("msg_of_the_replaced_log") + " applied_after=30") != std::string::npos, err);
+  CHECK_MESSAGE(count_of(err, "msg=event ") == 0, err);
+  // Moved back to the checked record: a restart stops the same way.
+  CHECK(stored_next(r.db) == 10);
+  CHECK(stored_checked(r.db) == 0);
+}
+
+TEST_CASE("a resume that cannot compare leaves the record before the stored offset to the first position check, "
+          "which finds a recreated topic before anything is applied") {
+  resume_in_hiccup r("edge-hiccup-last", some_events(45, 13));
+  // As a clean stop, or a position moved back to a record that no longer
+  // matches, leaves it: no checked record, the record before the offset
+  // from a log since replaced.
+  r.store_position(10, "msg_of_the_replaced_log", std::nullopt);
+  auto c = r.start(1, "600000");
+  const auto st = c->wait(30s);
+  const auto err = c->stderr_text();
+  REQUIRE_MESSAGE(st.has_value(), err);
+  CHECK_MESSAGE(*st == 5, err);
+  CHECK_MESSAGE(line_with(err, "msg=resume_unchecked projection=users partition=0 offset=10 reason=")
+                        .find(" checked_offset=9") != std::string::npos,
+                err);
+  CHECK_MESSAGE(err.find(r.recreated_line("msg_of_the_replaced_log") + " applied_after=0") != std::string::npos, err);
+  CHECK_MESSAGE(count_of(err, "msg=event ") == 0, err);
+  CHECK(stored_next(r.db) == 10);
+}
+
+TEST_CASE("a stored checked record that the first position check cannot read either stays stored with the batches "
+          "applied meanwhile, until a check reads it") {
+  resume_in_hiccup r("edge-hiccup-kept", some_events(45, 14));
+  // The same log: nothing was recreated, the stored record is still there.
+  r.store_position(40, r.log[39].svix_id, {{9, r.log[9].svix_id}});
+  // The resume's watermark query fails, and so does the first position check's.
+  auto c = r.start(2, "600000");
+  REQUIRE_MESSAGE(t::wait_caught_up(r.db, r.topic, {"users"}, 45, 60s), c->stderr_text());
+  CHECK_MESSAGE(c->wait_for_log("level=warn msg=position_unchecked projection=users partition=0 offset=9 ", 10s),
+                c->stderr_text());
+  // Applied unchecked, as a running check that cannot read does: the record
+  // is stored again with the offset, for the next check or a restart.
+  CHECK(t::query_int(r.db, "SELECT checked_offset FROM kafka_offsets WHERE projection = 'users'") == 9);
+  CHECK(t::query_int(r.db, "SELECT checked_svix_id = '" + r.log[9].svix_id + "' FROM kafka_offsets") == 1);
+  // The stop's check reads it, finds it the same and forgets it.
+  c->signal(SIGTERM);
+  const auto st = c->wait(30s);
+  const auto err = c->stderr_text();
+  CHECK_MESSAGE(st == 0, err);
+  CHECK_MESSAGE(count_of(err, "msg=event ") == 5, err);
+  CHECK_MESSAGE(count_of(err, "msg=topic_recreated") == 0, err);
+  CHECK(stored_next(r.db) == 45);
+  CHECK(stored_checked(r.db) == 0);
 }
 
 TEST_CASE("a consumer waiting for ctl swap-in's lock stops at once when asked") {

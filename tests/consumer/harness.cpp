@@ -40,8 +40,12 @@ void produce_events(const kafka::client_config& cfg, const std::string& topic,
 }
 
 std::unique_ptr<process> start_consumer(const std::vector<std::string>& args) {
+  return start_consumer_on(broker().brokers, args);
+}
+
+std::unique_ptr<process> start_consumer_on(const std::string& brokers, const std::vector<std::string>& args) {
   return std::make_unique<process>(binary_path("app/consumer/clerk-sync-consumer"), args,
-                                   std::map<std::string, std::string>{{"KAFKA_BROKERS", broker().brokers},
+                                   std::map<std::string, std::string>{{"KAFKA_BROKERS", brokers},
                                                                       {"NOTIFY_SOCKET", ""}});
 }
 

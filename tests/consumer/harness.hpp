@@ -24,6 +24,10 @@ void produce_events(const kafka::client_config& cfg, const std::string& topic,
 // Starts clerk-sync-consumer on the test broker with these arguments.
 [[nodiscard]] std::unique_ptr<process> start_consumer(const std::vector<std::string>& args);
 
+// The same on another cluster (a kafka::mock_cluster's bootstrap_servers()).
+[[nodiscard]] std::unique_ptr<process> start_consumer_on(const std::string& brokers,
+                                                         const std::vector<std::string>& args);
+
 // Sum over partitions of the stored next offsets, per projection name.
 [[nodiscard]] std::map<std::string, std::int64_t> stored_totals(const std::string& db_path, const std::string& topic);
 
