@@ -8,6 +8,7 @@
 #include <set>
 #include <thread>
 
+#include "kafka/mock_cluster.hpp"
 #include "projection/mapping.hpp"
 #include "store/database.hpp"
 #include "support/hang.hpp"
@@ -38,7 +39,123 @@ std::int64_t stored(const std::string& db, const std::string& topic, const std::
   return it == totals.end() ? 0 : it->second;
 }
 
+std::size_t count_of(const std::string& text, const std::string& needle) {
+  std::size_t n = 0;
+  for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
 }  // namespace
+
+TEST_CASE("SIGKILLed while moving its stored position back to a record of a recreated topic, the consumer restarted "
+          "(in a broker hiccup that skips the resume check, or not) applies nothing twice, nothing of the new log, "
+          "and stops with exit 5") {
+  const auto cfg = t::broker();
+  const auto topic = t::fresh_topic("cons-kill-rewind", 1);
+  t::temp_dir dir;
+  const auto db = (dir / "killed.db").string();
+  auto before = t::generate_events({.users = 5, .events = 20, .seed = 41});
+  before.resize(10);
+  auto after = t::generate_events({.users = 5, .events = 90, .seed = 42});
+  after.resize(45);
+  const std::vector<t::generated_event> refilled(after.begin(), after.begin() + 40);
+  const auto args = [&](const std::string& group) {
+    // Each run its own group: a killed member's session is not waited for
+    // (offsets are the database's).
+    return std::vector<std::string>{"--projection", "users", "--topic", topic, "--db", db, "--group-prefix",
+                                    t::unique_name(group), "--position-check-ms", "600000"};
+  };
+  // Killed between a recreation and its next position check
+  // (edges_test.cpp): records 10..39 of the new log applied, the old log's
+  // record 9 stored as the one its last check found.
+  t::produce_events(cfg, topic, before);
+  auto first = t::start_consumer(args("kill-rewind"));
+  REQUIRE_MESSAGE(t::wait_caught_up(db, topic, {"users"}, 10, 60s), first->stderr_text());
+  const auto stopped = std::chrono::steady_clock::now();
+  first->signal(SIGSTOP);
+  t::recreate_topic(topic);
+  t::produce_events(cfg, topic, refilled);
+  first->signal(SIGCONT);
+  REQUIRE_MESSAGE(std::chrono::steady_clock::now() - stopped < 9s, "stopped too long: its group session may end");
+  REQUIRE_MESSAGE(t::wait_caught_up(db, topic, {"users"}, 40, 30s), first->stderr_text());
+  first->signal(SIGKILL);
+  (void)first->wait(10s);
+  REQUIRE(t::query_int(db, "SELECT checked_offset FROM kafka_offsets WHERE projection = 'users'") == 9);
+  const std::string ledger_sql = "SELECT count(*) FROM applied_events";
+  const auto ledger = t::query_int(db, ledger_sql);
+  const auto tables = t::dump_tables(db);
+  const auto unchanged = [&](const std::string& when) {
+    CHECK_MESSAGE(t::query_int(db, ledger_sql) == ledger, when);
+    CHECK_MESSAGE(t::dump_tables(db) == tables, when);
+  };
+  const std::string recreated = "level=error msg=topic_recreated projection=users topic=" + topic +
+                                " partition=0 offset=9 applied_svix_id=" + before[9].svix_id +
+                                " found_svix_id=" + after[9].svix_id;
+
+  // Restarted, it finds the recreation and moves its position back to
+  // record 9: killed inside that write (the one write that moves an offset
+  // back), before it commits.
+  t::hang_writes(db, "kafka_offsets", "UPDATE", "NEW.next_offset < OLD.next_offset");
+  auto finder = t::start_consumer(args("kill-rewind-find"));
+  REQUIRE_MESSAGE(finder->wait_for_log(recreated + " applied_after=30", 60s), finder->stderr_text());
+  REQUIRE_MESSAGE(t::wait_until_hung(*finder, db, 30s), finder->stderr_text());
+  finder->signal(SIGKILL);
+  CHECK(finder->wait(10s) == 128 + SIGKILL);
+  t::unhang_writes(db);
+  CHECK_MESSAGE(count_of(finder->stderr_text(), "msg=event ") == 0, finder->stderr_text());
+  CHECK(t::stored_totals(db, topic)["users"] == 40);
+  CHECK(t::query_int(db, "SELECT checked_offset FROM kafka_offsets WHERE projection = 'users'") == 9);
+  unchanged("killed while moving back");
+
+  // Restarted while the broker does not answer its watermark queries, the
+  // resume cannot compare. The real broker cannot be made to fail one
+  // request: a mock cluster holds the same log (the same records at the
+  // same offsets), and 5 records more.
+  clerk_sync::kafka::mock_cluster mock(1);
+  mock.create_topic(topic, 1);
+  t::produce_events({mock.bootstrap_servers(), {}}, topic, after);
+  const auto in_hiccup = [&](const std::string& group) {
+    mock.fail_next_requests(2 /* ListOffsets: one watermark query */, 2, 6 /* NOT_LEADER_FOR_PARTITION */);
+    return t::start_consumer_on(mock.bootstrap_servers(), args(group));
+  };
+  // The stored checked record survives the skipped resume check: the first
+  // position check compares it before anything is applied.
+  auto hiccup = in_hiccup("kill-rewind-hiccup");
+  const auto st = hiccup->wait(30s);
+  const auto err = hiccup->stderr_text();
+  REQUIRE_MESSAGE(st.has_value(), err);  // not still running, applying the new log
+  CHECK_MESSAGE(*st == 5, err);
+  CHECK_MESSAGE(count_of(err, "level=warn msg=resume_unchecked projection=users partition=0 offset=40 ") == 1, err);
+  CHECK_MESSAGE(err.find(recreated + " applied_after=30") != std::string::npos, err);
+  CHECK_MESSAGE(count_of(err, "msg=event ") == 0, err);
+  CHECK(t::stored_totals(db, topic)["users"] == 10);
+  CHECK(t::query_int(db, "SELECT count(*) FROM kafka_offsets WHERE checked_offset IS NOT NULL") == 0);
+  unchanged("moved back after a skipped resume check");
+
+  // An exit 5 writes nothing after the move: this is also what a kill just
+  // after it leaves. In a hiccup again, the record before the stored
+  // offset, record 9, is what the first position check compares.
+  auto again = in_hiccup("kill-rewind-again");
+  const auto st2 = again->wait(30s);
+  const auto err2 = again->stderr_text();
+  REQUIRE_MESSAGE(st2.has_value(), err2);
+  CHECK_MESSAGE(*st2 == 5, err2);
+  CHECK_MESSAGE(count_of(err2, "level=warn msg=resume_unchecked projection=users partition=0 offset=10 ") == 1, err2);
+  CHECK_MESSAGE(err2.find(recreated + " applied_after=0") != std::string::npos, err2);
+  CHECK_MESSAGE(count_of(err2, "msg=event ") == 0, err2);
+
+  // And on the real broker, without a hiccup: the resume's own check.
+  auto last = t::start_consumer(args("kill-rewind-last"));
+  const auto st3 = last->wait(30s);
+  const auto err3 = last->stderr_text();
+  REQUIRE_MESSAGE(st3.has_value(), err3);
+  CHECK_MESSAGE(*st3 == 5, err3);
+  CHECK_MESSAGE(count_of(err3, "msg=resume_unchecked") == 0, err3);
+  CHECK_MESSAGE(err3.find(recreated + "\n") != std::string::npos, err3);  // found on resume: no applied_after
+  CHECK_MESSAGE(count_of(err3, "msg=event ") == 0, err3);
+  CHECK(t::stored_totals(db, topic)["users"] == 10);
+  unchanged("after every restart");
+}
 
 TEST_CASE("SIGKILLed inside a transaction that wrote rows and ledger, the consumer keeps none of them and "
           "restarts to the rows of an uninterrupted run") {
