@@ -620,8 +620,10 @@ class consume_loop {
                        {{"projection", projection::name(cfg_.projection)},
                         {"attempt", attempt},
                         {"partition", partition},
-                        {"outcome", give_up ? "stored position not moved back: a restart will not find the "
-                                              "recreated topic; rebuild the projection"
+                        // A restart still stops: the record checked last is
+                        // the one stored as checked with the offset (apply()).
+                        {"outcome", give_up ? "stored position not moved back, the record stored as checked "
+                                              "with it still stops a restart; rebuild the projection"
                                             : "moving the stored position back"},
                         {"error", e.what()}});
             state_.heartbeat_ms = steady_ms();
