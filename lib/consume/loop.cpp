@@ -108,12 +108,22 @@ class consume_loop {
       state_.heartbeat_ms = steady_ms();
       // librdkafka retries for ever and says so only at warn (brokers down,
       // disconnects): nothing is consumed, and that is an error.
-      if (const auto waited = joined_ ? std::nullopt : unassigned_.due(std::chrono::steady_clock::now()))
-        log::error("not_joined", {{"projection", projection::name(cfg_.projection)},
-                                  {"topic", cfg_.topic},
-                                  {"waited_s", static_cast<std::int64_t>(waited->count())},
-                                  {"outcome", "no partitions assigned: is Kafka reachable (address, "
-                                              "security.protocol, credentials; see kafka_error lines)?"}});
+      if (const auto waited = joined_ ? std::nullopt : unassigned_.due(std::chrono::steady_clock::now())) {
+        // The brokers' word when they refused the credentials: not a question.
+        if (const auto why = cons.authentication_failure())
+          log::error("not_joined", {{"projection", projection::name(cfg_.projection)},
+                                    {"topic", cfg_.topic},
+                                    {"waited_s", static_cast<std::int64_t>(waited->count())},
+                                    {"reason", *why},
+                                    {"outcome", "no partitions assigned: Kafka refused the credentials (check "
+                                                "sasl.username, sasl.password, sasl.mechanism)"}});
+        else
+          log::error("not_joined", {{"projection", projection::name(cfg_.projection)},
+                                    {"topic", cfg_.topic},
+                                    {"waited_s", static_cast<std::int64_t>(waited->count())},
+                                    {"outcome", "no partitions assigned: is Kafka reachable (address, "
+                                                "security.protocol, credentials; see kafka_error lines)?"}});
+      }
       // With an open batch, wait only a moment: a lone event is applied at once.
       std::optional<kafka::message> m;
       try {

@@ -34,11 +34,13 @@ std::unique_ptr<rd_kafka_AdminOptions_t, options_deleter> admin_options(rd_kafka
   return o;
 }
 
-event_ptr wait_for(rd_kafka_queue_t* q, std::chrono::milliseconds timeout) {
+event_ptr wait_for(const rd_kafka_t* rk, rd_kafka_queue_t* q, std::chrono::milliseconds timeout) {
   event_ptr ev(rd_kafka_queue_poll(q, static_cast<int>(timeout.count()) + 1000));
-  if (!ev) throw fatal_error("kafka admin request timed out");
-  if (rd_kafka_event_error(ev.get()))
-    throw fatal_error(std::string("kafka admin: ") + rd_kafka_event_error_string(ev.get()));
+  if (!ev) throw fatal_error("kafka admin request: " + detail::failure_text(rk, RD_KAFKA_RESP_ERR__TIMED_OUT));
+  if (const auto err = rd_kafka_event_error(ev.get())) {
+    const auto why = detail::failure_text(rk, err);
+    throw fatal_error("kafka admin: " + (why == rd_kafka_err2str(err) ? rd_kafka_event_error_string(ev.get()) : why));
+  }
   return ev;
 }
 
@@ -58,7 +60,7 @@ create_outcome create_topic(const client_config& cfg, const topic_spec& spec, st
   queue_ptr q(rd_kafka_queue_new(rk.get()));
   const auto opts = admin_options(rk.get(), RD_KAFKA_ADMIN_OP_CREATETOPICS, timeout);
   rd_kafka_CreateTopics(rk.get(), &nt, 1, opts.get(), q.get());
-  const auto ev = wait_for(q.get(), timeout);
+  const auto ev = wait_for(rk.get(), q.get(), timeout);
   size_t n = 0;
   const rd_kafka_topic_result_t** res =
       rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev.get()), &n);
@@ -79,7 +81,7 @@ std::optional<std::map<std::string, std::string>> describe_topic(const client_co
   queue_ptr q(rd_kafka_queue_new(rk.get()));
   const auto opts = admin_options(rk.get(), RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS, timeout);
   rd_kafka_DescribeConfigs(rk.get(), &cr, 1, opts.get(), q.get());
-  const auto ev = wait_for(q.get(), timeout);
+  const auto ev = wait_for(rk.get(), q.get(), timeout);
   size_t n = 0;
   const rd_kafka_ConfigResource_t** res =
       rd_kafka_DescribeConfigs_result_resources(rd_kafka_event_DescribeConfigs_result(ev.get()), &n);
@@ -102,8 +104,8 @@ cluster_layout describe_cluster(const client_config& cfg, const std::string& top
   auto rk = admin_handle(cfg);
   const rd_kafka_metadata_t* md = nullptr;
   // All topics: asking for one by handle could create it where brokers auto-create.
-  const auto err = rd_kafka_metadata(rk.get(), 1, nullptr, &md, static_cast<int>(timeout.count()));
-  if (err) throw fatal_error(std::string("kafka metadata: ") + rd_kafka_err2str(err));
+  const auto err = detail::metadata(rk.get(), true, nullptr, &md, timeout);
+  if (err) throw fatal_error("kafka metadata: " + detail::failure_text(rk.get(), err));
   const std::unique_ptr<const rd_kafka_metadata_t, decltype(&rd_kafka_metadata_destroy)> owned(
       md, &rd_kafka_metadata_destroy);
   cluster_layout out;
@@ -135,7 +137,7 @@ void delete_records(const client_config& cfg, const std::string& topic, std::int
   queue_ptr q(rd_kafka_queue_new(rk.get()));
   const auto opts = admin_options(rk.get(), RD_KAFKA_ADMIN_OP_DELETERECORDS, timeout);
   rd_kafka_DeleteRecords(rk.get(), &dr, 1, opts.get(), q.get());
-  const auto ev = wait_for(q.get(), timeout);
+  const auto ev = wait_for(rk.get(), q.get(), timeout);
   const rd_kafka_topic_partition_list_t* res =
       rd_kafka_DeleteRecords_result_offsets(rd_kafka_event_DeleteRecords_result(ev.get()));
   for (int i = 0; res && i < res->cnt; ++i)
@@ -152,7 +154,7 @@ void delete_topic(const client_config& cfg, const std::string& topic, std::chron
   queue_ptr q(rd_kafka_queue_new(rk.get()));
   const auto opts = admin_options(rk.get(), RD_KAFKA_ADMIN_OP_DELETETOPICS, timeout);
   rd_kafka_DeleteTopics(rk.get(), &dt, 1, opts.get(), q.get());
-  const auto ev = wait_for(q.get(), timeout);
+  const auto ev = wait_for(rk.get(), q.get(), timeout);
   size_t n = 0;
   const rd_kafka_topic_result_t** res =
       rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev.get()), &n);

@@ -94,6 +94,8 @@ struct consumer::impl {
   static void on_rebalance(rd_kafka_t* handle, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts,
                            void* opaque) {
     auto* self = static_cast<impl*>(opaque);
+    // The group's coordinator answered: whatever login failed before works now.
+    detail::authentication_succeeded(handle);
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
       // Seek by assigning with the stored offsets: nothing is read before.
       std::vector<topic_partition> wanted = to_vector(parts);
@@ -253,16 +255,17 @@ std::pair<std::int64_t, std::int64_t> consumer::watermarks(const std::string& to
   std::int64_t low = 0, high = 0;
   if (const auto err = rd_kafka_query_watermark_offsets(impl_->rk.get(), topic.c_str(), partition, &low, &high,
                                                         static_cast<int>(timeout.count())))
-    throw fatal_error("watermarks of " + topic + "/" + std::to_string(partition) + ": " + rd_kafka_err2str(err));
+    throw fatal_error("watermarks of " + topic + "/" + std::to_string(partition) + ": " +
+                      detail::failure_text(impl_->rk.get(), err));
   return {low, high};
 }
 
 std::vector<std::int32_t> consumer::partitions_of(const std::string& topic, std::chrono::milliseconds timeout) const {
   rd_kafka_topic_t* rkt = rd_kafka_topic_new(impl_->rk.get(), topic.c_str(), nullptr);
   const struct rd_kafka_metadata* md = nullptr;
-  const auto err = rd_kafka_metadata(impl_->rk.get(), 0, rkt, &md, static_cast<int>(timeout.count()));
+  const auto err = detail::metadata(impl_->rk.get(), false, rkt, &md, timeout);
   rd_kafka_topic_destroy(rkt);
-  if (err) throw fatal_error("metadata of " + topic + ": " + rd_kafka_err2str(err));
+  if (err) throw fatal_error("metadata of " + topic + ": " + detail::failure_text(impl_->rk.get(), err));
   const std::unique_ptr<const struct rd_kafka_metadata, decltype(&rd_kafka_metadata_destroy)> owned(
       md, &rd_kafka_metadata_destroy);
   std::vector<std::int32_t> out;
@@ -283,7 +286,7 @@ group_description consumer::describe_group(std::chrono::milliseconds timeout) co
       rd_kafka_list_groups(impl_->rk.get(), impl_->group.c_str(), &raw, static_cast<int>(timeout.count()));
   const std::unique_ptr<const rd_kafka_group_list, decltype(&rd_kafka_group_list_destroy)> list(
       raw, &rd_kafka_group_list_destroy);
-  if (err) throw fatal_error("describe group " + impl_->group + ": " + rd_kafka_err2str(err));
+  if (err) throw fatal_error("describe group " + impl_->group + ": " + detail::failure_text(impl_->rk.get(), err));
   group_description out{impl_->group, "Dead", {}};
   for (int i = 0; i < list->group_cnt; ++i) {
     const auto& g = list->groups[i];
@@ -305,6 +308,10 @@ std::string consumer::member_id() const {
   std::string out(id);
   rd_kafka_mem_free(rk, id);
   return out;
+}
+
+std::optional<std::string> consumer::authentication_failure() const {
+  return detail::authentication_failure(impl_->rk.get());
 }
 
 std::uint64_t consumer::fetch_nudges() const { return impl_->nudges; }

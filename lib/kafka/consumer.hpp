@@ -109,6 +109,10 @@ class consumer {
   [[nodiscard]] std::vector<std::int32_t> partitions_of(const std::string& topic,
                                                         std::chrono::milliseconds timeout) const;
 
+  // librdkafka's reason when the brokers refused this consumer's
+  // credentials, until a metadata request of it succeeds; nullopt else.
+  [[nodiscard]] std::optional<std::string> authentication_failure() const;
+
   // How often poll() woke the fetchers of a queue that had filled to its
   // bound (see fetch_nudge in consumer.cpp). For tests and figures.
   [[nodiscard]] std::uint64_t fetch_nudges() const;

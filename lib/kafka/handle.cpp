@@ -1,7 +1,10 @@
 #include "kafka/handle.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cctype>
+#include <mutex>
+#include <unordered_map>
 #include <vector>
 
 #include "log/log.hpp"
@@ -50,9 +53,42 @@ log::level level_of(int syslog_level) {
   return log::level::debug;
 }
 
+// Authentication failures noted per client (authentication_failure).
+struct auth_notes {
+  std::mutex m;
+  std::unordered_map<const rd_kafka_t*, std::string> by_client;
+};
+auth_notes& notes() {
+  static auth_notes instance;
+  return instance;
+}
+
+void note_authentication_failure(const rd_kafka_t* rk, std::string_view reason) {
+  if (!rk) return;
+  auto& n = notes();
+  const std::lock_guard lock(n.m);
+  n.by_client[rk] = std::string(reason);
+}
+
+void forget_authentication_failure(const rd_kafka_t* rk) {
+  auto& n = notes();
+  const std::lock_guard lock(n.m);
+  n.by_client.erase(rk);
+}
+
 void on_log(const rd_kafka_t* rk, int level, const char* fac, const char* buf) {
   const std::string_view facility = fac ? fac : "";
-  const std::string_view text = buf ? buf : "";
+  std::string_view text = buf ? buf : "";
+  // A refused login reaches the error callback only when the application
+  // polls, which a caller blocked in a metadata request does not; the log
+  // line comes at once, from the broker's thread. librdkafka 2.0.2 words
+  // every such broker failure (__AUTHENTICATION) "SASL ...".
+  if (facility == "FAIL" && level <= 3 && text.find("SASL") != std::string_view::npos) {
+    std::string_view reason = text;
+    if (reason.starts_with("[thrd:"))  // the thread's name: the broker follows anyway
+      if (const auto end = reason.find("]: "); end != std::string_view::npos) reason.remove_prefix(end + 3);
+    note_authentication_failure(rk, reason);
+  }
   const char* client = rk ? rd_kafka_name(rk) : "";
   limiter().write(kind_of(facility, text), level_of(level), "kafka_log",
                   {{"client", client}, {"facility", facility}, {"text", text}});
@@ -73,6 +109,7 @@ void log_error(const rd_kafka_t* rk, int err, const char* reason) {
   // itself (not_joined, lib/consume/loop.cpp).
   const bool transient = code == RD_KAFKA_RESP_ERR__TRANSPORT || code == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN ||
                          code == RD_KAFKA_RESP_ERR__TIMED_OUT;
+  if (code == RD_KAFKA_RESP_ERR__AUTHENTICATION) note_authentication_failure(rk, text);
   const char* client = rk ? rd_kafka_name(rk) : "";
   limiter().write(kind_of(rd_kafka_err2name(code), text), transient ? log::level::warn : log::level::error,
                   "kafka_error", {{"client", client}, {"error", rd_kafka_err2name(code)}, {"reason", text}});
@@ -147,6 +184,55 @@ conf_ptr make_conf(const client_config& cfg, property_list defaults, fixed_list 
 
 conf_ptr make_conf(const client_config& cfg, property_list defaults, property_list fixed) {
   return make_conf(cfg, defaults, fixed_list(fixed.begin(), fixed.size()));
+}
+
+void handle_deleter::operator()(rd_kafka_t* rk) const {
+  rd_kafka_destroy(rk);
+  // After: the destroy itself may log a login cut short.
+  forget_authentication_failure(rk);
+}
+
+std::optional<std::string> authentication_failure(const rd_kafka_t* rk) {
+  auto& n = notes();
+  const std::lock_guard lock(n.m);
+  const auto it = n.by_client.find(rk);
+  if (it == n.by_client.end()) return std::nullopt;
+  return it->second;
+}
+
+void authentication_succeeded(const rd_kafka_t* rk) { forget_authentication_failure(rk); }
+
+rd_kafka_resp_err_t metadata(rd_kafka_t* rk, bool all_topics, rd_kafka_topic_t* only, const rd_kafka_metadata_t** md,
+                             std::chrono::milliseconds timeout) {
+  using std::chrono::milliseconds;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  // A first try of at most a second, by when a refused login has shown (a
+  // few hundred ms on loopback), then one with the rest: a slow cluster
+  // still gets the whole timeout.
+  const auto first = std::min(timeout, milliseconds(1000));
+  auto err = rd_kafka_metadata(rk, all_topics ? 1 : 0, only, md, static_cast<int>(first.count()));
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    if (authentication_failure(rk)) return RD_KAFKA_RESP_ERR__AUTHENTICATION;
+    const auto left = std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return err;
+    err = rd_kafka_metadata(rk, all_topics ? 1 : 0, only, md, static_cast<int>(left.count()));
+  }
+  if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+    forget_authentication_failure(rk);
+  else if (authentication_failure(rk))
+    return RD_KAFKA_RESP_ERR__AUTHENTICATION;
+  return err;
+}
+
+std::string failure_text(const rd_kafka_t* rk, rd_kafka_resp_err_t err) {
+  // Only what a refused login looks like from here: the broker answers
+  // nothing, so requests time out or find no broker up.
+  const bool silent = err == RD_KAFKA_RESP_ERR__AUTHENTICATION || err == RD_KAFKA_RESP_ERR__TRANSPORT ||
+                      err == RD_KAFKA_RESP_ERR__TIMED_OUT || err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN;
+  if (silent)
+    if (const auto why = authentication_failure(rk))
+      return "authentication failed (check sasl.username, sasl.password, sasl.mechanism): " + *why;
+  return rd_kafka_err2str(err);
 }
 
 handle_ptr make_handle(rd_kafka_type_t type, conf_ptr conf) {

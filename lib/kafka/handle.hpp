@@ -4,8 +4,10 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include <chrono>
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <span>
 #include <utility>
 #include <string>
@@ -18,8 +20,10 @@ namespace clerk_sync::kafka::detail {
 struct conf_deleter {
   void operator()(rd_kafka_conf_t* c) const { rd_kafka_conf_destroy(c); }
 };
+// Destroys the handle, then forgets what was noted about it (see
+// authentication_failure).
 struct handle_deleter {
-  void operator()(rd_kafka_t* rk) const { rd_kafka_destroy(rk); }
+  void operator()(rd_kafka_t* rk) const;
 };
 struct topic_partition_list_deleter {
   void operator()(rd_kafka_topic_partition_list_t* l) const { rd_kafka_topic_partition_list_destroy(l); }
@@ -70,6 +74,27 @@ void refuse_overrides(const client_config& cfg, fixed_list fixed);
 // one a minute with the count held back. A client that installs its own
 // error callback calls this from it. Thread-safe.
 void log_error(const rd_kafka_t* rk, int err, const char* reason);
+
+// The latest authentication failure librdkafka reported for this client
+// (its reason: a wrong password, an unknown user, a SASL mechanism the
+// brokers do not enable), until a metadata request of its succeeds. Without
+// it, a client whose credentials are refused sees only requests timing out
+// ("Broker transport failure", "Message timed out"). Thread-safe.
+[[nodiscard]] std::optional<std::string> authentication_failure(const rd_kafka_t* rk);
+
+// Forgets the noted failure: a request of the client succeeded.
+void authentication_succeeded(const rd_kafka_t* rk);
+
+// rd_kafka_metadata, ended early once the client's authentication failed
+// (then RD_KAFKA_RESP_ERR__AUTHENTICATION): an operator waits seconds, not
+// the whole timeout, for a verdict the retries will not change. A success
+// clears the noted failure.
+[[nodiscard]] rd_kafka_resp_err_t metadata(rd_kafka_t* rk, bool all_topics, rd_kafka_topic_t* only,
+                                           const rd_kafka_metadata_t** md, std::chrono::milliseconds timeout);
+
+// What to say of a request that failed with `err`: the authentication
+// failure when one is noted, else librdkafka's words for `err`.
+[[nodiscard]] std::string failure_text(const rd_kafka_t* rk, rd_kafka_resp_err_t err);
 
 // Creates the handle; throws config_error with librdkafka's reason.
 [[nodiscard]] handle_ptr make_handle(rd_kafka_type_t type, conf_ptr conf);
