@@ -55,6 +55,18 @@ using namespace std::chrono_literals;
 
 constexpr int exit_fatal = 3;
 
+http::readiness readiness_of(kafka::producer::topic_state s) {
+  using state = kafka::producer::topic_state;
+  switch (s) {
+    case state::available: return http::readiness::ready;
+    case state::missing: return http::readiness::topic_missing;
+    case state::unauthenticated: return http::readiness::authentication_failed;
+    case state::unauthorized: return http::readiness::topic_unauthorized;
+    case state::unreachable: break;
+  }
+  return http::readiness::kafka_unreachable;
+}
+
 // Keeps /readyz current without blocking the I/O thread: a metadata
 // round-trip for the events topic each second on a thread of its own. Ready
 // means the cluster answers and the topic exists (auto-creation is usually
@@ -74,25 +86,33 @@ class readiness_probe {
           while (!stop_) {
             lock.unlock();
             const state now = p.check_topic(topic, 2s);
-            ready = now == state::available ? http::readiness::ready
-                    : now == state::missing   ? http::readiness::topic_missing
-                                              : http::readiness::kafka_unreachable;
-            const char* name = now == state::missing ? "topic_missing" : "kafka_unreachable";
+            const auto r = readiness_of(now);
+            ready = r;
+            const char* name = http::name(r);
+            // What an operator must fix, not only retry: librdkafka's reason.
+            const auto why = now == state::unauthenticated ? p.authentication_failure() : std::nullopt;
             const auto t = std::chrono::steady_clock::now();
             if (now != last) {
               if (now == state::available)
                 log::info("kafka_ready", {{"topic", topic}});
+              else if (now == state::unauthenticated)
+                log::error(name, {{"topic", topic}, {"reason", why.value_or("")}});
+              else if (now == state::unauthorized)
+                log::error(name, {{"topic", topic},
+                                  {"outcome", "these credentials may not describe the topic: check its ACLs"}});
               else
                 log::warn(name, {{"topic", topic}});
               // Unreachable and missing in turn are one stretch of 503s.
               if (!last || *last == state::available) unready.start(t);
               last = now;
             }
-            if (const auto waited = now == state::available ? std::nullopt : unready.due(t))
-              log::error("not_ready", {{"topic", topic},
-                                       {"status", name},
-                                       {"waited_s", static_cast<std::int64_t>(waited->count())},
-                                       {"outcome", "every webhook meanwhile was answered 503"}});
+            if (const auto waited = now == state::available ? std::nullopt : unready.due(t)) {
+              std::vector<log::field> f{
+                  {"topic", topic}, {"status", name}, {"waited_s", static_cast<std::int64_t>(waited->count())}};
+              if (why) f.emplace_back("reason", *why);
+              f.emplace_back("outcome", "every webhook meanwhile was answered 503");
+              log::write(log::level::error, "not_ready", f);
+            }
             lock.lock();
             cv_.wait_for(lock, 1s, [this] { return stop_; });
           }

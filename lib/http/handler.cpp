@@ -50,6 +50,17 @@ std::string_view path_of(std::string_view target) {
 
 }  // namespace
 
+const char* name(readiness r) {
+  switch (r) {
+    case readiness::ready: return "ready";
+    case readiness::topic_missing: return "topic_missing";
+    case readiness::authentication_failed: return "authentication_failed";
+    case readiness::topic_unauthorized: return "topic_unauthorized";
+    case readiness::kafka_unreachable: break;
+  }
+  return "kafka_unreachable";
+}
+
 std::optional<decision> route(std::string_view method, std::string_view target, const handler_config& cfg,
                               readiness kafka) {
   const auto path = path_of(target);
@@ -58,9 +69,7 @@ std::optional<decision> route(std::string_view method, std::string_view target, 
       return answer("method_not_allowed", "method", {405, "{\"error\":\"method not allowed\"}", {}, "GET, HEAD"});
     if (path == "/healthz") return answer("probe", "healthz", json(200, "{\"status\":\"ok\"}"));
     if (kafka == readiness::ready) return answer("probe", "readyz", json(200, "{\"status\":\"ready\"}"));
-    if (kafka == readiness::topic_missing)
-      return answer("probe", "readyz", {503, "{\"status\":\"topic_missing\"}", 5, {}});
-    return answer("probe", "readyz", {503, "{\"status\":\"kafka_unreachable\"}", 5, {}});
+    return answer("probe", "readyz", {503, std::string("{\"status\":\"") + name(kafka) + "\"}", 5, {}});
   }
   if (path != cfg.path) return answer("not_found", "path", error_response(404, "not found"));
   if (method != "POST")

@@ -24,8 +24,13 @@ struct handler_config {
   std::chrono::seconds tolerance = verify::default_tolerance;
 };
 
-// What /readyz reports: Kafka answers and the events topic exists.
-enum class readiness { kafka_unreachable, topic_missing, ready };
+// What /readyz reports: Kafka answers and the events topic exists; or why
+// not (authentication_failed: the brokers refused the credentials;
+// topic_unauthorized: they may not describe the topic).
+enum class readiness { kafka_unreachable, topic_missing, authentication_failed, topic_unauthorized, ready };
+
+// The name /readyz and the receiver's lines give a readiness.
+[[nodiscard]] const char* name(readiness r);
 
 struct request_view {
   std::string_view method;

@@ -193,7 +193,7 @@ int producer::in_flight() const { return rd_kafka_outq_len(impl_->rk.get()); }
 
 bool producer::cluster_reachable(std::chrono::milliseconds timeout) const {
   const struct rd_kafka_metadata* md = nullptr;
-  const auto err = rd_kafka_metadata(impl_->rk.get(), 0, nullptr, &md, static_cast<int>(timeout.count()));
+  const auto err = detail::metadata(impl_->rk.get(), false, nullptr, &md, timeout);
   if (md) rd_kafka_metadata_destroy(md);
   return err == RD_KAFKA_RESP_ERR_NO_ERROR;
 }
@@ -201,19 +201,24 @@ bool producer::cluster_reachable(std::chrono::milliseconds timeout) const {
 producer::topic_state producer::check_topic(const std::string& topic, std::chrono::milliseconds timeout) const {
   rd_kafka_topic_t* rkt = rd_kafka_topic_new(impl_->rk.get(), topic.c_str(), nullptr);
   const struct rd_kafka_metadata* md = nullptr;
-  const auto err = rd_kafka_metadata(impl_->rk.get(), 0, rkt, &md, static_cast<int>(timeout.count()));
+  const auto err = detail::metadata(impl_->rk.get(), false, rkt, &md, timeout);
   rd_kafka_topic_destroy(rkt);
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR || !md) {
     if (md) rd_kafka_metadata_destroy(md);
-    return topic_state::unreachable;
+    return err == RD_KAFKA_RESP_ERR__AUTHENTICATION ? topic_state::unauthenticated : topic_state::unreachable;
   }
-  const bool found = md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR &&
-                     md->topics[0].partition_cnt > 0;
+  const auto topic_err = md->topic_cnt == 1 ? md->topics[0].err : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+  const bool found = topic_err == RD_KAFKA_RESP_ERR_NO_ERROR && md->topics[0].partition_cnt > 0;
   rd_kafka_metadata_destroy(md);
+  if (topic_err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED) return topic_state::unauthorized;
   return found ? topic_state::available : topic_state::missing;
 }
 
 std::optional<std::string> producer::fatal_reason() const { return impl_->fatal_reason(); }
+
+std::optional<std::string> producer::authentication_failure() const {
+  return detail::authentication_failure(impl_->rk.get());
+}
 
 void producer::inject_fatal_error_for_test() {
   (void)rd_kafka_test_fatal_error(impl_->rk.get(), RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
