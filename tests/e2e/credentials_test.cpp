@@ -1,0 +1,304 @@
+// Wrong Kafka credentials and denied ACLs, against a real broker with a
+// SASL/PLAIN listener of the test's own: the receiver never answers 2xx and
+// says why at level=error, the consumer applies nothing and says why, the
+// operator's tool fails within seconds naming the cause; the right
+// credentials publish and consume. No password appears in any line.
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "consumer/harness.hpp"
+#include "kafka/admin.hpp"
+#include "receiver/harness.hpp"
+#include "support/process.hpp"
+#include "support/support.hpp"
+
+namespace test = clerk_sync::test;
+namespace kafka = clerk_sync::kafka;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::string random_password() {
+  std::random_device rd;
+  std::ostringstream out;
+  for (int i = 0; i < 4; ++i) out << std::hex << rd();
+  return "test-" + out.str();
+}
+
+// A single node with two client listeners: PLAINTEXT (scripts/kafka-local's
+// readiness check, and the test's own topic and ACL set-up, as the
+// superuser ANONYMOUS) and SASL_PLAINTEXT with PLAIN users, behind Kafka's
+// StandardAuthorizer: `clerk` may do anything, `stranger` may only write
+// idempotently (no topic, no group), `nobody` may do nothing.
+class sasl_broker {
+ public:
+  sasl_broker()
+      : port_(test::free_port()),
+        cport_(test::free_port()),
+        sasl_port_(test::free_port()),
+        clerk_password_(random_password()),
+        stranger_password_(random_password()),
+        nobody_password_(random_password()) {
+    const auto r = run("start");
+    REQUIRE_MESSAGE(r.status == 0, r.err);
+  }
+  ~sasl_broker() { (void)run("stop"); }
+  sasl_broker(const sasl_broker&) = delete;
+  sasl_broker& operator=(const sasl_broker&) = delete;
+
+  [[nodiscard]] std::string plain_address() const { return "127.0.0.1:" + std::to_string(port_); }
+  [[nodiscard]] std::string sasl_address() const { return "127.0.0.1:" + std::to_string(sasl_port_); }
+  [[nodiscard]] const std::string& clerk_password() const { return clerk_password_; }
+  [[nodiscard]] std::vector<std::string> passwords() const {
+    return {clerk_password_, stranger_password_, nobody_password_};
+  }
+
+  // A librdkafka properties file for `user` with `password`, as an operator
+  // writes it for a managed cluster.
+  [[nodiscard]] std::string properties(const std::string& user, const std::string& password) const {
+    const auto path = dir_ / (user + "-" + std::to_string(files_++) + ".properties");
+    std::ofstream(path) << "security.protocol=SASL_PLAINTEXT\nsasl.mechanisms=PLAIN\nsasl.username=" << user
+                        << "\nsasl.password=" << password << "\n";
+    return path.string();
+  }
+  [[nodiscard]] std::string stranger_properties() const { return properties("stranger", stranger_password_); }
+  [[nodiscard]] std::string nobody_properties() const { return properties("nobody", nobody_password_); }
+
+  // Lets `stranger` acquire an idempotent producer id, and nothing else.
+  void allow_idempotent_write() const {
+    const char* env = std::getenv("KAFKA_LOCAL_LIBS");
+    const auto libs = env && *env ? std::string(env) : test::source_path(".local/kafka-libs").string();
+    const auto r = test::run("/usr/bin/env",
+                             {"java", "-cp", libs + "/*", "kafka.admin.AclCommand", "--bootstrap-server",
+                              plain_address(), "--add", "--allow-principal", "User:stranger", "--operation",
+                              "IdempotentWrite", "--cluster"},
+                             {}, 60s);
+    REQUIRE_MESSAGE(r.status == 0, r.out << r.err);
+  }
+
+ private:
+  [[nodiscard]] test::run_result run(const std::string& cmd) const {
+    const auto plain = "PLAINTEXT://127.0.0.1:" + std::to_string(port_);
+    const auto sasl = "SASL_PLAINTEXT://127.0.0.1:" + std::to_string(sasl_port_);
+    // Later lines win in server.properties: these replace kafka-local's listeners.
+    const std::string extra =
+        "listeners=" + plain + ",CONTROLLER://127.0.0.1:" + std::to_string(cport_) + "," + sasl +
+        "\nadvertised.listeners=" + plain + "," + sasl +
+        "\nlistener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT"
+        "\nsasl.enabled.mechanisms=PLAIN"
+        "\nlistener.name.sasl_plaintext.plain.sasl.jaas.config="
+        "org.apache.kafka.common.security.plain.PlainLoginModule required user_clerk=\"" +
+        clerk_password_ + "\" user_stranger=\"" + stranger_password_ + "\" user_nobody=\"" + nobody_password_ +
+        "\";"
+        "\nauthorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+        "\nsuper.users=User:ANONYMOUS;User:clerk"
+        "\nnum.partitions=1";
+    return test::run(test::source_path("scripts/kafka-local"), {cmd},
+                     {{"KAFKA_LOCAL_PORT", std::to_string(port_)},
+                      {"KAFKA_LOCAL_CONTROLLER_PORT", std::to_string(cport_)},
+                      {"KAFKA_LOCAL_DIR", (dir_ / "kafka").string()},
+                      {"KAFKA_LOCAL_EXTRA_CONFIG", extra}},
+                     120s);
+  }
+
+  test::temp_dir dir_;
+  int port_;
+  int cport_;
+  int sasl_port_;
+  std::string clerk_password_;
+  std::string stranger_password_;
+  std::string nobody_password_;
+  mutable int files_ = 0;
+};
+
+std::string line_with(const std::string& text, const std::string& needle) {
+  const auto at = text.find(needle);
+  if (at == std::string::npos) return "";
+  const auto start = text.rfind('\n', at);
+  const auto end = text.find('\n', at);
+  return text.substr(start == std::string::npos ? 0 : start + 1,
+                     end == std::string::npos ? std::string::npos : end - (start == std::string::npos ? 0 : start + 1));
+}
+
+std::unique_ptr<test::process> start_consumer(const std::string& brokers, const std::string& topic,
+                                              const std::string& db, const std::string& properties) {
+  return std::make_unique<test::process>(
+      test::binary_path("app/consumer/clerk-sync-consumer"),
+      std::vector<std::string>{"--projection", "users", "--topic", topic, "--db", db, "--brokers", brokers,
+                               "--group-prefix", test::unique_name("sasl"), "--kafka-properties-file", properties,
+                               "--join-deadline-s", "3"},
+      std::map<std::string, std::string>{{"NOTIFY_SOCKET", ""}});
+}
+
+struct ctl_result {
+  int status;
+  std::chrono::milliseconds took;
+  std::string err;
+};
+
+ctl_result run_ctl(std::vector<std::string> args, const std::string& brokers, const std::string& properties) {
+  args.insert(args.end(), {"--brokers", brokers, "--kafka-properties-file", properties});
+  const auto start = std::chrono::steady_clock::now();
+  const auto r = test::run(test::binary_path("app/ctl/clerk-sync-ctl"), args, {}, 60s);
+  return {r.status,
+          std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start),
+          r.out + r.err};
+}
+
+}  // namespace
+
+TEST_CASE("against a SASL broker, a wrong password and denied ACLs are never silent, and the right password works") {
+  sasl_broker broker;
+  kafka::client_config admin;
+  admin.brokers = broker.plain_address();
+  const auto topic = test::unique_name("sasl");
+  REQUIRE(kafka::create_topic(admin, {.name = topic, .partitions = 1, .replication_factor = 1, .configs = {}}, 30s) == kafka::create_outcome::created);
+  const auto secret = test::random_secret();
+  const auto wrong = broker.properties("clerk", "wrong-" + broker.clerk_password());
+  test::temp_dir dir;
+  std::vector<std::string> outputs;  // every line any process wrote, for the password check
+
+  // A wrong password: the receiver, a consumer and the operator's tool at once.
+  {
+    test::receiver r(broker.sasl_address(), topic, secret,
+                     {"--kafka-properties-file", wrong, "--unready-deadline-s", "3", "--publish-deadline-ms", "4000"});
+    const auto db = (dir / "wrong.db").string();
+    auto c = start_consumer(broker.sasl_address(), topic, db, wrong);
+    REQUIRE_MESSAGE(c->wait_for_log("msg=ready", 15s), c->stderr_text());  // its database exists
+
+    // Not "unreachable": the reason an operator acts on, at level=error.
+    CHECK_MESSAGE(r.proc().wait_for_log("level=error msg=authentication_failed topic=" + topic +
+                                            " reason=\"sasl_plaintext://" + broker.sasl_address(),
+                                        15s),
+                  r.proc().stderr_text());
+    const auto ready = test::send_http(r.port(), "GET", "/readyz", {}, "", 5s);
+    CHECK(ready.status == 503);
+    CHECK(ready.body == R"({"status":"authentication_failed"})");
+    const auto answer = test::post_event(r.port(), test::sign_event(secret, test::user_event_body("user_wrong")), 20s);
+    CHECK(answer.status == 503);
+    CHECK_MESSAGE(r.proc().wait_for_log("level=error msg=not_ready topic=" + topic + " status=authentication_failed",
+                                        15s),
+                  r.proc().stderr_text());
+
+    // The operator's tool: exit 1 within seconds (not its 15 s timeout), naming the cause.
+    const auto status = run_ctl({"status", "--topic", topic, "--db", db}, broker.sasl_address(), wrong);
+    const auto ensure = run_ctl({"topic", "ensure", "--topic", topic}, broker.sasl_address(), wrong);
+    const auto replay = run_ctl({"replay", "--topic", topic, "--db", (dir / "replay.db").string(), "--projection",
+                                 "users"},
+                                broker.sasl_address(), wrong);
+    for (const auto* ctl : {&status, &ensure, &replay}) {
+      CHECK_MESSAGE(ctl->status == 1, ctl->err);
+      CHECK_MESSAGE(ctl->took < 8s, ctl->took.count() << " ms: " << ctl->err);
+      const auto failed = line_with(ctl->err, "level=error msg=failed program=clerk-sync-ctl");
+      CHECK_MESSAGE(failed.find("authentication failed") != std::string::npos, ctl->err);
+      CHECK_MESSAGE(failed.find("Authentication failed: Invalid username or password") != std::string::npos, ctl->err);
+      outputs.push_back(ctl->err);
+    }
+    CHECK_FALSE(std::filesystem::exists(dir / "replay.db"));
+
+    // The consumer: not_joined with the brokers' reason, nothing applied.
+    CHECK_MESSAGE(c->wait_for_log("Kafka refused the credentials", 20s), c->stderr_text());
+    const auto not_joined = line_with(c->stderr_text(), "msg=not_joined");
+    CHECK_MESSAGE(not_joined.starts_with("ts="), c->stderr_text());
+    CHECK_MESSAGE(not_joined.find("level=error msg=not_joined projection=users topic=" + topic) != std::string::npos,
+                  not_joined);
+    CHECK_MESSAGE(not_joined.find("reason=\"sasl_plaintext://" + broker.sasl_address() +
+                                  "/bootstrap: SASL authentication error: Authentication failed") != std::string::npos,
+                  not_joined);
+    c->signal(SIGTERM);
+    CHECK(c->wait(30s) == 0);
+    CHECK(test::query_int(db, "SELECT count(*) FROM users") == 0);
+    CHECK(test::query_int(db, "SELECT count(*) FROM kafka_offsets") == 0);
+
+    r.proc().signal(SIGTERM);
+    CHECK(r.proc().wait(30s) == 0);
+    const auto err = r.proc().stderr_text();
+    CHECK_MESSAGE(err.find("level=error msg=kafka_error client=rdkafka#producer-1 error=_AUTHENTICATION") !=
+                      std::string::npos,
+                  err);
+    CHECK(err.find("msg=published") == std::string::npos);
+    outputs.push_back(err);
+    outputs.push_back(c->stderr_text());
+  }
+
+  // ACLs: `stranger` may not describe or write the topic, `nobody` may not
+  // even acquire a producer id or use a group.
+  broker.allow_idempotent_write();
+  {
+    test::receiver r(broker.sasl_address(), topic, secret,
+                     {"--kafka-properties-file", broker.stranger_properties(), "--unready-deadline-s", "3"});
+    // Not "topic_missing": the topic exists, these credentials may not see it.
+    CHECK_MESSAGE(r.proc().wait_for_log("level=error msg=topic_unauthorized topic=" + topic, 15s),
+                  r.proc().stderr_text());
+    CHECK(test::send_http(r.port(), "GET", "/readyz", {}, "", 5s).body == R"({"status":"topic_unauthorized"})");
+    const auto answer =
+        test::post_event(r.port(), test::sign_event(secret, test::user_event_body("user_stranger")), 20s);
+    CHECK(answer.status == 503);
+    CHECK_MESSAGE(r.proc().wait_for_log("error=\"Broker: Topic authorization failed\"", 10s), r.proc().stderr_text());
+    CHECK_MESSAGE(line_with(r.proc().stderr_text(), "Topic authorization failed").find("level=error msg=unavailable") !=
+                      std::string::npos,
+                  r.proc().stderr_text());
+    r.proc().signal(SIGTERM);
+    CHECK(r.proc().wait(30s) == 0);
+    outputs.push_back(r.proc().stderr_text());
+
+    // A producer id refused is fatal for the idempotent producer: exit 3, one line naming it.
+    test::process nobody(test::binary_path("app/receiver/clerk-sync-receiver"),
+                         {"--listen", "127.0.0.1:" + std::to_string(test::free_port()), "--brokers",
+                          broker.sasl_address(), "--topic", topic, "--kafka-properties-file",
+                          broker.nobody_properties()},
+                         {{"CLERK_WEBHOOK_SECRET", secret}, {"CLERK_WEBHOOK_SECRET_FILE", ""}, {"NOTIFY_SOCKET", ""}});
+    CHECK(nobody.wait(30s) == 3);
+    CHECK_MESSAGE(line_with(nobody.stderr_text(), "level=error msg=producer_fatal").find("Cluster authorization failed") !=
+                      std::string::npos,
+                  nobody.stderr_text());
+    outputs.push_back(nobody.stderr_text());
+
+    const auto db = (dir / "nobody.db").string();
+    auto c = start_consumer(broker.sasl_address(), topic, db, broker.nobody_properties());
+    CHECK_MESSAGE(c->wait_for_log("level=error msg=kafka_error", 15s), c->stderr_text());
+    CHECK_MESSAGE(c->wait_for_log("error=GROUP_AUTHORIZATION_FAILED", 15s), c->stderr_text());
+    c->signal(SIGTERM);
+    CHECK(c->wait(30s) == 0);
+    CHECK(test::query_int(db, "SELECT count(*) FROM users") == 0);
+    outputs.push_back(c->stderr_text());
+  }
+
+  // The right password: published, consumed, and status exits 0.
+  {
+    const auto right = broker.properties("clerk", broker.clerk_password());
+    test::receiver r(broker.sasl_address(), topic, secret, {"--kafka-properties-file", right});
+    REQUIRE_MESSAGE(r.wait_ready(30s), r.proc().stderr_text());
+    const auto answer = test::post_event(r.port(), test::sign_event(secret, test::user_event_body("user_right")), 20s);
+    CHECK_MESSAGE(answer.status == 200, r.proc().stderr_text());
+    const auto db = (dir / "right.db").string();
+    auto c = start_consumer(broker.sasl_address(), topic, db, right);
+    CHECK_MESSAGE(test::wait_caught_up(db, topic, {"users"}, 1, 60s), c->stderr_text());
+    CHECK(test::query_int(db, "SELECT count(*) FROM users WHERE id = 'user_right'") == 1);
+    c->signal(SIGTERM);
+    CHECK(c->wait(30s) == 0);
+    const auto status = run_ctl({"status", "--topic", topic, "--db", db}, broker.sasl_address(), right);
+    CHECK_MESSAGE(status.status == 0, status.err);
+    r.proc().signal(SIGTERM);
+    CHECK(r.proc().wait(30s) == 0);
+    for (const auto& out : {r.proc().stderr_text(), c->stderr_text(), status.err}) {
+      CHECK_MESSAGE(out.find("level=error") == std::string::npos, out);
+      outputs.push_back(out);
+    }
+  }
+
+  for (const auto& out : outputs)
+    for (const auto& password : broker.passwords()) CHECK(out.find(password) == std::string::npos);
+}
