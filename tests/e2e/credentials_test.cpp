@@ -21,6 +21,7 @@
 #include "consumer/harness.hpp"
 #include "kafka/admin.hpp"
 #include "receiver/harness.hpp"
+#include "support/own_broker.hpp"
 #include "support/process.hpp"
 #include "support/support.hpp"
 
@@ -50,15 +51,10 @@ class sasl_broker {
         sasl_port_(test::free_port()),
         clerk_password_(random_password()),
         stranger_password_(random_password()),
-        nobody_password_(random_password()) {
-    const auto r = run("start");
-    REQUIRE_MESSAGE(r.status == 0, r.err);
-  }
-  ~sasl_broker() { (void)run("stop"); }
-  sasl_broker(const sasl_broker&) = delete;
-  sasl_broker& operator=(const sasl_broker&) = delete;
+        nobody_password_(random_password()),
+        broker_(extra_config(), port_, cport_) {}
 
-  [[nodiscard]] std::string plain_address() const { return "127.0.0.1:" + std::to_string(port_); }
+  [[nodiscard]] std::string plain_address() const { return broker_.address(); }
   [[nodiscard]] std::string sasl_address() const { return "127.0.0.1:" + std::to_string(sasl_port_); }
   [[nodiscard]] const std::string& clerk_password() const { return clerk_password_; }
   [[nodiscard]] std::vector<std::string> passwords() const {
@@ -68,7 +64,7 @@ class sasl_broker {
   // A librdkafka properties file for `user` with `password`, as an operator
   // writes it for a managed cluster.
   [[nodiscard]] std::string properties(const std::string& user, const std::string& password) const {
-    const auto path = dir_ / (user + "-" + std::to_string(files_++) + ".properties");
+    const auto path = broker_.dir() / (user + "-" + std::to_string(files_++) + ".properties");
     std::ofstream(path) << "security.protocol=SASL_PLAINTEXT\nsasl.mechanisms=PLAIN\nsasl.username=" << user
                         << "\nsasl.password=" << password << "\n";
     return path.string();
@@ -89,37 +85,30 @@ class sasl_broker {
   }
 
  private:
-  [[nodiscard]] test::run_result run(const std::string& cmd) const {
+  [[nodiscard]] std::string extra_config() const {
     const auto plain = "PLAINTEXT://127.0.0.1:" + std::to_string(port_);
     const auto sasl = "SASL_PLAINTEXT://127.0.0.1:" + std::to_string(sasl_port_);
     // Later lines win in server.properties: these replace kafka-local's listeners.
-    const std::string extra =
-        "listeners=" + plain + ",CONTROLLER://127.0.0.1:" + std::to_string(cport_) + "," + sasl +
-        "\nadvertised.listeners=" + plain + "," + sasl +
-        "\nlistener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT"
-        "\nsasl.enabled.mechanisms=PLAIN"
-        "\nlistener.name.sasl_plaintext.plain.sasl.jaas.config="
-        "org.apache.kafka.common.security.plain.PlainLoginModule required user_clerk=\"" +
-        clerk_password_ + "\" user_stranger=\"" + stranger_password_ + "\" user_nobody=\"" + nobody_password_ +
-        "\";"
-        "\nauthorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer"
-        "\nsuper.users=User:ANONYMOUS;User:clerk"
-        "\nnum.partitions=1";
-    return test::run(test::source_path("scripts/kafka-local"), {cmd},
-                     {{"KAFKA_LOCAL_PORT", std::to_string(port_)},
-                      {"KAFKA_LOCAL_CONTROLLER_PORT", std::to_string(cport_)},
-                      {"KAFKA_LOCAL_DIR", (dir_ / "kafka").string()},
-                      {"KAFKA_LOCAL_EXTRA_CONFIG", extra}},
-                     120s);
+    return "listeners=" + plain + ",CONTROLLER://127.0.0.1:" + std::to_string(cport_) + "," + sasl +
+           "\nadvertised.listeners=" + plain + "," + sasl +
+           "\nlistener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT"
+           "\nsasl.enabled.mechanisms=PLAIN"
+           "\nlistener.name.sasl_plaintext.plain.sasl.jaas.config="
+           "org.apache.kafka.common.security.plain.PlainLoginModule required user_clerk=\"" +
+           clerk_password_ + "\" user_stranger=\"" + stranger_password_ + "\" user_nobody=\"" + nobody_password_ +
+           "\";"
+           "\nauthorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+           "\nsuper.users=User:ANONYMOUS;User:clerk"
+           "\nnum.partitions=1";
   }
 
-  test::temp_dir dir_;
   int port_;
   int cport_;
   int sasl_port_;
   std::string clerk_password_;
   std::string stranger_password_;
   std::string nobody_password_;
+  test::own_broker broker_;  // last: started once the settings above are made
   mutable int files_ = 0;
 };
 

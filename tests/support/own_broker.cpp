@@ -7,8 +7,8 @@
 
 namespace clerk_sync::test {
 
-own_broker::own_broker(std::string extra_config)
-    : extra_config_(std::move(extra_config)), port_(free_port()), controller_port_(free_port()) {
+own_broker::own_broker(std::string extra_config, int port, int controller_port)
+    : extra_config_(std::move(extra_config)), port_(port), controller_port_(controller_port) {
   control("start");
 }
 

@@ -15,13 +15,16 @@ namespace clerk_sync::test {
 
 class own_broker {
  public:
-  // `extra_config`: server.properties lines appended to the broker's own.
-  explicit own_broker(std::string extra_config = {});
+  // `extra_config`: server.properties lines appended to the broker's own (a
+  // key given again wins). The ports are free ones unless given, for a
+  // config that names them (a listener of its own).
+  explicit own_broker(std::string extra_config = {}, int port = free_port(), int controller_port = free_port());
   ~own_broker();
   own_broker(const own_broker&) = delete;
   own_broker& operator=(const own_broker&) = delete;
 
   [[nodiscard]] std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  [[nodiscard]] const temp_dir& dir() const { return dir_; }
   [[nodiscard]] std::string server_properties() const;
   // start | stop | status; REQUIREs success.
   void control(const std::string& command) const;
