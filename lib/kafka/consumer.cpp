@@ -94,9 +94,10 @@ struct consumer::impl {
   static void on_rebalance(rd_kafka_t* handle, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts,
                            void* opaque) {
     auto* self = static_cast<impl*>(opaque);
-    // The group's coordinator answered: whatever login failed before works now.
-    detail::authentication_succeeded(handle);
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+      // The group's coordinator answered: whatever login failed before works
+      // now (a revoke may be local, a session lost with the cluster).
+      detail::authentication_succeeded(handle);
       // Seek by assigning with the stored offsets: nothing is read before.
       std::vector<topic_partition> wanted = to_vector(parts);
       if (self->handler.on_assign) wanted = self->handler.on_assign(std::move(wanted));

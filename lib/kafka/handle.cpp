@@ -206,23 +206,26 @@ rd_kafka_resp_err_t metadata(rd_kafka_t* rk, bool all_topics, rd_kafka_topic_t* 
                              std::chrono::milliseconds timeout) {
   using std::chrono::milliseconds;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  // Asked in tries of at most half a second, until the timeout: a refused
-  // login (noted from librdkafka's own threads, in a few hundred ms on
-  // loopback, later on a loaded host) ends the wait at the next try, and a
-  // slow cluster still gets the whole timeout.
+  // While no broker is usable (__TRANSPORT: nothing was sent), asked again
+  // every half second, so that a refused login (noted from librdkafka's own
+  // threads, in a few hundred ms on loopback, later on a loaded host) ends
+  // the wait. Once a request reached a broker (__TIMED_OUT: no answer yet),
+  // the answer gets all the time left in one wait, as a slow cluster needs.
   for (;;) {
     const auto left = std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
     const auto slice = std::clamp(left, milliseconds(1), milliseconds(500));
-    const auto err = rd_kafka_metadata(rk, all_topics ? 1 : 0, only, md, static_cast<int>(slice.count()));
+    auto err = rd_kafka_metadata(rk, all_topics ? 1 : 0, only, md, static_cast<int>(slice.count()));
+    if (err == RD_KAFKA_RESP_ERR__TIMED_OUT && left > slice) {
+      const auto rest = std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (rest.count() > 0) err = rd_kafka_metadata(rk, all_topics ? 1 : 0, only, md, static_cast<int>(rest.count()));
+    }
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
       forget_authentication_failure(rk);
       return err;
     }
+    if (err != RD_KAFKA_RESP_ERR__TRANSPORT) return err;
     if (authentication_failure(rk)) return RD_KAFKA_RESP_ERR__AUTHENTICATION;
-    // No broker usable within the try (__TRANSPORT) or no answer in it: the
-    // next try, while time is left; any other error is the answer.
-    const bool again = err == RD_KAFKA_RESP_ERR__TIMED_OUT || err == RD_KAFKA_RESP_ERR__TRANSPORT;
-    if (!again || left <= slice) return err;
+    if (left <= slice) return err;
   }
 }
 

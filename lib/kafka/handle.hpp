@@ -85,10 +85,10 @@ void log_error(const rd_kafka_t* rk, int err, const char* reason);
 // Forgets the noted failure: a request of the client succeeded.
 void authentication_succeeded(const rd_kafka_t* rk);
 
-// rd_kafka_metadata, ended early once the client's authentication failed
-// (then RD_KAFKA_RESP_ERR__AUTHENTICATION): an operator waits seconds, not
-// the whole timeout, for a verdict the retries will not change. A success
-// clears the noted failure.
+// rd_kafka_metadata, ended early when no broker is usable because the
+// client's authentication failed (then RD_KAFKA_RESP_ERR__AUTHENTICATION):
+// an operator waits seconds, not the whole timeout, for a verdict the
+// retries will not change. A success clears the noted failure.
 [[nodiscard]] rd_kafka_resp_err_t metadata(rd_kafka_t* rk, bool all_topics, rd_kafka_topic_t* only,
                                            const rd_kafka_metadata_t** md, std::chrono::milliseconds timeout);
 
