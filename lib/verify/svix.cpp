@@ -29,13 +29,14 @@ std::string base64_encode(std::string_view bytes) {
 
 // Standard base64, its final padding optional; nullopt for anything else.
 // A secret copied without its trailing '=' (a double click stops there) is
-// the same key: svix's libraries add the padding back too.
+// the same key: svix's libraries add the padding back too. Only the
+// canonical spelling is taken (the bits past the last byte zero), so that
+// a secret cut short by a character or two, which would otherwise decode
+// to another key and answer every webhook 401, stops start-up instead.
 std::optional<std::string> base64_decode(std::string_view given) {
-  if (given.size() % 4 == 1) return std::nullopt;
-  std::string padded(given);
-  padded.append((4 - padded.size() % 4) % 4, '=');
-  const std::string_view text = padded;
-  if (text.empty()) return std::nullopt;
+  if (given.empty() || given.size() % 4 == 1) return std::nullopt;
+  std::string text(given);
+  text.append((4 - text.size() % 4) % 4, '=');
   std::size_t pad = 0;
   while (pad < 2 && text[text.size() - 1 - pad] == '=') ++pad;
   for (std::size_t i = 0; i < text.size() - pad; ++i)
@@ -46,6 +47,7 @@ std::optional<std::string> base64_decode(std::string_view given) {
   if (n < 0 || static_cast<std::size_t>(n) < pad) return std::nullopt;
   // EVP_DecodeBlock counts the padding as zero bytes.
   out.resize(static_cast<std::size_t>(n) - pad);
+  if (base64_encode(out) != text) return std::nullopt;
   return out;
 }
 

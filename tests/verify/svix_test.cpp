@@ -187,6 +187,15 @@ TEST_CASE("a secret without its trailing '=' padding is the same key, as svix's 
   const std::string clerk = "whsec_" + std::string(43, 'A') + "=";
   CHECK(verify::parse_secret(clerk.substr(0, clerk.size() - 1)) == verify::parse_secret(clerk));
   CHECK(verify::parse_secret(clerk).size() == 32);
+  // Cut short by a character more, it would be another key (every webhook
+  // 401): only the canonical spelling, the bits past the last byte zero, is
+  // taken, so that start-up stops instead.
+  const auto full = verify::format_secret(std::string(32, '\xff'));  // whsec_////…//8=
+  CHECK(verify::parse_secret(full.substr(0, full.size() - 1)).size() == 32);
+  CHECK_THROWS_AS((void)verify::parse_secret(full.substr(0, full.size() - 2)), verify::secret_error);
+  CHECK_THROWS_AS((void)verify::parse_secret(full.substr(0, full.size() - 3)), verify::secret_error);
+  CHECK_THROWS_AS((void)verify::parse_secret("whsec_AB=="), verify::secret_error);  // B's low bits set
+  CHECK(verify::parse_secret("whsec_AA==") == std::string(1, '\0'));
 }
 
 TEST_CASE("secret lists: spaces or commas in the variable, one per line in the file") {
