@@ -168,9 +168,15 @@ topic_report ensure_topic(const kafka::client_config& cfg, const topic_settings&
     // topic's own configuration either way, broker defaults included (a
     // replication factor of 2 leaves min.insync.replicas to them).
     const bool created = kafka::create_topic(cfg, spec, timeout) == kafka::create_outcome::created;
-    auto report = describe_existing(cfg, settings.name, brokers, {}, timeout);
-    report.created = created;
-    return report;
+    try {
+      auto report = describe_existing(cfg, settings.name, brokers, {}, timeout);
+      report.created = created;
+      return report;
+    } catch (const kafka::fatal_error& e) {
+      if (!created) throw;
+      throw kafka::fatal_error("topic " + settings.name + " was created, but its settings could not be read back (" +
+                               e.what() + "): run topic ensure again to check them");
+    }
   }
   return describe_existing(cfg, settings.name, brokers, before, timeout);
 }
