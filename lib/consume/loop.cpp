@@ -405,7 +405,10 @@ class consume_loop {
   // its stored offset (the broker not answering, the log not holding it
   // yet): the first position check compares instead, before anything is
   // applied (check_now_), the stored checked record if there is one (a
-  // kill left it), else `before`. Until a check has read it, every batch
+  // kill left it), else `before`. A check that cannot read it in time lets
+  // the batch be applied, as any check does (position_unchecked), and a
+  // later one finds a recreation and moves the offset back (applied_after).
+  // Until a check has read it, every batch
   // stores it again as the checked record: neither a restart nor a kill
   // meanwhile loses it, as the first batch would by storing its own.
   void compare_later(std::int32_t partition, const known_record& before, const std::string& reason) {

@@ -12,7 +12,8 @@
 // then every position_check_interval while it runs (the record checked last
 // is stored with the offsets, so that a kill between two checks is caught on
 // resume; a resume that cannot compare leaves it, or the record before the
-// offset, to the first check, before anything is applied). Ledger rows past the
+// offset, to the first check, before anything is applied when that check
+// reads it in time). Ledger rows past the
 // retention are pruned between batches. run_loop() is called once, on its own
 // thread; the atomics of loop_state are shared with whoever watches it.
 
