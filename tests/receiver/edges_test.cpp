@@ -21,15 +21,10 @@
 namespace test = clerk_sync::test;
 namespace kafka = clerk_sync::kafka;
 using namespace std::chrono_literals;
+using test::lines_of;
 
 namespace {
 
-std::vector<std::string> lines_of(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) out.push_back(line);
-  return out;
-}
 
 // The receiver with --log-format json (the harness waits for a logfmt line).
 class json_receiver {

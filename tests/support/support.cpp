@@ -87,4 +87,23 @@ std::int64_t query_int(const std::string& db_path, const std::string& sql) {
   return db.execAndGet(sql).getInt64();
 }
 
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+std::string line_with(const std::string& text, const std::string& needle) {
+  for (const auto& line : lines_of(text))
+    if (line.find(needle) != std::string::npos) return line;
+  return "";
+}
+
+std::size_t count_of(const std::string& text, const std::string& needle) {
+  std::size_t n = 0;
+  for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
 }  // namespace clerk_sync::test

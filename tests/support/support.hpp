@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "kafka/client.hpp"
 
@@ -46,6 +47,12 @@ class temp_dir {
 [[nodiscard]] std::filesystem::path binary_path(const std::string& relative);
 
 [[nodiscard]] std::string read_file(const std::filesystem::path& p);
+
+// Log text: its lines; the first line holding `needle` (or ""); how often
+// `needle` occurs in it.
+[[nodiscard]] std::vector<std::string> lines_of(const std::string& text);
+[[nodiscard]] std::string line_with(const std::string& text, const std::string& needle);
+[[nodiscard]] std::size_t count_of(const std::string& text, const std::string& needle);
 
 // Runs a query returning one integer on a SQLite file, read-only, waiting
 // up to 5 s for a writer's lock.

@@ -147,7 +147,8 @@ TEST_CASE("the source units say what the issue asks for") {
   const auto consumer_unit_section = consumer.substr(0, consumer.find("\n[Service]\n"));
   CHECK(consumer_unit_section.find("\nBefore=clerk-sync-auth.service\n") != std::string::npos);
   const auto auth_unit_section = auth.substr(0, auth.find("\n[Service]\n"));
-  CHECK(auth_unit_section.find("\nAfter=") == std::string::npos);
+  for (const auto& line : test::lines_of(auth_unit_section))
+    if (line.starts_with("After=")) CHECK(line.find("clerk-sync-consumer@") == std::string::npos);
   CHECK(consumer.find("CLERK_SYNC_DB=/var/lib/clerk-sync/clerk-sync.db") != std::string::npos);
 }
 
