@@ -5,9 +5,11 @@
 // "down" classify as if Kafka were unreachable. Properties: the status is one
 // of the design's; msg is in the log vocabulary; a record is published only
 // for a verified POST to the webhook path while Kafka is up, keyed by the
-// event's user id, carrying the request's svix-id.
+// event's user id, carrying the request's svix-id. The path is the target's,
+// or an absolute-form target's path after its authority.
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -94,7 +96,21 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   const auto signed_headers = cs::verify::pick_headers(req.header);
   const bool verified = cs::verify::verify(body, signed_headers, cfg.keys, now).ok();
-  const auto path = target.substr(0, target.find('?'));
+  // The path the request is routed by, its query dropped: an absolute-form
+  // target (scheme "http" or "https", any case, then an authority) is
+  // routed by what follows its authority (RFC 9112 3.2.2), "/" when nothing.
+  std::string_view routed = target;
+  if (const auto sep = target.find("://"); sep == 4 || sep == 5) {
+    std::string scheme(target.substr(0, sep));
+    std::transform(scheme.begin(), scheme.end(), scheme.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (scheme == "http" || scheme == "https") {
+      const auto after = target.substr(sep + 3);
+      const auto slash = after.find('/'), query = after.find('?');
+      routed = slash != std::string_view::npos && slash < query ? after.substr(slash) : std::string_view("/");
+    }
+  }
+  const auto path = routed.substr(0, routed.find('?'));
   if (d.publish) {
     // The 503 for Kafka being down comes from the publish step, not from here.
     FUZZ_CHECK(method == "POST" && path == cfg.path && verified);
