@@ -15,7 +15,6 @@
 
 #include <csignal>
 #include <optional>
-#include <sstream>
 #include <thread>
 
 #include "kafka/admin.hpp"
@@ -38,8 +37,6 @@ std::vector<t::generated_event> some_events(int count, std::uint64_t seed) {
   all.resize(static_cast<std::size_t>(count));
   return all;
 }
-
-
 
 // Runs a consumer of `users` until it has stored `total`, then stops it
 // cleanly; returns what it logged.
@@ -241,7 +238,6 @@ TEST_CASE("a consumer killed between a topic's recreation and its next position 
 }
 
 namespace {
-
 
 // A consumer of `users` resuming while the broker does not answer its
 // watermark queries (NOT_LEADER_FOR_PARTITION: a leader moving), so that

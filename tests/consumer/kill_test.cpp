@@ -40,7 +40,6 @@ std::int64_t stored(const std::string& db, const std::string& topic, const std::
   return it == totals.end() ? 0 : it->second;
 }
 
-
 }  // namespace
 
 TEST_CASE("SIGKILLed while moving its stored position back to a record of a recreated topic, the consumer restarted "

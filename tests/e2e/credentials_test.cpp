@@ -113,7 +113,6 @@ class sasl_broker {
   mutable int files_ = 0;
 };
 
-
 // A users consumer with these credentials. `refused`: one the brokers turn
 // away, whose not_joined line is wanted within 3 s; a welcome one keeps the
 // default deadline, since a fresh broker makes __consumer_offsets during its

@@ -9,7 +9,6 @@
 
 #include <csignal>
 #include <memory>
-#include <sstream>
 #include <thread>
 
 #include "kafka/admin.hpp"
@@ -24,7 +23,6 @@ using namespace std::chrono_literals;
 using test::lines_of;
 
 namespace {
-
 
 // The receiver with --log-format json (the harness waits for a logfmt line).
 class json_receiver {
