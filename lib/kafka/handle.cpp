@@ -76,6 +76,13 @@ void forget_authentication_failure(const rd_kafka_t* rk) {
   n.by_client.erase(rk);
 }
 
+// A SASL handshake cut short on our side ("SaslAuthenticateRequest failed:
+// Local: Broker transport failure", "Local: Broker handle destroyed"): a
+// connection lost or closed mid-login, as when a client stops while a
+// coordinator connection authenticates, which librdkafka 2.0.2 words as an
+// authentication error. Transport trouble, not credentials the brokers refused.
+bool login_cut_short(std::string_view text) { return text.find("Local: ") != std::string_view::npos; }
+
 void on_log(const rd_kafka_t* rk, int level, const char* fac, const char* buf) {
   const std::string_view facility = fac ? fac : "";
   std::string_view text = buf ? buf : "";
@@ -83,14 +90,16 @@ void on_log(const rd_kafka_t* rk, int level, const char* fac, const char* buf) {
   // polls, which a caller blocked in a metadata request does not; the log
   // line comes at once, from the broker's thread. librdkafka 2.0.2 words
   // every such broker failure (__AUTHENTICATION) "SASL ...".
-  if (facility == "FAIL" && level <= 3 && text.find("SASL") != std::string_view::npos) {
+  const bool sasl_failed = facility == "FAIL" && level <= 3 && text.find("SASL") != std::string_view::npos;
+  const bool cut_short = sasl_failed && login_cut_short(text);
+  if (sasl_failed && !cut_short) {
     std::string_view reason = text;
     if (reason.starts_with("[thrd:"))  // the thread's name: the broker follows anyway
       if (const auto end = reason.find("]: "); end != std::string_view::npos) reason.remove_prefix(end + 3);
     note_authentication_failure(rk, reason);
   }
   const char* client = rk ? rd_kafka_name(rk) : "";
-  limiter().write(kind_of(facility, text), level_of(level), "kafka_log",
+  limiter().write(kind_of(facility, text), cut_short ? log::level::warn : level_of(level), "kafka_log",
                   {{"client", client}, {"facility", facility}, {"text", text}});
 }
 
@@ -107,9 +116,10 @@ void log_error(const rd_kafka_t* rk, int err, const char* reason) {
   // after the brokers' ordinary idle disconnects (upstream #5142, fixed in
   // 2.11.1). A consumer that never gets its partitions says so at error
   // itself (not_joined, lib/consume/loop.cpp).
+  const bool cut_short = code == RD_KAFKA_RESP_ERR__AUTHENTICATION && login_cut_short(text);
   const bool transient = code == RD_KAFKA_RESP_ERR__TRANSPORT || code == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN ||
-                         code == RD_KAFKA_RESP_ERR__TIMED_OUT;
-  if (code == RD_KAFKA_RESP_ERR__AUTHENTICATION) note_authentication_failure(rk, text);
+                         code == RD_KAFKA_RESP_ERR__TIMED_OUT || cut_short;
+  if (code == RD_KAFKA_RESP_ERR__AUTHENTICATION && !cut_short) note_authentication_failure(rk, text);
   const char* client = rk ? rd_kafka_name(rk) : "";
   limiter().write(kind_of(rd_kafka_err2name(code), text), transient ? log::level::warn : log::level::error,
                   "kafka_error", {{"client", client}, {"error", rd_kafka_err2name(code)}, {"reason", text}});
