@@ -90,7 +90,8 @@ class readiness_probe {
             ready = r;
             const char* name = http::name(r);
             // What an operator must fix, not only retry: librdkafka's reason.
-            const auto why = now == state::unauthenticated ? p.authentication_failure() : std::nullopt;
+            const auto refused = now == state::unauthenticated ? p.refusal() : std::nullopt;
+            const auto why = refused ? std::optional<std::string>(refused->reason) : std::nullopt;
             const auto t = std::chrono::steady_clock::now();
             if (now != last) {
               if (now == state::available)

@@ -109,14 +109,18 @@ class consume_loop {
       // librdkafka retries for ever and says so only at warn (brokers down,
       // disconnects): nothing is consumed, and that is an error.
       if (const auto waited = joined_ ? std::nullopt : unassigned_.due(std::chrono::steady_clock::now())) {
-        // The brokers' word when they refused the credentials: not a question.
-        if (const auto why = cons.authentication_failure())
-          log::error("not_joined", {{"projection", projection::name(cfg_.projection)},
-                                    {"topic", cfg_.topic},
-                                    {"waited_s", static_cast<std::int64_t>(waited->count())},
-                                    {"reason", *why},
-                                    {"outcome", "no partitions assigned: Kafka refused the credentials (check "
-                                                "sasl.username, sasl.password, sasl.mechanism)"}});
+        // The brokers' word when they turned the consumer away: not a question.
+        if (const auto refused = cons.refusal())
+          log::error("not_joined",
+                     {{"projection", projection::name(cfg_.projection)},
+                      {"topic", cfg_.topic},
+                      {"waited_s", static_cast<std::int64_t>(waited->count())},
+                      {"reason", refused->reason},
+                      {"outcome", refused->what == kafka::refusal::kind::tls
+                                      ? "no partitions assigned: the TLS handshake with Kafka failed (check "
+                                        "ssl.ca.location, ssl.endpoint.identification.algorithm, security.protocol)"
+                                      : "no partitions assigned: Kafka refused the credentials (check "
+                                        "sasl.username, sasl.password, sasl.mechanism)"}});
         else
           log::error("not_joined", {{"projection", projection::name(cfg_.projection)},
                                     {"topic", cfg_.topic},

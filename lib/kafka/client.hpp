@@ -35,6 +35,16 @@ struct topic_partition {
   friend bool operator==(const topic_partition&, const topic_partition&) = default;
 };
 
+// Why the brokers turn a client's connections away for a reason its retries
+// will not fix: they refused its login (SASL), or the TLS handshake with
+// them failed (a certificate that does not verify). `reason` is
+// librdkafka's, naming the broker.
+struct refusal {
+  enum class kind { authentication, tls };
+  kind what = kind::authentication;
+  std::string reason;
+};
+
 // A bad property or value: reject at start-up (exit 2).
 struct config_error : std::runtime_error {
   using std::runtime_error::runtime_error;

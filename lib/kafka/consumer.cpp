@@ -95,9 +95,10 @@ struct consumer::impl {
                            void* opaque) {
     auto* self = static_cast<impl*>(opaque);
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-      // The group's coordinator answered: whatever login failed before works
-      // now (a revoke may be local, a session lost with the cluster).
-      detail::authentication_succeeded(handle);
+      // The group's coordinator answered: whatever login or handshake failed
+      // before works now (a revoke may be local, a session lost with the
+      // cluster).
+      detail::connection_accepted(handle);
       // Seek by assigning with the stored offsets: nothing is read before.
       std::vector<topic_partition> wanted = to_vector(parts);
       if (self->handler.on_assign) wanted = self->handler.on_assign(std::move(wanted));
@@ -311,9 +312,7 @@ std::string consumer::member_id() const {
   return out;
 }
 
-std::optional<std::string> consumer::authentication_failure() const {
-  return detail::authentication_failure(impl_->rk.get());
-}
+std::optional<kafka::refusal> consumer::refusal() const { return detail::refusal_of(impl_->rk.get()); }
 
 std::uint64_t consumer::fetch_nudges() const { return impl_->nudges; }
 

@@ -109,9 +109,10 @@ class consumer {
   [[nodiscard]] std::vector<std::int32_t> partitions_of(const std::string& topic,
                                                         std::chrono::milliseconds timeout) const;
 
-  // librdkafka's reason when the brokers refused this consumer's
-  // credentials, until a metadata request of it succeeds; nullopt else.
-  [[nodiscard]] std::optional<std::string> authentication_failure() const;
+  // Why the brokers turn this consumer away when retrying will not help (a
+  // refused login, a failed TLS handshake), until a metadata request of it
+  // succeeds or it gets an assignment; nullopt else.
+  [[nodiscard]] std::optional<kafka::refusal> refusal() const;
 
   // How often poll() woke the fetchers of a queue that had filled to its
   // bound (see fetch_nudge in consumer.cpp). For tests and figures.

@@ -53,24 +53,26 @@ log::level level_of(int syslog_level) {
   return log::level::debug;
 }
 
-// Authentication failures noted per client (authentication_failure).
-struct auth_notes {
+// Refusals noted per client (refusal_of).
+struct refusal_notes {
   std::mutex m;
-  std::unordered_map<const rd_kafka_t*, std::string> by_client;
+  std::unordered_map<const rd_kafka_t*, refusal> by_client;
 };
-auth_notes& notes() {
-  static auth_notes instance;
+refusal_notes& notes() {
+  static refusal_notes instance;
   return instance;
 }
 
-void note_authentication_failure(const rd_kafka_t* rk, std::string_view reason) {
+void note_refusal(const rd_kafka_t* rk, refusal::kind what, std::string_view reason) {
   if (!rk) return;
+  if (reason.starts_with("[thrd:"))  // the thread's name: the broker follows anyway
+    if (const auto end = reason.find("]: "); end != std::string_view::npos) reason.remove_prefix(end + 3);
   auto& n = notes();
   const std::lock_guard lock(n.m);
-  n.by_client[rk] = std::string(reason);
+  n.by_client[rk] = refusal{what, std::string(reason)};
 }
 
-void forget_authentication_failure(const rd_kafka_t* rk) {
+void forget_refusal(const rd_kafka_t* rk) {
   auto& n = notes();
   const std::lock_guard lock(n.m);
   n.by_client.erase(rk);
@@ -86,18 +88,14 @@ bool login_cut_short(std::string_view text) { return text.find("Local: ") != std
 void on_log(const rd_kafka_t* rk, int level, const char* fac, const char* buf) {
   const std::string_view facility = fac ? fac : "";
   std::string_view text = buf ? buf : "";
-  // A refused login reaches the error callback only when the application
-  // polls, which a caller blocked in a metadata request does not; the log
-  // line comes at once, from the broker's thread. librdkafka 2.0.2 words
-  // every such broker failure (__AUTHENTICATION) "SASL ...".
-  const bool sasl_failed = facility == "FAIL" && level <= 3 && text.find("SASL") != std::string_view::npos;
-  const bool cut_short = sasl_failed && login_cut_short(text);
-  if (sasl_failed && !cut_short) {
-    std::string_view reason = text;
-    if (reason.starts_with("[thrd:"))  // the thread's name: the broker follows anyway
-      if (const auto end = reason.find("]: "); end != std::string_view::npos) reason.remove_prefix(end + 3);
-    note_authentication_failure(rk, reason);
-  }
+  // A refusal reaches the error callback only when the application polls,
+  // which a caller blocked in a metadata request does not; the log line
+  // comes at once, from the broker's thread, but without the error code:
+  // refusal_in reads its words.
+  const bool failed = facility == "FAIL" && level <= 3;
+  const auto what = failed ? refusal_in(text) : std::nullopt;
+  if (what) note_refusal(rk, *what, text);
+  const bool cut_short = failed && !what && text.find("SASL") != std::string_view::npos && login_cut_short(text);
   const char* client = rk ? rd_kafka_name(rk) : "";
   limiter().write(kind_of(facility, text), cut_short ? log::level::warn : level_of(level), "kafka_log",
                   {{"client", client}, {"facility", facility}, {"text", text}});
@@ -116,10 +114,16 @@ void log_error(const rd_kafka_t* rk, int err, const char* reason) {
   // after the brokers' ordinary idle disconnects (upstream #5142, fixed in
   // 2.11.1). A consumer that never gets its partitions says so at error
   // itself (not_joined, lib/consume/loop.cpp).
+  // A failed TLS handshake may come as __TRANSPORT (see refusal_in): an
+  // error all the same. A login cut short on our side is transport trouble.
   const bool cut_short = code == RD_KAFKA_RESP_ERR__AUTHENTICATION && login_cut_short(text);
-  const bool transient = code == RD_KAFKA_RESP_ERR__TRANSPORT || code == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN ||
-                         code == RD_KAFKA_RESP_ERR__TIMED_OUT || cut_short;
-  if (code == RD_KAFKA_RESP_ERR__AUTHENTICATION && !cut_short) note_authentication_failure(rk, text);
+  const bool tls = refusal_in(text) == refusal::kind::tls;
+  const bool transient = !tls && (code == RD_KAFKA_RESP_ERR__TRANSPORT || code == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN ||
+                                  code == RD_KAFKA_RESP_ERR__TIMED_OUT || cut_short);
+  if (code == RD_KAFKA_RESP_ERR__AUTHENTICATION && !cut_short)
+    note_refusal(rk, refusal::kind::authentication, text);
+  else if (tls)
+    note_refusal(rk, refusal::kind::tls, text);
   const char* client = rk ? rd_kafka_name(rk) : "";
   limiter().write(kind_of(rd_kafka_err2name(code), text), transient ? log::level::warn : log::level::error,
                   "kafka_error", {{"client", client}, {"error", rd_kafka_err2name(code)}, {"reason", text}});
@@ -199,10 +203,36 @@ conf_ptr make_conf(const client_config& cfg, property_list defaults, property_li
 void handle_deleter::operator()(rd_kafka_t* rk) const {
   rd_kafka_destroy(rk);
   // After: the destroy itself may log a login cut short.
-  forget_authentication_failure(rk);
+  forget_refusal(rk);
 }
 
-std::optional<std::string> authentication_failure(const rd_kafka_t* rk) {
+std::optional<refusal::kind> refusal_in(std::string_view text) {
+  const auto has = [text](std::string_view what) { return text.find(what) != std::string_view::npos; };
+  // librdkafka's own check of the certificate after a handshake (__SSL).
+  if (has("Failed to verify broker certificate") || has("Broker did not provide a certificate"))
+    return refusal::kind::tls;
+  // A failed handshake reads "SSL handshake failed: <OpenSSL's error>"
+  // (__SSL), or, when it failed on a write, OpenSSL's error alone with
+  // "(after 18ms in state SSL_HANDSHAKE)" (__TRANSPORT). Only an error of
+  // OpenSSL's TLS code is the handshake's own ("error:0A000086:SSL
+  // routines::certificate verify failed"); a connection closed or reset
+  // meanwhile, as when a broker stops, reads "Disconnected", "SSL transport
+  // error: ...", "system library" or "unexpected eof while reading"
+  // (OpenSSL 3's word for a close without close_notify; it is also all that
+  // TLS to a PLAINTEXT listener gets, which therefore is not named).
+  if (has("SSL handshake failed: ") || has("in state SSL_HANDSHAKE")) {
+    if (has("SSL routines") && !has("unexpected eof")) return refusal::kind::tls;
+    return std::nullopt;
+  }
+  // librdkafka 2.0.2 words every broker failure of a login (__AUTHENTICATION)
+  // "SASL ..." (a broker's name is lower case, sasl_ssl://), but also its
+  // guess at a disconnect soon after connecting without SASL (__TRANSPORT).
+  // A login cut short on our side ("Local: ...") is not the brokers' refusal.
+  if (has("SASL") && !has("might require SASL") && !login_cut_short(text)) return refusal::kind::authentication;
+  return std::nullopt;
+}
+
+std::optional<refusal> refusal_of(const rd_kafka_t* rk) {
   auto& n = notes();
   const std::lock_guard lock(n.m);
   const auto it = n.by_client.find(rk);
@@ -210,14 +240,14 @@ std::optional<std::string> authentication_failure(const rd_kafka_t* rk) {
   return it->second;
 }
 
-void authentication_succeeded(const rd_kafka_t* rk) { forget_authentication_failure(rk); }
+void connection_accepted(const rd_kafka_t* rk) { forget_refusal(rk); }
 
 rd_kafka_resp_err_t metadata(rd_kafka_t* rk, bool all_topics, rd_kafka_topic_t* only, const rd_kafka_metadata_t** md,
                              std::chrono::milliseconds timeout) {
   using std::chrono::milliseconds;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   // While no broker is usable (__TRANSPORT: nothing was sent), asked again
-  // every half second, so that a refused login (noted from librdkafka's own
+  // every half second, so that a refusal (noted from librdkafka's own
   // threads, in a few hundred ms on loopback, later on a loaded host) ends
   // the wait. Once a request reached a broker (__TIMED_OUT: no answer yet),
   // the answer gets all the time left in one wait, as a slow cluster needs.
@@ -230,23 +260,31 @@ rd_kafka_resp_err_t metadata(rd_kafka_t* rk, bool all_topics, rd_kafka_topic_t* 
       if (rest.count() > 0) err = rd_kafka_metadata(rk, all_topics ? 1 : 0, only, md, static_cast<int>(rest.count()));
     }
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-      forget_authentication_failure(rk);
+      forget_refusal(rk);
       return err;
     }
     if (err != RD_KAFKA_RESP_ERR__TRANSPORT) return err;
-    if (authentication_failure(rk)) return RD_KAFKA_RESP_ERR__AUTHENTICATION;
+    if (const auto refused = refusal_of(rk))
+      return refused->what == refusal::kind::tls ? RD_KAFKA_RESP_ERR__SSL : RD_KAFKA_RESP_ERR__AUTHENTICATION;
     if (left <= slice) return err;
   }
 }
 
 std::string failure_text(const rd_kafka_t* rk, rd_kafka_resp_err_t err) {
-  // Only what a refused login looks like from here: the broker answers
-  // nothing, so requests time out or find no broker up.
-  const bool silent = err == RD_KAFKA_RESP_ERR__AUTHENTICATION || err == RD_KAFKA_RESP_ERR__TRANSPORT ||
-                      err == RD_KAFKA_RESP_ERR__TIMED_OUT || err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN;
+  // Only what a refusal looks like from here: no broker takes a request,
+  // so requests time out or find no broker up.
+  const bool silent = err == RD_KAFKA_RESP_ERR__AUTHENTICATION || err == RD_KAFKA_RESP_ERR__SSL ||
+                      err == RD_KAFKA_RESP_ERR__TRANSPORT || err == RD_KAFKA_RESP_ERR__TIMED_OUT ||
+                      err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN;
   if (silent)
-    if (const auto why = authentication_failure(rk))
-      return "authentication failed (check sasl.username, sasl.password, sasl.mechanism): " + *why;
+    if (const auto refused = refusal_of(rk)) {
+      if (refused->what == refusal::kind::tls)
+        return "TLS handshake failed (check ssl.ca.location, ssl.endpoint.identification.algorithm, "
+               "security.protocol; ssl.certificate.location and ssl.key.location if the brokers require a "
+               "client certificate): " +
+               refused->reason;
+      return "authentication failed (check sasl.username, sasl.password, sasl.mechanism): " + refused->reason;
+    }
   return rd_kafka_err2str(err);
 }
 

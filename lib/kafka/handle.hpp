@@ -21,7 +21,7 @@ struct conf_deleter {
   void operator()(rd_kafka_conf_t* c) const { rd_kafka_conf_destroy(c); }
 };
 // Destroys the handle, then forgets what was noted about it (see
-// authentication_failure).
+// refusal_of).
 struct handle_deleter {
   void operator()(rd_kafka_t* rk) const;
 };
@@ -75,25 +75,35 @@ void refuse_overrides(const client_config& cfg, fixed_list fixed);
 // error callback calls this from it. Thread-safe.
 void log_error(const rd_kafka_t* rk, int err, const char* reason);
 
-// The latest authentication failure librdkafka reported for this client
-// (its reason: a wrong password, an unknown user, a SASL mechanism the
-// brokers do not enable), until a metadata request of its succeeds. Without
-// it, a client whose credentials are refused sees only requests timing out
-// ("Broker transport failure", "Message timed out"). Thread-safe.
-[[nodiscard]] std::optional<std::string> authentication_failure(const rd_kafka_t* rk);
+// What a broker failure's text (librdkafka's FAIL log line, or the reason
+// of an error event) says its retries will not fix: a refused login, or a
+// TLS handshake that failed in OpenSSL's checks (a certificate that does
+// not verify, an alert from the broker, no TLS spoken back) or in
+// librdkafka's own check of the certificate. An ordinary disconnect during
+// a handshake (an end of file, a reset, a socket error) is none: nullopt.
+// Pure; it knows librdkafka 2.0.2's wording.
+[[nodiscard]] std::optional<refusal::kind> refusal_in(std::string_view text);
 
-// Forgets the noted failure: a request of the client succeeded.
-void authentication_succeeded(const rd_kafka_t* rk);
+// The latest refusal librdkafka reported for this client (see refusal_in),
+// until a metadata request of its succeeds or it gets an assignment.
+// Without it, a client whose login is refused or whose TLS handshake fails
+// sees only requests timing out ("Broker transport failure", "Message timed
+// out"). Thread-safe.
+[[nodiscard]] std::optional<refusal> refusal_of(const rd_kafka_t* rk);
+
+// Forgets the noted refusal: a request of the client succeeded.
+void connection_accepted(const rd_kafka_t* rk);
 
 // rd_kafka_metadata, ended early when no broker is usable because the
-// client's authentication failed (then RD_KAFKA_RESP_ERR__AUTHENTICATION):
-// an operator waits seconds, not the whole timeout, for a verdict the
-// retries will not change. A success clears the noted failure.
+// client was refused (then RD_KAFKA_RESP_ERR__AUTHENTICATION for a login,
+// RD_KAFKA_RESP_ERR__SSL for a TLS handshake): an operator waits seconds,
+// not the whole timeout, for a verdict the retries will not change. A
+// success clears the noted refusal.
 [[nodiscard]] rd_kafka_resp_err_t metadata(rd_kafka_t* rk, bool all_topics, rd_kafka_topic_t* only,
                                            const rd_kafka_metadata_t** md, std::chrono::milliseconds timeout);
 
-// What to say of a request that failed with `err`: the authentication
-// failure when one is noted, else librdkafka's words for `err`.
+// What to say of a request that failed with `err`: the refusal when one is
+// noted, else librdkafka's words for `err`.
 [[nodiscard]] std::string failure_text(const rd_kafka_t* rk, rd_kafka_resp_err_t err);
 
 // Creates the handle; throws config_error with librdkafka's reason.

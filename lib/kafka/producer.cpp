@@ -216,9 +216,7 @@ producer::topic_state producer::check_topic(const std::string& topic, std::chron
 
 std::optional<std::string> producer::fatal_reason() const { return impl_->fatal_reason(); }
 
-std::optional<std::string> producer::authentication_failure() const {
-  return detail::authentication_failure(impl_->rk.get());
-}
+std::optional<kafka::refusal> producer::refusal() const { return detail::refusal_of(impl_->rk.get()); }
 
 void producer::inject_fatal_error_for_test() {
   (void)rd_kafka_test_fatal_error(impl_->rk.get(), RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,

@@ -109,19 +109,20 @@ class producer {
   // A metadata round-trip to the cluster; blocks up to `timeout`.
   [[nodiscard]] bool cluster_reachable(std::chrono::milliseconds timeout) const;
 
-  // unauthenticated: the brokers refused the credentials (see
-  // authentication_failure); unauthorized: these credentials may not
-  // describe the topic (its ACLs), which is not "missing".
+  // unauthenticated: the brokers refused the credentials (see refusal);
+  // unauthorized: these credentials may not describe the topic (its ACLs),
+  // which is not "missing".
   enum class topic_state { available, missing, unreachable, unauthenticated, unauthorized };
   // Whether `topic` exists with a partition, by a metadata round-trip for it
-  // alone; blocks up to `timeout`, less once the brokers refused the login.
+  // alone; blocks up to `timeout`, less once the brokers refused the client.
   [[nodiscard]] topic_state check_topic(const std::string& topic, std::chrono::milliseconds timeout) const;
 
   [[nodiscard]] std::optional<std::string> fatal_reason() const;
 
-  // librdkafka's reason when the brokers refused the credentials, until a
-  // metadata request succeeds; nullopt else.
-  [[nodiscard]] std::optional<std::string> authentication_failure() const;
+  // Why the brokers turn this producer away when retrying will not help (a
+  // refused login, a failed TLS handshake), until a metadata request
+  // succeeds; nullopt else.
+  [[nodiscard]] std::optional<kafka::refusal> refusal() const;
 
   // Test hook: makes librdkafka raise a fatal error (rd_kafka_test_fatal_error).
   void inject_fatal_error_for_test();

@@ -1,0 +1,60 @@
+#include "kafka/handle.hpp"
+
+#include <doctest/doctest.h>
+
+namespace kafka = clerk_sync::kafka;
+using kind = kafka::refusal::kind;
+using kafka::detail::refusal_in;
+
+// librdkafka 2.0.2's FAIL lines (and error reasons) as clerk-sync's clients
+// see them; the handshake's own come from a real SSL listener
+// (tests/e2e/tls_test.cpp).
+TEST_CASE("a failed TLS handshake is a refusal, and so is a refused login") {
+  CHECK(refusal_in("ssl://127.0.0.1:19701/bootstrap: SSL handshake failed: error:0A000086:SSL routines::certificate "
+                   "verify failed: broker certificate could not be verified, verify that ssl.ca.location is correctly "
+                   "configured or root CA certificates are installed (install ca-certificates package) (after 4ms in "
+                   "state SSL_HANDSHAKE)") == kind::tls);
+  // The same failure on a write: __TRANSPORT, OpenSSL's words alone.
+  CHECK(refusal_in("ssl://127.0.0.1:19712/bootstrap: error:0A000086:SSL routines::certificate verify failed (after "
+                   "18ms in state SSL_HANDSHAKE)") == kind::tls);
+  CHECK(refusal_in("[thrd:ssl://127.0.0.1:19701/bootstrap]: ssl://127.0.0.1:19701/bootstrap: SSL handshake failed: "
+                   "error:0A00010B:SSL routines::wrong version number (after 1ms in state SSL_HANDSHAKE)") == kind::tls);
+  CHECK(refusal_in("sasl_ssl://b-1.example:9096/bootstrap: SSL handshake failed: error:0A000410:SSL routines::sslv3 "
+                   "alert handshake failure: SSL alert number 40 (after 20ms in state SSL_HANDSHAKE)") == kind::tls);
+  CHECK(refusal_in("ssl://b-1.example:9094/1: Failed to verify broker certificate: unable to get local issuer "
+                   "certificate (after 30ms in state SSL_HANDSHAKE)") == kind::tls);
+  CHECK(refusal_in("ssl://b-1.example:9094/1: Broker did not provide a certificate (after 3ms in state "
+                   "SSL_HANDSHAKE)") == kind::tls);
+  CHECK(refusal_in("sasl_plaintext://127.0.0.1:19702/bootstrap: SASL authentication error: Authentication failed: "
+                   "Invalid username or password (after 3ms in state AUTH_REQ)") == kind::authentication);
+}
+
+TEST_CASE("an ordinary disconnect, during a handshake or not, is no refusal") {
+  // A broker that stops or resets the connection meanwhile: librdkafka
+  // words these "SSL handshake failed" too.
+  CHECK_FALSE(refusal_in("ssl://127.0.0.1:19701/bootstrap: SSL handshake failed: Disconnected: connecting to a "
+                         "PLAINTEXT broker listener? (after 2ms in state SSL_HANDSHAKE)"));
+  CHECK_FALSE(refusal_in("ssl://127.0.0.1:19701/bootstrap: SSL handshake failed: error:0A000126:SSL routines::"
+                         "unexpected eof while reading (after 3ms in state SSL_HANDSHAKE)"));
+  // TLS to a PLAINTEXT listener gets no more than that.
+  CHECK_FALSE(refusal_in("ssl://127.0.0.1:19710/bootstrap: error:0A000126:SSL routines::unexpected eof while "
+                         "reading (after 8ms in state SSL_HANDSHAKE)"));
+  CHECK_FALSE(refusal_in("ssl://127.0.0.1:19701/bootstrap: SSL handshake failed: SSL transport error: Connection "
+                         "timed out (after 30000ms in state SSL_HANDSHAKE)"));
+  CHECK_FALSE(refusal_in("ssl://127.0.0.1:19701/bootstrap: SSL handshake failed: error:8000006B:system library::"
+                         "Connection reset by peer (after 1ms in state SSL_HANDSHAKE)"));
+  CHECK_FALSE(refusal_in("ssl://127.0.0.1:19701/bootstrap: SSL handshake failed: No further error information "
+                         "available (after 1ms in state SSL_HANDSHAKE)"));
+  CHECK_FALSE(refusal_in("ssl://127.0.0.1:19701/bootstrap: Connect to ipv4#127.0.0.1:19701 failed: Connection "
+                         "refused (after 0ms in state CONNECT)"));
+  CHECK_FALSE(refusal_in("ssl://127.0.0.1:19701/1: Disconnected (after 600012ms in state UP)"));
+  CHECK_FALSE(refusal_in("ssl://127.0.0.1:19701/1: error:0A000126:SSL routines::unexpected eof while reading (after "
+                         "600012ms in state UP)"));
+  // librdkafka's guesses at a disconnect, whatever it may mean.
+  CHECK_FALSE(refusal_in("127.0.0.1:19712/bootstrap: Disconnected while requesting ApiVersion: might be caused by "
+                         "incorrect security.protocol configuration (connecting to a SSL listener?) or broker version "
+                         "is < 0.10 (see api.version.request) (after 1ms in state APIVERSION_QUERY)"));
+  CHECK_FALSE(refusal_in("127.0.0.1:19702/1: Disconnected: verify that security.protocol is correctly configured, "
+                         "broker might require SASL authentication (after 12ms in state UP)"));
+  CHECK_FALSE(refusal_in("1/1 brokers are down"));
+}
