@@ -61,6 +61,7 @@ http::readiness readiness_of(kafka::producer::topic_state s) {
     case state::available: return http::readiness::ready;
     case state::missing: return http::readiness::topic_missing;
     case state::unauthenticated: return http::readiness::authentication_failed;
+    case state::tls_failed: return http::readiness::tls_failed;
     case state::unauthorized: return http::readiness::topic_unauthorized;
     case state::unreachable: break;
   }
@@ -90,13 +91,14 @@ class readiness_probe {
             ready = r;
             const char* name = http::name(r);
             // What an operator must fix, not only retry: librdkafka's reason.
-            const auto refused = now == state::unauthenticated ? p.refusal() : std::nullopt;
+            const auto refused =
+                now == state::unauthenticated || now == state::tls_failed ? p.refusal() : std::nullopt;
             const auto why = refused ? std::optional<std::string>(refused->reason) : std::nullopt;
             const auto t = std::chrono::steady_clock::now();
             if (now != last) {
               if (now == state::available)
                 log::info("kafka_ready", {{"topic", topic}});
-              else if (now == state::unauthenticated)
+              else if (now == state::unauthenticated || now == state::tls_failed)
                 log::error(name, {{"topic", topic}, {"reason", why.value_or("")}});
               else if (now == state::unauthorized)
                 log::error(name, {{"topic", topic},

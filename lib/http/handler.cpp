@@ -55,6 +55,7 @@ const char* name(readiness r) {
     case readiness::ready: return "ready";
     case readiness::topic_missing: return "topic_missing";
     case readiness::authentication_failed: return "authentication_failed";
+    case readiness::tls_failed: return "tls_failed";
     case readiness::topic_unauthorized: return "topic_unauthorized";
     case readiness::kafka_unreachable: break;
   }

@@ -205,7 +205,8 @@ producer::topic_state producer::check_topic(const std::string& topic, std::chron
   rd_kafka_topic_destroy(rkt);
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR || !md) {
     if (md) rd_kafka_metadata_destroy(md);
-    return err == RD_KAFKA_RESP_ERR__AUTHENTICATION ? topic_state::unauthenticated : topic_state::unreachable;
+    if (err == RD_KAFKA_RESP_ERR__AUTHENTICATION) return topic_state::unauthenticated;
+    return err == RD_KAFKA_RESP_ERR__SSL ? topic_state::tls_failed : topic_state::unreachable;
   }
   const auto topic_err = md->topic_cnt == 1 ? md->topics[0].err : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
   const bool found = topic_err == RD_KAFKA_RESP_ERR_NO_ERROR && md->topics[0].partition_cnt > 0;

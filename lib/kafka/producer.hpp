@@ -109,10 +109,11 @@ class producer {
   // A metadata round-trip to the cluster; blocks up to `timeout`.
   [[nodiscard]] bool cluster_reachable(std::chrono::milliseconds timeout) const;
 
-  // unauthenticated: the brokers refused the credentials (see refusal);
-  // unauthorized: these credentials may not describe the topic (its ACLs),
-  // which is not "missing".
-  enum class topic_state { available, missing, unreachable, unauthenticated, unauthorized };
+  // unauthenticated: the brokers refused the credentials; tls_failed: the
+  // TLS handshake with them failed (both: see refusal); unauthorized: these
+  // credentials may not describe the topic (its ACLs), which is not
+  // "missing".
+  enum class topic_state { available, missing, unreachable, unauthenticated, tls_failed, unauthorized };
   // Whether `topic` exists with a partition, by a metadata round-trip for it
   // alone; blocks up to `timeout`, less once the brokers refused the client.
   [[nodiscard]] topic_state check_topic(const std::string& topic, std::chrono::milliseconds timeout) const;

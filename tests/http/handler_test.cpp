@@ -149,6 +149,9 @@ TEST_CASE("routing: unknown path 404, wrong method 405 with Allow, probes answer
   const auto no_topic = r.classify(http::readiness::topic_missing);
   CHECK(no_topic.answer.status == 503);
   CHECK(no_topic.answer.body == R"({"status":"topic_missing"})");
+  const auto no_tls = r.classify(http::readiness::tls_failed);
+  CHECK(no_tls.answer.status == 503);
+  CHECK(no_tls.answer.body == R"({"status":"tls_failed"})");
   r.method = "POST";
   CHECK(r.classify().answer.status == 405);
 }
