@@ -2,6 +2,10 @@
 
 #include <doctest/doctest.h>
 
+#include <array>
+#include <memory>
+#include <string>
+
 namespace kafka = clerk_sync::kafka;
 using kind = kafka::refusal::kind;
 using kafka::detail::refusal_in;
@@ -57,4 +61,31 @@ TEST_CASE("an ordinary disconnect, during a handshake or not, is no refusal") {
   CHECK_FALSE(refusal_in("127.0.0.1:19702/1: Disconnected: verify that security.protocol is correctly configured, "
                          "broker might require SASL authentication (after 12ms in state UP)"));
   CHECK_FALSE(refusal_in("1/1 brokers are down"));
+  // A login cut short on our side (a coordinator connection closed as its
+  // client stops, or lost mid-login): librdkafka words it as an
+  // authentication error, but the brokers refused nothing.
+  CHECK_FALSE(refusal_in("[thrd:GroupCoordinator]: GroupCoordinator: SASL authentication error: "
+                         "SaslAuthenticateRequest failed: Local: Broker transport failure (after 0ms in state DOWN)"));
+  CHECK_FALSE(refusal_in("sasl_plaintext://127.0.0.1:19702/bootstrap: SASL authentication error: "
+                         "SaslAuthenticateRequest failed: Local: Broker handle destroyed (after 2ms in state AUTH_REQ)"));
+}
+
+TEST_CASE("the error callback notes a refused login for its client, not one cut short on our side") {
+  std::array<char, 256> err{};
+  const std::unique_ptr<rd_kafka_t, kafka::detail::handle_deleter> rk(
+      rd_kafka_new(RD_KAFKA_PRODUCER, rd_kafka_conf_new(), err.data(), err.size()));
+  REQUIRE(rk);
+  kafka::detail::log_error(rk.get(), RD_KAFKA_RESP_ERR__AUTHENTICATION,
+                           "sasl_plaintext://127.0.0.1:1/bootstrap: SASL authentication error: SaslAuthenticateRequest "
+                           "failed: Local: Broker transport failure (after 0ms in state DOWN)");
+  CHECK_FALSE(kafka::detail::refusal_of(rk.get()));
+  const std::string refused = "sasl_plaintext://127.0.0.1:1/bootstrap: SASL authentication error: Authentication "
+                              "failed: Invalid username or password (after 302ms in state AUTH_REQ)";
+  kafka::detail::log_error(rk.get(), RD_KAFKA_RESP_ERR__AUTHENTICATION, refused.c_str());
+  const auto noted = kafka::detail::refusal_of(rk.get());
+  REQUIRE(noted);
+  CHECK(noted->what == kind::authentication);
+  CHECK(noted->reason == refused);
+  kafka::detail::connection_accepted(rk.get());
+  CHECK_FALSE(kafka::detail::refusal_of(rk.get()));
 }
