@@ -21,6 +21,7 @@
 #include "consumer/harness.hpp"
 #include "kafka/admin.hpp"
 #include "receiver/harness.hpp"
+#include "e2e/ctl_run.hpp"
 #include "support/own_broker.hpp"
 #include "support/process.hpp"
 #include "support/support.hpp"
@@ -28,6 +29,7 @@
 namespace test = clerk_sync::test;
 namespace kafka = clerk_sync::kafka;
 using namespace std::chrono_literals;
+using test::run_ctl;
 using test::line_with;
 
 namespace {
@@ -87,13 +89,8 @@ class sasl_broker {
 
  private:
   [[nodiscard]] std::string extra_config() const {
-    const auto plain = "PLAINTEXT://127.0.0.1:" + std::to_string(port_);
-    const auto sasl = "SASL_PLAINTEXT://127.0.0.1:" + std::to_string(sasl_port_);
-    // Later lines win in server.properties: these replace kafka-local's listeners.
-    return "listeners=" + plain + ",CONTROLLER://127.0.0.1:" + std::to_string(cport_) + "," + sasl +
-           "\nadvertised.listeners=" + plain + "," + sasl +
-           "\nlistener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT"
-           "\nsasl.enabled.mechanisms=PLAIN"
+    return test::second_listener(port_, cport_, "SASL_PLAINTEXT", sasl_port_) +
+           "sasl.enabled.mechanisms=PLAIN"
            "\nlistener.name.sasl_plaintext.plain.sasl.jaas.config="
            "org.apache.kafka.common.security.plain.PlainLoginModule required user_clerk=\"" +
            clerk_password_ + "\" user_stranger=\"" + stranger_password_ + "\" user_nobody=\"" + nobody_password_ +
@@ -123,21 +120,6 @@ std::unique_ptr<test::process> start_consumer(const std::string& brokers, const 
                                 test::unique_name("sasl"), "--kafka-properties-file", properties};
   if (refused) args.insert(args.end(), {"--join-deadline-s", "3"});
   return test::start_consumer_on(brokers, args);
-}
-
-struct ctl_result {
-  int status;
-  std::chrono::milliseconds took;
-  std::string err;
-};
-
-ctl_result run_ctl(std::vector<std::string> args, const std::string& brokers, const std::string& properties) {
-  args.insert(args.end(), {"--brokers", brokers, "--kafka-properties-file", properties});
-  const auto start = std::chrono::steady_clock::now();
-  const auto r = test::run(test::binary_path("app/ctl/clerk-sync-ctl"), args, {}, 60s);
-  return {r.status,
-          std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start),
-          r.out + r.err};
 }
 
 }  // namespace

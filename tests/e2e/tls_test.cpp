@@ -17,6 +17,7 @@
 #include "consumer/harness.hpp"
 #include "kafka/admin.hpp"
 #include "receiver/harness.hpp"
+#include "e2e/ctl_run.hpp"
 #include "support/own_broker.hpp"
 #include "support/process.hpp"
 #include "support/support.hpp"
@@ -24,6 +25,7 @@
 namespace test = clerk_sync::test;
 namespace kafka = clerk_sync::kafka;
 using namespace std::chrono_literals;
+using test::run_ctl;
 using test::line_with;
 
 namespace {
@@ -91,13 +93,8 @@ class tls_broker {
 
  private:
   [[nodiscard]] std::string extra_config() const {
-    const auto plain = "PLAINTEXT://127.0.0.1:" + std::to_string(port_);
-    const auto ssl = "SSL://127.0.0.1:" + std::to_string(ssl_port_);
-    // Later lines win in server.properties: these replace kafka-local's listeners.
-    return "listeners=" + plain + ",CONTROLLER://127.0.0.1:" + std::to_string(cport_) + "," + ssl +
-           "\nadvertised.listeners=" + plain + "," + ssl +
-           "\nlistener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL"
-           "\nssl.keystore.type=PKCS12"
+    return test::second_listener(port_, cport_, "SSL", ssl_port_) +
+           "ssl.keystore.type=PKCS12"
            "\nssl.keystore.location=" +
            material_.store().string() + "\nssl.keystore.password=" + tls_material::store_password +
            "\nssl.key.password=" + tls_material::store_password + "\nnum.partitions=1";
@@ -109,21 +106,6 @@ class tls_broker {
   int ssl_port_;
   test::own_broker broker_;  // last: started once the settings above are made
 };
-
-struct ctl_result {
-  int status;
-  std::chrono::milliseconds took;
-  std::string err;
-};
-
-ctl_result run_ctl(std::vector<std::string> args, const std::string& brokers, const std::string& properties) {
-  args.insert(args.end(), {"--brokers", brokers, "--kafka-properties-file", properties});
-  const auto start = std::chrono::steady_clock::now();
-  const auto r = test::run(test::binary_path("app/ctl/clerk-sync-ctl"), args, {}, 60s);
-  return {r.status,
-          std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start),
-          r.out + r.err};
-}
 
 }  // namespace
 

@@ -7,6 +7,14 @@
 
 namespace clerk_sync::test {
 
+std::string second_listener(int port, int controller_port, const std::string& protocol, int listener_port) {
+  const auto plain = "PLAINTEXT://127.0.0.1:" + std::to_string(port);
+  const auto other = protocol + "://127.0.0.1:" + std::to_string(listener_port);
+  return "listeners=" + plain + ",CONTROLLER://127.0.0.1:" + std::to_string(controller_port) + "," + other +
+         "\nadvertised.listeners=" + plain + "," + other +
+         "\nlistener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT," + protocol + ":" + protocol + "\n";
+}
+
 own_broker::own_broker(std::string extra_config, int port, int controller_port)
     : extra_config_(std::move(extra_config)), port_(port), controller_port_(controller_port) {
   control("start");

@@ -13,6 +13,13 @@
 
 namespace clerk_sync::test {
 
+// server.properties lines that add a client listener for `protocol`
+// (SSL, SASL_PLAINTEXT) on `listener_port` beside scripts/kafka-local's
+// PLAINTEXT one on `port` (which its readiness check asks) and the
+// controller's: they replace kafka-local's listeners (a key given again wins).
+[[nodiscard]] std::string second_listener(int port, int controller_port, const std::string& protocol,
+                                          int listener_port);
+
 class own_broker {
  public:
   // `extra_config`: server.properties lines appended to the broker's own (a
