@@ -275,6 +275,7 @@ std::string failure_text(const rd_kafka_t* rk, rd_kafka_resp_err_t err) {
   // so requests time out or find no broker up.
   const bool silent = err == RD_KAFKA_RESP_ERR__AUTHENTICATION || err == RD_KAFKA_RESP_ERR__SSL ||
                       err == RD_KAFKA_RESP_ERR__TRANSPORT || err == RD_KAFKA_RESP_ERR__TIMED_OUT ||
+                      err == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT ||
                       err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN;
   if (silent)
     if (const auto refused = refusal_of(rk)) {

@@ -25,7 +25,7 @@ struct producer::impl {
   // reports turns non-empty; the caller waits on wake[0].
   std::array<int, 2> wake{-1, -1};
 
-  static void on_delivery(rd_kafka_t*, const rd_kafka_message_t* m, void*) {
+  static void on_delivery(rd_kafka_t* rk, const rd_kafka_message_t* m, void*) {
     // The opaque was released to librdkafka in produce(); take it back.
     std::unique_ptr<delivery_callback> cb(static_cast<delivery_callback*>(m->_private));
     if (!cb) return;
@@ -34,7 +34,9 @@ struct producer::impl {
     r.partition = m->partition;
     r.offset = m->offset;
     if (!r.ok) {
-      r.error = rd_kafka_err2str(m->err);
+      // A record that timed out because the brokers refused the login or
+      // the TLS handshake says so, not only "Message timed out".
+      r.error = detail::failure_text(rk, m->err);
       r.possibly_persisted = rd_kafka_message_status(m) == RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED;
       r.too_large = m->err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE;
     }

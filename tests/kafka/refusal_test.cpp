@@ -86,6 +86,14 @@ TEST_CASE("the error callback notes a refused login for its client, not one cut 
   REQUIRE(noted);
   CHECK(noted->what == kind::authentication);
   CHECK(noted->reason == refused);
+  // What a request or a record that failed says then: the refusal, also
+  // for a record whose delivery report says only that it timed out.
+  for (const auto failed : {RD_KAFKA_RESP_ERR__MSG_TIMED_OUT, RD_KAFKA_RESP_ERR__TIMED_OUT, RD_KAFKA_RESP_ERR__TRANSPORT})
+    CHECK(kafka::detail::failure_text(rk.get(), failed) ==
+          "authentication failed (check sasl.username, sasl.password, sasl.mechanism): " + refused);
+  CHECK(kafka::detail::failure_text(rk.get(), RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE) ==
+        rd_kafka_err2str(RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE));
   kafka::detail::connection_accepted(rk.get());
   CHECK_FALSE(kafka::detail::refusal_of(rk.get()));
+  CHECK(kafka::detail::failure_text(rk.get(), RD_KAFKA_RESP_ERR__MSG_TIMED_OUT) == "Local: Message timed out");
 }
