@@ -5,12 +5,9 @@
 // bad setting (flags, keys, database).
 
 #include <cstdlib>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/use_awaitable.hpp>
 
 #include <csignal>
 
@@ -22,6 +19,7 @@
 #include "log/log.hpp"
 #include "store/database.hpp"
 #include "systemd/notify.hpp"
+#include "systemd/watchdog.hpp"
 #include "token/keys_file.hpp"
 
 namespace {
@@ -76,18 +74,7 @@ int run(const auth::auth_options& o) {
     // Answers in flight are small and quick; the loop ends with them.
     ioc.stop();
   });
-  if (const auto interval = systemd::watchdog_interval()) {
-    net::co_spawn(
-        ioc,
-        [&, every = *interval]() -> net::awaitable<void> {
-          for (;;) {
-            systemd::notify_watchdog();
-            watchdog.expires_after(every);
-            co_await watchdog.async_wait(net::use_awaitable);
-          }
-        },
-        net::detached);
-  }
+  systemd::ping_watchdog_on(watchdog);
   srv.start();
   log::info("listening", {{"address", where.host}, {"port", srv.port()}, {"path", o.path}, {"keys", key_count},
                           {"authorized_parties", topts.authorized_parties.size()}, {"db", o.db},

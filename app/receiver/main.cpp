@@ -32,6 +32,7 @@
 #include "kafka/producer.hpp"
 #include "log/log.hpp"
 #include "systemd/notify.hpp"
+#include "systemd/watchdog.hpp"
 
 // scripts/bench-receiver's case (b) measures this same program with the
 // Kafka step replaced by an immediate acknowledgement. tests/bench builds
@@ -295,18 +296,7 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
       begin_shutdown(0);
     }
   });
-  if (const auto interval = systemd::watchdog_interval()) {
-    net::co_spawn(
-        ioc,
-        [&, every = *interval]() -> net::awaitable<void> {
-          for (;;) {
-            systemd::notify_watchdog();
-            watchdog.expires_after(every);
-            co_await watchdog.async_wait(net::use_awaitable);
-          }
-        },
-        net::detached);
-  }
+  systemd::ping_watchdog_on(watchdog);
 
   srv.start();
   log::info("listening", {{"address", where.host}, {"port", srv.port()}, {"path", opts.path},

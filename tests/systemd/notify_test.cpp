@@ -15,10 +15,13 @@
 #include <array>
 #include <chrono>
 #include <cstring>
+#include <fstream>
 #include <string>
 
+#include "store/database.hpp"
 #include "support/process.hpp"
 #include "support/support.hpp"
+#include "token/signer.hpp"
 
 namespace fs = std::filesystem;
 using namespace clerk_sync;
@@ -120,6 +123,20 @@ TEST_CASE("clerk-sync-receiver sends READY=1 and watchdog pings through NOTIFY_S
                 {"CLERK_SYNC_LISTEN", "127.0.0.1:" + std::to_string(test::free_port())},
                 {"CLERK_WEBHOOK_SECRET", random_secret()},
                 {"CLERK_WEBHOOK_SECRET_FILE", ""}});
+}
+
+TEST_CASE("clerk-sync-auth sends READY=1 and watchdog pings through NOTIFY_SOCKET") {
+  const test::temp_dir dir;
+  const test::rsa_signer signer;
+  std::ofstream(dir / "key.pem") << signer.public_pem();
+  const auto db = (dir / "clerk-sync.db").string();
+  { const clerk_sync::store::database made(db); }  // as the consumers leave it
+  check_notify(test::binary_path("app/auth/clerk-sync-auth"), {},
+               {{"CLERK_JWT_KEY_FILE", (dir / "key.pem").string()},
+                {"CLERK_JWKS_FILE", ""},
+                {"CLERK_AUTHORIZED_PARTIES", ""},
+                {"CLERK_SYNC_DB", db},
+                {"CLERK_SYNC_AUTH_LISTEN", "127.0.0.1:" + std::to_string(test::free_port())}});
 }
 
 TEST_CASE("clerk-sync-consumer extends its start while it migrates, then sends READY=1 and watchdog pings") {
