@@ -31,6 +31,25 @@ TEST_CASE("a failed TLS handshake is a refusal, and so is a refused login") {
                    "SSL_HANDSHAKE)") == kind::tls);
   CHECK(refusal_in("sasl_plaintext://127.0.0.1:19702/bootstrap: SASL authentication error: Authentication failed: "
                    "Invalid username or password (after 3ms in state AUTH_REQ)") == kind::authentication);
+  // SCRAM words a wrong password (or an unknown user) otherwise.
+  CHECK(refusal_in("[thrd:sasl_plaintext://127.0.0.1:19512/bootstrap]: sasl_plaintext://127.0.0.1:19512/bootstrap: "
+                   "SASL authentication error: Authentication failed during authentication due to invalid credentials "
+                   "with SASL mechanism SCRAM-SHA-256 (after 313ms in state AUTH_REQ)") == kind::authentication);
+}
+
+// A sasl.mechanism the listener does not enable fails before any password
+// is sent (state AUTH_HANDSHAKE, not AUTH_REQ); the fix is the same file.
+TEST_CASE("a SASL mechanism the brokers do not offer is a refused login") {
+  CHECK(refusal_in("sasl_plaintext://127.0.0.1:19512/bootstrap: SASL PLAIN mechanism handshake failed: Broker: "
+                   "Unsupported SASL mechanism: broker's supported mechanisms: SCRAM-SHA-256 (after 302ms in state "
+                   "AUTH_HANDSHAKE)") == kind::authentication);
+  CHECK(refusal_in("sasl_plaintext://127.0.0.1:19513/bootstrap: SASL SCRAM-SHA-256 mechanism handshake failed: Broker: "
+                   "Unsupported SASL mechanism: broker's supported mechanisms: PLAIN (after 302ms in state "
+                   "AUTH_HANDSHAKE)") == kind::authentication);
+  CHECK(refusal_in("[thrd:sasl_plaintext://127.0.0.1:19512/bootstrap]: sasl_plaintext://127.0.0.1:19512/bootstrap: SASL "
+                   "SCRAM-SHA-512 mechanism handshake failed: Broker: Unsupported SASL mechanism: broker's supported "
+                   "mechanisms: SCRAM-SHA-256 (after 301ms in state AUTH_HANDSHAKE, 1 identical error(s) suppressed)") ==
+        kind::authentication);
 }
 
 TEST_CASE("an ordinary disconnect, during a handshake or not, is no refusal") {
