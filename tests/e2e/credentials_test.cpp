@@ -1,8 +1,10 @@
 // Wrong Kafka credentials and denied ACLs, against a real broker with a
-// SASL/PLAIN listener of the test's own: the receiver never answers 2xx and
-// says why at level=error, the consumer applies nothing and says why, the
-// operator's tool fails within seconds naming the cause; the right
-// credentials publish and consume. No password appears in any line.
+// SASL listener of the test's own (PLAIN and SCRAM-SHA-256): the receiver
+// never answers 2xx and says why at level=error, the consumer applies
+// nothing and says why, the operator's tool fails within seconds naming the
+// cause, for a wrong password of either mechanism and for a mechanism the
+// listener does not offer; the right credentials publish and consume. No
+// password appears in any line.
 #include <doctest/doctest.h>
 
 #include <chrono>
@@ -41,9 +43,15 @@ std::string random_password() {
   return "test-" + out.str();
 }
 
+std::string kafka_libs() {
+  const char* env = std::getenv("KAFKA_LOCAL_LIBS");
+  return env && *env ? std::string(env) : test::source_path(".local/kafka-libs").string();
+}
+
 // A single node with two client listeners: PLAINTEXT (scripts/kafka-local's
-// readiness check, and the test's own topic and ACL set-up, as the
-// superuser ANONYMOUS) and SASL_PLAINTEXT with PLAIN users, behind Kafka's
+// readiness check, and the test's own topic, ACL and SCRAM set-up, as the
+// superuser ANONYMOUS) and SASL_PLAINTEXT with PLAIN users and SCRAM-SHA-256
+// (`clerk` only, with a password of its own), behind Kafka's
 // StandardAuthorizer: `clerk` may do anything, `stranger` may only write
 // idempotently (no topic, no group), `nobody` may do nothing.
 class sasl_broker {
@@ -55,21 +63,44 @@ class sasl_broker {
         clerk_password_(random_password()),
         stranger_password_(random_password()),
         nobody_password_(random_password()),
-        broker_(extra_config(), port_, cport_) {}
+        scram_password_(random_password()),
+        broker_(extra_config(), port_, cport_) {
+    // SCRAM credentials live in the cluster's metadata, not in a JAAS line.
+    // Added in the background while the PLAIN cases run: a JVM takes
+    // seconds to start on a loaded host.
+    scram_user_ = std::make_unique<test::process>(
+        "/usr/bin/env",
+        std::vector<std::string>{"java", "-cp", kafka_libs() + "/*", "kafka.admin.ConfigCommand",
+                                 "--bootstrap-server", plain_address(), "--alter", "--add-config",
+                                 "SCRAM-SHA-256=[password=" + scram_password_ + "]", "--entity-type", "users",
+                                 "--entity-name", "clerk"});
+  }
 
   [[nodiscard]] std::string plain_address() const { return broker_.address(); }
   [[nodiscard]] std::string sasl_address() const { return "127.0.0.1:" + std::to_string(sasl_port_); }
   [[nodiscard]] const std::string& clerk_password() const { return clerk_password_; }
+  // `clerk`'s SCRAM-SHA-256 password, once await_scram_user() returned.
+  [[nodiscard]] const std::string& scram_password() const { return scram_password_; }
   [[nodiscard]] std::vector<std::string> passwords() const {
-    return {clerk_password_, stranger_password_, nobody_password_};
+    return {clerk_password_, stranger_password_, nobody_password_, scram_password_};
+  }
+
+  void await_scram_user() {
+    const auto status = scram_user_->wait(60s);
+    auto out = scram_user_->stdout_text() + scram_user_->stderr_text();
+    // Kafka's tool repeats a value it cannot parse.
+    for (auto at = out.find(scram_password_); at != std::string::npos; at = out.find(scram_password_))
+      out.replace(at, scram_password_.size(), "***");
+    REQUIRE_MESSAGE(status == 0, out);
   }
 
   // A librdkafka properties file for `user` with `password`, as an operator
   // writes it for a managed cluster.
-  [[nodiscard]] std::string properties(const std::string& user, const std::string& password) const {
+  [[nodiscard]] std::string properties(const std::string& user, const std::string& password,
+                                       const std::string& mechanism = "PLAIN") const {
     const auto path = broker_.dir() / (user + "-" + std::to_string(files_++) + ".properties");
-    std::ofstream(path) << "security.protocol=SASL_PLAINTEXT\nsasl.mechanisms=PLAIN\nsasl.username=" << user
-                        << "\nsasl.password=" << password << "\n";
+    std::ofstream(path) << "security.protocol=SASL_PLAINTEXT\nsasl.mechanisms=" << mechanism
+                        << "\nsasl.username=" << user << "\nsasl.password=" << password << "\n";
     return path.string();
   }
   [[nodiscard]] std::string stranger_properties() const { return properties("stranger", stranger_password_); }
@@ -77,10 +108,8 @@ class sasl_broker {
 
   // Lets `stranger` acquire an idempotent producer id, and nothing else.
   void allow_idempotent_write() const {
-    const char* env = std::getenv("KAFKA_LOCAL_LIBS");
-    const auto libs = env && *env ? std::string(env) : test::source_path(".local/kafka-libs").string();
     const auto r = test::run("/usr/bin/env",
-                             {"java", "-cp", libs + "/*", "kafka.admin.AclCommand", "--bootstrap-server",
+                             {"java", "-cp", kafka_libs() + "/*", "kafka.admin.AclCommand", "--bootstrap-server",
                               plain_address(), "--add", "--allow-principal", "User:stranger", "--operation",
                               "IdempotentWrite", "--cluster"},
                              {}, 60s);
@@ -90,11 +119,13 @@ class sasl_broker {
  private:
   [[nodiscard]] std::string extra_config() const {
     return test::second_listener(port_, cport_, "SASL_PLAINTEXT", sasl_port_) +
-           "sasl.enabled.mechanisms=PLAIN"
+           "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256"
            "\nlistener.name.sasl_plaintext.plain.sasl.jaas.config="
            "org.apache.kafka.common.security.plain.PlainLoginModule required user_clerk=\"" +
            clerk_password_ + "\" user_stranger=\"" + stranger_password_ + "\" user_nobody=\"" + nobody_password_ +
            "\";"
+           "\nlistener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config="
+           "org.apache.kafka.common.security.scram.ScramLoginModule required;"
            "\nauthorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer"
            "\nsuper.users=User:ANONYMOUS;User:clerk"
            "\nnum.partitions=1";
@@ -106,7 +137,9 @@ class sasl_broker {
   std::string clerk_password_;
   std::string stranger_password_;
   std::string nobody_password_;
-  test::own_broker broker_;  // last: started once the settings above are made
+  std::string scram_password_;
+  test::own_broker broker_;  // started once the settings above are made
+  std::unique_ptr<test::process> scram_user_;  // after broker_: ended before it stops
   mutable int files_ = 0;
 };
 
@@ -198,6 +231,54 @@ TEST_CASE("against a SASL broker, a wrong password and denied ACLs are never sil
     outputs.push_back(c->stderr_text());
   }
 
+  // SCRAM, as managed clusters use it: its wrong password is named like
+  // PLAIN's, in SCRAM's words; and so is a mechanism the listener does not
+  // offer, refused before any password is sent.
+  broker.await_scram_user();
+  {
+    const auto scram_wrong = broker.properties("clerk", "wrong-" + broker.scram_password(), "SCRAM-SHA-256");
+    const std::string reason = "sasl_plaintext://" + broker.sasl_address() +
+                               "/bootstrap: SASL authentication error: Authentication failed during authentication "
+                               "due to invalid credentials with SASL mechanism SCRAM-SHA-256";
+    const auto db = (dir / "scram-wrong.db").string();
+    auto c = start_consumer(broker.sasl_address(), topic, db, scram_wrong, true);
+    test::receiver r(broker.sasl_address(), topic, secret, {"--kafka-properties-file", scram_wrong});
+    CHECK_MESSAGE(r.proc().wait_for_log("level=error msg=authentication_failed topic=" + topic + " reason=\"" + reason,
+                                        15s),
+                  r.proc().stderr_text());
+    const auto ready = test::send_http(r.port(), "GET", "/readyz", {}, "", 5s);
+    CHECK(ready.status == 503);
+    CHECK(ready.body == R"({"status":"authentication_failed"})");
+
+    const auto status = run_ctl({"status", "--topic", topic, "--db", db}, broker.sasl_address(), scram_wrong);
+    const auto mechanism = run_ctl({"status", "--topic", topic, "--db", db}, broker.sasl_address(),
+                                   broker.properties("clerk", broker.scram_password(), "SCRAM-SHA-512"));
+    for (const auto& [ctl, cause] :
+         {std::pair{&status, reason},
+          std::pair{&mechanism,
+                    std::string("SASL SCRAM-SHA-512 mechanism handshake failed: Broker: Unsupported SASL mechanism")}}) {
+      CHECK_MESSAGE(ctl->status == 1, ctl->err);
+      CHECK_MESSAGE(ctl->took < 8s, ctl->took.count() << " ms: " << ctl->err);
+      const auto failed = line_with(ctl->err, "level=error msg=failed program=clerk-sync-ctl");
+      CHECK_MESSAGE(failed.find("authentication failed (check sasl.username, sasl.password, sasl.mechanism): ") !=
+                        std::string::npos,
+                    ctl->err);
+      CHECK_MESSAGE(failed.find(cause) != std::string::npos, ctl->err);
+      outputs.push_back(ctl->err);
+    }
+
+    CHECK_MESSAGE(c->wait_for_log("Kafka refused the credentials", 20s), c->stderr_text());
+    CHECK_MESSAGE(line_with(c->stderr_text(), "level=error msg=not_joined").find(reason) != std::string::npos,
+                  c->stderr_text());
+    c->signal(SIGTERM);
+    CHECK(c->wait(30s) == 0);
+    CHECK(test::query_int(db, "SELECT count(*) FROM users") == 0);
+    r.proc().signal(SIGTERM);
+    CHECK(r.proc().wait(30s) == 0);
+    outputs.push_back(r.proc().stderr_text());
+    outputs.push_back(c->stderr_text());
+  }
+
   // ACLs: `stranger` may not describe or write the topic, `nobody` may not
   // even acquire a producer id or use a group.
   broker.allow_idempotent_write();
@@ -241,24 +322,39 @@ TEST_CASE("against a SASL broker, a wrong password and denied ACLs are never sil
     outputs.push_back(c->stderr_text());
   }
 
-  // The right password: published, consumed, and status exits 0.
+  // The right passwords, PLAIN's and SCRAM's: each receiver's event
+  // published, both consumed by a consumer of each mechanism, and status
+  // exits 0.
   {
     const auto right = broker.properties("clerk", broker.clerk_password());
+    const auto scram = broker.properties("clerk", broker.scram_password(), "SCRAM-SHA-256");
     test::receiver r(broker.sasl_address(), topic, secret, {"--kafka-properties-file", right});
+    test::receiver rs(broker.sasl_address(), topic, secret, {"--kafka-properties-file", scram});
     REQUIRE_MESSAGE(r.wait_ready(30s), r.proc().stderr_text());
+    REQUIRE_MESSAGE(rs.wait_ready(30s), rs.proc().stderr_text());
     const auto answer = test::post_event(r.port(), test::sign_event(secret, test::user_event_body("user_right")), 20s);
     CHECK_MESSAGE(answer.status == 200, r.proc().stderr_text());
+    const auto scram_answer =
+        test::post_event(rs.port(), test::sign_event(secret, test::user_event_body("user_scram")), 20s);
+    CHECK_MESSAGE(scram_answer.status == 200, rs.proc().stderr_text());
     const auto db = (dir / "right.db").string();
+    const auto scram_db = (dir / "scram-right.db").string();
     auto c = start_consumer(broker.sasl_address(), topic, db, right, false);
-    CHECK_MESSAGE(test::wait_caught_up(db, topic, {"users"}, 1, 60s), c->stderr_text());
-    CHECK(test::query_int(db, "SELECT count(*) FROM users WHERE id = 'user_right'") == 1);
-    c->signal(SIGTERM);
-    CHECK(c->wait(30s) == 0);
+    auto cs = start_consumer(broker.sasl_address(), topic, scram_db, scram, false);
+    for (const auto& [consumer, file] : {std::pair{c.get(), db}, std::pair{cs.get(), scram_db}}) {
+      CHECK_MESSAGE(test::wait_caught_up(file, topic, {"users"}, 2, 60s), consumer->stderr_text());
+      CHECK(test::query_int(file, "SELECT count(*) FROM users WHERE id IN ('user_right', 'user_scram')") == 2);
+      consumer->signal(SIGTERM);
+      CHECK(consumer->wait(30s) == 0);
+    }
     const auto status = run_ctl({"status", "--topic", topic, "--db", db}, broker.sasl_address(), right);
     CHECK_MESSAGE(status.status == 0, status.err);
-    r.proc().signal(SIGTERM);
-    CHECK(r.proc().wait(30s) == 0);
-    for (const auto& out : {r.proc().stderr_text(), c->stderr_text(), status.err}) {
+    for (auto* receiver : {&r, &rs}) {
+      receiver->proc().signal(SIGTERM);
+      CHECK(receiver->proc().wait(30s) == 0);
+    }
+    for (const auto& out : {r.proc().stderr_text(), rs.proc().stderr_text(), c->stderr_text(), cs->stderr_text(),
+                            status.err}) {
       CHECK_MESSAGE(out.find("level=error") == std::string::npos, out);
       outputs.push_back(out);
     }
