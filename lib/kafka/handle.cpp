@@ -169,6 +169,16 @@ void set_checked(rd_kafka_conf_t* conf, const client_config& cfg, std::initializ
         throw config_error("kafka property '" + k + "': clerk-sync sets " + w.key + "=" + std::string(w.value) +
                            " itself (its guarantees depend on it)");
   }
+  // OAUTHBEARER without a token source of librdkafka's own: librdkafka asks
+  // the application for each token, which clerk-sync never answers, so the
+  // client would never connect and say nothing of why.
+  const auto protocol = get(conf, "security.protocol");
+  if ((protocol == "sasl_plaintext" || protocol == "sasl_ssl") && get(conf, "sasl.mechanisms") == "OAUTHBEARER" &&
+      get(conf, "sasl.oauthbearer.method") != "oidc" && get(conf, "enable.sasl.oauthbearer.unsecure.jwt") != "true")
+    throw config_error(
+        "kafka property 'sasl.mechanisms': OAUTHBEARER needs sasl.oauthbearer.method=oidc (with "
+        "sasl.oauthbearer.client.id, sasl.oauthbearer.client.secret and sasl.oauthbearer.token.endpoint.url): "
+        "clerk-sync has no token source of its own");
 }
 
 }  // namespace

@@ -172,6 +172,12 @@ TEST_CASE("an unknown projection or a bad setting: one clear line, exit 2") {
                    "enable.auto.commit=true"});
   CHECK(r.status == 2);
   CHECK(r.err.find("clerk-sync sets enable.auto.commit=false itself") != std::string::npos);
+  // OAUTHBEARER with no token source librdkafka has itself: it would ask
+  // the process for tokens it never gets, and never connect.
+  r = t::run(exe, {"--projection", "users", "--db", (dir / "k.db").string(), "--kafka-property",
+                   "security.protocol=SASL_SSL", "--kafka-property", "sasl.mechanisms=OAUTHBEARER"});
+  CHECK(r.status == 2);
+  CHECK(r.err.find("OAUTHBEARER needs sasl.oauthbearer.method=oidc") != std::string::npos);
   r = t::run(exe, {"--projection", "users", "--db", "/proc/no/such/dir/x.db"});
   CHECK(r.status == 2);
   CHECK(r.err.find("cannot open database") != std::string::npos);

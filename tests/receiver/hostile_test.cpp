@@ -605,7 +605,9 @@ TEST_CASE("settings that would let the HTTP deadline beat Kafka's verdict, disag
            {"--kafka-property", "request.required.acks=0"},
            {"--kafka-property", "delivery.timeout.ms=9000"},  // message.timeout.ms under its alias
            {"--kafka-property", "enable.idempotence=false"},
-           {"--kafka-property", "allow.auto.create.topics=true"}}) {
+           {"--kafka-property", "allow.auto.create.topics=true"},
+           // No token source: the producer would never connect, and say nothing.
+           {"--kafka-property", "security.protocol=SASL_PLAINTEXT", "--kafka-property", "sasl.mechanisms=OAUTHBEARER"}}) {
     CAPTURE(args.back());
     const auto res = test::run(exe, args, env, 10s);
     CHECK(res.status == 2);
@@ -613,6 +615,7 @@ TEST_CASE("settings that would let the HTTP deadline beat Kafka's verdict, disag
     if (args.back().starts_with("acks") || args.back().starts_with("request"))
       CHECK(res.err.find("clerk-sync sets acks=all itself") != std::string::npos);
     if (args.back().starts_with("delivery")) CHECK(res.err.find("set those instead") != std::string::npos);
+    if (args.back().starts_with("sasl")) CHECK(res.err.find("OAUTHBEARER needs") != std::string::npos);
     if (args.front() == "--body-memory-budget")
       CHECK(res.err.find("must be at least twice --body-limit") != std::string::npos);
   }
