@@ -504,7 +504,9 @@ struct server::impl : std::enable_shared_from_this<impl> {
       auto [rec, rn] = co_await stream.async_read_some(buffer.prepare(beast::read_size(buffer, max_read)), nothrow);
       buffer.commit(rn);
       read_any = true;
-      if (rec == net::error::eof)
+      // A reset is the client's end too (killed, or a balancer giving up):
+      // a request cut off, or no request at all when nothing came.
+      if (rec == net::error::eof || rec == net::error::connection_reset)
         co_return co_await after_read_error(
             stream, buffer.size() == 0 ? bhttp::error::end_of_stream : bhttp::error::partial_message, "header");
       if (rec) co_return co_await after_read_error(stream, rec, "header");
@@ -567,6 +569,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
       const auto header_fields = std::distance(req.begin(), req.end());
       while (!parser.is_done()) {
         auto [ec2, n2] = co_await bhttp::async_read_some(stream, buffer, parser, nothrow);
+        // A reset mid-body is a body cut off by its client, as an EOF is.
+        if (ec2 == net::error::connection_reset) ec2 = bhttp::error::partial_message;
         if (ec2) co_return co_await after_read_error(stream, ec2, "body");
       }
       // Beast adds a chunked body's trailer fields to the header's, where
@@ -593,7 +597,10 @@ struct server::impl : std::enable_shared_from_this<impl> {
     else
       res = to_beast(d.answer);
     log_request(d, outcome, status, partition, offset, started, why);
-    res.keep_alive(req.keep_alive() && !stopping);
+    // The parser's verdict, not the message's: message::keep_alive() reads
+    // the first Connection line only, so "keep-alive" then "close" kept the
+    // connection open against RFC 9112 9.6.
+    res.keep_alive(parser.keep_alive() && !stopping);
     res.prepare_payload();
     if (head) res.body().clear();
     stream.expires_after(limits.read_timeout);

@@ -7,6 +7,7 @@
 #include <doctest/doctest.h>
 
 #include <sys/resource.h>
+#include <sys/socket.h>
 
 #include <csignal>
 #include <fstream>
@@ -718,4 +719,57 @@ TEST_CASE("an HTTP/1.1 request without Host, or any with two Host lines, gets 40
   CHECK(send("HTTP/1.0", "", "user_host_10") == 200);
   CHECK(send("HTTP/1.1", "Host: a\r\n", "user_host_11") == 200);
   CHECK(test::read_topic(test::broker().brokers, topic).size() == 2);
+}
+
+TEST_CASE("a request its client resets mid-way leaves a read_incomplete line, as one it closes does") {
+  // A reset (RST, as a client killed or a load balancer giving up sends)
+  // is a request cut off by its client too: without its line, the lines and
+  // their `repeated` counts would no longer be all the requests there were.
+  const auto secret = test::random_secret();
+  const auto topic = test::fresh_topic("recv_reset", 1);
+  test::receiver r(test::broker().brokers, topic, secret);
+  REQUIRE(r.wait_ready(20s));
+  const auto reset_after = [&](const std::string& bytes) {
+    test::raw_conn c(r.port());
+    REQUIRE(c.send(bytes));
+    std::this_thread::sleep_for(200ms);  // read by the receiver before the reset
+    const linger abort_on_close{1, 0};
+    REQUIRE(::setsockopt(c.fd(), SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof abort_on_close) == 0);
+  };  // closed here: with a zero linger, a reset
+  reset_after("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nContent-Le");
+  CHECK(r.proc().wait_for_log("msg=read_incomplete stage=header", 5s));
+  reset_after("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"type\"");
+  CHECK(r.proc().wait_for_log("msg=read_incomplete stage=body", 5s));
+  // A connection reset before its first byte is no request: no line.
+  { test::raw_conn idle(r.port()); }
+  {
+    test::raw_conn c(r.port());
+    const linger abort_on_close{1, 0};
+    REQUIRE(::setsockopt(c.fd(), SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof abort_on_close) == 0);
+  }
+  std::this_thread::sleep_for(500ms);
+  const auto log = r.proc().stderr_text();
+  std::size_t lines = 0;
+  for (auto at = log.find("msg=read_incomplete"); at != std::string::npos; at = log.find("msg=read_incomplete", at + 1))
+    ++lines;
+  CHECK(lines == 2);
+  CHECK(test::read_topic(test::broker().brokers, topic).empty());
+}
+
+TEST_CASE("a close in any Connection line closes the connection after the answer, as RFC 9112 9.6 requires") {
+  // Beast's message::keep_alive() reads the first Connection line only; its
+  // parser reads them all. "keep-alive" then "close" must close.
+  const auto secret = test::random_secret();
+  const auto topic = test::fresh_topic("recv_conn_close", 1);
+  test::receiver r(test::broker().brokers, topic, secret);
+  REQUIRE(r.wait_ready(20s));
+  const auto e = test::sign_event(secret, test::user_event_body("user_conn_close"));
+  test::raw_conn c(r.port());
+  REQUIRE(c.send("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\nConnection: close\r\n" +
+                 header_lines(e) + "Content-Length: " + std::to_string(e.body.size()) + "\r\n\r\n" + e.body));
+  const auto answer = c.read_until("}", 10s);
+  CHECK(test::status_of(answer) == 200);
+  CHECK(answer.find("Connection: close") != std::string::npos);
+  CHECK(c.closed_within(5s));
+  CHECK(test::read_topic(test::broker().brokers, topic).size() == 1);
 }
