@@ -748,11 +748,7 @@ TEST_CASE("a request its client resets mid-way leaves a read_incomplete line, as
     REQUIRE(::setsockopt(c.fd(), SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof abort_on_close) == 0);
   }
   std::this_thread::sleep_for(500ms);
-  const auto log = r.proc().stderr_text();
-  std::size_t lines = 0;
-  for (auto at = log.find("msg=read_incomplete"); at != std::string::npos; at = log.find("msg=read_incomplete", at + 1))
-    ++lines;
-  CHECK(lines == 2);
+  CHECK(test::count_of(r.proc().stderr_text(), "msg=read_incomplete") == 2);
   CHECK(test::read_topic(test::broker().brokers, topic).empty());
 }
 
