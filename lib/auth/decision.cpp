@@ -1,6 +1,10 @@
 #include "auth/decision.hpp"
 
+#include <algorithm>
 #include <array>
+#include <iterator>
+
+#include "projection/mapping.hpp"
 
 namespace clerk_sync::auth {
 namespace {
@@ -18,6 +22,17 @@ std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
   return s;
+}
+
+// The row's role when it is one the consumers write; else the default. A
+// role they never write (a file edited by hand, or by another tool) grants
+// nothing, as the consumer keeps an unknown role as spacer, and never
+// reaches X-Clerk-Role, where a CR LF would add a header of the row's choosing.
+std::string role_of(const std::optional<user_row>& user) {
+  if (user && std::find(std::begin(projection::known_roles), std::end(projection::known_roles), user->role) !=
+                  std::end(projection::known_roles))
+    return user->role;
+  return std::string(default_role);
 }
 
 }  // namespace
@@ -66,7 +81,7 @@ decision decide(const token::verdict& v, const std::optional<user_row>& user,
   }
   if (user && user->deleted) return {403, "deleted", {}};
   if (user && user->banned) return {403, "banned", {}};
-  return {200, user ? "ok" : "ok_unsynced", user && !user->role.empty() ? user->role : std::string(default_role)};
+  return {200, user ? "ok" : "ok_unsynced", role_of(user)};
 }
 
 }  // namespace clerk_sync::auth

@@ -39,6 +39,7 @@ struct decision {
   int status = 401;         // 200, 401 or 403
   std::string_view outcome;  // stable word for the log: "ok", a token reason, "banned", "session_revoked", …
   std::string role;         // for 200: the synced role, or default_role when the user has no row yet
+                            // or the row's role is none of projection::known_roles
 };
 
 // A valid token is refused when the synced session is terminal (401) or the

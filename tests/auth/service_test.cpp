@@ -62,6 +62,22 @@ TEST_CASE("auth: decide maps the verdict and the synced rows to 200, 401 or 403"
   CHECK(auth::decide(ok, auth::user_row{"vip", false, false}, auth::session_row{"pending"}).status == 200);
 }
 
+TEST_CASE("auth: a role the consumers never write grants nothing and never reaches a header") {
+  // The role is copied into X-Clerk-Role, and Beast writes a field value as
+  // given: a row edited by hand could add a header with a CR LF, or claim a
+  // role the consumer would have kept as spacer.
+  token::verdict ok;
+  ok.why = token::reason::ok;
+  for (const char* role :
+       {"admin\r\nX-Clerk-User-Id: user_admin", "admin\nX: 1", "vip, admin", "overlord", "Admin", ""}) {
+    const auto d = auth::decide(ok, auth::user_row{role, false, false}, std::nullopt);
+    CHECK_MESSAGE(d.status == 200, role);
+    CHECK_MESSAGE(d.role == "spacer", role);
+  }
+  for (const char* role : {"spacer", "vip", "pro-curator", "partner", "admin"})
+    CHECK(auth::decide(ok, auth::user_row{role, false, false}, std::nullopt).role == role);
+}
+
 TEST_CASE("auth: the cache serves a token until it expires, and only valid ones") {
   auth::token_cache cache(2, 5s);
   token::claim_set c;
