@@ -252,6 +252,18 @@ std::vector<topic_partition> consumer::assignment() const {
   return to_vector(list.get());
 }
 
+std::map<std::int32_t, std::int64_t> consumer::positions(const std::string& topic) const {
+  std::map<std::int32_t, std::int64_t> out;
+  rd_kafka_topic_partition_list_t* raw = nullptr;
+  if (rd_kafka_assignment(impl_->rk.get(), &raw) != RD_KAFKA_RESP_ERR_NO_ERROR || !raw) return out;
+  const detail::tp_list_ptr list(raw);
+  if (rd_kafka_position(impl_->rk.get(), list.get()) != RD_KAFKA_RESP_ERR_NO_ERROR) return out;
+  for (int i = 0; i < list->cnt; ++i)
+    if (topic == list->elems[i].topic && list->elems[i].offset >= 0)
+      out[list->elems[i].partition] = list->elems[i].offset;
+  return out;
+}
+
 std::pair<std::int64_t, std::int64_t> consumer::watermarks(const std::string& topic, std::int32_t partition,
                                                            std::chrono::milliseconds timeout) const {
   std::int64_t low = 0, high = 0;

@@ -88,6 +88,12 @@ class consumer {
   // Partitions currently assigned (offsets unset).
   [[nodiscard]] std::vector<topic_partition> assignment() const;
 
+  // Per assigned partition of `topic`, the offset after the last record
+  // poll() returned or stepped over: a read_committed reader is never given
+  // a transaction's control records or an aborted transaction's records,
+  // yet moves past them. Partitions without a position yet are left out.
+  [[nodiscard]] std::map<std::int32_t, std::int64_t> positions(const std::string& topic) const;
+
   // Low and high watermark (the next offset to be written) of a partition.
   [[nodiscard]] std::pair<std::int64_t, std::int64_t> watermarks(const std::string& topic, std::int32_t partition,
                                                                  std::chrono::milliseconds timeout) const;

@@ -1,5 +1,6 @@
 #include "ops/replay.hpp"
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -31,6 +32,13 @@ bool replay_tracker::accept(std::int32_t partition, std::int64_t offset) {
   auto& next = next_[partition];
   if (offset + 1 > next) next = offset + 1;
   return true;
+}
+
+void replay_tracker::passed(std::int32_t partition, std::int64_t position) {
+  const auto it = high_.find(partition);
+  if (it == high_.end()) return;
+  auto& next = next_[partition];
+  next = std::max(next, std::min(position, it->second));
 }
 
 std::vector<kafka::topic_partition> replay_tracker::assignment(const std::string& topic) const {
@@ -293,11 +301,18 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
         batch.push_back(consume::to_envelope(std::move(*m)));
         first_read.try_emplace(batch.back().partition, batch.back().offset, batch.back().svix_id);
       }
-    } else if (now - last_message > opts.stall_timeout) {
-      flush();
-      report();
-      throw replay_error("no message for " + std::to_string(opts.stall_timeout.count()) + " ms with " +
-                         std::to_string(tracker.lag()) + " still to read");
+    } else {
+      // Nothing more to read: the high watermark taken at start may be past
+      // records the reader is never given but moves past (a transaction's
+      // commit or abort marker, an aborted transaction's records, as
+      // another tool's transactional producer leaves at a log's end).
+      for (const auto& [p, position] : reader.positions(opts.topic)) tracker.passed(p, position);
+      if (!tracker.done() && now - last_message > opts.stall_timeout) {
+        flush();
+        report();
+        throw replay_error("no message for " + std::to_string(opts.stall_timeout.count()) + " ms with " +
+                           std::to_string(tracker.lag()) + " still to read");
+      }
     }
     if (batch.size() >= opts.batch_size || (!m && !batch.empty()) || tracker.done()) flush();
     if (now - last_report >= opts.progress_interval) {

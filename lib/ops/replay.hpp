@@ -40,6 +40,11 @@ class replay_tracker {
   // Notes the message's position; true when it lies before the target and
   // must be applied (later messages arrived after the start: not ours).
   bool accept(std::int32_t partition, std::int64_t offset);
+  // Notes the reader's position in a partition (consumer::positions()):
+  // each record before it was given to accept() or is one a read_committed
+  // reader is never given (a transaction's control record, an aborted
+  // transaction's records), so a log that ends with those is read in full.
+  void passed(std::int32_t partition, std::int64_t position);
   [[nodiscard]] bool done() const;
   // Messages still to read, summed over partitions.
   [[nodiscard]] std::int64_t lag() const;

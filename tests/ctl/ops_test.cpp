@@ -38,6 +38,22 @@ void fill(const std::string& path, const std::vector<projection::envelope>& mess
 
 }  // namespace
 
+TEST_CASE("replay tracker counts a partition read once its position passes records it is never given") {
+  ops::replay_tracker t;
+  t.add_partition(0, 0, 7);  // 3 committed, their commit marker, 2 aborted, the abort marker
+  t.add_partition(1, 0, 2);
+  for (std::int64_t o = 0; o < 3; ++o) CHECK(t.accept(0, o));
+  CHECK(t.lag() == 6);
+  t.passed(0, 7);  // the reader moved past the markers and the aborted records
+  CHECK(t.lag() == 2);
+  t.passed(0, 2);  // a position never moves the count back
+  CHECK(t.lag() == 2);
+  t.passed(1, 9);  // records written after the start count up to the target only
+  CHECK(t.done());
+  t.passed(5, 3);  // unknown partition
+  CHECK(t.lag() == 0);
+}
+
 TEST_CASE("replay tracker stops at the high watermarks taken at start") {
   ops::replay_tracker t;
   t.add_partition(0, 0, 3);

@@ -9,7 +9,12 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <librdkafka/rdkafka.h>
+
+#include <array>
 #include <fstream>
+#include <memory>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -61,6 +66,55 @@ std::int64_t high_watermark_sum(const std::string& topic) {
   std::int64_t sum = 0;
   for (const auto p : reader.partitions_of(topic, 10s)) sum += reader.watermarks(topic, p, 10s).second;
   return sum;
+}
+
+// Produces `committed` to partition 0 in a transaction that commits, then
+// `aborted` in one that aborts once its records are in the log, as a
+// transactional producer other than the receiver writes (an operator's test
+// tool): the log ends with the abort's control record, which, as the
+// aborted records and the commit's marker, no read_committed reader is given.
+void produce_transactions(const std::string& topic, const std::vector<test::generated_event>& committed,
+                          const std::vector<test::generated_event>& aborted) {
+  std::array<char, 512> err{};
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  const auto tx_id = test::unique_name("ctl-replay-tx");
+  REQUIRE(rd_kafka_conf_set(conf, "bootstrap.servers", test::broker().brokers.c_str(), err.data(), err.size()) ==
+          RD_KAFKA_CONF_OK);
+  REQUIRE(rd_kafka_conf_set(conf, "transactional.id", tx_id.c_str(), err.data(), err.size()) == RD_KAFKA_CONF_OK);
+  // librdkafka's own lines (a coordinator still loading) are not the test's.
+  REQUIRE(rd_kafka_conf_set(conf, "log_level", "3", err.data(), err.size()) == RD_KAFKA_CONF_OK);
+  const std::unique_ptr<rd_kafka_t, decltype(&rd_kafka_destroy)> rk(
+      rd_kafka_new(RD_KAFKA_PRODUCER, conf, err.data(), err.size()), &rd_kafka_destroy);
+  REQUIRE_MESSAGE(rk, err.data());
+  const auto failure = [](rd_kafka_error_t* e) {
+    const std::string what = e ? rd_kafka_error_string(e) : "";
+    if (e) rd_kafka_error_destroy(e);
+    return what;
+  };
+  REQUIRE(failure(rd_kafka_init_transactions(rk.get(), 30'000)).empty());
+  const auto send = [&](const std::vector<test::generated_event>& events) {
+    REQUIRE(failure(rd_kafka_begin_transaction(rk.get())).empty());
+    for (const auto& e : events) {
+      rd_kafka_headers_t* h = rd_kafka_headers_new(2);
+      rd_kafka_header_add(h, "svix-id", -1, e.svix_id.data(), static_cast<ssize_t>(e.svix_id.size()));
+      rd_kafka_header_add(h, "clerk-event-type", -1, e.type.data(), static_cast<ssize_t>(e.type.size()));
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wold-style-cast"  // librdkafka's RD_KAFKA_V_* macros
+      const auto r = rd_kafka_producev(rk.get(), RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_PARTITION(0),
+                                       RD_KAFKA_V_KEY(const_cast<char*>(e.key.data()), e.key.size()),
+                                       RD_KAFKA_V_VALUE(const_cast<char*>(e.body.data()), e.body.size()),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
+#pragma GCC diagnostic pop
+      if (r != RD_KAFKA_RESP_ERR_NO_ERROR) rd_kafka_headers_destroy(h);
+      REQUIRE(r == RD_KAFKA_RESP_ERR_NO_ERROR);
+    }
+    // In the log before the transaction ends: an abort drops what is unsent.
+    REQUIRE(rd_kafka_flush(rk.get(), 30'000) == RD_KAFKA_RESP_ERR_NO_ERROR);
+  };
+  send(committed);
+  REQUIRE(failure(rd_kafka_commit_transaction(rk.get(), 30'000)).empty());
+  send(aborted);
+  REQUIRE(failure(rd_kafka_abort_transaction(rk.get(), 30'000)).empty());
 }
 
 }  // namespace
@@ -756,6 +810,40 @@ TEST_CASE("records deleted under a running replay fail it with the offset it was
   CHECK_FALSE(std::filesystem::exists(out));
   for (const auto* suffix : {"", "-wal", "-shm", "-journal"})
     CHECK_FALSE(std::filesystem::exists(ops::partial_path(out) + suffix));
+}
+
+TEST_CASE("replay completes over a log that ends with control records: a transaction committed, then one aborted") {
+  // The log: 3 committed events, the commit's marker, 2 aborted events, the
+  // abort's marker. The high watermark taken at start is past both markers,
+  // which no read_committed reader is given: the replay waited for them
+  // until its stall timeout, then failed with "3 still to read".
+  const auto topic = test::fresh_topic("ctl-replay-tx", 1);
+  // user.created events of five different users.
+  std::vector<test::generated_event> committed, aborted;
+  std::set<std::string> users;
+  for (const auto& e : test::generate_events({.users = 8, .events = 80, .seed = 23})) {
+    if (e.type != "user.created" || !users.insert(e.key).second) continue;
+    if (committed.size() < 3)
+      committed.push_back(e);
+    else if (aborted.size() < 2)
+      aborted.push_back(e);
+  }
+  REQUIRE(aborted.size() == 2);
+  produce_transactions(topic, committed, aborted);
+  REQUIRE(high_watermark_sum(topic) == 7);
+  test::temp_dir dir;
+  const auto rebuilt = (dir / "rebuilt.db").string();
+  const auto started = std::chrono::steady_clock::now();
+  const auto r = ctl_run({"replay", "--projection", "users", "--db", rebuilt, "--stall-timeout-ms", "5000"}, topic);
+  INFO(r.err);
+  CHECK(r.status == 0);
+  CHECK(r.err.find("replay caught up") != std::string::npos);
+  CHECK(std::chrono::steady_clock::now() - started < 4s);
+  REQUIRE(std::filesystem::exists(rebuilt));
+  // The committed events are applied, the aborted ones never.
+  CHECK(test::query_int(rebuilt, "SELECT count(*) FROM users") == 3);
+  for (const auto& e : aborted)
+    CHECK(test::query_int(rebuilt, "SELECT count(*) FROM users WHERE id = '" + e.key + "'") == 0);
 }
 
 TEST_CASE("replay refuses a log that no longer starts at offset 0 unless --allow-incomplete, never leaving a partial file") {
