@@ -25,13 +25,13 @@ namespace {
 
 // The offset of the record a stored offset's svix-id is compared with, as
 // the consumer does on resuming: the one before it, when it is in the log
-// and an id was stored with it.
+// and an id was stored with it ("" for a record that had none).
 std::optional<std::int64_t> record_to_check(const std::map<std::int32_t, std::int64_t>& stored,
                                             const std::map<std::int32_t, std::string>& last_ids,
                                             std::int32_t partition, std::int64_t low, std::int64_t high) {
   const auto s = stored.find(partition);
   const auto id = last_ids.find(partition);
-  if (s == stored.end() || id == last_ids.end() || id->second.empty() || s->second <= low || s->second > high)
+  if (s == stored.end() || id == last_ids.end() || s->second <= low || s->second > high)
     return std::nullopt;
   return s->second - 1;
 }

@@ -130,6 +130,40 @@ TEST_CASE("a topic recreated and refilled past the stored offset stops the consu
   CHECK(t::stored_totals(db, topic)["users"] == 10);
 }
 
+TEST_CASE("a topic recreated and refilled past a stored offset whose record had no svix-id stops the consumer") {
+  // The last record applied came from another tool, without a svix-id
+  // (dead-lettered): the resume compares its absence too. It was left
+  // unchecked as "no_svix_id", as if stored before migration 003, and the
+  // new log's first 11 records were skipped for good.
+  const auto cfg = t::broker();
+  const auto topic = t::fresh_topic("edge-refilled-no-id", 1);
+  t::temp_dir dir;
+  const auto db = (dir / "c.db").string();
+  const auto group = t::unique_name("edge-refill-no-id");
+  auto before = some_events(11, 6);
+  before.back().svix_id = "";
+  t::produce_events(cfg, topic, before);
+  const auto first = consume_until(topic, db, group, 11);
+  CHECK_MESSAGE(count_of(first, "reason=\"message without a svix-id header\"") == 1, first);
+
+  t::recreate_topic(topic);
+  const auto after = some_events(15, 7);
+  t::produce_events(cfg, topic, after);
+  auto c = t::start_consumer({"--projection", "users", "--topic", topic, "--db", db, "--group-prefix", group});
+  const auto st = c->wait(30s);
+  const auto err = c->stderr_text();
+  REQUIRE_MESSAGE(st.has_value(), err);
+  CHECK_MESSAGE(*st == 5, err);
+  CHECK_MESSAGE(err.find("level=error msg=topic_recreated projection=users topic=" + topic +
+                         " partition=0 offset=10 applied_svix_id=\"\" found_svix_id=" + after[10].svix_id) !=
+                    std::string::npos,
+                err);
+  CHECK_MESSAGE(count_of(err, "msg=resume_unchecked") == 0, err);
+  // Nothing of the new log was applied, and the stored offset did not move.
+  CHECK_MESSAGE(count_of(err, "msg=event ") == 0, err);
+  CHECK(t::stored_totals(db, topic)["users"] == 11);
+}
+
 namespace {
 
 // A consumer of `users` caught up with the 10 events of `before` on a
