@@ -149,6 +149,9 @@ detail::conf_ptr consumer_conf(const client_config& cfg, const std::string& grou
                              // error poll() reports; "no stored offset" is an explicit
                              // offset_beginning from the rebalance handler.
                              {"auto.offset.reset", "error"},
+                             // An aborted transaction's records (another tool's
+                             // transactional producer) are never applied.
+                             {"isolation.level", "read_committed"},
                          });
 }
 

@@ -172,6 +172,11 @@ TEST_CASE("an unknown projection or a bad setting: one clear line, exit 2") {
                    "enable.auto.commit=true"});
   CHECK(r.status == 2);
   CHECK(r.err.find("clerk-sync sets enable.auto.commit=false itself") != std::string::npos);
+  // Nor is an aborted transaction's record ever read, as read_uncommitted would.
+  r = t::run(exe, {"--projection", "users", "--db", (dir / "k.db").string(), "--kafka-property",
+                   "isolation.level=read_uncommitted"});
+  CHECK(r.status == 2);
+  CHECK(r.err.find("clerk-sync sets isolation.level=read_committed itself") != std::string::npos);
   // OAUTHBEARER with no token source librdkafka has itself: it would ask
   // the process for tokens it never gets, and never connect.
   r = t::run(exe, {"--projection", "users", "--db", (dir / "k.db").string(), "--kafka-property",
