@@ -28,8 +28,15 @@ void replay_tracker::add_partition(std::int32_t partition, std::int64_t low, std
 
 bool replay_tracker::accept(std::int32_t partition, std::int64_t offset) {
   const auto it = high_.find(partition);
-  if (it == high_.end() || offset >= it->second) return false;
+  if (it == high_.end()) return false;
   auto& next = next_[partition];
+  if (offset >= it->second) {
+    // A partition's records arrive in order: every one before the target
+    // was handed over or withheld (a transaction's markers, an aborted
+    // transaction's records), even while new events keep arriving.
+    next = it->second;
+    return false;
+  }
   if (offset + 1 > next) next = offset + 1;
   return true;
 }

@@ -38,7 +38,8 @@ class replay_tracker {
  public:
   void add_partition(std::int32_t partition, std::int64_t low, std::int64_t high);
   // Notes the message's position; true when it lies before the target and
-  // must be applied (later messages arrived after the start: not ours).
+  // must be applied (later messages arrived after the start: not ours, and
+  // the partition is then read up to its target).
   bool accept(std::int32_t partition, std::int64_t offset);
   // Notes the reader's position in a partition (consumer::positions()):
   // each record before it was given to accept() or is one a read_committed

@@ -54,6 +54,17 @@ TEST_CASE("replay tracker counts a partition read once its position passes recor
   CHECK(t.lag() == 0);
 }
 
+TEST_CASE("replay tracker counts a partition read once a record past its target arrives") {
+  // Live events keep arriving after withheld records at the target's end:
+  // the reader never goes quiet, and its position need not be asked.
+  ops::replay_tracker t;
+  t.add_partition(0, 0, 7);  // 3 committed, their commit marker, 2 aborted, the abort marker
+  for (std::int64_t o = 0; o < 3; ++o) CHECK(t.accept(0, o));
+  CHECK(t.lag() == 4);
+  CHECK_FALSE(t.accept(0, 7));  // written after the start
+  CHECK(t.done());
+}
+
 TEST_CASE("replay tracker stops at the high watermarks taken at start") {
   ops::replay_tracker t;
   t.add_partition(0, 0, 3);

@@ -816,7 +816,7 @@ TEST_CASE("replay completes over a log that ends with control records: a transac
   // The log: 3 committed events, the commit's marker, 2 aborted events, the
   // abort's marker. The high watermark taken at start is past both markers,
   // which no read_committed reader is given: the replay waited for them
-  // until its stall timeout, then failed with "3 still to read".
+  // until its stall timeout, then failed with "4 still to read".
   const auto topic = test::fresh_topic("ctl-replay-tx", 1);
   // user.created events of five different users.
   std::vector<test::generated_event> committed, aborted;
@@ -830,15 +830,20 @@ TEST_CASE("replay completes over a log that ends with control records: a transac
   }
   REQUIRE(aborted.size() == 2);
   produce_transactions(topic, committed, aborted);
+  // The coordinator answers the abort before the marker is in the log:
+  // until then a read_committed watermark query stops before the aborted
+  // records.
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (high_watermark_sum(topic) != 7 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(100ms);
   REQUIRE(high_watermark_sum(topic) == 7);
   test::temp_dir dir;
   const auto rebuilt = (dir / "rebuilt.db").string();
-  const auto started = std::chrono::steady_clock::now();
+  // Past the stall timeout, the code before failed with "4 still to read".
   const auto r = ctl_run({"replay", "--projection", "users", "--db", rebuilt, "--stall-timeout-ms", "5000"}, topic);
   INFO(r.err);
   CHECK(r.status == 0);
   CHECK(r.err.find("replay caught up") != std::string::npos);
-  CHECK(std::chrono::steady_clock::now() - started < 4s);
   REQUIRE(std::filesystem::exists(rebuilt));
   // The committed events are applied, the aborted ones never.
   CHECK(test::query_int(rebuilt, "SELECT count(*) FROM users") == 3);
