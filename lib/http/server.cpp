@@ -234,8 +234,11 @@ struct server::impl : std::enable_shared_from_this<impl> {
       if (p->answered) {
         // Svix got a 503 and will retry; if Kafka has it now, the retry
         // makes a duplicate, which the consumers' ledger absorbs.
-        log::warn("late_report", {{"svix_id", p->svix_id}, {"outcome", r.ok ? "acknowledged" : "not_acknowledged"},
-                                  {"partition", r.partition}, {"offset", r.offset}});
+        if (r.ok)
+          log::warn("late_report", {{"svix_id", p->svix_id}, {"outcome", "acknowledged"}, {"partition", r.partition},
+                                    {"offset", r.offset}});
+        else  // librdkafka's reason, or the brokers' refusal (failure_text)
+          log::warn("late_report", {{"svix_id", p->svix_id}, {"outcome", "not_acknowledged"}, {"error", r.error}});
         return;
       }
       p->report = r;
