@@ -176,9 +176,9 @@ void set_checked(rd_kafka_conf_t* conf, const client_config& cfg, std::initializ
   if ((protocol == "sasl_plaintext" || protocol == "sasl_ssl") && get(conf, "sasl.mechanisms") == "OAUTHBEARER" &&
       get(conf, "sasl.oauthbearer.method") != "oidc" && get(conf, "enable.sasl.oauthbearer.unsecure.jwt") != "true")
     throw config_error(
-        "kafka property 'sasl.mechanisms': OAUTHBEARER needs sasl.oauthbearer.method=oidc (with "
-        "sasl.oauthbearer.client.id, sasl.oauthbearer.client.secret and sasl.oauthbearer.token.endpoint.url): "
-        "clerk-sync has no token source of its own");
+        "kafka property 'sasl.mechanisms': OAUTHBEARER needs a token source of librdkafka's own, "
+        "sasl.oauthbearer.method=oidc (a librdkafka built with OIDC; Debian 12's is not): clerk-sync has none to "
+        "give it, and the client would never connect");
 }
 
 }  // namespace

@@ -182,7 +182,7 @@ TEST_CASE("an unknown projection or a bad setting: one clear line, exit 2") {
   r = t::run(exe, {"--projection", "users", "--db", (dir / "k.db").string(), "--kafka-property",
                    "security.protocol=SASL_SSL", "--kafka-property", "sasl.mechanisms=OAUTHBEARER"});
   CHECK(r.status == 2);
-  CHECK(r.err.find("OAUTHBEARER needs sasl.oauthbearer.method=oidc") != std::string::npos);
+  CHECK(r.err.find("OAUTHBEARER needs a token source of librdkafka's own") != std::string::npos);
   r = t::run(exe, {"--projection", "users", "--db", "/proc/no/such/dir/x.db"});
   CHECK(r.status == 2);
   CHECK(r.err.find("cannot open database") != std::string::npos);
