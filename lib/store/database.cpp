@@ -12,6 +12,18 @@ namespace {
 
 int read_user_version(SQLite::Database& db) { return db.execAndGet("PRAGMA user_version").getInt(); }
 
+// Whether the file is a clerk-sync database: a schema version and the
+// tables every version has (their names are the contract). The version
+// alone is not enough: many applications set PRAGMA user_version, and a
+// mistyped path naming one of their files would be switched to WAL,
+// migrated, and given lock files beside it.
+bool holds_clerk_sync_schema(SQLite::Database& db) {
+  return read_user_version(db) != 0 &&
+         db.execAndGet("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN "
+                       "('applied_events', 'kafka_offsets', 'dead_letters')")
+                 .getInt() == 3;
+}
+
 // An SQLite error that may pass by itself (another connection's lock held
 // past the busy timeout, a full disk, an I/O error), so that a restart can
 // succeed: db_error. Anything else (no such directory, no permission, not a
@@ -62,7 +74,7 @@ database::database(const std::string& path, const open_options& opts) : path_(pa
       db_->setBusyTimeout(static_cast<int>(opts.busy_timeout.count()));
       const int version = read_user_version(*db_);
       const int newest = embedded_migrations().empty() ? 0 : embedded_migrations().back().version;
-      if (version == 0) throw open_error("database " + path + " holds no clerk-sync schema");
+      if (!holds_clerk_sync_schema(*db_)) throw open_error("database " + path + " holds no clerk-sync schema");
       if (version > newest)
         throw open_error("database schema version " + std::to_string(version) +
                          " is newer than this binary knows (" + std::to_string(newest) + ")");
@@ -93,7 +105,7 @@ database::database(const std::string& path, const open_options& opts) : path_(pa
       if (sqlite3_db_readonly(db_->getHandle(), "main") == 1)
         throw open_error("database " + path + " is read-only to this process (its owner, mode or file system?)");
       db_->setBusyTimeout(static_cast<int>(opts.busy_timeout.count()));
-      if (opts.must_be == open_options::existing::clerk_sync && read_user_version(*db_) == 0)
+      if (opts.must_be == open_options::existing::clerk_sync && !holds_clerk_sync_schema(*db_))
         throw open_error("database " + path + " holds no clerk-sync schema");
       // WAL lets readers (ctl status) run beside the writers; NORMAL sync is
       // durable across a process crash, which is what the offsets need.

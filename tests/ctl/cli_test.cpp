@@ -323,6 +323,45 @@ void at_version(const std::string& path, int version) {
 
 }  // namespace
 
+TEST_CASE("writing commands refuse another application's SQLite file that sets a schema version, and leave it as "
+          "it was") {
+  // PRAGMA user_version is not clerk-sync's alone: a file that sets it but
+  // lacks clerk-sync's tables was switched to WAL (a change to its header),
+  // given -wal, -shm and lock files, and refused with "no such table".
+  test::temp_dir dir;
+  const auto rebuilt = (dir / "rebuilt.db").string();
+  { store::database created(rebuilt); }
+  const int newest = store::embedded_migrations().back().version;
+  for (const int version : {1, newest}) {
+    CAPTURE(version);
+    const auto foreign = (dir / ("foreign-v" + std::to_string(version) + ".db")).string();
+    {
+      SQLite::Database c(foreign, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+      c.exec("CREATE TABLE x(a)");
+      c.exec("PRAGMA user_version = " + std::to_string(version));
+    }
+    const auto foreign_shape = shape_of(foreign);
+    const auto retry = test::run(ctl(), {"dead-letters", "retry", "--all", "--db", foreign}, clean_env);
+    CAPTURE(retry.err);
+    CHECK(retry.status == 1);
+    CHECK(retry.err.find("holds no clerk-sync schema") != std::string::npos);
+    const auto swap =
+        test::run(ctl(), {"swap-in", "--projection", "users", "--from", rebuilt, "--db", foreign}, clean_env);
+    CAPTURE(swap.err);
+    CHECK(swap.status == 1);
+    CHECK(swap.err.find("holds no clerk-sync schema") != std::string::npos);
+    const auto from =
+        test::run(ctl(), {"swap-in", "--projection", "users", "--from", foreign, "--db", rebuilt}, clean_env);
+    CAPTURE(from.err);
+    CHECK(from.status == 1);
+    CHECK(from.err.find("holds no clerk-sync schema") != std::string::npos);
+    CHECK(shape_of(foreign) == foreign_shape);
+    CHECK_FALSE(std::filesystem::exists(foreign + "-wal"));
+    CHECK_FALSE(std::filesystem::exists(foreign + "-shm"));
+    CHECK_FALSE(std::filesystem::exists(store::projection_lock_path(foreign, "users")));
+  }
+}
+
 TEST_CASE("a secret given as --kafka-property is refused without being repeated") {
   const auto r = test::run(ctl(), {"status", "--db", "x.db", "--kafka-property", "sasl.password=hunter2-not-real"},
                            clean_env);
