@@ -415,9 +415,12 @@ void add_db_commands(CLI::App& app, runner& run) {
   st->add_option("--topic", s->topic, "Events topic")->envname("CLERK_SYNC_TOPIC")->capture_default_str();
   st->add_option("--db", s->db, "Database file")->envname("CLERK_SYNC_DB")->required();
   st->add_option("--projection", s->projections, "Projections to show (comma list or all)")->capture_default_str();
-  st->add_option("--max-lag", s->max_lag, "Exit 1 when a projection's lag exceeds N messages (for monitors)");
+  // Not negative: unset is "no check", and a monitor given -5 would never alarm.
+  st->add_option("--max-lag", s->max_lag, "Exit 1 when a projection's lag exceeds N messages (for monitors)")
+      ->check(CLI::NonNegativeNumber);
   st->add_option("--max-dead-letters", s->max_dead_letters,
-                 "Exit 1 when a projection holds more than N pending dead letters (for monitors)");
+                 "Exit 1 when a projection holds more than N pending dead letters (for monitors)")
+      ->check(CLI::NonNegativeNumber);
   st->add_option("--timeout-ms", s->timeout_ms, "Kafka request timeout")
       ->check(CLI::Range(100, 600'000))
       ->capture_default_str();

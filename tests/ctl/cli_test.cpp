@@ -66,6 +66,19 @@ TEST_CASE("bad usage exits 2 with one line") {
     CHECK(r.status == 2);
     CHECK_FALSE(r.err.empty());
   }
+  // A monitor's threshold that would turn its check off, on a real database
+  // (a missing file alone would exit 2).
+  {
+    test::temp_dir dir;
+    const auto db = (dir / "clerk-sync.db").string();
+    { store::database created(db); }
+    for (const auto* flag : {"--max-lag", "--max-dead-letters"}) {
+      const auto r = test::run(ctl(), {"status", flag, "-5", "--db", db, "--timeout-ms", "100"}, clean_env);
+      INFO(r.err);
+      CHECK(r.status == 2);
+      CHECK(r.err.find(flag) != std::string::npos);
+    }
+  }
   // A timeout Kafka would replace by its default in silence.
   for (const std::vector<std::string>& args :
        {std::vector<std::string>{"status", "--timeout-ms", "0", "--db", "x.db"},
