@@ -124,7 +124,7 @@ void add_token_commands(CLI::App& app, runner& run) {
   cmd->add_option("--issuer", a->issuer, "required iss, when given")->envname("CLERK_ISSUER");
   cmd->add_option("--clock-skew-s", a->skew_s, "tolerance for exp, nbf and iat, in seconds")
       ->envname("CLERK_CLOCK_SKEW_S")
-      ->check(CLI::Range(0.0, 3600.0))
+      ->check(config::seconds_between(0.0, 3600.0))
       ->capture_default_str();
   cmd->add_flag("--allow-pending", a->allow_pending, "accept a pending session (sts=pending)")
       ->envname("CLERK_ALLOW_PENDING");

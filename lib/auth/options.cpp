@@ -20,7 +20,7 @@ void add_auth_options(CLI::App& app, auth_options& o) {
   app.add_option("--issuer", o.issuer, "required iss, when given")->envname("CLERK_ISSUER");
   app.add_option("--clock-skew-s", o.clock_skew_s, "tolerance for exp, nbf and iat, in seconds")
       ->envname("CLERK_CLOCK_SKEW_S")
-      ->check(CLI::Range(0.0, 3600.0))
+      ->check(config::seconds_between(0.0, 3600.0))
       ->capture_default_str();
   app.add_flag("--allow-pending", o.allow_pending, "accept pending sessions (sts=pending)")
       ->envname("CLERK_ALLOW_PENDING");

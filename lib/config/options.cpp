@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 
@@ -33,6 +34,20 @@ bool holds_secret(std::string key) {
 }
 
 }  // namespace
+
+CLI::Validator seconds_between(double min, double max) {
+  return CLI::Validator(
+      [min, max](std::string& value) -> std::string {
+        double v = 0;
+        if (!CLI::detail::lexical_cast(value, v) || !std::isfinite(v))
+          return "expected a number of seconds, got " + value;
+        if (v < min || v > max)
+          return "expected " + CLI::detail::to_string(min) + " to " + CLI::detail::to_string(max) + " seconds, got " +
+                 value;
+        return {};
+      },
+      "SECONDS");
+}
 
 CLI::Validator origin() {
   return CLI::Validator(

@@ -47,6 +47,11 @@ void load_kafka_properties_file(const std::string& path, kafka::client_config& c
 // a token's azp and would refuse every token meant for it.
 [[nodiscard]] CLI::Validator origin();
 
+// For a number of seconds between `min` and `max`: CLI::Range lets "nan"
+// through (every comparison with NaN is false), and its conversion to
+// milliseconds would be undefined.
+[[nodiscard]] CLI::Validator seconds_between(double min, double max);
+
 // Applies log options (throws usage_error for unknown values).
 void apply(const log_options& opts);
 

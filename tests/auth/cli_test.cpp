@@ -69,6 +69,7 @@ TEST_CASE("clerk-sync-auth: --help, and exit 2 with one line for each bad settin
       {"--db", db, "--jwt-key-file", key, "--listen", "localhost:80"},        // not numeric
       {"--db", db, "--jwt-key-file", key, "--path", "auth"},                  // not a path
       {"--db", db, "--jwt-key-file", key, "--clock-skew-s", "-1"},            // out of range
+      {"--db", db, "--jwt-key-file", key, "--clock-skew-s", "nan"},           // passes a range check
       {"--db", db, "--jwt-key-file", key, "stray"},
       {"--db", db, "--jwt-key-file", key, "--authorized-party", "https://app.example/"},  // never an azp
       {"--db", db, "--jwt-key-file", key, "--authorized-party", "app.example"},
