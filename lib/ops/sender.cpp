@@ -60,13 +60,16 @@ std::optional<std::vector<std::chrono::milliseconds>> parse_schedule(std::string
     const auto [p, ec] = std::from_chars(item.data(), item.data() + item.size(), n);
     if (ec != std::errc() || n < 0) return std::nullopt;
     const std::string_view unit(p, static_cast<std::size_t>(item.data() + item.size() - p));
-    std::int64_t ms = 0;
-    if (unit == "ms") ms = n;
-    else if (unit == "s") ms = n * 1000;
-    else if (unit == "m") ms = n * 60'000;
-    else if (unit == "h") ms = n * 3'600'000;
+    std::int64_t per = 0;
+    if (unit == "ms") per = 1;
+    else if (unit == "s") per = 1000;
+    else if (unit == "m") per = 60'000;
+    else if (unit == "h") per = 3'600'000;
     else return std::nullopt;
-    out.emplace_back(ms);
+    // At most a day a step: a larger count would overflow into a retry at once.
+    constexpr std::int64_t day_ms = 86'400'000;
+    if (n > day_ms / per) return std::nullopt;
+    out.emplace_back(n * per);
   }
   return out;
 }

@@ -26,7 +26,7 @@ struct http_url {
 [[nodiscard]] std::optional<http_url> parse_http_url(std::string_view url);
 
 // "1s,5s,30s,2m,500ms" -> delays before the 2nd, 3rd, ... attempt; nullopt
-// on a malformed entry. Svix's own schedule is 5s,5m,30m,2h,5h,10h,10h.
+// on a malformed entry or one longer than a day. Svix's own schedule is 5s,5m,30m,2h,5h,10h,10h.
 [[nodiscard]] std::optional<std::vector<std::chrono::milliseconds>> parse_schedule(std::string_view text);
 
 struct http_answer {

@@ -185,6 +185,10 @@ TEST_CASE("http urls and retry schedules parse strictly") {
   CHECK_FALSE(ops::parse_schedule("5x"));
   CHECK_FALSE(ops::parse_schedule("5"));
   CHECK_FALSE(ops::parse_schedule("-1s"));
+  // A step of more than a day: a count this large overflowed into a retry at once.
+  CHECK(ops::parse_schedule("24h") == std::vector<std::chrono::milliseconds>{std::chrono::hours(24)});
+  CHECK_FALSE(ops::parse_schedule("25h"));
+  CHECK_FALSE(ops::parse_schedule("9223372036854775807h"));
 }
 
 TEST_CASE("generated events are deterministic and all map cleanly through the real applier") {
