@@ -24,6 +24,7 @@
 #include "kafka/admin.hpp"
 #include "receiver/harness.hpp"
 #include "e2e/ctl_run.hpp"
+#include "e2e/refused_receiver.hpp"
 #include "support/own_broker.hpp"
 #include "support/process.hpp"
 #include "support/support.hpp"
@@ -176,19 +177,8 @@ TEST_CASE("against a SASL broker, a wrong password and denied ACLs are never sil
     auto c = start_consumer(broker.sasl_address(), topic, db, wrong, true);
     REQUIRE_MESSAGE(c->wait_for_log("msg=ready", 15s), c->stderr_text());  // its database exists
 
-    // Not "unreachable": the reason an operator acts on, at level=error.
-    CHECK_MESSAGE(r.proc().wait_for_log("level=error msg=authentication_failed topic=" + topic +
-                                            " reason=\"sasl_plaintext://" + broker.sasl_address(),
-                                        15s),
-                  r.proc().stderr_text());
-    const auto ready = test::send_http(r.port(), "GET", "/readyz", {}, "", 5s);
-    CHECK(ready.status == 503);
-    CHECK(ready.body == R"({"status":"authentication_failed"})");
-    const auto answer = test::post_event(r.port(), test::sign_event(secret, test::user_event_body("user_wrong")), 20s);
-    CHECK(answer.status == 503);
-    CHECK_MESSAGE(r.proc().wait_for_log("level=error msg=not_ready topic=" + topic + " status=authentication_failed",
-                                        15s),
-                  r.proc().stderr_text());
+    test::check_receiver_refused(r, topic, "authentication_failed", "sasl_plaintext://" + broker.sasl_address(),
+                                 secret);
 
     // The operator's tool: exit 1 within seconds (not its 15 s timeout), naming the cause.
     const auto status = run_ctl({"status", "--topic", topic, "--db", db}, broker.sasl_address(), wrong);
@@ -242,13 +232,10 @@ TEST_CASE("against a SASL broker, a wrong password and denied ACLs are never sil
                                "due to invalid credentials with SASL mechanism SCRAM-SHA-256";
     const auto db = (dir / "scram-wrong.db").string();
     auto c = start_consumer(broker.sasl_address(), topic, db, scram_wrong, true);
-    test::receiver r(broker.sasl_address(), topic, secret, {"--kafka-properties-file", scram_wrong});
-    CHECK_MESSAGE(r.proc().wait_for_log("level=error msg=authentication_failed topic=" + topic + " reason=\"" + reason,
-                                        15s),
-                  r.proc().stderr_text());
-    const auto ready = test::send_http(r.port(), "GET", "/readyz", {}, "", 5s);
-    CHECK(ready.status == 503);
-    CHECK(ready.body == R"({"status":"authentication_failed"})");
+    test::receiver r(broker.sasl_address(), topic, secret,
+                     {"--kafka-properties-file", scram_wrong, "--unready-deadline-s", "3", "--publish-deadline-ms",
+                      "4000"});
+    test::check_receiver_refused(r, topic, "authentication_failed", reason, secret);
 
     const auto status = run_ctl({"status", "--topic", topic, "--db", db}, broker.sasl_address(), scram_wrong);
     const auto mechanism = run_ctl({"status", "--topic", topic, "--db", db}, broker.sasl_address(),

@@ -18,6 +18,7 @@
 #include "kafka/admin.hpp"
 #include "receiver/harness.hpp"
 #include "e2e/ctl_run.hpp"
+#include "e2e/refused_receiver.hpp"
 #include "support/own_broker.hpp"
 #include "support/process.hpp"
 #include "support/support.hpp"
@@ -135,18 +136,9 @@ TEST_CASE("against an SSL listener, a CA that does not verify the broker is name
                                       "--join-deadline-s", "3"});
     REQUIRE_MESSAGE(c->wait_for_log("msg=ready", 15s), c->stderr_text());  // its database exists
 
-    // Not "unreachable": the handshake, with librdkafka's reason, at level=error.
-    CHECK_MESSAGE(r.proc().wait_for_log("level=error msg=tls_failed topic=" + topic + " reason=\"" + handshake, 15s),
-                  r.proc().stderr_text());
+    test::check_receiver_refused(r, topic, "tls_failed", handshake, secret);
     CHECK_MESSAGE(line_with(r.proc().stderr_text(), "msg=tls_failed").find("certificate verify failed") !=
                       std::string::npos,
-                  r.proc().stderr_text());
-    const auto ready = test::send_http(r.port(), "GET", "/readyz", {}, "", 5s);
-    CHECK(ready.status == 503);
-    CHECK(ready.body == R"({"status":"tls_failed"})");
-    const auto answer = test::post_event(r.port(), test::sign_event(secret, test::user_event_body("user_wrong")), 20s);
-    CHECK(answer.status == 503);
-    CHECK_MESSAGE(r.proc().wait_for_log("level=error msg=not_ready topic=" + topic + " status=tls_failed", 15s),
                   r.proc().stderr_text());
     CHECK_MESSAGE(line_with(r.proc().stderr_text(), "msg=not_ready").find("reason=\"" + handshake) !=
                       std::string::npos,
