@@ -580,11 +580,19 @@ struct server::impl : std::enable_shared_from_this<impl> {
       // trips through the event loop a byte (0.5 s of CPU for 1 MiB).
       parser.eager(true);
       const auto header_fields = std::distance(req.begin(), req.end());
-      while (!parser.is_done()) {
-        auto [ec2, n2] = co_await bhttp::async_read_some(stream, buffer, parser, nothrow);
-        // A reset mid-body is a body cut off by its client, as an EOF is.
-        if (ec2 == net::error::connection_reset) ec2 = bhttp::error::partial_message;
-        if (ec2) co_return co_await after_read_error(stream, ec2, "body");
+      // What the header's reads took past the header is fresh to the body.
+      for (std::size_t fresh = buffer.size();;) {
+        if (const auto pec = bounds::parse_body(parser, buffer, fresh); pec && pec != bhttp::error::need_more)
+          co_return co_await after_read_error(stream, pec, "body");
+        if (parser.is_done()) break;
+        const auto room = beast::read_size(buffer, max_read);
+        if (room == 0) co_return co_await after_read_error(stream, bhttp::error::buffer_overflow, "body");
+        auto [rec, rn] = co_await stream.async_read_some(buffer.prepare(room), nothrow);
+        buffer.commit(rn);
+        fresh = rn;
+        // An EOF or a reset mid-body is a body cut off by its client.
+        if (rec == net::error::eof || rec == net::error::connection_reset) rec = bhttp::error::partial_message;
+        if (rec) co_return co_await after_read_error(stream, rec, "body");
       }
       // Beast adds a chunked body's trailer fields to the header's, where
       // they would be read as headers, svix-signature included (RFC 9110

@@ -241,6 +241,43 @@ TEST_CASE("a chunk line or a trailer that never ends gets 400 after a header and
   CHECK(test::send_http(r.port(), "GET", "/healthz", {}, "").status == 200);
 }
 
+TEST_CASE("a chunk line or trailer with a bare LF or a control byte gets 400 at once, not the read timeout's silent close") {
+  const auto secret = test::random_secret();
+  test::receiver r(test::broker().brokers, test::fresh_topic("recv_chunk_lf", 1), secret,
+                   {"--read-timeout-ms", "20000"});
+  REQUIRE(r.wait_ready(20s));
+  const auto e = test::sign_event(secret, test::user_event_body("user_chunk_lf"));
+  std::ostringstream hex;
+  hex << std::hex << e.body.size();
+  const std::string size = hex.str();
+  const std::string head =
+      "POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" + header_lines(e) + "\r\n";
+  // Beast waits for a CRLF that such a line never gets.
+  for (const std::string& body : {size + "\n" + e.body + "\n0\n\n", size + "\r\n" + e.body + "\r\n0\n\n",
+                                  size + "\r\n" + e.body + "\r\n0\r\nX: 1\n\n", size + ";x\x01y"}) {
+    CAPTURE(body.substr(0, 8));
+    test::raw_conn c(r.port());
+    REQUIRE(c.send(head + body));
+    CHECK(test::status_of(c.read_until("\r\n\r\n", 5s)) == 400);
+  }
+  CHECK(r.proc().wait_for_log("outcome=bad_request", 5s));
+  CHECK(r.proc().stderr_text().find("msg=published") == std::string::npos);
+  // A CRLF split between reads is no bare LF, and an LF in chunk data is data.
+  const auto split = test::sign_event(secret, test::user_event_body("user_chunk_split") + " \n");
+  const auto data = std::string_view(split.body);
+  hex.str("");
+  hex << std::hex << data.size() - 2;
+  test::raw_conn c(r.port());
+  REQUIRE(c.send("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" + header_lines(split) +
+                 "\r\n" + hex.str() + "\r\n" + std::string(data.substr(0, 10))));
+  for (const std::string_view piece : {data.substr(10, data.size() - 12), std::string_view("\r\n2\r\n \n\r\n0\r"),
+                                       std::string_view("\n"), std::string_view("\r\n")}) {
+    std::this_thread::sleep_for(200ms);  // each piece in a read of its own
+    REQUIRE(c.send(piece));
+  }
+  CHECK(test::status_of(c.read_until("\r\n\r\n", 20s)) == 200);
+}
+
 TEST_CASE("fields Beast cannot hold or too many of them get an answer, not a crash: a 64 KiB trailer, 101 fields, a header limit past 64 KiB") {
   const auto secret = test::random_secret();
   test::receiver r(test::broker().brokers, test::fresh_topic("recv_fields", 1), secret);
