@@ -225,7 +225,7 @@ std::optional<message> consumer::poll(std::chrono::milliseconds timeout) {
     // authentication or authorization: librdkafka keeps retrying and nothing
     // was consumed, but an operator must see it.
     const std::string reason = rd_kafka_message_errstr(m.get());
-    detail::log_error(impl_->rk.get(), m->err, reason.c_str());
+    detail::log_error(impl_->rk.get(), m->err, reason.c_str(), m.get());
     return std::nullopt;
   }
   if (impl_->nudge.after(m->len, impl_->queue.get())) impl_->wake_fetchers();

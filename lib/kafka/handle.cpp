@@ -105,7 +105,7 @@ void on_error(rd_kafka_t* rk, int err, const char* reason, void* /*opaque*/) { l
 
 }  // namespace
 
-void log_error(const rd_kafka_t* rk, int err, const char* reason) {
+void log_error(const rd_kafka_t* rk, int err, const char* reason, const rd_kafka_message_t* about) {
   const auto code = static_cast<rd_kafka_resp_err_t>(err);
   const std::string_view text = reason ? reason : rd_kafka_err2str(code);
   // Transport trouble is retried by librdkafka; what an operator must act
@@ -125,8 +125,19 @@ void log_error(const rd_kafka_t* rk, int err, const char* reason) {
   else if (tls)
     note_refusal(rk, refusal::kind::tls, text);
   const char* client = rk ? rd_kafka_name(rk) : "";
-  limiter().write(kind_of(rd_kafka_err2name(code), text), transient ? log::level::warn : log::level::error,
-                  "kafka_error", {{"client", client}, {"error", rd_kafka_err2name(code)}, {"reason", text}});
+  const auto key = kind_of(rd_kafka_err2name(code), text);
+  const auto level = transient ? log::level::warn : log::level::error;
+  if (about && about->rkt)
+    limiter().write(key, level, "kafka_error",
+                    {{"client", client},
+                     {"topic", rd_kafka_topic_name(about->rkt)},
+                     {"partition", about->partition},
+                     {"offset", about->offset},
+                     {"error", rd_kafka_err2name(code)},
+                     {"reason", text}});
+  else
+    limiter().write(key, level, "kafka_error",
+                    {{"client", client}, {"error", rd_kafka_err2name(code)}, {"reason", text}});
 }
 
 void set(rd_kafka_conf_t* conf, std::string_view key, std::string_view value) {

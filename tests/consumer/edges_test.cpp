@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <fstream>
 #include <optional>
 #include <thread>
 
@@ -21,6 +22,7 @@
 #include "kafka/mock_cluster.hpp"
 #include "store/database.hpp"
 #include "store/file_lock.hpp"
+#include "support/own_broker.hpp"
 #include "support/support.hpp"
 
 using namespace std::chrono_literals;
@@ -442,6 +444,44 @@ TEST_CASE("a projection with no stored offset starts at the log's first record, 
   // Not in silence: the four events it will never see are named by where the log starts.
   const auto err = c->stderr_text();
   CHECK_MESSAGE(count_of(err, "level=warn msg=start_incomplete projection=users partition=0 log_start=4 ") == 1, err);
+}
+
+TEST_CASE("a batch that cannot be decompressed stops its partition, applies nothing, and its error line names where it is") {
+  // A broker's own broker: its log file is edited under it, as a failing
+  // disk or a bad copy would; the broker serves the batch as it is.
+  t::own_broker b;
+  kafka::client_config cfg;
+  cfg.brokers = b.address();
+  const auto topic = t::unique_name("edge-gzip");
+  REQUIRE(kafka::create_topic(cfg, {.name = topic, .partitions = 1, .replication_factor = 1, .configs = {}}, 15s) ==
+          kafka::create_outcome::created);
+  auto gzip = cfg;
+  gzip.properties = {{"compression.codec", "gzip"}};
+  t::produce_events(gzip, topic, some_events(10, 9));
+  const auto segment = b.dir() / "kafka" / "data" / (topic + "-0") / "00000000000000000000.log";
+  auto log = t::read_file(segment);
+  // Record batch v2: 61 bytes of header, attributes at 21 (codec in the low
+  // bits, 1 = gzip), then the compressed records.
+  REQUIRE(log.size() > 61 + 40);
+  REQUIRE((log[22] & 7) == 1);
+  for (std::size_t i = 61 + 20; i < 61 + 40; ++i) log[i] = static_cast<char>(~log[i]);
+  {
+    std::fstream out(segment, std::ios::binary | std::ios::in | std::ios::out);
+    out.write(log.data(), static_cast<std::streamsize>(log.size()));
+  }
+  t::temp_dir dir;
+  const auto db = (dir / "c.db").string();
+  auto c = t::start_consumer_on(b.address(), {"--projection", "users", "--topic", topic, "--db", db, "--group-prefix",
+                                              t::unique_name("edge-gzip")});
+  const bool seen = c->wait_for_log("msg=kafka_error", 30s);
+  c->signal(SIGTERM);
+  REQUIRE(c->wait(60s) == 0);
+  const auto err = c->stderr_text();
+  CHECK_MESSAGE(seen, err);
+  CHECK_MESSAGE(err.find("level=error msg=kafka_error client=") != std::string::npos, err);
+  CHECK_MESSAGE(err.find(" topic=" + topic + " partition=0 offset=0 error=_BAD_COMPRESSION ") != std::string::npos, err);
+  CHECK(t::stored_totals(db, topic)["users"] == 0);
+  CHECK(t::query_int(db, "SELECT count(*) FROM users") == 0);
 }
 
 TEST_CASE("a wrong security.protocol is an error line within 10 s, and every line of --log-format json parses") {
