@@ -245,6 +245,14 @@ std::optional<refusal::kind> refusal_in(std::string_view text) {
     if (has("SSL routines") && !has("unexpected eof")) return refusal::kind::tls;
     return std::nullopt;
   }
+  // A TLS alert the broker sent, whatever the state: under TLS 1.3 a broker
+  // that requires a client certificate (ssl.client.auth=required) finds
+  // none only after the client's side of the handshake is done, so its
+  // alert arrives with the first request ("Receive failed: error:0A000412:
+  // SSL routines::sslv3 alert bad certificate: SSL alert number 42 (after
+  // 2ms in state APIVERSION_QUERY)"). An alert ends the connection by
+  // definition (RFC 8446 6.2); a disconnect sends none.
+  if (has("SSL routines::") && has(" alert ")) return refusal::kind::tls;
   // librdkafka 2.0.2 words every broker failure of a login (__AUTHENTICATION)
   // "SASL ..." (a broker's name is lower case, sasl_ssl://), but also its
   // guess at a disconnect soon after connecting without SASL (__TRANSPORT).

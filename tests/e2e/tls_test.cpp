@@ -1,9 +1,11 @@
 // A failed TLS handshake, against a real broker with an SSL listener of the
-// test's own (a CA and the broker's certificate made with openssl at run
-// time, in a temporary folder): a client that trusts another CA gets the
-// receiver's tls_failed and a 503, a consumer's not_joined naming the
-// handshake and nothing applied, and clerk-sync-ctl's exit 1 within seconds
-// naming it; the right CA gets a 200 that is consumed.
+// test's own that requires a client certificate (a CA, the broker's and a
+// client's certificates made with openssl at run time, in a temporary
+// folder): a client that trusts another CA gets the receiver's tls_failed
+// and a 503, a consumer's not_joined naming the handshake and nothing
+// applied, and clerk-sync-ctl's exit 1 within seconds naming it; so do a
+// broker name its certificate does not hold and a missing client
+// certificate; the right CA and certificate get a 200 that is consumed.
 #include <doctest/doctest.h>
 
 #include <chrono>
@@ -43,10 +45,10 @@ void make_ca(const std::filesystem::path& dir, const std::string& name) {
            "/CN=clerk-sync test " + name});
 }
 
-// Key material, made before the broker starts: the CA the broker's
-// certificate is signed by (ca.pem), another one (other-ca.pem), and the
-// broker's key and certificate (for 127.0.0.1, as librdkafka checks the
-// name) in a PKCS#12 store.
+// Key material, made before the broker starts: the CA the broker's and the
+// client's certificates are signed by (ca.pem), another one (other-ca.pem),
+// the broker's key and certificate (for 127.0.0.1, as librdkafka checks the
+// name) in a PKCS#12 store, and the client's (client.key, client.pem).
 class tls_material {
  public:
   tls_material() {
@@ -61,6 +63,10 @@ class tls_material {
              "-out", (d / "broker.pem").string()});
     openssl({"pkcs12", "-export", "-in", (d / "broker.pem").string(), "-inkey", (d / "broker.key").string(),
              "-name", "broker", "-out", store().string(), "-passout", std::string("pass:") + store_password});
+    openssl({"req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
+             (d / "client.key").string(), "-out", (d / "client.csr").string(), "-subj", "/CN=clerk-sync"});
+    openssl({"x509", "-req", "-in", (d / "client.csr").string(), "-CA", (d / "ca.pem").string(), "-CAkey",
+             (d / "ca.key").string(), "-set_serial", "3", "-days", "1", "-out", (d / "client.pem").string()});
   }
   [[nodiscard]] std::filesystem::path store() const { return dir_.path() / "broker.p12"; }
   [[nodiscard]] std::filesystem::path ca() const { return dir_.path() / "ca.pem"; }
@@ -75,7 +81,8 @@ class tls_material {
 };
 
 // A single node with two client listeners: PLAINTEXT (scripts/kafka-local's
-// readiness check, and the test's topic set-up) and SSL.
+// readiness check, and the test's topic set-up) and SSL, which requires a
+// client certificate signed by the CA.
 class tls_broker {
  public:
   tls_broker() : port_(test::free_port()), cport_(test::free_port()), ssl_port_(test::free_port()),
@@ -84,10 +91,16 @@ class tls_broker {
   [[nodiscard]] std::string plain_address() const { return broker_.address(); }
   [[nodiscard]] std::string ssl_address() const { return "127.0.0.1:" + std::to_string(ssl_port_); }
 
-  // A librdkafka properties file that trusts `ca`, as an operator writes it.
-  [[nodiscard]] std::string properties(const std::filesystem::path& ca) const {
-    const auto path = material_.dir() / (ca.stem().string() + ".properties");
-    std::ofstream(path) << "security.protocol=SSL\nssl.ca.location=" << ca.string() << "\n";
+  // A librdkafka properties file that trusts `ca`, as an operator writes
+  // it, with the client's certificate or without.
+  [[nodiscard]] std::string properties(const std::filesystem::path& ca, bool client_certificate = true) const {
+    const auto& d = material_.dir();
+    const auto path = d / (ca.stem().string() + (client_certificate ? "" : "-no-cert") + ".properties");
+    std::ofstream out(path);
+    out << "security.protocol=SSL\nssl.ca.location=" << ca.string() << "\n";
+    if (client_certificate)
+      out << "ssl.certificate.location=" << (d / "client.pem").string()
+          << "\nssl.key.location=" << (d / "client.key").string() << "\n";
     return path.string();
   }
   [[nodiscard]] const tls_material& material() const { return material_; }
@@ -98,7 +111,9 @@ class tls_broker {
            "ssl.keystore.type=PKCS12"
            "\nssl.keystore.location=" +
            material_.store().string() + "\nssl.keystore.password=" + tls_material::store_password +
-           "\nssl.key.password=" + tls_material::store_password + "\nnum.partitions=1";
+           "\nssl.key.password=" + tls_material::store_password +
+           "\nssl.client.auth=required\nssl.truststore.type=PEM\nssl.truststore.location=" + material_.ca().string() +
+           "\nnum.partitions=1";
   }
 
   tls_material material_;  // first: the broker reads it at start
@@ -152,6 +167,29 @@ TEST_CASE("against an SSL listener, a CA that does not verify the broker is name
     CHECK_MESSAGE(failed.find("TLS handshake failed (check ssl.ca.location") != std::string::npos, status.err);
     CHECK_MESSAGE(failed.find("certificate verify failed") != std::string::npos, status.err);
 
+    // A broker name the certificate does not hold (it holds 127.0.0.1):
+    // the same check fails, with the right CA.
+    const auto port = broker.ssl_address().substr(broker.ssl_address().rfind(':'));
+    const auto misnamed =
+        run_ctl({"topic", "ensure", "--topic", topic, "--partitions", "1"}, "localhost" + port,
+                broker.properties(broker.material().ca()));
+    CHECK_MESSAGE(misnamed.status == 1, misnamed.err);
+    CHECK_MESSAGE(misnamed.took < 8s, misnamed.took.count() << " ms: " << misnamed.err);
+    CHECK_MESSAGE(line_with(misnamed.err, "level=error msg=failed program=clerk-sync-ctl")
+                          .find("TLS handshake failed (check ssl.ca.location") != std::string::npos,
+                  misnamed.err);
+
+    // No client certificate: under TLS 1.3 the broker's alert comes after
+    // the handshake, with the first request; it once took ctl its whole
+    // 15 s to say "Broker transport failure".
+    const auto anonymous = run_ctl({"topic", "ensure", "--topic", topic, "--partitions", "1"}, broker.ssl_address(),
+                                   broker.properties(broker.material().ca(), false));
+    CHECK_MESSAGE(anonymous.status == 1, anonymous.err);
+    CHECK_MESSAGE(anonymous.took < 8s, anonymous.took.count() << " ms: " << anonymous.err);
+    const auto refused = line_with(anonymous.err, "level=error msg=failed program=clerk-sync-ctl");
+    CHECK_MESSAGE(refused.find("TLS handshake failed (check ssl.ca.location") != std::string::npos, anonymous.err);
+    CHECK_MESSAGE(refused.find("alert bad certificate") != std::string::npos, anonymous.err);
+
     // The consumer: not_joined naming the handshake, with the reason; nothing applied.
     CHECK_MESSAGE(c->wait_for_log("the TLS handshake with Kafka failed", 20s), c->stderr_text());
     const auto not_joined = line_with(c->stderr_text(), "msg=not_joined");
@@ -169,7 +207,7 @@ TEST_CASE("against an SSL listener, a CA that does not verify the broker is name
     CHECK(r.proc().stderr_text().find("msg=published") == std::string::npos);
   }
 
-  // The right CA: published, consumed, and status exits 0.
+  // The right CA and client certificate: published, consumed, and status exits 0.
   {
     const auto right = broker.properties(broker.material().ca());
     test::receiver r(broker.ssl_address(), topic, secret, {"--kafka-properties-file", right});

@@ -29,6 +29,11 @@ TEST_CASE("a failed TLS handshake is a refusal, and so is a refused login") {
                    "certificate (after 30ms in state SSL_HANDSHAKE)") == kind::tls);
   CHECK(refusal_in("ssl://b-1.example:9094/1: Broker did not provide a certificate (after 3ms in state "
                    "SSL_HANDSHAKE)") == kind::tls);
+  // A broker that requires a client certificate and got none (TLS 1.3):
+  // its alert comes with the first request, after the handshake.
+  CHECK(refusal_in("[thrd:ssl://127.0.0.1:45301/bootstrap]: ssl://127.0.0.1:45301/bootstrap: Receive failed: "
+                   "error:0A000412:SSL routines::sslv3 alert bad certificate: SSL alert number 42 (after 2ms in state "
+                   "APIVERSION_QUERY)") == kind::tls);
   CHECK(refusal_in("sasl_plaintext://127.0.0.1:19702/bootstrap: SASL authentication error: Authentication failed: "
                    "Invalid username or password (after 3ms in state AUTH_REQ)") == kind::authentication);
   // SCRAM words a wrong password (or an unknown user) otherwise.
