@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 
 #include "commands.hpp"
@@ -50,7 +51,7 @@ verify::key signing_key() {
 struct sign_args {
   std::string file = "-";
   std::string id;
-  std::int64_t timestamp = 0;
+  std::optional<std::int64_t> timestamp;  // now when not given
   std::string format = "headers";
 };
 
@@ -58,7 +59,7 @@ int sign(const sign_args& a) {
   const auto key = signing_key();
   const auto body = read_input(a.file);
   const auto id = a.id.empty() ? ops::random_message_id() : a.id;
-  const auto ts = a.timestamp > 0 ? a.timestamp : ops::real_clock().now_seconds();
+  const auto ts = a.timestamp ? *a.timestamp : ops::real_clock().now_seconds();
   const auto sig = verify::sign(key, id, ts, body);
   if (a.format == "curl")
     std::printf("-H 'svix-id: %s' -H 'svix-timestamp: %lld' -H 'svix-signature: %s'\n", id.c_str(),
@@ -156,7 +157,9 @@ void add_http_commands(CLI::App& app, runner& run) {
   auto s = std::make_shared<sign_args>();
   sign_cmd->add_option("file", s->file, "Body file; - for stdin")->capture_default_str();
   sign_cmd->add_option("--id", s->id, "svix-id (default: a fresh msg_ id)");
-  sign_cmd->add_option("--timestamp", s->timestamp, "svix-timestamp in seconds (default: now)");
+  // 0 or less once meant "now" in silence: a typo signed the wrong time.
+  sign_cmd->add_option("--timestamp", s->timestamp, "svix-timestamp in seconds (default: now)")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{253'402'300'799}));  // to the end of year 9999
   sign_cmd->add_option("--format", s->format, "headers (one a line) or curl (-H arguments)")
       ->check(CLI::IsMember({"headers", "curl"}))
       ->capture_default_str();

@@ -79,6 +79,13 @@ TEST_CASE("bad usage exits 2 with one line") {
       CHECK(r.err.find(flag) != std::string::npos);
     }
   }
+  // A svix-timestamp of 0 or less, which once meant "now" in silence.
+  for (const auto* ts : {"0", "-5"}) {
+    const auto r = test::run(ctl(), {"sign", "/dev/null", "--timestamp", ts}, clean_env);
+    INFO(r.err);
+    CHECK(r.status == 2);
+    CHECK(r.err.find("--timestamp") != std::string::npos);
+  }
   // A timeout Kafka would replace by its default in silence.
   for (const std::vector<std::string>& args :
        {std::vector<std::string>{"status", "--timeout-ms", "0", "--db", "x.db"},
