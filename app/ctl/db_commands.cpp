@@ -227,9 +227,12 @@ int status(const status_args& a) {
                   static_cast<long long>(r.db.rows), static_cast<long long>(r.db.pending_dead_letters),
                   iso_time(r.db.last_applied_at).c_str());
       for (const auto& p : r.partitions) {
-        std::printf("  partition %d: stored %s, watermarks [%lld, %lld), lag %lld%s\n", p.partition,
+        const auto passed =
+            p.passed_over ? " (then " + std::to_string(p.passed_over) + " offsets of transaction markers or aborted records)"
+                          : std::string();
+        std::printf("  partition %d: stored %s, watermarks [%lld, %lld), lag %lld%s%s\n", p.partition,
                     p.stored ? std::to_string(*p.stored).c_str() : "none", static_cast<long long>(p.low),
-                    static_cast<long long>(p.high), static_cast<long long>(p.lag),
+                    static_cast<long long>(p.high), static_cast<long long>(p.lag), passed.c_str(),
                     p.out_of_range              ? ", OUT OF RANGE: the consumer stops here with exit 5"
                     : p.recreated_found_svix_id ? ", RECREATED: a record the consumer applied is another event "
                                                   "now; the consumer stops here with exit 5"

@@ -422,4 +422,45 @@ header_reading header_at(consumer& reader, const std::string& topic,
   return out;
 }
 
+std::set<std::pair<std::int32_t, std::int64_t>> nothing_before_end(
+    consumer& reader, const std::string& topic, std::map<std::int32_t, std::set<std::int64_t>> wanted,
+    const std::map<std::int32_t, std::int64_t>& end, std::chrono::milliseconds timeout) {
+  std::set<std::pair<std::int32_t, std::int64_t>> out;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  try {
+    while (!wanted.empty()) {
+      std::map<std::int32_t, std::int64_t> round;  // partition -> offset read from this round
+      std::vector<topic_partition> parts;
+      for (auto& [p, offsets] : wanted) {
+        round[p] = *offsets.begin();
+        parts.push_back({topic, p, *offsets.begin()});
+        offsets.erase(offsets.begin());
+      }
+      std::erase_if(wanted, [](const auto& w) { return w.second.empty(); });
+      reader.assign(parts);
+      while (!round.empty() && std::chrono::steady_clock::now() < deadline) {
+        // A record given from the offset on ends the question: before the
+        // end, there is one; at or past it (written since), there was none.
+        if (const auto m = reader.poll(std::chrono::milliseconds(100))) {
+          const auto it = round.find(m->partition);
+          if (it == round.end() || m->offset < it->second) continue;
+          if (m->offset >= end.at(m->partition)) out.insert(*it);
+          round.erase(it);
+        }
+        // The reader's position passes only what it is never given.
+        for (const auto& [p, position] : reader.positions(topic))
+          if (const auto it = round.find(p); it != round.end() && position >= end.at(p)) {
+            out.insert(*it);
+            round.erase(it);
+          }
+      }
+      if (!round.empty()) break;  // out of time: the rest have records, as far as anyone can tell
+    }
+  } catch (const fatal_error&) {
+    // Unreadable (out of range, a failed fetch): as having records.
+  }
+  reader.assign({});
+  return out;
+}
+
 }  // namespace clerk_sync::kafka

@@ -163,4 +163,15 @@ struct header_reading {
                                        std::map<std::int32_t, std::set<std::int64_t>> wanted, std::string_view name,
                                        std::chrono::milliseconds timeout);
 
+// Which of `wanted` (partition -> offsets, each below that partition's
+// `end`) are followed by no record a read_committed reader is given before
+// `end`: all there is from the offset on is what such a reader never gets
+// but moves past (a transaction's commit or abort marker, an aborted
+// transaction's records, as another tool's transactional producer leaves).
+// A partition not sorted out within the timeout, or that the reader cannot
+// read, is taken to have one.
+[[nodiscard]] std::set<std::pair<std::int32_t, std::int64_t>> nothing_before_end(
+    consumer& reader, const std::string& topic, std::map<std::int32_t, std::set<std::int64_t>> wanted,
+    const std::map<std::int32_t, std::int64_t>& end, std::chrono::milliseconds timeout);
+
 }  // namespace clerk_sync::kafka

@@ -3,18 +3,28 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <utility>
 
 #include "kafka/consumer.hpp"
 #include "store/database.hpp"
 
 namespace clerk_sync::ops {
 
+namespace {
+
+// Where the projection resumes reading: the log's start without a stored
+// offset, or when the stored one is below it.
+std::int64_t resumes_at(std::optional<std::int64_t> stored, std::int64_t low) {
+  return stored ? std::max(*stored, low) : low;
+}
+
+}  // namespace
+
 std::int64_t lag_of(std::optional<std::int64_t> stored, std::int64_t low, std::int64_t high) {
-  // What is left to read from where the projection resumes: the log's
-  // start without a stored offset. An offset outside the log (flagged
-  // apart: the consumer stops there) counts from the nearer end.
-  const std::int64_t from = stored ? std::max(*stored, low) : low;
-  return std::max<std::int64_t>(0, high - from);
+  // What is left to read from where the projection resumes. An offset
+  // outside the log (flagged apart: the consumer stops there) counts from
+  // the nearer end.
+  return std::max<std::int64_t>(0, high - resumes_at(stored, low));
 }
 
 bool outside_log(std::optional<std::int64_t> stored, std::int64_t low, std::int64_t high) {
@@ -82,6 +92,21 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
   const auto read = kafka::header_at(reader, topic, wanted, "svix-id", timeout);
   const auto& found_ids = read.found;
 
+  // Lag that is only what a consumer is never given (a log that ends with
+  // transaction markers): read from where each lagging projection resumes.
+  std::map<std::int32_t, std::set<std::int64_t>> lagging;
+  std::map<std::int32_t, std::int64_t> ends;
+  for (std::size_t i = 0; i < partitions.size(); ++i) {
+    ends[partitions[i]] = marks[i].second;
+    for (const auto& stored : stored_of) {
+      const auto it = stored.find(partitions[i]);
+      const auto at = it == stored.end() ? std::nullopt : std::optional(it->second);
+      if (lag_of(at, marks[i].first, marks[i].second) > 0 && !outside_log(at, marks[i].first, marks[i].second))
+        lagging[partitions[i]].insert(resumes_at(at, marks[i].first));
+    }
+  }
+  const auto passed_over = kafka::nothing_before_end(reader, topic, lagging, ends, timeout);
+
   const auto stats = projection::status(db);
   std::vector<projection_report> out;
   for (std::size_t j = 0; j < projections.size(); ++j) {
@@ -99,6 +124,8 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
       pl.high = marks[i].second;
       pl.lag = lag_of(pl.stored, pl.low, pl.high);
       pl.out_of_range = outside_log(pl.stored, pl.low, pl.high);
+      if (pl.lag > 0 && passed_over.contains({pl.partition, resumes_at(pl.stored, pl.low)}))
+        pl.passed_over = std::exchange(pl.lag, 0);
       if (const auto at = record_to_check(stored, last_ids_of[j], pl.partition, pl.low, pl.high)) {
         const auto found = found_ids.find({pl.partition, *at});
         if (found == found_ids.end()) {

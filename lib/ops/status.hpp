@@ -31,6 +31,11 @@ struct partition_lag {
   std::int64_t low = 0;
   std::int64_t high = 0;
   std::int64_t lag = 0;
+  // Offsets between where the projection resumes and the log's end that
+  // hold nothing a consumer is given (a transaction's markers, an aborted
+  // transaction's records, written by another tool's producer): not in
+  // `lag`, which would otherwise stay above 0 until the next event.
+  std::int64_t passed_over = 0;
   // The stored offset is outside the log: below its first record (deleted)
   // or past its end (the topic recreated). The consumer stops there with
   // exit 5 and is not restarted; the lag above does not say so.

@@ -849,6 +849,20 @@ TEST_CASE("replay completes over a log that ends with control records: a transac
   CHECK(test::query_int(rebuilt, "SELECT count(*) FROM users") == 3);
   for (const auto& e : aborted)
     CHECK(test::query_int(rebuilt, "SELECT count(*) FROM users WHERE id = '" + e.key + "'") == 0);
+  // Nothing is left to apply: status says lag 0, not the 4 offsets of
+  // markers and aborted records past the last applied one, which kept a
+  // monitor's --max-lag 0 failing until the next event.
+  const auto st = ctl_run({"status", "--db", rebuilt, "--projection", "users", "--max-lag", "0"}, topic);
+  INFO(st.err);
+  CHECK(st.status == 0);
+  CHECK_MESSAGE(st.out.find("stored 3, watermarks [0, 7), lag 0 (then 4 offsets of transaction markers or aborted "
+                            "records)") != std::string::npos,
+                st.out);
+  // An event written since is lag again.
+  test::produce_events(test::broker(), topic, {committed.front()});
+  const auto behind = ctl_run({"status", "--db", rebuilt, "--projection", "users", "--max-lag", "0"}, topic);
+  CHECK(behind.status == 1);
+  CHECK_MESSAGE(behind.out.find("stored 3, watermarks [0, 8), lag 5\n") != std::string::npos, behind.out);
 }
 
 TEST_CASE("replay refuses a log that no longer starts at offset 0 unless --allow-incomplete, never leaving a partial file") {
