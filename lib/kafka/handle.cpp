@@ -125,19 +125,30 @@ void log_error(const rd_kafka_t* rk, int err, const char* reason, const rd_kafka
   else if (tls)
     note_refusal(rk, refusal::kind::tls, text);
   const char* client = rk ? rd_kafka_name(rk) : "";
-  const auto key = kind_of(rd_kafka_err2name(code), text);
+  auto key = kind_of(rd_kafka_err2name(code), text);
   const auto level = transient ? log::level::warn : log::level::error;
-  if (about && about->rkt)
+  const std::string_view topic = about && about->rkt ? rd_kafka_topic_name(about->rkt) : "";
+  // A partition's error has the offset it happened at; one of a whole topic
+  // (not available, not authorized) has none, and its partition says
+  // nothing. Each partition's trouble is a kind of its own: one stuck
+  // partition must not hide another's.
+  if (!topic.empty() && about->offset >= 0) {
+    key += "|" + std::string(topic) + "|" + std::to_string(about->partition);
     limiter().write(key, level, "kafka_error",
                     {{"client", client},
-                     {"topic", rd_kafka_topic_name(about->rkt)},
+                     {"topic", topic},
                      {"partition", about->partition},
                      {"offset", about->offset},
                      {"error", rd_kafka_err2name(code)},
                      {"reason", text}});
-  else
+  } else if (!topic.empty()) {
+    key += "|" + std::string(topic);
+    limiter().write(key, level, "kafka_error",
+                    {{"client", client}, {"topic", topic}, {"error", rd_kafka_err2name(code)}, {"reason", text}});
+  } else {
     limiter().write(key, level, "kafka_error",
                     {{"client", client}, {"error", rd_kafka_err2name(code)}, {"reason", text}});
+  }
 }
 
 void set(rd_kafka_conf_t* conf, std::string_view key, std::string_view value) {

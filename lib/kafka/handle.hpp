@@ -72,9 +72,10 @@ void refuse_overrides(const client_config& cfg, fixed_list fixed);
 // Logs a librdkafka error (error callback, or an error event from poll) as
 // one `kafka_error` line, rate-limited per kind of error: the first, then
 // one a minute with the count held back. A client that installs its own
-// error callback calls this from it. An error event of one partition
-// (`about`: a batch that cannot be decompressed, say, which stops that
-// partition alone) names its topic, partition and offset. Thread-safe.
+// error callback calls this from it. An error event of a topic (`about`)
+// names it, and one of a partition (a batch that cannot be decompressed,
+// say, which stops that partition alone) also its partition and offset,
+// each rate-limited apart. Thread-safe.
 void log_error(const rd_kafka_t* rk, int err, const char* reason, const rd_kafka_message_t* about = nullptr);
 
 // What a broker failure's text (librdkafka's FAIL log line, or the reason

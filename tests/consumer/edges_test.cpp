@@ -446,26 +446,30 @@ TEST_CASE("a projection with no stored offset starts at the log's first record, 
   CHECK_MESSAGE(count_of(err, "level=warn msg=start_incomplete projection=users partition=0 log_start=4 ") == 1, err);
 }
 
-TEST_CASE("a batch that cannot be decompressed stops its partition, applies nothing, and its error line names where it is") {
-  // A broker's own broker: its log file is edited under it, as a failing
-  // disk or a bad copy would; the broker serves the batch as it is.
+TEST_CASE("batches that cannot be decompressed stop their partitions, apply nothing, and each error line names where it is") {
+  // A broker of the test's own: its log file is edited under it, as a
+  // failing disk or a bad copy would; the broker serves the batch as it is.
   t::own_broker b;
   kafka::client_config cfg;
   cfg.brokers = b.address();
   const auto topic = t::unique_name("edge-gzip");
-  REQUIRE(kafka::create_topic(cfg, {.name = topic, .partitions = 1, .replication_factor = 1, .configs = {}}, 15s) ==
+  REQUIRE(kafka::create_topic(cfg, {.name = topic, .partitions = 2, .replication_factor = 1, .configs = {}}, 15s) ==
           kafka::create_outcome::created);
   auto gzip = cfg;
   gzip.properties = {{"compression.codec", "gzip"}};
-  t::produce_events(gzip, topic, some_events(10, 9));
-  const auto segment = b.dir() / "kafka" / "data" / (topic + "-0") / "00000000000000000000.log";
-  auto log = t::read_file(segment);
-  // Record batch v2: 61 bytes of header, attributes at 21 (codec in the low
-  // bits, 1 = gzip), then the compressed records.
-  REQUIRE(log.size() > 61 + 40);
-  REQUIRE((log[22] & 7) == 1);
-  for (std::size_t i = 61 + 20; i < 61 + 40; ++i) log[i] = static_cast<char>(~log[i]);
-  {
+  t::produce_events(gzip, topic, some_events(20, 9));
+  // Both partitions: one stuck partition's lines must not hide another's.
+  for (const auto* partition : {"-0", "-1"}) {
+    const auto segment = b.dir() / "kafka" / "data" / (topic + partition) / "00000000000000000000.log";
+    auto log = t::read_file(segment);
+    // Record batch v2: 61 bytes of header, the attributes an int16 at 21-22
+    // (big-endian; the codec in the low 3 bits, 1 = gzip), then the
+    // compressed records, a gzip stream. Its magic bytes broken, no inflate
+    // can start.
+    REQUIRE(log.size() > 61 + 2);
+    REQUIRE((log[22] & 7) == 1);
+    REQUIRE((log[61] == '\x1f' && log[62] == '\x8b'));
+    log[61] = '\0';
     std::fstream out(segment, std::ios::binary | std::ios::in | std::ios::out);
     out.write(log.data(), static_cast<std::streamsize>(log.size()));
   }
@@ -473,15 +477,36 @@ TEST_CASE("a batch that cannot be decompressed stops its partition, applies noth
   const auto db = (dir / "c.db").string();
   auto c = t::start_consumer_on(b.address(), {"--projection", "users", "--topic", topic, "--db", db, "--group-prefix",
                                               t::unique_name("edge-gzip")});
-  const bool seen = c->wait_for_log("msg=kafka_error", 30s);
+  const bool seen = c->wait_for_log(" partition=0 offset=0 error=_BAD_COMPRESSION ", 30s) &&
+                    c->wait_for_log(" partition=1 offset=0 error=_BAD_COMPRESSION ", 30s);
   c->signal(SIGTERM);
   REQUIRE(c->wait(60s) == 0);
   const auto err = c->stderr_text();
   CHECK_MESSAGE(seen, err);
-  CHECK_MESSAGE(err.find("level=error msg=kafka_error client=") != std::string::npos, err);
-  CHECK_MESSAGE(err.find(" topic=" + topic + " partition=0 offset=0 error=_BAD_COMPRESSION ") != std::string::npos, err);
+  CHECK_MESSAGE(count_of(err, " topic=" + topic + " partition=") >= 2, err);
+  for (const auto* partition : {"0", "1"})
+    CHECK_MESSAGE(line_with(err, " partition=" + std::string(partition) + " offset=0 error=_BAD_COMPRESSION ")
+                          .find("level=error msg=kafka_error client=") != std::string::npos,
+                  err);
   CHECK(t::stored_totals(db, topic)["users"] == 0);
   CHECK(t::query_int(db, "SELECT count(*) FROM users") == 0);
+}
+
+TEST_CASE("an error of a whole topic names the topic, and no partition it did not happen at") {
+  kafka::mock_cluster mock(1);
+  mock.create_topic("acl-denied", 1);
+  mock.set_topic_error("acl-denied", 29);  // TOPIC_AUTHORIZATION_FAILED
+  t::temp_dir dir;
+  auto c = t::start_consumer_on(mock.bootstrap_servers(), {"--projection", "users", "--topic", "acl-denied", "--db",
+                                                           (dir / "c.db").string(), "--group-prefix",
+                                                           t::unique_name("edge-acl")});
+  const bool seen = c->wait_for_log("msg=kafka_error", 30s);
+  c->signal(SIGTERM);
+  REQUIRE(c->wait(30s) == 0);
+  const auto line = line_with(c->stderr_text(), "msg=kafka_error");
+  CHECK_MESSAGE(seen, c->stderr_text());
+  CHECK_MESSAGE(line.find(" topic=acl-denied error=TOPIC_AUTHORIZATION_FAILED ") != std::string::npos, line);
+  CHECK_MESSAGE(line.find("partition=") == std::string::npos, line);
 }
 
 TEST_CASE("a wrong security.protocol is an error line within 10 s, and every line of --log-format json parses") {
