@@ -261,9 +261,11 @@ std::optional<refusal::kind> refusal_in(std::string_view text) {
   // none only after the client's side of the handshake is done, so its
   // alert arrives with the first request ("Receive failed: error:0A000412:
   // SSL routines::sslv3 alert bad certificate: SSL alert number 42 (after
-  // 2ms in state APIVERSION_QUERY)"). An alert ends the connection by
-  // definition (RFC 8446 6.2); a disconnect sends none.
-  if (has("SSL routines::") && has(" alert ")) return refusal::kind::tls;
+  // 2ms in state APIVERSION_QUERY)"). An alert ends the connection (RFC
+  // 8446 6.2); a disconnect sends none.
+  // On a connection already up, an alert (a broker or a proxy in front of
+  // it restarting) says nothing of this client's credentials.
+  if (has("SSL routines") && has(" alert ") && !has("in state UP")) return refusal::kind::tls;
   // librdkafka 2.0.2 words every broker failure of a login (__AUTHENTICATION)
   // "SASL ..." (a broker's name is lower case, sasl_ssl://), but also its
   // guess at a disconnect soon after connecting without SASL (__TRANSPORT).

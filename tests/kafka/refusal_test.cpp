@@ -78,6 +78,10 @@ TEST_CASE("an ordinary disconnect, during a handshake or not, is no refusal") {
   CHECK_FALSE(refusal_in("ssl://127.0.0.1:19701/1: Disconnected (after 600012ms in state UP)"));
   CHECK_FALSE(refusal_in("ssl://127.0.0.1:19701/1: error:0A000126:SSL routines::unexpected eof while reading (after "
                          "600012ms in state UP)"));
+  // An alert on a connection long up (a broker, or a proxy in front of it,
+  // restarting) is not about this client's certificate.
+  CHECK_FALSE(refusal_in("ssl://127.0.0.1:19701/1: Receive failed: error:0A000438:SSL routines::tlsv1 alert internal "
+                         "error: SSL alert number 80 (after 600012ms in state UP)"));
   // librdkafka's guesses at a disconnect, whatever it may mean.
   CHECK_FALSE(refusal_in("127.0.0.1:19712/bootstrap: Disconnected while requesting ApiVersion: might be caused by "
                          "incorrect security.protocol configuration (connecting to a SSL listener?) or broker version "
