@@ -1,7 +1,9 @@
 #include "kafka/consumer.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cstdlib>
+#include <thread>
 
 #include "kafka/handle.hpp"
 
@@ -438,10 +440,26 @@ std::set<std::pair<std::int32_t, std::int64_t>> nothing_before_end(
       }
       std::erase_if(wanted, [](const auto& w) { return w.second.empty(); });
       reader.assign(parts);
+      // The position of an earlier round's read lasts until librdkafka's
+      // own thread has stopped that fetch, after assign() returns; only a
+      // poll makes it valid again.
+      const auto stale = [&] {
+        const auto positions = reader.positions(topic);
+        return std::any_of(round.begin(), round.end(), [&](const auto& r) { return positions.contains(r.first); });
+      };
+      while (stale() && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
       while (!round.empty() && std::chrono::steady_clock::now() < deadline) {
         // A record given from the offset on ends the question: before the
         // end, there is one; at or past it (written since), there was none.
-        if (const auto m = reader.poll(std::chrono::milliseconds(100))) {
+        std::optional<message> m;
+        try {
+          m = reader.poll(std::chrono::milliseconds(100));
+        } catch (const offset_out_of_range& e) {
+          round.erase(e.partition);  // this partition only: as having records
+          continue;
+        }
+        if (m) {
           const auto it = round.find(m->partition);
           if (it == round.end() || m->offset < it->second) continue;
           if (m->offset >= end.at(m->partition)) out.insert(*it);

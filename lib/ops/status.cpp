@@ -89,6 +89,8 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
           c != checked_of[j].end() && c->second.offset >= marks[i].first && c->second.offset < marks[i].second)
         wanted[partitions[i]].insert(c->second.offset);
     }
+  // One timeout for both reads below.
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
   const auto read = kafka::header_at(reader, topic, wanted, "svix-id", timeout);
   const auto& found_ids = read.found;
 
@@ -105,7 +107,9 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
         lagging[partitions[i]].insert(resumes_at(at, marks[i].first));
     }
   }
-  const auto passed_over = kafka::nothing_before_end(reader, topic, lagging, ends, timeout);
+  const auto passed_over = kafka::nothing_before_end(
+      reader, topic, lagging, ends,
+      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()));
 
   const auto stats = projection::status(db);
   std::vector<projection_report> out;
