@@ -81,7 +81,8 @@ TEST_CASE("bad usage exits 2 with one line") {
   }
   // A svix-timestamp of 0 or less, which once meant "now" in silence.
   for (const auto* ts : {"0", "-5"}) {
-    const auto r = test::run(ctl(), {"sign", "/dev/null", "--timestamp", ts}, clean_env);
+    const auto r = test::run(ctl(), {"sign", "/dev/null", "--timestamp", ts},
+                             env_with({{"CLERK_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}}));
     INFO(r.err);
     CHECK(r.status == 2);
     CHECK(r.err.find("--timestamp") != std::string::npos);
