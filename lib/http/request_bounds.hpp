@@ -135,14 +135,23 @@ inline bool drop_blank_lines(boost::beast::flat_buffer& buffer) {
   return header.find("\r\n ") != std::string_view::npos || header.find("\r\n\t") != std::string_view::npos;
 }
 
+// Whether `bytes` from `from` on can be part of a chunk line or a trailer:
+// as a header's (header_bytes), and no CR but before its LF.
+[[nodiscard]] inline bool chunk_line_bytes(std::string_view bytes, std::size_t from) {
+  if (!header_bytes(bytes, from)) return false;
+  for (std::size_t i = from == 0 ? 0 : from - 1; i + 1 < bytes.size(); ++i)
+    if (bytes[i] == '\r' && bytes[i + 1] != '\n') return false;
+  return true;
+}
+
 // Parses the body bytes the buffer holds, `fresh` of them (at its end) read
 // since the last call; need_more when the body needs more bytes. Beast
 // leaves a chunked body's unfinished chunk line or trailer in the buffer
-// and waits for its CRLF; one with a bare LF or a control byte (as in a
-// header: RFC 9112 7.1) never gets one, and would hold the connection until
-// the read timeout with nothing answered. It is refused once read: only the
-// fresh bytes are looked at, so that a line trickled a byte at a time costs
-// no more than Beast's own search for its end.
+// and waits for its CRLF; one with a bare LF, a bare CR or a control byte
+// (as in a header: RFC 9112 7.1) may never get one, and would hold the
+// connection until the read timeout with nothing answered. It is refused
+// once read: only the fresh bytes are looked at, so that a line trickled a
+// byte at a time costs no more than Beast's own search for its end.
 inline boost::beast::error_code parse_body(request_parser& parser, boost::beast::flat_buffer& buffer,
                                            std::size_t fresh) {
   namespace bhttp = boost::beast::http;
@@ -150,7 +159,7 @@ inline boost::beast::error_code parse_body(request_parser& parser, boost::beast:
   if (buffer.size() != 0) buffer.consume(parser.put(buffer.data(), ec));
   if (ec == bhttp::error::need_more && parser.chunked()) {
     const auto left = text_of(buffer);
-    if (!header_bytes(left, left.size() - std::min(fresh, left.size()))) ec = bhttp::error::bad_chunk;
+    if (!chunk_line_bytes(left, left.size() - std::min(fresh, left.size()))) ec = bhttp::error::bad_chunk;
   }
   return ec;
 }
