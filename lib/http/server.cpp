@@ -1,5 +1,6 @@
 #include "http/server.hpp"
 
+#include "http/keep_alive.hpp"
 #include "http/request_bounds.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -290,16 +291,6 @@ struct server::impl : std::enable_shared_from_this<impl> {
     }
     status = r.status;
     co_return to_beast(r);
-  }
-
-  // A "close" among the tokens of any Connection line.
-  template <class Header>
-  static bool asks_close(const Header& req) {
-    const auto [first, last] = req.equal_range(bhttp::field::connection);
-    for (auto it = first; it != last; ++it)
-      for (const auto& token : bhttp::token_list(it->value()))
-        if (beast::iequals(token, "close")) return true;
-    return false;
   }
 
   static bhttp::response<bhttp::string_body> to_beast(const response& r) {
@@ -618,11 +609,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
     else
       res = to_beast(d.answer);
     log_request(d, outcome, status, partition, offset, started, why);
-    // Not message::keep_alive(), which reads the first Connection line
-    // only: "keep-alive" then "close" kept the connection open against RFC
-    // 9112 9.6. The parser reads every line, but lets an HTTP/1.0
-    // "keep-alive" outweigh a "close"; a close anywhere closes.
-    res.keep_alive(parser.keep_alive() && !asks_close(req) && !stopping);
+    res.keep_alive(keeps_alive(parser) && !stopping);
     res.prepare_payload();
     if (head) res.body().clear();
     stream.expires_after(limits.read_timeout);
