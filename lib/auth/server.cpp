@@ -16,6 +16,7 @@
 #include <string>
 
 #include "config/options.hpp"
+#include "http/keep_alive.hpp"
 #include "log/log.hpp"
 
 namespace clerk_sync::auth {
@@ -51,7 +52,6 @@ response plain(const http::request<http::string_body>& req, http::status s, std:
   response res{s, req.version()};
   res.set(http::field::content_type, "text/plain");
   res.set(http::field::cache_control, "no-store");
-  res.keep_alive(req.keep_alive());
   if (req.method() != http::verb::head) res.body() = std::string(body) + "\n";
   res.prepare_payload();
   return res;
@@ -169,8 +169,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
         res.prepare_payload();
       } else {
         res = handle(parser.get());
+        res.keep_alive(clerk_sync::http::keeps_alive(parser) && !stopping);
       }
-      if (stopping) res.keep_alive(false);
       stream.expires_after(limits.read_timeout);
       auto [wec, wn] = co_await http::async_write(stream, res, net::as_tuple(net::use_awaitable));
       (void)wn;

@@ -202,3 +202,30 @@ TEST_CASE("clerk-sync-auth: a request it cannot check (too large, wrong path) le
   CHECK(auth.wait(15s) == 0);
   CHECK(auth.stderr_text().find("secretpart") == std::string::npos);
 }
+
+TEST_CASE("clerk-sync-auth: a close in any Connection line closes the connection after the answer") {
+  // RFC 9112 9.6. Beast's message::keep_alive() reads the first Connection
+  // line only, and its parser lets an HTTP/1.0 "keep-alive" outweigh a close.
+  running_auth a({});
+  for (const auto& [version, connection] :
+       {std::pair{"HTTP/1.1", "Connection: keep-alive\r\nConnection: close\r\n"},
+        std::pair{"HTTP/1.0", "Connection: keep-alive\r\nConnection: close\r\n"},
+        std::pair{"HTTP/1.0", "Connection: keep-alive, close\r\n"}}) {
+    const std::string request = std::string("GET /healthz ") + version + "\r\nHost: auth\r\n" + connection + "\r\n";
+    INFO(request);
+    test::raw_conn c(a.port);
+    REQUIRE(c.send(request));
+    CHECK(c.read_until("ok\n", 3s).starts_with(std::string(version) + " 200 "));
+    CHECK(c.closed_within(3s));
+  }
+  // Keep-alive otherwise, HTTP/1.0's included.
+  for (const std::string version : {"HTTP/1.1", "HTTP/1.0"}) {
+    INFO(version);
+    test::raw_conn c(a.port);
+    REQUIRE(c.send("GET /healthz " + version + "\r\nHost: auth\r\nConnection: keep-alive\r\n\r\n"));
+    CHECK(c.read_until("ok\n", 3s).starts_with(version + " 200 "));
+    CHECK_FALSE(c.closed_within(300ms));
+  }
+  a.proc->signal(SIGTERM);
+  CHECK(a.proc->wait(15s) == 0);
+}
