@@ -61,7 +61,7 @@ int run(const auth::auth_options& o) {
   net::io_context ioc(1);
   const auto where = auth::parse_listen(o.listen);
   auth::server srv(ioc, where, o.path, svc,
-                   {std::chrono::milliseconds(o.read_timeout_ms), o.max_connections, 16 * 1024, 16 * 1024});
+                   {std::chrono::milliseconds(o.read_timeout_ms), o.max_connections, 16 * 1024});
 
   net::signal_set signals(ioc, SIGTERM, SIGINT);
   net::steady_timer watchdog(ioc);

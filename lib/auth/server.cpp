@@ -26,9 +26,11 @@ namespace net = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = net::ip::tcp;
+// A check has no body: only a request's header is read.
+using request = http::request<http::empty_body>;
 using response = http::response<http::string_body>;
 
-std::optional<std::string_view> header(const http::request<http::string_body>& req, http::field f) {
+std::optional<std::string_view> header(const request& req, http::field f) {
   const auto it = req.find(f);
   if (it == req.end()) return std::nullopt;
   return std::string_view(it->value().data(), it->value().size());
@@ -37,7 +39,7 @@ std::optional<std::string_view> header(const http::request<http::string_body>& r
 // Every Cookie field, joined with "; " as RFC 9113 8.2.3 joins HTTP/2's
 // cookie crumbs: a proxy may forward them as separate fields, and the
 // __session cookie may be in any. One field is used as it is, uncopied.
-std::optional<std::string_view> cookies(const http::request<http::string_body>& req, std::string& joined) {
+std::optional<std::string_view> cookies(const request& req, std::string& joined) {
   auto [it, end] = req.equal_range(http::field::cookie);
   if (it == end) return std::nullopt;
   if (std::next(it) == end) return std::string_view(it->value().data(), it->value().size());
@@ -48,7 +50,7 @@ std::optional<std::string_view> cookies(const http::request<http::string_body>& 
   return joined;
 }
 
-response plain(const http::request<http::string_body>& req, http::status s, std::string_view body) {
+response plain(const request& req, http::status s, std::string_view body) {
   response res{s, req.version()};
   res.set(http::field::content_type, "text/plain");
   res.set(http::field::cache_control, "no-store");
@@ -76,7 +78,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
                                 ec.message());
   }
 
-  response handle(const http::request<http::string_body>& req) {
+  response handle(const request& req) {
     const std::string_view target(req.target().data(), req.target().size());
     const auto path_only = target.substr(0, target.find('?'));
     const bool get = req.method() == http::verb::get || req.method() == http::verb::head;
@@ -142,33 +144,39 @@ struct server::impl : std::enable_shared_from_this<impl> {
     beast::tcp_stream stream(std::move(sock));
     beast::flat_buffer buffer;
     for (;;) {
-      http::request_parser<http::string_body> parser;
+      http::request_parser<http::empty_body> parser;
       parser.header_limit(static_cast<std::uint32_t>(limits.header_limit));
-      parser.body_limit(limits.body_limit);
       stream.expires_after(limits.read_timeout);
-      auto [ec, n] = co_await http::async_read(stream, buffer, parser, net::as_tuple(net::use_awaitable));
+      auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, net::as_tuple(net::use_awaitable));
       (void)n;
-      if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == net::error::operation_aborted ||
-          ec == net::error::connection_reset || ec == net::error::eof)
+      // Only what Beast could not parse is answered: otherwise the client is
+      // gone, or too slow.
+      if (ec == http::error::end_of_stream || ec == http::error::partial_message ||
+          (ec && ec.category() != http::make_error_code(http::error::bad_target).category()))
         break;
+      // A body would have to be read (or its bytes taken for the next
+      // request): refused, as a request over a limit is.
+      const auto& req = parser.get();
+      if (!ec && (parser.content_length().value_or(0) != 0 || req.count(http::field::transfer_encoding) != 0))
+        ec = http::error::unexpected_body;
       response res;
       if (ec) {
-        // Malformed request or over a limit: answer once, then close. Logged
-        // (rate-limited): a proxy passing a client's many cookies over the
-        // header limit would otherwise fail every check of that client
-        // without a line here.
+        // Malformed request, over a limit, or with a body: answer once, then
+        // close. Logged (rate-limited): a proxy passing a client's many
+        // cookies over the header limit would otherwise fail every check of
+        // that client without a line here.
         const bool too_large = ec == http::error::header_limit;
         const auto status = too_large ? http::status::request_header_fields_too_large : http::status::bad_request;
-        const std::string_view outcome = too_large                         ? "header_limit"
-                                         : ec == http::error::body_limit ? "body_limit"
-                                                                          : "bad_request";
+        const std::string_view outcome = too_large                              ? "header_limit"
+                                         : ec == http::error::unexpected_body ? "body"
+                                                                               : "bad_request";
         limiter.write(std::string("rejected:") + std::string(outcome), log::level::warn, "rejected",
                       {{"status", static_cast<int>(status)}, {"outcome", outcome}, {"error", ec.message()}});
         res = response{status, 11};
         res.keep_alive(false);
         res.prepare_payload();
       } else {
-        res = handle(parser.get());
+        res = handle(req);
         res.keep_alive(clerk_sync::http::keeps_alive(parser) && !stopping);
       }
       stream.expires_after(limits.read_timeout);

@@ -1,7 +1,8 @@
 #pragma once
 // clerk-sync-auth's HTTP server: Beast over one io_context, a coroutine per
-// connection, keep-alive, a read timeout on every request, header and body
-// limits, a cap on connections. GET|HEAD <path> answers the forward-auth
+// connection, keep-alive, a read timeout on every request, a header limit, a
+// cap on connections. A check has no body: a request that declares one gets
+// 400 and the connection closes. GET|HEAD <path> answers the forward-auth
 // check through `service`; GET /healthz answers 200. Runs on the
 // io_context's thread only; one log line per check, never the token.
 
@@ -22,7 +23,6 @@ struct server_limits {
   std::chrono::milliseconds read_timeout{10'000};
   std::size_t max_connections = 4096;
   std::size_t header_limit = 16 * 1024;
-  std::size_t body_limit = 16 * 1024;
 };
 
 class server {

@@ -107,7 +107,7 @@ TEST_CASE("clerk-sync-auth: routes, methods and the 401 header of a running inst
 
   CHECK(test::send_http(port, "GET", "/healthz", {}, "").status == 200);
   CHECK(test::send_http(port, "GET", "/auth", {}, "").status == 404);
-  CHECK(test::send_http(port, "POST", "/check", {}, "x").status == 405);
+  CHECK(test::send_http(port, "POST", "/check", {}, "").status == 405);
   const auto none = test::send_http(port, "GET", "/check", {}, "");
   CHECK(none.status == 401);
   CHECK(none.headers.at("www-authenticate") == "Bearer error=\"invalid_token\"");
@@ -228,4 +228,30 @@ TEST_CASE("clerk-sync-auth: a close in any Connection line closes the connection
   }
   a.proc->signal(SIGTERM);
   CHECK(a.proc->wait(15s) == 0);
+}
+
+TEST_CASE("clerk-sync-auth: a request that declares a body gets 400 at once, Content-Length: 0 does not") {
+  // A forward-auth check has no body; nginx sends none (and, configured as
+  // the README says, no Content-Length either).
+  running_auth a({});
+  auto& auth = *a.proc;
+  for (const std::string framing :
+       {"Content-Length: 5\r\n\r\nhello", "Transfer-Encoding: chunked\r\n\r\n5\nhello",
+        "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "Transfer-Encoding: gzip\r\n\r\n"}) {
+    INFO(framing);
+    test::raw_conn c(a.port);
+    REQUIRE(c.send("GET /auth HTTP/1.1\r\nHost: auth\r\n" + framing));
+    // At once: not at the 10 s read timeout.
+    CHECK(test::status_of(c.read_until("\r\n\r\n", 3s)) == 400);
+    CHECK(c.closed_within(3s));
+  }
+  CHECK_MESSAGE(auth.wait_for_log("msg=rejected status=400 outcome=body", 5s), auth.stderr_text());
+
+  test::raw_conn zero(a.port);
+  for (int i = 0; i < 2; ++i) {
+    REQUIRE(zero.send("GET /auth HTTP/1.1\r\nHost: auth\r\nContent-Length: 0\r\n\r\n"));
+    CHECK(test::status_of(zero.read_until("unauthorized\n", 3s)) == 401);
+  }
+  auth.signal(SIGTERM);
+  CHECK(auth.wait(15s) == 0);
 }

@@ -164,6 +164,11 @@ TEST_CASE("nginx auth_request in front of an upstream, with bans and revocations
   r = get({{"Cookie", "__client_uat=1; __session=" + ok_token}});
   CHECK(r.status == 200);
   CHECK(r.body.find("x-clerk-user-id=user_ok\n") != std::string::npos);
+  // A request with a body: the check gets neither it nor its Content-Length
+  // (as configured), so clerk-sync-auth, which refuses a body, answers it.
+  r = test::send_http(port, "POST", "/app/page", {{"Authorization", "Bearer " + ok_token}}, R"({"a":1})", 10s);
+  CHECK(r.status == 200);
+  CHECK(r.body.find("x-clerk-user-id=user_ok\n") != std::string::npos);
 
   // Refused before the upstream sees anything.
   CHECK(get({}).status == 401);

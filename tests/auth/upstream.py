@@ -1,6 +1,6 @@
 """The application behind nginx in tests/auth/nginx_test.cpp: answers every
-GET with the X-Clerk-* headers it received, one per line, so the test sees
-exactly what reached the upstream.  python3 upstream.py <port>"""
+GET (and POST, its body read and dropped) with the X-Clerk-* headers it
+received, one per line, so the test sees exactly what reached the upstream.  python3 upstream.py <port>"""
 import http.server
 import sys
 
@@ -16,6 +16,10 @@ class Echo(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.do_GET()
 
     def log_message(self, *args):
         pass
