@@ -149,6 +149,17 @@ struct server::impl : std::enable_shared_from_this<impl> {
       stream.expires_after(limits.read_timeout);
       auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, net::as_tuple(net::use_awaitable));
       (void)n;
+      // A connection that closes or times out between requests (a proxy's
+      // pool) ends without a word. A request cut off or stalled mid-way is a
+      // check the proxy saw fail: one line a minute per kind, as the
+      // receiver's, says how many.
+      const bool started = parser.got_some();
+      if (ec == beast::error::timeout && started)
+        limiter.write("read_timeout_header", log::level::warn, "read_timeout",
+                      {{"stage", "header"}, {"outcome", "closed"}});
+      if (ec == http::error::partial_message || (ec == net::error::connection_reset && started))
+        limiter.write("incomplete_header", log::level::info, "read_incomplete",
+                      {{"stage", "header"}, {"outcome", "closed by the client"}});
       // Only what Beast could not parse is answered: otherwise the client is
       // gone, or too slow.
       if (ec == http::error::end_of_stream || ec == http::error::partial_message ||

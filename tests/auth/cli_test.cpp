@@ -3,9 +3,12 @@
 // port (no broker needed: the database is made here).
 #include <doctest/doctest.h>
 
+#include <sys/socket.h>
+
 #include <csignal>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "receiver/harness.hpp"
 #include "store/database.hpp"
@@ -254,4 +257,61 @@ TEST_CASE("clerk-sync-auth: a request that declares a body gets 400 at once, Con
   }
   auth.signal(SIGTERM);
   CHECK(auth.wait(15s) == 0);
+}
+
+TEST_CASE("clerk-sync-auth: a request cut off or timed out mid-way leaves a line, an idle connection none") {
+  // A proxy's check that failed this way must leave a trace here; a proxy's
+  // pooled connection that closes or times out between requests is normal.
+  running_auth a({"--read-timeout-ms", "300"});
+  auto& auth = *a.proc;
+  const auto reset = [](test::raw_conn& c) {
+    const linger abort_on_close{1, 0};
+    REQUIRE(::setsockopt(c.fd(), SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof abort_on_close) == 0);
+  };  // closed by the caller's scope: with a zero linger, a reset
+  { test::raw_conn closed(a.port); }
+  {
+    test::raw_conn c(a.port);
+    reset(c);
+  }
+  {
+    test::raw_conn silent(a.port);
+    CHECK(silent.closed_within(5s));
+  }
+  {
+    test::raw_conn kept(a.port);
+    REQUIRE(kept.send("GET /healthz HTTP/1.1\r\nHost: auth\r\n\r\n"));
+    CHECK(test::status_of(kept.read_until("ok\n", 5s)) == 200);
+    CHECK(kept.closed_within(5s));  // idle after its answer, then timed out
+  }
+
+  {
+    test::raw_conn slow(a.port);
+    REQUIRE(slow.send("GET /auth HTTP/1.1\r\nHost: auth\r\n"));
+    CHECK(slow.closed_within(5s));
+  }
+  CHECK_MESSAGE(auth.wait_for_log("msg=read_timeout stage=header outcome=closed", 5s), auth.stderr_text());
+  {
+    test::raw_conn cut(a.port);
+    REQUIRE(cut.send("GET /auth HTTP/1.1\r\nHost: auth\r\nCookie: __sess"));
+  }
+  CHECK_MESSAGE(auth.wait_for_log("msg=read_incomplete stage=header", 5s), auth.stderr_text());
+  {
+    test::raw_conn cut(a.port);
+    REQUIRE(cut.send("GET /auth HTTP/1.1\r\nHost: auth\r\nCookie: __sess"));
+    std::this_thread::sleep_for(100ms);  // read before the reset
+    reset(cut);
+  }
+
+  auth.signal(SIGTERM);
+  REQUIRE(auth.wait(15s) == 0);
+  // The lines written and their `repeated` counts: the three requests, and
+  // nothing from the idle connections.
+  int timed_out = 0, incomplete = 0;
+  for (const auto& l : test::lines_of(auth.stderr_text())) {
+    const auto count = [&l] { return 1 + std::stoi(l.substr(l.find(" repeated=") + 10)); };
+    if (l.find("msg=read_timeout") != std::string::npos) timed_out += count();
+    if (l.find("msg=read_incomplete") != std::string::npos) incomplete += count();
+  }
+  CHECK_MESSAGE(timed_out == 1, auth.stderr_text());
+  CHECK_MESSAGE(incomplete == 2, auth.stderr_text());
 }
