@@ -153,6 +153,8 @@ class consume_loop {
           continue;
       }
       if (!batch_.empty() && !flush()) failed_ = true;
+      if (!failed_ && batch_.empty() && std::chrono::steady_clock::now() - file_checked_ >= 1s && !same_file())
+        failed_ = true;
       if (!failed_ && batch_.empty()) {
         prune();
         if (position_check_due() && applied_ != verified_ && !check_position()) failed_ = true;
@@ -490,6 +492,7 @@ class consume_loop {
   // policy, and when it is spent the loop gives up (false).
   bool flush() {
     if (batch_.empty()) return true;
+    if (!same_file()) return false;
     if (position_check_due() && !check_position()) return false;
     try {
       with_retry(
@@ -528,6 +531,33 @@ class consume_loop {
     }
     batch_.clear();
     return true;
+  }
+
+  // Whether the database path still names the file this loop writes: before
+  // each batch, and once a second while idle. A file moved there (a backup
+  // restored with mv rather than ctl swap-in) or the path deleted would
+  // leave this loop writing a file nothing else reads. Otherwise one error
+  // line and exit 3: the restarted consumer opens the file there now and
+  // resumes from that file's own offsets. First the WAL is folded into the
+  // file it belongs to and emptied: SQLite finds the -wal by name, and a
+  // reader of the new file would take its frames for that file's pages.
+  bool same_file() {
+    file_checked_ = std::chrono::steady_clock::now();
+    if (!db_.file_moved()) return true;
+    bool emptied = false;
+    try {
+      emptied = store::checkpoint_wal(db_);
+    } catch (const store::db_error&) {
+      // Reported below as wal_emptied=false.
+    }
+    log::error("db_failed", {{"projection", projection::name(cfg_.projection)},
+                             {"db", cfg_.db_path},
+                             {"error", "the database path no longer names the file this consumer opened (another "
+                                       "file moved there, or it was moved or deleted): stopping, so that a restart "
+                                       "opens the file there now"},
+                             {"wal_emptied", emptied}});
+    failed_code_ = exit_db_failed;
+    return false;
   }
 
   [[nodiscard]] bool position_check_due() const {
@@ -659,6 +689,7 @@ class consume_loop {
   std::vector<projection::envelope> batch_;
   std::chrono::steady_clock::time_point batch_started_;
   std::chrono::steady_clock::time_point next_prune_{};
+  std::chrono::steady_clock::time_point file_checked_ = std::chrono::steady_clock::now();
   std::string prune_cursor_;
   std::int64_t pruned_ = 0;
   bool failed_ = false;

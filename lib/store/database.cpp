@@ -153,6 +153,12 @@ int database::schema_version() {
   }
 }
 
+bool database::file_moved() {
+  int moved = 0;
+  if (sqlite3_file_control(db_->getHandle(), "main", SQLITE_FCNTL_HAS_MOVED, &moved) != SQLITE_OK) return false;
+  return moved != 0;
+}
+
 void exec(database& db, const std::string& sql) {
   try {
     db.native().exec(sql);

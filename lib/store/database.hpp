@@ -89,6 +89,13 @@ class database {
   // The file's path as opened.
   [[nodiscard]] const std::string& path() const { return path_; }
 
+  // Whether path() no longer names the file this connection has open: it
+  // was renamed, deleted, or another file was moved there (a backup
+  // restored with mv). One stat (SQLITE_FCNTL_HAS_MOVED); false for
+  // ":memory:". The connection would go on writing the old file, and its
+  // -wal, which SQLite finds by name, would be read into the new one.
+  [[nodiscard]] bool file_moved();
+
   // The SQLiteCpp connection, for lib/projection's statements only.
   [[nodiscard]] SQLite::Database& native() { return *db_; }
 

@@ -7,6 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <filesystem>
+#include <map>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -317,6 +319,60 @@ TEST_CASE("a locked database never advances offsets: bounded retries, exit 3 - r
         reference_ledger_rows(all_events, pj::kind::balances, dir, "ref-ledger.db"));
   CHECK(t::query_int(db, "SELECT count(*) FROM applied_events") <=
         static_cast<std::int64_t>(distinct_svix(events) + distinct_svix(more)));
+}
+
+TEST_CASE("a backup moved over the database or the file deleted under a running consumer: exit 3, one line each, "
+          "and the restart goes on from that file's own offsets") {
+  const auto topic = t::fresh_topic("cons-moved", 2);
+  t::temp_dir dir;
+  const auto db = (dir / "live.db").string();
+  const auto backup = (dir / "backup.db").string();
+  const std::string group = t::unique_name("moved");
+  const std::vector<std::string> args{"--projection", "users,sessions", "--topic", topic, "--db", db,
+                                      "--group-prefix", group};
+  const auto events = t::generate_events({.users = 20, .events = 200, .seed = 21});
+  const std::vector<t::generated_event> first(events.begin(), events.begin() + 100);
+  const std::vector<t::generated_event> second(events.begin() + 100, events.end());
+  const auto expect_stop = [&](t::process& c) {
+    const auto st = c.wait(10s);
+    const auto err = c.stderr_text();
+    REQUIRE_MESSAGE(st.has_value(), err);
+    CHECK_MESSAGE(*st == 3, err);
+    for (const std::string p : {"users", "sessions"})
+      CHECK_MESSAGE(t::count_of(err, "level=error msg=db_failed projection=" + p + " db=" + db +
+                                         " error=\"the database path no longer names the file") == 1,
+                    err);
+    CHECK_MESSAGE(err.find("wal_emptied=true") != std::string::npos, err);
+  };
+
+  auto c = t::start_consumer(args);
+  t::produce_events(t::broker(), topic, first);
+  REQUIRE(t::wait_caught_up(db, topic, {"users", "sessions"}, 100, 60s));
+  SQLite::Database(db, SQLite::OPEN_READONLY).backup(backup.c_str(), SQLite::Database::Save);
+  t::produce_events(t::broker(), topic, second);
+  REQUIRE(t::wait_caught_up(db, topic, {"users", "sessions"}, 200, 60s));
+
+  // The consumer's -wal stays beside the file moved there: emptied, the
+  // backup reads as itself.
+  std::filesystem::rename(backup, db);
+  expect_stop(*c);
+  CHECK(t::stored_totals(db, topic) == std::map<std::string, std::int64_t>{{"sessions", 100}, {"users", 100}});
+  CHECK(t::query_int(db, "SELECT count(*) FROM pragma_integrity_check WHERE integrity_check <> 'ok'") == 0);
+
+  c = t::start_consumer(args);
+  REQUIRE(t::wait_caught_up(db, topic, {"users", "sessions"}, 200, 60s));
+  std::filesystem::remove(db);
+  expect_stop(*c);
+
+  // A fresh file, rebuilt from the log, with nothing of the old -wal in it.
+  c = t::start_consumer(args);
+  REQUIRE(t::wait_caught_up(db, topic, {"users", "sessions"}, 200, 60s));
+  c->signal(SIGTERM);
+  CHECK(c->wait(20s) == 0);
+  CHECK(t::dump_tables(db) ==
+        t::reference_tables(events, (dir / "reference.db").string(), {pj::kind::users, pj::kind::sessions}));
+  CHECK(t::query_int(db, "SELECT count(*) FROM applied_events WHERE projection = 'users'") ==
+        reference_ledger_rows(events, pj::kind::users, dir, "ref-users.db"));
 }
 
 TEST_CASE("SIGTERM in the middle of a backlog: the open batch is committed with its offset, exit 0") {
