@@ -512,6 +512,7 @@ class consume_loop {
                        {{"projection", projection::name(cfg_.projection)},
                         {"attempt", attempt},
                         {"events", batch_.size()},
+                        {"db", cfg_.db_path},
                         {"error", e.what()}});
             state_.heartbeat_ms = steady_ms();
           });
@@ -675,6 +676,7 @@ class consume_loop {
                         {"outcome", give_up ? "stored position not moved back, the record stored as checked "
                                               "with it still stops a restart; rebuild the projection"
                                             : "moving the stored position back"},
+                        {"db", cfg_.db_path},
                         {"error", e.what()}});
             state_.heartbeat_ms = steady_ms();
           });

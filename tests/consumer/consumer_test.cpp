@@ -4,11 +4,13 @@
 
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <map>
+#include <csignal>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -333,6 +335,7 @@ TEST_CASE("a backup moved over the database or the file deleted under a running 
   const auto events = t::generate_events({.users = 20, .events = 200, .seed = 21});
   const std::vector<t::generated_event> first(events.begin(), events.begin() + 100);
   const std::vector<t::generated_event> second(events.begin() + 100, events.end());
+  const auto total = static_cast<std::int64_t>(events.size());  // the generator may add one
   const auto expect_stop = [&](t::process& c) {
     const auto st = c.wait(10s);
     const auto err = c.stderr_text();
@@ -350,7 +353,7 @@ TEST_CASE("a backup moved over the database or the file deleted under a running 
   REQUIRE(t::wait_caught_up(db, topic, {"users", "sessions"}, 100, 60s));
   SQLite::Database(db, SQLite::OPEN_READONLY).backup(backup.c_str(), SQLite::Database::Save);
   t::produce_events(t::broker(), topic, second);
-  REQUIRE(t::wait_caught_up(db, topic, {"users", "sessions"}, 200, 60s));
+  REQUIRE(t::wait_caught_up(db, topic, {"users", "sessions"}, total, 60s));
 
   // The consumer's -wal stays beside the file moved there: emptied, the
   // backup reads as itself.
@@ -360,13 +363,65 @@ TEST_CASE("a backup moved over the database or the file deleted under a running 
   CHECK(t::query_int(db, "SELECT count(*) FROM pragma_integrity_check WHERE integrity_check <> 'ok'") == 0);
 
   c = t::start_consumer(args);
-  REQUIRE(t::wait_caught_up(db, topic, {"users", "sessions"}, 200, 60s));
+  REQUIRE(t::wait_caught_up(db, topic, {"users", "sessions"}, total, 60s));
   std::filesystem::remove(db);
   expect_stop(*c);
 
   // A fresh file, rebuilt from the log, with nothing of the old -wal in it.
   c = t::start_consumer(args);
-  REQUIRE(t::wait_caught_up(db, topic, {"users", "sessions"}, 200, 60s));
+  REQUIRE(t::wait_caught_up(db, topic, {"users", "sessions"}, total, 60s));
+  c->signal(SIGTERM);
+  CHECK(c->wait(20s) == 0);
+  CHECK(t::dump_tables(db) ==
+        t::reference_tables(events, (dir / "reference.db").string(), {pj::kind::users, pj::kind::sessions}));
+  CHECK(t::query_int(db, "SELECT count(*) FROM applied_events WHERE projection = 'users'") ==
+        reference_ledger_rows(events, pj::kind::users, dir, "ref-users.db"));
+}
+
+TEST_CASE("a write that fails for want of space: lines naming the file and SQLite's error, exit 3, no partial "
+          "batch - with space again, nothing lost or doubled") {
+  const auto topic = t::fresh_topic("cons-full", 1);  // one partition: the offsets say which events were applied
+  t::temp_dir dir;
+  const auto db = (dir / "full.db").string();
+  const std::string group = t::unique_name("full");
+  const std::vector<std::string> args{"--projection", "users,sessions", "--topic", topic, "--db", db,
+                                      "--group-prefix", group, "--db-retry-ms", "1000"};
+  const auto events = t::generate_events({.users = 20, .events = 200, .seed = 22});
+  const std::vector<t::generated_event> first(events.begin(), events.begin() + 100);
+  const std::vector<t::generated_event> second(events.begin() + 100, events.end());
+  const auto total = static_cast<std::int64_t>(events.size());  // the generator may add one
+
+  // No file may grow past its size now (RLIMIT_FSIZE, SIGXFSZ ignored so
+  // that a write fails with EFBIG instead of killing the process): a full
+  // disk without a mount.
+  const auto previous = std::signal(SIGXFSZ, SIG_IGN);
+  auto c = t::start_consumer(args);
+  std::signal(SIGXFSZ, previous);
+  t::produce_events(t::broker(), topic, first);
+  REQUIRE(t::wait_caught_up(db, topic, {"users", "sessions"}, 100, 60s));
+  const auto size = std::max(std::filesystem::file_size(db), std::filesystem::file_size(db + "-wal"));
+  const rlimit limit{size, size};
+  REQUIRE(::prlimit(c->pid(), RLIMIT_FSIZE, &limit, nullptr) == 0);
+  t::produce_events(t::broker(), topic, second);
+  const auto st = c->wait(20s);
+  const auto err = c->stderr_text();
+  REQUIRE_MESSAGE(st.has_value(), err);
+  CHECK_MESSAGE(*st == 3, err);
+  CHECK_MESSAGE(err.find("level=warn msg=db_retry projection=") != std::string::npos, err);
+  CHECK_MESSAGE(err.find(" db=" + db + " error=\"disk I/O error") != std::string::npos, err);
+  CHECK_MESSAGE(err.find("level=error msg=db_failed projection=") != std::string::npos, err);
+  // Each projection's batches are whole: its ledger goes with its offsets.
+  const auto stored = t::stored_totals(db, topic);
+  for (const auto k : {pj::kind::users, pj::kind::sessions}) {
+    const auto n = stored.at(std::string(pj::name(k)));
+    CHECK(n < total);
+    CHECK(t::query_int(db, "SELECT count(*) FROM applied_events WHERE projection = '" + std::string(pj::name(k)) +
+                               "'") == reference_ledger_rows({events.begin(), events.begin() + n}, k, dir,
+                                                             "ref-part-" + std::string(pj::name(k)) + ".db"));
+  }
+
+  c = t::start_consumer(args);
+  REQUIRE(t::wait_caught_up(db, topic, {"users", "sessions"}, total, 60s));
   c->signal(SIGTERM);
   CHECK(c->wait(20s) == 0);
   CHECK(t::dump_tables(db) ==
