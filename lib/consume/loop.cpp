@@ -160,6 +160,9 @@ class consume_loop {
         if (position_check_due() && applied_ != verified_ && !check_position()) failed_ = true;
       }
     }
+    // Not rate-limited on the way out: the writes below, and a restart,
+    // must not meet a file moved there in the last second.
+    if (!failed_ && !same_file()) failed_ = true;
     if (!failed_ && !flush()) failed_ = true;
     if (!failed_ && !settle_position()) failed_ = true;
     // A batch that could not be written is dropped unapplied: its offsets
@@ -535,13 +538,15 @@ class consume_loop {
   }
 
   // Whether the database path still names the file this loop writes: before
-  // each batch, and once a second while idle. A file moved there (a backup
-  // restored with mv rather than ctl swap-in) or the path deleted would
-  // leave this loop writing a file nothing else reads. Otherwise one error
-  // line and exit 3: the restarted consumer opens the file there now and
-  // resumes from that file's own offsets. First the WAL is folded into the
-  // file it belongs to and emptied: SQLite finds the -wal by name, and a
-  // reader of the new file would take its frames for that file's pages.
+  // each batch, once a second while idle, and on the way out. A file moved
+  // there (a backup restored with mv rather than ctl swap-in) or the path
+  // deleted would leave this loop writing a file nothing else reads.
+  // Otherwise one error line and exit 6, which systemd does not restart:
+  // every process with the old file open shares its -wal and -shm (SQLite
+  // finds them by name), so a consumer restarted on the file there while
+  // another still writes the old one would mix the two. First the WAL is
+  // folded into the file it belongs to and emptied, so that the file there
+  // reads as itself once they have all stopped.
   bool same_file() {
     file_checked_ = std::chrono::steady_clock::now();
     if (!db_.file_moved()) return true;
@@ -554,10 +559,10 @@ class consume_loop {
     log::error("db_failed", {{"projection", projection::name(cfg_.projection)},
                              {"db", cfg_.db_path},
                              {"error", "the database path no longer names the file this consumer opened (another "
-                                       "file moved there, or it was moved or deleted): stopping, so that a restart "
-                                       "opens the file there now"},
+                                       "file moved there, or it was moved or deleted): stop every clerk-sync unit "
+                                       "using it, then start them"},
                              {"wal_emptied", emptied}});
-    failed_code_ = exit_db_failed;
+    failed_code_ = exit_db_replaced;
     return false;
   }
 

@@ -37,6 +37,10 @@ inline constexpr int exit_db_failed = 3;
 inline constexpr int exit_kafka_failed = 4;
 // A stored offset the partition's log no longer holds: never reset silently.
 inline constexpr int exit_offset_out_of_range = 5;
+// The database path names another file than the one opened (replaced with
+// mv, moved or deleted): an operator stops whatever else has it open before
+// anything starts on the file there now, never an automatic restart.
+inline constexpr int exit_db_replaced = 6;
 
 struct loop_config {
   kafka::client_config kafka;

@@ -323,8 +323,8 @@ TEST_CASE("a locked database never advances offsets: bounded retries, exit 3 - r
         static_cast<std::int64_t>(distinct_svix(events) + distinct_svix(more)));
 }
 
-TEST_CASE("a backup moved over the database or the file deleted under a running consumer: exit 3, one line each, "
-          "and the restart goes on from that file's own offsets") {
+TEST_CASE("a backup moved over the database or the file deleted under a running consumer: exit 6, one line each, "
+          "and a start goes on from that file's own offsets") {
   const auto topic = t::fresh_topic("cons-moved", 2);
   t::temp_dir dir;
   const auto db = (dir / "live.db").string();
@@ -340,12 +340,14 @@ TEST_CASE("a backup moved over the database or the file deleted under a running 
     const auto st = c.wait(10s);
     const auto err = c.stderr_text();
     REQUIRE_MESSAGE(st.has_value(), err);
-    CHECK_MESSAGE(*st == 3, err);
+    CHECK_MESSAGE(*st == 6, err);  // not restarted by systemd: an operator starts it again
     for (const std::string p : {"users", "sessions"})
       CHECK_MESSAGE(t::count_of(err, "level=error msg=db_failed projection=" + p + " db=" + db +
                                          " error=\"the database path no longer names the file") == 1,
                     err);
-    CHECK_MESSAGE(err.find("wal_emptied=true") != std::string::npos, err);
+    // The last connection to stop empties the -wal; one that stopped while
+    // the other still wrote could not.
+    CHECK_MESSAGE(err.find(" wal_emptied=true") != std::string::npos, err);
   };
 
   auto c = t::start_consumer(args);

@@ -110,11 +110,12 @@ TEST_CASE("the source units say what the issue asks for") {
   CHECK(receiver.find("CLERK_WEBHOOK_SECRET=") == std::string::npos);
   // Exit 2 (a bad setting) is not retried, nor systemd's 243 (a credential
   // file missing), nor the consumer's 5 (its offset is outside the log: an
-  // operator decides); every other failure is.
+  // operator decides) or 6 (its database file replaced under it); every
+  // other failure is.
   const auto auth = test::read_file(test::source_path("systemd/clerk-sync-auth.service"));
   CHECK(receiver.find("\nRestartPreventExitStatus=2 243\n") != std::string::npos);
   CHECK(consumer.find("\nRestartPreventExitStatus=2 243\n") != std::string::npos);
-  CHECK(consumer.find("\nRestartPreventExitStatus=5\n") != std::string::npos);
+  CHECK(consumer.find("\nRestartPreventExitStatus=5 6\n") != std::string::npos);
   CHECK(auth.find("\nRestartPreventExitStatus=2 243\n") != std::string::npos);
   for (const auto* unit : {&receiver, &consumer, &auth}) {
     CHECK(unit->find("\nRestart=on-failure\n") != std::string::npos);
