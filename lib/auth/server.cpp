@@ -178,9 +178,10 @@ struct server::impl : std::enable_shared_from_this<impl> {
         // that client without a line here.
         const bool too_large = ec == http::error::header_limit;
         const auto status = too_large ? http::status::request_header_fields_too_large : http::status::bad_request;
-        const std::string_view outcome = too_large                              ? "header_limit"
-                                         : ec == http::error::unexpected_body ? "body"
-                                                                               : "bad_request";
+        // A Content-Length past Beast's default body limit (1 MiB) is
+        // refused by the parser itself: a body all the same.
+        const bool body = ec == http::error::unexpected_body || ec == http::error::body_limit;
+        const std::string_view outcome = too_large ? "header_limit" : body ? "body" : "bad_request";
         limiter.write(std::string("rejected:") + std::string(outcome), log::level::warn, "rejected",
                       {{"status", static_cast<int>(status)}, {"outcome", outcome}, {"error", ec.message()}});
         res = response{status, 11};
