@@ -93,7 +93,10 @@ class database {
   // was renamed, deleted, or another file was moved there (a backup
   // restored with mv). One stat (SQLITE_FCNTL_HAS_MOVED); false for
   // ":memory:". The connection would go on writing the old file, and its
-  // -wal, which SQLite finds by name, would be read into the new one.
+  // -wal, which SQLite finds by name, would be read into the new one. A
+  // stat that fails (the folder's permissions changed, an I/O error) counts
+  // as moved, as SQLite counts it. SQLite keeps the path with symlinks
+  // resolved: a symlink pointed elsewhere is not seen.
   [[nodiscard]] bool file_moved();
 
   // The SQLiteCpp connection, for lib/projection's statements only.
