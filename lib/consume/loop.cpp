@@ -553,8 +553,10 @@ class consume_loop {
     bool emptied = false;
     try {
       emptied = store::checkpoint_wal(db_);
-    } catch (const store::db_error&) {
-      // Reported below as wal_emptied=false.
+    } catch (const store::db_error& e) {
+      // Why the -wal could not be emptied, beside the line below that says it was not.
+      log::warn("wal_checkpoint_failed",
+                {{"projection", projection::name(cfg_.projection)}, {"db", cfg_.db_path}, {"error", e.what()}});
     }
     log::error("db_failed", {{"projection", projection::name(cfg_.projection)},
                              {"db", cfg_.db_path},

@@ -17,8 +17,8 @@ int read_user_version(SQLite::Database& db) { return db.execAndGet("PRAGMA user_
 // alone is not enough: many applications set PRAGMA user_version, and a
 // mistyped path naming one of their files would be switched to WAL,
 // migrated, and given lock files beside it.
-bool holds_clerk_sync_schema(SQLite::Database& db) {
-  return read_user_version(db) != 0 &&
+bool holds_clerk_sync_schema(SQLite::Database& db, int version) {
+  return version != 0 &&
          db.execAndGet("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN "
                        "('applied_events', 'kafka_offsets', 'dead_letters')")
                  .getInt() == 3;
@@ -74,7 +74,7 @@ database::database(const std::string& path, const open_options& opts) : path_(pa
       db_->setBusyTimeout(static_cast<int>(opts.busy_timeout.count()));
       const int version = read_user_version(*db_);
       const int newest = embedded_migrations().empty() ? 0 : embedded_migrations().back().version;
-      if (!holds_clerk_sync_schema(*db_)) throw open_error("database " + path + " holds no clerk-sync schema");
+      if (!holds_clerk_sync_schema(*db_, version)) throw open_error("database " + path + " holds no clerk-sync schema");
       if (version > newest)
         throw open_error("database schema version " + std::to_string(version) +
                          " is newer than this binary knows (" + std::to_string(newest) + ")");
@@ -105,7 +105,7 @@ database::database(const std::string& path, const open_options& opts) : path_(pa
       if (sqlite3_db_readonly(db_->getHandle(), "main") == 1)
         throw open_error("database " + path + " is read-only to this process (its owner, mode or file system?)");
       db_->setBusyTimeout(static_cast<int>(opts.busy_timeout.count()));
-      if (opts.must_be == open_options::existing::clerk_sync && !holds_clerk_sync_schema(*db_))
+      if (opts.must_be == open_options::existing::clerk_sync && !holds_clerk_sync_schema(*db_, read_user_version(*db_)))
         throw open_error("database " + path + " holds no clerk-sync schema");
       // WAL lets readers (ctl status) run beside the writers; NORMAL sync is
       // durable across a process crash, which is what the offsets need.
