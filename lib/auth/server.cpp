@@ -10,12 +10,14 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
 
+#include <array>
 #include <iterator>
 #include <list>
 #include <optional>
 #include <string>
 
 #include "config/options.hpp"
+#include "http/connection_end.hpp"
 #include "http/keep_alive.hpp"
 #include "log/log.hpp"
 
@@ -140,7 +142,29 @@ struct server::impl : std::enable_shared_from_this<impl> {
     return res;
   }
 
+  // Refuses a request that cannot be checked (malformed, over the header
+  // limit, or with a body: a check has none, and its bytes would be taken
+  // for the next request). Logged, rate-limited: a proxy passing a client's
+  // many cookies over the header limit would otherwise fail every check of
+  // that client without a line here.
+  response refusal(clerk_sync::http::read_failure f, beast::error_code ec) {
+    using clerk_sync::http::read_failure;
+    const bool too_large = f == read_failure::header_limit;
+    const auto status = too_large ? http::status::request_header_fields_too_large : http::status::bad_request;
+    // A Content-Length past Beast's default body limit (1 MiB) is refused
+    // by the parser itself: a body all the same.
+    const bool body = ec == http::error::unexpected_body || f == read_failure::body_limit;
+    const std::string_view outcome = too_large ? "header_limit" : body ? "body" : "bad_request";
+    limiter.write(std::string("rejected:") + std::string(outcome), log::level::warn, "rejected",
+                  {{"status", static_cast<int>(status)}, {"outcome", outcome}, {"error", ec.message()}});
+    response res{status, 11};
+    res.keep_alive(false);
+    res.prepare_payload();
+    return res;
+  }
+
   net::awaitable<void> connection(tcp::socket sock) {
+    using clerk_sync::http::read_failure;
     beast::tcp_stream stream(std::move(sock));
     beast::flat_buffer buffer;
     for (;;) {
@@ -149,44 +173,21 @@ struct server::impl : std::enable_shared_from_this<impl> {
       stream.expires_after(limits.read_timeout);
       auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, net::as_tuple(net::use_awaitable));
       (void)n;
-      // A connection that closes or times out between requests (a proxy's
-      // pool) ends without a word. A request cut off or stalled mid-way is a
-      // check the proxy saw fail: one line a minute per kind, as the
-      // receiver's, says how many.
-      const bool started = parser.got_some();
-      if (ec == beast::error::timeout && started)
-        limiter.write("read_timeout_header", log::level::warn, "read_timeout",
-                      {{"stage", "header"}, {"outcome", "closed"}});
-      if (ec == http::error::partial_message || (ec == net::error::connection_reset && started))
-        limiter.write("incomplete_header", log::level::info, "read_incomplete",
-                      {{"stage", "header"}, {"outcome", "closed by the client"}});
-      // Only what Beast could not parse is answered: otherwise the client is
-      // gone, or too slow.
-      if (ec == http::error::end_of_stream || ec == http::error::partial_message ||
-          (ec && ec.category() != http::make_error_code(http::error::bad_target).category()))
-        break;
-      // A body would have to be read (or its bytes taken for the next
-      // request): refused, as a request over a limit is.
       const auto& req = parser.get();
       if (!ec && (parser.content_length().value_or(0) != 0 || req.count(http::field::transfer_encoding) != 0))
         ec = http::error::unexpected_body;
+      const auto failed = ec ? std::optional(clerk_sync::http::classify_read_error(ec, parser.got_some()))
+                             : std::nullopt;
+      // A connection that closes or times out between requests (a proxy's
+      // pool) ends without a word; a request cut off or stalled mid-way is
+      // a check the proxy saw fail, and leaves a line.
+      if (failed && !clerk_sync::http::answered(*failed)) {
+        clerk_sync::http::log_unfinished(limiter, *failed, "header");
+        break;
+      }
       response res;
-      if (ec) {
-        // Malformed request, over a limit, or with a body: answer once, then
-        // close. Logged (rate-limited): a proxy passing a client's many
-        // cookies over the header limit would otherwise fail every check of
-        // that client without a line here.
-        const bool too_large = ec == http::error::header_limit;
-        const auto status = too_large ? http::status::request_header_fields_too_large : http::status::bad_request;
-        // A Content-Length past Beast's default body limit (1 MiB) is
-        // refused by the parser itself: a body all the same.
-        const bool body = ec == http::error::unexpected_body || ec == http::error::body_limit;
-        const std::string_view outcome = too_large ? "header_limit" : body ? "body" : "bad_request";
-        limiter.write(std::string("rejected:") + std::string(outcome), log::level::warn, "rejected",
-                      {{"status", static_cast<int>(status)}, {"outcome", outcome}, {"error", ec.message()}});
-        res = response{status, 11};
-        res.keep_alive(false);
-        res.prepare_payload();
+      if (failed) {
+        res = refusal(*failed, ec);
       } else {
         res = handle(req);
         res.keep_alive(clerk_sync::http::keeps_alive(parser) && !stopping);
@@ -194,7 +195,16 @@ struct server::impl : std::enable_shared_from_this<impl> {
       stream.expires_after(limits.read_timeout);
       auto [wec, wn] = co_await http::async_write(stream, res, net::as_tuple(net::use_awaitable));
       (void)wn;
-      if (wec || !res.keep_alive()) break;
+      if (wec) break;
+      // Refused before the client was done: what it still sends is read
+      // and dropped, so that it reads the answer rather than a reset.
+      if (failed) {
+        buffer.clear();
+        co_await clerk_sync::http::linger(stream, limits.read_timeout, clerk_sync::http::min_linger_bytes,
+                                          net::buffer(discard));
+        co_return;
+      }
+      if (!res.keep_alive()) break;
     }
     boost::system::error_code ignored;
     stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
@@ -242,6 +252,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
   std::size_t open = 0;
   bool stopping = false;
   log::rate_limiter limiter;  // refused checks, accept failures, refusals, /healthz's 503
+  std::array<char, 16 * 1024> discard{};  // lingering reads land here (one thread: no race)
 };
 
 server::server(net::io_context& ioc, const listen_address& where, std::string path, service& svc,

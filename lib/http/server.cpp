@@ -1,5 +1,6 @@
 #include "http/server.hpp"
 
+#include "http/connection_end.hpp"
 #include "http/keep_alive.hpp"
 #include "http/request_bounds.hpp"
 
@@ -363,7 +364,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
         // (a rejected header's fields, a refused body's reservation); the
         // buffer goes too, so a lingering connection holds only its stream.
         buffer = beast::flat_buffer();
-        co_await linger(stream);
+        co_await http::linger(stream, limits.read_timeout, std::max(min_linger_bytes, 4 * limits.body_limit),
+                              net::buffer(discard));
       }
       co_return;
     }
@@ -428,50 +430,28 @@ struct server::impl : std::enable_shared_from_this<impl> {
     co_return ec ? after::close : after::linger;
   }
 
-  // What nginx calls a lingering close: after our FIN, read and discard what
-  // the client still sends, for at most `read_timeout` and a few bodies' worth.
-  task<void> linger(stream_type& stream) {
-    beast::error_code ec;
-    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
-    if (ec) co_return;
-    stream.expires_after(limits.read_timeout);
-    std::size_t left = std::max<std::size_t>(8 * 1024 * 1024, 4 * limits.body_limit);
-    while (left > 0) {
-      auto [rec, n] = co_await stream.async_read_some(net::buffer(discard), nothrow);
-      if (rec) break;  // the client's EOF, or our deadline
-      left -= std::min(left, n);
-    }
-  }
-
   // A failed read of a request's header or body: answered while the client
   // is there to be told (a limit, malformed HTTP or chunking, a chunk line
-  // past the read buffer's bound), closed without a word otherwise (the
-  // client gone). A request not read whole within the read timeout is
-  // closed too, and so that trickling clients are seen, one line a minute
-  // says how many (with `repeated`). The connection ends.
-  task<after> after_read_error(stream_type& stream, beast::error_code ec, std::string_view stage) {
-    if (ec == bhttp::error::header_limit)
-      co_return co_await answer_early(stream, headers_too_large(), "rejected", "header_limit");
-    if (ec == bhttp::error::body_limit) co_return co_await answer_early(stream, too_large(), "rejected", "body_limit");
-    if (ec == bhttp::error::buffer_overflow)
-      co_return co_await answer_early(stream, bad_request(), "rejected", "chunk_line_limit");
-    if (ec == bhttp::error::end_of_stream) co_return after::close;  // between requests: a keep-alive's end
-    if (ec == bhttp::error::partial_message) {
-      // Cut off mid-request by the client: nothing to answer, one line a
-      // minute per stage says how many.
-      limiter.write(stage == "header" ? "incomplete_header" : "incomplete_body", log::level::info, "read_incomplete",
-                    {{"stage", stage}, {"outcome", "closed by the client"}});
-      co_return after::close;
+  // past the read buffer's bound), closed otherwise, with a line when a
+  // request was cut off or timed out (lib/http/connection_end.hpp). The
+  // connection ends.
+  task<after> after_read_error(stream_type& stream, beast::error_code ec, std::string_view stage, bool started) {
+    switch (const auto f = classify_read_error(ec, started)) {
+      case read_failure::header_limit:
+        co_return co_await answer_early(stream, headers_too_large(), "rejected", "header_limit");
+      case read_failure::body_limit: co_return co_await answer_early(stream, too_large(), "rejected", "body_limit");
+      case read_failure::line_limit:
+        co_return co_await answer_early(stream, bad_request(), "rejected", "chunk_line_limit");
+      case read_failure::malformed:
+        // Beast's word for what was malformed (a bad Content-Length, a bare
+        // LF, both Content-Length and Transfer-Encoding, ...), so that a
+        // probe can be told from a broken client.
+        co_return co_await answer_early(stream, bad_request(), "rejected", "bad_request", false,
+                                        std::string(stage) + ": " + ec.message());
+      case read_failure::gone:
+      case read_failure::cut_off:
+      case read_failure::timed_out: log_unfinished(limiter, f, stage);
     }
-    if (ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category())
-      // Beast's word for what was malformed (a bad Content-Length, a bare
-      // LF, both Content-Length and Transfer-Encoding, ...), so that a
-      // probe can be told from a broken client.
-      co_return co_await answer_early(stream, bad_request(), "rejected", "bad_request", false,
-                                      std::string(stage) + ": " + ec.message());
-    if (ec == beast::error::timeout)
-      limiter.write(stage == "header" ? "read_timeout_header" : "read_timeout_body", log::level::warn, "read_timeout",
-                    {{"stage", stage}, {"outcome", "closed"}});
     co_return after::close;
   }
 
@@ -508,12 +488,9 @@ struct server::impl : std::enable_shared_from_this<impl> {
       auto [rec, rn] = co_await stream.async_read_some(buffer.prepare(beast::read_size(buffer, max_read)), nothrow);
       buffer.commit(rn);
       read_any = true;
-      // A reset is the client's end too (killed, or a balancer giving up):
-      // a request cut off, or no request at all when nothing came.
-      if (rec == net::error::eof || rec == net::error::connection_reset)
-        co_return co_await after_read_error(
-            stream, buffer.size() == 0 ? bhttp::error::end_of_stream : bhttp::error::partial_message, "header");
-      if (rec) co_return co_await after_read_error(stream, rec, "header");
+      // A request cut off, or no request at all when nothing but blank
+      // lines came.
+      if (rec) co_return co_await after_read_error(stream, rec, "header", buffer.size() != 0);
     }
     if (bounds::folded(bounds::text_of(buffer)))
       co_return co_await answer_early(stream, bad_request(), "rejected", "obs_fold");
@@ -526,7 +503,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
     // one stopped at a byte no header may hold is malformed.
     if (ec == bhttp::error::need_more)
       ec = at_limit ? bhttp::error::header_limit : bhttp::error::bad_value;
-    if (ec) co_return co_await after_read_error(stream, ec, "header");
+    if (ec) co_return co_await after_read_error(stream, ec, "header", true);
     auto& req = parser.get();
     const bool head = req.method() == bhttp::verb::head;
     if (bounds::too_many_fields(req))
@@ -574,16 +551,14 @@ struct server::impl : std::enable_shared_from_this<impl> {
       // What the header's reads took past the header is fresh to the body.
       for (std::size_t fresh = buffer.size();;) {
         if (const auto pec = bounds::parse_body(parser, buffer, fresh); pec && pec != bhttp::error::need_more)
-          co_return co_await after_read_error(stream, pec, "body");
+          co_return co_await after_read_error(stream, pec, "body", true);
         if (parser.is_done()) break;
         const auto room = beast::read_size(buffer, max_read);
-        if (room == 0) co_return co_await after_read_error(stream, bhttp::error::buffer_overflow, "body");
+        if (room == 0) co_return co_await after_read_error(stream, bhttp::error::buffer_overflow, "body", true);
         auto [rec, rn] = co_await stream.async_read_some(buffer.prepare(room), nothrow);
         buffer.commit(rn);
         fresh = rn;
-        // An EOF or a reset mid-body is a body cut off by its client.
-        if (rec == net::error::eof || rec == net::error::connection_reset) rec = bhttp::error::partial_message;
-        if (rec) co_return co_await after_read_error(stream, rec, "body");
+        if (rec) co_return co_await after_read_error(stream, rec, "body", true);
       }
       // Beast adds a chunked body's trailer fields to the header's, where
       // they would be read as headers, svix-signature included (RFC 9110

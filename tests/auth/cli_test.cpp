@@ -267,6 +267,25 @@ TEST_CASE("clerk-sync-auth: a request that declares a body gets 400 at once, Con
   CHECK_MESSAGE(bodies == 5, auth.stderr_text());
 }
 
+TEST_CASE("clerk-sync-auth: an early 400 reaches a client still sending its body, as the receiver's does") {
+  // Answered before the client is done (a 4 MiB body), the connection
+  // lingers: a close with the rest unread would reset it, and a client that
+  // writes its whole request before reading (most do) would fail on the
+  // write, never reading the answer.
+  running_auth a({});
+  {
+    test::raw_conn c(a.port);
+    CHECK(c.send("GET /auth HTTP/1.1\r\nHost: auth\r\nContent-Length: 4194304\r\n\r\n" +
+                 std::string(4 * 1024 * 1024, 'x')));
+    CHECK(test::status_of(c.read_until("\r\n\r\n", 5s)) == 400);
+    CHECK(c.closed_within(5s));
+  }
+  // Still answering.
+  test::raw_conn after(a.port);
+  REQUIRE(after.send("GET /healthz HTTP/1.1\r\nHost: auth\r\n\r\n"));
+  CHECK(test::status_of(after.read_until("ok\n", 5s)) == 200);
+}
+
 TEST_CASE("clerk-sync-auth: a request cut off or timed out mid-way leaves a line, an idle connection none") {
   // A proxy's check that failed this way must leave a trace here; a proxy's
   // pooled connection that closes or times out between requests is normal.
