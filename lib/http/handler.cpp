@@ -137,5 +137,6 @@ response too_large_for_kafka() { return error_response(413, "record too large fo
 response over_memory_budget() { return unavailable("too many request bodies in flight"); }
 response bad_request() { return error_response(400, "malformed request"); }
 response headers_too_large() { return error_response(431, "headers too large"); }
+response repeated_signature_header() { return error_response(400, "a signature header given twice"); }
 
 }  // namespace clerk_sync::http

@@ -97,5 +97,7 @@ struct decision {
 [[nodiscard]] response over_memory_budget();
 // 400 for a request the HTTP parser cannot read.
 [[nodiscard]] response bad_request();
+// 400 for svix-id, svix-timestamp or svix-signature given twice.
+[[nodiscard]] response repeated_signature_header();
 
 }  // namespace clerk_sync::http

@@ -52,6 +52,23 @@ std::int64_t now_ms() {
       .count();
 }
 
+// Whether a field of the signature (svix-id, svix-timestamp,
+// svix-signature, or its webhook-* name) comes twice. Each has one value:
+// with two, we would check and publish the first while a proxy or a log in
+// front may read the other, or join them as Node does.
+bool repeats_signature_field(const bhttp::fields& fields) {
+  static constexpr std::array<std::string_view, 6> names = {"svix-id",    "svix-timestamp",    "svix-signature",
+                                                            "webhook-id", "webhook-timestamp", "webhook-signature"};
+  std::array<bool, names.size()> seen{};
+  for (const auto& f : fields) {
+    if (f.name() != bhttp::field::unknown) continue;  // Beast knows none of them
+    const auto name = f.name_string();
+    for (std::size_t i = 0; i < names.size(); ++i)
+      if (beast::iequals(name, names[i]) && std::exchange(seen[i], true)) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 struct server::impl : std::enable_shared_from_this<impl> {
@@ -532,6 +549,9 @@ struct server::impl : std::enable_shared_from_this<impl> {
       // A body follows: decide what the header alone decides, before reading it.
       if (auto d = route(method, target, handler, kafka_state()))
         co_return co_await answer_early(stream, d->answer, d->msg, d->outcome, head);
+      if (repeats_signature_field(req))
+        co_return co_await answer_early(stream, repeated_signature_header(), "rejected", "repeated_signature_header",
+                                        head);
       const auto length = parser.content_length();
       held = reserve(length ? std::optional<std::uint64_t>(*length) : std::nullopt);
       if (!held)

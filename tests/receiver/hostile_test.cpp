@@ -758,6 +758,43 @@ TEST_CASE("an HTTP/1.1 request without Host, or any with two Host lines, gets 40
   CHECK(test::read_topic(test::broker().brokers, topic).size() == 2);
 }
 
+TEST_CASE("a signature header given twice gets 400 and is never published, whichever copy the signature matches") {
+  // Each of svix-id, svix-timestamp and svix-signature has one value. With
+  // two lines, this receiver checked and published the first, while a proxy
+  // or a log in front may read the other (or join them, as Node does):
+  // two readings of one delivery. Refused instead, before the body is read.
+  const auto secret = test::random_secret();
+  const auto topic = test::fresh_topic("recv_repeated", 1);
+  test::receiver r(test::broker().brokers, topic, secret);
+  REQUIRE(r.wait_ready(20s));
+  const auto send = [&](const std::string& user, const std::string& before, const std::string& after) {
+    const auto e = test::sign_event(secret, test::user_event_body(user));
+    test::raw_conn c(r.port());
+    REQUIRE(c.send("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\n" + before + header_lines(e) + after +
+                   "Content-Length: " + std::to_string(e.body.size()) + "\r\n\r\n" + e.body));
+    return c.read_until("}", 10s);
+  };
+  const std::string other_sig = "v1," + std::string(43, 'A') + "=\r\n";
+  for (const auto& [before, after] : std::vector<std::pair<std::string, std::string>>{
+           {"", "svix-id: msg_other\r\n"},
+           {"SVIX-ID: msg_other\r\n", ""},
+           {"", "svix-timestamp: 1\r\n"},
+           {"svix-signature: " + other_sig, ""},
+           {"", "Svix-Signature: " + other_sig},
+           {"", "webhook-id: a\r\nwebhook-id: b\r\n"}}) {
+    INFO(before << after);
+    const auto answer = send("user_repeated", before, after);
+    CHECK(test::status_of(answer) == 400);
+    CHECK(answer.find("given twice") != std::string::npos);
+  }
+  CHECK(r.proc().wait_for_log("msg=rejected status=400 outcome=repeated_signature_header", 5s));
+  // One of each, and webhook-* beside svix-* (the svix-* are read), are fine.
+  CHECK(test::status_of(send("user_once", "", "")) == 200);
+  CHECK(test::status_of(send("user_both_names", "webhook-id: msg_x\r\n", "")) == 200);
+  const auto records = test::read_topic(test::broker().brokers, topic);
+  CHECK(records.size() == 2);
+}
+
 TEST_CASE("a request its client resets mid-way leaves a read_incomplete line, as one it closes does") {
   // A reset (RST, as a client killed or a load balancer giving up sends)
   // is a request cut off by its client too: without its line, the lines and
