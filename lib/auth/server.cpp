@@ -108,8 +108,15 @@ struct server::impl : std::enable_shared_from_this<impl> {
 
     const auto started = std::chrono::steady_clock::now();
     std::string joined;
-    const auto r = svc.check(header(req, http::field::authorization), cookies(req, joined),
-                             std::chrono::system_clock::now());
+    // Authorization holds one credential (RFC 9110 11.6.2). With two lines,
+    // the first would be checked while the application behind the proxy
+    // may read the other. Clerk's authenticateRequest reads headers.get(),
+    // which on a Fetch request joins them with ", ", and refuses the result.
+    check_result r;
+    if (req.count(http::field::authorization) > 1)
+      r.outcome = "repeated_authorization";
+    else
+      r = svc.check(header(req, http::field::authorization), cookies(req, joined), std::chrono::system_clock::now());
     const std::string_view text = r.status == 200   ? "ok"
                                   : r.status == 401 ? "unauthorized"
                                   : r.status == 403 ? "forbidden"

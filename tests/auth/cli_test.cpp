@@ -185,6 +185,33 @@ TEST_CASE("clerk-sync-auth: cookies in several fields are read as one, the first
   CHECK(a.proc->wait(15s) == 0);
 }
 
+TEST_CASE("clerk-sync-auth: two Authorization lines get 401 whichever holds a valid token, one gets 200") {
+  // Authorization holds one credential. Checking the first while the
+  // application behind the proxy may read the other would be two readings
+  // of one request. Clerk's own authenticateRequest, given a Fetch request,
+  // reads both joined with ", " and refuses them.
+  running_auth a({});
+  const auto exp = std::chrono::duration_cast<std::chrono::seconds>(
+                       std::chrono::system_clock::now().time_since_epoch()).count() + 300;
+  const auto tok = a.signer.sign(R"({"alg":"RS256"})",
+                                 R"({"exp":)" + std::to_string(exp) + R"(,"sid":"sess_9","sub":"user_9"})");
+  const auto with_fields = [&](const std::string& fields) {
+    test::raw_conn c(a.port);
+    REQUIRE(c.send("GET /auth HTTP/1.1\r\nHost: auth\r\n" + fields + "Connection: close\r\n\r\n"));
+    return test::status_of(c.read_until("\r\n\r\n", 10s));
+  };
+  CHECK(with_fields("Authorization: Bearer " + tok + "\r\n") == 200);
+  CHECK(with_fields("Authorization: Bearer " + tok + "\r\nAuthorization: Bearer junk\r\n") == 401);
+  CHECK(with_fields("Authorization: Bearer junk\r\nauthorization: Bearer " + tok + "\r\n") == 401);
+  CHECK(with_fields("Authorization: Bearer " + tok + "\r\nAuthorization: Bearer " + tok + "\r\n") == 401);
+  // A cookie beside one Authorization line is no second credential: the
+  // header wins, as in Clerk.
+  CHECK(with_fields("Authorization: Bearer " + tok + "\r\nCookie: __session=junk\r\n") == 200);
+  CHECK(a.proc->wait_for_log("msg=auth status=401 outcome=repeated_authorization", 5s));
+  a.proc->signal(SIGTERM);
+  CHECK(a.proc->wait(15s) == 0);
+}
+
 TEST_CASE("clerk-sync-auth: a request it cannot check (too large, wrong path) leaves a line, never the token") {
   running_auth a({});
   auto& auth = *a.proc;
