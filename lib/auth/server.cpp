@@ -171,9 +171,25 @@ struct server::impl : std::enable_shared_from_this<impl> {
   }
 
   net::awaitable<void> connection(tcp::socket sock) {
-    using clerk_sync::http::read_failure;
     beast::tcp_stream stream(std::move(sock));
     beast::flat_buffer buffer;
+    if (co_await serve(stream, buffer)) {
+      // Refused before the client was done: what it still sends is read
+      // and dropped, so that it reads the answer rather than a reset. The
+      // request and its answer went with serve()'s frame, and the buffer
+      // goes now: a lingering connection holds only its stream.
+      buffer = beast::flat_buffer();
+      co_await clerk_sync::http::linger(stream, limits.read_timeout, clerk_sync::http::min_linger_bytes,
+                                        net::buffer(discard));
+      co_return;
+    }
+    boost::system::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  }
+
+  // A connection's requests, answered in turn; true when the last was
+  // refused, and the connection is to linger.
+  net::awaitable<bool> serve(beast::tcp_stream& stream, beast::flat_buffer& buffer) {
     for (;;) {
       http::request_parser<http::empty_body> parser;
       parser.header_limit(static_cast<std::uint32_t>(limits.header_limit));
@@ -190,7 +206,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
       // a check the proxy saw fail, and leaves a line.
       if (failed && !clerk_sync::http::answered(*failed)) {
         clerk_sync::http::log_unfinished(limiter, *failed, "header");
-        break;
+        co_return false;
       }
       response res;
       if (failed) {
@@ -202,19 +218,10 @@ struct server::impl : std::enable_shared_from_this<impl> {
       stream.expires_after(limits.read_timeout);
       auto [wec, wn] = co_await http::async_write(stream, res, net::as_tuple(net::use_awaitable));
       (void)wn;
-      if (wec) break;
-      // Refused before the client was done: what it still sends is read
-      // and dropped, so that it reads the answer rather than a reset.
-      if (failed) {
-        buffer.clear();
-        co_await clerk_sync::http::linger(stream, limits.read_timeout, clerk_sync::http::min_linger_bytes,
-                                          net::buffer(discard));
-        co_return;
-      }
-      if (!res.keep_alive()) break;
+      if (wec) co_return false;
+      if (failed) co_return true;
+      if (!res.keep_alive()) co_return false;
     }
-    boost::system::error_code ignored;
-    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
   }
 
   net::awaitable<void> accept_loop() {

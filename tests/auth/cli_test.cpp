@@ -313,6 +313,36 @@ TEST_CASE("clerk-sync-auth: an early 400 reaches a client still sending its body
   CHECK(test::status_of(after.read_until("ok\n", 5s)) == 200);
 }
 
+TEST_CASE("clerk-sync-auth: memory: a refused header of thousands of tiny fields is freed before the lingering close") {
+  // Under the 16 KiB header limit, Beast parses each of the 2,600 fields (an
+  // allocation each) before the body is refused; the connection then
+  // lingers for up to the read timeout, and must hold only its stream.
+  running_auth a({});
+  std::string header = "GET /auth HTTP/1.1\r\nHost: auth\r\n";
+  for (int i = 0; i < 2600; ++i) header += "a:b\r\n";
+  header += "Content-Length: 1\r\n\r\n";
+  REQUIRE(header.size() < 16 * 1024);
+  constexpr std::size_t n = 800;  // under the default soft limit of 1,024 descriptors, here and in auth
+  std::vector<std::unique_ptr<test::raw_conn>> conns;
+  std::size_t answered = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    conns.push_back(std::make_unique<test::raw_conn>(a.port));
+    REQUIRE(conns.back()->send(header));
+    // Each is answered, then lingers: the client keeps it open.
+    if (test::status_of(conns.back()->read_until("\r\n\r\n", 10s)) == 400) ++answered;
+  }
+  std::size_t peak_kib = 0;
+  {
+    std::ifstream status("/proc/" + std::to_string(a.proc->pid()) + "/status");
+    for (std::string line; std::getline(status, line);)
+      if (line.starts_with("VmHWM:")) peak_kib = std::stoul(line.substr(6));
+  }
+  MESSAGE(n << " lingering connections after 2,600-field headers: auth peak RSS " << peak_kib / 1024 << " MiB");
+  CHECK(answered == n);
+  REQUIRE(peak_kib > 0);
+  CHECK(peak_kib < 64 * 1024);  // each request held would be about 180 MiB
+}
+
 TEST_CASE("clerk-sync-auth: a request cut off or timed out mid-way leaves a line, an idle connection none") {
   // A proxy's check that failed this way must leave a trace here; a proxy's
   // pooled connection that closes or times out between requests is normal.
