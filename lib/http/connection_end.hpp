@@ -67,8 +67,8 @@ inline void log_unfinished(log::rate_limiter& limiter, read_failure f, std::stri
                   {{"stage", stage}, {"outcome", "closed"}});
 }
 
-// The fewest bytes a lingering close reads before it gives up: a few
-// bodies' worth of a client that ignored the answer.
+// The least cap on what a lingering close reads before it gives up: a few
+// of the receiver's bodies, and any body a forward-auth check may be sent.
 inline constexpr std::size_t min_linger_bytes = 8 * 1024 * 1024;
 
 // What nginx calls a lingering close, after an answer given before the

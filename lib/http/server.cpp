@@ -505,8 +505,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
       auto [rec, rn] = co_await stream.async_read_some(buffer.prepare(beast::read_size(buffer, max_read)), nothrow);
       buffer.commit(rn);
       read_any = true;
-      // A request cut off, or no request at all when nothing but blank
-      // lines came.
+      // A request cut off, or no request at all when nothing came.
       if (rec) co_return co_await after_read_error(stream, rec, "header", buffer.size() != 0);
     }
     if (bounds::folded(bounds::text_of(buffer)))
@@ -541,6 +540,9 @@ struct server::impl : std::enable_shared_from_this<impl> {
     // routes by one of two Host lines would disagree with us on the other.
     if (const auto hosts = req.count(bhttp::field::host); hosts > 1 || (hosts == 0 && req.version() >= 11))
       co_return co_await answer_early(stream, bad_request(), "rejected", "host", head);
+    if (repeats_signature_field(req))
+      co_return co_await answer_early(stream, repeated_signature_header(), "rejected", "repeated_signature_header",
+                                      head);
     const auto started = std::chrono::steady_clock::now();
     const auto method = std::string_view(req.method_string().data(), req.method_string().size());
     const auto target = std::string_view(req.target().data(), req.target().size());
@@ -549,9 +551,6 @@ struct server::impl : std::enable_shared_from_this<impl> {
       // A body follows: decide what the header alone decides, before reading it.
       if (auto d = route(method, target, handler, kafka_state()))
         co_return co_await answer_early(stream, d->answer, d->msg, d->outcome, head);
-      if (repeats_signature_field(req))
-        co_return co_await answer_early(stream, repeated_signature_header(), "rejected", "repeated_signature_header",
-                                        head);
       const auto length = parser.content_length();
       held = reserve(length ? std::optional<std::uint64_t>(*length) : std::nullopt);
       if (!held)

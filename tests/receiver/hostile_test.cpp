@@ -787,6 +787,11 @@ TEST_CASE("a signature header given twice gets 400 and is never published, which
     CHECK(test::status_of(answer) == 400);
     CHECK(answer.find("given twice") != std::string::npos);
   }
+  {
+    test::raw_conn c(r.port());  // no body: the header alone decides
+    REQUIRE(c.send("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nsvix-id: a\r\nsvix-id: b\r\nContent-Length: 0\r\n\r\n"));
+    CHECK(c.read_until("}", 10s).find("given twice") != std::string::npos);
+  }
   CHECK(r.proc().wait_for_log("msg=rejected status=400 outcome=repeated_signature_header", 5s));
   // One of each, and webhook-* beside svix-* (the svix-* are read), are fine.
   CHECK(test::status_of(send("user_once", "", "")) == 200);
