@@ -562,7 +562,7 @@ class consume_loop {
                              {"db", cfg_.db_path},
                              {"error", "the database path no longer names the file this consumer opened (another "
                                        "file moved there, or it was moved or deleted): stop every clerk-sync unit "
-                                       "using it, then start them"},
+                                       "using it, remove the -wal and -shm beside it, then start them"},
                              {"wal_emptied", emptied}});
     failed_code_ = exit_db_replaced;
     return false;
