@@ -80,6 +80,14 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
     std::error_code ec;
     if (std::filesystem::equivalent(from, live, ec))
       throw swap_error("--from and --db name the same file (" + live + ")");
+    // A replay writes <db>.partial, locked by <db>.partial.lock, and renames
+    // it only once complete: a file by that name, or with that lock beside
+    // it, is one a replay is still writing or was killed writing. Swapped
+    // in, its projection would go back to where the replay stopped until
+    // its consumer caught up, a ban or a deletion after it undone meanwhile.
+    if (from.ends_with(".partial") || std::filesystem::exists(from + ".lock", ec))
+      throw swap_error(from + " is a replay's unfinished file (still being written, or its replay was killed): "
+                       "swap in the file a finished replay renamed it to, or replay again");
     // Consumers leave their lock files beside a file they ran on; a replay
     // never does. A --from with one, of any projection, is a live file:
     // --from and --db swapped would copy the live rows over the rebuilt ones
