@@ -4,22 +4,46 @@
 #include <sstream>
 
 #include "config/options.hpp"
+#include "log/log.hpp"
 
 namespace clerk_sync::config {
+
+namespace {
+
+// Clerk's secrets (made by Svix) are 24 random bytes: whsec_ and 32 base64
+// characters. One cut short by a character or two is refused by the decoder
+// three times in four (its last character spells bits past the key's end);
+// the rest decode to a shorter key, which would answer every webhook 401.
+// Svix's libraries take a key of any size, and so does this check: a key
+// of another size is said, not refused.
+constexpr std::size_t clerk_secret_bytes = 24;
+
+std::vector<verify::key> said_if_unusual(std::vector<verify::key> keys) {
+  for (std::size_t i = 0; i < keys.size(); ++i)
+    if (keys[i].size() != clerk_secret_bytes)
+      log::warn("webhook_secret_length",
+                {{"secret", static_cast<std::int64_t>(i + 1)},
+                 {"bytes", static_cast<std::int64_t>(keys[i].size())},
+                 {"outcome", "Clerk's secrets are 24 bytes (32 base64 characters after whsec_): one cut short or "
+                             "mistyped answers every webhook 401"}});
+  return keys;
+}
+
+}  // namespace
 
 std::vector<verify::key> load_secrets(const std::optional<std::string>& env_value, const std::string& secret_file) {
   const bool have_env = env_value && !env_value->empty();
   if (have_env && !secret_file.empty())
     throw config::usage_error("set either CLERK_WEBHOOK_SECRET or CLERK_WEBHOOK_SECRET_FILE, not both");
   try {
-    if (have_env) return verify::parse_secret_list(*env_value);
+    if (have_env) return said_if_unusual(verify::parse_secret_list(*env_value));
     if (secret_file.empty())
       throw config::usage_error("no webhook secret: set CLERK_WEBHOOK_SECRET or CLERK_WEBHOOK_SECRET_FILE");
     std::ifstream in(secret_file);
     if (!in) throw config::usage_error("cannot read the webhook secret file " + secret_file);
     std::ostringstream text;
     text << in.rdbuf();
-    return verify::parse_secret_file(text.str());
+    return said_if_unusual(verify::parse_secret_file(text.str()));
   } catch (const verify::secret_error& e) {
     throw config::usage_error(std::string(have_env ? "CLERK_WEBHOOK_SECRET: " : "webhook secret file: ") +
                               e.what());

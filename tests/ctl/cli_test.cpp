@@ -130,6 +130,30 @@ TEST_CASE("sign prints the Svix headers of a published vector") {
   CHECK(f.err.find("MfKQ9r8") == std::string::npos);
 }
 
+TEST_CASE("a webhook secret that decodes to other than Clerk's 24 bytes is said at start, never shown") {
+  // 32 'A's are 24 zero bytes; cut by one character, what is left still
+  // decodes (the bits past the last byte are zero), to 23 bytes: a key that
+  // would answer every webhook 401.
+  test::temp_dir dir;
+  const auto body = dir / "body.json";
+  std::ofstream(body, std::ios::binary) << R"({"type":"user.created","data":{"id":"user_1"}})";
+  const std::string whole = "whsec_" + std::string(32, 'A');
+  const auto sign_with = [&](const std::string& secret) {
+    return test::run(ctl(), {"sign", body.string(), "--id", "msg_1", "--timestamp", "1614265330"},
+                     env_with({{"CLERK_WEBHOOK_SECRET", secret}}));
+  };
+  const auto cut = sign_with(whole.substr(0, whole.size() - 1));
+  CHECK(cut.status == 0);
+  CHECK_MESSAGE(cut.err.find("level=warn msg=webhook_secret_length secret=1 bytes=23 ") != std::string::npos, cut.err);
+  CHECK(cut.err.find("AAAAAAAA") == std::string::npos);
+  const auto ok = sign_with(whole);
+  CHECK(ok.status == 0);
+  CHECK_MESSAGE(ok.err.find("webhook_secret_length") == std::string::npos, ok.err);
+  // Each of several is looked at: the second here.
+  const auto second = sign_with(whole + " whsec_" + std::string(27, 'A') + "=");
+  CHECK_MESSAGE(second.err.find("msg=webhook_secret_length secret=2 bytes=20 ") != std::string::npos, second.err);
+}
+
 TEST_CASE("sign and send refuse a directory named as a body file instead of using an empty body") {
   test::temp_dir dir;
   const auto env = env_with({{"CLERK_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}});
