@@ -170,7 +170,7 @@ box cmp -s "$example" "$envfile" || fail "$envfile is not a copy of $example"
 # --- configure, as an operator would -------------------------------------------
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 topic="clerk.events.boot-$$-$RANDOM"
-secret="whsec_$(head -c 32 /dev/urandom | base64 -w0)"
+secret="whsec_$(head -c 24 /dev/urandom | base64 -w0)"
 box sh -c "sed -i \
   -e 's|^KAFKA_BROKERS=.*|KAFKA_BROKERS=$brokers|' \
   -e 's|^CLERK_SYNC_TOPIC=.*|CLERK_SYNC_TOPIC=$topic|' \
