@@ -143,6 +143,13 @@ std::optional<int> parse(CLI::App& app, int argc, char** argv) {
     // CLI11 would repeat the stray arguments: one of them may be a secret
     // pasted in the wrong place, so name none.
     return report_exit(app.get_name(), "bad_setting", "unexpected arguments (see --help)", exit_usage);
+  } catch (const CLI::RequiredError& e) {
+    // CLI11 says "A subcommand is required" of `ctl nosuch` too, as if none
+    // had been given: say that none of those given is known.
+    if (std::string_view(e.what()).starts_with("A subcommand is required"))
+      return report_exit(app.get_name(), "bad_setting", "no subcommand given, or none it knows (see --help)",
+                         exit_usage);
+    return report_exit(app.get_name(), "bad_setting", e.what(), exit_usage);
   } catch (const CLI::ParseError& e) {
     // One clear line, never the value (it may be a secret).
     return report_exit(app.get_name(), "bad_setting", e.what(), exit_usage);

@@ -66,6 +66,14 @@ TEST_CASE("bad usage exits 2 with one line") {
     CHECK(r.status == 2);
     CHECK_FALSE(r.err.empty());
   }
+  // A misspelt subcommand is not "no subcommand", at either level.
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"nosuch"}, {"dead-letters", "lst"}, {"topic", "ensur"}}) {
+    const auto r = test::run(ctl(), args, clean_env);
+    INFO(r.err);
+    CHECK(r.status == 2);
+    CHECK(r.err.find("no subcommand given, or none it knows") != std::string::npos);
+  }
   // A monitor's threshold that would turn its check off, on a real database
   // (a missing file alone would exit 2).
   {
