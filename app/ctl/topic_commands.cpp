@@ -1,4 +1,5 @@
 // `topic ensure`: the events topic with replay-safe settings.
+#include <algorithm>
 #include <memory>
 
 #include "commands.hpp"
@@ -23,7 +24,14 @@ int topic_ensure(const topic_args& a) {
   for (const auto& c : a.configs) {
     const auto eq = c.find('=');
     if (eq == std::string::npos || eq == 0) throw config::usage_error("--config: expected key=value, got " + c);
-    settings.configs.emplace_back(c.substr(0, eq), c.substr(eq + 1));
+    const auto key = c.substr(0, eq);
+    // One of two values would win without a word (a --config over
+    // --retention-ms -1 makes a topic a replay cannot read whole).
+    for (const auto& [k, v] : settings.configs)
+      if (k == key) throw config::usage_error("--config: " + key + " given twice: give it once");
+    if (key == "retention.ms" && std::find(a.given.begin(), a.given.end(), "--retention-ms") != a.given.end())
+      throw config::usage_error("--config: retention.ms given beside --retention-ms: give one");
+    settings.configs.emplace_back(key, c.substr(eq + 1));
   }
   const auto report = ops::ensure_topic(a.kafka, settings, std::chrono::milliseconds(a.timeout_ms), a.strict);
   if (report.refused) {

@@ -66,6 +66,16 @@ TEST_CASE("bad usage exits 2 with one line") {
     CHECK(r.status == 2);
     CHECK_FALSE(r.err.empty());
   }
+  // One topic setting given twice: one value would win without a word.
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"topic", "ensure", "--retention-ms", "-1", "--config", "retention.ms=5000"},
+        {"topic", "ensure", "--config", "cleanup.policy=delete", "--config", "cleanup.policy=compact"}}) {
+    const auto r = test::run(ctl(), args, clean_env);
+    INFO(r.err);
+    CHECK(r.status == 2);
+    CHECK(r.err.find("given") != std::string::npos);
+    CHECK(r.err.find("--config: ") != std::string::npos);
+  }
   // A misspelt subcommand is not "no subcommand", at either level.
   for (const std::vector<std::string>& args :
        {std::vector<std::string>{"nosuch"}, {"dead-letters", "lst"}, {"topic", "ensur"}}) {
