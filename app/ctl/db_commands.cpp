@@ -1,7 +1,7 @@
 // The database subcommands: replay (backfill into a new file), compare,
 // swap-in (a rebuilt projection into the live file), status (lag, rows, last
-// apply; exit 1 past --max-lag or for a stored offset outside the log) and
-// dead-letters.
+// apply; exit 1 past --max-lag, for a stored offset outside the log, or for a
+// topic the file stores no offsets for) and dead-letters.
 #include <signal.h>
 
 #include <algorithm>
@@ -261,6 +261,19 @@ int status(const status_args& a) {
           code = exit_failed;
         }
       }
+      if (!r.other_topics.empty()) {
+        // The lag above is of a topic this projection never read: its 0
+        // would pass any monitor given a stray --topic.
+        std::string listed, joined;
+        for (const auto& t : r.other_topics) {
+          listed += (listed.empty() ? "" : ", ") + t;
+          joined += (joined.empty() ? "" : ",") + t;
+        }
+        std::printf("  WRONG TOPIC: no offsets stored for %s; this file's %s offsets are for %s\n", a.topic.c_str(),
+                    name.c_str(), listed.c_str());
+        log::error("topic_mismatch", {{"projection", name}, {"topic", a.topic}, {"stored_topics", joined}});
+        code = exit_failed;
+      }
       if (a.max_lag >= 0 && r.lag > a.max_lag) {
         log::warn("lag over threshold", {{"projection", name}, {"lag", r.lag}, {"max_lag", a.max_lag}});
         code = exit_failed;
@@ -412,7 +425,8 @@ void add_db_commands(CLI::App& app, runner& run) {
   auto* st = app.add_subcommand(
       "status",
       "Per projection: lag (stored offsets against high watermarks), rows, dead letters, last apply; exit 1 when "
-      "a stored offset is outside the log");
+      "a stored offset is outside the log, or when the file stores a projection's offsets only for other topics "
+      "(a wrong --topic)");
   auto s = std::make_shared<status_args>();
   config::add_kafka_options(*st, s->kafka);
   st->add_option("--topic", s->topic, "Events topic")->envname("CLERK_SYNC_TOPIC")->capture_default_str();

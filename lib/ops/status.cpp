@@ -59,6 +59,7 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
   std::vector<std::map<std::int32_t, std::int64_t>> stored_of;
   std::vector<std::map<std::int32_t, std::string>> last_ids_of;
   std::vector<std::map<std::int32_t, projection::checked_record>> checked_of;
+  std::vector<std::vector<std::string>> other_topics_of;
   // A file from before migration 003 (a backup, a consumer stopped since
   // an upgrade) stores no svix-id with its offsets: nothing to compare;
   // before 006, no checked record.
@@ -69,6 +70,8 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
                                        : std::map<std::int32_t, std::string>{});
     checked_of.push_back(version >= 6 ? projection::checked_records(db, k, topic)
                                       : std::map<std::int32_t, projection::checked_record>{});
+    other_topics_of.push_back(stored_of.back().empty() ? projection::offset_topics(db, k)
+                                                       : std::vector<std::string>{});
   }
   kafka::consumer reader(kafka::single_record_reader(cfg), "");
   const auto partitions = reader.partitions_of(topic, timeout);
@@ -117,6 +120,7 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
     const auto k = projections[j];
     projection_report r;
     r.db.projection = k;
+    r.other_topics = other_topics_of[j];
     for (const auto& s : stats)
       if (s.projection == k) r.db = s;
     const auto& stored = stored_of[j];

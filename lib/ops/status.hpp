@@ -59,6 +59,12 @@ struct projection_report {
   projection::projection_status db;
   std::vector<partition_lag> partitions;
   std::int64_t lag = 0;  // sum over partitions
+  // The topics the file stores this projection's offsets for, when it
+  // stores none for the asked one: a wrong --topic (the lag of a topic the
+  // consumers never read says nothing). Empty when it stores some for the
+  // asked topic (a migration's old topic may remain beside it), or none at
+  // all (no consumer has committed yet).
+  std::vector<std::string> other_topics;
 };
 
 [[nodiscard]] std::vector<projection_report> collect_status(const kafka::client_config& cfg, const std::string& topic,

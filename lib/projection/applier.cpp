@@ -646,6 +646,17 @@ std::map<std::int32_t, std::int64_t> stored_offsets(store::database& db, kind pr
   });
 }
 
+std::vector<std::string> offset_topics(store::database& db, kind projection) {
+  return guarded([&] {
+    std::vector<std::string> out;
+    SQLite::Statement st(db.native(),
+                         "SELECT DISTINCT topic FROM kafka_offsets WHERE projection = ? ORDER BY topic");
+    st.bind(1, std::string(name(projection)));
+    while (st.executeStep()) out.push_back(st.getColumn(0).getString());
+    return out;
+  });
+}
+
 void rewind_offset(store::database& db, kind projection, const std::string& topic, std::int32_t partition,
                    std::int64_t next_offset, const std::string& last_svix_id) {
   guarded([&] {

@@ -117,6 +117,10 @@ class applier {
 [[nodiscard]] std::map<std::int32_t, std::int64_t> stored_offsets(store::database& db, kind projection,
                                                                   const std::string& topic);
 
+// Every topic `projection` stores offsets for, sorted; empty before its
+// first batch. Throws db_error.
+[[nodiscard]] std::vector<std::string> offset_topics(store::database& db, kind projection);
+
 // The Svix message id of the record just before each stored next offset
 // (partition -> id); partitions without one (never applied, or stored before
 // the column existed) are absent. Throws db_error.

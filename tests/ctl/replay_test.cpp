@@ -233,6 +233,48 @@ TEST_CASE("status reads a file from before migration 003, which stores no svix-i
                 r.out);
 }
 
+TEST_CASE("status fails on a topic the file stores no offsets for while it stores them for another") {
+  // A monitor given a stray --topic (an empty topic the consumers never
+  // read) saw "stored none, lag 0" for every partition and exited 0 for ever.
+  const auto topic = test::fresh_topic("ctl-status-stray", 2);
+  const auto read = test::unique_name("ctl-status-read");  // the topic the consumers read; need not exist here
+  test::temp_dir dir;
+  const auto db = (dir / "stray.db").string();
+  const auto store_offset = [&](const std::string& projection, const std::string& on, std::int64_t next) {
+    store::database d(db);
+    store::exec(d, "INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at, last_svix_id) "
+                   "VALUES ('" + projection + "', '" + on + "', 0, " + std::to_string(next) + ", 0, 'msg_x')");
+  };
+  { store::database fresh(db); }
+  // A fresh file (no consumer has run) is not an error: nothing is stored anywhere.
+  auto r = ctl_run({"status", "--db", db, "--projection", "users,sessions", "--max-lag", "0"}, topic);
+  CHECK_MESSAGE(r.status == 0, r.err);
+  CHECK(r.err.find("topic_mismatch") == std::string::npos);
+
+  store_offset("users", read, 3);
+  store_offset("users", read + "-old", 9);
+  r = ctl_run({"status", "--db", db, "--projection", "users,sessions", "--max-lag", "0"}, topic);
+  CHECK(r.status == 1);
+  CHECK_MESSAGE(r.err.find("level=error msg=topic_mismatch projection=users topic=" + topic + " stored_topics=" +
+                           read + "," + read + "-old") != std::string::npos,
+                r.err);
+  CHECK_MESSAGE(r.out.find("  WRONG TOPIC: no offsets stored for " + topic + "; this file's users offsets are for " +
+                           read + ", " + read + "-old\n") != std::string::npos,
+                r.out);
+  // sessions stores nothing anywhere: as in a fresh file, no complaint.
+  CHECK(r.err.find("topic_mismatch projection=sessions") == std::string::npos);
+  // Without a threshold too: this is a wrong setting, not a lag.
+  CHECK(ctl_run({"status", "--db", db, "--projection", "users"}, topic).status == 1);
+
+  // A migration to the new topic: once a consumer commits there, the file
+  // holds offsets for both, and status reads the new one as usual.
+  store_offset("users", topic, 0);
+  r = ctl_run({"status", "--db", db, "--projection", "users,sessions", "--max-lag", "0"}, topic);
+  CHECK_MESSAGE(r.status == 0, r.err);
+  CHECK(r.err.find("topic_mismatch") == std::string::npos);
+  CHECK(r.out.find("WRONG TOPIC") == std::string::npos);
+}
+
 TEST_CASE("status warns about a topic's settings that lose events, as topic ensure does, without failing") {
   // As a broker's auto-creation or a hand-made topic would be: a week's
   // retention, Kafka's default message size.
