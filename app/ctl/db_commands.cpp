@@ -25,13 +25,35 @@
 namespace clerk_sync::ctl {
 namespace {
 
+// The one rule for --projection, in every command: a name, a comma list or
+// all. Empty is refused, as is a list with an empty name: read as "all", an
+// unset "$PROJ" in a script re-drove every projection's dead letters.
 std::vector<projection::kind> kinds_of(const std::string& list) {
   if (list == "all") return {std::begin(projection::all_kinds), std::end(projection::all_kinds)};
+  constexpr std::string_view known = " (users, referrals, balances, sessions, a comma list, or all)";
   std::string bad;
   const auto kinds = projection::parse_kinds(list, &bad);
-  if (!kinds || kinds->empty())
-    throw config::usage_error("unknown projection '" + bad + "' (users, referrals, balances, sessions, all)");
-  return *kinds;
+  if (kinds && !kinds->empty()) return *kinds;
+  if (!bad.empty()) throw config::usage_error("unknown projection '" + bad + "'" + std::string(known));
+  if (list.find_first_not_of(" ,") == std::string::npos)
+    throw config::usage_error("no projection named" + std::string(known));
+  throw config::usage_error("'" + list + "' names an empty one" + std::string(known));
+}
+
+// Every --projection is added here, so that each command refuses what
+// kinds_of refuses while parsing, before it opens a file or asks Kafka.
+CLI::Option* add_projection_option(CLI::App& cmd, std::string& into, const std::string& help) {
+  return cmd.add_option("--projection", into, help)
+      ->check(CLI::Validator(
+          [](const std::string& list) -> std::string {
+            try {
+              (void)kinds_of(list);
+              return {};
+            } catch (const config::usage_error& e) {
+              return e.what();
+            }
+          },
+          "", "projections"));
 }
 
 std::string iso_time(std::optional<std::int64_t> ms) {
@@ -301,13 +323,13 @@ int status(const status_args& a) {
 
 struct dead_letter_args {
   std::string db;
-  std::string projection;
+  std::string projection;  // empty: not given (the option refuses '')
   bool all = false;
   std::vector<std::int64_t> ids;
 };
 
 // The dead letters of every projection named by --projection (a comma list
-// or all; none given: all), oldest first.
+// or all; not given: all), oldest first.
 std::vector<projection::dead_letter> selected_dead_letters(store::database& db, const std::string& projections,
                                                            bool include_resolved) {
   if (projections.empty() || projections == "all") return projection::list_dead_letters(db, {}, include_resolved);
@@ -340,10 +362,8 @@ int dead_letters_list(const dead_letter_args& a) {
 
 int dead_letters_retry(const dead_letter_args& a) {
   require_existing(a.db);
-  if (!a.projection.empty()) {
-    (void)kinds_of(a.projection);  // a mistyped name is refused, not ignored
-    if (!a.all) throw config::usage_error("--projection selects with --all; ids name dead letters of any projection");
-  }
+  if (!a.projection.empty() && !a.all)
+    throw config::usage_error("--projection selects with --all; ids name dead letters of any projection");
   return guarded([&] {
     // Keeps the WAL files the consumers keep for the auth service.
     store::database db(a.db, {.must_be = store::open_options::existing::clerk_sync});
@@ -390,7 +410,7 @@ void add_db_commands(CLI::App& app, runner& run) {
   auto r = std::make_shared<replay_args>();
   config::add_kafka_options(*rp, r->kafka);
   rp->add_option("--topic", r->topic, "Events topic")->envname("CLERK_SYNC_TOPIC")->capture_default_str();
-  rp->add_option("--projection", r->projections, "users, referrals, balances, sessions, a comma list, or all")
+  add_projection_option(*rp, r->projections, "users, referrals, balances, sessions, a comma list, or all")
       ->required();
   rp->add_option("--db", r->db, "The new database file (must not exist or be empty)")->required();
   rp->add_option("--batch", r->batch, "Messages per transaction")->check(CLI::Range(1, 100'000))->capture_default_str();
@@ -404,7 +424,7 @@ void add_db_commands(CLI::App& app, runner& run) {
   auto* cmp = app.add_subcommand(
       "compare", "Compare a projection's table in two database files row for row; exit 1 when they differ");
   auto c = std::make_shared<compare_args>();
-  cmp->add_option("--projection", c->projections, "users, referrals, balances, sessions, a comma list, or all")
+  add_projection_option(*cmp, c->projections, "users, referrals, balances, sessions, a comma list, or all")
       ->required();
   cmp->add_option("a", c->a, "First database file")->required();
   cmp->add_option("b", c->b, "Second database file")->required();
@@ -416,7 +436,7 @@ void add_db_commands(CLI::App& app, runner& run) {
       "Put projections rebuilt by replay into the live database in one transaction: their rows, ledger, stored "
       "offsets and dead letters replace the live file's; refused while a consumer of them runs on it");
   auto w = std::make_shared<swap_args>();
-  sw->add_option("--projection", w->projections, "users, referrals, balances, sessions, a comma list, or all")
+  add_projection_option(*sw, w->projections, "users, referrals, balances, sessions, a comma list, or all")
       ->required();
   sw->add_option("--from", w->from, "The file replay wrote")->required();
   sw->add_option("--db", w->db, "The live database file")->envname("CLERK_SYNC_DB")->required();
@@ -431,7 +451,7 @@ void add_db_commands(CLI::App& app, runner& run) {
   config::add_kafka_options(*st, s->kafka);
   st->add_option("--topic", s->topic, "Events topic")->envname("CLERK_SYNC_TOPIC")->capture_default_str();
   st->add_option("--db", s->db, "Database file")->envname("CLERK_SYNC_DB")->required();
-  st->add_option("--projection", s->projections, "Projections to show (comma list or all)")->capture_default_str();
+  add_projection_option(*st, s->projections, "Projections to show (comma list or all)")->capture_default_str();
   // Not negative: unset is "no check", and a monitor given -5 would never alarm.
   st->add_option("--max-lag", s->max_lag, "Exit 1 when a projection's lag exceeds N messages (for monitors)")
       ->check(CLI::NonNegativeNumber);
@@ -448,14 +468,14 @@ void add_db_commands(CLI::App& app, runner& run) {
   auto d = std::make_shared<dead_letter_args>();
   auto* list = dl->add_subcommand("list", "List pending dead letters (all of them with --all)");
   list->add_option("--db", d->db, "Database file")->envname("CLERK_SYNC_DB")->required();
-  list->add_option("--projection", d->projection, "Only these projections (a comma list, or all)");
+  add_projection_option(*list, d->projection, "Only these projections (a comma list, or all; not given: all)");
   list->add_flag("--all", d->all, "Include resolved ones");
   list->callback([d, &run] { run = [d] { return dead_letters_list(*d); }; });
   auto* retry = dl->add_subcommand(
       "retry", "Re-run the mapping on dead letters (after a fix); applied ones are marked resolved");
   retry->add_option("--db", d->db, "Database file")->envname("CLERK_SYNC_DB")->required();
   retry->add_option("ids", d->ids, "Dead letter ids");
-  retry->add_option("--projection", d->projection, "With --all: only these projections (a comma list, or all)");
+  add_projection_option(*retry, d->projection, "With --all: only these projections (a comma list, or all)");
   retry->add_flag("--all", d->all, "Every pending dead letter");
   retry->callback([d, &run] { run = [d] { return dead_letters_retry(*d); }; });
 }

@@ -6,6 +6,7 @@
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <fstream>
 #include <thread>
 
@@ -522,4 +523,49 @@ TEST_CASE("writing commands refuse a --db that is not a clerk-sync database, or 
   // An unknown projection is refused even where ids are given.
   CHECK(test::run(ctl(), {"dead-letters", "retry", "--projection", "nope", "--db", rebuilt, "3"}, clean_env).status == 2);
   CHECK(test::run(ctl(), {"dead-letters", "retry", "--projection", "users", "--db", rebuilt, "3"}, clean_env).status == 2);
+}
+
+TEST_CASE("every command refuses an empty --projection, which an unset variable in a script gives, with exit 2") {
+  // dead-letters read '' as "all": `retry --all --projection "$PROJ"` with
+  // $PROJ unset re-drove every projection's letters.
+  test::temp_dir dir;
+  const auto db = (dir / "live.db").string();
+  const auto other = (dir / "other.db").string();
+  { store::database created(db); }
+  { store::database created(other); }
+  {
+    SQLite::Database c(db, SQLite::OPEN_READWRITE);
+    SQLite::Statement add(c,
+                          "INSERT INTO dead_letters(projection, topic, partition, \"offset\", svix_id, type, reason, "
+                          "payload, created_at) VALUES ('users', 'clerk.events', 0, 7, 'msg_empty_projection', "
+                          "'user.created', 'fixed since', ?, 1)");
+    add.bind(1, test::read_file(test::source_path("tests/fixtures/clerk/user.created.json")));
+    add.exec();
+  }
+  const auto fresh = (dir / "fresh.db").string();
+  for (const auto* empty : {"", ","}) {
+    INFO("--projection '" << empty << "'");
+    for (const std::vector<std::string>& args :
+         {std::vector<std::string>{"dead-letters", "retry", "--all", "--db", db, "--projection", empty},
+          {"dead-letters", "list", "--db", db, "--projection", empty},
+          {"status", "--db", db, "--timeout-ms", "100", "--projection", empty},
+          {"replay", "--db", fresh, "--projection", empty},
+          {"compare", "--projection", empty, db, other},
+          {"swap-in", "--from", other, "--db", db, "--projection", empty}}) {
+      const auto r = test::run(ctl(), args, clean_env);
+      CAPTURE(args[0]);
+      CAPTURE(r.err);
+      CHECK(r.status == 2);
+      CHECK(r.out.empty());
+      CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+      CHECK(r.err.find("--projection") != std::string::npos);
+    }
+  }
+  CHECK(test::query_int(db, "SELECT count(*) FROM dead_letters WHERE resolved_at IS NULL") == 1);
+  CHECK(test::query_int(db, "SELECT count(*) FROM users") == 0);
+  CHECK_FALSE(std::filesystem::exists(fresh));
+  // Left out, --projection still means every projection where it is optional.
+  const auto listed = test::run(ctl(), {"dead-letters", "list", "--db", db}, clean_env);
+  CHECK(listed.status == 0);
+  CHECK(listed.out.find("msg_empty_projection") != std::string::npos);
 }
