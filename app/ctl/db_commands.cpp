@@ -5,6 +5,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <limits>
 #include <cstdio>
 #include <iterator>
 #include <filesystem>
@@ -453,11 +454,13 @@ void add_db_commands(CLI::App& app, runner& run) {
   st->add_option("--db", s->db, "Database file")->envname("CLERK_SYNC_DB")->required();
   add_projection_option(*st, s->projections, "Projections to show (comma list or all)")->capture_default_str();
   // Not negative: unset is "no check", and a monitor given -5 would never alarm.
+  // (CLI::NonNegativeNumber's message spelt out the largest double.)
+  const auto not_negative = CLI::Range(std::int64_t{0}, std::numeric_limits<std::int64_t>::max());
   st->add_option("--max-lag", s->max_lag, "Exit 1 when a projection's lag exceeds N messages (for monitors)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(not_negative);
   st->add_option("--max-dead-letters", s->max_dead_letters,
                  "Exit 1 when a projection holds more than N pending dead letters (for monitors)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(not_negative);
   st->add_option("--timeout-ms", s->timeout_ms, "Kafka request timeout")
       ->check(CLI::Range(100, 600'000))
       ->capture_default_str();
