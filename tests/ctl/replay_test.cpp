@@ -131,6 +131,7 @@ TEST_CASE("status flags a stored offset past the log's end (a recreated topic) a
   };
   store_offset(7);  // the topic, fresh, holds nothing: as if deleted and recreated
   auto r = ctl_run({"status", "--db", db, "--projection", "users"}, topic);
+  INFO("stdout:\n" << r.out << "stderr:\n" << r.err);
   CHECK(r.status == 1);
   CHECK(r.out.find("stored 7, watermarks [0, 0), lag 0, OUT OF RANGE") != std::string::npos);
   CHECK(r.err.find("msg=offset_out_of_range projection=users partition=0 offset=7") != std::string::npos);
