@@ -10,10 +10,13 @@
 #include <memory>
 #include <optional>
 #include <sstream>
+#include <string>
+#include <variant>
 
 #include "commands.hpp"
 #include "config/options.hpp"
 #include "config/secrets.hpp"
+#include "event/envelope.hpp"
 #include "log/log.hpp"
 #include "ops/events.hpp"
 #include "ops/sender.hpp"
@@ -83,14 +86,15 @@ struct send_args {
 class progress {
  public:
   explicit progress(std::size_t total) : total_(total), tty_(::isatty(2) == 1) {}
-  void update(std::size_t done, std::size_t ok, std::size_t failed, std::size_t retries) {
+  void update(std::size_t done, std::size_t ok, std::size_t failed, std::size_t ignored, std::size_t retries) {
     const std::size_t step = total_ >= 10 ? total_ / 10 : 1;
     if (tty_) {
-      std::fprintf(stderr, "\rsent %zu/%zu ok=%zu failed=%zu retries=%zu", done, total_, ok, failed, retries);
+      std::fprintf(stderr, "\rsent %zu/%zu ok=%zu failed=%zu ignored=%zu retries=%zu", done, total_, ok, failed,
+                   ignored, retries);
       if (done == total_) std::fprintf(stderr, "\n");
     } else if (done % step == 0 || done == total_) {
       log::info("send progress", {{"sent", done}, {"total", total_}, {"ok", ok}, {"failed", failed},
-                                  {"retries", retries}});
+                                  {"ignored", ignored}, {"retries", retries}});
     }
   }
 
@@ -103,6 +107,14 @@ class progress {
 // set-up is wrong (ops::setup_refusal) before a run stops: with a wrong
 // secret or URL every event left would fail the same way.
 constexpr int refusals_before_stop = 3;
+
+// The type a body claims, for the line about an ignored event; empty when
+// the body has none.
+std::string type_of(std::string_view body) {
+  const auto env = event::read_envelope(body);
+  const auto* e = std::get_if<event::envelope>(&env);
+  return e ? e->type : std::string();
+}
 
 int send(const send_args& a) {
   ops::send_options opts;
@@ -121,7 +133,7 @@ int send(const send_args& a) {
   for (auto& e : ops::generate_events(a.generate, a.seed)) bodies.push_back(std::move(e.body));
 
   progress bar(bodies.size());
-  std::size_t ok = 0, failed = 0, retries = 0;
+  std::size_t ok = 0, failed = 0, ignored = 0, retries = 0;
   const auto clock = ops::real_clock();
   ops::refusal_streak streak(refusals_before_stop);
   for (std::size_t i = 0; i < bodies.size(); ++i) {
@@ -131,22 +143,28 @@ int send(const send_args& a) {
                                         {"meaning", ops::explain_status(attempt.last.status)}});
     });
     retries += static_cast<std::size_t>(r.attempts - 1);
-    if (r.ok()) {
+    if (r.ignored()) {
+      // A 200 that is not a delivery: an operator's test event with a typo'd
+      // type must not look delivered.
+      ++ignored;
+      log::error("send ignored", {{"svix_id", r.svix_id}, {"type", type_of(bodies[i])},
+                                  {"reason", ops::explain_ignored()}});
+    } else if (r.ok()) {
       ++ok;
     } else {
       ++failed;
       log::error("send gave up", {{"svix_id", r.svix_id}, {"attempts", r.attempts}, {"status", r.last.status},
                                   {"meaning", ops::explain_status(r.last.status)}});
     }
-    bar.update(i + 1, ok, failed, retries);
+    bar.update(i + 1, ok, failed, ignored, retries);
     if (streak.add(r)) {
       log::error("send stopped", {{"sent", i + 1}, {"total", bodies.size()}, {"ok", ok}, {"failed", failed},
-                                  {"status", streak.status()}, {"in_a_row", streak.count()},
+                                  {"ignored", ignored}, {"status", streak.status()}, {"in_a_row", streak.count()},
                                   {"reason", ops::explain_status(streak.status())}});
       return exit_failed;
     }
   }
-  return failed == 0 ? exit_ok : exit_failed;
+  return failed == 0 && ignored == 0 ? exit_ok : exit_failed;
 }
 
 }  // namespace
@@ -169,7 +187,8 @@ void add_http_commands(CLI::App& app, runner& run) {
       "send",
       "Sign and POST event files or generated events to a receiver, retrying non-2xx answers like Svix "
       "(same svix-id, fresh signature); each failure says what its status means, and 3 events in a row "
-      "refused with the same 401, 403, 404 or 405 (a wrong secret, clock or URL) stop the run (exit 1)");
+      "refused with the same 401, 403, 404 or 405 (a wrong secret, clock or URL) stop the run (exit 1); an event "
+      "the receiver ignored (a type it does not publish) counts as ignored, not ok, and the run exits 1");
   auto a = std::make_shared<send_args>();
   send_cmd->add_option("files", a->files, "JSON body files (each one event); - for stdin");
   send_cmd->add_option("--url", a->url, "Receiver endpoint (http://)")->envname("CLERK_SYNC_SEND_URL")->capture_default_str();

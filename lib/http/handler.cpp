@@ -106,7 +106,7 @@ decision classify(const request_view& req, const handler_config& cfg, std::chron
   if (e.family == event::event_family::other) {
     d.msg = "ignored";
     d.outcome = "type";
-    d.answer = json(200, "{\"status\":\"ignored\"}");
+    d.answer = json(200, std::string(ignored_body));
     return d;
   }
   d.user = e.user_id;

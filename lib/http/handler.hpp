@@ -56,6 +56,11 @@ struct publish_request {
   std::string svix_timestamp;
 };
 
+// The answer to a verified event of a type no consumer reads (neither user.*
+// nor session.*): 200, so that Clerk does not retry it, and nothing
+// published. `clerk-sync-ctl send` tells it apart from a delivery by it.
+inline constexpr std::string_view ignored_body = R"({"status":"ignored"})";
+
 struct decision {
   // A word of the log vocabulary: published (after the report), ignored,
   // rejected, not_found, method_not_allowed, probe.

@@ -7,6 +7,7 @@
 #include <charconv>
 #include <thread>
 
+#include "http/handler.hpp"
 #include "ops/events.hpp"
 #include "verify/svix.hpp"
 
@@ -72,6 +73,13 @@ std::optional<std::vector<std::chrono::milliseconds>> parse_schedule(std::string
     out.emplace_back(n * per);
   }
   return out;
+}
+
+bool send_result::ignored() const { return ok() && last.body == clerk_sync::http::ignored_body; }
+
+std::string_view explain_ignored() {
+  return "nothing was published: the receiver publishes only user.* and session.* events and answers 200 to any "
+         "other type, which no consumer will see (check the type for a typo)";
 }
 
 bool setup_refusal(int status) { return status == 401 || status == 403 || status == 404 || status == 405; }

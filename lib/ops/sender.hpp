@@ -48,6 +48,9 @@ struct send_result {
   int attempts = 0;
   http_answer last;
   [[nodiscard]] bool ok() const { return last.status >= 200 && last.status < 300; }
+  // A 2xx that published nothing: the receiver's answer to a type it does
+  // not publish (a typo such as user_created, or organization.*).
+  [[nodiscard]] bool ignored() const;
 };
 
 // True for an answer that says the sender's set-up is wrong, the same for
@@ -59,6 +62,9 @@ struct send_result {
 // What `status` (0: no HTTP answer) means to the operator running the sender:
 // the likely cause and what to check. Never empty; holds no secret.
 [[nodiscard]] std::string_view explain_status(int status);
+
+// Why an ignored() event reached no one, for the operator: never empty.
+[[nodiscard]] std::string_view explain_ignored();
 
 // Counts events in a row that failed with the same setup_refusal() status.
 // Such a run is misconfigured (secret, clock, URL) and every event left

@@ -1082,7 +1082,7 @@ TEST_CASE("send with a wrong secret stops after three events' 401s, and says wha
   CHECK(r.status == 1);
   CHECK(r.err.find("meaning=\"the receiver refused the signature: CLERK_WEBHOOK_SECRET differs from the receiver's") !=
         std::string::npos);
-  CHECK(r.err.find("level=error msg=\"send stopped\" sent=3 total=20 ok=0 failed=3 status=401") !=
+  CHECK(r.err.find("level=error msg=\"send stopped\" sent=3 total=20 ok=0 failed=3 ignored=0 status=401") !=
         std::string::npos);
 
   // Every 401 it answered, counting the lines its rate limit held back.
@@ -1097,4 +1097,38 @@ TEST_CASE("send with a wrong secret stops after three events' 401s, and says wha
   }
   CHECK(refused == 3 * 3);  // three events, three attempts each
   CHECK(high_watermark_sum(topic) == 0);
+}
+
+TEST_CASE("send counts an event of a type the receiver does not publish as ignored, says nothing was published, exits 1") {
+  const auto topic = test::fresh_topic("ctl-send-ignored", 1);
+  const auto secret = test::random_secret();
+  test::receiver receiver(test::broker().brokers, topic, secret);
+  REQUIRE(receiver.wait_ready(30s));
+  auto env = kafka_env(topic);
+  env["CLERK_WEBHOOK_SECRET"] = secret;
+  test::temp_dir dir;
+  const auto good = dir / "good.json";
+  std::ofstream(good) << R"({"type":"user.created","object":"event","data":{"id":"user_ok"}})";
+  // An operator's test event with a typo'd type, and one of a family the
+  // receiver leaves alone: both answered 200 {"status":"ignored"}.
+  const auto typo = dir / "typo.json";
+  std::ofstream(typo) << R"({"type":"user_created","object":"event","data":{"id":"user_typo"}})";
+  const auto org = dir / "org.json";
+  std::ofstream(org) << R"({"type":"organization.created","object":"event","data":{"id":"org_1"}})";
+  const auto r = test::run(ctl(), {"send", good.string(), typo.string(), org.string(), "--retry-schedule", "10ms",
+                                   "--url", "http://127.0.0.1:" + std::to_string(receiver.port()) + "/webhooks/clerk"},
+                           env, 60s);
+  INFO(r.err);
+  CHECK(r.status == 1);
+  CHECK(r.err.find("ok=1 failed=0 ignored=2") != std::string::npos);
+  for (const auto* type : {"type=user_created", "type=organization.created"}) {
+    const auto at = r.err.find(type);
+    REQUIRE(at != std::string::npos);
+    const auto before = r.err.rfind('\n', at);
+    const auto from = before == std::string::npos ? 0 : before + 1;
+    const auto line = r.err.substr(from, r.err.find('\n', at) - from);
+    CHECK(line.find("msg=\"send ignored\"") != std::string::npos);
+    CHECK(line.find("nothing was published") != std::string::npos);
+  }
+  CHECK(high_watermark_sum(topic) == 1);  // the good one only
 }

@@ -191,3 +191,15 @@ TEST_CASE("a run stops after N events in a row refused with the same status that
   CHECK(streak.status() == 404);
   CHECK(streak.count() == 3);
 }
+
+TEST_CASE("a 200 that says ignored is told apart from a delivery, and says why nothing was published") {
+  ops::send_result r;
+  r.last = {200, "", R"({"status":"published","partition":0,"offset":7})"};
+  CHECK(r.ok());
+  CHECK_FALSE(r.ignored());
+  r.last = {200, "", R"({"status":"ignored"})"};
+  CHECK(r.ignored());
+  CHECK(ops::explain_ignored().find("nothing was published") != std::string_view::npos);
+  r.last = {400, "", R"({"status":"ignored"})"};  // a refusal is a failure, whatever its body
+  CHECK_FALSE(r.ignored());
+}
