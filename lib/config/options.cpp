@@ -49,6 +49,39 @@ CLI::Validator seconds_between(double min, double max) {
       "SECONDS");
 }
 
+CLI::Validator broker_list() {
+  return CLI::Validator(
+      [](std::string& value) -> std::string {
+        const std::string form = " (host:port[,host:port])";
+        if (trim(value).empty()) return "no broker given" + form;
+        std::string_view rest = value;
+        while (true) {
+          const auto comma = rest.find(',');
+          const std::string entry = trim(std::string(rest.substr(0, comma)));
+          if (entry.empty()) return "\"" + value + "\" has an empty entry" + form;
+          const auto scheme = entry.find("://");
+          const std::string_view address =
+              std::string_view(entry).substr(scheme == std::string::npos ? 0 : scheme + 3);
+          // As librdkafka reads it: the last ':' outside brackets starts the port.
+          const auto close = address.find(']');
+          const auto colon = address.rfind(':');
+          const bool has_port = colon != std::string_view::npos && (close == std::string_view::npos || colon > close);
+          const auto host = address.substr(0, has_port ? colon : address.size());
+          if (host.empty() || host == "[]") return "broker \"" + entry + "\" has no host" + form;
+          if (has_port) {
+            const auto port = address.substr(colon + 1);
+            unsigned n = 0;
+            const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), n);
+            if (port.empty() || ec != std::errc() || end != port.data() + port.size() || n == 0 || n > 65535)
+              return "broker \"" + entry + "\": the port must be a number 1..65535";
+          }
+          if (comma == std::string_view::npos) return {};
+          rest.remove_prefix(comma + 1);
+        }
+      },
+      "BROKERS");
+}
+
 CLI::Validator origin() {
   return CLI::Validator(
       [](std::string& value) -> std::string {
@@ -73,6 +106,7 @@ CLI::Validator origin() {
 void add_kafka_options(CLI::App& app, kafka::client_config& cfg) {
   app.add_option("--brokers", cfg.brokers, "Kafka bootstrap servers, host:port[,host:port]")
       ->envname("KAFKA_BROKERS")
+      ->check(broker_list())
       ->capture_default_str();
   app.add_option_function<std::vector<std::string>>(
          "--kafka-property",

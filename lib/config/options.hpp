@@ -47,6 +47,13 @@ void load_kafka_properties_file(const std::string& path, kafka::client_config& c
 // a token's azp and would refuse every token meant for it.
 [[nodiscard]] CLI::Validator origin();
 
+// For a Kafka broker list, librdkafka's bootstrap.servers:
+// [proto://]host[:port] entries separated by commas (spaces around them
+// allowed), an IPv6 host in brackets. Refuses an empty list or entry, an
+// empty host, and a port that is not a number 1..65535, which librdkafka
+// would read as port 0 and retry for ever; the message names the entry.
+[[nodiscard]] CLI::Validator broker_list();
+
 // For a number of seconds between `min` and `max`: CLI::Range lets "nan"
 // through (every comparison with NaN is false), and its conversion to
 // milliseconds would be undefined.

@@ -89,3 +89,22 @@ TEST_CASE("a properties file that cannot be read is a usage error") {
   clerk_sync::kafka::client_config cfg;
   CHECK_THROWS_AS(config::load_kafka_properties_file("/nonexistent/kafka.properties", cfg), config::usage_error);
 }
+
+TEST_CASE("a broker list with an empty entry, no host or a port that is not 1 to 65535 is a usage error") {
+  const auto parses = [](const std::string& brokers) {
+    CLI::App app("t", "t");
+    clerk_sync::kafka::client_config cfg;
+    config::add_kafka_options(app, cfg);
+    return !parse_args(app, {"t", "--brokers", brokers}).has_value();
+  };
+  // librdkafka's forms: a port or its default 9092, a bracketed IPv6
+  // address, a protocol prefix, spaces after the commas.
+  for (const char* good : {"10.0.0.1:9092", "kafka-1", "kafka-1:9092,kafka-2:9093", "kafka-1:9092, kafka-2:9093",
+                           "[::1]:9092", "[::1]", "SASL_SSL://kafka.example:9096", "kafka-1:1", "kafka-1:65535"})
+    CHECK_MESSAGE(parses(good), good);
+  // librdkafka reads a port it cannot parse as 0 and retries for ever.
+  for (const char* bad : {"", " ", "localhost:abc", "localhost:", "localhost:0", "localhost:65536", "localhost:-1",
+                          "localhost:9092x", ":9092", "[::1]:", "kafka-1:9092,", "kafka-1:9092,,kafka-2:9092",
+                          ",kafka-1:9092", "PLAINTEXT://"})
+    CHECK_FALSE_MESSAGE(parses(bad), '"' << bad << '"');
+}

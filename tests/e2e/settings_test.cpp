@@ -1,0 +1,83 @@
+// The settings every binary that talks to Kafka shares, as an operator (or a
+// unit's environment file) gives them: a broker list the client library
+// would read as port 0 stops start-up with exit 2 and one line.
+// No broker is needed: each must stop before it dials one.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "support/process.hpp"
+#include "support/support.hpp"
+
+using namespace clerk_sync;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct binary {
+  std::string path;  // under the build folder
+  std::vector<std::string> args;
+};
+
+// The receiver, a consumer and the operator's tool, each with what it needs
+// to get past its other settings.
+std::vector<binary> kafka_binaries(const test::temp_dir& dir) {
+  return {{"app/receiver/clerk-sync-receiver", {"--listen", "127.0.0.1:" + std::to_string(test::free_port())}},
+          {"app/consumer/clerk-sync-consumer", {"--projection", "users", "--db", (dir / "c.db").string()}},
+          {"app/ctl/clerk-sync-ctl", {"topic", "ensure", "--timeout-ms", "2000"}}};
+}
+
+// Nothing from the developer's shell; an empty value removes the variable.
+const std::map<std::string, std::string> clean_env = {
+    {"CLERK_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},  // svix's published test key
+    {"CLERK_WEBHOOK_SECRET_FILE", ""},
+    {"CLERK_SYNC_KAFKA_PROPERTIES_FILE", ""},
+    {"CLERK_SYNC_PROJECTIONS", ""},
+    {"CLERK_SYNC_DB", ""},
+    {"CLERK_SYNC_TOPIC", ""},
+    {"KAFKA_BROKERS", ""},
+    {"NOTIFY_SOCKET", ""}};
+
+// Runs `b` with `extra_args`, and `env_line` (NAME=value, the value possibly
+// empty) set through env(1): the harness drops variables with empty values.
+test::run_result run(const binary& b, const std::vector<std::string>& extra_args, const std::string& env_line = {}) {
+  std::vector<std::string> args;
+  if (!env_line.empty()) args.push_back(env_line);
+  args.push_back(test::binary_path(b.path).string());
+  args.insert(args.end(), b.args.begin(), b.args.end());
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  return test::run("/usr/bin/env", args, clean_env, 20s);
+}
+
+void check_one_line(const test::run_result& r, const std::string& needle) {
+  CHECK(r.status == 2);
+  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  CHECK(r.err.find("msg=bad_setting") != std::string::npos);
+  CHECK(r.err.find(needle) != std::string::npos);
+}
+
+}  // namespace
+
+TEST_CASE("a broker list entry whose port is not 1 to 65535, or an empty one, stops every Kafka binary: exit 2, one line naming it") {
+  test::temp_dir dir;
+  for (const auto& b : kafka_binaries(dir)) {
+    {
+      const auto r = run(b, {"--brokers", "localhost:abc"});
+      INFO(b.path << ": " << r.err);
+      check_one_line(r, "localhost:abc");
+    }
+    {
+      const auto r = run(b, {}, "KAFKA_BROKERS=127.0.0.1:9092,localhost:65536");
+      INFO(b.path << ": " << r.err);
+      check_one_line(r, "localhost:65536");
+    }
+    {
+      const auto r = run(b, {"--brokers", "127.0.0.1:9092,,127.0.0.1:9093"});
+      INFO(b.path << ": " << r.err);
+      check_one_line(r, "empty entry");
+    }
+  }
+}
