@@ -3,10 +3,12 @@
 #include <boost/asio/ip/address.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 
 namespace clerk_sync::config {
@@ -31,6 +33,27 @@ bool holds_secret(std::string key) {
   std::transform(key.begin(), key.end(), key.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return key.find("password") != std::string::npos || key.find("secret") != std::string::npos ||
          key == "ssl.key.pem" || key == "ssl_key" || key == "sasl.jaas.config" || key == "sasl.oauthbearer.config";
+}
+
+// Variables whose empty value CLI11 takes for an unset one, so that the
+// default (a broker on this machine, the default topic) would replace it in
+// silence. Other variables keep meaning "unset" when empty: a systemd
+// drop-in clears one that way (Environment=CLERK_JWT_KEY_FILE=).
+constexpr std::array<std::string_view, 2> not_empty_env = {"KAFKA_BROKERS", "CLERK_SYNC_TOPIC"};
+
+// Throws usage_error for such a variable, set but empty, behind an option of
+// `app` or of a subcommand it ran that no flag gave.
+void refuse_empty_env(const CLI::App& app) {
+  for (const CLI::Option* opt : app.get_options()) {
+    const auto name = opt->get_envname();
+    if (opt->count() > 0 || std::find(not_empty_env.begin(), not_empty_env.end(), name) == not_empty_env.end())
+      continue;
+    const char* value = std::getenv(name.c_str());
+    if (value != nullptr && *value == '\0')
+      throw usage_error(name + " is set but empty: give it a value, or remove it for the default " +
+                        opt->get_default_str());
+  }
+  for (const CLI::App* sub : app.get_subcommands()) refuse_empty_env(*sub);
 }
 
 }  // namespace
@@ -165,6 +188,7 @@ void apply(const log_options& opts) {
 std::optional<int> parse(CLI::App& app, int argc, char** argv) {
   try {
     app.parse(argc, argv);
+    refuse_empty_env(app);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {

@@ -63,7 +63,8 @@ void load_kafka_properties_file(const std::string& path, kafka::client_config& c
 void apply(const log_options& opts);
 
 // Parses argv. Returns an exit status when the process should stop now
-// (0 after --help, 2 after printing one line for a bad flag), nullopt to go on.
+// (0 after --help, 2 after printing one line for a bad flag, or for
+// KAFKA_BROKERS or CLERK_SYNC_TOPIC set but empty), nullopt to go on.
 [[nodiscard]] std::optional<int> parse(CLI::App& app, int argc, char** argv);
 
 // The one line that says why a program stops: in the log's format like

@@ -1,6 +1,7 @@
 // The settings every binary that talks to Kafka shares, as an operator (or a
 // unit's environment file) gives them: a broker list the client library
-// would read as port 0 stops start-up with exit 2 and one line.
+// would read as port 0, or an empty KAFKA_BROKERS or CLERK_SYNC_TOPIC that
+// the default would silently replace, stop start-up with exit 2 and one line.
 // No broker is needed: each must stop before it dials one.
 #include <doctest/doctest.h>
 
@@ -79,5 +80,22 @@ TEST_CASE("a broker list entry whose port is not 1 to 65535, or an empty one, st
       INFO(b.path << ": " << r.err);
       check_one_line(r, "empty entry");
     }
+  }
+}
+
+TEST_CASE("an empty KAFKA_BROKERS or CLERK_SYNC_TOPIC stops every Kafka binary instead of meaning the default") {
+  test::temp_dir dir;
+  for (const auto& b : kafka_binaries(dir)) {
+    for (const std::string name : {"KAFKA_BROKERS", "CLERK_SYNC_TOPIC"}) {
+      const auto r = run(b, {}, name + "=");
+      INFO(b.path << " " << name << ": " << r.err);
+      check_one_line(r, name + " is set but empty");
+    }
+    // A flag given wins over the empty variable, as over any variable: the
+    // line is about the flag's value.
+    const auto r = run(b, {"--brokers", "localhost:abc"}, "KAFKA_BROKERS=");
+    INFO(b.path << ": " << r.err);
+    check_one_line(r, "localhost:abc");
+    CHECK(r.err.find("KAFKA_BROKERS is set but empty") == std::string::npos);
   }
 }
