@@ -76,31 +76,48 @@ CLI::Validator broker_list() {
   return CLI::Validator(
       [](std::string& value) -> std::string {
         const std::string form = " (host:port[,host:port])";
-        if (trim(value).empty()) return "no broker given" + form;
+        bool any = false;
         std::string_view rest = value;
-        while (true) {
+        while (!rest.empty()) {
+          // As librdkafka 2.0.2 reads bootstrap.servers
+          // (rd_kafka_brokers_add0, rd_kafka_broker_name_parse): commas and
+          // spaces before an entry are skipped; the entry runs to the next
+          // comma.
+          if (rest.front() == ',' || rest.front() == ' ') {
+            rest.remove_prefix(1);
+            continue;
+          }
           const auto comma = rest.find(',');
           const std::string entry = trim(std::string(rest.substr(0, comma)));
-          if (entry.empty()) return "\"" + value + "\" has an empty entry" + form;
-          const auto scheme = entry.find("://");
-          const std::string_view address =
-              std::string_view(entry).substr(scheme == std::string::npos ? 0 : scheme + 3);
-          // As librdkafka reads it: the last ':' outside brackets starts the port.
-          const auto close = address.find(']');
-          const auto colon = address.rfind(':');
-          const bool has_port = colon != std::string_view::npos && (close == std::string_view::npos || colon > close);
-          const auto host = address.substr(0, has_port ? colon : address.size());
+          rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+          if (entry.empty()) continue;
+          any = true;
+          // Two names with a space between are one host name to librdkafka,
+          // which never resolves.
+          if (entry.find_first_of(" \t") != std::string::npos)
+            return "broker \"" + entry + "\" holds a space: separate brokers with commas" + form;
+          std::string_view address = entry;
+          if (const auto scheme = address.find("://"); scheme != std::string_view::npos) {
+            if (scheme == 0) return "broker \"" + entry + "\" has an empty protocol name" + form;
+            address.remove_prefix(scheme + 3);
+            address = address.substr(0, address.find('/'));  // a URL's path is ignored
+          }
+          // The port: after the only ':', or after "]:"; an address with
+          // more than one ':' and no brackets is IPv6, on the default port.
+          const auto last = address.rfind(':');
+          const bool has_port =
+              last != std::string_view::npos && (address.find(':') == last || (last > 0 && address[last - 1] == ']'));
+          const auto host = address.substr(0, has_port ? last : address.size());
           if (host.empty() || host == "[]") return "broker \"" + entry + "\" has no host" + form;
           if (has_port) {
-            const auto port = address.substr(colon + 1);
+            const auto port = address.substr(last + 1);
             unsigned n = 0;
             const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), n);
             if (port.empty() || ec != std::errc() || end != port.data() + port.size() || n == 0 || n > 65535)
-              return "broker \"" + entry + "\": the port must be a number 1..65535";
+              return "broker \"" + entry + "\": the port must be a number 1..65535" + form;
           }
-          if (comma == std::string_view::npos) return {};
-          rest.remove_prefix(comma + 1);
         }
+        return any ? std::string() : "no broker given" + form;
       },
       "BROKERS");
 }

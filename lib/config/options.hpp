@@ -47,11 +47,13 @@ void load_kafka_properties_file(const std::string& path, kafka::client_config& c
 // a token's azp and would refuse every token meant for it.
 [[nodiscard]] CLI::Validator origin();
 
-// For a Kafka broker list, librdkafka's bootstrap.servers:
-// [proto://]host[:port] entries separated by commas (spaces around them
-// allowed), an IPv6 host in brackets. Refuses an empty list or entry, an
-// empty host, and a port that is not a number 1..65535, which librdkafka
-// would read as port 0 and retry for ever; the message names the entry.
+// For a Kafka broker list, librdkafka's bootstrap.servers, read as
+// librdkafka 2.0.2 reads it: [proto://]host[:port][/path] entries separated
+// by commas (empty ones skipped), an IPv6 address bare (on the default
+// port) or in brackets. Refuses a list with no entry, an entry with no host
+// or with a space inside (two brokers missing their comma), and a port
+// that is not a number 1..65535, which librdkafka would read as port 0 and
+// retry for ever; the message names the entry.
 [[nodiscard]] CLI::Validator broker_list();
 
 // For a number of seconds between `min` and `max`: CLI::Range lets "nan"

@@ -97,14 +97,19 @@ TEST_CASE("a broker list with an empty entry, no host or a port that is not 1 to
     config::add_kafka_options(app, cfg);
     return !parse_args(app, {"t", "--brokers", brokers}).has_value();
   };
-  // librdkafka's forms: a port or its default 9092, a bracketed IPv6
-  // address, a protocol prefix, spaces after the commas.
-  for (const char* good : {"10.0.0.1:9092", "kafka-1", "kafka-1:9092,kafka-2:9093", "kafka-1:9092, kafka-2:9093",
-                           "[::1]:9092", "[::1]", "SASL_SSL://kafka.example:9096", "kafka-1:1", "kafka-1:65535"})
+  // librdkafka's forms: a port or its default 9092, an IPv6 address bare
+  // or in brackets, a protocol prefix (and a URL's path), spaces after the
+  // commas, empty entries (librdkafka skips them: a list that worked before
+  // this check must still start).
+  for (const char* good :
+       {"10.0.0.1:9092", "kafka-1", "kafka-1:9092,kafka-2:9093", "kafka-1:9092, kafka-2:9093", "[::1]:9092", "[::1]",
+        "fd00::a", "2001:db8::ffff", "fe80::1%eth0", "SASL_SSL://kafka.example:9096", "SSL://kafka:9093/",
+        "kafka-1:1", "kafka-1:65535", "kafka-1:9092,", "kafka-1:9092,,kafka-2:9092", ",kafka-1:9092"})
     CHECK_MESSAGE(parses(good), good);
-  // librdkafka reads a port it cannot parse as 0 and retries for ever.
-  for (const char* bad : {"", " ", "localhost:abc", "localhost:", "localhost:0", "localhost:65536", "localhost:-1",
-                          "localhost:9092x", ":9092", "[::1]:", "kafka-1:9092,", "kafka-1:9092,,kafka-2:9092",
-                          ",kafka-1:9092", "PLAINTEXT://"})
+  // librdkafka reads a port it cannot parse as 0 and retries for ever; a
+  // space inside an entry makes one host name of two.
+  for (const char* bad : {"", " ", ",", "localhost:abc", "localhost:", "localhost:0", "localhost:65536",
+                          "localhost:-1", "localhost:9092x", ":9092", "[::1]:", "PLAINTEXT://", "://kafka:9092",
+                          "kafka-1:abc kafka-2:9092", "kafka-1 kafka-2:9092"})
     CHECK_FALSE_MESSAGE(parses(bad), '"' << bad << '"');
 }
