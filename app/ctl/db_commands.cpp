@@ -1,7 +1,8 @@
 // The database subcommands: replay (backfill into a new file), compare,
 // swap-in (a rebuilt projection into the live file), status (lag, rows, last
-// apply; exit 1 past --max-lag, for a stored offset outside the log, or for a
-// topic the file stores no offsets for) and dead-letters.
+// apply; exit 1 past --max-lag, for a stored offset outside the log, or when
+// the file stores a projection's offsets only for other topics) and
+// dead-letters.
 #include <signal.h>
 
 #include <algorithm>

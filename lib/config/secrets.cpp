@@ -24,7 +24,7 @@ std::vector<verify::key> said_if_unusual(std::vector<verify::key> keys) {
       log::warn("webhook_secret_length",
                 {{"secret", static_cast<std::int64_t>(i + 1)},
                  {"bytes", static_cast<std::int64_t>(keys[i].size())},
-                 {"outcome", "Clerk's secrets are 24 bytes (32 base64 characters after whsec_): one cut short or "
+                 {"reason", "Clerk's secrets are 24 bytes (32 base64 characters after whsec_): one cut short or "
                              "mistyped answers every webhook 401"}});
   return keys;
 }

@@ -3,22 +3,16 @@
 #include <SQLiteCpp/SQLiteCpp.h>
 
 #include <filesystem>
-#include <set>
+#include <map>
 #include <system_error>
+#include <vector>
 
+#include "projection/applier.hpp"
 #include "store/database.hpp"
 #include "store/file_lock.hpp"
 
 namespace clerk_sync::ops {
 namespace {
-
-std::set<std::string> topics_of(SQLite::Database& db, const std::string& schema, const std::string& projection) {
-  SQLite::Statement st(db, "SELECT DISTINCT topic FROM " + schema + ".kafka_offsets WHERE projection = ?");
-  st.bind(1, projection);
-  std::set<std::string> out;
-  while (st.executeStep()) out.insert(st.getColumn(0).getString());
-  return out;
-}
 
 // The columns of main's `table`, quoted, comma-separated, without `skip`.
 std::string columns_of(SQLite::Database& db, const std::string& table, const std::string& skip = "") {
@@ -80,12 +74,12 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
     std::error_code ec;
     if (std::filesystem::equivalent(from, live, ec))
       throw swap_error("--from and --db name the same file (" + live + ")");
-    // A replay writes <db>.partial, locked by <db>.partial.lock, and renames
-    // it only once complete: a file by that name, or with that lock beside
-    // it, is one a replay is still writing or was killed writing. Swapped
-    // in, its projection would go back to where the replay stopped until
-    // its consumer caught up, a ban or a deletion after it undone meanwhile.
-    if (from.ends_with(".partial") || std::filesystem::exists(from + ".lock", ec))
+    // A replay writes <db>.partial and renames it only once complete: a file
+    // by that name is one a replay is still writing or was killed writing.
+    // Swapped in, its projection would go back to where the replay stopped
+    // until its consumer caught up, a ban or a deletion after it undone
+    // meanwhile. (One renamed by hand is not seen.)
+    if (from.ends_with(".partial"))
       throw swap_error(from + " is a replay's unfinished file (still being written, or its replay was killed): "
                        "swap in the file a finished replay renamed it to, or replay again");
     // Consumers leave their lock files beside a file they ran on; a replay
@@ -107,11 +101,16 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
   // The live file's lock files are made beside it below: a mistyped --db
   // naming some other file is refused first, with nothing left beside it.
   (void)store::database(live, {.read_only = true});
-  const int from_version = store::database(from, {.read_only = true}).schema_version();
-  const int newest = store::embedded_migrations().back().version;
-  if (from_version != newest)
-    throw swap_error(from + " is at schema version " + std::to_string(from_version) + ", this clerk-sync at " +
-                     std::to_string(newest) + ": replay again with this version");
+  std::map<projection::kind, std::vector<std::string>> rebuilt_topics;
+  {
+    store::database rebuilt(from, {.read_only = true});
+    const int from_version = rebuilt.schema_version();
+    const int newest = store::embedded_migrations().back().version;
+    if (from_version != newest)
+      throw swap_error(from + " is at schema version " + std::to_string(from_version) + ", this clerk-sync at " +
+                       std::to_string(newest) + ": replay again with this version");
+    for (const auto k : projections) rebuilt_topics[k] = projection::offset_topics(rebuilt, k);
+  }
   std::vector<store::file_lock> held;
   for (const auto k : projections) {
     const auto path = store::projection_lock_path(live, projection::name(k));
@@ -130,19 +129,19 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
   store::database db(live, {.must_be = store::open_options::existing::clerk_sync});
   std::vector<swapped> out;
   try {
-    auto& c = db.native();
-    const attached guard(c, from);
     for (const auto k : projections) {
       const std::string p(projection::name(k));
-      const auto rebuilt_topics = topics_of(c, "rebuilt", p);
-      if (rebuilt_topics.empty())
+      const auto& rebuilt = rebuilt_topics.at(k);
+      if (rebuilt.empty())
         throw swap_error(from + " holds no stored offsets for " + p +
                          ": it is not a replay of that projection, or one of an empty topic (then nothing to swap in)");
-      const auto live_topics = topics_of(c, "main", p);
-      if (!live_topics.empty() && live_topics != rebuilt_topics)
-        throw swap_error(from + " was replayed from " + *rebuilt_topics.begin() + ", " + live + "'s " + p +
-                         " reads " + *live_topics.begin());
+      const auto live_topics = projection::offset_topics(db, k);
+      if (!live_topics.empty() && live_topics != rebuilt)
+        throw swap_error(from + " was replayed from " + rebuilt.front() + ", " + live + "'s " + p + " reads " +
+                         live_topics.front());
     }
+    auto& c = db.native();
+    const attached guard(c, from);
     SQLite::Transaction tx(c, SQLite::TransactionBehavior::IMMEDIATE);
     for (const auto k : projections) {
       const std::string p(projection::name(k));
