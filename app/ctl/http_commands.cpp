@@ -129,7 +129,13 @@ int send(const send_args& a) {
   if (a.files.empty() == (a.generate == 0)) throw config::usage_error("give event files or --generate N (not both)");
 
   std::vector<std::string> bodies;
-  for (const auto& f : a.files) bodies.push_back(read_input(f));
+  for (const auto& f : a.files) {
+    bodies.push_back(read_input(f));
+    // No event can be empty: the receiver would answer 400 to each of the
+    // retries (an empty stdin, a file not yet written).
+    if (bodies.back().empty())
+      throw config::usage_error((f == "-" ? std::string("stdin") : f) + " is empty: no event to send");
+  }
   for (auto& e : ops::generate_events(a.generate, a.seed)) bodies.push_back(std::move(e.body));
 
   progress bar(bodies.size());

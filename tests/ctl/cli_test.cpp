@@ -187,6 +187,17 @@ TEST_CASE("sign and send refuse a directory named as a body file instead of usin
   CHECK(send.status == 2);
   CHECK(send.err.find("is a directory") != std::string::npos);
   CHECK(send.err.find("send attempt failed") == std::string::npos);  // nothing was sent
+  // Nor is an empty file or stdin sent (the receiver would answer 400 to
+  // each retry, for half a minute).
+  const auto empty = dir / "empty.json";
+  { std::ofstream touch(empty); }
+  for (const std::string& file : {empty.string(), std::string("-")}) {
+    const auto r = test::run(ctl(), {"send", file, "--url", "http://127.0.0.1:1/webhooks/clerk"}, env);
+    INFO(r.err);
+    CHECK(r.status == 2);
+    CHECK(r.err.find("is empty: no event to send") != std::string::npos);
+    CHECK(r.err.find("send attempt failed") == std::string::npos);
+  }
 }
 
 TEST_CASE("replay refuses to write into a database that already holds data") {
