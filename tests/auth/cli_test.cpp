@@ -42,6 +42,19 @@ struct running_auth {
     proc = std::make_unique<test::process>(auth_bin(), args, env);
     REQUIRE_MESSAGE(proc->wait_for_log("msg=listening", 15s), proc->stderr_text());
   }
+  // A token of user_9's session sess_9, valid for five minutes.
+  [[nodiscard]] std::string valid_token() const {
+    const auto exp = std::chrono::duration_cast<std::chrono::seconds>(
+                         std::chrono::system_clock::now().time_since_epoch()).count() + 300;
+    return signer.sign(R"({"alg":"RS256"})",
+                       R"({"exp":)" + std::to_string(exp) + R"(,"sid":"sess_9","sub":"user_9"})");
+  }
+  // The status of a check whose header holds `fields` ("Name: value\r\n" lines).
+  [[nodiscard]] int check_with(const std::string& fields) const {
+    test::raw_conn c(port);
+    REQUIRE(c.send("GET /auth HTTP/1.1\r\nHost: auth\r\n" + fields + "Connection: close\r\n\r\n"));
+    return test::status_of(c.read_until("\r\n\r\n", 10s));
+  }
   test::rsa_signer signer;
   test::temp_dir dir;
   std::string db = (dir / "clerk-sync.db").string();
@@ -104,7 +117,6 @@ TEST_CASE("clerk-sync-auth: --help, and exit 2 with one line for each bad settin
 TEST_CASE("clerk-sync-auth: routes, methods and the 401 header of a running instance") {
   running_auth a({"--path", "/check"});
   auto& auth = *a.proc;
-  const auto& signer = a.signer;
   const auto& db = a.db;
   const int port = a.port;
 
@@ -114,10 +126,7 @@ TEST_CASE("clerk-sync-auth: routes, methods and the 401 header of a running inst
   const auto none = test::send_http(port, "GET", "/check", {}, "");
   CHECK(none.status == 401);
   CHECK(none.headers.at("www-authenticate") == "Bearer error=\"invalid_token\"");
-  const auto exp = std::chrono::duration_cast<std::chrono::seconds>(
-                       std::chrono::system_clock::now().time_since_epoch()).count() + 300;
-  const auto tok = signer.sign(R"({"alg":"RS256"})",
-                               R"({"exp":)" + std::to_string(exp) + R"(,"sid":"sess_9","sub":"user_9"})");
+  const auto tok = a.valid_token();
   const auto ok = test::send_http(port, "GET", "/check?rd=/x", {{"Authorization", "Bearer " + tok}}, "");
   CHECK(ok.status == 200);
   CHECK(ok.headers.at("x-clerk-user-id") == "user_9");
@@ -168,15 +177,8 @@ TEST_CASE("clerk-sync-auth: cookies in several fields are read as one, the first
   // A proxy may forward HTTP/2's cookie crumbs as separate fields; RFC 9113
   // 8.2.3 joins them with "; ", and so does the check.
   running_auth a({});
-  const auto exp = std::chrono::duration_cast<std::chrono::seconds>(
-                       std::chrono::system_clock::now().time_since_epoch()).count() + 300;
-  const auto tok = a.signer.sign(R"({"alg":"RS256"})",
-                                 R"({"exp":)" + std::to_string(exp) + R"(,"sid":"sess_9","sub":"user_9"})");
-  const auto with_cookies = [&](const std::string& fields) {
-    test::raw_conn c(a.port);
-    REQUIRE(c.send("GET /auth HTTP/1.1\r\nHost: auth\r\n" + fields + "Connection: close\r\n\r\n"));
-    return test::status_of(c.read_until("\r\n\r\n", 10s));
-  };
+  const auto tok = a.valid_token();
+  const auto with_cookies = [&](const std::string& fields) { return a.check_with(fields); };
   CHECK(with_cookies("Cookie: __client_uat=1\r\nCookie: __session=" + tok + "\r\n") == 200);
   CHECK(with_cookies("Cookie: __session=" + tok + "\r\nCookie: __session=junk\r\n") == 200);
   CHECK(with_cookies("Cookie: __session=junk\r\nCookie: __session=" + tok + "\r\n") == 401);
@@ -191,15 +193,8 @@ TEST_CASE("clerk-sync-auth: two Authorization lines get 401 whichever holds a va
   // of one request. Clerk's own authenticateRequest, given a Fetch request,
   // reads both joined with ", " and refuses them.
   running_auth a({});
-  const auto exp = std::chrono::duration_cast<std::chrono::seconds>(
-                       std::chrono::system_clock::now().time_since_epoch()).count() + 300;
-  const auto tok = a.signer.sign(R"({"alg":"RS256"})",
-                                 R"({"exp":)" + std::to_string(exp) + R"(,"sid":"sess_9","sub":"user_9"})");
-  const auto with_fields = [&](const std::string& fields) {
-    test::raw_conn c(a.port);
-    REQUIRE(c.send("GET /auth HTTP/1.1\r\nHost: auth\r\n" + fields + "Connection: close\r\n\r\n"));
-    return test::status_of(c.read_until("\r\n\r\n", 10s));
-  };
+  const auto tok = a.valid_token();
+  const auto with_fields = [&](const std::string& fields) { return a.check_with(fields); };
   CHECK(with_fields("Authorization: Bearer " + tok + "\r\n") == 200);
   CHECK(with_fields("Authorization: Bearer " + tok + "\r\nAuthorization: Bearer junk\r\n") == 401);
   CHECK(with_fields("Authorization: Bearer junk\r\nauthorization: Bearer " + tok + "\r\n") == 401);

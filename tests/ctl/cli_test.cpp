@@ -35,6 +35,19 @@ std::map<std::string, std::string> env_with(std::map<std::string, std::string> e
   return env;
 }
 
+// A users dead letter at offset 7 whose payload (Clerk's example
+// user.created) now maps, as after a fix of the mapping.
+void add_mappable_dead_letter(const std::string& db, const std::string& svix_id) {
+  SQLite::Database c(db, SQLite::OPEN_READWRITE);
+  SQLite::Statement add(c,
+                        "INSERT INTO dead_letters(projection, topic, partition, \"offset\", svix_id, type, reason, "
+                        "payload, created_at) VALUES ('users', 'clerk.events', 0, 7, ?, 'user.created', "
+                        "'fixed since', ?, 1)");
+  add.bind(1, svix_id);
+  add.bind(2, test::read_file(test::source_path("tests/fixtures/clerk/user.created.json")));
+  add.exec();
+}
+
 }  // namespace
 
 TEST_CASE("every subcommand has its own --help") {
@@ -282,15 +295,7 @@ TEST_CASE("a dead-letter re-drive SIGKILLed before it marks the letter resolved 
   const auto db = (dir / "live.db").string();
   { store::database create(db, {.keep_wal_files = true}); }
   const auto count = [&](const std::string& sql) { return test::query_int(db, sql); };
-  {
-    SQLite::Database c(db, SQLite::OPEN_READWRITE);
-    SQLite::Statement add(c,
-                          "INSERT INTO dead_letters(projection, topic, partition, \"offset\", svix_id, type, reason, "
-                          "payload, created_at) VALUES ('users', 'clerk.events', 0, 7, 'msg_redrive', 'user.created', "
-                          "'fixed since', ?, 1)");
-    add.bind(1, test::read_file(test::source_path("tests/fixtures/clerk/user.created.json")));
-    add.exec();
-  }
+  add_mappable_dead_letter(db, "msg_redrive");
   test::hang_writes(db, "dead_letters", "UPDATE OF resolved_at", "NEW.resolved_at IS NOT NULL");
   test::process redrive(ctl(), {"dead-letters", "retry", "--db", db, "--all"}, clean_env);
   REQUIRE_MESSAGE(test::wait_until_hung(redrive, db, 30s), redrive.stderr_text());
@@ -545,15 +550,7 @@ TEST_CASE("every command refuses an empty --projection, which an unset variable 
   const auto other = (dir / "other.db").string();
   { store::database created(db); }
   { store::database created(other); }
-  {
-    SQLite::Database c(db, SQLite::OPEN_READWRITE);
-    SQLite::Statement add(c,
-                          "INSERT INTO dead_letters(projection, topic, partition, \"offset\", svix_id, type, reason, "
-                          "payload, created_at) VALUES ('users', 'clerk.events', 0, 7, 'msg_empty_projection', "
-                          "'user.created', 'fixed since', ?, 1)");
-    add.bind(1, test::read_file(test::source_path("tests/fixtures/clerk/user.created.json")));
-    add.exec();
-  }
+  add_mappable_dead_letter(db, "msg_empty_projection");
   const auto fresh = (dir / "fresh.db").string();
   for (const auto* empty : {"", ","}) {
     INFO("--projection '" << empty << "'");
