@@ -333,6 +333,9 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
   if (check.unchecked) throw replay_error(*check.unchecked);
   result.warnings.insert(result.warnings.end(), check.gone.begin(), check.gone.end());
   reader.close();
+  // Finished: the mark swap-in asks for, in the file's header, folded with
+  // the rest below.
+  store::exec(*db, "PRAGMA application_id = " + std::to_string(store::finished_replay_id));
   // Fold the WAL into the main file so that the file alone can be moved
   // into place (its sidecars are deleted below): all of it, or nothing is.
   if (!store::checkpoint_wal(*db))

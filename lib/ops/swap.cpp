@@ -74,14 +74,6 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
     std::error_code ec;
     if (std::filesystem::equivalent(from, live, ec))
       throw swap_error("--from and --db name the same file (" + live + ")");
-    // A replay writes <db>.partial and renames it only once complete: a file
-    // by that name is one a replay is still writing or was killed writing.
-    // Swapped in, its projection would go back to where the replay stopped
-    // until its consumer caught up, a ban or a deletion after it undone
-    // meanwhile. (One renamed by hand is not seen.)
-    if (from.ends_with(".partial"))
-      throw swap_error(from + " is a replay's unfinished file (still being written, or its replay was killed): "
-                       "swap in the file a finished replay renamed it to, or replay again");
     // Consumers leave their lock files beside a file they ran on; a replay
     // never does. A --from with one, of any projection, is a live file:
     // --from and --db swapped would copy the live rows over the rebuilt ones
@@ -104,6 +96,14 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
   std::map<projection::kind, std::vector<std::string>> rebuilt_topics;
   {
     store::database rebuilt(from, {.read_only = true});
+    // A replay marks its file only once it has read up to its targets: one
+    // unmarked is still being written, or its replay was killed (however it
+    // was renamed since). Swapped in, its projection would go back to where
+    // that replay stopped until the consumer caught up, a ban or a deletion
+    // after it undone meanwhile.
+    if (rebuilt.native().execAndGet("PRAGMA application_id").getInt() != store::finished_replay_id)
+      throw swap_error(from + " is not a finished replay's file (a replay still writing it or killed, one made "
+                       "before replays marked their files, or no replay at all): replay again and swap that in");
     const int from_version = rebuilt.schema_version();
     const int newest = store::embedded_migrations().back().version;
     if (from_version != newest)

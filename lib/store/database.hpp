@@ -107,6 +107,13 @@ class database {
   std::unique_ptr<SQLite::Database> db_;
 };
 
+// The SQLite application_id `clerk-sync-ctl replay` gives its file once it
+// has read up to its targets, just before the file is checkpointed and
+// renamed: a file without it (a replay killed or still writing, however it
+// was renamed or copied since) is no finished replay, and swap-in refuses
+// it. "cSrp".
+inline constexpr std::int32_t finished_replay_id = 0x63537270;
+
 // Runs `sql` (no results) and rethrows any SQLite failure as db_error.
 void exec(database& db, const std::string& sql);
 

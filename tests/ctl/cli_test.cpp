@@ -35,6 +35,12 @@ std::map<std::string, std::string> env_with(std::map<std::string, std::string> e
   return env;
 }
 
+// Gives a file made here the mark a finished replay gives its own.
+void mark_finished_replay(const std::string& db) {
+  SQLite::Database c(db, SQLite::OPEN_READWRITE);
+  c.exec("PRAGMA application_id = " + std::to_string(store::finished_replay_id));
+}
+
 // A users dead letter at offset 7 whose payload (Clerk's example
 // user.created) now maps, as after a fix of the mapping.
 void add_mappable_dead_letter(const std::string& db, const std::string& svix_id) {
@@ -462,6 +468,7 @@ TEST_CASE("writing commands refuse a --db that is not a clerk-sync database, or 
   }
   const auto rebuilt = (dir / "rebuilt.db").string();
   { store::database created(rebuilt); }
+  mark_finished_replay(rebuilt);
   const auto foreign_shape = shape_of(foreign);
   REQUIRE(foreign_shape == "delete v0: x");
 
@@ -507,6 +514,7 @@ TEST_CASE("writing commands refuse a --db that is not a clerk-sync database, or 
   REQUIRE(newest >= 2);
   const auto older = (dir / "older.db").string();
   at_version(older, newest - 1);
+  mark_finished_replay(older);
   const auto live = (dir / "live.db").string();
   at_version(live, newest - 1);
   const auto live_shape = shape_of(live);
@@ -525,6 +533,19 @@ TEST_CASE("writing commands refuse a --db that is not a clerk-sync database, or 
   CAPTURE(upgraded.err);
   CHECK(upgraded.status == 0);
   CHECK(test::query_int(live, "PRAGMA user_version") == newest);
+  CHECK(test::query_int(live, "SELECT next_offset FROM kafka_offsets WHERE projection = 'users'") == 7);
+  // A file without a finished replay's mark (a replay killed, its
+  // .partial renamed by hand) is refused, the live file as it was.
+  const auto unmarked = (dir / "unmarked.db").string();
+  std::filesystem::copy_file(rebuilt, unmarked);
+  {
+    SQLite::Database c(unmarked, SQLite::OPEN_READWRITE);
+    c.exec("PRAGMA application_id = 0");
+    c.exec("UPDATE kafka_offsets SET next_offset = 99");
+  }
+  const auto refused = test::run(ctl(), {"swap-in", "--projection", "users", "--from", unmarked, "--db", live}, clean_env);
+  CHECK(refused.status == 1);
+  CHECK(refused.err.find("is not a finished replay's file") != std::string::npos);
   CHECK(test::query_int(live, "SELECT next_offset FROM kafka_offsets WHERE projection = 'users'") == 7);
 
   // A directory is not a database file: exit 2, said so.

@@ -744,16 +744,22 @@ TEST_CASE("a replay killed by SIGKILL before its rename leaves no target, and th
   CHECK(test::query_int(copy, "SELECT count(*) FROM users") == 1);
   const auto killed_applied_at = test::query_int(copy, "SELECT max(applied_at) FROM applied_events");
   REQUIRE(killed_applied_at > 0);
-  // Never swapped in: it holds the projection as of where the replay died.
+  // Never swapped in, by its name or any other: it holds the projection as
+  // of where the replay died, without a finished replay's mark.
   {
     const auto live = (dir / "live.db").string();
     { store::database made(live); }
     const auto before = test::dump_tables(live);
-    const auto swap = ctl_run({"swap-in", "--projection", "users", "--from", partial, "--db", live}, topic, 30s);
-    CHECK(swap.status == 1);
-    CHECK_MESSAGE(swap.err.find("unfinished") != std::string::npos, swap.err);
-    CHECK(test::dump_tables(live) == before);
-    CHECK(test::query_int(live, "SELECT count(*) FROM kafka_offsets") == 0);
+    const auto renamed = (dir / "renamed.db").string();  // a copy of the leftover under a finished name
+    std::filesystem::copy_file(partial, renamed);
+    std::filesystem::copy_file(partial + "-wal", renamed + "-wal");
+    for (const auto& from : {partial, renamed}) {
+      const auto swap = ctl_run({"swap-in", "--projection", "users", "--from", from, "--db", live}, topic, 30s);
+      CHECK(swap.status == 1);
+      CHECK_MESSAGE(swap.err.find("is not a finished replay's file") != std::string::npos, swap.err);
+      CHECK(test::dump_tables(live) == before);
+      CHECK(test::query_int(live, "SELECT count(*) FROM kafka_offsets") == 0);
+    }
   }
 
   auto r = ctl_run({"replay", "--projection", "all", "--db", out}, topic, 120s);
