@@ -132,23 +132,19 @@ void log_error(const rd_kafka_t* rk, int err, const char* reason, const rd_kafka
   // (not available, not authorized) has none, and its partition says
   // nothing. Each partition's trouble is a kind of its own: one stuck
   // partition must not hide another's.
-  if (!topic.empty() && about->offset >= 0) {
-    key += "|" + std::string(topic) + "|" + std::to_string(about->partition);
-    limiter().write(key, level, "kafka_error",
-                    {{"client", client},
-                     {"topic", topic},
-                     {"partition", about->partition},
-                     {"offset", about->offset},
-                     {"error", rd_kafka_err2name(code)},
-                     {"reason", text}});
-  } else if (!topic.empty()) {
+  std::vector<log::field> fields{{"client", client}};
+  if (!topic.empty()) {
     key += "|" + std::string(topic);
-    limiter().write(key, level, "kafka_error",
-                    {{"client", client}, {"topic", topic}, {"error", rd_kafka_err2name(code)}, {"reason", text}});
-  } else {
-    limiter().write(key, level, "kafka_error",
-                    {{"client", client}, {"error", rd_kafka_err2name(code)}, {"reason", text}});
+    fields.emplace_back("topic", topic);
   }
+  if (!topic.empty() && about->offset >= 0) {
+    key += "|" + std::to_string(about->partition);
+    fields.emplace_back("partition", about->partition);
+    fields.emplace_back("offset", about->offset);
+  }
+  fields.emplace_back("error", rd_kafka_err2name(code));
+  fields.emplace_back("reason", text);
+  limiter().write(key, level, "kafka_error", fields);
 }
 
 void set(rd_kafka_conf_t* conf, std::string_view key, std::string_view value) {

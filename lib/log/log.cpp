@@ -316,7 +316,7 @@ rate_limiter::~rate_limiter() {
   write_held(out);
 }
 
-void rate_limiter::write(std::string_view key, level lv, std::string_view msg, std::initializer_list<field> fields,
+void rate_limiter::write(std::string_view key, level lv, std::string_view msg, std::span<const field> fields,
                          std::chrono::steady_clock::time_point now) {
   std::uint64_t repeated = 0;
   held_lines out;
@@ -353,7 +353,7 @@ void rate_limiter::write(std::string_view key, level lv, std::string_view msg, s
     }
   }
   write_held(out);
-  std::vector<field> all(fields);
+  std::vector<field> all(fields.begin(), fields.end());
   all.emplace_back("repeated", repeated);
   log::write(lv, msg, all);
 }

@@ -110,12 +110,20 @@ class rate_limiter {
   rate_limiter(const rate_limiter&) = delete;
   rate_limiter& operator=(const rate_limiter&) = delete;
 
-  // `fields` must not hold `repeated`: it is added.
-  void write(std::string_view key, level lv, std::string_view msg, std::initializer_list<field> fields) {
+  // `fields` must not hold `repeated`: it is added. A span for fields that
+  // depend on what is known (as log::write takes).
+  void write(std::string_view key, level lv, std::string_view msg, std::span<const field> fields,
+             std::chrono::steady_clock::time_point now);
+  void write(std::string_view key, level lv, std::string_view msg, std::span<const field> fields) {
     write(key, lv, msg, fields, std::chrono::steady_clock::now());
   }
   void write(std::string_view key, level lv, std::string_view msg, std::initializer_list<field> fields,
-             std::chrono::steady_clock::time_point now);
+             std::chrono::steady_clock::time_point now) {
+    write(key, lv, msg, std::span<const field>(fields.begin(), fields.size()), now);
+  }
+  void write(std::string_view key, level lv, std::string_view msg, std::initializer_list<field> fields) {
+    write(key, lv, msg, fields, std::chrono::steady_clock::now());
+  }
   // Writes the held lines of the keys quiet for a period.
   void flush(std::chrono::steady_clock::time_point now);
   void flush() { flush(std::chrono::steady_clock::now()); }
