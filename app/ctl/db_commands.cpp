@@ -6,9 +6,9 @@
 #include <signal.h>
 
 #include <algorithm>
-#include <limits>
 #include <cstdio>
 #include <iterator>
+#include <limits>
 #include <filesystem>
 #include <ctime>
 #include <memory>
@@ -288,14 +288,11 @@ int status(const status_args& a) {
       if (!r.other_topics.empty()) {
         // The lag above is of a topic this projection never read: its 0
         // would pass any monitor given a stray --topic.
-        std::string listed, joined;
-        for (const auto& t : r.other_topics) {
-          listed += (listed.empty() ? "" : ", ") + t;
-          joined += (joined.empty() ? "" : ",") + t;
-        }
+        std::string listed;
+        for (const auto& t : r.other_topics) listed += (listed.empty() ? "" : ",") + t;
         std::printf("  WRONG TOPIC: no offsets stored for %s; this file's %s offsets are for %s\n", a.topic.c_str(),
                     name.c_str(), listed.c_str());
-        log::error("topic_mismatch", {{"projection", name}, {"topic", a.topic}, {"stored_topics", joined}});
+        log::error("topic_mismatch", {{"projection", name}, {"topic", a.topic}, {"stored_topics", listed}});
         code = exit_failed;
       }
       if (a.max_lag >= 0 && r.lag > a.max_lag) {

@@ -12,7 +12,6 @@
 
 #include <array>
 #include <iterator>
-#include <list>
 #include <optional>
 #include <string>
 
