@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 
 namespace clerk_sync::config {
 namespace {
@@ -54,6 +55,48 @@ void refuse_empty_env(const CLI::App& app) {
                         opt->get_default_str());
   }
   for (const CLI::App* sub : app.get_subcommands()) refuse_empty_env(*sub);
+}
+
+// Where the brokers are named: --brokers (KAFKA_BROKERS) or, for an
+// operator who keeps a managed cluster's settings in one file, a property
+// librdkafka reads as the same setting. One place only: a property would
+// otherwise win over KAFKA_BROKERS in silence, and a second one over the
+// first.
+struct broker_source {
+  const CLI::Option* flag = nullptr;
+  std::string property;  // where a property named them, if one did
+};
+
+// Adds an operator's property to cfg, or for the brokers' own (checked as
+// --brokers is) makes it cfg.brokers; throws usage_error naming `where`.
+void add_property(kafka::client_config& cfg, broker_source& brokers, std::pair<std::string, std::string> kv,
+                  const std::string& where) {
+  if (kv.first != "bootstrap.servers" && kv.first != "metadata.broker.list") {
+    cfg.properties.push_back(std::move(kv));
+    return;
+  }
+  const std::string named = where + ": " + kv.first;
+  if (brokers.flag->count() > 0)
+    throw usage_error(named + " and --brokers (KAFKA_BROKERS) both name the brokers: keep one");
+  if (!brokers.property.empty())
+    throw usage_error(named + " names the brokers again, after " + brokers.property + ": keep one");
+  if (const auto why = broker_list()(kv.second); !why.empty()) throw usage_error(named + ": " + why);
+  cfg.brokers = std::move(kv.second);
+  brokers.property = named;
+}
+
+void load_kafka_properties_file(const std::string& path, kafka::client_config& cfg, broker_source& brokers) {
+  std::ifstream in(path);
+  if (!in) throw usage_error("cannot read kafka properties file " + path);
+  std::string line;
+  int n = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    line = trim(line);
+    if (line.empty() || line[0] == '#') continue;
+    const auto where = path + ":" + std::to_string(n);
+    add_property(cfg, brokers, split_property(line, where), where);
+  }
 }
 
 }  // namespace
@@ -144,13 +187,14 @@ CLI::Validator origin() {
 }
 
 void add_kafka_options(CLI::App& app, kafka::client_config& cfg) {
-  app.add_option("--brokers", cfg.brokers, "Kafka bootstrap servers, host:port[,host:port]")
-      ->envname("KAFKA_BROKERS")
-      ->check(broker_list())
-      ->capture_default_str();
+  auto brokers = std::make_shared<broker_source>();
+  brokers->flag = app.add_option("--brokers", cfg.brokers, "Kafka bootstrap servers, host:port[,host:port]")
+                      ->envname("KAFKA_BROKERS")
+                      ->check(broker_list())
+                      ->capture_default_str();
   app.add_option_function<std::vector<std::string>>(
          "--kafka-property",
-         [&cfg](const std::vector<std::string>& props) {
+         [&cfg, brokers](const std::vector<std::string>& props) {
            for (const auto& p : props) {
              auto kv = split_property(p, "--kafka-property");
              // Any user can read a process's arguments (ps, /proc): the
@@ -159,13 +203,14 @@ void add_kafka_options(CLI::App& app, kafka::client_config& cfg) {
                throw usage_error("--kafka-property " + kv.first +
                                  ": a secret on the command line is readable by every user of the machine; put it in "
                                  "--kafka-properties-file (CLERK_SYNC_KAFKA_PROPERTIES_FILE)");
-             cfg.properties.push_back(std::move(kv));
+             add_property(cfg, *brokers, std::move(kv), "--kafka-property");
            }
          },
          "Any librdkafka property, key=value (repeatable); put passwords in the properties file")
       ->type_name("KEY=VALUE");
   app.add_option_function<std::string>(
-         "--kafka-properties-file", [&cfg](const std::string& path) { load_kafka_properties_file(path, cfg); },
+         "--kafka-properties-file",
+         [&cfg, brokers](const std::string& path) { load_kafka_properties_file(path, cfg, *brokers); },
          "File of librdkafka properties, one key=value a line (SASL/TLS)")
       ->envname("CLERK_SYNC_KAFKA_PROPERTIES_FILE");
 }
@@ -179,19 +224,6 @@ void add_log_options(CLI::App& app, log_options& opts) {
       ->envname("CLERK_SYNC_LOG_LEVEL")
       ->check(CLI::IsMember({"debug", "info", "warn", "error"}))
       ->capture_default_str();
-}
-
-void load_kafka_properties_file(const std::string& path, kafka::client_config& cfg) {
-  std::ifstream in(path);
-  if (!in) throw usage_error("cannot read kafka properties file " + path);
-  std::string line;
-  int n = 0;
-  while (std::getline(in, line)) {
-    ++n;
-    line = trim(line);
-    if (line.empty() || line[0] == '#') continue;
-    cfg.properties.push_back(split_property(line, path + ":" + std::to_string(n)));
-  }
 }
 
 void apply(const log_options& opts) {

@@ -31,14 +31,13 @@ struct log_options {
 
 // --brokers (KAFKA_BROKERS), --kafka-property k=v (repeatable; for SASL
 // passwords prefer the file), --kafka-properties-file
-// (CLERK_SYNC_KAFKA_PROPERTIES_FILE, Java-style `key=value` lines).
+// (CLERK_SYNC_KAFKA_PROPERTIES_FILE, Java-style `key=value` lines). A
+// bootstrap.servers (or metadata.broker.list) property names the brokers
+// instead of --brokers, checked as it is; naming them in two places is a
+// usage error.
 void add_kafka_options(CLI::App& app, kafka::client_config& cfg);
 // --log-format logfmt|json (CLERK_SYNC_LOG_FORMAT), --log-level (CLERK_SYNC_LOG_LEVEL).
 void add_log_options(CLI::App& app, log_options& opts);
-
-// Reads the properties file named on the command line into cfg, validating
-// `key=value` lines; throws usage_error.
-void load_kafka_properties_file(const std::string& path, kafka::client_config& cfg);
 
 // For an option holding web origins (a token's azp): trims each value, then
 // requires scheme://host[:port] with http or https and nothing after it (no

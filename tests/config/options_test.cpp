@@ -86,8 +86,48 @@ TEST_CASE("stray arguments are refused without being repeated (one may be a secr
 }
 
 TEST_CASE("a properties file that cannot be read is a usage error") {
+  CLI::App app("t", "t");
   clerk_sync::kafka::client_config cfg;
-  CHECK_THROWS_AS(config::load_kafka_properties_file("/nonexistent/kafka.properties", cfg), config::usage_error);
+  config::add_kafka_options(app, cfg);
+  CHECK(parse_args(app, {"t", "--kafka-properties-file", "/nonexistent/kafka.properties"}) == config::exit_usage);
+}
+
+TEST_CASE("the brokers are named in one place: --brokers, KAFKA_BROKERS or a bootstrap.servers property") {
+  clerk_sync::test::temp_dir dir;
+  const auto managed = dir / "managed.properties";
+  std::ofstream(managed) << "security.protocol=SASL_SSL\nbootstrap.servers=kafka-1.example:9096,kafka-2.example:9096\n";
+  struct outcome {
+    std::optional<int> code;
+    clerk_sync::kafka::client_config cfg;
+  };
+  const auto parse = [](std::vector<std::string> args) {
+    CLI::App app("t", "t");
+    outcome o;
+    config::add_kafka_options(app, o.cfg);
+    args.insert(args.begin(), "t");
+    o.code = parse_args(app, std::move(args));
+    return o;
+  };
+
+  // A managed cluster's file alone: its brokers, and the property is not
+  // passed on to win over them later.
+  auto o = parse({"--kafka-properties-file", managed.string()});
+  REQUIRE_FALSE(o.code.has_value());
+  CHECK(o.cfg.brokers == "kafka-1.example:9096,kafka-2.example:9096");
+  CHECK(o.cfg.properties == std::vector<std::pair<std::string, std::string>>{{"security.protocol", "SASL_SSL"}});
+  o = parse({"--kafka-property", "metadata.broker.list=kafka-3:9092"});
+  REQUIRE_FALSE(o.code.has_value());
+  CHECK(o.cfg.brokers == "kafka-3:9092");
+
+  // Two places, whichever they are, would let one win in silence.
+  CHECK(parse({"--brokers", "10.0.0.1:9092", "--kafka-properties-file", managed.string()}).code == config::exit_usage);
+  CHECK(parse({"--kafka-property", "bootstrap.servers=kafka-3:9092", "--kafka-properties-file", managed.string()})
+            .code == config::exit_usage);
+  CHECK(parse({"--kafka-property", "bootstrap.servers=kafka-3:9092", "--kafka-property",
+               "metadata.broker.list=kafka-4:9092"})
+            .code == config::exit_usage);
+  // Checked as --brokers is.
+  CHECK(parse({"--kafka-property", "bootstrap.servers=localhost:abc"}).code == config::exit_usage);
 }
 
 TEST_CASE("a broker list with an empty entry, no host or a port that is not 1 to 65535 is a usage error") {

@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <fstream>
 #include <map>
 #include <string>
 #include <vector>
@@ -97,5 +98,19 @@ TEST_CASE("an empty KAFKA_BROKERS or CLERK_SYNC_TOPIC stops every Kafka binary i
     INFO(b.path << ": " << r.err);
     check_one_line(r, "localhost:abc");
     CHECK(r.err.find("KAFKA_BROKERS is set but empty") == std::string::npos);
+  }
+}
+
+TEST_CASE("a properties file that names the brokers beside KAFKA_BROKERS stops every Kafka binary: exit 2, one line naming both") {
+  // The unit's environment file sets KAFKA_BROKERS; a managed cluster's
+  // client.properties dropped in as the properties file names its own.
+  // Before, the file won in silence, whatever KAFKA_BROKERS said.
+  test::temp_dir dir;
+  const auto file = dir / "kafka.properties";
+  std::ofstream(file) << "bootstrap.servers=127.0.0.1:9093\n";
+  for (const auto& b : kafka_binaries(dir)) {
+    const auto r = run(b, {"--kafka-properties-file", file.string()}, "KAFKA_BROKERS=127.0.0.1:9092");
+    INFO(b.path << ": " << r.err);
+    check_one_line(r, "kafka.properties:1: bootstrap.servers and --brokers (KAFKA_BROKERS) both name the brokers");
   }
 }
