@@ -152,6 +152,12 @@ int run(int argc, char** argv) {
   s.worker.prune_interval = std::clamp<std::chrono::milliseconds>(
       std::chrono::duration_cast<std::chrono::milliseconds>(s.worker.ledger_retention) / 4, 100ms, 1s);
 
+  // A file size limit (`ulimit -f`, systemd's LimitFSIZE=) is a full disk
+  // like any other: the write fails with EFBIG and takes the database
+  // failure's path (db_retry, db_failed, exit 3), where SIGXFSZ's default
+  // action killed the process without a line.
+  ::signal(SIGXFSZ, SIG_IGN);
+
   // Open (create, migrate) once here so that a bad path is one clear line
   // and exit 2, before any thread starts. A lock held past the busy
   // timeout, a full disk or an I/O error is a database failure instead
