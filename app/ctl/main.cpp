@@ -1,5 +1,7 @@
 // clerk-sync-ctl: the operator's tool. Assembles the subcommands; the work
 // itself lives in lib/ops.
+#include <signal.h>
+
 #include <cstdio>
 
 #include "commands.hpp"
@@ -8,6 +10,10 @@
 
 int main(int argc, char** argv) {
   using namespace clerk_sync;
+  // A file size limit (`ulimit -f`) is a full disk like any other: a write
+  // past it fails with EFBIG and replay, swap-in or a re-drive say so and
+  // clean up, where SIGXFSZ's default action killed them without a line.
+  ::signal(SIGXFSZ, SIG_IGN);
   return config::run_main("clerk-sync-ctl", [&] {
     CLI::App app{"clerk-sync-ctl: topic, send, replay, compare, dead letters and status for clerk-sync",
                  "clerk-sync-ctl"};

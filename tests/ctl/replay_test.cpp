@@ -711,6 +711,24 @@ std::unique_ptr<test::process> start_held_replay(const std::string& topic, const
 
 }  // namespace
 
+TEST_CASE("a replay past a file size limit fails with a line and removes its partial file, not killed by SIGXFSZ") {
+  const auto topic = test::fresh_topic("ctl-replay-fsize", 1);
+  test::produce_events(test::broker(), topic, test::generate_events({.users = 3, .events = 12, .seed = 18}));
+  test::temp_dir dir;
+  const auto out = (dir / "out.db").string();
+  const auto partial = ops::partial_path(out);
+  // `ulimit -f` for the replay alone (prlimit execs it under the limit), with
+  // SIGXFSZ at its default action: no file may grow past 8 KiB, a full disk
+  // as the opening of the partial file meets it.
+  std::vector<std::string> args{"--fsize=8192", ctl().string(), "replay", "--projection", "all", "--db", out};
+  const auto r = test::run("/usr/bin/prlimit", args, kafka_env(topic));
+  INFO("stderr:\n" << r.err);
+  CHECK(r.status == 1);
+  CHECK(r.err.find("error=\"cannot open database " + partial + ": disk I/O error\"") != std::string::npos);
+  for (const auto* suffix : {"", "-wal", "-shm", "-journal"}) CHECK_FALSE(std::filesystem::exists(partial + suffix));
+  CHECK_FALSE(std::filesystem::exists(out));
+}
+
 TEST_CASE("a replay killed by SIGKILL before its rename leaves no target, and the next replay removes its leftovers "
           "and rebuilds it all") {
   const auto topic = test::fresh_topic("ctl-replay-kill", 1);
