@@ -47,8 +47,8 @@ void log_result(const projection::event_result& r) {
     log::write(lv, "event",
                {{"svix_id", r.svix_id}, {"type", r.type}, {"user", r.user}, {"projection", p}, {"outcome", o},
                 {"partition", r.partition}, {"offset", r.offset}});
-  else
-    log::write(lv == log::level::info ? log::level::warn : lv, "event",
+  else  // a dead letter's reason, a conflict, a type no projection maps: each worth a look
+    log::write(log::level::warn, "event",
                {{"svix_id", r.svix_id}, {"type", r.type}, {"user", r.user}, {"projection", p}, {"outcome", o},
                 {"partition", r.partition}, {"offset", r.offset}, {"reason", r.detail}});
 }

@@ -411,6 +411,12 @@ const std::string* refused_embedded_user(const event::clerk_event& e) {
 // The mapping of one decoded event for one projection; writes the rows
 // (inside the caller's transaction) but neither ledger nor offsets.
 outcome map_and_write(statements& s, kind k, const event::clerk_event& e, std::string& detail) {
+  // Published, acknowledged, and no table changes: worth a line, as a type
+  // Clerk added (or a typo'd test event) would otherwise pass unseen.
+  if (std::holds_alternative<event::other>(e.data)) {
+    detail = "event type " + e.type + " is not projected";
+    return outcome::skipped;
+  }
   const auto* deleted = std::get_if<event::user_deleted>(&e.data);
   if (k != kind::sessions) {
     if (const auto* why = refused_embedded_user(e)) {

@@ -57,6 +57,28 @@ std::size_t distinct_svix(const std::vector<t::generated_event>& events) {
 
 }  // namespace
 
+TEST_CASE("an event of a type no projection maps is a warning line for each projection, not debug only") {
+  const auto topic = t::fresh_topic("cons-unknown-type", 1);
+  t::temp_dir dir;
+  const auto db = (dir / "unknown.db").string();
+  const std::vector<t::generated_event> events{
+      {"u1", "msg_unknown_type", "user.frobnicated",
+       R"({"type":"user.frobnicated","timestamp":1765000000000,"data":{"id":"u1","updated_at":1765000000000}})"}};
+  t::produce_events(t::broker(), topic, events);
+  auto c = t::start_consumer(
+      {"--projection", "users,sessions", "--topic", topic, "--db", db, "--group-prefix", t::unique_name("unknown")});
+  REQUIRE(t::wait_caught_up(db, topic, {"users", "sessions"}, 1, 60s));
+  c->signal(SIGTERM);
+  CHECK(c->wait(20s) == 0);
+  const auto err = c->stderr_text();
+  for (const char* p : {"users", "sessions"})
+    CHECK_MESSAGE(err.find(std::string("level=warn msg=event svix_id=msg_unknown_type type=user.frobnicated user=\"\" "
+                                       "projection=") +
+                           p + " outcome=skipped partition=0 offset=0 reason=\"event type user.frobnicated is not "
+                               "projected\"") != std::string::npos,
+                  err);
+}
+
 TEST_CASE("no partitions from the group within the join deadline is an error line, not warnings only") {
   // A wrong address, or plaintext against a SASL listener: librdkafka
   // retries for ever and says so at warn, nothing is consumed, and

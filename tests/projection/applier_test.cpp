@@ -118,6 +118,27 @@ TEST_CASE("last writer wins on updated_at, in whatever order the events arrive")
         "none/1716883200500");
 }
 
+TEST_CASE("an event of a type no projection maps is skipped by each with a reason, never in silence") {
+  // The receiver publishes every user.* and session.* type: one Clerk adds
+  // later (or a typo'd test event) reaches here and changes no table.
+  store::database db(":memory:");
+  pj::applier app(db, all);
+  const auto rs = app.apply(std::vector{
+      msg("u", R"({"type":"user.frobnicated","timestamp":1765000000000,"data":{"id":"u1","updated_at":1}})", 0)});
+  REQUIRE(rs.size() == all.size());
+  for (const auto& r : rs) {
+    CAPTURE(pj::name(r.projection));
+    CHECK(r.result == outcome::skipped);
+    CHECK(r.detail == "event type user.frobnicated is not projected");
+  }
+  CHECK(count(db, "SELECT count(*) FROM users") == 0);
+  CHECK(count(db, "SELECT count(*) FROM applied_events") == 0);
+  // A type it maps, skipped by the projections it does not concern: no reason.
+  const auto session = app.apply(std::vector{msg("s", session_body("session.created", "active", 100), 1)});
+  CHECK(outcomes(session, pj::kind::users) == std::vector{outcome::skipped});
+  for (const auto& r : session) CHECK(r.detail.empty());
+}
+
 TEST_CASE("the same svix-id twice is applied once, even inside one batch") {
   store::database db(":memory:");
   pj::applier app(db, {pj::kind::balances});
