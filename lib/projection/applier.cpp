@@ -211,7 +211,6 @@ bool run(SQLite::Statement& st) {
 
 outcome upsert_user(statements& s, const event::user& u, std::string& detail) {
   const user_row r = map_user(u);
-  if (r.rejected_role) detail = "unknown role kept as spacer: " + *r.rejected_role;
   auto& st = s.user_upsert;
   st.reset();
   st.clearBindings();
@@ -226,7 +225,9 @@ outcome upsert_user(statements& s, const event::user& u, std::string& detail) {
   bind_opt(st, 9, r.created_at);
   st.bind(10, r.updated_at);
   bind_opt(st, 11, r.last_sign_in_at);
-  return run(st) ? outcome::applied : outcome::stale;
+  if (!run(st)) return outcome::stale;  // nothing written, so nothing kept or refused to say
+  if (r.rejected_role) detail = "unknown role kept as spacer: " + *r.rejected_role;
+  return outcome::applied;
 }
 
 void add_detail(std::string& detail, const std::string& more) { detail += (detail.empty() ? "" : "; ") + more; }
@@ -260,7 +261,6 @@ void hand_over(statements& s, const std::string& code, std::string& detail) {
 // this user names and the one it gave up can change hands.
 outcome upsert_referral(statements& s, const event::user& u, std::string& detail) {
   referral_row r = map_referral(u);
-  if (r.self_referral_refused) detail = "self-referral refused";
   auto& get = s.referral_get;
   get.reset();
   bind_text(get, 1, r.user_id);
@@ -290,6 +290,7 @@ outcome upsert_referral(statements& s, const event::user& u, std::string& detail
   } else {
     get.reset();
   }
+  if (r.self_referral_refused) add_detail(detail, "self-referral refused");
   // A code named again continues the claim; another one starts a new one.
   std::optional<std::int64_t> since;
   if (r.referral_code) since = named == r.referral_code && named_since ? *named_since : r.updated_at;

@@ -250,6 +250,27 @@ TEST_CASE("a ban is applied even when the user nested unsafe_metadata as deep as
   CHECK(std::get<clerk_sync::event::envelope>(clerk_sync::event::read_envelope(ban)).user_id == "u1");
 }
 
+TEST_CASE("a stale event's line says it was stale, not what applying it would have refused") {
+  // An unknown role or a self-referral in an event older than the row: it
+  // writes nothing, so no role was "kept as spacer" and nothing refused.
+  store::database db(":memory:");
+  pj::applier app(db, {pj::kind::users, pj::kind::referrals});
+  const std::string bad = R"({"role":"overlord","referrer_id":"u1"})";
+  (void)app.apply(std::vector{msg("new", user_body("user.updated", "u1", 300, R"({"role":"vip"})"), 0)});
+  const auto rs = app.apply(std::vector{msg("old", user_body("user.updated", "u1", 200, bad), 1)});
+  REQUIRE(rs.size() == 2);
+  for (const auto& r : rs) {
+    CAPTURE(pj::name(r.projection));
+    CHECK(r.result == outcome::stale);
+    CHECK(r.detail.empty());
+  }
+  CHECK(text(db, "SELECT role FROM users") == "vip");
+  // Applied, the same event says what it refused.
+  const auto fresh = app.apply(std::vector{msg("newer", user_body("user.updated", "u1", 400, bad), 2)});
+  CHECK(fresh[0].detail == "unknown role kept as spacer: overlord");
+  CHECK(fresh[1].detail == "self-referral refused");
+}
+
 TEST_CASE("referrals: attribution set once, conflicts and self-referral refused, codes unique") {
   store::database db(":memory:");
   pj::applier app(db, {pj::kind::referrals});
