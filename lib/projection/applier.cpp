@@ -161,6 +161,10 @@ struct applier::statements {
                        "points_balance = excluded.points_balance, g2a_balance = excluded.g2a_balance, "
                        "nft_count = excluded.nft_count, updated_at = excluded.updated_at" +
                            upsert_guard("balances")),
+        // A row the upsert's guard would keep from this user's event at ?2.
+        balance_newer(db,
+                      "SELECT 1 FROM balances WHERE user_id = ?1 AND NOT (?2 >= updated_at AND "
+                      "(deleted_at IS NULL OR ?2 > deleted_at))"),
         balance_tombstone(db,
                           "INSERT INTO balances(user_id, deleted_at) VALUES (?, ?) ON CONFLICT(user_id) DO UPDATE "
                           "SET deleted_at = excluded.deleted_at WHERE balances.deleted_at IS NULL"),
@@ -185,7 +189,8 @@ struct applier::statements {
   void reset_all() {
     for (auto* st : {&ledger_has, &ledger_add, &offset_set, &dead_letter_add, &user_upsert, &user_tombstone,
                      &referral_get, &referral_code_owner, &referral_upsert, &referral_displace, &referral_waiting,
-                     &referral_take, &referral_tombstone, &balance_upsert, &balance_tombstone, &session_upsert})
+                     &referral_take, &referral_tombstone, &balance_upsert, &balance_newer, &balance_tombstone,
+                     &session_upsert})
       (void)st->tryReset();
   }
 
@@ -193,7 +198,7 @@ struct applier::statements {
   SQLite::Statement user_upsert, user_tombstone;
   SQLite::Statement referral_get, referral_code_owner, referral_upsert, referral_displace, referral_waiting;
   SQLite::Statement referral_take, referral_tombstone;
-  SQLite::Statement balance_upsert, balance_tombstone;
+  SQLite::Statement balance_upsert, balance_newer, balance_tombstone;
   SQLite::Statement session_upsert;
 };
 
@@ -371,6 +376,18 @@ outcome upsert_balance(statements& s, const balance_row& r) {
   return run(st) ? outcome::applied : outcome::stale;
 }
 
+// Whether the balance row is newer than `u` (or its tombstone not older):
+// then nothing of the event would be written, whatever its amounts hold.
+bool balance_is_newer(statements& s, const event::user& u) {
+  auto& st = s.balance_newer;
+  st.reset();
+  bind_text(st, 1, u.id);
+  st.bind(2, u.updated_at);
+  const bool newer = st.executeStep();
+  st.reset();
+  return newer;
+}
+
 outcome tombstone(SQLite::Statement& st, const std::string& id, std::int64_t deleted_at) {
   st.reset();
   bind_text(st, 1, id);
@@ -440,6 +457,9 @@ outcome map_and_write(statements& s, kind k, const event::clerk_event& e, std::s
       if (!u) return outcome::skipped;
       auto row = map_balance(*u);
       if (auto* err = std::get_if<mapping_error>(&row)) {
+        // Bad amounts a newer row supersedes are stale like any older event:
+        // no dead letter for them, and a re-drive resolves one superseded since.
+        if (balance_is_newer(s, *u)) return outcome::stale;
         detail = err->reason;
         return outcome::dead_letter;
       }

@@ -496,6 +496,32 @@ TEST_CASE("one dead letter per projection and svix-id, a re-drive reads its own 
   CHECK_FALSE(pj::find_dead_letter(db, dls[1].id + 100).has_value());
 }
 
+TEST_CASE("bad amounts older than the balance row are stale, and a dead letter a newer event superseded resolves") {
+  store::database db(":memory:");
+  pj::applier app(db, {pj::kind::balances});
+  const std::string bad = R"({"points_balance":"12abc"})";
+  // Out of order: the newer event first, then an older one with a bad
+  // amount, which would not have been applied whatever it held.
+  (void)app.apply(std::vector{msg("good", user_body("user.updated", "u1", 200, R"({"points_balance":7})"), 0)});
+  const auto late = app.apply(std::vector{msg("late_bad", user_body("user.updated", "u1", 100, bad), 1)});
+  CHECK(outcomes(late, pj::kind::balances) == std::vector{outcome::stale});
+  CHECK(count(db, "SELECT count(*) FROM dead_letters") == 0);
+  // In order: the bad amount is a dead letter while it is the newest word,
+  // then a newer event supersedes it; a re-drive resolves it as stale
+  // instead of failing for ever.
+  CHECK(outcomes(app.apply(std::vector{msg("bad", user_body("user.updated", "u2", 100, bad), 2)}),
+                 pj::kind::balances) == std::vector{outcome::dead_letter});
+  const auto letters = pj::list_dead_letters(db);
+  REQUIRE(letters.size() == 1);
+  CHECK(pj::redrive_dead_letter(db, letters[0].id).result == outcome::dead_letter);  // not superseded yet
+  (void)app.apply(std::vector{msg("fixed", user_body("user.updated", "u2", 300, R"({"points_balance":9})"), 3)});
+  const auto r = pj::redrive_dead_letter(db, letters[0].id);
+  CHECK(r.found);
+  CHECK(r.result == outcome::stale);
+  CHECK(pj::list_dead_letters(db).empty());
+  CHECK(text(db, "SELECT points_balance FROM balances WHERE user_id = 'u2'") == "9");
+}
+
 TEST_CASE("write totals count each transaction, the wait for a shared turn and the time it was held") {
   store::database db(":memory:");
   std::mutex turn;
