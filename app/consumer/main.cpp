@@ -139,13 +139,16 @@ int run(int argc, char** argv) {
   s.worker.position_check_interval = std::chrono::milliseconds(position_check_ms);
   // A batch still failing must end in db_failed and exit 3 before the group
   // evicts the member: its last attempt may start just inside the budget and
-  // wait the busy timeout, after waiting as long for another projection's
-  // attempt to release the write turn.
+  // wait the busy timeout, after waiting as long for each loop of the process
+  // ahead of it at the write turn (their failing attempts and ledger prunes
+  // wait the busy timeout too): one wait per projection, and one more.
+  const long busy_waits = static_cast<long>(kinds.size()) + 1;
   const auto max_poll_ms =
       cs::kafka::consumer::max_poll_interval(s.worker.kafka, {.max_poll_interval = s.worker.max_poll_interval}).count();
-  if (2 * s.busy_timeout_ms + s.retry_ms >= max_poll_ms)
-    throw cs::config::usage_error("twice --db-busy-timeout-ms plus --db-retry-ms (" +
-                                  std::to_string(2 * s.busy_timeout_ms + s.retry_ms) +
+  if (busy_waits * s.busy_timeout_ms + s.retry_ms >= max_poll_ms)
+    throw cs::config::usage_error(std::to_string(busy_waits) + " times --db-busy-timeout-ms (one more than the " +
+                                  "projections) plus --db-retry-ms (" +
+                                  std::to_string(busy_waits * s.busy_timeout_ms + s.retry_ms) +
                                   " ms) must stay below max.poll.interval.ms (" + std::to_string(max_poll_ms) + " ms)");
   s.worker.ledger_retention = parse_retention(retention);
   // One sweep step a second; more often only for a retention of seconds (tests).
@@ -254,7 +257,7 @@ int run(int argc, char** argv) {
     if (watchdog && std::chrono::steady_clock::now() - last_ping >= *watchdog) {
       const auto now = cs::consume::steady_ms();
       const auto limit = std::chrono::duration_cast<std::chrono::milliseconds>(*watchdog).count() * 2 +
-                         s.retry_ms + 2 * s.busy_timeout_ms;
+                         s.retry_ms + busy_waits * s.busy_timeout_ms;
       if (std::all_of(states.begin(), states.end(),
                       [&](const auto& st) { return st->heartbeat_ms.load() == 0 || now - st->heartbeat_ms.load() < limit; })) {
         cs::systemd::notify_watchdog();

@@ -236,6 +236,15 @@ TEST_CASE("an unknown projection or a bad setting: one clear line, exit 2") {
   r = t::run(exe, {"--projection", "users", "--db-retry-ms", "55000", "--kafka-property", "max.poll.interval.ms=60000"});
   CHECK(r.status == 2);
   CHECK(r.err.find("(65000 ms) must stay below max.poll.interval.ms (60000 ms)") != std::string::npos);
+  // Several projections in one process take turns at the write lock: each
+  // other loop's failing attempt (or ledger prune) holds the turn for up to
+  // the busy timeout before this one's attempt may wait its own.
+  r = t::run(exe, {"--projection", "users,referrals,balances,sessions", "--db", (dir / "turns.db").string(),
+                   "--db-busy-timeout-ms", "90000", "--db-retry-ms", "60000"},
+             {}, 20s);
+  CHECK(r.status == 2);
+  CHECK(r.err.find("plus --db-retry-ms (510000 ms) must stay below max.poll.interval.ms (300000 ms)") !=
+        std::string::npos);
   // The value as librdkafka reads it: "5m" is 5 ms to it.
   r = t::run(exe, {"--projection", "users", "--kafka-property", "max.poll.interval.ms=5m"});
   CHECK(r.status == 2);
