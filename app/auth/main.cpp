@@ -19,6 +19,7 @@
 #include "log/log.hpp"
 #include "store/database.hpp"
 #include "systemd/notify.hpp"
+#include "systemd/signals.hpp"
 #include "systemd/watchdog.hpp"
 #include "token/keys_file.hpp"
 
@@ -63,10 +64,9 @@ int run(const auth::auth_options& o) {
   auth::server srv(ioc, where, o.path, svc,
                    {std::chrono::milliseconds(o.read_timeout_ms), o.max_connections, 16 * 1024});
 
-  net::signal_set signals(ioc, SIGTERM, SIGINT);
+  net::signal_set signals(ioc, SIGTERM, SIGINT, SIGHUP);
   net::steady_timer watchdog(ioc);
-  signals.async_wait([&](const boost::system::error_code& ec, int sig) {
-    if (ec) return;
+  systemd::on_stop_signal(signals, [&](int sig) {
     log::info("signal", {{"signal", sig}});
     systemd::notify_stopping();
     srv.stop();

@@ -24,6 +24,7 @@
 #include "projection/mapping.hpp"
 #include "store/database.hpp"
 #include "systemd/notify.hpp"
+#include "systemd/signals.hpp"
 
 namespace cs = clerk_sync;
 using namespace std::chrono_literals;
@@ -195,6 +196,7 @@ int run(int argc, char** argv) {
   sigemptyset(&sigs);
   sigaddset(&sigs, SIGTERM);
   sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
   std::atomic<bool> stop{false};
@@ -241,6 +243,7 @@ int run(int argc, char** argv) {
       cs::log::info("stopping", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
       break;
     }
+    if (sig == SIGHUP) cs::systemd::hangup_ignored();
     if (std::any_of(states.begin(), states.end(), [](const auto& st) { return st->done.load(); })) break;
     if (!ready && std::all_of(states.begin(), states.end(), [](const auto& st) { return st->subscribed.load(); })) {
       ready = true;

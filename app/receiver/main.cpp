@@ -32,6 +32,7 @@
 #include "kafka/producer.hpp"
 #include "log/log.hpp"
 #include "systemd/notify.hpp"
+#include "systemd/signals.hpp"
 #include "systemd/watchdog.hpp"
 
 // scripts/bench-receiver's case (b) measures this same program with the
@@ -249,7 +250,7 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
         });
   }
 
-  net::signal_set signals(ioc, SIGTERM, SIGINT);
+  net::signal_set signals(ioc, SIGTERM, SIGINT, SIGHUP);
   net::steady_timer watchdog(ioc);
   net::steady_timer drain(ioc);
 
@@ -269,8 +270,7 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
     // once: the requests still in flight get no answer, so Svix retries them.
     // (The first signal's wait is cancelled: a signal completes every wait.)
     signals.cancel();
-    signals.async_wait([&](const boost::system::error_code& ec, int sig) {
-      if (ec) return;
+    systemd::on_stop_signal(signals, [&](int sig) {
       hurried = true;
       log::warn("signal", {{"signal", sig},
                            {"connections", srv.connections()},
@@ -290,11 +290,9 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
         },
         net::detached);
   };
-  signals.async_wait([&](const boost::system::error_code& ec, int sig) {
-    if (!ec) {
-      log::info("signal", {{"signal", sig}});
-      begin_shutdown(0);
-    }
+  systemd::on_stop_signal(signals, [&](int sig) {
+    log::info("signal", {{"signal", sig}});
+    begin_shutdown(0);
   });
   systemd::ping_watchdog_on(watchdog);
 

@@ -1,6 +1,7 @@
 // Each long-running binary tells systemd it is ready (READY=1) and pings the
 // watchdog when one is set, through NOTIFY_SOCKET: here a datagram socket of
-// the test's own, as systemd would provide. Needs the test broker.
+// the test's own, as systemd would provide; and a SIGHUP stops none of them.
+// Needs the test broker.
 #include <doctest/doctest.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -83,8 +84,9 @@ std::string random_secret() {
 }
 
 // Starts `exe` with the notify socket and a 400 ms watchdog, expects READY=1,
-// watchdog pings, then STOPPING=1 and a clean exit on SIGTERM. With
-// `extends_start`, also an EXTEND_TIMEOUT_USEC before READY=1.
+// watchdog pings, a SIGHUP that is one warning line and stops nothing, then
+// STOPPING=1 and a clean exit on SIGTERM. With `extends_start`, also an
+// EXTEND_TIMEOUT_USEC before READY=1.
 void check_notify(const fs::path& exe, const std::vector<std::string>& args, std::map<std::string, std::string> env,
                   bool extends_start = false) {
   const test::temp_dir dir;
@@ -107,6 +109,12 @@ void check_notify(const fs::path& exe, const std::vector<std::string>& args, std
   if (ready) {
     CHECK(sock.wait_for("WATCHDOG=1", 5s, proc));
     CHECK(sock.wait_for("WATCHDOG=1", 5s, proc));  // a second ping: a timer, not a one-off
+    // "Reload" to many an operator; by default it would end the process
+    // without a line, an end systemd counts as clean and does not restart.
+    proc.signal(SIGHUP);
+    CHECK(proc.wait_for_log("level=warn msg=signal_ignored signal=SIGHUP", 5s));
+    CHECK(sock.wait_for("WATCHDOG=1", 5s, proc));  // still turning
+    CHECK(proc.running());
   }
   proc.signal(SIGTERM);
   CHECK(sock.wait_for("STOPPING=1", 10s, proc));
@@ -115,7 +123,7 @@ void check_notify(const fs::path& exe, const std::vector<std::string>& args, std
 
 }  // namespace
 
-TEST_CASE("clerk-sync-receiver sends READY=1 and watchdog pings through NOTIFY_SOCKET") {
+TEST_CASE("clerk-sync-receiver sends READY=1 and watchdog pings through NOTIFY_SOCKET, and goes on after a SIGHUP") {
   const auto topic = test::fresh_topic("notify-receiver", 1);
   check_notify(test::binary_path("app/receiver/clerk-sync-receiver"), {},
                {{"KAFKA_BROKERS", test::broker().brokers},
@@ -125,7 +133,7 @@ TEST_CASE("clerk-sync-receiver sends READY=1 and watchdog pings through NOTIFY_S
                 {"CLERK_WEBHOOK_SECRET_FILE", ""}});
 }
 
-TEST_CASE("clerk-sync-auth sends READY=1 and watchdog pings through NOTIFY_SOCKET") {
+TEST_CASE("clerk-sync-auth sends READY=1 and watchdog pings through NOTIFY_SOCKET, and goes on after a SIGHUP") {
   const test::temp_dir dir;
   const test::rsa_signer signer;
   std::ofstream(dir / "key.pem") << signer.public_pem();
@@ -139,7 +147,7 @@ TEST_CASE("clerk-sync-auth sends READY=1 and watchdog pings through NOTIFY_SOCKE
                 {"CLERK_SYNC_AUTH_LISTEN", "127.0.0.1:" + std::to_string(test::free_port())}});
 }
 
-TEST_CASE("clerk-sync-consumer extends its start while it migrates, then sends READY=1 and watchdog pings") {
+TEST_CASE("clerk-sync-consumer extends its start while it migrates, then sends READY=1 and watchdog pings, and goes on after a SIGHUP") {
   const auto topic = test::fresh_topic("notify-consumer", 1);
   const test::temp_dir db_dir;
   check_notify(test::binary_path("app/consumer/clerk-sync-consumer"), {"--projection", "users"},
