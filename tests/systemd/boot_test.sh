@@ -281,6 +281,24 @@ done
 [ "${uid_of[clerk-sync-receiver]}" != "${uid_of[clerk-sync-consumer@users]}" ] ||
   fail "the receiver shares its uid with the consumers"
 
+# --- SIGHUP, an operator's "reload", stops no unit ---------------------------------
+# By its default action it would end each process without a line, an end
+# systemd counts as clean: Restart=on-failure would leave the unit stopped.
+declare -A pid_before
+for u in "${units[@]}"; do pid_before[$u]=$(mainpid "$u"); done
+box systemctl kill -s HUP "${units[@]}"
+for u in "${units[@]}"; do
+  for _ in $(seq 50); do
+    box journalctl -u "$u" --no-pager -o cat | grep -q 'msg=signal_ignored signal=SIGHUP' && break
+    sleep 0.1
+  done
+  box journalctl -u "$u" --no-pager -o cat | grep -q 'msg=signal_ignored signal=SIGHUP' ||
+    fail "$u: no signal_ignored line after SIGHUP"
+  [ "$(show "$u" ActiveState)/$(show "$u" SubState)" = active/running ] || fail "$u is not running after SIGHUP"
+  [ "$(mainpid "$u")" = "${pid_before[$u]}" ] || fail "$u was restarted after SIGHUP"
+done
+say "SIGHUP to the 5 units: a signal_ignored line each, all still running as the same process"
+
 # --- signed events over HTTP end as rows ----------------------------------------
 url="http://127.0.0.1:$port/webhooks/clerk"
 ctl="$build/app/ctl/clerk-sync-ctl"
