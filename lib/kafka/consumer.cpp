@@ -271,12 +271,29 @@ std::map<std::int32_t, std::int64_t> consumer::positions(const std::string& topi
 
 std::pair<std::int64_t, std::int64_t> consumer::watermarks(const std::string& topic, std::int32_t partition,
                                                            std::chrono::milliseconds timeout) const {
-  std::int64_t low = 0, high = 0;
-  if (const auto err = rd_kafka_query_watermark_offsets(impl_->rk.get(), topic.c_str(), partition, &low, &high,
-                                                        static_cast<int>(timeout.count())))
-    throw fatal_error("watermarks of " + topic + "/" + std::to_string(partition) + ": " +
-                      detail::failure_text(impl_->rk.get(), err));
-  return {low, high};
+  // Not rd_kafka_query_watermark_offsets(): in librdkafka 2.0.2 it waits
+  // for the answer of the leader it knew, whatever its timeout, so a leader
+  // that crashed held the caller until that broker came back (upstream
+  // #2588, fixed in 2.3.0). offsets_for_times() sends the same ListOffsets
+  // request (a time of -2 asks for the first offset, -1 for the next to be
+  // written) and gives up at its timeout.
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const auto ask = [&](std::int64_t which) {
+    const std::unique_ptr<rd_kafka_topic_partition_list_t, decltype(&rd_kafka_topic_partition_list_destroy)> list(
+        rd_kafka_topic_partition_list_new(1), &rd_kafka_topic_partition_list_destroy);
+    rd_kafka_topic_partition_list_add(list.get(), topic.c_str(), partition)->offset = which;
+    const auto left = std::max(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   deadline - std::chrono::steady_clock::now()),
+                               std::chrono::milliseconds(1));
+    auto err = rd_kafka_offsets_for_times(impl_->rk.get(), list.get(), static_cast<int>(left.count()));
+    if (!err) err = list->elems[0].err;
+    if (err)
+      throw fatal_error("watermarks of " + topic + "/" + std::to_string(partition) + ": " +
+                        detail::failure_text(impl_->rk.get(), err));
+    return list->elems[0].offset;
+  };
+  const auto low = ask(RD_KAFKA_OFFSET_BEGINNING);
+  return {low, ask(RD_KAFKA_OFFSET_END)};
 }
 
 std::vector<std::int32_t> consumer::partitions_of(const std::string& topic, std::chrono::milliseconds timeout) const {

@@ -38,6 +38,11 @@ void mock_cluster::fail_next_requests(int api_key, int count, int code) {
   rd_kafka_mock_push_request_errors_array(impl_->mc, static_cast<std::int16_t>(api_key), errs.size(), errs.data());
 }
 
+void mock_cluster::set_partition_leader(const std::string& topic, std::int32_t partition, std::int32_t broker) {
+  if (rd_kafka_mock_partition_set_leader(impl_->mc, topic.c_str(), partition, broker))
+    throw std::runtime_error("mock cluster: could not move the leader of " + topic);
+}
+
 void mock_cluster::set_broker_down(std::int32_t broker) { rd_kafka_mock_broker_set_down(impl_->mc, broker); }
 
 void mock_cluster::set_broker_up(std::int32_t broker) { rd_kafka_mock_broker_set_up(impl_->mc, broker); }

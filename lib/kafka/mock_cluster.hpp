@@ -29,6 +29,7 @@ class mock_cluster {
   void fail_next_requests(int api_key, int count, int code);
 
   // Broker ids start at 1.
+  void set_partition_leader(const std::string& topic, std::int32_t partition, std::int32_t broker);
   void set_broker_down(std::int32_t broker);
   void set_broker_up(std::int32_t broker);
   void set_round_trip(std::int32_t broker, std::chrono::milliseconds rtt);

@@ -9,6 +9,7 @@
 #include <map>
 #include <set>
 #include <condition_variable>
+#include <future>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -163,6 +164,25 @@ TEST_CASE("with no reachable broker the delivery report fails within the message
   CHECK_FALSE(r.ok);
   CHECK_FALSE(r.error.empty());
   CHECK(std::chrono::steady_clock::now() - start < 5s);
+}
+
+// librdkafka 2.0.2's rd_kafka_query_watermark_offsets() waits for the
+// answer of the leader it knew, ignoring its timeout (upstream #2588, fixed
+// in 2.3.0): `ctl status` hung for minutes after a leader crash.
+TEST_CASE("a watermark query whose partition leader is down ends within its timeout") {
+  kafka::mock_cluster mock(3);
+  mock.create_topic("t", 1, 3);
+  mock.set_partition_leader("t", 0, 2);
+  kafka::consumer reader(kafka::single_record_reader({mock.bootstrap_servers(), {}}), "");
+  CHECK(reader.watermarks("t", 0, 5s) == std::pair<std::int64_t, std::int64_t>{0, 0});
+  mock.set_broker_down(2);
+  const auto start = std::chrono::steady_clock::now();
+  auto asked = std::async(std::launch::async, [&] { return reader.watermarks("t", 0, 2s); });
+  const bool ended = asked.wait_for(10s) == std::future_status::ready;
+  CHECK_MESSAGE(ended, "watermarks() still waiting 10 s after a 2 s timeout");
+  if (!ended) mock.set_broker_up(2);  // lets the call end, so that the test can
+  CHECK_THROWS_AS(asked.get(), kafka::fatal_error);
+  if (ended) CHECK(std::chrono::steady_clock::now() - start < 5s);
 }
 
 TEST_CASE("a fatal producer error is reported once and refuses further records") {
