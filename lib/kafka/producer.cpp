@@ -200,7 +200,8 @@ bool producer::cluster_reachable(std::chrono::milliseconds timeout) const {
   return err == RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 
-producer::topic_state producer::check_topic(const std::string& topic, std::chrono::milliseconds timeout) const {
+producer::topic_state producer::check_topic(const std::string& topic, std::chrono::milliseconds timeout,
+                                            std::vector<partition_sync>* short_of_sync) const {
   rd_kafka_topic_t* rkt = rd_kafka_topic_new(impl_->rk.get(), topic.c_str(), nullptr);
   const struct rd_kafka_metadata* md = nullptr;
   const auto err = detail::metadata(impl_->rk.get(), false, rkt, &md, timeout);
@@ -212,6 +213,10 @@ producer::topic_state producer::check_topic(const std::string& topic, std::chron
   }
   const auto topic_err = md->topic_cnt == 1 ? md->topics[0].err : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
   const bool found = topic_err == RD_KAFKA_RESP_ERR_NO_ERROR && md->topics[0].partition_cnt > 0;
+  if (found && short_of_sync)
+    for (int i = 0; i < md->topics[0].partition_cnt; ++i)
+      if (const auto& mp = md->topics[0].partitions[i]; mp.isr_cnt < mp.replica_cnt)
+        short_of_sync->push_back({mp.id, mp.replica_cnt, mp.isr_cnt});
   rd_kafka_metadata_destroy(md);
   if (topic_err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED) return topic_state::unauthorized;
   return found ? topic_state::available : topic_state::missing;

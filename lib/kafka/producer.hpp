@@ -114,9 +114,18 @@ class producer {
   // credentials may not describe the topic (its ACLs), which is not
   // "missing".
   enum class topic_state { available, missing, unreachable, unauthenticated, tls_failed, unauthorized };
+  // A partition with fewer replicas in sync than it has.
+  struct partition_sync {
+    std::int32_t partition = 0;
+    int replicas = 0;
+    int in_sync = 0;
+  };
   // Whether `topic` exists with a partition, by a metadata round-trip for it
   // alone; blocks up to `timeout`, less once the brokers refused the client.
-  [[nodiscard]] topic_state check_topic(const std::string& topic, std::chrono::milliseconds timeout) const;
+  // `short_of_sync`, when given, gets the partitions that answer showed with
+  // replicas out of sync.
+  [[nodiscard]] topic_state check_topic(const std::string& topic, std::chrono::milliseconds timeout,
+                                        std::vector<partition_sync>* short_of_sync = nullptr) const;
 
   [[nodiscard]] std::optional<std::string> fatal_reason() const;
 

@@ -18,6 +18,7 @@
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -290,11 +291,20 @@ TEST_CASE("three brokers with a leader killed and then two nodes down keep every
   CHECK(strict.status == 1);
   CHECK(strict.err.find("min.insync.replicas=1") != std::string::npos);
 
+  // A topic that needs all three replicas in sync: one broker lost, and
+  // Kafka refuses its writes (NOT_ENOUGH_REPLICAS).
+  const auto all_three = test::unique_name("cluster-isr");
+  REQUIRE(cs::kafka::create_topic(cfg, {all_three, 1, 3, {{"retention.ms", "-1"}, {"min.insync.replicas", "3"}}},
+                                  10s) == cs::kafka::create_outcome::created);
+  REQUIRE(wait_full_isr(cfg, all_three, 60s));
+
   const auto secret = test::random_secret();
   test::temp_dir dir;
   const std::string live = (dir / "live.db").string();
   test::receiver recv(kafka.brokers(), topic, secret, {"--publish-deadline-ms", "8000"});
   REQUIRE(recv.wait_ready(60s));
+  std::optional<test::receiver> recv_three(std::in_place, kafka.brokers(), all_three, secret);
+  REQUIRE(recv_three->wait_ready(60s));
   test::process consumer(test::binary_path("app/consumer/clerk-sync-consumer"),
                          {"--projection", "users,referrals,balances,sessions", "--db", live, "--topic", topic,
                           "--batch-latency-ms", "20"},
@@ -323,10 +333,17 @@ TEST_CASE("three brokers with a leader killed and then two nodes down keep every
   const auto status = test::run(ctl, {"status", "--db", live, "--topic", topic, "--timeout-ms", "3000"}, ctl_env, 60s);
   const auto status_s = std::chrono::duration<double>(clock_type::now() - asked).count();
   CHECK_MESSAGE(status_s < 14, "ctl status took " << status_s << " s: " << status.err);
+  // The receiver says why its webhooks for that topic get 503 (their
+  // reports say only "Message timed out"), once, and once when it is over.
+  CHECK_MESSAGE(recv_three->proc().wait_for_log("msg=not_enough_replicas", 25s), recv_three->proc().stderr_text());
+  CHECK(recv_three->proc().stderr_text().find("partitions=0 in_sync=2 min_insync_replicas=3") != std::string::npos);
   std::this_thread::sleep_until(kill1 + 15s);
   kafka.start_node(leader);
   const auto back1 = clock_type::now();
   REQUIRE_MESSAGE(wait_full_isr(cfg, topic, 120s), "node " << leader << " did not rejoin the ISR");
+  REQUIRE(wait_full_isr(cfg, all_three, 60s));
+  CHECK_MESSAGE(recv_three->proc().wait_for_log("msg=replicas_in_sync", 10s), recv_three->proc().stderr_text());
+  recv_three.reset();
   std::this_thread::sleep_for(5s);
 
   // 2. Two nodes at once: one replica left, below min.insync.replicas=2 and
