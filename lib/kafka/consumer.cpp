@@ -4,6 +4,7 @@
 #include <array>
 #include <cstdlib>
 #include <thread>
+#include <tuple>
 
 #include "kafka/handle.hpp"
 
@@ -278,19 +279,31 @@ std::pair<std::int64_t, std::int64_t> consumer::watermarks(const std::string& to
   // request (a time of -2 asks for the first offset, -1 for the next to be
   // written) and gives up at its timeout.
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  const auto ask = [&](std::int64_t which) {
+  const auto left = [&deadline] {
+    return std::max(
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()),
+        std::chrono::milliseconds(1));
+  };
+  const auto ask_once = [&](std::int64_t which) {
     const std::unique_ptr<rd_kafka_topic_partition_list_t, decltype(&rd_kafka_topic_partition_list_destroy)> list(
         rd_kafka_topic_partition_list_new(1), &rd_kafka_topic_partition_list_destroy);
     rd_kafka_topic_partition_list_add(list.get(), topic.c_str(), partition)->offset = which;
-    const auto left = std::max(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                   deadline - std::chrono::steady_clock::now()),
-                               std::chrono::milliseconds(1));
-    auto err = rd_kafka_offsets_for_times(impl_->rk.get(), list.get(), static_cast<int>(left.count()));
-    if (!err) err = list->elems[0].err;
+    const auto err = rd_kafka_offsets_for_times(impl_->rk.get(), list.get(), static_cast<int>(left().count()));
+    return std::pair(err ? err : list->elems[0].err, list->elems[0].offset);
+  };
+  const auto ask = [&](std::int64_t which) {
+    auto [err, offset] = ask_once(which);
+    // The client's own leader cache is refreshed only every few minutes: a
+    // leader that moved answers "not leader" until then. A metadata request
+    // for the topic updates it; then once more.
+    if (err == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION || err == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE) {
+      (void)partitions_of(topic, left());
+      std::tie(err, offset) = ask_once(which);
+    }
     if (err)
       throw fatal_error("watermarks of " + topic + "/" + std::to_string(partition) + ": " +
                         detail::failure_text(impl_->rk.get(), err));
-    return list->elems[0].offset;
+    return offset;
   };
   const auto low = ask(RD_KAFKA_OFFSET_BEGINNING);
   return {low, ask(RD_KAFKA_OFFSET_END)};

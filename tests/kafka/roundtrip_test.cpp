@@ -185,6 +185,19 @@ TEST_CASE("a watermark query whose partition leader is down ends within its time
   if (ended) CHECK(std::chrono::steady_clock::now() - start < 5s);
 }
 
+// A client's leader cache is refreshed every 5 minutes by itself: a
+// watermark query answered "not leader" must look up the new one, or the
+// consumer's position check failed for minutes after a leader moved.
+TEST_CASE("a watermark query follows a partition leader that moved") {
+  kafka::mock_cluster mock(3);
+  mock.create_topic("t", 1, 3);
+  mock.set_partition_leader("t", 0, 1);
+  kafka::consumer reader(kafka::single_record_reader({mock.bootstrap_servers(), {}}), "");
+  CHECK(reader.watermarks("t", 0, 5s) == std::pair<std::int64_t, std::int64_t>{0, 0});
+  mock.set_partition_leader("t", 0, 3);
+  CHECK_NOTHROW((void)reader.watermarks("t", 0, 5s));
+}
+
 TEST_CASE("a fatal producer error is reported once and refuses further records") {
   kafka::mock_cluster mock(1);
   mock.create_topic("t", 1);
