@@ -107,7 +107,7 @@ void add_topic_commands(CLI::App& app, runner& run) {
       ->capture_default_str();
   auto* replication = ensure->add_option("--replication-factor", a->settings.replication_factor,
                      "Replication factor when creating (default: 3 with min.insync.replicas=2 on three "
-                     "brokers or more, else 1)")
+                     "brokers or more, 1 on one; required where the cluster lists two, which may be three with one down)")
       ->check(CLI::Range(1, 100));
   auto* retention = ensure->add_option("--retention-ms", a->settings.retention_ms, "retention.ms when creating (-1: keep forever)")
       ->capture_default_str();

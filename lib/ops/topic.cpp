@@ -157,6 +157,13 @@ topic_report ensure_topic(const kafka::client_config& cfg, const topic_settings&
                                                 {"max.message.bytes", settings.max_message_bytes}};
   for (const auto& [k, v] : settings.configs) configs[k] = v;
   if (before.partitions.empty()) {
+    // A cluster lists only its live brokers: two are most often three with
+    // one down, and the default for two (one copy) would make a topic that
+    // keeps a single copy for good. Asked for, not guessed.
+    if (brokers == 2 && requested.replication_factor <= 0)
+      throw kafka::fatal_error("topic " + settings.name +
+                               " not created: the cluster lists 2 brokers (a third may be down); give "
+                               "--replication-factor (3 once all three are back, 2 for a cluster of two)");
     auto plan = report_of(configs, brokers, settings.partitions, settings.replication_factor);
     if (clean_only && !(plan.warnings.empty() && plan.durability_warnings.empty() && plan.size_warnings.empty())) {
       plan.refused = true;

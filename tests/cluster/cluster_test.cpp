@@ -337,6 +337,13 @@ TEST_CASE("three brokers with a leader killed and then two nodes down keep every
   // reports say only "Message timed out"), once, and once when it is over.
   CHECK_MESSAGE(recv_three->proc().wait_for_log("msg=not_enough_replicas", 25s), recv_three->proc().stderr_text());
   CHECK(recv_three->proc().stderr_text().find("partitions=0 in_sync=2 min_insync_replicas=3") != std::string::npos);
+  // topic ensure meanwhile: the cluster lists two brokers once the lost one
+  // is fenced, and the default for two would create a topic of one copy.
+  for (int i = 0; i < 30 && cs::kafka::describe_cluster(cfg, topic, 10s).brokers.size() != 2; ++i)
+    std::this_thread::sleep_for(500ms);
+  const auto while_down = test::run(ctl, {"topic", "ensure", "--topic", test::unique_name("cluster-down")}, ctl_env);
+  CHECK(while_down.status == 1);
+  CHECK_MESSAGE(while_down.err.find("--replication-factor") != std::string::npos, while_down.err);
   std::this_thread::sleep_until(kill1 + 15s);
   kafka.start_node(leader);
   const auto back1 = clock_type::now();

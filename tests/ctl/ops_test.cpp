@@ -13,6 +13,7 @@
 #include <fstream>
 #include <set>
 
+#include "kafka/mock_cluster.hpp"
 #include "projection/applier.hpp"
 #include "store/database.hpp"
 #include "support/support.hpp"
@@ -140,6 +141,16 @@ TEST_CASE("topic defaults: three copies and two in sync on three brokers, one co
   mine.replication_factor = 4;
   mine.configs = {{"min.insync.replicas", "3"}};
   CHECK(ops::with_defaults(mine, 5).configs == mine.configs);
+}
+
+TEST_CASE("topic ensure on a cluster listing two brokers creates nothing without --replication-factor") {
+  // Three brokers with one down list two: the default for two would create
+  // a topic with one copy, for good.
+  clerk_sync::kafka::mock_cluster mock(2);
+  ops::topic_settings s;
+  s.name = "events";
+  CHECK_THROWS_WITH_AS((void)ops::ensure_topic({mock.bootstrap_servers(), {}}, s, std::chrono::seconds(5)),
+                       doctest::Contains("--replication-factor"), clerk_sync::kafka::fatal_error);
 }
 
 TEST_CASE("topic durability warns when acks=all can fall back to one copy, or can never succeed") {
