@@ -494,7 +494,9 @@ TEST_CASE("a partition whose log range cannot be read at its first start is a wa
   // question fails, start_unchecked says so, and the partition is read.
   clerk_sync::kafka::mock_cluster mock(1);
   mock.create_topic("unchecked", 1);
-  mock.fail_next_requests(2 /* ListOffsets */, 2, 29 /* TOPIC_AUTHORIZATION_FAILED */);
+  // One failure: the check's first request (the log's start) fails, and
+  // the consumer's own offset lookup after it must not meet a second one.
+  mock.fail_next_requests(2 /* ListOffsets */, 1, 29 /* TOPIC_AUTHORIZATION_FAILED */);
   t::temp_dir dir;
   t::process consumer(t::binary_path("app/consumer/clerk-sync-consumer"),
                       {"--projection", "users", "--db", (dir / "u.db").string(), "--topic", "unchecked"},
