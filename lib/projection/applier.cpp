@@ -122,20 +122,25 @@ struct applier::statements {
                        "INSERT INTO users(id, deleted_at) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET "
                        "deleted_at = excluded.deleted_at WHERE users.deleted_at IS NULL"),
         referral_get(db,
-                     "SELECT referrer_id, updated_at, deleted_at, referral_code, pending_referral_code, "
-                     "referral_code_since FROM referrals WHERE user_id = ?"),
+                     "SELECT referrer_id, referrer_since, updated_at, deleted_at, referral_code, "
+                     "pending_referral_code, referral_code_since, referral_code_broken_at FROM referrals "
+                     "WHERE user_id = ?"),
         // The holder of a code, and whether its claim began after this
         // one's (updated_at ?1 of user ?2): then the code is this one's. A
         // holder is live: a deleted user gives up its code.
         referral_code_owner(db,
                             "SELECT user_id, (referral_code_since, user_id) > (?1, ?2) FROM referrals "
                             "WHERE referral_code = ?3 AND user_id <> ?2"),
+        // The whole row as upsert_referral decided it: the ordering rules
+        // need the stored row, so they are decided in C++, not in a guard.
         referral_upsert(db,
                         "INSERT INTO referrals(user_id, referral_code, referrer_id, updated_at, pending_referral_code, "
-                        "referral_code_since) VALUES (?,?,?,?,?,?) ON CONFLICT(user_id) DO UPDATE SET "
+                        "referral_code_since, referrer_since, referral_code_broken_at) VALUES (?,?,?,?,?,?,?,?) "
+                        "ON CONFLICT(user_id) DO UPDATE SET "
                         "referral_code = excluded.referral_code, referrer_id = excluded.referrer_id, "
                         "updated_at = excluded.updated_at, pending_referral_code = excluded.pending_referral_code, "
-                        "referral_code_since = excluded.referral_code_since"),
+                        "referral_code_since = excluded.referral_code_since, referrer_since = excluded.referrer_since, "
+                        "referral_code_broken_at = excluded.referral_code_broken_at"),
         // A holder whose claim began later than another's: it waits now.
         referral_displace(db,
                           "UPDATE referrals SET pending_referral_code = referral_code, referral_code = NULL "
@@ -143,8 +148,8 @@ struct applier::statements {
         // Who gets a code given up: of the live users waiting for it, the
         // one whose claim began first. A user that waits holds no code.
         referral_waiting(db,
-                         "SELECT user_id FROM referrals WHERE pending_referral_code = ? AND deleted_at IS NULL "
-                         "ORDER BY referral_code_since, user_id LIMIT 1"),
+                         "SELECT user_id, referral_code_since FROM referrals WHERE pending_referral_code = ? "
+                         "AND deleted_at IS NULL ORDER BY referral_code_since, user_id LIMIT 1"),
         referral_take(db,
                       "UPDATE referrals SET referral_code = pending_referral_code, pending_referral_code = NULL "
                       "WHERE user_id = ?"),
@@ -237,78 +242,160 @@ outcome upsert_user(statements& s, const event::user& u, std::string& detail) {
 
 void add_detail(std::string& detail, const std::string& more) { detail += (detail.empty() ? "" : "; ") + more; }
 
-// Hands a code its holder gave up to the live user that waits for it since
-// the earliest, if any. That user held no code, so nothing else moves.
-void hand_over(statements& s, const std::string& code, std::string& detail) {
+// The live user that waits for `code` since the earliest, and when its
+// claim began; nothing when no one waits.
+std::optional<std::pair<std::string, std::int64_t>> first_waiting(statements& s, const std::string& code) {
   auto& waiting = s.referral_waiting;
   waiting.reset();
   bind_text(waiting, 1, code);
-  if (!waiting.executeStep()) {
-    waiting.reset();
-    return;
-  }
-  const std::string taker = waiting.getColumn(0).getString();
+  std::optional<std::pair<std::string, std::int64_t>> out;
+  if (waiting.executeStep()) out.emplace(waiting.getColumn(0).getString(), waiting.getColumn(1).getInt64());
   waiting.reset();
-  auto& take = s.referral_take;
-  take.reset();
-  bind_text(take, 1, taker);
-  run(take);
-  add_detail(detail, "referral_code " + code + " released to " + taker);
+  return out;
 }
 
-// Codes are unique, and who holds one must not depend on the order two
-// users' events were applied in (different partitions, no order between
-// them). The rule: a code belongs to the live user whose claim of it began
-// first (referral_code_since: the updated_at of the first of the user's
-// applied events that have named it without a break; then the smaller user
-// id); the others wait in pending_referral_code. A user holds only the code
-// its latest event names. Kept true here one event at a time: only the code
-// this user names and the one it gave up can change hands.
-outcome upsert_referral(statements& s, const event::user& u, std::string& detail) {
-  referral_row r = map_referral(u);
+// Hands a code its holder gave up to the live user that waits for it since
+// the earliest, if any. That user held no code, so nothing else moves.
+void hand_over(statements& s, const std::string& code, std::string& detail) {
+  const auto taker = first_waiting(s, code);
+  if (!taker) return;
+  auto& take = s.referral_take;
+  take.reset();
+  bind_text(take, 1, taker->first);
+  run(take);
+  add_detail(detail, "referral_code " + code + " released to " + taker->first);
+}
+
+std::optional<std::string> text_or_null(const SQLite::Column& c) {
+  return c.isNull() ? std::nullopt : std::optional<std::string>(c.getString());
+}
+std::optional<std::int64_t> int_or_null(const SQLite::Column& c) {
+  return c.isNull() ? std::nullopt : std::optional<std::int64_t>(c.getInt64());
+}
+
+// A user's referrals row as stored (all empty when there is none).
+struct referral_state {
+  std::optional<std::string> referrer;
+  std::optional<std::int64_t> referrer_since;
+  std::int64_t updated_at = 0;  // 0: no update applied (no row, or a tombstone alone)
+  std::optional<std::int64_t> deleted_at;
+  std::optional<std::string> held;     // referral_code
+  std::optional<std::string> pending;  // pending_referral_code
+  std::optional<std::int64_t> since;   // referral_code_since
+  std::optional<std::int64_t> broken_at;
+  // The code the row's latest event named, held or waited for.
+  [[nodiscard]] const std::optional<std::string>& named() const { return held ? held : pending; }
+};
+
+referral_state read_referral(statements& s, const std::string& id) {
   auto& get = s.referral_get;
   get.reset();
-  bind_text(get, 1, r.user_id);
-  std::optional<std::string> held;   // the code the row holds
-  std::optional<std::string> named;  // the code the row's latest event named, held or not
-  std::optional<std::int64_t> named_since;
-  bool deleted = false;
+  bind_text(get, 1, id);
+  referral_state r;
   if (get.executeStep()) {
-    if (!get.getColumn(3).isNull()) held = get.getColumn(3).getString();
-    named = held;
-    if (!named && !get.getColumn(4).isNull()) named = get.getColumn(4).getString();
-    if (!get.getColumn(5).isNull()) named_since = get.getColumn(5).getInt64();
-    const std::optional<std::string> referrer =
-        get.getColumn(0).isNull() ? std::nullopt : std::optional<std::string>(get.getColumn(0).getString());
-    const std::int64_t updated_at = get.getColumn(1).getInt64();
-    deleted = !get.getColumn(2).isNull();
-    const std::int64_t deleted_at = deleted ? get.getColumn(2).getInt64() : 0;
-    get.reset();
-    if (r.updated_at < updated_at || (deleted && r.updated_at <= deleted_at)) return outcome::stale;
-    // Attribution is set once: a different referrer later is a conflict to
-    // look at, never an overwrite.
-    if (referrer) {
-      if (r.referrer_id && *r.referrer_id != *referrer)
-        detail = "referrer conflict: kept " + *referrer + ", refused " + *r.referrer_id;
-      r.referrer_id = referrer;
-    }
-  } else {
-    get.reset();
+    r.referrer = text_or_null(get.getColumn(0));
+    r.referrer_since = int_or_null(get.getColumn(1));
+    r.updated_at = get.getColumn(2).getInt64();
+    r.deleted_at = int_or_null(get.getColumn(3));
+    r.held = text_or_null(get.getColumn(4));
+    r.pending = text_or_null(get.getColumn(5));
+    r.since = int_or_null(get.getColumn(6));
+    r.broken_at = int_or_null(get.getColumn(7));
   }
+  get.reset();
+  return r;
+}
+
+// Attribution is set once, by the earliest event (Clerk's updated_at, not
+// arrival) that names a referrer: a different one named later is a
+// conflict to look at, never an overwrite; one named earlier and applied
+// later replaces it, and the one replaced is the conflict.
+void attribute(const referral_state& old, const referral_row& r, referral_state& now, std::string& detail) {
+  if (!r.referrer_id) return;
+  if (old.referrer && !(old.referrer_since && r.updated_at < *old.referrer_since)) {
+    if (*r.referrer_id != *old.referrer)
+      detail = "referrer conflict: kept " + *old.referrer + ", refused " + *r.referrer_id;
+    return;
+  }
+  if (old.referrer && *old.referrer != *r.referrer_id)
+    detail = "referrer conflict: kept " + *r.referrer_id + ", refused " + *old.referrer;
+  now.referrer = r.referrer_id;
+  now.referrer_since = r.updated_at;
+}
+
+// Dates the claim of the code the row names after `r`: referral_code_since,
+// the updated_at of the first event of the unbroken run of the user's
+// events naming it, by Clerk's order, not arrival. An event not older than
+// the row names the code from now on (the same code carries its claim
+// over). An older one names nothing from now on, but dates the claim: if
+// it is later than the last break known (referral_code_broken_at) and
+// names the code, the claim began at it if not before; naming another
+// code, it is the last break, and if the claim began before it, the claim
+// is dated from the row's latest event, the only one of the run after the
+// break that bounded state still knows (README, "referrals").
+void date_claim(const referral_state& old, const referral_row& r, bool newer, referral_state& now) {
+  const auto& named = old.named();
+  if (newer) {
+    if (!r.referral_code) {
+      now.since = now.broken_at = std::nullopt;
+    } else if (r.referral_code != named || !old.since) {
+      now.since = r.updated_at;
+      // The row's latest event named another code (or none): the break.
+      now.broken_at = old.updated_at != 0 ? std::optional(old.updated_at) : std::nullopt;
+    }
+    return;
+  }
+  if (!named || (old.broken_at && r.updated_at <= *old.broken_at)) return;
+  const std::int64_t since = old.since.value_or(old.updated_at);
+  if (r.referral_code == named) {
+    if (r.updated_at < since) now.since = r.updated_at;
+  } else {
+    now.broken_at = r.updated_at;
+    if (r.updated_at >= since) now.since = old.updated_at;
+  }
+}
+
+// Codes are unique, and who holds one must not depend on the order events
+// were applied in: two users' events sit in different partitions, with no
+// order between them, and a user's own may arrive out of order (Svix
+// retries). The rule: a code belongs to the live user whose claim of it
+// began first (referral_code_since, see date_claim; then the smaller user
+// id); the others wait in pending_referral_code. A user holds only the code
+// its latest event names. Kept true here one event at a time: only the code
+// this user names and the one it gave up can change hands. An event older
+// than the row writes none of its columns but the dates (and the referrer
+// they decide).
+outcome upsert_referral(statements& s, const event::user& u, std::string& detail) {
+  const referral_row r = map_referral(u);
+  const referral_state old = read_referral(s, r.user_id);
+  const bool deleted = old.deleted_at.has_value();
+  // A tombstone is final for anything not newer than the deletion.
+  if (deleted && r.updated_at <= *old.deleted_at) return outcome::stale;
+  const bool newer = r.updated_at >= old.updated_at;
+  referral_state now = old;
+  attribute(old, r, now, detail);
+  date_claim(old, r, newer, now);
+  // Nothing to write: stale, though a refused referrer is still a conflict to log.
+  if (!newer && now.referrer_since == old.referrer_since && now.since == old.since && now.broken_at == old.broken_at)
+    return outcome::stale;
   if (r.self_referral_refused) add_detail(detail, "self-referral refused");
-  // A code named again continues the claim; another one starts a new one.
-  std::optional<std::int64_t> since;
-  if (r.referral_code) since = named == r.referral_code && named_since ? *named_since : r.updated_at;
+  const std::optional<std::string> named = newer ? r.referral_code : old.named();
+  const std::int64_t updated_at = newer ? r.updated_at : old.updated_at;
+  const std::int64_t since = now.since.value_or(updated_at);  // set whenever a code is named
   bool holds = false;
-  if (r.referral_code && !deleted) {
-    if (held == r.referral_code) {
-      holds = true;  // held already, by a claim that has not changed
+  if (named && !deleted) {
+    if (old.held == named) {
+      // Held already; a claim dated later now may come after a waiter's.
+      holds = true;
+      if (now.since > old.since)
+        if (const auto w = first_waiting(s, *named); w && std::pair(w->second, w->first) < std::pair(since, r.user_id))
+          holds = false;
     } else {
       auto& owner = s.referral_code_owner;
       owner.reset();
-      owner.bind(1, *since);
+      owner.bind(1, since);
       bind_text(owner, 2, r.user_id);
-      bind_text(owner, 3, *r.referral_code);
+      bind_text(owner, 3, *named);
       if (!owner.executeStep()) {
         holds = true;  // no holder, so no one waits for it either
       } else {
@@ -321,41 +408,38 @@ outcome upsert_referral(statements& s, const event::user& u, std::string& detail
           displace.reset();
           bind_text(displace, 1, holder);
           run(displace);
-          add_detail(detail, "referral_code conflict: " + *r.referral_code + " taken from " + holder +
+          add_detail(detail, "referral_code conflict: " + *named + " taken from " + holder +
                                  ", a later claim, which waits until it is released");
         } else {
-          add_detail(detail, "referral_code conflict: " + *r.referral_code + " belongs to " + holder +
+          add_detail(detail, "referral_code conflict: " + *named + " belongs to " + holder +
                                  ", an earlier claim; waiting until it is released");
         }
       }
       owner.reset();
     }
   }
-  const std::optional<std::string> code = holds ? r.referral_code : std::nullopt;
-  const std::optional<std::string> pending = holds ? std::nullopt : r.referral_code;
+  const std::optional<std::string> code = holds ? named : std::nullopt;
+  const std::optional<std::string> pending = holds ? std::nullopt : named;
   auto& st = s.referral_upsert;
   st.reset();
   st.clearBindings();
   bind_text(st, 1, r.user_id);
   bind_opt(st, 2, code);
-  bind_opt(st, 3, r.referrer_id);
-  st.bind(4, r.updated_at);
+  bind_opt(st, 3, now.referrer);
+  st.bind(4, updated_at);
   bind_opt(st, 5, pending);
-  bind_opt(st, 6, since);
-  if (!run(st)) return outcome::stale;
+  bind_opt(st, 6, now.since);
+  bind_opt(st, 7, now.referrer_since);
+  bind_opt(st, 8, now.broken_at);
+  run(st);
   // The code this user held and no longer does may be what another waits for.
-  if (held && held != code) hand_over(s, *held, detail);
+  if (old.held && old.held != code) hand_over(s, *old.held, detail);
   return outcome::applied;
 }
 
 // A deleted user gives up the code it held, to whoever waits for it.
 outcome tombstone_referral(statements& s, const std::string& id, std::int64_t deleted_at, std::string& detail) {
-  auto& get = s.referral_get;
-  get.reset();
-  bind_text(get, 1, id);
-  std::optional<std::string> held;
-  if (get.executeStep() && !get.getColumn(3).isNull()) held = get.getColumn(3).getString();
-  get.reset();
+  const std::optional<std::string> held = read_referral(s, id).held;
   auto& st = s.referral_tombstone;
   st.reset();
   bind_text(st, 1, id);

@@ -1,12 +1,14 @@
-// Who holds a referral code must not depend on how the consumer met the
-// events of different users. Each user's events sit in one partition, in
-// order; between partitions a live consumer and a `ctl replay` may
-// interleave them any way. These tests apply the same histories in several
-// such interleavings (and batch splits) and require the same referrals
-// table each time, and the table the rule gives: a code belongs to the live
-// user whose current claim of it is the earliest (updated_at of the first
-// event of the unbroken run naming it, then user id); the others wait for
-// it in pending_referral_code; a deleted user holds nothing.
+// Who holds a referral code, and who referred whom, must not depend on the
+// order the consumer met the events. Each user's events sit in one
+// partition, but Svix retries put an older one after a newer one; between
+// partitions a live consumer and a `ctl replay` may interleave them any
+// way. These tests apply the same histories in several interleavings (and
+// batch splits), then in any arrival order at all, and require the same
+// referrals table each time: for interleavings, the table the rule gives (a
+// code belongs to the live user whose current claim of it is the earliest:
+// updated_at of the first event of the unbroken run naming it, then user
+// id; the others wait for it in pending_referral_code; a deleted user holds
+// nothing); for arrival orders, the table of updated_at order.
 
 #include <doctest/doctest.h>
 
@@ -18,6 +20,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "projection/applier.hpp"
@@ -36,6 +39,7 @@ struct step {
   bool deletion = false;
   std::int64_t at = 0;  // updated_at, or the deletion's timestamp
   std::optional<std::string> code;
+  std::optional<std::string> referrer;
 };
 
 struct history {
@@ -48,7 +52,10 @@ std::string body_of(const std::string& user, const step& s, bool first) {
     return R"({"type":"user.deleted","timestamp":)" + std::to_string(s.at) + R"(,"data":{"id":")" + user +
            R"(","deleted":true}})";
   const std::string type = first ? "user.created" : "user.updated";
-  const std::string meta = s.code ? R"({"referral_code":")" + *s.code + R"("})" : std::string("{}");
+  std::string meta;
+  if (s.code) meta += R"("referral_code":")" + *s.code + R"(")";
+  if (s.referrer) meta += std::string(meta.empty() ? "" : ",") + R"("referrer_id":")" + *s.referrer + R"(")";
+  meta = "{" + meta + "}";
   return R"({"type":")" + type + R"(","timestamp":)" + std::to_string(s.at) + R"(,"data":{"id":")" + user +
          R"(","updated_at":)" + std::to_string(s.at) + R"(,"created_at":1,"public_metadata":)" + meta + "}}";
 }
@@ -94,51 +101,75 @@ struct bench {
   pj::applier app{db, {pj::kind::referrals}};
 };
 
+// Applies `events` in that order, cut into batches of the given sizes
+// (cycled), to an emptied database; returns every result line.
+std::vector<pj::event_result> apply_all(bench& b, const std::vector<pj::envelope>& events,
+                                        const std::vector<std::size_t>& batch_sizes) {
+  for (const char* table : {"referrals", "applied_events", "kafka_offsets"})
+    b.db.native().exec(std::string("DELETE FROM ") + table);
+  std::vector<pj::event_result> results;
+  std::size_t i = 0, cut = 0;
+  while (i < events.size()) {
+    const std::size_t n = std::min(batch_sizes[cut++ % batch_sizes.size()], events.size() - i);
+    const std::vector<pj::envelope> batch(events.begin() + static_cast<std::ptrdiff_t>(i),
+                                          events.begin() + static_cast<std::ptrdiff_t>(i + n));
+    auto rs = b.app.apply(batch);  // a UNIQUE violation mid-transaction would throw here
+    results.insert(results.end(), rs.begin(), rs.end());
+    i += n;
+  }
+  return results;
+}
+
 // Applies the partitions merged in `order` (a list of partition numbers,
 // each as often as it has events), cut into batches of the given sizes
 // (cycled), to an emptied database; returns the full dump and the holders.
 std::pair<std::string, std::string> apply_in(bench& b, const std::vector<std::vector<pj::envelope>>& parts,
                                              const std::vector<std::size_t>& order,
                                              const std::vector<std::size_t>& batch_sizes) {
-  for (const char* table : {"referrals", "applied_events", "kafka_offsets"})
-    b.db.native().exec(std::string("DELETE FROM ") + table);
   std::vector<std::size_t> next(parts.size(), 0);
   std::vector<pj::envelope> merged;
   for (const auto p : order) merged.push_back(parts[p][next[p]++]);
-  std::size_t i = 0, cut = 0;
-  while (i < merged.size()) {
-    const std::size_t n = std::min(batch_sizes[cut++ % batch_sizes.size()], merged.size() - i);
-    const std::vector<pj::envelope> batch(merged.begin() + static_cast<std::ptrdiff_t>(i),
-                                          merged.begin() + static_cast<std::ptrdiff_t>(i + n));
-    (void)b.app.apply(batch);  // a UNIQUE violation mid-transaction would throw here
-    i += n;
-  }
+  (void)apply_all(b, merged, batch_sizes);
   return {dump(b.db), holders(b.db)};
 }
 
-// The rule, computed from the history alone (no SQL, no order): each user's
-// events applied in partition order under the updated_at rule, then each
-// code given to the live user whose claim began first.
+// The rule, computed from the history alone (no SQL, no interleaving):
+// each user's events in partition order, dated as DESIGN.md and the
+// README say (an event older than the row writes nothing but dates the
+// claim of the code named now), then each code given to the live user
+// whose claim began first.
 std::string expected_holders(const history& h) {
   struct row {
-    std::int64_t updated_at = 0;
+    std::int64_t updated_at = 0;  // 0: no update yet
     std::optional<std::int64_t> deleted_at;
     std::optional<std::string> named;
     std::int64_t since = 0;
+    std::optional<std::int64_t> broken_at;  // the latest event known not to name `named`
   };
   std::map<std::string, row> rows;
   for (std::size_t u = 0; u < h.users.size(); ++u) {
     for (const auto& s : h.steps[u]) {
-      const bool exists = rows.count(h.users[u]) > 0;
       row& r = rows[h.users[u]];
       if (s.deletion) {
         if (!r.deleted_at) r.deleted_at = s.at;
         continue;
       }
-      if (exists && (s.at < r.updated_at || (r.deleted_at && s.at <= *r.deleted_at))) continue;  // stale
-      if (!(s.code && r.named == s.code)) r.since = s.at;  // a new run of claims
-      r.named = s.code;
-      r.updated_at = s.at;
+      if (r.deleted_at && s.at <= *r.deleted_at) continue;  // a tombstone is final
+      if (s.at >= r.updated_at) {
+        if (s.code && s.code != r.named) {  // a new run of claims
+          r.since = s.at;
+          r.broken_at = r.updated_at != 0 ? std::optional(r.updated_at) : std::nullopt;
+        }
+        r.named = s.code;
+        r.updated_at = s.at;
+      } else if (r.named && (!r.broken_at || s.at > *r.broken_at)) {
+        if (s.code == r.named) {
+          r.since = std::min(r.since, s.at);  // the run began earlier
+        } else {
+          r.broken_at = s.at;  // the run broke later than it was thought to begin
+          if (s.at >= r.since) r.since = r.updated_at;
+        }
+      }
     }
   }
   std::map<std::string, std::string> winner;  // code -> user
@@ -173,7 +204,7 @@ history random_history(std::mt19937_64& rng) {
     for (int i = 0; i < n; ++i) {
       if (i > 0 && !deleted && pick(0, 99) < 20) {
         deleted = true;
-        steps.push_back({true, t + 10 * pick(0, 2), std::nullopt});
+        steps.push_back({true, t + 10 * pick(0, 2), std::nullopt, std::nullopt});
         continue;
       }
       step s;
@@ -214,7 +245,8 @@ std::string describe(const history& h) {
     out += h.users[u] + ":";
     for (const auto& s : h.steps[u])
       out += s.deletion ? " deleted@" + std::to_string(s.at - t0)
-                        : " " + s.code.value_or("-") + "@" + std::to_string(s.at - t0);
+                        : " " + s.code.value_or("-") + (s.referrer ? "/" + *s.referrer : "") + "@" +
+                              std::to_string(s.at - t0);
     out += "\n";
   }
   return out;
@@ -236,13 +268,157 @@ void check_order_free(bench& b, const history& h, std::mt19937_64& rng, int rand
   }
 }
 
+// Every event of the history in the order Clerk stamped them: updated_at
+// (a deletion at its timestamp), then user. The order the table must not
+// depend on is any other.
+std::vector<pj::envelope> in_time_order(const history& h, const std::string& tag) {
+  const auto parts = partitions_of(h, tag);
+  std::vector<std::tuple<std::int64_t, std::size_t, std::size_t>> keys;  // at, user, index
+  for (std::size_t u = 0; u < h.steps.size(); ++u)
+    for (std::size_t i = 0; i < h.steps[u].size(); ++i) keys.emplace_back(h.steps[u][i].at, u, i);
+  std::sort(keys.begin(), keys.end());
+  std::vector<pj::envelope> out;
+  for (const auto& [at, u, i] : keys) out.push_back(parts[u][i]);
+  return out;
+}
+
+// Any arrival order: Svix retries one message while it delivers the
+// next, so a user's own events come in any order too. Except that a
+// deletion never arrives before an update older than it: a tombstone is
+// final for anything not newer (DESIGN.md section 2), for every projection.
+std::vector<pj::envelope> random_arrival(const history& h, const std::vector<pj::envelope>& events,
+                                         std::mt19937_64& rng) {
+  std::vector<std::size_t> order(events.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::shuffle(order.begin(), order.end(), rng);
+  // An envelope's partition and offset are its user and step.
+  const auto step_of = [&](const pj::envelope& e) -> const step& {
+    return h.steps[static_cast<std::size_t>(e.partition)][static_cast<std::size_t>(e.offset)];
+  };
+  // Moving one deletion keeps the order of every other pair: one pass does.
+  for (std::size_t del = 0; del < events.size(); ++del) {
+    if (!step_of(events[del]).deletion) continue;
+    const auto p = static_cast<std::size_t>(std::find(order.begin(), order.end(), del) - order.begin());
+    std::size_t last_older = p;
+    for (std::size_t q = p + 1; q < order.size(); ++q) {
+      const auto& e = events[order[q]];
+      if (e.partition == events[del].partition && step_of(e).at < step_of(events[del]).at) last_older = q;
+    }
+    std::rotate(order.begin() + static_cast<std::ptrdiff_t>(p), order.begin() + static_cast<std::ptrdiff_t>(p) + 1,
+                order.begin() + static_cast<std::ptrdiff_t>(last_older) + 1);
+  }
+  std::vector<pj::envelope> out;
+  for (const auto i : order) out.push_back(events[i]);
+  return out;
+}
+
+// Histories for arbitrary arrival: each user's events carry distinct times
+// (equal updated_at of one user with different content has no order to
+// follow), names a referrer often (or itself), and never names again a
+// code it left: that is what bounded state can date exactly (README,
+// "referrals").
+history reordered_history(std::mt19937_64& rng) {
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  static const char* const codes[] = {"X", "Y", "Z"};
+  history h;
+  const int users = pick(2, 4);
+  for (int u = 0; u < users; ++u) {
+    const std::string id = "u" + std::to_string(u);
+    h.users.push_back(id);
+    const std::vector<std::string> referrers{"uR", "uS", id};  // the user itself: refused
+    std::vector<int> grid(10);
+    for (int k = 0; k < 10; ++k) grid[static_cast<std::size_t>(k)] = k;
+    std::shuffle(grid.begin(), grid.end(), rng);
+    const int n = pick(1, 5);
+    grid.resize(static_cast<std::size_t>(n));
+    std::sort(grid.begin(), grid.end());
+    const int deletion = n > 1 && pick(0, 99) < 25 ? pick(0, n - 1) : -1;
+    std::vector<step> steps;
+    std::vector<std::string> left;  // codes this user named and then left
+    std::optional<std::string> current;
+    for (int i = 0; i < n; ++i) {
+      step s;
+      s.at = t0 + 10 * grid[static_cast<std::size_t>(i)];
+      if (i == deletion) {
+        s.deletion = true;
+        steps.push_back(s);
+        continue;
+      }
+      if (pick(0, 99) < 50) {
+        std::optional<std::string> c;
+        if (pick(0, 99) >= 15) c = codes[pick(0, 2)];
+        if (c && std::find(left.begin(), left.end(), *c) != left.end()) c = current;
+        if (current && c != current) left.push_back(*current);
+        current = c;
+      }
+      s.code = current;
+      if (pick(0, 99) < 40) s.referrer = referrers[static_cast<std::size_t>(pick(0, 2))];
+      steps.push_back(s);
+    }
+    h.steps.push_back(std::move(steps));
+  }
+  return h;
+}
+
 }  // namespace
+
+TEST_CASE("referrals: a user's own events in either order give the table of updated_at order (exploratory repro)") {
+  // u1 names C0 with referrer uB at 7 and with uC at 27; u0 names C0 at 19.
+  // In time order u1 holds C0 and keeps uB, and uC is the conflict. Met
+  // with u1's two events swapped (a Svix retry), u0 used to take C0 and u1
+  // to keep uC, with no line naming uB.
+  const history h{{"u0", "u1"},
+                  {{{false, t0 + 19, "C0", std::nullopt}},
+                   {{false, t0 + 7, "C0", "uB"}, {false, t0 + 27, "C0", "uC"}}}};
+  bench b;
+  const auto in_order = in_time_order(h, "own");
+  (void)apply_all(b, in_order, {1});
+  const std::string expected = dump(b.db);
+  CHECK(holders(b.db) == "u0|NULL|C0|0\nu1|C0|NULL|0\n");
+  for (const auto& order : std::vector<std::vector<std::size_t>>{{2, 1, 0}, {2, 0, 1}, {0, 2, 1}}) {
+    std::vector<pj::envelope> arrival;
+    for (const auto i : order) arrival.push_back(in_order[i]);
+    for (const std::size_t batch : {std::size_t{1}, std::size_t{3}}) {
+      CAPTURE(batch);
+      const auto rs = apply_all(b, arrival, {batch});
+      CHECK(dump(b.db) == expected);
+      CHECK(std::any_of(rs.begin(), rs.end(), [](const pj::event_result& r) {
+        return r.detail.find("referrer conflict: kept uB, refused uC") != std::string::npos;
+      }));
+    }
+  }
+}
+
+TEST_CASE("referrals: any arrival order, a user's own events included, gives the table of updated_at order") {
+  // A fixed seed and count: the same histories every run, well under a
+  // second in an optimized build.
+  std::mt19937_64 rng(20261207);
+  bench b;
+  for (int i = 0; i < 400; ++i) {
+    const history h = reordered_history(rng);
+    CAPTURE(describe(h));
+    const auto events = in_time_order(h, "r" + std::to_string(i));
+    (void)apply_all(b, events, {1});
+    const std::string expected = dump(b.db);
+    for (int k = 0; k < 6; ++k) {
+      const auto arrival = random_arrival(h, events, rng);
+      std::string got;
+      for (const auto& e : arrival)
+        got += " " + h.users[static_cast<std::size_t>(e.partition)] + "#" + std::to_string(e.offset);
+      CAPTURE(got);
+      const std::vector<std::size_t> sizes{static_cast<std::size_t>(std::uniform_int_distribution<int>(1, 4)(rng))};
+      (void)apply_all(b, arrival, sizes);
+      REQUIRE(dump(b.db) == expected);
+    }
+  }
+}
 
 TEST_CASE("referrals: a deleted holder's code passes to the user waiting for it, in either order (review repro)") {
   // A owns X (t=100, partition 0); B claims X (t=150, partition 1); A is
   // deleted (t=200). Met A-first, B used to wait for X for ever.
   const history h{{"uA", "uB"},
-                  {{{false, t0 + 100, "X"}, {true, t0 + 200, std::nullopt}}, {{false, t0 + 150, "X"}}}};
+                  {{{false, t0 + 100, "X", std::nullopt}, {true, t0 + 200, std::nullopt, std::nullopt}},
+                   {{false, t0 + 150, "X", std::nullopt}}}};
   const auto parts = partitions_of(h, "repro");
   bench b;
   const std::string expected = "uA|NULL|X|1\nuB|X|NULL|0\n";
@@ -259,7 +435,9 @@ TEST_CASE("referrals: of two live claims of one code the earlier holds it, which
   // B's claim (t=100) predates A's (t=150); A's later update keeps its
   // claim's start; C's claim ties with B's and loses on the user id.
   const history h{{"uA", "uB", "uC"},
-                  {{{false, t0 + 150, "X"}, {false, t0 + 300, "X"}}, {{false, t0 + 100, "X"}}, {{false, t0 + 100, "X"}}}};
+                  {{{false, t0 + 150, "X", std::nullopt}, {false, t0 + 300, "X", std::nullopt}},
+                   {{false, t0 + 100, "X", std::nullopt}},
+                   {{false, t0 + 100, "X", std::nullopt}}}};
   const std::string expected = "uA|NULL|X|0\nuB|X|NULL|0\nuC|NULL|X|0\n";
   REQUIRE(expected_holders(h) == expected);
   const auto parts = partitions_of(h, "overlap");
@@ -314,9 +492,57 @@ TEST_CASE("referrals: migration 005 takes codes from deleted users and from user
   // rows waits, as uG does.
   pj::applier app(db, {pj::kind::referrals});
   const pj::envelope claim{"clerk.events", 0, 0, "m5", "x",
-                           body_of("uK", {false, 200, std::string("Z")}, true)};
+                           body_of("uK", {false, 200, std::string("Z"), std::nullopt}, true)};
   const auto rs = app.apply({&claim, 1});
   CHECK(rs[0].detail == "referral_code conflict: Z belongs to uF, an earlier claim; waiting until it is released");
   CHECK(rows() == "uA=-?X@100 uB=X?-@150 uB2=-?X@160 uC=-?C1@200 uD=C1?-@50 uE=C4?-@170 uF=Z?-@119 uG=-?Z@120 "
                   "uH=-?-@- uK=-?Z@200");
+}
+
+TEST_CASE("referrals: migration 007 dates referrers and claims of before from their rows") {
+  // A file at schema 6: uA named referrer uR and holds X (claim since 50,
+  // row at 100); uB waits for X since 80.
+  clerk_sync::test::temp_dir dir;
+  const auto path = (dir / "v6.db").string();
+  {
+    SQLite::Database raw(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    for (const auto& m : store::embedded_migrations()) {
+      if (m.version > 6) break;
+      raw.exec(std::string(m.sql));
+      raw.exec("PRAGMA user_version = " + std::to_string(m.version));
+    }
+    raw.exec(
+        "INSERT INTO referrals(user_id, referral_code, referrer_id, pending_referral_code, updated_at, "
+        "referral_code_since) VALUES ('uA', 'X', 'uR', NULL, 100, 50), ('uB', NULL, NULL, 'X', 90, 80), "
+        "('uC', NULL, NULL, NULL, 70, NULL)");
+  }
+  store::database db(path);  // migrates
+  const auto rows = [&] {
+    SQLite::Statement st(db.native(),
+                         "SELECT group_concat(user_id || '=' || coalesce(referral_code, '-') || '?' || "
+                         "coalesce(pending_referral_code, '-') || '@' || coalesce(referral_code_since, '-') || '>' || "
+                         "coalesce(referral_code_broken_at, '-') || '/' || coalesce(referrer_id, '-') || '@' || "
+                         "coalesce(referrer_since, '-'), ' ') FROM (SELECT * FROM referrals ORDER BY user_id)");
+    REQUIRE(st.executeStep());
+    return st.getColumn(0).getString();
+  };
+  CHECK(rows() == "uA=X?-@50>50/uR@100 uB=-?X@80>80/-@- uC=-?-@->-/-@-");
+  pj::applier app(db, {pj::kind::referrals});
+  const auto event = [](std::int64_t offset, const step& s) {
+    return pj::envelope{"clerk.events", 0, offset, "m7_" + std::to_string(offset), "x", body_of("uA", s, false)};
+  };
+  // An older event naming another referrer replaces the row's: when the
+  // row's was named is not known, its updated_at stands in.
+  const auto r1 = app.apply(std::vector{event(0, {false, 40, "X", "uS"})});
+  CHECK(r1[0].result == pj::outcome::applied);
+  CHECK(r1[0].detail == "referrer conflict: kept uS, refused uR");
+  // An older event naming the code does not move a claim of before back.
+  const auto r2 = app.apply(std::vector{event(1, {false, 30, "X", std::nullopt})});
+  CHECK(r2[0].result == pj::outcome::stale);
+  CHECK(rows() == "uA=X?-@50>50/uS@40 uB=-?X@80>80/-@- uC=-?-@->-/-@-");
+  // One naming another code after the claim began breaks it: dated from
+  // the row (100), uA's claim comes after uB's (80), which gets X.
+  const auto r3 = app.apply(std::vector{event(2, {false, 60, "Y", std::nullopt})});
+  CHECK(r3[0].detail == "referral_code X released to uB");
+  CHECK(rows() == "uA=-?X@100>60/uS@40 uB=X?-@80>80/-@- uC=-?-@->-/-@-");
 }
