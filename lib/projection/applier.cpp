@@ -309,7 +309,9 @@ referral_state read_referral(statements& s, const std::string& id) {
 // Attribution is set once, by the earliest event (Clerk's updated_at, not
 // arrival) that names a referrer: a different one named later is a
 // conflict to look at, never an overwrite; one named earlier and applied
-// later replaces it, and the one replaced is the conflict.
+// later replaces it, and the one replaced is the conflict. A referrer with
+// no referrer_since (kept from before migration 007: when it was named is
+// not known) is never replaced.
 void attribute(const referral_state& old, const referral_row& r, referral_state& now, std::string& detail) {
   if (!r.referrer_id) return;
   if (old.referrer && !(old.referrer_since && r.updated_at < *old.referrer_since)) {

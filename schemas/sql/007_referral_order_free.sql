@@ -16,10 +16,12 @@ ALTER TABLE referrals ADD COLUMN referrer_since INTEGER;
 -- another code, later than this, breaks the claim there.
 ALTER TABLE referrals ADD COLUMN referral_code_broken_at INTEGER;
 
--- Rows written before: when their referrer was named is not known, the
--- row's updated_at stands in (a rebuild with `ctl replay` gives the exact
--- value); an older event naming another referrer replaces it.
-UPDATE referrals SET referrer_since = updated_at WHERE referrer_id IS NOT NULL;
+-- Rows written before: when their referrer was named is not known, so
+-- referrer_since stays NULL, and no event replaces that referrer (set once,
+-- as before; another named is the conflict). The row's updated_at would
+-- only bound it from above: a late event older than the row but later
+-- than the real naming would take the attribution from the true referrer.
+-- A rebuild with `ctl replay` gives the exact dates.
 
 -- Nor is it known whether an event older than a claim named its code or
 -- another: no older event moves a claim of before back (dated as it was,

@@ -499,7 +499,7 @@ TEST_CASE("referrals: migration 005 takes codes from deleted users and from user
                   "uH=-?-@- uK=-?Z@200");
 }
 
-TEST_CASE("referrals: migration 007 dates referrers and claims of before from their rows") {
+TEST_CASE("referrals: migration 007 keeps referrers of before and dates their claims from their rows") {
   // A file at schema 6: uA named referrer uR and holds X (claim since 50,
   // row at 100); uB waits for X since 80.
   clerk_sync::test::temp_dir dir;
@@ -526,23 +526,23 @@ TEST_CASE("referrals: migration 007 dates referrers and claims of before from th
     REQUIRE(st.executeStep());
     return st.getColumn(0).getString();
   };
-  CHECK(rows() == "uA=X?-@50>50/uR@100 uB=-?X@80>80/-@- uC=-?-@->-/-@-");
+  CHECK(rows() == "uA=X?-@50>50/uR@- uB=-?X@80>80/-@- uC=-?-@->-/-@-");
   pj::applier app(db, {pj::kind::referrals});
   const auto event = [](std::int64_t offset, const step& s) {
     return pj::envelope{"clerk.events", 0, offset, "m7_" + std::to_string(offset), "x", body_of("uA", s, false)};
   };
-  // An older event naming another referrer replaces the row's: when the
-  // row's was named is not known, its updated_at stands in.
+  // When the row's referrer was named is not known: an older event naming
+  // another one is the conflict, and writes nothing.
   const auto r1 = app.apply(std::vector{event(0, {false, 40, "X", "uS"})});
-  CHECK(r1[0].result == pj::outcome::applied);
-  CHECK(r1[0].detail == "referrer conflict: kept uS, refused uR");
+  CHECK(r1[0].result == pj::outcome::stale);
+  CHECK(r1[0].detail == "referrer conflict: kept uR, refused uS");
   // An older event naming the code does not move a claim of before back.
   const auto r2 = app.apply(std::vector{event(1, {false, 30, "X", std::nullopt})});
   CHECK(r2[0].result == pj::outcome::stale);
-  CHECK(rows() == "uA=X?-@50>50/uS@40 uB=-?X@80>80/-@- uC=-?-@->-/-@-");
+  CHECK(rows() == "uA=X?-@50>50/uR@- uB=-?X@80>80/-@- uC=-?-@->-/-@-");
   // One naming another code after the claim began breaks it: dated from
   // the row (100), uA's claim comes after uB's (80), which gets X.
   const auto r3 = app.apply(std::vector{event(2, {false, 60, "Y", std::nullopt})});
   CHECK(r3[0].detail == "referral_code X released to uB");
-  CHECK(rows() == "uA=-?X@100>60/uS@40 uB=X?-@80>80/-@- uC=-?-@->-/-@-");
+  CHECK(rows() == "uA=-?X@100>60/uR@- uB=X?-@80>80/-@- uC=-?-@->-/-@-");
 }
