@@ -397,17 +397,6 @@ std::string shape_of(const std::string& path) {
   return out;
 }
 
-// A clerk-sync file at schema version `version`, made with the binary's own
-// migrations up to it.
-void at_version(const std::string& path, int version) {
-  SQLite::Database c(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
-  for (const auto& m : store::embedded_migrations()) {
-    if (m.version > version) break;
-    c.exec(std::string(m.sql));
-    c.exec("PRAGMA user_version = " + std::to_string(m.version));
-  }
-}
-
 }  // namespace
 
 TEST_CASE("writing commands refuse another application's SQLite file that sets a schema version, and leave it as "
@@ -513,10 +502,10 @@ TEST_CASE("writing commands refuse a --db that is not a clerk-sync database, or 
   const int newest = store::embedded_migrations().back().version;
   REQUIRE(newest >= 2);
   const auto older = (dir / "older.db").string();
-  at_version(older, newest - 1);
+  test::file_at_schema(older, newest - 1);
   mark_finished_replay(older);
   const auto live = (dir / "live.db").string();
-  at_version(live, newest - 1);
+  test::file_at_schema(live, newest - 1);
   const auto live_shape = shape_of(live);
   const auto old_rebuilt = test::run(ctl(), {"swap-in", "--projection", "users", "--from", older, "--db", live}, clean_env);
   CHECK(old_rebuilt.status == 1);

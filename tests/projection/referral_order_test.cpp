@@ -461,13 +461,9 @@ TEST_CASE("referrals: migration 005 takes codes from deleted users and from user
   // holder, a user keeping its code while waiting for another.
   clerk_sync::test::temp_dir dir;
   const auto path = (dir / "v4.db").string();
+  clerk_sync::test::file_at_schema(path, 4);
   {
-    SQLite::Database raw(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
-    for (const auto& m : store::embedded_migrations()) {
-      if (m.version > 4) break;
-      raw.exec(std::string(m.sql));
-      raw.exec("PRAGMA user_version = " + std::to_string(m.version));
-    }
+    SQLite::Database raw(path, SQLite::OPEN_READWRITE);
     raw.exec(
         "INSERT INTO referrals(user_id, referral_code, pending_referral_code, updated_at, deleted_at) VALUES "
         "('uA', 'X', NULL, 100, 200), ('uB', NULL, 'X', 150, NULL), ('uB2', NULL, 'X', 160, NULL), "
@@ -504,13 +500,9 @@ TEST_CASE("referrals: migration 007 keeps referrers of before and dates their cl
   // row at 100); uB waits for X since 80.
   clerk_sync::test::temp_dir dir;
   const auto path = (dir / "v6.db").string();
+  clerk_sync::test::file_at_schema(path, 6);
   {
-    SQLite::Database raw(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
-    for (const auto& m : store::embedded_migrations()) {
-      if (m.version > 6) break;
-      raw.exec(std::string(m.sql));
-      raw.exec("PRAGMA user_version = " + std::to_string(m.version));
-    }
+    SQLite::Database raw(path, SQLite::OPEN_READWRITE);
     raw.exec(
         "INSERT INTO referrals(user_id, referral_code, referrer_id, pending_referral_code, updated_at, "
         "referral_code_since) VALUES ('uA', 'X', 'uR', NULL, 100, 50), ('uB', NULL, NULL, 'X', 90, 80), "

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "kafka/admin.hpp"
+#include "store/database.hpp"
 
 namespace clerk_sync::test {
 
@@ -104,6 +105,15 @@ std::size_t count_of(const std::string& text, const std::string& needle) {
   std::size_t n = 0;
   for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
   return n;
+}
+
+void file_at_schema(const std::string& path, int version) {
+  SQLite::Database c(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+  for (const auto& m : store::embedded_migrations()) {
+    if (m.version > version) break;
+    c.exec(std::string(m.sql));
+    c.exec("PRAGMA user_version = " + std::to_string(m.version));
+  }
 }
 
 }  // namespace clerk_sync::test

@@ -58,4 +58,8 @@ class temp_dir {
 // up to 5 s for a writer's lock.
 [[nodiscard]] std::int64_t query_int(const std::string& db_path, const std::string& sql);
 
+// A clerk-sync file at schema version `version`, made with the binary's own
+// migrations up to it (what an older consumer left, for migration tests).
+void file_at_schema(const std::string& path, int version);
+
 }  // namespace clerk_sync::test
