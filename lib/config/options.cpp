@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <memory>
+#include <vector>
 
 namespace clerk_sync::config {
 namespace {
@@ -59,13 +60,20 @@ void refuse_empty_env(const CLI::App& app) {
 
 // Where the brokers are named: --brokers (KAFKA_BROKERS) or, for an
 // operator who keeps a managed cluster's settings in one file, a property
-// librdkafka reads as the same setting. One place only: a property would
-// otherwise win over KAFKA_BROKERS in silence, and a second one over the
-// first.
+// librdkafka reads as the same setting. The last named wins, as librdkafka
+// applies it (so an install that names them in its properties file beside
+// the packaged KAFKA_BROKERS goes on working after an upgrade), but never
+// in silence: each override is a warning once the log is set up.
 struct broker_source {
   const CLI::Option* flag = nullptr;
-  std::string property;  // where a property named them, if one did
+  std::string named_by;  // where a property named them last, if one did
 };
+
+// Warnings found while parsing, said by apply() in the log's own format.
+std::vector<std::pair<std::string, std::string>>& parse_warnings() {
+  static std::vector<std::pair<std::string, std::string>> pending;
+  return pending;
+}
 
 // Adds an operator's property to cfg, or for the brokers' own (checked as
 // --brokers is) makes it cfg.brokers; throws usage_error naming `where`.
@@ -76,13 +84,15 @@ void add_property(kafka::client_config& cfg, broker_source& brokers, std::pair<s
     return;
   }
   const std::string named = where + ": " + kv.first;
-  if (brokers.flag->count() > 0)
-    throw usage_error(named + " and --brokers (KAFKA_BROKERS) both name the brokers: keep one");
-  if (!brokers.property.empty())
-    throw usage_error(named + " names the brokers again, after " + brokers.property + ": keep one");
   if (const auto why = broker_list()(kv.second); !why.empty()) throw usage_error(named + ": " + why);
+  const std::string earlier = !brokers.named_by.empty()   ? brokers.named_by
+                              : brokers.flag->count() > 0 ? std::string("--brokers (KAFKA_BROKERS)")
+                                                          : std::string();
+  if (!earlier.empty() && kv.second != cfg.brokers)
+    parse_warnings().emplace_back(named, "names the brokers again and wins over " + earlier + " (" +
+                                             cfg.brokers + "): keep one");
   cfg.brokers = std::move(kv.second);
-  brokers.property = named;
+  brokers.named_by = named;
 }
 
 void load_kafka_properties_file(const std::string& path, kafka::client_config& cfg, broker_source& brokers) {
@@ -232,6 +242,9 @@ void apply(const log_options& opts) {
   if (!f) throw usage_error("unknown log format '" + opts.format + "'");
   if (!l) throw usage_error("unknown log level '" + opts.level + "'");
   log::init(*f, *l);
+  for (const auto& [setting, outcome] : parse_warnings())
+    log::warn("brokers_named_twice", {{"setting", setting}, {"outcome", outcome}});
+  parse_warnings().clear();
 }
 
 std::optional<int> parse(CLI::App& app, int argc, char** argv) {

@@ -33,8 +33,8 @@ struct log_options {
 // passwords prefer the file), --kafka-properties-file
 // (CLERK_SYNC_KAFKA_PROPERTIES_FILE, Java-style `key=value` lines). A
 // bootstrap.servers (or metadata.broker.list) property names the brokers
-// instead of --brokers, checked as it is; naming them in two places is a
-// usage error.
+// too, checked as --brokers is; the last named wins, as librdkafka applies
+// it, and each override is a brokers_named_twice warning from apply().
 void add_kafka_options(CLI::App& app, kafka::client_config& cfg);
 // --log-format logfmt|json (CLERK_SYNC_LOG_FORMAT), --log-level (CLERK_SYNC_LOG_LEVEL).
 void add_log_options(CLI::App& app, log_options& opts);
@@ -60,7 +60,8 @@ void add_log_options(CLI::App& app, log_options& opts);
 // milliseconds would be undefined.
 [[nodiscard]] CLI::Validator seconds_between(double min, double max);
 
-// Applies log options (throws usage_error for unknown values).
+// Applies log options (throws usage_error for unknown values), then says
+// the warnings parse() found, in that format.
 void apply(const log_options& opts);
 
 // Parses argv. Returns an exit status when the process should stop now

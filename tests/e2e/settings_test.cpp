@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <csignal>
 #include <fstream>
 #include <map>
 #include <string>
@@ -101,16 +102,37 @@ TEST_CASE("an empty KAFKA_BROKERS or CLERK_SYNC_TOPIC stops every Kafka binary i
   }
 }
 
-TEST_CASE("a properties file that names the brokers beside KAFKA_BROKERS stops every Kafka binary: exit 2, one line naming both") {
+TEST_CASE("a properties file that names the brokers beside KAFKA_BROKERS wins, with a warning naming both, in the log's format") {
   // The unit's environment file sets KAFKA_BROKERS; a managed cluster's
   // client.properties dropped in as the properties file names its own.
-  // Before, the file won in silence, whatever KAFKA_BROKERS said.
+  // The file wins, as it did (an install set up that way goes on after an
+  // upgrade), but no longer in silence; and its value is checked.
   test::temp_dir dir;
   const auto file = dir / "kafka.properties";
   std::ofstream(file) << "bootstrap.servers=127.0.0.1:9093\n";
+  const auto bad = dir / "bad.properties";
+  std::ofstream(bad) << "bootstrap.servers=127.0.0.1:abc\n";
   for (const auto& b : kafka_binaries(dir)) {
-    const auto r = run(b, {"--kafka-properties-file", file.string()}, "KAFKA_BROKERS=127.0.0.1:9092");
+    {
+      auto args = b.args;
+      args.insert(args.end(), {"--kafka-properties-file", file.string(), "--log-format", "json"});
+      auto env = clean_env;
+      env["KAFKA_BROKERS"] = "127.0.0.1:9092";
+      test::process p(test::binary_path(b.path), args, env);
+      const bool warned = p.wait_for_log(R"("level":"warn","msg":"brokers_named_twice")", 15s);
+      // The clients dial the file's brokers (nothing listens there).
+      const bool dialled = p.wait_for_log("127.0.0.1:9093", 15s);
+      p.signal(SIGTERM);
+      (void)p.wait(20s);
+      const auto err = p.stderr_text();
+      INFO(b.path << ": " << err);
+      CHECK(warned);
+      CHECK(err.find("kafka.properties:1: bootstrap.servers") != std::string::npos);
+      CHECK(err.find("wins over --brokers (KAFKA_BROKERS) (127.0.0.1:9092)") != std::string::npos);
+      CHECK(dialled);
+    }
+    const auto r = run(b, {"--kafka-properties-file", bad.string()});
     INFO(b.path << ": " << r.err);
-    check_one_line(r, "kafka.properties:1: bootstrap.servers and --brokers (KAFKA_BROKERS) both name the brokers");
+    check_one_line(r, "bad.properties:1: bootstrap.servers: broker");
   }
 }
