@@ -599,7 +599,10 @@ written apply_one(statements& s, kind k, const envelope& m, const decoded& d, st
   // moves again), a tombstone and a terminal session stay, rows are never
   // deleted. So a redelivery of a skipped or stale event is skipped or
   // stale again and writes nothing, without a row that would be half the
-  // ledger.
+  // ledger. One exception, harmless: a stale referrals event may date a
+  // claim once a later break is known (date_claim), and its redelivery then
+  // applies what it knows, which only moves a claim's date to an event of
+  // the user's that truly named the code.
   if (w.result != outcome::applied) return w;
   static const std::string applied(name(outcome::applied));
   auto& add = s.ledger_add;
