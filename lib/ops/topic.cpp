@@ -92,9 +92,13 @@ std::vector<std::string> durability_warnings(int brokers, int replication_factor
                     ": acks=all is satisfied by the leader alone once the others fall behind, and a leader "
                     "lost then loses acknowledged events (want 2)");
   }
+  // Kafka 3.7 and later cap it at the replica count (KAFKA-15583): writes
+  // pass, but only while every replica is in sync.
   if (min_insync_replicas > replication_factor)
     out.push_back("min.insync.replicas=" + isr + " above replication factor " + rf +
-                  ": every acks=all write fails with NOT_ENOUGH_REPLICAS");
+                  ": a broker before Kafka 3.7 refuses every acks=all write (NOT_ENOUGH_REPLICAS); from 3.7 it "
+                  "reads " + rf + ", so every write waits for all copies and one replica out of sync refuses "
+                  "them all (want at most " + rf + ")");
   return out;
 }
 

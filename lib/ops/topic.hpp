@@ -32,7 +32,8 @@ struct topic_settings {
 // min.insync.replicas=2 unless the operator gave one, so that acks=all
 // means two copies and one broker may be lost; with one copy,
 // min.insync.replicas=1 unless given, the only value a write can meet
-// (a broker default of 2 would refuse every write to the topic).
+// (a broker default of 2 would refuse every write to the topic on a
+// broker before Kafka 3.7, which does not cap it at the replica count).
 [[nodiscard]] topic_settings with_defaults(topic_settings settings, int brokers);
 
 // Why a topic with this effective configuration cannot be replayed in full;

@@ -354,8 +354,9 @@ TEST_CASE("topic ensure creates a replayable topic, and --strict fails on a comp
   CHECK(refused.err.find("topic created") == std::string::npos);
   CHECK(ctl_run({"topic", "ensure", "--topic", unborn, "--strict"}, unborn).status == 0);  // then created clean
 
-  // min.insync.replicas above the replication factor refuses every write,
-  // on a single broker as on a cluster: never a clean topic.
+  // min.insync.replicas above the replication factor refuses every write
+  // on a broker before Kafka 3.7 (from 3.7 it is read as the replication
+  // factor), on a single broker as on a cluster: never a clean topic.
   const auto stuck = test::unique_name("ctl-topic-minisr");
   const auto never = ctl_run({"topic", "ensure", "--topic", stuck, "--partitions", "1", "--config",
                               "min.insync.replicas=2", "--strict"}, stuck);
