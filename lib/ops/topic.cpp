@@ -42,6 +42,12 @@ auto ask_until_known(Ask ask, Knows knows, std::chrono::milliseconds timeout) {
 }  // namespace
 
 topic_settings with_defaults(topic_settings settings, int brokers) {
+  // A cluster lists only its live brokers: two are most often three with
+  // one down, and one copy would be for good. Asked for, not guessed.
+  if (settings.replication_factor <= 0 && brokers == 2)
+    throw kafka::fatal_error("topic " + settings.name +
+                             " not created: the cluster lists 2 brokers (a third may be down); give "
+                             "--replication-factor (3 once all three are back, 2 for a cluster of two)");
   if (settings.replication_factor <= 0) settings.replication_factor = brokers >= 3 ? 3 : 1;
   const bool has_min_isr = std::any_of(settings.configs.begin(), settings.configs.end(),
                                        [](const auto& kv) { return kv.first == min_isr_key; });
@@ -151,23 +157,16 @@ topic_report ensure_topic(const kafka::client_config& cfg, const topic_settings&
                           std::chrono::milliseconds timeout, bool clean_only) {
   const auto before = kafka::describe_cluster(cfg, requested.name, timeout);
   const int brokers = static_cast<int>(before.brokers.size());
-  const auto settings = with_defaults(requested, brokers);
-  // Extra configs override our defaults, as an operator would expect. Each
-  // setting the report judges is given, so that a broker's own default
-  // (log.retention.bytes, say) cannot make the topic differ from the plan.
-  std::map<std::string, std::string> configs = {{"retention.ms", settings.retention_ms},
-                                                {"retention.bytes", "-1"},
-                                                {"cleanup.policy", "delete"},
-                                                {"max.message.bytes", settings.max_message_bytes}};
-  for (const auto& [k, v] : settings.configs) configs[k] = v;
   if (before.partitions.empty()) {
-    // A cluster lists only its live brokers: two are most often three with
-    // one down, and the default for two (one copy) would make a topic that
-    // keeps a single copy for good. Asked for, not guessed.
-    if (brokers == 2 && requested.replication_factor <= 0)
-      throw kafka::fatal_error("topic " + settings.name +
-                               " not created: the cluster lists 2 brokers (a third may be down); give "
-                               "--replication-factor (3 once all three are back, 2 for a cluster of two)");
+    const auto settings = with_defaults(requested, brokers);
+    // Extra configs override our defaults, as an operator would expect. Each
+    // setting the report judges is given, so that a broker's own default
+    // (log.retention.bytes, say) cannot make the topic differ from the plan.
+    std::map<std::string, std::string> configs = {{"retention.ms", settings.retention_ms},
+                                                  {"retention.bytes", "-1"},
+                                                  {"cleanup.policy", "delete"},
+                                                  {"max.message.bytes", settings.max_message_bytes}};
+    for (const auto& [k, v] : settings.configs) configs[k] = v;
     auto plan = report_of(configs, brokers, settings.partitions, settings.replication_factor);
     if (clean_only && !(plan.warnings.empty() && plan.durability_warnings.empty() && plan.size_warnings.empty())) {
       plan.refused = true;
@@ -189,7 +188,7 @@ topic_report ensure_topic(const kafka::client_config& cfg, const topic_settings&
                                e.what() + "): run topic ensure again to check them");
     }
   }
-  return describe_existing(cfg, settings.name, brokers, before, timeout);
+  return describe_existing(cfg, requested.name, brokers, before, timeout);
 }
 
 }  // namespace clerk_sync::ops

@@ -28,7 +28,8 @@ struct topic_settings {
 };
 
 // The settings to create with on a cluster of `brokers`: replication factor
-// 3 on three brokers or more, else 1; with 3 copies or more,
+// 3 on three brokers or more, 1 on one, and none guessed on two (three
+// with one down list two: throws kafka::fatal_error); with 3 copies or more,
 // min.insync.replicas=2 unless the operator gave one, so that acks=all
 // means two copies and one broker may be lost; with one copy,
 // min.insync.replicas=1 unless given, the only value a write can meet
