@@ -67,10 +67,14 @@ constexpr const char* terminal_list = "('ended','removed','revoked','expired','a
 
 // Last writer wins on updated_at, and a tombstone is final for anything not
 // newer than the deletion.
-std::string upsert_guard(const std::string& table) {
-  return " WHERE excluded.updated_at >= " + table + ".updated_at AND (" + table + ".deleted_at IS NULL OR excluded.updated_at > " +
-         table + ".deleted_at)";
+// Last writer wins: whether an event at `at` (an SQL expression) may write
+// over `table`'s row: not older than it, and later than its tombstone.
+std::string writable_at(const std::string& table, const std::string& at) {
+  return at + " >= " + table + ".updated_at AND (" + table + ".deleted_at IS NULL OR " + at + " > " + table +
+         ".deleted_at)";
 }
+
+std::string upsert_guard(const std::string& table) { return " WHERE " + writable_at(table, "excluded.updated_at"); }
 
 }  // namespace
 
@@ -167,9 +171,7 @@ struct applier::statements {
                        "nft_count = excluded.nft_count, updated_at = excluded.updated_at" +
                            upsert_guard("balances")),
         // A row the upsert's guard would keep from this user's event at ?2.
-        balance_newer(db,
-                      "SELECT 1 FROM balances WHERE user_id = ?1 AND NOT (?2 >= updated_at AND "
-                      "(deleted_at IS NULL OR ?2 > deleted_at))"),
+        balance_newer(db, "SELECT 1 FROM balances WHERE user_id = ?1 AND NOT (" + writable_at("balances", "?2") + ")"),
         balance_tombstone(db,
                           "INSERT INTO balances(user_id, deleted_at) VALUES (?, ?) ON CONFLICT(user_id) DO UPDATE "
                           "SET deleted_at = excluded.deleted_at WHERE balances.deleted_at IS NULL"),
