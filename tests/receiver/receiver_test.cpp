@@ -150,3 +150,20 @@ TEST_CASE("readyz stays 503 while the events topic does not exist, and turns 200
       recv.port(), clerk_sync::test::sign_event(secret, clerk_sync::test::user_event_body("user_ready")));
   CHECK(res.status == 200);
 }
+
+TEST_CASE("a topic of one copy with min.insync.replicas=2 takes acks=all writes on the test broker, which caps it at the copies") {
+  // Kafka 3.7 and later read min(min.insync.replicas, replicas)
+  // (KAFKA-15583); topic ensure's warning and the README say what each
+  // broker does, and this pins what the broker the tests run does.
+  const auto cfg = clerk_sync::test::broker();
+  const auto topic = clerk_sync::test::unique_name("min-insync-capped");
+  clerk_sync::kafka::topic_spec spec{topic, 1, 1, {{"min.insync.replicas", "2"}}};
+  REQUIRE(clerk_sync::kafka::create_topic(cfg, spec, std::chrono::seconds(15)) ==
+          clerk_sync::kafka::create_outcome::created);
+  const auto secret = clerk_sync::test::random_secret();
+  clerk_sync::test::receiver recv(cfg.brokers, topic, secret);
+  REQUIRE(recv.wait_ready(std::chrono::seconds(15)));
+  const auto res = clerk_sync::test::post_event(
+      recv.port(), clerk_sync::test::sign_event(secret, clerk_sync::test::user_event_body("user_capped")));
+  CHECK_MESSAGE(res.status == 200, res.body);
+}
