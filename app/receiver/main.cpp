@@ -13,7 +13,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-#include <algorithm>
 #include <condition_variable>
 #include <csignal>
 #include <exception>
@@ -32,8 +31,8 @@
 #include "config/secrets.hpp"
 #include "http/options.hpp"
 #include "http/server.hpp"
-#include "kafka/admin.hpp"
 #include "kafka/producer.hpp"
+#include "kafka/replica_watch.hpp"
 #include "log/log.hpp"
 #include "systemd/notify.hpp"
 #include "systemd/signals.hpp"
@@ -74,60 +73,6 @@ http::readiness readiness_of(kafka::producer::topic_state s) {
   return http::readiness::kafka_unreachable;
 }
 
-// Kafka refuses acks=all writes to a partition with fewer replicas in sync
-// than the topic's min.insync.replicas (NOT_ENOUGH_REPLICAS); librdkafka
-// retries them until the record times out, and its report then says only
-// "Message timed out". One line when that starts, and one when it ends, say
-// why those partitions' webhooks get 503. min.insync.replicas is read only
-// while a partition is short of replicas, at most once a minute (every 5 s
-// until it could be read).
-class replica_watch {
- public:
-  replica_watch(kafka::client_config cfg, std::string topic) : cfg_(std::move(cfg)), topic_(std::move(topic)) {}
-
-  void update(const std::vector<kafka::producer::partition_sync>& short_of_sync) {
-    std::string below;
-    int fewest = 0;
-    if (!short_of_sync.empty()) {
-      read_min_insync();
-      for (const auto& p : short_of_sync) {
-        if (!min_insync_ || p.in_sync >= *min_insync_) continue;
-        fewest = below.empty() ? p.in_sync : std::min(fewest, p.in_sync);
-        below += (below.empty() ? "" : ",") + std::to_string(p.partition);
-      }
-    }
-    if (below == below_) return;
-    if (!below.empty())
-      log::error("not_enough_replicas",
-                 {{"topic", topic_}, {"partitions", below}, {"in_sync", fewest},
-                  {"min_insync_replicas", *min_insync_},
-                  {"outcome", "Kafka refuses acks=all writes to these partitions until enough replicas are in "
-                              "sync: their webhooks are answered 503"}});
-    else
-      log::info("replicas_in_sync", {{"topic", topic_}});
-    below_ = below;
-  }
-
- private:
-  void read_min_insync() {
-    const auto now = std::chrono::steady_clock::now();
-    if (read_at_ && now - *read_at_ < (min_insync_ ? 60s : 5s)) return;
-    read_at_ = now;
-    try {
-      if (const auto config = kafka::describe_topic(cfg_, topic_, 2s))
-        if (const auto it = config->find("min.insync.replicas"); it != config->end()) min_insync_ = std::stoi(it->second);
-    } catch (const std::exception&) {
-      // Asked again later; the 503s go on meanwhile either way.
-    }
-  }
-
-  kafka::client_config cfg_;
-  std::string topic_;
-  std::optional<int> min_insync_;
-  std::optional<std::chrono::steady_clock::time_point> read_at_;
-  std::string below_;  // partitions below min.insync.replicas, as logged
-};
-
 // Keeps /readyz current without blocking the I/O thread: a metadata
 // round-trip for the events topic each second on a thread of its own. Ready
 // means the cluster answers and the topic exists (auto-creation is usually
@@ -139,7 +84,7 @@ class readiness_probe {
  public:
   readiness_probe(const kafka::producer& p, const kafka::client_config& cfg, const std::string& topic,
                   std::atomic<http::readiness>& ready, std::chrono::seconds deadline)
-      : thread_([this, &p, topic, &ready, deadline, replicas = replica_watch(cfg, topic)]() mutable {
+      : thread_([this, &p, topic, &ready, deadline, replicas = kafka::replica_watch(cfg, topic)]() mutable {
           using state = kafka::producer::topic_state;
           std::optional<state> last;
           log::overdue unready(deadline);

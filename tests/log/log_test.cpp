@@ -11,44 +11,12 @@
 #include <string>
 #include <vector>
 
+#include "support/support.hpp"
+
 using clerk_sync::log::format;
 using clerk_sync::log::format_line;
 using clerk_sync::log::level;
-
-namespace {
-
-// Sends this process's stderr to a file while it lives; text() reads it.
-class capture_stderr {
- public:
-  capture_stderr() {
-    std::fflush(stderr);
-    saved_ = dup(2);
-    file_ = std::tmpfile();
-    dup2(fileno(file_), 2);
-  }
-  ~capture_stderr() {
-    std::fflush(stderr);
-    dup2(saved_, 2);
-    close(saved_);
-    std::fclose(file_);
-  }
-  capture_stderr(const capture_stderr&) = delete;
-  capture_stderr& operator=(const capture_stderr&) = delete;
-  [[nodiscard]] std::string text() const {
-    std::fflush(stderr);
-    std::string out;
-    std::rewind(file_);
-    char buf[4096];
-    for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, file_)) > 0;) out.append(buf, n);
-    return out;
-  }
-
- private:
-  int saved_ = -1;
-  std::FILE* file_ = nullptr;
-};
-
-}  // namespace
+using clerk_sync::test::capture_stderr;
 
 TEST_CASE("logfmt quotes only what needs quoting and escapes control bytes") {
   const auto line = format_line(format::logfmt, level::info, "T", "published",

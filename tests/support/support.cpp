@@ -116,4 +116,28 @@ void file_at_schema(const std::string& path, int version) {
   }
 }
 
+capture_stderr::capture_stderr() {
+  std::fflush(stderr);
+  saved_ = dup(2);
+  file_ = std::tmpfile();
+  REQUIRE(file_ != nullptr);
+  dup2(fileno(file_), 2);
+}
+
+capture_stderr::~capture_stderr() {
+  std::fflush(stderr);
+  dup2(saved_, 2);
+  close(saved_);
+  std::fclose(file_);
+}
+
+std::string capture_stderr::text() const {
+  std::fflush(stderr);
+  std::string out;
+  std::rewind(file_);
+  char buf[4096];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, file_)) > 0;) out.append(buf, n);
+  return out;
+}
+
 }  // namespace clerk_sync::test

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -61,5 +62,20 @@ class temp_dir {
 // A clerk-sync file at schema version `version`, made with the binary's own
 // migrations up to it (what an older consumer left, for migration tests).
 void file_at_schema(const std::string& path, int version);
+
+// Sends this process's stderr (where lib/log writes) to a temporary file
+// while it lives; text() reads what was written so far.
+class capture_stderr {
+ public:
+  capture_stderr();
+  ~capture_stderr();
+  capture_stderr(const capture_stderr&) = delete;
+  capture_stderr& operator=(const capture_stderr&) = delete;
+  [[nodiscard]] std::string text() const;
+
+ private:
+  int saved_ = -1;
+  std::FILE* file_ = nullptr;
+};
 
 }  // namespace clerk_sync::test

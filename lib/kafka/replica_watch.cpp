@@ -1,0 +1,69 @@
+#include "kafka/replica_watch.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <exception>
+
+#include "kafka/admin.hpp"
+#include "log/log.hpp"
+
+namespace clerk_sync::kafka {
+
+using namespace std::chrono_literals;
+
+void replica_watch::update(const std::vector<producer::partition_sync>& short_of_sync) {
+  if (!short_of_sync.empty()) read_min_insync();
+  // Until min.insync.replicas is known, any partition short of replicas
+  // may be one whose writes Kafka refuses.
+  std::string partitions;
+  int fewest = 0;
+  for (const auto& p : short_of_sync) {
+    if (min_insync_ && p.in_sync >= *min_insync_) continue;
+    fewest = partitions.empty() ? p.in_sync : std::min(fewest, p.in_sync);
+    partitions += (partitions.empty() ? "" : ",") + std::to_string(p.partition);
+  }
+  const auto state = partitions.empty() ? std::string() : (min_insync_ ? "below:" : "unknown:") + partitions;
+  if (state == logged_) return;
+  if (partitions.empty())
+    log::info("replicas_in_sync", {{"topic", topic_}});
+  else if (min_insync_)
+    log::error("not_enough_replicas",
+               {{"topic", topic_}, {"partitions", partitions}, {"in_sync", fewest},
+                {"min_insync_replicas", *min_insync_},
+                {"outcome", "Kafka refuses acks=all writes to these partitions until enough replicas are in "
+                            "sync: their webhooks are answered 503"}});
+  else
+    log::warn("min_insync_unknown",
+              {{"topic", topic_}, {"partitions", partitions}, {"in_sync", fewest}, {"reason", unreadable_},
+               {"outcome", "these partitions are short of replicas, and whether Kafka refuses their writes (their "
+                           "webhooks then get 503) depends on the topic's min.insync.replicas: allow these "
+                           "credentials DescribeConfigs on the topic"}});
+  logged_ = state;
+}
+
+void replica_watch::read_min_insync() {
+  const auto now = std::chrono::steady_clock::now();
+  if (read_at_ && now - *read_at_ < (min_insync_ ? 60s : 5s)) return;
+  read_at_ = now;
+  try {
+    const auto config = describe_topic(cfg_, topic_, 2s);
+    if (!config) {
+      unreadable_ = "topic " + topic_ + " not found when describing its configuration";
+      return;
+    }
+    const auto it = config->find("min.insync.replicas");
+    int value = 0;
+    if (it == config->end() ||
+        std::from_chars(it->second.data(), it->second.data() + it->second.size(), value).ec != std::errc()) {
+      unreadable_ = "topic " + topic_ + " has no readable min.insync.replicas";
+      return;
+    }
+    min_insync_ = value;
+    unreadable_.clear();
+  } catch (const std::exception& e) {
+    // Asked again later: once a minute while a value read before stands.
+    unreadable_ = e.what();
+  }
+}
+
+}  // namespace clerk_sync::kafka
