@@ -38,6 +38,14 @@ void mock_cluster::fail_next_requests(int api_key, int count, int code) {
   rd_kafka_mock_push_request_errors_array(impl_->mc, static_cast<std::int16_t>(api_key), errs.size(), errs.data());
 }
 
+void mock_cluster::fail_next_requests_to(std::int32_t broker, int api_key, int count, int code) {
+  for (int i = 0; i < count; ++i) {
+    const auto err = rd_kafka_mock_broker_push_request_error_rtts(impl_->mc, broker, static_cast<std::int16_t>(api_key),
+                                                                  1, static_cast<rd_kafka_resp_err_t>(code), 0);
+    if (err) throw std::runtime_error(std::string("mock request error: ") + rd_kafka_err2str(err));
+  }
+}
+
 void mock_cluster::set_partition_leader(const std::string& topic, std::int32_t partition, std::int32_t broker) {
   if (rd_kafka_mock_partition_set_leader(impl_->mc, topic.c_str(), partition, broker))
     throw std::runtime_error("mock cluster: could not move the leader of " + topic);

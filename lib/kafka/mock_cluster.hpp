@@ -27,6 +27,9 @@ class mock_cluster {
   void fail_next_produce_requests(int count, int code) { fail_next_requests(0 /* Produce */, count, code); }
   // The same for any request type (Kafka API key, e.g. 2 = ListOffsets).
   void fail_next_requests(int api_key, int count, int code);
+  // The same for the requests sent to one broker only: the partitions it
+  // leads fail, the others' requests go to other brokers.
+  void fail_next_requests_to(std::int32_t broker, int api_key, int count, int code);
 
   // Broker ids start at 1.
   void set_partition_leader(const std::string& topic, std::int32_t partition, std::int32_t broker);
