@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdlib>
+#include <future>
 #include <thread>
 #include <tuple>
 
@@ -309,6 +310,28 @@ std::pair<std::int64_t, std::int64_t> consumer::watermarks(const std::string& to
   return {low, ask(RD_KAFKA_OFFSET_END)};
 }
 
+std::map<std::int32_t, watermark_reading> consumer::watermarks(const std::string& topic,
+                                                               const std::vector<std::int32_t>& partitions,
+                                                               std::chrono::milliseconds timeout) const {
+  // One query after another, a leader down would take the whole timeout
+  // from the partitions asked after it: librdkafka 2.0.2 retries a broker
+  // it cannot reach until the timeout, and offsets_for_times() of several
+  // partitions fails them all when one leader does not answer.
+  std::vector<std::future<std::pair<std::int64_t, std::int64_t>>> asked;
+  for (const auto p : partitions)
+    asked.push_back(std::async(std::launch::async, [this, &topic, p, timeout] { return watermarks(topic, p, timeout); }));
+  std::map<std::int32_t, watermark_reading> out;
+  for (std::size_t i = 0; i < partitions.size(); ++i) {
+    auto& reading = out[partitions[i]];
+    try {
+      std::tie(reading.low, reading.high) = asked[i].get();
+    } catch (const fatal_error& e) {
+      reading.failed = e.what();
+    }
+  }
+  return out;
+}
+
 std::vector<std::int32_t> consumer::partitions_of(const std::string& topic, std::chrono::milliseconds timeout) const {
   rd_kafka_topic_t* rkt = rd_kafka_topic_new(impl_->rk.get(), topic.c_str(), nullptr);
   const struct rd_kafka_metadata* md = nullptr;
@@ -373,6 +396,7 @@ std::string header_reading::why_not(std::pair<std::int32_t, std::int64_t> at) co
   if (found.contains(at)) return "";
   if (gone.contains(at)) return "no record at that offset (compacted or trimmed away)";
   if (past_end.contains(at)) return "the log ends before that offset";
+  if (const auto it = failed.find(at); it != failed.end()) return it->second;
   return why.empty() ? "not read" : why;
 }
 
@@ -390,23 +414,34 @@ header_reading header_at(consumer& reader, const std::string& topic,
   bool late = false;  // a round ended by the deadline
   try {
     while (!wanted.empty() && !late) {
+      // The log's range first: a record past its end would hold the read
+      // for the whole timeout (the fetch waits for it to be written). Half
+      // the time left at most, so that a leader down, which fails only its
+      // own partitions, leaves the others time to be read.
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left <= std::chrono::milliseconds(0)) {
+        late = true;
+        break;
+      }
+      std::vector<std::int32_t> asked;
+      for (const auto& w : wanted) asked.push_back(w.first);
+      const auto ranges = reader.watermarks(topic, asked, std::max(left / 2, std::chrono::milliseconds(1)));
       std::map<std::int32_t, std::int64_t> round;  // partition -> offset read this round
       std::vector<topic_partition> parts;
       for (auto& [p, offsets] : wanted) {
+        const auto& range = ranges.at(p);
+        if (!range.failed.empty()) {
+          // Its leader would fail the next round too: the partition is done.
+          for (const auto o : offsets) out.failed[{p, o}] = range.failed;
+          offsets.clear();
+          continue;
+        }
         const auto offset = *offsets.begin();
         offsets.erase(offsets.begin());
-        // The log's range first: a record past its end would hold the read
-        // for the whole timeout (the fetch waits for it to be written).
-        const auto left =
-            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-        if (left <= std::chrono::milliseconds(0)) {
-          late = true;
-          break;
-        }
-        const auto [low, high] = reader.watermarks(topic, p, left);
-        if (offset >= high) {
+        if (offset >= range.high) {
           out.past_end.insert({p, offset});
-        } else if (offset < low) {
+        } else if (offset < range.low) {
           out.gone.insert({p, offset});
         } else {
           round[p] = offset;
@@ -414,7 +449,6 @@ header_reading header_at(consumer& reader, const std::string& topic,
         }
       }
       std::erase_if(wanted, [](const auto& w) { return w.second.empty(); });
-      if (late) break;
       if (parts.empty()) continue;
       reader.assign(parts);
       while (!round.empty()) {
@@ -432,7 +466,7 @@ header_reading header_at(consumer& reader, const std::string& topic,
           if (e.log_start > it->second)
             out.gone.insert({e.partition, it->second});
           else
-            out.why = e.what();
+            out.failed[{e.partition, it->second}] = e.what();
           round.erase(it);
           continue;
         }

@@ -43,6 +43,13 @@ struct group_description {
   std::vector<group_member> members;
 };
 
+// A partition's low and high watermarks, or why they could not be read.
+struct watermark_reading {
+  std::int64_t low = 0;
+  std::int64_t high = 0;
+  std::string failed;  // non-empty: not read (low and high mean nothing)
+};
+
 struct consumer_options {
   // Whole-group settings; defaults suit a worker that applies in batches.
   std::chrono::milliseconds session_timeout{10'000};
@@ -95,8 +102,15 @@ class consumer {
   [[nodiscard]] std::map<std::int32_t, std::int64_t> positions(const std::string& topic) const;
 
   // Low and high watermark (the next offset to be written) of a partition.
+  // Throws fatal_error naming the partition.
   [[nodiscard]] std::pair<std::int64_t, std::int64_t> watermarks(const std::string& topic, std::int32_t partition,
                                                                  std::chrono::milliseconds timeout) const;
+  // The same for each of `partitions`, all asked at once (a thread each): a
+  // leader that does not answer (down) holds only its own partitions, each
+  // failed alone with the reason, and none of them past `timeout`.
+  [[nodiscard]] std::map<std::int32_t, watermark_reading> watermarks(const std::string& topic,
+                                                                     const std::vector<std::int32_t>& partitions,
+                                                                     std::chrono::milliseconds timeout) const;
 
   // This consumer's group as the brokers list it, this member included.
   // Throws fatal_error when it could not be asked within `timeout`. A
@@ -146,19 +160,23 @@ struct header_reading {
   // Records at or past the log's end when asked: a log shorter than the
   // caller knew it (the topic recreated, or a record not yet replicated).
   std::set<std::pair<std::int32_t, std::int64_t>> past_end;
+  // Records of a partition whose own reading failed (its watermarks not
+  // read, its leader down), and why: the other partitions are still read.
+  std::map<std::pair<std::int32_t, std::int64_t>, std::string> failed;
   // Why the others were not read: the reader failed or ran out of time.
   std::string why;
   // Why the record at `at` was not read (compacted or trimmed away, past
-  // the log's end, or `why`); "" when it was.
+  // the log's end, its partition's failure, or `why`); "" when it was.
   [[nodiscard]] std::string why_not(std::pair<std::int32_t, std::int64_t> at) const;
 };
 
 // The value of header `name` of the record at each wanted (partition,
 // offset) of `topic`, read by `reader` (a plain reader: its assignment is
 // replaced, then emptied) within `timeout`. One round per distinct offset of
-// a partition, usually one, each after a watermark query: an offset outside
-// its partition's log is sorted out at once, and ends only that partition's
-// read.
+// a partition, usually one, each after a watermark query of every partition
+// at once within half the time left: an offset outside its partition's log
+// is sorted out at once, and a failed query (a leader down) ends only that
+// partition's read.
 [[nodiscard]] header_reading header_at(consumer& reader, const std::string& topic,
                                        std::map<std::int32_t, std::set<std::int64_t>> wanted, std::string_view name,
                                        std::chrono::milliseconds timeout);
