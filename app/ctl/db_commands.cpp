@@ -247,10 +247,24 @@ int status(const status_args& a) {
     std::printf("%-10s %10s %10s %8s  %s\n", "projection", "lag", "rows", "dead", "last applied");
     for (const auto& r : reports) {
       const auto name = std::string(projection::name(r.db.projection));
-      std::printf("%-10s %10lld %10lld %8lld  %s\n", name.c_str(), static_cast<long long>(r.lag),
-                  static_cast<long long>(r.db.rows), static_cast<long long>(r.db.pending_dead_letters),
-                  iso_time(r.db.last_applied_at).c_str());
+      // A partition's lag unknown: the sum is only a floor ("5+").
+      const bool partial = std::any_of(r.partitions.begin(), r.partitions.end(),
+                                       [](const auto& p) { return !p.watermarks_failed.empty(); });
+      const auto lag = std::to_string(r.lag) + (partial ? "+" : "");
+      std::printf("%-10s %10s %10lld %8lld  %s\n", name.c_str(), lag.c_str(), static_cast<long long>(r.db.rows),
+                  static_cast<long long>(r.db.pending_dead_letters), iso_time(r.db.last_applied_at).c_str());
       for (const auto& p : r.partitions) {
+        if (!p.watermarks_failed.empty()) {
+          // Whatever --max-lag says: a partial answer must not pass a monitor.
+          std::printf("  partition %d: stored %s, watermarks UNKNOWN (%s), lag unknown\n", p.partition,
+                      p.stored ? std::to_string(*p.stored).c_str() : "none", p.watermarks_failed.c_str());
+          log::error("watermarks_unknown", {{"projection", name},
+                                            {"topic", a.topic},
+                                            {"partition", p.partition},
+                                            {"reason", p.watermarks_failed}});
+          code = exit_failed;
+          continue;
+        }
         const auto passed =
             p.passed_over ? " (then " + std::to_string(p.passed_over) + " offsets of transaction markers or aborted records)"
                           : std::string();
@@ -444,7 +458,8 @@ void add_db_commands(CLI::App& app, runner& run) {
   auto* st = app.add_subcommand(
       "status",
       "Per projection: lag (stored offsets against high watermarks), rows, dead letters, last apply; exit 1 when "
-      "a stored offset is outside the log, or when the file stores a projection's offsets only for other topics "
+      "a stored offset is outside the log, when a partition's watermarks cannot be read (the others are still "
+      "shown), or when the file stores a projection's offsets only for other topics "
       "(a wrong --topic)");
   auto s = std::make_shared<status_args>();
   config::add_kafka_options(*st, s->kafka);

@@ -38,10 +38,10 @@ namespace {
 // and an id was stored with it ("" for a record that had none).
 std::optional<std::int64_t> record_to_check(const std::map<std::int32_t, std::int64_t>& stored,
                                             const std::map<std::int32_t, std::string>& last_ids,
-                                            std::int32_t partition, std::int64_t low, std::int64_t high) {
+                                            std::int32_t partition, const kafka::watermark_reading& marks) {
   const auto s = stored.find(partition);
   const auto id = last_ids.find(partition);
-  if (s == stored.end() || id == last_ids.end() || s->second <= low || s->second > high)
+  if (s == stored.end() || id == last_ids.end() || s->second <= marks.low || s->second > marks.high)
     return std::nullopt;
   return s->second - 1;
 }
@@ -76,8 +76,7 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
   kafka::consumer reader(kafka::single_record_reader(cfg), "");
   const auto partitions = reader.partitions_of(topic, timeout);
   if (partitions.empty()) throw kafka::fatal_error("topic " + topic + " does not exist or has no partitions");
-  std::vector<std::pair<std::int64_t, std::int64_t>> marks;
-  for (const auto p : partitions) marks.push_back(reader.watermarks(topic, p, timeout));
+  const auto marks = reader.watermarks(topic, partitions, timeout);
 
   // The consumer's resume check, done here too: the record before each
   // stored offset inside the log must be the one applied last, and a
@@ -85,12 +84,12 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
   // checks) must still be there as the same event.
   std::map<std::int32_t, std::set<std::int64_t>> wanted;
   for (std::size_t j = 0; j < projections.size(); ++j)
-    for (std::size_t i = 0; i < partitions.size(); ++i) {
-      if (const auto at = record_to_check(stored_of[j], last_ids_of[j], partitions[i], marks[i].first, marks[i].second))
-        wanted[partitions[i]].insert(*at);
-      if (const auto c = checked_of[j].find(partitions[i]);
-          c != checked_of[j].end() && c->second.offset >= marks[i].first && c->second.offset < marks[i].second)
-        wanted[partitions[i]].insert(c->second.offset);
+    for (const auto& [p, m] : marks) {
+      if (!m.failed.empty()) continue;  // unknown, and reported so
+      if (const auto at = record_to_check(stored_of[j], last_ids_of[j], p, m)) wanted[p].insert(*at);
+      if (const auto c = checked_of[j].find(p);
+          c != checked_of[j].end() && c->second.offset >= m.low && c->second.offset < m.high)
+        wanted[p].insert(c->second.offset);
     }
   // One timeout for both reads below.
   const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -101,13 +100,13 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
   // transaction markers): read from where each lagging projection resumes.
   std::map<std::int32_t, std::set<std::int64_t>> lagging;
   std::map<std::int32_t, std::int64_t> ends;
-  for (std::size_t i = 0; i < partitions.size(); ++i) {
-    ends[partitions[i]] = marks[i].second;
+  for (const auto& [p, m] : marks) {
+    if (!m.failed.empty()) continue;
+    ends[p] = m.high;
     for (const auto& stored : stored_of) {
-      const auto it = stored.find(partitions[i]);
+      const auto it = stored.find(p);
       const auto at = it == stored.end() ? std::nullopt : std::optional(it->second);
-      if (lag_of(at, marks[i].first, marks[i].second) > 0 && !outside_log(at, marks[i].first, marks[i].second))
-        lagging[partitions[i]].insert(resumes_at(at, marks[i].first));
+      if (lag_of(at, m.low, m.high) > 0 && !outside_log(at, m.low, m.high)) lagging[p].insert(resumes_at(at, m.low));
     }
   }
   const auto passed_over = kafka::nothing_before_end(
@@ -124,17 +123,22 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
     for (const auto& s : stats)
       if (s.projection == k) r.db = s;
     const auto& stored = stored_of[j];
-    for (std::size_t i = 0; i < partitions.size(); ++i) {
+    for (const auto& [p, m] : marks) {
       partition_lag pl;
-      pl.partition = partitions[i];
+      pl.partition = p;
       if (const auto it = stored.find(pl.partition); it != stored.end()) pl.stored = it->second;
-      pl.low = marks[i].first;
-      pl.high = marks[i].second;
+      if (!m.failed.empty()) {
+        pl.watermarks_failed = m.failed;
+        r.partitions.push_back(pl);
+        continue;
+      }
+      pl.low = m.low;
+      pl.high = m.high;
       pl.lag = lag_of(pl.stored, pl.low, pl.high);
       pl.out_of_range = outside_log(pl.stored, pl.low, pl.high);
       if (pl.lag > 0 && passed_over.contains({pl.partition, resumes_at(pl.stored, pl.low)}))
         pl.passed_over = std::exchange(pl.lag, 0);
-      if (const auto at = record_to_check(stored, last_ids_of[j], pl.partition, pl.low, pl.high)) {
+      if (const auto at = record_to_check(stored, last_ids_of[j], pl.partition, m)) {
         const auto found = found_ids.find({pl.partition, *at});
         if (found == found_ids.end()) {
           pl.resume_unchecked = read.why_not({pl.partition, *at});

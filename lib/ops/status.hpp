@@ -2,8 +2,10 @@
 // `ctl status`: per projection, the offsets stored in the database against
 // the topic's high watermarks (the lag), row counts, pending dead letters and
 // the time of the last applied batch. lag_of is the pure rule; collect_status
-// reads the database and asks Kafka. Throws kafka::fatal_error,
-// store::open_error, store::db_error.
+// reads the database and asks Kafka. A partition whose watermarks cannot
+// be read is reported as such, the others as usual. Throws
+// kafka::fatal_error (the topic's partitions not listed), store::open_error,
+// store::db_error.
 
 #include <chrono>
 #include <cstdint>
@@ -28,6 +30,10 @@ namespace clerk_sync::ops {
 struct partition_lag {
   std::int32_t partition = 0;
   std::optional<std::int64_t> stored;
+  // Why the partition's watermarks could not be read (its leader down, an
+  // error from it); empty when they were. When set, low, high, lag and the
+  // checks below say nothing: this partition is unknown, the others not.
+  std::string watermarks_failed;
   std::int64_t low = 0;
   std::int64_t high = 0;
   std::int64_t lag = 0;
@@ -58,7 +64,7 @@ struct partition_lag {
 struct projection_report {
   projection::projection_status db;
   std::vector<partition_lag> partitions;
-  std::int64_t lag = 0;  // sum over partitions
+  std::int64_t lag = 0;  // sum over partitions, those with watermarks_failed left out
   // The topics the file stores this projection's offsets for, when it
   // stores none for the asked one: a wrong --topic (the lag of a topic the
   // consumers never read says nothing). Empty when it stores some for the

@@ -1,6 +1,7 @@
-// clerk-sync-ctl as an operator runs it, without Kafka: every subcommand's
-// --help, bad usage -> exit 2, `sign` against a published Svix vector, the
-// refusals that come before any network call, and dead letters re-driven.
+// clerk-sync-ctl as an operator runs it, without the real broker: every
+// subcommand's --help, bad usage -> exit 2, `sign` against a published Svix
+// vector, the refusals that come before any network call, dead letters
+// re-driven, and status against a mock cluster with one leader in trouble.
 #include <doctest/doctest.h>
 
 #include <SQLiteCpp/SQLiteCpp.h>
@@ -8,8 +9,11 @@
 
 #include <algorithm>
 #include <fstream>
+#include <future>
 #include <thread>
 
+#include "kafka/mock_cluster.hpp"
+#include "kafka/producer.hpp"
 #include "store/database.hpp"
 #include "store/file_lock.hpp"
 #include "support/hang.hpp"
@@ -587,4 +591,66 @@ TEST_CASE("every command refuses an empty --projection, which an unset variable 
   const auto listed = test::run(ctl(), {"dead-letters", "list", "--db", db}, clean_env);
   CHECK(listed.status == 0);
   CHECK(listed.out.find("msg_empty_projection") != std::string::npos);
+}
+
+TEST_CASE("status shows a partition whose watermarks cannot be read as unknown, the others as usual, and exits 1") {
+  // Partition 0 led by broker 1, partition 1 by broker 2, one record each.
+  kafka::mock_cluster mock(2);
+  mock.create_topic("events", 2, 2);
+  mock.set_partition_leader("events", 0, 1);
+  mock.set_partition_leader("events", 1, 2);
+  std::map<std::int32_t, std::string> ids;  // partition -> svix-id of its record at offset 0
+  std::map<std::int32_t, std::int64_t> ends;
+  {
+    kafka::producer prod({mock.bootstrap_servers(), {}}, {});
+    for (int i = 0; ids.size() < 2 && i < 64; ++i) {
+      std::promise<kafka::delivery_report> done;
+      const auto id = "msg_" + std::to_string(i);
+      REQUIRE(prod.produce({"events", "user_" + std::to_string(i), "{}", {{"svix-id", id}}},
+                           [&done](const kafka::delivery_report& r) { done.set_value(r); }) ==
+              kafka::enqueue_status::queued);
+      const auto r = done.get_future().get();
+      REQUIRE_MESSAGE(r.ok, r.error);
+      if (r.offset == 0) ids[r.partition] = id;
+      ends[r.partition] = r.offset + 1;
+    }
+  }
+  REQUIRE(ids.size() == 2);
+  test::temp_dir dir;
+  const auto db = (dir / "status.db").string();
+  { const store::database create(db); }
+  {
+    SQLite::Database c(db, SQLite::OPEN_READWRITE);
+    for (const auto& [p, id] : ids)
+      c.exec("INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at, last_svix_id) "
+             "VALUES ('users', 'events', " + std::to_string(p) + ", 1, 0, '" + id + "')");
+  }
+  std::string reason;
+  SUBCASE("its leader down") {
+    mock.set_broker_down(2);
+    reason = "watermarks of events/1: ";
+  }
+  SUBCASE("its leader refusing ListOffsets") {
+    mock.fail_next_requests_to(2, 2 /* ListOffsets */, 4, 29 /* TOPIC_AUTHORIZATION_FAILED */);
+    reason = "watermarks of events/1: Broker: Topic authorization failed";
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const auto r = test::run(ctl(),
+                           {"status", "--db", db, "--projection", "users", "--topic", "events", "--timeout-ms", "2000"},
+                           env_with({{"KAFKA_BROKERS", mock.bootstrap_servers()}}), 60s);
+  const auto took = std::chrono::steady_clock::now() - start;
+  INFO("stdout:\n" << r.out << "stderr:\n" << r.err);
+  CHECK(r.status == 1);  // a partial answer never passes a monitor
+  // Partition 0 as usual, its record before the offset read and compared.
+  const auto lag = std::to_string(ends.at(0) - 1);
+  CHECK(r.out.find("  partition 0: stored 1, watermarks [0, " + std::to_string(ends.at(0)) + "), lag " + lag + "\n") !=
+        std::string::npos);
+  CHECK(r.err.find("resume_unchecked") == std::string::npos);
+  CHECK(r.out.find("  partition 1: stored 1, watermarks UNKNOWN (" + reason) != std::string::npos);
+  CHECK(r.out.find("), lag unknown\n") != std::string::npos);
+  // The projection's lag is a floor: partition 1's is unknown.
+  CHECK(r.out.find("\nusers      " + std::string(9 - lag.size(), ' ') + lag + "+ ") != std::string::npos);
+  CHECK(r.err.find("level=error msg=watermarks_unknown projection=users topic=events partition=1 reason=") !=
+        std::string::npos);
+  CHECK(took < 15s);
 }
