@@ -76,10 +76,13 @@ int main(int argc, char** argv) {
                          "excluded.updated_at, last_sign_in_at = excluded.last_sign_in_at" + guard("users"));
   // The generated events give each user a code of its own: no conflicts to
   // settle. A deleted user names its code without holding it, and a claim
-  // dates from the first event that named its code.
+  // dates from the first event that named its code; a referrer, from the
+  // first event that named one (none names one earlier than that and
+  // arrives later).
   SQLite::Statement referral(db,
-                             "INSERT INTO referrals(user_id, referral_code, referrer_id, updated_at, referral_code_since) "
-                             "VALUES (?1,?2,?3,?4, CASE WHEN ?2 IS NULL THEN NULL ELSE ?4 END) "
+                             "INSERT INTO referrals(user_id, referral_code, referrer_id, updated_at, referral_code_since, "
+                             "referrer_since) VALUES (?1,?2,?3,?4, CASE WHEN ?2 IS NULL THEN NULL ELSE ?4 END, "
+                             "CASE WHEN ?3 IS NULL THEN NULL ELSE ?4 END) "
                              "ON CONFLICT(user_id) DO UPDATE SET "
                              "referral_code = CASE WHEN referrals.deleted_at IS NULL THEN excluded.referral_code END, "
                              "pending_referral_code = CASE WHEN referrals.deleted_at IS NOT NULL THEN "
@@ -89,6 +92,8 @@ int main(int argc, char** argv) {
                              "referrals.pending_referral_code) AND referrals.referral_code_since IS NOT NULL "
                              "THEN referrals.referral_code_since ELSE excluded.updated_at END, "
                              "referrer_id = coalesce(referrals.referrer_id, excluded.referrer_id), "
+                             "referrer_since = CASE WHEN referrals.referrer_id IS NULL THEN excluded.referrer_since "
+                             "ELSE referrals.referrer_since END, "
                              "updated_at = excluded.updated_at" +
                                  guard("referrals"));
   SQLite::Statement balance(db,
