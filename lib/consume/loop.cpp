@@ -11,7 +11,6 @@
 #include <string>
 #include <system_error>
 #include <thread>
-#include <variant>
 #include <vector>
 
 #include "config/options.hpp"
@@ -188,8 +187,12 @@ class consume_loop {
       verified_.clear();
       check_now_ = false;
       position_checked_ = std::chrono::steady_clock::now();
-      // One bound for every partition's watermark query.
-      const auto deadline = std::chrono::steady_clock::now() + 5s;
+      // Every partition's log range, asked at once within one bound: a
+      // leader down fails only its own partitions' checks.
+      std::vector<std::int32_t> ids;
+      for (const auto& p : parts) ids.push_back(p.partition);
+      const auto ranges = cons_->watermarks(cfg_.topic, ids, 5s);
+      state_.heartbeat_ms = steady_ms();
       for (auto& p : parts) {
         const auto it = stored.find(p.partition);
         p.offset = it == stored.end() ? kafka::offset_beginning : it->second;
@@ -205,7 +208,7 @@ class consume_loop {
         if (p.offset > 0 && id == last_ids.end())
           unchecked(p.partition, p.offset, "no_svix_id");  // stored before migration 003
         else if (p.offset > 0)
-          reread = holds_record_before(p.partition, {p.offset - 1, id->second}, deadline);
+          reread = holds_record_before(p.partition, {p.offset - 1, id->second}, ranges.at(p.partition));
         if (reread) checks_[p.partition] = {p.offset - 1, id->second};
         log::info("assigned", {{"projection", projection::name(cfg_.projection)},
                                {"partition", p.partition},
@@ -213,10 +216,8 @@ class consume_loop {
                                {"reread", reread}});
         if (reread) --p.offset;
       }
-      // After the resume checks, with a bound of its own: they come first.
-      const auto fresh_deadline = std::chrono::steady_clock::now() + 5s;
       for (const auto& p : parts)
-        if (p.offset == kafka::offset_beginning) warn_if_log_trimmed(p.partition, fresh_deadline);
+        if (p.offset == kafka::offset_beginning) warn_if_log_trimmed(p.partition, ranges.at(p.partition));
       check_group_whole(parts.size());
     } catch (const store::db_error& e) {
       log::error("offsets_unreadable", {{"projection", projection::name(cfg_.projection)}, {"error", e.what()}});
@@ -279,39 +280,22 @@ class consume_loop {
                             "partitions: their events go there, not here, while they run"}});
   }
 
-  // A partition's log range, asked within what is left of `deadline`; why
-  // not when it could not be.
-  std::variant<std::pair<std::int64_t, std::int64_t>, std::string> log_range(
-      std::int32_t partition, std::chrono::steady_clock::time_point deadline) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left <= 0ms) return std::string("no time left for the watermark query");
-    try {
-      auto range = cons_->watermarks(cfg_.topic, partition, left);
-      state_.heartbeat_ms = steady_ms();
-      return range;
-    } catch (const kafka::fatal_error& e) {
-      return std::string(e.what());
-    }
-  }
-
   // A partition without a stored offset is read from the log's first
   // record: if that is past offset 0, the events before it were deleted and
   // this projection will never see them (ctl replay refuses such a log
   // without --allow-incomplete). Said at warn on each assignment until an
   // offset is stored, and so is a log range that could not be read.
-  void warn_if_log_trimmed(std::int32_t partition, std::chrono::steady_clock::time_point deadline) {
-    const auto range = log_range(partition, deadline);
-    if (const auto* why = std::get_if<std::string>(&range)) {
+  void warn_if_log_trimmed(std::int32_t partition, const kafka::watermark_reading& range) {
+    if (!range.failed.empty()) {
       log::warn("start_unchecked", {{"projection", projection::name(cfg_.projection)},
                                     {"partition", partition},
-                                    {"reason", *why}});
+                                    {"reason", range.failed}});
       return;
     }
-    const auto low = std::get<0>(range).first;
-    if (low > 0)
+    if (range.low > 0)
       log::warn("start_incomplete", {{"projection", projection::name(cfg_.projection)},
                                      {"partition", partition},
-                                     {"log_start", low},
+                                     {"log_start", range.low},
                                      {"outcome", "no stored offset, and the events before log_start were deleted: "
                                                  "this projection will miss them"}});
   }
@@ -321,14 +305,14 @@ class consume_loop {
   // up to the offset. Where the log may hold it but the range says nothing
   // (not read, or ending before it), the first position check compares.
   bool holds_record_before(std::int32_t partition, const known_record& before,
-                           std::chrono::steady_clock::time_point deadline) {
+                           const kafka::watermark_reading& range) {
     const std::int64_t next = before.offset + 1;
-    const auto range = log_range(partition, deadline);
-    if (const auto* why = std::get_if<std::string>(&range)) {
-      compare_later(partition, before, *why);
+    if (!range.failed.empty()) {
+      compare_later(partition, before, range.failed);
       return false;
     }
-    const auto [low, high] = std::get<0>(range);
+    const auto low = range.low;
+    const auto high = range.high;
     if (low < next && next <= high) return true;
     // Trimmed past the offset: the fetch meets offset_out_of_range (exit 5).
     if (low == next) unchecked(partition, next, "trimmed");

@@ -51,6 +51,11 @@ void mock_cluster::set_partition_leader(const std::string& topic, std::int32_t p
     throw std::runtime_error("mock cluster: could not move the leader of " + topic);
 }
 
+void mock_cluster::set_group_coordinator(const std::string& group, std::int32_t broker) {
+  if (rd_kafka_mock_coordinator_set(impl_->mc, "group", group.c_str(), broker))
+    throw std::runtime_error("mock cluster: could not set the coordinator of group " + group);
+}
+
 void mock_cluster::set_broker_down(std::int32_t broker) { rd_kafka_mock_broker_set_down(impl_->mc, broker); }
 
 void mock_cluster::set_broker_up(std::int32_t broker) { rd_kafka_mock_broker_set_up(impl_->mc, broker); }

@@ -33,6 +33,9 @@ class mock_cluster {
 
   // Broker ids start at 1.
   void set_partition_leader(const std::string& topic, std::int32_t partition, std::int32_t broker);
+  // The coordinator of consumer group `group` (so that a test can put
+  // another broker down without the group losing its coordinator).
+  void set_group_coordinator(const std::string& group, std::int32_t broker);
   void set_broker_down(std::int32_t broker);
   void set_broker_up(std::int32_t broker);
   void set_round_trip(std::int32_t broker, std::chrono::milliseconds rtt);

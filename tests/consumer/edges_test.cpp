@@ -353,6 +353,66 @@ TEST_CASE("a resume that cannot compare leaves the record before the stored offs
   CHECK(stored_next(r.db) == 10);
 }
 
+// The resume check asks each partition's log range before resuming one
+// record early. Asked one after another under one 5 s bound, a leader down
+// took the whole bound, and the partitions after it resumed unchecked ("no
+// time left"); asked at once, only its own partitions wait.
+TEST_CASE("a resume with one partition's leader down still re-reads the other partition's record before applying") {
+  kafka::mock_cluster mock(2);
+  const std::string topic = "edge-leader-down";
+  mock.create_topic(topic, 2, 2);
+  mock.set_partition_leader(topic, 0, 1);
+  mock.set_partition_leader(topic, 1, 2);
+  const auto prefix = t::unique_name("edge-leader-down");
+  mock.set_group_coordinator(prefix + ".users", 2);
+  const auto log = some_events(20, 17);
+  const auto landed = t::produce_events({mock.bootstrap_servers(), {}}, topic, log);
+  // Each partition's position as a consumer that applied all of it stored it.
+  std::map<std::int32_t, std::pair<std::int64_t, std::string>> next_and_last;
+  for (std::size_t i = 0; i < log.size(); ++i)
+    if (auto& n = next_and_last[landed[i].partition]; landed[i].offset + 1 > n.first)
+      n = {landed[i].offset + 1, log[i].svix_id};
+  REQUIRE(next_and_last.size() == 2);
+  t::temp_dir dir;
+  const auto db = (dir / "c.db").string();
+  { const clerk_sync::store::database create(db); }
+  {
+    SQLite::Database raw(db, SQLite::OPEN_READWRITE);
+    for (const auto& [partition, at] : next_and_last) {
+      SQLite::Statement st(raw,
+                           "INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at, "
+                           "last_svix_id) VALUES ('users', ?, ?, ?, 0, ?)");
+      st.bind(1, topic);
+      st.bind(2, partition);
+      st.bind(3, at.first);
+      st.bind(4, at.second);
+      st.exec();
+    }
+  }
+  mock.set_broker_down(1);  // partition 0's leader
+  // A round trip as across a network: partition 1's query must not be left
+  // only what the query of partition 0 did not use up.
+  mock.set_round_trip(2, 50ms);
+  auto c = t::start_consumer_on(mock.bootstrap_servers(), {"--projection", "users", "--topic", topic, "--db", db,
+                                                           "--group-prefix", prefix, "--position-check-ms", "600000"});
+  const auto p1 = "msg=assigned projection=users partition=1 offset=" + std::to_string(next_and_last[1].first);
+  const bool assigned = c->wait_for_log(p1, 30s);
+  c->signal(SIGTERM);
+  const auto st = c->wait(60s);
+  const auto err = c->stderr_text();
+  REQUIRE_MESSAGE(assigned, err);
+  CHECK_MESSAGE(line_with(err, p1).find("reread=true") != std::string::npos, err);
+  // Partition 0 is left to the first position check, with its reason.
+  CHECK_MESSAGE(line_with(err, "msg=resume_unchecked projection=users partition=0").find("watermarks of " + topic + "/0") !=
+                    std::string::npos,
+                err);
+  // Partition 1's record re-read, compared and dropped: nothing applied twice.
+  CHECK_MESSAGE(count_of(err, "msg=event ") == 0, err);
+  CHECK_MESSAGE(count_of(err, "msg=topic_recreated") == 0, err);
+  REQUIRE_MESSAGE(st.has_value(), err);
+  CHECK_MESSAGE(*st == 0, err);
+}
+
 TEST_CASE("a stored checked record that the first position check cannot read either stays stored with the batches "
           "applied meanwhile, until a check reads it") {
   resume_in_hiccup r("edge-hiccup-kept", some_events(45, 14));

@@ -14,20 +14,25 @@
 
 namespace clerk_sync::test {
 
-void produce_events(const kafka::client_config& cfg, const std::string& topic,
-                    const std::vector<generated_event>& events) {
+std::vector<kafka::delivery_report> produce_events(const kafka::client_config& cfg, const std::string& topic,
+                                                   const std::vector<generated_event>& events) {
   kafka::producer prod(cfg, {.message_timeout = std::chrono::seconds(30), .linger = std::chrono::milliseconds(5)});
   std::atomic<int> ok{0}, failed{0};
+  std::vector<kafka::delivery_report> landed(events.size());  // each written by its own report only
   const auto received_at = std::to_string(
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
-  for (const auto& e : events) {
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    const auto& e = events[i];
     const kafka::outgoing_record rec{topic, e.key, e.body,
                                      {{"svix-id", e.svix_id},
                                       {"svix-timestamp", received_at.substr(0, received_at.size() - 3)},
                                       {"clerk-event-type", e.type},
                                       {"received-at", received_at}}};
     for (int attempt = 0;; ++attempt) {
-      const auto st = prod.produce(rec, [&](const kafka::delivery_report& r) { (r.ok ? ok : failed)++; });
+      const auto st = prod.produce(rec, [&, i](const kafka::delivery_report& r) {
+        landed[i] = r;
+        (r.ok ? ok : failed)++;
+      });
       if (st == kafka::enqueue_status::queued) break;
       REQUIRE(st == kafka::enqueue_status::queue_full);
       REQUIRE(attempt < 3000);
@@ -37,6 +42,7 @@ void produce_events(const kafka::client_config& cfg, const std::string& topic,
   REQUIRE(prod.flush(std::chrono::seconds(60)));
   REQUIRE(failed.load() == 0);
   REQUIRE(ok.load() == static_cast<int>(events.size()));
+  return landed;
 }
 
 std::unique_ptr<process> start_consumer(const std::vector<std::string>& args) {

@@ -10,6 +10,7 @@
 
 #include "consumer/generator.hpp"
 #include "kafka/client.hpp"
+#include "kafka/producer.hpp"
 #include "projection/mapping.hpp"
 #include "support/process.hpp"
 
@@ -18,8 +19,9 @@ namespace clerk_sync::test {
 // Produces every event to `topic` (key, value = body, headers svix-id,
 // svix-timestamp, clerk-event-type, received-at) with the async producer and
 // waits for all delivery reports; fails the test if any is not acknowledged.
-void produce_events(const kafka::client_config& cfg, const std::string& topic,
-                    const std::vector<generated_event>& events);
+// Returns where each event landed, in the events' order.
+std::vector<kafka::delivery_report> produce_events(const kafka::client_config& cfg, const std::string& topic,
+                                                   const std::vector<generated_event>& events);
 
 // Starts clerk-sync-consumer on the test broker with these arguments.
 [[nodiscard]] std::unique_ptr<process> start_consumer(const std::vector<std::string>& args);
