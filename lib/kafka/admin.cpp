@@ -88,6 +88,9 @@ std::optional<std::map<std::string, std::string>> describe_topic(const client_co
   if (n == 0) return std::nullopt;
   const auto e = rd_kafka_ConfigResource_error(res[0]);
   if (e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) return std::nullopt;
+  if (e == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED || e == RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED)
+    throw authorization_error("describe topic " + topic + ": " + rd_kafka_ConfigResource_error_string(res[0]) +
+                              " (these credentials may not describe its configuration: check its ACLs)");
   if (e) throw fatal_error("describe topic " + topic + ": " + rd_kafka_ConfigResource_error_string(res[0]));
   std::map<std::string, std::string> out;
   size_t cnt = 0;

@@ -27,7 +27,9 @@ enum class create_outcome { created, already_exists };
 [[nodiscard]] create_outcome create_topic(const client_config& cfg, const topic_spec& spec,
                                           std::chrono::milliseconds timeout);
 
-// The topic's effective configuration (name -> value); nullopt if it does not exist.
+// The topic's effective configuration (name -> value); nullopt if it does
+// not exist. Throws authorization_error when the credentials may not
+// describe it, fatal_error for any other failure.
 [[nodiscard]] std::optional<std::map<std::string, std::string>> describe_topic(const client_config& cfg,
                                                                                 const std::string& topic,
                                                                                 std::chrono::milliseconds timeout);

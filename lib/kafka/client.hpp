@@ -56,6 +56,12 @@ struct fatal_error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The brokers refused the request to these credentials (an ACL): asking
+// again will not help until an operator changes the ACLs.
+struct authorization_error : fatal_error {
+  using fatal_error::fatal_error;
+};
+
 // A consumer's start offset that the partition's log no longer holds (topic
 // deleted and recreated, records deleted): continuing would skip or re-read
 // events, so it is never reset silently. log_start/log_end are the log's

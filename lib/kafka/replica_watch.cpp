@@ -22,29 +22,43 @@ void replica_watch::update(const std::vector<producer::partition_sync>& short_of
     fewest = partitions.empty() ? p.in_sync : std::min(fewest, p.in_sync);
     partitions += (partitions.empty() ? "" : ",") + std::to_string(p.partition);
   }
-  const auto state = partitions.empty() ? std::string() : (min_insync_ ? "below:" : "unknown:") + partitions;
+  const char* kind = min_insync_ ? "below:" : denied_ ? "denied:" : "unknown:";
+  const auto state = partitions.empty() ? std::string() : kind + partitions;
   if (state == logged_) return;
-  if (partitions.empty())
-    log::info("replicas_in_sync", {{"topic", topic_}});
-  else if (min_insync_)
+  if (!partitions.empty() && min_insync_) {
     log::error("not_enough_replicas",
                {{"topic", topic_}, {"partitions", partitions}, {"in_sync", fewest},
                 {"min_insync_replicas", *min_insync_},
                 {"outcome", "Kafka refuses acks=all writes to these partitions until enough replicas are in "
                             "sync: their webhooks are answered 503"}});
-  else
+  } else if (!partitions.empty()) {
     log::warn("min_insync_unknown",
               {{"topic", topic_}, {"partitions", partitions}, {"in_sync", fewest}, {"reason", unreadable_},
-               {"outcome", "these partitions are short of replicas, and whether Kafka refuses their writes (their "
-                           "webhooks then get 503) depends on the topic's min.insync.replicas: allow these "
-                           "credentials DescribeConfigs on the topic"}});
+               {"outcome", denied_ ? "these partitions are short of replicas, and whether Kafka refuses their writes "
+                                     "(their webhooks then get 503) depends on the topic's min.insync.replicas, "
+                                     "which these credentials may not read: allow them DescribeConfigs on the topic"
+                                   : "these partitions are short of replicas, and whether Kafka refuses their writes "
+                                     "(their webhooks then get 503) depends on the topic's min.insync.replicas, "
+                                     "which could not be read: asked again in 5 s"}});
+  } else if (!short_of_sync.empty()) {
+    // Short of replicas still, but none below the minimum just read.
+    log::info("min_insync_read", {{"topic", topic_},
+                                  {"min_insync_replicas", *min_insync_},
+                                  {"outcome", "no partition has fewer replicas in sync than that: Kafka takes "
+                                              "their writes"}});
+  } else {
+    log::info("replicas_in_sync", {{"topic", topic_}});
+  }
   logged_ = state;
 }
 
 void replica_watch::read_min_insync() {
   const auto now = std::chrono::steady_clock::now();
-  if (read_at_ && now - *read_at_ < (min_insync_ ? 60s : 5s)) return;
+  // A value read, or a refusal (until the ACLs change), stands for a
+  // minute; any other failure is asked again in 5 s.
+  if (read_at_ && now - *read_at_ < (min_insync_ || denied_ ? 60s : 5s)) return;
   read_at_ = now;
+  denied_ = false;
   try {
     const auto config = describe_topic(cfg_, topic_, 2s);
     if (!config) {
@@ -60,8 +74,11 @@ void replica_watch::read_min_insync() {
     }
     min_insync_ = value;
     unreadable_.clear();
+  } catch (const authorization_error& e) {
+    unreadable_ = e.what();
+    denied_ = true;
   } catch (const std::exception& e) {
-    // Asked again later: once a minute while a value read before stands.
+    // A value read before stands until one is read again.
     unreadable_ = e.what();
   }
 }

@@ -6,9 +6,11 @@
 // partitions its metadata shows short of replicas, each second; one line
 // when that starts, and one when it ends, say why those partitions'
 // webhooks get 503. min.insync.replicas is read only while a partition is
-// short of replicas, at most once a minute (every 5 s until it could be
-// read); while it cannot be read (credentials without DescribeConfigs on
-// the topic), a warning says that, and which partitions are short, instead.
+// short of replicas, at most once a minute (every 5 s after a failure other
+// than a refusal); while it cannot be read (credentials without
+// DescribeConfigs on the topic, a cluster not answering), a warning says
+// that, why, and which partitions are short, instead. One thread only:
+// update() blocks up to 2 s while it asks.
 
 #include <chrono>
 #include <optional>
@@ -33,6 +35,7 @@ class replica_watch {
   std::string topic_;
   std::optional<int> min_insync_;
   std::string unreadable_;  // why min.insync.replicas could not be read last time; "" once read
+  bool denied_ = false;     // the last failure was a refusal of these credentials
   std::optional<std::chrono::steady_clock::time_point> read_at_;
   std::string logged_;  // what the last line said: "" (nothing wrong), else its state and partitions
 };

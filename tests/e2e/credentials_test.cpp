@@ -22,6 +22,7 @@
 
 #include "consumer/harness.hpp"
 #include "kafka/admin.hpp"
+#include "kafka/replica_watch.hpp"
 #include "receiver/harness.hpp"
 #include "e2e/ctl_run.hpp"
 #include "e2e/refused_receiver.hpp"
@@ -105,6 +106,14 @@ class sasl_broker {
     return path.string();
   }
   [[nodiscard]] std::string stranger_properties() const { return properties("stranger", stranger_password_); }
+  // The same settings for a client of this process.
+  [[nodiscard]] kafka::client_config stranger_client() const {
+    return {sasl_address(),
+            {{"security.protocol", "SASL_PLAINTEXT"},
+             {"sasl.mechanisms", "PLAIN"},
+             {"sasl.username", "stranger"},
+             {"sasl.password", stranger_password_}}};
+  }
   [[nodiscard]] std::string nobody_properties() const { return properties("nobody", nobody_password_); }
 
   // Lets `stranger` acquire an idempotent producer id, and nothing else.
@@ -286,6 +295,21 @@ TEST_CASE("against a SASL broker, a wrong password and denied ACLs are never sil
     r.proc().signal(SIGTERM);
     CHECK(r.proc().wait(30s) == 0);
     outputs.push_back(r.proc().stderr_text());
+
+    // The receiver's replica watch, for a partition short of replicas
+    // (which one broker cannot show), with credentials that may not read
+    // the topic's min.insync.replicas: a warning that says so.
+    {
+      CHECK_THROWS_AS((void)kafka::describe_topic(broker.stranger_client(), topic, 10s), kafka::authorization_error);
+      const test::capture_stderr cap;
+      kafka::replica_watch watch(broker.stranger_client(), topic);
+      watch.update({{0, 1, 0}});
+      const auto line = line_with(cap.text(), "msg=min_insync_unknown");
+      CHECK_MESSAGE(line.find("level=warn") != std::string::npos, cap.text());
+      CHECK_MESSAGE(line.find("Topic authorization failed") != std::string::npos, cap.text());
+      CHECK_MESSAGE(line.find("allow them DescribeConfigs on the topic") != std::string::npos, cap.text());
+      outputs.push_back(cap.text());
+    }
 
     // A producer id refused is fatal for the idempotent producer: exit 3, one line naming it.
     test::process nobody(test::binary_path("app/receiver/clerk-sync-receiver"),
