@@ -11,6 +11,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "consumer/generator.hpp"
 #include "event/clerk_event.hpp"
@@ -36,15 +38,22 @@ void bind_opt(SQLite::Statement& st, int i, const std::optional<T>& v) {
     st.bind(i);
 }
 
-std::string dump(const std::string& path) {
+// Each projection table's rows in key order, a line each ("users: ..."),
+// after a line of its column names ("columns of users: ...").
+std::vector<std::string> dump(const std::string& path) {
   SQLite::Database db(path, SQLite::OPEN_READONLY);
-  std::string out;
-  for (const char* sql : {"SELECT * FROM users ORDER BY id", "SELECT * FROM referrals ORDER BY user_id",
-                          "SELECT * FROM balances ORDER BY user_id", "SELECT * FROM sessions ORDER BY id"}) {
-    SQLite::Statement st(db, sql);
+  std::vector<std::string> out;
+  for (const auto& [table, key] : {std::pair{"users", "id"}, std::pair{"referrals", "user_id"},
+                                   std::pair{"balances", "user_id"}, std::pair{"sessions", "id"}}) {
+    SQLite::Statement st(db, std::string("SELECT * FROM ") + table + " ORDER BY " + key);
+    std::string names = std::string("columns of ") + table + ":";
+    for (int i = 0; i < st.getColumnCount(); ++i) names += std::string(" ") + st.getColumnName(i);
+    out.push_back(names);
     while (st.executeStep()) {
-      for (int i = 0; i < st.getColumnCount(); ++i) out += (st.getColumn(i).isNull() ? "NULL" : st.getColumn(i).getString()) + "|";
-      out += '\n';
+      std::string row = std::string(table) + ":";
+      for (int i = 0; i < st.getColumnCount(); ++i)
+        row += std::string(" ") + (st.getColumn(i).isNull() ? "NULL" : st.getColumn(i).getString());
+      out.push_back(row);
     }
   }
   return out;
@@ -203,8 +212,22 @@ int main(int argc, char** argv) {
   std::printf("ceiling_events=%zu ceiling_seconds=%.3f ceiling_cpu_seconds=%.3f ceiling_events_per_s=%.0f\n",
               events.size(), secs, cpu, static_cast<double>(events.size()) / secs);
   if (argc == 7) {
-    const bool same = dump(argv[1]) == dump(argv[6]);
+    const auto ceiling = dump(argv[1]);
+    const auto consumer = dump(argv[6]);
+    const bool same = ceiling == consumer;
     std::printf("same_rows=%s\n", same ? "yes" : "no");
+    if (!same) {
+      // The first row that differs, with its table's columns: what the
+      // ceiling's SQL no longer does as the applier does.
+      std::size_t at = 0;
+      while (at < ceiling.size() && at < consumer.size() && ceiling[at] == consumer[at]) ++at;
+      std::string columns;
+      for (std::size_t j = 0; j <= at && j < ceiling.size(); ++j)
+        if (ceiling[j].starts_with("columns of ")) columns = ceiling[j];
+      std::fprintf(stderr, "bench-consumer-ceiling: the final rows differ first at row %zu\n  columns  %s\n  ceiling  %s\n  consumer %s\n",
+                   at, columns.c_str(), at < ceiling.size() ? ceiling[at].c_str() : "(none)",
+                   at < consumer.size() ? consumer[at].c_str() : "(none)");
+    }
     return same ? 0 : 1;
   }
   return 0;

@@ -6,7 +6,7 @@
 set -uo pipefail
 : "${CLERK_SYNC_TEST_BROKERS:?the broker of scripts/test}"
 repo=$(cd "$(dirname "$0")/../.." && pwd)
-out=$(BENCH_BROKERS=$CLERK_SYNC_TEST_BROKERS BENCH_SKIP_BOOTSTRAP=1 BENCH_EVENTS=4000 BENCH_USERS=40 \
+out=$(BENCH_BROKERS=$CLERK_SYNC_TEST_BROKERS BENCH_SKIP_BOOTSTRAP=1 BENCH_SKIP_BUILD=1 BENCH_EVENTS=4000 BENCH_USERS=40 \
   "$repo/scripts/bench-consumer" 2>&1)
 rc=$?
 echo "$out"
