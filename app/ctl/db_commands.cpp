@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <ctime>
 #include <memory>
+#include <set>
 #include <unordered_set>
 
 #include "commands.hpp"
@@ -244,6 +245,8 @@ int status(const status_args& a) {
     const auto reports = ops::collect_status(a.kafka, a.topic, a.db, kinds_of(a.projections),
                                              std::chrono::milliseconds(a.timeout_ms));
     int code = exit_ok;
+    // A fact of the topic, not of a projection: one line per partition.
+    std::set<std::int32_t> unknown;
     std::printf("%-10s %10s %10s %8s  %s\n", "projection", "lag", "rows", "dead", "last applied");
     for (const auto& r : reports) {
       const auto name = std::string(projection::name(r.db.projection));
@@ -256,12 +259,11 @@ int status(const status_args& a) {
       for (const auto& p : r.partitions) {
         if (!p.watermarks_failed.empty()) {
           // Whatever --max-lag says: a partial answer must not pass a monitor.
-          std::printf("  partition %d: stored %s, watermarks UNKNOWN (%s), lag unknown\n", p.partition,
+          std::printf("  partition %d: stored %s, watermarks UNKNOWN, lag unknown: %s\n", p.partition,
                       p.stored ? std::to_string(*p.stored).c_str() : "none", p.watermarks_failed.c_str());
-          log::error("watermarks_unknown", {{"projection", name},
-                                            {"topic", a.topic},
-                                            {"partition", p.partition},
-                                            {"reason", p.watermarks_failed}});
+          if (unknown.insert(p.partition).second)
+            log::error("watermarks_unknown",
+                       {{"topic", a.topic}, {"partition", p.partition}, {"reason", p.watermarks_failed}});
           code = exit_failed;
           continue;
         }

@@ -4,6 +4,7 @@
 #include <array>
 #include <cstdlib>
 #include <future>
+#include <system_error>
 #include <thread>
 #include <tuple>
 
@@ -317,15 +318,23 @@ std::map<std::int32_t, watermark_reading> consumer::watermarks(const std::string
   // from the partitions asked after it: librdkafka 2.0.2 retries a broker
   // it cannot reach until the timeout, and offsets_for_times() of several
   // partitions fails them all when one leader does not answer.
+  // Any failure is that partition's alone, a thread that could not be
+  // started included (its partition asked on this one instead).
   std::vector<std::future<std::pair<std::int64_t, std::int64_t>>> asked;
-  for (const auto p : partitions)
-    asked.push_back(std::async(std::launch::async, [this, &topic, p, timeout] { return watermarks(topic, p, timeout); }));
+  for (const auto p : partitions) {
+    const auto ask = [this, &topic, p, timeout] { return watermarks(topic, p, timeout); };
+    try {
+      asked.push_back(std::async(std::launch::async, ask));
+    } catch (const std::system_error&) {
+      asked.push_back(std::async(std::launch::deferred, ask));
+    }
+  }
   std::map<std::int32_t, watermark_reading> out;
   for (std::size_t i = 0; i < partitions.size(); ++i) {
     auto& reading = out[partitions[i]];
     try {
       std::tie(reading.low, reading.high) = asked[i].get();
-    } catch (const fatal_error& e) {
+    } catch (const std::exception& e) {
       reading.failed = e.what();
     }
   }

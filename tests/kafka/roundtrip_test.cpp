@@ -198,39 +198,13 @@ TEST_CASE("a watermark query follows a partition leader that moved") {
   CHECK_NOTHROW((void)reader.watermarks("t", 0, 5s));
 }
 
-namespace {
-
-// A mock topic of two partitions, partition 0 led by broker 1 and partition
-// 1 by broker 2, each holding one record at offset 0: its svix-id, per
-// partition.
-std::map<std::int32_t, std::string> two_leaders(kafka::mock_cluster& mock, const std::string& topic) {
-  mock.create_topic(topic, 2, 2);
-  mock.set_partition_leader(topic, 0, 1);
-  mock.set_partition_leader(topic, 1, 2);
-  kafka::producer prod({mock.bootstrap_servers(), {}}, {});
-  std::map<std::int32_t, std::string> ids;
-  for (int i = 0; ids.size() < 2 && i < 64; ++i) {
-    const auto id = "msg_" + std::to_string(i);
-    report_waiter w;
-    REQUIRE(prod.produce({topic, "user_" + std::to_string(i), "{}", {{"svix-id", id}}}, w.callback()) ==
-            kafka::enqueue_status::queued);
-    const auto r = w.wait(15s);
-    REQUIRE_MESSAGE(r.ok, r.error);
-    if (r.offset == 0) ids[r.partition] = id;
-  }
-  REQUIRE(ids.size() == 2);
-  return ids;
-}
-
-}  // namespace
-
 // One partition's watermark query failing ended the whole reading: the
 // consumer's position check and `ctl status` said every partition
 // unchecked while one leader was down. Either partition down: the query of
 // the other must not wait behind it.
 TEST_CASE("a header read with one partition's leader down reads the other partition within the timeout") {
   kafka::mock_cluster mock(2);
-  const auto ids = two_leaders(mock, "t");
+  const auto ids = clerk_sync::test::make_two_leader_topic(mock, "t").first_svix_id;
   std::int32_t down = 0;
   SUBCASE("the leader of partition 0 down") { down = 0; }
   SUBCASE("the leader of partition 1 down") { down = 1; }
@@ -249,7 +223,7 @@ TEST_CASE("a header read with one partition's leader down reads the other partit
 
 TEST_CASE("a header read whose ListOffsets one broker refuses fails that broker's partition only") {
   kafka::mock_cluster mock(2);
-  const auto ids = two_leaders(mock, "t");
+  const auto ids = clerk_sync::test::make_two_leader_topic(mock, "t").first_svix_id;
   mock.fail_next_requests_to(2, 2 /* ListOffsets */, 4, 29 /* TOPIC_AUTHORIZATION_FAILED */);
   kafka::consumer reader(kafka::single_record_reader({mock.bootstrap_servers(), {}}), "");
   const auto read = kafka::header_at(reader, "t", {{0, {0}}, {1, {0}}}, "svix-id", 4s);

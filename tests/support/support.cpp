@@ -7,12 +7,14 @@
 #include <atomic>
 #include <cstdlib>
 #include <fstream>
+#include <future>
 #include <random>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
 
 #include "kafka/admin.hpp"
+#include "kafka/producer.hpp"
 #include "store/database.hpp"
 
 namespace clerk_sync::test {
@@ -114,6 +116,27 @@ void file_at_schema(const std::string& path, int version) {
     c.exec(std::string(m.sql));
     c.exec("PRAGMA user_version = " + std::to_string(m.version));
   }
+}
+
+two_leader_topic make_two_leader_topic(kafka::mock_cluster& mock, const std::string& topic) {
+  mock.create_topic(topic, 2, 2);
+  mock.set_partition_leader(topic, 0, 1);
+  mock.set_partition_leader(topic, 1, 2);
+  two_leader_topic out;
+  kafka::producer prod({mock.bootstrap_servers(), {}}, {});
+  for (int i = 0; out.first_svix_id.size() < 2 && i < 64; ++i) {
+    std::promise<kafka::delivery_report> done;
+    const auto id = "msg_" + std::to_string(i);
+    REQUIRE(prod.produce({topic, "user_" + std::to_string(i), "{}", {{"svix-id", id}}},
+                         [&done](const kafka::delivery_report& r) { done.set_value(r); }) ==
+            kafka::enqueue_status::queued);
+    const auto r = done.get_future().get();
+    REQUIRE_MESSAGE(r.ok, r.error);
+    if (r.offset == 0) out.first_svix_id[r.partition] = id;
+    out.end[r.partition] = r.offset + 1;
+  }
+  REQUIRE(out.first_svix_id.size() == 2);
+  return out;
 }
 
 capture_stderr::capture_stderr() {

@@ -6,10 +6,12 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "kafka/client.hpp"
+#include "kafka/mock_cluster.hpp"
 
 namespace clerk_sync::test {
 
@@ -62,6 +64,15 @@ class temp_dir {
 // A clerk-sync file at schema version `version`, made with the binary's own
 // migrations up to it (what an older consumer left, for migration tests).
 void file_at_schema(const std::string& path, int version);
+
+// A topic of two partitions on a two-broker mock cluster, partition 0 led
+// by broker 1 and partition 1 by broker 2, so that a test can fail one
+// leader; records are produced until each partition holds one (at most 64).
+struct two_leader_topic {
+  std::map<std::int32_t, std::string> first_svix_id;  // partition -> svix-id of its record at offset 0
+  std::map<std::int32_t, std::int64_t> end;           // partition -> its high watermark
+};
+[[nodiscard]] two_leader_topic make_two_leader_topic(kafka::mock_cluster& mock, const std::string& topic);
 
 // Sends this process's stderr (where lib/log writes) to a temporary file
 // while it lives; text() reads what was written so far.
