@@ -32,14 +32,16 @@ void replica_watch::update(const std::vector<producer::partition_sync>& short_of
                 {"outcome", "Kafka refuses acks=all writes to these partitions until enough replicas are in "
                             "sync: their webhooks are answered 503"}});
   } else if (!partitions.empty()) {
-    log::warn("min_insync_unknown",
-              {{"topic", topic_}, {"partitions", partitions}, {"in_sync", fewest}, {"reason", unreadable_},
-               {"outcome", denied_ ? "these partitions are short of replicas, and whether Kafka refuses their writes "
-                                     "(their webhooks then get 503) depends on the topic's min.insync.replicas, "
-                                     "which these credentials may not read: allow them DescribeConfigs on the topic"
-                                   : "these partitions are short of replicas, and whether Kafka refuses their writes "
-                                     "(their webhooks then get 503) depends on the topic's min.insync.replicas, "
-                                     "which could not be read: asked again in 5 s"}});
+    const std::string outcome =
+        std::string("these partitions are short of replicas, and whether Kafka refuses their writes (their webhooks "
+                    "then get 503) depends on the topic's min.insync.replicas, ") +
+        (denied_ ? "which these credentials may not read: allow them DescribeConfigs on the topic"
+                 : "which could not be read: asked again in 5 s");
+    log::warn("min_insync_unknown", {{"topic", topic_},
+                                     {"partitions", partitions},
+                                     {"in_sync", fewest},
+                                     {"reason", unreadable_},
+                                     {"outcome", outcome}});
   } else if (!short_of_sync.empty()) {
     // Short of replicas still, but none below the minimum just read.
     log::info("min_insync_read", {{"topic", topic_},
