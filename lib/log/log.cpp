@@ -1,9 +1,11 @@
 #include "log/log.hpp"
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <cmath>
 
+#include <fmt/format.h>
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
 
@@ -20,6 +22,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 
 namespace clerk_sync::log {
@@ -27,6 +30,13 @@ namespace {
 
 std::atomic<format> g_format{format::logfmt};
 std::atomic<level> g_threshold{level::info};
+
+// A line is rendered on the stack: a typical one (200-350 bytes) never
+// touches the heap.
+using line_buffer = fmt::basic_memory_buffer<char, 512>;
+
+void put(line_buffer& out, std::string_view s) { out.append(s.data(), s.data() + s.size()); }
+void put(line_buffer& out, char c) { out.push_back(c); }
 
 std::string_view level_name(level lv) {
   switch (lv) {
@@ -61,13 +71,13 @@ std::size_t utf8_length(std::string_view v) {
   return 0;
 }
 
-void append_hex_escape(std::string& out, unsigned char c, bool json) {
+void append_hex_escape(line_buffer& out, unsigned char c, bool json) {
   constexpr std::string_view digits = "0123456789abcdef";
   // JSON has no \x escape: there the backslash itself is escaped, so the
   // decoded string reads \xNN just as the logfmt line does.
-  out += json ? "\\\\x" : "\\x";
-  out += digits[static_cast<std::size_t>(c >> 4)];
-  out += digits[static_cast<std::size_t>(c & 0x0f)];
+  put(out, json ? "\\\\x" : "\\x");
+  put(out, digits[static_cast<std::size_t>(c >> 4)]);
+  put(out, digits[static_cast<std::size_t>(c & 0x0f)]);
 }
 
 // A valid UTF-8 sequence that a terminal acts on rather than shows: a C1
@@ -88,7 +98,7 @@ std::uint32_t acted_on(std::string_view seq) {
 }
 
 // Escapes `v` into `out` for either format (the quotes are the caller's).
-void append_escaped(std::string& out, std::string_view v, bool json) {
+void append_escaped(line_buffer& out, std::string_view v, bool json) {
   for (std::size_t i = 0; i < v.size();) {
     const auto c = static_cast<unsigned char>(v[i]);
     if (c >= 0x80) {
@@ -96,9 +106,9 @@ void append_escaped(std::string& out, std::string_view v, bool json) {
         if (const auto cp = acted_on(v.substr(i, n))) {
           char buf[8];
           std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(cp));
-          out += buf;
+          put(out, buf);
         } else {
-          out.append(v.substr(i, n));
+          put(out, v.substr(i, n));
         }
         i += n;
       } else {
@@ -108,22 +118,22 @@ void append_escaped(std::string& out, std::string_view v, bool json) {
       continue;
     }
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += json ? "\\r" : "\\x0d"; break;
-      case '\t': out += json ? "\\t" : "\\x09"; break;
+      case '"': put(out, "\\\""); break;
+      case '\\': put(out, "\\\\"); break;
+      case '\n': put(out, "\\n"); break;
+      case '\r': put(out, json ? "\\r" : "\\x0d"); break;
+      case '\t': put(out, json ? "\\t" : "\\x09"); break;
       default:
         if (c < 0x20 || c == 0x7f) {
           if (json) {
             char buf[8];
             std::snprintf(buf, sizeof buf, "\\u%04x", c);
-            out += buf;
+            put(out, buf);
           } else {
             append_hex_escape(out, c, false);
           }
         } else {
-          out += static_cast<char>(c);
+          put(out, static_cast<char>(c));
         }
     }
     ++i;
@@ -132,41 +142,43 @@ void append_escaped(std::string& out, std::string_view v, bool json) {
 
 // logfmt: bare when the value has no space, quote, '=', backslash, control
 // byte or byte outside ASCII.
-void append_logfmt_string(std::string& out, std::string_view v) {
+void append_logfmt_string(line_buffer& out, std::string_view v) {
   bool bare = !v.empty();
   for (char ch : v) {
     const auto c = static_cast<unsigned char>(ch);
     if (c <= ' ' || c == '"' || c == '=' || c == '\\' || c >= 0x7f) bare = false;
   }
   if (bare) {
-    out += v;
+    put(out, v);
     return;
   }
-  out += '"';
+  put(out, '"');
   append_escaped(out, v, false);
-  out += '"';
+  put(out, '"');
 }
 
-void append_json_string(std::string& out, std::string_view v) {
-  out += '"';
+void append_json_string(line_buffer& out, std::string_view v) {
+  put(out, '"');
   append_escaped(out, v, true);
-  out += '"';
+  put(out, '"');
 }
 
 bool request_derived(std::string_view key) { return key == "svix_id" || key == "type" || key == "user"; }
 
-void append_value(std::string& out, format f, const field::value_type& v) {
+void append_value(line_buffer& out, format f, const field::value_type& v) {
   if (const auto* s = std::get_if<std::string_view>(&v)) {
     f == format::json ? append_json_string(out, *s) : append_logfmt_string(out, *s);
   } else if (const auto* i = std::get_if<std::int64_t>(&v)) {
-    out += std::to_string(*i);
+    char buf[24];
+    const auto r = std::to_chars(buf, buf + sizeof buf, *i);
+    out.append(buf, r.ptr);
   } else if (const auto* d = std::get_if<double>(&v)) {
     // A number in both formats: NaN and infinity have none (null), and a
     // huge value keeps all its digits (%.3f of 1e300 needs over 300 bytes).
     // to_chars with a precision writes what printf's %.3f and %.17g would,
     // in a quarter of the instructions.
     if (!std::isfinite(*d)) {
-      out += "null";
+      put(out, "null");
     } else {
       char buf[400];
       const auto r = std::fabs(*d) < 1e15 ? std::to_chars(buf, buf + sizeof buf, *d, std::chars_format::fixed, 3)
@@ -174,20 +186,19 @@ void append_value(std::string& out, format f, const field::value_type& v) {
       out.append(buf, r.ptr);
     }
   } else {
-    out += std::get<bool>(v) ? "true" : "false";
+    put(out, std::get<bool>(v) ? "true" : "false");
   }
 }
 
-void append_field(std::string& out, format f, bool first, std::string_view key,
-                  const field::value_type& v) {
+void append_field(line_buffer& out, format f, bool first, std::string_view key, const field::value_type& v) {
   if (f == format::json) {
-    if (!first) out += ',';
+    if (!first) put(out, ',');
     append_json_string(out, key);
-    out += ':';
+    put(out, ':');
   } else {
-    if (!first) out += ' ';
-    out += key;
-    out += '=';
+    if (!first) put(out, ' ');
+    put(out, key);
+    put(out, '=');
   }
   if (const auto* sv = std::get_if<std::string_view>(&v)) {
     const std::size_t limit = request_derived(key) ? request_field_limit : field_limit;
@@ -199,28 +210,48 @@ void append_field(std::string& out, format f, bool first, std::string_view key,
   append_value(out, f, v);
 }
 
-std::string now_utc() {
+void append_line(line_buffer& out, format f, level lv, std::string_view ts, std::string_view msg,
+                 std::span<const field> fields) {
+  if (f == format::json) put(out, '{');
+  append_field(out, f, true, "ts", ts);
+  append_field(out, f, false, "level", level_name(lv));
+  append_field(out, f, false, "msg", msg);
+  for (const auto& fl : fields) append_field(out, f, false, fl.key, fl.value);
+  if (f == format::json) put(out, '}');
+}
+
+// Room for 2026-01-02T03:04:05.678Z and for any year snprintf can write.
+using timestamp_buffer = std::array<char, 96>;
+
+// `t` as `ts` reads, UTC with milliseconds, written into `out`.
+std::string_view timestamp(std::chrono::system_clock::time_point t, timestamp_buffer& out) {
   using namespace std::chrono;
-  const auto ms_total = duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-  const std::time_t t = static_cast<std::time_t>(ms_total / 1000);
+  const auto ms_total = duration_cast<milliseconds>(t.time_since_epoch()).count();
+  const std::time_t s = static_cast<std::time_t>(ms_total / 1000);
   // The date and time change once a second; lines come by the thousand.
   thread_local std::time_t cached_second = -1;
   thread_local char prefix[80];
-  if (t != cached_second) {
+  if (s != cached_second) {
     std::tm tm{};
-    gmtime_r(&t, &tm);
+    gmtime_r(&s, &tm);
     std::snprintf(prefix, sizeof prefix, "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900, tm.tm_mon + 1,
                   tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
-    cached_second = t;
+    cached_second = s;
   }
+  const std::size_t n = std::strlen(prefix);
+  std::memcpy(out.data(), prefix, n);
   const auto ms = static_cast<int>(ms_total % 1000);
-  std::string out(prefix);
-  out += '.';
-  out += static_cast<char>('0' + ms / 100);
-  out += static_cast<char>('0' + ms / 10 % 10);
-  out += static_cast<char>('0' + ms % 10);
-  out += 'Z';
-  return out;
+  out[n] = '.';
+  out[n + 1] = static_cast<char>('0' + ms / 100);
+  out[n + 2] = static_cast<char>('0' + ms / 10 % 10);
+  out[n + 3] = static_cast<char>('0' + ms % 10);
+  out[n + 4] = 'Z';
+  return {out.data(), n + 5};
+}
+
+std::string now_utc() {
+  timestamp_buffer buf;
+  return std::string(timestamp(std::chrono::system_clock::now(), buf));
 }
 
 spdlog::level::level_enum to_spdlog(level lv) {
@@ -235,22 +266,22 @@ spdlog::level::level_enum to_spdlog(level lv) {
 
 // stderr through stdio's buffer. spdlog's own stderr sink fflush()es after
 // every line, which made the buffering set up in init() a write() per line
-// anyway (seen with strace: one write per webhook).
+// anyway (seen with strace: one write per webhook). The payload is the whole
+// line, rendered by write(): it goes out as it is, with no pattern
+// formatter's copy in between.
 class buffered_stderr_sink final : public spdlog::sinks::base_sink<std::mutex> {
  protected:
   void sink_it_(const spdlog::details::log_msg& m) override {
-    spdlog::memory_buf_t out;
-    formatter_->format(m, out);
-    std::fwrite(out.data(), 1, out.size(), stderr);
+    std::fwrite(m.payload.data(), 1, m.payload.size(), stderr);
+    std::fputc('\n', stderr);
   }
   void flush_() override { std::fflush(stderr); }
 };
 
 spdlog::logger& sink() {
-  // A stderr sink with a "%v" pattern: we render the whole line ourselves.
+  // A stderr sink that writes each line as it is: we render it ourselves.
   static const std::shared_ptr<spdlog::logger> logger = [] {
     auto l = std::make_shared<spdlog::logger>("clerk-sync", std::make_shared<buffered_stderr_sink>());
-    l->set_pattern("%v");
     l->set_level(spdlog::level::trace);
     // Warnings and errors reach the journal at once; routine lines are
     // flushed in blocks (see init), which halves the cost of a line.
@@ -275,9 +306,9 @@ std::string cut(std::string_view v, std::size_t limit) {
 }
 
 std::string escape(format f, std::string_view v) {
-  std::string out;
+  line_buffer out;
   f == format::json ? append_json_string(out, v) : append_logfmt_string(out, v);
-  return out;
+  return fmt::to_string(out);
 }
 
 namespace {
@@ -459,15 +490,9 @@ void init(format f, level threshold) {
 
 std::string format_line(format f, level lv, std::string_view ts, std::string_view msg,
                         std::span<const field> fields) {
-  std::string out;
-  out.reserve(128);
-  if (f == format::json) out += '{';
-  append_field(out, f, true, "ts", ts);
-  append_field(out, f, false, "level", level_name(lv));
-  append_field(out, f, false, "msg", msg);
-  for (const auto& fl : fields) append_field(out, f, false, fl.key, fl.value);
-  if (f == format::json) out += '}';
-  return out;
+  line_buffer out;
+  append_line(out, f, lv, ts, msg, fields);
+  return fmt::to_string(out);
 }
 
 bool is_journal_stream(int fd, const char* journal_stream) {
@@ -498,8 +523,13 @@ std::string_view priority_prefix(level lv) {
 
 void write(level lv, std::string_view msg, std::span<const field> fields) {
   if (lv < g_threshold.load(std::memory_order_relaxed)) return;
-  const std::string line = format_line(g_format.load(std::memory_order_relaxed), lv, now_utc(), msg, fields);
-  sink().log(to_spdlog(lv), "{}{}", priority_prefix(lv), line);
+  // One clock read: the line's `ts` is the time spdlog is given.
+  const auto now = std::chrono::system_clock::now();
+  timestamp_buffer ts;
+  line_buffer line;
+  put(line, priority_prefix(lv));
+  append_line(line, g_format.load(std::memory_order_relaxed), lv, timestamp(now, ts), msg, fields);
+  sink().log(now, spdlog::source_loc{}, to_spdlog(lv), spdlog::string_view_t(line.data(), line.size()));
 }
 
 }  // namespace clerk_sync::log
