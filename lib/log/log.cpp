@@ -38,6 +38,20 @@ using line_buffer = fmt::basic_memory_buffer<char, 512>;
 void put(line_buffer& out, std::string_view s) { out.append(s.data(), s.data() + s.size()); }
 void put(line_buffer& out, char c) { out.push_back(c); }
 
+// Per byte: whether both formats copy it as it is (printable ASCII but the
+// quote and the backslash), and whether a logfmt value may hold it bare
+// (those, but the space and '=').
+constexpr unsigned char copied = 1, bare = 2;
+constexpr std::array<unsigned char, 256> byte_class = [] {
+  std::array<unsigned char, 256> t{};
+  for (int c = 0x20; c < 0x7f; ++c) {
+    if (c == '"' || c == '\\') continue;
+    t[static_cast<std::size_t>(c)] = c == ' ' || c == '=' ? copied : copied | bare;
+  }
+  return t;
+}();
+bool is(unsigned char cls, char c) { return (byte_class[static_cast<unsigned char>(c)] & cls) != 0; }
+
 std::string_view level_name(level lv) {
   switch (lv) {
     case level::debug: return "debug";
@@ -100,6 +114,12 @@ std::uint32_t acted_on(std::string_view seq) {
 // Escapes `v` into `out` for either format (the quotes are the caller's).
 void append_escaped(line_buffer& out, std::string_view v, bool json) {
   for (std::size_t i = 0; i < v.size();) {
+    // Most values are plain ASCII: copy each run of such bytes at once.
+    std::size_t run = i;
+    while (run < v.size() && is(copied, v[run])) ++run;
+    put(out, v.substr(i, run - i));
+    i = run;
+    if (i == v.size()) break;
     const auto c = static_cast<unsigned char>(v[i]);
     if (c >= 0x80) {
       if (const auto n = utf8_length(v.substr(i))) {
@@ -123,17 +143,13 @@ void append_escaped(line_buffer& out, std::string_view v, bool json) {
       case '\n': put(out, "\\n"); break;
       case '\r': put(out, json ? "\\r" : "\\x0d"); break;
       case '\t': put(out, json ? "\\t" : "\\x09"); break;
-      default:
-        if (c < 0x20 || c == 0x7f) {
-          if (json) {
-            char buf[8];
-            std::snprintf(buf, sizeof buf, "\\u%04x", c);
-            put(out, buf);
-          } else {
-            append_hex_escape(out, c, false);
-          }
+      default:  // a control byte: the others were copied above
+        if (json) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          put(out, buf);
         } else {
-          put(out, static_cast<char>(c));
+          append_hex_escape(out, c, false);
         }
     }
     ++i;
@@ -143,12 +159,7 @@ void append_escaped(line_buffer& out, std::string_view v, bool json) {
 // logfmt: bare when the value has no space, quote, '=', backslash, control
 // byte or byte outside ASCII.
 void append_logfmt_string(line_buffer& out, std::string_view v) {
-  bool bare = !v.empty();
-  for (char ch : v) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c <= ' ' || c == '"' || c == '=' || c == '\\' || c >= 0x7f) bare = false;
-  }
-  if (bare) {
+  if (!v.empty() && std::all_of(v.begin(), v.end(), [](char c) { return is(bare, c); })) {
     put(out, v);
     return;
   }
