@@ -278,13 +278,14 @@ spdlog::level::level_enum to_spdlog(level lv) {
 // stderr through stdio's buffer. spdlog's own stderr sink fflush()es after
 // every line, which made the buffering set up in init() a write() per line
 // anyway (seen with strace: one write per webhook). The payload is the whole
-// line, rendered by write(): it goes out as it is, with no pattern
-// formatter's copy in between.
+// line, its newline included, rendered by write(): it goes out as it is, in
+// one fwrite (atomic under stdio's lock, so that no other writer to stderr
+// lands between a line and its newline), with no pattern formatter's copy in
+// between; a pattern or formatter set on this logger would change nothing.
 class buffered_stderr_sink final : public spdlog::sinks::base_sink<std::mutex> {
  protected:
   void sink_it_(const spdlog::details::log_msg& m) override {
     std::fwrite(m.payload.data(), 1, m.payload.size(), stderr);
-    std::fputc('\n', stderr);
   }
   void flush_() override { std::fflush(stderr); }
 };
@@ -540,6 +541,7 @@ void write(level lv, std::string_view msg, std::span<const field> fields) {
   line_buffer line;
   put(line, priority_prefix(lv));
   append_line(line, g_format.load(std::memory_order_relaxed), lv, timestamp(now, ts), msg, fields);
+  put(line, '\n');
   sink().log(now, spdlog::source_loc{}, to_spdlog(lv), spdlog::string_view_t(line.data(), line.size()));
 }
 

@@ -5,10 +5,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <limits>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support/support.hpp"
@@ -164,6 +166,50 @@ TEST_CASE("doubles are numbers in both formats: null for NaN and infinity, every
         "ts=T level=info msg=m ms=null");
   CHECK(format_line(format::json, level::info, "T", "m", {{"ms", 1e300}}) ==
         R"({"ts":"T","level":"info","msg":"m","ms":1.0000000000000001e+300})");
+  // printf's %.3f below 1e15 and %.17g from there, to the byte: signs,
+  // ties, the boundary, the extremes.
+  const auto ms = [](double d) {
+    const auto line = format_line(format::logfmt, level::info, "T", "m", {{"ms", d}});
+    return line.substr(line.find("ms=") + 3);
+  };
+  CHECK(ms(-0.0) == "-0.000");
+  CHECK(ms(-1e-4) == "-0.000");
+  CHECK(ms(0.0625) == "0.062");
+  CHECK(ms(0.0005) == "0.001");
+  CHECK(ms(999999999999999.9) == "999999999999999.875");
+  CHECK(ms(1e15) == "1000000000000000");
+  CHECK(ms(1e17) == "1e+17");
+  CHECK(ms(5e-324) == "0.000");
+  CHECK(ms(std::numeric_limits<double>::max()) == "1.7976931348623157e+308");
+}
+
+// A line and its newline go out in one write: another writer to stderr
+// (a library, a progress line) never lands inside a line or glues its text
+// to a line's last value.
+TEST_CASE("each line is written whole, whatever else writes to stderr meanwhile") {
+  const capture_stderr cap;
+  std::atomic<bool> stop{false};
+  std::atomic<int> foreign{0};
+  std::thread other([&] {
+    while (!stop) {
+      std::fputs("other\n", stderr);
+      ++foreign;
+    }
+  });
+  while (foreign < 100) std::this_thread::yield();
+  for (int i = 0; i < 20000; ++i) clerk_sync::log::info("line", {{"i", i}});
+  stop = true;
+  other.join();
+  int lines = 0;
+  for (const auto& l : clerk_sync::test::lines_of(cap.text())) {
+    if (l == "other") continue;
+    ++lines;
+    INFO(l);
+    REQUIRE(l.starts_with("ts="));
+    REQUIRE(l.find(" level=info msg=line i=") != std::string::npos);
+    REQUIRE(l.find("other") == std::string::npos);
+  }
+  CHECK(lines == 20000);
 }
 
 TEST_CASE("a stream is journald's only when JOURNAL_STREAM names its device and inode") {

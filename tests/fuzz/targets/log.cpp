@@ -10,6 +10,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <optional>
 #include <string>
@@ -176,6 +177,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         if (strings[k].size() <= exact_up_to && valid_utf8(strings[k])) FUZZ_CHECK((*pairs)[3 + k].second == strings[k]);
       }
       FUZZ_CHECK((*pairs)[6].second == std::to_string(number));
+      // The double as printf writes it: %.3f below 1e15, %.17g from there.
+      char ref[400];
+      if (std::isfinite(ms))
+        std::snprintf(ref, sizeof ref, std::fabs(ms) < 1e15 ? "%.3f" : "%.17g", ms);
+      else
+        std::snprintf(ref, sizeof ref, "null");
+      FUZZ_CHECK((*pairs)[7].first == "ms" && (*pairs)[7].second == ref);
     }
   }
   return 0;
