@@ -8,7 +8,8 @@
 // used by the tests and the fuzzer. Never pass a secret or a signature as a
 // field. Values of request-derived keys (svix_id, type, user) are cut to
 // request_field_limit bytes, any other string to field_limit; control bytes
-// and invalid UTF-8 are escaped as \xNN in both formats.
+// are escaped (\n; else \xNN in logfmt, \u00NN in JSON) and a byte of
+// invalid UTF-8 reads \xNN in both formats.
 
 #include <chrono>
 #include <concepts>
