@@ -360,6 +360,17 @@ history reordered_history(std::mt19937_64& rng) {
   return h;
 }
 
+// Every referrals row of `db` in one line, by user id:
+// "user=held?pending" and then `more` (an SQL expression of its columns).
+std::string referral_rows(store::database& db, const std::string& more) {
+  SQLite::Statement st(db.native(),
+                       "SELECT group_concat(user_id || '=' || coalesce(referral_code, '-') || '?' || "
+                       "coalesce(pending_referral_code, '-') || " + more +
+                           ", ' ') FROM (SELECT * FROM referrals ORDER BY user_id)");
+  REQUIRE(st.executeStep());
+  return st.getColumn(0).getString();
+}
+
 }  // namespace
 
 TEST_CASE("referrals: a user's own events in either order give the table of updated_at order (exploratory repro)") {
@@ -471,14 +482,7 @@ TEST_CASE("referrals: migration 005 takes codes from deleted users and from user
         "('uF', 'Z', NULL, 300, NULL), ('uG', NULL, 'Z', 120, NULL), ('uH', NULL, NULL, 10, NULL)");
   }
   store::database db(path);  // migrates
-  const auto rows = [&] {
-    SQLite::Statement st(db.native(),
-                         "SELECT group_concat(user_id || '=' || coalesce(referral_code, '-') || '?' || "
-                         "coalesce(pending_referral_code, '-') || '@' || coalesce(referral_code_since, '-'), ' ') "
-                         "FROM (SELECT * FROM referrals ORDER BY user_id)");
-    REQUIRE(st.executeStep());
-    return st.getColumn(0).getString();
-  };
+  const auto rows = [&] { return referral_rows(db, "'@' || coalesce(referral_code_since, '-')"); };
   // uA's X goes to uB (waiting since 150, before uB2); uC gives up C4 to uE
   // and waits for C1; uF keeps Z though uG's row is older (when uF's claim
   // began is not known: the holder stays, its claim dated before uG's).
@@ -510,13 +514,8 @@ TEST_CASE("referrals: migration 007 keeps referrers of before and dates their cl
   }
   store::database db(path);  // migrates
   const auto rows = [&] {
-    SQLite::Statement st(db.native(),
-                         "SELECT group_concat(user_id || '=' || coalesce(referral_code, '-') || '?' || "
-                         "coalesce(pending_referral_code, '-') || '@' || coalesce(referral_code_since, '-') || '>' || "
-                         "coalesce(referral_code_broken_at, '-') || '/' || coalesce(referrer_id, '-') || '@' || "
-                         "coalesce(referrer_since, '-'), ' ') FROM (SELECT * FROM referrals ORDER BY user_id)");
-    REQUIRE(st.executeStep());
-    return st.getColumn(0).getString();
+    return referral_rows(db, "'@' || coalesce(referral_code_since, '-') || '>' || coalesce(referral_code_broken_at, "
+                             "'-') || '/' || coalesce(referrer_id, '-') || '@' || coalesce(referrer_since, '-')");
   };
   CHECK(rows() == "uA=X?-@50>50/uR@- uB=-?X@80>80/-@- uC=-?-@->-/-@-");
   pj::applier app(db, {pj::kind::referrals});
