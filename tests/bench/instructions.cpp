@@ -22,14 +22,23 @@
 //               plain DOM parse of the same body.
 //   log_logfmt  the receiver's `published` line (log::info) to /dev/null,
 //   log_json    in each format. Floor: snprintf of the same fields + fwrite.
+//   apply       the consumer bench's events through four appliers, one a
+//               projection, each with its own connection to one fresh
+//               database, in batches of 2,000: what the four loops of a
+//               consumer process do for an event, Kafka and log lines apart
+//               (decode, ledger, rows, offsets, commit). Its floor is
+//               bench-consumer-ceiling's loop, which the script counts.
 
 #include <openssl/core_names.h>
+#include <unistd.h>
 #include <openssl/evp.h>
 #include <rapidjson/document.h>
 #include <valgrind/callgrind.h>
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <functional>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
@@ -43,6 +52,8 @@
 #include "event/clerk_event.hpp"
 #include "http/handler.hpp"
 #include "log/log.hpp"
+#include "projection/applier.hpp"
+#include "store/database.hpp"
 #include "verify/svix.hpp"
 
 namespace {
@@ -123,11 +134,13 @@ int classify_case(bool floor, int items, const std::string& body_file) {
   return published == items ? 0 : 3;
 }
 
+// The consumer bench's stream (its users and seed), `items` events long.
+std::vector<test::generated_event> bench_events(int items) {
+  return test::generate_events({.users = 2000, .events = items, .seed = 1});
+}
+
 int decode_case(bool floor, int items) {
-  test::generator_options opts;
-  opts.users = 2000;
-  opts.events = items;
-  const auto events = test::generate_events(opts);
+  const auto events = bench_events(items);
   int decoded = 0;
   CALLGRIND_TOGGLE_COLLECT;
   for (const auto& e : events) {
@@ -180,6 +193,41 @@ int log_case(bool floor, int items, log::format f) {
   return 0;
 }
 
+int apply_case(int items) {
+  const auto events = bench_events(items);
+  // Partitions by key, so that each user's events keep their order, as the
+  // receiver's keyed records do; offsets count up in each.
+  std::vector<projection::envelope> records;
+  std::int64_t next[6] = {};
+  for (const auto& e : events) {
+    const auto p = static_cast<std::int32_t>(std::hash<std::string>{}(e.key) % 6);
+    records.push_back({"clerk.events", p, next[p]++, e.svix_id, e.type, e.body});
+  }
+  const auto dir = std::filesystem::temp_directory_path() / ("bench-instructions-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "apply.db").string();
+  int dead = 0;
+  {
+    std::vector<std::unique_ptr<store::database>> dbs;
+    std::vector<std::unique_ptr<projection::applier>> appliers;
+    for (const auto k : projection::all_kinds) {
+      dbs.push_back(std::make_unique<store::database>(path));
+      appliers.push_back(std::make_unique<projection::applier>(*dbs.back(), std::vector{k}));
+    }
+    const std::span<const projection::envelope> all(records);
+    CALLGRIND_TOGGLE_COLLECT;
+    for (std::size_t at = 0; at < all.size(); at += 2000) {
+      const auto batch = all.subspan(at, std::min<std::size_t>(2000, all.size() - at));
+      for (auto& a : appliers)
+        for (const auto& r : a->apply(batch)) dead += r.result == projection::outcome::dead_letter;
+    }
+    CALLGRIND_TOGGLE_COLLECT;
+  }
+  std::filesystem::remove_all(dir);
+  std::printf("items=%zu\n", events.size());
+  return dead == 0 ? 0 : 3;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -188,7 +236,7 @@ int main(int argc, char** argv) {
   const int items = argc > 3 ? std::atoi(argv[3]) : 0;
   if ((side != "clerk-sync" && side != "floor") || items <= 0 || (which == "classify" && argc != 5) ||
       (which != "classify" && argc != 4)) {
-    std::cerr << "usage: bench-instructions classify|decode|log_logfmt|log_json clerk-sync|floor <items>"
+    std::cerr << "usage: bench-instructions classify|decode|log_logfmt|log_json|apply clerk-sync|floor <items>"
                  " [<body-file> for classify]\n";
     return 2;
   }
@@ -198,6 +246,7 @@ int main(int argc, char** argv) {
     if (which == "decode") return decode_case(floor, items);
     if (which == "log_logfmt") return log_case(floor, items, log::format::logfmt);
     if (which == "log_json") return log_case(floor, items, log::format::json);
+    if (which == "apply" && !floor) return apply_case(items);
   } catch (const std::exception& e) {
     std::cerr << "bench-instructions: " << e.what() << "\n";
     return 2;

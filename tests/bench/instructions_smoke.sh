@@ -9,7 +9,7 @@ out=$(BENCH_SKIP_BOOTSTRAP=1 BENCH_SKIP_BUILD=1 BENCH_INSTRUCTIONS_ITEMS=200 "$r
 rc=$?
 echo "$out"
 [ "$rc" -eq 0 ] || { echo "instructions_smoke: scripts/bench-instructions exited $rc" >&2; exit 1; }
-for c in classify decode log_logfmt log_json; do
+for c in classify decode log_logfmt log_json apply; do
   grep -Eq "^$c +[1-9][0-9]* +[1-9][0-9]* +[0-9.]+ " <<<"$out" ||
     { echo "instructions_smoke: no counts for $c" >&2; exit 1; }
 done
