@@ -16,6 +16,7 @@
 #include "kafka/admin.hpp"
 #include "kafka/consumer.hpp"
 #include "kafka/producer.hpp"
+#include "ops/topic.hpp"
 
 namespace kafka = clerk_sync::kafka;
 using namespace std::chrono_literals;
@@ -59,7 +60,13 @@ int main(int argc, char** argv) {
     kafka::delete_topic(cfg, topic, 30s);
     std::this_thread::sleep_for(2s);  // the deletion reaches the broker's metadata
   }
-  (void)kafka::create_topic(cfg, {topic, 6, 1, {{"retention.ms", "-1"}}}, 30s);
+  // Created as `clerk-sync-ctl topic ensure` creates the events topic (six
+  // partitions, kept forever, room for the largest webhook), so that the
+  // benches replay the topic operators run, and `ctl status` on it has
+  // nothing to warn about.
+  clerk_sync::ops::topic_settings settings;
+  settings.name = topic;
+  (void)clerk_sync::ops::ensure_topic(cfg, settings, 30s);
   kafka::producer prod(cfg, {.message_timeout = 60s, .linger = 20ms});
   std::atomic<long> failed{0};
   long produced = 0;
