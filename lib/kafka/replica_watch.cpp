@@ -15,15 +15,21 @@ void replica_watch::update(const std::vector<producer::partition_sync>& short_of
   if (!short_of_sync.empty()) read_min_insync();
   // Until min.insync.replicas is known, any partition short of replicas
   // may be one whose writes Kafka refuses.
-  std::string partitions;
+  std::string partitions;  // those whose writes Kafka refuses, or may
+  std::string above;       // short of replicas, but not below the minimum read
   int fewest = 0;
   for (const auto& p : short_of_sync) {
-    if (min_insync_ && p.in_sync >= *min_insync_) continue;
+    if (min_insync_ && p.in_sync >= *min_insync_) {
+      above += (above.empty() ? "" : ",") + std::to_string(p.partition);
+      continue;
+    }
     fewest = partitions.empty() ? p.in_sync : std::min(fewest, p.in_sync);
     partitions += (partitions.empty() ? "" : ",") + std::to_string(p.partition);
   }
+  // Each state its own: "" only when no partition is short of replicas, so
+  // that the line saying they are back in sync follows every other.
   const char* kind = min_insync_ ? "below:" : denied_ ? "denied:" : "unknown:";
-  const auto state = partitions.empty() ? std::string() : kind + partitions;
+  const auto state = !partitions.empty() ? kind + partitions : !above.empty() ? "above:" + above : std::string();
   if (state == logged_) return;
   if (!partitions.empty() && min_insync_) {
     log::error("not_enough_replicas",
@@ -42,9 +48,10 @@ void replica_watch::update(const std::vector<producer::partition_sync>& short_of
                                      {"in_sync", fewest},
                                      {"reason", unreadable_},
                                      {"outcome", outcome}});
-  } else if (!short_of_sync.empty()) {
-    // Short of replicas still, but none below the minimum just read.
+  } else if (!above.empty()) {
+    // Short of replicas, but none below the minimum read.
     log::info("min_insync_read", {{"topic", topic_},
+                                  {"partitions", above},
                                   {"min_insync_replicas", *min_insync_},
                                   {"outcome", "no partition has fewer replicas in sync than that: Kafka takes "
                                               "their writes"}});

@@ -54,6 +54,14 @@ TEST_CASE("replica watch: not_enough_replicas once per change, from the topic's 
   watch.update({});
   watch.update({});
   CHECK(test::count_of(cap.text(), "msg=replicas_in_sync") == 1);
+  // Short again but not below the minimum (known now): said, and so is its
+  // end, which nothing else would report.
+  watch.update({short_of{1, 1, 1}});
+  CHECK_MESSAGE(test::count_of(cap.text(), "msg=min_insync_read") == 2, cap.text());
+  CHECK(test::line_with(cap.text(), "partitions=1 min_insync_replicas=1").find("msg=min_insync_read") !=
+        std::string::npos);
+  watch.update({});
+  CHECK_MESSAGE(test::count_of(cap.text(), "msg=replicas_in_sync") == 2, cap.text());
 }
 
 // librdkafka's mock cluster answers no DescribeConfigs: the request times
