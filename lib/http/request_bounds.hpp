@@ -98,8 +98,11 @@ inline bool drop_blank_lines(boost::beast::flat_buffer& buffer) {
 // Whether Beast refuses a request line (the bytes up to its first CRLF) as
 // soon as it has it, as it did when it read the header itself: a bad
 // method, target or version is answered at once, not at the read timeout.
-[[nodiscard]] inline bool bad_request_line(std::string_view line) {
+// The probe holds the header limit the real parse has: by Beast's default
+// (8 KiB) a longer line within the limit was refused as malformed.
+[[nodiscard]] inline bool bad_request_line(std::string_view line, std::size_t header_limit) {
   request_parser probe;
+  probe.header_limit(static_cast<std::uint32_t>(header_limit));
   boost::beast::error_code ec;
   probe.put(boost::asio::buffer(line.data(), line.size()), ec);
   return ec && ec != boost::beast::http::error::need_more;
@@ -117,7 +120,7 @@ inline bool drop_blank_lines(boost::beast::flat_buffer& buffer) {
   if (!line_checked) {
     if (const auto eol = bytes.find("\r\n"); eol != std::string_view::npos) {
       line_checked = true;
-      if (bad_request_line(bytes.substr(0, eol + 2))) return true;
+      if (bad_request_line(bytes.substr(0, eol + 2), header_limit)) return true;
     }
   }
   searched = bytes.size() < 3 ? 0 : bytes.size() - 3;
