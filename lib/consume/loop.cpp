@@ -179,9 +179,10 @@ class consume_loop {
     try {
       // ctl swap-in cannot be replacing them: it holds this projection's
       // lock (run()) while it does.
-      const auto stored = projection::stored_offsets(db_, cfg_.projection, cfg_.topic);
-      const auto last_ids = projection::last_svix_ids(db_, cfg_.projection, cfg_.topic);
-      stored_checked_ = projection::checked_records(db_, cfg_.projection, cfg_.topic);
+      const auto stored = projection::stored_positions(db_, cfg_.projection, cfg_.topic);
+      stored_checked_.clear();
+      for (const auto& [partition, at] : stored)
+        if (at.checked) stored_checked_[partition] = *at.checked;
       checks_.clear();
       applied_.clear();
       verified_.clear();
@@ -195,7 +196,7 @@ class consume_loop {
       state_.heartbeat_ms = steady_ms();
       for (auto& p : parts) {
         const auto it = stored.find(p.partition);
-        p.offset = it == stored.end() ? kafka::offset_beginning : it->second;
+        p.offset = it == stored.end() ? kafka::offset_beginning : it->second.next_offset;
         // Resume one record early, at the record applied last, to compare
         // it with the svix-id stored with the offset (check_resume): a
         // topic deleted and recreated under the same name, then refilled
@@ -203,13 +204,13 @@ class consume_loop {
         // A record applied without a svix-id (dead-lettered: a record
         // another tool wrote) stored "": compared as such, since the
         // record in a recreated topic's log is another one.
-        const auto id = last_ids.find(p.partition);
+        const auto* id = it == stored.end() || !it->second.last_svix_id ? nullptr : &*it->second.last_svix_id;
         bool reread = false;
-        if (p.offset > 0 && id == last_ids.end())
+        if (p.offset > 0 && !id)
           unchecked(p.partition, p.offset, "no_svix_id");  // stored before migration 003
         else if (p.offset > 0)
-          reread = holds_record_before(p.partition, {p.offset - 1, id->second}, ranges.at(p.partition));
-        if (reread) checks_[p.partition] = {p.offset - 1, id->second};
+          reread = holds_record_before(p.partition, {p.offset - 1, *id}, ranges.at(p.partition));
+        if (reread) checks_[p.partition] = {p.offset - 1, *id};
         log::info("assigned", {{"projection", projection::name(cfg_.projection)},
                                {"partition", p.partition},
                                {"offset", p.offset},

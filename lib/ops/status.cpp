@@ -36,14 +36,20 @@ namespace {
 // The offset of the record a stored offset's svix-id is compared with, as
 // the consumer does on resuming: the one before it, when it is in the log
 // and an id was stored with it ("" for a record that had none).
-std::optional<std::int64_t> record_to_check(const std::map<std::int32_t, std::int64_t>& stored,
-                                            const std::map<std::int32_t, std::string>& last_ids,
+std::optional<std::int64_t> record_to_check(const std::map<std::int32_t, projection::stored_position>& stored,
                                             std::int32_t partition, const kafka::watermark_reading& marks) {
   const auto s = stored.find(partition);
-  const auto id = last_ids.find(partition);
-  if (s == stored.end() || id == last_ids.end() || s->second <= marks.low || s->second > marks.high)
+  if (s == stored.end() || !s->second.last_svix_id || s->second.next_offset <= marks.low ||
+      s->second.next_offset > marks.high)
     return std::nullopt;
-  return s->second - 1;
+  return s->second.next_offset - 1;
+}
+
+// The stored next offset of a partition, if any.
+std::optional<std::int64_t> offset_of(const std::map<std::int32_t, projection::stored_position>& stored,
+                                      std::int32_t partition) {
+  const auto it = stored.find(partition);
+  return it == stored.end() ? std::nullopt : std::optional(it->second.next_offset);
 }
 
 }  // namespace
@@ -55,21 +61,13 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
   store::database db(db_path, {.read_only = true});
   // The stored offsets before the watermarks: both only grow, so a
   // projection caught up between the two reads cannot look past the log's
-  // end (out of range, a false alarm).
-  std::vector<std::map<std::int32_t, std::int64_t>> stored_of;
-  std::vector<std::map<std::int32_t, std::string>> last_ids_of;
-  std::vector<std::map<std::int32_t, projection::checked_record>> checked_of;
+  // end (out of range, a false alarm). A file from before migration 003 (a
+  // backup, a consumer stopped since an upgrade) stores no svix-id with its
+  // offsets: nothing to compare; before 006, no checked record.
+  std::vector<std::map<std::int32_t, projection::stored_position>> stored_of;
   std::vector<std::vector<std::string>> other_topics_of;
-  // A file from before migration 003 (a backup, a consumer stopped since
-  // an upgrade) stores no svix-id with its offsets: nothing to compare;
-  // before 006, no checked record.
-  const int version = db.schema_version();
   for (const auto k : projections) {
-    stored_of.push_back(projection::stored_offsets(db, k, topic));
-    last_ids_of.push_back(version >= 3 ? projection::last_svix_ids(db, k, topic)
-                                       : std::map<std::int32_t, std::string>{});
-    checked_of.push_back(version >= 6 ? projection::checked_records(db, k, topic)
-                                      : std::map<std::int32_t, projection::checked_record>{});
+    stored_of.push_back(projection::stored_positions(db, k, topic));
     other_topics_of.push_back(stored_of.back().empty() ? projection::offset_topics(db, k)
                                                        : std::vector<std::string>{});
   }
@@ -86,10 +84,10 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
   for (std::size_t j = 0; j < projections.size(); ++j)
     for (const auto& [p, m] : marks) {
       if (!m.failed.empty()) continue;  // unknown, and reported so
-      if (const auto at = record_to_check(stored_of[j], last_ids_of[j], p, m)) wanted[p].insert(*at);
-      if (const auto c = checked_of[j].find(p);
-          c != checked_of[j].end() && c->second.offset >= m.low && c->second.offset < m.high)
-        wanted[p].insert(c->second.offset);
+      if (const auto at = record_to_check(stored_of[j], p, m)) wanted[p].insert(*at);
+      if (const auto s = stored_of[j].find(p); s != stored_of[j].end() && s->second.checked &&
+                                               s->second.checked->offset >= m.low && s->second.checked->offset < m.high)
+        wanted[p].insert(s->second.checked->offset);
     }
   // One timeout for both reads below.
   const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -104,8 +102,7 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
     if (!m.failed.empty()) continue;
     ends[p] = m.high;
     for (const auto& stored : stored_of) {
-      const auto it = stored.find(p);
-      const auto at = it == stored.end() ? std::nullopt : std::optional(it->second);
+      const auto at = offset_of(stored, p);
       if (lag_of(at, m.low, m.high) > 0 && !outside_log(at, m.low, m.high)) lagging[p].insert(resumes_at(at, m.low));
     }
   }
@@ -126,7 +123,7 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
     for (const auto& [p, m] : marks) {
       partition_lag pl;
       pl.partition = p;
-      if (const auto it = stored.find(pl.partition); it != stored.end()) pl.stored = it->second;
+      pl.stored = offset_of(stored, pl.partition);
       if (!m.failed.empty()) {
         pl.watermarks_failed = m.failed;
         r.partitions.push_back(pl);
@@ -138,22 +135,24 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
       pl.out_of_range = outside_log(pl.stored, pl.low, pl.high);
       if (pl.lag > 0 && passed_over.contains({pl.partition, resumes_at(pl.stored, pl.low)}))
         pl.passed_over = std::exchange(pl.lag, 0);
-      if (const auto at = record_to_check(stored, last_ids_of[j], pl.partition, m)) {
+      if (const auto at = record_to_check(stored, pl.partition, m)) {
         const auto found = found_ids.find({pl.partition, *at});
         if (found == found_ids.end()) {
           pl.resume_unchecked = read.why_not({pl.partition, *at});
-        } else if (const auto& applied = last_ids_of[j].at(pl.partition); found->second != applied) {
+        } else if (const auto& applied = *stored.at(pl.partition).last_svix_id; found->second != applied) {
           pl.recreated_found_svix_id = found->second;
           pl.applied_svix_id = applied;
           pl.compared_offset = *at;
         }
       }
-      if (const auto c = checked_of[j].find(pl.partition); c != checked_of[j].end() && !pl.recreated_found_svix_id) {
-        const auto found = found_ids.find({pl.partition, c->second.offset});
-        if (found != found_ids.end() && found->second != c->second.svix_id) {
+      if (const auto s = stored.find(pl.partition);
+          s != stored.end() && s->second.checked && !pl.recreated_found_svix_id) {
+        const auto& c = *s->second.checked;
+        const auto found = found_ids.find({pl.partition, c.offset});
+        if (found != found_ids.end() && found->second != c.svix_id) {
           pl.recreated_found_svix_id = found->second;
-          pl.applied_svix_id = c->second.svix_id;
-          pl.compared_offset = c->second.offset;
+          pl.applied_svix_id = c.svix_id;
+          pl.compared_offset = c.offset;
         }
       }
       r.lag += pl.lag;

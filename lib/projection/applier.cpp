@@ -752,16 +752,34 @@ std::vector<event_result> applier::apply(std::span<const envelope> batch,
   return results;
 }
 
-std::map<std::int32_t, std::int64_t> stored_offsets(store::database& db, kind projection, const std::string& topic) {
+std::map<std::int32_t, stored_position> stored_positions(store::database& db, kind projection,
+                                                        const std::string& topic) {
   return guarded([&] {
-    std::map<std::int32_t, std::int64_t> out;
-    SQLite::Statement st(db.native(),
-                         "SELECT partition, next_offset FROM kafka_offsets WHERE projection = ? AND topic = ?");
+    // A file from before migration 003 has no last_svix_id, before 006 no
+    // checked record (ctl status reads backups and files not yet migrated).
+    const int version = db.schema_version();
+    const std::string sql = std::string("SELECT partition, next_offset, ") +
+                            (version >= 3 ? "last_svix_id" : "NULL") + ", " +
+                            (version >= 6 ? "checked_offset, checked_svix_id" : "NULL, NULL") +
+                            " FROM kafka_offsets WHERE projection = ? AND topic = ?";
+    std::map<std::int32_t, stored_position> out;
+    SQLite::Statement st(db.native(), sql);
     st.bind(1, std::string(name(projection)));
     st.bind(2, topic);
-    while (st.executeStep()) out[st.getColumn(0).getInt()] = st.getColumn(1).getInt64();
+    while (st.executeStep()) {
+      auto& p = out[st.getColumn(0).getInt()];
+      p.next_offset = st.getColumn(1).getInt64();
+      if (!st.getColumn(2).isNull()) p.last_svix_id = st.getColumn(2).getString();
+      if (!st.getColumn(3).isNull()) p.checked = checked_record{st.getColumn(3).getInt64(), st.getColumn(4).getString()};
+    }
     return out;
   });
+}
+
+std::map<std::int32_t, std::int64_t> stored_offsets(store::database& db, kind projection, const std::string& topic) {
+  std::map<std::int32_t, std::int64_t> out;
+  for (const auto& [partition, p] : stored_positions(db, projection, topic)) out[partition] = p.next_offset;
+  return out;
 }
 
 std::vector<std::string> offset_topics(store::database& db, kind projection) {
@@ -794,20 +812,6 @@ void rewind_offset(store::database& db, kind projection, const std::string& topi
   });
 }
 
-std::map<std::int32_t, checked_record> checked_records(store::database& db, kind projection, const std::string& topic) {
-  return guarded([&] {
-    std::map<std::int32_t, checked_record> out;
-    SQLite::Statement st(db.native(),
-                         "SELECT partition, checked_offset, checked_svix_id FROM kafka_offsets "
-                         "WHERE projection = ? AND topic = ? AND checked_offset IS NOT NULL");
-    st.bind(1, std::string(name(projection)));
-    st.bind(2, topic);
-    while (st.executeStep())
-      out[st.getColumn(0).getInt()] = {st.getColumn(1).getInt64(), st.getColumn(2).getString()};
-    return out;
-  });
-}
-
 void forget_checked(store::database& db, kind projection, const std::string& topic, std::int32_t partition,
                     std::int64_t next_offset) {
   guarded([&] {
@@ -821,19 +825,6 @@ void forget_checked(store::database& db, kind projection, const std::string& top
     st.bind(4, next_offset);
     st.exec();
     return 0;
-  });
-}
-
-std::map<std::int32_t, std::string> last_svix_ids(store::database& db, kind projection, const std::string& topic) {
-  return guarded([&] {
-    std::map<std::int32_t, std::string> out;
-    SQLite::Statement st(db.native(),
-                         "SELECT partition, last_svix_id FROM kafka_offsets WHERE projection = ? AND topic = ? "
-                         "AND last_svix_id IS NOT NULL");
-    st.bind(1, std::string(name(projection)));
-    st.bind(2, topic);
-    while (st.executeStep()) out[st.getColumn(0).getInt()] = st.getColumn(1).getString();
-    return out;
   });
 }
 

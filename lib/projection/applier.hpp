@@ -112,26 +112,32 @@ class applier {
   write_totals totals_;
 };
 
-// The stored next offset of each partition of `topic` for `projection`
-// (partition -> offset); partitions never applied are absent. Throws db_error.
+// What `projection` stores for one partition of a topic: where it resumes,
+// the svix-id of the record just before that (absent in a file from before
+// migration 003) and the record stored as checked (see apply(); absent
+// where it is the record before the offset, never stored, or the file is
+// from before migration 006).
+struct stored_position {
+  std::int64_t next_offset = 0;
+  std::optional<std::string> last_svix_id;
+  std::optional<checked_record> checked;
+};
+
+// Each partition of `topic` that `projection` stored an offset for. One
+// statement reads the three: read apart, a batch committed between them
+// paired an offset with a later batch's svix-id, and the record before the
+// offset then looked like another event (a topic "recreated": a false
+// alarm in ctl status, exit 5 for a consumer). Throws db_error.
+[[nodiscard]] std::map<std::int32_t, stored_position> stored_positions(store::database& db, kind projection,
+                                                                       const std::string& topic);
+
+// The stored next offsets alone (partition -> offset). Throws db_error.
 [[nodiscard]] std::map<std::int32_t, std::int64_t> stored_offsets(store::database& db, kind projection,
                                                                   const std::string& topic);
 
 // Every topic `projection` stores offsets for, sorted; empty before its
 // first batch. Throws db_error.
 [[nodiscard]] std::vector<std::string> offset_topics(store::database& db, kind projection);
-
-// The Svix message id of the record just before each stored next offset
-// (partition -> id); partitions without one (never applied, or stored before
-// the column existed) are absent. Throws db_error.
-[[nodiscard]] std::map<std::int32_t, std::string> last_svix_ids(store::database& db, kind projection,
-                                                                const std::string& topic);
-
-// The record stored as checked with each stored next offset (partition ->
-// record; see apply()); partitions where it is the record before the offset,
-// or never stored, are absent. Throws db_error.
-[[nodiscard]] std::map<std::int32_t, checked_record> checked_records(store::database& db, kind projection,
-                                                                     const std::string& topic);
 
 // Forgets the checked record of a partition whose next offset is still
 // `next_offset`: the record before it was checked since. Throws db_error.
