@@ -89,9 +89,36 @@ struct user_fields {
   }
 };
 
-std::optional<scalar> metadata_value(const json* meta, const char* key) {
-  if (!meta || !meta->IsObject()) return std::nullopt;
-  const json* v = member(*meta, key);
+// The Go2Asia keys' members of one metadata object, found in one pass (the
+// first of duplicate keys, as FindMember would); all null when it is no object.
+struct go2asia_members {
+  const json* role = nullptr;
+  const json* referral_code = nullptr;
+  const json* referrer_id = nullptr;
+  const json* points_balance = nullptr;
+  const json* g2a_balance = nullptr;
+  const json* nft_count = nullptr;
+
+  explicit go2asia_members(const json* meta) {
+    if (!meta || !meta->IsObject()) return;
+    const std::pair<std::string_view, const json**> wanted[] = {
+        {"role", &role},
+        {"referral_code", &referral_code},
+        {"referrer_id", &referrer_id},
+        {"points_balance", &points_balance},
+        {"g2a_balance", &g2a_balance},
+        {"nft_count", &nft_count},
+    };
+    for (const auto& m : meta->GetObject())
+      for (const auto& [name, slot] : wanted)
+        if (!*slot && key_is(m.name, name)) {
+          *slot = &m.value;
+          break;
+        }
+  }
+};
+
+std::optional<scalar> metadata_value(const json* v) {
   if (!v || v->IsNull()) return std::nullopt;
   if (v->IsString()) return scalar{std::string(v->GetString(), v->GetStringLength()), false};
   if (v->IsBool()) return scalar{v->GetBool() ? "true" : "false", false};
@@ -100,9 +127,9 @@ std::optional<scalar> metadata_value(const json* meta, const char* key) {
 
 // public_metadata wins over private_metadata; unsafe_metadata is end-user
 // writable from the browser and is deliberately never consulted.
-std::optional<scalar> go2asia_value(const user_fields& f, const char* key) {
-  if (auto v = metadata_value(f.public_metadata, key)) return v;
-  return metadata_value(f.private_metadata, key);
+std::optional<scalar> go2asia_value(const json* in_public, const json* in_private) {
+  if (auto v = metadata_value(in_public)) return v;
+  return metadata_value(in_private);
 }
 
 std::optional<std::string> primary_email(const user_fields& f) {
@@ -118,12 +145,13 @@ std::optional<std::string> primary_email(const user_fields& f) {
   return std::nullopt;
 }
 
-std::variant<user, decode_error> decode_user(const json& data) {
+// Fills `u` from a user object, in place (a user is a dozen strings, and
+// each move of one through variants cost about 400 instructions).
+std::optional<decode_error> decode_user(const json& data, user& u) {
   const user_fields f(data);
-  user u;
-  const auto id = text(f.id);
+  auto id = text(f.id);
   if (!id || id->empty()) return decode_error{"user without data.id"};
-  u.id = *id;
+  u.id = std::move(*id);
   u.email = primary_email(f);
   u.first_name = text(f.first_name);
   u.last_name = text(f.last_name);
@@ -135,23 +163,23 @@ std::variant<user, decode_error> decode_user(const json& data) {
   if (!updated) return decode_error{"user without a numeric updated_at"};
   u.updated_at = *updated;
   u.last_sign_in_at = millis(f.last_sign_in_at);
-  u.keys.role = go2asia_value(f, "role");
-  u.keys.referral_code = go2asia_value(f, "referral_code");
-  u.keys.referrer_id = go2asia_value(f, "referrer_id");
-  u.keys.points_balance = go2asia_value(f, "points_balance");
-  u.keys.g2a_balance = go2asia_value(f, "g2a_balance");
-  u.keys.nft_count = go2asia_value(f, "nft_count");
-  return u;
+  const go2asia_members pub(f.public_metadata), priv(f.private_metadata);
+  u.keys.role = go2asia_value(pub.role, priv.role);
+  u.keys.referral_code = go2asia_value(pub.referral_code, priv.referral_code);
+  u.keys.referrer_id = go2asia_value(pub.referrer_id, priv.referrer_id);
+  u.keys.points_balance = go2asia_value(pub.points_balance, priv.points_balance);
+  u.keys.g2a_balance = go2asia_value(pub.g2a_balance, priv.g2a_balance);
+  u.keys.nft_count = go2asia_value(pub.nft_count, priv.nft_count);
+  return std::nullopt;
 }
 
-std::variant<session, decode_error> decode_session(const json& data, std::string_view type) {
-  session s;
-  const auto id = text(data, "id");
-  const auto user_id = text(data, "user_id");
+std::optional<decode_error> decode_session(const json& data, std::string_view type, session& s) {
+  auto id = text(data, "id");
+  auto user_id = text(data, "user_id");
   if (!id || id->empty()) return decode_error{"session without data.id"};
   if (!user_id || user_id->empty()) return decode_error{"session without data.user_id"};
-  s.id = *id;
-  s.user_id = *user_id;
+  s.id = std::move(*id);
+  s.user_id = std::move(*user_id);
   s.status = text(data, "status").value_or(std::string(type.substr(type.find('.') + 1)));
   // "session." or "status": "" would store a session in no known state.
   if (s.status.empty()) return decode_error{"session without a status"};
@@ -162,32 +190,20 @@ std::variant<session, decode_error> decode_session(const json& data, std::string
   s.last_active_at = millis(data, "last_active_at");
   s.expire_at = millis(data, "expire_at");
   if (const json* u = member(data, "user"); u && u->IsObject()) {
-    auto decoded = decode_user(*u);
-    if (auto* err = std::get_if<decode_error>(&decoded))
+    auto& eu = s.embedded_user.emplace();
+    if (const auto err = decode_user(*u, eu)) {
+      s.embedded_user.reset();
       s.embedded_user_error = "embedded " + err->reason;
-    else if (auto& eu = std::get<user>(decoded); eu.id != s.user_id)
+    } else if (eu.id != s.user_id) {
+      s.embedded_user.reset();
       s.embedded_user_error = "embedded user id differs from data.user_id";
-    else
-      s.embedded_user = std::move(eu);
+    }
   }
-  return s;
+  return std::nullopt;
 }
 
-}  // namespace
-
-std::int64_t normalize_timestamp_ms(std::int64_t t) {
-  if (t <= 0) return 0;  // no time at all (and t * 1000 could overflow)
-  return t < 100'000'000'000 ? t * 1000 : t;
-}
-
-std::string_view user_id_of(const clerk_event& e) {
-  if (const auto* u = std::get_if<user>(&e.data)) return u->id;
-  if (const auto* d = std::get_if<user_deleted>(&e.data)) return d->id;
-  if (const auto* s = std::get_if<session>(&e.data)) return s->user_id;
-  return {};
-}
-
-std::variant<clerk_event, decode_error> decode(std::string_view body) {
+// decode(), filling `e` in place.
+std::optional<decode_error> decode_into(std::string_view body, clerk_event& e) {
   // In-situ parsing (strings point into our own copy) saves an allocation
   // per string; it stops at a NUL byte, so refuse those first.
   if (body.find('\0') != std::string_view::npos) return decode_error{"not JSON: NUL byte in body"};
@@ -210,14 +226,13 @@ std::variant<clerk_event, decode_error> decode(std::string_view body) {
       default: return decode_error{"body is not a JSON object"};
     }
   }
-  clerk_event e;
   e.type = *text(doc, "type");
   if (const auto ts = millis(doc, "timestamp")) e.timestamp_ms = normalize_timestamp_ms(*ts);
   const json* data = member(doc, "data");
   const auto family = family_of(e.type);
   if (family == event_family::other) {
     e.data = other{};
-    return e;
+    return std::nullopt;
   }
   if (!data || !data->IsObject()) return decode_error{"event without a data object"};
   if (e.type == "user.deleted") {
@@ -226,17 +241,33 @@ std::variant<clerk_event, decode_error> decode(std::string_view body) {
     if (e.timestamp_ms <= 0) return decode_error{"user.deleted without a numeric timestamp"};
     e.data = user_deleted{*id};
   } else if (e.type == "user.created" || e.type == "user.updated") {
-    auto u = decode_user(*data);
-    if (auto* err = std::get_if<decode_error>(&u)) return *err;
-    e.data = std::move(std::get<user>(u));
+    return decode_user(*data, e.data.emplace<user>());
   } else if (family == event_family::session) {
-    auto s = decode_session(*data, e.type);
-    if (auto* err = std::get_if<decode_error>(&s)) return *err;
-    e.data = std::move(std::get<session>(s));
+    return decode_session(*data, e.type, e.data.emplace<session>());
   } else {
     e.data = other{};  // a user.* type Clerk may add later: ignored
   }
-  return e;
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::int64_t normalize_timestamp_ms(std::int64_t t) {
+  if (t <= 0) return 0;  // no time at all (and t * 1000 could overflow)
+  return t < 100'000'000'000 ? t * 1000 : t;
+}
+
+std::string_view user_id_of(const clerk_event& e) {
+  if (const auto* u = std::get_if<user>(&e.data)) return u->id;
+  if (const auto* d = std::get_if<user_deleted>(&e.data)) return d->id;
+  if (const auto* s = std::get_if<session>(&e.data)) return s->user_id;
+  return {};
+}
+
+std::variant<clerk_event, decode_error> decode(std::string_view body) {
+  std::variant<clerk_event, decode_error> out;  // one event, filled where it is returned
+  if (auto err = decode_into(body, std::get<clerk_event>(out))) out = std::move(*err);
+  return out;
 }
 
 }  // namespace clerk_sync::event
