@@ -82,3 +82,17 @@ TEST_CASE("a chunk line or trailer that can never end is refused at the byte tha
     CHECK_FALSE(whole.done);
   }
 }
+
+// The header stage reads 8 KiB, then 512 bytes: a request line whose end
+// comes in the second read, before the header's end, is probed alone.
+TEST_CASE("a request line longer than 8 KiB within the header limit is not taken for a malformed one") {
+  const std::string line = "POST /webhooks/clerk?pad=" + std::string(8300, 'a') + " HTTP/1.1\r\n";
+  const std::string bytes = line + "Host: x\r\nX-Pad: " + std::string(200, 'b');  // no end of header yet
+  std::size_t searched = 0;
+  bool line_checked = false;
+  CHECK_FALSE(bounds::header_read(bytes, 16 * 1024, searched, line_checked));
+  CHECK(line_checked);
+  // Past the limit it is too large, and a bad line is still refused at once.
+  CHECK(bounds::bad_request_line(line, 8 * 1024));
+  CHECK(bounds::bad_request_line("GET / HTTP/2.0\r\n", 16 * 1024));
+}
