@@ -113,10 +113,11 @@ class applier {
 };
 
 // What `projection` stores for one partition of a topic: where it resumes,
-// the svix-id of the record just before that (absent in a file from before
-// migration 003) and the record stored as checked (see apply(); absent
-// where it is the record before the offset, never stored, or the file is
-// from before migration 006).
+// the svix-id of the record just before that (absent where the offset was
+// stored before migration 003 added the column, in a file migrated since or
+// not) and the record stored as checked (see apply(); absent where it is
+// the record before the offset, never stored, or the file is from before
+// migration 006).
 struct stored_position {
   std::int64_t next_offset = 0;
   std::optional<std::string> last_svix_id;
