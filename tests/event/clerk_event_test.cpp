@@ -91,6 +91,39 @@ TEST_CASE("metadata: public before private, unsafe never - numbers keep their ex
   CHECK(std::get<ev::user>(obj.data).keys.g2a_balance->composite);
 }
 
+TEST_CASE("metadata: the first of duplicate keys counts, a null in public or a public that is no object falls back") {
+  const auto keys = [](const std::string& pub, const std::string& priv) {
+    return std::get<ev::user>(decode_ok(R"({"type":"user.updated","data":{"id":"u","updated_at":1,"public_metadata":)" +
+                                        pub + R"(,"private_metadata":)" + priv + "}}")
+                                  .data)
+        .keys;
+  };
+  CHECK(keys(R"({"role":"vip","role":"admin"})", "{}").role->text == "vip");
+  // The first is null: as absent in public, so private's answers.
+  CHECK(keys(R"({"role":null,"role":"vip"})", R"({"role":"admin"})").role->text == "admin");
+  CHECK(keys(R"("x")", R"({"role":"admin"})").role->text == "admin");
+  CHECK(keys("[1]", R"({"role":"admin","role":"vip"})").role->text == "admin");
+  CHECK_FALSE(keys("null", "null").role.has_value());
+}
+
+TEST_CASE("a session's embedded user that is refused leaves the session, and says why") {
+  const auto session = [](const std::string& user) {
+    return std::get<ev::session>(decode_ok(R"({"type":"session.created","data":{"id":"s","user_id":"u1",)"
+                                           R"("status":"active","updated_at":5,"user":)" + user + "}}")
+                                     .data);
+  };
+  const auto other = session(R"({"id":"u2","updated_at":5})");
+  CHECK_FALSE(other.embedded_user.has_value());
+  CHECK(other.embedded_user_error == "embedded user id differs from data.user_id");
+  const auto bad = session(R"({"id":"u1"})");
+  CHECK_FALSE(bad.embedded_user.has_value());
+  CHECK(bad.embedded_user_error == "embedded user without a numeric updated_at");
+  const auto good = session(R"({"id":"u1","updated_at":5,"public_metadata":{"role":"vip"}})");
+  REQUIRE(good.embedded_user.has_value());
+  CHECK(good.embedded_user->keys.role->text == "vip");
+  CHECK(good.embedded_user_error.empty());
+}
+
 TEST_CASE("bodies that cannot be decoded say why - unknown types and fields are ignored") {
   CHECK(reason_of("not json").starts_with("not JSON"));
   CHECK(reason_of("[1,2]") == "body is not a JSON object");
