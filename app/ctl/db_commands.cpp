@@ -231,6 +231,7 @@ int swap_in(const swap_args& a) {
 
 struct status_args {
   kafka::client_config kafka;
+  receiver_limits limits;
   std::string topic = "clerk.events";
   std::string projections = "all";
   std::string db;
@@ -327,7 +328,8 @@ int status(const status_args& a) {
     // by a broker's auto-creation or by hand (one copy, a week's retention)
     // loses events silently. Warnings only, as `topic ensure` without --strict.
     try {
-      (void)log_topic_warnings(a.topic, ops::check_topic(a.kafka, a.topic, std::chrono::milliseconds(a.timeout_ms)));
+      (void)log_topic_warnings(a.topic, ops::check_topic(a.kafka, a.topic, std::chrono::milliseconds(a.timeout_ms),
+                                                         a.limits.largest_record()));
     } catch (const kafka::fatal_error& e) {
       // A monitoring principal may not describe configs: said, not failed.
       log::warn("topic settings unknown", {{"topic", a.topic}, {"error", e.what()}});
@@ -476,6 +478,7 @@ void add_db_commands(CLI::App& app, runner& run) {
   st->add_option("--max-dead-letters", s->max_dead_letters,
                  "Exit 1 when a projection holds more than N pending dead letters (for monitors)")
       ->check(not_negative);
+  add_receiver_limits(*st, s->limits);
   st->add_option("--timeout-ms", s->timeout_ms, "Kafka request timeout")
       ->check(CLI::Range(100, 600'000))
       ->capture_default_str();

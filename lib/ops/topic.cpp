@@ -41,7 +41,13 @@ auto ask_until_known(Ask ask, Knows knows, std::chrono::milliseconds timeout) {
 
 }  // namespace
 
+std::size_t default_largest_record() { return http::max_message_bytes(http::receiver_options{}); }
+
 topic_settings with_defaults(topic_settings settings, int brokers) {
+  std::size_t room = 0;
+  (void)std::from_chars(settings.max_message_bytes.data(),
+                        settings.max_message_bytes.data() + settings.max_message_bytes.size(), room);
+  if (room < settings.largest_record) settings.max_message_bytes = std::to_string(settings.largest_record);
   // A cluster lists only its live brokers: two are most often three with
   // one down, and one copy would be for good. Asked for, not guessed.
   if (settings.replication_factor <= 0 && brokers == 2)
@@ -72,19 +78,26 @@ std::vector<std::string> replay_warnings(const std::map<std::string, std::string
   return out;
 }
 
-std::vector<std::string> size_warnings(const std::map<std::string, std::string>& config) {
+std::vector<std::string> size_warnings(const std::map<std::string, std::string>& config,
+                                       std::size_t largest_record) {
   // Kafka's default when the key is missing.
   const auto text = config.contains("max.message.bytes") ? value_of(config, "max.message.bytes") : "1048588";
   std::int64_t have = 0;
   (void)std::from_chars(text.data(), text.data() + text.size(), have);
-  const auto want = static_cast<std::int64_t>(http::max_message_bytes(http::receiver_options{}));
+  const auto want = static_cast<std::int64_t>(largest_record);
   if (have >= want) return {};
-  return {"max.message.bytes=" + text + ": a webhook body near the receiver's 1 MiB limit would be refused (413); want " +
-          std::to_string(want) + " or more"};
+  return {"max.message.bytes=" + text + ": a webhook body near the receiver's body limit would be refused (413); "
+          "want " + std::to_string(want) + " or more (the limit with key and headers)"};
 }
 
-std::vector<std::string> durability_warnings(int brokers, int replication_factor, int min_insync_replicas) {
+std::vector<std::string> durability_warnings(int brokers, int replication_factor, int min_insync_replicas,
+                                             bool unclean_leader_election) {
   std::vector<std::string> out;
+  // A replica out of sync made leader truncates the others to its own log:
+  // events acknowledged to Svix, which will not send them again, are gone.
+  if (unclean_leader_election && replication_factor >= 2)
+    out.push_back("unclean.leader.election.enable=true: a replica out of sync may become leader and drop events "
+                  "already acknowledged (want false)");
   const auto rf = std::to_string(replication_factor);
   const auto isr = std::to_string(min_insync_replicas);
   // A single broker has no second copy to give; a write that can never be
@@ -112,7 +125,7 @@ namespace {
 
 // The report on a topic from its effective configuration and layout.
 topic_report report_of(const std::map<std::string, std::string>& config, int brokers, int partitions,
-                       int replication_factor) {
+                       int replication_factor, std::size_t largest_record) {
   topic_report report;
   report.config = config;
   report.brokers = brokers;
@@ -120,15 +133,17 @@ topic_report report_of(const std::map<std::string, std::string>& config, int bro
   report.replication_factor = replication_factor;
   report.min_insync_replicas = min_isr_of(config);
   report.warnings = replay_warnings(config);
-  report.size_warnings = size_warnings(config);
-  report.durability_warnings = durability_warnings(brokers, replication_factor, report.min_insync_replicas);
+  report.size_warnings = size_warnings(config, largest_record);
+  report.durability_warnings = durability_warnings(brokers, replication_factor, report.min_insync_replicas,
+                                                   value_of(config, "unclean.leader.election.enable") == "true");
   return report;
 }
 
 // An existing topic's report. `before` is a layout already asked for (empty
 // partitions: asked again until a broker lists them).
 topic_report describe_existing(const kafka::client_config& cfg, const std::string& name, int brokers,
-                               const kafka::cluster_layout& before, std::chrono::milliseconds timeout) {
+                               const kafka::cluster_layout& before, std::chrono::milliseconds timeout,
+                               std::size_t largest_record) {
   const auto config = ask_until_known([&] { return kafka::describe_topic(cfg, name, timeout); },
                                       [](const auto& c) { return c.has_value(); }, timeout);
   if (!config) throw kafka::fatal_error("topic " + name + " exists but cannot be described");
@@ -142,15 +157,16 @@ topic_report describe_existing(const kafka::client_config& cfg, const std::strin
   int rf = 0;
   for (const auto& p : layout.partitions)
     rf = rf == 0 ? static_cast<int>(p.replicas.size()) : std::min(rf, static_cast<int>(p.replicas.size()));
-  return report_of(*config, brokers, static_cast<int>(layout.partitions.size()), rf);
+  return report_of(*config, brokers, static_cast<int>(layout.partitions.size()), rf, largest_record);
 }
 
 }  // namespace
 
-topic_report check_topic(const kafka::client_config& cfg, const std::string& name, std::chrono::milliseconds timeout) {
+topic_report check_topic(const kafka::client_config& cfg, const std::string& name, std::chrono::milliseconds timeout,
+                         std::size_t largest_record) {
   const auto layout = kafka::describe_cluster(cfg, name, timeout);
   if (layout.partitions.empty()) throw kafka::fatal_error("topic " + name + " does not exist or has no partitions (or these credentials may not describe it)");
-  return describe_existing(cfg, name, static_cast<int>(layout.brokers.size()), layout, timeout);
+  return describe_existing(cfg, name, static_cast<int>(layout.brokers.size()), layout, timeout, largest_record);
 }
 
 topic_report ensure_topic(const kafka::client_config& cfg, const topic_settings& requested,
@@ -167,7 +183,7 @@ topic_report ensure_topic(const kafka::client_config& cfg, const topic_settings&
                                                   {"cleanup.policy", "delete"},
                                                   {"max.message.bytes", settings.max_message_bytes}};
     for (const auto& [k, v] : settings.configs) configs[k] = v;
-    auto plan = report_of(configs, brokers, settings.partitions, settings.replication_factor);
+    auto plan = report_of(configs, brokers, settings.partitions, settings.replication_factor, settings.largest_record);
     if (clean_only && !(plan.warnings.empty() && plan.durability_warnings.empty() && plan.size_warnings.empty())) {
       plan.refused = true;
       return plan;
@@ -179,7 +195,7 @@ topic_report ensure_topic(const kafka::client_config& cfg, const topic_settings&
     // replication factor of 2 leaves min.insync.replicas to them).
     const bool created = kafka::create_topic(cfg, spec, timeout) == kafka::create_outcome::created;
     try {
-      auto report = describe_existing(cfg, settings.name, brokers, {}, timeout);
+      auto report = describe_existing(cfg, settings.name, brokers, {}, timeout, settings.largest_record);
       report.created = created;
       return report;
     } catch (const kafka::fatal_error& e) {
@@ -188,7 +204,7 @@ topic_report ensure_topic(const kafka::client_config& cfg, const topic_settings&
                                e.what() + "): run topic ensure again to check them");
     }
   }
-  return describe_existing(cfg, requested.name, brokers, before, timeout);
+  return describe_existing(cfg, requested.name, brokers, before, timeout, requested.largest_record);
 }
 
 }  // namespace clerk_sync::ops

@@ -110,9 +110,12 @@ TEST_CASE("topic check warns on finite retention and on compaction") {
   CHECK(ops::replay_warnings({{"retention.ms", "-1"}, {"cleanup.policy", "delete"}, {"retention.bytes", "-1"}}).empty());
   CHECK(ops::replay_warnings({}).size() == 1);  // Kafka's default: 7 days
   // The receiver's largest record (1 MiB body, key, headers) must fit.
-  CHECK(ops::size_warnings({{"max.message.bytes", "2097152"}}).empty());
-  CHECK(ops::size_warnings({{"max.message.bytes", "1048588"}}).size() == 1);  // Kafka's default
-  CHECK(ops::size_warnings({}).size() == 1);
+  const auto largest = ops::default_largest_record();
+  CHECK(ops::size_warnings({{"max.message.bytes", "2097152"}}, largest).empty());
+  CHECK(ops::size_warnings({{"max.message.bytes", "1048588"}}, largest).size() == 1);  // Kafka's default
+  CHECK(ops::size_warnings({}, largest).size() == 1);
+  // A receiver run with 3 MiB bodies needs more than the 2 MiB topic's.
+  CHECK(ops::size_warnings({{"max.message.bytes", "2097152"}}, 3 * 1024 * 1024 + 20480).size() == 1);
   const auto w = ops::replay_warnings({{"retention.ms", "-1"}, {"cleanup.policy", "compact,delete"}});
   REQUIRE(w.size() == 1);
   CHECK(w[0].find("compact") != std::string::npos);
@@ -173,6 +176,11 @@ TEST_CASE("topic durability warns when acks=all can fall back to one copy, or ca
   const auto never_here = ops::durability_warnings(1, 1, 2);
   REQUIRE(never_here.size() == 1);
   CHECK(never_here[0].find("NOT_ENOUGH_REPLICAS") != std::string::npos);
+  // Unclean election lets a replica out of sync lead and cut the log.
+  const auto unclean = ops::durability_warnings(3, 3, 2, true);
+  REQUIRE(unclean.size() == 1);
+  CHECK(unclean[0].find("unclean.leader.election.enable=true") != std::string::npos);
+  CHECK(ops::durability_warnings(1, 1, 1, true).empty());  // one copy: no other replica to elect
 }
 
 TEST_CASE("http urls and retry schedules parse strictly") {

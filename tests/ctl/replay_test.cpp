@@ -296,6 +296,12 @@ TEST_CASE("status warns about a topic's settings that lose events, as topic ensu
   CHECK(r.status == 0);
   CHECK_MESSAGE(r.err.find("msg=\"topic not") == std::string::npos, r.err);
   CHECK(r.err.find("msg=\"topic too small\"") == std::string::npos);
+  // Judged by the receiver's body limit from the environment, as run.
+  auto env = kafka_env(good);
+  env["CLERK_SYNC_BODY_LIMIT"] = std::to_string(3 * 1024 * 1024);
+  r = test::run(ctl(), {"status", "--db", db, "--projection", "users"}, env, 60s);
+  CHECK(r.status == 0);
+  CHECK_MESSAGE(r.err.find("msg=\"topic too small\"") != std::string::npos, r.err);
 }
 
 TEST_CASE("topic ensure creates a replayable topic, and --strict fails on a compacted one") {
@@ -309,12 +315,31 @@ TEST_CASE("topic ensure creates a replayable topic, and --strict fails on a comp
   CHECK(config->at("retention.ms") == "-1");
   CHECK(config->at("cleanup.policy") == "delete");
   CHECK(config->at("max.message.bytes") == "2097152");  // the receiver's 1 MiB bodies fit
+  CHECK(config->at("unclean.leader.election.enable") == "false");  // the key the durability check reads
   kafka::consumer reader(test::broker(), "");
   CHECK(reader.partitions_of(name, 10s).size() == 4);
 
   const auto again = ctl_run({"topic", "ensure", "--topic", name, "--strict"}, name);
   CHECK(again.status == 0);
   CHECK(again.err.find("topic exists") != std::string::npos);
+
+  // A receiver run with 3 MiB bodies (its variable in the environment file
+  // the README sources for ctl): the 2 MiB topic is too small for it, and a
+  // new one is made large enough. They judged by the default limit before.
+  auto big_env = kafka_env(name);
+  big_env["CLERK_SYNC_BODY_LIMIT"] = std::to_string(3 * 1024 * 1024);
+  const auto small = test::run(ctl(), {"topic", "ensure", "--topic", name, "--strict"}, big_env, 60s);
+  INFO(small.err);
+  CHECK(small.status == 1);
+  CHECK(small.err.find(R"(msg="topic too small")") != std::string::npos);
+  const auto roomy = test::unique_name("ctl-topic-big");
+  big_env["CLERK_SYNC_TOPIC"] = roomy;
+  const auto made = test::run(ctl(), {"topic", "ensure", "--strict"}, big_env, 60s);
+  INFO(made.err);
+  CHECK(made.status == 0);
+  const auto roomy_config = kafka::describe_topic(test::broker(), roomy, 10s);
+  REQUIRE(roomy_config);
+  CHECK(roomy_config->at("max.message.bytes") == std::to_string(3 * 1024 * 1024 + 16 * 1024 + 4096));
 
   // A topic someone made with compaction and a week of retention.
   const auto bad = test::unique_name("ctl-topic-compact");
