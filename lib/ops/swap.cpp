@@ -109,7 +109,12 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
     if (from_version != newest)
       throw swap_error(from + " is at schema version " + std::to_string(from_version) + ", this clerk-sync at " +
                        std::to_string(newest) + ": replay again with this version");
-    for (const auto k : projections) rebuilt_topics[k] = projection::offset_topics(rebuilt, k);
+    for (const auto k : projections) {
+      rebuilt_topics[k] = projection::offset_topics(rebuilt, k);
+      if (rebuilt_topics[k].empty())
+        throw swap_error(from + " holds no stored offsets for " + std::string(projection::name(k)) +
+                         ": it is not a replay of that projection, or one of an empty topic (then nothing to swap in)");
+    }
   }
   std::vector<store::file_lock> held;
   for (const auto k : projections) {
@@ -125,21 +130,22 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
       throw swap_error(e.what());
     }
   }
+  // Read-only until every check has passed: opened for writing, a live
+  // file at an older schema is migrated at once.
+  {
+    store::database live_view(live, {.read_only = true});
+    for (const auto k : projections) {
+      const auto& rebuilt = rebuilt_topics.at(k);
+      const auto live_topics = projection::offset_topics(live_view, k);
+      if (!live_topics.empty() && live_topics != rebuilt)
+        throw swap_error(from + " was replayed from " + rebuilt.front() + ", " + live + "'s " +
+                         std::string(projection::name(k)) + " reads " + live_topics.front());
+    }
+  }
   // Keeps the WAL files the consumers keep for the auth service.
   store::database db(live, {.must_be = store::open_options::existing::clerk_sync});
   std::vector<swapped> out;
   try {
-    for (const auto k : projections) {
-      const std::string p(projection::name(k));
-      const auto& rebuilt = rebuilt_topics.at(k);
-      if (rebuilt.empty())
-        throw swap_error(from + " holds no stored offsets for " + p +
-                         ": it is not a replay of that projection, or one of an empty topic (then nothing to swap in)");
-      const auto live_topics = projection::offset_topics(db, k);
-      if (!live_topics.empty() && live_topics != rebuilt)
-        throw swap_error(from + " was replayed from " + rebuilt.front() + ", " + live + "'s " + p + " reads " +
-                         live_topics.front());
-    }
     auto& c = db.native();
     const attached guard(c, from);
     SQLite::Transaction tx(c, SQLite::TransactionBehavior::IMMEDIATE);

@@ -515,6 +515,13 @@ TEST_CASE("writing commands refuse a --db that is not a clerk-sync database, or 
   CHECK(old_rebuilt.status == 1);
   CHECK(old_rebuilt.err.find("schema version") != std::string::npos);
   CHECK(shape_of(live) == live_shape);
+  // A rebuilt file without the projection's offsets is refused before the
+  // live file is migrated too (it was migrated, then refused).
+  const auto no_offsets =
+      test::run(ctl(), {"swap-in", "--projection", "referrals", "--from", rebuilt, "--db", live}, clean_env);
+  CHECK(no_offsets.status == 1);
+  CHECK(no_offsets.err.find("holds no stored offsets") != std::string::npos);
+  CHECK(shape_of(live) == live_shape);
   // ... while a live file at an older schema (its consumers stopped across
   // an upgrade) is migrated, as they would on their next start, and swapped.
   {
