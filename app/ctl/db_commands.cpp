@@ -217,14 +217,23 @@ int swap_in(const swap_args& a) {
   require_existing(a.db);
   const auto kinds = kinds_of(a.projections);
   return guarded([&] {
-    for (const auto& s : ops::swap_in(a.from, a.db, kinds))
+    for (const auto& s : ops::swap_in(a.from, a.db, kinds)) {
       log::info("swapped in", {{"projection", projection::name(s.projection)},
                                {"rows", s.rows},
                                {"ledger_rows", s.ledger_rows},
                                {"offsets", s.offsets},
                                {"dead_letters", s.dead_letters},
+                               {"rewound", s.rewound},
                                {"from", a.from},
                                {"db", a.db}});
+      if (s.rewound > 0)
+        log::warn("swapped in behind the live file",
+                  {{"projection", projection::name(s.projection)},
+                   {"records", s.rewound},
+                   {"outcome", "the live offsets were past the replay's by these records: until its consumer has "
+                               "read them again, the projection answers as of the replay (bans, deletions and "
+                               "revocations since undone); start it now"}});
+    }
     return exit_ok;
   });
 }

@@ -1,5 +1,7 @@
 #include "ops/swap.hpp"
 
+#include <algorithm>
+
 #include <SQLiteCpp/SQLiteCpp.h>
 
 #include <filesystem>
@@ -94,6 +96,7 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
   // naming some other file is refused first, with nothing left beside it.
   (void)store::database(live, {.read_only = true});
   std::map<projection::kind, std::vector<std::string>> rebuilt_topics;
+  std::map<projection::kind, std::map<std::int32_t, std::int64_t>> rebuilt_offsets;  // of its one topic
   {
     store::database rebuilt(from, {.read_only = true});
     // A replay marks its file only once it has read up to its targets: one
@@ -114,6 +117,7 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
       if (rebuilt_topics[k].empty())
         throw swap_error(from + " holds no stored offsets for " + std::string(projection::name(k)) +
                          ": it is not a replay of that projection, or one of an empty topic (then nothing to swap in)");
+      rebuilt_offsets[k] = projection::stored_offsets(rebuilt, k, rebuilt_topics[k].front());
     }
   }
   std::vector<store::file_lock> held;
@@ -132,6 +136,7 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
   }
   // Read-only until every check has passed: opened for writing, a live
   // file at an older schema is migrated at once.
+  std::map<projection::kind, std::int64_t> rewound;
   {
     store::database live_view(live, {.read_only = true});
     for (const auto k : projections) {
@@ -140,6 +145,11 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
       if (!live_topics.empty() && live_topics != rebuilt)
         throw swap_error(from + " was replayed from " + rebuilt.front() + ", " + live + "'s " +
                          std::string(projection::name(k)) + " reads " + live_topics.front());
+      // The consumers are stopped (their locks are held): these stay.
+      for (const auto& [partition, at] : projection::stored_offsets(live_view, k, rebuilt.front())) {
+        const auto it = rebuilt_offsets[k].find(partition);
+        rewound[k] += std::max<std::int64_t>(0, at - (it == rebuilt_offsets[k].end() ? 0 : it->second));
+      }
     }
   }
   // Keeps the WAL files the consumers keep for the auth service.
@@ -152,6 +162,7 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
     for (const auto k : projections) {
       const std::string p(projection::name(k));
       swapped s{k};
+      s.rewound = rewound[k];
       s.rows = replace_rows(c, p, "", p);
       s.ledger_rows = replace_rows(c, "applied_events", "projection", p);
       s.offsets = replace_rows(c, "kafka_offsets", "projection", p);

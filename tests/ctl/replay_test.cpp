@@ -548,11 +548,18 @@ TEST_CASE("swap-in puts a rebuilt projection into the live file, refused while i
   CHECK(test::query_int(live, "SELECT count(*) FROM users") == damaged_rows);
   CHECK(test::query_int(live, "SELECT count(*) FROM applied_events") == ledger);
 
+  const auto live_totals_before_swap = test::stored_totals(live, topic)["users"];
   r = swap("users");
   INFO(r.err);
   REQUIRE(r.status == 0);
   CHECK(r.err.find("msg=\"swapped in\" projection=users rows=40 ") != std::string::npos);
   CHECK(r.err.find(" dead_letters=1 ") != std::string::npos);
+  // The live offsets were `mid` past the rebuilt ones: said, with how many.
+  const auto behind = live_totals_before_swap - test::stored_totals(rebuilt, topic)["users"];
+  REQUIRE(behind > 0);
+  CHECK(r.err.find(" rewound=" + std::to_string(behind) + " ") != std::string::npos);
+  CHECK(r.err.find("level=warn msg=\"swapped in behind the live file\" projection=users records=" +
+                   std::to_string(behind) + " ") != std::string::npos);
   const auto cmp = ctl_run({"compare", "--projection", "users", live, rebuilt}, topic);
   CHECK_MESSAGE(cmp.out.find("users: identical") != std::string::npos, cmp.out);
   // With the rebuilt file's offsets, ledger and dead letter: the live file's
