@@ -101,7 +101,7 @@ void add_receiver_limits(CLI::App& cmd, receiver_limits& limits) {
       ->capture_default_str();
   cmd.add_option("--header-limit", limits.header_limit, "The receiver's --header-limit, bytes")
       ->envname("CLERK_SYNC_HEADER_LIMIT")
-      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20))
+      ->check(CLI::Range(std::size_t{1024}, std::size_t{65536}))  // the receiver's own range
       ->capture_default_str();
 }
 
@@ -118,8 +118,9 @@ void add_topic_commands(CLI::App& app, runner& run) {
   auto* ensure = topic->add_subcommand(
       "ensure",
       "Create the events topic (retention.ms=-1, cleanup.policy=delete) or check an existing one; "
-      "warns when retention or compaction would make a replay incomplete, or when acks=all could "
-      "leave an acknowledged event on one broker");
+      "warns when retention or compaction would make a replay incomplete, when acks=all could "
+      "leave an acknowledged event on one broker or unclean election could drop it, or when the "
+      "receiver's largest record would not fit");
   auto a = std::make_shared<topic_args>();
   config::add_kafka_options(*ensure, a->kafka);
   ensure->add_option("--topic", a->settings.name, "Events topic")->envname("CLERK_SYNC_TOPIC")->capture_default_str();

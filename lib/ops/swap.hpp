@@ -24,9 +24,11 @@ struct swapped {
   std::int64_t ledger_rows = 0;
   std::int64_t offsets = 0;
   std::int64_t dead_letters = 0;
-  // Records the live file's stored offsets were past the rebuilt file's:
-  // until its consumer has read them again, the projection answers as of
-  // the replay (a ban or a deletion since then undone meanwhile).
+  // Records the live file's stored offsets were past the rebuilt file's
+  // (from 0 where the rebuilt file stores none: exact while the log keeps
+  // every record, as topic ensure makes it): until its consumer has read
+  // them again, the projection answers as of the replay (a ban or a
+  // deletion since then undone meanwhile).
   std::int64_t rewound = 0;
 };
 

@@ -1,6 +1,7 @@
 #include "ops/topic.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <thread>
 
@@ -15,6 +16,11 @@ constexpr auto min_isr_key = "min.insync.replicas";
 std::string value_of(const std::map<std::string, std::string>& config, const std::string& key) {
   const auto it = config.find(key);
   return it == config.end() ? std::string() : it->second;
+}
+
+std::string lowercase(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
 }
 
 // Kafka's default (1) when missing or unreadable.
@@ -135,7 +141,8 @@ topic_report report_of(const std::map<std::string, std::string>& config, int bro
   report.warnings = replay_warnings(config);
   report.size_warnings = size_warnings(config, largest_record);
   report.durability_warnings = durability_warnings(brokers, replication_factor, report.min_insync_replicas,
-                                                   value_of(config, "unclean.leader.election.enable") == "true");
+                                                   lowercase(value_of(config, "unclean.leader.election.enable")) ==
+                                                       "true");
   return report;
 }
 
@@ -181,7 +188,8 @@ topic_report ensure_topic(const kafka::client_config& cfg, const topic_settings&
     std::map<std::string, std::string> configs = {{"retention.ms", settings.retention_ms},
                                                   {"retention.bytes", "-1"},
                                                   {"cleanup.policy", "delete"},
-                                                  {"max.message.bytes", settings.max_message_bytes}};
+                                                  {"max.message.bytes", settings.max_message_bytes},
+                                                  {"unclean.leader.election.enable", "false"}};
     for (const auto& [k, v] : settings.configs) configs[k] = v;
     auto plan = report_of(configs, brokers, settings.partitions, settings.replication_factor, settings.largest_record);
     if (clean_only && !(plan.warnings.empty() && plan.durability_warnings.empty() && plan.size_warnings.empty())) {

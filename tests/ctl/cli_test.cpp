@@ -31,6 +31,8 @@ std::filesystem::path ctl() { return test::binary_path("app/ctl/clerk-sync-ctl")
 const std::map<std::string, std::string> clean_env = {{"CLERK_WEBHOOK_SECRET", ""},
                                                       {"CLERK_WEBHOOK_SECRET_FILE", ""},
                                                       {"CLERK_SYNC_DB", ""},
+                                                      {"CLERK_SYNC_BODY_LIMIT", ""},
+                                                      {"CLERK_SYNC_HEADER_LIMIT", ""},
                                                       {"KAFKA_BROKERS", "127.0.0.1:1"}};
 
 std::map<std::string, std::string> env_with(std::map<std::string, std::string> extra) {

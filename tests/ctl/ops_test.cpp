@@ -123,6 +123,13 @@ TEST_CASE("topic check warns on finite retention and on compaction") {
   CHECK(ops::replay_warnings({{"retention.ms", "-1"}, {"retention.bytes", "1073741824"}}).size() == 1);
 }
 
+TEST_CASE("topic defaults: room for the receiver's largest record, at least the 2 MiB default") {
+  ops::topic_settings s;
+  CHECK(ops::with_defaults(s, 1).max_message_bytes == "2097152");
+  s.largest_record = 3 * 1024 * 1024 + 16 * 1024 + 4096;
+  CHECK(ops::with_defaults(s, 1).max_message_bytes == std::to_string(s.largest_record));
+}
+
 TEST_CASE("topic defaults: three copies and two in sync on three brokers, one copy on one, none on two") {
   const auto on3 = ops::with_defaults({}, 3);
   CHECK(on3.replication_factor == 3);
@@ -177,6 +184,7 @@ TEST_CASE("topic durability warns when acks=all can fall back to one copy, or ca
   REQUIRE(never_here.size() == 1);
   CHECK(never_here[0].find("NOT_ENOUGH_REPLICAS") != std::string::npos);
   // Unclean election lets a replica out of sync lead and cut the log.
+  CHECK(ops::durability_warnings(3, 3, 2, false).empty());
   const auto unclean = ops::durability_warnings(3, 3, 2, true);
   REQUIRE(unclean.size() == 1);
   CHECK(unclean[0].find("unclean.leader.election.enable=true") != std::string::npos);

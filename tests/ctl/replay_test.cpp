@@ -39,8 +39,11 @@ namespace {
 std::filesystem::path ctl() { return test::binary_path("app/ctl/clerk-sync-ctl"); }
 
 std::map<std::string, std::string> kafka_env(const std::string& topic) {
+  // Empty: as unset (a shell that sourced an environment file must not
+  // change what the tests expect).
   return {{"KAFKA_BROKERS", test::broker().brokers}, {"CLERK_SYNC_TOPIC", topic}, {"CLERK_SYNC_DB", ""},
-          {"CLERK_WEBHOOK_SECRET", ""}, {"CLERK_WEBHOOK_SECRET_FILE", ""}};
+          {"CLERK_WEBHOOK_SECRET", ""}, {"CLERK_WEBHOOK_SECRET_FILE", ""}, {"CLERK_SYNC_BODY_LIMIT", ""},
+          {"CLERK_SYNC_HEADER_LIMIT", ""}};
 }
 
 test::run_result ctl_run(const std::vector<std::string>& args, const std::string& topic,
@@ -396,7 +399,9 @@ TEST_CASE("topic ensure gives the topic every setting it judges, whatever the br
   // A cluster whose brokers keep 1 MiB a partition unless a topic says
   // otherwise: a topic made without retention.bytes deletes the oldest
   // events, and a report made from the settings asked for called it clean.
-  test::own_broker broker("log.retention.bytes=1048576");
+  // Likewise unclean election, which a plan without it would call durable
+  // and the topic made then not (with --strict: exit 1 after creating it).
+  test::own_broker broker("log.retention.bytes=1048576\nunclean.leader.election.enable=true");
   const auto name = test::unique_name("ctl-topic-defaults");
   auto env = kafka_env(name);
   env["KAFKA_BROKERS"] = broker.address();
@@ -410,6 +415,7 @@ TEST_CASE("topic ensure gives the topic every setting it judges, whatever the br
   const auto config = kafka::describe_topic(cfg, name, 10s);
   REQUIRE(config);
   CHECK(config->at("retention.bytes") == "-1");
+  CHECK(config->at("unclean.leader.election.enable") == "false");
   // A topic made elsewhere on these defaults is reported from its own settings.
   const auto other = test::unique_name("ctl-topic-defaults-other");
   REQUIRE(kafka::create_topic(cfg, {other, 1, 1, {{"retention.ms", "-1"}, {"max.message.bytes", "2097152"}}}, 10s) ==
