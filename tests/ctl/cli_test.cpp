@@ -333,12 +333,16 @@ TEST_CASE("a dead-letter re-drive SIGKILLed before it marks the letter resolved 
     c.exec("BEGIN IMMEDIATE");  // both wait for this (their busy timeout is 5 s)
     test::process one(ctl(), {"dead-letters", "retry", "--db", db, "1"}, clean_env);
     test::process two(ctl(), {"dead-letters", "retry", "--db", db, "1"}, clean_env);
-    // Both started and waiting: each has the database open (its busy
-    // timeout, 5 s, is what they wait within).
+    // Both started and waiting: each has had the database open (its busy
+    // timeout, 5 s, is what they wait within). Had, not has: while the lock
+    // is held, the open's set-up finds it busy, closes the file and opens it
+    // again, so a second look a moment later may miss it (1 run in 20).
     const auto deadline = std::chrono::steady_clock::now() + 4s;
-    while (std::chrono::steady_clock::now() < deadline && !(one.has_open(db) && two.has_open(db)))
+    bool reached = false;
+    while (std::chrono::steady_clock::now() < deadline && !(reached = one.has_open(db) && two.has_open(db)))
       std::this_thread::sleep_for(10ms);
-    REQUIRE_MESSAGE((one.has_open(db) && two.has_open(db)), "the re-drives did not reach the lock in time");
+    REQUIRE_MESSAGE(reached,
+                    "the re-drives did not reach the lock in time: " << one.stderr_text() << two.stderr_text());
     // From the open to the BEGIN IMMEDIATE that waits; should one not be
     // there yet, it finds the letter resolved all the same, and the checks
     // below hold either way.

@@ -285,6 +285,14 @@ TEST_CASE("status warns about a topic's settings that lose events, as topic ensu
   const auto topic = test::unique_name("ctl-status-settings");
   REQUIRE(kafka::create_topic(test::broker(), {topic, 1, 1, {{"retention.ms", "604800000"}}}, 15s) ==
           kafka::create_outcome::created);
+  // Listed by the broker before status asks (a broker just started may
+  // answer "does not exist" for a moment after the creation).
+  {
+    kafka::consumer reader(test::broker(), "");
+    const auto until = std::chrono::steady_clock::now() + 15s;
+    while (reader.partitions_of(topic, 2s).empty() && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(100ms);
+  }
   test::temp_dir dir;
   const auto db = (dir / "settings.db").string();
   { store::database made(db); }
