@@ -1,9 +1,8 @@
 #include "ops/swap.hpp"
 
-#include <algorithm>
-
 #include <SQLiteCpp/SQLiteCpp.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <system_error>
