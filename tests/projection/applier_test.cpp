@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <filesystem>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -228,13 +227,9 @@ TEST_CASE("stored positions of a file not migrated: no svix-id before migration 
   clerk_sync::test::temp_dir dir;
   const auto at_version = [&](int version) {
     const auto path = (dir / ("v" + std::to_string(version) + ".db")).string();
+    clerk_sync::test::file_at_schema(path, version);
     {
-      SQLite::Database raw(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
-      std::set<std::filesystem::path> migrations;  // in order: 001_..., 002_...
-      for (const auto& f : std::filesystem::directory_iterator(clerk_sync::test::source_path("schemas/sql")))
-        if (std::stoi(f.path().filename().string().substr(0, 3)) <= version) migrations.insert(f.path());
-      for (const auto& f : migrations) raw.exec(clerk_sync::test::read_file(f));
-      raw.exec("PRAGMA user_version = " + std::to_string(version));
+      SQLite::Database raw(path, SQLite::OPEN_READWRITE);
       raw.exec(std::string("INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at") +
                (version >= 3 ? ", last_svix_id" : "") + (version >= 6 ? ", checked_offset, checked_svix_id" : "") +
                ") VALUES ('users', 'clerk.events', 0, 7, 0" + (version >= 3 ? ", 'msg_6'" : "") +
