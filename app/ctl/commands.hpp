@@ -5,11 +5,9 @@
 // failed or the work did not finish (details on stderr), 2 bad usage.
 #include <CLI/CLI.hpp>
 
-#include <cstddef>
 #include <functional>
 #include <string>
 
-#include "http/options.hpp"
 #include "ops/topic.hpp"
 
 namespace clerk_sync::ctl {
@@ -23,18 +21,6 @@ inline constexpr int exit_failed = 1;
 // full, from keeping an acknowledged event through a broker loss, or from
 // holding the receiver's largest record; true when there is none.
 bool log_topic_warnings(const std::string& topic, const ops::topic_report& report);
-
-// The receiver's --body-limit and --header-limit, read from the receiver's
-// own environment variables (CLERK_SYNC_BODY_LIMIT, CLERK_SYNC_HEADER_LIMIT)
-// when the environment file is sourced: the largest record the events topic
-// must hold, which `topic ensure` creates it for and it and `status` judge
-// it by.
-struct receiver_limits {
-  std::size_t body_limit = http::receiver_options{}.body_limit;
-  std::size_t header_limit = http::receiver_options{}.header_limit;
-  [[nodiscard]] std::size_t largest_record() const;
-};
-void add_receiver_limits(CLI::App& cmd, receiver_limits& limits);
 
 void add_topic_commands(CLI::App& app, runner& run);
 void add_http_commands(CLI::App& app, runner& run);

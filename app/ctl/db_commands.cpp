@@ -17,6 +17,7 @@
 
 #include "commands.hpp"
 #include "config/options.hpp"
+#include "http/options.hpp"
 #include "log/log.hpp"
 #include "ops/compare.hpp"
 #include "ops/replay.hpp"
@@ -240,7 +241,7 @@ int swap_in(const swap_args& a) {
 
 struct status_args {
   kafka::client_config kafka;
-  receiver_limits limits;
+  http::receiver_options limits;  // --body-limit and --header-limit only
   std::string topic = "clerk.events";
   std::string projections = "all";
   std::string db;
@@ -250,6 +251,7 @@ struct status_args {
 };
 
 int status(const status_args& a) {
+  http::validate_record_limits(a.limits);
   require_existing(a.db);
   return guarded([&] {
     const auto reports = ops::collect_status(a.kafka, a.topic, a.db, kinds_of(a.projections),
@@ -338,7 +340,7 @@ int status(const status_args& a) {
     // loses events silently. Warnings only, as `topic ensure` without --strict.
     try {
       (void)log_topic_warnings(a.topic, ops::check_topic(a.kafka, a.topic, std::chrono::milliseconds(a.timeout_ms),
-                                                         a.limits.largest_record()));
+                                                         http::max_message_bytes(a.limits)));
     } catch (const kafka::fatal_error& e) {
       // A monitoring principal may not describe configs: said, not failed.
       log::warn("topic settings unknown", {{"topic", a.topic}, {"error", e.what()}});
@@ -487,7 +489,7 @@ void add_db_commands(CLI::App& app, runner& run) {
   st->add_option("--max-dead-letters", s->max_dead_letters,
                  "Exit 1 when a projection holds more than N pending dead letters (for monitors)")
       ->check(not_negative);
-  add_receiver_limits(*st, s->limits);
+  http::add_record_limit_options(*st, s->limits);
   st->add_option("--timeout-ms", s->timeout_ms, "Kafka request timeout")
       ->check(CLI::Range(100, 600'000))
       ->capture_default_str();

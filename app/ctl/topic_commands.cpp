@@ -4,6 +4,7 @@
 
 #include "commands.hpp"
 #include "config/options.hpp"
+#include "http/options.hpp"
 #include "log/log.hpp"
 #include "ops/topic.hpp"
 
@@ -13,7 +14,7 @@ namespace {
 struct topic_args {
   kafka::client_config kafka;
   ops::topic_settings settings;
-  receiver_limits limits;
+  http::receiver_options limits;  // --body-limit and --header-limit only
   std::vector<std::string> configs;
   bool strict = false;
   int timeout_ms = 15'000;
@@ -22,7 +23,8 @@ struct topic_args {
 
 int topic_ensure(const topic_args& a) {
   auto settings = a.settings;
-  settings.largest_record = a.limits.largest_record();
+  http::validate_record_limits(a.limits);
+  settings.largest_record = http::max_message_bytes(a.limits);
   for (const auto& c : a.configs) {
     const auto eq = c.find('=');
     if (eq == std::string::npos || eq == 0) throw config::usage_error("--config: expected key=value, got " + c);
@@ -86,25 +88,6 @@ int topic_ensure(const topic_args& a) {
 
 }  // namespace
 
-std::size_t receiver_limits::largest_record() const {
-  http::receiver_options o;
-  o.body_limit = body_limit;
-  o.header_limit = header_limit;
-  return http::max_message_bytes(o);
-}
-
-void add_receiver_limits(CLI::App& cmd, receiver_limits& limits) {
-  cmd.add_option("--body-limit", limits.body_limit,
-                 "The receiver's --body-limit, bytes: the topic must hold a body that large with key and headers")
-      ->envname("CLERK_SYNC_BODY_LIMIT")
-      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30))
-      ->capture_default_str();
-  cmd.add_option("--header-limit", limits.header_limit, "The receiver's --header-limit, bytes")
-      ->envname("CLERK_SYNC_HEADER_LIMIT")
-      ->check(CLI::Range(std::size_t{1024}, std::size_t{65536}))  // the receiver's own range
-      ->capture_default_str();
-}
-
 bool log_topic_warnings(const std::string& topic, const ops::topic_report& report) {
   for (const auto& w : report.warnings) log::warn("topic not replayable", {{"topic", topic}, {"why", w}});
   for (const auto& w : report.durability_warnings) log::warn("topic not durable", {{"topic", topic}, {"why", w}});
@@ -135,7 +118,7 @@ void add_topic_commands(CLI::App& app, runner& run) {
       ->capture_default_str();
   auto* configs = ensure->add_option("--config", a->configs, "Extra topic config when creating, key=value (repeatable)")
       ->type_name("KEY=VALUE");
-  add_receiver_limits(*ensure, a->limits);
+  http::add_record_limit_options(*ensure, a->limits);
   ensure->add_flag("--strict", a->strict,
                    "Exit 1 when the topic is not replayable in full or not durable (a missing one is then not "
                    "created)");

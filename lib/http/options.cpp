@@ -18,12 +18,7 @@ void add_receiver_options(CLI::App& app, receiver_options& o) {
   app.add_option("--tolerance", o.tolerance_s, "Accepted svix-timestamp skew, seconds, either direction")
       ->envname("CLERK_SYNC_TOLERANCE")
       ->capture_default_str();
-  app.add_option("--body-limit", o.body_limit, "Largest accepted body, bytes (413 above)")
-      ->envname("CLERK_SYNC_BODY_LIMIT")
-      ->capture_default_str();
-  app.add_option("--header-limit", o.header_limit, "Largest accepted request header block, bytes (431 above)")
-      ->envname("CLERK_SYNC_HEADER_LIMIT")
-      ->capture_default_str();
+  add_record_limit_options(app, o);
   app.add_option("--publish-deadline-ms", o.publish_deadline_ms,
                  "Longest wait for Kafka's acknowledgement before answering 503 (below Svix's 15 s)")
       ->envname("CLERK_SYNC_PUBLISH_DEADLINE_MS")
@@ -53,6 +48,22 @@ void add_receiver_options(CLI::App& app, receiver_options& o) {
   config::add_log_options(app, o.log);
 }
 
+void add_record_limit_options(CLI::App& app, receiver_options& o) {
+  app.add_option("--body-limit", o.body_limit, "Largest accepted body, bytes (413 above)")
+      ->envname("CLERK_SYNC_BODY_LIMIT")
+      ->capture_default_str();
+  app.add_option("--header-limit", o.header_limit, "Largest accepted request header block, bytes (431 above)")
+      ->envname("CLERK_SYNC_HEADER_LIMIT")
+      ->capture_default_str();
+}
+
+void validate_record_limits(const receiver_options& o) {
+  if (o.body_limit == 0) throw config::usage_error("--body-limit must be positive");
+  if (o.header_limit < 1024) throw config::usage_error("--header-limit must be at least 1024");
+  // Beast throws on a field value of 65,534 bytes or more, from inside a
+  // read: a header block within 64 KiB cannot hold one.
+  if (o.header_limit > 65536) throw config::usage_error("--header-limit must be at most 65536");
+}
 
 std::size_t connection_cap(std::size_t requested, std::uint64_t nofile) {
   if (nofile <= fd_reserve) return 0;
@@ -73,11 +84,7 @@ void validate(const receiver_options& o) {
   if (o.path.empty() || o.path.front() != '/') throw config::usage_error("--path must start with '/'");
   if (o.topic.empty()) throw config::usage_error("--topic must not be empty");
   if (o.tolerance_s <= 0) throw config::usage_error("--tolerance must be positive");
-  if (o.body_limit == 0) throw config::usage_error("--body-limit must be positive");
-  if (o.header_limit < 1024) throw config::usage_error("--header-limit must be at least 1024");
-  // Beast throws on a field value of 65,534 bytes or more, from inside a
-  // read: a header block within 64 KiB cannot hold one.
-  if (o.header_limit > 65536) throw config::usage_error("--header-limit must be at most 65536");
+  validate_record_limits(o);
   if (o.publish_deadline_ms < 2500 || o.publish_deadline_ms > 14'000)
     throw config::usage_error(
         "--publish-deadline-ms must be 2500..14000 (Svix gives up after 15 s; Kafka's verdict needs 1.5 s before it)");

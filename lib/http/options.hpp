@@ -40,6 +40,13 @@ struct receiver_options {
 // Registers every flag above on `app`.
 void add_receiver_options(CLI::App& app, receiver_options& opts);
 
+// --body-limit and --header-limit alone, with their environment variables,
+// and their checks (part of validate(); throws usage_error): ctl's topic
+// ensure and status read them too, to judge the topic by the largest record
+// (max_message_bytes) the receiver, run with the same environment, sends.
+void add_record_limit_options(CLI::App& app, receiver_options& opts);
+void validate_record_limits(const receiver_options& opts);
+
 using config::listen_address;
 using config::parse_listen;
 

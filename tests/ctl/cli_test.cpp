@@ -86,6 +86,8 @@ TEST_CASE("every subcommand has its own --help") {
 TEST_CASE("bad usage exits 2 with one line") {
   for (const std::vector<std::string>& args : {std::vector<std::string>{}, {"nope"}, {"replay", "--db", "x.db"},
                                               {"status", "--max-lag", "many", "--db", "x.db"},
+                                              {"status", "--header-limit", "100", "--db", "x.db"},
+                                              {"topic", "ensure", "--body-limit", "0"},
                                               {"replay", "--projection", "nonsense", "--db", "/nonexistent/x.db"}}) {
     const auto r = test::run(ctl(), args, clean_env);
     INFO(r.err);
