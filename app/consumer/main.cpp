@@ -182,7 +182,12 @@ int run(int argc, char** argv) {
         cs::systemd::notify_extend_timeout(30s);
     });
     try {
-      const cs::store::database db(s.worker.db_path, {.busy_timeout = s.worker.busy_timeout, .keep_wal_files = true});
+      const cs::store::database db(s.worker.db_path,
+                                   {.busy_timeout = s.worker.busy_timeout,
+                                    .keep_wal_files = true,
+                                    .on_migration_wait = [&s](const std::string& lock) {
+                                      cs::log::info("migration_wait", {{"db", s.worker.db_path}, {"lock", lock}});
+                                    }});
     } catch (const cs::store::open_error& e) {
       throw cs::config::usage_error(e.what());
     } catch (const cs::store::db_error& e) {

@@ -5,7 +5,11 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <optional>
+#include <system_error>
 #include <thread>
+
+#include "store/file_lock.hpp"
 
 namespace clerk_sync::store {
 namespace {
@@ -48,13 +52,35 @@ bool holds_clerk_sync_schema(SQLite::Database& db, int version) {
 
 // Applies each missing migration in its own IMMEDIATE transaction; the
 // version is re-read under the write lock so that two processes opening a
-// fresh file at once do not both run the same migration.
-void migrate(SQLite::Database& db) {
+// fresh file at once do not both run the same migration. One process
+// migrates at a time, holding the migration lock: the others wait for it
+// there, however long the migration takes (minutes over a large ledger),
+// where waiting on its write lock they would fail after their busy timeout
+// (every consumer started with the first one, after an upgrade or a boot,
+// exiting 3 and restarted until systemd's start limit stops it). A new
+// file's migrations run over empty tables, in milliseconds, and leave no
+// lock file beside it (a replay's partial file, a test's).
+void migrate(SQLite::Database& db, const std::string& path, const open_options& opts) {
   const auto& all = embedded_migrations();
   const int newest = all.empty() ? 0 : all.back().version;
-  if (read_user_version(db) > newest)
-    throw open_error("database schema version " + std::to_string(read_user_version(db)) +
-                     " is newer than this binary knows (" + std::to_string(newest) + ")");
+  const int found = read_user_version(db);
+  if (found > newest)
+    throw open_error("database schema version " + std::to_string(found) + " is newer than this binary knows (" +
+                     std::to_string(newest) + ")");
+  if (found == newest) return;
+  std::optional<file_lock> held;
+  if (found > 0 && path != ":memory:") {
+    try {
+      const auto lock = migration_lock_path(path);
+      held = file_lock::try_lock(lock, file_lock::mode::exclusive);
+      if (!held) {
+        if (opts.on_migration_wait) opts.on_migration_wait(lock);
+        held = file_lock::lock(lock, file_lock::mode::exclusive);
+      }
+    } catch (const std::system_error& e) {
+      throw open_error(std::string("cannot take the migration lock of ") + path + ": " + e.what());
+    }
+  }
   for (const auto& m : all) {
     if (read_user_version(db) >= m.version) continue;
     SQLite::Transaction tx(db, SQLite::TransactionBehavior::IMMEDIATE);
@@ -129,7 +155,7 @@ database::database(const std::string& path, const open_options& opts) : path_(pa
       // The ledger's index is hot during a replay; 32 MiB keeps it in memory.
       db_->exec("PRAGMA cache_size = -32768");
       db_->exec("PRAGMA foreign_keys = ON");
-      migrate(*db_);
+      migrate(*db_, path, opts);
       return;
     } catch (const SQLite::Exception& e) {
       const int code = e.getErrorCode() & 0xff;

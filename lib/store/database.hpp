@@ -8,6 +8,7 @@
 // restarted).
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -59,6 +60,10 @@ struct open_options {
   // switched to WAL.
   enum class existing { any, clerk_sync };
   existing must_be = existing::any;
+  // Called once, with the lock file's path, when another process is
+  // migrating the file: the open then waits for it without a deadline
+  // (the consumers log migration_wait).
+  std::function<void(const std::string& lock)> on_migration_wait = {};
 };
 
 // One embedded migration: schemas/sql/NNN_name.sql, version NNN.

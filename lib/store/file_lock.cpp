@@ -18,6 +18,15 @@ int open_lock_file(const std::string& path) {
   return fd;
 }
 
+// One file however its path is spelled (relative, "./", a symlink):
+// otherwise a consumer and swap-in could each hold a lock of their own.
+std::string lock_path_beside(const std::string& db, std::string_view name) {
+  std::error_code ec;
+  auto path = std::filesystem::weakly_canonical(db, ec);
+  if (ec) throw std::system_error(ec, "cannot resolve " + db);
+  return path.string() + "." + std::string(name) + ".lock";
+}
+
 }  // namespace
 
 std::optional<file_lock> file_lock::try_lock(const std::string& path, mode m) {
@@ -46,12 +55,9 @@ file_lock& file_lock::operator=(file_lock&& o) noexcept {
 }
 
 std::string projection_lock_path(const std::string& db, std::string_view projection) {
-  // One file however its path is spelled (relative, "./", a symlink):
-  // otherwise a consumer and swap-in could each hold a lock of their own.
-  std::error_code ec;
-  auto path = std::filesystem::weakly_canonical(db, ec);
-  if (ec) throw std::system_error(ec, "cannot resolve " + db);
-  return path.string() + "." + std::string(projection) + ".lock";
+  return lock_path_beside(db, projection);
 }
+
+std::string migration_lock_path(const std::string& db) { return lock_path_beside(db, "migrate"); }
 
 }  // namespace clerk_sync::store

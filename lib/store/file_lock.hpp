@@ -36,4 +36,10 @@ class file_lock {
 // resolved.
 [[nodiscard]] std::string projection_lock_path(const std::string& db, std::string_view projection);
 
+// What a process holds exclusive while it migrates the database at `db`
+// ("<db>.migrate.lock", resolved as above), so that others opening the file
+// meanwhile wait for the migration, however long, instead of failing on
+// its write lock after their busy timeout.
+[[nodiscard]] std::string migration_lock_path(const std::string& db);
+
 }  // namespace clerk_sync::store

@@ -16,6 +16,7 @@
 #include <optional>
 #include <thread>
 
+#include "store/file_lock.hpp"
 #include "support/support.hpp"
 
 namespace store = clerk_sync::store;
@@ -81,6 +82,54 @@ TEST_CASE("several connections opening one fresh file at once all end migrated (
     });
   for (auto& t : threads) t.join();
   CHECK(opened.load() == 6);
+}
+
+TEST_CASE("an open waits for another process's migration however long it takes, not its own busy timeout") {
+  // Consumers started together after an upgrade: one migrates, the others
+  // must wait for it, where each failing at its busy timeout exits 3 and is
+  // restarted until systemd's start limit leaves it stopped.
+  clerk_sync::test::temp_dir dir;
+  const auto path = (dir / "upgrade.db").string();
+  const int newest = store::embedded_migrations().back().version;
+  clerk_sync::test::file_at_schema(path, newest - 1);
+  // A writer (an old consumer's last batch) keeps the first opener in its
+  // migration for longer than the second opener's busy timeout.
+  SQLite::Database writer(path, SQLite::OPEN_READWRITE);
+  writer.exec("PRAGMA journal_mode = WAL");  // as the consumers left it
+  writer.exec("BEGIN IMMEDIATE");
+  int first_version = 0;
+  std::thread first([&] {
+    store::database db(path, {.busy_timeout = std::chrono::seconds(10)});
+    first_version = db.schema_version();
+  });
+  bool first_migrating = false;
+  for (int i = 0; i < 500 && !first_migrating; ++i) {
+    first_migrating = !store::file_lock::try_lock(store::migration_lock_path(path), store::file_lock::mode::exclusive);
+    if (!first_migrating) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(first_migrating);
+  std::atomic<bool> told{false};
+  int second_version = 0;
+  std::string second_error;
+  std::thread second([&] {
+    try {
+      store::database db(path, {.busy_timeout = std::chrono::milliseconds(50),
+                                .on_migration_wait = [&](const std::string& lock) {
+                                  told = lock == store::migration_lock_path(path);
+                                }});
+      second_version = db.schema_version();
+    } catch (const std::exception& e) {
+      second_error = e.what();
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));  // eight of its busy timeouts
+  writer.exec("COMMIT");
+  first.join();
+  second.join();
+  CHECK(second_error == "");
+  CHECK(first_version == newest);
+  CHECK(second_version == newest);
+  CHECK(told.load());
 }
 
 TEST_CASE("read-only open: reads a migrated file, writes nothing, creates nothing, refuses a non-clerk-sync file") {
