@@ -162,6 +162,16 @@ int run(int argc, char** argv) {
   // action killed the process without a line.
   ::signal(SIGXFSZ, SIG_IGN);
 
+  // SIGHUP is blocked from here, before the open, which may take minutes
+  // (a migration, or waiting for another process's): its default action
+  // would end the process, which systemd counts as clean and does not
+  // restart. Held pending, it is taken below like any later one. SIGTERM
+  // and SIGINT stay deliverable until then, so a stop ends a long open.
+  sigset_t hup;
+  sigemptyset(&hup);
+  sigaddset(&hup, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &hup, nullptr);
+
   // Open (create, migrate) once here so that a bad path is one clear line
   // and exit 2, before any thread starts. A lock held past the busy
   // timeout, a full disk or an I/O error is a database failure instead

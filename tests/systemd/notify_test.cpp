@@ -17,9 +17,11 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <string>
 
 #include "store/database.hpp"
+#include "store/file_lock.hpp"
 #include "support/process.hpp"
 #include "support/support.hpp"
 #include "token/signer.hpp"
@@ -184,6 +186,38 @@ TEST_CASE("clerk-sync-consumer extends its start while it waits for a swap-in's 
   CHECK_FALSE(sock.wait_for("READY=1", 500ms, proc));  // not among what came meanwhile either
   ::close(lock);
   CHECK(sock.wait_for("READY=1", 20s, proc));
+  proc.signal(SIGTERM);
+  CHECK(proc.wait(20s) == 0);
+}
+
+TEST_CASE("clerk-sync-consumer waits for another process's migration, its start extended, and a SIGHUP meanwhile does not end it") {
+  // After an upgrade every instance starts at once and one migrates: the
+  // others wait for it however long it takes (migration_wait). That open
+  // comes before the signal loop; a SIGHUP there (its default action ends
+  // the process, which systemd counts as clean and does not restart) must
+  // be held for the loop, which ignores it.
+  const auto topic = test::fresh_topic("notify-migration-wait", 1);
+  const test::temp_dir dir;
+  const auto db = (dir / "clerk-sync.db").string();
+  test::file_at_schema(db, clerk_sync::store::embedded_migrations().back().version - 1);
+  std::optional<clerk_sync::store::file_lock> migrating =
+      clerk_sync::store::file_lock::lock(clerk_sync::store::migration_lock_path(db),
+                                         clerk_sync::store::file_lock::mode::exclusive);  // as the first instance
+  notify_socket sock(dir / "notify");
+  test::process proc(test::binary_path("app/consumer/clerk-sync-consumer"), {"--projection", "users"},
+                     {{"KAFKA_BROKERS", test::broker().brokers},
+                      {"CLERK_SYNC_TOPIC", topic},
+                      {"CLERK_SYNC_DB", db},
+                      {"NOTIFY_SOCKET", sock.path().string()}});
+  REQUIRE(proc.wait_for_log("msg=migration_wait", 20s));
+  CHECK(sock.wait_for("EXTEND_TIMEOUT_USEC=30000000", 5s, proc));
+  proc.signal(SIGHUP);
+  CHECK_FALSE(sock.wait_for("READY=1", 500ms, proc));
+  CHECK(proc.running());
+  migrating.reset();
+  CHECK(sock.wait_for("READY=1", 20s, proc));
+  CHECK(proc.wait_for_log("msg=signal_ignored", 5s));
+  CHECK(test::query_int(db, "PRAGMA user_version") == clerk_sync::store::embedded_migrations().back().version);
   proc.signal(SIGTERM);
   CHECK(proc.wait(20s) == 0);
 }
