@@ -606,6 +606,18 @@ code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 10 -H "Authorization: 
   "http://127.0.0.1:$auth_port/auth")
 [ "$code" = 503 ] || fail "auth answered $code for a valid token with its database deleted, not 503"
 box systemctl stop clerk-sync-auth
+# An upgrade meanwhile (the postinst's configure, with the consumers
+# enabled) leaves them for the operator, and says so.
+box systemctl enable "${consumers[@]}" >/dev/null 2>&1 || fail "systemctl enable failed"
+box /var/lib/dpkg/info/clerk-sync.postinst configure "$(box dpkg-query -W -f='${Version}' clerk-sync)" \
+  >"$workdir/postinst.out" 2>&1 || { cat "$workdir/postinst.out" >&2; fail "the postinst's configure failed"; }
+for p in users balances referrals sessions; do
+  u=clerk-sync-consumer@$p
+  [ "$(show "$u" ActiveState)" = failed ] && [ "$(show "$u" NRestarts)" = "${restarts_before[$p]}" ] ||
+    fail "the postinst started $u after its exit 6 ($(show "$u" ActiveState))"
+  grep -qF "not starting $u.service: it stopped with exit 6" "$workdir/postinst.out" ||
+    { cat "$workdir/postinst.out" >&2; fail "the postinst did not say why it left $u stopped"; }
+done
 box systemctl reset-failed "${consumers[@]}"
 emptied=$(box journalctl -u 'clerk-sync-consumer@*' --no-pager -o cat --since "@${t_rm%.*}" |
   grep -c 'msg=db_failed .*wal_emptied=true' || true)
@@ -619,7 +631,7 @@ box rm /root/before-rm.db
 code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 10 -H "Authorization: Bearer $jwt_head.$jwt_body.$jwt_sig" \
   "http://127.0.0.1:$auth_port/auth")
 [ "$code" = 200 ] || fail "auth answered $code for a valid token on the rebuilt database"
-say "database deleted: the 4 consumers failed with exit 6 within ${failed_after} s, each with a db_failed error ($emptied of 4 with wal_emptied=true), none restarted; auth 503; the README's recovery rebuilt every table from the log, row for row, auth 200 again"
+say "database deleted: the 4 consumers failed with exit 6 within ${failed_after} s, each with a db_failed error ($emptied of 4 with wal_emptied=true), none restarted, by systemd or by the postinst; auth 503; the README's recovery rebuilt every table from the log, row for row, auth 200 again"
 
 # --- the journal: logfmt lines with the svix-id, never the secret ----------------
 box journalctl -u clerk-sync-receiver --no-pager -o cat >"$workdir/receiver.journal"
