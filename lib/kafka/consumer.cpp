@@ -221,9 +221,13 @@ std::optional<message> consumer::poll(std::chrono::milliseconds timeout) {
       if (m->offset < 0)
         throw fatal_error("consumer: the start of " + topic + "/" + std::to_string(m->partition) +
                           " could not be looked up: " + rd_kafka_message_errstr(m.get()));
+      // The log's range for the error line, if the leader answers in time
+      // (watermarks(), not rd_kafka_query_watermark_offsets(): see there).
       std::int64_t low = -1, high = -1;
-      if (rd_kafka_query_watermark_offsets(impl_->rk.get(), topic.c_str(), m->partition, &low, &high, 10'000))
-        low = high = -1;
+      try {
+        std::tie(low, high) = watermarks(topic, m->partition, std::chrono::seconds(10));
+      } catch (const fatal_error&) {  // NOLINT(bugprone-empty-catch): the line says the range is unknown
+      }
       throw offset_out_of_range(topic, m->partition, m->offset, low, high);
     }
     // Unknown topic or partition (not yet created), transport trouble,
