@@ -244,8 +244,11 @@ class consume_loop {
     std::vector<std::int32_t> all;
     try {
       all = cons_->partitions_of(cfg_.topic, 5s);
-    } catch (const kafka::fatal_error&) {
-      return;  // the resume checks above have said what is wrong with the cluster
+    } catch (const kafka::fatal_error& e) {
+      // The resume checks may have read the log's range just before: said
+      // here, or a member writing another file would go unnoticed.
+      log::warn("group_unchecked", {{"projection", projection::name(cfg_.projection)}, {"reason", e.what()}});
+      return;
     }
     state_.heartbeat_ms = steady_ms();
     std::string others;
