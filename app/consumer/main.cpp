@@ -35,6 +35,7 @@ struct settings {
   cs::consume::loop_config worker;
   std::string projections;
   std::size_t batch_size = 2000;
+  std::size_t batch_bytes = 8 * 1024 * 1024;
   long batch_latency_ms = 50;
   long busy_timeout_ms = 5'000;
   long retry_ms = 30'000;
@@ -94,6 +95,11 @@ int run(int argc, char** argv) {
       ->envname("CLERK_SYNC_BATCH_SIZE")
       ->check(CLI::Range(1, 100'000))
       ->capture_default_str();
+  app.add_option("--batch-bytes", s.batch_bytes,
+                 "Most bytes of event bodies per transaction (a larger event is a batch of its own)")
+      ->envname("CLERK_SYNC_BATCH_BYTES")
+      ->check(CLI::Range(1, 1024 * 1024 * 1024))
+      ->capture_default_str();
   app.add_option("--batch-latency-ms", s.batch_latency_ms, "Longest wait to fill a batch")
       ->envname("CLERK_SYNC_BATCH_LATENCY_MS")
       ->check(CLI::Range(0, 10'000))
@@ -133,6 +139,7 @@ int run(int argc, char** argv) {
   if (s.worker.topic.empty()) throw cs::config::usage_error("--topic is empty");
   if (s.worker.db_path.empty()) throw cs::config::usage_error("--db is empty");
   s.worker.batch_size = s.batch_size;
+  s.worker.batch_bytes = s.batch_bytes;
   s.worker.batch_latency = std::chrono::milliseconds(s.batch_latency_ms);
   s.worker.busy_timeout = std::chrono::milliseconds(s.busy_timeout_ms);
   s.worker.retry.budget = std::chrono::milliseconds(s.retry_ms);

@@ -145,9 +145,13 @@ class consume_loop {
         if (r == resume::reread) continue;
       }
       if (m) {
-        if (batch_.empty()) batch_started_ = std::chrono::steady_clock::now();
+        if (batch_.empty()) {
+          batch_started_ = std::chrono::steady_clock::now();
+          batch_bytes_ = 0;
+        }
         batch_.push_back(to_envelope(std::move(*m)));
-        if (batch_.size() < cfg_.batch_size &&
+        batch_bytes_ += batch_.back().body.size();
+        if (batch_.size() < cfg_.batch_size && batch_bytes_ < cfg_.batch_bytes &&
             std::chrono::steady_clock::now() - batch_started_ < cfg_.batch_latency)
           continue;
       }
@@ -684,6 +688,7 @@ class consume_loop {
   store::database db_;
   projection::applier applier_;
   std::vector<projection::envelope> batch_;
+  std::size_t batch_bytes_ = 0;  // of its bodies
   std::chrono::steady_clock::time_point batch_started_;
   std::chrono::steady_clock::time_point next_prune_{};
   std::chrono::steady_clock::time_point file_checked_ = std::chrono::steady_clock::now();

@@ -1,8 +1,9 @@
 #pragma once
 // One projection's consume loop: a group member of `<group_prefix>.<projection>`
 // with its own database connection, polling until `stop` is set. Batches of
-// up to batch_size events or batch_latency, each applied in one transaction
-// with its offsets (never committed to Kafka); a failing batch is retried
+// up to batch_size events, batch_bytes of bodies or batch_latency, each
+// applied in one transaction with its offsets (never committed to Kafka); a
+// failing batch is retried
 // under retry_policy, then the loop gives up; on revoke the open batch is
 // flushed first; partitions start from the stored offset, or explicitly from
 // the log's first record when none is stored, and a stored offset outside the
@@ -49,6 +50,10 @@ struct loop_config {
   std::string db_path;
   projection::kind projection = projection::kind::users;
   std::size_t batch_size = 2000;
+  // A batch's bodies are held until it commits, beside the prefetch: also
+  // bounded in bytes, so that a backlog of large events (bodies up to the
+  // receiver's limit, 1 MiB by default) cannot hold batch_size of them.
+  std::size_t batch_bytes = 8 * 1024 * 1024;
   std::chrono::milliseconds batch_latency{50};
   std::chrono::milliseconds busy_timeout{5'000};
   retry_policy retry;

@@ -271,6 +271,36 @@ TEST_CASE("a database locked past the busy timeout at start-up is a database fai
   CHECK(r.err.find("cannot open database") != std::string::npos);
 }
 
+TEST_CASE("a batch is bounded by the bytes of its bodies, not only by its count and latency") {
+  // Held until it commits, beside the prefetch: a backlog of large events
+  // must not make a batch of batch_size of them.
+  const auto topic = t::fresh_topic("cons-batch-bytes", 1);
+  t::temp_dir dir;
+  const auto db = (dir / "bytes.db").string();
+  const auto events = t::generate_events({.users = 20, .events = 300, .seed = 31});
+  std::size_t total = 0, largest = 0;
+  for (const auto& e : events) {
+    total += e.body.size();
+    largest = std::max(largest, e.body.size());
+  }
+  const std::size_t cap = 16 * 1024;
+  REQUIRE(total > 8 * (cap + largest));
+  t::produce_events(t::broker(), topic, events);
+  auto c = t::start_consumer({"--projection", "users", "--topic", topic, "--db", db, "--group-prefix",
+                              t::unique_name("bytes"), "--batch-size", "100000", "--batch-latency-ms", "10000",
+                              "--batch-bytes", std::to_string(cap)});
+  REQUIRE_MESSAGE(t::wait_caught_up(db, topic, {"users"}, static_cast<std::int64_t>(events.size()), 60s),
+                  c->stderr_text());
+  c->signal(SIGTERM);
+  REQUIRE(c->wait(20s) == 0);
+  const auto totals = t::line_with(c->stderr_text(), "msg=write_totals");
+  INFO(totals);
+  const auto at = totals.find("batches=");
+  REQUIRE(at != std::string::npos);
+  // Each batch holds under cap bytes, then the event that reaches it.
+  CHECK(std::stoul(totals.substr(at + 8)) >= total / (cap + largest));
+}
+
 TEST_CASE("two consumer processes of one projection share the partitions and end with the right rows, once each") {
   const auto topic = t::fresh_topic("cons-share", 4);
   t::temp_dir dir;
