@@ -135,8 +135,11 @@ void producer::serve_reports() {
 producer::~producer() {
   impl_->stopping = true;
   if (impl_->poller.joinable()) impl_->poller.join();
-  // Records still queued are dropped by rd_kafka_destroy; each gets a failed
-  // delivery report there, so no callback is leaked.
+  // Records still queued or in flight are purged; poll(0) serves the failed
+  // reports already queued for them. A report queued later (a broker
+  // thread's purge) is freed with the handle, its callback never run: the
+  // server has answered or closed every request by now, so that leaks
+  // only the callback's memory, at exit.
   rd_kafka_purge(impl_->rk.get(), RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
   rd_kafka_poll(impl_->rk.get(), 0);
   if (impl_->wake[0] >= 0) {
@@ -192,13 +195,6 @@ bool producer::flush(std::chrono::milliseconds timeout) {
 }
 
 int producer::in_flight() const { return rd_kafka_outq_len(impl_->rk.get()); }
-
-bool producer::cluster_reachable(std::chrono::milliseconds timeout) const {
-  const struct rd_kafka_metadata* md = nullptr;
-  const auto err = detail::metadata(impl_->rk.get(), false, nullptr, &md, timeout);
-  if (md) rd_kafka_metadata_destroy(md);
-  return err == RD_KAFKA_RESP_ERR_NO_ERROR;
-}
 
 producer::topic_state producer::check_topic(const std::string& topic, std::chrono::milliseconds timeout,
                                             std::vector<partition_sync>* short_of_sync) const {

@@ -106,9 +106,6 @@ class producer {
   // Records not yet reported.
   [[nodiscard]] int in_flight() const;
 
-  // A metadata round-trip to the cluster; blocks up to `timeout`.
-  [[nodiscard]] bool cluster_reachable(std::chrono::milliseconds timeout) const;
-
   // unauthenticated: the brokers refused the credentials; tls_failed: the
   // TLS handshake with them failed (both: see refusal); unauthorized: these
   // credentials may not describe the topic (its ACLs), which is not
