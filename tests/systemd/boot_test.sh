@@ -176,6 +176,10 @@ box sh -c "sed -i \
   -e 's|^CLERK_SYNC_TOPIC=.*|CLERK_SYNC_TOPIC=$topic|' \
   -e 's|^CLERK_SYNC_LISTEN=.*|CLERK_SYNC_LISTEN=127.0.0.1:$port|' \
   /etc/clerk-sync/clerk-sync.env && echo CLERK_SYNC_GROUP_PREFIX=clerk-sync-boot-$$ >>/etc/clerk-sync/clerk-sync.env"
+# The secret's path for clerk-sync-ctl sign and send, as the example allows:
+# the receiver must still read its credential copy (the file itself is
+# root's alone), whatever the environment file says.
+box sh -c 'echo CLERK_WEBHOOK_SECRET_FILE=/etc/clerk-sync/webhook-secret >>/etc/clerk-sync/clerk-sync.env'
 box sh -c 'set -a && . /etc/clerk-sync/clerk-sync.env && set +a &&
   clerk-sync-ctl topic ensure --partitions 3 --replication-factor 1' >"$workdir/topic.log" 2>&1 ||
   { cat "$workdir/topic.log" >&2; fail "clerk-sync-ctl topic ensure failed"; }

@@ -106,7 +106,7 @@ TEST_CASE("the source units say what the issue asks for") {
     CHECK(consumer.find(line) != std::string::npos);
   }
   CHECK(receiver.find("LoadCredential=webhook-secret:/etc/clerk-sync/webhook-secret") != std::string::npos);
-  CHECK(receiver.find("CLERK_WEBHOOK_SECRET_FILE=%d/webhook-secret") != std::string::npos);
+  CHECK(receiver.find("\nExecStart=/usr/bin/clerk-sync-receiver --secret-file %d/webhook-secret\n") != std::string::npos);
   CHECK(receiver.find("CLERK_WEBHOOK_SECRET=") == std::string::npos);
   // Exit 2 (a bad setting) is not retried, nor systemd's 243 (a credential
   // file missing), nor the consumer's 5 (its offset is outside the log: an
@@ -196,7 +196,7 @@ TEST_CASE("a packaging install (DESTDIR, prefix /usr) keeps the units pointing a
   REQUIRE(r.status == 0);
   CHECK(fs::exists(dir / "usr/bin/clerk-sync-receiver"));
   const auto unit = test::read_file(dir / "usr/lib/systemd/system/clerk-sync-receiver.service");
-  CHECK(unit.find("\nExecStart=/usr/bin/clerk-sync-receiver\n") != std::string::npos);
+  CHECK(unit.find("\nExecStart=/usr/bin/clerk-sync-receiver --secret-file %d/webhook-secret\n") != std::string::npos);
   const auto consumer = test::read_file(dir / "usr/lib/systemd/system/clerk-sync-consumer@.service");
   CHECK(consumer.find("\nExecStart=/usr/bin/clerk-sync-consumer --projection %I\n") != std::string::npos);
 }
