@@ -18,6 +18,7 @@
 #include "config/options.hpp"
 #include "http/connection_end.hpp"
 #include "http/keep_alive.hpp"
+#include "http/listen.hpp"
 #include "log/log.hpp"
 
 namespace clerk_sync::auth {
@@ -68,15 +69,7 @@ std::string_view cut(std::string_view v) { return v.substr(0, 128); }
 struct server::impl : std::enable_shared_from_this<impl> {
   impl(net::io_context& ctx, const listen_address& where, std::string p, service& s, const server_limits& l)
       : ioc(ctx), acceptor(ctx), path(std::move(p)), svc(s), limits(l) {
-    boost::system::error_code ec;
-    const tcp::endpoint ep(net::ip::make_address(where.host), where.port);
-    acceptor.open(ep.protocol(), ec);
-    if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
-    if (!ec) acceptor.bind(ep, ec);
-    if (!ec) acceptor.listen(net::socket_base::max_listen_connections, ec);
-    if (ec)
-      throw config::usage_error("cannot listen on " + where.host + ":" + std::to_string(where.port) + ": " +
-                                ec.message());
+    clerk_sync::http::listen(acceptor, where);
   }
 
   response handle(const request& req) {

@@ -24,6 +24,13 @@ struct usage_error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The listening address is taken or not on this host yet, which may pass
+// by itself: main() prints it (msg=listen_failed) and exits 1, so that
+// systemd restarts the unit.
+struct listen_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 struct log_options {
   std::string format = "logfmt";
   std::string level = "info";
@@ -76,8 +83,8 @@ void apply(const log_options& opts);
 int report_exit(std::string_view program, std::string_view msg, std::string_view what, int exit_code);
 
 // Runs `body` and turns usage_error / kafka::config_error into one line
-// (msg=bad_setting) and exit 2: the single place start-up errors are
-// reported. Any other exception is one line too (msg=unexpected_error), and
+// (msg=bad_setting) and exit 2, listen_error into msg=listen_failed and
+// exit 1: the single place start-up errors are reported. Any other exception is one line too (msg=unexpected_error), and
 // exit 1, rather than std::terminate's abort, which would lose the message
 // and the buffered log lines before it.
 template <class F>
@@ -88,6 +95,8 @@ int run_main(const char* program, F&& body) {
     return report_exit(program, "bad_setting", e.what(), exit_usage);
   } catch (const kafka::config_error& e) {
     return report_exit(program, "bad_setting", e.what(), exit_usage);
+  } catch (const listen_error& e) {
+    return report_exit(program, "listen_failed", e.what(), 1);
   } catch (const std::exception& e) {
     return report_exit(program, "unexpected_error", e.what(), 1);
   }

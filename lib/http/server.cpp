@@ -2,6 +2,7 @@
 
 #include "http/connection_end.hpp"
 #include "http/keep_alive.hpp"
+#include "http/listen.hpp"
 #include "http/request_bounds.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -616,16 +617,7 @@ server::server(net::io_context& ioc, const listen_address& where, handler_config
                const server_limits& limits, std::string topic, publish_fn publish)
     : impl_(std::make_shared<impl>(ioc, std::move(handler), limits, std::move(topic), std::move(publish))) {
   impl_->ready = &kafka_state;
-  beast::error_code ec;
-  const tcp::endpoint ep(net::ip::make_address(where.host, ec), where.port);
-  if (ec) throw config::usage_error("bad listen address " + where.host);
-  auto& a = impl_->acceptor;
-  if (!a.open(ep.protocol(), ec)) (void)a.set_option(net::socket_base::reuse_address(true), ec);
-  if (!ec) (void)a.bind(ep, ec);
-  if (!ec) (void)a.listen(net::socket_base::max_listen_connections, ec);
-  if (ec)
-    throw config::usage_error("cannot listen on " + where.host + ":" + std::to_string(where.port) + ": " +
-                              ec.message());
+  listen(impl_->acceptor, where);
 }
 
 server::~server() {

@@ -97,6 +97,17 @@ TEST_CASE("clerk-sync-auth: --help, and exit 2 with one line for each bad settin
     CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
   }
 
+  // An address another process holds, or one not on this host (yet: an
+  // interface that comes up late): exit 1, which systemd restarts, not 2.
+  const test::held_port taken;
+  for (const auto& listen : {"127.0.0.1:" + std::to_string(taken.port()), std::string("192.0.2.1:8081")}) {
+    const auto r = test::run(auth_bin(), {"--db", db, "--jwt-key-file", key, "--listen", listen}, clean_env);
+    INFO(listen << ": " << r.err);
+    CHECK(r.status == 1);
+    CHECK(test::count_of(r.err, "level=error") == 1);
+    CHECK(r.err.find("msg=listen_failed") != std::string::npos);
+  }
+
   // The unit's --db, and an environment file's CLERK_SYNC_DB naming another
   // file for the consumers: this service would read a file they no longer write.
   auto moved = clean_env;

@@ -128,6 +128,16 @@ TEST_CASE("bad configuration: one line on stderr, exit 2, the secret never echoe
     CHECK(std::count(res.err.begin(), res.err.end(), '\n') == 1);
     CHECK(res.err.find(secret.substr(6)) == std::string::npos);
   }
+  // An address another process holds, or one not on this host (yet): exit
+  // 1, which systemd restarts within its start limit, not 2.
+  const test::held_port taken;
+  for (const auto& listen : {"127.0.0.1:" + std::to_string(taken.port()), std::string("192.0.2.1:8080")}) {
+    const auto res = test::run(exe, {"--listen", listen}, {{"CLERK_WEBHOOK_SECRET", secret}}, 20s);
+    CAPTURE(res.err);
+    CHECK(res.status == 1);
+    CHECK(res.err.find("msg=listen_failed") != std::string::npos);
+    CHECK(res.err.find(secret.substr(6)) == std::string::npos);
+  }
 }
 
 TEST_CASE("readyz stays 503 while the events topic does not exist, and turns 200 once it is created") {

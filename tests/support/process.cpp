@@ -140,6 +140,22 @@ int free_port() {
   return ntohs(addr.sin_port);
 }
 
+held_port::held_port() : fd_(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+  REQUIRE(fd_ >= 0);
+  const int on = 1;
+  REQUIRE(::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) == 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(fd_, 1) == 0);
+  socklen_t len = sizeof addr;
+  REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  port_ = ntohs(addr.sin_port);
+}
+
+held_port::~held_port() { ::close(fd_); }
+
 run_result run(const std::filesystem::path& exe, const std::vector<std::string>& args,
                const std::map<std::string, std::string>& env, std::chrono::milliseconds timeout) {
   process p(exe, args, env);

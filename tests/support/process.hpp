@@ -47,6 +47,21 @@ class process {
 // A TCP port on 127.0.0.1 that was free a moment ago.
 [[nodiscard]] int free_port();
 
+// A port on 127.0.0.1 that this process listens on (SO_REUSEADDR, as the
+// daemons bind) for the object's life: another process cannot take it.
+class held_port {
+ public:
+  held_port();
+  ~held_port();
+  held_port(const held_port&) = delete;
+  held_port& operator=(const held_port&) = delete;
+  [[nodiscard]] int port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
+
 // Runs a command to completion (no shell); returns exit status and stdout.
 struct run_result {
   int status = -1;
