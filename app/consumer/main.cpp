@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <stop_token>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -248,7 +249,16 @@ int run(int argc, char** argv) {
                                  {"max.partition.fetch.bytes", std::to_string(256 * 1024)}});
     states.push_back(std::make_unique<cs::consume::loop_state>());
     auto* state = states.back().get();
-    threads.emplace_back([cfg, state, &stop] { (void)cs::consume::run_loop(cfg, stop, *state); });
+    try {
+      threads.emplace_back([cfg, state, &stop] { (void)cs::consume::run_loop(cfg, stop, *state); });
+    } catch (const std::system_error&) {
+      // No thread to be had (TasksMax, memory): the loops started stop and
+      // are joined, so that this is one unexpected_error line and exit 1,
+      // not std::terminate for a joinable thread, which aborts without one.
+      stop = true;
+      for (auto& t : threads) t.join();
+      throw;
+    }
   }
 
   const auto watchdog = cs::systemd::watchdog_interval();
