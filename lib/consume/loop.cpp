@@ -472,6 +472,10 @@ class consume_loop {
       try {
         if (!flush() || !settle_position()) failed_ = true;
         log::info("revoked", {{"projection", projection::name(cfg_.projection)}});
+      } catch (const kafka::fatal_error& e) {  // the position check's reader
+        log::error("kafka_failed", {{"projection", projection::name(cfg_.projection)}, {"error", e.what()}});
+        failed_ = true;
+        failed_code_ = exit_kafka_failed;
       } catch (const std::exception& e) {
         log::error("db_failed", {{"projection", projection::name(cfg_.projection)}, {"error", e.what()}});
         failed_ = true;
