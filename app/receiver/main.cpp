@@ -34,6 +34,7 @@
 #include "kafka/producer.hpp"
 #include "kafka/replica_watch.hpp"
 #include "log/log.hpp"
+#include "ops/topic.hpp"
 #include "systemd/notify.hpp"
 #include "systemd/signals.hpp"
 #include "systemd/watchdog.hpp"
@@ -145,6 +146,80 @@ class readiness_probe {
   std::thread thread_;
 };
 
+// The topic's settings as `clerk-sync-ctl topic ensure` and `status` judge
+// them (retention or compaction that a replay would miss events to, room for
+// the largest record, durability), said in the receiver's own log: a topic
+// that something else made (a broker creating it for another client, a
+// tool) takes every acks=all write, and nothing else here would say what is
+// wrong with it. Checked when the topic first turns ready, each time it
+// turns ready again, and every 10 minutes (its settings may be altered);
+// one line when what is wrong changes: topic_settings (warn), back to
+// topic_settings_ok (info), or topic_settings_unchecked (warn: the settings
+// could not be read, such as credentials without DescribeConfigs).
+class topic_audit {
+ public:
+  topic_audit(kafka::client_config cfg, std::string topic, std::size_t largest_record,
+              const std::atomic<http::readiness>& ready)
+      : thread_([this, cfg = std::move(cfg), topic = std::move(topic), largest_record, &ready] {
+          bool was_ready = false;
+          std::optional<std::chrono::steady_clock::time_point> checked_at;
+          std::string said;  // what the last line said: "" for nothing wrong
+          std::unique_lock lock(m_);
+          while (!stop_) {
+            lock.unlock();
+            const bool is_ready = ready.load() == http::readiness::ready;
+            const auto now = std::chrono::steady_clock::now();
+            if (is_ready && (!was_ready || !checked_at || now - *checked_at >= std::chrono::minutes(10))) {
+              checked_at = now;
+              said = check(cfg, topic, largest_record, said);
+            }
+            was_ready = is_ready;
+            lock.lock();
+            cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stop_; });
+          }
+        }) {}
+  ~topic_audit() {
+    {
+      std::lock_guard lock(m_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  topic_audit(const topic_audit&) = delete;
+  topic_audit& operator=(const topic_audit&) = delete;
+
+ private:
+  // One check; returns what is now said (unchanged: no line).
+  static std::string check(const kafka::client_config& cfg, const std::string& topic, std::size_t largest_record,
+                           const std::string& said) {
+    try {
+      const auto r = clerk_sync::ops::check_topic(cfg, topic, std::chrono::seconds(5), largest_record);
+      std::string wrong;
+      for (const auto* list : {&r.warnings, &r.size_warnings, &r.durability_warnings})
+        for (const auto& w : *list) wrong += (wrong.empty() ? "" : "; ") + w;
+      if (wrong == said) return said;
+      if (wrong.empty())
+        log::info("topic_settings_ok", {{"topic", topic}});
+      else
+        log::warn("topic_settings", {{"topic", topic},
+                                     {"warnings", wrong},
+                                     {"outcome", "webhooks are still taken; clerk-sync-ctl status shows the topic, "
+                                                 "and topic ensure creates one without these"}});
+      return wrong;
+    } catch (const std::exception& e) {
+      const std::string now = std::string("unchecked: ") + e.what();
+      if (now != said) log::warn("topic_settings_unchecked", {{"topic", topic}, {"reason", e.what()}});
+      return now;
+    }
+  }
+
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
 // Raises the soft RLIMIT_NOFILE to the hard limit (systemd's default soft
 // limit is 1024) and returns the descriptors now available.
 std::uint64_t raise_nofile_limit() {
@@ -220,10 +295,13 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
   http::server srv(ioc, where, {opts.path, std::move(keys), std::chrono::seconds(opts.tolerance_s)}, limits,
                    opts.topic, publish);
   std::optional<readiness_probe> probe;
-  if (producer)
+  std::optional<topic_audit> audit;
+  if (producer) {
     probe.emplace(*producer, opts.kafka, opts.topic, srv.kafka_state, std::chrono::seconds(opts.unready_deadline_s));
-  else
+    audit.emplace(opts.kafka, opts.topic, http::max_message_bytes(opts), srv.kafka_state);
+  } else {
     srv.kafka_state = http::readiness::ready;
+  }
 
   // Delivery reports, served on this thread whenever librdkafka says some
   // wait. The loop runs until ioc.stop() abandons it; if it ever ended

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <csignal>
+#include <thread>
 
 #include "kafka/admin.hpp"
 #include "kafka/client.hpp"
@@ -152,13 +153,25 @@ TEST_CASE("readyz stays 503 while the events topic does not exist, and turns 200
                                          std::chrono::seconds(15)),
                 recv.proc().stderr_text());
 
-  clerk_sync::kafka::topic_spec spec{topic, 1, 1, {}};
+  // Made by someone else, with a broker's defaults (as a broker creating it
+  // for another client would): room for 1 MiB, and 7 days' retention (Kafka's
+  // default, which the test broker turns off, given here).
+  clerk_sync::kafka::topic_spec spec{topic, 1, 1, {{"retention.ms", "604800000"}}};
   REQUIRE(clerk_sync::kafka::create_topic(cfg, spec, std::chrono::seconds(15)) ==
           clerk_sync::kafka::create_outcome::created);
   CHECK(recv.wait_ready(std::chrono::seconds(15)));
   const auto res = clerk_sync::test::post_event(
       recv.port(), clerk_sync::test::sign_event(secret, clerk_sync::test::user_event_body("user_ready")));
   CHECK(res.status == 200);
+  // Webhooks are taken, and the receiver's log says what is wrong with the
+  // topic, as ctl status would: once, not each second.
+  REQUIRE_MESSAGE(recv.proc().wait_for_log("level=warn msg=topic_settings topic=" + topic, 15s),
+                  recv.proc().stderr_text());
+  const auto line = clerk_sync::test::line_with(recv.proc().stderr_text(), "msg=topic_settings ");
+  CHECK(line.find("retention.ms=604800000") != std::string::npos);
+  CHECK(line.find("max.message.bytes=") != std::string::npos);
+  std::this_thread::sleep_for(3s);
+  CHECK(clerk_sync::test::count_of(recv.proc().stderr_text(), "msg=topic_settings ") == 1);
 }
 
 TEST_CASE("a topic of one copy with min.insync.replicas=2 takes acks=all writes on the test broker, which caps it at the copies") {
