@@ -74,70 +74,35 @@ http::readiness readiness_of(kafka::producer::topic_state s) {
   return http::readiness::kafka_unreachable;
 }
 
-// Keeps /readyz current without blocking the I/O thread: a metadata
-// round-trip for the events topic each second on a thread of its own. Ready
-// means the cluster answers and the topic exists (auto-creation is usually
-// off, and without the topic every event would get a 503). Each change of
-// state is logged once; not ready for `deadline` is an error line, not_ready,
-// then one every 10 minutes while it lasts (librdkafka's own lines about an
-// unreachable cluster are warnings, and every webhook meanwhile gets 503).
-class readiness_probe {
+// A thread that calls `tick` once a second until stopped: request_stop()
+// ends the wait at once (a tick under way runs to its end), the destructor
+// joins it.
+class every_second {
  public:
-  readiness_probe(const kafka::producer& p, const kafka::client_config& cfg, const std::string& topic,
-                  std::atomic<http::readiness>& ready, std::chrono::seconds deadline)
-      : thread_([this, &p, topic, &ready, deadline, replicas = kafka::replica_watch(cfg, topic)]() mutable {
-          using state = kafka::producer::topic_state;
-          std::optional<state> last;
-          log::overdue unready(deadline);
+  template <class F>
+  explicit every_second(F tick)
+      : thread_([this, tick = std::move(tick)]() mutable {
           std::unique_lock lock(m_);
           while (!stop_) {
             lock.unlock();
-            std::vector<kafka::producer::partition_sync> short_of_sync;
-            const state now = p.check_topic(topic, 2s, &short_of_sync);
-            if (now == state::available) replicas.update(short_of_sync);
-            const auto r = readiness_of(now);
-            ready = r;
-            const char* name = http::name(r);
-            // What an operator must fix, not only retry: librdkafka's reason.
-            const auto refused =
-                now == state::unauthenticated || now == state::tls_failed ? p.refusal() : std::nullopt;
-            const auto why = refused ? std::optional<std::string>(refused->reason) : std::nullopt;
-            const auto t = std::chrono::steady_clock::now();
-            if (now != last) {
-              if (now == state::available)
-                log::info("kafka_ready", {{"topic", topic}});
-              else if (now == state::unauthenticated || now == state::tls_failed)
-                log::error(name, {{"topic", topic}, {"reason", why.value_or("")}});
-              else if (now == state::unauthorized)
-                log::error(name, {{"topic", topic},
-                                  {"outcome", "these credentials may not describe the topic: check its ACLs"}});
-              else
-                log::warn(name, {{"topic", topic}});
-              // Unreachable and missing in turn are one stretch of 503s.
-              if (!last || *last == state::available) unready.start(t);
-              last = now;
-            }
-            if (const auto waited = now == state::available ? std::nullopt : unready.due(t)) {
-              std::vector<log::field> f{
-                  {"topic", topic}, {"status", name}, {"waited_s", static_cast<std::int64_t>(waited->count())}};
-              if (why) f.emplace_back("reason", *why);
-              f.emplace_back("outcome", "every webhook meanwhile was answered 503");
-              log::write(log::level::error, "not_ready", f);
-            }
+            tick();
             lock.lock();
             cv_.wait_for(lock, 1s, [this] { return stop_; });
           }
         }) {}
-  ~readiness_probe() {
+  void request_stop() {
     {
       std::lock_guard lock(m_);
       stop_ = true;
     }
     cv_.notify_all();
+  }
+  ~every_second() {
+    request_stop();
     thread_.join();
   }
-  readiness_probe(const readiness_probe&) = delete;
-  readiness_probe& operator=(const readiness_probe&) = delete;
+  every_second(const every_second&) = delete;
+  every_second& operator=(const every_second&) = delete;
 
  private:
   std::mutex m_;
@@ -146,55 +111,91 @@ class readiness_probe {
   std::thread thread_;
 };
 
+// Keeps /readyz current without blocking the I/O thread: a metadata
+// round-trip for the events topic each second (every_second). Ready
+// means the cluster answers and the topic exists (auto-creation is usually
+// off, and without the topic every event would get a 503). Each change of
+// state is logged once; not ready for `deadline` is an error line, not_ready,
+// then one every 10 minutes while it lasts (librdkafka's own lines about an
+// unreachable cluster are warnings, and every webhook meanwhile gets 503).
+struct readiness_probe {
+  using state = kafka::producer::topic_state;
+  readiness_probe(const kafka::producer& producer, const kafka::client_config& cfg, std::string events_topic,
+                  std::atomic<http::readiness>& readiness, std::chrono::seconds deadline)
+      : p(producer), topic(std::move(events_topic)), ready(readiness), replicas(cfg, topic), unready(deadline) {}
+
+  void operator()() {
+    std::vector<kafka::producer::partition_sync> short_of_sync;
+    const state now = p.check_topic(topic, 2s, &short_of_sync);
+    if (now == state::available) replicas.update(short_of_sync);
+    const auto r = readiness_of(now);
+    ready = r;
+    const char* name = http::name(r);
+    // What an operator must fix, not only retry: librdkafka's reason.
+    const auto refused = now == state::unauthenticated || now == state::tls_failed ? p.refusal() : std::nullopt;
+    const auto why = refused ? std::optional<std::string>(refused->reason) : std::nullopt;
+    const auto t = std::chrono::steady_clock::now();
+    if (now != last) {
+      if (now == state::available)
+        log::info("kafka_ready", {{"topic", topic}});
+      else if (now == state::unauthenticated || now == state::tls_failed)
+        log::error(name, {{"topic", topic}, {"reason", why.value_or("")}});
+      else if (now == state::unauthorized)
+        log::error(name, {{"topic", topic}, {"outcome", "these credentials may not describe the topic: check its ACLs"}});
+      else
+        log::warn(name, {{"topic", topic}});
+      // Unreachable and missing in turn are one stretch of 503s.
+      if (!last || *last == state::available) unready.start(t);
+      last = now;
+    }
+    if (const auto waited = now == state::available ? std::nullopt : unready.due(t)) {
+      std::vector<log::field> f{
+          {"topic", topic}, {"status", name}, {"waited_s", static_cast<std::int64_t>(waited->count())}};
+      if (why) f.emplace_back("reason", *why);
+      f.emplace_back("outcome", "every webhook meanwhile was answered 503");
+      log::write(log::level::error, "not_ready", f);
+    }
+  }
+
+  const kafka::producer& p;
+  std::string topic;
+  std::atomic<http::readiness>& ready;
+  kafka::replica_watch replicas;
+  log::overdue unready;
+  std::optional<state> last;
+};
+
 // The topic's settings as `clerk-sync-ctl topic ensure` and `status` judge
 // them (retention or compaction that a replay would miss events to, room for
 // the largest record, durability), said in the receiver's own log: a topic
 // that something else made (a broker creating it for another client, a
 // tool) takes every acks=all write, and nothing else here would say what is
-// wrong with it. Checked when the topic first turns ready, each time it
-// turns ready again, and every 10 minutes (its settings may be altered);
-// one line when what is wrong changes: topic_settings (warn), back to
-// topic_settings_ok (info), or topic_settings_unchecked (warn: the settings
-// could not be read, such as credentials without DescribeConfigs).
-class topic_audit {
- public:
-  topic_audit(kafka::client_config cfg, std::string topic, std::size_t largest_record,
-              const std::atomic<http::readiness>& ready)
-      : thread_([this, cfg = std::move(cfg), topic = std::move(topic), largest_record, &ready] {
-          bool was_ready = false;
-          std::optional<std::chrono::steady_clock::time_point> checked_at;
-          std::string said;  // what the last line said: "" for nothing wrong
-          std::unique_lock lock(m_);
-          while (!stop_) {
-            lock.unlock();
-            const bool is_ready = ready.load() == http::readiness::ready;
-            const auto now = std::chrono::steady_clock::now();
-            if (is_ready && (!was_ready || !checked_at || now - *checked_at >= std::chrono::minutes(10))) {
-              checked_at = now;
-              said = check(cfg, topic, largest_record, said);
-            }
-            was_ready = is_ready;
-            lock.lock();
-            cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stop_; });
-          }
-        }) {}
-  ~topic_audit() {
-    {
-      std::lock_guard lock(m_);
-      stop_ = true;
+// wrong with it. Checked once the topic has been ready for 5 s (not at
+// once: a receiver stopped right after its start waits for no admin
+// round-trips), again after each time it was not ready, and every 10
+// minutes (its settings may be altered); one line when what is wrong
+// changes: topic_settings (warn), back to topic_settings_ok (info), or
+// topic_settings_unchecked (warn: the settings could not be read, such as
+// credentials without DescribeConfigs). On its own thread (every_second):
+// a check takes admin round-trips of up to 2 s each.
+struct topic_audit {
+  void operator()() {
+    const auto now = std::chrono::steady_clock::now();
+    if (ready.load() != http::readiness::ready) {
+      ready_since.reset();
+      return;
     }
-    cv_.notify_all();
-    thread_.join();
+    if (!ready_since) ready_since = now;
+    if (now - *ready_since < 5s) return;
+    if (checked_at && *checked_at >= *ready_since && now - *checked_at < std::chrono::minutes(10)) return;
+    checked_at = now;
+    said = check();
   }
-  topic_audit(const topic_audit&) = delete;
-  topic_audit& operator=(const topic_audit&) = delete;
 
- private:
   // One check; returns what is now said (unchanged: no line).
-  static std::string check(const kafka::client_config& cfg, const std::string& topic, std::size_t largest_record,
-                           const std::string& said) {
+  std::string check() const {
     try {
-      const auto r = clerk_sync::ops::check_topic(cfg, topic, std::chrono::seconds(5), largest_record);
+      const auto r = clerk_sync::ops::check_topic(cfg, topic, 2s, largest_record);
       std::string wrong;
       for (const auto* list : {&r.warnings, &r.size_warnings, &r.durability_warnings})
         for (const auto& w : *list) wrong += (wrong.empty() ? "" : "; ") + w;
@@ -214,10 +215,13 @@ class topic_audit {
     }
   }
 
-  std::mutex m_;
-  std::condition_variable cv_;
-  bool stop_ = false;
-  std::thread thread_;
+  kafka::client_config cfg;
+  std::string topic;
+  std::size_t largest_record = 0;
+  const std::atomic<http::readiness>& ready;
+  std::optional<std::chrono::steady_clock::time_point> ready_since = {};
+  std::optional<std::chrono::steady_clock::time_point> checked_at = {};
+  std::string said = {};  // what the last line said: "" for nothing wrong
 };
 
 // Raises the soft RLIMIT_NOFILE to the hard limit (systemd's default soft
@@ -294,11 +298,17 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
                                    opts.body_memory_budget};
   http::server srv(ioc, where, {opts.path, std::move(keys), std::chrono::seconds(opts.tolerance_s)}, limits,
                    opts.topic, publish);
-  std::optional<readiness_probe> probe;
-  std::optional<topic_audit> audit;
+  std::optional<every_second> probe;
+  // Stopped with the loop and joined on the way out, after the flush: a
+  // check under way then ends meanwhile instead of holding up the stop.
+  std::optional<every_second> audit;
   if (producer) {
-    probe.emplace(*producer, opts.kafka, opts.topic, srv.kafka_state, std::chrono::seconds(opts.unready_deadline_s));
-    audit.emplace(opts.kafka, opts.topic, http::max_message_bytes(opts), srv.kafka_state);
+    probe.emplace(readiness_probe(*producer, opts.kafka, opts.topic, srv.kafka_state,
+                                  std::chrono::seconds(opts.unready_deadline_s)));
+    audit.emplace(topic_audit{.cfg = opts.kafka,
+                              .topic = opts.topic,
+                              .largest_record = http::max_message_bytes(opts),
+                              .ready = srv.kafka_state});
   } else {
     srv.kafka_state = http::readiness::ready;
   }
@@ -345,6 +355,7 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
     }
     shutting_down = true;
     exit_code = code;
+    if (audit) audit->request_stop();
     systemd::notify_stopping();
     log::info("stopping", {{"connections", srv.connections()}, {"exit_code", code}});
     srv.stop();
@@ -406,6 +417,7 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
     log::info("flushed", {{"outcome", flushed ? "complete" : "incomplete"}, {"in_flight", producer->in_flight()}});
     fatal_since_loop();
   }
+  audit.reset();  // its last line, if a check was under way, before the last line
   // What the rate limiters hold back goes out before the last line.
   log::rate_limiter::drain_all();
   log::info("stopped", {{"exit_code", exit_code}});
