@@ -4,6 +4,7 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <filesystem>
 #include <optional>
 #include <system_error>
@@ -78,7 +79,13 @@ void migrate(SQLite::Database& db, const std::string& path, const open_options& 
         held = file_lock::lock(lock, file_lock::mode::exclusive);
       }
     } catch (const std::system_error& e) {
-      throw open_error(std::string("cannot take the migration lock of ") + path + ": " + e.what());
+      // No permission, a read-only file system: a setting. Anything else
+      // (no space for the file, no locks left) may pass, as a full disk may.
+      const std::string what = std::string("cannot take the migration lock of ") + path + ": " + e.what();
+      const int err = e.code().value();
+      if (err == EACCES || err == EPERM || err == EROFS)  // errno values, as both categories hold on Linux
+        throw open_error(what);
+      throw db_error(what);
     }
   }
   for (const auto& m : all) {

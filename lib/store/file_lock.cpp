@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -15,6 +16,10 @@ namespace {
 int open_lock_file(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) throw std::system_error(errno, std::generic_category(), "cannot create " + path);
+  // 0644 whatever the umask: one made by root under umask 077 (ctl swap-in
+  // on a hardened host) would be closed to the consumers' own user. Another
+  // user's file stays as it is (EPERM).
+  (void)::fchmod(fd, 0644);
   return fd;
 }
 

@@ -7,6 +7,7 @@
 
 #include <sched.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -122,7 +123,10 @@ TEST_CASE("an open waits for another process's migration however long it takes, 
       second_error = e.what();
     }
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(400));  // eight of its busy timeouts
+  // Waiting for the migration, and past its own busy timeout, before the
+  // first opener can go on.
+  for (int i = 0; i < 500 && !told.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // four of its busy timeouts
   writer.exec("COMMIT");
   first.join();
   second.join();
@@ -267,4 +271,20 @@ TEST_CASE("a file that cannot use WAL is a bad setting at open, not readers bloc
   // The normal VFS opens the same file in WAL.
   store::database db(path);
   CHECK(db.native().execAndGet("PRAGMA journal_mode").getString() == "wal");
+}
+
+TEST_CASE("a lock file is readable by every user whatever the umask of the process that made it") {
+  // ctl swap-in run as root under umask 077 makes the files that the
+  // consumers, another user, open next.
+  clerk_sync::test::temp_dir dir;
+  const auto db = (dir / "live.db").string();
+  const mode_t before = ::umask(077);
+  {
+    const auto held = store::file_lock::try_lock(store::migration_lock_path(db), store::file_lock::mode::exclusive);
+    CHECK(held.has_value());
+  }
+  ::umask(before);
+  struct stat st {};
+  REQUIRE(::stat(store::migration_lock_path(db).c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0644);
 }
