@@ -97,7 +97,7 @@ int run(int argc, char** argv) {
       ->check(CLI::Range(1, 100'000))
       ->capture_default_str();
   app.add_option("--batch-bytes", s.batch_bytes,
-                 "Most bytes of event bodies per transaction (a larger event is a batch of its own)")
+                 "Most bytes of event bodies per transaction (the event that reaches it ends the batch)")
       ->envname("CLERK_SYNC_BATCH_BYTES")
       ->check(CLI::Range(1, 1024 * 1024 * 1024))
       ->capture_default_str();
@@ -247,11 +247,11 @@ int run(int argc, char** argv) {
     cfg.kafka.properties.insert(cfg.kafka.properties.begin(),
                                 {{"queued.max.messages.kbytes", std::to_string(prefetch_kb)},
                                  {"max.partition.fetch.bytes", std::to_string(256 * 1024)}});
-    states.push_back(std::make_unique<cs::consume::loop_state>());
-    auto* state = states.back().get();
     try {
+      states.push_back(std::make_unique<cs::consume::loop_state>());
+      auto* state = states.back().get();
       threads.emplace_back([cfg, state, &stop] { (void)cs::consume::run_loop(cfg, stop, *state); });
-    } catch (const std::system_error&) {
+    } catch (...) {
       // No thread to be had (TasksMax, memory): the loops started stop and
       // are joined, so that this is one unexpected_error line and exit 1,
       // not std::terminate for a joinable thread, which aborts without one.

@@ -52,7 +52,8 @@ struct loop_config {
   std::size_t batch_size = 2000;
   // A batch's bodies are held until it commits, beside the prefetch: also
   // bounded in bytes, so that a backlog of large events (bodies up to the
-  // receiver's limit, 1 MiB by default) cannot hold batch_size of them.
+  // receiver's limit, 1 MiB by default) cannot hold batch_size of them. The
+  // event that reaches it ends the batch it joined.
   std::size_t batch_bytes = 8 * 1024 * 1024;
   std::chrono::milliseconds batch_latency{50};
   std::chrono::milliseconds busy_timeout{5'000};
