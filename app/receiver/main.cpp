@@ -20,6 +20,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -176,8 +177,9 @@ struct readiness_probe {
 // minutes (its settings may be altered); one line when what is wrong
 // changes: topic_settings (warn), back to topic_settings_ok (info), or
 // topic_settings_unchecked (warn: the settings could not be read, such as
-// credentials without DescribeConfigs). On its own thread (every_second):
-// a check takes admin round-trips of up to 2 s each.
+// credentials without DescribeConfigs; asked again after a minute). On its
+// own thread (every_second): a check takes a few admin round-trips of up to
+// 2 s each (5 to 7 s in all against a cluster that does not answer).
 struct topic_audit {
   void operator()() {
     const auto now = std::chrono::steady_clock::now();
@@ -187,7 +189,9 @@ struct topic_audit {
     }
     if (!ready_since) ready_since = now;
     if (now - *ready_since < 5s) return;
-    if (checked_at && *checked_at >= *ready_since && now - *checked_at < std::chrono::minutes(10)) return;
+    // Settings that could not be read are asked for again after a minute.
+    const auto again = said.starts_with(unchecked) ? std::chrono::minutes(1) : std::chrono::minutes(10);
+    if (checked_at && *checked_at >= *ready_since && now - *checked_at < again) return;
     checked_at = now;
     said = check();
   }
@@ -209,12 +213,13 @@ struct topic_audit {
                                                  "and topic ensure creates one without these"}});
       return wrong;
     } catch (const std::exception& e) {
-      const std::string now = std::string("unchecked: ") + e.what();
+      const std::string now = std::string(unchecked) + e.what();
       if (now != said) log::warn("topic_settings_unchecked", {{"topic", topic}, {"reason", e.what()}});
       return now;
     }
   }
 
+  static constexpr std::string_view unchecked = "unchecked: ";
   kafka::client_config cfg;
   std::string topic;
   std::size_t largest_record = 0;
@@ -299,8 +304,9 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
   http::server srv(ioc, where, {opts.path, std::move(keys), std::chrono::seconds(opts.tolerance_s)}, limits,
                    opts.topic, publish);
   std::optional<every_second> probe;
-  // Stopped with the loop and joined on the way out, after the flush: a
-  // check under way then ends meanwhile instead of holding up the stop.
+  // Told to stop as the shutdown begins and joined after the flush: a check
+  // under way ends meanwhile, and holds up the stop only by what is left of
+  // it past the drain and the flush (a few seconds at most).
   std::optional<every_second> audit;
   if (producer) {
     probe.emplace(readiness_probe(*producer, opts.kafka, opts.topic, srv.kafka_state,
