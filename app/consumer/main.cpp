@@ -226,39 +226,40 @@ int run(int argc, char** argv) {
   std::mutex write_turn;
   std::vector<std::unique_ptr<cs::consume::loop_state>> states;
   std::vector<std::thread> threads;
-  for (const auto k : kinds) {
-    auto cfg = s.worker;
-    cfg.projection = k;
-    cfg.write_turn = &write_turn;
-    // The prefetch: librdkafka 2.0.2 stops fetching once the queue holds
-    // queued.max.messages.kbytes and would look again only after up to a
-    // second; kafka::consumer wakes it as soon as the queue is half empty
-    // (fetch_nudge), so the queue needs to hold only what the loop drains
-    // between two fetches. One budget of 52 MiB is shared by the
-    // projections of a process, at most 40 MiB for one: 13 MiB each for four.
-    // A fetch response stays in memory while any of its messages waits, and
-    // the queue's bound is checked before a fetch, not during it, so at the
-    // default of 1 MiB a partition a consumer of six partitions holds up to
-    // 6 MiB beyond its queue: 256 KiB a partition took 27 MiB off the peak
-    // RSS of four projections at the same speed. librdkafka raises the size
-    // for a partition whose next record batch is larger. --kafka-property
-    // overrides both (applied later).
-    const auto prefetch_kb = std::min(40 * 1024, 52 * 1024 / static_cast<int>(kinds.size()));
-    cfg.kafka.properties.insert(cfg.kafka.properties.begin(),
-                                {{"queued.max.messages.kbytes", std::to_string(prefetch_kb)},
-                                 {"max.partition.fetch.bytes", std::to_string(256 * 1024)}});
-    try {
+  try {
+    for (const auto k : kinds) {
+      auto cfg = s.worker;
+      cfg.projection = k;
+      cfg.write_turn = &write_turn;
+      // The prefetch: librdkafka 2.0.2 stops fetching once the queue holds
+      // queued.max.messages.kbytes and would look again only after up to a
+      // second; kafka::consumer wakes it as soon as the queue is half empty
+      // (fetch_nudge), so the queue needs to hold only what the loop drains
+      // between two fetches. One budget of 52 MiB is shared by the
+      // projections of a process, at most 40 MiB for one: 13 MiB each for four.
+      // A fetch response stays in memory while any of its messages waits, and
+      // the queue's bound is checked before a fetch, not during it, so at the
+      // default of 1 MiB a partition a consumer of six partitions holds up to
+      // 6 MiB beyond its queue: 256 KiB a partition took 27 MiB off the peak
+      // RSS of four projections at the same speed. librdkafka raises the size
+      // for a partition whose next record batch is larger. --kafka-property
+      // overrides both (applied later).
+      const auto prefetch_kb = std::min(40 * 1024, 52 * 1024 / static_cast<int>(kinds.size()));
+      cfg.kafka.properties.insert(cfg.kafka.properties.begin(),
+                                  {{"queued.max.messages.kbytes", std::to_string(prefetch_kb)},
+                                   {"max.partition.fetch.bytes", std::to_string(256 * 1024)}});
       states.push_back(std::make_unique<cs::consume::loop_state>());
       auto* state = states.back().get();
       threads.emplace_back([cfg, state, &stop] { (void)cs::consume::run_loop(cfg, stop, *state); });
-    } catch (...) {
-      // No thread to be had (TasksMax, memory): the loops started stop and
-      // are joined, so that this is one unexpected_error line and exit 1,
-      // not std::terminate for a joinable thread, which aborts without one.
-      stop = true;
-      for (auto& t : threads) t.join();
-      throw;
     }
+  } catch (...) {
+    // No thread or memory to be had (TasksMax, ENOMEM): the loops started
+    // stop and are joined, so that this is one unexpected_error line and
+    // exit 1, not std::terminate for a joinable thread, which aborts
+    // without one.
+    stop = true;
+    for (auto& t : threads) t.join();
+    throw;
   }
 
   const auto watchdog = cs::systemd::watchdog_interval();
