@@ -79,11 +79,12 @@ void migrate(SQLite::Database& db, const std::string& path, const open_options& 
         held = file_lock::lock(lock, file_lock::mode::exclusive);
       }
     } catch (const std::system_error& e) {
-      // No permission, a read-only file system: a setting. Anything else
+      // No permission, a read-only file system, a bad path: a setting. Anything else
       // (no space for the file, no locks left) may pass, as a full disk may.
       const std::string what = std::string("cannot take the migration lock of ") + path + ": " + e.what();
       const int err = e.code().value();
-      if (err == EACCES || err == EPERM || err == EROFS)  // errno values, as both categories hold on Linux
+      // errno values, as both categories hold on Linux.
+      if (err == EACCES || err == EPERM || err == EROFS || err == ENOTDIR || err == ELOOP || err == ENAMETOOLONG)
         throw open_error(what);
       throw db_error(what);
     }

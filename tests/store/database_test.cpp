@@ -278,12 +278,14 @@ TEST_CASE("a lock file is readable by every user whatever the umask of the proce
   // consumers, another user, open next.
   clerk_sync::test::temp_dir dir;
   const auto db = (dir / "live.db").string();
-  const mode_t before = ::umask(077);
   {
+    struct umask_for_scope {
+      mode_t before = ::umask(077);
+      ~umask_for_scope() { ::umask(before); }
+    } root_hardened;
     const auto held = store::file_lock::try_lock(store::migration_lock_path(db), store::file_lock::mode::exclusive);
     CHECK(held.has_value());
   }
-  ::umask(before);
   struct stat st {};
   REQUIRE(::stat(store::migration_lock_path(db).c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0644);
