@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -123,6 +124,17 @@ void check_notify(const fs::path& exe, const std::vector<std::string>& args, std
   CHECK(proc.wait(20s) == 0);
 }
 
+// A consumer of the users projection on `db`, its notifications to `sock`.
+std::unique_ptr<test::process> start_users_consumer(const std::string& topic, const std::string& db,
+                                                    const notify_socket& sock) {
+  return std::make_unique<test::process>(test::binary_path("app/consumer/clerk-sync-consumer"),
+                                         std::vector<std::string>{"--projection", "users"},
+                                         std::map<std::string, std::string>{{"KAFKA_BROKERS", test::broker().brokers},
+                                                                            {"CLERK_SYNC_TOPIC", topic},
+                                                                            {"CLERK_SYNC_DB", db},
+                                                                            {"NOTIFY_SOCKET", sock.path().string()}});
+}
+
 }  // namespace
 
 TEST_CASE("clerk-sync-receiver sends READY=1 and watchdog pings through NOTIFY_SOCKET, and goes on after a SIGHUP") {
@@ -170,11 +182,8 @@ TEST_CASE("clerk-sync-consumer extends its start while it waits for a swap-in's 
   REQUIRE(lock >= 0);
   REQUIRE(::flock(lock, LOCK_EX) == 0);  // as swap-in takes it
   notify_socket sock(dir / "notify");
-  test::process proc(test::binary_path("app/consumer/clerk-sync-consumer"), {"--projection", "users"},
-                     {{"KAFKA_BROKERS", test::broker().brokers},
-                      {"CLERK_SYNC_TOPIC", topic},
-                      {"CLERK_SYNC_DB", db},
-                      {"NOTIFY_SOCKET", sock.path().string()}});
+  const auto started = start_users_consumer(topic, db, sock);
+  auto& proc = *started;
   REQUIRE(proc.wait_for_log("msg=swap_wait", 20s));
   // One extension while the database opened, then one for the wait (at
   // once, and every 10 s while it lasts); READY=1 only after the lock.
@@ -204,11 +213,8 @@ TEST_CASE("clerk-sync-consumer waits for another process's migration, its start 
       clerk_sync::store::file_lock::lock(clerk_sync::store::migration_lock_path(db),
                                          clerk_sync::store::file_lock::mode::exclusive);  // as the first instance
   notify_socket sock(dir / "notify");
-  test::process proc(test::binary_path("app/consumer/clerk-sync-consumer"), {"--projection", "users"},
-                     {{"KAFKA_BROKERS", test::broker().brokers},
-                      {"CLERK_SYNC_TOPIC", topic},
-                      {"CLERK_SYNC_DB", db},
-                      {"NOTIFY_SOCKET", sock.path().string()}});
+  const auto started = start_users_consumer(topic, db, sock);
+  auto& proc = *started;
   REQUIRE(proc.wait_for_log("msg=migration_wait", 20s));
   CHECK(sock.wait_for("EXTEND_TIMEOUT_USEC=30000000", 5s, proc));
   proc.signal(SIGHUP);
