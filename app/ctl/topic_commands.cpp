@@ -92,7 +92,7 @@ bool log_topic_warnings(const std::string& topic, const ops::topic_report& repor
   for (const auto& w : report.warnings) log::warn("topic not replayable", {{"topic", topic}, {"why", w}});
   for (const auto& w : report.durability_warnings) log::warn("topic not durable", {{"topic", topic}, {"why", w}});
   for (const auto& w : report.size_warnings) log::warn("topic too small", {{"topic", topic}, {"why", w}});
-  return report.warnings.empty() && report.durability_warnings.empty() && report.size_warnings.empty();
+  return report.all_warnings().empty();
 }
 
 void add_topic_commands(CLI::App& app, runner& run) {

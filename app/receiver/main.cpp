@@ -201,8 +201,7 @@ struct topic_audit {
     try {
       const auto r = clerk_sync::ops::check_topic(cfg, topic, 2s, largest_record);
       std::string wrong;
-      for (const auto* list : {&r.warnings, &r.size_warnings, &r.durability_warnings})
-        for (const auto& w : *list) wrong += (wrong.empty() ? "" : "; ") + w;
+      for (const auto& w : r.all_warnings()) wrong += (wrong.empty() ? "" : "; ") + w;
       if (wrong == said) return said;
       if (wrong.empty())
         log::info("topic_settings_ok", {{"topic", topic}});

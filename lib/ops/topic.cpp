@@ -169,6 +169,13 @@ topic_report describe_existing(const kafka::client_config& cfg, const std::strin
 
 }  // namespace
 
+std::vector<std::string> topic_report::all_warnings() const {
+  std::vector<std::string> out = warnings;
+  out.insert(out.end(), size_warnings.begin(), size_warnings.end());
+  out.insert(out.end(), durability_warnings.begin(), durability_warnings.end());
+  return out;
+}
+
 topic_report check_topic(const kafka::client_config& cfg, const std::string& name, std::chrono::milliseconds timeout,
                          std::size_t largest_record) {
   const auto layout = kafka::describe_cluster(cfg, name, timeout);
@@ -192,7 +199,7 @@ topic_report ensure_topic(const kafka::client_config& cfg, const topic_settings&
                                                   {"unclean.leader.election.enable", "false"}};
     for (const auto& [k, v] : settings.configs) configs[k] = v;
     auto plan = report_of(configs, brokers, settings.partitions, settings.replication_factor, settings.largest_record);
-    if (clean_only && !(plan.warnings.empty() && plan.durability_warnings.empty() && plan.size_warnings.empty())) {
+    if (clean_only && !plan.all_warnings().empty()) {
       plan.refused = true;
       return plan;
     }

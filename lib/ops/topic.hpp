@@ -79,6 +79,8 @@ struct topic_report {
   std::vector<std::string> size_warnings;        // size_warnings
   std::vector<std::string> durability_warnings;  // durability_warnings
   std::map<std::string, std::string> config;     // the effective (or, when created, requested) topic configs
+  // Every warning above, in that order: empty for a clean topic.
+  [[nodiscard]] std::vector<std::string> all_warnings() const;
 };
 
 // An existing topic's report (created false), without changing anything:
