@@ -57,6 +57,7 @@ const char* name(readiness r) {
     case readiness::authentication_failed: return "authentication_failed";
     case readiness::tls_failed: return "tls_failed";
     case readiness::topic_unauthorized: return "topic_unauthorized";
+    case readiness::publish_failing: return "publish_failing";
     case readiness::kafka_unreachable: break;
   }
   return "kafka_unreachable";

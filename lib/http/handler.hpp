@@ -27,8 +27,17 @@ struct handler_config {
 // What /readyz reports: Kafka answers and the events topic exists; or why
 // not (authentication_failed: the brokers refused the credentials;
 // tls_failed: the TLS handshake with them failed; topic_unauthorized: the
-// credentials may not describe the topic).
-enum class readiness { kafka_unreachable, topic_missing, authentication_failed, tls_failed, topic_unauthorized, ready };
+// credentials may not describe the topic; publish_failing: the cluster
+// answers, but publishes fail one after another, publish_health.hpp).
+enum class readiness {
+  kafka_unreachable,
+  topic_missing,
+  authentication_failed,
+  tls_failed,
+  topic_unauthorized,
+  publish_failing,
+  ready
+};
 
 // The name /readyz and the receiver's lines give a readiness.
 [[nodiscard]] const char* name(readiness r);

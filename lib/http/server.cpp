@@ -3,6 +3,7 @@
 #include "http/connection_end.hpp"
 #include "http/keep_alive.hpp"
 #include "http/listen.hpp"
+#include "http/publish_health.hpp"
 #include "http/request_bounds.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -103,8 +104,26 @@ struct server::impl : std::enable_shared_from_this<impl> {
   std::size_t small_body_limit;  // small_body() of the limits, once
   std::string topic;
   publish_fn publish;
-  std::atomic<readiness>* ready = nullptr;
-  [[nodiscard]] readiness kafka_state() const { return ready ? ready->load() : readiness::kafka_unreachable; }
+  std::atomic<readiness>* ready = nullptr;  // the probe's
+  publish_health health{topic};
+  [[nodiscard]] readiness probe_state() const { return ready ? ready->load() : readiness::kafka_unreachable; }
+  // What /readyz says: the probe's state, unless publishes fail meanwhile.
+  [[nodiscard]] readiness kafka_state() const {
+    const auto r = probe_state();
+    if (r == readiness::ready && health.may_be_failing() && health.failing(std::chrono::steady_clock::now()))
+      return readiness::publish_failing;
+    return r;
+  }
+  // Failures count only while the probe says ready: otherwise /readyz
+  // already says why, and the failures of an outage would hold it at
+  // publish_failing after the cluster is back. A record Kafka refuses for
+  // its size is that event's fault (413), not the receiver's.
+  void note_publish(std::string_view outcome, std::string_view why) {
+    if (outcome == "acknowledged")
+      health.acknowledged();
+    else if (outcome != "too_large_for_kafka" && probe_state() == readiness::ready)
+      health.failed(outcome, why, std::chrono::steady_clock::now());
+  }
   std::list<connection> open;
   idle_list idle;
   bool stopping = false;
@@ -599,9 +618,10 @@ struct server::impl : std::enable_shared_from_this<impl> {
     std::string outcome(d.outcome);
     std::string why;
     bhttp::response<bhttp::string_body> res;
-    if (d.publish)
+    if (d.publish) {
       res = co_await answer_publish(d, req.body(), status, partition, offset, outcome, why);
-    else
+      note_publish(outcome, why);
+    } else
       res = to_beast(d.answer);
     log_request(d, outcome, status, partition, offset, started, why);
     res.keep_alive(keeps_alive(parser) && !stopping);

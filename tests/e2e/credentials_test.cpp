@@ -55,7 +55,8 @@ std::string kafka_libs() {
 // superuser ANONYMOUS) and SASL_PLAINTEXT with PLAIN users and SCRAM-SHA-256
 // (`clerk` only, with a password of its own), behind Kafka's
 // StandardAuthorizer: `clerk` may do anything, `stranger` may only write
-// idempotently (no topic, no group), `nobody` may do nothing.
+// idempotently (no topic, no group; later, describe the topic), `nobody`
+// may do nothing.
 class sasl_broker {
  public:
   sasl_broker()
@@ -122,6 +123,16 @@ class sasl_broker {
                              {"java", "-cp", kafka_libs() + "/*", "kafka.admin.AclCommand", "--bootstrap-server",
                               plain_address(), "--add", "--allow-principal", "User:stranger", "--operation",
                               "IdempotentWrite", "--cluster"},
+                             {}, 60s);
+    REQUIRE_MESSAGE(r.status == 0, r.out << r.err);
+  }
+
+  // Lets `stranger` describe `topic` too (but still not write it).
+  void allow_describe(const std::string& topic) const {
+    const auto r = test::run("/usr/bin/env",
+                             {"java", "-cp", kafka_libs() + "/*", "kafka.admin.AclCommand", "--bootstrap-server",
+                              plain_address(), "--add", "--allow-principal", "User:stranger", "--operation",
+                              "Describe", "--topic", topic},
                              {}, 60s);
     REQUIRE_MESSAGE(r.status == 0, r.out << r.err);
   }
@@ -331,6 +342,30 @@ TEST_CASE("against a SASL broker, a wrong password and denied ACLs are never sil
     CHECK(c->wait(30s) == 0);
     CHECK(test::query_int(db, "SELECT count(*) FROM users") == 0);
     outputs.push_back(c->stderr_text());
+  }
+
+  // Credentials that may describe the topic but not write it: the probe's
+  // metadata request says ready, and every publish is refused. After three
+  // in a row /readyz says publish_failing, so that a balancer stops sending.
+  broker.allow_describe(topic);
+  {
+    test::receiver r(broker.sasl_address(), topic, secret, {"--kafka-properties-file", broker.stranger_properties()});
+    REQUIRE_MESSAGE(r.wait_ready(30s), r.proc().stderr_text());
+    for (int i = 0; i < 3; ++i) {
+      const auto answer = test::post_event(
+          r.port(), test::sign_event(secret, test::user_event_body("user_no_write_" + std::to_string(i))), 20s);
+      CHECK(answer.status == 503);
+    }
+    const auto readyz = test::send_http(r.port(), "GET", "/readyz", {}, "", 5s);
+    CHECK(readyz.status == 503);
+    CHECK(readyz.body == R"({"status":"publish_failing"})");
+    const auto line = line_with(r.proc().stderr_text(), "msg=publish_failing");
+    CHECK_MESSAGE(line.find("level=error msg=publish_failing topic=" + topic + " failed=3") != std::string::npos,
+                  r.proc().stderr_text());
+    CHECK_MESSAGE(line.find("Topic authorization failed") != std::string::npos, line);
+    r.proc().signal(SIGTERM);
+    CHECK(r.proc().wait(30s) == 0);
+    outputs.push_back(r.proc().stderr_text());
   }
 
   // The right passwords, PLAIN's and SCRAM's: each receiver's event
