@@ -91,11 +91,22 @@ struct server::impl : std::enable_shared_from_this<impl> {
     // when the connection goes.
     bi::list_member_hook<bi::link_mode<bi::auto_unlink>> idle_hook;
     std::chrono::steady_clock::time_point idle_since{};
+    // Linked into `reading` while a request is read (from its first byte
+    // to its body's end) and while the connection lingers after an early
+    // answer, since `reading_since`: the cap may close it once that is
+    // long. Not while a request is answered: its event may be on its way
+    // to Kafka.
+    bi::list_member_hook<bi::link_mode<bi::auto_unlink>> reading_hook;
+    std::chrono::steady_clock::time_point reading_since{};
   };
   // The waiting connections, longest idle first (each joins at the back
   // when it starts to wait): the sweeper and the cap take from the front.
   using idle_list = bi::list<connection, bi::member_hook<connection, decltype(connection::idle_hook), &connection::idle_hook>,
                              bi::constant_time_size<false>>;
+  // The connections reading a request, longest first (the same way).
+  using reading_list =
+      bi::list<connection, bi::member_hook<connection, decltype(connection::reading_hook), &connection::reading_hook>,
+               bi::constant_time_size<false>>;
 
   net::io_context& ioc;
   net::basic_socket_acceptor<tcp, executor> acceptor;
@@ -126,6 +137,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
   }
   std::list<connection> open;
   idle_list idle;
+  reading_list reading;
   bool stopping = false;
   std::size_t body_bytes = 0;  // reserved by requests whose bodies are being read or held
   std::array<char, 16 * 1024> discard{};  // lingering reads land here (one thread: no race)
@@ -192,7 +204,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
         (void)co_await backoff.async_wait(nothrow);
         continue;
       }
-      if (open.size() >= limits.max_connections && !close_longest_idle()) {
+      if (open.size() >= limits.max_connections && !close_longest_idle() && !close_slowest_request()) {
         limiter.write("refused", log::level::warn, "refused",
                       {{"outcome", "max_connections"}, {"connections", open.size()}});
         beast::error_code ignored;
@@ -219,6 +231,33 @@ struct server::impl : std::enable_shared_from_this<impl> {
       return true;
     }
     return false;
+  }
+
+  // Then, when none waits, the request read longest, once that took a
+  // second (half the read timeout, when shorter): the timeouts bound each
+  // request, not a connection, so a client that sends its header and body
+  // a few bytes at a time, and another request after each answer, held its
+  // place for ever with a few hundred bytes every twenty seconds, and a few
+  // such clients held the cap against Svix, whose requests arrive whole
+  // within milliseconds. A request younger than that is not cut for a
+  // newcomer (a burst at the cap refuses the newcomer, as before). Closed,
+  // not cancelled: a read whose completion is already queued must not go
+  // on. Its serve() ends without a word (its read fails, the line is here).
+  bool close_slowest_request() {
+    if (reading.empty()) return false;
+    auto& c = reading.front();
+    const auto now = std::chrono::steady_clock::now();
+    const auto slow_after =
+        std::min<std::chrono::steady_clock::duration>(std::chrono::seconds(1), limits.read_timeout / 2);
+    if (now - c.reading_since < slow_after) return false;
+    c.reading_hook.unlink();
+    beast::error_code ignored;
+    c.stream->socket().close(ignored);
+    limiter.write("slow_closed", log::level::warn, "slow_closed",
+                  {{"outcome", "max_connections"},
+                   {"connections", open.size()},
+                   {"reading_ms", std::chrono::duration_cast<std::chrono::milliseconds>(now - c.reading_since).count()}});
+    return true;
   }
 
   static bool request_arrived(connection& c) {
@@ -388,7 +427,10 @@ struct server::impl : std::enable_shared_from_this<impl> {
         me.idle_hook.unlink();  // if the sweeper, the cap or stop() has not
         if (ec) co_return;  // closed or idle too long: nothing to answer
       }
-      const auto then = co_await serve_request(stream, buffer);
+      me.reading_since = std::chrono::steady_clock::now();
+      reading.push_back(me);
+      const auto then = co_await serve_request(stream, buffer, me);
+      if (then != after::linger) me.reading_hook.unlink();
       if (then == after::blank_lines) {
         if (!std::exchange(skipped_blank_lines, true)) continue;
         limiter.write("blank_lines", log::level::info, "idle_closed", {{"outcome", "blank_lines"}});
@@ -403,6 +445,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
         buffer = beast::flat_buffer();
         co_await http::linger(stream, limits.read_timeout, std::max(min_linger_bytes, 4 * limits.body_limit),
                               net::buffer(discard));
+        me.reading_hook.unlink();
       }
       co_return;
     }
@@ -500,7 +543,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
 
   // Reads one request, once its first byte is here, and answers it; what
   // the connection does next.
-  task<after> serve_request(stream_type& stream, beast::flat_buffer& buffer) {
+  task<after> serve_request(stream_type& stream, beast::flat_buffer& buffer, connection& me) {
     bounds::request_parser parser;
     bounds::limit(parser, limits.header_limit, limits.body_limit);
     bounds::header_stage(buffer, limits.header_limit);
@@ -605,6 +648,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
       if (std::distance(req.begin(), req.end()) != header_fields)
         co_return co_await answer_early(stream, bad_request(), "rejected", "trailer", head);
     }
+    me.reading_hook.unlink();  // read whole: answered now, whatever the cap
     const request_view view{method, target, req.body(),
                             [&req](std::string_view name) -> std::optional<std::string_view> {
                               const auto it = req.find(beast::string_view(name.data(), name.size()));

@@ -55,6 +55,34 @@ TEST_CASE("at the connection cap, the connection idle longest makes room for a n
   CHECK(r.proc().wait_for_log("msg=idle_closed outcome=max_connections", 5s));
 }
 
+TEST_CASE("at the connection cap, a request read for over a second makes room: trickling clients cannot hold it") {
+  const auto secret = test::random_secret();
+  test::receiver r(test::broker().brokers, test::fresh_topic("recv_evict_slow", 1), secret,
+                   {"--max-connections", "3", "--read-timeout-ms", "10000", "--idle-timeout-ms", "60000"});
+  REQUIRE(r.wait_ready(15s));
+  // Requests begun and not finished, one in its body and two in their
+  // headers: each would hold its place for the read timeout, and for ever by
+  // sending a byte now and then and a new request after each answer.
+  raw_conn a(r.port());
+  REQUIRE(a.send("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"type\""));
+  std::this_thread::sleep_for(100ms);
+  raw_conn b(r.port());
+  REQUIRE(b.send("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\n"));
+  std::this_thread::sleep_for(100ms);
+  raw_conn c(r.port());
+  REQUIRE(c.send("POST /webhooks/clerk HTTP/1.1\r\n"));
+  std::this_thread::sleep_for(1200ms);
+  // A delivery: the request read longest makes room.
+  const auto answer =
+      test::post_event(r.port(), test::sign_event(secret, test::user_event_body("user_evict_slow")), 20s);
+  CHECK_MESSAGE(answer.status == 200, r.proc().stderr_text());
+  CHECK(a.closed_within(1000ms));
+  CHECK_FALSE(b.closed_within(200ms));
+  CHECK_FALSE(c.closed_within(200ms));
+  CHECK_MESSAGE(r.proc().wait_for_log("level=warn msg=slow_closed outcome=max_connections connections=3", 5s),
+                r.proc().stderr_text());
+}
+
 TEST_CASE("on SIGTERM idle connections are closed at once, a request in flight is still answered") {
   test::receiver r(test::broker().brokers, test::fresh_topic("recv_stop_idle", 1), test::random_secret(),
                    {"--idle-timeout-ms", "300000", "--shutdown-grace-ms", "20000"});
