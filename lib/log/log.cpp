@@ -94,9 +94,12 @@ void append_hex_escape(line_buffer& out, unsigned char c, bool json) {
   put(out, digits[static_cast<std::size_t>(c & 0x0f)]);
 }
 
-// A valid UTF-8 sequence that a terminal acts on rather than shows: a C1
-// control (U+0080-U+009F; U+009B is a CSI, as ESC [ is) or a bidi control
-// that reorders what follows on the line. Its code point, else 0.
+// A valid UTF-8 sequence that a terminal or a log viewer acts on rather
+// than shows: a C1 control (U+0080-U+009F; U+009B is a CSI, as ESC [ is),
+// a bidi control that reorders what follows on the line (U+061C among
+// them), or the line and paragraph separators U+2028 and U+2029, at which
+// JavaScript-based viewers and some editors start a new line, so that a
+// value could show as a line of its own. Its code point, else 0.
 std::uint32_t acted_on(std::string_view seq) {
   std::uint32_t cp = 0;
   if (seq.size() == 2)
@@ -107,8 +110,10 @@ std::uint32_t acted_on(std::string_view seq) {
          (static_cast<std::uint32_t>(static_cast<unsigned char>(seq[1]) & 0x3f) << 6) |
          (static_cast<unsigned char>(seq[2]) & 0x3f);
   const bool c1 = cp >= 0x80 && cp <= 0x9f;
-  const bool bidi = cp == 0x200e || cp == 0x200f || (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069);
-  return c1 || bidi ? cp : 0;
+  const bool bidi = cp == 0x061c || cp == 0x200e || cp == 0x200f || (cp >= 0x202a && cp <= 0x202e) ||
+                    (cp >= 0x2066 && cp <= 0x2069);
+  const bool breaks_line = cp == 0x2028 || cp == 0x2029;
+  return c1 || bidi || breaks_line ? cp : 0;
 }
 
 // Escapes `v` into `out` for either format (the quotes are the caller's).

@@ -53,6 +53,10 @@ TEST_CASE("invalid UTF-8 and control bytes are escaped alike in both formats, va
   const std::string acted = "x\xc2\x9b" "31m" "\xe2\x80\xae" "y\xc2\xa0";
   CHECK(clerk_sync::log::escape(format::logfmt, acted) == "\"x\\u009b31m\\u202ey\xc2\xa0\"");
   CHECK(clerk_sync::log::escape(format::json, acted) == "\"x\\u009b31m\\u202ey\xc2\xa0\"");
+  // What starts a line in some viewers (U+2028, U+2029) or reorders it (U+061C).
+  const std::string breaks = "a\xe2\x80\xa8msg=forged\xe2\x80\xa9\xd8\x9c";
+  CHECK(clerk_sync::log::escape(format::logfmt, breaks) == R"("a\u2028msg=forged\u2029\u061c")");
+  CHECK(clerk_sync::log::escape(format::json, breaks) == R"("a\u2028msg=forged\u2029\u061c")");
   // A truncated sequence at the very end is not read past the string.
   CHECK(clerk_sync::log::escape(format::json, "x\xe2\x82") == R"("x\\xe2\\x82")");
 }

@@ -68,6 +68,24 @@ bool no_control_bytes(std::string_view line, bool del_allowed) {
   return true;
 }
 
+// No character a terminal or viewer acts on is left raw: a C1 control, a
+// bidi control, a line or paragraph separator (as UTF-8; a line holds only
+// valid UTF-8 or escapes, where these bytes start nothing else).
+bool no_acted_on(std::string_view line) {
+  const auto b = [&](std::size_t i) { return static_cast<unsigned char>(line[i]); };
+  for (std::size_t i = 0; i + 1 < line.size(); ++i) {
+    if (b(i) == 0xc2 && b(i + 1) >= 0x80 && b(i + 1) <= 0x9f) return false;  // C1
+    if (b(i) == 0xd8 && b(i + 1) == 0x9c) return false;                       // U+061C
+    if (i + 2 < line.size() && b(i) == 0xe2) {
+      const unsigned cp = 0x2000u | ((b(i + 1) & 0x3fu) << 6) | (b(i + 2) & 0x3fu);
+      if (b(i + 1) < 0x80 || b(i + 1) > 0x81) continue;
+      if (cp == 0x200e || cp == 0x200f || (cp >= 0x2028 && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069))
+        return false;
+    }
+  }
+  return true;
+}
+
 int hex(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -153,6 +171,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                                              {{keys[0], p[0]}, {keys[1], p[1]}, {keys[2], p[2]},
                                               {"offset", number}, {"ms", ms}, {"ready", true}});
     FUZZ_CHECK(no_control_bytes(line, f == lg::format::json));
+    FUZZ_CHECK(no_acted_on(line));
     if (f == lg::format::json) {
       rapidjson::Document doc;
       doc.Parse(line.data(), line.size());
