@@ -56,8 +56,11 @@ inline void header_stage(boost::beast::flat_buffer& buffer, std::size_t header_l
 // bytes past which Beast throws, from inside a read's completion. What the
 // header read took beyond the header is less than a read. Room for the rest
 // of a body of known length, up to what one read takes (the string body
-// holds the rest).
+// holds the rest). A buffer that a large header grew (to twice the header
+// limit) is cut down first: it would be held, beside the parsed fields,
+// for as long as the body takes to come.
 inline void body_stage(boost::beast::flat_buffer& buffer, std::optional<std::uint64_t> content_length) {
+  if (buffer.capacity() > read_chunk) buffer.shrink_to_fit();
   buffer.max_size(std::max(buffer.size(), max_read));
   if (content_length)
     buffer.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size() + *content_length, max_read)));
