@@ -245,6 +245,41 @@ say "clerk-sync-auth before any consumer ran: exit 2, not restarted, its line na
 # The secret travels on stdin, never on a command line.
 box sh -c 'umask 077 && cat >/etc/clerk-sync/webhook-secret' <<<"$secret"
 
+# --- a receiver that keeps failing is restarted for as long as it fails ------------
+# What fails it may pass by itself (a listen address not up yet, a flapping
+# cluster): a start limit would leave it failed for good. Here it cannot bind
+# (192.0.2.1 is on no interface: exit 1, listen_failed), restarted every
+# 100 ms by a drop-in, past the 10 starts in 300 s the unit once allowed.
+dropin=/run/systemd/system/clerk-sync-receiver.service.d
+box mkdir -p "$dropin"
+box sh -c "cat >$dropin/zz-boot-test.conf" <<'UNIT'
+[Service]
+RestartSec=100ms
+ExecStart=
+ExecStart=/usr/bin/clerk-sync-receiver --secret-file %d/webhook-secret --listen 192.0.2.1:8080
+UNIT
+box systemctl daemon-reload
+t_restarts=$(now)
+box systemctl start --no-block clerk-sync-receiver
+restarts=0
+for _ in $(seq 1 600); do
+  restarts=$(show clerk-sync-receiver NRestarts)
+  [ "$(show clerk-sync-receiver ActiveState)" = failed ] && break
+  ((restarts >= 15)) && break
+  sleep 0.1
+done
+restarts_s=$(elapsed "$t_restarts" "$(now)")
+result=$(show clerk-sync-receiver Result)
+box systemctl stop clerk-sync-receiver
+box rm -r "$dropin"
+box systemctl daemon-reload
+box systemctl reset-failed clerk-sync-receiver 2>/dev/null || true
+((restarts >= 15)) ||
+  fail "the receiver that could not listen was restarted $restarts times, then left (result $result)"
+listen_lines=$(box journalctl -u clerk-sync-receiver --no-pager -o cat | grep -c 'level=error msg=listen_failed' || true)
+((listen_lines >= 15)) || fail "the receiver's $restarts failed starts left $listen_lines listen_failed lines"
+say "clerk-sync-receiver unable to listen: restarted $restarts times in ${restarts_s} s, a listen_failed line each, no start limit"
+
 # --- start: Type=notify means start returns once READY=1 came ------------------
 t_start=$(now)
 box systemctl start "${units[@]}" || { box systemctl status --no-pager "${units[@]}" >&2 || true; fail "start failed"; }
