@@ -37,15 +37,16 @@ std::string role_of(const std::optional<user_row>& user) {
 
 }  // namespace
 
-std::optional<std::string_view> extract_token(std::optional<std::string_view> authorization,
-                                              std::optional<std::string_view> cookie) {
+request_token extract_token(std::optional<std::string_view> authorization, std::optional<std::string_view> cookie) {
   if (authorization) {
     const auto a = trim(*authorization);
     if (a.size() > 7 && iequals(a.substr(0, 7), "bearer ")) {
       const auto t = trim(a.substr(7));
-      if (!t.empty()) return t;
+      if (!t.empty()) return {t, {}};
     }
   }
+  std::optional<std::string_view> found;
+  int sessions = 0;
   if (cookie) {
     std::string_view rest = *cookie;
     while (!rest.empty()) {
@@ -56,10 +57,17 @@ std::optional<std::string_view> extract_token(std::optional<std::string_view> au
       if (eq == std::string_view::npos || trim(pair.substr(0, eq)) != "__session") continue;
       auto value = trim(pair.substr(eq + 1));
       if (value.size() >= 2 && value.front() == '"' && value.back() == '"') value = value.substr(1, value.size() - 2);
-      if (!value.empty()) return value;
+      ++sessions;
+      if (!value.empty()) found = value;
     }
   }
-  return std::nullopt;
+  // Two are refused, as two Authorization lines are (server.cpp), whichever
+  // holds a valid token: an application behind the proxy that reads the
+  // other one (the last, or the first when it is empty) would act on a
+  // token nobody checked.
+  if (sessions > 1) return {std::nullopt, "repeated_session_cookie"};
+  if (!found) return {std::nullopt, "missing_token"};
+  return {found, {}};
 }
 
 bool terminal_session_status(std::string_view status) {

@@ -37,9 +37,9 @@ std::optional<std::string> service::database_problem() {
 check_result service::check(std::optional<std::string_view> authorization, std::optional<std::string_view> cookie,
                             std::chrono::system_clock::time_point now) {
   check_result r;
-  const auto tok = extract_token(authorization, cookie);
+  const auto [tok, why] = extract_token(authorization, cookie);
   if (!tok) {
-    r.outcome = "missing_token";
+    r.outcome = why;
     return r;
   }
   token::verdict v;

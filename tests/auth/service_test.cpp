@@ -29,16 +29,27 @@ std::string claims(const std::string& sub, const std::string& sid, std::int64_t 
 }  // namespace
 
 TEST_CASE("auth: the token comes from Bearer, else the __session cookie") {
-  CHECK(auth::extract_token(sv("Bearer abc.def.ghi"), std::nullopt) == sv("abc.def.ghi"));
-  CHECK(auth::extract_token(sv("bearer  abc "), std::nullopt) == sv("abc"));
-  CHECK(auth::extract_token(sv("Basic dXNlcjpwYXNz"), std::nullopt) == std::nullopt);
-  CHECK(auth::extract_token(sv("Bearer "), sv("__session=c1")) == sv("c1"));
-  CHECK(auth::extract_token(sv("Bearer h1"), sv("__session=c1")) == sv("h1"));
-  CHECK(auth::extract_token(std::nullopt, sv("a=1; __session=tok.en.x; b=2")) == sv("tok.en.x"));
-  CHECK(auth::extract_token(std::nullopt, sv("__session_abc=x; __client_uat=1")) == std::nullopt);
-  CHECK(auth::extract_token(std::nullopt, sv("__session=\"q.t.x\"")) == sv("q.t.x"));
-  CHECK(auth::extract_token(std::nullopt, sv("__session=")) == std::nullopt);
-  CHECK(auth::extract_token(std::nullopt, std::nullopt) == std::nullopt);
+  const auto token_of = [](sv authorization, sv cookie) { return auth::extract_token(authorization, cookie).token; };
+  CHECK(token_of(sv("Bearer abc.def.ghi"), std::nullopt) == sv("abc.def.ghi"));
+  CHECK(token_of(sv("bearer  abc "), std::nullopt) == sv("abc"));
+  CHECK(token_of(sv("Basic dXNlcjpwYXNz"), std::nullopt) == std::nullopt);
+  CHECK(token_of(sv("Bearer "), sv("__session=c1")) == sv("c1"));
+  CHECK(token_of(sv("Bearer h1"), sv("__session=c1")) == sv("h1"));
+  CHECK(token_of(std::nullopt, sv("a=1; __session=tok.en.x; b=2")) == sv("tok.en.x"));
+  CHECK(token_of(std::nullopt, sv("__session_abc=x; __client_uat=1")) == std::nullopt);
+  CHECK(token_of(std::nullopt, sv("__session=\"q.t.x\"")) == sv("q.t.x"));
+  CHECK(token_of(std::nullopt, sv("__session=")) == std::nullopt);
+  CHECK(token_of(std::nullopt, std::nullopt) == std::nullopt);
+  CHECK(auth::extract_token(std::nullopt, sv("a=1")).outcome == "missing_token");
+  // Two __session cookies, an empty one included: none is taken. A Bearer
+  // token still wins over the cookies, as in Clerk.
+  for (const char* cookies : {"__session=a.b.c; __session=d.e.f", "__session=; __session=a.b.c",
+                              "__session=a.b.c; x=1; __session =", "__session=a.b.c; __session=a.b.c"}) {
+    const auto t = auth::extract_token(std::nullopt, sv(cookies));
+    CHECK_MESSAGE(t.token == std::nullopt, cookies);
+    CHECK_MESSAGE(t.outcome == "repeated_session_cookie", cookies);
+  }
+  CHECK(token_of(sv("Bearer h1"), sv("__session=a.b.c; __session=d.e.f")) == sv("h1"));
 }
 
 TEST_CASE("auth: decide maps the verdict and the synced rows to 200, 401 or 403") {
@@ -161,7 +172,7 @@ TEST_CASE("auth: a file that is not a clerk-sync database is refused at open") {
 namespace {
 
 // A database at dir/clerk-sync.db holding user_a (an admin), the options and
-// a valid token of user_a: for the tests that move files under a lookup.
+// a valid token of user_a: for the tests below.
 struct one_user_database {
   test::rsa_signer signer;
   test::temp_dir dir;
@@ -179,6 +190,28 @@ struct one_user_database {
 };
 
 }  // namespace
+
+TEST_CASE("auth: two __session cookies get 401 repeated_session_cookie, whichever holds a valid token") {
+  // The application behind the proxy reads the cookies itself, and may
+  // read the one that was not checked: a forged token after a valid one,
+  // or an empty one before it.
+  one_user_database f;
+  auth::lookup db(f.path);
+  auto svc = f.service(db);
+  const std::string valid = f.bearer.substr(7);
+  REQUIRE(svc.check(std::nullopt, "__session=" + valid, now).status == 200);
+  int n = 0;
+  for (const auto& cookies : {"__session=; __session=" + valid, "__session=" + valid + "; __session=forged.token.x",
+                              "__session=forged.token.x; __session=" + valid,
+                              "__session=" + valid + "; __session=" + valid}) {
+    INFO("case " << n++);  // not the cookies: they hold a token
+    const auto r = svc.check(std::nullopt, cookies, now);
+    CHECK(r.status == 401);
+    CHECK(r.outcome == "repeated_session_cookie");
+  }
+  // A Bearer token is taken before any cookie, as before.
+  CHECK(svc.check(f.bearer, "__session=x; __session=y", now).status == 200);
+}
 
 TEST_CASE("auth: a database moved over the path is noticed and fails closed, never read through the old file's WAL") {
   one_user_database f;
