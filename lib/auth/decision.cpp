@@ -81,14 +81,17 @@ bool terminal_session_status(std::string_view status) {
 decision decide(const token::verdict& v, const std::optional<user_row>& user,
                 const std::optional<session_row>& session) {
   if (!v.ok()) return {401, v.text(), {}};
+  // The user before the session: Clerk revokes the sessions of a user it
+  // bans or deletes, and once the sessions projection has applied that, a
+  // 401 would send the user to sign in again rather than say they may not.
+  if (user && user->deleted) return {403, "deleted", {}};
+  if (user && user->banned) return {403, "banned", {}};
   if (session && terminal_session_status(session->status)) {
     if (session->status == "ended") return {401, "session_ended", {}};
     if (session->status == "removed") return {401, "session_removed", {}};
     if (session->status == "revoked") return {401, "session_revoked", {}};
     return {401, "session_over", {}};
   }
-  if (user && user->deleted) return {403, "deleted", {}};
-  if (user && user->banned) return {403, "banned", {}};
   return {200, user ? "ok" : "ok_unsynced", role_of(user)};
 }
 

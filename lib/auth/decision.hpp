@@ -51,9 +51,10 @@ struct decision {
                             // or the row's role is none of projection::known_roles
 };
 
-// A valid token is refused when the synced session is terminal (401) or the
-// user is banned or deleted (403). A user or session without a row yet (the
-// consumer has not caught up) is let through: the token itself was valid.
+// A valid token is refused when the user is banned or deleted (403), else
+// when the synced session is terminal (401). A user or session without a
+// row yet (the consumer has not caught up) is let through: the token itself
+// was valid.
 [[nodiscard]] decision decide(const token::verdict& v, const std::optional<user_row>& user,
                               const std::optional<session_row>& session);
 

@@ -73,6 +73,39 @@ TEST_CASE("auth: decide maps the verdict and the synced rows to 200, 401 or 403"
   CHECK(auth::decide(ok, auth::user_row{"vip", false, false}, auth::session_row{"pending"}).status == 200);
 }
 
+TEST_CASE("auth: a banned or deleted user gets 403 even once their session is revoked") {
+  // Clerk revokes the sessions of a user it bans or deletes; the two
+  // projections apply both, in either order. A 401 would send the user to
+  // sign in again instead of saying they may not.
+  token::verdict ok;
+  ok.why = token::reason::ok;
+  for (const char* s : {"ended", "removed", "revoked", "expired", "abandoned", "replaced"}) {
+    INFO(s);
+    const auto banned = auth::decide(ok, auth::user_row{"vip", true, false}, auth::session_row{s});
+    CHECK(banned.status == 403);
+    CHECK(banned.outcome == "banned");
+    const auto deleted = auth::decide(ok, auth::user_row{"vip", false, true}, auth::session_row{s});
+    CHECK(deleted.status == 403);
+    CHECK(deleted.outcome == "deleted");
+  }
+
+  const test::rsa_signer signer;
+  test::temp_dir dir;
+  const auto path = (dir / "clerk-sync.db").string();
+  {
+    store::database db(path);
+    store::exec(db,
+                "INSERT INTO users(id, role, banned, updated_at) VALUES ('user_b','vip',1,2);"
+                "INSERT INTO sessions(id, user_id, status, updated_at) VALUES ('sess_b','user_b','revoked',2)");
+  }
+  auth::lookup db(path);
+  auth::service svc(token::key_set::from_pem(signer.public_pem()), {}, 100, db);
+  const auto r =
+      svc.check("Bearer " + signer.sign(R"({"alg":"RS256"})", claims("user_b", "sess_b")), std::nullopt, now);
+  CHECK(r.status == 403);
+  CHECK(r.outcome == "banned");
+}
+
 TEST_CASE("auth: a role the consumers never write grants nothing and never reaches a header") {
   // The role is copied into X-Clerk-Role, and Beast writes a field value as
   // given: a row edited by hand could add a header with a CR LF, or claim a
