@@ -70,6 +70,13 @@ request_token extract_token(std::optional<std::string_view> authorization, std::
   return {found, {}};
 }
 
+bool setup_refusal(std::string_view outcome) {
+  using token::reason;
+  for (const auto r : {reason::bad_issuer, reason::bad_azp, reason::not_yet_valid, reason::issued_in_future})
+    if (outcome == token::to_string(r)) return true;
+  return false;
+}
+
 bool terminal_session_status(std::string_view status) {
   constexpr std::array<std::string_view, 6> terminal = {"ended", "removed", "revoked", "expired", "abandoned",
                                                          "replaced"};

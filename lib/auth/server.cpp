@@ -129,7 +129,9 @@ struct server::impl : std::enable_shared_from_this<impl> {
     // rate-limited line per status and outcome: anyone can send junk
     // cookies through the proxy (or a banned user's token), and a line for
     // each would use up journald's rate limit for the unit and drop its
-    // lines with them, the 503s included.
+    // lines with them, the 503s included. A refusal that a setting or the
+    // host's clock makes of every user's token is a warning, so that an
+    // operator logging at warn sees it.
     const std::initializer_list<log::field> fields = {
         {"status", r.status},    {"outcome", r.outcome}, {"user", cut(r.user)}, {"session", cut(r.session)},
         {"role", cut(r.role)},   {"cached", r.cached},   {"us", us.count()}};
@@ -137,7 +139,10 @@ struct server::impl : std::enable_shared_from_this<impl> {
       log::write(log::level::info, "auth", fields);
     else
       limiter.write("auth:" + std::to_string(r.status) + ":" + std::string(r.outcome),
-                    r.status == 503 ? log::level::error : log::level::info, "auth", fields);
+                    r.status == 503            ? log::level::error
+                    : setup_refusal(r.outcome) ? log::level::warn
+                                               : log::level::info,
+                    "auth", fields);
     return res;
   }
 

@@ -223,6 +223,53 @@ TEST_CASE("clerk-sync-auth: two Authorization lines get 401 whichever holds a va
   CHECK(a.proc->wait(15s) == 0);
 }
 
+TEST_CASE("clerk-sync-auth: refusals of a verified token that point to its setup are warnings, rate-limited") {
+  // An issuer spelled otherwise than Clerk's, a missing authorized party or
+  // a host clock behind Clerk's refuses every user: an operator logging at
+  // warn must see it. Still one rate-limited line per kind, so that a flood
+  // cannot fill the journal; a token anyone can forge stays at info.
+  running_auth a({"--issuer", "https://clerk.example.com", "--authorized-party", "https://app.example"});
+  const auto now_s =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const auto token = [&](const std::string& azp, const std::string& iss, std::int64_t nbf, std::int64_t iat) {
+    return a.signer.sign(R"({"alg":"RS256"})", R"({"azp":")" + azp + R"(","exp":)" + std::to_string(now_s + 300) +
+                                                   R"(,"iat":)" + std::to_string(iat) + R"(,"iss":")" + iss +
+                                                   R"(","nbf":)" + std::to_string(nbf) +
+                                                   R"(,"sid":"sess_9","sub":"user_9"})");
+  };
+  const std::string app = "https://app.example", iss = "https://clerk.example.com";
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {"bad_issuer", token(app, "https://clerk.other.example", now_s - 10, now_s - 10)},
+      {"bad_azp", token("https://other.example", iss, now_s - 10, now_s - 10)},
+      {"not_yet_valid", token(app, iss, now_s + 600, now_s - 10)},
+      {"issued_in_future", token(app, iss, now_s - 10, now_s + 600)},
+      {"malformed", "junk"}};
+  REQUIRE(a.check_with("Authorization: Bearer " + token(app, iss, now_s - 10, now_s - 10) + "\r\n") == 200);
+  constexpr int times = 3;
+  for (const auto& [outcome, tok] : refused)
+    for (int i = 0; i < times; ++i) CHECK(a.check_with("Authorization: Bearer " + tok + "\r\n") == 401);
+  for (const auto& [outcome, tok] : refused) {
+    if (outcome == "malformed") continue;
+    CHECK_MESSAGE(a.proc->wait_for_log("level=warn msg=auth status=401 outcome=" + outcome + " ", 5s), outcome);
+  }
+  a.proc->signal(SIGTERM);
+  REQUIRE(a.proc->wait(15s) == 0);
+  // Each kind's lines and their `repeated` counts add up to its requests.
+  for (const auto& [outcome, tok] : refused) {
+    INFO(outcome);
+    const std::string level = outcome == "malformed" ? "level=info " : "level=warn ";
+    int lines = 0, seen = 0;
+    for (const auto& l : test::lines_of(a.proc->stderr_text())) {
+      if (l.find(" msg=auth status=401 outcome=" + outcome + " ") == std::string::npos) continue;
+      ++lines;
+      CHECK(l.find(level) != std::string::npos);
+      seen += 1 + std::stoi(l.substr(l.find(" repeated=") + 10));
+    }
+    CHECK(lines <= 2);
+    CHECK(seen == times);
+  }
+}
+
 TEST_CASE("clerk-sync-auth: a request it cannot check (too large, wrong path) leaves a line, never the token") {
   running_auth a({});
   auto& auth = *a.proc;
