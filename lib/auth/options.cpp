@@ -1,8 +1,40 @@
 #include "auth/options.hpp"
 
+#include <algorithm>
 #include <filesystem>
 
 namespace clerk_sync::auth {
+namespace {
+
+// For --issuer: Clerk's iss is its Frontend API URL, an origin
+// (https://clerk.example.com, https://name.clerk.accounts.dev), or the URL
+// of a proxy of it, which may add a path (https://app.example/__clerk). It
+// must equal the token's iss exactly: a trailing '/', a query or an origin
+// spelled otherwise (checked as an authorized party's is) would refuse
+// every token, each with a good signature, so it stops start-up instead.
+CLI::Validator issuer_url() {
+  return CLI::Validator(
+      [origin = config::origin()](std::string& value) -> std::string {
+        const auto b = value.find_first_not_of(" \t\r");
+        value = b == std::string::npos ? std::string() : value.substr(b, value.find_last_not_of(" \t\r") - b + 1);
+        const auto sep = value.find("://");
+        const auto slash = sep == std::string::npos ? std::string::npos : value.find('/', sep + 3);
+        auto head = value.substr(0, slash);
+        const auto path = slash == std::string::npos ? std::string() : value.substr(slash);
+        const bool ok = origin(head).empty() &&
+                        (path.empty() || (path.back() != '/' && std::all_of(path.begin(), path.end(), [](char ch) {
+                                            return ch > ' ' && ch < '\x7f' && ch != '?' && ch != '#';
+                                          })));
+        return ok ? std::string()
+                  : "\"" + value + "\" is not an issuer as Clerk writes iss, which must equal it exactly: its Frontend "
+                    "API URL, scheme://host[:port] in lower case and without a default port (e.g. "
+                    "https://clerk.example.com or https://name.clerk.accounts.dev; a proxy's URL may add a path), "
+                    "with no trailing '/', query or fragment";
+      },
+      "URL");
+}
+
+}  // namespace
 
 void add_auth_options(CLI::App& app, auth_options& o) {
   app.add_option("--listen", o.listen, "address:port to listen on")
@@ -17,7 +49,9 @@ void add_auth_options(CLI::App& app, auth_options& o) {
       ->envname("CLERK_AUTHORIZED_PARTIES")
       ->delimiter(',')
       ->transform(config::origin());
-  app.add_option("--issuer", o.issuer, "required iss, when given")->envname("CLERK_ISSUER");
+  app.add_option("--issuer", o.issuer, "required iss, when given (the Frontend API URL)")
+      ->envname("CLERK_ISSUER")
+      ->transform(issuer_url());
   app.add_option("--clock-skew-s", o.clock_skew_s, "tolerance for exp, nbf and iat, in seconds")
       ->envname("CLERK_CLOCK_SKEW_S")
       ->check(config::seconds_between(0.0, 3600.0))

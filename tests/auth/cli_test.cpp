@@ -125,6 +125,55 @@ TEST_CASE("clerk-sync-auth: --help, and exit 2 with one line for each bad settin
   CHECK(same.wait(15s) == 0);
 }
 
+TEST_CASE("clerk-sync-auth: an issuer that no token's iss can equal stops start-up with exit 2") {
+  // iss is compared exactly: an issuer with a trailing '/' (or a query, or
+  // capitals) refuses every user as bad_issuer. Clerk's iss is its Frontend
+  // API URL, an origin, or a proxy's URL with a path.
+  const test::rsa_signer signer;
+  test::temp_dir dir;
+  std::ofstream(dir / "key.pem") << signer.public_pem();
+  const auto db = (dir / "clerk-sync.db").string();
+  { store::database made(db); }
+  auto env = clean_env;
+  env["CLERK_JWT_KEY_FILE"] = (dir / "key.pem").string();
+  env["CLERK_SYNC_AUTH_LISTEN"] = "127.0.0.1:" + std::to_string(test::free_port());
+  for (const std::string bad :
+       {"https://clerk.example.com/", "https://app.example/__clerk/", "clerk.example.com",
+        "https://clerk.example.com?x=1", "https://clerk.example.com#x", "HTTPS://clerk.example.com",
+        "https://Clerk.example.com", "https://clerk.example.com:443", "https://clerk.example.com/a b"}) {
+    for (const bool from_env : {false, true}) {
+      INFO(bad << (from_env ? " in CLERK_ISSUER" : " as --issuer"));
+      auto e = env;
+      if (from_env) e["CLERK_ISSUER"] = bad;
+      const auto r = test::run(auth_bin(), from_env ? std::vector<std::string>{"--db", db}
+                                                    : std::vector<std::string>{"--db", db, "--issuer", bad},
+                               e, 10s);
+      CHECK(r.status == 2);
+      CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+      CHECK_MESSAGE(r.err.find("is not an issuer") != std::string::npos, r.err);
+    }
+  }
+  // Clerk's own spellings start, and let its tokens in.
+  const auto exp = std::chrono::duration_cast<std::chrono::seconds>(
+                       std::chrono::system_clock::now().time_since_epoch()).count() + 300;
+  for (const std::string good :
+       {"https://clerk.example.com", "https://name.clerk.accounts.dev", "https://app.example/__clerk"}) {
+    INFO(good);
+    auto e = env;
+    e["CLERK_SYNC_DB"] = db;
+    e["CLERK_ISSUER"] = " " + good;  // trimmed, as an authorized party is
+    const int port = test::free_port();
+    e["CLERK_SYNC_AUTH_LISTEN"] = "127.0.0.1:" + std::to_string(port);
+    test::process p(auth_bin(), {}, e);
+    REQUIRE_MESSAGE(p.wait_for_log("msg=listening", 15s), p.stderr_text());
+    const auto tok = signer.sign(R"({"alg":"RS256"})", R"({"exp":)" + std::to_string(exp) + R"(,"iss":")" + good +
+                                                           R"(","sid":"sess_9","sub":"user_9"})");
+    CHECK(test::send_http(port, "GET", "/auth", {{"Authorization", "Bearer " + tok}}, "").status == 200);
+    p.signal(SIGTERM);
+    CHECK(p.wait(15s) == 0);
+  }
+}
+
 TEST_CASE("clerk-sync-auth: routes, methods and the 401 header of a running instance") {
   running_auth a({"--path", "/check"});
   auto& auth = *a.proc;
