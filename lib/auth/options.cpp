@@ -34,6 +34,23 @@ CLI::Validator issuer_url() {
       "URL");
 }
 
+// Where a path lies for the comparison of --db with CLERK_SYNC_DB: the path
+// inside the consumers' state directory when it is in it, whichever of its
+// names it is seen by (systemd/clerk-sync-consumer@.service's
+// StateDirectory=, and systemd/clerk-sync-auth.service's BindReadOnlyPaths=),
+// else the path itself.
+std::filesystem::path file_key(const std::string& path) {
+  namespace fs = std::filesystem;
+  static const fs::path state_dir_names[] = {"/var/lib/clerk-sync", "/var/lib/private/clerk-sync",
+                                             "/run/clerk-sync-auth/db"};
+  const auto p = fs::absolute(fs::path(path)).lexically_normal();
+  for (const auto& dir : state_dir_names) {
+    const auto inside = p.lexically_relative(dir);
+    if (!inside.empty() && *inside.begin() != ".." && inside != ".") return "state-directory" / inside;
+  }
+  return p;
+}
+
 }  // namespace
 
 void add_auth_options(CLI::App& app, auth_options& o) {
@@ -80,11 +97,14 @@ void validate(const auth_options& o, const char* env_db) {
   if (o.read_timeout_ms <= 0) throw config::usage_error("--read-timeout-ms must be positive");
   if (o.max_connections == 0) throw config::usage_error("--max-connections must be positive");
   if (o.db.empty()) throw config::usage_error("--db (CLERK_SYNC_DB) must name the consumers' database");
-  if (env_db != nullptr && *env_db != '\0' && o.db != env_db &&
-      std::filesystem::path(env_db).filename() != std::filesystem::path(o.db).filename())
+  // The whole path, not only the file name: CLERK_SYNC_DB moved to another
+  // folder of the state directory (or out of it) with the unit's --db left
+  // as it was would read an old file of the same name.
+  if (env_db != nullptr && *env_db != '\0' && file_key(o.db) != file_key(env_db))
     throw config::usage_error("--db " + o.db + " and CLERK_SYNC_DB " + env_db +
-                              " name different files: the consumers write CLERK_SYNC_DB; give --db the same file "
-                              "name (systemctl edit clerk-sync-auth)");
+                              " name different files: the consumers write CLERK_SYNC_DB; give --db the same file, "
+                              "at the same path under /run/clerk-sync-auth/db as under /var/lib/clerk-sync "
+                              "(systemctl edit clerk-sync-auth)");
   (void)parse_listen(o.listen);
 }
 

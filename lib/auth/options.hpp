@@ -36,9 +36,12 @@ using config::parse_listen;
 // Range checks; throws usage_error. `env_db` is $CLERK_SYNC_DB (null when
 // unset): the unit gives --db as the consumers' file seen through a bind
 // mount of their state directory, while the environment file may name the
-// file the consumers write; another file name than --db's would have this
-// service read another file than theirs (a stale one, if an old file of that
-// name is still there), so that is refused.
+// file the consumers write; a --db naming another file than theirs would
+// have this service read it (a stale one, if an old file is still there),
+// so that is refused. The two name the same file when their paths are
+// equal, or when both lie in the state directory (/var/lib/clerk-sync, or
+// /var/lib/private/clerk-sync where systemd keeps it, or its bind mount
+// /run/clerk-sync-auth/db) at the same path inside it.
 void validate(const auth_options& opts, const char* env_db);
 
 }  // namespace clerk_sync::auth

@@ -109,15 +109,20 @@ TEST_CASE("clerk-sync-auth: --help, and exit 2 with one line for each bad settin
   }
 
   // The unit's --db, and an environment file's CLERK_SYNC_DB naming another
-  // file for the consumers: this service would read a file they no longer write.
+  // file for the consumers: this service would read a file they no longer
+  // write, also when only its folder differs (the unit's bind mount, and
+  // the paths it maps, are options_test.cpp's).
   auto moved = clean_env;
-  moved["CLERK_SYNC_DB"] = "/var/lib/clerk-sync/prod.db";
-  const auto r = test::run(auth_bin(), {"--db", db, "--jwt-key-file", key}, moved);
-  CHECK(r.status == 2);
-  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
-  CHECK_MESSAGE(r.err.find("name different files") != std::string::npos, r.err);
-  // The same file seen from elsewhere (the unit's bind mount) is accepted.
-  moved["CLERK_SYNC_DB"] = "/var/lib/clerk-sync/clerk-sync.db";
+  for (const auto& other : {std::string("/var/lib/clerk-sync/prod.db"), (dir / "v2" / "clerk-sync.db").string()}) {
+    INFO(other);
+    moved["CLERK_SYNC_DB"] = other;
+    const auto r = test::run(auth_bin(), {"--db", db, "--jwt-key-file", key}, moved);
+    CHECK(r.status == 2);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK_MESSAGE(r.err.find("name different files") != std::string::npos, r.err);
+  }
+  // The same file by another spelling is accepted.
+  moved["CLERK_SYNC_DB"] = (dir / "." / "clerk-sync.db").string();
   moved["CLERK_SYNC_AUTH_LISTEN"] = "127.0.0.1:" + std::to_string(test::free_port());
   test::process same(auth_bin(), {"--db", db, "--jwt-key-file", key}, moved);
   CHECK_MESSAGE(same.wait_for_log("msg=listening", 15s), same.stderr_text());
