@@ -45,8 +45,14 @@ request_token extract_token(std::optional<std::string_view> authorization, std::
       if (!t.empty()) return {t, {}};
     }
   }
-  std::optional<std::string_view> found;
-  int sessions = 0;
+  // The first __session, even an empty one, as Clerk's own request parsing
+  // takes it (the first of a name): an application behind the proxy that
+  // reads it with Clerk's SDK sees the same token. Two are not refused: a
+  // browser holds several when cookies of one name were set for a parent
+  // domain and for the host (Clerk apps on sibling subdomains, the reason
+  // Clerk now also writes a suffixed __session_<id>), and a 401 would send
+  // such a user to sign in again and again. The browser sends the most
+  // specific one first.
   if (cookie) {
     std::string_view rest = *cookie;
     while (!rest.empty()) {
@@ -57,17 +63,11 @@ request_token extract_token(std::optional<std::string_view> authorization, std::
       if (eq == std::string_view::npos || trim(pair.substr(0, eq)) != "__session") continue;
       auto value = trim(pair.substr(eq + 1));
       if (value.size() >= 2 && value.front() == '"' && value.back() == '"') value = value.substr(1, value.size() - 2);
-      ++sessions;
-      if (!value.empty()) found = value;
+      if (value.empty()) break;  // signed out, whatever follows
+      return {value, {}};
     }
   }
-  // Two are refused, as two Authorization lines are (server.cpp), whichever
-  // holds a valid token: an application behind the proxy that reads the
-  // other one (the last, or the first when it is empty) would act on a
-  // token nobody checked.
-  if (sessions > 1) return {std::nullopt, "repeated_session_cookie"};
-  if (!found) return {std::nullopt, "missing_token"};
-  return {found, {}};
+  return {std::nullopt, "missing_token"};
 }
 
 bool setup_refusal(std::string_view outcome) {

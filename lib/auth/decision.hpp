@@ -16,14 +16,12 @@ namespace clerk_sync::auth {
 // Where a request's token is, or why it has none to check.
 struct request_token {
   std::optional<std::string_view> token;
-  std::string_view outcome;  // without a token: "missing_token" or "repeated_session_cookie"
+  std::string_view outcome;  // without a token: "missing_token"
 };
 
 // The token from `Authorization: Bearer <t>` (scheme case-insensitive), else
-// from the `__session` cookie of a Cookie header. A Cookie header naming
-// `__session` twice (an empty one counts) has none: which one the
-// application behind the proxy reads is its own choice, and it may be the
-// one not checked.
+// from the first `__session` cookie of a Cookie header (none when that one
+// is empty), as Clerk reads it.
 [[nodiscard]] request_token extract_token(std::optional<std::string_view> authorization,
                                           std::optional<std::string_view> cookie);
 
