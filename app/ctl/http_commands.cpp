@@ -119,7 +119,17 @@ std::string type_of(std::string_view body) {
 int send(const send_args& a) {
   ops::send_options opts;
   const auto url = ops::parse_http_url(a.url);
-  if (!url) throw config::usage_error("--url: expected http://host[:port]/path, got " + a.url);
+  if (!url) {
+    // The URL may come from the environment file, user-info and all: a
+    // password in it is never repeated.
+    const auto start = a.url.find("://") == std::string::npos ? 0 : a.url.find("://") + 3;
+    const bool user_info = a.url.substr(start, a.url.find('/', start) - start).find('@') != std::string::npos;
+    throw config::usage_error(std::string("--url (CLERK_SYNC_SEND_URL): ") +
+                              (user_info ? "user-info (user:password@) is not supported, the sender sends no "
+                                           "credentials: "
+                                         : "") +
+                              "expected http://host[:port]/path, got " + ops::redact_url(a.url));
+  }
   opts.url = *url;
   const auto schedule = ops::parse_schedule(a.schedule);
   if (!schedule) throw config::usage_error("--retry-schedule: expected e.g. 1s,5s,30s, got " + a.schedule);

@@ -27,6 +27,7 @@ std::optional<http_url> parse_http_url(std::string_view url) {
   http_url out;
   const auto slash = url.find('/');
   auto authority = url.substr(0, slash);
+  if (authority.find('@') != std::string_view::npos) return std::nullopt;
   if (slash != std::string_view::npos) out.target = std::string(url.substr(slash));
   if (authority.starts_with('[')) {  // [::1]:8080
     const auto close = authority.find(']');
@@ -47,6 +48,16 @@ std::optional<http_url> parse_http_url(std::string_view url) {
   if (out.host.empty() || ec != std::errc() || p != out.port.data() + out.port.size() || port <= 0 || port > 65535)
     return std::nullopt;
   return out;
+}
+
+std::string redact_url(std::string_view url) {
+  // The last '@' anywhere, not the authority's: a password typed with a '/'
+  // in it would end the authority early and show its rest.
+  const auto at = url.rfind('@');
+  if (at == std::string_view::npos) return std::string(url);
+  const auto scheme = url.find("://");
+  const auto from = scheme != std::string_view::npos && scheme < at ? scheme + 3 : 0;
+  return std::string(url.substr(0, from)) + "***" + std::string(url.substr(at));
 }
 
 std::optional<std::vector<std::chrono::milliseconds>> parse_schedule(std::string_view text) {

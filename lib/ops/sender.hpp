@@ -22,8 +22,14 @@ struct http_url {
 };
 
 // "http://host[:port][/path]" -> parts; nullopt for anything else (https
-// included: put the sender on the receiver's side of the TLS proxy).
+// included: put the sender on the receiver's side of the TLS proxy; and
+// user-info, "user:password@", which the sender would not send).
 [[nodiscard]] std::optional<http_url> parse_http_url(std::string_view url);
+
+// `url` fit to print: user-info (anything between "://", or the start, and
+// the last '@') shown as "***", since it may hold a password; the rest as
+// given.
+[[nodiscard]] std::string redact_url(std::string_view url);
 
 // "1s,5s,30s,2m,500ms" -> delays before the 2nd, 3rd, ... attempt; nullopt
 // on a malformed entry or one longer than a day. Svix's own schedule is 5s,5m,30m,2h,5h,10h,10h.

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <fstream>
 #include <future>
+#include <random>
 #include <thread>
 
 #include "kafka/mock_cluster.hpp"
@@ -224,6 +225,40 @@ TEST_CASE("sign and send refuse a directory named as a body file instead of usin
     CHECK(r.status == 2);
     CHECK(r.err.find("is empty: no event to send") != std::string::npos);
     CHECK(r.err.find("send attempt failed") == std::string::npos);
+  }
+}
+
+TEST_CASE("send refuses a --url with user-info, from the flag or the environment, without repeating it") {
+  // Generated: no real secret in a test, and no fixed string a check could
+  // meet by chance.
+  std::random_device random;
+  std::string password = "pw";
+  for (int i = 0; i < 4; ++i) password += std::to_string(random());
+  const auto secret = env_with({{"CLERK_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}});
+  const auto send_args = [](std::vector<std::string> extra) {
+    std::vector<std::string> args = {"send", "--generate", "1", "--retry-schedule", "", "--timeout-ms", "100"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  };
+  for (const std::string& url : {"http://ops:" + password + "@127.0.0.1:1/webhooks/clerk",
+                                 "http://ops:" + password + "@127.0.0.1/webhooks/clerk",
+                                 "https://ops:" + password + "@127.0.0.1/webhooks/clerk",
+                                 "http://" + password + "@127.0.0.1:1/webhooks/clerk"}) {
+    auto env = secret;
+    env["CLERK_SYNC_SEND_URL"] = url;
+    for (const auto& r : {test::run(ctl(), send_args({"--url", url}), secret), test::run(ctl(), send_args({}), env)}) {
+      // What it said, the password masked here too should it be there.
+      auto said = r.err;
+      for (auto at = said.find(password); at != std::string::npos; at = said.find(password))
+        said.replace(at, password.size(), "<PASSWORD>");
+      INFO(said);
+      CHECK(r.status == 2);
+      CHECK(r.err.find(password) == std::string::npos);
+      CHECK(r.out.find(password) == std::string::npos);
+      CHECK(r.err.find("user-info") != std::string::npos);
+      CHECK(r.err.find("://***@127.0.0.1") != std::string::npos);
+      CHECK(r.err.find("send attempt failed") == std::string::npos);  // nothing was sent
+    }
   }
 }
 

@@ -219,6 +219,19 @@ TEST_CASE("http urls and retry schedules parse strictly") {
   CHECK_FALSE(ops::parse_schedule("9223372036854775807h"));
 }
 
+TEST_CASE("a url with user-info is refused, and printed with its user-info hidden") {
+  const auto password = ops::random_message_id();  // generated: no real secret in a test
+  // Once read as host "user@127.0.0.1": sent, with the name in the Host header.
+  CHECK_FALSE(ops::parse_http_url("http://" + password + "@127.0.0.1:8080/webhooks/clerk"));
+  CHECK_FALSE(ops::parse_http_url("http://ops:" + password + "@127.0.0.1:8080/webhooks/clerk"));
+  CHECK(ops::redact_url("http://ops:" + password + "@host:8080/webhooks/clerk") ==
+        "http://***@host:8080/webhooks/clerk");
+  // A password with a '/' typed unencoded, which ends the authority early.
+  CHECK(ops::redact_url("http://ops:" + password + "/x@host/webhooks") == "http://***@host/webhooks");
+  CHECK(ops::redact_url("ops:" + password + "@host/webhooks") == "***@host/webhooks");
+  CHECK(ops::redact_url("https://host:8443/webhooks/clerk") == "https://host:8443/webhooks/clerk");
+}
+
 TEST_CASE("generated events are deterministic and all map cleanly through the real applier") {
   const auto a = ops::generate_events(300, 7);
   const auto b = ops::generate_events(300, 7);
