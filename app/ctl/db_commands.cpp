@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <functional>
 #include <iterator>
 #include <limits>
 #include <filesystem>
@@ -76,6 +77,14 @@ void require_existing(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) throw config::usage_error("no database at " + path);
   if (std::filesystem::is_directory(path, ec)) throw config::usage_error(path + " is a directory, not a database file");
+}
+
+// For a command that writes to a live file: another process (a consumer
+// started after an upgrade, another ctl) may be migrating it, and the open
+// waits for that however long it takes. Said as the consumers say it, so
+// that the wait is not a silent hang.
+std::function<void(const std::string&)> log_migration_wait(const std::string& db) {
+  return [db](const std::string& lock) { log::info("migration_wait", {{"db", db}, {"lock", lock}}); };
 }
 
 // Database failures are reported as one line and exit 1, like Kafka's.
@@ -218,7 +227,7 @@ int swap_in(const swap_args& a) {
   require_existing(a.db);
   const auto kinds = kinds_of(a.projections);
   return guarded([&] {
-    for (const auto& s : ops::swap_in(a.from, a.db, kinds)) {
+    for (const auto& s : ops::swap_in(a.from, a.db, kinds, log_migration_wait(a.db))) {
       log::info("swapped in", {{"projection", projection::name(s.projection)},
                                {"rows", s.rows},
                                {"ledger_rows", s.ledger_rows},
@@ -394,7 +403,8 @@ int dead_letters_retry(const dead_letter_args& a) {
     throw config::usage_error("--projection selects with --all; ids name dead letters of any projection");
   return guarded([&] {
     // Keeps the WAL files the consumers keep for the auth service.
-    store::database db(a.db, {.must_be = store::open_options::existing::clerk_sync});
+    store::database db(a.db, {.must_be = store::open_options::existing::clerk_sync,
+                              .on_migration_wait = log_migration_wait(a.db)});
     // Each id once: named twice (or named and selected by --all), its second
     // turn would find it resolved by the first and fail the run.
     std::vector<std::int64_t> ids;

@@ -65,7 +65,8 @@ struct attached {
 }  // namespace
 
 std::vector<swapped> swap_in(const std::string& from, const std::string& live,
-                             const std::vector<projection::kind>& projections) {
+                             const std::vector<projection::kind>& projections,
+                             const std::function<void(const std::string& lock)>& on_migration_wait) {
   // Both files must be clerk-sync databases, the rebuilt one at this
   // binary's schema, checked before anything is written: a refusal leaves
   // the live file as it was (never one made, or migrated, by a mistyped
@@ -152,7 +153,8 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
     }
   }
   // Keeps the WAL files the consumers keep for the auth service.
-  store::database db(live, {.must_be = store::open_options::existing::clerk_sync});
+  store::database db(live, {.must_be = store::open_options::existing::clerk_sync,
+                            .on_migration_wait = on_migration_wait});
   std::vector<swapped> out;
   try {
     auto& c = db.native();

@@ -6,6 +6,7 @@
 // go on from the offsets it had read and write over the new ones.
 
 #include <cstdint>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -39,8 +40,11 @@ struct swapped {
 // holds that lock shared), or when `from` is not a rebuild of them for this
 // file (no stored offsets for a projection, another topic, another schema
 // version); store::db_error or store::open_error when a file cannot be read
-// or written.
+// or written. A live file at an older schema is migrated first; while
+// another process migrates it, the swap waits for that, after one call of
+// `on_migration_wait` with the lock file's path (store::open_options).
 [[nodiscard]] std::vector<swapped> swap_in(const std::string& from, const std::string& live,
-                                           const std::vector<projection::kind>& projections);
+                                           const std::vector<projection::kind>& projections,
+                                           const std::function<void(const std::string& lock)>& on_migration_wait = {});
 
 }  // namespace clerk_sync::ops

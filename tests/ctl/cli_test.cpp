@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <fstream>
 #include <future>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -604,6 +605,42 @@ TEST_CASE("writing commands refuse a --db that is not a clerk-sync database, or 
   // An unknown projection is refused even where ids are given.
   CHECK(test::run(ctl(), {"dead-letters", "retry", "--projection", "nope", "--db", rebuilt, "3"}, clean_env).status == 2);
   CHECK(test::run(ctl(), {"dead-letters", "retry", "--projection", "users", "--db", rebuilt, "3"}, clean_env).status == 2);
+}
+
+TEST_CASE("swap-in and dead-letters retry say that they wait for another process's migration of the live file") {
+  // A consumer started after an upgrade migrates a large file for minutes;
+  // a ctl command opening it meanwhile waits, and must say why.
+  test::temp_dir dir;
+  const int newest = store::embedded_migrations().back().version;
+  REQUIRE(newest >= 2);
+  const auto rebuilt = (dir / "rebuilt.db").string();
+  { store::database created(rebuilt); }
+  {
+    SQLite::Database c(rebuilt, SQLite::OPEN_READWRITE);
+    c.exec("INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at) "
+           "VALUES ('users', 'clerk.events', 0, 7, 0)");
+  }
+  mark_finished_replay(rebuilt);
+  const std::vector<std::pair<std::string, std::vector<std::string>>> commands = {
+      {"swap.db", {"swap-in", "--projection", "users", "--from", rebuilt, "--db"}},
+      {"retry.db", {"dead-letters", "retry", "--all", "--db"}}};
+  for (auto [name, args] : commands) {
+    CAPTURE(args[0]);
+    const auto live = (dir / name).string();
+    test::file_at_schema(live, newest - 1);
+    args.push_back(live);
+    std::optional<store::file_lock> migrating =
+        store::file_lock::lock(store::migration_lock_path(live), store::file_lock::mode::exclusive);
+    test::process p(ctl(), args, clean_env);
+    CHECK_MESSAGE(p.wait_for_log("level=info msg=migration_wait db=" + live +
+                                     " lock=" + store::migration_lock_path(live),
+                                 10s),
+                  p.stderr_text());
+    CHECK(p.running());  // waiting, not failed
+    migrating.reset();   // the other process's migration ends
+    CHECK_MESSAGE(p.wait(20s) == 0, p.stderr_text());
+    CHECK(test::query_int(live, "PRAGMA user_version") == newest);
+  }
 }
 
 TEST_CASE("every command refuses an empty --projection, which an unset variable in a script gives, with exit 2") {
