@@ -150,9 +150,27 @@ struct replay_args {
   bool allow_incomplete = false;
 };
 
-int replay(const replay_args& a) {
+// A --db for a new file, refused before Kafka is asked: the replay would
+// read the whole topic first and fail only at the final rename (an empty
+// --db wrote ./.partial, and left ./.partial.lock).
+void require_new_file_path(const std::string& db) {
+  namespace fs = std::filesystem;
+  if (db.empty()) throw config::usage_error("--db is empty: name the new database file");
   std::error_code ec;
-  if (std::filesystem::is_directory(a.db, ec)) throw config::usage_error(a.db + " is a directory: name the new database file");
+  if (fs::is_directory(db, ec)) throw config::usage_error(db + " is a directory: name the new database file");
+  const fs::path parent = fs::path(db).parent_path();
+  if (parent.empty()) return;  // the current directory
+  const bool folder = fs::is_directory(parent, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory && ec != std::errc::not_a_directory)
+    throw config::usage_error("--db " + db + ": cannot look at its directory " + parent.string() + " (" +
+                              ec.message() + ")");
+  if (!folder)
+    throw config::usage_error("--db " + db + ": no directory " + parent.string() +
+                              " (replay makes the file, not its directory)");
+}
+
+int replay(const replay_args& a) {
+  require_new_file_path(a.db);
   ops::replay_options opts;
   opts.topic = a.topic;
   opts.projections = kinds_of(a.projections);

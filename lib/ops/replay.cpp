@@ -345,7 +345,14 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
   db.reset();
   require_fresh_database(opts.db_path);  // nobody wrote there meanwhile
   partial.remove_sidecars();
-  std::filesystem::rename(partial.path(), opts.db_path);
+  try {
+    std::filesystem::rename(partial.path(), opts.db_path);
+  } catch (const std::filesystem::filesystem_error& e) {
+    // Its directory removed or made read-only meanwhile, a full file
+    // system: a failed replay like another, said as one.
+    throw replay_error("could not rename " + partial.path() + " to " + opts.db_path + ": " + e.code().message() +
+                       "; nothing was moved to " + opts.db_path);
+  }
   partial.release();
   report();
   result.last = progress;

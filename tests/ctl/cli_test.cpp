@@ -274,6 +274,24 @@ TEST_CASE("replay refuses to write into a database that already holds data") {
   CHECK(test::read_file(db) == "not empty");
 }
 
+TEST_CASE("replay refuses an empty --db, or one in no directory, with exit 2 before it asks Kafka") {
+  // Accepted, they read the whole topic and failed only at the final
+  // rename (exit 1; an empty --db left .partial.lock in the current
+  // directory). Here Kafka is unreachable: asked first, it exits 1.
+  test::temp_dir dir;
+  const auto file = dir / "file";
+  std::ofstream(file) << "not a directory";
+  for (const std::string& db : {std::string(), (dir / "missing" / "x.db").string(), (file / "x.db").string()}) {
+    CAPTURE(db);
+    const auto r = test::run(ctl(), {"replay", "--projection", "users", "--db", db}, clean_env, 30s);
+    CAPTURE(r.err);
+    CHECK(r.status == 2);
+    CHECK(r.err.find("msg=bad_setting") != std::string::npos);
+    CHECK(r.err.find(db.empty() ? "--db is empty" : "no directory") != std::string::npos);
+  }
+  CHECK_FALSE(std::filesystem::exists(dir / "missing"));
+}
+
 TEST_CASE("compare exits 1 on a missing file and 0 on two identical fresh files") {
   test::temp_dir dir;
   // Two empty, freshly migrated databases: what a replay of an empty topic leaves.

@@ -293,6 +293,32 @@ TEST_CASE("compare finds identical tables equal, and names the first differing r
                   ops::compare_error);
 }
 
+TEST_CASE("a replay whose final rename fails is a replay_error that says so, not an unexpected error") {
+  // Its directory moved away once everything was read: the rename finds
+  // no partial file. It threw std::filesystem::filesystem_error, which ctl
+  // reported as unexpected_error.
+  kafka::mock_cluster mock(2);
+  (void)test::make_two_leader_topic(mock, "events");
+  test::temp_dir dir;
+  const auto folder = dir / "rebuild";
+  std::filesystem::create_directory(folder);
+  ops::replay_options opts;
+  opts.topic = "events";
+  opts.projections = {projection::kind::users};
+  opts.db_path = (folder / "x.db").string();
+  opts.progress_interval = std::chrono::milliseconds(0);
+  bool moved = false;
+  const auto move_when_read = [&](const ops::replay_progress& p) {
+    if (p.lag != 0 || moved) return;
+    std::filesystem::rename(folder, dir / "moved");
+    moved = true;
+  };
+  const auto said = "could not rename " + opts.db_path + ".partial to " + opts.db_path;
+  CHECK_THROWS_WITH_AS((void)ops::replay({mock.bootstrap_servers(), {}}, opts, move_when_read),
+                       doctest::Contains(said.c_str()), ops::replay_error);
+  CHECK(moved);
+}
+
 TEST_CASE("replay refuses a database file that already holds data") {
   test::temp_dir dir;
   const auto path = (dir / "x.db").string();
