@@ -8,6 +8,7 @@
 #include <set>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -179,7 +180,7 @@ using first_records = std::map<std::int32_t, std::pair<std::int64_t, std::string
 // there with its svix-id, vouches for every record after it.
 struct log_check {
   std::optional<std::string> replaced;   // a first record now another event
-  std::optional<std::string> unchecked;  // one that could not be read
+  std::optional<std::string> unchecked;  // one that could not be read, and why
   std::vector<std::string> gone;         // ones deleted since (warnings)
 };
 
@@ -205,8 +206,7 @@ log_check check_same_log(const kafka::client_config& cfg, const replay_options& 
       check.replaced = "the topic was recreated during the replay: " + where + " (" + first.second +
                        ") is past the log's end now; nothing was moved to " + opts.db_path;
     else if (f == read.found.end() && !read.gone.contains(key) && !read.past_end.contains(key) && !check.unchecked)
-      check.unchecked = "could not check that the topic was not recreated during the replay (" + where + ": " +
-                        read.why_not(key) + "); nothing was moved to " + opts.db_path;
+      check.unchecked = where + ": " + read.why_not(key);
     else if (f == read.found.end() && read.gone.contains(key))
       check.gone.push_back(where + " was deleted during the replay: whether the topic was recreated meanwhile "
                            "was not checked");
@@ -328,9 +328,36 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
     }
   }
   flush();
-  const auto check = check_same_log(cfg, opts, first_read);
+  // Everything is read and applied; one read is left, the check that the
+  // topic was not recreated meanwhile. A broker restarting or a leader
+  // election at that moment fails it, and failing threw the finished work
+  // away: it is tried again with backoff for up to the stall timeout. A
+  // signal between tries stops the replay, as one before the end would.
+  auto check = check_same_log(cfg, opts, first_read);
+  const auto checking_since = std::chrono::steady_clock::now();
+  auto backoff = std::chrono::milliseconds(500);
+  int tries = 1;
+  while (check.unchecked && !check.replaced &&
+         std::chrono::steady_clock::now() - checking_since + backoff <= opts.stall_timeout) {
+    log::warn("replay check failed", {{"attempt", tries},
+                                      {"error", *check.unchecked},
+                                      {"retry_in_ms", static_cast<std::int64_t>(backoff.count())}});
+    for (const auto until = std::chrono::steady_clock::now() + backoff; std::chrono::steady_clock::now() < until;) {
+      if (stop_requested()) stop();
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(5'000));
+    check = check_same_log(cfg, opts, first_read);
+    ++tries;
+  }
   if (check.replaced) throw replay_error(*check.replaced);
-  if (check.unchecked) throw replay_error(*check.unchecked);
+  if (check.unchecked)
+    throw replay_error("could not check that the topic was not recreated during the replay (" + *check.unchecked +
+                       "; " + std::to_string(tries) + " tries in " +
+                       std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
+                                          std::chrono::steady_clock::now() - checking_since)
+                                          .count()) +
+                       " s): nothing was moved to " + opts.db_path + "; run the replay again");
   result.warnings.insert(result.warnings.end(), check.gone.begin(), check.gone.end());
   reader.close();
   // Finished: the mark swap-in asks for, in the file's header, folded with

@@ -319,6 +319,53 @@ TEST_CASE("a replay whose final rename fails is a replay_error that says so, not
   CHECK(moved);
 }
 
+TEST_CASE("a replay's final check that the topic was not recreated is tried again when a read of it fails") {
+  // Everything read and applied, the one read left fails (here broker 2,
+  // partition 1's leader, refuses ListOffsets, as while it restarts): the
+  // finished file was thrown away at the first failure.
+  kafka::mock_cluster mock(2);
+  (void)test::make_two_leader_topic(mock, "events");
+  test::temp_dir dir;
+  ops::replay_options opts;
+  opts.topic = "events";
+  opts.projections = {projection::kind::users};
+  opts.db_path = (dir / "x.db").string();
+  opts.progress_interval = std::chrono::milliseconds(0);
+  int failures = 0;
+  bool injected = false;
+  const auto fail_check_when_read = [&](const ops::replay_progress& p) {
+    if (p.lag != 0 || injected) return;
+    mock.fail_next_requests_to(2, 2 /* ListOffsets */, failures, 29 /* TOPIC_AUTHORIZATION_FAILED */);
+    injected = true;
+  };
+  test::capture_stderr log;
+  SUBCASE("a failure that passes: the replay finishes") {
+    failures = 2;
+    CHECK_NOTHROW((void)ops::replay({mock.bootstrap_servers(), {}}, opts, fail_check_when_read));
+    CHECK(std::filesystem::exists(opts.db_path));
+    CHECK(test::count_of(log.text(), "level=warn msg=\"replay check failed\" attempt=") == 2);
+    CHECK(log.text().find("msg=\"replay check failed\" attempt=1 error=\"partition 1's record at offset 0: ") !=
+          std::string::npos);
+  }
+  SUBCASE("one that lasts the stall timeout: the replay fails, saying to run it again") {
+    failures = 1000;
+    opts.stall_timeout = std::chrono::seconds(2);
+    std::string what;
+    try {
+      (void)ops::replay({mock.bootstrap_servers(), {}}, opts, fail_check_when_read);
+    } catch (const ops::replay_error& e) {
+      what = e.what();
+    }
+    CAPTURE(what);
+    CHECK(what.find("could not check that the topic was not recreated during the replay (partition 1's record "
+                    "at offset 0: ") != std::string::npos);
+    CHECK(what.find("run the replay again") != std::string::npos);
+    CHECK(test::count_of(log.text(), "msg=\"replay check failed\"") >= 2);
+    CHECK_FALSE(std::filesystem::exists(opts.db_path));
+  }
+  CHECK(injected);
+}
+
 TEST_CASE("replay refuses a database file that already holds data") {
   test::temp_dir dir;
   const auto path = (dir / "x.db").string();
