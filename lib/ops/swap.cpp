@@ -1,6 +1,7 @@
 #include "ops/swap.hpp"
 
 #include <SQLiteCpp/SQLiteCpp.h>
+#include <sqlite3.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -153,8 +154,9 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
     }
   }
   // Keeps the WAL files the consumers keep for the auth service.
-  store::database db(live, {.must_be = store::open_options::existing::clerk_sync,
-                            .on_migration_wait = on_migration_wait});
+  const store::open_options live_options{.must_be = store::open_options::existing::clerk_sync,
+                                         .on_migration_wait = on_migration_wait};
+  store::database db(live, live_options);
   std::vector<swapped> out;
   try {
     auto& c = db.native();
@@ -172,7 +174,17 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
     }
     tx.commit();
   } catch (const SQLite::Exception& e) {
-    throw store::db_error(e.what());
+    // SQLite says only "database is locked": the operator must learn which
+    // file, that nothing of the swap was kept (the transaction rolled back
+    // before this runs), and that it may simply be run again.
+    const int code = e.getErrorCode() & 0xff;
+    if (code == SQLITE_BUSY || code == SQLITE_LOCKED)
+      throw swap_error("could not swap into " + live + ": another process held its write lock for more than " +
+                       std::to_string(live_options.busy_timeout.count()) +
+                       " ms (another projection's consumer in a long batch, a dead-letters retry?); nothing was "
+                       "swapped in, the live file is unchanged: retry swap-in");
+    throw store::db_error("could not swap into " + live + ": " + e.what() +
+                          "; nothing was swapped in, the live file is unchanged");
   }
   return out;
 }

@@ -661,6 +661,37 @@ TEST_CASE("swap-in and dead-letters retry say that they wait for another process
   }
 }
 
+TEST_CASE("swap-in that waits past its busy timeout for another writer names the file and says nothing changed") {
+  // A consumer of another projection writing a long batch, or a re-drive:
+  // the swap said only error="database is locked".
+  test::temp_dir dir;
+  const auto rebuilt = (dir / "rebuilt.db").string();
+  { store::database created(rebuilt); }
+  {
+    SQLite::Database c(rebuilt, SQLite::OPEN_READWRITE);
+    c.exec("INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at) "
+           "VALUES ('users', 'clerk.events', 0, 7, 0)");
+  }
+  mark_finished_replay(rebuilt);
+  const auto live = (dir / "live.db").string();
+  { store::database created(live, {.keep_wal_files = true}); }
+  SQLite::Database writer(live, SQLite::OPEN_READWRITE);
+  writer.exec("BEGIN IMMEDIATE");
+  const auto r = test::run(ctl(), {"swap-in", "--projection", "users", "--from", rebuilt, "--db", live}, clean_env);
+  writer.exec("ROLLBACK");
+  INFO(r.err);
+  CHECK(r.status == 1);
+  CHECK(r.err.find("msg=failed") != std::string::npos);
+  CHECK(r.err.find("could not swap into " + live + ": another process held its write lock") != std::string::npos);
+  CHECK(r.err.find("the live file is unchanged: retry swap-in") != std::string::npos);
+  CHECK(test::query_int(live, "SELECT count(*) FROM kafka_offsets") == 0);
+  // Retried once the lock is free, as the line says.
+  const auto retried =
+      test::run(ctl(), {"swap-in", "--projection", "users", "--from", rebuilt, "--db", live}, clean_env);
+  CHECK_MESSAGE(retried.status == 0, retried.err);
+  CHECK(test::query_int(live, "SELECT next_offset FROM kafka_offsets WHERE projection = 'users'") == 7);
+}
+
 TEST_CASE("every command refuses an empty --projection, which an unset variable in a script gives, with exit 2") {
   // dead-letters read '' as "all": `retry --all --projection "$PROJ"` with
   // $PROJ unset re-drove every projection's letters.
