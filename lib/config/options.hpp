@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <optional>
 #include <string>
@@ -87,19 +88,29 @@ int report_exit(std::string_view program, std::string_view msg, std::string_view
 // exit 1: the single place start-up errors are reported. Any other exception is one line too (msg=unexpected_error), and
 // exit 1, rather than std::terminate's abort, which would lose the message
 // and the buffered log lines before it.
+// A Kafka client's destroy left running on its thread (the
+// kafka_destroy_stuck line) ends the process with std::_Exit, so that no
+// exit handler or static destructor runs under it (nor waits for it).
 template <class F>
 int run_main(const char* program, F&& body) {
-  try {
-    return body();
-  } catch (const usage_error& e) {
-    return report_exit(program, "bad_setting", e.what(), exit_usage);
-  } catch (const kafka::config_error& e) {
-    return report_exit(program, "bad_setting", e.what(), exit_usage);
-  } catch (const listen_error& e) {
-    return report_exit(program, "listen_failed", e.what(), 1);
-  } catch (const std::exception& e) {
-    return report_exit(program, "unexpected_error", e.what(), 1);
+  const int code = [&] {
+    try {
+      return body();
+    } catch (const usage_error& e) {
+      return report_exit(program, "bad_setting", e.what(), exit_usage);
+    } catch (const kafka::config_error& e) {
+      return report_exit(program, "bad_setting", e.what(), exit_usage);
+    } catch (const listen_error& e) {
+      return report_exit(program, "listen_failed", e.what(), 1);
+    } catch (const std::exception& e) {
+      return report_exit(program, "unexpected_error", e.what(), 1);
+    }
+  }();
+  if (kafka::destroy_left_running()) {
+    (void)std::fflush(nullptr);
+    std::_Exit(code);
   }
+  return code;
 }
 
 // Where a daemon listens: a numeric IPv4 or IPv6 address and a port.

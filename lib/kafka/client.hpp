@@ -50,6 +50,12 @@ struct config_error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Whether a client's destroy was left running, past its bound (the
+// kafka_destroy_stuck line): the process must then end without running its
+// static destructors and exit handlers under that thread (std::_Exit, as
+// config::run_main does).
+[[nodiscard]] bool destroy_left_running();
+
 // Anything else the client cannot recover from (fatal producer error, a
 // consumer that lost its group for good): exit non-zero so systemd restarts.
 struct fatal_error : std::runtime_error {

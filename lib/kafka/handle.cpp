@@ -2,14 +2,24 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cctype>
+#include <chrono>
+#include <condition_variable>
+#include <memory>
 #include <mutex>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
 #include "log/log.hpp"
 
 namespace clerk_sync::kafka {
+namespace {
+std::atomic<bool> g_destroy_left_running{false};
+}  // namespace
+
+bool destroy_left_running() { return g_destroy_left_running.load(); }
 
 std::optional<std::string_view> find_header(const std::vector<header>& headers, std::string_view key) {
   for (const auto& h : headers)
@@ -228,10 +238,47 @@ conf_ptr make_conf(const client_config& cfg, property_list defaults, property_li
   return make_conf(cfg, defaults, fixed_list(fixed.begin(), fixed.size()));
 }
 
+// librdkafka 2.0.2's rd_kafka_destroy can wait for ever: once a consumer
+// group's partition was lost with its topic deleted, a broker thread keeps
+// a reference that is never dropped (librdkafka #4187, fixed in 2.1.0). A
+// consumer then never ended after SIGTERM, until systemd killed it at
+// TimeoutStopSec, or its watchdog aborted it, without a word. Everything a
+// client had to do is done before its destroy (a consumer's offsets are in
+// the database with their rows, a producer was flushed), so the destroy
+// runs on a thread of its own, and one that has not ended in 10 s is left
+// running there, with an error line: the caller goes on to its last lines,
+// and the process ends without waiting for it (destroy_left_running()).
 void handle_deleter::operator()(rd_kafka_t* rk) const {
-  rd_kafka_destroy(rk);
-  // After: the destroy itself may log a login cut short.
-  forget_refusal(rk);
+  constexpr auto bound = std::chrono::seconds(10);
+  struct state {
+    std::mutex m;
+    std::condition_variable cv;
+    bool done = false;
+  };
+  const auto st = std::make_shared<state>();
+  const std::string name = rd_kafka_name(rk);
+  std::thread destroying([rk, st] {
+    rd_kafka_destroy(rk);
+    // After: the destroy itself may log a login cut short.
+    forget_refusal(rk);
+    const std::lock_guard lock(st->m);
+    st->done = true;
+    st->cv.notify_all();
+  });
+  std::unique_lock lock(st->m);
+  if (st->cv.wait_for(lock, bound, [&] { return st->done; })) {
+    lock.unlock();
+    destroying.join();
+    return;
+  }
+  lock.unlock();
+  destroying.detach();
+  g_destroy_left_running = true;
+  log::error("kafka_destroy_stuck",
+             {{"client", name},
+              {"waited_s", static_cast<std::int64_t>(bound.count())},
+              {"outcome", "left running; the process ends without it (librdkafka 2.0.2 #4187: a partition lost with "
+                          "its topic deleted)"}});
 }
 
 std::optional<refusal::kind> refusal_in(std::string_view text) {

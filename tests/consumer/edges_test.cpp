@@ -111,6 +111,36 @@ TEST_CASE("a topic deleted and recreated stops the consumer: one error line, exi
   expect_out_of_range(topic, db, group, 10, 0, 3);
 }
 
+TEST_CASE("a topic deleted under a running consumer does not hold its stop: SIGTERM ends it within seconds") {
+  // librdkafka 2.0.2's rd_kafka_destroy waits for ever for a broker thread
+  // once a partition of the group was lost with its topic (librdkafka
+  // #4187, fixed in 2.1.0): the process never exited, and systemd killed it
+  // at TimeoutStopSec, or its watchdog aborted it, without a word.
+  const auto cfg = t::broker();
+  const auto topic = t::fresh_topic("edge-gone", 1);
+  t::temp_dir dir;
+  const auto db = (dir / "c.db").string();
+  t::produce_events(cfg, topic, some_events(10, 5));
+  auto c = t::start_consumer(
+      {"--projection", "users", "--topic", topic, "--db", db, "--group-prefix", t::unique_name("edge-gone")});
+  REQUIRE_MESSAGE(t::wait_caught_up(db, topic, {"users"}, 10, 60s), c->stderr_text());
+  kafka::delete_topic(cfg, topic, 30s);
+  std::this_thread::sleep_for(5s);  // the consumer finds its partition gone
+  c->signal(SIGTERM);
+  const auto st = c->wait(40s);
+  if (!st) c->signal(SIGKILL);
+  REQUIRE_MESSAGE(st.has_value(), c->stderr_text());
+  CHECK_MESSAGE(*st == 0, c->stderr_text());
+  const auto err = c->stderr_text();
+  CHECK_MESSAGE(err.find("msg=stopped exit_code=0") != std::string::npos, err);
+  // The destroy left behind is said, when librdkafka is stuck in it.
+  if (const auto stuck = line_with(err, "msg=kafka_destroy_stuck"); !stuck.empty()) {
+    MESSAGE(stuck);
+    CHECK(stuck.find("level=error") != std::string::npos);
+  }
+  CHECK(t::stored_totals(db, topic)["users"] == 10);  // nothing lost on the way out
+}
+
 TEST_CASE("a topic recreated and refilled past the stored offset stops the consumer: one error line, exit 5") {
   // Also when the last record applied came from another tool without a
   // svix-id (dead-lettered): its absence is compared too. It was left
