@@ -113,6 +113,28 @@ void on_log(const rd_kafka_t* rk, int level, const char* fac, const char* buf) {
 
 void on_error(rd_kafka_t* rk, int err, const char* reason, void* /*opaque*/) { log_error(rk, err, reason); }
 
+// A broker holding back our requests under a quota (produce or fetch):
+// librdkafka 2.0.2 keeps the time only in its statistics and says nothing
+// at any log level, so webhooks got 503 "Message timed out", or a
+// consumer's lag grew, with no word of the cause. A warning per client and
+// broker, rate-limited (the quota holds for a while: one a minute with
+// `repeated`), and an info line when the broker stops (librdkafka calls
+// back with 0 then).
+void on_throttle(rd_kafka_t* rk, const char* broker_name, int32_t broker_id, int throttle_time_ms,
+                 void* /*opaque*/) {
+  const char* client = rk ? rd_kafka_name(rk) : "";
+  const std::string key = std::string("throttle|") + client + "|" + std::to_string(broker_id);
+  if (throttle_time_ms > 0)
+    limiter().write(key, log::level::warn, "kafka_throttled",
+                    {{"client", client},
+                     {"broker", broker_name ? broker_name : ""},
+                     {"throttle_ms", static_cast<std::int64_t>(throttle_time_ms)},
+                     {"outcome", "the broker holds back this client's requests under a quota"}});
+  else
+    limiter().write(key + "|end", log::level::info, "kafka_unthrottled",
+                    {{"client", client}, {"broker", broker_name ? broker_name : ""}});
+}
+
 }  // namespace
 
 void log_error(const rd_kafka_t* rk, int err, const char* reason, const rd_kafka_message_t* about) {
@@ -231,6 +253,7 @@ conf_ptr make_conf(const client_config& cfg, property_list defaults, fixed_list 
   set_checked(conf.get(), cfg, {fixed, every_client_fixed()});
   rd_kafka_conf_set_log_cb(conf.get(), &on_log);
   rd_kafka_conf_set_error_cb(conf.get(), &on_error);
+  rd_kafka_conf_set_throttle_cb(conf.get(), &on_throttle);
   return conf;
 }
 

@@ -45,11 +45,6 @@ std::string random_password() {
   return "test-" + out.str();
 }
 
-std::string kafka_libs() {
-  const char* env = std::getenv("KAFKA_LOCAL_LIBS");
-  return env && *env ? std::string(env) : test::source_path(".local/kafka-libs").string();
-}
-
 // A single node with two client listeners: PLAINTEXT (scripts/kafka-local's
 // readiness check, and the test's own topic, ACL and SCRAM set-up, as the
 // superuser ANONYMOUS) and SASL_PLAINTEXT with PLAIN users and SCRAM-SHA-256
@@ -73,7 +68,7 @@ class sasl_broker {
     // seconds to start on a loaded host.
     scram_user_ = std::make_unique<test::process>(
         "/usr/bin/env",
-        std::vector<std::string>{"java", "-cp", kafka_libs() + "/*", "kafka.admin.ConfigCommand",
+        std::vector<std::string>{"java", "-cp", test::kafka_libs() + "/*", "kafka.admin.ConfigCommand",
                                  "--bootstrap-server", plain_address(), "--alter", "--add-config",
                                  "SCRAM-SHA-256=[password=" + scram_password_ + "]", "--entity-type", "users",
                                  "--entity-name", "clerk"});
@@ -120,7 +115,7 @@ class sasl_broker {
   // Lets `stranger` acquire an idempotent producer id, and nothing else.
   void allow_idempotent_write() const {
     const auto r = test::run("/usr/bin/env",
-                             {"java", "-cp", kafka_libs() + "/*", "kafka.admin.AclCommand", "--bootstrap-server",
+                             {"java", "-cp", test::kafka_libs() + "/*", "kafka.admin.AclCommand", "--bootstrap-server",
                               plain_address(), "--add", "--allow-principal", "User:stranger", "--operation",
                               "IdempotentWrite", "--cluster"},
                              {}, 60s);
@@ -130,7 +125,7 @@ class sasl_broker {
   // Lets `stranger` describe `topic` too (but still not write it).
   void allow_describe(const std::string& topic) const {
     const auto r = test::run("/usr/bin/env",
-                             {"java", "-cp", kafka_libs() + "/*", "kafka.admin.AclCommand", "--bootstrap-server",
+                             {"java", "-cp", test::kafka_libs() + "/*", "kafka.admin.AclCommand", "--bootstrap-server",
                               plain_address(), "--add", "--allow-principal", "User:stranger", "--operation",
                               "Describe", "--topic", topic},
                              {}, 60s);

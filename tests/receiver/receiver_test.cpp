@@ -190,3 +190,24 @@ TEST_CASE("a topic of one copy with min.insync.replicas=2 takes acks=all writes 
       recv.port(), clerk_sync::test::sign_event(secret, clerk_sync::test::user_event_body("user_capped")));
   CHECK_MESSAGE(res.status == 200, res.body);
 }
+
+TEST_CASE("a broker throttling the receiver under a quota is a warning naming it, not only slow answers") {
+  // librdkafka 2.0.2 keeps throttle times in its statistics alone: the
+  // webhooks got 503 for "Message timed out", with no word of the quota.
+  const auto secret = test::random_secret();
+  const auto client = test::unique_name("throttled");
+  const auto quota = test::run("/usr/bin/env",
+                               {"java", "-cp", test::kafka_libs() + "/*", "kafka.admin.ConfigCommand",
+                                "--bootstrap-server", test::broker().brokers, "--alter", "--add-config",
+                                "producer_byte_rate=1", "--entity-type", "clients", "--entity-name", client},
+                               {}, 60s);
+  REQUIRE_MESSAGE(quota.status == 0, quota.out << quota.err);
+  test::receiver r(test::broker().brokers, test::fresh_topic("recv_throttled", 1), secret,
+                   {"--kafka-property", "client.id=" + client});
+  REQUIRE(r.wait_ready(15s));
+  (void)test::post_event(r.port(), test::sign_event(secret, test::user_event_body("user_throttled")), 20s);
+  const bool said = r.proc().wait_for_log("level=warn msg=kafka_throttled client=" + client, 20s);
+  MESSAGE(test::line_with(r.proc().stderr_text(), "msg=kafka_throttled"));
+  CHECK_MESSAGE(said,
+                r.proc().stderr_text());
+}

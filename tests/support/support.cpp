@@ -74,6 +74,11 @@ std::filesystem::path binary_path(const std::string& relative) {
   return std::filesystem::path(CLERK_SYNC_BINARY_DIR) / relative;
 }
 
+std::string kafka_libs() {
+  const char* env = std::getenv("KAFKA_LOCAL_LIBS");
+  return env && *env ? std::string(env) : source_path(".local/kafka-libs").string();
+}
+
 std::string read_file(const std::filesystem::path& p) {
   std::ifstream in(p, std::ios::binary);
   // An exception, not REQUIRE: this runs inside lazily evaluated INFO()

@@ -48,6 +48,9 @@ class temp_dir {
 [[nodiscard]] std::filesystem::path source_path(const std::string& relative);
 // Path of a built file, e.g. binary_path("app/receiver/clerk-sync-receiver").
 [[nodiscard]] std::filesystem::path binary_path(const std::string& relative);
+// The Kafka jars scripts/kafka-local runs the broker from (KAFKA_LOCAL_LIBS,
+// else .local/kafka-libs), for Kafka's own tools: java -cp <this>/* <class>.
+[[nodiscard]] std::string kafka_libs();
 
 [[nodiscard]] std::string read_file(const std::filesystem::path& p);
 
