@@ -126,10 +126,17 @@ std::optional<scalar> metadata_value(const json* v) {
 }
 
 // public_metadata wins over private_metadata; unsafe_metadata is end-user
-// writable from the browser and is deliberately never consulted.
+// writable from the browser and is deliberately never consulted. A public
+// value that cannot be one (an empty string, an object, an array) does not
+// hide a private one: an empty public referral_code released the code the
+// user held in private to the next user who claimed it, for good, and an
+// empty public role made an admin a spacer. Without a private value the
+// public one stands (an object amount is still a dead letter).
 std::optional<scalar> go2asia_value(const json* in_public, const json* in_private) {
-  if (auto v = metadata_value(in_public)) return v;
-  return metadata_value(in_private);
+  auto pub = metadata_value(in_public);
+  if (pub && !pub->composite && !pub->text.empty()) return pub;
+  if (auto priv = metadata_value(in_private)) return priv;
+  return pub;
 }
 
 std::optional<std::string> primary_email(const user_fields& f) {

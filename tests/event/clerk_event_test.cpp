@@ -91,7 +91,7 @@ TEST_CASE("metadata: public before private, unsafe never - numbers keep their ex
   CHECK(std::get<ev::user>(obj.data).keys.g2a_balance->composite);
 }
 
-TEST_CASE("metadata: the first of duplicate keys counts, a null in public or a public that is no object falls back") {
+TEST_CASE("metadata: the first of duplicate keys counts, a null, empty or composite public value or a public that is no object falls back") {
   const auto keys = [](const std::string& pub, const std::string& priv) {
     return std::get<ev::user>(decode_ok(R"({"type":"user.updated","data":{"id":"u","updated_at":1,"public_metadata":)" +
                                         pub + R"(,"private_metadata":)" + priv + "}}")
@@ -104,6 +104,15 @@ TEST_CASE("metadata: the first of duplicate keys counts, a null in public or a p
   CHECK(keys(R"("x")", R"({"role":"admin"})").role->text == "admin");
   CHECK(keys("[1]", R"({"role":"admin","role":"vip"})").role->text == "admin");
   CHECK_FALSE(keys("null", "null").role.has_value());
+  // A public value that cannot be one (empty, an object, an array) does not
+  // hide private's: an empty public referral_code gave the user's code away.
+  CHECK(keys(R"({"referral_code":""})", R"({"referral_code":"X"})").referral_code->text == "X");
+  CHECK(keys(R"({"role":""})", R"({"role":"admin"})").role->text == "admin");
+  CHECK(keys(R"({"g2a_balance":{}})", R"({"g2a_balance":"5"})").g2a_balance->text == "5");
+  CHECK(keys(R"({"points_balance":[]})", R"({"points_balance":7})").points_balance->text == "7");
+  // Without one in private, public's stands, an object amount included.
+  CHECK(keys(R"({"g2a_balance":{}})", "{}").g2a_balance->composite);
+  CHECK(keys(R"({"referral_code":""})", "{}").referral_code->text.empty());
 }
 
 TEST_CASE("a session's embedded user that is refused leaves the session, and says why") {

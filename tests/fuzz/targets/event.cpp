@@ -71,16 +71,23 @@ std::string refusal(const json& user) {
   return "";
 }
 
+// Public's value when it can be one (not empty, not an object or array),
+// else private's when there is one, else public's.
 std::optional<ev::scalar> metadata(const json& user, const char* key) {
-  for (const char* where : {"public_metadata", "private_metadata"}) {
-    const json* meta = member(user, where);
+  std::optional<ev::scalar> found[2];
+  for (int i = 0; i < 2; ++i) {
+    const json* meta = member(user, i == 0 ? "public_metadata" : "private_metadata");
     const json* v = meta ? member(*meta, key) : nullptr;
     if (!v || v->IsNull()) continue;
-    if (v->IsString()) return ev::scalar{*text(v), false};
-    if (v->IsBool()) return ev::scalar{v->GetBool() ? "true" : "false", false};
-    return ev::scalar{v->IsObject() ? "object" : "array", true};
+    if (v->IsString())
+      found[i] = ev::scalar{*text(v), false};
+    else if (v->IsBool())
+      found[i] = ev::scalar{v->GetBool() ? "true" : "false", false};
+    else
+      found[i] = ev::scalar{v->IsObject() ? "object" : "array", true};
   }
-  return std::nullopt;
+  if (found[0] && !found[0]->composite && !found[0]->text.empty()) return found[0];
+  return found[1] ? found[1] : found[0];
 }
 
 void check_against_document(const ev::user& u, const json& data) {
