@@ -10,6 +10,9 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include <csignal>
+#include <functional>
+#include <optional>
+#include <string>
 
 #include "auth/lookup.hpp"
 #include "auth/options.hpp"
@@ -66,15 +69,47 @@ int run(const auth::auth_options& o) {
 
   net::signal_set signals(ioc, SIGTERM, SIGINT, SIGHUP);
   net::steady_timer watchdog(ioc);
+  net::steady_timer projections(ioc);  // below
   systemd::on_stop_signal(signals, [&](int sig) {
     log::info("signal", {{"signal", sig}});
     systemd::notify_stopping();
     srv.stop();
     watchdog.cancel();
+    projections.cancel();
     // Answers in flight are small and quick; the loop ends with them.
     ioc.stop();
   });
   systemd::ping_watchdog_on(watchdog);
+  // A projection a check reads that has never written the database while
+  // the other has (service::projection_not_written): its bans or
+  // revocations are never seen, and nothing else would say so. Said once it
+  // has been seen by two checks in a row (consumers started together still
+  // start apart), at warn, and again when it ends.
+  const auto every = std::chrono::milliseconds(static_cast<std::int64_t>(o.projections_check_s * 1000.0));
+  std::optional<std::string> seen, said;
+  std::function<void()> check_projections = [&] {
+    projections.expires_after(every);
+    projections.async_wait([&](const boost::system::error_code& ec) {
+      if (ec) return;
+      const auto now = svc.projection_not_written();
+      if (now && now == seen && now != said) {
+        log::warn("projection_missing",
+                  {{"projection", *now},
+                   {"db", o.db},
+                   {"outcome", *now == "sessions" ? "the users projection writes this database and the sessions one "
+                                                    "never did: revoked or ended sessions are let in"
+                                                  : "the sessions projection writes this database and the users one "
+                                                    "never did: banned or deleted users are let in, roles unknown"}});
+        said = now;
+      } else if (!now && said) {
+        log::info("projection_written", {{"projection", *said}});
+        said.reset();
+      }
+      seen = now;
+      check_projections();
+    });
+  };
+  check_projections();
   srv.start();
   log::info("listening", {{"address", where.host}, {"port", srv.port()}, {"path", o.path}, {"keys", key_count},
                           {"authorized_parties", topts.authorized_parties.size()}, {"db", o.db},

@@ -105,6 +105,18 @@ std::optional<user_row> lookup::user(const std::string& id) {
   }
 }
 
+std::vector<std::string> lookup::projections_written() {
+  follow_path();
+  try {
+    SQLite::Statement s(impl_->db.native(), "SELECT DISTINCT projection FROM kafka_offsets");
+    std::vector<std::string> out;
+    while (s.executeStep()) out.push_back(s.getColumn(0).getString());
+    return out;
+  } catch (const SQLite::Exception& e) {
+    throw store::db_error(std::string("kafka_offsets: ") + e.what());
+  }
+}
+
 std::optional<session_row> lookup::session(const std::string& id) {
   follow_path();
   auto& s = *impl_->session_stmt;

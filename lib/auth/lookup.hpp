@@ -18,6 +18,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "auth/decision.hpp"
 
@@ -32,6 +33,9 @@ class lookup {
 
   [[nodiscard]] std::optional<user_row> user(const std::string& id);
   [[nodiscard]] std::optional<session_row> session(const std::string& id);
+  // The projections that have stored offsets in the file (kafka_offsets):
+  // those whose consumers have written it.
+  [[nodiscard]] std::vector<std::string> projections_written();
   // A fresh connection to the same file, after a failed lookup (the
   // consumers restarted and replaced the WAL files under a read-only
   // reader). Throws store::db_error, also when the path names another file.

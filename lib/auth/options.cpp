@@ -87,6 +87,11 @@ void add_auth_options(CLI::App& app, auth_options& o) {
   app.add_option("--max-connections", o.max_connections, "open connections at most")
       ->envname("CLERK_SYNC_AUTH_MAX_CONNECTIONS")
       ->capture_default_str();
+  app.add_option("--projections-check-s", o.projections_check_s,
+                 "seconds between checks that the users and sessions projections both write the database")
+      ->envname("CLERK_SYNC_AUTH_PROJECTIONS_CHECK_S")
+      ->check(config::seconds_between(0.1, 3600.0))
+      ->capture_default_str();
   config::add_log_options(app, o.log);
 }
 

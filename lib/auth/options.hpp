@@ -25,6 +25,7 @@ struct auth_options {
   std::size_t cache_size = 100'000;       // --cache-size, CLERK_SYNC_AUTH_CACHE_SIZE (0: off)
   std::int64_t read_timeout_ms = 10'000;  // --read-timeout-ms, CLERK_SYNC_AUTH_READ_TIMEOUT_MS
   std::size_t max_connections = 4096;     // --max-connections, CLERK_SYNC_AUTH_MAX_CONNECTIONS
+  double projections_check_s = 60;        // --projections-check-s, CLERK_SYNC_AUTH_PROJECTIONS_CHECK_S
   config::log_options log;
 };
 

@@ -1,5 +1,9 @@
 #include "auth/service.hpp"
 
+#include <algorithm>
+#include <string_view>
+#include <vector>
+
 #include "log/log.hpp"
 #include "store/database.hpp"
 
@@ -32,6 +36,15 @@ std::optional<std::string> service::database_problem() {
     (void)db_.session("");
     (void)db_.user("");
   });
+}
+
+std::optional<std::string> service::projection_not_written() {
+  std::vector<std::string> written;
+  if (read_with_reopen([&] { written = db_.projections_written(); })) return std::nullopt;
+  const auto has = [&](std::string_view p) { return std::find(written.begin(), written.end(), p) != written.end(); };
+  if (has("users") && !has("sessions")) return "sessions";
+  if (has("sessions") && !has("users")) return "users";
+  return std::nullopt;
 }
 
 check_result service::check(std::optional<std::string_view> authorization, std::optional<std::string_view> cookie,

@@ -39,6 +39,14 @@ class service {
   // Why the database cannot be served now, for /healthz; nullopt when it can:
   // the path, then the two lookups a check makes (with its one reconnect).
   [[nodiscard]] std::optional<std::string> database_problem();
+  // Of the two projections a check reads, users and sessions, the one that
+  // has never written the database while the other has: a consumer unit not
+  // enabled, or writing another file. Its refusals then never come (a
+  // revoked session let in, a ban unseen): every event of the topic moves
+  // every projection's offsets, so with both running, both have written.
+  // nullopt when both or neither have, or when the file cannot be read
+  // (database_problem() says why).
+  [[nodiscard]] std::optional<std::string> projection_not_written();
 
  private:
   // Runs `read` (lookups through db_), once more on a reopened connection

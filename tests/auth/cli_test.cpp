@@ -3,6 +3,8 @@
 // port (no broker needed: the database is made here).
 #include <doctest/doctest.h>
 
+#include <SQLiteCpp/SQLiteCpp.h>
+
 #include <sys/socket.h>
 
 #include <csignal>
@@ -514,4 +516,27 @@ TEST_CASE("clerk-sync-auth: a request cut off or timed out mid-way leaves a line
     reset(cut);
   }
   CHECK_MESSAGE(b.proc->wait_for_log("msg=read_incomplete stage=header", 5s), b.proc->stderr_text());
+}
+
+TEST_CASE("clerk-sync-auth: a database the sessions projection never wrote, while the users one did, is a warning") {
+  // Consumers of `users` only (a unit not enabled, or one writing another
+  // file): no revocation would ever be refused, and nothing said so.
+  running_auth a({"--projections-check-s", "0.3"});
+  const auto offsets = [&](const std::string& projection) {
+    store::database db(a.db);
+    db.native().exec("INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at) VALUES ('" +
+                     projection + "', 'clerk.events', 0, 5, 1)");
+  };
+  std::this_thread::sleep_for(1s);  // neither has written yet: nothing to say
+  CHECK(a.proc->stderr_text().find("msg=projection_missing") == std::string::npos);
+  offsets("users");
+  CHECK_MESSAGE(a.proc->wait_for_log("level=warn msg=projection_missing projection=sessions", 10s),
+                a.proc->stderr_text());
+  CHECK(a.proc->stderr_text().find("revoked or ended sessions are let in") != std::string::npos);
+  offsets("sessions");
+  CHECK_MESSAGE(a.proc->wait_for_log("level=info msg=projection_written projection=sessions", 10s),
+                a.proc->stderr_text());
+  CHECK(test::count_of(a.proc->stderr_text(), "msg=projection_missing") == 1);
+  a.proc->signal(SIGTERM);
+  CHECK(a.proc->wait(15s) == 0);
 }
