@@ -127,8 +127,12 @@ struct readiness_probe {
 
   void operator()() {
     std::vector<kafka::producer::partition_sync> short_of_sync;
-    const state now = p.check_topic(topic, 2s, &short_of_sync);
-    if (now == state::available) replicas.update(short_of_sync);
+    std::vector<std::int32_t> leaderless;
+    const state now = p.check_topic(topic, 2s, &short_of_sync, &leaderless);
+    if (now == state::available) {
+      replicas.update(short_of_sync);
+      say_leaderless(leaderless);
+    }
     const auto r = readiness_of(now);
     ready = r;
     const char* name = http::name(r);
@@ -158,10 +162,31 @@ struct readiness_probe {
     }
   }
 
+  // Partitions without a leader take no write: their webhooks get 503
+  // until one is elected, while the others' are published and /readyz
+  // stays ready. A partition whose only in-sync copy is on a broker that is
+  // down (replication factor 1) shows no shortage of replicas, so nothing
+  // else said so. An error line when the set changes, an info line when it
+  // is empty again.
+  void say_leaderless(const std::vector<std::int32_t>& parts) {
+    std::string now;
+    for (const auto id : parts) now += (now.empty() ? "" : ",") + std::to_string(id);
+    if (now == leaderless_said) return;
+    if (now.empty())
+      log::info("partitions_led", {{"topic", topic}});
+    else
+      log::error("partitions_leaderless",
+                 {{"topic", topic},
+                  {"partitions", now},
+                  {"outcome", "their webhooks get 503 until a leader is elected (a broker with the only copy down?)"}});
+    leaderless_said = now;
+  }
+
   const kafka::producer& p;
   std::string topic;
   std::atomic<http::readiness>& ready;
   kafka::replica_watch replicas;
+  std::string leaderless_said;  // the partitions the last line named ("" for none)
   log::overdue unready;
   std::optional<state> last;
 };

@@ -197,7 +197,8 @@ bool producer::flush(std::chrono::milliseconds timeout) {
 int producer::in_flight() const { return rd_kafka_outq_len(impl_->rk.get()); }
 
 producer::topic_state producer::check_topic(const std::string& topic, std::chrono::milliseconds timeout,
-                                            std::vector<partition_sync>* short_of_sync) const {
+                                            std::vector<partition_sync>* short_of_sync,
+                                            std::vector<std::int32_t>* leaderless) const {
   rd_kafka_topic_t* rkt = rd_kafka_topic_new(impl_->rk.get(), topic.c_str(), nullptr);
   const struct rd_kafka_metadata* md = nullptr;
   const auto err = detail::metadata(impl_->rk.get(), false, rkt, &md, timeout);
@@ -213,6 +214,9 @@ producer::topic_state producer::check_topic(const std::string& topic, std::chron
     for (int i = 0; i < md->topics[0].partition_cnt; ++i)
       if (const auto& mp = md->topics[0].partitions[i]; mp.isr_cnt < mp.replica_cnt)
         short_of_sync->push_back({mp.id, mp.replica_cnt, mp.isr_cnt});
+  if (found && leaderless)
+    for (int i = 0; i < md->topics[0].partition_cnt; ++i)
+      if (const auto& mp = md->topics[0].partitions[i]; mp.leader < 0) leaderless->push_back(mp.id);
   rd_kafka_metadata_destroy(md);
   if (topic_err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED) return topic_state::unauthorized;
   return found ? topic_state::available : topic_state::missing;

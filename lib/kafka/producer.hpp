@@ -120,9 +120,10 @@ class producer {
   // Whether `topic` exists with a partition, by a metadata round-trip for it
   // alone; blocks up to `timeout`, less once the brokers refused the client.
   // `short_of_sync`, when given, gets the partitions that answer showed with
-  // replicas out of sync.
+  // replicas out of sync; `leaderless`, those it showed without a leader.
   [[nodiscard]] topic_state check_topic(const std::string& topic, std::chrono::milliseconds timeout,
-                                        std::vector<partition_sync>* short_of_sync = nullptr) const;
+                                        std::vector<partition_sync>* short_of_sync = nullptr,
+                                        std::vector<std::int32_t>* leaderless = nullptr) const;
 
   [[nodiscard]] std::optional<std::string> fatal_reason() const;
 

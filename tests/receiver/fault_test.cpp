@@ -155,6 +155,26 @@ TEST_CASE("mock cluster faults (produce errors, slow round trips, broker loss): 
   CHECK(r.proc().wait(20s) == 0);
 }
 
+TEST_CASE("a partition without a leader is an error line naming it, and one when it has one again") {
+  // With the only copy of a partition on a broker that is down, its
+  // webhooks get 503 while the others' are published and /readyz stays
+  // ready; no replica count is short, so nothing else says why.
+  kafka::mock_cluster mock(1);
+  const std::string topic = "clerk.events.leaderless";
+  mock.create_topic(topic, 3);
+  test::receiver r(mock.bootstrap_servers(), topic, test::random_secret());
+  REQUIRE(r.wait_ready(15s));
+  mock.set_partition_leader(topic, 2, -1);
+  CHECK_MESSAGE(r.proc().wait_for_log("level=error msg=partitions_leaderless topic=" + topic + " partitions=2 ", 10s),
+                r.proc().stderr_text());
+  CHECK(test::send_http(r.port(), "GET", "/readyz", {}, "", 5s).status == 200);  // the other two take events
+  mock.set_partition_leader(topic, 2, 1);
+  CHECK_MESSAGE(r.proc().wait_for_log("level=info msg=partitions_led topic=" + topic, 10s), r.proc().stderr_text());
+  CHECK(test::count_of(r.proc().stderr_text(), "msg=partitions_leaderless") == 1);
+  r.proc().signal(SIGTERM);
+  CHECK(r.proc().wait(20s) == 0);
+}
+
 TEST_CASE("SIGKILLed after Kafka appended an event but before answering: no answer, the event is held, and "
           "Svix's retry is a duplicate the users projection's applier takes once") {
   // The mock cluster appends a record when the request arrives and delays
