@@ -91,7 +91,12 @@ int run(const auth::auth_options& o) {
     projections.expires_after(every);
     projections.async_wait([&](const boost::system::error_code& ec) {
       if (ec) return;
-      const auto now = svc.projection_not_written();
+      const auto seen_now = svc.projection_not_written();
+      if (seen_now.unreadable) {  // says nothing either way (/healthz and the checks say why)
+        check_projections();
+        return;
+      }
+      const auto& now = seen_now.not_written;
       if (now && now == seen && now != said) {
         log::warn("projection_missing",
                   {{"projection", *now},

@@ -51,8 +51,8 @@ request_token extract_token(std::optional<std::string_view> authorization, std::
   // browser holds several when cookies of one name were set for a parent
   // domain and for the host (Clerk apps on sibling subdomains, the reason
   // Clerk now also writes a suffixed __session_<id>), and a 401 would send
-  // such a user to sign in again and again. The browser sends the most
-  // specific one first.
+  // such a user to sign in again and again. (A browser sends the one of
+  // the longer path first, then the older: RFC 6265 5.4.)
   if (cookie) {
     std::string_view rest = *cookie;
     while (!rest.empty()) {

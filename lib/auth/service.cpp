@@ -38,13 +38,13 @@ std::optional<std::string> service::database_problem() {
   });
 }
 
-std::optional<std::string> service::projection_not_written() {
+service::projections_seen service::projection_not_written() {
   std::vector<std::string> written;
-  if (read_with_reopen([&] { written = db_.projections_written(); })) return std::nullopt;
+  if (read_with_reopen([&] { written = db_.projections_written(); })) return {.unreadable = true, .not_written = std::nullopt};
   const auto has = [&](std::string_view p) { return std::find(written.begin(), written.end(), p) != written.end(); };
-  if (has("users") && !has("sessions")) return "sessions";
-  if (has("sessions") && !has("users")) return "users";
-  return std::nullopt;
+  if (has("users") && !has("sessions")) return {.unreadable = false, .not_written = "sessions"};
+  if (has("sessions") && !has("users")) return {.unreadable = false, .not_written = "users"};
+  return {};
 }
 
 check_result service::check(std::optional<std::string_view> authorization, std::optional<std::string_view> cookie,

@@ -44,9 +44,13 @@ class service {
   // enabled, or writing another file. Its refusals then never come (a
   // revoked session let in, a ban unseen): every event of the topic moves
   // every projection's offsets, so with both running, both have written.
-  // nullopt when both or neither have, or when the file cannot be read
-  // (database_problem() says why).
-  [[nodiscard]] std::optional<std::string> projection_not_written();
+  // nullopt when both or neither have; unreadable when the file cannot be
+  // read now (database_problem() says why), which says nothing of them.
+  struct projections_seen {
+    bool unreadable = false;
+    std::optional<std::string> not_written;
+  };
+  [[nodiscard]] projections_seen projection_not_written();
 
  private:
   // Runs `read` (lookups through db_), once more on a reopened connection

@@ -107,6 +107,9 @@ int run_main(const char* program, F&& body) {
     }
   }();
   if (kafka::destroy_left_running()) {
+    // No static destructor runs under _Exit: what the rate limiters hold
+    // back (the librdkafka lines that say why) goes out first.
+    log::rate_limiter::drain_all();
     (void)std::fflush(nullptr);
     std::_Exit(code);
   }

@@ -9,7 +9,8 @@ namespace clerk_sync::http {
 
 void publish_health::acknowledged() {
   if (said_)
-    log::info("publish_recovered", {{"topic", topic_}, {"failed", in_row_}, {"readyz", "ready"}});
+    limiter_.write("publish_recovered", log::level::info, "publish_recovered",
+                   {{"topic", topic_}, {"failed", in_row_}, {"readyz", "ready"}});
   in_row_ = 0;
   last_failure_.reset();
   said_ = false;
@@ -25,7 +26,7 @@ void publish_health::failed(std::string_view outcome, std::string_view error, cl
   if (!error.empty()) f.emplace_back("error", error);
   f.emplace_back("readyz", "publish_failing until a webhook is published, or none fails for " +
                                std::to_string(hold.count()) + " s");
-  log::write(log::level::error, "publish_failing", f);
+  limiter_.write("publish_failing", log::level::error, "publish_failing", f, now);
   said_ = true;
 }
 

@@ -9,8 +9,8 @@
 // publish is acknowledged, or until none has failed for `hold` (a balancer
 // that took the receiver out sends nothing more, and nothing else would
 // ever bring it back: it is let in again to try). One error line when it
-// trips, one info line when a publish is acknowledged again. One thread
-// (the server's); no locking.
+// trips, one info line when a publish is acknowledged again (rate-limited).
+// One thread (the server's).
 
 #include <chrono>
 #include <cstdint>
@@ -18,6 +18,8 @@
 #include <string>
 #include <string_view>
 #include <utility>
+
+#include "log/log.hpp"
 
 namespace clerk_sync::http {
 
@@ -43,6 +45,9 @@ class publish_health {
   std::int64_t in_row_ = 0;  // failures since the last acknowledgement
   std::optional<clock::time_point> last_failure_;
   bool said_ = false;  // the last line said publish_failing
+  // Tripping and recovering in turn (a flapping cluster) makes one line of
+  // each a minute at most, with `repeated`.
+  log::rate_limiter limiter_;
 };
 
 }  // namespace clerk_sync::http

@@ -128,11 +128,12 @@ struct server::impl : std::enable_shared_from_this<impl> {
   // Failures count only while the probe says ready: otherwise /readyz
   // already says why, and the failures of an outage would hold it at
   // publish_failing after the cluster is back. A record Kafka refuses for
-  // its size is that event's fault (413), not the receiver's.
+  // its size is that event's fault (413), not the receiver's; a full local
+  // queue is a burst past what the producer holds, with Kafka answering.
   void note_publish(std::string_view outcome, std::string_view why) {
     if (outcome == "acknowledged")
       health.acknowledged();
-    else if (outcome != "too_large_for_kafka" && probe_state() == readiness::ready)
+    else if (outcome != "too_large_for_kafka" && outcome != "queue_full" && probe_state() == readiness::ready)
       health.failed(outcome, why, std::chrono::steady_clock::now());
   }
   std::list<connection> open;
@@ -241,8 +242,10 @@ struct server::impl : std::enable_shared_from_this<impl> {
   // such clients held the cap against Svix, whose requests arrive whole
   // within milliseconds. A request younger than that is not cut for a
   // newcomer (a burst at the cap refuses the newcomer, as before). Closed,
-  // not cancelled: a read whose completion is already queued must not go
-  // on. Its serve() ends without a word (its read fails, the line is here).
+  // not cancelled, so that its next read fails; a read whose completion was
+  // already queued still succeeds, and serve_request() checks the socket
+  // before it acts on what was read. Its serve() ends without a word (the
+  // line is here).
   bool close_slowest_request() {
     if (reading.empty()) return false;
     auto& c = reading.front();
@@ -648,6 +651,9 @@ struct server::impl : std::enable_shared_from_this<impl> {
       if (std::distance(req.begin(), req.end()) != header_fields)
         co_return co_await answer_early(stream, bad_request(), "rejected", "trailer", head);
     }
+    // Closed at the cap just as its last read completed: never published
+    // (its answer could not be written, and Svix would send it again).
+    if (!stream.socket().is_open()) co_return after::close;
     me.reading_hook.unlink();  // read whole: answered now, whatever the cap
     const request_view view{method, target, req.body(),
                             [&req](std::string_view name) -> std::optional<std::string_view> {

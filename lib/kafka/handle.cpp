@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -280,14 +281,23 @@ void handle_deleter::operator()(rd_kafka_t* rk) const {
   };
   const auto st = std::make_shared<state>();
   const std::string name = rd_kafka_name(rk);
-  std::thread destroying([rk, st] {
+  std::thread destroying;
+  try {
+    destroying = std::thread([rk, st] {
+      rd_kafka_destroy(rk);
+      // After: the destroy itself may log a login cut short.
+      forget_refusal(rk);
+      const std::lock_guard lock(st->m);
+      st->done = true;
+      st->cv.notify_all();
+    });
+  } catch (const std::system_error&) {
+    // No thread to be had (a task limit, memory): destroyed here, unbounded,
+    // rather than std::terminate from a destructor.
     rd_kafka_destroy(rk);
-    // After: the destroy itself may log a login cut short.
     forget_refusal(rk);
-    const std::lock_guard lock(st->m);
-    st->done = true;
-    st->cv.notify_all();
-  });
+    return;
+  }
   std::unique_lock lock(st->m);
   if (st->cv.wait_for(lock, bound, [&] { return st->done; })) {
     lock.unlock();
