@@ -49,6 +49,17 @@ void mark_finished_replay(const std::string& db) {
   c.exec("PRAGMA application_id = " + std::to_string(store::finished_replay_id));
 }
 
+// A finished replay of the users projection, its offset stored at 7.
+void make_finished_users_replay(const std::string& db) {
+  { store::database created(db); }
+  {
+    SQLite::Database c(db, SQLite::OPEN_READWRITE);
+    c.exec("INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at) "
+           "VALUES ('users', 'clerk.events', 0, 7, 0)");
+  }
+  mark_finished_replay(db);
+}
+
 // A users dead letter at offset 7 whose payload (Clerk's example
 // user.created) now maps, as after a fix of the mapping.
 void add_mappable_dead_letter(const std::string& db, const std::string& svix_id) {
@@ -632,13 +643,7 @@ TEST_CASE("swap-in and dead-letters retry say that they wait for another process
   const int newest = store::embedded_migrations().back().version;
   REQUIRE(newest >= 2);
   const auto rebuilt = (dir / "rebuilt.db").string();
-  { store::database created(rebuilt); }
-  {
-    SQLite::Database c(rebuilt, SQLite::OPEN_READWRITE);
-    c.exec("INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at) "
-           "VALUES ('users', 'clerk.events', 0, 7, 0)");
-  }
-  mark_finished_replay(rebuilt);
+  make_finished_users_replay(rebuilt);
   const std::vector<std::pair<std::string, std::vector<std::string>>> commands = {
       {"swap.db", {"swap-in", "--projection", "users", "--from", rebuilt, "--db"}},
       {"retry.db", {"dead-letters", "retry", "--all", "--db"}}};
@@ -666,13 +671,7 @@ TEST_CASE("swap-in that waits past its busy timeout for another writer names the
   // the swap said only error="database is locked".
   test::temp_dir dir;
   const auto rebuilt = (dir / "rebuilt.db").string();
-  { store::database created(rebuilt); }
-  {
-    SQLite::Database c(rebuilt, SQLite::OPEN_READWRITE);
-    c.exec("INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at) "
-           "VALUES ('users', 'clerk.events', 0, 7, 0)");
-  }
-  mark_finished_replay(rebuilt);
+  make_finished_users_replay(rebuilt);
   const auto live = (dir / "live.db").string();
   { store::database created(live, {.keep_wal_files = true}); }
   SQLite::Database writer(live, SQLite::OPEN_READWRITE);
