@@ -69,6 +69,28 @@ TEST_CASE("auth: decide maps the verdict and the synced rows to 200, 401 or 403"
   CHECK(auth::decide(ok, auth::user_row{"vip", false, false}, auth::session_row{"pending"}).status == 200);
 }
 
+namespace {
+
+// A database at dir/clerk-sync.db holding user_a (an admin), the options and
+// a valid token of user_a: for the tests below.
+struct one_user_database {
+  test::rsa_signer signer;
+  test::temp_dir dir;
+  std::string path = (dir / "clerk-sync.db").string();
+  token::options opts;
+  std::string bearer = "Bearer " + signer.sign(R"({"alg":"RS256","typ":"JWT"})", claims("user_a", "sess_a"));
+  one_user_database() {
+    store::database live(path);
+    store::exec(live, "INSERT INTO users(id, role, banned, updated_at) VALUES ('user_a','admin',0,1)");
+    opts.authorized_parties = {"https://app.example"};
+  }
+  [[nodiscard]] auth::service service(auth::lookup& db) const {
+    return {token::key_set::from_pem(signer.public_pem()), opts, 100, db};
+  }
+};
+
+}  // namespace
+
 TEST_CASE("auth: a banned or deleted user gets 403 even once their session is revoked") {
   // Clerk revokes the sessions of a user it bans or deletes; the two
   // projections apply both, in either order. A 401 would send the user to
@@ -85,19 +107,15 @@ TEST_CASE("auth: a banned or deleted user gets 403 even once their session is re
     CHECK(deleted.outcome == "deleted");
   }
 
-  const test::rsa_signer signer;
-  test::temp_dir dir;
-  const auto path = (dir / "clerk-sync.db").string();
+  one_user_database f;
   {
-    store::database db(path);
-    store::exec(db,
-                "INSERT INTO users(id, role, banned, updated_at) VALUES ('user_b','vip',1,2);"
-                "INSERT INTO sessions(id, user_id, status, updated_at) VALUES ('sess_b','user_b','revoked',2)");
+    store::database live(f.path);
+    store::exec(live, "UPDATE users SET banned = 1 WHERE id = 'user_a';"
+                      "INSERT INTO sessions(id, user_id, status, updated_at) VALUES ('sess_a','user_a','revoked',2)");
   }
-  auth::lookup db(path);
-  auth::service svc(token::key_set::from_pem(signer.public_pem()), {}, 100, db);
-  const auto r =
-      svc.check("Bearer " + signer.sign(R"({"alg":"RS256"})", claims("user_b", "sess_b")), std::nullopt, now);
+  auth::lookup db(f.path);
+  auto svc = f.service(db);
+  const auto r = svc.check(f.bearer, std::nullopt, now);
   CHECK(r.status == 403);
   CHECK(r.outcome == "banned");
 }
@@ -198,27 +216,6 @@ TEST_CASE("auth: a file that is not a clerk-sync database is refused at open") {
   CHECK_THROWS_AS(auth::lookup((dir / "missing.db").string()), store::open_error);
 }
 
-namespace {
-
-// A database at dir/clerk-sync.db holding user_a (an admin), the options and
-// a valid token of user_a: for the tests below.
-struct one_user_database {
-  test::rsa_signer signer;
-  test::temp_dir dir;
-  std::string path = (dir / "clerk-sync.db").string();
-  token::options opts;
-  std::string bearer = "Bearer " + signer.sign(R"({"alg":"RS256","typ":"JWT"})", claims("user_a", "sess_a"));
-  one_user_database() {
-    store::database live(path);
-    store::exec(live, "INSERT INTO users(id, role, banned, updated_at) VALUES ('user_a','admin',0,1)");
-    opts.authorized_parties = {"https://app.example"};
-  }
-  [[nodiscard]] auth::service service(auth::lookup& db) const {
-    return {token::key_set::from_pem(signer.public_pem()), opts, 100, db};
-  }
-};
-
-}  // namespace
 
 TEST_CASE("auth: of two __session cookies the first is checked, as Clerk reads it, an empty one included") {
   // A browser holds two when cookies of the name were set for a parent
