@@ -27,6 +27,9 @@ fail() { echo "systemd-boot: FAIL: $*" | tee -a "$report" >&2; exit 1; }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 
+# systemd-nspawn and the cgroup writes below need root; sudo is not enough.
+[ "$(id -u)" = 0 ] || fail "this test boots a container and must run as root"
+
 scripts/bootstrap   # systemd-container, mmdebstrap, lintian and the rest
 
 # --- the package -------------------------------------------------------------
