@@ -36,6 +36,7 @@ inline std::vector<std::string_view> split(std::string_view in, std::size_t n) {
 
 [[noreturn]] inline void fail(const char* what, int line) {
   std::fprintf(stderr, "fuzz property failed (line %d): %s\n", line, what);
+  std::fflush(stderr);  // lib/log makes stderr fully buffered, and abort() does not flush it
   std::abort();
 }
 
