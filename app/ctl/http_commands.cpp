@@ -163,8 +163,9 @@ int send(const send_args& a) {
       // A 200 that is not a delivery: an operator's test event with a typo'd
       // type must not look delivered.
       ++ignored;
-      log::error("send ignored", {{"svix_id", r.svix_id}, {"type", type_of(bodies[i])},
-                                  {"reason", ops::explain_ignored()}});
+      const auto type = type_of(bodies[i]);
+      const auto reason = ops::explain_ignored();
+      log::error("send ignored", {{"svix_id", r.svix_id}, {"type", type}, {"reason", reason}});
     } else if (r.ok()) {
       ++ok;
     } else {

@@ -144,7 +144,7 @@ struct readiness_probe {
       if (now == state::available)
         log::info("kafka_ready", {{"topic", topic}});
       else if (now == state::unauthenticated || now == state::tls_failed)
-        log::error(name, {{"topic", topic}, {"reason", why.value_or("")}});
+        log::error(name, {{"topic", topic}, {"reason", why ? std::string_view(*why) : ""}});
       else if (now == state::unauthorized)
         log::error(name, {{"topic", topic}, {"outcome", "these credentials may not describe the topic: check its ACLs"}});
       else

@@ -159,8 +159,9 @@ struct server::impl : std::enable_shared_from_this<impl> {
     // by the parser itself: a body all the same.
     const bool body = ec == http::error::unexpected_body || f == read_failure::body_limit;
     const std::string_view outcome = too_large ? "header_limit" : body ? "body" : "bad_request";
+    const auto error = ec.message();
     limiter.write(std::string("rejected:") + std::string(outcome), log::level::warn, "rejected",
-                  {{"status", static_cast<int>(status)}, {"outcome", outcome}, {"error", ec.message()}});
+                  {{"status", static_cast<int>(status)}, {"outcome", outcome}, {"error", error}});
     response res{status, 11};
     res.keep_alive(false);
     res.prepare_payload();
@@ -229,7 +230,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
       if (ec == net::error::operation_aborted || stopping) break;
       if (ec) {
         // Out of descriptors and the like: back off instead of spinning.
-        limiter.write("accept_failed", log::level::error, "accept_failed", {{"error", ec.message()}});
+        const auto error = ec.message();
+        limiter.write("accept_failed", log::level::error, "accept_failed", {{"error", error}});
         backoff.expires_after(std::chrono::milliseconds(100));
         (void)co_await backoff.async_wait(net::as_tuple(net::use_awaitable));
         continue;

@@ -608,11 +608,12 @@ class consume_loop {
         // broker slow, the reader failing, the log ending before it, which
         // the next fetch meets as out of range): the same record next time.
         const bool gone = read.gone.contains({partition, known.offset});
+        const auto why_not = read.why_not({partition, known.offset});
         limiter_.write("position_unchecked:" + std::to_string(partition), log::level::warn, "position_unchecked",
                        {{"projection", projection::name(cfg_.projection)},
                         {"partition", partition},
                         {"offset", known.offset},
-                        {"reason", read.why_not({partition, known.offset})}});
+                        {"reason", why_not}});
         if (gone) known = last;
       } else if (f->second != known.svix_id) {
         log::error("topic_recreated", {{"projection", projection::name(cfg_.projection)},

@@ -22,10 +22,11 @@ void publish_health::failed(std::string_view outcome, std::string_view error, cl
   ++in_row_;
   last_failure_ = now;
   if (was || !failing(now)) return;
+  const auto readyz =
+      "publish_failing until a webhook is published, or none fails for " + std::to_string(hold.count()) + " s";
   std::vector<log::field> f{{"topic", topic_}, {"failed", in_row_}, {"last_outcome", outcome}};
   if (!error.empty()) f.emplace_back("error", error);
-  f.emplace_back("readyz", "publish_failing until a webhook is published, or none fails for " +
-                               std::to_string(hold.count()) + " s");
+  f.emplace_back("readyz", readyz);
   limiter_.write("publish_failing", log::level::error, "publish_failing", f, now);
   said_ = true;
 }

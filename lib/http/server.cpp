@@ -200,7 +200,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
       if (stopping) co_return;
       if (ec) {
         // Out of file descriptors and the like: back off instead of spinning.
-        limiter.write("accept_failed", log::level::error, "accept_failed", {{"error", ec.message()}});
+        const auto error = ec.message();
+        limiter.write("accept_failed", log::level::error, "accept_failed", {{"error", error}});
         backoff.expires_after(std::chrono::milliseconds(100));
         (void)co_await backoff.async_wait(nothrow);
         continue;

@@ -35,6 +35,9 @@ struct field {
   field(std::string_view k, std::string_view v) : key(k), value(v) {}
   field(std::string_view k, const char* v) : key(k), value(std::string_view(v)) {}
   field(std::string_view k, const std::string& v) : key(k), value(std::string_view(v)) {}
+  // A field holds a view: one of a temporary string would dangle once the
+  // expression that made it ends (a vector of fields built up for later).
+  field(std::string_view k, std::string&& v) = delete;
   field(std::string_view k, bool v) : key(k), value(v) {}
   field(std::string_view k, double v) : key(k), value(v) {}
   template <std::integral I>
