@@ -453,7 +453,10 @@ class consume_loop {
       }
     } catch (const store::db_error& e) {
       // Busy or failing: the next interval tries again; events are unaffected.
-      log::warn("prune_failed", {{"projection", projection::name(cfg_.projection)}, {"error", e.what()}});
+      // Rate-limited: a database that stays broken would otherwise say so
+      // once a second while the consumer is idle.
+      limiter_.write("prune_failed", log::level::warn, "prune_failed",
+                     {{"projection", projection::name(cfg_.projection)}, {"error", e.what()}});
     }
   }
 
@@ -723,7 +726,7 @@ class consume_loop {
   std::chrono::steady_clock::time_point position_checked_{};
   bool check_now_ = false;  // a record to check before applying (check_resume, compare_later)
   std::optional<kafka::consumer> reader_;  // group-less, for check_position()
-  log::rate_limiter limiter_;              // position_unchecked, per partition
+  log::rate_limiter limiter_;              // position_unchecked (per partition), prune_failed
 };
 
 }  // namespace
