@@ -1,0 +1,133 @@
+#pragma once
+// One client's exchange with a server of ours on the loopback, for the
+// targets that drive a whole server (server, auth_server): the input's
+// bytes are written a piece at a time while the answers are read, then the
+// client half-closes and reads until the server closes. The server runs on
+// the same io_context, on the calling thread.
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fuzz_input.hpp"
+
+namespace clerk_sync::fuzz {
+
+struct exchange_result {
+  std::string received;
+  // How the read ended: eof for a clean close (what was sent arrived whole).
+  boost::system::error_code read_end;
+};
+
+// Sends `sent` in pieces of `piece` bytes, reads everything, and runs the
+// io_context until the server has closed and `open_connections()` is 0. A
+// failed property when that takes more than 5 s: once its client is done,
+// a server has no reason to wait for a timeout.
+template <class OpenConnections>
+exchange_result exchange(boost::asio::io_context& ioc, std::uint16_t port, std::string_view sent, std::size_t piece,
+                         OpenConnections open_connections) {
+  namespace net = boost::asio;
+  using namespace std::chrono_literals;
+  using tcp = net::ip::tcp;
+
+  // Asynchronous: a blocking connect fails when libFuzzer's timer signal
+  // interrupts it.
+  tcp::socket client(ioc);
+  boost::system::error_code connected = net::error::would_block;
+  client.async_connect({net::ip::make_address("127.0.0.1"), port},
+                       [&](boost::system::error_code ec) { connected = ec; });
+  while (connected == net::error::would_block) ioc.run_one_for(50ms);
+  FUZZ_CHECK(!connected);
+
+  // Writes and reads run at once, as a client that reads its answers while
+  // it sends: a server answering early and reading on must not deadlock.
+  std::size_t written = 0;
+  bool write_done = false;
+  std::function<void()> write_next = [&] {
+    if (written == sent.size()) {
+      boost::system::error_code ignored;
+      client.shutdown(tcp::socket::shutdown_send, ignored);
+      write_done = true;
+      return;
+    }
+    const auto n = std::min(piece, sent.size() - written);
+    net::async_write(client, net::buffer(sent.data() + written, n), [&, n](boost::system::error_code ec, std::size_t) {
+      written += n;
+      if (ec) {
+        write_done = true;  // the server closed: what it said is read below
+        return;
+      }
+      write_next();
+    });
+  };
+  write_next();
+
+  exchange_result out;
+  std::array<char, 16 * 1024> buf{};
+  bool read_done = false;
+  std::function<void()> read_next = [&] {
+    client.async_read_some(net::buffer(buf), [&](boost::system::error_code ec, std::size_t n) {
+      out.received.append(buf.data(), n);
+      if (ec) {
+        out.read_end = ec;
+        read_done = true;
+        return;
+      }
+      read_next();
+    });
+  };
+  read_next();
+
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (!(write_done && read_done && open_connections() == 0)) {
+    ioc.run_one_for(50ms);
+    FUZZ_CHECK(std::chrono::steady_clock::now() < deadline);
+  }
+  // An abortive close: no TIME_WAIT left behind for each of a million inputs.
+  client.set_option(net::socket_base::linger(true, 0));
+  client.close();
+  return out;
+}
+
+using answer = boost::beast::http::response<boost::beast::http::string_body>;
+
+// The answers in `bytes`, in order; false when they do not parse whole.
+inline bool parse_answers(std::string_view bytes, std::vector<answer>& out) {
+  namespace bhttp = boost::beast::http;
+  while (!bytes.empty()) {
+    bhttp::response_parser<bhttp::string_body> parser;
+    parser.body_limit(1024 * 1024);
+    boost::beast::error_code ec;
+    while (!parser.is_done()) {
+      const auto used = parser.put(boost::asio::buffer(bytes.data(), bytes.size()), ec);
+      bytes.remove_prefix(used);
+      if (ec == bhttp::error::need_more) {
+        if (used != 0 && !bytes.empty()) continue;
+        // Nothing more arrived: only a body that runs to the close ends here.
+        parser.put_eof(ec);
+        if (ec) return false;
+        break;
+      }
+      if (ec) return false;
+    }
+    out.push_back(parser.release());
+  }
+  return true;
+}
+
+}  // namespace clerk_sync::fuzz
