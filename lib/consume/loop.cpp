@@ -78,6 +78,7 @@ class consume_loop {
   consume_loop& operator=(const consume_loop&) = delete;
 
   int run(const std::atomic<bool>& stop) {
+    retry_.stop = &stop;
     // Held while this projection's loop runs: ctl swap-in takes it
     // exclusively while it replaces the projection's rows and offsets, and
     // refuses while a consumer holds it; a consumer starting meanwhile waits.
@@ -498,7 +499,7 @@ class consume_loop {
     if (position_check_due() && !check_position()) return false;
     try {
       with_retry(
-          cfg_.retry,
+          retry_,
           [&] {
             const auto t0 = std::chrono::steady_clock::now();
             const auto results = applier_.apply(batch_, verified_);
@@ -666,7 +667,7 @@ class consume_loop {
   void rewind(std::int32_t partition, const known_record& to) {
     try {
       with_retry(
-          cfg_.retry,
+          retry_,
           [&] {
             std::unique_lock<std::mutex> turn;
             if (cfg_.write_turn) turn = std::unique_lock(*cfg_.write_turn);
@@ -692,6 +693,7 @@ class consume_loop {
   }
 
   const loop_config& cfg_;
+  retry_policy retry_ = cfg_.retry;  // and the stop flag, from run()
   loop_state& state_;
   store::database db_;
   projection::applier applier_;

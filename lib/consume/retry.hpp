@@ -6,6 +6,7 @@
 // consumer that is still retrying. Header-only; no state.
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <thread>
 
@@ -17,11 +18,16 @@ struct retry_policy {
   std::chrono::milliseconds budget{30'000};
   std::chrono::milliseconds first_backoff{100};
   std::chrono::milliseconds max_backoff{2'000};
+  // When set, a failure once it is true gives up at once: a stop must not
+  // wait out the budget (up to 240 s, past systemd's TimeoutStopSec), and
+  // the batch is kept in neither case.
+  const std::atomic<bool>* stop = nullptr;
 };
 
 // Calls attempt() until it returns without store::db_error. Before each
 // retry, on_failure(attempt_number, error, give_up=false); when the budget
-// would be spent, on_failure(n, error, true) and the error is rethrown.
+// would be spent or the stop flag is set, on_failure(n, error, true) and the
+// error is rethrown.
 template <class Attempt, class OnFailure>
 auto with_retry(const retry_policy& policy, Attempt&& attempt, OnFailure&& on_failure) {
   const auto deadline = std::chrono::steady_clock::now() + policy.budget;
@@ -30,7 +36,8 @@ auto with_retry(const retry_policy& policy, Attempt&& attempt, OnFailure&& on_fa
     try {
       return attempt();
     } catch (const store::db_error& e) {
-      const bool give_up = std::chrono::steady_clock::now() + backoff > deadline;
+      const bool give_up =
+          (policy.stop != nullptr && policy.stop->load()) || std::chrono::steady_clock::now() + backoff > deadline;
       on_failure(n, e, give_up);
       if (give_up) throw;
       std::this_thread::sleep_for(backoff);

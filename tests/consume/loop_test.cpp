@@ -99,6 +99,33 @@ TEST_CASE("a batch the database refuses is retried under the policy, then the lo
   CHECK(t::stored_totals(db, topic).empty());
 }
 
+TEST_CASE("a stop ends the retries of a batch the database refuses, without waiting out the budget") {
+  // The budget may be up to 240 s, past systemd's TimeoutStopSec: a stop
+  // waiting it out was killed without its last lines.
+  const auto topic = t::fresh_topic("loop-retry-stop", 1);
+  t::temp_dir dir;
+  const auto db = (dir / "loop.db").string();
+  { const cs::store::database create(db); }
+  SQLite::Database holder(db, SQLite::OPEN_READWRITE);
+  holder.exec("BEGIN IMMEDIATE");
+  t::produce_events(t::broker(), topic, t::generate_events({.users = 3, .events = 10, .seed = 23}));
+  auto cfg = config_for(topic, db, cs::projection::kind::users);
+  cfg.busy_timeout = 50ms;
+  cfg.retry.budget = 120s;
+  const t::capture_stderr log;
+  running_loop loop(cfg);
+  // Retrying: the batch was read and refused at least once.
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (log.text().find("msg=db_retry") == std::string::npos && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(100ms);
+  REQUIRE(log.text().find("msg=db_retry") != std::string::npos);
+  const auto asked = std::chrono::steady_clock::now();
+  CHECK(loop.stop() == cs::consume::exit_db_failed);  // the batch was not written, and says so
+  CHECK(std::chrono::steady_clock::now() - asked < 20s);
+  holder.exec("ROLLBACK");
+  CHECK(t::stored_totals(db, topic).empty());
+}
+
 TEST_CASE("a log start the broker cannot tell is a Kafka failure (exit 4, restarted), not a stored offset gone (exit 5)") {
   // A partition with no stored offset starts at the log's first record,
   // which librdkafka asks the broker for (ListOffsets). When that fails
