@@ -291,9 +291,11 @@ void handle_deleter::operator()(rd_kafka_t* rk) const {
       st->done = true;
       st->cv.notify_all();
     });
-  } catch (const std::system_error&) {
+  } catch (const std::system_error& e) {
     // No thread to be had (a task limit, memory): destroyed here, unbounded,
-    // rather than std::terminate from a destructor.
+    // rather than std::terminate from a destructor. Said first, since this
+    // destroy may be the one that never ends.
+    log::warn("kafka_destroy_inline", {{"client", name}, {"error", e.what()}});
     rd_kafka_destroy(rk);
     forget_refusal(rk);
     return;
