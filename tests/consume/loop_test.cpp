@@ -99,7 +99,7 @@ TEST_CASE("a batch the database refuses is retried under the policy, then the lo
   CHECK(t::stored_totals(db, topic).empty());
 }
 
-TEST_CASE("a stop ends the retries of a batch the database refuses, without waiting out the budget") {
+TEST_CASE("a stop cuts the retries of a batch the database refuses to 10 s, not the budget") {
   // The budget may be up to 240 s, past systemd's TimeoutStopSec: a stop
   // waiting it out was killed without its last lines.
   const auto topic = t::fresh_topic("loop-retry-stop", 1);
@@ -121,7 +121,7 @@ TEST_CASE("a stop ends the retries of a batch the database refuses, without wait
   REQUIRE(log.text().find("msg=db_retry") != std::string::npos);
   const auto asked = std::chrono::steady_clock::now();
   CHECK(loop.stop() == cs::consume::exit_db_failed);  // the batch was not written, and says so
-  CHECK(std::chrono::steady_clock::now() - asked < 20s);
+  CHECK(std::chrono::steady_clock::now() - asked < 30s);  // about 10 s of retries once stopped
   holder.exec("ROLLBACK");
   CHECK(t::stored_totals(db, topic).empty());
 }
