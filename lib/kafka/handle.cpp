@@ -295,7 +295,10 @@ void handle_deleter::operator()(rd_kafka_t* rk) const {
     // No thread to be had (a task limit, memory): destroyed here, unbounded,
     // rather than std::terminate from a destructor. Said first, since this
     // destroy may be the one that never ends.
-    log::warn("kafka_destroy_inline", {{"client", name}, {"error", e.what()}});
+    try {
+      log::warn("kafka_destroy_inline", {{"client", name}, {"error", e.what()}});
+    } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory; a deleter must not throw
+    }
     rd_kafka_destroy(rk);
     forget_refusal(rk);
     return;
