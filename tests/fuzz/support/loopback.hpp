@@ -22,6 +22,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "fuzz_input.hpp"
@@ -30,14 +31,21 @@ namespace clerk_sync::fuzz {
 
 struct exchange_result {
   std::string received;
-  // How the read ended: eof for a clean close (what was sent arrived whole).
+  // How the read ended: eof for an orderly close by the server, anything
+  // else (a reset) when what it sent may not all have arrived.
   boost::system::error_code read_end;
 };
 
 // Sends `sent` in pieces of `piece` bytes, reads everything, and runs the
 // io_context until the server has closed and `open_connections()` is 0. A
-// failed property when that takes more than 5 s: once its client is done,
-// a server has no reason to wait for a timeout.
+// failed property when that takes more than 5 s from the connection (the
+// writes take well under a second): once its client is done, a server has
+// no reason to wait for a timeout.
+//
+// Each exchange leaves a connection in TIME_WAIT (the client closes first:
+// it half-closes). Linux reuses those for new loopback connections
+// (net.ipv4.tcp_tw_reuse, 2 by default); where it does not, a connect
+// that finds no free port waits for one rather than failing.
 template <class OpenConnections>
 exchange_result exchange(boost::asio::io_context& ioc, std::uint16_t port, std::string_view sent, std::size_t piece,
                          OpenConnections open_connections) {
@@ -48,10 +56,16 @@ exchange_result exchange(boost::asio::io_context& ioc, std::uint16_t port, std::
   // Asynchronous: a blocking connect fails when libFuzzer's timer signal
   // interrupts it.
   tcp::socket client(ioc);
-  boost::system::error_code connected = net::error::would_block;
-  client.async_connect({net::ip::make_address("127.0.0.1"), port},
-                       [&](boost::system::error_code ec) { connected = ec; });
-  while (connected == net::error::would_block) ioc.run_one_for(50ms);
+  boost::system::error_code connected;
+  for (int tries = 0; tries < 200; ++tries) {
+    if (tries != 0) std::this_thread::sleep_for(100ms);  // no free port yet: TIME_WAITs expiring
+    if (client.is_open()) client.close();
+    connected = net::error::would_block;
+    client.async_connect({net::ip::make_address("127.0.0.1"), port},
+                         [&](boost::system::error_code ec) { connected = ec; });
+    while (connected == net::error::would_block) ioc.run_one_for(50ms);
+    if (connected != boost::system::errc::address_not_available) break;
+  }
   FUZZ_CHECK(!connected);
 
   // Writes and reads run at once, as a client that reads its answers while
@@ -98,8 +112,6 @@ exchange_result exchange(boost::asio::io_context& ioc, std::uint16_t port, std::
     ioc.run_one_for(50ms);
     FUZZ_CHECK(std::chrono::steady_clock::now() < deadline);
   }
-  // An abortive close: no TIME_WAIT left behind for each of a million inputs.
-  client.set_option(net::socket_base::linger(true, 0));
   client.close();
   return out;
 }

@@ -25,8 +25,11 @@
 // - no 503: the file is fine, so no request may make a lookup fail;
 // - what the server sends parses as HTTP/1.1 answers, of the statuses the
 //   design names, and nothing follows an answer that says it closes;
-// - once the client has half-closed, the server closes within 5 s and keeps
-//   no connection open.
+// - the server has closed within 5 s of the connection, and keeps no
+//   connection open.
+//
+// One server and its token cache serve every input; HEAD's answers parse
+// because they say Content-Length: 0.
 
 #include <boost/asio/io_context.hpp>
 
