@@ -9,6 +9,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <algorithm>
 #include <csignal>
 #include <functional>
 #include <optional>
@@ -16,6 +17,7 @@
 
 #include "auth/lookup.hpp"
 #include "auth/options.hpp"
+#include "auth/projection_watch.hpp"
 #include "auth/server.hpp"
 #include "auth/service.hpp"
 #include "config/options.hpp"
@@ -80,37 +82,30 @@ int run(const auth::auth_options& o) {
     ioc.stop();
   });
   systemd::ping_watchdog_on(watchdog);
-  // A projection a check reads that has never written the database while
-  // the other has (service::projection_not_written): its bans or
-  // revocations are never seen, and nothing else would say so. Said once it
-  // has been seen by two checks in a row (consumers started together still
-  // start apart), at warn, and again when it ends.
+  // The two projections a check reads, watched from their stored positions
+  // (lib/auth/projection_watch.hpp): one never written, or stalled while the
+  // other goes on, is said at warn, since its refusals never come. A stall
+  // needs two checks and 30 s without a move, past a consumer's batch
+  // latency and a lock wait even with checks seconds apart.
   const auto every = std::chrono::milliseconds(static_cast<std::int64_t>(o.projections_check_s * 1000.0));
-  std::optional<std::string> seen, said;
+  auth::projection_watch watch(std::max<std::chrono::steady_clock::duration>(2 * every, std::chrono::seconds(30)));
   std::function<void()> check_projections = [&] {
     projections.expires_after(every);
     projections.async_wait([&](const boost::system::error_code& ec) {
       if (ec) return;
-      const auto seen_now = svc.projection_not_written();
-      if (seen_now.unreadable) {  // says nothing either way (/healthz and the checks say why)
-        check_projections();
-        return;
+      // An unreadable file says nothing either way (/healthz and the checks say why).
+      if (const auto positions = svc.projection_positions()) {
+        for (const auto& l : watch.observe(*positions, std::chrono::steady_clock::now())) {
+          if (l.msg == "projection_stalled")
+            log::warn(l.msg, {{"projection", l.projection}, {"db", o.db}, {"behind", l.behind}, {"outcome", l.outcome}});
+          else if (l.msg == "projection_missing")
+            log::warn(l.msg, {{"projection", l.projection}, {"db", o.db}, {"outcome", l.outcome}});
+          else if (l.reason.empty())
+            log::info(l.msg, {{"projection", l.projection}});
+          else
+            log::info(l.msg, {{"projection", l.projection}, {"reason", l.reason}});
+        }
       }
-      const auto& now = seen_now.not_written;
-      if (now && now == seen && now != said) {
-        log::warn("projection_missing",
-                  {{"projection", *now},
-                   {"db", o.db},
-                   {"outcome", *now == "sessions" ? "the users projection writes this database and the sessions one "
-                                                    "never did: revoked or ended sessions are let in"
-                                                  : "the sessions projection writes this database and the users one "
-                                                    "never did: banned or deleted users are let in, roles unknown"}});
-        said = now;
-      } else if (!now && said) {
-        log::info("projection_written", {{"projection", *said}});
-        said.reset();
-      }
-      seen = now;
       check_projections();
     });
   };

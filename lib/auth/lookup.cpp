@@ -105,12 +105,14 @@ std::optional<user_row> lookup::user(const std::string& id) {
   }
 }
 
-std::vector<std::string> lookup::projections_written() {
+positions lookup::projection_positions() {
   follow_path();
   try {
-    SQLite::Statement s(impl_->db.native(), "SELECT DISTINCT projection FROM kafka_offsets");
-    std::vector<std::string> out;
-    while (s.executeStep()) out.push_back(s.getColumn(0).getString());
+    SQLite::Statement s(impl_->db.native(), "SELECT projection, topic, partition, next_offset FROM kafka_offsets");
+    positions out;
+    while (s.executeStep())
+      out[s.getColumn(0).getString()][{s.getColumn(1).getString(), s.getColumn(2).getInt()}] =
+          s.getColumn(3).getInt64();
     return out;
   } catch (const SQLite::Exception& e) {
     throw store::db_error(std::string("kafka_offsets: ") + e.what());

@@ -15,14 +15,22 @@
 // and logs why) until the process is restarted after the swap.
 
 #include <chrono>
+#include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "auth/decision.hpp"
 
 namespace clerk_sync::auth {
+
+// The next offset a projection stores for each (topic, partition).
+using stored_offsets = std::map<std::pair<std::string, std::int32_t>, std::int64_t>;
+// Each projection that has written the file, with its stored offsets.
+using positions = std::map<std::string, stored_offsets>;
 
 class lookup {
  public:
@@ -33,9 +41,10 @@ class lookup {
 
   [[nodiscard]] std::optional<user_row> user(const std::string& id);
   [[nodiscard]] std::optional<session_row> session(const std::string& id);
-  // The projections that have stored offsets in the file (kafka_offsets):
-  // those whose consumers have written it.
-  [[nodiscard]] std::vector<std::string> projections_written();
+  // The projections that have stored offsets in the file (kafka_offsets),
+  // those whose consumers have written it, each with its next offset for
+  // each (topic, partition) it stores: how far it has read.
+  [[nodiscard]] positions projection_positions();
   // A fresh connection to the same file, after a failed lookup (the
   // consumers restarted and replaced the WAL files under a read-only
   // reader). Throws store::db_error, also when the path names another file.

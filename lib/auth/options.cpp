@@ -88,7 +88,7 @@ void add_auth_options(CLI::App& app, auth_options& o) {
       ->envname("CLERK_SYNC_AUTH_MAX_CONNECTIONS")
       ->capture_default_str();
   app.add_option("--projections-check-s", o.projections_check_s,
-                 "seconds between checks that the users and sessions projections both write the database")
+                 "seconds between checks that the users and sessions projections both keep the database up to date")
       ->envname("CLERK_SYNC_AUTH_PROJECTIONS_CHECK_S")
       ->check(config::seconds_between(0.1, 3600.0))
       ->capture_default_str();

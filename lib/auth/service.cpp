@@ -38,13 +38,10 @@ std::optional<std::string> service::database_problem() {
   });
 }
 
-service::projections_seen service::projection_not_written() {
-  std::vector<std::string> written;
-  if (read_with_reopen([&] { written = db_.projections_written(); })) return {.unreadable = true, .not_written = std::nullopt};
-  const auto has = [&](std::string_view p) { return std::find(written.begin(), written.end(), p) != written.end(); };
-  if (has("users") && !has("sessions")) return {.unreadable = false, .not_written = "sessions"};
-  if (has("sessions") && !has("users")) return {.unreadable = false, .not_written = "users"};
-  return {};
+std::optional<positions> service::projection_positions() {
+  positions out;
+  if (read_with_reopen([&] { out = db_.projection_positions(); })) return std::nullopt;
+  return out;
 }
 
 check_result service::check(std::optional<std::string_view> authorization, std::optional<std::string_view> cookie,

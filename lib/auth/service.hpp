@@ -6,7 +6,9 @@
 // ("db_unavailable"): the proxy refuses rather than guessing.
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -39,18 +41,10 @@ class service {
   // Why the database cannot be served now, for /healthz; nullopt when it can:
   // the path, then the two lookups a check makes (with its one reconnect).
   [[nodiscard]] std::optional<std::string> database_problem();
-  // Of the two projections a check reads, users and sessions, the one that
-  // has never written the database while the other has: a consumer unit not
-  // enabled, or writing another file. Its refusals then never come (a
-  // revoked session let in, a ban unseen): every event of the topic moves
-  // every projection's offsets, so with both running, both have written.
-  // nullopt when both or neither have; unreadable when the file cannot be
-  // read now (database_problem() says why), which says nothing of them.
-  struct projections_seen {
-    bool unreadable = false;
-    std::optional<std::string> not_written;
-  };
-  [[nodiscard]] projections_seen projection_not_written();
+  // How far each projection that has written the database has read
+  // (lookup::projection_positions), for auth::projection_watch; nullopt
+  // when the file cannot be read now (database_problem() says why).
+  [[nodiscard]] std::optional<positions> projection_positions();
 
  private:
   // Runs `read` (lookups through db_), once more on a reopened connection

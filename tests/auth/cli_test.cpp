@@ -540,3 +540,39 @@ TEST_CASE("clerk-sync-auth: a database the sessions projection never wrote, whil
   a.proc->signal(SIGTERM);
   CHECK(a.proc->wait(15s) == 0);
 }
+
+TEST_CASE("clerk-sync-auth: a projection that stops while the other goes on is a warning until it moves") {
+  // The sessions consumer stopped (or failing every batch) while the users
+  // one goes on: revocations since are let in, and nothing else said so.
+  running_auth a({"--projections-check-s", "0.3"});
+  const auto store_offset = [&](const std::string& projection, std::int64_t next) {
+    store::database db(a.db);
+    db.native().exec("INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at) VALUES ('" +
+                     projection + "', 'clerk.events', 0, " + std::to_string(next) +
+                     ", 1) ON CONFLICT(projection, topic, partition) DO UPDATE SET next_offset = excluded.next_offset");
+  };
+  {
+    store::database db(a.db);  // both at once: one of them alone for two checks would be missing
+    db.native().exec("INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at) VALUES "
+                     "('users', 'clerk.events', 0, 5, 1), ('sessions', 'clerk.events', 0, 5, 1)");
+  }
+  // Users goes on, a record every 100 ms; a stall needs 30 s without a
+  // move, however short the checks.
+  std::int64_t users = 5;
+  const auto deadline = std::chrono::steady_clock::now() + 45s;
+  while (a.proc->stderr_text().find("msg=projection_stalled") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    store_offset("users", ++users);
+    std::this_thread::sleep_for(100ms);
+  }
+  CHECK_MESSAGE(a.proc->wait_for_log("level=warn msg=projection_stalled projection=sessions", 1s),
+                a.proc->stderr_text());
+  CHECK(a.proc->stderr_text().find("sessions revoked or ended since are let in") != std::string::npos);
+  store_offset("sessions", users);
+  CHECK_MESSAGE(a.proc->wait_for_log("level=info msg=projection_stall_over projection=sessions reason=moved", 10s),
+                a.proc->stderr_text());
+  CHECK(test::count_of(a.proc->stderr_text(), "msg=projection_stalled") == 1);
+  CHECK(a.proc->stderr_text().find("msg=projection_missing") == std::string::npos);
+  a.proc->signal(SIGTERM);
+  CHECK(a.proc->wait(15s) == 0);
+}
