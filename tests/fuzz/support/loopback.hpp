@@ -5,7 +5,6 @@
 // client half-closes and reads until the server closes. The server runs on
 // the same io_context, on the calling thread.
 
-#include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/write.hpp>
@@ -116,6 +115,10 @@ exchange_result exchange(boost::asio::io_context& ioc, std::uint16_t port, std::
   return out;
 }
 
+// The size of the client's writes that an input's first byte asks for: 1 to
+// 7,651 bytes.
+[[nodiscard]] inline std::size_t write_size(std::uint8_t b) { return 1 + static_cast<std::size_t>(b) * 30; }
+
 using answer = boost::beast::http::response<boost::beast::http::string_body>;
 
 // The answers in `bytes`, in order; false when they do not parse whole.
@@ -140,6 +143,22 @@ inline bool parse_answers(std::string_view bytes, std::vector<answer>& out) {
     out.push_back(parser.release());
   }
   return true;
+}
+
+// What a server sent, as properties of every target that drives one: it
+// parses as HTTP/1.1 answers, each of a status among `known` (1xx apart),
+// and no answer follows one that says it closes.
+template <std::size_t N>
+[[nodiscard]] std::vector<answer> answers_of(std::string_view received, const std::array<unsigned, N>& known) {
+  std::vector<answer> answers;
+  FUZZ_CHECK(parse_answers(received, answers));
+  for (std::size_t i = 0; i < answers.size(); ++i) {
+    const auto status = answers[i].result_int();
+    if (status == 100) continue;
+    FUZZ_CHECK(std::find(known.begin(), known.end(), status) != known.end());
+    if (!answers[i].keep_alive()) FUZZ_CHECK(i + 1 == answers.size());
+  }
+  return answers;
 }
 
 }  // namespace clerk_sync::fuzz
