@@ -14,6 +14,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "auth/lookup.hpp"
 #include "auth/options.hpp"
@@ -96,14 +97,12 @@ int run(const auth::auth_options& o) {
       // An unreadable file says nothing either way (/healthz and the checks say why).
       if (const auto positions = svc.projection_positions()) {
         for (const auto& l : watch.observe(*positions, std::chrono::steady_clock::now())) {
-          if (l.msg == "projection_stalled")
-            log::warn(l.msg, {{"projection", l.projection}, {"db", o.db}, {"behind", l.behind}, {"outcome", l.outcome}});
-          else if (l.msg == "projection_missing")
-            log::warn(l.msg, {{"projection", l.projection}, {"db", o.db}, {"outcome", l.outcome}});
-          else if (l.reason.empty())
-            log::info(l.msg, {{"projection", l.projection}});
-          else
-            log::info(l.msg, {{"projection", l.projection}, {"reason", l.reason}});
+          std::vector<log::field> f{{"projection", l.projection}};
+          if (l.level == log::level::warn) f.emplace_back("db", o.db);
+          if (l.behind != 0) f.emplace_back("behind", l.behind);
+          if (!l.reason.empty()) f.emplace_back("reason", l.reason);
+          if (!l.outcome.empty()) f.emplace_back("outcome", l.outcome);
+          log::write(l.level, l.msg, f);
         }
       }
       check_projections();

@@ -1,8 +1,6 @@
 #include "auth/service.hpp"
 
-#include <algorithm>
 #include <string_view>
-#include <vector>
 
 #include "log/log.hpp"
 #include "store/database.hpp"
