@@ -8,6 +8,8 @@
 #include <iostream>
 #include <string>
 
+#include "auth/decision.hpp"
+#include "auth/options.hpp"
 #include "commands.hpp"
 #include "config/options.hpp"
 #include "log/log.hpp"
@@ -39,9 +41,7 @@ std::string iso(std::int64_t s) {
 std::string trim(std::string s) {
   const auto first = s.find_first_not_of(" \t\r\n");
   if (first == std::string::npos) return {};
-  s = s.substr(first, s.find_last_not_of(" \t\r\n") - first + 1);
-  if (s.rfind("Bearer ", 0) == 0) s = trim(s.substr(7));
-  return s;
+  return s.substr(first, s.find_last_not_of(" \t\r\n") - first + 1);
 }
 
 // A claim as the operator reads it: quoted, control bytes and invalid
@@ -90,13 +90,24 @@ int verify_token(const verify_args& a) {
   std::string text = a.token;
   if (text == "-") std::getline(std::cin, text);
   text = trim(text);
+  // Read as clerk-sync-auth reads an Authorization field, so that a value
+  // it refuses unread is refused here too.
+  const auto [tok, why] = auth::extract_token(text, std::nullopt);
+  if (!tok) {
+    std::printf("%.*s: %s\n", static_cast<int>(why.size()), why.data(),
+                why == "missing_token" ? "no token given"
+                                       : "neither a bare token nor \"Bearer <token>\" (that spelling, one space): "
+                                         "clerk-sync-auth refuses it without reading the __session cookie, since an "
+                                         "application behind the proxy may read another token from it");
+    return exit_failed;
+  }
   token::options o;
   o.authorized_parties = a.parties;
   if (!a.issuer.empty()) o.issuer = a.issuer;
   o.clock_skew = std::chrono::milliseconds(static_cast<std::int64_t>(a.skew_s * 1000.0));
   o.allow_pending = a.allow_pending;
   const auto now = std::chrono::system_clock::now();
-  const auto v = token::verify(text, keys, o, now);
+  const auto v = token::verify(*tok, keys, o, now);
   if (v.ok()) {
     std::printf("%s\n", v.claims.payload.c_str());
     return exit_ok;
@@ -121,7 +132,9 @@ void add_token_commands(CLI::App& app, runner& run) {
       ->envname("CLERK_AUTHORIZED_PARTIES")
       ->delimiter(',')
       ->transform(config::origin());
-  cmd->add_option("--issuer", a->issuer, "required iss, when given")->envname("CLERK_ISSUER");
+  cmd->add_option("--issuer", a->issuer, "required iss, when given")
+      ->envname("CLERK_ISSUER")
+      ->transform(auth::issuer_url());
   cmd->add_option("--clock-skew-s", a->skew_s, "tolerance for exp, nbf and iat, in seconds")
       ->envname("CLERK_CLOCK_SKEW_S")
       ->check(config::seconds_between(0.0, 3600.0))

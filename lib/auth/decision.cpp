@@ -9,15 +9,6 @@
 namespace clerk_sync::auth {
 namespace {
 
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    const auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; };
-    if (lower(a[i]) != lower(b[i])) return false;
-  }
-  return true;
-}
-
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
@@ -38,12 +29,20 @@ std::string role_of(const std::optional<user_row>& user) {
 }  // namespace
 
 request_token extract_token(std::optional<std::string_view> authorization, std::optional<std::string_view> cookie) {
-  if (authorization) {
+  // Only what every Clerk SDK reads as the same token: `Bearer <t>`, the
+  // scheme spelled so, or a bare token. An application behind the proxy
+  // that checks the request itself would read another token from anything
+  // else (Clerk's newer SDKs skip another scheme, a lower-case `bearer`
+  // included, and read the __session cookie; older ones take the whole
+  // value), so it is refused rather than read either way: a banned user's
+  // or a revoked session's token must not pass the application while the
+  // proxy checked another one. An empty field is no field, as in Clerk.
+  if (authorization && !trim(*authorization).empty()) {
     const auto a = trim(*authorization);
-    if (a.size() > 7 && iequals(a.substr(0, 7), "bearer ")) {
-      const auto t = trim(a.substr(7));
-      if (!t.empty()) return {t, {}};
-    }
+    constexpr std::string_view scheme = "Bearer ";
+    const auto t = a.starts_with(scheme) ? a.substr(scheme.size()) : a;
+    if (t.empty() || t.find_first_of(" \t") != std::string_view::npos) return {std::nullopt, "bad_authorization"};
+    return {t, {}};
   }
   // The first __session, even an empty one, as Clerk's own request parsing
   // takes it (the first of a name): an application behind the proxy that

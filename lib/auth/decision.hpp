@@ -16,12 +16,13 @@ namespace clerk_sync::auth {
 // Where a request's token is, or why it has none to check.
 struct request_token {
   std::optional<std::string_view> token;
-  std::string_view outcome;  // without a token: "missing_token"
+  std::string_view outcome;  // without a token: "missing_token" or "bad_authorization"
 };
 
-// The token from `Authorization: Bearer <t>` (scheme case-insensitive), else
-// from the first `__session` cookie of a Cookie header (none when that one
-// is empty), as Clerk reads it.
+// The token from `Authorization: Bearer <t>` or a bare `Authorization: <t>`
+// (anything else there: "bad_authorization", never the cookie), else from
+// the first `__session` cookie of a Cookie header (none when that one is
+// empty), as Clerk reads it.
 [[nodiscard]] request_token extract_token(std::optional<std::string_view> authorization,
                                           std::optional<std::string_view> cookie);
 

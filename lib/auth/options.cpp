@@ -6,6 +6,25 @@
 namespace clerk_sync::auth {
 namespace {
 
+// Where a path lies for the comparison of --db with CLERK_SYNC_DB: the path
+// inside the consumers' state directory when it is in it, whichever of its
+// names it is seen by (systemd/clerk-sync-consumer@.service's
+// StateDirectory=, and systemd/clerk-sync-auth.service's BindReadOnlyPaths=),
+// else the path itself.
+std::filesystem::path file_key(const std::string& path) {
+  namespace fs = std::filesystem;
+  static const fs::path state_dir_names[] = {"/var/lib/clerk-sync", "/var/lib/private/clerk-sync",
+                                             "/run/clerk-sync-auth/db"};
+  const auto p = fs::absolute(fs::path(path)).lexically_normal();
+  for (const auto& dir : state_dir_names) {
+    const auto inside = p.lexically_relative(dir);
+    if (!inside.empty() && *inside.begin() != ".." && inside != ".") return "state-directory" / inside;
+  }
+  return p;
+}
+
+}  // namespace
+
 // For --issuer: Clerk's iss is its Frontend API URL, an origin
 // (https://clerk.example.com, https://name.clerk.accounts.dev), or the URL
 // of a proxy of it, which may add a path (https://app.example/__clerk). It
@@ -33,25 +52,6 @@ CLI::Validator issuer_url() {
       },
       "URL");
 }
-
-// Where a path lies for the comparison of --db with CLERK_SYNC_DB: the path
-// inside the consumers' state directory when it is in it, whichever of its
-// names it is seen by (systemd/clerk-sync-consumer@.service's
-// StateDirectory=, and systemd/clerk-sync-auth.service's BindReadOnlyPaths=),
-// else the path itself.
-std::filesystem::path file_key(const std::string& path) {
-  namespace fs = std::filesystem;
-  static const fs::path state_dir_names[] = {"/var/lib/clerk-sync", "/var/lib/private/clerk-sync",
-                                             "/run/clerk-sync-auth/db"};
-  const auto p = fs::absolute(fs::path(path)).lexically_normal();
-  for (const auto& dir : state_dir_names) {
-    const auto inside = p.lexically_relative(dir);
-    if (!inside.empty() && *inside.begin() != ".." && inside != ".") return "state-directory" / inside;
-  }
-  return p;
-}
-
-}  // namespace
 
 void add_auth_options(CLI::App& app, auth_options& o) {
   app.add_option("--listen", o.listen, "address:port to listen on")

@@ -31,6 +31,10 @@ struct auth_options {
 
 void add_auth_options(CLI::App& app, auth_options& opts);
 
+// --issuer's check and trim (also clerk-sync-ctl verify-token's, so that
+// it explains the verdicts this service gives).
+[[nodiscard]] CLI::Validator issuer_url();
+
 using config::listen_address;
 using config::parse_listen;
 

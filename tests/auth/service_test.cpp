@@ -30,11 +30,27 @@ std::string claims(const std::string& sub, const std::string& sid, std::int64_t 
 
 TEST_CASE("auth: the token comes from Bearer, else the __session cookie") {
   const auto token_of = [](sv authorization, sv cookie) { return auth::extract_token(authorization, cookie).token; };
+  const auto outcome_of = [](sv authorization, sv cookie) {
+    return auth::extract_token(authorization, cookie).outcome;
+  };
   CHECK(token_of(sv("Bearer abc.def.ghi"), std::nullopt) == sv("abc.def.ghi"));
-  CHECK(token_of(sv("bearer  abc "), std::nullopt) == sv("abc"));
-  CHECK(token_of(sv("Basic dXNlcjpwYXNz"), std::nullopt) == std::nullopt);
-  CHECK(token_of(sv("Bearer "), sv("__session=c1")) == sv("c1"));
+  CHECK(token_of(sv(" Bearer abc.def.ghi\t"), std::nullopt) == sv("abc.def.ghi"));
   CHECK(token_of(sv("Bearer h1"), sv("__session=c1")) == sv("h1"));
+  // A bare token is the token, as every Clerk SDK reads it.
+  CHECK(token_of(sv("abc.def.ghi"), sv("__session=c1")) == sv("abc.def.ghi"));
+  // Anything else in Authorization is refused, never read as the cookie:
+  // Clerk's newer SDKs skip another scheme (lower-case bearer too) and read
+  // the cookie, older ones take the whole value, so an application behind
+  // the proxy could read another token than the one checked.
+  for (const sv a : {sv("bearer abc"), sv("BEARER abc"), sv("Basic dXNlcjpwYXNz"), sv("Bearer  abc"),
+                     sv("Bearer abc def"), sv("Bearer\tabc")}) {
+    CAPTURE(a);
+    CHECK(token_of(a, sv("__session=c1")) == std::nullopt);
+    CHECK(outcome_of(a, sv("__session=c1")) == "bad_authorization");
+  }
+  // An empty field is no field: the cookie is read.
+  CHECK(token_of(sv(""), sv("__session=c1")) == sv("c1"));
+  CHECK(token_of(sv("  "), sv("__session=c1")) == sv("c1"));
   CHECK(token_of(std::nullopt, sv("a=1; __session=tok.en.x; b=2")) == sv("tok.en.x"));
   CHECK(token_of(std::nullopt, sv("__session_abc=x; __client_uat=1")) == std::nullopt);
   CHECK(token_of(std::nullopt, sv("__session=\"q.t.x\"")) == sv("q.t.x"));

@@ -68,6 +68,22 @@ TEST_CASE("verify-token: claims and exit 0, or the reason and exit 1") {
   CHECK(hs.status == 1);
   CHECK(hs.out.rfind("unsupported_alg:", 0) == 0);
 
+  // The token as an Authorization field holds it, read as clerk-sync-auth
+  // reads one: "Bearer " spelled so, or nothing else in the field.
+  CHECK(with(pem, "Bearer " + good).status == 0);
+  const auto lower = with(pem, "bearer " + good);
+  CHECK(lower.status == 1);
+  CHECK(lower.out.rfind("bad_authorization:", 0) == 0);
+  // The issuer is trimmed and checked as clerk-sync-auth does: a trailing
+  // '/' could match no token.
+  auto with_iss = pem;
+  with_iss.insert(with_iss.end(), {"--issuer", "https://clerk.example.com "});
+  const auto issued = signer.sign(header, R"({"iss":"https://clerk.example.com",)" + payload(300).substr(1));
+  CHECK(with(with_iss, issued).status == 0);
+  CHECK(with(with_iss, good).status == 1);  // no iss
+  with_iss.back() = "https://clerk.example.com/";
+  CHECK(with(with_iss, issued).status == 2);
+
   // A wider skew accepts what the default refuses.
   auto skewed = pem;
   skewed.insert(skewed.end(), {"--clock-skew-s", "600"});
