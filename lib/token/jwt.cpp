@@ -125,6 +125,24 @@ std::shared_ptr<EVP_PKEY> rsa_from_jwk(std::string_view n_b64, std::string_view 
   return own(out);
 }
 
+// A key no signature should be trusted under: a modulus under 2048 bits
+// (Clerk's keys are 2048; 512 bits are factored in hours), or a public
+// exponent that is even or below 3 (with e = 1 a "signature" equal to the
+// padded hash verifies, so anyone could sign). Key files are the
+// operator's, but one pasted from the wrong place must stop start-up, not
+// open the door. Throws key_error naming `where`.
+void require_sound_rsa(const EVP_PKEY* key, const std::string& where) {
+  const int bits = EVP_PKEY_get_bits(key);
+  if (bits < 2048)
+    throw key_error(where + " is an RSA key of " + std::to_string(bits) + " bits; at least 2048 are required");
+  BIGNUM* e = nullptr;
+  if (EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_RSA_E, &e) != 1 || e == nullptr)
+    throw key_error(where + ": its RSA public exponent cannot be read");
+  const std::unique_ptr<BIGNUM, decltype(&BN_free)> owned(e, BN_free);
+  if (!BN_is_odd(e) || BN_num_bits(e) < 2)  // odd with two bits or more: 3 or above
+    throw key_error(where + ": its RSA public exponent is even or below 3 (Clerk's is 65537)");
+}
+
 }  // namespace
 
 std::string_view to_string(reason r) {
@@ -204,6 +222,7 @@ key_set key_set::from_pem(std::string_view text) {
     if (k == nullptr) break;
     auto key = own(k);
     if (EVP_PKEY_is_a(key.get(), "RSA") != 1) throw key_error("a PEM public key is not an RSA key (RS256 needs RSA)");
+    require_sound_rsa(key.get(), "PEM public key " + std::to_string(out->keys.size() + 1));
     out->keys.push_back({"", std::move(key)});
   }
   ERR_clear_error();  // the end of the text, or the block that stopped the loop (said below)
@@ -237,6 +256,7 @@ key_set key_set::from_jwks(std::string_view json) {
     if (!n || !e) throw key_error("a JWKS RSA key lacks \"n\" or \"e\"");
     auto key = rsa_from_jwk(*n, *e);
     if (!key) throw key_error("a JWKS RSA key has an unreadable \"n\" or \"e\"");
+    require_sound_rsa(key.get(), "the JWKS key with kid \"" + string_member(jwk, "kid").value_or("") + "\"");
     out->keys.push_back({string_member(jwk, "kid").value_or(""), std::move(key)});
   }
   if (out->keys.empty()) throw key_error("the JWKS document has no RSA signing key for RS256");

@@ -274,6 +274,26 @@ TEST_CASE("token: unusable key material is a key_error") {
   CHECK_THROWS_AS((void)token::key_set::from_jwks(R"({"keys":[{"kty":"RSA","n":"!!","e":"AQAB"}]})"),
                   token::key_error);
   CHECK_THROWS_AS((void)token::key_set::from_jwks("{"), token::key_error);
+  // A key no signature should be trusted under stops start-up: a small
+  // modulus, or an exponent of 1 (a "signature" equal to the padded hash
+  // would verify) or an even one.
+  CHECK_THROWS_WITH_AS((void)token::key_set::from_pem(rsa_signer(1024).public_pem()),
+                       "PEM public key 1 is an RSA key of 1024 bits; at least 2048 are required", token::key_error);
+  const auto jwk = signer().jwk("ins_e");
+  const auto with_e = [&](const std::string& e) {
+    auto j = jwk;
+    const auto at = j.find(R"("e":")") + 5;
+    j.replace(at, j.find('"', at) - at, e);
+    return R"({"keys":[)" + j + "]}";
+  };
+  CHECK(token::key_set::from_jwks(with_e("AQAB")).size() == 1);
+  CHECK(token::key_set::from_jwks(with_e("Aw")).size() == 1);  // 3
+  for (const char* e : {"AQ", "Ag", "AAE", "AQAA"}) {             // 1, 2, 1 with a zero byte, 65536
+    CAPTURE(e);
+    CHECK_THROWS_WITH_AS((void)token::key_set::from_jwks(with_e(e)),
+                         "the JWKS key with kid \"ins_e\": its RSA public exponent is even or below 3 (Clerk's is 65537)",
+                         token::key_error);
+  }
 }
 
 TEST_CASE("token: base64url is strict and round-trips") {

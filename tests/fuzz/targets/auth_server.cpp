@@ -88,8 +88,8 @@ const std::filesystem::path& folder() {
 
 struct environment {
   std::string db_path = (folder() / "clerk-sync.db").string();
-  // 1024 bits, as the token target: the verifier's code is the same.
-  cs::test::rsa_signer signer{1024};
+  // The five tokens are signed once, so the least size key_set accepts costs nothing per input.
+  cs::test::rsa_signer signer{2048};
   std::vector<user> users{{'A', "user_a", "sess_a", "admin", {}},
                           {'B', "user_b", "sess_b", "", {}},
                           {'C', "user_c", "sess_c", "", {}},
