@@ -470,7 +470,7 @@ void add_db_commands(CLI::App& app, runner& run) {
       ->required();
   rp->add_option("--db", r->db, "The new database file (must not exist or be empty)")->required();
   rp->add_option("--batch", r->batch, "Messages per transaction")->check(CLI::Range(1, 100'000))->capture_default_str();
-  rp->add_option("--stall-timeout-ms", r->stall_timeout_ms, "Give up when nothing arrives for this long")
+  rp->add_option("--stall-timeout-ms", r->stall_timeout_ms, "Give up when nothing read moves the replay on for this long (events arriving since it began do not count)")
       ->check(CLI::Range(1'000, 86'400'000))
       ->capture_default_str();
   rp->add_flag("--allow-incomplete", r->allow_incomplete,

@@ -280,9 +280,15 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
 
   // Checked once caught up, or when the log loses what is being read.
   first_records first_read;
-  auto last_message = std::chrono::steady_clock::now();
-  auto last_report = last_message;
-  auto last_stop_check = last_message;
+  // Progress is a record accepted or a partition passed, not any message:
+  // events arriving after the start on other partitions (the receiver runs
+  // on) must neither hold off the stall nor the count of a partition whose
+  // log ends in records the reader is never given.
+  auto last_progress = std::chrono::steady_clock::now();
+  auto last_report = last_progress;
+  auto last_stop_check = last_progress;
+  auto last_passed_check = last_progress;
+  auto batch_since = last_progress;  // when the batch's first record was read
   while (!tracker.done()) {
     std::optional<kafka::message> m;
     try {
@@ -302,26 +308,32 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
       last_stop_check = now;
       if (stop_requested()) stop();
     }
-    if (m) {
-      last_message = now;
-      if (tracker.accept(m->partition, m->offset)) {
-        batch.push_back(consume::to_envelope(std::move(*m)));
-        first_read.try_emplace(batch.back().partition, batch.back().offset, batch.back().svix_id);
-      }
-    } else {
-      // Nothing more to read: the high watermark taken at start may be past
-      // records the reader is never given but moves past (a transaction's
-      // commit or abort marker, an aborted transaction's records, as
-      // another tool's transactional producer leaves at a log's end).
+    if (m && tracker.accept(m->partition, m->offset)) {
+      last_progress = now;
+      if (batch.empty()) batch_since = now;
+      batch.push_back(consume::to_envelope(std::move(*m)));
+      first_read.try_emplace(batch.back().partition, batch.back().offset, batch.back().svix_id);
+    }
+    // The high watermark taken at start may be past records the reader is
+    // never given but moves past (a transaction's commit or abort marker,
+    // an aborted transaction's records, as another tool's transactional
+    // producer leaves at a log's end). Asked when nothing came, and at
+    // least every 200 ms, as a poll may never come back empty.
+    if (!m || now - last_passed_check >= std::chrono::milliseconds(200)) {
+      last_passed_check = now;
+      const auto lag = tracker.lag();
       for (const auto& [p, position] : reader.positions(opts.topic)) tracker.passed(p, position);
-      if (!tracker.done() && now - last_message > opts.stall_timeout) {
+      if (tracker.lag() < lag) last_progress = now;
+      if (!tracker.done() && now - last_progress > opts.stall_timeout) {
         flush();
         report();
-        throw replay_error("no message for " + std::to_string(opts.stall_timeout.count()) + " ms with " +
+        throw replay_error("no progress for " + std::to_string(opts.stall_timeout.count()) + " ms with " +
                            std::to_string(tracker.lag()) + " still to read");
       }
     }
-    if (batch.size() >= opts.batch_size || (!m && !batch.empty()) || tracker.done()) flush();
+    if (batch.size() >= opts.batch_size || tracker.done() ||
+        (!batch.empty() && (!m || now - batch_since >= std::chrono::seconds(1))))
+      flush();
     if (now - last_report >= opts.progress_interval) {
       last_report = now;
       report();

@@ -71,7 +71,8 @@ struct replay_options {
   std::string db_path;
   std::size_t batch_size = 2000;
   std::chrono::milliseconds progress_interval{1'000};
-  // Behind the target yet nothing arrives for this long: give up (exit 1).
+  // Behind the target yet nothing read moves it on for this long (events
+  // arriving past the targets do not count): give up (exit 1).
   std::chrono::milliseconds stall_timeout{60'000};
   std::chrono::milliseconds request_timeout{15'000};
   // The consumers' policy for a batch the database refuses.

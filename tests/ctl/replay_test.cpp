@@ -12,6 +12,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include <array>
+#include <atomic>
 #include <fstream>
 #include <memory>
 #include <set>
@@ -1000,6 +1001,74 @@ TEST_CASE("replay completes over a log that ends with control records: a transac
   INFO(behind.err);
   CHECK(behind.status == 1);
   CHECK_MESSAGE(behind.out.find("stored 3, watermarks [0, 8), lag 5\n") != std::string::npos, behind.out);
+}
+
+TEST_CASE("replay finishes while webhooks keep arriving, a partition's log ending in control records") {
+  // Partition 0 ends with a transaction's markers, which the reader passes
+  // without being given them; events arrive all along on both partitions.
+  // The replay counted a partition passed only when a poll came back empty,
+  // which steady traffic never lets happen: it read on, past its targets,
+  // and never finished nor said it stalled.
+  const auto topic = test::fresh_topic("ctl-replay-busy", 2);
+  const auto all = test::generate_events({.users = 40, .events = 400, .seed = 29});
+  // Where each user's events land: one event of each, produced first.
+  std::vector<test::generated_event> firsts;
+  std::set<std::string> keys;
+  for (const auto& e : all)
+    if (keys.insert(e.key).second) firsts.push_back(e);
+  const auto landed = test::produce_events(test::broker(), topic, firsts);
+  std::set<std::string> on_partition_1;
+  for (std::size_t i = 0; i < firsts.size(); ++i)
+    if (landed[i].partition == 1) on_partition_1.insert(firsts[i].key);
+  std::vector<test::generated_event> events;  // the traffic: partition 1's users
+  for (const auto& e : all)
+    if (on_partition_1.contains(e.key)) events.push_back(e);
+  REQUIRE(events.size() > 50);
+  std::vector<test::generated_event> committed;
+  for (const auto& e : all)
+    if (e.type == "user.created" && committed.size() < 3) committed.push_back(e);
+  produce_transactions(topic, committed, {});  // to partition 0, after its users' first events
+  const auto watermarks = static_cast<std::int64_t>(firsts.size()) + 4;
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (high_watermark_sum(topic) != watermarks && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(100ms);
+  REQUIRE(high_watermark_sum(topic) == watermarks);
+
+  // An event every 20 ms for at most 40 s, all to partition 1: partition 0's
+  // log still ends with the commit's marker when the replay starts.
+  std::atomic<bool> stop{false}, traffic_over{false};
+  std::atomic<int> produced{0}, failed{0};
+  std::thread traffic([&] {
+    kafka::producer prod(test::broker(), {.message_timeout = 30s, .linger = 1ms});
+    const auto until = std::chrono::steady_clock::now() + 40s;
+    for (std::size_t i = 0; !stop && std::chrono::steady_clock::now() < until; ++i) {
+      const auto& e = events[i % events.size()];
+      const kafka::outgoing_record rec{topic, e.key, e.body, {{"svix-id", e.svix_id}, {"clerk-event-type", e.type}}};
+      if (prod.produce(rec, [&](const kafka::delivery_report& r) { (r.ok ? produced : failed)++; }) !=
+          kafka::enqueue_status::queued)
+        ++failed;
+      std::this_thread::sleep_for(20ms);
+    }
+    traffic_over = true;
+    (void)prod.flush(10s);
+  });
+  while (produced < 20 && failed == 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(20ms);
+
+  test::temp_dir dir;
+  const auto rebuilt = (dir / "rebuilt.db").string();
+  const auto r = ctl_run({"replay", "--projection", "users", "--db", rebuilt, "--stall-timeout-ms", "5000"}, topic);
+  // It ended while events still arrived, not once the traffic stopped.
+  const bool ended_amid_traffic = !traffic_over;
+  stop = true;
+  traffic.join();
+  INFO(r.err);
+  CHECK(failed == 0);
+  CHECK(ended_amid_traffic);
+  CHECK(r.status == 0);
+  CHECK(r.err.find("replay caught up") != std::string::npos);
+  REQUIRE(std::filesystem::exists(rebuilt));
+  for (const auto& e : committed)
+    CHECK(test::query_int(rebuilt, "SELECT count(*) FROM users WHERE id = '" + e.key + "'") == 1);
 }
 
 TEST_CASE("replay refuses a log that no longer starts at offset 0 unless --allow-incomplete, never leaving a partial file") {
