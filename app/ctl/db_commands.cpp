@@ -220,6 +220,9 @@ struct compare_args {
 };
 
 int compare(const compare_args& c) {
+  // A path mistyped is a usage error (exit 2), not a difference (exit 1).
+  require_existing(c.a);
+  require_existing(c.b);
   return guarded([&] {
     int code = exit_ok;
     for (const auto k : kinds_of(c.projections)) {
@@ -419,6 +422,8 @@ int dead_letters_retry(const dead_letter_args& a) {
   require_existing(a.db);
   if (!a.projection.empty() && !a.all)
     throw config::usage_error("--projection selects with --all; ids name dead letters of any projection");
+  // Before the open, which would migrate the file.
+  if (a.ids.empty() && !a.all) throw config::usage_error("give dead letter ids, or --all");
   return guarded([&] {
     // Keeps the WAL files the consumers keep for the auth service.
     store::database db(a.db, {.must_be = store::open_options::existing::clerk_sync,
@@ -434,7 +439,6 @@ int dead_letters_retry(const dead_letter_args& a) {
     if (a.all)
       for (const auto& d : selected_dead_letters(db, a.projection, false)) add(d.id);
     if (ids.empty()) {
-      if (!a.all) throw config::usage_error("give dead letter ids, or --all");
       log::info("no pending dead letters");  // --all, and nothing to re-drive: done
       return exit_ok;
     }

@@ -76,7 +76,9 @@ void require_fresh_database(const std::string& path) {
   for (const auto* suffix : {"", "-wal", "-journal"}) {
     const fs::path p = path + suffix;
     if (fs::exists(p, ec) && fs::file_size(p, ec) > 0)
-      throw replay_error("refusing to replay into " + path + ": it already holds data (replay fills a new file)");
+      throw replay_error("refusing to replay into " + path + ": " +
+                         (*suffix == '\0' ? "it already holds data (replay fills a new file)"
+                                           : p.string() + " is left from an earlier database there: move it away"));
   }
 }
 

@@ -303,7 +303,7 @@ TEST_CASE("replay refuses an empty --db, or one in no directory, with exit 2 bef
   CHECK_FALSE(std::filesystem::exists(dir / "missing"));
 }
 
-TEST_CASE("compare exits 1 on a missing file and 0 on two identical fresh files") {
+TEST_CASE("compare exits 2 on a missing file, as a usage error, and 0 on two identical fresh files") {
   test::temp_dir dir;
   // Two empty, freshly migrated databases: what a replay of an empty topic leaves.
   for (const auto* name : {"a.db", "b.db"}) store::database created((dir / name).string());
@@ -320,7 +320,11 @@ TEST_CASE("compare exits 1 on a missing file and 0 on two identical fresh files"
   CHECK(same.out.find("users: identical") != std::string::npos);
   const auto missing = test::run(ctl(), {"compare", "--projection", "users", (dir / "a.db").string(),
                                          (dir / "nope.db").string()}, clean_env);
-  CHECK(missing.status == 1);
+  // Not 1, which says the two differ: `compare a b || alert` must not
+  // take a mistyped path for a difference.
+  CHECK(missing.status == 2);
+  CHECK(missing.err.find("no database at " + (dir / "nope.db").string()) != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(dir / "nope.db"));
 }
 
 TEST_CASE("compare prints a differing row's text escaped: a name cannot write lines or escape sequences") {
@@ -354,6 +358,20 @@ TEST_CASE("dead-letters retry leaves the WAL files the consumers keep for the au
   { store::database consumer(db, {.keep_wal_files = true}); }  // as a consumer leaves it
   REQUIRE(std::filesystem::exists(db + "-wal"));
   REQUIRE(std::filesystem::exists(db + "-shm"));
+  // Without ids or --all: a usage error, and the file untouched (it was
+  // opened, so migrated, before the arguments were judged).
+  const auto old = (dir / "old.db").string();
+  {
+    SQLite::Database raw(old, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    for (const char* f : {"schemas/sql/001_initial.sql", "schemas/sql/002_bounded_state.sql"})
+      raw.exec(test::read_file(test::source_path(f)));
+    raw.exec("PRAGMA user_version = 2");
+  }
+  const auto none = test::run(ctl(), {"dead-letters", "retry", "--db", old}, clean_env);
+  CHECK(none.status == 2);
+  CHECK(none.err.find("give dead letter ids, or --all") != std::string::npos);
+  CHECK(test::query_int(old, "PRAGMA user_version") == 2);
+  CHECK(SQLite::Database(old).execAndGet("PRAGMA journal_mode").getString() == "delete");
   const auto r = test::run(ctl(), {"dead-letters", "retry", "--db", db, "--all"}, clean_env);
   CHECK(r.status == 0);  // nothing pending
   CHECK(std::filesystem::exists(db + "-wal"));
