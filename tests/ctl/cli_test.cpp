@@ -709,6 +709,34 @@ TEST_CASE("swap-in that waits past its busy timeout for another writer names the
   CHECK(test::query_int(live, "SELECT next_offset FROM kafka_offsets WHERE projection = 'users'") == 7);
 }
 
+TEST_CASE("swap-in takes a replay of a topic the live projection reads, an old topic's offsets beside it or not") {
+  test::temp_dir dir;
+  const auto rebuilt = (dir / "rebuilt.db").string();
+  make_finished_users_replay(rebuilt);  // of clerk.events
+  const auto live = (dir / "live.db").string();
+  { store::database created(live); }
+  const auto offsets_of = [&](const std::string& topic, int next) {
+    SQLite::Database c(live, SQLite::OPEN_READWRITE);
+    c.exec("INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at) VALUES ('users', '" +
+           topic + "', 0, " + std::to_string(next) + ", 0)");
+  };
+  // The live projection reads another topic only: refused, both named.
+  offsets_of("a.old.events", 40);
+  const auto other = test::run(ctl(), {"swap-in", "--projection", "users", "--from", rebuilt, "--db", live}, clean_env);
+  CHECK(other.status == 1);
+  CHECK_MESSAGE(other.err.find(rebuilt + " was replayed from clerk.events, " + live +
+                               "'s users stores offsets of a.old.events only") != std::string::npos,
+                other.err);
+  CHECK(test::query_int(live, "SELECT count(*) FROM kafka_offsets") == 1);
+  // After a move to clerk.events, the old topic's offsets stay beside the
+  // new one's: the replay of clerk.events is swapped in.
+  offsets_of("clerk.events", 3);
+  const auto moved = test::run(ctl(), {"swap-in", "--projection", "users", "--from", rebuilt, "--db", live}, clean_env);
+  CHECK_MESSAGE(moved.status == 0, moved.err);
+  CHECK(test::query_int(live, "SELECT next_offset FROM kafka_offsets WHERE projection = 'users' AND topic = "
+                              "'clerk.events'") == 7);
+}
+
 TEST_CASE("every command refuses an empty --projection, which an unset variable in a script gives, with exit 2") {
   // dead-letters read '' as "all": `retry --all --projection "$PROJ"` with
   // $PROJ unset re-drove every projection's letters.
