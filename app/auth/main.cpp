@@ -2,7 +2,8 @@
 // Clerk session token, verified without the network, and the synced users
 // and sessions tables (read-only). This file only assembles lib/auth,
 // lib/token and lib/systemd. Exit status: 0 after SIGTERM/SIGINT, 2 for a
-// bad setting (flags, keys, database).
+// bad setting (flags, keys, database), 1 when the database cannot be opened
+// for another reason (db_open_failed: a lock, an I/O error; restarted).
 
 #include <cstdlib>
 #include <boost/asio/io_context.hpp>

@@ -8,8 +8,6 @@ namespace {
 
 const std::string users = "users", sessions = "sessions";
 
-const std::string& other_of(const std::string& p) { return p == users ? sessions : users; }
-
 std::string consequence(const std::string& p, bool since) {
   if (p == sessions) return since ? "sessions revoked or ended since are let in" : "revoked or ended sessions are let in";
   return since ? "users banned or deleted since are let in, role changes unseen"
@@ -29,66 +27,71 @@ std::int64_t behind(const stored_offsets& p, const stored_offsets& q) {
 
 std::vector<watch_line> projection_watch::observe(const positions& now, clock::time_point t) {
   std::vector<watch_line> out;
-  const auto has = [&](const std::string& p) { return now.contains(p); };
 
-  // Missing: one has written, the other never has.
-  std::optional<std::string> missing;
-  if (has(users) != has(sessions)) missing = has(users) ? sessions : users;
-  if (missing_said_ && missing != missing_said_) {
-    out.push_back({log::level::info, "projection_written", *missing_said_, {}, 0, {}});
-    missing_said_.reset();
-  }
-  if (missing && missing == missing_seen_ && missing != missing_said_) {
-    out.push_back({log::level::warn, "projection_missing", *missing,
-                   "the " + other_of(*missing) + " projection writes this database and the " + *missing +
-                       " one never did: " + consequence(*missing, false),
-                   0, {}});
-    missing_said_ = missing;
-  }
-  missing_seen_ = missing;
-
-  // Where each has got to since the last reading.
+  // Where each projection has got to since the last reading: users and
+  // sessions, and the others (referrals, balances), which move with every
+  // event too and so tell a stop of both the checks read.
   std::map<std::string, bool> moved;
-  for (const auto& p : {users, sessions}) {
-    const auto it = now.find(p);
-    if (it == now.end()) {
-      tracks_.erase(p);
-      continue;
-    }
-    auto [tr, fresh] = tracks_.try_emplace(p, track{it->second, t, 0, false});
-    moved[p] = !fresh && tr->second.at != it->second;
-    if (moved[p]) tr->second = track{it->second, t, 0, false};
+  std::erase_if(tracks_, [&](const auto& tr) { return !now.contains(tr.first); });
+  for (const auto& [p, at] : now) {
+    auto [tr, fresh] = tracks_.try_emplace(p, track{at, t, 0, false});
+    moved[p] = !fresh && tr->second.at != at;
+    if (moved[p]) tr->second = track{at, t, 0, false};
     else if (!fresh) ++tr->second.readings_still;
   }
-  for (const auto& p : {users, sessions})
-    if (tracks_.contains(p) && !moved[p] && moved[other_of(p)]) tracks_.at(p).other_moved = true;
+  for (auto& [p, tr] : tracks_)
+    if (!moved[p] && std::any_of(moved.begin(), moved.end(), [&](const auto& m) { return m.first != p && m.second; }))
+      tr.other_moved = true;
+  // The projection `p` is furthest behind, and by how much (0: none).
+  const auto furthest_ahead = [&](const std::string& p) {
+    std::pair<std::string, std::int64_t> best{"", 0};
+    for (const auto& [q, tr] : tracks_)
+      if (q != p)
+        if (const auto n = behind(tracks_.at(p).at, tr.at); n > best.second) best = {q, n};
+    return best;
+  };
 
-  // A stall said: over once it moved, is no longer behind, or has no offsets.
-  if (stalled_said_) {
-    const auto& p = *stalled_said_;
-    std::string reason;
-    if (!tracks_.contains(p)) reason = "not_written";
-    else if (moved[p]) reason = "moved";
-    else if (!tracks_.contains(other_of(p)) || behind(tracks_.at(p).at, tracks_.at(other_of(p)).at) == 0)
-      reason = "not_behind";
-    if (!reason.empty()) {
-      out.push_back({log::level::info, "projection_stall_over", p, {}, 0, reason});
-      stalled_said_.reset();
+  for (const auto& p : {users, sessions}) {
+    // Missing: it has never written while another has.
+    std::string writers;
+    for (const auto& [q, at] : now) writers += (writers.empty() ? "" : ", ") + q;
+    const bool missing = !now.contains(p) && !writers.empty();
+    if (missing_said_.contains(p) && !missing) {
+      out.push_back({log::level::info, "projection_written", p, {}, 0, {}});
+      missing_said_.erase(p);
     }
-  }
-  if (!stalled_said_ && tracks_.contains(users) && tracks_.contains(sessions)) {
-    for (const auto& p : {users, sessions}) {
+    if (missing && missing_seen_.contains(p) && !missing_said_.contains(p)) {
+      out.push_back({log::level::warn, "projection_missing", p,
+                     "projections (" + writers + ") write this database and the " + p +
+                         " one never did: " + consequence(p, false),
+                     0, {}});
+      missing_said_.insert(p);
+    }
+    if (missing) missing_seen_.insert(p);
+    else missing_seen_.erase(p);
+
+    // A stall said: over once it moved, is no longer behind, or has no offsets.
+    if (stalled_said_.contains(p)) {
+      std::string reason;
+      if (!tracks_.contains(p)) reason = "not_written";
+      else if (moved[p]) reason = "moved";
+      else if (furthest_ahead(p).second == 0) reason = "not_behind";
+      if (!reason.empty()) {
+        out.push_back({log::level::info, "projection_stall_over", p, {}, 0, reason});
+        stalled_said_.erase(p);
+      }
+    }
+    if (!stalled_said_.contains(p) && tracks_.contains(p)) {
       const auto& tr = tracks_.at(p);
-      const auto n = behind(tr.at, tracks_.at(other_of(p)).at);
+      const auto [ahead, n] = furthest_ahead(p);
       if (tr.readings_still >= 2 && t - tr.since >= min_still_ && tr.other_moved && n > 0) {
         const auto still_s = std::chrono::duration_cast<std::chrono::seconds>(t - tr.since).count();
         out.push_back({log::level::warn, "projection_stalled", p,
                        "the " + p + " projection has stored nothing for " + std::to_string(still_s) +
-                           " s while the " + other_of(p) + " one went on: its consumer is stopped or failing, and " +
+                           " s while the " + ahead + " one went on: its consumer is stopped or failing, and " +
                            consequence(p, true),
                        n, {}});
-        stalled_said_ = p;
-        break;
+        stalled_said_.insert(p);
       }
     }
   }

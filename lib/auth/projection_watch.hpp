@@ -1,26 +1,29 @@
 #pragma once
 // Whether the two projections a check reads, users and sessions, both keep
-// the database up to date, judged from readings of their stored positions
-// (lookup::projection_positions) at each --projections-check-s. Every event
-// of the topic moves every projection's offsets, so with both consumers
-// running, both have written the file and both move. Two ways one fails
-// its checks without a word elsewhere in auth:
-// - missing: it has never written the file while the other has (a consumer
-//   unit not enabled, or writing another file); said once seen by two
-//   readings in a row (consumers start apart), and when it ends;
+// the database up to date, judged from readings of every projection's
+// stored positions (lookup::projection_positions) at each
+// --projections-check-s. Every event of the topic moves every projection's
+// offsets, so with their consumers running, all that write the file move.
+// Two ways users or sessions fails its checks without a word elsewhere in
+// auth:
+// - missing: it has never written the file while another projection has
+//   (a consumer unit not enabled, or writing another file); said once seen
+//   by two readings in a row (consumers start apart), and when it ends;
 // - stalled: it has not moved for `min_still` (and at least two readings),
-//   the other has moved meanwhile, and it is behind the other on the
-//   partitions both store (its consumer stopped, or fails every batch).
-//   However bursty or quiet the topic: one event after the stop is enough.
-//   Said once, and when it ends: it moved, it is no longer behind, or it
-//   has no offsets any more.
+//   another projection has moved meanwhile, and it is behind that one on
+//   the partitions both store (its consumer stopped, or fails every
+//   batch). However bursty or quiet the topic: one event after the stop is
+//   enough. Users and sessions are each measured against every other
+//   projection, so that both stopping together (one process running the
+//   two) is said while referrals or balances go on. Said once, and when it
+//   ends: it moved, it is no longer behind, or it has no offsets any more.
 // Either way its refusals never come: revoked sessions are let in, or bans
 // unseen. Not thread-safe.
 
 #include <chrono>
 #include <cstdint>
 #include <map>
-#include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -52,12 +55,11 @@ class projection_watch {
     stored_offsets at;                // where it was last seen
     clock::time_point since{};        // the reading it was last seen moving (or first seen)
     int readings_still = 0;           // readings since then
-    bool other_moved = false;         // the other projection moved since then
+    bool other_moved = false;         // another projection moved since then
   };
   clock::duration min_still_;
-  std::map<std::string, track> tracks_;  // users, sessions: those that have written
-  std::optional<std::string> missing_seen_, missing_said_;
-  std::optional<std::string> stalled_said_;
+  std::map<std::string, track> tracks_;  // every projection that has written
+  std::set<std::string> missing_seen_, missing_said_, stalled_said_;  // of users and sessions
 };
 
 }  // namespace clerk_sync::auth

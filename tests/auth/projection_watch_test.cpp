@@ -14,10 +14,12 @@ using namespace std::chrono_literals;
 namespace {
 
 // One partition of one topic each, unless said otherwise.
-auth::positions at(std::optional<std::int64_t> users, std::optional<std::int64_t> sessions) {
+auth::positions at(std::optional<std::int64_t> users, std::optional<std::int64_t> sessions,
+                   std::optional<std::int64_t> balances = std::nullopt) {
   auth::positions p;
   if (users) p["users"][{"clerk.events", 0}] = *users;
   if (sessions) p["sessions"][{"clerk.events", 0}] = *sessions;
+  if (balances) p["balances"][{"clerk.events", 0}] = *balances;
   return p;
 }
 
@@ -93,4 +95,28 @@ TEST_CASE("auth: no stall for a quiet topic, a projection catching up, a short p
   auth::positions a = at(100, 100), b = at(150, 100), c = at(200, 100);
   for (auto* p : {&a, &b, &c}) (*p)["sessions"][{"clerk.events.old", 0}] = 5'000;
   CHECK(watch({a, b, c}) == lines{"projection_stalled sessions"});
+}
+
+TEST_CASE("auth: users and sessions stopping together, or never written, are said while another projection goes on") {
+  // One process ran both (--projection users,sessions) and stopped; the
+  // balances consumer goes on. Measured against each other, neither was
+  // ever behind: nothing was said.
+  CHECK(watch({at(100, 100, 100), at(100, 100, 150), at(100, 100, 200), at(100, 100, 260)}) ==
+        lines{"projection_stalled users", "projection_stalled sessions"});
+  // They start again: over, each.
+  CHECK(watch({at(100, 100, 100), at(100, 100, 150), at(100, 100, 200), at(200, 200, 200)}) ==
+        lines{"projection_stalled users", "projection_stalled sessions", "projection_stall_over users moved",
+              "projection_stall_over sessions moved"});
+  // What is said names the one that went on.
+  auth::projection_watch w(120s);
+  auto t = auth::projection_watch::clock::time_point{};
+  (void)w.observe(at(100, 100, 100), t);
+  (void)w.observe(at(100, 100, 130), t += 60s);
+  const auto said = w.observe(at(100, 100, 170), t += 60s);
+  REQUIRE(said.size() == 2);
+  CHECK(said[0].behind == 70);
+  CHECK(said[1].outcome.find("while the balances one went on") != std::string::npos);
+  // Neither ever written, while balances writes: both missing.
+  CHECK(watch({at(none, none, 5), at(none, none, 9)}) ==
+        lines{"projection_missing users", "projection_missing sessions"});
 }
