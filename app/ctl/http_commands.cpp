@@ -44,11 +44,12 @@ std::string read_input(const std::string& path) {
   return ss.str();
 }
 
-// The first configured secret: with several (a rotation), the first is the new one.
+// The last configured secret: with several (a rotation), the new one, which
+// the README's steps add on a second line; the old one goes at the end.
 verify::key signing_key() {
   const char* env = std::getenv("CLERK_WEBHOOK_SECRET");
   const char* file = std::getenv("CLERK_WEBHOOK_SECRET_FILE");
-  return config::load_secrets(env ? std::optional<std::string>(env) : std::nullopt, file ? file : "").front();
+  return config::load_secrets(env ? std::optional<std::string>(env) : std::nullopt, file ? file : "").back();
 }
 
 struct sign_args {

@@ -3,7 +3,7 @@
 // more whsec_..., spaces or commas) or a file of one per line
 // (CLERK_WEBHOOK_SECRET_FILE, LoadCredential= under systemd); exactly one of
 // the two. Shared by the receiver (verifies with all) and clerk-sync-ctl
-// (signs with the first). Errors are usage_error and never echo a secret.
+// (signs with the last, the new one in a rotation). Errors are usage_error and never echo a secret.
 
 #include <optional>
 #include <string>

@@ -177,9 +177,10 @@ TEST_CASE("sign prints the Svix headers of a published vector") {
         "svix-id: msg_p5jXN8AQM9LWM0D4loKWxJek\nsvix-timestamp: 1614265330\n"
         "svix-signature: v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=\n");
 
-  // The same from a secret file (several lines: the first one signs).
+  // The same from a secret file of several lines, in a rotation: the last
+  // one, the new secret the README's steps add on a second line, signs.
   const auto file = dir / "secret";
-  std::ofstream(file) << secret << "\nwhsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\n";
+  std::ofstream(file) << "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\n" << secret << "\n";
   const auto f = test::run(ctl(), {"sign", body.string(), "--id", "msg_p5jXN8AQM9LWM0D4loKWxJek", "--timestamp",
                                    "1614265330", "--format", "curl"},
                            env_with({{"CLERK_WEBHOOK_SECRET_FILE", file.string()}}));
