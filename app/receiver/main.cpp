@@ -117,8 +117,9 @@ class every_second {
 // means the cluster answers and the topic exists (auto-creation is usually
 // off, and without the topic every event would get a 503). Each change of
 // state is logged once; not ready for `deadline` is an error line, not_ready,
-// then one every 10 minutes while it lasts (librdkafka's own lines about an
-// unreachable cluster are warnings, and every webhook meanwhile gets 503).
+// then one every 10 minutes while it lasts (librdkafka's own kafka_log
+// lines come first, errors from the first failed connection on, but they
+// do not say that every webhook meanwhile gets 503).
 struct readiness_probe {
   using state = kafka::producer::topic_state;
   readiness_probe(const kafka::producer& producer, const kafka::client_config& cfg, std::string events_topic,

@@ -404,8 +404,8 @@ std::string failure_text(const rd_kafka_t* rk, rd_kafka_resp_err_t err) {
     if (const auto refused = refusal_of(rk)) {
       if (refused->what == refusal::kind::tls)
         return "TLS handshake failed (check ssl.ca.location, ssl.endpoint.identification.algorithm, "
-               "security.protocol; ssl.certificate.location and ssl.key.location if the brokers require a "
-               "client certificate): " +
+               "security.protocol; if the brokers require a client certificate, ssl.certificate.pem and "
+               "ssl.key.pem in the properties file, or .location files this service's user can read): " +
                refused->reason;
       return "authentication failed (check sasl.username, sasl.password, sasl.mechanism): " + refused->reason;
     }
