@@ -29,7 +29,11 @@ void token_cache::store(std::string_view token, const token::claim_set& claims,
     std::erase_if(entries_, [&](const auto& e) { return !live(e.second, now); });
     if (entries_.size() >= capacity_) entries_.clear();
   }
-  entries_.insert_or_assign(std::string(token), claims);
+  // Without the payload JSON, which no check reads: with the token as the
+  // key, it would double what each entry holds (up to the header limit).
+  token::claim_set kept = claims;
+  kept.payload = {};
+  entries_.insert_or_assign(std::string(token), std::move(kept));
 }
 
 }  // namespace clerk_sync::auth

@@ -22,7 +22,8 @@ class token_cache {
   // capacity 0 disables the cache.
   token_cache(std::size_t capacity, std::chrono::milliseconds clock_skew);
 
-  // The stored claims of `token` if present and not expired at `now`.
+  // The stored claims of `token` if present and not expired at `now`;
+  // without `payload`, which is not kept.
   [[nodiscard]] const token::claim_set* find(std::string_view token, std::chrono::system_clock::time_point now);
   // Stores a valid verdict's claims.
   void store(std::string_view token, const token::claim_set& claims, std::chrono::system_clock::time_point now);

@@ -157,9 +157,11 @@ TEST_CASE("auth: the cache serves a token until it expires, and only valid ones"
   token::claim_set c;
   c.sub = "u";
   c.exp = 1'800'000'010;
+  c.payload = std::string(8'000, 'p');  // no check reads it: not kept
   cache.store("t1", c, now);
   REQUIRE(cache.find("t1", now) != nullptr);
   CHECK(cache.find("t1", now)->sub == "u");
+  CHECK(cache.find("t1", now)->payload.empty());
   CHECK(cache.find("t1", now + 14s) != nullptr);   // within the skew past exp
   CHECK(cache.find("t1", now + 15s) == nullptr);   // exp * 1000 <= now - skew
   CHECK(cache.size() == 0);
