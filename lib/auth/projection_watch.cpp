@@ -39,9 +39,11 @@ std::vector<watch_line> projection_watch::observe(const positions& now, clock::t
     if (moved[p]) tr->second = track{at, t, 0, false};
     else if (!fresh) ++tr->second.readings_still;
   }
-  for (auto& [p, tr] : tracks_)
+  for (auto& entry : tracks_) {
+    const auto& p = entry.first;  // a name, not a binding: clang 14 cannot capture those
     if (!moved[p] && std::any_of(moved.begin(), moved.end(), [&](const auto& m) { return m.first != p && m.second; }))
-      tr.other_moved = true;
+      entry.second.other_moved = true;
+  }
   // The projection `p` is furthest behind, and by how much (0: none).
   const auto furthest_ahead = [&](const std::string& p) {
     std::pair<std::string, std::int64_t> best{"", 0};
