@@ -238,17 +238,73 @@ int compare(const compare_args& c) {
 }
 
 struct swap_args {
+  kafka::client_config kafka;
   std::string projections;
   std::string from;
   std::string db;
+  int timeout_ms = 15'000;
+  bool skip_log_check = false;
 };
+
+// The rebuilt file's offsets against the log they say they are of, as the
+// consumers will find it once started: each partition's offset inside the
+// log, and the record before it the one the replay applied last. A replay
+// of another cluster (an operator without the environment file, reaching a
+// development broker) or of a topic recreated since would otherwise
+// replace the live rows, and only the consumer's restart would tell
+// (exit 5), auth answering from the foreign rows meanwhile.
+void check_rebuilt_log(const swap_args& a, const std::vector<projection::kind>& kinds) {
+  std::map<std::string, std::vector<projection::kind>> by_topic;
+  {
+    store::database rebuilt(a.from, {.read_only = true});
+    for (const auto k : kinds)
+      if (const auto topics = projection::offset_topics(rebuilt, k); !topics.empty())
+        by_topic[topics.front()].push_back(k);  // more than one: swap_in refuses it
+  }
+  const std::string nothing = "; nothing was swapped in";
+  const std::string skip = " (--skip-log-check swaps in without this check)";
+  for (const auto& [topic, ks] : by_topic) {
+    std::vector<ops::projection_report> reports;
+    try {
+      reports = ops::collect_status(a.kafka, topic, a.from, ks, std::chrono::milliseconds(a.timeout_ms));
+    } catch (const kafka::fatal_error& e) {
+      throw ops::swap_error("could not check the offsets of " + a.from + " against topic " + topic +
+                            " at " + a.kafka.brokers + ": " + e.what() + nothing + skip);
+    }
+    for (const auto& r : reports)
+      for (const auto& p : r.partitions) {
+        const auto where = std::string(projection::name(r.db.projection)) + " of " + topic + "/" +
+                           std::to_string(p.partition) + " in " + a.from;
+        if (!p.watermarks_failed.empty())
+          throw ops::swap_error("could not check the offsets of " + where + " against the cluster at " +
+                                a.kafka.brokers + ": " + p.watermarks_failed + nothing + skip);
+        if (p.out_of_range)
+          throw ops::swap_error("the offset " + std::to_string(p.stored.value_or(0)) + " of " + where +
+                                " is outside the log [" + std::to_string(p.low) + ", " + std::to_string(p.high) +
+                                "] at " + a.kafka.brokers +
+                                ": replayed from another cluster, or the topic was recreated since" + nothing);
+        if (p.recreated_found_svix_id)
+          throw ops::swap_error("the record at offset " + std::to_string(p.compared_offset) + " of " + topic + "/" +
+                                std::to_string(p.partition) + " at " + a.kafka.brokers + " is " +
+                                *p.recreated_found_svix_id + ", not " + p.applied_svix_id + " which the replay in " +
+                                a.from + " applied: replayed from another cluster, or the topic was recreated "
+                                "since" + nothing);
+        if (!p.resume_unchecked.empty())
+          throw ops::swap_error("could not check the record before the offset of " + where + " at " +
+                                a.kafka.brokers + ": " + p.resume_unchecked + nothing + skip);
+      }
+  }
+}
 
 int swap_in(const swap_args& a) {
   require_existing(a.from);
   require_existing(a.db);
   const auto kinds = kinds_of(a.projections);
   return guarded([&] {
-    for (const auto& s : ops::swap_in(a.from, a.db, kinds, log_migration_wait(a.db))) {
+    const auto check_log = [&] {
+      if (!a.skip_log_check) check_rebuilt_log(a, kinds);
+    };
+    for (const auto& s : ops::swap_in(a.from, a.db, kinds, log_migration_wait(a.db), check_log)) {
       log::info("swapped in", {{"projection", projection::name(s.projection)},
                                {"rows", s.rows},
                                {"ledger_rows", s.ledger_rows},
@@ -500,6 +556,12 @@ void add_db_commands(CLI::App& app, runner& run) {
       ->required();
   sw->add_option("--from", w->from, "The file replay wrote")->required();
   sw->add_option("--db", w->db, "The live database file")->envname("CLERK_SYNC_DB")->required();
+  config::add_kafka_options(*sw, w->kafka);
+  sw->add_option("--timeout-ms", w->timeout_ms, "Kafka request timeout of the log check")
+      ->check(CLI::Range(1'000, 600'000))
+      ->capture_default_str();
+  sw->add_flag("--skip-log-check", w->skip_log_check,
+               "Swap in without checking the rebuilt offsets against the cluster's log (Kafka unreachable)");
   sw->callback([w, &run] { run = [w] { return swap_in(*w); }; });
 
   auto* st = app.add_subcommand(

@@ -67,7 +67,8 @@ struct attached {
 
 std::vector<swapped> swap_in(const std::string& from, const std::string& live,
                              const std::vector<projection::kind>& projections,
-                             const std::function<void(const std::string& lock)>& on_migration_wait) {
+                             const std::function<void(const std::string& lock)>& on_migration_wait,
+                             const std::function<void()>& before_swap) {
   // Both files must be clerk-sync databases, the rebuilt one at this
   // binary's schema, checked before anything is written: a refusal leaves
   // the live file as it was (never one made, or migrated, by a mistyped
@@ -159,6 +160,8 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
       }
     }
   }
+  // The files agree; last, what the caller checks beyond them (the log).
+  if (before_swap) before_swap();
   // Keeps the WAL files the consumers keep for the auth service.
   const store::open_options live_options{.must_be = store::open_options::existing::clerk_sync,
                                          .on_migration_wait = on_migration_wait};

@@ -43,8 +43,12 @@ struct swapped {
 // or written. A live file at an older schema is migrated first; while
 // another process migrates it, the swap waits for that, after one call of
 // `on_migration_wait` with the lock file's path (store::open_options).
+// `before_swap` runs once both files passed every check, the locks held,
+// before anything is written: a check of the caller's (ctl's of the rebuilt
+// offsets against the log), which refuses by throwing.
 [[nodiscard]] std::vector<swapped> swap_in(const std::string& from, const std::string& live,
                                            const std::vector<projection::kind>& projections,
-                                           const std::function<void(const std::string& lock)>& on_migration_wait = {});
+                                           const std::function<void(const std::string& lock)>& on_migration_wait = {},
+                                           const std::function<void()>& before_swap = {});
 
 }  // namespace clerk_sync::ops

@@ -518,12 +518,12 @@ TEST_CASE("writing commands refuse another application's SQLite file that sets a
     CHECK(retry.status == 1);
     CHECK(retry.err.find("holds no clerk-sync schema") != std::string::npos);
     const auto swap =
-        test::run(ctl(), {"swap-in", "--projection", "users", "--from", rebuilt, "--db", foreign}, clean_env);
+        test::run(ctl(), {"swap-in", "--skip-log-check", "--projection", "users", "--from", rebuilt, "--db", foreign}, clean_env);
     CAPTURE(swap.err);
     CHECK(swap.status == 1);
     CHECK(swap.err.find("holds no clerk-sync schema") != std::string::npos);
     const auto from =
-        test::run(ctl(), {"swap-in", "--projection", "users", "--from", foreign, "--db", rebuilt}, clean_env);
+        test::run(ctl(), {"swap-in", "--skip-log-check", "--projection", "users", "--from", foreign, "--db", rebuilt}, clean_env);
     CAPTURE(from.err);
     CHECK(from.status == 1);
     CHECK(from.err.find("holds no clerk-sync schema") != std::string::npos);
@@ -561,7 +561,7 @@ TEST_CASE("writing commands refuse a --db that is not a clerk-sync database, or 
   const auto retry = test::run(ctl(), {"dead-letters", "retry", "--all", "--db", foreign}, clean_env);
   CHECK(retry.status == 1);
   CHECK(retry.err.find("holds no clerk-sync schema") != std::string::npos);
-  const auto swap = test::run(ctl(), {"swap-in", "--projection", "users", "--from", rebuilt, "--db", foreign}, clean_env);
+  const auto swap = test::run(ctl(), {"swap-in", "--skip-log-check", "--projection", "users", "--from", rebuilt, "--db", foreign}, clean_env);
   CHECK(swap.status == 1);
   CHECK(swap.err.find("holds no clerk-sync schema") != std::string::npos);
   CHECK(shape_of(foreign) == foreign_shape);
@@ -570,14 +570,14 @@ TEST_CASE("writing commands refuse a --db that is not a clerk-sync database, or 
   CHECK_FALSE(std::filesystem::exists(store::projection_lock_path(foreign, "users")));
   const auto text = (dir / "notes.txt").string();
   std::ofstream(text) << "not a database\n";
-  const auto not_db = test::run(ctl(), {"swap-in", "--projection", "all", "--from", rebuilt, "--db", text}, clean_env);
+  const auto not_db = test::run(ctl(), {"swap-in", "--skip-log-check", "--projection", "all", "--from", rebuilt, "--db", text}, clean_env);
   CHECK(not_db.status == 1);
   CHECK(test::read_file(text) == "not a database\n");
   for (const auto* p : {"users", "referrals", "balances", "sessions"})
     CHECK_FALSE(std::filesystem::exists(store::projection_lock_path(text, p)));
 
   // The same file twice.
-  const auto same = test::run(ctl(), {"swap-in", "--projection", "users", "--from", rebuilt, "--db", rebuilt}, clean_env);
+  const auto same = test::run(ctl(), {"swap-in", "--skip-log-check", "--projection", "users", "--from", rebuilt, "--db", rebuilt}, clean_env);
   CHECK(same.status == 1);
   CHECK(same.err.find("same file") != std::string::npos);
 
@@ -588,7 +588,7 @@ TEST_CASE("writing commands refuse a --db that is not a clerk-sync database, or 
   { store::database consumed(ran); }
   { std::ofstream(store::projection_lock_path(ran, "balances")); }
   const auto rebuilt_shape = shape_of(rebuilt);
-  const auto reversed = test::run(ctl(), {"swap-in", "--projection", "users", "--from", ran, "--db", rebuilt}, clean_env);
+  const auto reversed = test::run(ctl(), {"swap-in", "--skip-log-check", "--projection", "users", "--from", ran, "--db", rebuilt}, clean_env);
   CHECK(reversed.status == 1);
   CHECK(reversed.err.find("are --from and --db swapped?") != std::string::npos);
   CHECK(shape_of(rebuilt) == rebuilt_shape);
@@ -603,14 +603,14 @@ TEST_CASE("writing commands refuse a --db that is not a clerk-sync database, or 
   const auto live = (dir / "live.db").string();
   test::file_at_schema(live, newest - 1);
   const auto live_shape = shape_of(live);
-  const auto old_rebuilt = test::run(ctl(), {"swap-in", "--projection", "users", "--from", older, "--db", live}, clean_env);
+  const auto old_rebuilt = test::run(ctl(), {"swap-in", "--skip-log-check", "--projection", "users", "--from", older, "--db", live}, clean_env);
   CHECK(old_rebuilt.status == 1);
   CHECK(old_rebuilt.err.find("schema version") != std::string::npos);
   CHECK(shape_of(live) == live_shape);
   // A rebuilt file without the projection's offsets is refused before the
   // live file is migrated too (it was migrated, then refused).
   const auto no_offsets =
-      test::run(ctl(), {"swap-in", "--projection", "referrals", "--from", rebuilt, "--db", live}, clean_env);
+      test::run(ctl(), {"swap-in", "--skip-log-check", "--projection", "referrals", "--from", rebuilt, "--db", live}, clean_env);
   CHECK(no_offsets.status == 1);
   CHECK(no_offsets.err.find("holds no stored offsets") != std::string::npos);
   CHECK(shape_of(live) == live_shape);
@@ -621,7 +621,7 @@ TEST_CASE("writing commands refuse a --db that is not a clerk-sync database, or 
     c.exec("INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at) "
            "VALUES ('users', 'clerk.events', 0, 7, 0)");
   }
-  const auto upgraded = test::run(ctl(), {"swap-in", "--projection", "users", "--from", rebuilt, "--db", live}, clean_env);
+  const auto upgraded = test::run(ctl(), {"swap-in", "--skip-log-check", "--projection", "users", "--from", rebuilt, "--db", live}, clean_env);
   CAPTURE(upgraded.err);
   CHECK(upgraded.status == 0);
   CHECK(test::query_int(live, "PRAGMA user_version") == newest);
@@ -635,7 +635,7 @@ TEST_CASE("writing commands refuse a --db that is not a clerk-sync database, or 
     c.exec("PRAGMA application_id = 0");
     c.exec("UPDATE kafka_offsets SET next_offset = 99");
   }
-  const auto refused = test::run(ctl(), {"swap-in", "--projection", "users", "--from", unmarked, "--db", live}, clean_env);
+  const auto refused = test::run(ctl(), {"swap-in", "--skip-log-check", "--projection", "users", "--from", unmarked, "--db", live}, clean_env);
   CHECK(refused.status == 1);
   CHECK(refused.err.find("is not a finished replay's file") != std::string::npos);
   CHECK(test::query_int(live, "SELECT next_offset FROM kafka_offsets WHERE projection = 'users'") == 7);
@@ -664,7 +664,7 @@ TEST_CASE("swap-in and dead-letters retry say that they wait for another process
   const auto rebuilt = (dir / "rebuilt.db").string();
   make_finished_users_replay(rebuilt);
   const std::vector<std::pair<std::string, std::vector<std::string>>> commands = {
-      {"swap.db", {"swap-in", "--projection", "users", "--from", rebuilt, "--db"}},
+      {"swap.db", {"swap-in", "--skip-log-check", "--projection", "users", "--from", rebuilt, "--db"}},
       {"retry.db", {"dead-letters", "retry", "--all", "--db"}}};
   for (auto [name, args] : commands) {
     CAPTURE(args[0]);
@@ -695,7 +695,7 @@ TEST_CASE("swap-in that waits past its busy timeout for another writer names the
   { store::database created(live, {.keep_wal_files = true}); }
   SQLite::Database writer(live, SQLite::OPEN_READWRITE);
   writer.exec("BEGIN IMMEDIATE");
-  const auto r = test::run(ctl(), {"swap-in", "--projection", "users", "--from", rebuilt, "--db", live}, clean_env);
+  const auto r = test::run(ctl(), {"swap-in", "--skip-log-check", "--projection", "users", "--from", rebuilt, "--db", live}, clean_env);
   writer.exec("ROLLBACK");
   INFO(r.err);
   CHECK(r.status == 1);
@@ -705,7 +705,7 @@ TEST_CASE("swap-in that waits past its busy timeout for another writer names the
   CHECK(test::query_int(live, "SELECT count(*) FROM kafka_offsets") == 0);
   // Retried once the lock is free, as the line says.
   const auto retried =
-      test::run(ctl(), {"swap-in", "--projection", "users", "--from", rebuilt, "--db", live}, clean_env);
+      test::run(ctl(), {"swap-in", "--skip-log-check", "--projection", "users", "--from", rebuilt, "--db", live}, clean_env);
   CHECK_MESSAGE(retried.status == 0, retried.err);
   CHECK(test::query_int(live, "SELECT next_offset FROM kafka_offsets WHERE projection = 'users'") == 7);
 }
@@ -723,7 +723,7 @@ TEST_CASE("swap-in takes a replay of a topic the live projection reads, an old t
   };
   // The live projection reads another topic only: refused, both named.
   offsets_of("a.old.events", 40);
-  const auto other = test::run(ctl(), {"swap-in", "--projection", "users", "--from", rebuilt, "--db", live}, clean_env);
+  const auto other = test::run(ctl(), {"swap-in", "--skip-log-check", "--projection", "users", "--from", rebuilt, "--db", live}, clean_env);
   CHECK(other.status == 1);
   CHECK_MESSAGE(other.err.find(rebuilt + " was replayed from clerk.events, " + live +
                                "'s users stores offsets of a.old.events only") != std::string::npos,
@@ -732,7 +732,7 @@ TEST_CASE("swap-in takes a replay of a topic the live projection reads, an old t
   // After a move to clerk.events, the old topic's offsets stay beside the
   // new one's: the replay of clerk.events is swapped in.
   offsets_of("clerk.events", 3);
-  const auto moved = test::run(ctl(), {"swap-in", "--projection", "users", "--from", rebuilt, "--db", live}, clean_env);
+  const auto moved = test::run(ctl(), {"swap-in", "--skip-log-check", "--projection", "users", "--from", rebuilt, "--db", live}, clean_env);
   CHECK_MESSAGE(moved.status == 0, moved.err);
   CHECK(test::query_int(live, "SELECT next_offset FROM kafka_offsets WHERE projection = 'users' AND topic = "
                               "'clerk.events'") == 7);

@@ -625,6 +625,64 @@ TEST_CASE("swap-in puts a rebuilt projection into the live file, refused while i
   CHECK(test::query_int(live, ledger_sql) == test::query_int(reference, ledger_sql));
 }
 
+TEST_CASE("swap-in checks the rebuilt offsets against the cluster's log: another log's replay is refused") {
+  // A replay of another cluster (an operator without the environment file
+  // reaching a development broker), or of the topic before it was
+  // recreated: each offset inside the log, the record before it the one
+  // the replay applied last, as the consumers will check on their start.
+  const auto topic = test::fresh_topic("ctl-swap-log", 1);
+  const auto events = test::generate_events({.users = 3, .events = 10, .seed = 37});
+  test::produce_events(test::broker(), topic, events);
+  test::temp_dir dir;
+  const auto rebuilt_with = [&](const std::string& name, std::int64_t next, const std::string& last_id) {
+    const auto path = (dir / name).string();
+    store::database d(path);
+    store::exec(d, "INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at, last_svix_id) "
+                   "VALUES ('users', '" + topic + "', 0, " + std::to_string(next) + ", 0, '" + last_id + "')");
+    store::exec(d, "PRAGMA application_id = " + std::to_string(store::finished_replay_id));
+    return path;
+  };
+  const auto live = (dir / "live.db").string();
+  { store::database made(live); }
+  const auto swap = [&](const std::string& from, std::vector<std::string> extra = {},
+                        std::map<std::string, std::string> env = {}) {
+    std::vector<std::string> args{"swap-in", "--projection", "users", "--from", from, "--db", live};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto e = kafka_env(topic);
+    for (const auto& [k, v] : env) e[k] = v;
+    return test::run(ctl(), args, e, 60s);
+  };
+  const auto offsets_in_live = [&] { return test::query_int(live, "SELECT count(*) FROM kafka_offsets"); };
+
+  const auto other_log = swap(rebuilt_with("other.db", 5, "msg_of_another_log"));
+  CHECK(other_log.status == 1);
+  CHECK_MESSAGE(other_log.err.find("the record at offset 4 of " + topic + "/0 at " + test::broker().brokers + " is " +
+                                   events[4].svix_id + ", not msg_of_another_log") != std::string::npos,
+                other_log.err);
+  CHECK(other_log.err.find("nothing was swapped in") != std::string::npos);
+  CHECK(offsets_in_live() == 0);
+
+  const auto past_end = swap(rebuilt_with("past.db", 50, "msg_x"));
+  CHECK(past_end.status == 1);
+  CHECK_MESSAGE(past_end.err.find("is outside the log [0, 10]") != std::string::npos, past_end.err);
+  CHECK(offsets_in_live() == 0);
+
+  // Kafka unreachable: refused, saying how to swap in without the check.
+  const auto good = rebuilt_with("good.db", 5, events[4].svix_id);
+  const auto unreachable = swap(good, {"--timeout-ms", "1500"}, {{"KAFKA_BROKERS", "127.0.0.1:1"}});
+  CHECK(unreachable.status == 1);
+  CHECK_MESSAGE(unreachable.err.find("--skip-log-check swaps in without this check") != std::string::npos,
+                unreachable.err);
+  CHECK(offsets_in_live() == 0);
+  const auto skipped = swap(good, {"--skip-log-check"}, {{"KAFKA_BROKERS", "127.0.0.1:1"}});
+  CHECK_MESSAGE(skipped.status == 0, skipped.err);
+  CHECK(offsets_in_live() == 1);
+
+  // The replay of this log: swapped in.
+  CHECK(swap(rebuilt_with("again.db", 7, events[6].svix_id)).status == 0);
+  CHECK(test::query_int(live, "SELECT next_offset FROM kafka_offsets") == 7);
+}
+
 TEST_CASE("a second replay into the same file is refused while the first runs, and leaves the first's partial file") {
   const auto topic = test::fresh_topic("ctl-replay-twice", 1);
   test::produce_events(test::broker(), topic, test::generate_events({.users = 3, .events = 12, .seed = 13}));
