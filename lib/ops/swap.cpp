@@ -171,6 +171,8 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
     auto& c = db.native();
     const attached guard(c, from);
     SQLite::Transaction tx(c, SQLite::TransactionBehavior::IMMEDIATE);
+    // A live file that was a replay moved into place whole keeps no mark.
+    (void)store::clear_replay_mark(db);
     for (const auto k : projections) {
       const std::string p(projection::name(k));
       swapped s{k};

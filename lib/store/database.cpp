@@ -201,6 +201,16 @@ void exec(database& db, const std::string& sql) {
   }
 }
 
+bool clear_replay_mark(database& db) {
+  try {
+    if (db.native().execAndGet("PRAGMA application_id").getInt() != finished_replay_id) return false;
+    db.native().exec("PRAGMA application_id = 0");
+    return true;
+  } catch (const SQLite::Exception& e) {
+    throw db_error(std::string("clearing the finished replay's mark: ") + e.what());
+  }
+}
+
 bool checkpoint_wal(database& db) {
   try {
     // One row: busy (1 if it could not finish), frames in the WAL, frames

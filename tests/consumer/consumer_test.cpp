@@ -84,6 +84,12 @@ TEST_CASE("no partitions from the group within the join deadline is an error lin
   // retries for ever and says so at warn, nothing is consumed, and
   // journalctl -p err must say so.
   t::temp_dir dir;
+  // The file is a finished replay moved into place whole, its mark on.
+  {
+    clerk_sync::store::database replayed((dir / "down.db").string());
+    clerk_sync::store::exec(replayed,
+                            "PRAGMA application_id = " + std::to_string(clerk_sync::store::finished_replay_id));
+  }
   t::process consumer(t::binary_path("app/consumer/clerk-sync-consumer"),
                       {"--projection", "users", "--db", (dir / "down.db").string(), "--join-deadline-s", "2"},
                       {{"KAFKA_BROKERS", "127.0.0.1:" + std::to_string(t::free_port())}, {"NOTIFY_SOCKET", ""}});
@@ -92,6 +98,9 @@ TEST_CASE("no partitions from the group within the join deadline is an error lin
   CHECK(consumer.stderr_text().find("error=_ALL_BROKERS_DOWN") != std::string::npos);
   consumer.signal(SIGTERM);
   CHECK(consumer.wait(30s) == 0);
+  // Live now: the mark is off, so a copy of the file never passes swap-in
+  // as a finished replay.
+  CHECK(t::query_int((dir / "down.db").string(), "PRAGMA application_id") == 0);
   // A consumer that joins says nothing of the kind (a deadline a loaded
   // machine's join stays well within).
   const auto topic = t::fresh_topic("consumer-joins", 1);

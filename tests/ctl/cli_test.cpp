@@ -716,6 +716,7 @@ TEST_CASE("swap-in takes a replay of a topic the live projection reads, an old t
   make_finished_users_replay(rebuilt);  // of clerk.events
   const auto live = (dir / "live.db").string();
   { store::database created(live); }
+  mark_finished_replay(live);  // an earlier replay moved into place whole
   const auto offsets_of = [&](const std::string& topic, int next) {
     SQLite::Database c(live, SQLite::OPEN_READWRITE);
     c.exec("INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at) VALUES ('users', '" +
@@ -736,6 +737,9 @@ TEST_CASE("swap-in takes a replay of a topic the live projection reads, an old t
   CHECK_MESSAGE(moved.status == 0, moved.err);
   CHECK(test::query_int(live, "SELECT next_offset FROM kafka_offsets WHERE projection = 'users' AND topic = "
                               "'clerk.events'") == 7);
+  // The live file keeps no finished replay's mark: a copy of it would pass
+  // swap-in's check.
+  CHECK(test::query_int(live, "PRAGMA application_id") == 0);
 }
 
 TEST_CASE("every command refuses an empty --projection, which an unset variable in a script gives, with exit 2") {
