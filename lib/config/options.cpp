@@ -175,15 +175,16 @@ CLI::Validator broker_list() {
       "BROKERS");
 }
 
-CLI::Validator origin() {
+CLI::Validator origin(bool browser_extensions) {
   return CLI::Validator(
-      [](std::string& value) -> std::string {
+      [browser_extensions](std::string& value) -> std::string {
         value = trim(value);
         const auto sep = value.find("://");
         const std::string scheme = sep == std::string::npos ? std::string() : value.substr(0, sep);
         const std::string rest = sep == std::string::npos ? std::string() : value.substr(sep + 3);
+        const bool extension = browser_extensions && (scheme == "chrome-extension" || scheme == "moz-extension");
         // As a browser spells it: lower case, no empty or default port.
-        const bool ok = (scheme == "https" || scheme == "http") && !rest.empty() && rest.front() != ':' &&
+        const bool ok = (scheme == "https" || scheme == "http" || extension) && !rest.empty() && rest.front() != ':' &&
                         rest.back() != ':' && !rest.ends_with(scheme == "https" ? ":443" : ":80") &&
                         std::all_of(rest.begin(), rest.end(), [](char ch) {
                           return ch > ' ' && ch < '\x7f' && ch != '/' && ch != '?' && ch != '#' && ch != '@' &&
@@ -191,7 +192,9 @@ CLI::Validator origin() {
                         });
         return ok ? std::string()
                   : "\"" + value + "\" is not an origin (scheme://host[:port] as a browser sends it, lower case "
-                    "and no default port, which a token's azp holds exactly: e.g. https://app.example)";
+                    "and no default port, which a token's azp holds exactly: e.g. https://app.example" +
+                        (browser_extensions ? std::string(", or chrome-extension://<id>, moz-extension://<uuid>)")
+                                            : std::string(")"));
       },
       "ORIGIN");
 }

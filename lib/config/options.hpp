@@ -51,8 +51,11 @@ void add_log_options(CLI::App& app, log_options& opts);
 // requires scheme://host[:port] with http or https and nothing after it (no
 // path, not even a trailing '/'), in lower case and without an empty or
 // default port, as browsers send an origin: anything else can never equal
-// a token's azp and would refuse every token meant for it.
-[[nodiscard]] CLI::Validator origin();
+// a token's azp and would refuse every token meant for it. With
+// `browser_extensions`, also a Chrome or Firefox extension's origin
+// (chrome-extension://<id>, moz-extension://<uuid>), which Clerk's
+// extension SDK puts in azp.
+[[nodiscard]] CLI::Validator origin(bool browser_extensions = false);
 
 // For a Kafka broker list, librdkafka's bootstrap.servers, read as
 // librdkafka 2.0.2 reads it: [proto://]host[:port][/path] entries separated

@@ -84,6 +84,16 @@ TEST_CASE("verify-token: claims and exit 0, or the reason and exit 1") {
   with_iss.back() = "https://clerk.example.com/";
   CHECK(with(with_iss, issued).status == 2);
 
+  // A browser extension's origin is an authorized party as a site's is
+  // (Clerk's Chrome extension SDK puts it in azp); a path still is not.
+  const std::string extension = "chrome-extension://abcdefghijklmnopabcdefghijklmnop";
+  const auto from_extension = signer.sign(header, payload(300, extension));
+  CHECK(with({"verify-token", "--jwt-key-file", (dir / "key.pem").string(), "--authorized-party", extension},
+             from_extension).status == 0);
+  CHECK(with(pem, from_extension).status == 1);
+  CHECK(with({"verify-token", "--jwt-key-file", (dir / "key.pem").string(), "--authorized-party", extension + "/x"},
+             from_extension).status == 2);
+
   // A wider skew accepts what the default refuses.
   auto skewed = pem;
   skewed.insert(skewed.end(), {"--clock-skew-s", "600"});
