@@ -239,60 +239,81 @@ int compare(const compare_args& c) {
 
 struct swap_args {
   kafka::client_config kafka;
+  std::string topic = "clerk.events";
   std::string projections;
   std::string from;
   std::string db;
   int timeout_ms = 15'000;
   bool skip_log_check = false;
+  bool live_log_gone = false;
 };
 
-// The rebuilt file's offsets against the log they say they are of, as the
-// consumers will find it once started: each partition's offset inside the
-// log, and the record before it the one the replay applied last. A replay
-// of another cluster (an operator without the environment file, reaching a
-// development broker) or of a topic recreated since would otherwise
-// replace the live rows, and only the consumer's restart would tell
-// (exit 5), auth answering from the foreign rows meanwhile.
-void check_rebuilt_log(const swap_args& a, const std::vector<projection::kind>& kinds) {
-  std::map<std::string, std::vector<projection::kind>> by_topic;
-  {
-    store::database rebuilt(a.from, {.read_only = true});
-    for (const auto k : kinds)
-      if (const auto topics = projection::offset_topics(rebuilt, k); !topics.empty())
-        by_topic[topics.front()].push_back(k);  // more than one: swap_in refuses it
-  }
+// Both files' offsets of the topic against its log on the cluster this
+// shell reaches, as the consumers will find them once started: each inside
+// the log, the record before it the one applied last.
+// - The rebuilt file's: a replay of another cluster, or of the topic before
+//   it was recreated, would otherwise replace the live rows, and only the
+//   consumer's restart would tell (exit 5), auth answering from the
+//   foreign rows meanwhile.
+// - The live file's: when they are not of this log either, this shell may
+//   reach another cluster than the consumers (no environment file sourced,
+//   a development broker on the default address), where the replay was
+//   made too. Or the topic was recreated and its consumers stopped with
+//   exit 5, the case a swap-in repairs: --live-log-gone says so.
+void check_against_log(const swap_args& a, const std::vector<projection::kind>& kinds) {
   const std::string nothing = "; nothing was swapped in";
   const std::string skip = " (--skip-log-check swaps in without this check)";
-  for (const auto& [topic, ks] : by_topic) {
+  const std::string at = " at " + a.kafka.brokers;
+  std::map<projection::kind, std::map<std::int32_t, std::int64_t>> rebuilt_offsets;
+  {
+    store::database rebuilt(a.from, {.read_only = true});
+    for (const auto k : kinds) rebuilt_offsets[k] = projection::stored_offsets(rebuilt, k, a.topic);
+  }
+  for (const bool live : {false, true}) {
+    if (live && a.live_log_gone) continue;
+    const auto& file = live ? a.db : a.from;
+    const std::string why = live ? ": the consumers' offsets are not of this log, so this shell may reach another "
+                                   "cluster than they do (source the environment file: KAFKA_BROKERS), or the topic "
+                                   "was recreated (its consumers stopped with exit 5; then --live-log-gone)"
+                                 : ": replayed from another cluster, or the topic was recreated since";
     std::vector<ops::projection_report> reports;
     try {
-      reports = ops::collect_status(a.kafka, topic, a.from, ks, std::chrono::milliseconds(a.timeout_ms));
+      reports = ops::collect_status(a.kafka, a.topic, file, kinds, std::chrono::milliseconds(a.timeout_ms));
     } catch (const kafka::fatal_error& e) {
-      throw ops::swap_error("could not check the offsets of " + a.from + " against topic " + topic +
-                            " at " + a.kafka.brokers + ": " + e.what() + nothing + skip);
+      throw ops::swap_error("could not check the offsets of " + file + " against topic " + a.topic + at + ": " +
+                            e.what() + nothing + skip);
     }
-    for (const auto& r : reports)
+    for (const auto& r : reports) {
+      std::set<std::int32_t> listed;
       for (const auto& p : r.partitions) {
-        const auto where = std::string(projection::name(r.db.projection)) + " of " + topic + "/" +
-                           std::to_string(p.partition) + " in " + a.from;
+        listed.insert(p.partition);
+        const auto where = std::string(projection::name(r.db.projection)) + " of " + a.topic + "/" +
+                           std::to_string(p.partition) + " in " + file;
         if (!p.watermarks_failed.empty())
-          throw ops::swap_error("could not check the offsets of " + where + " against the cluster at " +
-                                a.kafka.brokers + ": " + p.watermarks_failed + nothing + skip);
+          throw ops::swap_error("could not check the offsets of " + where + " against the cluster" + at + ": " +
+                                p.watermarks_failed + nothing + skip);
+        if (p.out_of_range && p.stored.value_or(0) < p.low && !live)
+          throw ops::swap_error("the offset " + std::to_string(p.stored.value_or(0)) + " of " + where +
+                                " is below the log's start " + std::to_string(p.low) + at +
+                                ": records were deleted since the replay; replay again" + nothing);
         if (p.out_of_range)
           throw ops::swap_error("the offset " + std::to_string(p.stored.value_or(0)) + " of " + where +
                                 " is outside the log [" + std::to_string(p.low) + ", " + std::to_string(p.high) +
-                                "] at " + a.kafka.brokers +
-                                ": replayed from another cluster, or the topic was recreated since" + nothing);
+                                "]" + at + why + nothing);
         if (p.recreated_found_svix_id)
-          throw ops::swap_error("the record at offset " + std::to_string(p.compared_offset) + " of " + topic + "/" +
-                                std::to_string(p.partition) + " at " + a.kafka.brokers + " is " +
-                                *p.recreated_found_svix_id + ", not " + p.applied_svix_id + " which the replay in " +
-                                a.from + " applied: replayed from another cluster, or the topic was recreated "
-                                "since" + nothing);
+          throw ops::swap_error("the record at offset " + std::to_string(p.compared_offset) + " of " + a.topic + "/" +
+                                std::to_string(p.partition) + at + " is " + *p.recreated_found_svix_id + ", not " +
+                                p.applied_svix_id + " which " + file + " applied" + why + nothing);
         if (!p.resume_unchecked.empty())
-          throw ops::swap_error("could not check the record before the offset of " + where + " at " +
-                                a.kafka.brokers + ": " + p.resume_unchecked + nothing + skip);
+          throw ops::swap_error("could not check the record before the offset of " + where + at + ": " +
+                                p.resume_unchecked + nothing + skip);
       }
+      if (!live)
+        for (const auto& [partition, next] : rebuilt_offsets[r.db.projection])
+          if (!listed.contains(partition))
+            throw ops::swap_error(a.from + " stores an offset of " + a.topic + "/" + std::to_string(partition) +
+                                  ", a partition the topic" + at + " does not have" + why + nothing);
+    }
   }
 }
 
@@ -302,9 +323,9 @@ int swap_in(const swap_args& a) {
   const auto kinds = kinds_of(a.projections);
   return guarded([&] {
     const auto check_log = [&] {
-      if (!a.skip_log_check) check_rebuilt_log(a, kinds);
+      if (!a.skip_log_check) check_against_log(a, kinds);
     };
-    for (const auto& s : ops::swap_in(a.from, a.db, kinds, log_migration_wait(a.db), check_log)) {
+    for (const auto& s : ops::swap_in(a.from, a.db, kinds, a.topic, log_migration_wait(a.db), check_log)) {
       log::info("swapped in", {{"projection", projection::name(s.projection)},
                                {"rows", s.rows},
                                {"ledger_rows", s.ledger_rows},
@@ -557,11 +578,17 @@ void add_db_commands(CLI::App& app, runner& run) {
   sw->add_option("--from", w->from, "The file replay wrote")->required();
   sw->add_option("--db", w->db, "The live database file")->envname("CLERK_SYNC_DB")->required();
   config::add_kafka_options(*sw, w->kafka);
-  sw->add_option("--timeout-ms", w->timeout_ms, "Kafka request timeout of the log check")
+  sw->add_option("--topic", w->topic, "Events topic the consumers read, which the replay must be of")
+      ->envname("CLERK_SYNC_TOPIC")
+      ->capture_default_str();
+  sw->add_option("--timeout-ms", w->timeout_ms, "Timeout of each Kafka request of the log check")
       ->check(CLI::Range(1'000, 600'000))
       ->capture_default_str();
   sw->add_flag("--skip-log-check", w->skip_log_check,
-               "Swap in without checking the rebuilt offsets against the cluster's log (Kafka unreachable)");
+               "Swap in without checking the two files' offsets against the cluster's log (Kafka unreachable)");
+  sw->add_flag("--live-log-gone", w->live_log_gone,
+               "The live file's offsets are of a log that is gone (the topic recreated, its consumers stopped with "
+               "exit 5): check the rebuilt file's alone");
   sw->callback([w, &run] { run = [w] { return swap_in(*w); }; });
 
   auto* st = app.add_subcommand(

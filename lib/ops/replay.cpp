@@ -282,15 +282,21 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
 
   // Checked once caught up, or when the log loses what is being read.
   first_records first_read;
-  // Progress is a record accepted or a partition passed, not any message:
-  // events arriving after the start on other partitions (the receiver runs
-  // on) must neither hold off the stall nor the count of a partition whose
-  // log ends in records the reader is never given.
+  // Progress is the lag going down (a record accepted, a partition read up
+  // to its target or passed) or a batch applied, not any message: events
+  // arriving after the start on other partitions (the receiver runs on)
+  // must neither hold off the stall nor the count of a partition whose log
+  // ends in records the reader is never given.
   auto last_progress = std::chrono::steady_clock::now();
+  auto last_lag = tracker.lag();
   auto last_report = last_progress;
   auto last_stop_check = last_progress;
   auto last_passed_check = last_progress;
   auto batch_since = last_progress;  // when the batch's first record was read
+  const auto apply_batch = [&] {
+    flush();
+    last_progress = std::chrono::steady_clock::now();  // a slow database is not a stall
+  };
   while (!tracker.done()) {
     std::optional<kafka::message> m;
     try {
@@ -311,7 +317,6 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
       if (stop_requested()) stop();
     }
     if (m && tracker.accept(m->partition, m->offset)) {
-      last_progress = now;
       if (batch.empty()) batch_since = now;
       batch.push_back(consume::to_envelope(std::move(*m)));
       first_read.try_emplace(batch.back().partition, batch.back().offset, batch.back().svix_id);
@@ -321,21 +326,24 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
     // an aborted transaction's records, as another tool's transactional
     // producer leaves at a log's end). Asked when nothing came, and at
     // least every 200 ms, as a poll may never come back empty.
-    if (!m || now - last_passed_check >= std::chrono::milliseconds(200)) {
+    const bool ask_positions = !m || now - last_passed_check >= std::chrono::milliseconds(200);
+    if (ask_positions) {
       last_passed_check = now;
-      const auto lag = tracker.lag();
       for (const auto& [p, position] : reader.positions(opts.topic)) tracker.passed(p, position);
-      if (tracker.lag() < lag) last_progress = now;
-      if (!tracker.done() && now - last_progress > opts.stall_timeout) {
-        flush();
-        report();
-        throw replay_error("no progress for " + std::to_string(opts.stall_timeout.count()) + " ms with " +
-                           std::to_string(tracker.lag()) + " still to read");
-      }
+    }
+    if (const auto lag = tracker.lag(); lag < last_lag) {
+      last_lag = lag;
+      last_progress = now;
+    }
+    if (ask_positions && !tracker.done() && now - last_progress > opts.stall_timeout) {
+      flush();
+      report();
+      throw replay_error("no progress for " + std::to_string(opts.stall_timeout.count()) + " ms with " +
+                         std::to_string(tracker.lag()) + " still to read");
     }
     if (batch.size() >= opts.batch_size || tracker.done() ||
         (!batch.empty() && (!m || now - batch_since >= std::chrono::seconds(1))))
-      flush();
+      apply_batch();
     if (now - last_report >= opts.progress_interval) {
       last_report = now;
       report();

@@ -66,7 +66,7 @@ struct attached {
 }  // namespace
 
 std::vector<swapped> swap_in(const std::string& from, const std::string& live,
-                             const std::vector<projection::kind>& projections,
+                             const std::vector<projection::kind>& projections, const std::string& topic,
                              const std::function<void(const std::string& lock)>& on_migration_wait,
                              const std::function<void()>& before_swap) {
   // Both files must be clerk-sync databases, the rebuilt one at this
@@ -119,6 +119,16 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
       if (rebuilt_topics[k].empty())
         throw swap_error(from + " holds no stored offsets for " + std::string(projection::name(k)) +
                          ": it is not a replay of that projection, or one of an empty topic (then nothing to swap in)");
+      // A replay reads one topic, the one the consumers read: a replay of an
+      // old topic swapped in would drop the current topic's offsets, and
+      // its consumer would read that topic again from its start, answering
+      // from the old topic's rows meanwhile.
+      if (rebuilt_topics[k] != std::vector<std::string>{topic}) {
+        std::string read;
+        for (const auto& t : rebuilt_topics[k]) read += (read.empty() ? "" : ", ") + t;
+        throw swap_error(from + " was replayed from " + read + ", not from " + topic +
+                         ", the topic the consumers read (CLERK_SYNC_TOPIC, --topic)");
+      }
       rebuilt_offsets[k] = projection::stored_offsets(rebuilt, k, rebuilt_topics[k].front());
     }
   }
@@ -146,7 +156,8 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
       const auto live_topics = projection::offset_topics(live_view, k);
       // An old topic's offsets may stay beside the current one's after a
       // move to a new topic (ctl status lists both): what matters is that
-      // the live projection reads the replayed topic too.
+      // the live projection reads the replayed topic too. (The old topic's
+      // go with the swap: the rebuilt file stores none.)
       if (!live_topics.empty() && std::find(live_topics.begin(), live_topics.end(), rebuilt.front()) == live_topics.end()) {
         std::string read;
         for (const auto& t : live_topics) read += (read.empty() ? "" : ", ") + t;

@@ -38,8 +38,9 @@ struct swapped {
 // holding each projection's lock (store::projection_lock_path) exclusively
 // meanwhile. Throws swap_error while a consumer of one runs on `live` (it
 // holds that lock shared), or when `from` is not a rebuild of them for this
-// file (no stored offsets for a projection, another topic, another schema
-// version); store::db_error or store::open_error when a file cannot be read
+// file (no stored offsets for a projection, offsets of another topic than
+// `topic`, which the consumers read, or of more than one, a live file that
+// stores offsets of other topics only, another schema version); store::db_error or store::open_error when a file cannot be read
 // or written. A live file at an older schema is migrated first; while
 // another process migrates it, the swap waits for that, after one call of
 // `on_migration_wait` with the lock file's path (store::open_options).
@@ -48,6 +49,7 @@ struct swapped {
 // offsets against the log), which refuses by throwing.
 [[nodiscard]] std::vector<swapped> swap_in(const std::string& from, const std::string& live,
                                            const std::vector<projection::kind>& projections,
+                                           const std::string& topic,
                                            const std::function<void(const std::string& lock)>& on_migration_wait = {},
                                            const std::function<void()>& before_swap = {});
 

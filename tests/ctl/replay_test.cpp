@@ -681,6 +681,46 @@ TEST_CASE("swap-in checks the rebuilt offsets against the cluster's log: another
   // The replay of this log: swapped in.
   CHECK(swap(rebuilt_with("again.db", 7, events[6].svix_id)).status == 0);
   CHECK(test::query_int(live, "SELECT next_offset FROM kafka_offsets") == 7);
+
+  // A partition the topic does not have (a replay of another cluster's
+  // topic of more partitions).
+  const auto wide = rebuilt_with("wide.db", 7, events[6].svix_id);
+  {
+    store::database d(wide);
+    store::exec(d, "INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at, last_svix_id) "
+                   "VALUES ('users', '" + topic + "', 3, 2, 0, 'msg_y')");
+  }
+  const auto partitions = swap(wide);
+  CHECK(partitions.status == 1);
+  CHECK_MESSAGE(partitions.err.find("stores an offset of " + topic + "/3, a partition the topic at") !=
+                    std::string::npos,
+                partitions.err);
+
+  // A replay of another topic than the consumers read: refused before Kafka
+  // is asked, even with the check skipped.
+  const auto other_topic = swap(rebuilt_with("again2.db", 7, events[6].svix_id), {"--skip-log-check"},
+                                {{"CLERK_SYNC_TOPIC", topic + ".next"}});
+  CHECK(other_topic.status == 1);
+  CHECK_MESSAGE(other_topic.err.find("was replayed from " + topic + ", not from " + topic + ".next") !=
+                    std::string::npos,
+                other_topic.err);
+
+  // The live file's offsets are not of this log either: this shell may
+  // reach another cluster than the consumers, where the replay was made
+  // too. Refused, unless the topic was recreated (--live-log-gone).
+  {
+    store::database d(live);
+    store::exec(d, "UPDATE kafka_offsets SET last_svix_id = 'msg_of_the_log_gone'");
+  }
+  const auto live_other = swap(rebuilt_with("again3.db", 8, events[7].svix_id));
+  CHECK(live_other.status == 1);
+  CHECK_MESSAGE(live_other.err.find("which " + live + " applied: the consumers' offsets are not of this log") !=
+                    std::string::npos,
+                live_other.err);
+  CHECK(test::query_int(live, "SELECT next_offset FROM kafka_offsets") == 7);
+  const auto gone = swap(rebuilt_with("again4.db", 8, events[7].svix_id), {"--live-log-gone"});
+  CHECK_MESSAGE(gone.status == 0, gone.err);
+  CHECK(test::query_int(live, "SELECT next_offset FROM kafka_offsets") == 8);
 }
 
 TEST_CASE("a second replay into the same file is refused while the first runs, and leaves the first's partial file") {
@@ -1114,7 +1154,11 @@ TEST_CASE("replay finishes while webhooks keep arriving, a partition's log endin
 
   test::temp_dir dir;
   const auto rebuilt = (dir / "rebuilt.db").string();
-  const auto r = ctl_run({"replay", "--projection", "users", "--db", rebuilt, "--stall-timeout-ms", "5000"}, topic);
+  // Partition 1's log end before the replay starts: the replay's target
+  // there is at least this.
+  kafka::consumer watcher(test::broker(), "");
+  const auto p1_end_before = watcher.watermarks(topic, 1, 10s).second;
+  const auto r = ctl_run({"replay", "--projection", "users", "--db", rebuilt, "--stall-timeout-ms", "30000"}, topic);
   // It ended while events still arrived, not once the traffic stopped.
   const bool ended_amid_traffic = !traffic_over;
   stop = true;
@@ -1127,6 +1171,9 @@ TEST_CASE("replay finishes while webhooks keep arriving, a partition's log endin
   REQUIRE(std::filesystem::exists(rebuilt));
   for (const auto& e : committed)
     CHECK(test::query_int(rebuilt, "SELECT count(*) FROM users WHERE id = '" + e.key + "'") == 1);
+  // The busy partition was read up to its target, not left short.
+  CHECK(test::query_int(rebuilt, "SELECT next_offset FROM kafka_offsets WHERE projection = 'users' AND partition = 1") >=
+        p1_end_before);
 }
 
 TEST_CASE("replay refuses a log that no longer starts at offset 0 unless --allow-incomplete, never leaving a partial file") {
