@@ -71,6 +71,9 @@ request_token extract_token(std::optional<std::string_view> authorization, std::
 
 bool setup_refusal(std::string_view outcome) {
   using token::reason;
+  // A site that sends its own Authorization (behind auth_basic, an API key
+  // beside the session cookie) has every request refused so.
+  if (outcome == "bad_authorization") return true;
   for (const auto r : {reason::bad_issuer, reason::bad_azp, reason::not_yet_valid, reason::issued_in_future})
     if (outcome == token::to_string(r)) return true;
   return false;

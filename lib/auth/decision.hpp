@@ -41,8 +41,10 @@ struct session_row {
 // Whether an outcome is a refusal of a token whose signature verified that
 // points to this service's setup rather than to the token: an issuer or
 // authorized party other than the one Clerk writes, a host clock behind
-// Clerk's (not_yet_valid, issued_in_future). Set up wrong, it refuses every
-// user.
+// Clerk's (not_yet_valid, issued_in_future); and an Authorization field
+// that is no token (bad_authorization), which a site sending its own
+// (Basic behind auth_basic, an API key) sends with every request. Set up
+// wrong, it refuses every user.
 [[nodiscard]] bool setup_refusal(std::string_view outcome);
 
 // A session status after which the session never comes back (DESIGN §2).

@@ -48,6 +48,9 @@ TEST_CASE("auth: the token comes from Bearer, else the __session cookie") {
     CHECK(token_of(a, sv("__session=c1")) == std::nullopt);
     CHECK(outcome_of(a, sv("__session=c1")) == "bad_authorization");
   }
+  // Said at warn: a site that sends its own Authorization has every
+  // request refused so.
+  CHECK(auth::setup_refusal("bad_authorization"));
   // An empty field is no field: the cookie is read.
   CHECK(token_of(sv(""), sv("__session=c1")) == sv("c1"));
   CHECK(token_of(sv("  "), sv("__session=c1")) == sv("c1"));
