@@ -250,7 +250,30 @@ void apply(const log_options& opts) {
   parse_warnings().clear();
 }
 
+namespace {
+
+// The log format asked for, read from the raw arguments and environment
+// (the last --log-format given, else CLERK_SYNC_LOG_FORMAT): a bad setting
+// that stops parsing before --log-format is read, or within it, is still
+// said in the format asked for. Nothing when none is valid.
+void use_asked_log_format(int argc, char** argv) {
+  std::string asked;
+  if (const char* env = std::getenv("CLERK_SYNC_LOG_FORMAT")) asked = env;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "--log-format" && i + 1 < argc) asked = argv[i + 1];
+    else if (arg.starts_with("--log-format=")) asked = arg.substr(std::string_view("--log-format=").size());
+  }
+  if (const auto f = log::parse_format(asked)) log::init(*f, log::level::info);
+}
+
+}  // namespace
+
 std::optional<int> parse(CLI::App& app, int argc, char** argv) {
+  const auto refuse = [&](std::string_view what) {
+    use_asked_log_format(argc, argv);
+    return report_exit(app.get_name(), "bad_setting", what, exit_usage);
+  };
   try {
     app.parse(argc, argv);
     refuse_empty_env(app);
@@ -261,21 +284,20 @@ std::optional<int> parse(CLI::App& app, int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const usage_error& e) {
-    return report_exit(app.get_name(), "bad_setting", e.what(), exit_usage);
+    return refuse(e.what());
   } catch (const CLI::ExtrasError&) {
     // CLI11 would repeat the stray arguments: one of them may be a secret
     // pasted in the wrong place, so name none.
-    return report_exit(app.get_name(), "bad_setting", "unexpected arguments (see --help)", exit_usage);
+    return refuse("unexpected arguments (see --help)");
   } catch (const CLI::RequiredError& e) {
     // CLI11 says "A subcommand is required" of `ctl nosuch` too, as if none
     // had been given: say that none of those given is known.
     if (std::string_view(e.what()).starts_with("A subcommand is required"))
-      return report_exit(app.get_name(), "bad_setting", "no subcommand given, or none it knows (see --help)",
-                         exit_usage);
-    return report_exit(app.get_name(), "bad_setting", e.what(), exit_usage);
+      return refuse("no subcommand given, or none it knows (see --help)");
+    return refuse(e.what());
   } catch (const CLI::ParseError& e) {
     // One clear line, never the value (it may be a secret).
-    return report_exit(app.get_name(), "bad_setting", e.what(), exit_usage);
+    return refuse(e.what());
   }
   return std::nullopt;
 }

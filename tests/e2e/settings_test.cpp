@@ -102,6 +102,22 @@ TEST_CASE("an empty KAFKA_BROKERS or CLERK_SYNC_TOPIC stops every Kafka binary i
   }
 }
 
+TEST_CASE("a bad setting is said in the log format asked for, whichever setting is the bad one") {
+  // The format was applied only once every setting had parsed: a bad one
+  // was said in logfmt to a journal read as JSON.
+  test::temp_dir dir;
+  for (const auto& b : kafka_binaries(dir)) {
+    for (const auto& r : {run(b, {"--brokers", "localhost:abc", "--log-format", "json"}),
+                          run(b, {"--log-format=json"}, "KAFKA_BROKERS="),
+                          run(b, {"--brokers", "localhost:abc"}, "CLERK_SYNC_LOG_FORMAT=json")}) {
+      INFO(b.path << ": " << r.err);
+      CHECK(r.status == 2);
+      CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+      CHECK(r.err.find(R"("level":"error","msg":"bad_setting")") != std::string::npos);
+    }
+  }
+}
+
 TEST_CASE("a properties file that names the brokers beside KAFKA_BROKERS wins, with a warning naming both, in the log's format") {
   // The unit's environment file sets KAFKA_BROKERS; a managed cluster's
   // client.properties dropped in as the properties file names its own.
