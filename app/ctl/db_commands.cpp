@@ -289,13 +289,21 @@ void check_against_log(const swap_args& a, const std::vector<projection::kind>& 
         listed.insert(p.partition);
         const auto where = std::string(projection::name(r.db.projection)) + " of " + a.topic + "/" +
                            std::to_string(p.partition) + " in " + file;
-        if (!p.watermarks_failed.empty())
+        // Nothing to compare where the file stores no offset.
+        if (!p.watermarks_failed.empty() && p.stored)
           throw ops::swap_error("could not check the offsets of " + where + " against the cluster" + at + ": " +
                                 p.watermarks_failed + nothing + skip);
         if (p.out_of_range && p.stored.value_or(0) < p.low && !live)
           throw ops::swap_error("the offset " + std::to_string(p.stored.value_or(0)) + " of " + where +
                                 " is below the log's start " + std::to_string(p.low) + at +
                                 ": records were deleted since the replay; replay again" + nothing);
+        // Deleted before the consumers read them (their exit 5): a
+        // development topic starts at 0, so not a sign of another cluster.
+        if (p.out_of_range && p.stored.value_or(0) < p.low && live)
+          throw ops::swap_error("the offset " + std::to_string(p.stored.value_or(0)) + " of " + where +
+                                " is below the log's start " + std::to_string(p.low) + at +
+                                ": records its consumers had not read were deleted (they stopped with exit 5); "
+                                "this swap-in repairs that: --live-log-gone" + nothing);
         if (p.out_of_range)
           throw ops::swap_error("the offset " + std::to_string(p.stored.value_or(0)) + " of " + where +
                                 " is outside the log [" + std::to_string(p.low) + ", " + std::to_string(p.high) +
@@ -587,8 +595,8 @@ void add_db_commands(CLI::App& app, runner& run) {
   sw->add_flag("--skip-log-check", w->skip_log_check,
                "Swap in without checking the two files' offsets against the cluster's log (Kafka unreachable)");
   sw->add_flag("--live-log-gone", w->live_log_gone,
-               "The live file's offsets are of a log that is gone (the topic recreated, its consumers stopped with "
-               "exit 5): check the rebuilt file's alone");
+               "The live file's offsets are of a log that is gone (the topic recreated, or records deleted before "
+               "its consumers read them: they stopped with exit 5): check the rebuilt file's alone");
   sw->callback([w, &run] { run = [w] { return swap_in(*w); }; });
 
   auto* st = app.add_subcommand(

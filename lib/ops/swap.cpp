@@ -162,7 +162,9 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
         std::string read;
         for (const auto& t : live_topics) read += (read.empty() ? "" : ", ") + t;
         throw swap_error(from + " was replayed from " + rebuilt.front() + ", " + live + "'s " +
-                         std::string(projection::name(k)) + " stores offsets of " + read + " only");
+                         std::string(projection::name(k)) + " stores offsets of " + read +
+                         " only: check CLERK_SYNC_TOPIC (source the environment file), or, after a move to " +
+                         rebuilt.front() + ", start its consumers on it once");
       }
       // The consumers are stopped (their locks are held): these stay.
       for (const auto& [partition, at] : projection::stored_offsets(live_view, k, rebuilt.front())) {

@@ -35,6 +35,7 @@ const std::map<std::string, std::string> clean_env = {{"CLERK_WEBHOOK_SECRET", "
                                                       {"CLERK_SYNC_DB", ""},
                                                       {"CLERK_SYNC_BODY_LIMIT", ""},
                                                       {"CLERK_SYNC_HEADER_LIMIT", ""},
+                                                      {"CLERK_SYNC_TOPIC", ""},
                                                       {"KAFKA_BROKERS", "127.0.0.1:1"}};
 
 std::map<std::string, std::string> env_with(std::map<std::string, std::string> extra) {

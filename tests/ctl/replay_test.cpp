@@ -721,6 +721,21 @@ TEST_CASE("swap-in checks the rebuilt offsets against the cluster's log: another
   const auto gone = swap(rebuilt_with("again4.db", 8, events[7].svix_id), {"--live-log-gone"});
   CHECK_MESSAGE(gone.status == 0, gone.err);
   CHECK(test::query_int(live, "SELECT next_offset FROM kafka_offsets") == 8);
+
+  // Records deleted: below the log's start, each file says what that means.
+  kafka::delete_records(test::broker(), topic, 0, 9, 30s);
+  const auto stale_replay = swap(rebuilt_with("trimmed.db", 5, events[4].svix_id), {"--live-log-gone"});
+  CHECK(stale_replay.status == 1);
+  CHECK_MESSAGE(stale_replay.err.find("is below the log's start 9 at " + test::broker().brokers +
+                                      ": records were deleted since the replay; replay again") != std::string::npos,
+                stale_replay.err);
+  const auto unread = swap(rebuilt_with("after.db", 10, events[9].svix_id));
+  CHECK(unread.status == 1);
+  CHECK_MESSAGE(unread.err.find("records its consumers had not read were deleted (they stopped with exit 5); this "
+                                "swap-in repairs that: --live-log-gone") != std::string::npos,
+                unread.err);
+  CHECK(swap(rebuilt_with("after2.db", 10, events[9].svix_id), {"--live-log-gone"}).status == 0);
+  CHECK(test::query_int(live, "SELECT next_offset FROM kafka_offsets") == 10);
 }
 
 TEST_CASE("a second replay into the same file is refused while the first runs, and leaves the first's partial file") {
