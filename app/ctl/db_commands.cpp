@@ -264,11 +264,6 @@ void check_against_log(const swap_args& a, const std::vector<projection::kind>& 
   const std::string nothing = "; nothing was swapped in";
   const std::string skip = " (--skip-log-check swaps in without this check)";
   const std::string at = " at " + a.kafka.brokers;
-  std::map<projection::kind, std::map<std::int32_t, std::int64_t>> rebuilt_offsets;
-  {
-    store::database rebuilt(a.from, {.read_only = true});
-    for (const auto k : kinds) rebuilt_offsets[k] = projection::stored_offsets(rebuilt, k, a.topic);
-  }
   for (const bool live : {false, true}) {
     if (live && a.live_log_gone) continue;
     const auto& file = live ? a.db : a.from;
@@ -284,26 +279,27 @@ void check_against_log(const swap_args& a, const std::vector<projection::kind>& 
                             e.what() + nothing + skip);
     }
     for (const auto& r : reports) {
-      std::set<std::int32_t> listed;
+      if (!live && !r.unknown_partitions.empty())
+        throw ops::swap_error(a.from + " stores an offset of " + a.topic + "/" +
+                              std::to_string(r.unknown_partitions.front()) + ", a partition the topic" + at +
+                              " does not have" + why + nothing);
       for (const auto& p : r.partitions) {
-        listed.insert(p.partition);
         const auto where = std::string(projection::name(r.db.projection)) + " of " + a.topic + "/" +
                            std::to_string(p.partition) + " in " + file;
         // Nothing to compare where the file stores no offset.
         if (!p.watermarks_failed.empty() && p.stored)
           throw ops::swap_error("could not check the offsets of " + where + " against the cluster" + at + ": " +
                                 p.watermarks_failed + nothing + skip);
-        if (p.out_of_range && p.stored.value_or(0) < p.low && !live)
+        // Deleted since: a replay to make again; for the live file, records
+        // its consumers had not read (a development topic starts at 0, so
+        // not a sign of another cluster).
+        if (p.out_of_range && p.stored.value_or(0) < p.low)
           throw ops::swap_error("the offset " + std::to_string(p.stored.value_or(0)) + " of " + where +
                                 " is below the log's start " + std::to_string(p.low) + at +
-                                ": records were deleted since the replay; replay again" + nothing);
-        // Deleted before the consumers read them (their exit 5): a
-        // development topic starts at 0, so not a sign of another cluster.
-        if (p.out_of_range && p.stored.value_or(0) < p.low && live)
-          throw ops::swap_error("the offset " + std::to_string(p.stored.value_or(0)) + " of " + where +
-                                " is below the log's start " + std::to_string(p.low) + at +
-                                ": records its consumers had not read were deleted (they stopped with exit 5); "
-                                "this swap-in repairs that: --live-log-gone" + nothing);
+                                (live ? ": records its consumers had not read were deleted (they stopped with exit "
+                                        "5); this swap-in repairs that: --live-log-gone"
+                                      : ": records were deleted since the replay; replay again") +
+                                nothing);
         if (p.out_of_range)
           throw ops::swap_error("the offset " + std::to_string(p.stored.value_or(0)) + " of " + where +
                                 " is outside the log [" + std::to_string(p.low) + ", " + std::to_string(p.high) +
@@ -316,11 +312,6 @@ void check_against_log(const swap_args& a, const std::vector<projection::kind>& 
           throw ops::swap_error("could not check the record before the offset of " + where + at + ": " +
                                 p.resume_unchecked + nothing + skip);
       }
-      if (!live)
-        for (const auto& [partition, next] : rebuilt_offsets[r.db.projection])
-          if (!listed.contains(partition))
-            throw ops::swap_error(a.from + " stores an offset of " + a.topic + "/" + std::to_string(partition) +
-                                  ", a partition the topic" + at + " does not have" + why + nothing);
     }
   }
 }
@@ -436,6 +427,13 @@ int status(const status_args& a) {
         std::printf("  WRONG TOPIC: no offsets stored for %s; this file's %s offsets are for %s\n", a.topic.c_str(),
                     name.c_str(), listed.c_str());
         log::error("topic_mismatch", {{"projection", name}, {"topic", a.topic}, {"stored_topics", listed}});
+        code = exit_failed;
+      }
+      // Offsets of partitions the topic does not have: another cluster's
+      // topic, or one recreated with fewer partitions.
+      for (const auto p : r.unknown_partitions) {
+        std::printf("  partition %d: stored, but %s has no such partition\n", p, a.topic.c_str());
+        log::error("partition_unknown", {{"projection", name}, {"topic", a.topic}, {"partition", p}});
         code = exit_failed;
       }
       if (a.max_lag >= 0 && r.lag > a.max_lag) {

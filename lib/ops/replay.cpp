@@ -331,17 +331,18 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
       last_passed_check = now;
       for (const auto& [p, position] : reader.positions(opts.topic)) tracker.passed(p, position);
     }
-    if (const auto lag = tracker.lag(); lag < last_lag) {
+    const auto lag = tracker.lag();
+    if (lag < last_lag) {
       last_lag = lag;
       last_progress = now;
     }
-    if (ask_positions && !tracker.done() && now - last_progress > opts.stall_timeout) {
+    if (ask_positions && lag > 0 && now - last_progress > opts.stall_timeout) {
       flush();
       report();
       throw replay_error("no progress for " + std::to_string(opts.stall_timeout.count()) + " ms with " +
-                         std::to_string(tracker.lag()) + " still to read");
+                         std::to_string(lag) + " still to read");
     }
-    if (batch.size() >= opts.batch_size || tracker.done() ||
+    if (batch.size() >= opts.batch_size || lag == 0 ||
         (!batch.empty() && (!m || now - batch_since >= std::chrono::seconds(1))))
       apply_batch();
     if (now - last_report >= opts.progress_interval) {

@@ -120,6 +120,8 @@ std::vector<projection_report> collect_status(const kafka::client_config& cfg, c
     for (const auto& s : stats)
       if (s.projection == k) r.db = s;
     const auto& stored = stored_of[j];
+    for (const auto& [p, position] : stored)
+      if (!marks.contains(p)) r.unknown_partitions.push_back(p);
     for (const auto& [p, m] : marks) {
       partition_lag pl;
       pl.partition = p;

@@ -71,6 +71,10 @@ struct projection_report {
   // asked topic (a migration's old topic may remain beside it), or none at
   // all (no consumer has committed yet).
   std::vector<std::string> other_topics;
+  // Partitions the file stores an offset for that the topic does not have
+  // (a file of another cluster's topic of more partitions): not in
+  // `partitions`, whose entries are the topic's.
+  std::vector<std::int32_t> unknown_partitions;
 };
 
 [[nodiscard]] std::vector<projection_report> collect_status(const kafka::client_config& cfg, const std::string& topic,

@@ -16,6 +16,13 @@
 namespace clerk_sync::ops {
 namespace {
 
+// "a, b, c", for a message.
+std::string listed(const std::vector<std::string>& topics) {
+  std::string out;
+  for (const auto& t : topics) out += (out.empty() ? "" : ", ") + t;
+  return out;
+}
+
 // The columns of main's `table`, quoted, comma-separated, without `skip`.
 std::string columns_of(SQLite::Database& db, const std::string& table, const std::string& skip = "") {
   SQLite::Statement st(db, "SELECT name FROM pragma_table_info(?, 'main')");
@@ -123,12 +130,9 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
       // old topic swapped in would drop the current topic's offsets, and
       // its consumer would read that topic again from its start, answering
       // from the old topic's rows meanwhile.
-      if (rebuilt_topics[k] != std::vector<std::string>{topic}) {
-        std::string read;
-        for (const auto& t : rebuilt_topics[k]) read += (read.empty() ? "" : ", ") + t;
-        throw swap_error(from + " was replayed from " + read + ", not from " + topic +
+      if (rebuilt_topics[k] != std::vector<std::string>{topic})
+        throw swap_error(from + " was replayed from " + listed(rebuilt_topics[k]) + ", not from " + topic +
                          ", the topic the consumers read (CLERK_SYNC_TOPIC, --topic)");
-      }
       rebuilt_offsets[k] = projection::stored_offsets(rebuilt, k, rebuilt_topics[k].front());
     }
   }
@@ -158,14 +162,11 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
       // move to a new topic (ctl status lists both): what matters is that
       // the live projection reads the replayed topic too. (The old topic's
       // go with the swap: the rebuilt file stores none.)
-      if (!live_topics.empty() && std::find(live_topics.begin(), live_topics.end(), rebuilt.front()) == live_topics.end()) {
-        std::string read;
-        for (const auto& t : live_topics) read += (read.empty() ? "" : ", ") + t;
+      if (!live_topics.empty() && std::find(live_topics.begin(), live_topics.end(), rebuilt.front()) == live_topics.end())
         throw swap_error(from + " was replayed from " + rebuilt.front() + ", " + live + "'s " +
-                         std::string(projection::name(k)) + " stores offsets of " + read +
+                         std::string(projection::name(k)) + " stores offsets of " + listed(live_topics) +
                          " only: check CLERK_SYNC_TOPIC (source the environment file), or, after a move to " +
                          rebuilt.front() + ", start its consumers on it once");
-      }
       // The consumers are stopped (their locks are held): these stay.
       for (const auto& [partition, at] : projection::stored_offsets(live_view, k, rebuilt.front())) {
         const auto it = rebuilt_offsets[k].find(partition);

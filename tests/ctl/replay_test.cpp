@@ -143,6 +143,17 @@ TEST_CASE("status flags a stored offset past the log's end (a recreated topic) a
   r = ctl_run({"status", "--db", db, "--projection", "users"}, topic);
   CHECK(r.status == 0);
   CHECK(r.out.find("OUT OF RANGE") == std::string::npos);
+  // An offset of a partition the topic does not have (another cluster's
+  // topic, or one recreated with fewer partitions) was left out unsaid.
+  {
+    store::database d(db);
+    store::exec(d, "INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at, last_svix_id) "
+                   "VALUES ('users', '" + topic + "', 3, 2, 0, 'msg_y')");
+  }
+  r = ctl_run({"status", "--db", db, "--projection", "users"}, topic);
+  CHECK(r.status == 1);
+  CHECK_MESSAGE(r.out.find("partition 3: stored, but " + topic + " has no such partition") != std::string::npos, r.out);
+  CHECK(r.err.find("msg=partition_unknown projection=users topic=" + topic + " partition=3") != std::string::npos);
 }
 
 TEST_CASE("status flags a stored offset whose record before is another event: a recreated and refilled topic") {
