@@ -205,7 +205,7 @@ int run(int argc, char** argv) {
                               .on_migration_wait = [&s](const std::string& lock) {
                                 cs::log::info("migration_wait", {{"db", s.worker.db_path}, {"lock", lock}});
                               }});
-      (void)cs::store::clear_replay_mark(db);  // a replay moved into place whole is live now
+      cs::store::clear_replay_mark(db);  // a replay moved into place whole is live now
     } catch (const cs::store::open_error& e) {
       throw cs::config::usage_error(e.what());
     } catch (const cs::store::db_error& e) {

@@ -37,14 +37,13 @@ request_token extract_token(std::optional<std::string_view> authorization, std::
   // value), so it is refused rather than read either way: a banned user's
   // or a revoked session's token must not pass the application while the
   // proxy checked another one. An empty field is no field, as in Clerk.
-  if (authorization && !trim(*authorization).empty()) {
-    const auto a = trim(*authorization);
+  if (const auto a = authorization ? trim(*authorization) : std::string_view(); !a.empty()) {
     constexpr std::string_view scheme = "Bearer ";
     const auto t = a.starts_with(scheme) ? a.substr(scheme.size()) : a;
     // Two memchr scans: find_first_of tests each byte against the set, a
     // tenth of the cached check's time over a token's 800 bytes.
     if (t.empty() || t.find(' ') != std::string_view::npos || t.find('\t') != std::string_view::npos)
-      return {std::nullopt, "bad_authorization"};
+      return {std::nullopt, bad_authorization};
     return {t, {}};
   }
   // The first __session, even an empty one, as Clerk's own request parsing
@@ -76,7 +75,7 @@ bool setup_refusal(std::string_view outcome) {
   using token::reason;
   // A site that sends its own Authorization (behind auth_basic, an API key
   // beside the session cookie) has every request refused so.
-  if (outcome == "bad_authorization") return true;
+  if (outcome == bad_authorization) return true;
   for (const auto r : {reason::bad_issuer, reason::bad_azp, reason::not_yet_valid, reason::issued_in_future})
     if (outcome == token::to_string(r)) return true;
   return false;

@@ -13,6 +13,9 @@
 
 namespace clerk_sync::auth {
 
+// The outcome of an Authorization field that is no token.
+inline constexpr std::string_view bad_authorization = "bad_authorization";
+
 // Where a request's token is, or why it has none to check.
 struct request_token {
   std::optional<std::string_view> token;

@@ -53,10 +53,10 @@ std::vector<watch_line> projection_watch::observe(const positions& now, clock::t
     return best;
   };
 
+  std::string writers;
+  for (const auto& [q, at] : now) writers += (writers.empty() ? "" : ", ") + q;
   for (const auto& p : {users, sessions}) {
     // Missing: it has never written while another has.
-    std::string writers;
-    for (const auto& [q, at] : now) writers += (writers.empty() ? "" : ", ") + q;
     const bool missing = !now.contains(p) && !writers.empty();
     if (missing_said_.contains(p) && !missing) {
       out.push_back({log::level::info, "projection_written", p, {}, 0, {}});

@@ -186,7 +186,7 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
     const attached guard(c, from);
     SQLite::Transaction tx(c, SQLite::TransactionBehavior::IMMEDIATE);
     // A live file that was a replay moved into place whole keeps no mark.
-    (void)store::clear_replay_mark(db);
+    store::clear_replay_mark(db);
     for (const auto k : projections) {
       const std::string p(projection::name(k));
       swapped s{k};

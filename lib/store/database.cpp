@@ -201,11 +201,10 @@ void exec(database& db, const std::string& sql) {
   }
 }
 
-bool clear_replay_mark(database& db) {
+void clear_replay_mark(database& db) {
   try {
-    if (db.native().execAndGet("PRAGMA application_id").getInt() != finished_replay_id) return false;
-    db.native().exec("PRAGMA application_id = 0");
-    return true;
+    if (db.native().execAndGet("PRAGMA application_id").getInt() == finished_replay_id)
+      db.native().exec("PRAGMA application_id = 0");
   } catch (const SQLite::Exception& e) {
     throw db_error(std::string("clearing the finished replay's mark: ") + e.what());
   }

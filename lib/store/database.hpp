@@ -122,9 +122,8 @@ inline constexpr std::int32_t finished_replay_id = 0x63537270;
 // Takes the mark off a file that is live now: a replay moved into place
 // whole (README: replay --projection all, then mv) and opened by a consumer,
 // or a live file a swap-in writes. Left on, a copy or backup of the live
-// file would pass swap-in's check for a finished replay. True when there
-// was a mark. Throws db_error.
-bool clear_replay_mark(database& db);
+// file would pass swap-in's check for a finished replay. Throws db_error.
+void clear_replay_mark(database& db);
 
 // Runs `sql` (no results) and rethrows any SQLite failure as db_error.
 void exec(database& db, const std::string& sql);
