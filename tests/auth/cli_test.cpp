@@ -523,9 +523,7 @@ TEST_CASE("clerk-sync-auth: a database the sessions projection never wrote, whil
   // file): no revocation would ever be refused, and nothing said so.
   running_auth a({"--projections-check-s", "0.3"});
   const auto offsets = [&](const std::string& projection) {
-    store::database db(a.db);
-    db.native().exec("INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at) VALUES ('" +
-                     projection + "', 'clerk.events', 0, 5, 1)");
+    test::store_offset(a.db, {.projection = projection, .next_offset = 5});
   };
   std::this_thread::sleep_for(1s);  // neither has written yet: nothing to say
   CHECK(a.proc->stderr_text().find("msg=projection_missing") == std::string::npos);
@@ -546,10 +544,7 @@ TEST_CASE("clerk-sync-auth: a projection that stops while the other goes on is a
   // one goes on: revocations since are let in, and nothing else said so.
   running_auth a({"--projections-check-s", "0.3"});
   const auto store_offset = [&](const std::string& projection, std::int64_t next) {
-    store::database db(a.db);
-    db.native().exec("INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at) VALUES ('" +
-                     projection + "', 'clerk.events', 0, " + std::to_string(next) +
-                     ", 1) ON CONFLICT(projection, topic, partition) DO UPDATE SET next_offset = excluded.next_offset");
+    test::store_offset(a.db, {.projection = projection, .next_offset = next});
   };
   {
     store::database db(a.db);  // both at once: one of them alone for two checks would be missing

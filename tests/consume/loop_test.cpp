@@ -152,12 +152,8 @@ TEST_CASE("a stored offset beyond the log ends the loop with exit 5 and leaves t
   t::temp_dir dir;
   const auto db = (dir / "loop.db").string();
   t::produce_events(t::broker(), topic, t::generate_events({.users = 3, .events = 10, .seed = 23}));
-  {
-    const cs::store::database create(db);
-    SQLite::Database raw(db, SQLite::OPEN_READWRITE);
-    raw.exec("INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at) VALUES ('users', '" +
-             topic + "', 0, 1000, 0)");
-  }
+  { const cs::store::database create(db); }
+  t::store_offset(db, {.topic = topic, .next_offset = 1000});
   running_loop loop(config_for(topic, db, cs::projection::kind::users));
   const auto code = loop.wait_done(60s);
   REQUIRE(code.has_value());

@@ -85,11 +85,8 @@ TEST_CASE("no partitions from the group within the join deadline is an error lin
   // journalctl -p err must say so.
   t::temp_dir dir;
   // The file is a finished replay moved into place whole, its mark on.
-  {
-    clerk_sync::store::database replayed((dir / "down.db").string());
-    clerk_sync::store::exec(replayed,
-                            "PRAGMA application_id = " + std::to_string(clerk_sync::store::finished_replay_id));
-  }
+  { clerk_sync::store::database replayed((dir / "down.db").string()); }
+  t::mark_finished_replay((dir / "down.db").string());
   t::process consumer(t::binary_path("app/consumer/clerk-sync-consumer"),
                       {"--projection", "users", "--db", (dir / "down.db").string(), "--join-deadline-s", "2"},
                       {{"KAFKA_BROKERS", "127.0.0.1:" + std::to_string(t::free_port())}, {"NOTIFY_SOCKET", ""}});

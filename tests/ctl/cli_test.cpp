@@ -44,21 +44,11 @@ std::map<std::string, std::string> env_with(std::map<std::string, std::string> e
   return env;
 }
 
-// Gives a file made here the mark a finished replay gives its own.
-void mark_finished_replay(const std::string& db) {
-  SQLite::Database c(db, SQLite::OPEN_READWRITE);
-  c.exec("PRAGMA application_id = " + std::to_string(store::finished_replay_id));
-}
-
 // A finished replay of the users projection, its offset stored at 7.
 void make_finished_users_replay(const std::string& db) {
   { store::database created(db); }
-  {
-    SQLite::Database c(db, SQLite::OPEN_READWRITE);
-    c.exec("INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at) "
-           "VALUES ('users', 'clerk.events', 0, 7, 0)");
-  }
-  mark_finished_replay(db);
+  test::store_offset(db, {.next_offset = 7});
+  test::mark_finished_replay(db);
 }
 
 // A users dead letter at offset 7 whose payload (Clerk's example
@@ -554,7 +544,7 @@ TEST_CASE("writing commands refuse a --db that is not a clerk-sync database, or 
   }
   const auto rebuilt = (dir / "rebuilt.db").string();
   { store::database created(rebuilt); }
-  mark_finished_replay(rebuilt);
+  test::mark_finished_replay(rebuilt);
   const auto foreign_shape = shape_of(foreign);
   REQUIRE(foreign_shape == "delete v0: x");
 
@@ -600,7 +590,7 @@ TEST_CASE("writing commands refuse a --db that is not a clerk-sync database, or 
   REQUIRE(newest >= 2);
   const auto older = (dir / "older.db").string();
   test::file_at_schema(older, newest - 1);
-  mark_finished_replay(older);
+  test::mark_finished_replay(older);
   const auto live = (dir / "live.db").string();
   test::file_at_schema(live, newest - 1);
   const auto live_shape = shape_of(live);
@@ -617,11 +607,7 @@ TEST_CASE("writing commands refuse a --db that is not a clerk-sync database, or 
   CHECK(shape_of(live) == live_shape);
   // ... while a live file at an older schema (its consumers stopped across
   // an upgrade) is migrated, as they would on their next start, and swapped.
-  {
-    SQLite::Database c(rebuilt, SQLite::OPEN_READWRITE);
-    c.exec("INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at) "
-           "VALUES ('users', 'clerk.events', 0, 7, 0)");
-  }
+  test::store_offset(rebuilt, {.next_offset = 7});
   const auto upgraded = test::run(ctl(), {"swap-in", "--skip-log-check", "--projection", "users", "--from", rebuilt, "--db", live}, clean_env);
   CAPTURE(upgraded.err);
   CHECK(upgraded.status == 0);
@@ -717,11 +703,9 @@ TEST_CASE("swap-in takes a replay of a topic the live projection reads, an old t
   make_finished_users_replay(rebuilt);  // of clerk.events
   const auto live = (dir / "live.db").string();
   { store::database created(live); }
-  mark_finished_replay(live);  // an earlier replay moved into place whole
+  test::mark_finished_replay(live);  // an earlier replay moved into place whole
   const auto offsets_of = [&](const std::string& topic, int next) {
-    SQLite::Database c(live, SQLite::OPEN_READWRITE);
-    c.exec("INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at) VALUES ('users', '" +
-           topic + "', 0, " + std::to_string(next) + ", 0)");
+    test::store_offset(live, {.topic = topic, .next_offset = next});
   };
   // The live projection reads another topic only: refused, both named.
   offsets_of("a.old.events", 40);

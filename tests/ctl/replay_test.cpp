@@ -127,11 +127,9 @@ TEST_CASE("status flags a stored offset past the log's end (a recreated topic) a
   const auto topic = test::fresh_topic("ctl-status-range", 1);
   test::temp_dir dir;
   const auto db = (dir / "range.db").string();
+  { store::database created(db); }
   const auto store_offset = [&](std::int64_t next) {
-    store::database d(db);
-    store::exec(d, "INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at, last_svix_id) "
-                   "VALUES ('users', '" + topic + "', 0, " + std::to_string(next) +
-                   ", 0, 'msg_x') ON CONFLICT DO UPDATE SET next_offset = excluded.next_offset");
+    test::store_offset(db, {.topic = topic, .next_offset = next, .last_svix_id = "msg_x"});
   };
   store_offset(7);  // the topic, fresh, holds nothing: as if deleted and recreated
   auto r = ctl_run({"status", "--db", db, "--projection", "users"}, topic);
@@ -145,11 +143,7 @@ TEST_CASE("status flags a stored offset past the log's end (a recreated topic) a
   CHECK(r.out.find("OUT OF RANGE") == std::string::npos);
   // An offset of a partition the topic does not have (another cluster's
   // topic, or one recreated with fewer partitions) was left out unsaid.
-  {
-    store::database d(db);
-    store::exec(d, "INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at, last_svix_id) "
-                   "VALUES ('users', '" + topic + "', 3, 2, 0, 'msg_y')");
-  }
+  test::store_offset(db, {.topic = topic, .partition = 3, .next_offset = 2, .last_svix_id = "msg_y"});
   r = ctl_run({"status", "--db", db, "--projection", "users"}, topic);
   CHECK(r.status == 1);
   CHECK_MESSAGE(r.out.find("partition 3: stored, but " + topic + " has no such partition") != std::string::npos, r.out);
@@ -166,11 +160,9 @@ TEST_CASE("status flags a stored offset whose record before is another event: a 
   const std::string applied = events[4].svix_id;  // one partition: the record at offset 4
   test::temp_dir dir;
   const auto db = (dir / "recreated.db").string();
+  { store::database created(db); }
   const auto store_offset = [&](const std::string& last_id) {
-    store::database d(db);
-    store::exec(d, "INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at, last_svix_id) "
-                   "VALUES ('users', '" + topic + "', 0, 5, 0, '" + last_id +
-                   "') ON CONFLICT DO UPDATE SET last_svix_id = excluded.last_svix_id");
+    test::store_offset(db, {.topic = topic, .next_offset = 5, .last_svix_id = last_id});
   };
   store_offset(applied);
   auto r = ctl_run({"status", "--db", db, "--projection", "users"}, topic);
@@ -257,9 +249,7 @@ TEST_CASE("status fails on a topic the file stores no offsets for while it store
   test::temp_dir dir;
   const auto db = (dir / "stray.db").string();
   const auto store_offset = [&](const std::string& projection, const std::string& on, std::int64_t next) {
-    store::database d(db);
-    store::exec(d, "INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at, last_svix_id) "
-                   "VALUES ('" + projection + "', '" + on + "', 0, " + std::to_string(next) + ", 0, 'msg_x')");
+    test::store_offset(db, {.projection = projection, .topic = on, .next_offset = next, .last_svix_id = "msg_x"});
   };
   { store::database fresh(db); }
   // A fresh file (no consumer has run) is not an error: nothing is stored anywhere.
@@ -647,10 +637,9 @@ TEST_CASE("swap-in checks the rebuilt offsets against the cluster's log: another
   test::temp_dir dir;
   const auto rebuilt_with = [&](const std::string& name, std::int64_t next, const std::string& last_id) {
     const auto path = (dir / name).string();
-    store::database d(path);
-    store::exec(d, "INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at, last_svix_id) "
-                   "VALUES ('users', '" + topic + "', 0, " + std::to_string(next) + ", 0, '" + last_id + "')");
-    store::exec(d, "PRAGMA application_id = " + std::to_string(store::finished_replay_id));
+    { store::database created(path); }
+    test::store_offset(path, {.topic = topic, .next_offset = next, .last_svix_id = last_id});
+    test::mark_finished_replay(path);
     return path;
   };
   const auto live = (dir / "live.db").string();
@@ -696,11 +685,7 @@ TEST_CASE("swap-in checks the rebuilt offsets against the cluster's log: another
   // A partition the topic does not have (a replay of another cluster's
   // topic of more partitions).
   const auto wide = rebuilt_with("wide.db", 7, events[6].svix_id);
-  {
-    store::database d(wide);
-    store::exec(d, "INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at, last_svix_id) "
-                   "VALUES ('users', '" + topic + "', 3, 2, 0, 'msg_y')");
-  }
+  test::store_offset(wide, {.topic = topic, .partition = 3, .next_offset = 2, .last_svix_id = "msg_y"});
   const auto partitions = swap(wide);
   CHECK(partitions.status == 1);
   CHECK_MESSAGE(partitions.err.find("stores an offset of " + topic + "/3, a partition the topic at") !=
@@ -1110,11 +1095,8 @@ TEST_CASE("replay completes over a log that ends with control records: a transac
                 st.out);
   // A second projection that lags for real (the committed records 1 and 2
   // still to apply), read in a round of its own: that lag stays.
-  {
-    store::database d(rebuilt);
-    store::exec(d, "INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at, last_svix_id) "
-                   "VALUES ('referrals', '" + topic + "', 0, 1, 0, '" + committed.front().svix_id + "')");
-  }
+  test::store_offset(rebuilt,
+                     {.projection = "referrals", .topic = topic, .next_offset = 1, .last_svix_id = committed.front().svix_id});
   const auto both = ctl_run({"status", "--db", rebuilt, "--projection", "users,referrals", "--max-lag", "0"}, topic);
   CHECK(both.status == 1);
   CHECK_MESSAGE(both.out.find("stored 3, watermarks [0, 7), lag 0 (then 4 offsets") != std::string::npos, both.out);

@@ -114,6 +114,27 @@ std::size_t count_of(const std::string& text, const std::string& needle) {
   return n;
 }
 
+void store_offset(const std::string& db_path, const stored_offset& o) {
+  SQLite::Database db(db_path, SQLite::OPEN_READWRITE);
+  db.setBusyTimeout(5'000);
+  SQLite::Statement upsert(db,
+                           "INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at, "
+                           "last_svix_id) VALUES (?, ?, ?, ?, 0, NULLIF(?, '')) ON CONFLICT DO UPDATE SET "
+                           "next_offset = excluded.next_offset, last_svix_id = excluded.last_svix_id");
+  upsert.bind(1, o.projection);
+  upsert.bind(2, o.topic);
+  upsert.bind(3, o.partition);
+  upsert.bind(4, o.next_offset);
+  upsert.bind(5, o.last_svix_id);
+  upsert.exec();
+}
+
+void mark_finished_replay(const std::string& db_path) {
+  SQLite::Database db(db_path, SQLite::OPEN_READWRITE);
+  db.setBusyTimeout(5'000);
+  db.exec("PRAGMA application_id = " + std::to_string(store::finished_replay_id));
+}
+
 void file_at_schema(const std::string& path, int version) {
   SQLite::Database c(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
   for (const auto& m : store::embedded_migrations()) {

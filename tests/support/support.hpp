@@ -64,6 +64,21 @@ class temp_dir {
 // up to 5 s for a writer's lock.
 [[nodiscard]] std::int64_t query_int(const std::string& db_path, const std::string& sql);
 
+// A consumer's stored position: the next offset of `projection` in
+// topic/partition and the svix-id of the record before it ("" leaves it NULL).
+struct stored_offset {
+  std::string projection = "users";
+  std::string topic = "clerk.events";
+  std::int32_t partition = 0;
+  std::int64_t next_offset = 0;
+  std::string last_svix_id = "";
+};
+// Writes it into an existing clerk-sync file, over the row already there.
+void store_offset(const std::string& db_path, const stored_offset& o);
+
+// Gives a file the mark a finished `ctl replay` gives its own.
+void mark_finished_replay(const std::string& db_path);
+
 // A clerk-sync file at schema version `version`, made with the binary's own
 // migrations up to it (what an older consumer left, for migration tests).
 void file_at_schema(const std::string& path, int version);
