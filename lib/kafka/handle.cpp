@@ -415,7 +415,14 @@ std::string failure_text(const rd_kafka_t* rk, rd_kafka_resp_err_t err) {
 handle_ptr make_handle(rd_kafka_type_t type, conf_ptr conf) {
   std::array<char, 512> err{};
   rd_kafka_t* rk = rd_kafka_new(type, conf.get(), err.data(), err.size());
-  if (!rk) throw config_error(std::string("kafka client: ") + err.data());
+  if (!rk) {
+    // No handle also when a thread could not start (systemd's TasksMax=, no
+    // memory): a failure to restart on (exit 1, 3 or 4 by the program), not a
+    // bad setting (exit 2, which no unit restarts).
+    if (rd_kafka_last_error() == RD_KAFKA_RESP_ERR__CRIT_SYS_RESOURCE)
+      throw fatal_error(std::string("kafka client: ") + err.data());
+    throw config_error(std::string("kafka client: ") + err.data());
+  }
   (void)conf.release();  // owned by rk from here on
   return handle_ptr(rk);
 }

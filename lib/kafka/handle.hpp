@@ -109,7 +109,8 @@ void connection_accepted(const rd_kafka_t* rk);
 // noted, else librdkafka's words for `err`.
 [[nodiscard]] std::string failure_text(const rd_kafka_t* rk, rd_kafka_resp_err_t err);
 
-// Creates the handle; throws config_error with librdkafka's reason.
+// Creates the handle; throws with librdkafka's reason: fatal_error when a
+// thread could not start, else config_error (a property it refused).
 [[nodiscard]] handle_ptr make_handle(rd_kafka_type_t type, conf_ptr conf);
 
 }  // namespace clerk_sync::kafka::detail

@@ -2,7 +2,13 @@
 
 #include <doctest/doctest.h>
 
+#include <pwd.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <array>
+#include <cstring>
 #include <memory>
 #include <string>
 
@@ -124,4 +130,38 @@ TEST_CASE("the error callback notes a refused login for its client, not one cut 
   kafka::detail::connection_accepted(rk.get());
   CHECK_FALSE(kafka::detail::refusal_of(rk.get()));
   CHECK(kafka::detail::failure_text(rk.get(), RD_KAFKA_RESP_ERR__MSG_TIMED_OUT) == "Local: Message timed out");
+}
+
+TEST_CASE("a client whose thread cannot start is a failure to restart on, not a bad setting") {
+  // librdkafka returns no handle when it cannot start its main thread
+  // (systemd's TasksMax=, no memory), as it does for a bad property. Taken
+  // for one, it was exit 2, which the units never restart. A child process
+  // runs it as a user allowed one process (RLIMIT_NPROC binds all but root):
+  // no thread starts.
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    if (::getuid() == 0) {
+      const passwd* nobody = ::getpwnam("nobody");
+      if (nobody == nullptr || ::setgid(nobody->pw_gid) != 0 || ::setuid(nobody->pw_uid) != 0) ::_exit(10);
+    }
+    const rlimit one{1, 1};
+    if (::setrlimit(RLIMIT_NPROC, &one) != 0) ::_exit(11);
+    try {
+      (void)kafka::detail::make_handle(RD_KAFKA_PRODUCER,
+                                       kafka::detail::make_conf({"127.0.0.1:9", {}}, {}, kafka::detail::property_list{}));
+      ::_exit(12);  // a thread started after all: the test proves nothing
+    } catch (const kafka::config_error&) {
+      ::_exit(2);
+    } catch (const kafka::fatal_error& e) {
+      ::_exit(std::strstr(e.what(), "Failed to create thread") != nullptr ? 0 : 13);
+    } catch (...) {
+      ::_exit(14);
+    }
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));
+  // 2: taken for a bad setting; 10-14: the set-up or the check went wrong.
+  CHECK(WEXITSTATUS(status) == 0);
 }
