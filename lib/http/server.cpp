@@ -91,21 +91,23 @@ struct server::impl : std::enable_shared_from_this<impl> {
     // when the connection goes.
     bi::list_member_hook<bi::link_mode<bi::auto_unlink>> idle_hook;
     std::chrono::steady_clock::time_point idle_since{};
-    // Linked into `reading` while a request is read (from its first byte
-    // to its body's end) and while the connection lingers after an early
-    // answer, since `reading_since`: the cap may close it once that is
-    // long. Not while a request is answered: its event may be on its way
-    // to Kafka.
-    bi::list_member_hook<bi::link_mode<bi::auto_unlink>> reading_hook;
-    std::chrono::steady_clock::time_point reading_since{};
+    // Linked into `transfers` while a request is read (from its first
+    // byte to its body's end), while the connection lingers after an early
+    // answer, and while an answer is written, since `transfer_since`: the
+    // cap may close it once that is long. Not while a request is decided:
+    // its event may be on its way to Kafka.
+    bi::list_member_hook<bi::link_mode<bi::auto_unlink>> transfer_hook;
+    std::chrono::steady_clock::time_point transfer_since{};
+    bool writing = false;  // the transfer is an answer's write
   };
   // The waiting connections, longest idle first (each joins at the back
   // when it starts to wait): the sweeper and the cap take from the front.
   using idle_list = bi::list<connection, bi::member_hook<connection, decltype(connection::idle_hook), &connection::idle_hook>,
                              bi::constant_time_size<false>>;
-  // The connections reading a request, longest first (the same way).
-  using reading_list =
-      bi::list<connection, bi::member_hook<connection, decltype(connection::reading_hook), &connection::reading_hook>,
+  // The connections reading a request or writing an answer, longest first
+  // (the same way).
+  using transfer_list =
+      bi::list<connection, bi::member_hook<connection, decltype(connection::transfer_hook), &connection::transfer_hook>,
                bi::constant_time_size<false>>;
 
   net::io_context& ioc;
@@ -138,7 +140,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
   }
   std::list<connection> open;
   idle_list idle;
-  reading_list reading;
+  transfer_list transfers;
   bool stopping = false;
   std::size_t body_bytes = 0;  // reserved by requests whose bodies are being read or held
   std::array<char, 16 * 1024> discard{};  // lingering reads land here (one thread: no race)
@@ -235,32 +237,35 @@ struct server::impl : std::enable_shared_from_this<impl> {
     return false;
   }
 
-  // Then, when none waits, the request read longest, once that took a
-  // second (half the read timeout, when shorter): the timeouts bound each
-  // request, not a connection, so a client that sends its header and body
-  // a few bytes at a time, and another request after each answer, held its
-  // place for ever with a few hundred bytes every twenty seconds, and a few
-  // such clients held the cap against Svix, whose requests arrive whole
-  // within milliseconds. A request younger than that is not cut for a
-  // newcomer (a burst at the cap refuses the newcomer, as before). Closed,
-  // not cancelled, so that its next read fails; a read whose completion was
-  // already queued still succeeds, and serve_request() checks the socket
-  // before it acts on what was read. Its serve() ends without a word (the
-  // line is here).
+  // Then, when none waits, the request read longest (or the answer written
+  // longest), once that took a second (half the read timeout, when
+  // shorter): the timeouts bound each request, not a connection, so a
+  // client that sends its header and body a few bytes at a time, and
+  // another request after each answer, held its place for ever with a few
+  // hundred bytes every twenty seconds, and a few such clients held the cap
+  // against Svix, whose requests arrive whole within milliseconds; so did
+  // clients that send requests and read no answer, once their window shut.
+  // A transfer younger than that is not cut for a newcomer (a burst at the
+  // cap refuses the newcomer, as before). Closed, not cancelled, so that its
+  // next read or write fails; a read whose completion was already queued
+  // still succeeds, and serve_request() checks the socket before it acts on
+  // what was read. Its serve() ends without a word (the line is here).
   bool close_slowest_request() {
-    if (reading.empty()) return false;
-    auto& c = reading.front();
+    if (transfers.empty()) return false;
+    auto& c = transfers.front();
     const auto now = std::chrono::steady_clock::now();
     const auto slow_after =
         std::min<std::chrono::steady_clock::duration>(std::chrono::seconds(1), limits.read_timeout / 2);
-    if (now - c.reading_since < slow_after) return false;
-    c.reading_hook.unlink();
+    if (now - c.transfer_since < slow_after) return false;
+    c.transfer_hook.unlink();
     beast::error_code ignored;
     c.stream->socket().close(ignored);
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - c.transfer_since).count();
     limiter.write("slow_closed", log::level::warn, "slow_closed",
                   {{"outcome", "max_connections"},
                    {"connections", open.size()},
-                   {"reading_ms", std::chrono::duration_cast<std::chrono::milliseconds>(now - c.reading_since).count()}});
+                   {"stage", c.writing ? "answer" : "request"},
+                   {c.writing ? "writing_ms" : "reading_ms", ms}});
     return true;
   }
 
@@ -431,10 +436,10 @@ struct server::impl : std::enable_shared_from_this<impl> {
         me.idle_hook.unlink();  // if the sweeper, the cap or stop() has not
         if (ec) co_return;  // closed or idle too long: nothing to answer
       }
-      me.reading_since = std::chrono::steady_clock::now();
-      reading.push_back(me);
+      me.transfer_since = std::chrono::steady_clock::now();
+      transfers.push_back(me);
       const auto then = co_await serve_request(stream, buffer, me);
-      if (then != after::linger) me.reading_hook.unlink();
+      if (then != after::linger) me.transfer_hook.unlink();
       if (then == after::blank_lines) {
         if (!std::exchange(skipped_blank_lines, true)) continue;
         limiter.write("blank_lines", log::level::info, "idle_closed", {{"outcome", "blank_lines"}});
@@ -449,7 +454,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
         buffer = beast::flat_buffer();
         co_await http::linger(stream, limits.read_timeout, std::max(min_linger_bytes, 4 * limits.body_limit),
                               net::buffer(discard));
-        me.reading_hook.unlink();
+        me.transfer_hook.unlink();
       }
       co_return;
     }
@@ -655,7 +660,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
     // Closed at the cap just as its last read completed: never published
     // (its answer could not be written, and Svix would send it again).
     if (!stream.socket().is_open()) co_return after::close;
-    me.reading_hook.unlink();  // read whole: answered now, whatever the cap
+    me.transfer_hook.unlink();  // read whole: decided now, whatever the cap
     const request_view view{method, target, req.body(),
                             [&req](std::string_view name) -> std::optional<std::string_view> {
                               const auto it = req.find(beast::string_view(name.data(), name.size()));
@@ -678,8 +683,21 @@ struct server::impl : std::enable_shared_from_this<impl> {
     res.keep_alive(keeps_alive(parser) && !stopping);
     res.prepare_payload();
     if (head) res.body().clear();
+    // Written within the read timeout, and closed at the cap once that
+    // takes a second (close_slowest_request).
+    me.transfer_since = std::chrono::steady_clock::now();
+    me.writing = true;
+    transfers.push_back(me);
     stream.expires_after(limits.read_timeout);
     auto [wec, wn] = co_await bhttp::async_write(stream, res, nothrow);
+    me.transfer_hook.unlink();
+    me.writing = false;
+    if (wec && d.publish && status == 200) {
+      // Kafka holds the event, Svix was not told: its retry is a duplicate,
+      // which the consumers' ledger absorbs.
+      const auto error = wec.message();
+      log::warn("answer_failed", {{"svix_id", d.svix_id}, {"status", status}, {"error", error}});
+    }
     co_return !wec && res.keep_alive() ? after::next_request : after::close;
   }
 };
