@@ -2,7 +2,6 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -274,7 +273,7 @@ server::server(net::io_context& ioc, const listen_address& where, std::string pa
 
 server::~server() { stop(); }
 
-void server::start() { net::co_spawn(impl_->ioc, impl_->accept_loop(), net::detached); }
+void server::start() { net::co_spawn(impl_->ioc, impl_->accept_loop(), clerk_sync::http::rethrow_failure); }
 
 void server::stop() {
   impl_->stopping = true;

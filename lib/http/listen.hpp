@@ -6,11 +6,22 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/socket_base.hpp>
 
+#include <exception>
 #include <string>
 
 #include "config/options.hpp"
 
 namespace clerk_sync::http {
+
+// The completion of a daemon's long-lived coroutines (the accept loop, the
+// idle sweeper): an exception out of one (no memory for a connection's
+// state) is rethrown out of io_context::run(), where config::run_main logs
+// it (unexpected_error) and exits 1, for systemd to restart. Under
+// net::detached it was dropped, and the process went on accepting nothing,
+// its watchdog fed by the same loop.
+inline void rethrow_failure(const std::exception_ptr& e) {
+  if (e) std::rethrow_exception(e);
+}
 
 // Binds `acceptor` (any executor) to `where` and listens. An address in
 // use (another process holds the port, perhaps only for a moment at boot)

@@ -715,8 +715,8 @@ server::~server() {
 }
 
 void server::start() {
-  net::co_spawn(impl_->ioc, impl_->accept_loop(), net::detached);
-  net::co_spawn(impl_->ioc, impl_->sweep_idle(), net::detached);
+  net::co_spawn(impl_->ioc, impl_->accept_loop(), rethrow_failure);
+  net::co_spawn(impl_->ioc, impl_->sweep_idle(), rethrow_failure);
 }
 
 void server::stop() {
