@@ -140,6 +140,10 @@ detail::conf_ptr consumer_conf(const client_config& cfg, const std::string& grou
                              {"session.timeout.ms", session},
                              {"max.poll.interval.ms", max_poll},
                              {"fetch.wait.max.ms", "100"},
+                             // Each record batch's CRC32C is checked (librdkafka's
+                             // default skips it): a batch changed on a broker's disk
+                             // is refused (poll()), not applied as other events.
+                             {"check.crcs", "true"},
                              // What the group's member list and brokers' logs name it by.
                              {"client.id", opts.client_id.empty() ? group : opts.client_id},
                          },
@@ -229,6 +233,16 @@ std::optional<message> consumer::poll(std::chrono::milliseconds timeout) {
       } catch (const fatal_error&) {  // NOLINT(bugprone-empty-catch): the line says the range is unknown
       }
       throw offset_out_of_range(topic, m->partition, m->offset, low, high);
+    }
+    // A record batch librdkafka could not read (its CRC wrong, its format
+    // unknown, its records cut): it says so once and reads on from the next
+    // batch, so the records after it would be applied and the stored offset
+    // move past the ones lost. A Kafka failure instead, at that batch.
+    if ((m->err == RD_KAFKA_RESP_ERR__BAD_MSG || m->err == RD_KAFKA_RESP_ERR__NOT_IMPLEMENTED) && m->offset >= 0) {
+      const std::string topic = m->rkt ? rd_kafka_topic_name(m->rkt) : "";
+      throw fatal_error("consumer: the record batch at " + topic + "/" + std::to_string(m->partition) + " offset " +
+                        std::to_string(m->offset) + " cannot be read, and the records after it are not applied: " +
+                        rd_kafka_message_errstr(m.get()));
     }
     // Unknown topic or partition (not yet created), transport trouble,
     // authentication or authorization: librdkafka keeps retrying and nothing

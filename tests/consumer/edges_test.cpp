@@ -583,6 +583,56 @@ TEST_CASE("batches that cannot be decompressed stop their partitions, apply noth
   CHECK(t::query_int(db, "SELECT count(*) FROM users") == 0);
 }
 
+TEST_CASE("a record batch that fails its checksum stops the consumer before it: nothing past it is applied") {
+  // A byte of a stored batch changed (a failing disk, a bad copy), where it
+  // still reads as JSON: unchecked, it was applied as another user's
+  // event. librdkafka checks each batch's CRC (check.crcs, which the
+  // consumers turn on), says _BAD_MSG, and goes on with the next batch: its
+  // events were applied and the offset stored past the bad one.
+  t::own_broker b;
+  kafka::client_config cfg;
+  cfg.brokers = b.address();
+  const auto topic = t::unique_name("edge-crc");
+  REQUIRE(kafka::create_topic(cfg, {.name = topic, .partitions = 1, .replication_factor = 1, .configs = {}}, 15s) ==
+          kafka::create_outcome::created);
+  const auto events = some_events(9, 12);
+  for (std::size_t i = 0; i < 9; i += 3)  // a producer each: one batch or more each
+    t::produce_events(cfg, topic, {events.begin() + static_cast<std::ptrdiff_t>(i),
+                                   events.begin() + static_cast<std::ptrdiff_t>(i + 3)});
+  const auto segment = b.dir() / "kafka" / "data" / (topic + "-0") / "00000000000000000000.log";
+  auto log = t::read_file(segment);
+  // Record batch v2: its base offset (int64) and its length past those 12
+  // bytes (int32), big-endian, then 49 more bytes of header.
+  const auto be = [&log](std::size_t at, int bytes) {
+    std::int64_t v = 0;
+    for (int i = 0; i < bytes; ++i) v = (v << 8) | static_cast<unsigned char>(log[at + static_cast<std::size_t>(i)]);
+    return v;
+  };
+  std::size_t at = 0;
+  while (at + 61 <= log.size() && be(at, 8) != 3) at += 12 + static_cast<std::size_t>(be(at + 8, 4));
+  REQUIRE(at + 61 <= log.size());  // the batch starting at offset 3
+  const auto end = at + 12 + static_cast<std::size_t>(be(at + 8, 4));
+  const auto id = log.find("user_", at + 61);
+  REQUIRE(id + 6 < end);
+  log[id + 5] = static_cast<char>(log[id + 5] ^ 1);  // another user's id, still JSON
+  {
+    std::fstream out(segment, std::ios::binary | std::ios::in | std::ios::out);
+    out.write(log.data(), static_cast<std::streamsize>(log.size()));
+  }
+  t::temp_dir dir;
+  const auto db = (dir / "c.db").string();
+  auto c = t::start_consumer_on(b.address(), {"--projection", "users", "--topic", topic, "--db", db, "--group-prefix",
+                                              t::unique_name("edge-crc")});
+  const auto st = c->wait(60s);
+  const auto err = c->stderr_text();
+  REQUIRE_MESSAGE(st.has_value(), err);
+  CHECK_MESSAGE(*st == 4, err);  // a Kafka failure: restarted, stopping there again
+  CHECK_MESSAGE(line_with(err, "level=error msg=kafka_failed projection=users").find(topic + "/0 offset 3") !=
+                    std::string::npos,
+                err);
+  CHECK(t::stored_totals(db, topic)["users"] == 3);
+}
+
 TEST_CASE("an error of a whole topic names the topic, and no partition it did not happen at") {
   kafka::mock_cluster mock(1);
   mock.create_topic("acl-denied", 1);
