@@ -19,6 +19,7 @@
 
 #include "config/options.hpp"
 #include "consume/loop.hpp"
+#include "consume/retry.hpp"
 #include "kafka/consumer.hpp"
 #include "log/log.hpp"
 #include "projection/mapping.hpp"
@@ -181,8 +182,12 @@ int run(int argc, char** argv) {
 
   // Open (create, migrate) once here so that a bad path is one clear line
   // and exit 2, before any thread starts. A lock held past the busy
-  // timeout, a full disk or an I/O error is a database failure instead
-  // (exit 3): the unit is restarted, where exit 2 would stop it for good.
+  // timeout, a full disk or an I/O error is a database failure instead,
+  // retried as a batch's is (--db-retry-ms, db_retry lines), then exit 3:
+  // the unit is restarted, where exit 2 would stop it for good. Without the
+  // retries, a failure that lasts a minute or two used up the unit's start
+  // limit (10 starts in 300 s, 5 s apart) and left it stopped after the
+  // disk was freed.
   // A migration's time grows with the file (002 took 33 s over a ledger of
   // three million rows on a 2-core VM, by hand) and comes before READY=1,
   // where only systemd's start timeout applies (TimeoutStartSec, 90 s by
@@ -199,13 +204,22 @@ int run(int argc, char** argv) {
         cs::systemd::notify_extend_timeout(30s);
     });
     try {
-      cs::store::database db(s.worker.db_path,
-                             {.busy_timeout = s.worker.busy_timeout,
-                              .keep_wal_files = true,
-                              .on_migration_wait = [&s](const std::string& lock) {
-                                cs::log::info("migration_wait", {{"db", s.worker.db_path}, {"lock", lock}});
-                              }});
-      cs::store::clear_replay_mark(db);  // a replay moved into place whole is live now
+      cs::consume::with_retry(
+          s.worker.retry,
+          [&s] {
+            cs::store::database db(s.worker.db_path,
+                                   {.busy_timeout = s.worker.busy_timeout,
+                                    .keep_wal_files = true,
+                                    .on_migration_wait = [&s](const std::string& lock) {
+                                      cs::log::info("migration_wait", {{"db", s.worker.db_path}, {"lock", lock}});
+                                    }});
+            cs::store::clear_replay_mark(db);  // a replay moved into place whole is live now
+          },
+          [&s](int attempt, const cs::store::db_error& e, bool give_up) {
+            if (!give_up)  // the last is db_open_failed, below
+              cs::log::warn("db_retry", {{"stage", "open"}, {"attempt", attempt}, {"db", s.worker.db_path},
+                                         {"error", e.what()}});
+          });
     } catch (const cs::store::open_error& e) {
       throw cs::config::usage_error(e.what());
     } catch (const cs::store::db_error& e) {

@@ -257,7 +257,8 @@ TEST_CASE("an unknown projection or a bad setting: one clear line, exit 2") {
   CHECK(r.err.find("must stay below max.poll.interval.ms (5 ms)") != std::string::npos);
 }
 
-TEST_CASE("a database locked past the busy timeout at start-up is a database failure (exit 3, restarted), not a bad setting") {
+TEST_CASE("a database locked past the busy timeout at start-up is retried, then a database failure (exit 3, restarted), "
+          "not a bad setting") {
   const auto exe = t::binary_path("app/consumer/clerk-sync-consumer");
   t::temp_dir dir;
   const auto db = (dir / "locked.db").string();
@@ -265,11 +266,27 @@ TEST_CASE("a database locked past the busy timeout at start-up is a database fai
     // A fresh file needs its WAL switch and migrations: both wait for the lock.
     SQLite::Database holder(db, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
     holder.exec("BEGIN EXCLUSIVE");
-    const auto r = t::run(exe, {"--projection", "users", "--db", db, "--db-busy-timeout-ms", "300"});
+    const auto r =
+        t::run(exe, {"--projection", "users", "--db", db, "--db-busy-timeout-ms", "300", "--db-retry-ms", "1500"});
     CHECK(r.status == 3);  // the unit's RestartPreventExitStatus=2 would leave exit 2 stopped for good
-    CHECK(r.err.find("msg=db_open_failed") != std::string::npos);
+    CHECK_MESSAGE(t::count_of(r.err, "level=warn msg=db_retry stage=open attempt=") >= 2, r.err);
+    CHECK(t::count_of(r.err, "msg=db_open_failed") == 1);
     CHECK(r.err.find("locked") != std::string::npos);
     holder.exec("ROLLBACK");
+  }
+  {
+    // Released within the retries: the consumer goes on, where it exited 3
+    // at once, and a failure of a minute or two used up the unit's start limit.
+    SQLite::Database holder(db, SQLite::OPEN_READWRITE);
+    holder.exec("BEGIN EXCLUSIVE");
+    auto c = t::start_consumer({"--projection", "users", "--db", db, "--db-busy-timeout-ms", "300", "--group-prefix",
+                                t::unique_name("open-retry")});
+    CHECK_MESSAGE(c->wait_for_log("msg=db_retry stage=open attempt=2 ", 10s), c->stderr_text());
+    holder.exec("ROLLBACK");
+    CHECK_MESSAGE(c->wait_for_log("msg=ready ", 30s), c->stderr_text());
+    c->signal(SIGTERM);
+    CHECK(c->wait(30s) == 0);
+    CHECK(c->stderr_text().find("db_open_failed") == std::string::npos);
   }
   // A path that cannot be a database stays a bad setting.
   const auto r = t::run(exe, {"--projection", "users", "--db", dir.path().string()});
