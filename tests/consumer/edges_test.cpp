@@ -40,6 +40,17 @@ std::vector<t::generated_event> some_events(int count, std::uint64_t seed) {
   return all;
 }
 
+// CRC-32C (Castagnoli), as a record batch v2 holds it over its bytes from
+// the attributes on.
+std::uint32_t crc32c(std::string_view bytes) {
+  std::uint32_t c = 0xFFFFFFFFu;
+  for (const char b : bytes) {
+    c ^= static_cast<unsigned char>(b);
+    for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
+  }
+  return ~c;
+}
+
 // Runs a consumer of `users` until it has stored `total`, then stops it
 // cleanly; returns what it logged.
 std::string consume_until(const std::string& topic, const std::string& db, const std::string& group,
@@ -556,11 +567,18 @@ TEST_CASE("batches that cannot be decompressed stop their partitions, apply noth
     // Record batch v2: 61 bytes of header, the attributes an int16 at 21-22
     // (big-endian; the codec in the low 3 bits, 1 = gzip), then the
     // compressed records, a gzip stream. Its magic bytes broken, no inflate
-    // can start.
+    // can start. The batch's CRC (bytes 17-20, over the rest from the
+    // attributes on) is made anew, as a producer that compressed badly
+    // would have written it: a changed byte alone fails that check first.
     REQUIRE(log.size() > 61 + 2);
     REQUIRE((log[22] & 7) == 1);
     REQUIRE((log[61] == '\x1f' && log[62] == '\x8b'));
     log[61] = '\0';
+    std::size_t length = 0;
+    for (std::size_t i = 8; i < 12; ++i) length = (length << 8) | static_cast<unsigned char>(log[i]);
+    REQUIRE(12 + length <= log.size());
+    const auto crc = crc32c(std::string_view(log).substr(21, 12 + length - 21));
+    for (std::size_t i = 0; i < 4; ++i) log[17 + i] = static_cast<char>((crc >> (8 * (3 - i))) & 0xFFu);
     std::fstream out(segment, std::ios::binary | std::ios::in | std::ios::out);
     out.write(log.data(), static_cast<std::streamsize>(log.size()));
   }
@@ -613,6 +631,7 @@ TEST_CASE("a record batch that fails its checksum stops the consumer before it: 
   REQUIRE(at + 61 <= log.size());  // the batch starting at offset 3
   const auto end = at + 12 + static_cast<std::size_t>(be(at + 8, 4));
   const auto id = log.find("user_", at + 61);
+  REQUIRE(id != std::string::npos);
   REQUIRE(id + 6 < end);
   log[id + 5] = static_cast<char>(log[id + 5] ^ 1);  // another user's id, still JSON
   {
