@@ -89,6 +89,21 @@ struct offset_out_of_range : fatal_error {
   std::int64_t log_end;
 };
 
+// A record batch librdkafka could not read (its CRC wrong, its format
+// unknown, its records cut) at `offset`: it would read on from the next
+// batch, so a consumer stops there rather than apply what follows.
+struct unreadable_batch : fatal_error {
+  unreadable_batch(std::string topic_, std::int32_t partition_, std::int64_t offset_, const std::string& reason)
+      : fatal_error("the record batch at " + topic_ + "/" + std::to_string(partition_) + " offset " +
+                    std::to_string(offset_) + " cannot be read, and the records after it are not applied: " + reason),
+        topic(std::move(topic_)),
+        partition(partition_),
+        offset(offset_) {}
+  std::string topic;
+  std::int32_t partition;
+  std::int64_t offset;
+};
+
 // Returns the value of the first header named `key`, if any.
 [[nodiscard]] std::optional<std::string_view> find_header(const std::vector<header>& headers,
                                                           std::string_view key);

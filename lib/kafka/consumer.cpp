@@ -238,12 +238,9 @@ std::optional<message> consumer::poll(std::chrono::milliseconds timeout) {
     // unknown, its records cut): it says so once and reads on from the next
     // batch, so the records after it would be applied and the stored offset
     // move past the ones lost. A Kafka failure instead, at that batch.
-    if ((m->err == RD_KAFKA_RESP_ERR__BAD_MSG || m->err == RD_KAFKA_RESP_ERR__NOT_IMPLEMENTED) && m->offset >= 0) {
-      const std::string topic = m->rkt ? rd_kafka_topic_name(m->rkt) : "";
-      throw fatal_error("consumer: the record batch at " + topic + "/" + std::to_string(m->partition) + " offset " +
-                        std::to_string(m->offset) + " cannot be read, and the records after it are not applied: " +
-                        rd_kafka_message_errstr(m.get()));
-    }
+    if ((m->err == RD_KAFKA_RESP_ERR__BAD_MSG || m->err == RD_KAFKA_RESP_ERR__NOT_IMPLEMENTED) && m->offset >= 0)
+      throw unreadable_batch(m->rkt ? rd_kafka_topic_name(m->rkt) : "", m->partition, m->offset,
+                             rd_kafka_message_errstr(m.get()));
     // Unknown topic or partition (not yet created), transport trouble,
     // authentication or authorization: librdkafka keeps retrying and nothing
     // was consumed, but an operator must see it.
@@ -496,6 +493,13 @@ header_reading header_at(consumer& reader, const std::string& topic,
             out.failed[{e.partition, it->second}] = e.what();
           round.erase(it);
           continue;
+        } catch (const unreadable_batch& e) {
+          // So is a batch of one partition that cannot be read.
+          if (const auto it = round.find(e.partition); it != round.end()) {
+            out.failed[{e.partition, it->second}] = e.what();
+            round.erase(it);
+          }
+          continue;
         }
         if (!m) continue;
         const auto it = round.find(m->partition);
@@ -548,6 +552,9 @@ std::set<std::pair<std::int32_t, std::int64_t>> nothing_before_end(
           m = reader.poll(std::chrono::milliseconds(100));
         } catch (const offset_out_of_range& e) {
           round.erase(e.partition);  // this partition only: as having records
+          continue;
+        } catch (const unreadable_batch& e) {
+          round.erase(e.partition);  // the same
           continue;
         }
         if (m) {
