@@ -267,7 +267,7 @@ TEST_CASE("a database locked past the busy timeout at start-up is retried, then 
     SQLite::Database holder(db, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
     holder.exec("BEGIN EXCLUSIVE");
     const auto r =
-        t::run(exe, {"--projection", "users", "--db", db, "--db-busy-timeout-ms", "300", "--db-retry-ms", "1500"});
+        t::run(exe, {"--projection", "users", "--db", db, "--db-busy-timeout-ms", "300", "--db-retry-ms", "3000"});
     CHECK(r.status == 3);  // the unit's RestartPreventExitStatus=2 would leave exit 2 stopped for good
     CHECK_MESSAGE(t::count_of(r.err, "level=warn msg=db_retry stage=open attempt=") >= 2, r.err);
     CHECK(t::count_of(r.err, "msg=db_open_failed") == 1);

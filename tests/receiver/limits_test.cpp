@@ -98,17 +98,27 @@ TEST_CASE("at the connection cap, an answer its client does not read makes room:
   test::receiver r(test::broker().brokers, test::fresh_topic("recv_evict_unread", 1), secret,
                    {"--max-connections", "2", "--read-timeout-ms", "10000", "--idle-timeout-ms", "60000"});
   REQUIRE(r.wait_ready(15s));
+  // Each sends from a thread of its own until the receiver reads no more
+  // (its send times out), at most 20 s; the thread is joined and the socket
+  // closed however the test ends.
   struct non_reader {
     int fd = -1;
     std::atomic<bool> shut{false};  // the receiver stopped reading its requests
-    std::thread sender;
+    std::jthread sender;
+    ~non_reader() {
+      if (sender.joinable()) {
+        sender.request_stop();
+        sender.join();
+      }
+      if (fd >= 0) ::close(fd);
+    }
   };
-  std::atomic<bool> done{false};
   const auto start = [&](non_reader& c) {
     c.fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     REQUIRE(c.fd >= 0);
-    const int small = 4096;  // before connect, so that the window starts small
+    const int small = 4096;  // before connect, so that the windows start small
     REQUIRE(::setsockopt(c.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small) == 0);
+    REQUIRE(::setsockopt(c.fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small) == 0);
     const timeval wait{0, 200'000};
     REQUIRE(::setsockopt(c.fd, SOL_SOCKET, SO_SNDTIMEO, &wait, sizeof wait) == 0);
     sockaddr_in a{};
@@ -116,15 +126,15 @@ TEST_CASE("at the connection cap, an answer its client does not read makes room:
     a.sin_port = htons(static_cast<std::uint16_t>(r.port()));
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     REQUIRE(::connect(c.fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    c.sender = std::thread([&c, &done] {
+    c.sender = std::jthread([&c](std::stop_token stop) {
       std::string requests;
       for (int i = 0; i < 1000; ++i) requests += "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
-      // At most 200,000 requests (7 MB), or until told to stop.
-      for (int i = 0; i < 200 && !done; ++i) {
+      const auto until = std::chrono::steady_clock::now() + 20s;
+      while (!stop.stop_requested() && std::chrono::steady_clock::now() < until) {
         const auto n = ::send(c.fd, requests.data(), requests.size(), MSG_NOSIGNAL);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
           c.shut = true;  // the receiver reads no more: its answer's write waits
-          while (!done) std::this_thread::sleep_for(20ms);
+          while (!stop.stop_requested()) std::this_thread::sleep_for(20ms);
           return;
         }
         if (n <= 0) return;  // closed
@@ -136,8 +146,8 @@ TEST_CASE("at the connection cap, an answer its client does not read makes room:
   start(b);
   const auto until = std::chrono::steady_clock::now() + 20s;
   while (!(a.shut && b.shut) && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(50ms);
-  CHECK(a.shut);
-  CHECK(b.shut);
+  REQUIRE(a.shut);
+  REQUIRE(b.shut);
   std::this_thread::sleep_for(1200ms);  // both answers wait for over a second
   // A delivery: the answer waiting longest makes room.
   const auto answer =
@@ -145,11 +155,6 @@ TEST_CASE("at the connection cap, an answer its client does not read makes room:
   CHECK_MESSAGE(answer.status == 200, r.proc().stderr_text());
   CHECK_MESSAGE(r.proc().wait_for_log("level=warn msg=slow_closed outcome=max_connections connections=2 stage=answer", 5s),
                 r.proc().stderr_text());
-  done = true;
-  for (auto* c : {&a, &b}) {
-    c->sender.join();
-    ::close(c->fd);
-  }
 }
 
 TEST_CASE("on SIGTERM idle connections are closed at once, a request in flight is still answered") {
