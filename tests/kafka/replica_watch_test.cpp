@@ -39,7 +39,8 @@ TEST_CASE("replica watch: not_enough_replicas once per change, from the topic's 
   watch.update({short_of{0, 1, 1}});
   watch.update({short_of{0, 1, 1}});
   CHECK_MESSAGE(test::count_of(cap.text(), "msg=min_insync_read") == 1, cap.text());
-  CHECK(test::line_with(cap.text(), "msg=min_insync_read").find("min_insync_replicas=1") != std::string::npos);
+  CHECK(test::line_with(cap.text(), "msg=min_insync_read").find("level=warn") != std::string::npos);
+  CHECK(test::line_with(cap.text(), "msg=min_insync_read").find("in_sync=1 min_insync_replicas=1") != std::string::npos);
   CHECK(test::count_of(cap.text(), "msg=replicas_in_sync") == 0);
   watch.update({short_of{0, 1, 0}});
   watch.update({short_of{0, 1, 0}});
@@ -56,9 +57,15 @@ TEST_CASE("replica watch: not_enough_replicas once per change, from the topic's 
   CHECK(test::count_of(cap.text(), "msg=replicas_in_sync") == 1);
   // Short again but not below the minimum (known now): said, and so is its
   // end, which nothing else would report.
-  watch.update({short_of{1, 1, 1}});
+  watch.update({short_of{1, 3, 2}});
   CHECK_MESSAGE(test::count_of(cap.text(), "msg=min_insync_read") == 2, cap.text());
-  CHECK(test::line_with(cap.text(), "partitions=1 min_insync_replicas=1").find("msg=min_insync_read") !=
+  CHECK(test::line_with(cap.text(), "partitions=1 in_sync=2 min_insync_replicas=1").find("msg=min_insync_read") !=
+        std::string::npos);
+  // One more replica lost, still not below: a step nearer, said again.
+  watch.update({short_of{1, 3, 1}});
+  watch.update({short_of{1, 3, 1}});
+  CHECK_MESSAGE(test::count_of(cap.text(), "msg=min_insync_read") == 3, cap.text());
+  CHECK(test::line_with(cap.text(), "partitions=1 in_sync=1 min_insync_replicas=1").find("msg=min_insync_read") !=
         std::string::npos);
   watch.update({});
   CHECK_MESSAGE(test::count_of(cap.text(), "msg=replicas_in_sync") == 2, cap.text());
