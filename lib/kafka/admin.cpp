@@ -1,6 +1,7 @@
 #include "kafka/admin.hpp"
 
 #include <array>
+#include <set>
 #include <memory>
 
 #include "kafka/handle.hpp"
@@ -111,10 +112,20 @@ cluster_layout describe_cluster(const client_config& cfg, const std::string& top
   if (err) throw fatal_error("kafka metadata: " + detail::failure_text(rk.get(), err));
   const std::unique_ptr<const rd_kafka_metadata_t, decltype(&rd_kafka_metadata_destroy)> owned(
       md, &rd_kafka_metadata_destroy);
+  return layout_of(*md, topic);
+}
+
+cluster_layout layout_of(const rd_kafka_metadata_t& md, const std::string& topic) {
   cluster_layout out;
-  for (int i = 0; i < md->broker_cnt; ++i) out.brokers.push_back(md->brokers[i].id);
-  for (int t = 0; t < md->topic_cnt; ++t) {
-    const auto& mt = md->topics[t];
+  std::set<std::int32_t> known;
+  for (int i = 0; i < md.broker_cnt; ++i) {
+    out.brokers.push_back(md.brokers[i].id);
+    known.insert(md.brokers[i].id);
+  }
+  for (int t = 0; t < md.topic_cnt; ++t) {
+    const auto& mt = md.topics[t];
+    for (int p = 0; p < mt.partition_cnt; ++p)
+      known.insert(mt.partitions[p].replicas, mt.partitions[p].replicas + mt.partitions[p].replica_cnt);
     if (topic != mt.topic || mt.err) continue;
     for (int p = 0; p < mt.partition_cnt; ++p) {
       const auto& mp = mt.partitions[p];
@@ -126,6 +137,7 @@ cluster_layout describe_cluster(const client_config& cfg, const std::string& top
       out.partitions.push_back(std::move(pl));
     }
   }
+  out.known_brokers = static_cast<int>(known.size());
   return out;
 }
 

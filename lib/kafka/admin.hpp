@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include <librdkafka/rdkafka.h>
+
 #include "kafka/client.hpp"
 
 namespace clerk_sync::kafka {
@@ -44,7 +46,15 @@ struct partition_layout {
 struct cluster_layout {
   std::vector<std::int32_t> brokers;         // ids of the brokers the cluster lists
   std::vector<partition_layout> partitions;  // of the topic asked for; empty when it does not exist
+  // The cluster's size as far as its metadata tells: the brokers listed,
+  // which are the live ones only, and every other broker some partition of
+  // any topic names as a replica (one down). Two of three down leave one
+  // listed, and a topic planned for one broker would keep one copy for good.
+  int known_brokers = 0;
 };
+
+// The layout of `topic` in a metadata answer of every topic.
+[[nodiscard]] cluster_layout layout_of(const rd_kafka_metadata_t& md, const std::string& topic);
 
 // One metadata round-trip: the brokers and where `topic`'s partitions live.
 [[nodiscard]] cluster_layout describe_cluster(const client_config& cfg, const std::string& topic,

@@ -180,14 +180,21 @@ topic_report check_topic(const kafka::client_config& cfg, const std::string& nam
                          std::size_t largest_record) {
   const auto layout = kafka::describe_cluster(cfg, name, timeout);
   if (layout.partitions.empty()) throw kafka::fatal_error("topic " + name + " does not exist or has no partitions (or these credentials may not describe it)");
-  return describe_existing(cfg, name, static_cast<int>(layout.brokers.size()), layout, timeout, largest_record);
+  return describe_existing(cfg, name, layout.known_brokers, layout, timeout, largest_record);
 }
 
 topic_report ensure_topic(const kafka::client_config& cfg, const topic_settings& requested,
                           std::chrono::milliseconds timeout, bool clean_only) {
   const auto before = kafka::describe_cluster(cfg, requested.name, timeout);
-  const int brokers = static_cast<int>(before.brokers.size());
+  // Those down included: the plan and the judgement are for the cluster,
+  // not for what of it answers now.
+  const int brokers = before.known_brokers;
   if (before.partitions.empty()) {
+    const auto live = static_cast<int>(before.brokers.size());
+    if (requested.replication_factor <= 0 && live < brokers)
+      throw kafka::fatal_error("topic " + requested.name + " not created: " + std::to_string(brokers - live) + " of the " +
+                               std::to_string(brokers) + " brokers the cluster's partitions name are down; give "
+                               "--replication-factor, or run it again once they are back");
     const auto settings = with_defaults(requested, brokers);
     // Extra configs override our defaults, as an operator would expect. Each
     // setting the report judges is given, so that a broker's own default

@@ -10,9 +10,11 @@
 
 #include <doctest/doctest.h>
 
+#include <array>
 #include <fstream>
 #include <set>
 
+#include "kafka/admin.hpp"
 #include "kafka/mock_cluster.hpp"
 #include "projection/applier.hpp"
 #include "store/database.hpp"
@@ -121,6 +123,44 @@ TEST_CASE("topic check warns on finite retention and on compaction") {
   CHECK(w[0].find("compact") != std::string::npos);
   CHECK(ops::replay_warnings({{"retention.ms", "86400000"}, {"cleanup.policy", "delete"}}).size() == 1);
   CHECK(ops::replay_warnings({{"retention.ms", "-1"}, {"retention.bytes", "1073741824"}}).size() == 1);
+}
+
+TEST_CASE("the cluster's size counts the brokers down that partitions name as replicas") {
+  // Two of three brokers down (controllers apart): the metadata lists the
+  // live one only, while partitions still name the others. Counted as one,
+  // topic ensure planned one copy, created it and judged it clean.
+  rd_kafka_metadata_broker_t live{};
+  live.id = 1;
+  std::array<std::int32_t, 3> replicas{1, 2, 3};
+  std::array<std::int32_t, 1> in_sync{1};
+  rd_kafka_metadata_partition_t partition{};
+  partition.leader = 1;
+  partition.replica_cnt = 3;
+  partition.replicas = replicas.data();
+  partition.isr_cnt = 1;
+  partition.isrs = in_sync.data();
+  std::string internal = "__consumer_offsets";
+  rd_kafka_metadata_topic_t topic{};
+  topic.topic = internal.data();
+  topic.partition_cnt = 1;
+  topic.partitions = &partition;
+  rd_kafka_metadata_t md{};
+  md.broker_cnt = 1;
+  md.brokers = &live;
+  md.topic_cnt = 1;
+  md.topics = &topic;
+  const auto missing = kafka::layout_of(md, "clerk.events");
+  CHECK(missing.brokers == std::vector<std::int32_t>{1});
+  CHECK(missing.partitions.empty());
+  CHECK(missing.known_brokers == 3);
+  // The plan is three copies (Kafka then refuses to create them while two
+  // are down, and says so), and a topic of one copy is judged as such.
+  CHECK(ops::with_defaults({}, missing.known_brokers).replication_factor == 3);
+  CHECK(ops::durability_warnings(missing.known_brokers, 1, 1, false).size() == 1);
+  const auto of_internal = kafka::layout_of(md, internal);
+  REQUIRE(of_internal.partitions.size() == 1);
+  CHECK(of_internal.partitions.front().replicas == std::vector<std::int32_t>{1, 2, 3});
+  CHECK(of_internal.partitions.front().isr == std::vector<std::int32_t>{1});
 }
 
 TEST_CASE("topic defaults: room for the receiver's largest record, at least the 2 MiB default") {
