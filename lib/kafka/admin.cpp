@@ -106,13 +106,34 @@ std::optional<std::map<std::string, std::string>> describe_topic(const client_co
 cluster_layout describe_cluster(const client_config& cfg, const std::string& topic,
                                 std::chrono::milliseconds timeout) {
   auto rk = admin_handle(cfg);
+  using metadata_ptr = std::unique_ptr<const rd_kafka_metadata_t, decltype(&rd_kafka_metadata_destroy)>;
+  // All topics: the cluster's size counts every partition's replicas.
   const rd_kafka_metadata_t* md = nullptr;
-  // All topics: asking for one by handle could create it where brokers auto-create.
   const auto err = detail::metadata(rk.get(), true, nullptr, &md, timeout);
   if (err) throw fatal_error("kafka metadata: " + detail::failure_text(rk.get(), err));
-  const std::unique_ptr<const rd_kafka_metadata_t, decltype(&rd_kafka_metadata_destroy)> owned(
-      md, &rd_kafka_metadata_destroy);
-  return layout_of(*md, topic);
+  const metadata_ptr owned(md, &rd_kafka_metadata_destroy);
+  auto out = layout_of(*md, topic);
+  if (!out.partitions.empty()) return out;
+  // Kafka leaves a topic these credentials may not describe out of that
+  // listing: asked for alone, it says so (never created by the asking:
+  // allow.auto.create.topics=false is every client's, and librdkafka sends
+  // it with the request).
+  bool denied = false;
+  for (int t = 0; t < md->topic_cnt; ++t)
+    denied = denied || (topic == md->topics[t].topic && md->topics[t].err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+  if (!denied) {
+    rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk.get(), topic.c_str(), nullptr);
+    const rd_kafka_metadata_t* alone = nullptr;
+    const auto alone_err = detail::metadata(rk.get(), false, rkt, &alone, timeout);
+    rd_kafka_topic_destroy(rkt);
+    const metadata_ptr alone_owned(alone, &rd_kafka_metadata_destroy);
+    denied = !alone_err && alone && alone->topic_cnt == 1 &&
+             alone->topics[0].err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED;
+  }
+  if (denied)
+    throw authorization_error("these credentials may not describe topic " + topic +
+                              " (TOPIC_AUTHORIZATION_FAILED): allow them Describe on it (check its ACLs)");
+  return out;
 }
 
 cluster_layout layout_of(const rd_kafka_metadata_t& md, const std::string& topic) {

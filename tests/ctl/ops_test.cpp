@@ -203,6 +203,25 @@ TEST_CASE("topic ensure on a cluster listing two brokers creates nothing without
                        doctest::Contains("--replication-factor"), clerk_sync::kafka::fatal_error);
 }
 
+TEST_CASE("topic ensure and the topic check on a topic the credentials may not describe say so, and create nothing") {
+  // Kafka leaves such a topic out of a listing of all topics (the mock
+  // lists it with the error): taken for a missing one, ensure tried to
+  // create it and said "authorization failed" of the creation, or "give
+  // --replication-factor".
+  clerk_sync::kafka::mock_cluster mock(1);
+  mock.create_topic("acl-denied", 1);
+  mock.set_topic_error("acl-denied", 29);  // TOPIC_AUTHORIZATION_FAILED
+  ops::topic_settings s;
+  s.name = "acl-denied";
+  const clerk_sync::kafka::client_config cfg{mock.bootstrap_servers(), {}};
+  CHECK_THROWS_WITH_AS((void)ops::ensure_topic(cfg, s, std::chrono::seconds(5)),
+                       doctest::Contains("may not describe topic acl-denied"),
+                       clerk_sync::kafka::authorization_error);
+  CHECK_THROWS_WITH_AS((void)ops::check_topic(cfg, "acl-denied", std::chrono::seconds(5), 0),
+                       doctest::Contains("may not describe topic acl-denied"),
+                       clerk_sync::kafka::authorization_error);
+}
+
 TEST_CASE("topic durability warns when acks=all can fall back to one copy, or can never succeed") {
   CHECK(ops::durability_warnings(3, 3, 2).empty());
   CHECK(ops::durability_warnings(5, 3, 3).empty());
