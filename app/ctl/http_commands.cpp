@@ -155,8 +155,11 @@ int send(const send_args& a) {
   ops::refusal_streak streak(refusals_before_stop);
   for (std::size_t i = 0; i < bodies.size(); ++i) {
     const auto r = ops::send_one(opts, bodies[i], {}, clock, [&](const ops::send_result& attempt) {
+      // The receiver's answer says which of a status's causes it was (a 413
+      // of the body limit or of the topic's, a 503's outcome).
       log::warn("send attempt failed", {{"svix_id", attempt.svix_id}, {"attempt", attempt.attempts},
                                         {"status", attempt.last.status}, {"error", attempt.last.error},
+                                        {"answer", std::string_view(attempt.last.body).substr(0, 300)},
                                         {"meaning", ops::explain_status(attempt.last.status)}});
     });
     retries += static_cast<std::size_t>(r.attempts - 1);
@@ -172,6 +175,7 @@ int send(const send_args& a) {
     } else {
       ++failed;
       log::error("send gave up", {{"svix_id", r.svix_id}, {"attempts", r.attempts}, {"status", r.last.status},
+                                  {"answer", std::string_view(r.last.body).substr(0, 300)},
                                   {"meaning", ops::explain_status(r.last.status)}});
     }
     bar.update(i + 1, ok, failed, ignored, retries);
@@ -205,7 +209,8 @@ void add_http_commands(CLI::App& app, runner& run) {
       "send",
       "Sign and POST event files or generated events to a receiver, retrying non-2xx answers like Svix "
       "(same svix-id, fresh signature); each failure says what its status means, and 3 events in a row "
-      "refused with the same 401, 403, 404 or 405 (a wrong secret, clock or URL) stop the run (exit 1); an event "
+      "refused with the same 401, 403, 404 or 405, or a refused connection (a wrong secret, clock or URL) stop the "
+      "run (exit 1); an event "
       "the receiver ignored (a type it does not publish) counts as ignored, not ok, and the run exits 1");
   auto a = std::make_shared<send_args>();
   send_cmd->add_option("files", a->files, "JSON body files (each one event); - for stdin");

@@ -113,7 +113,8 @@ std::string_view explain_status(int status) {
     case 408:
       return "the receiver timed out reading the request";
     case 413:
-      return "body over the receiver's --body-limit";
+      return "too large: a body over the receiver's --body-limit, or a record over the topic's max.message.bytes "
+             "(the answer says which)";
     case 415:
       return "the receiver does not take this Content-Type";
     case 422:
@@ -121,7 +122,8 @@ std::string_view explain_status(int status) {
     case 429:
       return "the receiver asks to slow down";
     case 503:
-      return "the receiver could not hand the event to Kafka in time (Kafka down or slow)";
+      return "the receiver could not hand the event to Kafka (the answer says why: Kafka down or slow, its queue "
+             "full, too many bodies in flight)";
     default:
       break;
   }
@@ -131,8 +133,12 @@ std::string_view explain_status(int status) {
   return "an answer the sender does not expect from a receiver";
 }
 
+bool nothing_listens(const http_answer& a) {
+  return a.status == 0 && a.error.find("Connection refused") != std::string::npos;
+}
+
 bool refusal_streak::add(const send_result& r) {
-  if (r.ok() || !setup_refusal(r.last.status)) {
+  if (r.ok() || !(setup_refusal(r.last.status) || nothing_listens(r.last))) {
     count_ = 0;
   } else if (count_ > 0 && r.last.status == status_) {
     ++count_;
@@ -178,6 +184,9 @@ http_answer post(const http_url& url, std::string_view body,
     out.body = parser.get().body();
     beast::error_code ec;
     stream.socket().shutdown(net::ip::tcp::socket::shutdown_both, ec);
+  } catch (const boost::system::system_error& e) {
+    out.status = 0;
+    out.error = e.code().message();  // what() adds Boost's source location
   } catch (const std::exception& e) {
     out.status = 0;
     out.error = e.what();

@@ -65,6 +65,10 @@ struct send_result {
 // 429, 5xx or no answer, which may pass later.
 [[nodiscard]] bool setup_refusal(int status);
 
+// Whether an answer is a refused connection: nothing listens at the URL
+// (a wrong port), which, unlike a timeout, is no slow receiver.
+[[nodiscard]] bool nothing_listens(const http_answer& a);
+
 // What `status` (0: no HTTP answer) means to the operator running the sender:
 // the likely cause and what to check. Never empty; holds no secret.
 [[nodiscard]] std::string_view explain_status(int status);
@@ -78,7 +82,8 @@ struct send_result {
 class refusal_streak {
  public:
   explicit refusal_streak(int limit) : limit_(limit) {}
-  // True once `limit` events in a row failed with one setup_refusal() status.
+  // True once `limit` events in a row failed with one setup_refusal()
+  // status, or with a refused connection (status 0).
   bool add(const send_result& r);
   [[nodiscard]] int status() const { return status_; }
   [[nodiscard]] int count() const { return count_; }

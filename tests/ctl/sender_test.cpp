@@ -190,6 +190,21 @@ TEST_CASE("a run stops after N events in a row refused with the same status that
   CHECK(streak.add(result(404)));
   CHECK(streak.status() == 404);
   CHECK(streak.count() == 3);
+  // Nothing listening at --url (a wrong port): each event's retries took
+  // their whole schedule, about 36 s, and a run of 1,000 some ten hours.
+  // A timeout is a slow receiver: not counted.
+  auto refused = result(0);
+  refused.last.error = "connect: Connection refused [system:111]";
+  auto slow = result(0);
+  slow.last.error = "The socket was closed due to a timeout";
+  ops::refusal_streak nothing(3);
+  CHECK_FALSE(nothing.add(refused));
+  CHECK_FALSE(nothing.add(refused));
+  CHECK_FALSE(nothing.add(slow));
+  CHECK_FALSE(nothing.add(refused));
+  CHECK_FALSE(nothing.add(refused));
+  CHECK(nothing.add(refused));
+  CHECK(nothing.status() == 0);
 }
 
 TEST_CASE("a 200 that says ignored is told apart from a delivery, and says why nothing was published") {
