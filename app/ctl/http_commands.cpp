@@ -182,7 +182,8 @@ int send(const send_args& a) {
     if (streak.add(r)) {
       log::error("send stopped", {{"sent", i + 1}, {"total", bodies.size()}, {"ok", ok}, {"failed", failed},
                                   {"ignored", ignored}, {"status", streak.status()}, {"in_a_row", streak.count()},
-                                  {"reason", ops::explain_status(streak.status())}});
+                                  {"reason", streak.status() == 0 ? std::string_view("connection refused: nothing listens at --url")
+                                                                  : ops::explain_status(streak.status())}});
       return exit_failed;
     }
   }

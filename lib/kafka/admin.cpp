@@ -106,6 +106,7 @@ std::optional<std::map<std::string, std::string>> describe_topic(const client_co
 cluster_layout describe_cluster(const client_config& cfg, const std::string& topic,
                                 std::chrono::milliseconds timeout) {
   auto rk = admin_handle(cfg);
+  const auto until = std::chrono::steady_clock::now() + timeout;
   using metadata_ptr = std::unique_ptr<const rd_kafka_metadata_t, decltype(&rd_kafka_metadata_destroy)>;
   // All topics: the cluster's size counts every partition's replicas.
   const rd_kafka_metadata_t* md = nullptr;
@@ -115,16 +116,18 @@ cluster_layout describe_cluster(const client_config& cfg, const std::string& top
   auto out = layout_of(*md, topic);
   if (!out.partitions.empty()) return out;
   // Kafka leaves a topic these credentials may not describe out of that
-  // listing: asked for alone, it says so (never created by the asking:
+  // listing: asked for alone, it says so. Not created by the asking:
   // allow.auto.create.topics=false is every client's, and librdkafka sends
-  // it with the request).
+  // it with the request (Metadata v4, Kafka 0.11 and later; an older broker
+  // cannot be told, and one that auto-creates would create it).
   bool denied = false;
   for (int t = 0; t < md->topic_cnt; ++t)
     denied = denied || (topic == md->topics[t].topic && md->topics[t].err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
-  if (!denied) {
-    rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk.get(), topic.c_str(), nullptr);
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+  rd_kafka_topic_t* rkt = denied || left.count() <= 0 ? nullptr : rd_kafka_topic_new(rk.get(), topic.c_str(), nullptr);
+  if (rkt) {
     const rd_kafka_metadata_t* alone = nullptr;
-    const auto alone_err = detail::metadata(rk.get(), false, rkt, &alone, timeout);
+    const auto alone_err = detail::metadata(rk.get(), false, rkt, &alone, left);
     rd_kafka_topic_destroy(rkt);
     const metadata_ptr alone_owned(alone, &rd_kafka_metadata_destroy);
     denied = !alone_err && alone && alone->topic_cnt == 1 &&

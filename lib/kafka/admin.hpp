@@ -56,7 +56,10 @@ struct cluster_layout {
 // The layout of `topic` in a metadata answer of every topic.
 [[nodiscard]] cluster_layout layout_of(const rd_kafka_metadata_t& md, const std::string& topic);
 
-// One metadata round-trip: the brokers and where `topic`'s partitions live.
+// The brokers and where `topic`'s partitions live: one metadata round-trip
+// for every topic, and one for `topic` alone when that lacks it (to tell a
+// topic these credentials may not describe, authorization_error, from a
+// missing one), both within `timeout`.
 [[nodiscard]] cluster_layout describe_cluster(const client_config& cfg, const std::string& topic,
                                               std::chrono::milliseconds timeout);
 

@@ -61,9 +61,9 @@ void replica_watch::update(const std::vector<producer::partition_sync>& short_of
                                   {"partitions", above},
                                   {"in_sync", fewest_above},
                                   {"min_insync_replicas", *min_insync_},
-                                  {"outcome", "short of replicas (a broker down or behind): Kafka still takes their "
-                                              "writes, and refuses them, their webhooks answered 503, once fewer "
-                                              "than min_insync_replicas are in sync"}});
+                                  {"outcome", "short of replicas (a broker down or behind): Kafka takes their writes "
+                                              "while min_insync_replicas are in sync, and refuses them, their "
+                                              "webhooks answered 503, with fewer"}});
   } else {
     log::info("replicas_in_sync", {{"topic", topic_}});
   }

@@ -190,12 +190,14 @@ topic_report ensure_topic(const kafka::client_config& cfg, const topic_settings&
   // not for what of it answers now.
   const int brokers = before.known_brokers;
   if (before.partitions.empty()) {
-    const auto live = static_cast<int>(before.brokers.size());
-    if (requested.replication_factor <= 0 && live < brokers)
-      throw kafka::fatal_error("topic " + requested.name + " not created: " + std::to_string(brokers - live) + " of the " +
-                               std::to_string(brokers) + " brokers the cluster's partitions name are down; give "
-                               "--replication-factor, or run it again once they are back");
     const auto settings = with_defaults(requested, brokers);
+    const auto live = static_cast<int>(before.brokers.size());
+    if (requested.replication_factor <= 0 && settings.replication_factor > live)
+      throw kafka::fatal_error("topic " + requested.name + " not created: the plan for the cluster's " +
+                               std::to_string(brokers) + " brokers is " + std::to_string(settings.replication_factor) +
+                               " copies, and " + std::to_string(live) + " are listed (the others down, or removed "
+                               "while partitions still name them); give --replication-factor, or run it again "
+                               "once they are back");
     // Extra configs override our defaults, as an operator would expect. Each
     // setting the report judges is given, so that a broker's own default
     // (log.retention.bytes, say) cannot make the topic differ from the plan.

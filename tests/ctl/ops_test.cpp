@@ -153,7 +153,7 @@ TEST_CASE("the cluster's size counts the brokers down that partitions name as re
   CHECK(missing.brokers == std::vector<std::int32_t>{1});
   CHECK(missing.partitions.empty());
   CHECK(missing.known_brokers == 3);
-  // The plan is three copies (Kafka then refuses to create them while two
+  // The plan is three copies (topic ensure then creates nothing while two
   // are down, and says so), and a topic of one copy is judged as such.
   CHECK(ops::with_defaults({}, missing.known_brokers).replication_factor == 3);
   CHECK(ops::durability_warnings(missing.known_brokers, 1, 1, false).size() == 1);

@@ -307,6 +307,11 @@ TEST_CASE("against a SASL broker, a wrong password and denied ACLs are never sil
     // the topic's min.insync.replicas: a warning that says so.
     {
       CHECK_THROWS_AS((void)kafka::describe_topic(broker.stranger_client(), topic, 10s), kafka::authorization_error);
+      // Left out of a listing of all topics, the topic is asked for alone:
+      // not taken for a missing one.
+      const auto denied = "may not describe topic " + topic;
+      CHECK_THROWS_WITH_AS((void)kafka::describe_cluster(broker.stranger_client(), topic, 10s),
+                           doctest::Contains(denied.c_str()), kafka::authorization_error);
       const test::capture_stderr cap;
       kafka::replica_watch watch(broker.stranger_client(), topic);
       watch.update({{0, 1, 0}});
