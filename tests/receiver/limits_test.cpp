@@ -157,6 +157,32 @@ TEST_CASE("at the connection cap, an answer its client does not read makes room:
                 r.proc().stderr_text());
 }
 
+TEST_CASE("a 200 its client is gone for is said, the event in Kafka: a retry is a duplicate, not a mystery") {
+  // The log said published status=200 before the answer was written, and
+  // nothing when the write failed.
+  const auto secret = test::random_secret();
+  const auto topic = test::fresh_topic("recv_answer_failed", 1);
+  test::receiver r(test::broker().brokers, topic, secret);
+  REQUIRE(r.wait_ready(15s));
+  const auto e = test::sign_event(secret, test::user_event_body("user_gone"));
+  std::string request = "POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n";
+  for (const auto& [k, v] : e.headers) request += k + ": " + v + "\r\n";
+  request += "Content-Length: " + std::to_string(e.body.size()) + "\r\n\r\n" + e.body;
+  {
+    raw_conn c(r.port());
+    REQUIRE(c.send(request));
+    // Gone at once, with a reset (no lingering close): the answer's write,
+    // after Kafka's acknowledgement, meets it.
+    const linger reset{1, 0};
+    REQUIRE(::setsockopt(c.fd(), SOL_SOCKET, SO_LINGER, &reset, sizeof reset) == 0);
+  }
+  CHECK_MESSAGE(r.proc().wait_for_log("level=warn msg=answer_failed svix_id=" + e.id + " status=200 error=", 20s),
+                r.proc().stderr_text());
+  CHECK(test::line_with(r.proc().stderr_text(), "msg=published").find("svix_id=" + e.id) != std::string::npos);
+  const auto records = test::read_topic(test::broker().brokers, topic);
+  CHECK(records.size() == 1);
+}
+
 TEST_CASE("on SIGTERM idle connections are closed at once, a request in flight is still answered") {
   test::receiver r(test::broker().brokers, test::fresh_topic("recv_stop_idle", 1), test::random_secret(),
                    {"--idle-timeout-ms", "300000", "--shutdown-grace-ms", "20000"});
