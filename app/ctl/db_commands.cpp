@@ -279,8 +279,8 @@ void check_against_log(const swap_args& a, const std::vector<projection::kind>& 
                             e.what() + nothing + skip);
     }
     for (const auto& r : reports) {
-      if (!live && !r.unknown_partitions.empty())
-        throw ops::swap_error(a.from + " stores an offset of " + a.topic + "/" +
+      if (!r.unknown_partitions.empty())
+        throw ops::swap_error(file + " stores an offset of " + a.topic + "/" +
                               std::to_string(r.unknown_partitions.front()) + ", a partition the topic" + at +
                               " does not have" + why + nothing);
       for (const auto& p : r.partitions) {

@@ -717,6 +717,18 @@ TEST_CASE("swap-in checks the rebuilt offsets against the cluster's log: another
   const auto gone = swap(rebuilt_with("again4.db", 8, events[7].svix_id), {"--live-log-gone"});
   CHECK_MESSAGE(gone.status == 0, gone.err);
   CHECK(test::query_int(live, "SELECT next_offset FROM kafka_offsets") == 8);
+  // A partition the topic lacks in the live file (another cluster's topic
+  // of more partitions): refused as in the rebuilt file, where it was let by.
+  test::store_offset(live, {.topic = topic, .partition = 3, .next_offset = 2, .last_svix_id = "msg_y"});
+  const auto live_wide = swap(rebuilt_with("again5.db", 8, events[7].svix_id));
+  CHECK(live_wide.status == 1);
+  CHECK_MESSAGE(live_wide.err.find(live + " stores an offset of " + topic + "/3, a partition the topic at") !=
+                    std::string::npos,
+                live_wide.err);
+  {
+    store::database d(live);
+    store::exec(d, "DELETE FROM kafka_offsets WHERE partition = 3");
+  }
 
   // Records deleted: below the log's start, each file says what that means.
   kafka::delete_records(test::broker(), topic, 0, 9, 30s);
