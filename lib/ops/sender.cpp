@@ -133,10 +133,6 @@ std::string_view explain_status(int status) {
   return "an answer the sender does not expect from a receiver";
 }
 
-bool nothing_listens(const http_answer& a) {
-  return a.status == 0 && a.error.find("Connection refused") != std::string::npos;
-}
-
 bool refusal_streak::add(const send_result& r) {
   if (r.ok() || !(setup_refusal(r.last.status) || nothing_listens(r.last))) {
     count_ = 0;
@@ -187,6 +183,7 @@ http_answer post(const http_url& url, std::string_view body,
   } catch (const boost::system::system_error& e) {
     out.status = 0;
     out.error = e.code().message();  // what() adds Boost's source location
+    out.connection_refused = e.code() == net::error::connection_refused;
   } catch (const std::exception& e) {
     out.status = 0;
     out.error = e.what();

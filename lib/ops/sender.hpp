@@ -39,6 +39,7 @@ struct http_answer {
   int status = 0;       // 0: no HTTP answer (connection refused, timeout)
   std::string error;    // why, when status is 0
   std::string body;
+  bool connection_refused = false;  // status 0 because nothing listens at the address
 };
 
 struct send_options {
@@ -67,7 +68,7 @@ struct send_result {
 
 // Whether an answer is a refused connection: nothing listens at the URL
 // (a wrong port), which, unlike a timeout, is no slow receiver.
-[[nodiscard]] bool nothing_listens(const http_answer& a);
+[[nodiscard]] inline bool nothing_listens(const http_answer& a) { return a.status == 0 && a.connection_refused; }
 
 // What `status` (0: no HTTP answer) means to the operator running the sender:
 // the likely cause and what to check. Never empty; holds no secret.

@@ -195,6 +195,7 @@ TEST_CASE("a run stops after N events in a row refused with the same status that
   // A timeout is a slow receiver: not counted.
   auto refused = result(0);
   refused.last.error = "Connection refused";
+  refused.last.connection_refused = true;
   auto slow = result(0);
   slow.last.error = "The socket was closed due to a timeout";
   ops::refusal_streak nothing(3);
