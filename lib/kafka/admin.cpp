@@ -103,6 +103,18 @@ std::optional<std::map<std::string, std::string>> describe_topic(const client_co
   return out;
 }
 
+namespace {
+
+// The error a metadata answer gives `topic`: none when it is listed without
+// one, UNKNOWN_TOPIC_OR_PART when it is not listed.
+rd_kafka_resp_err_t topic_error(const rd_kafka_metadata_t& md, const std::string& topic) {
+  for (int t = 0; t < md.topic_cnt; ++t)
+    if (topic == md.topics[t].topic) return md.topics[t].err;
+  return RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+}
+
+}  // namespace
+
 cluster_layout describe_cluster(const client_config& cfg, const std::string& topic,
                                 std::chrono::milliseconds timeout) {
   auto rk = admin_handle(cfg);
@@ -120,9 +132,7 @@ cluster_layout describe_cluster(const client_config& cfg, const std::string& top
   // allow.auto.create.topics=false is every client's, and librdkafka sends
   // it with the request (Metadata v4, Kafka 0.11 and later; an older broker
   // cannot be told, and one that auto-creates would create it).
-  bool denied = false;
-  for (int t = 0; t < md->topic_cnt; ++t)
-    denied = denied || (topic == md->topics[t].topic && md->topics[t].err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+  bool denied = topic_error(*md, topic) == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED;
   const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
   rd_kafka_topic_t* rkt = denied || left.count() <= 0 ? nullptr : rd_kafka_topic_new(rk.get(), topic.c_str(), nullptr);
   if (rkt) {
@@ -130,8 +140,7 @@ cluster_layout describe_cluster(const client_config& cfg, const std::string& top
     const auto alone_err = detail::metadata(rk.get(), false, rkt, &alone, left);
     rd_kafka_topic_destroy(rkt);
     const metadata_ptr alone_owned(alone, &rd_kafka_metadata_destroy);
-    denied = !alone_err && alone && alone->topic_cnt == 1 &&
-             alone->topics[0].err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED;
+    denied = !alone_err && alone && topic_error(*alone, topic) == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED;
   }
   if (denied)
     throw authorization_error("these credentials may not describe topic " + topic +
