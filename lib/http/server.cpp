@@ -269,6 +269,14 @@ struct server::impl : std::enable_shared_from_this<impl> {
     return true;
   }
 
+  // A request's reading, or an answer's writing, starts: on the list the
+  // cap takes from, from now.
+  void begin_transfer(connection& c, bool writing) {
+    c.transfer_since = std::chrono::steady_clock::now();
+    c.writing = writing;
+    transfers.push_back(c);
+  }
+
   static bool request_arrived(connection& c) {
     beast::error_code ec;
     return c.stream->socket().available(ec) > 0 && !ec;
@@ -436,8 +444,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
         me.idle_hook.unlink();  // if the sweeper, the cap or stop() has not
         if (ec) co_return;  // closed or idle too long: nothing to answer
       }
-      me.transfer_since = std::chrono::steady_clock::now();
-      transfers.push_back(me);
+      begin_transfer(me, false);
       const auto then = co_await serve_request(stream, buffer, me);
       if (then != after::linger) me.transfer_hook.unlink();
       if (then == after::blank_lines) {
@@ -685,13 +692,10 @@ struct server::impl : std::enable_shared_from_this<impl> {
     if (head) res.body().clear();
     // Written within the read timeout, and closed at the cap once that
     // takes a second (close_slowest_request).
-    me.transfer_since = std::chrono::steady_clock::now();
-    me.writing = true;
-    transfers.push_back(me);
+    begin_transfer(me, true);
     stream.expires_after(limits.read_timeout);
     auto [wec, wn] = co_await bhttp::async_write(stream, res, nothrow);
     me.transfer_hook.unlink();
-    me.writing = false;
     if (wec && d.publish && status == 200) {
       // Kafka holds the event, Svix was not told: its retry is a duplicate,
       // which the consumers' ledger absorbs.
