@@ -48,21 +48,8 @@ std::string_view path_of(std::string_view target) {
   return target.substr(0, target.find('?'));
 }
 
-}  // namespace
-
-const char* name(readiness r) {
-  switch (r) {
-    case readiness::ready: return "ready";
-    case readiness::topic_missing: return "topic_missing";
-    case readiness::authentication_failed: return "authentication_failed";
-    case readiness::tls_failed: return "tls_failed";
-    case readiness::topic_unauthorized: return "topic_unauthorized";
-    case readiness::publish_failing: return "publish_failing";
-    case readiness::kafka_unreachable: break;
-  }
-  return "kafka_unreachable";
-}
-
+// Probes, 404 and 405: what the request line decides. nullopt for a POST
+// to the webhook path.
 std::optional<decision> route(std::string_view method, std::string_view target, const handler_config& cfg,
                               readiness kafka) {
   const auto path = path_of(target);
@@ -79,17 +66,43 @@ std::optional<decision> route(std::string_view method, std::string_view target, 
   return std::nullopt;
 }
 
+decision rejected(const verify::verdict& v, const verify::signed_headers& headers) {
+  auto d = answer("rejected", v.text(), error_response(v.http_status(), v.text()));
+  if (headers.id) d.svix_id = *headers.id;
+  return d;
+}
+
+}  // namespace
+
+const char* name(readiness r) {
+  switch (r) {
+    case readiness::ready: return "ready";
+    case readiness::topic_missing: return "topic_missing";
+    case readiness::authentication_failed: return "authentication_failed";
+    case readiness::tls_failed: return "tls_failed";
+    case readiness::topic_unauthorized: return "topic_unauthorized";
+    case readiness::publish_failing: return "publish_failing";
+    case readiness::kafka_unreachable: break;
+  }
+  return "kafka_unreachable";
+}
+
+std::optional<decision> classify_header(const request_view& req, const handler_config& cfg,
+                                        std::chrono::system_clock::time_point now, readiness kafka) {
+  if (auto d = route(req.method, req.target, cfg, kafka)) return d;
+  const auto headers = verify::pick_headers(req.header);
+  if (const auto v = verify::check_headers(headers, cfg.keys, now, cfg.tolerance); !v.ok())
+    return rejected(v, headers);
+  return std::nullopt;
+}
+
 decision classify(const request_view& req, const handler_config& cfg, std::chrono::system_clock::time_point now,
                   readiness kafka) {
-  if (auto d = route(req.method, req.target, cfg, kafka)) return std::move(*d);
+  if (auto d = classify_header(req, cfg, now, kafka)) return std::move(*d);
 
   const auto headers = verify::pick_headers(req.header);
   const auto v = verify::verify(req.body, headers, cfg.keys, now, cfg.tolerance);
-  if (!v.ok()) {
-    auto d = answer("rejected", v.text(), error_response(v.http_status(), v.text()));
-    if (headers.id) d.svix_id = *headers.id;
-    return d;
-  }
+  if (!v.ok()) return rejected(v, headers);
 
   decision d;
   d.verified = true;

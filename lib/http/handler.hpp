@@ -87,10 +87,14 @@ struct decision {
   bool verified = false;
 };
 
-// The part of classify() that needs only the request line: probes, 404 and
-// 405. nullopt for a POST to the webhook path, which needs its body.
-[[nodiscard]] std::optional<decision> route(std::string_view method, std::string_view target,
-                                            const handler_config& cfg, readiness kafka);
+// The part of classify() that the header alone decides, before a body is
+// read: probes, 404 and 405, then the signature headers
+// (verify::check_headers: present, a timestamp within tolerance, a `v1,`
+// entry of a signature's length). `req.body` is not looked at. nullopt
+// when only the body can decide: a POST to the webhook path whose headers
+// could sign it.
+[[nodiscard]] std::optional<decision> classify_header(const request_view& req, const handler_config& cfg,
+                                                      std::chrono::system_clock::time_point now, readiness kafka);
 
 [[nodiscard]] decision classify(const request_view& req, const handler_config& cfg,
                                 std::chrono::system_clock::time_point now, readiness kafka);

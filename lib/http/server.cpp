@@ -510,10 +510,6 @@ struct server::impl : std::enable_shared_from_this<impl> {
   // sends no body.
   task<after> answer_early(stream_type& stream, const response& r, std::string_view msg, std::string_view outcome,
                           bool head = false, std::string_view detail = {}) {
-    auto res = to_beast(r);
-    res.keep_alive(false);
-    res.prepare_payload();
-    if (head) res.body().clear();
     // Decided before any signature was checked: rate-limited per kind, as above.
     const auto key = std::string(msg) + ":" + std::string(outcome);
     const auto lv = r.status == 503 ? log::level::warn : log::level::info;
@@ -521,6 +517,15 @@ struct server::impl : std::enable_shared_from_this<impl> {
       limiter.write(key, lv, msg, {{"status", r.status}, {"outcome", outcome}});
     else
       limiter.write(key, lv, msg, {{"status", r.status}, {"outcome", outcome}, {"error", detail}});
+    co_return co_await write_early(stream, r, head);
+  }
+
+  // An early answer's write, its line already logged.
+  task<after> write_early(stream_type& stream, const response& r, bool head) {
+    auto res = to_beast(r);
+    res.keep_alive(false);
+    res.prepare_payload();
+    if (head) res.body().clear();
     stream.expires_after(limits.read_timeout);
     auto [ec, n] = co_await bhttp::async_write(stream, res, nothrow);
     co_return ec ? after::close : after::linger;
@@ -625,11 +630,21 @@ struct server::impl : std::enable_shared_from_this<impl> {
     const auto started = std::chrono::steady_clock::now();
     const auto method = std::string_view(req.method_string().data(), req.method_string().size());
     const auto target = std::string_view(req.target().data(), req.target().size());
+    const auto header = [&req](std::string_view name) -> std::optional<std::string_view> {
+      const auto it = req.find(beast::string_view(name.data(), name.size()));
+      if (it == req.end()) return std::nullopt;
+      return std::string_view(it->value().data(), it->value().size());
+    };
     reservation held;
     if (!parser.is_done()) {
-      // A body follows: decide what the header alone decides, before reading it.
-      if (auto d = route(method, target, handler, kafka_state()))
-        co_return co_await answer_early(stream, d->answer, d->msg, d->outcome, head);
+      // A body follows: decide what the header alone decides (the route, the
+      // signature headers' presence and timestamp) before reading it, so that
+      // a body that cannot verify takes no budget, and gets no 100 Continue.
+      if (auto d = classify_header({method, target, {}, header}, handler, std::chrono::system_clock::now(),
+                                   kafka_state())) {
+        log_request(*d, d->outcome, d->answer.status, -1, -1, started, {});
+        co_return co_await write_early(stream, d->answer, head);
+      }
       const auto length = parser.content_length();
       held = reserve(length ? std::optional<std::uint64_t>(*length) : std::nullopt);
       if (!held)
@@ -668,13 +683,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
     // (its answer could not be written, and Svix would send it again).
     if (!stream.socket().is_open()) co_return after::close;
     me.transfer_hook.unlink();  // read whole: decided now, whatever the cap
-    const request_view view{method, target, req.body(),
-                            [&req](std::string_view name) -> std::optional<std::string_view> {
-                              const auto it = req.find(beast::string_view(name.data(), name.size()));
-                              if (it == req.end()) return std::nullopt;
-                              return std::string_view(it->value().data(), it->value().size());
-                            }};
-    const auto d = classify(view, handler, std::chrono::system_clock::now(), kafka_state());
+    const auto d = classify({method, target, req.body(), header}, handler, std::chrono::system_clock::now(),
+                            kafka_state());
     int status = d.answer.status;
     std::int32_t partition = -1;
     std::int64_t offset = -1;

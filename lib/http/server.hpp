@@ -10,10 +10,12 @@
 // Timeouts: a silent connection is closed after `idle_timeout`; once a
 // request's first byte arrives, its whole header must arrive within
 // `read_timeout`, and its whole body within `read_timeout` after that. An
-// answer given before the body was read (413, 431, 400, 404, 405, 503) is
-// followed by a lingering close: input is read and discarded for a bounded
-// time and size, so that a client still sending reads the status.
-// `Expect: 100-continue` is answered with 100 once the header is acceptable.
+// answer given before the body was read (413, 431, 400, 401, 404, 405,
+// 503) is followed by a lingering close: input is read and discarded for a
+// bounded time and size, so that a client still sending reads the status.
+// A body whose signature headers cannot verify it (classify_header) is not
+// read. `Expect: 100-continue` is answered with 100 once the header is
+// acceptable.
 
 #include <boost/asio/io_context.hpp>
 

@@ -4,6 +4,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <initializer_list>
@@ -185,39 +186,59 @@ int verdict::http_status() const {
   }
 }
 
-verdict verify(std::string_view body, const signed_headers& headers, const std::vector<key>& keys,
-               std::chrono::system_clock::time_point now, std::chrono::seconds tolerance) {
+namespace {
+
+// The `v1,` entries of a signature header, each given to `f` without its
+// prefix until `f` says stop (true). Other versions and junk are skipped.
+template <class F>
+bool any_v1(std::string_view header, F&& f) {
+  while (!header.empty()) {
+    const auto space = header.find(' ');
+    const auto entry = header.substr(0, space);
+    header = space == std::string_view::npos ? std::string_view() : header.substr(space + 1);
+    if (entry.starts_with("v1,") && f(entry.substr(3))) return true;
+  }
+  return false;
+}
+
+// base64 of a SHA-256 HMAC, with its padding.
+constexpr std::size_t signature_chars = 44;
+
+}  // namespace
+
+verdict check_headers(const signed_headers& headers, const std::vector<key>& keys,
+                      std::chrono::system_clock::time_point now, std::chrono::seconds tolerance) {
   const auto present = [](const std::optional<std::string_view>& h) { return h && !h->empty(); };
   if (!present(headers.id) || !present(headers.timestamp) || !present(headers.signature))
     return {reason::missing_header};
   const auto ts = parse_timestamp(*headers.timestamp);
   if (!ts) return {reason::bad_timestamp};
-  verdict v{reason::no_matching_signature, *ts};
   const std::int64_t now_s = std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
   if (now_s - *ts > tolerance.count()) return {reason::timestamp_too_old, *ts};
   if (*ts - now_s > tolerance.count()) return {reason::timestamp_too_new, *ts};
   if (keys.empty()) return {reason::no_secret, *ts};
+  if (!any_v1(*headers.signature, [](std::string_view given) { return given.size() == signature_chars; }))
+    return {reason::no_matching_signature, *ts};
+  return {reason::ok, *ts};
+}
+
+verdict verify(std::string_view body, const signed_headers& headers, const std::vector<key>& keys,
+               std::chrono::system_clock::time_point now, std::chrono::seconds tolerance) {
+  verdict v = check_headers(headers, keys, now, tolerance);
+  if (!v.ok()) return v;
+  v.why = reason::no_matching_signature;
 
   std::vector<std::string> expected;
   expected.reserve(keys.size());
   for (const auto& k : keys) expected.push_back(signature_base64(k, *headers.id, *headers.timestamp, body));
 
-  std::string_view rest = *headers.signature;
-  while (!rest.empty()) {
-    const auto space = rest.find(' ');
-    const auto entry = rest.substr(0, space);
-    rest = space == std::string_view::npos ? std::string_view() : rest.substr(space + 1);
-    const auto comma = entry.find(',');
-    if (comma == std::string_view::npos || entry.substr(0, comma) != "v1") continue;  // other versions, junk
-    const auto given = entry.substr(comma + 1);
-    for (const auto& e : expected) {
-      // Length first: a compare over the shorter length would accept "v1,".
-      if (given.size() == e.size() && CRYPTO_memcmp(given.data(), e.data(), e.size()) == 0) {
-        v.why = reason::ok;
-        return v;
-      }
-    }
-  }
+  if (any_v1(*headers.signature, [&](std::string_view given) {
+        // Length first: a compare over the shorter length would accept "v1,".
+        return std::any_of(expected.begin(), expected.end(), [&](const std::string& e) {
+          return given.size() == e.size() && CRYPTO_memcmp(given.data(), e.data(), e.size()) == 0;
+        });
+      }))
+    v.why = reason::ok;
   return v;
 }
 

@@ -81,6 +81,15 @@ struct verdict {
 
 inline constexpr std::chrono::seconds default_tolerance{300};
 
+// What the headers alone decide, before a body is read: each present, a
+// decimal timestamp within `tolerance` of `now`, a secret to check with,
+// and a `v1,` entry of a signature's length (44 base64 characters; no
+// other can match). ok when only the body's signature is left to check;
+// otherwise the verdict verify() gives whatever the body.
+[[nodiscard]] verdict check_headers(const signed_headers& headers, const std::vector<key>& keys,
+                                    std::chrono::system_clock::time_point now,
+                                    std::chrono::seconds tolerance = default_tolerance);
+
 // Checks `body` (the exact bytes received) against the headers. Any `v1,`
 // entry of the space-separated signature header may match any key; other
 // versions and malformed entries are skipped. Timestamps exactly

@@ -75,6 +75,13 @@ std::string random_secret() {
   return verify::format_secret(key);
 }
 
+std::string forged_header_lines() {
+  const auto now =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch());
+  return "svix-id: msg_forged\r\nsvix-timestamp: " + std::to_string(now.count()) + "\r\nsvix-signature: v1," +
+         std::string(43, 'A') + "=\r\n";
+}
+
 signed_event sign_event(const std::string& secret, std::string body, std::optional<std::int64_t> timestamp,
                         std::optional<std::string> id) {
   static std::atomic<int> counter{0};

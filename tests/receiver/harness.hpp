@@ -46,6 +46,12 @@ struct signed_event {
 // A small user.created body for `user`.
 [[nodiscard]] std::string user_event_body(const std::string& user, const std::string& type = "user.created");
 
+// "Name: value\r\n" lines of signature headers of a signature's shape that
+// sign nothing (a fresh timestamp, a `v1,` entry of 44 characters): what
+// anyone can send, and what has a body read before its signature is found
+// wrong. A request without them is refused before its body is read.
+[[nodiscard]] std::string forged_header_lines();
+
 // POSTs a signed event to the receiver's webhook path.
 [[nodiscard]] http_result post_event(int port, const signed_event& e,
                                      std::chrono::milliseconds timeout = std::chrono::seconds(20));

@@ -9,10 +9,12 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 
+#include <array>
 #include <csignal>
 #include <fstream>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "kafka/admin.hpp"
 #include "support/own_broker.hpp"
@@ -157,7 +159,8 @@ TEST_CASE("memory: 1,000 connections sending 1 MiB bodies slowly are held to hal
   const auto secret = test::random_secret();
   test::receiver r(test::broker().brokers, test::fresh_topic("recv_memory", 1), secret,
                    {"--read-timeout-ms", "60000", "--body-memory-budget", std::to_string(64 * 1024 * 1024)});
-  const std::string header = "POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n";
+  const std::string header =
+      "POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n" + test::forged_header_lines() + "\r\n";
   constexpr std::size_t n = 1000;
   constexpr std::size_t chunk = 64 * 1024;
   std::vector<std::unique_ptr<test::raw_conn>> conns;
@@ -197,7 +200,7 @@ TEST_CASE("memory: 1,000 connections sending 1 MiB bodies slowly are held to hal
   std::size_t busy = 0, read_whole = 0;
   for (const auto s : status) {
     if (s == 503) ++busy;
-    if (s == 400) ++read_whole;  // read to the end, then refused: no Svix headers
+    if (s == 401) ++read_whole;  // read to the end, then refused: a forged signature
   }
   const auto rss = peak_rss_kib(r.proc().pid());
   MESSAGE("1,000 x 1 MiB slow bodies: " << read_whole << " read whole, " << busy << " answered 503; receiver peak RSS "
@@ -213,7 +216,8 @@ TEST_CASE("a chunk line or a trailer that never ends gets 400 after a header and
   const auto secret = test::random_secret();
   test::receiver r(test::broker().brokers, test::fresh_topic("recv_chunk_line", 1), secret,
                    {"--read-timeout-ms", "20000"});
-  const std::string head = "POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  const std::string head =
+      "POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" + test::forged_header_lines() + "\r\n";
   // Beast keeps a chunk line (size and extensions) and a trailer in the
   // read buffer until their CRLF: without a bound on that buffer, 48 MiB of
   // one extension would be 48 MiB (and more, as it grows) of receiver memory.
@@ -281,7 +285,8 @@ TEST_CASE("a chunk line or trailer with a bare LF or a control byte gets 400 at 
 TEST_CASE("fields Beast cannot hold or too many of them get an answer, not a crash: a 64 KiB trailer, 101 fields, a header limit past 64 KiB") {
   const auto secret = test::random_secret();
   test::receiver r(test::broker().brokers, test::fresh_topic("recv_fields", 1), secret);
-  const std::string head = "POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  const std::string head =
+      "POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" + test::forged_header_lines() + "\r\n";
   {
     // Beast stores a field's value in at most 65,533 bytes and throws past
     // that, from inside a read's completion: a trailer that long, whole in
@@ -340,7 +345,8 @@ TEST_CASE("memory: clients declaring bodies just past a webhook's size cannot sp
   REQUIRE(setrlimit(RLIMIT_NOFILE, &lim) == 0);
   // 1,000 clients, each declaring 64 KiB and sending one byte of it: twice
   // what reserves the whole budget if they counted as webhooks.
-  const std::string header = "POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nContent-Length: 65536\r\n\r\nx";
+  const std::string header =
+      "POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nContent-Length: 65536\r\n" + test::forged_header_lines() + "\r\nx";
   std::vector<std::unique_ptr<test::raw_conn>> conns;
   for (int i = 0; i < 1000; ++i) {
     conns.push_back(std::make_unique<test::raw_conn>(r.port()));
@@ -558,7 +564,8 @@ TEST_CASE("early answers reach the client: a whole 2 MiB upload reads its 413, E
   }
   {
     test::raw_conn c(r.port());  // chunked: the limit is found half-way through
-    std::string chunked = "POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+    std::string chunked =
+        "POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" + test::forged_header_lines() + "\r\n";
     for (std::size_t i = 0; i < 32; ++i) chunked += "10000\r\n" + std::string(0x10000, 'y') + "\r\n";
     chunked += "0\r\n\r\n";
     CHECK(c.send(chunked));
@@ -583,6 +590,43 @@ TEST_CASE("early answers reach the client: a whole 2 MiB upload reads its 413, E
     test::raw_conn c(r.port());
     CHECK(c.send("POST /elsewhere HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n"));
     CHECK(test::status_of(c.read_until("\r\n\r\n", 10s)) == 404);
+  }
+  // Signature headers that no body can verify: the final status at once,
+  // before any of the body is sent (and no 100), as classify() would give
+  // it once the body were read; the body budget is not touched.
+  const auto real = test::sign_event(secret, test::user_event_body("user_unread"));
+  const auto without = [&](const std::string& name) {
+    std::string s;
+    for (const auto& [k, v] : real.headers)
+      if (k != name) s += k + ": " + v + "\r\n";
+    return s;
+  };
+  const auto stale = std::to_string(std::stoll(real.headers.at("svix-timestamp")) - 3600);
+  const std::array<std::tuple<std::string, int, std::string>, 4> unread{{
+      {without("svix-signature"), 400, "missing_header"},
+      {without("svix-timestamp") + "svix-timestamp: " + stale + "\r\n", 401, "timestamp_too_old"},
+      {without("svix-signature") + "svix-signature: v1,c2lnbmF0dXJl v2," + std::string(44, 'A') + "\r\n", 401,
+       "no_matching_signature"},
+      {without("svix-signature") + "svix-signature: " + real.headers.at("svix-signature") + "\r\n", 0, ""},
+  }};
+  for (const auto& [lines, status, outcome] : unread) {
+    CAPTURE(outcome);
+    test::raw_conn c(r.port());
+    CHECK(c.send("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: " +
+                 std::to_string(big.size() / 2) + "\r\n" + lines + "\r\n"));
+    const auto answer = c.read_until("\r\n\r\n", 10s);
+    if (status == 0) {  // the real signature, for a body it does not sign: read, then refused
+      CHECK(answer.starts_with("HTTP/1.1 100 Continue\r\n\r\n"));
+      continue;
+    }
+    CHECK(test::status_of(answer) == status);
+    // The line classify() would give it: a 401 at warn (a secret that no
+    // longer matches must be seen), its svix-id.
+    REQUIRE(r.proc().wait_for_log("outcome=" + outcome, 5s));
+    const auto line = test::line_with(r.proc().stderr_text(), "outcome=" + outcome);
+    CHECK(line.find(status == 401 ? "level=warn msg=rejected" : "level=info msg=rejected") != std::string::npos);
+    CHECK(line.find("svix_id=" + real.headers.at("svix-id")) != std::string::npos);
+    CHECK(line.find("status=" + std::to_string(status)) != std::string::npos);
   }
   {
     test::raw_conn c(r.port());  // HTTP/1.0 has no 100 (Continue): the final answer only
@@ -740,7 +784,8 @@ TEST_CASE("a folded header line is refused before Beast joins it, a blank line b
   // A request cut off by its client leaves a line too.
   {
     test::raw_conn cut(r.port());
-    REQUIRE(cut.send("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"type\""));
+    REQUIRE(cut.send("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n" + test::forged_header_lines() +
+                     "\r\n{\"type\""));
   }
   CHECK(r.proc().wait_for_log("msg=read_incomplete stage=body", 5s));
 }
@@ -835,7 +880,8 @@ TEST_CASE("a request its client resets mid-way leaves a read_incomplete line, as
   }
   reset_after("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nContent-Le");
   CHECK(r.proc().wait_for_log("msg=read_incomplete stage=header", 5s));
-  reset_after("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"type\"");
+  reset_after("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n" + test::forged_header_lines() +
+              "\r\n{\"type\"");
   CHECK(r.proc().wait_for_log("msg=read_incomplete stage=body", 5s));
   // Lines of a kind are rate-limited: what was held back is written with
   // its count at stop, so the lines and their counts are every request.

@@ -70,7 +70,8 @@ TEST_CASE("at the connection cap, a request read for over a second makes room: t
   // headers: each would hold its place for the read timeout, and for ever by
   // sending a byte now and then and a new request after each answer.
   raw_conn a(r.port());
-  REQUIRE(a.send("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"type\""));
+  REQUIRE(a.send("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n" + test::forged_header_lines() +
+                 "\r\n{\"type\""));
   std::this_thread::sleep_for(100ms);
   raw_conn b(r.port());
   REQUIRE(b.send("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\n"));

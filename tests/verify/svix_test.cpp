@@ -153,6 +153,38 @@ TEST_CASE("several secrets: any one may match (rotation) - a body changed by one
             .ok());
 }
 
+TEST_CASE("the headers alone: what they refuse, verify() refuses with any body; a signature's shape is all they ask") {
+  const auto c = load_vectors().valid.at("A");
+  const auto k = verify::parse_secret(c.secret);
+  const auto now = at(std::stoll(c.timestamp));
+  const auto sig = c.signature.substr(3);  // 44 characters
+  REQUIRE(sig.size() == 44);
+  const auto other_body = c.payload + " ";
+  struct header_case {
+    std::string signature;
+    verify::reason why;  // check_headers' verdict
+  };
+  for (const header_case& h : std::vector<header_case>{
+           {c.signature, verify::reason::ok},
+           {"v1," + std::string(43, 'A') + "=", verify::reason::ok},  // the shape, not the value
+           {"junk v2," + sig + " v1," + sig.substr(1), verify::reason::no_matching_signature},
+           {"v1," + sig + "=", verify::reason::no_matching_signature},
+           {"v1" + sig, verify::reason::no_matching_signature},
+           {"", verify::reason::missing_header},
+       }) {
+    CAPTURE(h.signature);
+    const verify::signed_headers headers{c.id, c.timestamp, h.signature};
+    const auto early = verify::check_headers(headers, {k}, now);
+    CHECK(early.why == h.why);
+    if (!early.ok())
+      for (const auto& body : {c.payload, other_body}) CHECK(verify::verify(body, headers, {k}, now).why == h.why);
+  }
+  CHECK(verify::check_headers({c.id, c.timestamp, c.signature}, {k}, now + 301s).why ==
+        verify::reason::timestamp_too_old);
+  CHECK(verify::check_headers({c.id, c.timestamp, c.signature}, {}, now).why == verify::reason::no_secret);
+  CHECK(verify::check_headers({c.id, "1e9", c.signature}, {k}, now).why == verify::reason::bad_timestamp);
+}
+
 TEST_CASE("secrets: whsec_ alone, empty or bad base64 are errors that never echo the value") {
   CHECK_THROWS_AS((void)verify::parse_secret("whsec_"), verify::secret_error);
   CHECK_THROWS_AS((void)verify::parse_secret(""), verify::secret_error);
