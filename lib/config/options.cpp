@@ -22,11 +22,20 @@ std::string trim(std::string s) {
   return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
 }
 
-// Splits `key=value`; throws usage_error naming the key only.
+// Splits `key=value`; throws usage_error naming the key only. A key is
+// letters, digits, '.', '_' and '-', as librdkafka's are: a line written
+// with Java's other separators (`sasl.password: x=y`, `sasl.password x=`)
+// would otherwise make a key of the password's start, and librdkafka's
+// "no such property" would repeat it. Such a line is not shown.
 std::pair<std::string, std::string> split_property(const std::string& text, const std::string& where) {
   const auto eq = text.find('=');
   if (eq == std::string::npos || eq == 0) throw usage_error(where + ": expected key=value");
-  return {trim(text.substr(0, eq)), trim(text.substr(eq + 1))};
+  auto key = trim(text.substr(0, eq));
+  if (key.empty() || key.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
+                         std::string::npos)
+    throw usage_error(where + ": expected key=value, the key of letters, digits, '.', '_' and '-' (the line is "
+                              "not shown: it may hold a secret)");
+  return {std::move(key), trim(text.substr(eq + 1))};
 }
 
 // A librdkafka property whose value is a secret (a password, a client

@@ -1,6 +1,9 @@
 #include "config/secrets.hpp"
 
+#include <cerrno>
+#include <filesystem>
 #include <fstream>
+#include <system_error>
 #include <sstream>
 
 #include "config/options.hpp"
@@ -39,8 +42,20 @@ std::vector<verify::key> load_secrets(const std::optional<std::string>& env_valu
     if (have_env) return said_if_unusual(verify::parse_secret_list(*env_value));
     if (secret_file.empty())
       throw config::usage_error("no webhook secret: set CLERK_WEBHOOK_SECRET or CLERK_WEBHOOK_SECRET_FILE");
+    // The file's name is not repeated: set by mistake to the secret itself
+    // (a variable of the name CLERK_WEBHOOK_SECRET's), it would be logged.
+    if (secret_file.starts_with("whsec_"))
+      throw config::usage_error("CLERK_WEBHOOK_SECRET_FILE (--secret-file) holds a secret, not a file name: the "
+                                "secret itself belongs in CLERK_WEBHOOK_SECRET, or in the file it names");
+    std::error_code ec;
+    if (std::filesystem::is_directory(secret_file, ec))
+      throw config::usage_error("the webhook secret file (CLERK_WEBHOOK_SECRET_FILE, --secret-file) is a directory");
     std::ifstream in(secret_file);
-    if (!in) throw config::usage_error("cannot read the webhook secret file " + secret_file);
+    if (!in) {
+      const auto why = std::generic_category().message(errno);
+      throw config::usage_error("cannot read the webhook secret file (CLERK_WEBHOOK_SECRET_FILE, --secret-file; its "
+                                "name is not shown, in case it is a secret): " + why);
+    }
     std::ostringstream text;
     text << in.rdbuf();
     return said_if_unusual(verify::parse_secret_file(text.str()));

@@ -63,24 +63,29 @@ TEST_CASE("a malformed property or an unknown flag is a usage error (exit 2)") {
   CHECK(parse_args(app2, {"t", "--no-such-flag"}) == config::exit_usage);
 }
 
-TEST_CASE("stray arguments are refused without being repeated (one may be a secret)") {
-  CLI::App app("t", "t");
-  clerk_sync::kafka::client_config cfg;
-  config::add_kafka_options(app, cfg);
+// What this process writes to stderr while `parse` runs, and its exit code.
+template <class Parse>
+auto stderr_of(Parse&& parse) {
   clerk_sync::test::temp_dir dir;
   const auto err_path = dir / "stderr";
-  // Capture this process's stderr around the parse.
   std::fflush(stderr);
   const int saved = ::dup(2);
   const int fd = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
   ::dup2(fd, 2);
-  const auto code = parse_args(app, {"t", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"});
+  const auto code = parse();
   std::fflush(stderr);
   ::dup2(saved, 2);
   ::close(fd);
   ::close(saved);
+  return std::pair(code, clerk_sync::test::read_file(err_path));
+}
+
+TEST_CASE("stray arguments are refused without being repeated (one may be a secret)") {
+  CLI::App app("t", "t");
+  clerk_sync::kafka::client_config cfg;
+  config::add_kafka_options(app, cfg);
+  const auto [code, err] = stderr_of([&] { return parse_args(app, {"t", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}); });
   CHECK(code == config::exit_usage);
-  const auto err = clerk_sync::test::read_file(err_path);
   CHECK(err.find("unexpected arguments") != std::string::npos);
   CHECK(err.find("whsec_") == std::string::npos);
 }
@@ -90,6 +95,24 @@ TEST_CASE("a properties file that cannot be read is a usage error") {
   clerk_sync::kafka::client_config cfg;
   config::add_kafka_options(app, cfg);
   CHECK(parse_args(app, {"t", "--kafka-properties-file", "/nonexistent/kafka.properties"}) == config::exit_usage);
+}
+
+TEST_CASE("a properties line with Java's other separators is refused without being repeated (it may hold a secret)") {
+  // `sasl.password: a=b` split at its '=' made the key "sasl.password: a",
+  // and librdkafka's "no such property" repeated the password's start.
+  clerk_sync::test::temp_dir dir;
+  for (const char* line : {"sasl.password: hunter2=x", "sasl.password hunter2=", "sasl.pass word=hunter2"}) {
+    CAPTURE(line);
+    const auto file = dir / "kafka.properties";
+    std::ofstream(file) << "security.protocol=SASL_PLAINTEXT\n" << line << "\n";
+    CLI::App app("t", "t");
+    clerk_sync::kafka::client_config cfg;
+    config::add_kafka_options(app, cfg);
+    const auto [code, err] = stderr_of([&] { return parse_args(app, {"t", "--kafka-properties-file", file.string()}); });
+    CHECK(code == config::exit_usage);
+    CHECK(err.find("kafka.properties:2: expected key=value") != std::string::npos);
+    CHECK(err.find("hunter2") == std::string::npos);
+  }
 }
 
 TEST_CASE("a bootstrap.servers property names the brokers, checked as --brokers is, and the last named wins") {
