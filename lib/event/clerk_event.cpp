@@ -121,8 +121,7 @@ struct go2asia_members {
 std::optional<scalar> metadata_value(const json* v) {
   if (!v || v->IsNull()) return std::nullopt;
   if (v->IsString()) return scalar{std::string(v->GetString(), v->GetStringLength()), false};
-  if (v->IsBool()) return scalar{v->GetBool() ? "true" : "false", false};
-  return scalar{v->IsObject() ? "object" : "array", true};
+  return scalar{v->IsObject() ? "object" : v->IsArray() ? "array" : "boolean", true};
 }
 
 // public_metadata wins over private_metadata; unsafe_metadata is end-user
@@ -131,7 +130,7 @@ std::optional<scalar> metadata_value(const json* v) {
 // hide a private one: an empty public referral_code released the code the
 // user held in private to the next user who claimed it, for good, and an
 // empty public role made an admin a spacer. Without a private value the
-// public one stands (an object amount is still a dead letter).
+// public one stands (an object amount, a boolean referrer is a dead letter).
 std::optional<scalar> go2asia_value(const json* in_public, const json* in_private) {
   auto pub = metadata_value(in_public);
   if (pub && !pub->composite && !pub->text.empty()) return pub;
@@ -164,12 +163,20 @@ std::optional<decode_error> decode_user(const json& data, user& u) {
   u.last_name = text(f.last_name);
   u.username = text(f.username);
   u.image_url = text(f.image_url);
-  if (f.banned && f.banned->IsBool()) u.banned = f.banned->GetBool();
   u.created_at = millis(f.created_at);
   const auto updated = millis(f.updated_at);
   if (!updated) return decode_error{"user without a numeric updated_at"};
+  // Clerk always sends a boolean; anything else, read as false, unbanned a
+  // banned user.
+  if (f.banned && !f.banned->IsNull() && !f.banned->IsBool()) return decode_error{"user whose banned is not a boolean"};
+  if (f.banned && f.banned->IsBool()) u.banned = f.banned->GetBool();
   u.updated_at = *updated;
   u.last_sign_in_at = millis(f.last_sign_in_at);
+  // Clerk's metadata are objects; another value, read as one without keys,
+  // reset a user's role, balances and referral code.
+  for (const auto& [meta, refused] : {std::pair(f.public_metadata, "user whose public_metadata is not an object"),
+                                      std::pair(f.private_metadata, "user whose private_metadata is not an object")})
+    if (meta && !meta->IsNull() && !meta->IsObject()) return decode_error{refused};
   const go2asia_members pub(f.public_metadata), priv(f.private_metadata);
   u.keys.role = go2asia_value(pub.role, priv.role);
   u.keys.referral_code = go2asia_value(pub.referral_code, priv.referral_code);

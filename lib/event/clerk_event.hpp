@@ -13,8 +13,9 @@
 namespace clerk_sync::event {
 
 // A value read from metadata: the text of a JSON string or number exactly as
-// sent ("12.5" and 12.5 both give 12.5), "true"/"false" for a boolean; an
-// object or array is marked `composite` (text "object"/"array").
+// sent ("12.5" and 12.5 both give 12.5); an object, an array or a boolean,
+// which no Go2Asia key can be, is marked `composite` (text "object",
+// "array", "boolean").
 struct scalar {
   std::string text;
   bool composite = false;

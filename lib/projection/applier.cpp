@@ -370,8 +370,16 @@ void date_claim(const referral_state& old, const referral_row& r, bool newer, re
 // than the row writes none of its columns but the dates (and the referrer
 // they decide).
 outcome upsert_referral(statements& s, const event::user& u, std::string& detail) {
-  const referral_row r = map_referral(u);
-  const referral_state old = read_referral(s, r.user_id);
+  const auto mapped = map_referral(u);
+  const referral_state old = read_referral(s, u.id);
+  if (const auto* err = std::get_if<mapping_error>(&mapped)) {
+    // As a balance's bad amount: stale once a newer row or a deletion
+    // supersedes it, else a dead letter.
+    if ((old.deleted_at && u.updated_at <= *old.deleted_at) || u.updated_at < old.updated_at) return outcome::stale;
+    detail = err->reason;
+    return outcome::dead_letter;
+  }
+  const auto& r = std::get<referral_row>(mapped);
   const bool deleted = old.deleted_at.has_value();
   // A tombstone is final for anything not newer than the deletion.
   if (deleted && r.updated_at <= *old.deleted_at) return outcome::stale;

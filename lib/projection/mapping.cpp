@@ -18,8 +18,14 @@ std::string excerpt(std::string_view s) {
   return s.size() <= 40 ? std::string(s) : std::string(s.substr(0, 40)) + "...";
 }
 
-std::optional<std::string> text_of(const std::optional<event::scalar>& v) {
-  if (!v || v->composite || v->text.empty()) return std::nullopt;
+// "an object", "an array", "a boolean": what a composite scalar is.
+std::string what(const event::scalar& v) { return (v.text == "boolean" ? "a " : "an ") + v.text; }
+
+// A key's text; nullopt when absent or empty; an error when composite.
+std::variant<std::optional<std::string>, mapping_error> text_key(const std::optional<event::scalar>& v,
+                                                                 const char* key) {
+  if (!v || v->text.empty()) return std::nullopt;
+  if (v->composite) return mapping_error{std::string(key) + " is " + what(*v)};
   return v->text;
 }
 
@@ -27,7 +33,7 @@ std::optional<std::string> text_of(const std::optional<event::scalar>& v) {
 // fits in 64 bits. Absent means zero.
 std::variant<std::int64_t, mapping_error> integer_key(const std::optional<event::scalar>& v, const char* key) {
   if (!v) return std::int64_t{0};
-  if (v->composite) return mapping_error{std::string(key) + " is an " + v->text};
+  if (v->composite) return mapping_error{std::string(key) + " is " + what(*v)};
   const auto canon = normalize_decimal(v->text);
   if (!canon) return mapping_error{std::string(key) + " is not a number: " + excerpt(v->text)};
   if (canon->find('.') != std::string::npos)
@@ -160,12 +166,18 @@ user_row map_user(const event::user& u) {
   return r;
 }
 
-referral_row map_referral(const event::user& u) {
+std::variant<referral_row, mapping_error> map_referral(const event::user& u) {
   referral_row r;
   r.user_id = u.id;
   r.updated_at = u.updated_at;
-  r.referral_code = text_of(u.keys.referral_code);
-  r.referrer_id = text_of(u.keys.referrer_id);
+  // An object or a boolean was read as no code (giving the user's away for
+  // good) or as a referrer named "true" (kept for good): a dead letter.
+  auto code = text_key(u.keys.referral_code, "referral_code");
+  if (auto* e = std::get_if<mapping_error>(&code)) return *e;
+  r.referral_code = std::move(std::get<0>(code));
+  auto referrer = text_key(u.keys.referrer_id, "referrer_id");
+  if (auto* e = std::get_if<mapping_error>(&referrer)) return *e;
+  r.referrer_id = std::move(std::get<0>(referrer));
   if (r.referrer_id == u.id) {
     r.referrer_id.reset();
     r.self_referral_refused = true;
@@ -185,7 +197,7 @@ std::variant<balance_row, mapping_error> map_balance(const event::user& u) {
   r.nft_count = std::get<std::int64_t>(nfts);
   if (r.nft_count < 0) return mapping_error{"nft_count is negative"};
   if (const auto& g = u.keys.g2a_balance) {
-    if (g->composite) return mapping_error{"g2a_balance is an " + g->text};
+    if (g->composite) return mapping_error{"g2a_balance is " + what(*g)};
     auto canon = normalize_decimal(g->text);
     if (!canon) return mapping_error{"g2a_balance is not a decimal number: " + excerpt(g->text)};
     r.g2a_balance = std::move(*canon);

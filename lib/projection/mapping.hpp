@@ -80,7 +80,7 @@ struct mapping_error {
 };
 
 [[nodiscard]] user_row map_user(const event::user& u);
-[[nodiscard]] referral_row map_referral(const event::user& u);
+[[nodiscard]] std::variant<referral_row, mapping_error> map_referral(const event::user& u);
 [[nodiscard]] std::variant<balance_row, mapping_error> map_balance(const event::user& u);
 [[nodiscard]] session_row map_session(const event::session& s);
 

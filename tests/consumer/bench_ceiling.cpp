@@ -194,7 +194,8 @@ int main(int argc, char** argv) {
         user.reset();
       }
       if (w_referrals) {
-        const auto rr = pj::map_referral(*u);
+        const auto mapped = pj::map_referral(*u);
+        const auto& rr = std::get<pj::referral_row>(mapped);  // the bench's events all map
         referral.bind(1, rr.user_id);
         bind_opt(referral, 2, rr.referral_code);
         bind_opt(referral, 3, rr.referrer_id);

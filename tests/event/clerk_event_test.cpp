@@ -91,7 +91,7 @@ TEST_CASE("metadata: public before private, unsafe never - numbers keep their ex
   CHECK(std::get<ev::user>(obj.data).keys.g2a_balance->composite);
 }
 
-TEST_CASE("metadata: the first of duplicate keys counts, a null, empty or composite public value or a public that is no object falls back") {
+TEST_CASE("metadata: the first of duplicate keys counts, a null, empty or composite public value falls back") {
   const auto keys = [](const std::string& pub, const std::string& priv) {
     return std::get<ev::user>(decode_ok(R"({"type":"user.updated","data":{"id":"u","updated_at":1,"public_metadata":)" +
                                         pub + R"(,"private_metadata":)" + priv + "}}")
@@ -101,8 +101,7 @@ TEST_CASE("metadata: the first of duplicate keys counts, a null, empty or compos
   CHECK(keys(R"({"role":"vip","role":"admin"})", "{}").role->text == "vip");
   // The first is null: as absent in public, so private's answers.
   CHECK(keys(R"({"role":null,"role":"vip"})", R"({"role":"admin"})").role->text == "admin");
-  CHECK(keys(R"("x")", R"({"role":"admin"})").role->text == "admin");
-  CHECK(keys("[1]", R"({"role":"admin","role":"vip"})").role->text == "admin");
+  CHECK(keys("null", R"({"role":"admin","role":"vip"})").role->text == "admin");
   CHECK_FALSE(keys("null", "null").role.has_value());
   // A public value that cannot be one (empty, an object, an array) does not
   // hide private's: an empty public referral_code gave the user's code away.
@@ -113,6 +112,25 @@ TEST_CASE("metadata: the first of duplicate keys counts, a null, empty or compos
   // Without one in private, public's stands, an object amount included.
   CHECK(keys(R"({"g2a_balance":{}})", "{}").g2a_balance->composite);
   CHECK(keys(R"({"referral_code":""})", "{}").referral_code->text.empty());
+  // A boolean is no value of these keys: composite, as an object is.
+  CHECK(keys(R"({"referrer_id":true})", R"({"referrer_id":"user_r"})").referrer_id->text == "user_r");
+  CHECK(*keys(R"({"referrer_id":false})", "{}").referrer_id == ev::scalar{"boolean", true});
+}
+
+TEST_CASE("a user whose metadata is no object, or whose banned is no boolean, is refused: read as empty, it reset the user") {
+  const auto user = [](const std::string& fields) {
+    return R"({"type":"user.updated","data":{"id":"u","updated_at":1,)" + fields + "}}";
+  };
+  // Read as an object without keys, [1,2] made an admin a spacer and zeroed
+  // the balances; "true" read as false unbanned a banned user.
+  CHECK(reason_of(user(R"("public_metadata":[1,2])")) == "user whose public_metadata is not an object");
+  CHECK(reason_of(user(R"("public_metadata":{},"private_metadata":"x")")) ==
+        "user whose private_metadata is not an object");
+  CHECK(reason_of(user(R"("banned":"true")")) == "user whose banned is not a boolean");
+  CHECK(reason_of(user(R"("banned":1)")) == "user whose banned is not a boolean");
+  const auto ok = decode_ok(user(R"("banned":null,"public_metadata":null,"private_metadata":{})"));
+  CHECK_FALSE(std::get<ev::user>(ok.data).banned);
+  CHECK(std::get<ev::user>(decode_ok(user(R"("banned":true)")).data).banned);
 }
 
 TEST_CASE("a session's embedded user that is refused leaves the session, and says why") {

@@ -379,6 +379,28 @@ TEST_CASE("referrals: attribution set once, conflicts and self-referral refused,
   CHECK(text(db, "SELECT coalesce(referrer_id, '-') FROM referrals WHERE user_id = 'u3'") == "-");
 }
 
+TEST_CASE("referrals: a referrer or code that is a boolean, object or array is a dead letter, not an attribution or a release") {
+  store::database db(":memory:");
+  pj::applier app(db, {pj::kind::referrals});
+  const auto rs = app.apply(std::vector{
+      msg("b0", user_body("user.created", "u1", 100, R"({"referral_code":"AAA"})"), 0),
+      msg("b1", user_body("user.updated", "u1", 120, R"({"referral_code":"AAA","referrer_id":true})"), 1),
+      msg("b2", user_body("user.created", "u3", 150, R"({"referral_code":"AAA"})"), 2),
+      msg("b3", user_body("user.updated", "u1", 200, R"({"referral_code":["AAA"]})"), 3),
+      msg("b4", user_body("user.updated", "u1", 300, R"({"referral_code":"AAA","referrer_id":"u9"})"), 4),
+      msg("b5", user_body("user.updated", "u1", 250, R"({"referrer_id":{}})"), 5)});
+  // "true" was kept as the referrer for good, refusing u9; the array was
+  // read as no code and gave AAA to u3 for good.
+  CHECK(outcomes(rs, pj::kind::referrals) == std::vector{outcome::applied, outcome::dead_letter, outcome::applied,
+                                                         outcome::dead_letter, outcome::applied, outcome::stale});
+  CHECK(rs[1].detail == "referrer_id is a boolean");
+  CHECK(rs[3].detail == "referral_code is an array");
+  CHECK(text(db, "SELECT referral_code || '/' || referrer_id FROM referrals WHERE user_id = 'u1'") == "AAA/u9");
+  CHECK(text(db, "SELECT coalesce(referral_code, '-') || '/' || pending_referral_code FROM referrals "
+                 "WHERE user_id = 'u3'") == "-/AAA");
+  CHECK(text(db, "SELECT count(*) FROM dead_letters") == "2");
+}
+
 TEST_CASE("sessions: terminal states are never revived - the embedded user obeys the same updated_at rule") {
   store::database db(":memory:");
   pj::applier app(db, {pj::kind::users, pj::kind::sessions});

@@ -65,15 +65,24 @@ TEST_CASE("roles: the five known ones, spacer by default, anything else stays sp
   CHECK(pj::map_user(u).role == "spacer");
 }
 
-TEST_CASE("referrals: self-referral is refused") {
+TEST_CASE("referrals: self-referral is refused; a code or referrer that is an object, array or boolean is a mapping error") {
   ev::user u;
   u.id = "u1";
   u.keys.referral_code = ev::scalar{"CODE1", false};
   u.keys.referrer_id = ev::scalar{"u1", false};
-  const auto r = pj::map_referral(u);
+  const auto r = std::get<pj::referral_row>(pj::map_referral(u));
   CHECK(r.referral_code == "CODE1");
   CHECK_FALSE(r.referrer_id.has_value());
   CHECK(r.self_referral_refused);
+  // Read as no code, an array gave the user's code away; read as "true", a
+  // boolean became a referrer for good.
+  u.keys.referrer_id = ev::scalar{"boolean", true};
+  CHECK(std::get<pj::mapping_error>(pj::map_referral(u)).reason == "referrer_id is a boolean");
+  u.keys.referrer_id.reset();
+  u.keys.referral_code = ev::scalar{"array", true};
+  CHECK(std::get<pj::mapping_error>(pj::map_referral(u)).reason == "referral_code is an array");
+  u.keys.referral_code = ev::scalar{"", false};  // an empty code is none: the user gave theirs up
+  CHECK_FALSE(std::get<pj::referral_row>(pj::map_referral(u)).referral_code.has_value());
 }
 
 TEST_CASE("balances: numbers or strings in, exact text out - bad amounts are mapping errors") {

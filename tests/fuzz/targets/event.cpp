@@ -28,7 +28,7 @@ namespace {
 
 void check_scalar(const std::optional<ev::scalar>& s) {
   if (!s) return;
-  if (s->composite) FUZZ_CHECK(s->text == "object" || s->text == "array");
+  if (s->composite) FUZZ_CHECK(s->text == "object" || s->text == "array" || s->text == "boolean");
 }
 
 void check_user(const ev::user& u) {
@@ -68,6 +68,11 @@ std::string refusal(const json& user) {
   const auto id = text(member(user, "id"));
   if (!id || id->empty()) return "user without data.id";
   if (!millis(user, "updated_at")) return "user without a numeric updated_at";
+  if (const json* b = member(user, "banned"); b && !b->IsNull() && !b->IsBool())
+    return "user whose banned is not a boolean";
+  for (const char* meta : {"public_metadata", "private_metadata"})
+    if (const json* m = member(user, meta); m && !m->IsNull() && !m->IsObject())
+      return std::string("user whose ") + meta + " is not an object";
   return "";
 }
 
@@ -81,10 +86,8 @@ std::optional<ev::scalar> metadata(const json& user, const char* key) {
     if (!v || v->IsNull()) continue;
     if (v->IsString())
       found[i] = ev::scalar{*text(v), false};
-    else if (v->IsBool())
-      found[i] = ev::scalar{v->GetBool() ? "true" : "false", false};
     else
-      found[i] = ev::scalar{v->IsObject() ? "object" : "array", true};
+      found[i] = ev::scalar{v->IsObject() ? "object" : v->IsArray() ? "array" : "boolean", true};
   }
   if (found[0] && !found[0]->composite && !found[0]->text.empty()) return found[0];
   return found[1] ? found[1] : found[0];

@@ -76,10 +76,15 @@ void check_user(const cs::event::user& u) {
   FUZZ_CHECK(std::find(std::begin(pr::known_roles), std::end(pr::known_roles), row.role) != std::end(pr::known_roles));
   if (row.rejected_role) FUZZ_CHECK(row.role == "spacer");
 
-  const auto ref = pr::map_referral(u);
-  FUZZ_CHECK(ref.referrer_id != u.id);
-  FUZZ_CHECK(ref.self_referral_refused == (!ref.referrer_id && u.keys.referrer_id &&
-                                            !u.keys.referrer_id->composite && u.keys.referrer_id->text == u.id));
+  const auto mapped = pr::map_referral(u);
+  const auto composite = [](const std::optional<cs::event::scalar>& v) { return v && v->composite; };
+  FUZZ_CHECK(std::holds_alternative<pr::mapping_error>(mapped) ==
+             (composite(u.keys.referral_code) || composite(u.keys.referrer_id)));
+  if (const auto* ref = std::get_if<pr::referral_row>(&mapped)) {
+    FUZZ_CHECK(ref->referrer_id != u.id);
+    FUZZ_CHECK(ref->self_referral_refused ==
+               (!ref->referrer_id && u.keys.referrer_id && u.keys.referrer_id->text == u.id));
+  }
 
   if (u.keys.g2a_balance && !u.keys.g2a_balance->composite) check_decimal(u.keys.g2a_balance->text);
   const auto balance = pr::map_balance(u);
