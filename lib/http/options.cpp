@@ -82,6 +82,10 @@ std::size_t max_message_bytes(const receiver_options& o) {
 
 void validate(const receiver_options& o) {
   if (o.path.empty() || o.path.front() != '/') throw config::usage_error("--path must start with '/'");
+  // Requests are routed by their path, the query cut off: a '?' or '#' in
+  // --path would match no request, and every delivery would be 404.
+  if (o.path.find_first_of("?# \t") != std::string::npos)
+    throw config::usage_error("--path must be a path alone, without '?', '#' or spaces");
   if (o.topic.empty()) throw config::usage_error("--topic must not be empty");
   if (o.tolerance_s <= 0) throw config::usage_error("--tolerance must be positive");
   validate_record_limits(o);

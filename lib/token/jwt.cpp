@@ -279,6 +279,10 @@ verdict verify(std::string_view token, const key_set& keys, const options& opts,
   auto payload_json = base64url_decode(token.substr(dot1 + 1, dot2 - dot1 - 1));
   const auto signature = base64url_decode(token.substr(dot2 + 1));
   if (!header_json || !payload_json || !signature) return v;
+  // RapidJSON ends a document at a NUL byte: `{...}\0{...}` would read as
+  // its first object, where JSON.parse (Clerk's) refuses it. No JSON text
+  // holds one outside a string, nor raw inside one.
+  if (header_json->find('\0') != std::string::npos || payload_json->find('\0') != std::string::npos) return v;
   rapidjson::Document header;
   rapidjson::Document payload;
   header.Parse<rapidjson::kParseIterativeFlag>(header_json->data(), header_json->size());

@@ -45,3 +45,15 @@ TEST_CASE("auth: --db must name CLERK_SYNC_DB's file, the whole path compared, n
   CHECK_NOTHROW(validate_db("/srv/a/../b/clerk-sync.db", "/srv/b/clerk-sync.db"));
   CHECK_THROWS_AS(validate_db("/srv/a/clerk-sync.db", "/srv/b/clerk-sync.db"), config::usage_error);
 }
+
+TEST_CASE("auth: --path is a path alone - with a query, a fragment or a space every check would be 404") {
+  auth::auth_options o;
+  o.db = "clerk-sync.db";
+  CHECK_NOTHROW(auth::validate(o, nullptr));
+  for (const std::string bad : {"/auth?x", "/auth#y", "/au th"}) {
+    CAPTURE(bad);
+    o.path = bad;
+    CHECK_THROWS_WITH_AS(auth::validate(o, nullptr), doctest::Contains("--path must be a path alone"),
+                         config::usage_error);
+  }
+}

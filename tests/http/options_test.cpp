@@ -26,3 +26,16 @@ TEST_CASE("validate: the publish deadline stays inside Svix's 15 s window") {
   o.path = "webhooks";
   CHECK_THROWS_AS(http::validate(o), usage_error);
 }
+
+TEST_CASE("validate: --path is a path alone - with a query, a fragment or a space it would match no request") {
+  http::receiver_options o;
+  for (const std::string ok : {"/webhooks/clerk", "/hooks/clerk-v2", "/"}) {
+    o.path = ok;
+    CHECK_NOTHROW(http::validate(o));
+  }
+  for (const std::string bad : {"/webhooks/clerk?x=1", "/webhooks#clerk", "/webhooks clerk", "/webhooks/?"}) {
+    CAPTURE(bad);
+    o.path = bad;
+    CHECK_THROWS_WITH_AS(http::validate(o), doctest::Contains("--path must be a path alone"), usage_error);
+  }
+}

@@ -219,6 +219,11 @@ TEST_CASE("token: malformed input is a verdict, never an exception") {
   const auto doubled_sub = payload(t + 60, R"(,"sub":"user_other")");
   REQUIRE(doubled_sub.find(R"("sub":"user_other")") != std::string::npos);
   CHECK(check(signer().sign(header, doubled_sub)) == token::reason::malformed);
+  // RapidJSON ends a document at a NUL: signed claims, a NUL, then other
+  // claims read as the first object; Clerk's JSON.parse refuses them.
+  CHECK(check(signer().sign(header, payload() + std::string(1, '\0') + R"({"sub":"user_admin"})")) ==
+        token::reason::malformed);
+  CHECK(check(signer().sign(header + std::string(1, '\0'), payload())) == token::reason::malformed);
   // Members of the same name in nested objects are not duplicates.
   CHECK(check(signer().sign(header, payload(t + 60, R"(,"a":{"sub":1},"b":{"sub":2})"))) == token::reason::ok);
 
