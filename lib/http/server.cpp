@@ -642,6 +642,10 @@ struct server::impl : std::enable_shared_from_this<impl> {
       // a body that cannot verify takes no budget, and gets no 100 Continue.
       if (auto d = classify_header({method, target, {}, header}, handler, std::chrono::system_clock::now(),
                                    kafka_state())) {
+        // A signature refused: the line classify() writes (a 401 at warn).
+        // A route (a probe, 404, 405) with a body: rate-limited, as any
+        // answer decided before a signature is.
+        if (d->msg != "rejected") co_return co_await answer_early(stream, d->answer, d->msg, d->outcome, head);
         log_request(*d, d->outcome, d->answer.status, -1, -1, started, {});
         co_return co_await write_early(stream, d->answer, head);
       }

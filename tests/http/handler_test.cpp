@@ -3,6 +3,8 @@
 #include <doctest/doctest.h>
 
 #include <map>
+#include <tuple>
+#include <vector>
 
 #include "support/support.hpp"
 
@@ -28,6 +30,16 @@ struct request {
                                  return std::string_view(it->second);
                                }};
     return http::classify(v, {"/webhooks/clerk", {verify::parse_secret(secret)}, 300s}, now, ready);
+  }
+  // What the header alone decides; the body is not given.
+  std::optional<http::decision> classify_header() const {
+    const http::request_view v{method, target, {}, [this](std::string_view n) -> std::optional<std::string_view> {
+                                 const auto it = headers.find(std::string(n));
+                                 if (it == headers.end()) return std::nullopt;
+                                 return std::string_view(it->second);
+                               }};
+    return http::classify_header(v, {"/webhooks/clerk", {verify::parse_secret(secret)}, 300s}, now,
+                                 http::readiness::ready);
   }
 };
 
@@ -162,4 +174,40 @@ TEST_CASE("answers after publishing: partition and offset on 200, Retry-After on
   CHECK(u.status == 503);
   CHECK(u.retry_after_s == 7);
   CHECK(http::too_large().status == 413);
+}
+
+TEST_CASE("the header alone: a signed delivery waits for its body, and what cannot verify is decided as classify() decides it") {
+  const auto body = clerk_sync::test::read_file(clerk_sync::test::source_path("tests/fixtures/svix/bodies/user.created.json"));
+  for (const std::string prefix : {"svix-", "webhook-"}) {
+    CAPTURE(prefix);
+    CHECK_FALSE(signed_request(body, "msg_1", 1'700'000'000, prefix).classify_header().has_value());
+  }
+  // A signature of another body still has to be read to be found wrong.
+  auto other = signed_request(body);
+  other.body = "{}";
+  CHECK_FALSE(other.classify_header().has_value());
+  // Decided now, as classify() decides it once the body is read.
+  auto missing = signed_request(body);
+  missing.headers.erase("svix-signature");
+  auto stale = signed_request(body, "msg_2", 1'700'000'000 - 301);
+  auto junk = signed_request(body);
+  junk.headers["svix-signature"] = "v1,bm90IGEgc2lnbmF0dXJl v2," + std::string(44, 'A');
+  auto elsewhere = signed_request(body);
+  elsewhere.target = "/other";
+  for (const auto& [r, status, outcome] : std::vector<std::tuple<request, int, std::string>>{
+           {missing, 400, "missing_header"},
+           {stale, 401, "timestamp_too_old"},
+           {junk, 401, "no_matching_signature"},
+           {elsewhere, 404, "path"}}) {
+    CAPTURE(outcome);
+    const auto early = r.classify_header();
+    REQUIRE(early.has_value());
+    const auto late = r.classify();
+    CHECK(early->answer.status == status);
+    CHECK(early->outcome == outcome);
+    CHECK(late.answer.status == status);
+    CHECK(late.outcome == outcome);
+    CHECK(early->answer.body == late.answer.body);
+  }
+  CHECK(stale.classify_header()->svix_id == "msg_2");
 }

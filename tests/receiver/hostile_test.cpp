@@ -86,7 +86,9 @@ TEST_CASE("a trickled header or body is closed within the read timeout, a silent
 
   test::raw_conn body(r.port());
   const auto t1 = std::chrono::steady_clock::now();
-  body.send("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n");
+  // Headers of a signature's shape: without them the body is never read.
+  body.send("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n" + test::forged_header_lines() +
+            "\r\n");
   closed = false;
   for (int i = 0; i < 100 && !closed; ++i) closed = !body.send("x") || body.closed_within(200ms);
   CHECK(closed);
@@ -479,11 +481,12 @@ TEST_CASE("a body of 1-byte chunks costs parsing, not a trip through the event l
   body += "0\r\n\r\n";
   const auto before = cpu_time(r.proc().pid());
   test::raw_conn c(r.port());
-  REQUIRE(c.send("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + body));
-  CHECK(test::status_of(c.read_until("\r\n\r\n", 30s)) == 400);
-  // Refused for its missing svix headers, which is decided only once the
-  // whole body is read: no early 400 (a chunk error, say) cut the work short.
-  CHECK(r.proc().wait_for_log("outcome=missing_header", 5s));
+  REQUIRE(c.send("POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" +
+                 test::forged_header_lines() + "\r\n" + body));
+  CHECK(test::status_of(c.read_until("\r\n\r\n", 30s)) == 401);
+  // Refused for its forged signature, which is decided only once the whole
+  // body is read: no early answer (a chunk error, say) cut the work short.
+  CHECK(r.proc().wait_for_log("outcome=no_matching_signature", 5s));
   const auto spent = cpu_time(r.proc().pid()) - before;
   MESSAGE("1 MiB in 1-byte chunks: " << spent.count() << " ms of receiver CPU");
   CHECK(spent < 250ms);  // all its threads' time, in 10 ms ticks, on a loaded machine too

@@ -153,13 +153,12 @@ TEST_CASE("several secrets: any one may match (rotation) - a body changed by one
             .ok());
 }
 
-TEST_CASE("the headers alone: what they refuse, verify() refuses with any body; a signature's shape is all they ask") {
+TEST_CASE("the headers alone: present, in the window, and a v1 entry of a signature's shape, whatever its value") {
   const auto c = load_vectors().valid.at("A");
   const auto k = verify::parse_secret(c.secret);
   const auto now = at(std::stoll(c.timestamp));
   const auto sig = c.signature.substr(3);  // 44 characters
   REQUIRE(sig.size() == 44);
-  const auto other_body = c.payload + " ";
   struct header_case {
     std::string signature;
     verify::reason why;  // check_headers' verdict
@@ -174,10 +173,7 @@ TEST_CASE("the headers alone: what they refuse, verify() refuses with any body; 
        }) {
     CAPTURE(h.signature);
     const verify::signed_headers headers{c.id, c.timestamp, h.signature};
-    const auto early = verify::check_headers(headers, {k}, now);
-    CHECK(early.why == h.why);
-    if (!early.ok())
-      for (const auto& body : {c.payload, other_body}) CHECK(verify::verify(body, headers, {k}, now).why == h.why);
+    CHECK(verify::check_headers(headers, {k}, now).why == h.why);
   }
   CHECK(verify::check_headers({c.id, c.timestamp, c.signature}, {k}, now + 301s).why ==
         verify::reason::timestamp_too_old);
