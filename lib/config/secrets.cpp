@@ -44,15 +44,15 @@ std::vector<verify::key> load_secrets(const std::optional<std::string>& env_valu
       throw config::usage_error("no webhook secret: set CLERK_WEBHOOK_SECRET or CLERK_WEBHOOK_SECRET_FILE");
     // The file's name is not repeated: set by mistake to the secret itself
     // (a variable of the name CLERK_WEBHOOK_SECRET's), it would be logged.
-    if (secret_file.starts_with("whsec_"))
-      throw config::usage_error("CLERK_WEBHOOK_SECRET_FILE (--secret-file) holds a secret, not a file name: the "
-                                "secret itself belongs in CLERK_WEBHOOK_SECRET, or in the file it names");
     std::error_code ec;
     if (std::filesystem::is_directory(secret_file, ec))
       throw config::usage_error("the webhook secret file (CLERK_WEBHOOK_SECRET_FILE, --secret-file) is a directory");
     std::ifstream in(secret_file);
     if (!in) {
       const auto why = std::generic_category().message(errno);
+      if (secret_file.starts_with("whsec_"))
+        throw config::usage_error("CLERK_WEBHOOK_SECRET_FILE (--secret-file) holds a secret, not a file name: the "
+                                  "secret itself belongs in CLERK_WEBHOOK_SECRET, or in the file it names");
       throw config::usage_error("cannot read the webhook secret file (CLERK_WEBHOOK_SECRET_FILE, --secret-file; its "
                                 "name is not shown, in case it is a secret): " + why);
     }

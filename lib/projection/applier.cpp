@@ -373,9 +373,10 @@ outcome upsert_referral(statements& s, const event::user& u, std::string& detail
   const auto mapped = map_referral(u);
   const referral_state old = read_referral(s, u.id);
   if (const auto* err = std::get_if<mapping_error>(&mapped)) {
-    // As a balance's bad amount: stale once a newer row or a deletion
-    // supersedes it, else a dead letter.
-    if ((old.deleted_at && u.updated_at <= *old.deleted_at) || u.updated_at < old.updated_at) return outcome::stale;
+    // A dead letter even when older than the row: an older event still
+    // dates a claim and may name the earliest referrer. Stale only behind
+    // a deletion, which is final.
+    if (old.deleted_at && u.updated_at <= *old.deleted_at) return outcome::stale;
     detail = err->reason;
     return outcome::dead_letter;
   }

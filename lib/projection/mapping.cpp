@@ -161,7 +161,7 @@ user_row map_user(const event::user& u) {
     if (known)
       r.role = role->text;
     else
-      r.rejected_role = excerpt(role->text);  // unknown roles never grant anything: stay spacer
+      r.rejected_role = role->composite ? what(*role) : excerpt(role->text);  // unknown roles grant nothing: spacer
   }
   return r;
 }

@@ -63,9 +63,10 @@ TEST_CASE("roles: the five known ones, spacer by default, anything else stays sp
   CHECK(r.rejected_role == "superuser");
   u.keys.role = ev::scalar{"object", true};
   CHECK(pj::map_user(u).role == "spacer");
+  CHECK(pj::map_user(u).rejected_role == "an object");  // not a role named "object"
 }
 
-TEST_CASE("referrals: self-referral is refused; a code or referrer that is an object, array or boolean is a mapping error") {
+TEST_CASE("referrals: self-referral is refused, and a code or referrer that is an object, array or boolean is a mapping error") {
   ev::user u;
   u.id = "u1";
   u.keys.referral_code = ev::scalar{"CODE1", false};
