@@ -74,14 +74,27 @@ int run(const auth::auth_options& o) {
   net::signal_set signals(ioc, SIGTERM, SIGINT, SIGHUP);
   net::steady_timer watchdog(ioc);
   net::steady_timer projections(ioc);  // below
+  net::steady_timer draining(ioc);
+  // A check on its way when the signal comes is answered (the proxy would
+  // turn a closed connection into a 500 for that user): the loop ends once
+  // the connections in a request are, within the read timeout and well
+  // inside the unit's TimeoutStopSec.
+  const auto drain_for = std::min<std::chrono::steady_clock::duration>(
+      std::chrono::milliseconds(o.read_timeout_ms), std::chrono::seconds(5));
+  std::function<void(std::chrono::steady_clock::time_point)> drain = [&](auto until) {
+    if (srv.connections() == 0 || std::chrono::steady_clock::now() >= until) return ioc.stop();
+    draining.expires_after(std::chrono::milliseconds(10));
+    draining.async_wait([&, until](const boost::system::error_code& ec) {
+      if (!ec) drain(until);
+    });
+  };
   systemd::on_stop_signal(signals, [&](int sig) {
     log::info("signal", {{"signal", sig}});
     systemd::notify_stopping();
     srv.stop();
     watchdog.cancel();
     projections.cancel();
-    // Answers in flight are small and quick; the loop ends with them.
-    ioc.stop();
+    drain(std::chrono::steady_clock::now() + drain_for);
   });
   systemd::ping_watchdog_on(watchdog);
   // The two projections a check reads, watched from their stored positions

@@ -11,6 +11,7 @@
 
 #include <array>
 #include <iterator>
+#include <list>
 #include <optional>
 #include <string>
 
@@ -167,10 +168,30 @@ struct server::impl : std::enable_shared_from_this<impl> {
     return res;
   }
 
+  // A connection as stop() sees it: one waiting for a request (its parser
+  // has had no byte, none is buffered) or lingering is closed there; one
+  // in a request answers it first, with Connection: close.
+  struct open_connection {
+    beast::tcp_stream* stream = nullptr;
+    const beast::flat_buffer* buffer = nullptr;
+    const http::request_parser<http::empty_body>* parser = nullptr;  // while serve() reads or answers
+    [[nodiscard]] bool in_request() const { return parser && (parser->got_some() || buffer->size() != 0); }
+  };
+  std::list<open_connection> connections;
+
   net::awaitable<void> connection(tcp::socket sock) {
+    const auto self = shared_from_this();  // the list below outlives this frame
     beast::tcp_stream stream(std::move(sock));
     beast::flat_buffer buffer;
-    if (co_await serve(stream, buffer)) {
+    const auto me = connections.insert(connections.end(), {&stream, &buffer, nullptr});
+    struct forget {
+      std::list<open_connection>& list;
+      std::list<open_connection>::iterator it;
+      ~forget() { list.erase(it); }
+    } forget_me{connections, me};
+    const bool refused = co_await serve(stream, buffer, *me);
+    me->parser = nullptr;  // gone with serve()'s frame
+    if (refused) {
       // Refused before the client was done: what it still sends is read
       // and dropped, so that it reads the answer rather than a reset. The
       // request and its answer went with serve()'s frame, and the buffer
@@ -186,9 +207,10 @@ struct server::impl : std::enable_shared_from_this<impl> {
 
   // A connection's requests, answered in turn; true when the last was
   // refused, and the connection is to linger.
-  net::awaitable<bool> serve(beast::tcp_stream& stream, beast::flat_buffer& buffer) {
-    for (;;) {
+  net::awaitable<bool> serve(beast::tcp_stream& stream, beast::flat_buffer& buffer, open_connection& me) {
+    while (!stopping) {
       http::request_parser<http::empty_body> parser;
+      me.parser = &parser;
       parser.header_limit(static_cast<std::uint32_t>(limits.header_limit));
       stream.expires_after(limits.read_timeout);
       auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, net::as_tuple(net::use_awaitable));
@@ -219,6 +241,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
       if (failed) co_return true;
       if (!res.keep_alive()) co_return false;
     }
+    co_return false;
   }
 
   net::awaitable<void> accept_loop() {
@@ -279,6 +302,10 @@ void server::stop() {
   impl_->stopping = true;
   boost::system::error_code ignored;
   impl_->acceptor.close(ignored);
+  // A proxy's pooled connections waiting for a check end now; a check on
+  // its way (its first byte here) is answered, then its connection closes.
+  for (auto& c : impl_->connections)
+    if (!c.in_request()) c.stream->socket().close(ignored);
 }
 
 std::size_t server::connections() const { return impl_->open; }

@@ -35,7 +35,8 @@ class server {
   server& operator=(const server&) = delete;
 
   void start();
-  // Stops accepting; open connections end after their current request.
+  // Stops accepting; connections waiting for a request are closed, those in
+  // one end once it is answered (connections() counts them down).
   void stop();
   [[nodiscard]] std::size_t connections() const;
   [[nodiscard]] std::uint16_t port() const;

@@ -571,3 +571,25 @@ TEST_CASE("clerk-sync-auth: a projection that stops while the other goes on is a
   a.proc->signal(SIGTERM);
   CHECK(a.proc->wait(15s) == 0);
 }
+
+TEST_CASE("clerk-sync-auth: on SIGTERM a check on its way is answered, idle connections close at once, exit 0") {
+  // The loop was stopped at the signal: a check whose header was still
+  // arriving got no answer, which nginx turns into a 500 for that user.
+  running_auth a({});
+  test::raw_conn idle(a.port);
+  test::raw_conn pooled(a.port);  // a proxy's connection after one answer
+  REQUIRE(pooled.send("GET /healthz HTTP/1.1\r\nHost: auth\r\n\r\n"));
+  CHECK(test::status_of(pooled.read_until("ok\n", 5s)) == 200);
+  test::raw_conn coming(a.port);
+  REQUIRE(coming.send("GET /auth HTTP/1.1\r\nHost: auth\r\n"));
+  std::this_thread::sleep_for(300ms);  // read by the server before the signal
+  a.proc->signal(SIGTERM);
+  CHECK(idle.closed_within(2s));
+  CHECK(pooled.closed_within(2s));
+  REQUIRE(coming.send("Authorization: Bearer " + a.valid_token() + "\r\n\r\n"));
+  const auto answer = coming.read_until("ok\n", 5s);
+  CHECK_MESSAGE(test::status_of(answer) == 200, a.proc->stderr_text());
+  CHECK(answer.find("Connection: close") != std::string::npos);
+  CHECK(coming.closed_within(2s));
+  CHECK(a.proc->wait(10s) == 0);
+}
