@@ -88,6 +88,11 @@ void validate(const receiver_options& o) {
     throw config::usage_error("--path must be a path alone, without '?', '#' or spaces");
   if (o.topic.empty()) throw config::usage_error("--topic must not be empty");
   if (o.tolerance_s <= 0) throw config::usage_error("--tolerance must be positive");
+  // The window in which a captured delivery can be sent again and verify:
+  // a typo of a few zeros would turn that defence off without a word.
+  if (o.tolerance_s > 3600)
+    throw config::usage_error("--tolerance must be at most 3600 s: a captured delivery verifies for that long (Svix's "
+                              "libraries allow 300)");
   validate_record_limits(o);
   if (o.publish_deadline_ms < 2500 || o.publish_deadline_ms > 14'000)
     throw config::usage_error(

@@ -147,7 +147,12 @@ std::vector<key> parse_secret_file(std::string_view contents) {
     auto end = contents.find('\n', start);
     if (end == std::string_view::npos) end = contents.size();
     const auto line = trim(contents.substr(start, end - start));
-    if (!line.empty() && line.front() != '#') keys.push_back(parse_secret(line));
+    if (!line.empty() && line.front() != '#') {
+      // The variable's list form: said as such, not as bad base64.
+      if (line.find_first_of(" ,\t") != std::string_view::npos)
+        throw secret_error("the webhook secret file holds one secret a line; a line holds several");
+      keys.push_back(parse_secret(line));
+    }
     start = end + 1;
   }
   if (keys.empty()) throw secret_error("the webhook secret file holds no secret");

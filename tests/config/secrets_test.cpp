@@ -31,6 +31,9 @@ TEST_CASE("secrets come from the variable or the file, exactly one, and errors n
       CHECK(std::string(e.what()).find("CLERK_WEBHOOK_SECRET_FILE") != std::string::npos);
     }
   }
+  std::ofstream(dir / "two") << a << " whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\n";
+  CHECK_THROWS_WITH_AS((void)config::load_secrets(std::nullopt, (dir / "two").string()),
+                       doctest::Contains("one secret a line"), config::usage_error);
   try {
     (void)config::load_secrets(std::nullopt, dir.path().string());
     FAIL("no throw");

@@ -27,6 +27,17 @@ TEST_CASE("validate: the publish deadline stays inside Svix's 15 s window") {
   CHECK_THROWS_AS(http::validate(o), usage_error);
 }
 
+TEST_CASE("validate: --tolerance is 1 to 3600 s - a larger one leaves a captured delivery valid for that long") {
+  http::receiver_options o;
+  o.tolerance_s = 3600;
+  CHECK_NOTHROW(http::validate(o));
+  for (const auto bad : {0, 3601, 1'000'000'000}) {
+    CAPTURE(bad);
+    o.tolerance_s = bad;
+    CHECK_THROWS_AS(http::validate(o), usage_error);
+  }
+}
+
 TEST_CASE("validate: --path is a path alone - with a query, a fragment or a space it would match no request") {
   http::receiver_options o;
   for (const std::string ok : {"/webhooks/clerk", "/hooks/clerk-v2", "/"}) {
