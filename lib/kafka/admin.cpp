@@ -132,15 +132,22 @@ cluster_layout describe_cluster(const client_config& cfg, const std::string& top
   // allow.auto.create.topics=false is every client's, and librdkafka sends
   // it with the request (Metadata v4, Kafka 0.11 and later; an older broker
   // cannot be told, and one that auto-creates would create it).
+  // A second request that fails says nothing either way: an error, not
+  // "missing" (ensure would try to create it, status would say it is not there).
   bool denied = topic_error(*md, topic) == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED;
-  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
-  rd_kafka_topic_t* rkt = denied || left.count() <= 0 ? nullptr : rd_kafka_topic_new(rk.get(), topic.c_str(), nullptr);
-  if (rkt) {
+  if (!denied) {
+    const auto left = std::max(std::chrono::milliseconds(1), std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                                 until - std::chrono::steady_clock::now()));
+    rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk.get(), topic.c_str(), nullptr);
+    if (!rkt) throw fatal_error("kafka topic handle for " + topic + ": " + rd_kafka_err2str(rd_kafka_last_error()));
     const rd_kafka_metadata_t* alone = nullptr;
     const auto alone_err = detail::metadata(rk.get(), false, rkt, &alone, left);
     rd_kafka_topic_destroy(rkt);
     const metadata_ptr alone_owned(alone, &rd_kafka_metadata_destroy);
-    denied = !alone_err && alone && topic_error(*alone, topic) == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED;
+    if (alone_err)
+      throw fatal_error("kafka metadata for topic " + topic + " alone (not in the cluster's listing): " +
+                        detail::failure_text(rk.get(), alone_err));
+    denied = alone && topic_error(*alone, topic) == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED;
   }
   if (denied)
     throw authorization_error("these credentials may not describe topic " + topic +
