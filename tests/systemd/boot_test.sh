@@ -566,6 +566,33 @@ started_after_consumers() {
 started_after_consumers "the upgrade"
 say "upgrade to $old_version.1 (a new example, stdin not a terminal): installed, $envfile kept, ${#running[@]} running units restarted on it, the consumers first"
 
+# --- an upgrade on which a consumer does not start: said, auth left as it was ---------
+# (the postinst's try-restart said nothing, and restarted auth on a schema
+# no consumer had migrated.) A drop-in makes the users consumer fail to start.
+auth_pid=$(mainpid clerk-sync-auth)
+receiver_pid=$(mainpid clerk-sync-receiver)
+box sh -c 'mkdir -p /run/systemd/system/clerk-sync-consumer@users.service.d &&
+  printf "[Service]\nExecStartPre=/bin/false\n" >/run/systemd/system/clerk-sync-consumer@users.service.d/fail.conf'
+box systemctl daemon-reload
+sed -i 's/^Version: .*/&.1/' "$workdir/next/DEBIAN/control"
+fakeroot dpkg-deb --root-owner-group -Zgzip -z1 --build "$workdir/next" "$workdir/next2.deb" >/dev/null
+box sh -c 'cat >/root/clerk-sync-next2.deb' <"$workdir/next2.deb"
+box sh -c 'cd /root && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ./clerk-sync-next2.deb' \
+  </dev/null >"$workdir/upgrade2.log" 2>&1 ||
+  { tail -n 30 "$workdir/upgrade2.log" >&2; fail "apt-get install failed when a consumer could not start (the package stays configured)"; }
+grep -q "clerk-sync: 'systemctl try-restart clerk-sync-consumer@\*.service' failed" "$workdir/upgrade2.log" ||
+  { tail -n 30 "$workdir/upgrade2.log" >&2; fail "the upgrade did not say that a consumer failed to start"; }
+grep -q "clerk-sync: clerk-sync-auth.service left as it was" "$workdir/upgrade2.log" ||
+  { tail -n 30 "$workdir/upgrade2.log" >&2; fail "the upgrade did not say that auth was left as it was"; }
+[ "$(mainpid clerk-sync-auth)" = "$auth_pid" ] || fail "auth was restarted although a consumer did not start"
+[ "$(mainpid clerk-sync-receiver)" != "$receiver_pid" ] || fail "the receiver was not restarted by the upgrade"
+box rm -r /run/systemd/system/clerk-sync-consumer@users.service.d
+box systemctl daemon-reload
+box systemctl reset-failed clerk-sync-consumer@users.service 2>/dev/null || true
+box systemctl start clerk-sync-consumer@users.service || fail "the users consumer did not start once mended"
+box systemctl restart clerk-sync-auth.service || fail "auth did not restart once the consumers ran"
+say "an upgrade on which a consumer fails to start: apt says so, auth keeps its process, the receiver restarted"
+
 # --- kill -9 restarts the main process ------------------------------------------
 restarted() {  # unit old-pid old-restarts timeout-s
   local _
