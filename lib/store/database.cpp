@@ -29,6 +29,33 @@ bool holds_clerk_sync_schema(SQLite::Database& db, int version) {
                  .getInt() == 3;
 }
 
+int newest_known() {
+  const auto& all = embedded_migrations();
+  return all.empty() ? 0 : all.back().version;
+}
+
+// Refuses (open_error) a file this binary must not read or change, before
+// anything is written to it (WAL, migrations): one without the clerk-sync
+// schema, unless `fresh_ok` and it holds no table at all (a file to set
+// up), or one whose schema is newer than this binary knows. A consumer
+// pointed at another application's file switched it to WAL and added its
+// tables to it.
+void check_ours(SQLite::Database& db, const std::string& path, bool fresh_ok) {
+  const int version = read_user_version(db);
+  if (!holds_clerk_sync_schema(db, version)) {
+    const auto table = db.execAndGet("SELECT coalesce(min(name), '') FROM sqlite_master WHERE type = 'table' "
+                                     "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")
+                           .getString();
+    if (fresh_ok && version == 0 && table.empty()) return;
+    throw open_error("database " + path + " holds no clerk-sync schema" +
+                     (table.empty() ? std::string()
+                                    : " (it holds other tables, " + table + " among them: another application's file?)"));
+  }
+  if (version > newest_known())
+    throw open_error("database schema version " + std::to_string(version) + " is newer than this binary knows (" +
+                     std::to_string(newest_known()) + ")");
+}
+
 // An SQLite error that may pass by itself (another connection's lock held
 // past the busy timeout, a full disk, an I/O error), so that a restart can
 // succeed: db_error. Anything else (no such directory, no permission, not a
@@ -63,12 +90,8 @@ bool holds_clerk_sync_schema(SQLite::Database& db, int version) {
 // lock file beside it (a replay's partial file, a test's).
 void migrate(SQLite::Database& db, const std::string& path, const open_options& opts) {
   const auto& all = embedded_migrations();
-  const int newest = all.empty() ? 0 : all.back().version;
-  const int found = read_user_version(db);
-  if (found > newest)
-    throw open_error("database schema version " + std::to_string(found) + " is newer than this binary knows (" +
-                     std::to_string(newest) + ")");
-  if (found == newest) return;
+  const int found = read_user_version(db);  // not newer: check_ours()
+  if (found == newest_known()) return;
   std::optional<file_lock> held;
   if (found > 0 && path != ":memory:") {
     try {
@@ -106,12 +129,7 @@ database::database(const std::string& path, const open_options& opts) : path_(pa
     try {
       db_ = std::make_unique<SQLite::Database>(path, SQLite::OPEN_READONLY | SQLite::OPEN_NOMUTEX);
       db_->setBusyTimeout(static_cast<int>(opts.busy_timeout.count()));
-      const int version = read_user_version(*db_);
-      const int newest = embedded_migrations().empty() ? 0 : embedded_migrations().back().version;
-      if (!holds_clerk_sync_schema(*db_, version)) throw open_error("database " + path + " holds no clerk-sync schema");
-      if (version > newest)
-        throw open_error("database schema version " + std::to_string(version) +
-                         " is newer than this binary knows (" + std::to_string(newest) + ")");
+      check_ours(*db_, path, false);
       return;
     } catch (const SQLite::Exception& e) {
       throw_open_failure("cannot open database " + path + " to read", e);
@@ -139,8 +157,7 @@ database::database(const std::string& path, const open_options& opts) : path_(pa
       if (sqlite3_db_readonly(db_->getHandle(), "main") == 1)
         throw open_error("database " + path + " is read-only to this process (its owner, mode or file system?)");
       db_->setBusyTimeout(static_cast<int>(opts.busy_timeout.count()));
-      if (opts.must_be == open_options::existing::clerk_sync && !holds_clerk_sync_schema(*db_, read_user_version(*db_)))
-        throw open_error("database " + path + " holds no clerk-sync schema");
+      check_ours(*db_, path, opts.must_be == open_options::existing::any);
       // WAL lets readers (ctl status) run beside the writers; NORMAL sync is
       // durable across a process crash, which is what the offsets need.
       if (path != ":memory:") {

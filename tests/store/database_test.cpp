@@ -54,6 +54,34 @@ TEST_CASE("a file from a newer binary is refused, an unwritable path too") {
   CHECK_THROWS_AS(store::database{(dir / "missing" / "x.db").string()}, store::open_error);
 }
 
+TEST_CASE("another application's file is refused before anything is written to it: no WAL, no tables of ours") {
+  // The consumer opens "any" file (it creates a fresh one): pointed at
+  // another application's database, it switched it to WAL and added its
+  // eight tables; one of a newer user_version it switched to WAL and then
+  // refused as "newer than this binary knows".
+  clerk_sync::test::temp_dir dir;
+  for (const int version : {0, 3, 99}) {
+    CAPTURE(version);
+    const auto path = (dir / ("foreign" + std::to_string(version) + ".db")).string();
+    {
+      SQLite::Database raw(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+      raw.exec("CREATE TABLE notes(id INTEGER PRIMARY KEY, text TEXT); INSERT INTO notes(text) VALUES ('mine')");
+      raw.exec("PRAGMA user_version = " + std::to_string(version));
+    }
+    CHECK_THROWS_WITH_AS(store::database{path}, doctest::Contains("holds no clerk-sync schema (it holds other tables, notes"),
+                         store::open_error);
+    SQLite::Database after(path, SQLite::OPEN_READONLY);
+    CHECK(after.execAndGet("PRAGMA journal_mode").getString() == "delete");
+    CHECK(after.execAndGet("SELECT count(*) FROM sqlite_master WHERE type = 'table'").getInt() == 1);
+    CHECK(after.execAndGet("PRAGMA user_version").getInt() == version);
+  }
+  // A fresh file, and an empty one left by an interrupted first start, are set up.
+  const auto empty = (dir / "empty.db").string();
+  { SQLite::Database raw(empty, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE); }
+  store::database set_up(empty);
+  CHECK(set_up.schema_version() == store::embedded_migrations().back().version);
+}
+
 TEST_CASE("a writer waits for another connection's lock, then reports db_error") {
   clerk_sync::test::temp_dir dir;
   const auto path = (dir / "shared.db").string();
