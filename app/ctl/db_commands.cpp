@@ -532,10 +532,22 @@ int dead_letters_retry(const dead_letter_args& a) {
         log::error("no pending dead letter", {{"id", id}, {"outcome", "no such id, or resolved already"}});
         code = exit_failed;
       } else if (r.result == projection::outcome::dead_letter) {
-        log::warn("dead letter still fails", {{"id", id}, {"reason", r.detail}});
+        log::warn("dead letter still fails", {{"id", id},
+                                              {"projection", projection::name(r.projection)},
+                                              {"svix_id", r.svix_id},
+                                              {"type", r.type},
+                                              {"reason", r.detail}});
         code = exit_failed;
       } else {
-        log::info("dead letter re-driven", {{"id", id}, {"outcome", projection::name(r.result)}});
+        // A conflict the apply met (a referrer kept, a code waiting) is a
+        // warning, as the consumer's line for it is.
+        std::vector<log::field> f{{"id", id},
+                                  {"projection", projection::name(r.projection)},
+                                  {"svix_id", r.svix_id},
+                                  {"type", r.type},
+                                  {"outcome", projection::name(r.result)}};
+        if (!r.detail.empty()) f.emplace_back("detail", r.detail);
+        log::write(r.detail.empty() ? log::level::info : log::level::warn, "dead letter re-driven", f);
       }
     }
     return code;

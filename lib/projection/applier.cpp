@@ -930,10 +930,20 @@ redrive_result redrive_dead_letter(store::database& db, std::int64_t id) {
     // either resolved it already or waits for this one to end.
     const std::optional<dead_letter> found = find_dead_letter(db, id);
     if (!found || found->resolved_at) return {};
+    redrive_result out{true, outcome::dead_letter, {}, found->projection, found->svix_id, found->type};
+    // A projection this binary does not know (a hand edit, a newer
+    // binary's) was read as users and applied there.
+    SQLite::Statement named(db.native(), "SELECT projection FROM dead_letters WHERE id = ?");
+    named.bind(1, id);
+    if (named.executeStep() && !parse_kind(named.getColumn(0).getString())) {
+      out.detail = "unknown projection " + named.getColumn(0).getString() + ": not re-driven";
+      return out;
+    }
     const envelope m{found->topic, found->partition, found->offset, found->svix_id, found->type, found->payload};
     const decoded d = decode_message(m);
     const written w = apply_one(s, found->projection, m, d, now_ms());
-    redrive_result out{true, w.result, w.detail};
+    out.result = w.result;
+    out.detail = w.detail;
     if (w.result == outcome::dead_letter) return out;  // still fails: leave it pending
     SQLite::Statement mark(db.native(), "UPDATE dead_letters SET resolved_at = ? WHERE id = ?");
     mark.bind(1, now_ms());

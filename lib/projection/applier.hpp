@@ -191,7 +191,11 @@ struct prune_step {
 struct redrive_result {
   bool found = false;     // no pending dead letter has that id
   outcome result = outcome::dead_letter;  // dead_letter: still fails (reason in detail)
-  std::string detail;
+  std::string detail;     // the reason, or a conflict the apply met (as the consumer logs it)
+  // The letter's, for the line that says what was re-driven.
+  kind projection = kind::users;
+  std::string svix_id;
+  std::string type;
 };
 
 // Re-runs the mapping on a pending dead letter's stored payload (read by id

@@ -403,7 +403,9 @@ TEST_CASE("a dead-letter re-drive SIGKILLed before it marks the letter resolved 
   test::unhang_writes(db);
   auto r = test::run(ctl(), {"dead-letters", "retry", "--db", db, "--all"}, clean_env);
   CHECK_MESSAGE(r.status == 0, r.err);
-  CHECK(r.err.find("msg=\"dead letter re-driven\" id=1 outcome=applied") != std::string::npos);
+  CHECK(r.err.find("level=info msg=\"dead letter re-driven\" id=1 projection=users svix_id=msg_redrive ") !=
+        std::string::npos);
+  CHECK(test::line_with(r.err, "dead letter re-driven").find(" outcome=applied") != std::string::npos);
   CHECK(count("SELECT count(*) FROM dead_letters WHERE resolved_at IS NULL") == 0);
   CHECK(count("SELECT count(*) FROM users") == 1);
   CHECK(count("SELECT count(*) FROM applied_events WHERE projection = 'users' AND svix_id = 'msg_redrive'") == 1);

@@ -285,6 +285,19 @@ TEST_CASE("balances keep exact decimal text from numbers and strings - bad amoun
   CHECK(pj::list_dead_letters(db, pj::kind::balances).size() == 1);
   CHECK(pj::list_dead_letters(db, pj::kind::balances, true).size() == 2);
   CHECK_FALSE(pj::redrive_dead_letter(db, dls[0].id).found);
+  CHECK(ok.projection == pj::kind::balances);
+  CHECK(ok.svix_id == dls[0].svix_id);
+  // A projection this binary does not know was read as users and applied
+  // there: it is not re-driven now, and stays pending.
+  SQLite::Statement rename(db.native(), "UPDATE dead_letters SET projection = 'orgs', resolved_at = NULL WHERE id = ?");
+  rename.bind(1, dls[0].id);
+  rename.exec();
+  const auto ledger_before = text(db, "SELECT count(*) FROM applied_events");
+  const auto unknown = pj::redrive_dead_letter(db, dls[0].id);
+  CHECK(unknown.result == outcome::dead_letter);
+  CHECK(unknown.detail == "unknown projection orgs: not re-driven");
+  CHECK(text(db, "SELECT count(*) FROM applied_events") == ledger_before);
+  CHECK(text(db, "SELECT count(*) FROM dead_letters WHERE projection = 'orgs' AND resolved_at IS NULL") == "1");
 
   const auto st = pj::status(db);
   CHECK(st[0].projection == pj::kind::users);
