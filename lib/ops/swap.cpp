@@ -194,6 +194,9 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
       s.rows = replace_rows(c, p, "", p);
       s.ledger_rows = replace_rows(c, "applied_events", "projection", p);
       s.offsets = replace_rows(c, "kafka_offsets", "projection", p);
+      SQLite::Statement pending(c, "SELECT count(*) FROM main.dead_letters WHERE projection = ? AND resolved_at IS NULL");
+      pending.bind(1, p);
+      if (pending.executeStep()) s.live_pending_dead_letters = pending.getColumn(0).getInt64();
       s.dead_letters = replace_rows(c, "dead_letters", "projection", p, "id");  // ids are the live file's own
       out.push_back(s);
     }

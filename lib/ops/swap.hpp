@@ -25,6 +25,10 @@ struct swapped {
   std::int64_t ledger_rows = 0;
   std::int64_t offsets = 0;
   std::int64_t dead_letters = 0;
+  // The live file's pending dead letters of the projection, replaced by the
+  // rebuilt file's: a replay meets their events again, but one whose record
+  // the log no longer holds is gone with its letter.
+  std::int64_t live_pending_dead_letters = 0;
   // Records the live file's stored offsets were past the rebuilt file's
   // (from 0 where the rebuilt file stores none: exact while the log keeps
   // every record, as topic ensure makes it): until its consumer has read

@@ -726,8 +726,15 @@ TEST_CASE("swap-in takes a replay of a topic the live projection reads, an old t
   // After a move to clerk.events, the old topic's offsets stay beside the
   // new one's: the replay of clerk.events is swapped in.
   offsets_of("clerk.events", 3);
+  // A pending dead letter of the live file is replaced by the rebuilt
+  // file's (none): said, since one whose record the log lost is gone.
+  add_mappable_dead_letter(live, "msg_live_pending");
   const auto moved = test::run(ctl(), {"swap-in", "--skip-log-check", "--projection", "users", "--from", rebuilt, "--db", live}, clean_env);
   CHECK_MESSAGE(moved.status == 0, moved.err);
+  CHECK_MESSAGE(moved.err.find("level=warn msg=\"live dead letters replaced\" projection=users live_pending=1 rebuilt=0 ") !=
+                    std::string::npos,
+                moved.err);
+  CHECK(test::query_int(live, "SELECT count(*) FROM dead_letters") == 0);
   CHECK(test::query_int(live, "SELECT next_offset FROM kafka_offsets WHERE projection = 'users' AND topic = "
                               "'clerk.events'") == 7);
   // The live file keeps no finished replay's mark: a copy of it would pass
