@@ -150,14 +150,19 @@ int run(int argc, char** argv) {
   // evicts the member: its last attempt may start just inside the budget and
   // wait the busy timeout, after waiting as long for each loop of the process
   // ahead of it at the write turn (their failing attempts and ledger prunes
-  // wait the busy timeout too): one wait per projection, and one more.
-  const long busy_waits = static_cast<long>(kinds.size()) + 1;
+  // wait the busy timeout too): one wait per projection, and one more; then
+  // this loop's own ledger prune after the batch, one more wait, and the two
+  // position checks of the turn (before the batch and after it).
+  const long busy_waits = static_cast<long>(kinds.size()) + 2;
+  const long checks_ms =
+      2 * std::chrono::duration_cast<std::chrono::milliseconds>(cs::consume::loop_config::position_check_limit).count();
+  const long turn_ms = busy_waits * s.busy_timeout_ms + s.retry_ms + checks_ms;
   const auto max_poll_ms =
       cs::kafka::consumer::max_poll_interval(s.worker.kafka, {.max_poll_interval = s.worker.max_poll_interval}).count();
-  if (busy_waits * s.busy_timeout_ms + s.retry_ms >= max_poll_ms)
-    throw cs::config::usage_error(std::to_string(busy_waits) + " times --db-busy-timeout-ms (one more than the " +
-                                  "projections) plus --db-retry-ms (" +
-                                  std::to_string(busy_waits * s.busy_timeout_ms + s.retry_ms) +
+  if (turn_ms >= max_poll_ms)
+    throw cs::config::usage_error(std::to_string(busy_waits) + " times --db-busy-timeout-ms (two more than the " +
+                                  "projections) plus --db-retry-ms plus two position checks of " +
+                                  std::to_string(checks_ms / 2) + " ms (" + std::to_string(turn_ms) +
                                   " ms) must stay below max.poll.interval.ms (" + std::to_string(max_poll_ms) + " ms)");
   s.worker.ledger_retention = parse_retention(retention);
   // One sweep step a second; more often only for a retention of seconds (tests).

@@ -72,6 +72,11 @@ struct loop_config {
   // the applied records came from (a topic recreated while the consumer
   // runs): before a batch, and while idle after records were applied.
   std::chrono::milliseconds position_check_interval{10'000};
+  // The longest one position check takes: reading the record before the
+  // stored offset (5 s, loop.cpp), then the log's range when that read is
+  // out of it (10 s, kafka/consumer.cpp). A loop's turn between two polls
+  // may hold two: before the batch and after it.
+  static constexpr std::chrono::seconds position_check_limit{15};
   // Loops of one process that share a database file take turns here:
   // SQLite's busy handler would otherwise make them sleep in steps of up to
   // 100 ms waiting for each other's write lock. Optional.

@@ -140,10 +140,6 @@ detail::conf_ptr consumer_conf(const client_config& cfg, const std::string& grou
                              {"session.timeout.ms", session},
                              {"max.poll.interval.ms", max_poll},
                              {"fetch.wait.max.ms", "100"},
-                             // Each record batch's CRC32C is checked (librdkafka's
-                             // default skips it): a batch changed on a broker's disk
-                             // is refused (poll()), not applied as other events.
-                             {"check.crcs", "true"},
                              // What the group's member list and brokers' logs name it by.
                              {"client.id", opts.client_id.empty() ? group : opts.client_id},
                          },
@@ -153,6 +149,11 @@ detail::conf_ptr consumer_conf(const client_config& cfg, const std::string& grou
                              {"enable.auto.commit", "false"},
                              {"enable.auto.offset.store", "false"},
                              {"partition.assignment.strategy", "range"},
+                             // Each record batch's CRC32C is checked (librdkafka's
+                             // default skips it): a batch changed on a broker's disk
+                             // is refused (poll()), not applied as other events. Not
+                             // the operator's to turn off (a common throughput tip).
+                             {"check.crcs", "true"},
                              {"enable.partition.eof", "false"},
                              // Never a silent reset: a start offset outside the log is an
                              // error poll() reports; "no stored offset" is an explicit
