@@ -4,10 +4,18 @@
 file(GLOB sql_files "${SQL_DIR}/[0-9][0-9][0-9]_*.sql")
 list(SORT sql_files)
 set(body "")
+# Versions run 1, 2, 3, ... with none twice: migrate() runs each version
+# once, so a second 008_*.sql would be skipped for good on every file the
+# first reached, and a gap hides a file left out.
+set(expected 1)
 foreach(f IN LISTS sql_files)
   get_filename_component(name "${f}" NAME)
   string(SUBSTRING "${name}" 0 3 version)
   math(EXPR version "${version}")
+  if(NOT version EQUAL expected)
+    message(FATAL_ERROR "schemas/sql/${name}: migration ${version} where ${expected} is next (each number once, none missing)")
+  endif()
+  math(EXPR expected "${expected} + 1")
   file(READ "${f}" sql)
   string(APPEND body "      {${version}, \"${name}\", R\"clerk_sync_sql(${sql})clerk_sync_sql\"},\n")
 endforeach()
