@@ -87,20 +87,25 @@ const char* name(readiness r) {
   return "kafka_unreachable";
 }
 
-std::optional<decision> classify_header(const request_view& req, const handler_config& cfg,
-                                        std::chrono::system_clock::time_point now, readiness kafka) {
-  if (auto d = route(req.method, req.target, cfg, kafka)) return d;
-  const auto headers = verify::pick_headers(req.header);
-  if (const auto v = verify::check_headers(headers, cfg.keys, now, cfg.tolerance); !v.ok())
-    return rejected(v, headers);
-  return std::nullopt;
+header_check classify_header(const request_view& req, const handler_config& cfg,
+                             std::chrono::system_clock::time_point now, readiness kafka) {
+  header_check out;
+  if ((out.decided = route(req.method, req.target, cfg, kafka))) return out;
+  out.headers = verify::pick_headers(req.header);
+  if (const auto v = verify::check_headers(out.headers, cfg.keys, now, cfg.tolerance); !v.ok())
+    out.decided = rejected(v, out.headers);
+  return out;
 }
 
 decision classify(const request_view& req, const handler_config& cfg, std::chrono::system_clock::time_point now,
                   readiness kafka) {
-  if (auto d = classify_header(req, cfg, now, kafka)) return std::move(*d);
+  auto h = classify_header(req, cfg, now, kafka);
+  if (h.decided) return std::move(*h.decided);
+  return classify_body(req, h.headers, cfg, now);
+}
 
-  const auto headers = verify::pick_headers(req.header);
+decision classify_body(const request_view& req, const verify::signed_headers& headers, const handler_config& cfg,
+                       std::chrono::system_clock::time_point now) {
   const auto v = verify::verify(req.body, headers, cfg.keys, now, cfg.tolerance);
   if (!v.ok()) return rejected(v, headers);
 

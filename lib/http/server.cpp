@@ -635,13 +635,14 @@ struct server::impl : std::enable_shared_from_this<impl> {
       if (it == req.end()) return std::nullopt;
       return std::string_view(it->value().data(), it->value().size());
     };
+    // What the header alone decides (the route, the signature headers'
+    // presence and timestamp): before a body is read, so that one that
+    // cannot verify takes no budget and gets no 100 Continue.
+    auto checked = classify_header({method, target, {}, header}, handler, std::chrono::system_clock::now(),
+                                   kafka_state());
     reservation held;
     if (!parser.is_done()) {
-      // A body follows: decide what the header alone decides (the route, the
-      // signature headers' presence and timestamp) before reading it, so that
-      // a body that cannot verify takes no budget, and gets no 100 Continue.
-      if (auto d = classify_header({method, target, {}, header}, handler, std::chrono::system_clock::now(),
-                                   kafka_state())) {
+      if (const auto& d = checked.decided) {
         // A signature refused: the line classify() writes (a 401 at warn).
         // A route (a probe, 404, 405) with a body: rate-limited, as any
         // answer decided before a signature is.
@@ -687,8 +688,9 @@ struct server::impl : std::enable_shared_from_this<impl> {
     // (its answer could not be written, and Svix would send it again).
     if (!stream.socket().is_open()) co_return after::close;
     me.transfer_hook.unlink();  // read whole: decided now, whatever the cap
-    const auto d = classify({method, target, req.body(), header}, handler, std::chrono::system_clock::now(),
-                            kafka_state());
+    const auto d = checked.decided ? std::move(*checked.decided)
+                                   : classify_body({method, target, req.body(), header}, checked.headers, handler,
+                                                   std::chrono::system_clock::now());
     int status = d.answer.status;
     std::int32_t partition = -1;
     std::int64_t offset = -1;

@@ -39,7 +39,8 @@ struct request {
                                  return std::string_view(it->second);
                                }};
     return http::classify_header(v, {"/webhooks/clerk", {verify::parse_secret(secret)}, 300s}, now,
-                                 http::readiness::ready);
+                                 http::readiness::ready)
+        .decided;
   }
 };
 
