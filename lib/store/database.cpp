@@ -41,6 +41,10 @@ int newest_known() {
 // pointed at another application's file switched it to WAL and added its
 // tables to it.
 void check_ours(SQLite::Database& db, const std::string& path, bool fresh_ok) {
+  // One snapshot for the version and the tables: another process's first
+  // migration (its tables and version, one transaction) committed between
+  // two reads made a file being set up look like another application's.
+  SQLite::Transaction snapshot(db, SQLite::TransactionBehavior::DEFERRED);
   const int version = read_user_version(db);
   if (!holds_clerk_sync_schema(db, version)) {
     const auto table = db.execAndGet("SELECT coalesce(min(name), '') FROM sqlite_master WHERE type = 'table' "

@@ -2,6 +2,15 @@
 # literals, so installed binaries never look for SQL files at run time.
 # Inputs: SQL_DIR, OUTPUT.
 file(GLOB sql_files "${SQL_DIR}/[0-9][0-9][0-9]_*.sql")
+# A .sql file of another name would be left out without a word.
+file(GLOB all_sql "${SQL_DIR}/*.sql")
+foreach(f IN LISTS all_sql)
+  list(FIND sql_files "${f}" at)
+  if(at EQUAL -1)
+    get_filename_component(name "${f}" NAME)
+    message(FATAL_ERROR "schemas/sql/${name}: a migration is named NNN_name.sql (three digits)")
+  endif()
+endforeach()
 list(SORT sql_files)
 set(body "")
 # Versions run 1, 2, 3, ... with none twice: migrate() runs each version
