@@ -542,7 +542,7 @@ int dead_letters_retry(const dead_letter_args& a) {
         code = exit_failed;
       } else if (r.result == projection::outcome::dead_letter) {
         log::warn("dead letter still fails", {{"id", id},
-                                              {"projection", projection::name(r.projection)},
+                                              {"projection", r.projection},
                                               {"svix_id", r.svix_id},
                                               {"type", r.type},
                                               {"reason", r.detail}});
@@ -551,7 +551,7 @@ int dead_letters_retry(const dead_letter_args& a) {
         // A conflict the apply met (a referrer kept, a code waiting) is a
         // warning, as the consumer's line for it is.
         std::vector<log::field> f{{"id", id},
-                                  {"projection", projection::name(r.projection)},
+                                  {"projection", r.projection},
                                   {"svix_id", r.svix_id},
                                   {"type", r.type},
                                   {"outcome", projection::name(r.result)}};

@@ -208,7 +208,10 @@ struct server::impl : std::enable_shared_from_this<impl> {
   // A connection's requests, answered in turn; true when the last was
   // refused, and the connection is to linger.
   net::awaitable<bool> serve(beast::tcp_stream& stream, beast::flat_buffer& buffer, open_connection& me) {
-    while (!stopping) {
+    // A connection accepted as the stop came still has its first request
+    // answered; after a stop, none waits for another.
+    for (bool first = true;; first = false) {
+      if (stopping && !first) co_return false;
       http::request_parser<http::empty_body> parser;
       me.parser = &parser;
       parser.header_limit(static_cast<std::uint32_t>(limits.header_limit));
@@ -241,7 +244,6 @@ struct server::impl : std::enable_shared_from_this<impl> {
       if (failed) co_return true;
       if (!res.keep_alive()) co_return false;
     }
-    co_return false;
   }
 
   net::awaitable<void> accept_loop() {
@@ -249,7 +251,9 @@ struct server::impl : std::enable_shared_from_this<impl> {
     net::steady_timer backoff(ioc);
     while (!stopping) {
       auto [ec, sock] = co_await acceptor.async_accept(net::as_tuple(net::use_awaitable));
-      if (ec == net::error::operation_aborted || stopping) break;
+      // A connection accepted as the stop came is served (its request
+      // answered, Connection: close); the closed acceptor ends the loop.
+      if (ec == net::error::operation_aborted) break;
       if (ec) {
         // Out of descriptors and the like: back off instead of spinning.
         const auto error = ec.message();

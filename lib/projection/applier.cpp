@@ -930,13 +930,15 @@ redrive_result redrive_dead_letter(store::database& db, std::int64_t id) {
     // either resolved it already or waits for this one to end.
     const std::optional<dead_letter> found = find_dead_letter(db, id);
     if (!found || found->resolved_at) return {};
-    redrive_result out{true, outcome::dead_letter, {}, found->projection, found->svix_id, found->type};
+    redrive_result out{true, outcome::dead_letter, {}, std::string(name(found->projection)), found->svix_id,
+                       found->type};
     // A projection this binary does not know (a hand edit, a newer
     // binary's) was read as users and applied there.
     SQLite::Statement named(db.native(), "SELECT projection FROM dead_letters WHERE id = ?");
     named.bind(1, id);
     if (named.executeStep() && !parse_kind(named.getColumn(0).getString())) {
-      out.detail = "unknown projection " + named.getColumn(0).getString() + ": not re-driven";
+      out.projection = named.getColumn(0).getString();
+      out.detail = "unknown projection " + out.projection + ": not re-driven";
       return out;
     }
     const envelope m{found->topic, found->partition, found->offset, found->svix_id, found->type, found->payload};

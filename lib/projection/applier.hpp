@@ -192,8 +192,9 @@ struct redrive_result {
   bool found = false;     // no pending dead letter has that id
   outcome result = outcome::dead_letter;  // dead_letter: still fails (reason in detail)
   std::string detail;     // the reason, or a conflict the apply met (as the consumer logs it)
-  // The letter's, for the line that says what was re-driven.
-  kind projection = kind::users;
+  // The letter's, for the line that says what was re-driven (the projection
+  // as stored: one this binary does not know is named as it is).
+  std::string projection;
   std::string svix_id;
   std::string type;
 };
