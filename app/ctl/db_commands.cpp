@@ -502,7 +502,7 @@ int dead_letters_list(const dead_letter_args& a) {
     const auto shown = [](const std::string& v) { return log::escape(log::format::logfmt, log::cut(v, 500)); };
     for (const auto& d : letters)
       std::printf("%lld %s %s/%d@%lld svix_id=%s type=%s at=%s%s reason=%s\n", static_cast<long long>(d.id),
-                  std::string(projection::name(d.projection)).c_str(), shown(d.topic).c_str(), d.partition,
+                  shown(d.projection).c_str(), shown(d.topic).c_str(), d.partition,
                   static_cast<long long>(d.offset), shown(d.svix_id).c_str(), shown(d.type).c_str(),
                   iso_time(d.created_at).c_str(), d.resolved_at ? " resolved" : "", shown(d.reason).c_str());
     log::info("dead letters", {{"count", letters.size()}, {"resolved_included", a.all}});

@@ -846,7 +846,7 @@ constexpr const char* dead_letter_columns =
 dead_letter read_dead_letter(SQLite::Statement& st) {
   dead_letter d;
   d.id = st.getColumn(0).getInt64();
-  d.projection = parse_kind(st.getColumn(1).getString()).value_or(kind::users);
+  d.projection = st.getColumn(1).getString();
   d.topic = st.getColumn(2).getString();
   d.partition = st.getColumn(3).getInt();
   d.offset = st.getColumn(4).getInt64();
@@ -930,20 +930,15 @@ redrive_result redrive_dead_letter(store::database& db, std::int64_t id) {
     // either resolved it already or waits for this one to end.
     const std::optional<dead_letter> found = find_dead_letter(db, id);
     if (!found || found->resolved_at) return {};
-    redrive_result out{true, outcome::dead_letter, {}, std::string(name(found->projection)), found->svix_id,
-                       found->type};
-    // A projection this binary does not know (a hand edit, a newer
-    // binary's) was read as users and applied there.
-    SQLite::Statement named(db.native(), "SELECT projection FROM dead_letters WHERE id = ?");
-    named.bind(1, id);
-    if (named.executeStep() && !parse_kind(named.getColumn(0).getString())) {
-      out.projection = named.getColumn(0).getString();
-      out.detail = "unknown projection " + out.projection + ": not re-driven";
+    redrive_result out{true, outcome::dead_letter, {}, found->projection, found->svix_id, found->type};
+    const auto k = parse_kind(found->projection);
+    if (!k) {
+      out.detail = "unknown projection " + found->projection + ": not re-driven";
       return out;
     }
     const envelope m{found->topic, found->partition, found->offset, found->svix_id, found->type, found->payload};
     const decoded d = decode_message(m);
-    const written w = apply_one(s, found->projection, m, d, now_ms());
+    const written w = apply_one(s, *k, m, d, now_ms());
     out.result = w.result;
     out.detail = w.detail;
     if (w.result == outcome::dead_letter) return out;  // still fails: leave it pending

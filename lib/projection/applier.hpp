@@ -155,7 +155,9 @@ void rewind_offset(store::database& db, kind projection, const std::string& topi
 
 struct dead_letter {
   std::int64_t id = 0;
-  kind projection = kind::users;
+  // As stored: a name this binary does not know (a hand edit, a newer
+  // binary's) stays itself, never read as another projection.
+  std::string projection;
   std::string topic;
   std::int32_t partition = 0;
   std::int64_t offset = 0;
