@@ -92,8 +92,10 @@ header_check classify_header(const request_view& req, const handler_config& cfg,
   header_check out;
   if ((out.decided = route(req.method, req.target, cfg, kafka))) return out;
   out.headers = verify::pick_headers(req.header);
-  if (const auto v = verify::check_headers(out.headers, cfg.keys, now, cfg.tolerance); !v.ok())
+  if (const auto v = verify::check_headers(out.headers, cfg.keys, now, cfg.tolerance); !v.ok()) {
     out.decided = rejected(v, out.headers);
+    out.by_signature = true;
+  }
   return out;
 }
 
@@ -101,12 +103,11 @@ decision classify(const request_view& req, const handler_config& cfg, std::chron
                   readiness kafka) {
   auto h = classify_header(req, cfg, now, kafka);
   if (h.decided) return std::move(*h.decided);
-  return classify_body(req, h.headers, cfg, now);
+  return classify_body(req, h.headers, cfg);
 }
 
-decision classify_body(const request_view& req, const verify::signed_headers& headers, const handler_config& cfg,
-                       std::chrono::system_clock::time_point now) {
-  const auto v = verify::verify(req.body, headers, cfg.keys, now, cfg.tolerance);
+decision classify_body(const request_view& req, const verify::signed_headers& headers, const handler_config& cfg) {
+  const auto v = verify::verify_signature(req.body, headers, cfg.keys);
   if (!v.ok()) return rejected(v, headers);
 
   decision d;

@@ -96,16 +96,19 @@ struct decision {
 // for classify_body().
 struct header_check {
   std::optional<decision> decided;
+  bool by_signature = false;       // decided by the signature headers, not by the route
   verify::signed_headers headers;  // views into the request's fields
 };
 [[nodiscard]] header_check classify_header(const request_view& req, const handler_config& cfg,
                                            std::chrono::system_clock::time_point now, readiness kafka);
 
 // The rest, once classify_header() decided nothing: the signature over the
-// body, then its envelope. The headers are looked up once per request
-// (Beast's lookups cost about 700 instructions each).
+// body (verify::verify_signature; the timestamp was judged with the header,
+// up to the read timeout before), then its envelope. The headers are
+// looked up once per request (Beast's lookups cost about 700 instructions
+// each).
 [[nodiscard]] decision classify_body(const request_view& req, const verify::signed_headers& headers,
-                                     const handler_config& cfg, std::chrono::system_clock::time_point now);
+                                     const handler_config& cfg);
 
 // classify_header(), then classify_body() when it decided nothing.
 [[nodiscard]] decision classify(const request_view& req, const handler_config& cfg,

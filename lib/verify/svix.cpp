@@ -227,12 +227,8 @@ verdict check_headers(const signed_headers& headers, const std::vector<key>& key
   return {reason::ok, *ts};
 }
 
-verdict verify(std::string_view body, const signed_headers& headers, const std::vector<key>& keys,
-               std::chrono::system_clock::time_point now, std::chrono::seconds tolerance) {
-  verdict v = check_headers(headers, keys, now, tolerance);
-  if (!v.ok()) return v;
-  v.why = reason::no_matching_signature;
-
+verdict verify_signature(std::string_view body, const signed_headers& headers, const std::vector<key>& keys) {
+  if (!headers.id || !headers.timestamp || !headers.signature) return {reason::missing_header};
   std::vector<std::string> expected;
   expected.reserve(keys.size());
   for (const auto& k : keys) expected.push_back(signature_base64(k, *headers.id, *headers.timestamp, body));
@@ -243,8 +239,15 @@ verdict verify(std::string_view body, const signed_headers& headers, const std::
           return given.size() == e.size() && CRYPTO_memcmp(given.data(), e.data(), e.size()) == 0;
         });
       }))
-    v.why = reason::ok;
-  return v;
+    return {reason::ok};
+  return {reason::no_matching_signature};
+}
+
+verdict verify(std::string_view body, const signed_headers& headers, const std::vector<key>& keys,
+               std::chrono::system_clock::time_point now, std::chrono::seconds tolerance) {
+  const verdict v = check_headers(headers, keys, now, tolerance);
+  if (!v.ok()) return v;
+  return {verify_signature(body, headers, keys).why, v.timestamp};
 }
 
 }  // namespace clerk_sync::verify

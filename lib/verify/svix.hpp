@@ -90,6 +90,12 @@ inline constexpr std::chrono::seconds default_tolerance{300};
                                     std::chrono::system_clock::time_point now,
                                     std::chrono::seconds tolerance = default_tolerance);
 
+// The signature over `body` alone, for headers check_headers() passed:
+// ok, or no_matching_signature.
+[[nodiscard]] verdict verify_signature(std::string_view body, const signed_headers& headers,
+                                       const std::vector<key>& keys);
+
+// check_headers(), then verify_signature().
 // Checks `body` (the exact bytes received) against the headers. Any `v1,`
 // entry of the space-separated signature header may match any key; other
 // versions and malformed entries are skipped. Timestamps exactly
