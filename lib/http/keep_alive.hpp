@@ -28,4 +28,13 @@ template <class Parser>
   return parser.keep_alive() && !asks_close(parser.get());
 }
 
+// Whether bytes of a request wait in the socket, not yet read: a
+// connection that looks idle to the server but is not, which a stop or
+// the cap must not close unanswered.
+template <class Socket>
+[[nodiscard]] bool request_arrived(Socket& socket) {
+  boost::beast::error_code ec;
+  return socket.available(ec) > 0 && !ec;
+}
+
 }  // namespace clerk_sync::http

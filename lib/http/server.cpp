@@ -277,10 +277,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
     transfers.push_back(c);
   }
 
-  static bool request_arrived(connection& c) {
-    beast::error_code ec;
-    return c.stream->socket().available(ec) > 0 && !ec;
-  }
+  static bool request_arrived(connection& c) { return http::request_arrived(c.stream->socket()); }
 
   // Ends a waiting connection's wait (its serve() returns): out of `idle`
   // at once, so that nothing takes it twice.
@@ -646,7 +643,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
         // A signature refused: the line classify() writes (a 401 at warn).
         // A route (a probe, 404, 405) with a body: rate-limited, as any
         // answer decided before a signature is.
-        if (d->msg != "rejected") co_return co_await answer_early(stream, d->answer, d->msg, d->outcome, head);
+        if (!checked.by_signature) co_return co_await answer_early(stream, d->answer, d->msg, d->outcome, head);
         log_request(*d, d->outcome, d->answer.status, -1, -1, started, {});
         co_return co_await write_early(stream, d->answer, head);
       }
@@ -689,8 +686,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
     if (!stream.socket().is_open()) co_return after::close;
     me.transfer_hook.unlink();  // read whole: decided now, whatever the cap
     const auto d = checked.decided ? std::move(*checked.decided)
-                                   : classify_body({method, target, req.body(), header}, checked.headers, handler,
-                                                   std::chrono::system_clock::now());
+                                   : classify_body({method, target, req.body(), header}, checked.headers, handler);
     int status = d.answer.status;
     std::int32_t partition = -1;
     std::int64_t offset = -1;
