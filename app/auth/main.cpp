@@ -82,7 +82,11 @@ int run(const auth::auth_options& o) {
   const auto drain_for = std::min<std::chrono::steady_clock::duration>(
       std::chrono::milliseconds(o.read_timeout_ms), std::chrono::seconds(5));
   std::function<void(std::chrono::steady_clock::time_point)> drain = [&](auto until) {
-    if (srv.connections() == 0 || std::chrono::steady_clock::now() >= until) return ioc.stop();
+    if (srv.connections() == 0) return ioc.stop();
+    if (std::chrono::steady_clock::now() >= until) {
+      log::warn("grace_expired", {{"connections", srv.connections()}});
+      return ioc.stop();
+    }
     draining.expires_after(std::chrono::milliseconds(10));
     draining.async_wait([&, until](const boost::system::error_code& ec) {
       if (!ec) drain(until);

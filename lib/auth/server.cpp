@@ -175,7 +175,9 @@ struct server::impl : std::enable_shared_from_this<impl> {
     beast::tcp_stream* stream = nullptr;
     const beast::flat_buffer* buffer = nullptr;
     const http::request_parser<http::empty_body>* parser = nullptr;  // while serve() reads or answers
-    [[nodiscard]] bool in_request() const { return parser && (parser->got_some() || buffer->size() != 0); }
+    [[nodiscard]] bool in_request() const {
+      return parser && (parser->got_some() || buffer->size() != 0 || clerk_sync::http::request_arrived(stream->socket()));
+    }
   };
   std::list<open_connection> connections;
 
