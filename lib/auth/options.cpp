@@ -97,12 +97,7 @@ void add_auth_options(CLI::App& app, auth_options& o) {
 
 
 void validate(const auth_options& o, const char* env_db) {
-  if (o.path.empty() || o.path.front() != '/') throw config::usage_error("--path must start with '/'");
-  // Requests are routed by their path, the query cut off: a '?' or '#' in
-  // --path would match no request, and every check would be 404.
-  if (o.path.find_first_of("?# \t") != std::string::npos)
-    throw config::usage_error("--path must be a path alone, without '?', '#' or spaces");
-  if (o.path == "/healthz") throw config::usage_error("--path must not be /healthz");
+  config::check_route_path(o.path, {"/healthz"});
   if (o.read_timeout_ms <= 0) throw config::usage_error("--read-timeout-ms must be positive");
   if (o.max_connections == 0) throw config::usage_error("--max-connections must be positive");
   if (o.db.empty()) throw config::usage_error("--db (CLERK_SYNC_DB) must name the consumers' database");

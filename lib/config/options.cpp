@@ -120,6 +120,14 @@ void load_kafka_properties_file(const std::string& path, kafka::client_config& c
 
 }  // namespace
 
+void check_route_path(const std::string& path, std::initializer_list<std::string_view> probes) {
+  if (path.empty() || path.front() != '/') throw usage_error("--path must start with '/'");
+  if (path.find_first_of("?# \t") != std::string::npos)
+    throw usage_error("--path must be a path alone, without '?', '#' or spaces");
+  for (const auto probe : probes)
+    if (path == probe) throw usage_error("--path must not be " + path + ", the probe's");
+}
+
 CLI::Validator seconds_between(double min, double max) {
   return CLI::Validator(
       [min, max](std::string& value) -> std::string {

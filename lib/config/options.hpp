@@ -10,8 +10,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <initializer_list>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "kafka/client.hpp"
 #include "log/log.hpp"
@@ -65,6 +67,11 @@ void add_log_options(CLI::App& app, log_options& opts);
 // that is not a number 1..65535, which librdkafka would read as port 0 and
 // retry for ever; the message names the entry.
 [[nodiscard]] CLI::Validator broker_list();
+
+// A server's --path: a path alone (requests are routed by their path, the
+// query cut off: with '?', '#' or a space it would match no request), not
+// one of its probes' paths (which answer first). Throws usage_error.
+void check_route_path(const std::string& path, std::initializer_list<std::string_view> probes);
 
 // For a number of seconds between `min` and `max`: CLI::Range lets "nan"
 // through (every comparison with NaN is false), and its conversion to

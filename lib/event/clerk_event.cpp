@@ -168,8 +168,10 @@ std::optional<decode_error> decode_user(const json& data, user& u) {
   if (!updated) return decode_error{"user without a numeric updated_at"};
   // Clerk always sends a boolean; anything else, read as false, unbanned a
   // banned user.
-  if (f.banned && !f.banned->IsNull() && !f.banned->IsBool()) return decode_error{"user whose banned is not a boolean"};
-  if (f.banned && f.banned->IsBool()) u.banned = f.banned->GetBool();
+  if (f.banned && !f.banned->IsNull()) {
+    if (!f.banned->IsBool()) return decode_error{"user whose banned is not a boolean"};
+    u.banned = f.banned->GetBool();
+  }
   u.updated_at = *updated;
   u.last_sign_in_at = millis(f.last_sign_in_at);
   // Clerk's metadata are objects; another value, read as one without keys,

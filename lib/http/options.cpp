@@ -81,11 +81,8 @@ std::size_t max_message_bytes(const receiver_options& o) {
 }
 
 void validate(const receiver_options& o) {
-  if (o.path.empty() || o.path.front() != '/') throw config::usage_error("--path must start with '/'");
-  // Requests are routed by their path, the query cut off: a '?' or '#' in
-  // --path would match no request, and every delivery would be 404.
-  if (o.path.find_first_of("?# \t") != std::string::npos)
-    throw config::usage_error("--path must be a path alone, without '?', '#' or spaces");
+  // /healthz and /readyz answer first: such a --path answered every delivery 405.
+  config::check_route_path(o.path, {"/healthz", "/readyz"});
   if (o.topic.empty()) throw config::usage_error("--topic must not be empty");
   if (o.tolerance_s <= 0) throw config::usage_error("--tolerance must be positive");
   // The window in which a captured delivery can be sent again and verify:

@@ -66,18 +66,9 @@ TEST_CASE("a malformed property or an unknown flag is a usage error (exit 2)") {
 // What this process writes to stderr while `parse` runs, and its exit code.
 template <class Parse>
 auto stderr_of(Parse&& parse) {
-  clerk_sync::test::temp_dir dir;
-  const auto err_path = dir / "stderr";
-  std::fflush(stderr);
-  const int saved = ::dup(2);
-  const int fd = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  ::dup2(fd, 2);
+  const clerk_sync::test::capture_stderr err;
   const auto code = parse();
-  std::fflush(stderr);
-  ::dup2(saved, 2);
-  ::close(fd);
-  ::close(saved);
-  return std::pair(code, clerk_sync::test::read_file(err_path));
+  return std::pair(code, err.text());
 }
 
 TEST_CASE("stray arguments are refused without being repeated (one may be a secret)") {
