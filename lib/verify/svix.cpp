@@ -176,6 +176,7 @@ std::string_view verdict::text() const {
     case reason::bad_timestamp: return "bad_timestamp";
     case reason::timestamp_too_old: return "timestamp_too_old";
     case reason::timestamp_too_new: return "timestamp_too_new";
+    case reason::malformed_signature: return "malformed_signature";
     case reason::no_matching_signature: return "no_matching_signature";
     case reason::no_secret: return "no_secret";
   }
@@ -186,24 +187,39 @@ int verdict::http_status() const {
   switch (why) {
     case reason::ok: return 200;
     case reason::missing_header:
-    case reason::bad_timestamp: return 400;
+    case reason::bad_timestamp:
+    case reason::malformed_signature: return 400;
     default: return 401;
   }
 }
 
 namespace {
 
-// The `v1,` entries of a signature header, each given to `f` without its
-// prefix until `f` says stop (true). Other versions and junk are skipped.
+// The space-separated entries of a signature header, each given to `f`
+// until `f` says stop (true).
 template <class F>
-bool any_v1(std::string_view header, F&& f) {
+bool any_entry(std::string_view header, F&& f) {
   while (!header.empty()) {
     const auto space = header.find(' ');
     const auto entry = header.substr(0, space);
     header = space == std::string_view::npos ? std::string_view() : header.substr(space + 1);
-    if (entry.starts_with("v1,") && f(entry.substr(3))) return true;
+    if (f(entry)) return true;
   }
   return false;
+}
+
+// The `v1,` entries, each given to `f` without its prefix. Other versions
+// and junk are skipped.
+template <class F>
+bool any_v1(std::string_view header, F&& f) {
+  return any_entry(header, [&](std::string_view entry) { return entry.starts_with("v1,") && f(entry.substr(3)); });
+}
+
+// `v<version>,<signature>`, of any version (Standard Webhooks has v1 and
+// v1a), the signature perhaps empty (`v1,` is a published invalid
+// signature, 401): a header with no such entry is no signature at all.
+bool signature_shaped(std::string_view entry) {
+  return entry.starts_with('v') && entry.find(',') != std::string_view::npos && entry.find(',') > 1;
 }
 
 // base64 of a SHA-256 HMAC, with its padding.
@@ -222,6 +238,7 @@ verdict check_headers(const signed_headers& headers, const std::vector<key>& key
   if (now_s - *ts > tolerance.count()) return {reason::timestamp_too_old, *ts};
   if (*ts - now_s > tolerance.count()) return {reason::timestamp_too_new, *ts};
   if (keys.empty()) return {reason::no_secret, *ts};
+  if (!any_entry(*headers.signature, signature_shaped)) return {reason::malformed_signature, *ts};
   if (!any_v1(*headers.signature, [](std::string_view given) { return given.size() == signature_chars; }))
     return {reason::no_matching_signature, *ts};
   return {reason::ok, *ts};

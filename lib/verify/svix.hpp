@@ -65,6 +65,7 @@ enum class reason {
   bad_timestamp,       // not a plain decimal integer                        -> 400
   timestamp_too_old,   // more than `tolerance` in the past                  -> 401
   timestamp_too_new,   // more than `tolerance` in the future                -> 401
+  malformed_signature,  // no entry of the shape `v<version>,…`             -> 400
   no_matching_signature,  // no v1 entry matches any secret                  -> 401
   no_secret,           // nothing to verify with (a configuration mistake)   -> 401
 };
@@ -82,9 +83,10 @@ struct verdict {
 inline constexpr std::chrono::seconds default_tolerance{300};
 
 // What the headers alone decide, before a body is read: each present, a
-// decimal timestamp within `tolerance` of `now`, a secret to check with,
-// and a `v1,` entry of a signature's length (44 base64 characters; no
-// other can match). ok when only the body's signature is left to check;
+// decimal timestamp within `tolerance` of `now`, a secret to check with, a
+// signature header with at least one `v<version>,<signature>` entry (else
+// it is malformed: 400, as a missing one), and a `v1,` entry of a
+// signature's length (44 base64 characters; no other can match). ok when only the body's signature is left to check;
 // otherwise the verdict verify() gives whatever the body.
 [[nodiscard]] verdict check_headers(const signed_headers& headers, const std::vector<key>& keys,
                                     std::chrono::system_clock::time_point now,

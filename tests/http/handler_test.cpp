@@ -193,12 +193,15 @@ TEST_CASE("the header alone: a signed delivery waits for its body, and what cann
   auto stale = signed_request(body, "msg_2", 1'700'000'000 - 301);
   auto junk = signed_request(body);
   junk.headers["svix-signature"] = "v1,bm90IGEgc2lnbmF0dXJl v2," + std::string(44, 'A');
+  auto garbage = signed_request(body);
+  garbage.headers["svix-signature"] = "garbage";
   auto elsewhere = signed_request(body);
   elsewhere.target = "/other";
   for (const auto& [r, status, outcome] : std::vector<std::tuple<request, int, std::string>>{
            {missing, 400, "missing_header"},
            {stale, 401, "timestamp_too_old"},
            {junk, 401, "no_matching_signature"},
+           {garbage, 400, "malformed_signature"},
            {elsewhere, 404, "path"}}) {
     CAPTURE(outcome);
     const auto early = r.classify_header();

@@ -605,11 +605,12 @@ TEST_CASE("early answers reach the client: a whole 2 MiB upload reads its 413, E
     return s;
   };
   const auto stale = std::to_string(std::stoll(real.headers.at("svix-timestamp")) - 3600);
-  const std::array<std::tuple<std::string, int, std::string>, 4> unread{{
+  const std::array<std::tuple<std::string, int, std::string>, 5> unread{{
       {without("svix-signature"), 400, "missing_header"},
       {without("svix-timestamp") + "svix-timestamp: " + stale + "\r\n", 401, "timestamp_too_old"},
       {without("svix-signature") + "svix-signature: v1,c2lnbmF0dXJl v2," + std::string(44, 'A') + "\r\n", 401,
        "no_matching_signature"},
+      {without("svix-signature") + "svix-signature: garbage\r\n", 400, "malformed_signature"},
       {without("svix-signature") + "svix-signature: " + real.headers.at("svix-signature") + "\r\n", 0, ""},
   }};
   for (const auto& [lines, status, outcome] : unread) {

@@ -168,7 +168,13 @@ TEST_CASE("the headers alone: present, in the window, and a v1 entry of a signat
            {"v1," + std::string(43, 'A') + "=", verify::reason::ok},  // the shape, not the value
            {"junk v2," + sig + " v1," + sig.substr(1), verify::reason::no_matching_signature},
            {"v1," + sig + "=", verify::reason::no_matching_signature},
-           {"v1" + sig, verify::reason::no_matching_signature},
+           {"v1a," + sig, verify::reason::no_matching_signature},  // another version: a signature, not ours
+           // No entry of a signature's shape: malformed, 400 (DESIGN's table), not a wrong signature.
+           {"v1" + sig, verify::reason::malformed_signature},
+           {"garbage", verify::reason::malformed_signature},
+           {",x v, " + sig, verify::reason::malformed_signature},
+           {"v1,", verify::reason::no_matching_signature},  // a published invalid vector
+           {" ", verify::reason::malformed_signature},
            {"", verify::reason::missing_header},
        }) {
     CAPTURE(h.signature);
@@ -179,6 +185,13 @@ TEST_CASE("the headers alone: present, in the window, and a v1 entry of a signat
         verify::reason::timestamp_too_old);
   CHECK(verify::check_headers({c.id, c.timestamp, c.signature}, {}, now).why == verify::reason::no_secret);
   CHECK(verify::check_headers({c.id, "1e9", c.signature}, {k}, now).why == verify::reason::bad_timestamp);
+  const auto garbage = verify::verify(c.payload, {c.id, c.timestamp, "garbage"}, {k}, now);
+  CHECK(garbage.why == verify::reason::malformed_signature);
+  CHECK(garbage.http_status() == 400);
+  CHECK(garbage.text() == "malformed_signature");
+  // Judged after the timestamp, as the svix libraries do.
+  CHECK(verify::check_headers({c.id, c.timestamp, "garbage"}, {k}, now + 301s).why ==
+        verify::reason::timestamp_too_old);
 }
 
 TEST_CASE("secrets: whsec_ alone, empty or bad base64 are errors that never echo the value") {
