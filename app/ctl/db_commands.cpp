@@ -246,6 +246,7 @@ struct swap_args {
   int timeout_ms = 15'000;
   bool skip_log_check = false;
   bool live_log_gone = false;
+  bool accept_incomplete = false;
 };
 
 // Both files' offsets of the topic against its log on the cluster this
@@ -324,7 +325,7 @@ int swap_in(const swap_args& a) {
     const auto check_log = [&] {
       if (!a.skip_log_check) check_against_log(a, kinds);
     };
-    for (const auto& s : ops::swap_in(a.from, a.db, kinds, a.topic, log_migration_wait(a.db), check_log)) {
+    for (const auto& s : ops::swap_in(a.from, a.db, kinds, a.topic, a.accept_incomplete, log_migration_wait(a.db), check_log)) {
       log::info("swapped in", {{"projection", projection::name(s.projection)},
                                {"rows", s.rows},
                                {"ledger_rows", s.ledger_rows},
@@ -616,6 +617,9 @@ void add_db_commands(CLI::App& app, runner& run) {
   sw->add_flag("--live-log-gone", w->live_log_gone,
                "The live file's offsets are of a log that is gone (the topic recreated, or records deleted before "
                "its consumers read them: they stopped with exit 5): check the rebuilt file's alone");
+  sw->add_flag("--accept-incomplete", w->accept_incomplete,
+               "Swap in a file whose replay finished with events missing (replay --allow-incomplete): the live "
+               "rows of those events go too");
   sw->callback([w, &run] { run = [w] { return swap_in(*w); }; });
 
   auto* st = app.add_subcommand(

@@ -15,6 +15,7 @@
 #include "consume/loop.hpp"
 #include "consume/retry.hpp"
 #include "log/log.hpp"
+#include "ops/topic.hpp"
 #include "projection/applier.hpp"
 #include "store/database.hpp"
 #include "store/file_lock.hpp"
@@ -216,6 +217,31 @@ log_check check_same_log(const kafka::client_config& cfg, const replay_options& 
   return check;
 }
 
+// Compaction removes records from inside a log whose start stays at 0 (all
+// but each user's newest: sessions, earlier updates), which the check of
+// each partition's start cannot see. Settings that cannot be read (a
+// principal without DescribeConfigs) are a warning: nothing says they are
+// compacted, and topic ensure never makes them so.
+void refuse_compacted(const kafka::client_config& cfg, const replay_options& opts, replay_result& result) {
+  std::string policy;
+  try {
+    const auto topic = check_topic(cfg, opts.topic, opts.request_timeout);
+    const auto it = topic.config.find("cleanup.policy");
+    policy = it == topic.config.end() ? "delete" : it->second;
+  } catch (const kafka::fatal_error& e) {
+    result.warnings.push_back("the settings of topic " + opts.topic + " could not be read (" + e.what() +
+                              "): whether compaction removed events from it was not checked");
+    return;
+  }
+  if (policy.find("compact") == std::string::npos) return;
+  const std::string why = "topic " + opts.topic + " has cleanup.policy=" + policy +
+                          ": compaction removes events from inside the log (all but each user's newest), the "
+                          "rebuild would miss them";
+  if (!opts.allow_incomplete) throw replay_error(why + " (--allow-incomplete accepts that)");
+  result.warnings.push_back(why);
+  result.incomplete = true;
+}
+
 }  // namespace
 
 replay_result replay(const kafka::client_config& cfg, const replay_options& opts,
@@ -239,8 +265,10 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
                               ": earlier events were deleted, the rebuild would miss them";
       if (!opts.allow_incomplete) throw replay_error(why + " (--allow-incomplete accepts that)");
       result.warnings.push_back(why);
+      result.incomplete = true;
     }
   }
+  refuse_compacted(cfg, opts, result);
   result.targets = tracker.targets();
   if (stop_requested()) throw replay_stopped(false, {}, {});
 
@@ -384,8 +412,9 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
   result.warnings.insert(result.warnings.end(), check.gone.begin(), check.gone.end());
   reader.close();
   // Finished: the mark swap-in asks for, in the file's header, folded with
-  // the rest below.
-  store::exec(*db, "PRAGMA application_id = " + std::to_string(store::finished_replay_id));
+  // the rest below; another when events were known missing.
+  store::exec(*db, "PRAGMA application_id = " +
+                       std::to_string(result.incomplete ? store::incomplete_replay_id : store::finished_replay_id));
   // Fold the WAL into the main file so that the file alone can be moved
   // into place (its sidecars are deleted below): all of it, or nothing is.
   if (!store::checkpoint_wal(*db))

@@ -6,8 +6,9 @@
 // the rebuilt file once it is swapped in. Blocking; one replay per process.
 // The file is written under partial_path() and renamed to db_path only once
 // caught up, so a file at db_path is always complete. A partition whose log
-// no longer starts at offset 0 makes the rebuild incomplete: refused unless
-// allow_incomplete. Asked to stop (replay_options::stop_requested), it
+// no longer starts at offset 0, or a compacted topic (records gone from
+// inside the log), makes the rebuild incomplete: refused unless
+// allow_incomplete, and then the file carries store::incomplete_replay_id. Asked to stop (replay_options::stop_requested), it
 // stops at its next poll or batch boundary and removes the partial file.
 // Errors: replay_error (refused or could not finish: exit 1), replay_stopped,
 // kafka::fatal_error, store::open_error; store::db_error after retries.
@@ -111,6 +112,9 @@ struct replay_result {
   replay_progress last;
   std::map<std::int32_t, std::int64_t> targets;  // high watermarks taken at start
   std::vector<std::string> warnings;              // e.g. partitions whose start was deleted
+  // Events known missing were accepted (allow_incomplete): the file is
+  // marked store::incomplete_replay_id, not finished_replay_id.
+  bool incomplete = false;
 };
 
 [[nodiscard]] replay_result replay(const kafka::client_config& cfg, const replay_options& opts,

@@ -74,6 +74,7 @@ struct attached {
 
 std::vector<swapped> swap_in(const std::string& from, const std::string& live,
                              const std::vector<projection::kind>& projections, const std::string& topic,
+                             bool accept_incomplete,
                              const std::function<void(const std::string& lock)>& on_migration_wait,
                              const std::function<void()>& before_swap) {
   // Both files must be clerk-sync databases, the rebuilt one at this
@@ -113,7 +114,15 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
     // was renamed since). Swapped in, its projection would go back to where
     // that replay stopped until the consumer caught up, a ban or a deletion
     // after it undone meanwhile.
-    if (rebuilt.native().execAndGet("PRAGMA application_id").getInt() != store::finished_replay_id)
+    const int mark = rebuilt.native().execAndGet("PRAGMA application_id").getInt();
+    // Its replay took a log without its start, or a compacted one: rows
+    // of events the log no longer held are missing from it, and swapped in
+    // they would go from the live file too, whoever swaps it in.
+    if (mark == store::incomplete_replay_id && !accept_incomplete)
+      throw swap_error(from + " is the file of a replay that finished with events missing (--allow-incomplete: the "
+                       "log did not start at offset 0, or the topic is compacted), whose rows would go from the "
+                       "live file too: --accept-incomplete swaps it in anyway");
+    if (mark != store::finished_replay_id && mark != store::incomplete_replay_id)
       throw swap_error(from + " is not a finished replay's file (a replay still writing it or killed, one made "
                        "before replays marked their files, or no replay at all): replay again and swap that in");
     const int from_version = rebuilt.schema_version();

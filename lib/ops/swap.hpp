@@ -43,7 +43,8 @@ struct swapped {
 // meanwhile. Throws swap_error while a consumer of one runs on `live` (it
 // holds that lock shared), or when `from` is not a rebuild of them for this
 // file (no stored offsets for a projection, offsets of another topic than
-// `topic`, which the consumers read, or of more than one, a live file that
+// `topic`, which the consumers read, or of more than one, a replay that
+// finished knowing events missing unless `accept_incomplete`, a live file that
 // stores offsets of other topics only, another schema version); store::db_error or store::open_error when a file cannot be read
 // or written. A live file at an older schema is migrated first; while
 // another process migrates it, the swap waits for that, after one call of
@@ -53,7 +54,7 @@ struct swapped {
 // offsets against the log), which refuses by throwing.
 [[nodiscard]] std::vector<swapped> swap_in(const std::string& from, const std::string& live,
                                            const std::vector<projection::kind>& projections,
-                                           const std::string& topic,
+                                           const std::string& topic, bool accept_incomplete,
                                            const std::function<void(const std::string& lock)>& on_migration_wait = {},
                                            const std::function<void()>& before_swap = {});
 

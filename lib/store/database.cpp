@@ -224,8 +224,8 @@ void exec(database& db, const std::string& sql) {
 
 void clear_replay_mark(database& db) {
   try {
-    if (db.native().execAndGet("PRAGMA application_id").getInt() == finished_replay_id)
-      db.native().exec("PRAGMA application_id = 0");
+    const int id = db.native().execAndGet("PRAGMA application_id").getInt();
+    if (id == finished_replay_id || id == incomplete_replay_id) db.native().exec("PRAGMA application_id = 0");
   } catch (const SQLite::Exception& e) {
     throw db_error(std::string("clearing the finished replay's mark: ") + e.what());
   }

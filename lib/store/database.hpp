@@ -118,6 +118,10 @@ class database {
 // was renamed or copied since) is no finished replay, and swap-in refuses
 // it. "cSrp".
 inline constexpr std::int32_t finished_replay_id = 0x63537270;
+// The mark of a replay that finished knowing events missing (accepted with
+// --allow-incomplete: a log that no longer starts at 0, a compacted
+// topic): swap-in takes such a file only when told to. "cSri".
+inline constexpr std::int32_t incomplete_replay_id = 0x63537269;
 
 // Takes the mark off a file that is live now: a replay moved into place
 // whole (README: replay --projection all, then mv) and opened by a consumer,

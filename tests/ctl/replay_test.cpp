@@ -1218,6 +1218,47 @@ TEST_CASE("replay refuses a log that no longer starts at offset 0 unless --allow
   CHECK(std::filesystem::exists(rebuilt));
   CHECK_FALSE(std::filesystem::exists(rebuilt + ".partial"));
   CHECK(test::query_int(rebuilt, "SELECT sum(next_offset) FROM kafka_offsets WHERE projection = 'users'") == high);
+  CHECK(test::query_int(rebuilt, "PRAGMA application_id") == store::incomplete_replay_id);
+}
+
+TEST_CASE("replay refuses a compacted topic unless --allow-incomplete, and swap-in takes such a file only with "
+          "--accept-incomplete") {
+  // Compaction removes records from inside the log; its start stays at 0.
+  const auto topic = test::unique_name("ctl-replay-compact");
+  REQUIRE(kafka::create_topic(test::broker(), {topic, 1, 1, {{"cleanup.policy", "compact"}, {"retention.ms", "-1"}}},
+                              10s) == kafka::create_outcome::created);
+  test::produce_events(test::broker(), topic, test::generate_events({.users = 5, .events = 30, .seed = 12}));
+  test::temp_dir dir;
+  const auto rebuilt = (dir / "rebuilt.db").string();
+  auto r = ctl_run({"replay", "--projection", "all", "--db", rebuilt}, topic, 120s);
+  CHECK(r.status == 1);
+  CHECK_MESSAGE(r.err.find("has cleanup.policy=compact: compaction removes events") != std::string::npos, r.err);
+  CHECK(r.err.find("--allow-incomplete") != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(rebuilt));
+  CHECK_FALSE(std::filesystem::exists(rebuilt + ".partial"));
+
+  r = ctl_run({"replay", "--projection", "all", "--db", rebuilt, "--allow-incomplete"}, topic, 120s);
+  REQUIRE_MESSAGE(r.status == 0, r.err);
+  CHECK(r.err.find("msg=\"replay incomplete\" why=\"topic " + topic + " has cleanup.policy=compact") !=
+        std::string::npos);
+  CHECK(test::query_int(rebuilt, "PRAGMA application_id") == store::incomplete_replay_id);
+
+  // Whoever swaps it in is told: the live rows of the missing events would go.
+  const auto live = (dir / "live.db").string();
+  { store::database created(live); }
+  const std::vector<std::string> swap{"swap-in", "--projection", "users", "--from", rebuilt, "--db", live};
+  r = ctl_run(swap, topic);
+  CHECK(r.status == 1);
+  CHECK_MESSAGE(r.err.find("finished with events missing") != std::string::npos, r.err);
+  CHECK(r.err.find("--accept-incomplete") != std::string::npos);
+  CHECK(test::query_int(live, "SELECT count(*) FROM users") == 0);
+  auto accepted = swap;
+  accepted.push_back("--accept-incomplete");
+  r = ctl_run(accepted, topic);
+  CHECK_MESSAGE(r.status == 0, r.err);
+  CHECK(test::query_int(live, "SELECT count(*) FROM users") == test::query_int(rebuilt, "SELECT count(*) FROM users"));
+  CHECK(test::query_int(live, "SELECT count(*) FROM users") > 0);
+  CHECK(test::query_int(live, "PRAGMA application_id") == 0);  // a live file carries no replay's mark
 }
 
 TEST_CASE("replay reads from the offset it checked: a log trimmed after the check is an error, not a later start") {
