@@ -280,6 +280,13 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
                  {"max_connections_asked", opts.max_connections}, {"body_limit", opts.body_limit},
                  {"body_memory_budget", opts.body_memory_budget},
                  {"small_body", http::small_body(opts.body_memory_budget, max_connections)}});
+  // At SIGTERM a publish under way is waited for up to the grace: a shorter
+  // grace than the publish deadline may stop the process with it unanswered.
+  if (opts.shutdown_grace_ms < opts.publish_deadline_ms)
+    log::warn("shutdown_grace_short", {{"shutdown_grace_ms", opts.shutdown_grace_ms},
+                                       {"publish_deadline_ms", opts.publish_deadline_ms},
+                                       {"outcome", "a publish under way at a stop may be left unanswered (Svix "
+                                                   "retries it): give a grace of the deadline or more"}});
 
   const std::size_t secret_count = keys.size();  // the number only, never a value
   net::io_context ioc(1);
@@ -364,13 +371,15 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
           }
         },
         [&](const std::exception_ptr& e) {
-          if (!e || shutting_down) return;
+          if (!e) return;
+          // Said during a stop too: the requests still waiting then get their
+          // 503 only at the deadline, acknowledged by Kafka or not.
           try {
             std::rethrow_exception(e);
           } catch (const std::exception& x) {
             log::error("reports_failed", {{"error", x.what()}});
           }
-          begin_shutdown(exit_fatal);
+          if (!shutting_down) begin_shutdown(exit_fatal);
         });
   }
 
@@ -445,7 +454,10 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
     };
     fatal_since_loop();
     const bool flushed = producer->flush(exit_code == exit_fatal || hurried ? 1000ms : grace);
-    log::info("flushed", {{"outcome", flushed ? "complete" : "incomplete"}, {"in_flight", producer->in_flight()}});
+    // Records left are dropped with the producer: none was acknowledged to
+    // Svix, which sends them again, but an operator reading warnings sees it.
+    (flushed ? log::info : log::warn)(
+        "flushed", {{"outcome", flushed ? "complete" : "incomplete"}, {"in_flight", producer->in_flight()}});
     fatal_since_loop();
   }
   audit.reset();  // its last line, if a check was under way, before the last line

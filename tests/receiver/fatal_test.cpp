@@ -116,12 +116,19 @@ TEST_CASE("a second SIGTERM ends the wait for requests in flight: no answer, exi
   const auto logs = s.r.proc().stderr_text();
   CHECK(logs.find("signal while stopping") != std::string::npos);
   CHECK(logs.find("msg=grace_expired") == std::string::npos);
+  CHECK(logs.find("msg=shutdown_grace_short") == std::string::npos);  // 15 s against a 12 s deadline
+  // The record Kafka has not acknowledged is dropped at exit: said at warn.
+  CHECK(logs.find("level=warn msg=flushed outcome=incomplete in_flight=1") != std::string::npos);
 }
 
 TEST_CASE("a signal during the final flush ends the process at once, by the signal's default action") {
   // The 3 s grace runs out with the request unanswered; the flush then waits
   // up to 3 s more for Kafka.
   stopping_with_a_request_held s("clerk.events.flush_signal", "3000");
+  // Said at start: a grace shorter than the deadline leaves this request.
+  CHECK(test::line_with(s.r.proc().stderr_text(), "msg=shutdown_grace_short")
+            .find("level=warn msg=shutdown_grace_short shutdown_grace_ms=3000 publish_deadline_ms=12000") !=
+        std::string::npos);
   REQUIRE(s.r.proc().wait_for_log("msg=grace_expired", 6s));
   std::this_thread::sleep_for(300ms);
   const auto [code, took] = s.signal_again(2s);
