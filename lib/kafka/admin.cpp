@@ -75,14 +75,18 @@ create_outcome create_topic(const client_config& cfg, const topic_spec& spec, st
 
 std::optional<std::map<std::string, std::string>> describe_topic(const client_config& cfg, const std::string& topic,
                                                                   std::chrono::milliseconds timeout) {
-  auto rk = admin_handle(cfg);
+  return detail::describe_topic(admin_handle(cfg).get(), topic, timeout);
+}
+
+std::optional<std::map<std::string, std::string>> detail::describe_topic(rd_kafka_t* rk, const std::string& topic,
+                                                                          std::chrono::milliseconds timeout) {
   rd_kafka_ConfigResource_t* cr = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic.c_str());
   const std::unique_ptr<rd_kafka_ConfigResource_t, decltype(&rd_kafka_ConfigResource_destroy)> owned(
       cr, &rd_kafka_ConfigResource_destroy);
-  queue_ptr q(rd_kafka_queue_new(rk.get()));
-  const auto opts = admin_options(rk.get(), RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS, timeout);
-  rd_kafka_DescribeConfigs(rk.get(), &cr, 1, opts.get(), q.get());
-  const auto ev = wait_for(rk.get(), q.get(), timeout);
+  queue_ptr q(rd_kafka_queue_new(rk));
+  const auto opts = admin_options(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS, timeout);
+  rd_kafka_DescribeConfigs(rk, &cr, 1, opts.get(), q.get());
+  const auto ev = wait_for(rk, q.get(), timeout);
   size_t n = 0;
   const rd_kafka_ConfigResource_t** res =
       rd_kafka_DescribeConfigs_result_resources(rd_kafka_event_DescribeConfigs_result(ev.get()), &n);

@@ -35,6 +35,13 @@ enum class create_outcome { created, already_exists };
 [[nodiscard]] std::optional<std::map<std::string, std::string>> describe_topic(const client_config& cfg,
                                                                                 const std::string& topic,
                                                                                 std::chrono::milliseconds timeout);
+namespace detail {
+// The same through a client of the caller's (a consumer: the admin API
+// takes any handle), so that its properties meet no client of another kind.
+[[nodiscard]] std::optional<std::map<std::string, std::string>> describe_topic(rd_kafka_t* rk,
+                                                                                const std::string& topic,
+                                                                                std::chrono::milliseconds timeout);
+}  // namespace detail
 
 struct partition_layout {
   std::int32_t id = 0;

@@ -8,6 +8,7 @@
 #include <thread>
 #include <tuple>
 
+#include "kafka/admin.hpp"
 #include "kafka/handle.hpp"
 
 namespace clerk_sync::kafka {
@@ -355,6 +356,11 @@ std::map<std::int32_t, watermark_reading> consumer::watermarks(const std::string
     }
   }
   return out;
+}
+
+std::optional<std::map<std::string, std::string>> consumer::topic_config(const std::string& topic,
+                                                                         std::chrono::milliseconds timeout) const {
+  return detail::describe_topic(impl_->rk.get(), topic, timeout);
 }
 
 std::vector<std::int32_t> consumer::partitions_of(const std::string& topic, std::chrono::milliseconds timeout) const {

@@ -125,6 +125,11 @@ class consumer {
   // This member's id in its group; empty while it has none.
   [[nodiscard]] std::string member_id() const;
 
+  // The topic's effective configuration, as kafka::describe_topic, asked
+  // through this consumer's own connection and settings.
+  [[nodiscard]] std::optional<std::map<std::string, std::string>> topic_config(const std::string& topic,
+                                                                                std::chrono::milliseconds timeout) const;
+
   // Partition ids of a topic; empty if the topic does not exist.
   [[nodiscard]] std::vector<std::int32_t> partitions_of(const std::string& topic,
                                                         std::chrono::milliseconds timeout) const;

@@ -15,7 +15,6 @@
 #include "consume/loop.hpp"
 #include "consume/retry.hpp"
 #include "log/log.hpp"
-#include "ops/topic.hpp"
 #include "projection/applier.hpp"
 #include "store/database.hpp"
 #include "store/file_lock.hpp"
@@ -222,12 +221,12 @@ log_check check_same_log(const kafka::client_config& cfg, const replay_options& 
 // each partition's start cannot see. Settings that cannot be read (a
 // principal without DescribeConfigs) are a warning: nothing says they are
 // compacted, and topic ensure never makes them so.
-void refuse_compacted(const kafka::client_config& cfg, const replay_options& opts, replay_result& result) {
-  std::string policy;
+void refuse_compacted(const kafka::consumer& reader, const replay_options& opts, replay_result& result) {
+  std::string policy = "delete";  // Kafka's default, when the key is missing
   try {
-    const auto topic = check_topic(cfg, opts.topic, opts.request_timeout);
-    const auto it = topic.config.find("cleanup.policy");
-    policy = it == topic.config.end() ? "delete" : it->second;
+    const auto config = reader.topic_config(opts.topic, opts.request_timeout);
+    if (!config) throw kafka::fatal_error("topic " + opts.topic + " does not exist");
+    if (const auto it = config->find("cleanup.policy"); it != config->end()) policy = it->second;
   } catch (const kafka::fatal_error& e) {
     result.warnings.push_back("the settings of topic " + opts.topic + " could not be read (" + e.what() +
                               "): whether compaction removed events from it was not checked");
@@ -268,7 +267,7 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
       result.incomplete = true;
     }
   }
-  refuse_compacted(cfg, opts, result);
+  refuse_compacted(reader, opts, result);
   result.targets = tracker.targets();
   if (stop_requested()) throw replay_stopped(false, {}, {});
 
@@ -411,6 +410,12 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
                        " s): nothing was moved to " + opts.db_path + "; run the replay again");
   result.warnings.insert(result.warnings.end(), check.gone.begin(), check.gone.end());
   reader.close();
+  // A partition that held nothing to read has no batch to store its
+  // position: stored here, at its target, so that a log trimmed past it
+  // before the consumer reads on stops that consumer (exit 5) and swap-in,
+  // instead of a start at whatever the log's first record is by then.
+  for (const auto& [p, target] : tracker.targets())
+    for (const auto k : opts.projections) projection::store_start(*db, k, opts.topic, p, target);
   // Finished: the mark swap-in asks for, in the file's header, folded with
   // the rest below; another when events were known missing.
   store::exec(*db, "PRAGMA application_id = " +

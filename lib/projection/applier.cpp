@@ -821,6 +821,22 @@ void rewind_offset(store::database& db, kind projection, const std::string& topi
   });
 }
 
+void store_start(store::database& db, kind projection, const std::string& topic, std::int32_t partition,
+                 std::int64_t next_offset) {
+  guarded([&] {
+    SQLite::Statement st(db.native(),
+                         "INSERT INTO kafka_offsets(projection, topic, partition, next_offset, updated_at, "
+                         "last_svix_id) VALUES (?,?,?,?,?,'') ON CONFLICT(projection, topic, partition) DO NOTHING");
+    st.bind(1, std::string(name(projection)));
+    st.bind(2, topic);
+    st.bind(3, partition);
+    st.bind(4, next_offset);
+    st.bind(5, now_ms());
+    st.exec();
+    return 0;
+  });
+}
+
 void forget_checked(store::database& db, kind projection, const std::string& topic, std::int32_t partition,
                     std::int64_t next_offset) {
   guarded([&] {

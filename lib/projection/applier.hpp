@@ -153,6 +153,14 @@ void forget_checked(store::database& db, kind projection, const std::string& top
 void rewind_offset(store::database& db, kind projection, const std::string& topic, std::int32_t partition,
                    std::int64_t next_offset, const std::string& last_svix_id);
 
+// Stores `next_offset` as `projection`'s position in a partition of `topic`
+// where it stores none yet, with no record before it applied (svix-id ""):
+// where a replay found nothing to read, so that its consumer resumes there,
+// not wherever the log starts by then, and status and swap-in check it.
+// Throws db_error.
+void store_start(store::database& db, kind projection, const std::string& topic, std::int32_t partition,
+                 std::int64_t next_offset);
+
 struct dead_letter {
   std::int64_t id = 0;
   // As stored: a name this binary does not know (a hand edit, a newer

@@ -1221,6 +1221,40 @@ TEST_CASE("replay refuses a log that no longer starts at offset 0 unless --allow
   CHECK(test::query_int(rebuilt, "PRAGMA application_id") == store::incomplete_replay_id);
 }
 
+TEST_CASE("replay stores the position of a partition it found empty, so a log trimmed past it since is not a silent "
+          "later start") {
+  const auto topic = test::fresh_topic("ctl-replay-empty-part", 2);
+  // One user: every event in one partition, the other empty.
+  const auto one = test::generate_events({.users = 1, .events = 10, .seed = 21});
+  const auto landed = test::produce_events(test::broker(), topic, one);
+  const auto full = landed.front().partition;
+  const auto empty = 1 - full;
+  test::temp_dir dir;
+  const auto rebuilt = (dir / "rebuilt.db").string();
+  auto r = ctl_run({"replay", "--projection", "users", "--db", rebuilt}, topic, 120s);
+  REQUIRE_MESSAGE(r.status == 0, r.err);
+  CHECK(test::query_int(rebuilt, "SELECT next_offset FROM kafka_offsets WHERE projection = 'users' AND partition = " +
+                                     std::to_string(empty)) == 0);
+
+  // Events reach the empty partition after the replay, and its first are
+  // deleted before the swap: the consumer would start past them.
+  std::vector<test::generated_event> more;
+  for (auto& e : ops::generate_events(40, 31)) more.push_back({e.user_id, ops::random_message_id(), e.type, e.body});
+  int in_empty = 0;
+  for (const auto& report : test::produce_events(test::broker(), topic, more))
+    if (report.partition == empty) ++in_empty;
+  REQUIRE(in_empty >= 3);
+  kafka::delete_records(test::broker(), topic, empty, 2, 30s);
+  const auto live = (dir / "live.db").string();
+  { store::database created(live); }
+  r = ctl_run({"swap-in", "--projection", "users", "--from", rebuilt, "--db", live}, topic);
+  CHECK(r.status == 1);
+  CHECK_MESSAGE(r.err.find("the offset 0 of users of " + topic + "/" + std::to_string(empty) + " in " + rebuilt +
+                           " is below the log's start 2") != std::string::npos,
+                r.err);
+  CHECK(test::query_int(live, "SELECT count(*) FROM users") == 0);
+}
+
 TEST_CASE("replay refuses a compacted topic unless --allow-incomplete, and swap-in takes such a file only with "
           "--accept-incomplete") {
   // Compaction removes records from inside the log; its start stays at 0.
