@@ -331,18 +331,17 @@ int swap_in(const swap_args& a) {
                                {"ledger_rows", s.ledger_rows},
                                {"offsets", s.offsets},
                                {"dead_letters", s.dead_letters},
-                               {"live_pending_dead_letters", s.live_pending_dead_letters},
+                               {"kept_dead_letters", s.kept_dead_letters},
                                {"rewound", s.rewound},
                                {"from", a.from},
                                {"db", a.db}});
-      if (s.live_pending_dead_letters > 0)
-        log::warn("live dead letters replaced",
+      if (s.reopened_dead_letters > 0)
+        log::warn("dead letters reopened",
                   {{"projection", projection::name(s.projection)},
-                   {"live_pending", s.live_pending_dead_letters},
-                   {"rebuilt", s.dead_letters},
-                   {"outcome", "the live file's pending dead letters of this projection were replaced by the rebuilt "
-                               "file's: the replay met their events again, unless the log no longer held them "
-                               "(retention, --allow-incomplete), when they are gone"}});
+                   {"reopened", s.reopened_dead_letters},
+                   {"outcome", "events re-driven into the live rows that the replay did not meet (the log no longer "
+                               "holds them, or they came after its end) are not in the swapped-in rows: their "
+                               "letters are pending again; dead-letters retry applies them"}});
       if (s.rewound > 0)
         log::warn("swapped in behind the live file",
                   {{"projection", projection::name(s.projection)},

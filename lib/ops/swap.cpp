@@ -40,8 +40,8 @@ std::string columns_of(SQLite::Database& db, const std::string& table, const std
 // its column) with the rebuilt file's, column by column as main has them
 // (the rebuilt file lacking one is an error); the number of rows copied.
 int replace_rows(SQLite::Database& db, const std::string& table, const std::string& where,
-                 const std::string& projection, const std::string& skip = "") {
-  const std::string columns = columns_of(db, table, skip);
+                 const std::string& projection) {
+  const std::string columns = columns_of(db, table);
   const std::string filter = where.empty() ? "" : " WHERE " + where + " = ?";
   SQLite::Statement del(db, "DELETE FROM main." + table + filter);
   if (!where.empty()) del.bind(1, projection);
@@ -50,6 +50,36 @@ int replace_rows(SQLite::Database& db, const std::string& table, const std::stri
                                 table + filter);
   if (!where.empty()) ins.bind(1, projection);
   return ins.exec();
+}
+
+// The live dead letters of `projection` whose event the replay met (applied
+// or dead-lettered it: its svix-id in the rebuilt ledger or letters; a
+// letter without a svix-id, by its record's place) give way to the rebuilt
+// file's letters; the others are kept as they are, ids included, and those
+// of them resolved are pending again (see swapped).
+void replace_dead_letters(SQLite::Database& db, const std::string& projection, swapped& s) {
+  const std::string met =
+      "(svix_id IN (SELECT svix_id FROM rebuilt.applied_events WHERE projection = ?1) "
+      "OR svix_id IN (SELECT svix_id FROM rebuilt.dead_letters WHERE projection = ?1) "
+      "OR (svix_id IS NULL AND EXISTS (SELECT 1 FROM rebuilt.dead_letters r WHERE r.projection = ?1 "
+      "AND r.svix_id IS NULL AND r.topic = main.dead_letters.topic AND r.partition = main.dead_letters.partition "
+      "AND r.\"offset\" = main.dead_letters.\"offset\")))";
+  SQLite::Statement drop(db, "DELETE FROM main.dead_letters WHERE projection = ?1 AND " + met);
+  drop.bind(1, projection);
+  drop.exec();
+  SQLite::Statement reopen(db, "UPDATE main.dead_letters SET resolved_at = NULL WHERE projection = ? AND "
+                               "resolved_at IS NOT NULL");
+  reopen.bind(1, projection);
+  s.reopened_dead_letters = reopen.exec();
+  SQLite::Statement kept(db, "SELECT count(*) FROM main.dead_letters WHERE projection = ?");
+  kept.bind(1, projection);
+  if (kept.executeStep()) s.kept_dead_letters = kept.getColumn(0).getInt64();
+  kept.reset();
+  const std::string columns = columns_of(db, "dead_letters", "id");  // ids are the live file's own
+  SQLite::Statement copy(db, "INSERT INTO main.dead_letters (" + columns + ") SELECT " + columns +
+                                 " FROM rebuilt.dead_letters WHERE projection = ?");
+  copy.bind(1, projection);
+  s.dead_letters = copy.exec();
 }
 
 // Detaches the rebuilt file however the swap ends.
@@ -203,10 +233,7 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
       s.rows = replace_rows(c, p, "", p);
       s.ledger_rows = replace_rows(c, "applied_events", "projection", p);
       s.offsets = replace_rows(c, "kafka_offsets", "projection", p);
-      SQLite::Statement pending(c, "SELECT count(*) FROM main.dead_letters WHERE projection = ? AND resolved_at IS NULL");
-      pending.bind(1, p);
-      if (pending.executeStep()) s.live_pending_dead_letters = pending.getColumn(0).getInt64();
-      s.dead_letters = replace_rows(c, "dead_letters", "projection", p, "id");  // ids are the live file's own
+      replace_dead_letters(c, p, s);
       out.push_back(s);
     }
     tx.commit();

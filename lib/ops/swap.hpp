@@ -24,11 +24,17 @@ struct swapped {
   std::int64_t rows = 0;
   std::int64_t ledger_rows = 0;
   std::int64_t offsets = 0;
-  std::int64_t dead_letters = 0;
-  // The live file's pending dead letters of the projection, replaced by the
-  // rebuilt file's: a replay meets their events again, but one whose record
-  // the log no longer holds is gone with its letter.
-  std::int64_t live_pending_dead_letters = 0;
+  std::int64_t dead_letters = 0;  // the rebuilt file's, copied
+  // The live file's dead letters of events the replay did not meet (neither
+  // applied nor dead-lettered in the rebuilt file: a record the log no
+  // longer holds, or one after the replay's end): kept, with their ids,
+  // since the letter may be the event's last copy. The others go: the
+  // rebuilt file has their event's outcome.
+  std::int64_t kept_dead_letters = 0;
+  // Of those, the ones re-driven in the live file (resolved): their event is
+  // in the live rows but not in the rebuilt ones, so they are pending again
+  // (dead-letters retry applies them).
+  std::int64_t reopened_dead_letters = 0;
   // Records the live file's stored offsets were past the rebuilt file's
   // (from 0 where the rebuilt file stores none: exact while the log keeps
   // every record, as topic ensure makes it): until its consumer has read
@@ -38,7 +44,8 @@ struct swapped {
 };
 
 // Replaces, in one transaction of the file at `live`, each projection's
-// rows, ledger rows, stored offsets and dead letters with those of `from`,
+// rows, ledger rows, stored offsets and dead letters with those of `from`
+// (but the live dead letters of events the replay did not meet; see swapped),
 // holding each projection's lock (store::projection_lock_path) exclusively
 // meanwhile. Throws swap_error while a consumer of one runs on `live` (it
 // holds that lock shared), or when `from` is not a rebuild of them for this

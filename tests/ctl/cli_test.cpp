@@ -726,15 +726,36 @@ TEST_CASE("swap-in takes a replay of a topic the live projection reads, an old t
   // After a move to clerk.events, the old topic's offsets stay beside the
   // new one's: the replay of clerk.events is swapped in.
   offsets_of("clerk.events", 3);
-  // A pending dead letter of the live file is replaced by the rebuilt
-  // file's (none): said, since one whose record the log lost is gone.
-  add_mappable_dead_letter(live, "msg_live_pending");
+  // The live dead letters whose event the replay met (applied, or a letter
+  // of its own: by svix-id, or by place for one without) give way to the
+  // rebuilt file's; the others may be their event's last copy and are kept
+  // with their ids, one re-driven pending again (its event is not in the
+  // rebuilt rows).
+  for (const auto* id : {"msg_met_applied", "msg_met_letter", "msg_unmet_pending", "msg_unmet_resolved"})
+    add_mappable_dead_letter(live, id);
+  add_mappable_dead_letter(live, "msg_met_no_id");
+  add_mappable_dead_letter(rebuilt, "msg_met_letter");
+  add_mappable_dead_letter(rebuilt, "msg_met_no_id");
+  for (const auto& db : {live, rebuilt}) {
+    SQLite::Database c(db, SQLite::OPEN_READWRITE);
+    c.exec("UPDATE dead_letters SET svix_id = NULL, \"offset\" = 9 WHERE svix_id = 'msg_met_no_id'");
+    c.exec("UPDATE dead_letters SET resolved_at = 5 WHERE svix_id IN ('msg_unmet_resolved', 'msg_met_applied')");
+  }
+  {
+    SQLite::Database c(rebuilt, SQLite::OPEN_READWRITE);
+    c.exec("INSERT INTO applied_events(projection, svix_id, type, user_id, outcome, topic, partition, \"offset\", "
+           "applied_at) VALUES ('users', 'msg_met_applied', 'user.created', 'user_29', 'applied', 'clerk.events', 0, 3, 1)");
+  }
+  const auto kept_ids = test::query_int(live, "SELECT sum(id) FROM dead_letters WHERE svix_id LIKE 'msg_unmet_%'");
   const auto moved = test::run(ctl(), {"swap-in", "--skip-log-check", "--projection", "users", "--from", rebuilt, "--db", live}, clean_env);
   CHECK_MESSAGE(moved.status == 0, moved.err);
-  CHECK_MESSAGE(moved.err.find("level=warn msg=\"live dead letters replaced\" projection=users live_pending=1 rebuilt=0 ") !=
-                    std::string::npos,
-                moved.err);
-  CHECK(test::query_int(live, "SELECT count(*) FROM dead_letters") == 0);
+  CHECK_MESSAGE(moved.err.find(" dead_letters=2 kept_dead_letters=2 ") != std::string::npos, moved.err);
+  CHECK(moved.err.find("level=warn msg=\"dead letters reopened\" projection=users reopened=1 ") != std::string::npos);
+  CHECK(test::query_int(live, "SELECT count(*) FROM dead_letters") == 4);
+  CHECK(test::query_int(live, "SELECT count(*) FROM dead_letters WHERE svix_id = 'msg_met_applied'") == 0);
+  CHECK(test::query_int(live, "SELECT count(*) FROM dead_letters WHERE svix_id IS NULL") == 1);
+  CHECK(test::query_int(live, "SELECT sum(id) FROM dead_letters WHERE svix_id LIKE 'msg_unmet_%'") == kept_ids);
+  CHECK(test::query_int(live, "SELECT count(*) FROM dead_letters WHERE resolved_at IS NULL") == 4);
   CHECK(test::query_int(live, "SELECT next_offset FROM kafka_offsets WHERE projection = 'users' AND topic = "
                               "'clerk.events'") == 7);
   // The live file keeps no finished replay's mark: a copy of it would pass
