@@ -476,6 +476,7 @@ struct dead_letter_args {
   std::string projection;  // empty: not given (the option refuses '')
   bool all = false;
   std::vector<std::int64_t> ids;
+  std::string note;  // dismiss --reason
 };
 
 // The dead letters of every projection named by --projection (a comma list
@@ -558,6 +559,37 @@ int dead_letters_retry(const dead_letter_args& a) {
         if (!r.detail.empty()) f.emplace_back("detail", r.detail);
         log::write(r.detail.empty() ? log::level::info : log::level::warn, "dead letter re-driven", f);
       }
+    }
+    return code;
+  });
+}
+
+// An event the operator decides not to apply (a record another tool wrote,
+// without a svix-id, that no fix will map): resolved without its rows, so
+// that retry --all and status --max-dead-letters stop counting it.
+int dead_letters_dismiss(const dead_letter_args& a) {
+  require_existing(a.db);
+  if (a.note.find_first_not_of(" \t") == std::string::npos)
+    throw config::usage_error("--reason must say why the events are dismissed");
+  return guarded([&] {
+    store::database db(a.db, {.must_be = store::open_options::existing::clerk_sync,
+                              .on_migration_wait = log_migration_wait(a.db)});
+    int code = exit_ok;
+    std::unordered_set<std::int64_t> seen;
+    for (const auto id : a.ids) {
+      if (!seen.insert(id).second) continue;
+      const auto d = projection::dismiss_dead_letter(db, id, a.note);
+      if (!d) {
+        log::error("no pending dead letter", {{"id", id}, {"outcome", "no such id, or resolved already"}});
+        code = exit_failed;
+        continue;
+      }
+      // At warn: an event left out of the projection, by hand.
+      log::warn("dead letter dismissed", {{"id", id},
+                                          {"projection", d->projection},
+                                          {"svix_id", d->svix_id},
+                                          {"type", d->type},
+                                          {"reason", a.note}});
     }
     return code;
   });
@@ -646,7 +678,7 @@ void add_db_commands(CLI::App& app, runner& run) {
       ->capture_default_str();
   st->callback([s, &run] { run = [s] { return status(*s); }; });
 
-  auto* dl = app.add_subcommand("dead-letters", "List or re-drive events that could not be applied");
+  auto* dl = app.add_subcommand("dead-letters", "List, re-drive or dismiss events that could not be applied");
   dl->require_subcommand(1);
   auto d = std::make_shared<dead_letter_args>();
   auto* list = dl->add_subcommand("list", "List pending dead letters (all of them with --all)");
@@ -661,6 +693,12 @@ void add_db_commands(CLI::App& app, runner& run) {
   add_projection_option(*retry, d->projection, "With --all: only these projections (a comma list, or all)");
   retry->add_flag("--all", d->all, "Every pending dead letter");
   retry->callback([d, &run] { run = [d] { return dead_letters_retry(*d); }; });
+  auto* dismiss = dl->add_subcommand(
+      "dismiss", "Mark dead letters resolved WITHOUT applying them (an event no fix will map); says so at warn");
+  dismiss->add_option("--db", d->db, "Database file")->envname("CLERK_SYNC_DB")->required();
+  dismiss->add_option("ids", d->ids, "Dead letter ids")->required();
+  dismiss->add_option("--reason", d->note, "Why, kept with each letter's reason")->required();
+  dismiss->callback([d, &run] { run = [d] { return dead_letters_dismiss(*d); }; });
 }
 
 }  // namespace clerk_sync::ctl

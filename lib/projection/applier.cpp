@@ -967,6 +967,23 @@ redrive_result redrive_dead_letter(store::database& db, std::int64_t id) {
   });
 }
 
+std::optional<dead_letter> dismiss_dead_letter(store::database& db, std::int64_t id, const std::string& note) {
+  return guarded([&]() -> std::optional<dead_letter> {
+    SQLite::Transaction tx(db.native(), SQLite::TransactionBehavior::IMMEDIATE);
+    auto found = find_dead_letter(db, id);
+    if (!found || found->resolved_at) return std::nullopt;
+    SQLite::Statement mark(db.native(),
+                           "UPDATE dead_letters SET resolved_at = ?, reason = reason || ' (dismissed: ' || ? || ')' "
+                           "WHERE id = ?");
+    mark.bind(1, now_ms());
+    mark.bind(2, note);
+    mark.bind(3, id);
+    mark.exec();
+    tx.commit();
+    return found;
+  });
+}
+
 std::vector<projection_status> status(store::database& db) {
   return guarded([&] {
     std::vector<projection_status> out;

@@ -215,6 +215,12 @@ struct redrive_result {
 // transaction. Throws db_error.
 [[nodiscard]] redrive_result redrive_dead_letter(store::database& db, std::int64_t id);
 
+// Marks a pending dead letter resolved without applying it (an operator's
+// decision, `note` saying why, kept after its reason); the letter, or
+// nullopt when no pending one has that id. Throws db_error.
+[[nodiscard]] std::optional<dead_letter> dismiss_dead_letter(store::database& db, std::int64_t id,
+                                                             const std::string& note);
+
 struct projection_status {
   kind projection = kind::users;
   std::int64_t rows = 0;                        // rows in its table

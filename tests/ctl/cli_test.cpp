@@ -78,6 +78,7 @@ TEST_CASE("every subcommand has its own --help") {
       {{"swap-in", "--help"}, "--from"},
       {{"dead-letters", "list", "--help"}, "--db"},
       {{"dead-letters", "retry", "--help"}, "--all"},
+      {{"dead-letters", "dismiss", "--help"}, "--reason"},
   };
   for (const auto& [args, needle] : cases) {
     const auto r = test::run(ctl(), args, clean_env);
@@ -448,6 +449,43 @@ TEST_CASE("a dead-letter re-drive SIGKILLed before it marks the letter resolved 
   CHECK(r.status == 1);
   CHECK(r.err.find("no pending dead letter") != std::string::npos);
   CHECK(count("SELECT count(*) FROM applied_events") == 1);
+}
+
+TEST_CASE("dead-letters dismiss resolves a letter no fix will map, without its rows, with the reason kept and said") {
+  test::temp_dir dir;
+  const auto db = (dir / "live.db").string();
+  { store::database create(db, {.keep_wal_files = true}); }
+  {
+    // A record another tool wrote: no svix-id, a body no mapping reads.
+    SQLite::Database c(db, SQLite::OPEN_READWRITE);
+    c.exec("INSERT INTO dead_letters(projection, topic, partition, \"offset\", svix_id, type, reason, payload, "
+           "created_at) VALUES ('users', 'clerk.events', 0, 4, NULL, NULL, 'not a Clerk event', 'not json', 1)");
+  }
+  const auto retried = test::run(ctl(), {"dead-letters", "retry", "--db", db, "--all"}, clean_env);
+  CHECK(retried.status == 1);  // for ever, until dismissed
+  const auto no_reason = test::run(ctl(), {"dead-letters", "dismiss", "--db", db, "1"}, clean_env);
+  CHECK(no_reason.status == 2);
+  const auto blank = test::run(ctl(), {"dead-letters", "dismiss", "--db", db, "1", "--reason", " "}, clean_env);
+  CHECK(blank.status == 2);
+  CHECK(test::query_int(db, "SELECT count(*) FROM dead_letters WHERE resolved_at IS NULL") == 1);
+  const auto dismissed =
+      test::run(ctl(), {"dead-letters", "dismiss", "--db", db, "1", "1", "9", "--reason", "written by a load test"}, clean_env);
+  INFO(dismissed.err);
+  CHECK(dismissed.status == 1);  // 9 is no pending letter
+  CHECK(dismissed.err.find("level=warn msg=\"dead letter dismissed\" id=1 projection=users svix_id=\"\" type=\"\" "
+                           "reason=\"written by a load test\"") != std::string::npos);
+  CHECK(dismissed.err.find("msg=\"no pending dead letter\" id=9") != std::string::npos);
+  CHECK(dismissed.err.find("msg=\"no pending dead letter\" id=1") == std::string::npos);  // named twice, once
+  CHECK(test::query_int(db, "SELECT count(*) FROM dead_letters WHERE resolved_at IS NULL") == 0);
+  CHECK(test::query_int(db, "SELECT count(*) FROM users") == 0);
+  const auto after = test::run(ctl(), {"dead-letters", "retry", "--db", db, "--all"}, clean_env);
+  CHECK(after.status == 0);
+  const auto listed = test::run(ctl(), {"dead-letters", "list", "--db", db, "--all"}, clean_env);
+  CHECK_MESSAGE(listed.out.find(" resolved reason=\"not a Clerk event (dismissed: written by a load test)\"") !=
+                    std::string::npos,
+                listed.out);
+  const auto again = test::run(ctl(), {"dead-letters", "dismiss", "--db", db, "1", "--reason", "again"}, clean_env);
+  CHECK(again.status == 1);
 }
 
 TEST_CASE("dead-letters retry re-drives an id named twice, or named and selected by --all, once and exits 0") {
