@@ -218,7 +218,15 @@ int run(int argc, char** argv) {
                                     .on_migration_wait = [&s](const std::string& lock) {
                                       cs::log::info("migration_wait", {{"db", s.worker.db_path}, {"lock", lock}});
                                     }});
-            cs::store::clear_replay_mark(db);  // a replay moved into place whole is live now
+            // A replay moved into place whole is live now; one that finished
+            // with events missing (--allow-incomplete) is said, as swap-in
+            // would have asked.
+            if (cs::store::clear_replay_mark(db) == cs::store::incomplete_replay_id)
+              cs::log::warn("incomplete_replay_live",
+                            {{"db", s.worker.db_path},
+                             {"outcome", "this file is a replay that finished with events missing (--allow-incomplete: "
+                                         "its log did not start at offset 0, or the topic is compacted); its rows "
+                                         "lack them, now as the live file"}});
           },
           [&s](int attempt, const cs::store::db_error& e, bool give_up) {
             if (!give_up)  // the last is db_open_failed, below

@@ -206,8 +206,9 @@ int replay(const replay_args& a) {
       return exit_failed;
     }
     for (const auto& w : r.warnings) log::warn("replay incomplete", {{"why", w}});
+    for (const auto& w : r.unchecked) log::warn("replay unchecked", {{"why", w}});
     log::info("replay caught up", {{"projection", a.projections}, {"db", a.db}, {"read", r.last.read},
-                                   {"dead_letters", r.last.dead_letters},
+                                   {"dead_letters", r.last.dead_letters}, {"incomplete", r.incomplete},
                                    {"ms", static_cast<std::int64_t>(r.last.elapsed.count())}});
     return exit_ok;
   });
@@ -335,6 +336,12 @@ int swap_in(const swap_args& a) {
                                {"rewound", s.rewound},
                                {"from", a.from},
                                {"db", a.db}});
+      if (s.incomplete)
+        log::warn("incomplete replay swapped in",
+                  {{"projection", projection::name(s.projection)},
+                   {"from", a.from},
+                   {"outcome", "--accept-incomplete: the replay finished with events missing, and the live rows of "
+                               "those events went with the swap"}});
       if (s.reopened_dead_letters > 0)
         log::warn("dead letters reopened",
                   {{"projection", projection::name(s.projection)},

@@ -372,14 +372,15 @@ int run(const http::receiver_options& opts, std::vector<clerk_sync::verify::key>
         },
         [&](const std::exception_ptr& e) {
           if (!e) return;
-          // Said during a stop too: the requests still waiting then get their
-          // 503 only at the deadline, acknowledged by Kafka or not.
+          // Said during a stop too, and its exit code: the requests still
+          // waiting then get their 503 only at the deadline, acknowledged
+          // by Kafka or not.
           try {
             std::rethrow_exception(e);
           } catch (const std::exception& x) {
             log::error("reports_failed", {{"error", x.what()}});
           }
-          if (!shutting_down) begin_shutdown(exit_fatal);
+          begin_shutdown(exit_fatal);
         });
   }
 

@@ -15,6 +15,7 @@
 #include "consume/loop.hpp"
 #include "consume/retry.hpp"
 #include "log/log.hpp"
+#include "ops/topic.hpp"
 #include "projection/applier.hpp"
 #include "store/database.hpp"
 #include "store/file_lock.hpp"
@@ -222,18 +223,18 @@ log_check check_same_log(const kafka::client_config& cfg, const replay_options& 
 // principal without DescribeConfigs) are a warning: nothing says they are
 // compacted, and topic ensure never makes them so.
 void refuse_compacted(const kafka::consumer& reader, const replay_options& opts, replay_result& result) {
-  std::string policy = "delete";  // Kafka's default, when the key is missing
+  std::optional<std::string> policy;
   try {
     const auto config = reader.topic_config(opts.topic, opts.request_timeout);
     if (!config) throw kafka::fatal_error("topic " + opts.topic + " does not exist");
-    if (const auto it = config->find("cleanup.policy"); it != config->end()) policy = it->second;
+    policy = compaction(*config);
   } catch (const kafka::fatal_error& e) {
-    result.warnings.push_back("the settings of topic " + opts.topic + " could not be read (" + e.what() +
-                              "): whether compaction removed events from it was not checked");
+    result.unchecked.push_back("the settings of topic " + opts.topic + " could not be read (" + e.what() +
+                               "): whether compaction removed events from it was not checked");
     return;
   }
-  if (policy.find("compact") == std::string::npos) return;
-  const std::string why = "topic " + opts.topic + " has cleanup.policy=" + policy +
+  if (!policy) return;
+  const std::string why = "topic " + opts.topic + " has cleanup.policy=" + *policy +
                           ": compaction removes events from inside the log (all but each user's newest), the "
                           "rebuild would miss them";
   if (!opts.allow_incomplete) throw replay_error(why + " (--allow-incomplete accepts that)");
@@ -408,14 +409,16 @@ replay_result replay(const kafka::client_config& cfg, const replay_options& opts
                                           std::chrono::steady_clock::now() - checking_since)
                                           .count()) +
                        " s): nothing was moved to " + opts.db_path + "; run the replay again");
-  result.warnings.insert(result.warnings.end(), check.gone.begin(), check.gone.end());
+  result.unchecked.insert(result.unchecked.end(), check.gone.begin(), check.gone.end());
   reader.close();
-  // A partition that held nothing to read has no batch to store its
-  // position: stored here, at its target, so that a log trimmed past it
+  // A partition that gave the reader no record has no batch to store its
+  // position: stored here, at its start, so that a log trimmed past it
   // before the consumer reads on stops that consumer (exit 5) and swap-in,
-  // instead of a start at whatever the log's first record is by then.
-  for (const auto& [p, target] : tracker.targets())
-    for (const auto k : opts.projections) projection::store_start(*db, k, opts.topic, p, target);
+  // instead of a start at whatever the log's first record is by then. Its
+  // start, not its target: a log of a transaction's markers only (another
+  // tool's aborted write) holds no record before the target to check.
+  for (const auto& [p, low] : tracker.starts())
+    for (const auto k : opts.projections) projection::store_start(*db, k, opts.topic, p, low);
   // Finished: the mark swap-in asks for, in the file's header, folded with
   // the rest below; another when events were known missing.
   store::exec(*db, "PRAGMA application_id = " +

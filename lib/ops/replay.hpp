@@ -53,6 +53,8 @@ class replay_tracker {
   // Messages the replay reads in all: sum of high - low.
   [[nodiscard]] std::int64_t total() const;
   [[nodiscard]] const std::map<std::int32_t, std::int64_t>& targets() const { return high_; }
+  // The low watermarks taken at start.
+  [[nodiscard]] const std::map<std::int32_t, std::int64_t>& starts() const { return low_; }
   // What the reader is assigned: each partition with records to read, from
   // the low watermark taken at start, not "the beginning": a log trimmed
   // between that check and the first fetch then fails the replay
@@ -111,7 +113,8 @@ struct replay_stopped : replay_error {
 struct replay_result {
   replay_progress last;
   std::map<std::int32_t, std::int64_t> targets;  // high watermarks taken at start
-  std::vector<std::string> warnings;              // e.g. partitions whose start was deleted
+  std::vector<std::string> warnings;              // events missing, accepted: partitions whose start was deleted
+  std::vector<std::string> unchecked;             // what could not be checked (the topic's settings, say)
   // Events known missing were accepted (allow_incomplete): the file is
   // marked store::incomplete_replay_id, not finished_replay_id.
   bool incomplete = false;

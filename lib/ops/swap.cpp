@@ -137,6 +137,7 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
   (void)store::database(live, {.read_only = true});
   std::map<projection::kind, std::vector<std::string>> rebuilt_topics;
   std::map<projection::kind, std::map<std::int32_t, std::int64_t>> rebuilt_offsets;  // of its one topic
+  bool incomplete = false;
   {
     store::database rebuilt(from, {.read_only = true});
     // A replay marks its file only once it has read up to its targets: one
@@ -148,7 +149,8 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
     // Its replay took a log without its start, or a compacted one: rows
     // of events the log no longer held are missing from it, and swapped in
     // they would go from the live file too, whoever swaps it in.
-    if (mark == store::incomplete_replay_id && !accept_incomplete)
+    incomplete = mark == store::incomplete_replay_id;
+    if (incomplete && !accept_incomplete)
       throw swap_error(from + " is the file of a replay that finished with events missing (--allow-incomplete: the "
                        "log did not start at offset 0, or the topic is compacted), whose rows would go from the "
                        "live file too: --accept-incomplete swaps it in anyway");
@@ -164,7 +166,7 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
       rebuilt_topics[k] = projection::offset_topics(rebuilt, k);
       if (rebuilt_topics[k].empty())
         throw swap_error(from + " holds no stored offsets for " + std::string(projection::name(k)) +
-                         ": it is not a replay of that projection, or one of an empty topic (then nothing to swap in)");
+                         ": it is not a replay of that projection");
       // A replay reads one topic, the one the consumers read: a replay of an
       // old topic swapped in would drop the current topic's offsets, and
       // its consumer would read that topic again from its start, answering
@@ -225,10 +227,11 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
     const attached guard(c, from);
     SQLite::Transaction tx(c, SQLite::TransactionBehavior::IMMEDIATE);
     // A live file that was a replay moved into place whole keeps no mark.
-    store::clear_replay_mark(db);
+    (void)store::clear_replay_mark(db);
     for (const auto k : projections) {
       const std::string p(projection::name(k));
       swapped s{k};
+      s.incomplete = incomplete;
       s.rewound = rewound[k];
       s.rows = replace_rows(c, p, "", p);
       s.ledger_rows = replace_rows(c, "applied_events", "projection", p);

@@ -41,6 +41,9 @@ struct swapped {
   // them again, the projection answers as of the replay (a ban or a
   // deletion since then undone meanwhile).
   std::int64_t rewound = 0;
+  // `from` finished with events missing (store::incomplete_replay_id),
+  // taken as asked (accept_incomplete).
+  bool incomplete = false;
 };
 
 // Replaces, in one transaction of the file at `live`, each projection's

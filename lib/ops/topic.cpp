@@ -68,6 +68,12 @@ topic_settings with_defaults(topic_settings settings, int brokers) {
   return settings;
 }
 
+std::optional<std::string> compaction(const std::map<std::string, std::string>& config) {
+  const auto policy = config.contains("cleanup.policy") ? value_of(config, "cleanup.policy") : "delete";
+  if (policy.find("compact") == std::string::npos) return std::nullopt;
+  return policy;
+}
+
 std::vector<std::string> replay_warnings(const std::map<std::string, std::string>& config) {
   std::vector<std::string> out;
   // Kafka's defaults (7 days, delete) apply when a key is missing.
@@ -77,9 +83,8 @@ std::vector<std::string> replay_warnings(const std::map<std::string, std::string
   const auto bytes = value_of(config, "retention.bytes");
   if (!bytes.empty() && bytes != "-1")
     out.push_back("retention.bytes=" + bytes + ": events beyond that size are deleted, a replay would miss them");
-  const auto policy = config.contains("cleanup.policy") ? value_of(config, "cleanup.policy") : "delete";
-  if (policy.find("compact") != std::string::npos)
-    out.push_back("cleanup.policy=" + policy +
+  if (const auto policy = compaction(config))
+    out.push_back("cleanup.policy=" + *policy +
                   ": compaction keeps only the newest event per user and drops session events (want delete)");
   return out;
 }

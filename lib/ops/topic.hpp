@@ -51,6 +51,10 @@ struct topic_settings {
 // the newest record per user and drops session events), each give a line.
 [[nodiscard]] std::vector<std::string> replay_warnings(const std::map<std::string, std::string>& config);
 
+// The topic's cleanup.policy when it compacts the log (Kafka's default,
+// delete, when the key is missing); nullopt else.
+[[nodiscard]] std::optional<std::string> compaction(const std::map<std::string, std::string>& config);
+
 // Why acks=all on this topic may leave an acknowledged record on a single
 // broker (replication factor or min.insync.replicas below 2), may lose it
 // to a replica out of sync made leader (unclean.leader.election.enable), or

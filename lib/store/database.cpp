@@ -222,10 +222,12 @@ void exec(database& db, const std::string& sql) {
   }
 }
 
-void clear_replay_mark(database& db) {
+std::int32_t clear_replay_mark(database& db) {
   try {
-    const int id = db.native().execAndGet("PRAGMA application_id").getInt();
-    if (id == finished_replay_id || id == incomplete_replay_id) db.native().exec("PRAGMA application_id = 0");
+    const std::int32_t id = db.native().execAndGet("PRAGMA application_id").getInt();
+    if (id != finished_replay_id && id != incomplete_replay_id) return 0;
+    db.native().exec("PRAGMA application_id = 0");
+    return id;
   } catch (const SQLite::Exception& e) {
     throw db_error(std::string("clearing the finished replay's mark: ") + e.what());
   }

@@ -116,18 +116,19 @@ class database {
 // has read up to its targets, just before the file is checkpointed and
 // renamed: a file without it (a replay killed or still writing, however it
 // was renamed or copied since) is no finished replay, and swap-in refuses
-// it. "cSrp".
+// it (incomplete_replay_id below is the other finished mark). "cSrp".
 inline constexpr std::int32_t finished_replay_id = 0x63537270;
 // The mark of a replay that finished knowing events missing (accepted with
 // --allow-incomplete: a log that no longer starts at 0, a compacted
 // topic): swap-in takes such a file only when told to. "cSri".
 inline constexpr std::int32_t incomplete_replay_id = 0x63537269;
 
-// Takes the mark off a file that is live now: a replay moved into place
+// Takes either mark off a file that is live now: a replay moved into place
 // whole (README: replay --projection all, then mv) and opened by a consumer,
 // or a live file a swap-in writes. Left on, a copy or backup of the live
 // file would pass swap-in's check for a finished replay. Throws db_error.
-void clear_replay_mark(database& db);
+// Returns the mark taken off (0: none).
+[[nodiscard]] std::int32_t clear_replay_mark(database& db);
 
 // Runs `sql` (no results) and rethrows any SQLite failure as db_error.
 void exec(database& db, const std::string& sql);

@@ -98,6 +98,22 @@ TEST_CASE("no partitions from the group within the join deadline is an error lin
   // Live now: the mark is off, so a copy of the file never passes swap-in
   // as a finished replay.
   CHECK(t::query_int((dir / "down.db").string(), "PRAGMA application_id") == 0);
+  CHECK(consumer.stderr_text().find("incomplete_replay_live") == std::string::npos);
+  // One that finished with events missing (--allow-incomplete) is said.
+  const auto incomplete = (dir / "incomplete.db").string();
+  { clerk_sync::store::database replayed(incomplete); }
+  {
+    SQLite::Database c(incomplete, SQLite::OPEN_READWRITE);
+    c.exec("PRAGMA application_id = " + std::to_string(clerk_sync::store::incomplete_replay_id));
+  }
+  t::process on_incomplete(t::binary_path("app/consumer/clerk-sync-consumer"),
+                           {"--projection", "users", "--db", incomplete, "--join-deadline-s", "2"},
+                           {{"KAFKA_BROKERS", "127.0.0.1:" + std::to_string(t::free_port())}, {"NOTIFY_SOCKET", ""}});
+  CHECK_MESSAGE(on_incomplete.wait_for_log("level=warn msg=incomplete_replay_live db=" + incomplete, 20s),
+                on_incomplete.stderr_text());
+  on_incomplete.signal(SIGTERM);
+  CHECK(on_incomplete.wait(30s) == 0);
+  CHECK(t::query_int(incomplete, "PRAGMA application_id") == 0);
   // A consumer that joins says nothing of the kind (a deadline a loaded
   // machine's join stays well within).
   const auto topic = t::fresh_topic("consumer-joins", 1);

@@ -1119,6 +1119,26 @@ TEST_CASE("replay completes over a log that ends with control records: a transac
   INFO(behind.err);
   CHECK(behind.status == 1);
   CHECK_MESSAGE(behind.out.find("stored 3, watermarks [0, 8), lag 5\n") != std::string::npos, behind.out);
+
+  // A log of an aborted transaction alone gives the reader no record: its
+  // position is stored at the log's start, whose record before there is
+  // none to check, so the file swaps in (at its end, the record before
+  // would be the abort's marker, which no check can read).
+  const auto only_aborted = test::fresh_topic("ctl-replay-tx-aborted", 1);
+  produce_transactions(only_aborted, {}, aborted);
+  const auto until = std::chrono::steady_clock::now() + 30s;
+  while (high_watermark_sum(only_aborted) != 3 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(100ms);
+  REQUIRE(high_watermark_sum(only_aborted) == 3);
+  const auto from_aborted = (dir / "aborted.db").string();
+  const auto ra = ctl_run({"replay", "--projection", "users", "--db", from_aborted, "--stall-timeout-ms", "5000"},
+                          only_aborted);
+  REQUIRE_MESSAGE(ra.status == 0, ra.err);
+  CHECK(test::query_int(from_aborted, "SELECT next_offset FROM kafka_offsets WHERE projection = 'users'") == 0);
+  const auto live = (dir / "live.db").string();
+  { store::database created(live); }
+  const auto sw = ctl_run({"swap-in", "--projection", "users", "--from", from_aborted, "--db", live}, only_aborted);
+  CHECK_MESSAGE(sw.status == 0, sw.err);
 }
 
 TEST_CASE("replay finishes while webhooks keep arriving, a partition's log ending in control records") {
@@ -1275,6 +1295,8 @@ TEST_CASE("replay refuses a compacted topic unless --allow-incomplete, and swap-
   REQUIRE_MESSAGE(r.status == 0, r.err);
   CHECK(r.err.find("msg=\"replay incomplete\" why=\"topic " + topic + " has cleanup.policy=compact") !=
         std::string::npos);
+  CHECK(r.err.find("msg=\"replay caught up\"") != std::string::npos);
+  CHECK(r.err.find(" incomplete=true ") != std::string::npos);
   CHECK(test::query_int(rebuilt, "PRAGMA application_id") == store::incomplete_replay_id);
 
   // Whoever swaps it in is told: the live rows of the missing events would go.
@@ -1290,6 +1312,7 @@ TEST_CASE("replay refuses a compacted topic unless --allow-incomplete, and swap-
   accepted.push_back("--accept-incomplete");
   r = ctl_run(accepted, topic);
   CHECK_MESSAGE(r.status == 0, r.err);
+  CHECK(r.err.find("level=warn msg=\"incomplete replay swapped in\" projection=users") != std::string::npos);
   CHECK(test::query_int(live, "SELECT count(*) FROM users") == test::query_int(rebuilt, "SELECT count(*) FROM users"));
   CHECK(test::query_int(live, "SELECT count(*) FROM users") > 0);
   CHECK(test::query_int(live, "PRAGMA application_id") == 0);  // a live file carries no replay's mark
