@@ -121,12 +121,13 @@ class consume_loop {
                                         "ssl.ca.location, ssl.endpoint.identification.algorithm, security.protocol)"
                                       : "no partitions assigned: Kafka refused the credentials (check "
                                         "sasl.username, sasl.password, sasl.mechanism)"}});
-        else
+        else {
+          const auto why = why_not_joined(cons);
           log::error("not_joined", {{"projection", projection::name(cfg_.projection)},
                                     {"topic", cfg_.topic},
                                     {"waited_s", static_cast<std::int64_t>(waited->count())},
-                                    {"outcome", "no partitions assigned: is Kafka reachable (address, "
-                                                "security.protocol, credentials; see kafka_error lines)?"}});
+                                    {"outcome", why}});
+        }
       }
       // With an open batch, wait only a moment: a lone event is applied at once.
       std::optional<kafka::message> m;
@@ -307,6 +308,26 @@ class consume_loop {
                                      {"log_start", range.low},
                                      {"outcome", "no stored offset, and the events before log_start were deleted: "
                                                  "this projection will miss them"}});
+  }
+
+  // What a consumer not given partitions and not refused is told, from a
+  // metadata request of at most 2 s once the join deadline has passed: a
+  // topic that does not exist (not created yet, or deleted) or one whose
+  // partitions other members hold; else the question of reaching Kafka.
+  std::string why_not_joined(const kafka::consumer& cons) const {
+    std::size_t partitions = 0;
+    try {
+      partitions = cons.partitions_of(cfg_.topic, 2s).size();
+    } catch (const kafka::fatal_error& e) {
+      return std::string("no partitions assigned: is Kafka reachable (address, security.protocol, credentials; "
+                         "see kafka_error lines)? Its metadata: ") + e.what();
+    }
+    if (partitions == 0)
+      return "no partitions assigned: topic " + cfg_.topic +
+             " does not exist (not created yet, or deleted; clerk-sync-ctl topic ensure creates it)";
+    return "no partitions assigned, though Kafka answers and the topic has " + std::to_string(partitions) +
+           ": other members of group " + group_ + " hold them (more consumers of this projection than partitions), "
+           "or the group is still rebalancing";
   }
 
   // Whether the log holds `before`, the record before the stored offset, to

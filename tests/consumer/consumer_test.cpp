@@ -93,6 +93,7 @@ TEST_CASE("no partitions from the group within the join deadline is an error lin
   CHECK_MESSAGE(consumer.wait_for_log("level=error msg=not_joined projection=users topic=clerk.events waited_s=", 20s),
                 consumer.stderr_text());
   CHECK(consumer.stderr_text().find("error=_ALL_BROKERS_DOWN") != std::string::npos);
+  CHECK(t::line_with(consumer.stderr_text(), "msg=not_joined").find("is Kafka reachable") != std::string::npos);
   consumer.signal(SIGTERM);
   CHECK(consumer.wait(30s) == 0);
   // Live now: the mark is off, so a copy of the file never passes swap-in
@@ -126,6 +127,17 @@ TEST_CASE("no partitions from the group within the join deadline is an error lin
   joined->signal(SIGTERM);
   CHECK(joined->wait(30s) == 0);
   CHECK(joined->stderr_text().find("not_joined") == std::string::npos);
+  // A topic that does not exist (not created yet, or deleted) is said as
+  // such, not as a question of reaching Kafka.
+  const auto missing = t::unique_name("consumer-no-topic");
+  auto lonely = t::start_consumer({"--projection", "users", "--db", (dir / "none.db").string(), "--topic", missing,
+                                   "--group-prefix", t::unique_name("none"), "--join-deadline-s", "2"});
+  CHECK_MESSAGE(lonely->wait_for_log("msg=not_joined", 30s), lonely->stderr_text());
+  CHECK_MESSAGE(t::line_with(lonely->stderr_text(), "msg=not_joined")
+                    .find("outcome=\"no partitions assigned: topic " + missing + " does not exist") != std::string::npos,
+                lonely->stderr_text());
+  lonely->signal(SIGTERM);
+  CHECK(lonely->wait(30s) == 0);
 }
 
 TEST_CASE("partitions lost with the cluster and not given back within the join deadline is an error line") {
