@@ -342,13 +342,13 @@ int swap_in(const swap_args& a) {
                    {"from", a.from},
                    {"outcome", "--accept-incomplete: the replay finished with events missing, and the live rows of "
                                "those events went with the swap"}});
-      if (s.reopened_dead_letters > 0)
-        log::warn("dead letters reopened",
+      if (s.kept_resolved_dead_letters > 0)
+        log::warn("resolved dead letters not replayed",
                   {{"projection", projection::name(s.projection)},
-                   {"reopened", s.reopened_dead_letters},
-                   {"outcome", "events re-driven into the live rows that the replay did not meet (the log no longer "
-                               "holds them, or they came after its end) are not in the swapped-in rows: their "
-                               "letters are pending again; dead-letters retry applies them"}});
+                   {"letters", s.kept_resolved_dead_letters},
+                   {"outcome", "resolved letters whose events the replay did not meet (the log no longer held "
+                               "them): those re-driven, not dismissed, are in the rows no more; their payloads stay in "
+                               "dead_letters (dead-letters list --all names them)"}});
       if (s.rewound > 0)
         log::warn("swapped in behind the live file",
                   {{"projection", projection::name(s.projection)},

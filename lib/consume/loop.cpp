@@ -312,8 +312,10 @@ class consume_loop {
 
   // What a consumer not given partitions and not refused is told, from a
   // metadata request of at most 2 s once the join deadline has passed: a
-  // topic that does not exist (not created yet, or deleted) or one whose
-  // partitions other members hold; else the question of reaching Kafka.
+  // topic Kafka lists no partitions of (not created yet, or deleted), or
+  // one it does while the group assigns nothing (an empty assignment counts
+  // as joined, so not other members holding them all); else the question
+  // of reaching Kafka.
   std::string why_not_joined(const kafka::consumer& cons) const {
     std::size_t partitions = 0;
     try {
@@ -324,10 +326,12 @@ class consume_loop {
     }
     if (partitions == 0)
       return "no partitions assigned: topic " + cfg_.topic +
-             " does not exist (not created yet, or deleted; clerk-sync-ctl topic ensure creates it)";
+             " does not exist (not created yet, or deleted; clerk-sync-ctl topic ensure creates it), or Kafka "
+             "lists none of its partitions";
     return "no partitions assigned, though Kafka answers and the topic has " + std::to_string(partitions) +
-           ": other members of group " + group_ + " hold them (more consumers of this projection than partitions), "
-           "or the group is still rebalancing";
+           ": group " + group_ + " gives none (its coordinator unavailable: __consumer_offsets short of "
+           "replicas, offsets.topic.replication.factor above the brokers' count; or a rebalance waiting on "
+           "another member)";
   }
 
   // Whether the log holds `before`, the record before the stored offset, to

@@ -54,26 +54,29 @@ int replace_rows(SQLite::Database& db, const std::string& table, const std::stri
 
 // The live dead letters of `projection` whose event the replay met (applied
 // or dead-lettered it: its svix-id in the rebuilt ledger or letters; a
-// letter without a svix-id, by its record's place) give way to the rebuilt
-// file's letters; the others are kept as they are, ids included, and those
-// of them resolved are pending again (see swapped).
+// letter without a svix-id, by its record's place) or its consumer will
+// meet after the swap (at or past the rebuilt offset of its partition: kept,
+// a letter without a svix-id would be doubled) give way to the rebuilt
+// file's letters; the others are kept as they are, ids and state included
+// (see swapped).
 void replace_dead_letters(SQLite::Database& db, const std::string& projection, swapped& s) {
   const std::string met =
       "(svix_id IN (SELECT svix_id FROM rebuilt.applied_events WHERE projection = ?1) "
       "OR svix_id IN (SELECT svix_id FROM rebuilt.dead_letters WHERE projection = ?1) "
       "OR (svix_id IS NULL AND EXISTS (SELECT 1 FROM rebuilt.dead_letters r WHERE r.projection = ?1 "
       "AND r.svix_id IS NULL AND r.topic = main.dead_letters.topic AND r.partition = main.dead_letters.partition "
-      "AND r.\"offset\" = main.dead_letters.\"offset\")))";
+      "AND r.\"offset\" = main.dead_letters.\"offset\")) "
+      "OR \"offset\" >= (SELECT o.next_offset FROM rebuilt.kafka_offsets o WHERE o.projection = ?1 "
+      "AND o.topic = main.dead_letters.topic AND o.partition = main.dead_letters.partition))";
   SQLite::Statement drop(db, "DELETE FROM main.dead_letters WHERE projection = ?1 AND " + met);
   drop.bind(1, projection);
   drop.exec();
-  SQLite::Statement reopen(db, "UPDATE main.dead_letters SET resolved_at = NULL WHERE projection = ? AND "
-                               "resolved_at IS NOT NULL");
-  reopen.bind(1, projection);
-  s.reopened_dead_letters = reopen.exec();
-  SQLite::Statement kept(db, "SELECT count(*) FROM main.dead_letters WHERE projection = ?");
+  SQLite::Statement kept(db, "SELECT count(*), count(resolved_at) FROM main.dead_letters WHERE projection = ?");
   kept.bind(1, projection);
-  if (kept.executeStep()) s.kept_dead_letters = kept.getColumn(0).getInt64();
+  if (kept.executeStep()) {
+    s.kept_dead_letters = kept.getColumn(0).getInt64();
+    s.kept_resolved_dead_letters = kept.getColumn(1).getInt64();
+  }
   kept.reset();
   const std::string columns = columns_of(db, "dead_letters", "id");  // ids are the live file's own
   SQLite::Statement copy(db, "INSERT INTO main.dead_letters (" + columns + ") SELECT " + columns +

@@ -27,14 +27,14 @@ struct swapped {
   std::int64_t dead_letters = 0;  // the rebuilt file's, copied
   // The live file's dead letters of events the replay did not meet (neither
   // applied nor dead-lettered in the rebuilt file: a record the log no
-  // longer holds, or one after the replay's end): kept, with their ids,
-  // since the letter may be the event's last copy. The others go: the
-  // rebuilt file has their event's outcome.
+  // longer held) and its consumer will not meet after the swap (before the
+  // rebuilt offset): kept as they are, with their ids, since the letter may
+  // be the event's last copy. The others go: the rebuilt file has their
+  // event's outcome, or the consumer will give it.
   std::int64_t kept_dead_letters = 0;
-  // Of those, the ones re-driven in the live file (resolved): their event is
-  // in the live rows but not in the rebuilt ones, so they are pending again
-  // (dead-letters retry applies them).
-  std::int64_t reopened_dead_letters = 0;
+  // Of those, the ones resolved (re-driven, or dismissed): a re-driven
+  // one's event is in the live rows but not in the rebuilt ones.
+  std::int64_t kept_resolved_dead_letters = 0;
   // Records the live file's stored offsets were past the rebuilt file's
   // (from 0 where the rebuilt file stores none: exact while the log keeps
   // every record, as topic ensure makes it): until its consumer has read

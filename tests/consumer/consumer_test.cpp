@@ -112,8 +112,10 @@ TEST_CASE("no partitions from the group within the join deadline is an error lin
                            {{"KAFKA_BROKERS", "127.0.0.1:" + std::to_string(t::free_port())}, {"NOTIFY_SOCKET", ""}});
   CHECK_MESSAGE(on_incomplete.wait_for_log("level=warn msg=incomplete_replay_live db=" + incomplete, 20s),
                 on_incomplete.stderr_text());
+  // Signalled once it runs (a SIGTERM before its handler ends it at once).
+  CHECK(on_incomplete.wait_for_log("msg=subscribed", 20s));
   on_incomplete.signal(SIGTERM);
-  CHECK(on_incomplete.wait(30s) == 0);
+  CHECK_MESSAGE(on_incomplete.wait(30s) == 0, on_incomplete.stderr_text());
   CHECK(t::query_int(incomplete, "PRAGMA application_id") == 0);
   // A consumer that joins says nothing of the kind (a deadline a loaded
   // machine's join stays well within).
