@@ -518,6 +518,18 @@ int dead_letters_list(const dead_letter_args& a) {
   });
 }
 
+// The file a dead-letters command writes: a clerk-sync one (another file is
+// refused unchanged), migrated first, after a migration another process
+// runs; its WAL files kept for the auth service, as the consumers keep them.
+store::database open_for_dead_letters(const std::string& path) {
+  return store::database(path, {.must_be = store::open_options::existing::clerk_sync,
+                                .on_migration_wait = log_migration_wait(path)});
+}
+
+void say_no_pending(std::int64_t id) {
+  log::error("no pending dead letter", {{"id", id}, {"outcome", "no such id, or resolved already"}});
+}
+
 int dead_letters_retry(const dead_letter_args& a) {
   require_existing(a.db);
   if (!a.projection.empty() && !a.all)
@@ -525,9 +537,7 @@ int dead_letters_retry(const dead_letter_args& a) {
   // Before the open, which would migrate the file.
   if (a.ids.empty() && !a.all) throw config::usage_error("give dead letter ids, or --all");
   return guarded([&] {
-    // Keeps the WAL files the consumers keep for the auth service.
-    store::database db(a.db, {.must_be = store::open_options::existing::clerk_sync,
-                              .on_migration_wait = log_migration_wait(a.db)});
+    auto db = open_for_dead_letters(a.db);
     // Each id once: named twice (or named and selected by --all), its second
     // turn would find it resolved by the first and fail the run.
     std::vector<std::int64_t> ids;
@@ -546,7 +556,7 @@ int dead_letters_retry(const dead_letter_args& a) {
     for (const auto id : ids) {
       const auto r = projection::redrive_dead_letter(db, id);
       if (!r.found) {
-        log::error("no pending dead letter", {{"id", id}, {"outcome", "no such id, or resolved already"}});
+        say_no_pending(id);
         code = exit_failed;
       } else if (r.result == projection::outcome::dead_letter) {
         log::warn("dead letter still fails", {{"id", id},
@@ -579,15 +589,14 @@ int dead_letters_dismiss(const dead_letter_args& a) {
   if (a.note.find_first_not_of(" \t") == std::string::npos)
     throw config::usage_error("--reason must say why the events are dismissed");
   return guarded([&] {
-    store::database db(a.db, {.must_be = store::open_options::existing::clerk_sync,
-                              .on_migration_wait = log_migration_wait(a.db)});
+    auto db = open_for_dead_letters(a.db);
     int code = exit_ok;
     std::unordered_set<std::int64_t> seen;
     for (const auto id : a.ids) {
       if (!seen.insert(id).second) continue;
       const auto d = projection::dismiss_dead_letter(db, id, a.note);
       if (!d) {
-        log::error("no pending dead letter", {{"id", id}, {"outcome", "no such id, or resolved already"}});
+        say_no_pending(id);
         code = exit_failed;
         continue;
       }
