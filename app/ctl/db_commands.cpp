@@ -342,13 +342,19 @@ int swap_in(const swap_args& a) {
                    {"from", a.from},
                    {"outcome", "--accept-incomplete: the replay finished with events missing, and the live rows of "
                                "those events went with the swap"}});
-      if (s.kept_resolved_dead_letters > 0)
+      if (s.kept_redriven_dead_letters > 0)
         log::warn("resolved dead letters not replayed",
                   {{"projection", projection::name(s.projection)},
-                   {"letters", s.kept_resolved_dead_letters},
-                   {"outcome", "resolved letters whose events the replay did not meet (the log no longer held "
-                               "them): those re-driven, not dismissed, are in the rows no more; their payloads stay in "
-                               "dead_letters (dead-letters list --all names them)"}});
+                   {"letters", s.kept_redriven_dead_letters},
+                   {"outcome", "re-driven letters whose events the replay did not meet (the log no longer held "
+                               "them): their events are in the rows no more; their payloads stay in dead_letters "
+                               "(dead-letters list --all names them)"}});
+      if (s.dismissed_applied > 0)
+        log::warn("dismissed events applied by the replay",
+                  {{"projection", projection::name(s.projection)},
+                   {"letters", s.dismissed_applied},
+                   {"outcome", "events dismissed from the live file mapped in the replay and are in the rows now; "
+                               "their letters went with the swap"}});
       if (s.rewound > 0)
         log::warn("swapped in behind the live file",
                   {{"projection", projection::name(s.projection)},
@@ -512,7 +518,8 @@ int dead_letters_list(const dead_letter_args& a) {
       std::printf("%lld %s %s/%d@%lld svix_id=%s type=%s at=%s%s reason=%s\n", static_cast<long long>(d.id),
                   shown(d.projection).c_str(), shown(d.topic).c_str(), d.partition,
                   static_cast<long long>(d.offset), shown(d.svix_id).c_str(), shown(d.type).c_str(),
-                  iso_time(d.created_at).c_str(), d.resolved_at ? " resolved" : "", shown(d.reason).c_str());
+                  iso_time(d.created_at).c_str(), d.dismissed_at ? " dismissed" : d.resolved_at ? " resolved" : "",
+                  shown(d.reason).c_str());
     log::info("dead letters", {{"count", letters.size()}, {"resolved_included", a.all}});
     return exit_ok;
   });

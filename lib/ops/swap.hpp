@@ -32,9 +32,13 @@ struct swapped {
   // be the event's last copy. The others go: the rebuilt file has their
   // event's outcome, or the consumer will give it.
   std::int64_t kept_dead_letters = 0;
-  // Of those, the ones resolved (re-driven, or dismissed): a re-driven
-  // one's event is in the live rows but not in the rebuilt ones.
-  std::int64_t kept_resolved_dead_letters = 0;
+  // Of those, the ones re-driven: their event is in the live rows but not
+  // in the rebuilt ones. (Dismissed ones are kept whenever the replay did
+  // not apply their event: the rebuilt file's letter of it is not copied.)
+  std::int64_t kept_redriven_dead_letters = 0;
+  // Dismissed live letters whose event the replay applied (a mapping fixed
+  // since): gone with the swap, their events in the rows.
+  std::int64_t dismissed_applied = 0;
   // Records the live file's stored offsets were past the rebuilt file's
   // (from 0 where the rebuilt file stores none: exact while the log keeps
   // every record, as topic ensure makes it): until its consumer has read

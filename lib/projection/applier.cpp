@@ -856,8 +856,8 @@ void forget_checked(store::database& db, kind projection, const std::string& top
 namespace {
 
 constexpr const char* dead_letter_columns =
-    "SELECT id, projection, topic, partition, \"offset\", svix_id, type, reason, payload, created_at, resolved_at "
-    "FROM dead_letters ";
+    "SELECT id, projection, topic, partition, \"offset\", svix_id, type, reason, payload, created_at, resolved_at, "
+    "dismissed_at FROM dead_letters ";
 
 dead_letter read_dead_letter(SQLite::Statement& st) {
   dead_letter d;
@@ -873,6 +873,7 @@ dead_letter read_dead_letter(SQLite::Statement& st) {
   d.payload.assign(static_cast<const char*>(payload.getBlob()), static_cast<std::size_t>(payload.getBytes()));
   d.created_at = st.getColumn(9).getInt64();
   if (!st.getColumn(10).isNull()) d.resolved_at = st.getColumn(10).getInt64();
+  if (!st.getColumn(11).isNull()) d.dismissed_at = st.getColumn(11).getInt64();
   return d;
 }
 
@@ -973,8 +974,8 @@ std::optional<dead_letter> dismiss_dead_letter(store::database& db, std::int64_t
     auto found = find_dead_letter(db, id);
     if (!found || found->resolved_at) return std::nullopt;
     SQLite::Statement mark(db.native(),
-                           "UPDATE dead_letters SET resolved_at = ?, reason = reason || ' (dismissed: ' || ? || ')' "
-                           "WHERE id = ?");
+                           "UPDATE dead_letters SET resolved_at = ?1, dismissed_at = ?1, "
+                           "reason = reason || ' (dismissed: ' || ?2 || ')' WHERE id = ?3");
     mark.bind(1, now_ms());
     mark.bind(2, note);
     mark.bind(3, id);

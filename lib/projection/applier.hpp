@@ -174,7 +174,8 @@ struct dead_letter {
   std::string reason;
   std::string payload;
   std::int64_t created_at = 0;
-  std::optional<std::int64_t> resolved_at;
+  std::optional<std::int64_t> resolved_at;   // re-driven or dismissed
+  std::optional<std::int64_t> dismissed_at;  // dismissed: resolved without its rows
 };
 
 // Dead letters, oldest first; of one projection when given; resolved ones

@@ -481,7 +481,7 @@ TEST_CASE("dead-letters dismiss resolves a letter no fix will map, without its r
   const auto after = test::run(ctl(), {"dead-letters", "retry", "--db", db, "--all"}, clean_env);
   CHECK(after.status == 0);
   const auto listed = test::run(ctl(), {"dead-letters", "list", "--db", db, "--all"}, clean_env);
-  CHECK_MESSAGE(listed.out.find(" resolved reason=\"not a Clerk event (dismissed: written by a load test)\"") !=
+  CHECK_MESSAGE(listed.out.find(" dismissed reason=\"not a Clerk event (dismissed: written by a load test)\"") !=
                     std::string::npos,
                 listed.out);
   const auto again = test::run(ctl(), {"dead-letters", "dismiss", "--db", db, "1", "--reason", "again"}, clean_env);
@@ -768,36 +768,60 @@ TEST_CASE("swap-in takes a replay of a topic the live projection reads, an old t
   // of its own: by svix-id, or by place for one without) or its consumer
   // will meet (at or past the rebuilt offset, 7) give way to the rebuilt
   // file's; the others may be their event's last copy and are kept as they
-  // are, with their ids, a resolved one said (a re-driven event is not in
-  // the rebuilt rows).
-  for (const auto* id : {"msg_met_applied", "msg_met_letter", "msg_unmet_pending", "msg_unmet_resolved", "msg_after"})
+  // are, with their ids, a re-driven one said (its event is not in the
+  // rebuilt rows). A dismissed letter stays dismissed, in place of the
+  // rebuilt file's pending one of its event, unless the replay applied it.
+  for (const auto* id : {"msg_met_applied", "msg_met_letter", "msg_unmet_pending", "msg_unmet_resolved", "msg_after",
+                         "msg_dismissed_met", "msg_dismissed_applied", "msg_dismissed_unmet"})
     add_mappable_dead_letter(live, id);
   add_mappable_dead_letter(live, "msg_met_no_id");
-  add_mappable_dead_letter(rebuilt, "msg_met_letter");
-  add_mappable_dead_letter(rebuilt, "msg_met_no_id");
+  for (const auto* id : {"msg_met_letter", "msg_met_no_id", "msg_dismissed_met"}) add_mappable_dead_letter(rebuilt, id);
   for (const auto& db : {live, rebuilt}) {
     SQLite::Database c(db, SQLite::OPEN_READWRITE);
-    c.exec("UPDATE dead_letters SET \"offset\" = rowid WHERE svix_id <> 'msg_after'");  // before 7
+    c.exec("UPDATE dead_letters SET \"offset\" = rowid % 6 WHERE svix_id <> 'msg_after'");  // before 7
     c.exec("UPDATE dead_letters SET svix_id = NULL, \"offset\" = 6 WHERE svix_id = 'msg_met_no_id'");
     c.exec("UPDATE dead_letters SET svix_id = NULL WHERE svix_id = 'msg_after'");  // at 7, no svix-id
     c.exec("UPDATE dead_letters SET resolved_at = 5 WHERE svix_id IN ('msg_unmet_resolved', 'msg_met_applied')");
   }
   {
     SQLite::Database c(rebuilt, SQLite::OPEN_READWRITE);
-    c.exec("INSERT INTO applied_events(projection, svix_id, type, user_id, outcome, topic, partition, \"offset\", "
-           "applied_at) VALUES ('users', 'msg_met_applied', 'user.created', 'user_29', 'applied', 'clerk.events', 0, 3, 1)");
+    for (const auto* id : {"msg_met_applied", "msg_dismissed_applied"}) {
+      SQLite::Statement st(c, "INSERT INTO applied_events(projection, svix_id, type, user_id, outcome, topic, "
+                              "partition, \"offset\", applied_at) VALUES ('users', ?, 'user.created', 'user_29', "
+                              "'applied', 'clerk.events', 0, 3, 1)");
+      st.bind(1, id);
+      st.exec();
+    }
   }
-  const auto kept_ids = test::query_int(live, "SELECT sum(id) FROM dead_letters WHERE svix_id LIKE 'msg_unmet_%'");
+  const auto id_of = [&](const std::string& svix_id) {
+    return test::query_int(live, "SELECT id FROM dead_letters WHERE svix_id = '" + svix_id + "'");
+  };
+  const auto dismissed_met = id_of("msg_dismissed_met");
+  const auto dismissed = test::run(ctl(), {"dead-letters", "dismiss", "--db", live, std::to_string(dismissed_met),
+                                           std::to_string(id_of("msg_dismissed_applied")),
+                                           std::to_string(id_of("msg_dismissed_unmet")), "--reason", "a load test"},
+                                   clean_env);
+  REQUIRE_MESSAGE(dismissed.status == 0, dismissed.err);
+  const auto kept_ids = test::query_int(live, "SELECT sum(id) FROM dead_letters WHERE svix_id LIKE 'msg_unmet_%' OR "
+                                              "svix_id IN ('msg_dismissed_met', 'msg_dismissed_unmet')");
   const auto moved = test::run(ctl(), {"swap-in", "--skip-log-check", "--projection", "users", "--from", rebuilt, "--db", live}, clean_env);
   CHECK_MESSAGE(moved.status == 0, moved.err);
-  CHECK_MESSAGE(moved.err.find(" dead_letters=2 kept_dead_letters=2 ") != std::string::npos, moved.err);
+  CHECK_MESSAGE(moved.err.find(" dead_letters=2 kept_dead_letters=4 ") != std::string::npos, moved.err);
   CHECK(moved.err.find("level=warn msg=\"resolved dead letters not replayed\" projection=users letters=1 ") !=
         std::string::npos);
-  CHECK(test::query_int(live, "SELECT count(*) FROM dead_letters") == 4);
-  CHECK(test::query_int(live, "SELECT count(*) FROM dead_letters WHERE svix_id = 'msg_met_applied'") == 0);
+  CHECK(moved.err.find("level=warn msg=\"dismissed events applied by the replay\" projection=users letters=1 ") !=
+        std::string::npos);
+  CHECK(test::query_int(live, "SELECT count(*) FROM dead_letters") == 6);
+  CHECK(test::query_int(live, "SELECT count(*) FROM dead_letters WHERE svix_id IN ('msg_met_applied', "
+                              "'msg_dismissed_applied')") == 0);
   CHECK(test::query_int(live, "SELECT count(*) FROM dead_letters WHERE svix_id IS NULL") == 1);  // the rebuilt one's
-  CHECK(test::query_int(live, "SELECT sum(id) FROM dead_letters WHERE svix_id LIKE 'msg_unmet_%'") == kept_ids);
+  CHECK(test::query_int(live, "SELECT sum(id) FROM dead_letters WHERE svix_id LIKE 'msg_unmet_%' OR "
+                              "svix_id IN ('msg_dismissed_met', 'msg_dismissed_unmet')") == kept_ids);
   CHECK(test::query_int(live, "SELECT count(*) FROM dead_letters WHERE resolved_at IS NULL") == 3);
+  CHECK(test::query_int(live, "SELECT count(*) FROM dead_letters WHERE dismissed_at IS NOT NULL") == 2);
+  // A retry after the swap has nothing of the dismissed event to re-drive.
+  const auto listed = test::run(ctl(), {"dead-letters", "list", "--db", live}, clean_env);
+  CHECK_MESSAGE(listed.out.find("msg_dismissed_met") == std::string::npos, listed.out);
   CHECK(test::query_int(live, "SELECT next_offset FROM kafka_offsets WHERE projection = 'users' AND topic = "
                               "'clerk.events'") == 7);
   // The live file keeps no finished replay's mark: a copy of it would pass
