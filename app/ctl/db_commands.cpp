@@ -326,7 +326,14 @@ int swap_in(const swap_args& a) {
     const auto check_log = [&] {
       if (!a.skip_log_check) check_against_log(a, kinds);
     };
-    for (const auto& s : ops::swap_in(a.from, a.db, kinds, a.topic, a.accept_incomplete, log_migration_wait(a.db), check_log)) {
+    const auto result = ops::swap_in(a.from, a.db, kinds, a.topic, a.accept_incomplete, log_migration_wait(a.db), check_log);
+    if (result.incomplete)
+      log::warn("incomplete replay swapped in",
+                {{"projections", a.projections},
+                 {"from", a.from},
+                 {"outcome", "--accept-incomplete: the replay finished with events missing, and the live rows of "
+                             "those events went with the swap"}});
+    for (const auto& s : result.projections) {
       log::info("swapped in", {{"projection", projection::name(s.projection)},
                                {"rows", s.rows},
                                {"ledger_rows", s.ledger_rows},
@@ -336,12 +343,6 @@ int swap_in(const swap_args& a) {
                                {"rewound", s.rewound},
                                {"from", a.from},
                                {"db", a.db}});
-      if (s.incomplete)
-        log::warn("incomplete replay swapped in",
-                  {{"projection", projection::name(s.projection)},
-                   {"from", a.from},
-                   {"outcome", "--accept-incomplete: the replay finished with events missing, and the live rows of "
-                               "those events went with the swap"}});
       if (s.kept_redriven_dead_letters > 0)
         log::warn("resolved dead letters not replayed",
                   {{"projection", projection::name(s.projection)},

@@ -120,7 +120,7 @@ struct attached {
 
 }  // namespace
 
-std::vector<swapped> swap_in(const std::string& from, const std::string& live,
+swap_result swap_in(const std::string& from, const std::string& live,
                              const std::vector<projection::kind>& projections, const std::string& topic,
                              bool accept_incomplete,
                              const std::function<void(const std::string& lock)>& on_migration_wait,
@@ -239,7 +239,7 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
   const store::open_options live_options{.must_be = store::open_options::existing::clerk_sync,
                                          .on_migration_wait = on_migration_wait};
   store::database db(live, live_options);
-  std::vector<swapped> out;
+  swap_result out{.projections = {}, .incomplete = incomplete};
   try {
     auto& c = db.native();
     const attached guard(c, from);
@@ -249,13 +249,12 @@ std::vector<swapped> swap_in(const std::string& from, const std::string& live,
     for (const auto k : projections) {
       const std::string p(projection::name(k));
       swapped s{k};
-      s.incomplete = incomplete;
       s.rewound = rewound[k];
       s.rows = replace_rows(c, p, "", p);
       s.ledger_rows = replace_rows(c, "applied_events", "projection", p);
       s.offsets = replace_rows(c, "kafka_offsets", "projection", p);
       replace_dead_letters(c, p, s);
-      out.push_back(s);
+      out.projections.push_back(s);
     }
     tx.commit();
   } catch (const SQLite::Exception& e) {

@@ -45,6 +45,10 @@ struct swapped {
   // them again, the projection answers as of the replay (a ban or a
   // deletion since then undone meanwhile).
   std::int64_t rewound = 0;
+};
+
+struct swap_result {
+  std::vector<swapped> projections;  // in the order asked
   // `from` finished with events missing (store::incomplete_replay_id),
   // taken as asked (accept_incomplete).
   bool incomplete = false;
@@ -66,7 +70,7 @@ struct swapped {
 // `before_swap` runs once both files passed every check, the locks held,
 // before anything is written: a check of the caller's (ctl's of the rebuilt
 // offsets against the log), which refuses by throwing.
-[[nodiscard]] std::vector<swapped> swap_in(const std::string& from, const std::string& live,
+[[nodiscard]] swap_result swap_in(const std::string& from, const std::string& live,
                                            const std::vector<projection::kind>& projections,
                                            const std::string& topic, bool accept_incomplete,
                                            const std::function<void(const std::string& lock)>& on_migration_wait = {},

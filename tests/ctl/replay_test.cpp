@@ -1312,7 +1312,7 @@ TEST_CASE("replay refuses a compacted topic unless --allow-incomplete, and swap-
   accepted.push_back("--accept-incomplete");
   r = ctl_run(accepted, topic);
   CHECK_MESSAGE(r.status == 0, r.err);
-  CHECK(r.err.find("level=warn msg=\"incomplete replay swapped in\" projection=users") != std::string::npos);
+  CHECK(r.err.find("level=warn msg=\"incomplete replay swapped in\" projections=users ") != std::string::npos);
   CHECK(test::query_int(live, "SELECT count(*) FROM users") == test::query_int(rebuilt, "SELECT count(*) FROM users"));
   CHECK(test::query_int(live, "SELECT count(*) FROM users") > 0);
   CHECK(test::query_int(live, "PRAGMA application_id") == 0);  // a live file carries no replay's mark
