@@ -411,13 +411,24 @@ int status(const status_args& a) {
         const auto passed =
             p.passed_over ? " (then " + std::to_string(p.passed_over) + " offsets of transaction markers or aborted records)"
                           : std::string();
+        // No stored offset: its consumer starts at the log's first record,
+        // the events before it deleted (its start_incomplete warning).
+        const bool trimmed_start = !p.stored && p.low > 0;
         std::printf("  partition %d: stored %s, watermarks [%lld, %lld), lag %lld%s%s\n", p.partition,
                     p.stored ? std::to_string(*p.stored).c_str() : "none", static_cast<long long>(p.low),
                     static_cast<long long>(p.high), static_cast<long long>(p.lag), passed.c_str(),
                     p.out_of_range              ? ", OUT OF RANGE: the consumer stops here with exit 5"
                     : p.recreated_found_svix_id ? ", RECREATED: a record the consumer applied is another event "
                                                   "now; the consumer stops here with exit 5"
+                    : trimmed_start             ? ", TRIMMED: the events before the log's start were deleted; "
+                                                  "this projection misses them"
                                                 : "");
+        if (trimmed_start)
+          log::warn("start_incomplete", {{"projection", name},
+                                         {"partition", p.partition},
+                                         {"log_start", p.low},
+                                         {"outcome", "no stored offset, and the events before log_start were "
+                                                     "deleted: this projection will miss them"}});
         if (!p.resume_unchecked.empty())
           log::warn("resume_unchecked", {{"projection", name},
                                          {"partition", p.partition},

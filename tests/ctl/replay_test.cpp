@@ -1225,7 +1225,22 @@ TEST_CASE("replay refuses a log that no longer starts at offset 0 unless --allow
   test::temp_dir dir;
   const auto rebuilt = (dir / "rebuilt.db").string();
 
-  auto r = ctl_run({"replay", "--projection", "all", "--db", rebuilt}, topic, 120s);
+  // status says it of a projection that stores no offset yet: its consumer
+  // would start at 5.
+  const auto fresh = (dir / "fresh.db").string();
+  { store::database created(fresh); }
+  auto r = ctl_run({"status", "--db", fresh, "--projection", "users"}, topic);
+  CHECK_MESSAGE(r.out.find("stored none, watermarks [5, " + std::to_string(high) + "), lag " +
+                           std::to_string(high - 5) + ", TRIMMED: ") != std::string::npos,
+                r.out);
+  CHECK_MESSAGE(r.err.find("level=warn msg=start_incomplete projection=users partition=0 log_start=5 ") !=
+                    std::string::npos,
+                r.err);
+  test::store_offset(fresh, {.topic = topic, .next_offset = 5, .last_svix_id = "msg_x"});
+  r = ctl_run({"status", "--db", fresh, "--projection", "users"}, topic);
+  CHECK(r.out.find("TRIMMED") == std::string::npos);  // a position the consumer reached, or replay stored
+
+  r = ctl_run({"replay", "--projection", "all", "--db", rebuilt}, topic, 120s);
   CHECK(r.status == 1);
   CHECK_MESSAGE(r.err.find("partition 0 starts at offset 5") != std::string::npos, r.err);
   CHECK(r.err.find("--allow-incomplete") != std::string::npos);
