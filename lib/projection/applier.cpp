@@ -855,9 +855,15 @@ void forget_checked(store::database& db, kind projection, const std::string& top
 
 namespace {
 
-constexpr const char* dead_letter_columns =
-    "SELECT id, projection, topic, partition, \"offset\", svix_id, type, reason, payload, created_at, resolved_at, "
-    "dismissed_at FROM dead_letters ";
+// A file from before migration 008 (`dead-letters list` reads files not
+// yet migrated) has no dismissed_at: read from dismiss's note, as 008 does.
+std::string dead_letter_columns(store::database& db) {
+  return std::string("SELECT id, projection, topic, partition, \"offset\", svix_id, type, reason, payload, "
+                     "created_at, resolved_at, ") +
+         (db.schema_version() >= 8 ? "dismissed_at"
+                                   : "CASE WHEN instr(reason, ' (dismissed: ') > 0 THEN resolved_at END") +
+         " FROM dead_letters ";
+}
 
 dead_letter read_dead_letter(SQLite::Statement& st) {
   dead_letter d;
@@ -883,7 +889,7 @@ std::vector<dead_letter> list_dead_letters(store::database& db, std::optional<ki
                                            bool include_resolved) {
   return guarded([&] {
     std::vector<dead_letter> out;
-    SQLite::Statement st(db.native(), std::string(dead_letter_columns) +
+    SQLite::Statement st(db.native(), dead_letter_columns(db) +
                                           "WHERE (?1 IS NULL OR projection = ?1) AND (?2 OR resolved_at IS NULL) "
                                           "ORDER BY id");
     if (projection)
@@ -898,7 +904,7 @@ std::vector<dead_letter> list_dead_letters(store::database& db, std::optional<ki
 
 std::optional<dead_letter> find_dead_letter(store::database& db, std::int64_t id) {
   return guarded([&]() -> std::optional<dead_letter> {
-    SQLite::Statement st(db.native(), std::string(dead_letter_columns) + "WHERE id = ?");
+    SQLite::Statement st(db.native(), dead_letter_columns(db) + "WHERE id = ?");
     st.bind(1, id);
     if (!st.executeStep()) return std::nullopt;
     return read_dead_letter(st);

@@ -666,3 +666,34 @@ TEST_CASE("write totals count each transaction, the wait for a shared turn and t
   CHECK(app.totals().batches == 2);
   CHECK(app.totals().waited >= std::chrono::milliseconds(100));
 }
+
+TEST_CASE("migration 008 tells the letters dismissed before it from those re-driven, by the note dismiss wrote") {
+  clerk_sync::test::temp_dir dir;
+  const auto path = (dir / "v7.db").string();
+  clerk_sync::test::file_at_schema(path, 7);
+  {
+    SQLite::Database raw(path, SQLite::OPEN_READWRITE);
+    raw.exec("INSERT INTO dead_letters(projection, topic, partition, \"offset\", svix_id, type, reason, payload, "
+             "created_at, resolved_at) VALUES "
+             "('users', 'clerk.events', 0, 1, 'msg_dismissed', NULL, 'not a Clerk event (dismissed: a load test)', "
+             "'x', 1, 40), "
+             "('users', 'clerk.events', 0, 2, 'msg_redriven', NULL, 'fixed since', 'x', 1, 50), "
+             "('users', 'clerk.events', 0, 3, 'msg_pending', NULL, 'still fails', 'x', 1, NULL)");
+  }
+  const auto dismissed = [](store::database& db) {
+    std::string out;
+    for (const auto& d : pj::list_dead_letters(db, {}, true))
+      out += d.svix_id + "=" + (d.dismissed_at ? std::to_string(*d.dismissed_at) : "-") + " ";
+    return out;
+  };
+  {
+    // Read as it is, not migrated (`dead-letters list` on a backup, or
+    // before the consumers restart after an upgrade): the same answer.
+    store::database before(path, {.read_only = true});
+    CHECK(before.schema_version() == 7);
+    CHECK(dismissed(before) == "msg_dismissed=40 msg_redriven=- msg_pending=- ");
+  }
+  store::database db(path);  // migrates
+  CHECK(db.schema_version() >= 8);
+  CHECK(dismissed(db) == "msg_dismissed=40 msg_redriven=- msg_pending=- ");
+}

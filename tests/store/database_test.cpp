@@ -318,23 +318,3 @@ TEST_CASE("a lock file is readable by every user whatever the umask of the proce
   REQUIRE(::stat(store::migration_lock_path(db).c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0644);
 }
-
-TEST_CASE("migration 008 tells the letters dismissed before it from those re-driven, by the note dismiss wrote") {
-  clerk_sync::test::temp_dir dir;
-  const auto path = (dir / "v7.db").string();
-  clerk_sync::test::file_at_schema(path, 7);
-  {
-    SQLite::Database raw(path, SQLite::OPEN_READWRITE);
-    raw.exec("INSERT INTO dead_letters(projection, topic, partition, \"offset\", svix_id, type, reason, payload, "
-             "created_at, resolved_at) VALUES "
-             "('users', 'clerk.events', 0, 1, 'msg_dismissed', NULL, 'not a Clerk event (dismissed: a load test)', "
-             "'x', 1, 40), "
-             "('users', 'clerk.events', 0, 2, 'msg_redriven', NULL, 'fixed since', 'x', 1, 50), "
-             "('users', 'clerk.events', 0, 3, 'msg_pending', NULL, 'still fails', 'x', 1, NULL)");
-  }
-  store::database db(path);  // migrates
-  SQLite::Statement st(db.native(), "SELECT group_concat(svix_id || '=' || coalesce(dismissed_at, '-'), ' ') FROM "
-                                    "(SELECT * FROM dead_letters ORDER BY id)");
-  REQUIRE(st.executeStep());
-  CHECK(st.getColumn(0).getString() == "msg_dismissed=40 msg_redriven=- msg_pending=-");
-}
