@@ -175,7 +175,11 @@ std::optional<decode_error> decode_user(const json& data, user& u) {
   u.updated_at = *updated;
   u.last_sign_in_at = millis(f.last_sign_in_at);
   // Clerk's metadata are objects; another value, read as one without keys,
-  // reset a user's role, balances and referral code.
+  // reset a user's role, balances and referral code. Clerk always sends
+  // public_metadata (`{}` when empty; private_metadata may be null): one
+  // missing or null is no whole user (a session's embedded user cut short)
+  // and would do the same.
+  if (!f.public_metadata || f.public_metadata->IsNull()) return decode_error{"user without public_metadata"};
   for (const auto& [meta, refused] : {std::pair(f.public_metadata, "user whose public_metadata is not an object"),
                                       std::pair(f.private_metadata, "user whose private_metadata is not an object")})
     if (meta && !meta->IsNull() && !meta->IsObject()) return decode_error{refused};

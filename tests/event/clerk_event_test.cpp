@@ -54,7 +54,7 @@ TEST_CASE("the primary email is the entry named by primary_email_address_id - ms
   CHECK_FALSE(u.last_sign_in_at.has_value());  // null in the real delivery
   CHECK(u.updated_at == 1744276393626);
 
-  const auto e = decode_ok(R"({"type":"user.updated","timestamp":1,"data":{"id":"u1","updated_at":5,
+  const auto e = decode_ok(R"({"type":"user.updated","timestamp":1,"data":{"id":"u1","updated_at":5,"public_metadata":{},
       "primary_email_address_id":"b","email_addresses":[{"id":"a","email_address":"a@x"},{"id":"b","email_address":"b@x"}]}})");
   CHECK(std::get<ev::user>(e.data).email == "b@x");
 }
@@ -101,8 +101,8 @@ TEST_CASE("metadata: the first of duplicate keys counts, a null, empty or compos
   CHECK(keys(R"({"role":"vip","role":"admin"})", "{}").role->text == "vip");
   // The first is null: as absent in public, so private's answers.
   CHECK(keys(R"({"role":null,"role":"vip"})", R"({"role":"admin"})").role->text == "admin");
-  CHECK(keys("null", R"({"role":"admin","role":"vip"})").role->text == "admin");
-  CHECK_FALSE(keys("null", "null").role.has_value());
+  CHECK(keys("{}", R"({"role":"admin","role":"vip"})").role->text == "admin");
+  CHECK_FALSE(keys("{}", "null").role.has_value());
   // A public value that cannot be one (empty, an object, an array) does not
   // hide private's: an empty public referral_code gave the user's code away.
   CHECK(keys(R"({"referral_code":""})", R"({"referral_code":"X"})").referral_code->text == "X");
@@ -128,9 +128,15 @@ TEST_CASE("a user whose metadata is no object, or whose banned is no boolean, is
         "user whose private_metadata is not an object");
   CHECK(reason_of(user(R"("banned":"true")")) == "user whose banned is not a boolean");
   CHECK(reason_of(user(R"("banned":1)")) == "user whose banned is not a boolean");
-  const auto ok = decode_ok(user(R"("banned":null,"public_metadata":null,"private_metadata":{})"));
+  // Clerk always sends public_metadata (`{}` when empty): one missing or
+  // null is no whole user, and read as empty it reset the user just the
+  // same. private_metadata may be null (Clerk's own examples).
+  CHECK(reason_of(user(R"("banned":true)")) == "user without public_metadata");
+  CHECK(reason_of(user(R"("public_metadata":null,"private_metadata":{"role":"admin"})")) ==
+        "user without public_metadata");
+  const auto ok = decode_ok(user(R"("banned":null,"public_metadata":{},"private_metadata":null)"));
   CHECK_FALSE(std::get<ev::user>(ok.data).banned);
-  CHECK(std::get<ev::user>(decode_ok(user(R"("banned":true)")).data).banned);
+  CHECK(std::get<ev::user>(decode_ok(user(R"("banned":true,"public_metadata":{})")).data).banned);
 }
 
 TEST_CASE("a session's embedded user that is refused leaves the session, and says why") {
@@ -139,12 +145,16 @@ TEST_CASE("a session's embedded user that is refused leaves the session, and say
                                            R"("status":"active","updated_at":5,"user":)" + user + "}}")
                                      .data);
   };
-  const auto other = session(R"({"id":"u2","updated_at":5})");
+  const auto other = session(R"({"id":"u2","updated_at":5,"public_metadata":{}})");
   CHECK_FALSE(other.embedded_user.has_value());
   CHECK(other.embedded_user_error == "embedded user id differs from data.user_id");
   const auto bad = session(R"({"id":"u1"})");
   CHECK_FALSE(bad.embedded_user.has_value());
   CHECK(bad.embedded_user_error == "embedded user without a numeric updated_at");
+  // A user cut short (its metadata left out) would unban, demote and zero.
+  const auto short_user = session(R"({"id":"u1","updated_at":5})");
+  CHECK_FALSE(short_user.embedded_user.has_value());
+  CHECK(short_user.embedded_user_error == "embedded user without public_metadata");
   const auto good = session(R"({"id":"u1","updated_at":5,"public_metadata":{"role":"vip"}})");
   REQUIRE(good.embedded_user.has_value());
   CHECK(good.embedded_user->keys.role->text == "vip");
@@ -162,7 +172,7 @@ TEST_CASE("bodies that cannot be decoded say why - unknown types and fields are 
   CHECK(reason_of(R"({"type":"user.deleted","data":{"id":"u"}})") == "user.deleted without a numeric timestamp");
   const auto other = decode_ok(R"({"type":"email.created","data":{"whatever":true}})");
   CHECK(std::holds_alternative<ev::other>(other.data));
-  const auto extra = decode_ok(R"({"type":"user.created","new_field":[1],"data":{"id":"u","updated_at":1,"x":{}}})");
+  const auto extra = decode_ok(R"({"type":"user.created","new_field":[1],"data":{"id":"u","updated_at":1,"x":{},"public_metadata":{}}})");
   CHECK(std::get<ev::user>(extra.data).id == "u");
 }
 

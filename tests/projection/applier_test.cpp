@@ -332,7 +332,7 @@ TEST_CASE("a ban is applied even when the user nested unsafe_metadata as deep as
   const std::string deep = std::string(4096, '[') + std::string(4096, ']');
   const auto ban = R"({"type":"user.updated","timestamp":200,"data":{"id":"u1","updated_at":200,"banned":true,
       "public_metadata":{},"private_metadata":null,"unsafe_metadata":{"x":)" + deep + "}}}";
-  const auto user = R"({"id":"u1","updated_at":300,"banned":true,"unsafe_metadata":{"x":)" + deep + "}}";
+  const auto user = R"({"id":"u1","updated_at":300,"banned":true,"public_metadata":{},"unsafe_metadata":{"x":)" + deep + "}}";
   const auto rs = app.apply(std::vector{msg("m1", user_body("user.created", "u1", 100), 0), msg("m2", ban, 1),
                                         msg("m3", session_body("session.revoked", "revoked", 300, user), 2)});
   CHECK(outcomes(rs, pj::kind::users) == std::vector{outcome::applied, outcome::applied, outcome::applied});
@@ -388,7 +388,7 @@ TEST_CASE("referrals: attribution set once, conflicts and self-referral refused,
   CHECK(text(db, "SELECT coalesce(referral_code, '-') || '/' || pending_referral_code || '/' || updated_at FROM "
                  "referrals WHERE user_id = 'u4'") == "-/C1/200");
   // Keys come from public_metadata, never unsafe_metadata.
-  (void)app.apply(std::vector{msg("r4", R"({"type":"user.created","data":{"id":"u3","updated_at":1,
+  (void)app.apply(std::vector{msg("r4", R"({"type":"user.created","data":{"id":"u3","updated_at":1,"public_metadata":{},
       "unsafe_metadata":{"referrer_id":"u1","referral_code":"X"}}})", 3)});
   CHECK(text(db, "SELECT coalesce(referrer_id, '-') FROM referrals WHERE user_id = 'u3'") == "-");
 }
@@ -422,7 +422,7 @@ TEST_CASE("referrals: a referrer or code that is a boolean, object or array is a
 TEST_CASE("sessions: terminal states are never revived - the embedded user obeys the same updated_at rule") {
   store::database db(":memory:");
   pj::applier app(db, {pj::kind::users, pj::kind::sessions});
-  const std::string newer_user = R"({"id":"u1","first_name":"Embedded","updated_at":50})";
+  const std::string newer_user = R"({"id":"u1","first_name":"Embedded","updated_at":50,"public_metadata":{}})";
   const auto rs = app.apply(std::vector{msg("s1", session_body("session.created", "active", 100, newer_user), 0),
                                         msg("s2", session_body("session.revoked", "revoked", 200), 1),
                                         msg("s3", session_body("session.pending", "pending", 300), 2),
@@ -518,6 +518,31 @@ TEST_CASE("referrals: a code asked for while another user holds it is given once
   }
 }
 
+TEST_CASE("a user without public_metadata changes no row: read as empty, it unbanned, demoted and zeroed the user") {
+  // Clerk sends it always ({} when empty); a session's embedded user cut
+  // short to its id and time was applied to users, referrals and balances
+  // as a user without metadata or ban.
+  store::database db(":memory:");
+  pj::applier app(db, {std::begin(pj::all_kinds), std::end(pj::all_kinds)});
+  const auto admin = R"({"type":"user.updated","timestamp":100,"data":{"id":"u1","updated_at":100,"banned":true,)"
+                     R"("public_metadata":{"role":"admin","points_balance":50,"referral_code":"X"}}})";
+  (void)app.apply(std::vector{msg("m1", admin, 0)});
+  const auto before = text(db, "SELECT role || '/' || banned || '/' || referral_code || '/' || points_balance FROM "
+                               "users JOIN referrals ON user_id = id JOIN balances USING (user_id)");
+  CHECK(before == "admin/1/X/50");
+  const auto rs = app.apply(std::vector{
+      msg("m2", session_body("session.created", "active", 200, R"({"id":"u1","updated_at":200})"), 1),
+      msg("m3", R"({"type":"user.updated","timestamp":300,"data":{"id":"u1","updated_at":300,"public_metadata":null}})",
+          2)});
+  for (const auto k : {pj::kind::users, pj::kind::referrals, pj::kind::balances})
+    CHECK(outcomes(rs, k) == std::vector{outcome::dead_letter, outcome::dead_letter});
+  CHECK(rs[0].detail == "embedded user without public_metadata");
+  CHECK(text(db, "SELECT role || '/' || banned || '/' || referral_code || '/' || points_balance FROM users JOIN "
+                 "referrals ON user_id = id JOIN balances USING (user_id)") == before);
+  CHECK(text(db, "SELECT status FROM sessions") == "active");  // the session itself is applied
+  CHECK(outcomes(rs, pj::kind::sessions) == std::vector{outcome::applied, outcome::dead_letter});
+}
+
 TEST_CASE("a session whose embedded user is malformed still ends the session - the user projections dead-letter it") {
   store::database db(":memory:");
   pj::applier app(db, {std::begin(pj::all_kinds), std::end(pj::all_kinds)});
@@ -527,7 +552,7 @@ TEST_CASE("a session whose embedded user is malformed still ends the session - t
   CHECK(text(db, "SELECT status FROM sessions WHERE id = 'sess_1'") == "revoked");
   // A user id that is not the session's.
   const auto more =
-      app.apply(std::vector{msg("s3", session_body("session.ended", "ended", 300, R"({"id":"u2","updated_at":300})"), 2)});
+      app.apply(std::vector{msg("s3", session_body("session.ended", "ended", 300, R"({"id":"u2","updated_at":300,"public_metadata":{}})"), 2)});
   rs.insert(rs.end(), more.begin(), more.end());
   CHECK(text(db, "SELECT status FROM sessions WHERE id = 'sess_1'") == "ended");
   CHECK(outcomes(rs, pj::kind::sessions) == std::vector{outcome::applied, outcome::applied, outcome::applied});
