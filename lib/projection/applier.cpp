@@ -112,8 +112,9 @@ struct applier::statements {
         dead_letter_add(db,
                         "INSERT INTO dead_letters(projection, topic, partition, \"offset\", svix_id, type, reason, "
                         "payload, created_at) VALUES (?,?,?,?,?,?,?,?,?) "
-                        // A redelivery of the same broken event: the first dead letter stands.
-                        "ON CONFLICT(projection, svix_id) DO NOTHING"),
+                        // A redelivery of the same broken event (by svix-id; without
+                        // one, the same record read again): the first dead letter stands.
+                        "ON CONFLICT DO NOTHING"),
         user_upsert(db,
                     "INSERT INTO users(id, email, first_name, last_name, username, image_url, role, banned, "
                     "created_at, updated_at, last_sign_in_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) "

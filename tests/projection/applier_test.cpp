@@ -638,6 +638,11 @@ TEST_CASE("one dead letter per projection and svix-id, a re-drive reads its own 
   CHECK(one->projection == dls[1].projection);
   CHECK(one->payload == "{not json");
   CHECK_FALSE(pj::find_dead_letter(db, dls[1].id + 100).has_value());
+  // Without a svix-id, one per record: read again (a consumer rewound), it
+  // adds none; another record without one adds its own.
+  (void)app.apply(std::vector{msg("", "{not json", 7)});
+  (void)app.apply(std::vector{msg("", "{not json", 7), msg("", "{not json", 8)});
+  CHECK(count(db, "SELECT count(*) FROM dead_letters WHERE projection = 'users' AND svix_id IS NULL") == 2);
 }
 
 TEST_CASE("bad amounts older than the balance row are stale, and a dead letter a newer event superseded resolves") {
@@ -721,4 +726,31 @@ TEST_CASE("migration 008 tells the letters dismissed before it from those re-dri
   store::database db(path);  // migrates
   CHECK(db.schema_version() >= 8);
   CHECK(dismissed(db) == "msg_dismissed=40 msg_redriven=- msg_pending=- ");
+}
+
+TEST_CASE("migration 008 keeps one dead letter of a record without a svix-id, the dismissed one first") {
+  clerk_sync::test::temp_dir dir;
+  const auto path = (dir / "v7.db").string();
+  clerk_sync::test::file_at_schema(path, 7);
+  {
+    // Offset 4 read three times (one copy dismissed), 5 twice, 6 once.
+    SQLite::Database raw(path, SQLite::OPEN_READWRITE);
+    raw.exec("INSERT INTO dead_letters(projection, topic, partition, \"offset\", svix_id, type, reason, payload, "
+             "created_at, resolved_at) VALUES "
+             "('users', 'clerk.events', 0, 4, NULL, NULL, 'no svix-id', 'x', 1, NULL), "
+             "('users', 'clerk.events', 0, 4, NULL, NULL, 'no svix-id (dismissed: a test)', 'x', 2, 9), "
+             "('users', 'clerk.events', 0, 5, NULL, NULL, 'no svix-id', 'x', 3, NULL), "
+             "('users', 'clerk.events', 0, 4, NULL, NULL, 'no svix-id', 'x', 4, NULL), "
+             "('balances', 'clerk.events', 0, 4, NULL, NULL, 'no svix-id', 'x', 5, NULL), "
+             "('users', 'clerk.events', 0, 5, NULL, NULL, 'no svix-id', 'x', 6, NULL), "
+             "('users', 'clerk.events', 0, 6, NULL, NULL, 'no svix-id', 'x', 7, NULL)");
+  }
+  store::database db(path);  // migrates
+  std::string kept;
+  for (const auto& d : pj::list_dead_letters(db, {}, true))
+    kept += std::to_string(d.id) + ":" + d.projection + "@" + std::to_string(d.offset) + " ";
+  CHECK(kept == "2:users@4 3:users@5 5:balances@4 7:users@6 ");
+  pj::applier app(db, {pj::kind::users});
+  (void)app.apply(std::vector{msg("", "{not json", 5)});  // read again
+  CHECK(count(db, "SELECT count(*) FROM dead_letters") == 4);
 }
