@@ -55,31 +55,32 @@ int replace_rows(SQLite::Database& db, const std::string& table, const std::stri
 // The live dead letters of `projection` whose event the replay met (applied
 // or dead-lettered it: its svix-id in the rebuilt ledger or letters; a
 // letter without a svix-id, by its record's place) or its consumer will
-// meet after the swap (at or past the rebuilt offset of its partition: kept,
-// a letter without a svix-id would be doubled) give way to the rebuilt
-// file's letters; the others are kept as they are, ids and state included
-// (see swapped). A dismissal is the operator's decision, not a fact of the
-// log: a dismissed letter stays unless the replay applied its event, and the
+// meet after the swap (at or past the rebuilt offset of its partition) give
+// way to the rebuilt file's letters; the others are kept as they are, ids
+// and state included (see swapped). A dismissal is the operator's decision,
+// not a fact of the log: a dismissed letter stays unless the replay applied
+// its event (the consumer meeting its record again leaves it be), and the
 // rebuilt file's letter of the same event is not copied beside it.
 void replace_dead_letters(SQLite::Database& db, const std::string& projection, swapped& s) {
   const std::string applied = "svix_id IN (SELECT svix_id FROM rebuilt.applied_events WHERE projection = ?1)";
+  // `l`'s event is that of `r`, both dead letters.
+  const auto same_event = [](const std::string& l, const std::string& r) {
+    return "(" + l + ".svix_id = " + r + ".svix_id OR (" + l + ".svix_id IS NULL AND " + r + ".svix_id IS NULL AND " +
+           l + ".topic = " + r + ".topic AND " + l + ".partition = " + r + ".partition AND " + l + ".\"offset\" = " +
+           r + ".\"offset\"))";
+  };
   const std::string met =
-      "(" + applied + " OR svix_id IN (SELECT svix_id FROM rebuilt.dead_letters WHERE projection = ?1) "
-      "OR (svix_id IS NULL AND EXISTS (SELECT 1 FROM rebuilt.dead_letters r WHERE r.projection = ?1 "
-      "AND r.svix_id IS NULL AND r.topic = main.dead_letters.topic AND r.partition = main.dead_letters.partition "
-      "AND r.\"offset\" = main.dead_letters.\"offset\")) "
-      "OR \"offset\" >= (SELECT o.next_offset FROM rebuilt.kafka_offsets o WHERE o.projection = ?1 "
+      "(" + applied + " OR EXISTS (SELECT 1 FROM rebuilt.dead_letters r WHERE r.projection = ?1 AND " +
+      same_event("main.dead_letters", "r") +
+      ") OR \"offset\" >= (SELECT o.next_offset FROM rebuilt.kafka_offsets o WHERE o.projection = ?1 "
       "AND o.topic = main.dead_letters.topic AND o.partition = main.dead_letters.partition))";
-  // Kept, dismissed: the consumer meeting a svix-id again leaves its letter
-  // be; one without a svix-id it would letter again, pending, beside it.
-  const std::string still_dismissed = "(dismissed_at IS NOT NULL AND svix_id IS NOT NULL AND NOT " + applied + ")";
   SQLite::Statement overruled(db, "SELECT count(*) FROM main.dead_letters WHERE projection = ?1 AND "
                                   "dismissed_at IS NOT NULL AND " + applied);
   overruled.bind(1, projection);
   if (overruled.executeStep()) s.dismissed_applied = overruled.getColumn(0).getInt64();
   overruled.reset();
-  SQLite::Statement drop(db, "DELETE FROM main.dead_letters WHERE projection = ?1 AND " + met + " AND NOT " +
-                                 still_dismissed);
+  SQLite::Statement drop(db, "DELETE FROM main.dead_letters WHERE projection = ?1 AND " + met +
+                                 " AND NOT (dismissed_at IS NOT NULL AND coalesce(NOT " + applied + ", 1))");
   drop.bind(1, projection);
   drop.exec();
   SQLite::Statement kept(db, "SELECT count(*), count(resolved_at) - count(dismissed_at) FROM main.dead_letters "
@@ -90,12 +91,12 @@ void replace_dead_letters(SQLite::Database& db, const std::string& projection, s
     s.kept_redriven_dead_letters = kept.getColumn(1).getInt64();
   }
   kept.reset();
-  // The rebuilt letters but those of an event a live letter kept stands for
-  // (a dismissed one: no other kept letter's event was met).
+  // The rebuilt letters but those of an event a kept letter stands for (a
+  // dismissed one: no other kept letter's event was met).
   const std::string columns = columns_of(db, "dead_letters", "id");  // ids are the live file's own
   SQLite::Statement copy(db, "INSERT INTO main.dead_letters (" + columns + ") SELECT " + columns +
                                  " FROM rebuilt.dead_letters r WHERE r.projection = ?1 AND NOT EXISTS (SELECT 1 "
-                                 "FROM main.dead_letters m WHERE m.projection = ?1 AND m.svix_id = r.svix_id)");
+                                 "FROM main.dead_letters m WHERE m.projection = ?1 AND " + same_event("m", "r") + ")");
   copy.bind(1, projection);
   s.dead_letters = copy.exec();
 }
