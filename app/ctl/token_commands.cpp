@@ -131,7 +131,7 @@ void add_token_commands(CLI::App& app, runner& run) {
   cmd->add_option("--authorized-party", a->parties, "an accepted azp origin (repeatable)")
       ->envname("CLERK_AUTHORIZED_PARTIES")
       ->delimiter(',')
-      ->transform(config::origin(/*browser_extensions=*/true));
+      ->transform(config::origin(/*app_schemes=*/true));
   cmd->add_option("--issuer", a->issuer, "required iss, when given")
       ->envname("CLERK_ISSUER")
       ->transform(auth::issuer_url());

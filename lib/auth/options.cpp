@@ -65,7 +65,7 @@ void add_auth_options(CLI::App& app, auth_options& o) {
   app.add_option("--authorized-party", o.authorized_parties, "an accepted azp origin (repeatable; env: commas)")
       ->envname("CLERK_AUTHORIZED_PARTIES")
       ->delimiter(',')
-      ->transform(config::origin(/*browser_extensions=*/true));
+      ->transform(config::origin(/*app_schemes=*/true));
   app.add_option("--issuer", o.issuer, "required iss, when given (the Frontend API URL)")
       ->envname("CLERK_ISSUER")
       ->transform(issuer_url());

@@ -192,16 +192,21 @@ CLI::Validator broker_list() {
       "BROKERS");
 }
 
-CLI::Validator origin(bool browser_extensions) {
+CLI::Validator origin(bool app_schemes) {
   return CLI::Validator(
-      [browser_extensions](std::string& value) -> std::string {
+      [app_schemes](std::string& value) -> std::string {
         value = trim(value);
         const auto sep = value.find("://");
         const std::string scheme = sep == std::string::npos ? std::string() : value.substr(0, sep);
         const std::string rest = sep == std::string::npos ? std::string() : value.substr(sep + 3);
-        const bool extension = browser_extensions && (scheme == "chrome-extension" || scheme == "moz-extension");
+        // RFC 3986 3.1, in lower case as browsers and app shells send it.
+        const bool app = app_schemes && !scheme.empty() && scheme.front() >= 'a' && scheme.front() <= 'z' &&
+                         std::all_of(scheme.begin(), scheme.end(), [](char ch) {
+                           return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '+' || ch == '-' ||
+                                  ch == '.';
+                         });
         // As a browser spells it: lower case, no empty or default port.
-        const bool ok = (scheme == "https" || scheme == "http" || extension) && !rest.empty() && rest.front() != ':' &&
+        const bool ok = (scheme == "https" || scheme == "http" || app) && !rest.empty() && rest.front() != ':' &&
                         rest.back() != ':' && !rest.ends_with(scheme == "https" ? ":443" : ":80") &&
                         std::all_of(rest.begin(), rest.end(), [](char ch) {
                           return ch > ' ' && ch < '\x7f' && ch != '/' && ch != '?' && ch != '#' && ch != '@' &&
@@ -210,8 +215,9 @@ CLI::Validator origin(bool browser_extensions) {
         return ok ? std::string()
                   : "\"" + value + "\" is not an origin (scheme://host[:port] as a browser sends it, lower case "
                     "and no default port, which a token's azp holds exactly: e.g. https://app.example" +
-                        (browser_extensions ? std::string(", or chrome-extension://<id>, moz-extension://<uuid>)")
-                                            : std::string(")"));
+                        (app_schemes ? std::string(", or an extension's or app shell's, such as "
+                                                   "chrome-extension://<id> or capacitor://localhost)")
+                                     : std::string(")"));
       },
       "ORIGIN");
 }

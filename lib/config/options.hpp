@@ -54,10 +54,11 @@ void add_log_options(CLI::App& app, log_options& opts);
 // path, not even a trailing '/'), in lower case and without an empty or
 // default port, as browsers send an origin: anything else can never equal
 // a token's azp and would refuse every token meant for it. With
-// `browser_extensions`, also a Chrome or Firefox extension's origin
-// (chrome-extension://<id>, moz-extension://<uuid>), which Clerk's
-// extension SDK puts in azp.
-[[nodiscard]] CLI::Validator origin(bool browser_extensions = false);
+// `app_schemes`, any scheme: a browser extension's origin
+// (chrome-extension://<id>, moz-extension://<uuid>, which Clerk's
+// extension SDK puts in azp) or an app shell's (capacitor://localhost,
+// tauri://localhost, the Origin its web view sends).
+[[nodiscard]] CLI::Validator origin(bool app_schemes = false);
 
 // For a Kafka broker list, librdkafka's bootstrap.servers, read as
 // librdkafka 2.0.2 reads it: [proto://]host[:port][/path] entries separated

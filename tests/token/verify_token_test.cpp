@@ -93,6 +93,15 @@ TEST_CASE("verify-token: claims and exit 0, or the reason and exit 1") {
   CHECK(with(pem, from_extension).status == 1);
   CHECK(with({"verify-token", "--jwt-key-file", (dir / "key.pem").string(), "--authorized-party", extension + "/x"},
              from_extension).status == 2);
+  // So is an app shell's (a Capacitor or Tauri app's web view sends its own
+  // scheme as the Origin); a scheme is still a scheme.
+  const std::string app = "capacitor://localhost";
+  CHECK(with({"verify-token", "--jwt-key-file", (dir / "key.pem").string(), "--authorized-party", app},
+             signer.sign(header, payload(300, app))).status == 0);
+  for (const auto* bad : {"Capacitor://localhost", "1app://localhost", "capacitor://", "capacitor://localhost/"})
+    CHECK_MESSAGE(with({"verify-token", "--jwt-key-file", (dir / "key.pem").string(), "--authorized-party", bad},
+                       from_extension).status == 2,
+                  bad);
 
   // A wider skew accepts what the default refuses.
   auto skewed = pem;
@@ -138,7 +147,7 @@ TEST_CASE("verify-token: key settings are checked before any token") {
             .status == 2);
   // An azp is an origin: a path, a trailing '/' or no scheme can match no
   // token, so each stops the command instead of refusing every token.
-  for (const char* bad : {"https://app.example/", "https://app.example/app", "app.example", "ftp://app.example",
+  for (const char* bad : {"https://app.example/", "https://app.example/app", "app.example", "ftp:app.example", "f_tp://app.example",
                           "https://", "https://user@app.example", "https://App.example", "HTTPS://app.example",
                           "https://app.example:", "https://app.example:443", "http://app.example:80"}) {
     const auto r = test::run(ctl(), {"verify-token", "--jwt-key-file", (dir / "junk.pem").string(),
