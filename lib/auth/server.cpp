@@ -77,8 +77,15 @@ struct server::impl : std::enable_shared_from_this<impl> {
     const std::string_view target(req.target().data(), req.target().size());
     const auto path_only = target.substr(0, target.find('?'));
     const bool get = req.method() == http::verb::get || req.method() == http::verb::head;
+    // One rate-limited line per path (two: any other path is not_found).
+    const auto wrong_method = [&] {
+      limiter.write(path_only == "/healthz" ? "method_not_allowed:healthz" : "method_not_allowed", log::level::warn,
+                    "method_not_allowed",
+                    {{"status", 405}, {"outcome", "method"}, {"path", cut(path_only)}});
+      return plain(req, http::status::method_not_allowed, "method not allowed");
+    };
     if (path_only == "/healthz") {
-      if (!get) return plain(req, http::status::method_not_allowed, "method not allowed");
+      if (!get) return wrong_method();
       // Every check would answer 503: a monitor of /healthz hears it too.
       if (const auto problem = svc.database_problem()) {
         limiter.write("healthz", log::level::error, "healthz", {{"status", 503}, {"error", *problem}});
@@ -93,11 +100,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
                     {{"status", 404}, {"outcome", "path"}, {"path", cut(path_only)}});
       return plain(req, http::status::not_found, "not found");
     }
-    if (!get) {
-      limiter.write("method_not_allowed", log::level::warn, "method_not_allowed",
-                    {{"status", 405}, {"outcome", "method"}, {"path", cut(path_only)}});
-      return plain(req, http::status::method_not_allowed, "method not allowed");
-    }
+    if (!get) return wrong_method();
 
     const auto started = std::chrono::steady_clock::now();
     std::string joined;

@@ -190,6 +190,9 @@ TEST_CASE("clerk-sync-auth: routes, methods and the 401 header of a running inst
   CHECK(test::send_http(port, "GET", "/healthz", {}, "").status == 200);
   CHECK(test::send_http(port, "GET", "/auth", {}, "").status == 404);
   CHECK(test::send_http(port, "POST", "/check", {}, "").status == 405);
+  CHECK(test::send_http(port, "POST", "/healthz", {}, "").status == 405);
+  CHECK_MESSAGE(auth.wait_for_log("msg=method_not_allowed status=405 outcome=method path=/healthz", 5s),
+                auth.stderr_text());
   const auto none = test::send_http(port, "GET", "/check", {}, "");
   CHECK(none.status == 401);
   CHECK(none.headers.at("www-authenticate") == "Bearer error=\"invalid_token\"");
