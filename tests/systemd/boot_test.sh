@@ -248,40 +248,44 @@ say "clerk-sync-auth before any consumer ran: exit 2, not restarted, its line na
 # The secret travels on stdin, never on a command line.
 box sh -c 'umask 077 && cat >/etc/clerk-sync/webhook-secret' <<<"$secret"
 
-# --- a receiver that keeps failing is restarted for as long as it fails ------------
-# What fails it may pass by itself (a listen address not up yet, a flapping
-# cluster): a start limit would leave it failed for good. Here it cannot bind
-# (192.0.2.1 is on no interface: exit 1, listen_failed), restarted every
-# 100 ms by a drop-in, past the 10 starts in 300 s the unit once allowed.
-dropin=/run/systemd/system/clerk-sync-receiver.service.d
-box mkdir -p "$dropin"
-box sh -c "cat >$dropin/zz-boot-test.conf" <<'UNIT'
+# --- a stateless unit that keeps failing is restarted for as long as it fails -------
+# What fails the receiver or auth may pass by itself (a listen address not
+# up yet, a flapping cluster, a database locked for a while): a start limit
+# would leave it failed for good. Here it cannot bind (192.0.2.1 is on no
+# interface: exit 1, listen_failed), restarted every 100 ms by a drop-in,
+# past the 10 starts in 300 s the units once allowed. $1: the unit, $2: its
+# ExecStart listening there.
+restarted_without_limit() {
+  local unit=$1 exec=$2 dropin=/run/systemd/system/$1.service.d t restarts=0 restarts_s result lines
+  box mkdir -p "$dropin"
+  box sh -c "cat >$dropin/zz-boot-test.conf" <<UNIT
 [Service]
 RestartSec=100ms
 ExecStart=
-ExecStart=/usr/bin/clerk-sync-receiver --secret-file %d/webhook-secret --listen 192.0.2.1:8080
+ExecStart=$exec
 UNIT
-box systemctl daemon-reload
-t_restarts=$(now)
-box systemctl start --no-block clerk-sync-receiver
-restarts=0
-for _ in $(seq 1 600); do
-  restarts=$(show clerk-sync-receiver NRestarts)
-  [ "$(show clerk-sync-receiver ActiveState)" = failed ] && break
-  ((restarts >= 15)) && break
-  sleep 0.1
-done
-restarts_s=$(elapsed "$t_restarts" "$(now)")
-result=$(show clerk-sync-receiver Result)
-box systemctl stop clerk-sync-receiver
-box rm -r "$dropin"
-box systemctl daemon-reload
-box systemctl reset-failed clerk-sync-receiver 2>/dev/null || true
-((restarts >= 15)) ||
-  fail "the receiver that could not listen was restarted $restarts times, then left (result $result)"
-listen_lines=$(box journalctl -u clerk-sync-receiver --no-pager -o cat | grep -c 'level=error msg=listen_failed' || true)
-((listen_lines >= 15)) || fail "the receiver's $restarts failed starts left $listen_lines listen_failed lines"
-say "clerk-sync-receiver unable to listen: restarted $restarts times in ${restarts_s} s, a listen_failed line each, no start limit"
+  box systemctl daemon-reload
+  t=$(now)
+  box systemctl start --no-block "$unit"
+  for _ in $(seq 1 600); do
+    restarts=$(show "$unit" NRestarts)
+    [ "$(show "$unit" ActiveState)" = failed ] && break
+    ((restarts >= 15)) && break
+    sleep 0.1
+  done
+  restarts_s=$(elapsed "$t" "$(now)")
+  result=$(show "$unit" Result)
+  box systemctl stop "$unit"
+  box rm -r "$dropin"
+  box systemctl daemon-reload
+  box systemctl reset-failed "$unit" 2>/dev/null || true
+  ((restarts >= 15)) || fail "$unit, unable to listen, was restarted $restarts times, then left (result $result)"
+  lines=$(box journalctl -u "$unit" --no-pager -o cat | grep -c 'level=error msg=listen_failed' || true)
+  ((lines >= 15)) || fail "$unit's $restarts failed starts left $lines listen_failed lines"
+  say "$unit unable to listen: restarted $restarts times in ${restarts_s} s, a listen_failed line each, no start limit"
+}
+restarted_without_limit clerk-sync-receiver \
+  '/usr/bin/clerk-sync-receiver --secret-file %d/webhook-secret --listen 192.0.2.1:8080'
 
 # --- start: Type=notify means start returns once READY=1 came ------------------
 t_start=$(now)
@@ -292,6 +296,10 @@ for u in "${units[@]}"; do
   [ "$(show "$u" Type)" = notify ] || fail "$u is not Type=notify"
   [ "$(show "$u" ActiveState)/$(show "$u" SubState)" = active/running ] || fail "$u is not active/running"
 done
+# auth opens the database before it listens: tried once the consumers made it.
+restarted_without_limit clerk-sync-auth \
+  '/usr/bin/clerk-sync-auth --db /run/clerk-sync-auth/db/clerk-sync.db --listen 192.0.2.1:8081'
+
 
 # --- the sandbox applies to every main process ---------------------------------
 mainpid() {
