@@ -76,7 +76,11 @@ bool setup_refusal(std::string_view outcome) {
   // A site that sends its own Authorization (behind auth_basic, an API key
   // beside the session cookie) has every request refused so.
   if (outcome == bad_authorization) return true;
-  for (const auto r : {reason::bad_issuer, reason::bad_azp, reason::not_yet_valid, reason::issued_in_future})
+  // unknown_kid: a JWKS file left behind Clerk's key rotation refuses every
+  // token so (anyone may send a token with a kid of their own, but the line
+  // is rate-limited).
+  for (const auto r : {reason::bad_issuer, reason::bad_azp, reason::not_yet_valid, reason::issued_in_future,
+                       reason::unknown_kid})
     if (outcome == token::to_string(r)) return true;
   return false;
 }

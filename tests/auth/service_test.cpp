@@ -51,6 +51,11 @@ TEST_CASE("auth: the token comes from Bearer, else the __session cookie") {
   // Said at warn: a site that sends its own Authorization has every
   // request refused so.
   CHECK(auth::setup_refusal("bad_authorization"));
+  // So is a kid the JWKS file lacks: after Clerk rotates its key, every
+  // token until the file is updated. A token past its time is a user's.
+  CHECK(auth::setup_refusal("unknown_kid"));
+  CHECK_FALSE(auth::setup_refusal("expired"));
+  CHECK_FALSE(auth::setup_refusal("bad_signature"));
   // An empty field is no field: the cookie is read.
   CHECK(token_of(sv(""), sv("__session=c1")) == sv("c1"));
   CHECK(token_of(sv("  "), sv("__session=c1")) == sv("c1"));
