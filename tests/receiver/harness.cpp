@@ -99,7 +99,8 @@ signed_event sign_event(const std::string& secret, std::string body, std::option
 }
 
 std::string user_event_body(const std::string& user, const std::string& type) {
-  return R"({"data":{"id":")" + user + R"(","object":"user","first_name":"Ada","updated_at":1700000000000},)" +
+  return R"({"data":{"id":")" + user + R"(","object":"user","first_name":"Ada","updated_at":1700000000000,)" +
+         R"("public_metadata":{}},)" +
          R"("object":"event","timestamp":1700000000000,"type":")" + type + R"("})";
 }
 

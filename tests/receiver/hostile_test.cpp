@@ -39,7 +39,7 @@ std::string header_lines(const test::signed_event& e) {
 // A valid user.created of about `size` bytes (padding in a field nobody reads).
 std::string body_of_size(const std::string& user, std::size_t size) {
   const std::string head = R"({"type":"user.created","object":"event","timestamp":1700000000000,"data":{"id":")" + user +
-                           R"(","updated_at":1700000000000,"padding":")";
+                           R"(","updated_at":1700000000000,"public_metadata":{},"padding":")";
   const std::string tail = R"("}})";
   REQUIRE(size > head.size() + tail.size());
   return head + std::string(size - head.size() - tail.size(), 'x') + tail;

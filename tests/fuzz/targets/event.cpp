@@ -70,6 +70,7 @@ std::string refusal(const json& user) {
   if (!millis(user, "updated_at")) return "user without a numeric updated_at";
   if (const json* b = member(user, "banned"); b && !b->IsNull() && !b->IsBool())
     return "user whose banned is not a boolean";
+  if (const json* m = member(user, "public_metadata"); !m || m->IsNull()) return "user without public_metadata";
   for (const char* meta : {"public_metadata", "private_metadata"})
     if (const json* m = member(user, meta); m && !m->IsNull() && !m->IsObject())
       return std::string("user whose ") + meta + " is not an object";
