@@ -199,15 +199,16 @@ CLI::Validator origin(bool app_schemes) {
         const auto sep = value.find("://");
         const std::string scheme = sep == std::string::npos ? std::string() : value.substr(0, sep);
         const std::string rest = sep == std::string::npos ? std::string() : value.substr(sep + 3);
-        // RFC 3986 3.1, in lower case as browsers and app shells send it.
-        const bool app = app_schemes && !scheme.empty() && scheme.front() >= 'a' && scheme.front() <= 'z' &&
-                         std::all_of(scheme.begin(), scheme.end(), [](char ch) {
-                           return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '+' || ch == '-' ||
-                                  ch == '.';
-                         });
+        // Those a token's azp is known to hold besides http(s): browser
+        // extensions' and app shells' web views'. A list, not any scheme:
+        // a typo (htps://) would pass and refuse every token.
+        constexpr std::array<std::string_view, 6> apps = {"chrome-extension", "moz-extension", "safari-web-extension",
+                                                          "capacitor",        "ionic",         "tauri"};
+        const bool app = app_schemes && std::find(apps.begin(), apps.end(), scheme) != apps.end();
         // As a browser spells it: lower case, no empty or default port.
         const bool ok = (scheme == "https" || scheme == "http" || app) && !rest.empty() && rest.front() != ':' &&
-                        rest.back() != ':' && !rest.ends_with(scheme == "https" ? ":443" : ":80") &&
+                        rest.back() != ':' && !(scheme == "https" && rest.ends_with(":443")) &&
+                        !(scheme == "http" && rest.ends_with(":80")) &&
                         std::all_of(rest.begin(), rest.end(), [](char ch) {
                           return ch > ' ' && ch < '\x7f' && ch != '/' && ch != '?' && ch != '#' && ch != '@' &&
                                  !(ch >= 'A' && ch <= 'Z');
@@ -215,8 +216,9 @@ CLI::Validator origin(bool app_schemes) {
         return ok ? std::string()
                   : "\"" + value + "\" is not an origin (scheme://host[:port] as a browser sends it, lower case "
                     "and no default port, which a token's azp holds exactly: e.g. https://app.example" +
-                        (app_schemes ? std::string(", or an extension's or app shell's, such as "
-                                                   "chrome-extension://<id> or capacitor://localhost)")
+                        (app_schemes ? std::string(", or an extension's or app shell's: chrome-extension://<id>, "
+                                                   "moz-extension://<uuid>, safari-web-extension://<uuid>, "
+                                                   "capacitor://localhost, ionic://localhost, tauri://localhost)")
                                      : std::string(")"));
       },
       "ORIGIN");

@@ -54,10 +54,10 @@ void add_log_options(CLI::App& app, log_options& opts);
 // path, not even a trailing '/'), in lower case and without an empty or
 // default port, as browsers send an origin: anything else can never equal
 // a token's azp and would refuse every token meant for it. With
-// `app_schemes`, any scheme: a browser extension's origin
-// (chrome-extension://<id>, moz-extension://<uuid>, which Clerk's
-// extension SDK puts in azp) or an app shell's (capacitor://localhost,
-// tauri://localhost, the Origin its web view sends).
+// `app_schemes`, also a browser extension's origin (chrome-extension,
+// moz-extension, safari-web-extension: Clerk's extension SDK puts it in
+// azp) or an app shell's (capacitor, ionic, tauri://localhost: the Origin
+// its web view sends).
 [[nodiscard]] CLI::Validator origin(bool app_schemes = false);
 
 // For a Kafka broker list, librdkafka's bootstrap.servers, read as
