@@ -327,12 +327,15 @@ int swap_in(const swap_args& a) {
       if (!a.skip_log_check) check_against_log(a, kinds);
     };
     const auto result = ops::swap_in(a.from, a.db, kinds, a.topic, a.accept_incomplete, log_migration_wait(a.db), check_log);
-    if (result.incomplete)
+    if (result.incomplete) {
+      std::string names;  // as asked: "all" named
+      for (const auto& s : result.projections) names += (names.empty() ? "" : ",") + std::string(projection::name(s.projection));
       log::warn("incomplete replay swapped in",
-                {{"projections", a.projections},
+                {{"projections", names},
                  {"from", a.from},
                  {"outcome", "--accept-incomplete: the replay finished with events missing, and the live rows of "
                              "those events went with the swap"}});
+    }
     for (const auto& s : result.projections) {
       log::info("swapped in", {{"projection", projection::name(s.projection)},
                                {"rows", s.rows},

@@ -219,8 +219,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
   // read timeout, per connection. A folded line is malformed (a proxy that
   // drops the fold's continuation would pass on another credential than
   // the one checked), and more fields than bounds::max_fields too many.
-  // The error, and the refusal's outcome when it is not the error's own.
-  net::awaitable<std::pair<beast::error_code, std::string_view>> read_header(
+  net::awaitable<clerk_sync::http::bounds::parsed_header> read_header(
       beast::tcp_stream& stream, beast::flat_buffer& buffer, http::request_parser<http::empty_body>& parser) {
     namespace bounds = clerk_sync::http::bounds;
     bounds::header_stage(buffer, limits.header_limit);
@@ -231,17 +230,9 @@ struct server::impl : std::enable_shared_from_this<impl> {
       auto [ec, n] = co_await stream.async_read_some(buffer.prepare(beast::read_size(buffer, bounds::max_read)),
                                                      net::as_tuple(net::use_awaitable));
       buffer.commit(n);
-      if (ec) co_return std::pair(ec, std::string_view());
+      if (ec) co_return clerk_sync::http::bounds::parsed_header{ec, {}};
     }
-    if (bounds::folded(bounds::text_of(buffer))) co_return std::pair(http::error::bad_value, "obs_fold");
-    const bool at_limit = buffer.size() >= limits.header_limit;
-    beast::error_code ec;
-    buffer.consume(parser.put(buffer.data(), ec));
-    // Never read on past what was looked at: a header without its end
-    // within the limit is too large, one stopped at a bad byte malformed.
-    if (ec == http::error::need_more) ec = at_limit ? http::error::header_limit : http::error::bad_value;
-    if (!ec && bounds::too_many_fields(parser.get())) co_return std::pair(http::error::header_limit, "header_fields");
-    co_return std::pair(ec, std::string_view());
+    co_return bounds::parse_header(parser, buffer, limits.header_limit);
   }
 
   // A connection's requests, answered in turn; true when the last was

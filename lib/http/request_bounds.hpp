@@ -175,4 +175,29 @@ template <class Fields>
   return static_cast<std::size_t>(std::distance(fields.begin(), fields.end())) > max_fields;
 }
 
+// What parse_header() found: an error, and when it is a refusal of ours
+// rather than Beast's, its outcome word ("obs_fold", "header_fields").
+struct parsed_header {
+  boost::beast::error_code ec;
+  std::string_view refusal;
+};
+
+// Parses a header read whole into `buffer` (header_read() said so). A
+// folded line is refused before Beast joins it into its field (obs_fold,
+// as bad_value); Beast never reads on past what was looked at, so a header
+// without its end within the limit is too large and one stopped at a bad
+// byte malformed; more than max_fields fields are too many (header_fields,
+// as header_limit).
+template <class Parser>
+[[nodiscard]] parsed_header parse_header(Parser& parser, boost::beast::flat_buffer& buffer, std::size_t header_limit) {
+  namespace bhttp = boost::beast::http;
+  if (folded(text_of(buffer))) return {bhttp::error::bad_value, "obs_fold"};
+  const bool at_limit = buffer.size() >= header_limit;
+  boost::beast::error_code ec;
+  buffer.consume(parser.put(buffer.data(), ec));
+  if (ec == bhttp::error::need_more) ec = at_limit ? bhttp::error::header_limit : bhttp::error::bad_value;
+  if (!ec && too_many_fields(parser.get())) return {bhttp::error::header_limit, "header_fields"};
+  return {ec, {}};
+}
+
 }  // namespace clerk_sync::http::bounds

@@ -589,22 +589,16 @@ struct server::impl : std::enable_shared_from_this<impl> {
       // A request cut off, or no request at all when nothing came.
       if (rec) co_return co_await after_read_error(stream, rec, "header", buffer.size() != 0);
     }
-    if (bounds::folded(bounds::text_of(buffer)))
-      co_return co_await answer_early(stream, bad_request(), "rejected", "obs_fold");
-    const bool at_limit = buffer.size() >= limits.header_limit;
-    beast::error_code ec;
-    buffer.consume(parser.put(buffer.data(), ec));
-    // Beast never reads on past what was looked at for folds: a header
-    // without its end within the limit is too large (Beast's own limit, on
-    // the request line and the fields apart, let a little more through), and
-    // one stopped at a byte no header may hold is malformed.
-    if (ec == bhttp::error::need_more)
-      ec = at_limit ? bhttp::error::header_limit : bhttp::error::bad_value;
-    if (ec) co_return co_await after_read_error(stream, ec, "header", true);
+    // (A header without its end within the limit is too large: Beast's own
+    // limit, on the request line and the fields apart, let a little more
+    // through.)
+    const auto parsed = bounds::parse_header(parser, buffer, limits.header_limit);
+    if (parsed.refusal == "obs_fold") co_return co_await answer_early(stream, bad_request(), "rejected", "obs_fold");
     auto& req = parser.get();
     const bool head = req.method() == bhttp::verb::head;
-    if (bounds::too_many_fields(req))
+    if (parsed.refusal == "header_fields")
       co_return co_await answer_early(stream, headers_too_large(), "rejected", "header_fields", head);
+    if (parsed.ec) co_return co_await after_read_error(stream, parsed.ec, "header", true);
     // A Transfer-Encoding whose last coding is not chunked leaves the body's
     // end unknown (RFC 9112 6.3): Beast would read no body and take the
     // bytes for the next request, where a proxy may see one. Any coding

@@ -29,12 +29,13 @@ struct swapped {
   // applied nor dead-lettered in the rebuilt file: a record the log no
   // longer held) and its consumer will not meet after the swap (before the
   // rebuilt offset): kept as they are, with their ids, since the letter may
-  // be the event's last copy. The others go: the rebuilt file has their
-  // event's outcome, or the consumer will give it.
+  // be the event's last copy; and the dismissed ones whose event the
+  // replay did not apply, met or not (the rebuilt file's letter of it is
+  // not copied). The others go: the rebuilt file has their event's
+  // outcome, or the consumer will give it.
   std::int64_t kept_dead_letters = 0;
   // Of those, the ones re-driven: their event is in the live rows but not
-  // in the rebuilt ones. (Dismissed ones are kept whenever the replay did
-  // not apply their event: the rebuilt file's letter of it is not copied.)
+  // in the rebuilt ones.
   std::int64_t kept_redriven_dead_letters = 0;
   // Dismissed live letters whose event the replay applied (a mapping fixed
   // since): gone with the swap, their events in the rows.
