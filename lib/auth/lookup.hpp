@@ -53,6 +53,9 @@ class lookup {
   // was moved there: that stays until a restart); nullopt when it can.
   // For /healthz, which then answers 503.
   [[nodiscard]] std::optional<std::string> file_problem();
+  // The path names another file than the one opened: for good, until a
+  // restart (file_problem() says so).
+  [[nodiscard]] bool replaced() const { return replaced_; }
 
  private:
   // Throws store::db_error once the path no longer names the file the

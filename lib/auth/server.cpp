@@ -88,7 +88,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
       if (!get) return wrong_method();
       // Every check would answer 503: a monitor of /healthz hears it too.
       if (const auto problem = svc.database_problem()) {
-        limiter.write("healthz", log::level::error, "healthz", {{"status", 503}, {"error", *problem}});
+        limiter.write(svc.problem_key("healthz"), log::level::error, "healthz", {{"status", 503}, {"error", *problem}});
         return plain(req, http::status::service_unavailable, "database unavailable");
       }
       return plain(req, http::status::ok, "ok");

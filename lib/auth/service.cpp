@@ -77,7 +77,7 @@ check_result service::check(std::optional<std::string_view> authorization, std::
     // Why, for the operator (a locked, missing or unmigrated file), at most
     // once a minute; the request's own line says db_unavailable.
     static log::rate_limiter limit;
-    limit.write("db_unavailable", log::level::error, "db_unavailable", {{"error", *error}});
+    limit.write(problem_key("db_unavailable"), log::level::error, "db_unavailable", {{"error", *error}});
     r.status = 503;
     r.outcome = "db_unavailable";
     return r;

@@ -41,6 +41,12 @@ class service {
   // Why the database cannot be served now, for /healthz; nullopt when it can:
   // the path, then the two lookups a check makes (with its one reconnect).
   [[nodiscard]] std::optional<std::string> database_problem();
+  // A rate limiter's key for a database problem line, `base` or, once the
+  // file was replaced (which only a restart mends), its own: that line is
+  // not held back behind one of a passing problem said just before.
+  [[nodiscard]] std::string problem_key(std::string_view base) const {
+    return std::string(base) + (db_.replaced() ? ":replaced" : "");
+  }
   // How far each projection that has written the database has read
   // (lookup::projection_positions), for auth::projection_watch; nullopt
   // when the file cannot be read now (database_problem() says why).

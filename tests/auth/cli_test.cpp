@@ -589,6 +589,33 @@ TEST_CASE("clerk-sync-auth: a database the sessions projection never wrote, whil
   CHECK(a.proc->wait(15s) == 0);
 }
 
+TEST_CASE("clerk-sync-auth: a database file replaced while it runs is said at once, even right after one missing") {
+  // The two lines shared one rate-limited key: the one saying that only a
+  // restart mends it was held back for up to a minute behind the one for a
+  // file moved away a moment before.
+  running_auth a({});
+  auto& auth = *a.proc;
+  const auto tok = a.valid_token();
+  const auto check = [&] { return a.check_with("Authorization: Bearer " + tok + "\r\n"); };
+  const auto healthz = [&] { return test::send_http(a.port, "GET", "/healthz", {}, "").status; };
+  REQUIRE(check() == 200);
+  std::filesystem::rename(a.db, a.db + ".away");
+  std::this_thread::sleep_for(1200ms);  // the path is looked at once a second
+  CHECK(check() == 503);
+  CHECK(healthz() == 503);
+  CHECK_MESSAGE(auth.wait_for_log("msg=db_unavailable error=\"the database file at " + a.db + " is missing", 5s),
+                auth.stderr_text());
+  CHECK(auth.wait_for_log("msg=healthz status=503 error=\"the database file at " + a.db + " is missing", 5s));
+  std::filesystem::copy_file(a.db + ".away", a.db);  // another file under the name
+  CHECK(check() == 503);
+  CHECK(healthz() == 503);
+  CHECK_MESSAGE(auth.wait_for_log("msg=db_unavailable error=\"the database file at " + a.db + " was replaced", 3s),
+                auth.stderr_text());
+  CHECK(auth.wait_for_log("msg=healthz status=503 error=\"the database file at " + a.db + " was replaced", 3s));
+  auth.signal(SIGTERM);
+  CHECK(auth.wait(15s) == 0);
+}
+
 TEST_CASE("clerk-sync-auth: a projection that stops while the other goes on is a warning until it moves") {
   // The sessions consumer stopped (or failing every batch) while the users
   // one goes on: revocations since are let in, and nothing else said so.
