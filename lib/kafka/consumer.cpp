@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <array>
 #include <cstdlib>
+#include <exception>
 #include <future>
 #include <system_error>
 #include <thread>
 #include <tuple>
+#include <utility>
 
 #include "kafka/admin.hpp"
 #include "kafka/handle.hpp"
@@ -107,12 +109,29 @@ struct consumer::impl {
       detail::connection_accepted(handle);
       // Seek by assigning with the stored offsets: nothing is read before.
       std::vector<topic_partition> wanted = to_vector(parts);
-      if (self->handler.on_assign) wanted = self->handler.on_assign(std::move(wanted));
+      if (self->handler.on_assign && !self->guarded([&] { wanted = self->handler.on_assign(std::move(wanted)); }))
+        wanted.clear();  // nothing read from partitions the handler could not set up
       const auto list = to_list(wanted);
       self->note_assign_error("assign", rd_kafka_assign(handle, list.get()));
     } else {
-      if (self->handler.on_revoke) self->handler.on_revoke(to_vector(parts));
+      if (self->handler.on_revoke) (void)self->guarded([&] { self->handler.on_revoke(to_vector(parts)); });
       self->note_assign_error("unassign", rd_kafka_assign(handle, nullptr));
+    }
+  }
+
+  // Runs a handler inside librdkafka's C callback, which nothing may unwind
+  // through (it ended the process in std::terminate, without a line of
+  // ours): what it throws is kept, and poll() throws it once the callback
+  // has returned. False when it threw.
+  std::exception_ptr handler_failed;
+  template <class F>
+  bool guarded(F&& f) noexcept {
+    try {
+      f();
+      return true;
+    } catch (...) {
+      if (!handler_failed) handler_failed = std::current_exception();
+      return false;
     }
   }
 
@@ -209,6 +228,7 @@ void consumer::assign(const std::vector<topic_partition>& partitions) {
 
 std::optional<message> consumer::poll(std::chrono::milliseconds timeout) {
   detail::message_ptr m(rd_kafka_consumer_poll(impl_->rk.get(), static_cast<int>(timeout.count())));
+  if (impl_->handler_failed) std::rethrow_exception(std::exchange(impl_->handler_failed, nullptr));
   if (impl_->assign_failed) throw fatal_error("consumer: " + *impl_->assign_failed);  // the callback ran in this poll
   if (!m) return std::nullopt;
   if (m->err) {

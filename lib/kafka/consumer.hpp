@@ -65,6 +65,8 @@ class consumer {
   // with the offset to start from: the stored next offset, or
   // offset_beginning when none is stored. on_revoke runs before the
   // partitions are taken away: finish and commit the open work there.
+  // What either throws is thrown by the poll() that ran it (on_assign
+  // throwing: nothing of that assignment is read).
   struct rebalance_handler {
     std::function<std::vector<topic_partition>(std::vector<topic_partition>)> on_assign;
     std::function<void(const std::vector<topic_partition>&)> on_revoke;

@@ -101,6 +101,29 @@ TEST_CASE("a group consumer starts each assigned partition at the offset the han
   cons.close();
 }
 
+TEST_CASE("what a rebalance handler throws comes out of poll(), not through librdkafka's C frames") {
+  // It ended the process in std::terminate, with no line of ours.
+  const auto cfg = clerk_sync::test::broker();
+  const auto topic = clerk_sync::test::fresh_topic("assign-throws", 1);
+  kafka::consumer cons(cfg, clerk_sync::test::unique_name("group"),
+                       {.on_assign = [](std::vector<kafka::topic_partition>) -> std::vector<kafka::topic_partition> {
+                          throw std::runtime_error("stored offsets unreadable");
+                        },
+                        .on_revoke = {}});
+  cons.subscribe({topic});
+  std::string thrown;
+  for (int i = 0; i < 300 && thrown.empty(); ++i) {
+    try {
+      (void)cons.poll(100ms);
+    } catch (const std::runtime_error& e) {
+      thrown = e.what();
+    }
+  }
+  CHECK(thrown == "stored offsets unreadable");
+  CHECK(cons.assignment().empty());  // nothing of that assignment is read
+  cons.close();
+}
+
 TEST_CASE("a consumer whose queue fills to its bound wakes the fetch and reads every record once, in order") {
   auto cfg = clerk_sync::test::broker();
   const auto topic = clerk_sync::test::fresh_topic("nudge", 3);
