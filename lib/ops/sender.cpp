@@ -1,10 +1,13 @@
 #include "ops/sender.hpp"
 
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <charconv>
+#include <exception>
 #include <thread>
 
 #include "http/handler.hpp"
@@ -157,32 +160,42 @@ send_clock real_clock() {
 http_answer post(const http_url& url, std::string_view body,
                  const std::vector<std::pair<std::string, std::string>>& headers, std::chrono::milliseconds timeout) {
   http_answer out;
-  try {
-    net::io_context ioc;
+  net::io_context ioc;
+  beast::tcp_stream stream(ioc);
+  http::request<http::string_body> req{http::verb::post, url.target, 11};
+  req.set(http::field::host, url.host);
+  req.set(http::field::user_agent, "clerk-sync-ctl");
+  req.set(http::field::content_type, "application/json");
+  for (const auto& [k, v] : headers) req.set(k, v);
+  req.body() = std::string(body);
+  req.prepare_payload();
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(1 << 20);
+  // Asynchronous steps, since only those keep the stream's deadline (the
+  // blocking ones ignored it: a receiver that accepted and never answered
+  // held `send` for ever); every step shares it.
+  const auto exchange = [&]() -> net::awaitable<void> {
     net::ip::tcp::resolver resolver(ioc);
-    beast::tcp_stream stream(ioc);
-    // Every step shares one deadline: a receiver that stalls cannot hang us.
+    const auto found = co_await resolver.async_resolve(url.host, url.port, net::use_awaitable);
     stream.expires_after(timeout);
-    stream.connect(resolver.resolve(url.host, url.port));
-    http::request<http::string_body> req{http::verb::post, url.target, 11};
-    req.set(http::field::host, url.host);
-    req.set(http::field::user_agent, "clerk-sync-ctl");
-    req.set(http::field::content_type, "application/json");
-    for (const auto& [k, v] : headers) req.set(k, v);
-    req.body() = std::string(body);
-    req.prepare_payload();
-    http::write(stream, req);
-    beast::flat_buffer buffer;
-    http::response_parser<http::string_body> parser;
-    parser.body_limit(1 << 20);
-    http::read(stream, buffer, parser);
+    co_await stream.async_connect(found, net::use_awaitable);
+    co_await http::async_write(stream, req, net::use_awaitable);
+    co_await http::async_read(stream, buffer, parser, net::use_awaitable);
+  };
+  std::exception_ptr failed;
+  net::co_spawn(ioc, exchange(), [&](std::exception_ptr e) { failed = e; });
+  ioc.run();
+  try {
+    if (failed) std::rethrow_exception(failed);
     out.status = static_cast<int>(parser.get().result_int());
     out.body = parser.get().body();
     beast::error_code ec;
     stream.socket().shutdown(net::ip::tcp::socket::shutdown_both, ec);
   } catch (const boost::system::system_error& e) {
     out.status = 0;
-    out.error = e.code().message();  // what() adds Boost's source location
+    out.error = e.code() == beast::error::timeout ? "no answer within " + std::to_string(timeout.count()) + " ms"
+                                                   : e.code().message();  // what() adds Boost's source location
     out.connection_refused = e.code() == net::error::connection_refused;
   } catch (const std::exception& e) {
     out.status = 0;

@@ -138,6 +138,24 @@ TEST_CASE("send treats a refused connection as a failed attempt, not a crash") {
   CHECK_MESSAGE(ops::nothing_listens(r.last), r.last.error);  // what counts toward a run's stop
 }
 
+TEST_CASE("send gives up on a receiver that accepts and never answers, within its timeout") {
+  // The blocking reads ignored the deadline: send waited for ever, saying
+  // nothing. The listener accepts (the kernel does, from its backlog) and
+  // reads nothing.
+  net::io_context ioc;
+  net::ip::tcp::acceptor silent(ioc, {net::ip::make_address("127.0.0.1"), 0});
+  ops::send_options opts;
+  opts.url = *ops::parse_http_url("http://127.0.0.1:" + std::to_string(silent.local_endpoint().port()) + "/");
+  opts.key = "k";
+  opts.schedule = {std::chrono::milliseconds(1)};
+  opts.request_timeout = std::chrono::milliseconds(300);
+  const auto r = ops::send_one(opts, "{}", "", ops::real_clock());  // it returns: ctest's timeout if not
+  CHECK_FALSE(r.ok());
+  CHECK(r.attempts == 2);
+  CHECK(r.last.status == 0);
+  CHECK(r.last.error == "no answer within 300 ms");
+}
+
 TEST_CASE("send retries a 4xx too, as Svix does, and tells the statuses a retry cannot change") {
   std::vector<std::chrono::milliseconds> slept;
   const ops::send_clock clock{[] { return std::int64_t{1'700'000'000}; },
