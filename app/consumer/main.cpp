@@ -87,6 +87,7 @@ int run(int argc, char** argv) {
       ->envname("CLERK_SYNC_DB")
       ->capture_default_str();
   app.add_option("--topic", s.worker.topic, "Kafka topic of Clerk events")
+      ->check(cs::config::topic_name())
       ->envname("CLERK_SYNC_TOPIC")
       ->capture_default_str();
   app.add_option("--group-prefix", s.worker.group_prefix, "Consumer groups are <prefix>.<projection>")

@@ -643,7 +643,10 @@ void add_db_commands(CLI::App& app, runner& run) {
       "rebuild cannot be complete or is stopped (SIGINT, SIGTERM, SIGHUP: the partial file is removed)");
   auto r = std::make_shared<replay_args>();
   config::add_kafka_options(*rp, r->kafka);
-  rp->add_option("--topic", r->topic, "Events topic")->envname("CLERK_SYNC_TOPIC")->capture_default_str();
+  rp->add_option("--topic", r->topic, "Events topic")
+      ->check(config::topic_name())
+      ->envname("CLERK_SYNC_TOPIC")
+      ->capture_default_str();
   add_projection_option(*rp, r->projections, "users, referrals, balances, sessions, a comma list, or all")
       ->required();
   rp->add_option("--db", r->db, "The new database file (must not exist or be empty)")->required();
@@ -676,6 +679,7 @@ void add_db_commands(CLI::App& app, runner& run) {
   sw->add_option("--db", w->db, "The live database file")->envname("CLERK_SYNC_DB")->required();
   config::add_kafka_options(*sw, w->kafka);
   sw->add_option("--topic", w->topic, "Events topic the consumers read, which the replay must be of")
+      ->check(config::topic_name())
       ->envname("CLERK_SYNC_TOPIC")
       ->capture_default_str();
   sw->add_option("--timeout-ms", w->timeout_ms, "Timeout of each Kafka request of the log check")
@@ -699,7 +703,10 @@ void add_db_commands(CLI::App& app, runner& run) {
       "(a wrong --topic)");
   auto s = std::make_shared<status_args>();
   config::add_kafka_options(*st, s->kafka);
-  st->add_option("--topic", s->topic, "Events topic")->envname("CLERK_SYNC_TOPIC")->capture_default_str();
+  st->add_option("--topic", s->topic, "Events topic")
+      ->check(config::topic_name())
+      ->envname("CLERK_SYNC_TOPIC")
+      ->capture_default_str();
   st->add_option("--db", s->db, "Database file")->envname("CLERK_SYNC_DB")->required();
   add_projection_option(*st, s->projections, "Projections to show (comma list or all)")->capture_default_str();
   // Not negative: unset is "no check", and a monitor given -5 would never alarm.

@@ -106,7 +106,10 @@ void add_topic_commands(CLI::App& app, runner& run) {
       "receiver's largest record would not fit");
   auto a = std::make_shared<topic_args>();
   config::add_kafka_options(*ensure, a->kafka);
-  ensure->add_option("--topic", a->settings.name, "Events topic")->envname("CLERK_SYNC_TOPIC")->capture_default_str();
+  ensure->add_option("--topic", a->settings.name, "Events topic")
+      ->check(config::topic_name())
+      ->envname("CLERK_SYNC_TOPIC")
+      ->capture_default_str();
   auto* partitions = ensure->add_option("--partitions", a->settings.partitions, "Partitions when creating")
       ->check(CLI::Range(1, 10'000))
       ->capture_default_str();

@@ -192,6 +192,21 @@ CLI::Validator broker_list() {
       "BROKERS");
 }
 
+CLI::Validator topic_name() {
+  return CLI::Validator(
+      [](std::string& value) -> std::string {
+        const bool ok = !value.empty() && value.size() <= 249 && value != "." && value != ".." &&
+                        std::all_of(value.begin(), value.end(), [](char ch) {
+                          return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                                 ch == '.' || ch == '_' || ch == '-';
+                        });
+        return ok ? std::string()
+                  : "\"" + (value.size() > 80 ? value.substr(0, 80) + "..." : value) +
+                        "\" is not a Kafka topic name (1 to 249 of letters, digits, '.', '_' and '-')";
+      },
+      "TOPIC");
+}
+
 CLI::Validator origin(bool app_schemes) {
   return CLI::Validator(
       [app_schemes](std::string& value) -> std::string {

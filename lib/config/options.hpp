@@ -69,6 +69,12 @@ void add_log_options(CLI::App& app, log_options& opts);
 // retry for ever; the message names the entry.
 [[nodiscard]] CLI::Validator broker_list();
 
+// A Kafka topic name as Kafka allows one: 1 to 249 of [A-Za-z0-9._-], not
+// "." or "..". Another is refused by the broker on every request (or, over
+// 512 bytes, by librdkafka before it), which would be said on every
+// webhook or batch instead of once at start-up.
+[[nodiscard]] CLI::Validator topic_name();
+
 // A server's --path: a path alone (requests are routed by their path, the
 // query cut off: with '?', '#' or a space it would match no request), not
 // one of its probes' paths (which answer first). Throws usage_error.

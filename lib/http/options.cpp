@@ -11,7 +11,10 @@ void add_receiver_options(CLI::App& app, receiver_options& o) {
       ->envname("CLERK_SYNC_LISTEN")
       ->capture_default_str();
   app.add_option("--path", o.path, "Path of the webhook endpoint")->envname("CLERK_SYNC_PATH")->capture_default_str();
-  app.add_option("--topic", o.topic, "Kafka topic for the events")->envname("CLERK_SYNC_TOPIC")->capture_default_str();
+  app.add_option("--topic", o.topic, "Kafka topic for the events")
+      ->check(config::topic_name())
+      ->envname("CLERK_SYNC_TOPIC")
+      ->capture_default_str();
   app.add_option("--secret-file", o.secret_file,
                  "File of webhook secrets, one whsec_... per line (else CLERK_WEBHOOK_SECRET, spaces or commas)")
       ->envname("CLERK_WEBHOOK_SECRET_FILE");

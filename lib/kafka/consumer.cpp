@@ -385,6 +385,8 @@ std::optional<std::map<std::string, std::string>> consumer::topic_config(const s
 
 std::vector<std::int32_t> consumer::partitions_of(const std::string& topic, std::chrono::milliseconds timeout) const {
   rd_kafka_topic_t* rkt = rd_kafka_topic_new(impl_->rk.get(), topic.c_str(), nullptr);
+  // NULL for a name librdkafka refuses (over 512 bytes): passed on, it crashed.
+  if (!rkt) throw fatal_error("kafka topic handle for " + topic + ": " + rd_kafka_err2str(rd_kafka_last_error()));
   const struct rd_kafka_metadata* md = nullptr;
   const auto err = detail::metadata(impl_->rk.get(), false, rkt, &md, timeout);
   rd_kafka_topic_destroy(rkt);

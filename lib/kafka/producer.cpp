@@ -200,6 +200,8 @@ producer::topic_state producer::check_topic(const std::string& topic, std::chron
                                             std::vector<partition_sync>* short_of_sync,
                                             std::vector<std::int32_t>* leaderless) const {
   rd_kafka_topic_t* rkt = rd_kafka_topic_new(impl_->rk.get(), topic.c_str(), nullptr);
+  // NULL for a name librdkafka refuses (over 512 bytes): passed on, it crashed.
+  if (!rkt) throw fatal_error("kafka topic handle for " + topic + ": " + rd_kafka_err2str(rd_kafka_last_error()));
   const struct rd_kafka_metadata* md = nullptr;
   const auto err = detail::metadata(impl_->rk.get(), false, rkt, &md, timeout);
   rd_kafka_topic_destroy(rkt);

@@ -833,6 +833,30 @@ TEST_CASE("swap-in takes a replay of a topic the live projection reads, an old t
   CHECK(test::query_int(live, "PRAGMA application_id") == 0);
 }
 
+TEST_CASE("every program refuses a --topic Kafka would refuse, at start-up with exit 2") {
+  // One over 512 bytes made librdkafka return no topic handle, which was
+  // passed on: the receiver and `status` crashed (SIGSEGV) without a line.
+  // Any other illegal name was refused by the broker on every request.
+  const std::string long_name(600, 'a');
+  const auto receiver = test::binary_path("app/receiver/clerk-sync-receiver");
+  const auto consumer = test::binary_path("app/consumer/clerk-sync-consumer");
+  for (const auto& topic : {long_name, std::string("clerk/events"), std::string(".."), std::string(250, 'a')}) {
+    CAPTURE(topic.size());
+    for (const auto& [exe, args] : std::vector<std::pair<std::string, std::vector<std::string>>>{
+             {receiver, {"--topic", topic}},
+             {consumer, {"--projection", "users", "--topic", topic}},
+             {ctl(), {"status", "--db", "x.db", "--topic", topic}},
+             {ctl(), {"replay", "--projection", "users", "--db", "x.db", "--topic", topic}},
+             {ctl(), {"swap-in", "--from", "a.db", "--db", "x.db", "--topic", topic}},
+             {ctl(), {"topic", "ensure", "--topic", topic}}}) {
+      const auto r = test::run(exe, args, clean_env);
+      CAPTURE(exe);
+      CHECK(r.status == 2);
+      CHECK_MESSAGE(r.err.find("is not a Kafka topic name") != std::string::npos, r.err);
+    }
+  }
+}
+
 TEST_CASE("every command refuses an empty --projection, which an unset variable in a script gives, with exit 2") {
   // dead-letters read '' as "all": `retry --all --projection "$PROJ"` with
   // $PROJ unset re-drove every projection's letters.
