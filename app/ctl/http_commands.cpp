@@ -170,8 +170,17 @@ int send(const send_args& a) {
       const auto type = type_of(bodies[i]);
       const auto reason = ops::explain_ignored();
       log::error("send ignored", {{"svix_id", r.svix_id}, {"type", type}, {"reason", reason}});
-    } else if (r.ok()) {
+    } else if (r.published()) {
       ++ok;
+    } else if (r.ok()) {
+      // A 2xx that is no receiver's: --url reached another server (a
+      // default site, a proxy's catch-all), and every event would get the same.
+      log::error("send stopped", {{"sent", i + 1}, {"total", bodies.size()}, {"ok", ok}, {"svix_id", r.svix_id},
+                                  {"status", r.last.status},
+                                  {"answer", std::string_view(r.last.body).substr(0, 300)},
+                                  {"reason", "a 2xx that is not a clerk-sync receiver's answer ({\"status\":\"published\","
+                                             "...}): nothing is known to be published; is --url the receiver's?"}});
+      return exit_failed;
     } else {
       ++failed;
       log::error("send gave up", {{"svix_id", r.svix_id}, {"attempts", r.attempts}, {"status", r.last.status},

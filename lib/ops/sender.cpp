@@ -91,6 +91,8 @@ std::optional<std::vector<std::chrono::milliseconds>> parse_schedule(std::string
 
 bool send_result::ignored() const { return ok() && last.body == clerk_sync::http::ignored_body; }
 
+bool send_result::published() const { return ok() && last.body.starts_with(R"({"status":"published",)"); }
+
 std::string_view explain_ignored() {
   return "nothing was published: the receiver publishes only user.* and session.* events and answers 200 to any "
          "other type, which no consumer will see (check the type for a typo)";

@@ -58,6 +58,10 @@ struct send_result {
   // A 2xx that published nothing: the receiver's answer to a type it does
   // not publish (a typo such as user_created, or organization.*).
   [[nodiscard]] bool ignored() const;
+  // A 2xx whose body is the receiver's own for an event it published
+  // ({"status":"published",...}): not an answer of some other server that
+  // --url reached.
+  [[nodiscard]] bool published() const;
 };
 
 // True for an answer that says the sender's set-up is wrong, the same for

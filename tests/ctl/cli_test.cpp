@@ -5,9 +5,16 @@
 #include <doctest/doctest.h>
 
 #include <SQLiteCpp/SQLiteCpp.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <fstream>
 #include <future>
 #include <optional>
@@ -237,6 +244,57 @@ TEST_CASE("sign and send refuse a directory named as a body file instead of usin
     CHECK(r.err.find("is empty: no event to send") != std::string::npos);
     CHECK(r.err.find("send attempt failed") == std::string::npos);
   }
+}
+
+TEST_CASE("send stops at a 2xx that is not the receiver's answer: a --url that reached another server") {
+  // Any 2xx counted as delivered: a --url answered by a default site or a
+  // proxy's catch-all exited 0 with nothing published.
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  REQUIRE(::listen(fd, 8) == 0);
+  socklen_t len = sizeof a;
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+  std::atomic<int> requests{0};
+  std::thread site([&] {
+    for (;;) {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 3000) != 1) break;  // no more requests
+      const int c = ::accept(fd, nullptr, nullptr);
+      if (c < 0) break;
+      // The whole request (header, then Content-Length bytes), then a page.
+      std::string got;
+      std::array<char, 4096> buf{};
+      for (;;) {
+        const auto head_end = got.find("\r\n\r\n");
+        if (head_end != std::string::npos) {
+          const auto cl = got.find("Content-Length: ");
+          const auto body = cl == std::string::npos ? 0 : std::stoul(got.substr(cl + 16));
+          if (got.size() >= head_end + 4 + body) break;
+        }
+        const auto n = ::recv(c, buf.data(), buf.size(), 0);
+        if (n <= 0) break;
+        got.append(buf.data(), static_cast<std::size_t>(n));
+      }
+      ++requests;
+      const std::string page = "HTTP/1.1 200 OK\r\nContent-Length: 20\r\nConnection: close\r\n\r\n<html>welcome</html>";
+      (void)::send(c, page.data(), page.size(), MSG_NOSIGNAL);
+      ::close(c);
+    }
+  });
+  const auto r = test::run(ctl(), {"send", "--generate", "3", "--retry-schedule", "", "--url",
+                                   "http://127.0.0.1:" + std::to_string(ntohs(a.sin_port)) + "/"},
+                           env_with({{"CLERK_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}}));
+  site.join();
+  ::close(fd);
+  INFO(r.err);
+  CHECK(r.status == 1);
+  CHECK(r.err.find("level=error msg=\"send stopped\" sent=1 total=3 ok=0 ") != std::string::npos);
+  CHECK(r.err.find("is --url the receiver's?") != std::string::npos);
+  CHECK(requests == 1);  // not the two after it
 }
 
 TEST_CASE("send refuses a --url with user-info, from the flag or the environment, without repeating it") {
