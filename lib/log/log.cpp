@@ -476,6 +476,8 @@ std::optional<level> parse_level(std::string_view name) {
   return std::nullopt;
 }
 
+bool enabled(level lv) { return lv >= g_threshold.load(std::memory_order_relaxed); }
+
 void init(format f, level threshold) {
   g_format = f;
   g_threshold = threshold;

@@ -59,6 +59,8 @@ struct field {
 
 // Sets the process-wide output format and threshold. Call once from main().
 void init(format f, level threshold = level::info);
+// Whether a line at `lv` is written (the threshold init() set).
+[[nodiscard]] bool enabled(level lv);
 
 inline constexpr std::size_t request_field_limit = 200;
 inline constexpr std::size_t field_limit = 2048;

@@ -891,6 +891,18 @@ TEST_CASE("swap-in takes a replay of a topic the live projection reads, an old t
   CHECK(test::query_int(live, "PRAGMA application_id") == 0);
 }
 
+TEST_CASE("librdkafka's debug property asked for below --log-level debug is said, not dropped in silence") {
+  const std::vector<std::string> args = {"topic", "ensure", "--brokers", "127.0.0.1:1", "--timeout-ms", "200",
+                                         "--kafka-property", "debug=broker"};
+  const auto hidden = test::run(ctl(), args, clean_env);
+  CHECK_MESSAGE(hidden.err.find("level=warn msg=kafka_debug_hidden ") != std::string::npos, hidden.err);
+  auto shown_args = args;
+  shown_args.insert(shown_args.end(), {"--log-level", "debug"});
+  const auto shown = test::run(ctl(), shown_args, clean_env);
+  CHECK(shown.err.find("kafka_debug_hidden") == std::string::npos);
+  CHECK(shown.err.find("level=debug msg=kafka_log") != std::string::npos);  // librdkafka's own, now written
+}
+
 TEST_CASE("every program refuses a --topic Kafka would refuse, at start-up with exit 2") {
   // One over 512 bytes made librdkafka return no topic handle, which was
   // passed on: the receiver and `status` crashed (SIGSEGV) without a line.
