@@ -5,8 +5,6 @@
 #include <doctest/doctest.h>
 
 #include <SQLiteCpp/SQLiteCpp.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -249,21 +247,13 @@ TEST_CASE("sign and send refuse a directory named as a body file instead of usin
 TEST_CASE("send stops at a 2xx that is not the receiver's answer: a --url that reached another server") {
   // Any 2xx counted as delivered: a --url answered by a default site or a
   // proxy's catch-all exited 0 with nothing published.
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  REQUIRE(::listen(fd, 8) == 0);
-  socklen_t len = sizeof a;
-  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+  const test::held_port listener;
   std::atomic<int> requests{0};
   std::thread site([&] {
     for (;;) {
-      pollfd p{fd, POLLIN, 0};
+      pollfd p{listener.fd(), POLLIN, 0};
       if (::poll(&p, 1, 3000) != 1) break;  // no more requests
-      const int c = ::accept(fd, nullptr, nullptr);
+      const int c = ::accept(listener.fd(), nullptr, nullptr);
       if (c < 0) break;
       // The whole request (header, then Content-Length bytes), then a page.
       std::string got;
@@ -286,10 +276,9 @@ TEST_CASE("send stops at a 2xx that is not the receiver's answer: a --url that r
     }
   });
   const auto r = test::run(ctl(), {"send", "--generate", "3", "--retry-schedule", "", "--url",
-                                   "http://127.0.0.1:" + std::to_string(ntohs(a.sin_port)) + "/"},
+                                   "http://127.0.0.1:" + std::to_string(listener.port()) + "/"},
                            env_with({{"CLERK_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}}));
   site.join();
-  ::close(fd);
   INFO(r.err);
   CHECK(r.status == 1);
   CHECK(r.err.find("level=error msg=\"send stopped\" sent=1 total=3 ok=0 ") != std::string::npos);

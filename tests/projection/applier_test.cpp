@@ -697,19 +697,26 @@ TEST_CASE("write totals count each transaction, the wait for a shared turn and t
   CHECK(app.totals().waited >= std::chrono::milliseconds(100));
 }
 
+// A file at schema 7 at `path` holding dead letters (projection, topic,
+// partition, offset, svix_id, type, reason, payload, created_at,
+// resolved_at), given as SQL VALUES rows.
+namespace {
+void v7_with_letters(const std::string& path, const std::string& rows) {
+  clerk_sync::test::file_at_schema(path, 7);
+  SQLite::Database raw(path, SQLite::OPEN_READWRITE);
+  raw.exec("INSERT INTO dead_letters(projection, topic, partition, \"offset\", svix_id, type, reason, payload, "
+           "created_at, resolved_at) VALUES " + rows);
+}
+}  // namespace
+
 TEST_CASE("migration 008 tells the letters dismissed before it from those re-driven, by the note dismiss wrote") {
   clerk_sync::test::temp_dir dir;
   const auto path = (dir / "v7.db").string();
-  clerk_sync::test::file_at_schema(path, 7);
-  {
-    SQLite::Database raw(path, SQLite::OPEN_READWRITE);
-    raw.exec("INSERT INTO dead_letters(projection, topic, partition, \"offset\", svix_id, type, reason, payload, "
-             "created_at, resolved_at) VALUES "
-             "('users', 'clerk.events', 0, 1, 'msg_dismissed', NULL, 'not a Clerk event (dismissed: a load test)', "
-             "'x', 1, 40), "
-             "('users', 'clerk.events', 0, 2, 'msg_redriven', NULL, 'fixed since', 'x', 1, 50), "
-             "('users', 'clerk.events', 0, 3, 'msg_pending', NULL, 'still fails', 'x', 1, NULL)");
-  }
+  v7_with_letters(path,
+                  "('users', 'clerk.events', 0, 1, 'msg_dismissed', NULL, 'not a Clerk event (dismissed: a load "
+                  "test)', 'x', 1, 40), "
+                  "('users', 'clerk.events', 0, 2, 'msg_redriven', NULL, 'fixed since', 'x', 1, 50), "
+                  "('users', 'clerk.events', 0, 3, 'msg_pending', NULL, 'still fails', 'x', 1, NULL)");
   const auto dismissed = [](store::database& db) {
     std::string out;
     for (const auto& d : pj::list_dead_letters(db, {}, true))
@@ -731,20 +738,15 @@ TEST_CASE("migration 008 tells the letters dismissed before it from those re-dri
 TEST_CASE("migration 008 keeps one dead letter of a record without a svix-id, the dismissed one first") {
   clerk_sync::test::temp_dir dir;
   const auto path = (dir / "v7.db").string();
-  clerk_sync::test::file_at_schema(path, 7);
-  {
-    // Offset 4 read three times (one copy dismissed), 5 twice, 6 once.
-    SQLite::Database raw(path, SQLite::OPEN_READWRITE);
-    raw.exec("INSERT INTO dead_letters(projection, topic, partition, \"offset\", svix_id, type, reason, payload, "
-             "created_at, resolved_at) VALUES "
-             "('users', 'clerk.events', 0, 4, NULL, NULL, 'no svix-id', 'x', 1, NULL), "
-             "('users', 'clerk.events', 0, 4, NULL, NULL, 'no svix-id (dismissed: a test)', 'x', 2, 9), "
-             "('users', 'clerk.events', 0, 5, NULL, NULL, 'no svix-id', 'x', 3, NULL), "
-             "('users', 'clerk.events', 0, 4, NULL, NULL, 'no svix-id', 'x', 4, NULL), "
-             "('balances', 'clerk.events', 0, 4, NULL, NULL, 'no svix-id', 'x', 5, NULL), "
-             "('users', 'clerk.events', 0, 5, NULL, NULL, 'no svix-id', 'x', 6, NULL), "
-             "('users', 'clerk.events', 0, 6, NULL, NULL, 'no svix-id', 'x', 7, NULL)");
-  }
+  // Offset 4 read three times (one copy dismissed), 5 twice, 6 once.
+  v7_with_letters(path,
+                  "('users', 'clerk.events', 0, 4, NULL, NULL, 'no svix-id', 'x', 1, NULL), "
+                  "('users', 'clerk.events', 0, 4, NULL, NULL, 'no svix-id (dismissed: a test)', 'x', 2, 9), "
+                  "('users', 'clerk.events', 0, 5, NULL, NULL, 'no svix-id', 'x', 3, NULL), "
+                  "('users', 'clerk.events', 0, 4, NULL, NULL, 'no svix-id', 'x', 4, NULL), "
+                  "('balances', 'clerk.events', 0, 4, NULL, NULL, 'no svix-id', 'x', 5, NULL), "
+                  "('users', 'clerk.events', 0, 5, NULL, NULL, 'no svix-id', 'x', 6, NULL), "
+                  "('users', 'clerk.events', 0, 6, NULL, NULL, 'no svix-id', 'x', 7, NULL)");
   store::database db(path);  // migrates
   std::string kept;
   for (const auto& d : pj::list_dead_letters(db, {}, true))

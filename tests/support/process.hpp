@@ -56,6 +56,7 @@ class held_port {
   held_port(const held_port&) = delete;
   held_port& operator=(const held_port&) = delete;
   [[nodiscard]] int port() const { return port_; }
+  [[nodiscard]] int fd() const { return fd_; }  // to accept on
 
  private:
   int fd_ = -1;
