@@ -175,8 +175,8 @@ int send(const send_args& a) {
     } else if (r.ok()) {
       // A 2xx that is no receiver's: --url reached another server (a
       // default site, a proxy's catch-all), and every event would get the same.
-      log::error("send stopped", {{"sent", i + 1}, {"total", bodies.size()}, {"ok", ok}, {"svix_id", r.svix_id},
-                                  {"status", r.last.status},
+      log::error("send stopped", {{"sent", i + 1}, {"total", bodies.size()}, {"ok", ok}, {"failed", failed},
+                                  {"ignored", ignored}, {"svix_id", r.svix_id}, {"status", r.last.status},
                                   {"answer", std::string_view(r.last.body).substr(0, 300)},
                                   {"reason", "a 2xx that is not a clerk-sync receiver's answer ({\"status\":\"published\","
                                              "...}): nothing is known to be published; is --url the receiver's?"}});

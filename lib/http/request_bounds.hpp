@@ -1,9 +1,9 @@
 #pragma once
 // How the receiver bounds the reading of one request, beyond Beast's own
 // header and body limits: the read buffer's size in each stage, and the
-// number of fields. Shared by lib/http/server.cpp and the `wire` fuzz
-// target, which reads raw bytes through Beast's parser under the same
-// bounds.
+// number of fields. Shared by lib/http/server.cpp, lib/auth/server.cpp
+// (the header stage and its parse) and the `wire` fuzz target, which reads
+// raw bytes through Beast's parser under the same bounds.
 
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/parser.hpp>

@@ -66,7 +66,8 @@ class consumer {
   // offset_beginning when none is stored. on_revoke runs before the
   // partitions are taken away: finish and commit the open work there.
   // What either throws is thrown by the poll() that ran it (on_assign
-  // throwing: nothing of that assignment is read).
+  // throwing: nothing of that assignment is read); what on_revoke throws
+  // in close() is dropped, so it should throw nothing.
   struct rebalance_handler {
     std::function<std::vector<topic_partition>(std::vector<topic_partition>)> on_assign;
     std::function<void(const std::vector<topic_partition>&)> on_revoke;

@@ -253,9 +253,12 @@ conf_ptr make_conf(const client_config& cfg, property_list defaults, fixed_list 
   for (const auto& [k, v] : defaults) set(conf.get(), k, v);
   set_checked(conf.get(), cfg, {fixed, every_client_fixed()});
   // librdkafka writes its debug contexts at syslog level 7, which is our
-  // debug: asked for without it, they were dropped without a word.
+  // debug: asked for without it, they were dropped without a word. Said
+  // once a process: its clients are many, and some made anew for a while.
+  static std::atomic<bool> debug_hidden_said{false};
   if (!log::enabled(log::level::debug) &&
-      std::any_of(cfg.properties.begin(), cfg.properties.end(), [](const auto& p) { return p.first == "debug"; }))
+      std::any_of(cfg.properties.begin(), cfg.properties.end(), [](const auto& p) { return p.first == "debug"; }) &&
+      !debug_hidden_said.exchange(true))
     log::warn("kafka_debug_hidden", {{"outcome", "librdkafka's debug lines are written at level debug: add "
                                                  "--log-level debug (CLERK_SYNC_LOG_LEVEL=debug) to see them"}});
   rd_kafka_conf_set_log_cb(conf.get(), &on_log);

@@ -176,7 +176,7 @@ http_answer post(const http_url& url, std::string_view body,
   parser.body_limit(1 << 20);
   // Asynchronous steps, since only those keep the stream's deadline (the
   // blocking ones ignored it: a receiver that accepted and never answered
-  // held `send` for ever); every step shares it.
+  // held `send` for ever); every step but the name's resolution shares it.
   const auto exchange = [&]() -> net::awaitable<void> {
     net::ip::tcp::resolver resolver(ioc);
     const auto found = co_await resolver.async_resolve(url.host, url.port, net::use_awaitable);

@@ -69,6 +69,9 @@ TEST_CASE("every example body satisfies its JSON Schema, and broken bodies do no
       "public_metadata":{"g2a_balance":"12.50","points_balance":"7","role":"vip"}}})"));
   CHECK_FALSE(valid(*user, R"({"type":"user.updated","data":{"id":"u","public_metadata":{}}})"));  // no updated_at
   CHECK_FALSE(valid(*user, R"({"type":"user.updated","data":{"id":"u","updated_at":1}})"));  // no public_metadata
+  CHECK_FALSE(valid(*user, R"({"type":"user.updated","data":{"id":"u","updated_at":1,"public_metadata":null}})"));
+  CHECK(valid(*user, R"({"type":"user.updated","data":{"id":"u","updated_at":1,"public_metadata":{},
+      "private_metadata":null}})"));
   CHECK_FALSE(valid(*user, R"({"type":"user.deleted","timestamp":1,"data":{"deleted":true}})"));  // no id
   CHECK_FALSE(valid(*user, R"({"type":"user.updated","data":{"id":"u","updated_at":1,
       "public_metadata":{"g2a_balance":"lots"}}})"));
