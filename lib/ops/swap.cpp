@@ -79,8 +79,10 @@ void replace_dead_letters(SQLite::Database& db, const std::string& projection, s
   overruled.bind(1, projection);
   if (overruled.executeStep()) s.dismissed_applied = overruled.getColumn(0).getInt64();
   overruled.reset();
+  // A dismissed one only when the replay applied its event (one without a
+  // svix-id never is: `applied` is NULL there, not true).
   SQLite::Statement drop(db, "DELETE FROM main.dead_letters WHERE projection = ?1 AND " + met +
-                                 " AND NOT (dismissed_at IS NOT NULL AND coalesce(NOT " + applied + ", 1))");
+                                 " AND (dismissed_at IS NULL OR (" + applied + ") IS TRUE)");
   drop.bind(1, projection);
   drop.exec();
   SQLite::Statement kept(db, "SELECT count(*), count(resolved_at) - count(dismissed_at) FROM main.dead_letters "
